@@ -1,0 +1,1 @@
+//! Lenient JSON helpers shared by the normalizers.

@@ -1,0 +1,4 @@
+//! Alert intake: authentication, size limits, transport envelopes (SNS) and per-source parsing.
+
+pub mod formats;
+pub mod sns;

@@ -1,0 +1,1 @@
+//! AWS SNS HTTPS delivery: envelope parsing, signature verification, subscription confirmation.

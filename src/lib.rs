@@ -1,0 +1,4 @@
+//! Cordon.
+
+pub mod alert;
+pub mod intake;
