@@ -1,4 +1,5 @@
 //! Cordon.
 
 pub mod alert;
+pub mod config;
 pub mod intake;

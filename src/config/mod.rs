@@ -1,0 +1,325 @@
+//! Cordon's one YAML config file: what it holds, how it is loaded, and how its errors read.
+//!
+//! Every field has a default except the sources, so a config names only what differs. Unknown keys
+//! are errors (a typo must not silently turn a setting off), and every error is reported with
+//! `file:line:column` and a hint; see [`load`].
+
+mod diagnostic;
+mod duration;
+mod load;
+mod secret;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+pub use diagnostic::{Diagnostic, Diagnostics};
+pub use duration::HumanDuration;
+pub use load::{load, parse};
+pub use secret::Secret;
+
+/// The whole config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The HTTP listener and the admin API.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Where alerts, incidents and runs are kept.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// How alerts are deduplicated and grouped into incidents.
+    #[serde(default)]
+    pub grouping: GroupingConfig,
+    /// Log output.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// The alert sources Cordon accepts, by name (`aws.guardduty`, `falco`, `generic`, ...). A
+    /// source that is not listed here is refused with 404.
+    #[serde(default)]
+    pub sources: BTreeMap<String, SourceConfig>,
+}
+
+/// The HTTP listener and the admin API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on. Default `127.0.0.1:8080`; use `0.0.0.0:8080` to accept from other hosts.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Bearer token for the admin API (`/v1/alerts`, `/v1/incidents`) and the CLI talking to a
+    /// running server. Without it the admin API is off.
+    #[serde(default)]
+    pub admin_token: Option<Secret>,
+    /// Largest request body accepted, in bytes (default 1 MiB). Larger bodies get 413.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// How long a graceful shutdown waits for requests in flight (default `30s`).
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace: HumanDuration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: default_listen(),
+            admin_token: None,
+            max_body_bytes: default_max_body(),
+            shutdown_grace: default_shutdown_grace(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+fn default_max_body() -> usize {
+    1024 * 1024
+}
+
+fn default_shutdown_grace() -> HumanDuration {
+    HumanDuration::secs(30)
+}
+
+/// Which store backend and where.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sled` (embedded, the default).
+    #[serde(default)]
+    pub kind: StoreKind,
+    /// Folder of the embedded store (default `data/cordon`, relative to the working directory).
+    /// One process at a time may open it.
+    #[serde(default = "default_store_path")]
+    pub path: PathBuf,
+    /// Memory the embedded store may use for its page cache, in MiB (default 128).
+    #[serde(default = "default_cache_mb")]
+    pub cache_mb: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { kind: StoreKind::default(), path: default_store_path(), cache_mb: default_cache_mb() }
+    }
+}
+
+fn default_store_path() -> PathBuf {
+    PathBuf::from("data/cordon")
+}
+
+fn default_cache_mb() -> u64 {
+    128
+}
+
+/// Store backends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    /// Embedded, nothing to install.
+    #[default]
+    Sled,
+}
+
+/// Deduplication and incident grouping.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupingConfig {
+    /// An alert with the same dedup key as one seen within this window counts as a repeat of it
+    /// instead of a new alert (default `1h`).
+    #[serde(default = "default_dedup_window")]
+    pub dedup_window: HumanDuration,
+    /// An alert about the same entity (resource, or actor for identity alerts) as an open incident
+    /// updated within this window joins that incident (default `4h`).
+    #[serde(default = "default_incident_window")]
+    pub incident_window: HumanDuration,
+}
+
+impl Default for GroupingConfig {
+    fn default() -> Self {
+        GroupingConfig { dedup_window: default_dedup_window(), incident_window: default_incident_window() }
+    }
+}
+
+fn default_dedup_window() -> HumanDuration {
+    HumanDuration::secs(3600)
+}
+
+fn default_incident_window() -> HumanDuration {
+    HumanDuration::secs(4 * 3600)
+}
+
+/// Log output.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `human` (default) or `json` (one object per line, for log shippers).
+    #[serde(default)]
+    pub format: LogFormat,
+    /// Level or filter, as `RUST_LOG` takes it (default `info`). `RUST_LOG` wins when set.
+    #[serde(default = "default_level")]
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::default(), level: default_level() }
+    }
+}
+
+fn default_level() -> String {
+    "info".to_owned()
+}
+
+/// Log formats.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+/// One alert source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Set to `false` to refuse the source (404) without deleting its settings.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// How senders prove who they are. Required: every inbound request is authenticated.
+    pub auth: AuthConfig,
+    /// Largest body for this source in bytes; defaults to `server.max_body_bytes`.
+    #[serde(default)]
+    pub max_body_bytes: Option<usize>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// How a source authenticates its requests: exactly one of `bearer`, `hmac`, `sns`.
+#[derive(Debug, Clone)]
+pub enum AuthConfig {
+    Bearer(BearerAuth),
+    Hmac(HmacAuth),
+    Sns(SnsAuth),
+}
+
+/// `Authorization: Bearer <token>`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BearerAuth {
+    /// The shared token.
+    pub token: Secret,
+}
+
+/// An HMAC-SHA256 signature over `timestamp.body`, sent as hex (optionally prefixed `sha256=`),
+/// with the timestamp (Unix seconds) in its own header.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HmacAuth {
+    /// The shared key.
+    pub secret: Secret,
+    /// Header carrying the signature (default `x-cordon-signature`).
+    #[serde(default = "default_signature_header")]
+    pub signature_header: String,
+    /// Header carrying the timestamp (default `x-cordon-timestamp`).
+    #[serde(default = "default_timestamp_header")]
+    pub timestamp_header: String,
+    /// Requests whose timestamp is further than this from now are refused (default `5m`).
+    #[serde(default = "default_replay_window")]
+    pub replay_window: HumanDuration,
+}
+
+/// AWS SNS HTTPS delivery: the SNS message signature is the credential, and the payload is the SNS
+/// message inside the envelope.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnsAuth {
+    /// Topic ARNs whose messages (and subscription confirmations) are accepted.
+    pub topics: Vec<String>,
+    /// Confirm subscriptions to allowed topics by fetching their `SubscribeURL` (default true).
+    #[serde(default = "yes")]
+    pub confirm_subscriptions: bool,
+    /// Send SNS certificate and confirmation fetches to this base URL instead of the SNS host,
+    /// keeping path and query (for a proxy in a closed network, and for tests). The host named in
+    /// the message is still checked to be `sns.<region>.amazonaws.com`.
+    #[serde(default)]
+    pub endpoint_override: Option<url::Url>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthFields {
+    #[serde(default)]
+    bearer: Option<BearerAuth>,
+    #[serde(default)]
+    hmac: Option<HmacAuth>,
+    #[serde(default)]
+    sns: Option<SnsAuth>,
+}
+
+impl<'de> Deserialize<'de> for AuthConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<AuthConfig, D::Error> {
+        struct AuthVisitor;
+        impl<'de> serde::de::Visitor<'de> for AuthVisitor {
+            type Value = AuthConfig;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("one of `bearer`, `hmac`, `sns`")
+            }
+            // The check runs inside serde_yaml's own call, so its error carries the node's position.
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<AuthConfig, A::Error> {
+                let fields = AuthFields::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                match (fields.bearer, fields.hmac, fields.sns) {
+                    (Some(b), None, None) => Ok(AuthConfig::Bearer(b)),
+                    (None, Some(h), None) => Ok(AuthConfig::Hmac(h)),
+                    (None, None, Some(s)) => Ok(AuthConfig::Sns(s)),
+                    (None, None, None) => Err(serde::de::Error::custom("auth needs one of `bearer`, `hmac`, `sns`")),
+                    _ => Err(serde::de::Error::custom("auth takes exactly one of `bearer`, `hmac`, `sns`")),
+                }
+            }
+        }
+        deserializer.deserialize_map(AuthVisitor)
+    }
+}
+
+fn default_signature_header() -> String {
+    "x-cordon-signature".to_owned()
+}
+
+fn default_timestamp_header() -> String {
+    "x-cordon-timestamp".to_owned()
+}
+
+fn default_replay_window() -> HumanDuration {
+    HumanDuration::secs(300)
+}
+
+impl Config {
+    /// Environment variables whose `${VAR:-default}` is in use: the server warns about each at start,
+    /// since those defaults are for local use only.
+    pub fn secrets_using_defaults(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        let mut note = |secret: &Secret| {
+            if let Some(name) = secret.default_in_use() {
+                names.push(name.to_owned());
+            }
+        };
+        if let Some(token) = &self.server.admin_token {
+            note(token);
+        }
+        for source in self.sources.values() {
+            match &source.auth {
+                AuthConfig::Bearer(bearer) => note(&bearer.token),
+                AuthConfig::Hmac(hmac) => note(&hmac.secret),
+                AuthConfig::Sns(_) => {}
+            }
+        }
+        names.sort();
+        names.dedup();
+        names
+    }
+}
