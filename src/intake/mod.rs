@@ -1,4 +1,6 @@
 //! Alert intake: authentication, size limits, transport envelopes (SNS) and per-source parsing.
 
 pub mod formats;
+pub mod router;
 pub mod sns;
+pub mod verify;

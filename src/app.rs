@@ -1,0 +1,173 @@
+//! Wiring: config → store → intake sources → router, and the server's life from bind to a clean
+//! shutdown.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::intake::router::{self as intake, IntakeSource};
+use crate::store::{SledStore, Store, StoreError};
+use crate::telemetry::{HttpLabels, Metrics};
+use crate::{api, config::StoreKind};
+
+/// What every handler shares.
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub metrics: Arc<Metrics>,
+    pub sources: HashMap<String, Arc<IntakeSource>>,
+}
+
+/// Errors starting the server.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot build the HTTP client: {0}")]
+    Http(String),
+}
+
+/// A bound, not yet serving, server.
+pub struct Server {
+    pub state: Arc<AppState>,
+    listener: TcpListener,
+}
+
+impl Server {
+    /// Opens the store and binds the listener.
+    pub async fn bind(config: Config) -> Result<Server, StartError> {
+        let metrics = Arc::new(Metrics::new());
+        let store: Arc<dyn Store> = match config.store.kind {
+            StoreKind::Sled => {
+                Arc::new(SledStore::open_with_metrics(&config.store, &config.grouping, Some(metrics.clone()))?)
+            }
+        };
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .map_err(|e| StartError::Http(e.to_string()))?;
+        let sources = intake::sources(&config, &http);
+        let addr = config.server.listen;
+        let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
+        let state = Arc::new(AppState { config: Arc::new(config), store, metrics, sources });
+        Ok(Server { state, listener })
+    }
+
+    /// The address actually bound (port 0 becomes a real port).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or(self.state.config.server.listen)
+    }
+
+    /// Serves until `shutdown` completes, then stops taking connections, lets requests in flight
+    /// finish (up to `server.shutdown_grace`), and flushes and closes the store.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StoreError> {
+        let state = self.state.clone();
+        let grace = state.config.server.shutdown_grace.0;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(
+            axum::serve(self.listener, router(state.clone()))
+                .with_graceful_shutdown(async move {
+                    let _ = stop_rx.await;
+                })
+                .into_future(),
+        );
+        shutdown.await;
+        tracing::info!("shutting down: no new connections, finishing requests in flight");
+        let _ = stop_tx.send(());
+        match tokio::time::timeout(grace, serving).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server stopped with an error"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
+            Err(_) => tracing::warn!(grace = ?grace, "requests still in flight after the shutdown grace; closing anyway"),
+        }
+        state.store.close().await?;
+        tracing::info!("store flushed and closed");
+        Ok(())
+    }
+}
+
+/// Every route.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/alerts/{source}", post(intake::receive))
+        .route("/v1/alerts", get(api::list_alerts))
+        .route("/v1/alerts/{id}", get(api::show_alert))
+        .route("/v1/incidents", get(api::list_incidents))
+        .route("/v1/incidents/{id}", get(api::show_incident))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), record_latency))
+        .with_state(state)
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn readyz(State(app): State<Arc<AppState>>) -> Response {
+    if app.store.is_ready() {
+        axum::Json(serde_json::json!({ "status": "ready" })).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({ "status": "store not ready" }))).into_response()
+    }
+}
+
+async fn metrics(State(app): State<Arc<AppState>>) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        app.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn record_latency(State(app): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let response = next.run(request).await;
+    app.metrics
+        .http_request_seconds
+        .get_or_create(&HttpLabels { method, route, status: response.status().as_u16() })
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,188 @@
+//! `POST /v1/alerts/{source}`: authenticate on raw bytes, unwrap SNS, normalize, store durably,
+//! answer 202 with the alert and incident ids.
+//!
+//! A refused request writes nothing: every check runs before the store is touched, and each refusal
+//! is counted in `cordon_alerts_rejected_total{source,reason}`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use serde_json::json;
+
+use super::formats::SourceKind;
+use super::sns::{SnsEnvelope, SnsMessageType, SnsVerifier};
+use super::verify;
+use crate::app::AppState;
+use crate::config::{AuthConfig, Config, SourceConfig};
+use crate::http::ApiError;
+
+/// A configured source, ready to take requests.
+pub struct IntakeSource {
+    pub kind: SourceKind,
+    pub config: SourceConfig,
+    pub max_body_bytes: usize,
+    /// Present when the source takes SNS deliveries.
+    pub sns: Option<SnsVerifier>,
+}
+
+/// The enabled sources by name, built once from the config.
+pub fn sources(config: &Config, http: &reqwest::Client) -> HashMap<String, Arc<IntakeSource>> {
+    let mut out = HashMap::new();
+    for (name, source) in &config.sources {
+        // Names were checked when the config was loaded.
+        let Some(kind) = SourceKind::from_name(name) else { continue };
+        if !source.enabled {
+            continue;
+        }
+        let sns = match &source.auth {
+            AuthConfig::Sns(sns) => Some(SnsVerifier::new(http.clone(), sns.endpoint_override.clone())),
+            _ => None,
+        };
+        out.insert(
+            name.clone(),
+            Arc::new(IntakeSource {
+                kind,
+                config: source.clone(),
+                max_body_bytes: source.max_body_bytes.unwrap_or(config.server.max_body_bytes),
+                sns,
+            }),
+        );
+    }
+    out
+}
+
+/// The intake handler.
+pub async fn receive(
+    State(app): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match accept(&app, &name, &headers, body).await {
+        Ok(response) => response,
+        Err(error) => {
+            // Unknown names are not echoed into metric labels, which would let anyone add series.
+            let label = if app.sources.contains_key(&name) || SourceKind::from_name(&name).is_some() {
+                name.as_str()
+            } else {
+                "unknown"
+            };
+            app.metrics.reject(label, error.code);
+            if error.status.is_server_error() {
+                tracing::warn!(source = label, code = error.code, "intake request failed");
+            } else {
+                tracing::debug!(source = label, code = error.code, message = %error.message, "intake request refused");
+            }
+            error.into_response()
+        }
+    }
+}
+
+async fn accept(app: &AppState, name: &str, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let source = app.sources.get(name).ok_or_else(|| match SourceKind::from_name(name) {
+        Some(_) => ApiError::not_found("source_disabled", format!("source `{name}` is not enabled in this server's config")),
+        None => ApiError::not_found(
+            "unknown_source",
+            format!(
+                "unknown source `{name}`; known sources: {}",
+                SourceKind::ALL.map(SourceKind::name).join(", ")
+            ),
+        ),
+    })?;
+    let body = read_body(headers, body, source.max_body_bytes).await?;
+
+    let payload: Bytes = match &source.config.auth {
+        AuthConfig::Bearer(bearer) => {
+            verify::bearer(headers, &bearer.token).map_err(|e| ApiError::unauthorized(e.code(), e.to_string()))?;
+            body
+        }
+        AuthConfig::Hmac(hmac) => {
+            verify::hmac(headers, &body, hmac, Utc::now().timestamp())
+                .map_err(|e| ApiError::unauthorized(e.code(), e.to_string()))?;
+            body
+        }
+        AuthConfig::Sns(sns) => {
+            let verifier = source.sns.as_ref().ok_or_else(ApiError::unavailable)?;
+            let envelope = SnsEnvelope::parse(&body)
+                .map_err(|e| ApiError::bad_request("bad_envelope", format!("not an SNS message: {e}")))?;
+            if !sns.topics.iter().any(|t| *t == envelope.topic_arn) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "topic_not_allowed",
+                    format!("SNS topic `{}` is not allowed for source `{name}`", envelope.topic_arn),
+                ));
+            }
+            verifier
+                .verify(&envelope)
+                .await
+                .map_err(|e| ApiError::unauthorized("bad_signature", format!("SNS signature check failed: {e}")))?;
+            match envelope.kind {
+                SnsMessageType::Notification => Bytes::from(envelope.message.into_bytes()),
+                SnsMessageType::SubscriptionConfirmation => {
+                    if !sns.confirm_subscriptions {
+                        tracing::info!(source = name, topic = %envelope.topic_arn, "SNS subscription not confirmed: confirm_subscriptions is off");
+                        return Ok((StatusCode::OK, Json(json!({ "status": "subscription_not_confirmed" }))).into_response());
+                    }
+                    verifier.confirm_subscription(&envelope).await.map_err(|e| {
+                        ApiError::new(StatusCode::BAD_GATEWAY, "confirm_failed", format!("could not confirm the subscription: {e}"))
+                    })?;
+                    tracing::info!(source = name, topic = %envelope.topic_arn, "SNS subscription confirmed");
+                    return Ok((StatusCode::OK, Json(json!({ "status": "subscription_confirmed" }))).into_response());
+                }
+                SnsMessageType::UnsubscribeConfirmation => {
+                    tracing::info!(source = name, topic = %envelope.topic_arn, "SNS unsubscribe confirmation received");
+                    return Ok((StatusCode::OK, Json(json!({ "status": "unsubscribe_noted" }))).into_response());
+                }
+            }
+        }
+    };
+
+    let alerts = source
+        .kind
+        .normalize(&payload)
+        .map_err(|e| ApiError::bad_request("bad_payload", format!("not a valid `{name}` payload: {e}")))?;
+    let count = alerts.len() as u64;
+    let accepted = app.store.ingest(alerts, Utc::now()).await.map_err(|e| {
+        tracing::error!(error = %e, source = name, "could not store alerts");
+        ApiError::unavailable()
+    })?;
+    app.metrics
+        .alerts_accepted
+        .get_or_create(&crate::telemetry::SourceLabels { source: name.to_owned() })
+        .inc_by(count);
+    Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": accepted.len(), "alerts": accepted }))).into_response())
+}
+
+/// Reads the body, refusing more than `limit` bytes (early, from Content-Length, when it is sent).
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("body is larger than this source's limit of {limit} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(err) = source {
+            if err.is::<http_body_util::LengthLimitError>() {
+                return too_large();
+            }
+            source = err.source();
+        }
+        ApiError::bad_request("unreadable_body", format!("could not read the request body: {e}"))
+    })
+}

@@ -1,0 +1,81 @@
+//! Where alerts and incidents are kept: the [`Store`] trait and its backends.
+//!
+//! The contract every backend keeps: [`Store::ingest`] returns only once the alerts are durable
+//! (on disk, flushed), and deduplication and incident grouping are decided there, atomically with
+//! the write, so two replicas or two concurrent requests never split one incident.
+
+mod sled;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+pub use self::sled::SledStore;
+use crate::alert::{Alert, Incident, IncidentStatus};
+use crate::config::{GroupingConfig, StoreConfig, StoreKind};
+
+/// What happened to one alert handed to [`Store::ingest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Accepted {
+    /// The stored alert: the new one, or the earlier one this is a repeat of.
+    pub alert_id: String,
+    pub incident_id: String,
+    /// True when the alert was a repeat of an earlier one inside the dedup window.
+    pub duplicate: bool,
+    /// Times this alert has been received so far.
+    pub repeat_count: u32,
+    /// True when the alert opened a new incident.
+    pub new_incident: bool,
+}
+
+/// Filters for listing alerts (newest first).
+#[derive(Debug, Clone, Default)]
+pub struct AlertQuery {
+    pub source: Option<String>,
+    pub incident_id: Option<String>,
+    pub limit: usize,
+}
+
+/// Filters for listing incidents (newest first).
+#[derive(Debug, Clone, Default)]
+pub struct IncidentQuery {
+    pub status: Option<IncidentStatus>,
+    pub limit: usize,
+}
+
+/// Store failures. None of them carries user data.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store I/O failed: {0}")]
+    Backend(String),
+    #[error("stored record is unreadable: {0}")]
+    Corrupt(String),
+    #[error("the store is shutting down")]
+    Closed,
+    /// Another process holds the embedded store (only one may open it).
+    #[error("the store at {0} is in use by another process")]
+    Locked(String),
+}
+
+/// The storage behind Cordon.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores `alerts` durably, each deduplicated and assigned to an incident; returns only once
+    /// they are flushed to disk. `now` is the time windows are measured from.
+    async fn ingest(&self, alerts: Vec<Alert>, now: DateTime<Utc>) -> Result<Vec<Accepted>, StoreError>;
+    async fn alert(&self, id: &str) -> Result<Option<Alert>, StoreError>;
+    async fn alerts(&self, query: &AlertQuery) -> Result<Vec<Alert>, StoreError>;
+    async fn incident(&self, id: &str) -> Result<Option<Incident>, StoreError>;
+    async fn incidents(&self, query: &IncidentQuery) -> Result<Vec<Incident>, StoreError>;
+    /// Whether the store can take writes.
+    fn is_ready(&self) -> bool;
+    /// Finishes queued writes, flushes, and stops taking new ones.
+    async fn close(&self) -> Result<(), StoreError>;
+}
+
+/// Opens the backend `config` names.
+pub fn open(config: &StoreConfig, grouping: &GroupingConfig) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    match config.kind {
+        StoreKind::Sled => Ok(std::sync::Arc::new(SledStore::open(config, grouping)?)),
+    }
+}

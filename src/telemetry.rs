@@ -1,0 +1,98 @@
+//! Logs (human or JSON) and Prometheus metrics.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogConfig, LogFormat};
+
+/// Starts logging to stderr. `RUST_LOG`, when set, wins over the configured level. Calling it twice
+/// is harmless (the second call does nothing), which keeps tests simple.
+pub fn init_logging(config: &LogConfig) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match config.format {
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+        LogFormat::Human => builder.try_init(),
+    };
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    pub source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabels {
+    pub source: String,
+    /// The `error` code of the JSON answer: `unauthorized`, `too_large`, `bad_payload`, ...
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub method: String,
+    /// The route template (`/v1/alerts/{source}`), never the raw path, so labels stay few.
+    pub route: String,
+    pub status: u16,
+}
+
+/// Every metric Cordon exports, registered once and shared through `Arc`.
+pub struct Metrics {
+    registry: Registry,
+    pub alerts_accepted: Family<SourceLabels, Counter>,
+    pub alerts_rejected: Family<RejectLabels, Counter>,
+    pub http_request_seconds: Family<HttpLabels, Histogram>,
+    pub store_flush_seconds: Histogram,
+    pub store_group_size: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("cordon");
+        let alerts_accepted = Family::<SourceLabels, Counter>::default();
+        registry.register("alerts_accepted", "Alerts stored, by source (repeats included)", alerts_accepted.clone());
+        let alerts_rejected = Family::<RejectLabels, Counter>::default();
+        registry.register("alerts_rejected", "Intake requests refused, by source and reason", alerts_rejected.clone());
+        let http_request_seconds = Family::<HttpLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register("http_request_duration_seconds", "HTTP request latency", http_request_seconds.clone());
+        let store_flush_seconds = latency_histogram();
+        registry.register(
+            "store_flush_duration_seconds",
+            "Time to write and fsync one group commit",
+            store_flush_seconds.clone(),
+        );
+        let store_group_size = Histogram::new(exponential_buckets(1.0, 2.0, 12));
+        registry.register("store_group_size", "Requests covered by one group commit", store_group_size.clone());
+        Metrics { registry, alerts_accepted, alerts_rejected, http_request_seconds, store_flush_seconds, store_group_size }
+    }
+
+    /// Counts a refused intake request.
+    pub fn reject(&self, source: &str, reason: &str) {
+        self.alerts_rejected
+            .get_or_create(&RejectLabels { source: source.to_owned(), reason: reason.to_owned() })
+            .inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// 100 µs to about 3 s.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 2.0, 15))
+}
