@@ -102,9 +102,9 @@ impl Server {
 /// Every route.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/v1/alerts/{source}", post(intake::receive))
+        // One path, two meanings: POST takes alerts from a source, GET shows one alert by id.
+        .route("/v1/alerts/{source}", post(intake::receive).get(api::show_alert))
         .route("/v1/alerts", get(api::list_alerts))
-        .route("/v1/alerts/{id}", get(api::show_alert))
         .route("/v1/incidents", get(api::list_incidents))
         .route("/v1/incidents/{id}", get(api::show_incident))
         .route("/healthz", get(healthz))

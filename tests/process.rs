@@ -1,0 +1,236 @@
+//! The real `cordon` binary: durability across SIGKILL, clean shutdown on SIGTERM, and the CLI on
+//! the local store and through a running server.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{ADMIN_TOKEN, INTAKE_TOKEN, generic_alert};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cordon");
+
+fn write_config(dir: &Path) -> PathBuf {
+    let path = dir.join("cordon.yaml");
+    let text = format!(
+        "server:\n  listen: 127.0.0.1:0\n  admin_token: {ADMIN_TOKEN}\nstore:\n  path: {}\nlog:\n  format: json\nsources:\n  generic:\n    auth:\n      bearer:\n        token: {INTAKE_TOKEN}\n",
+        dir.join("store").display()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A `cordon serve` process and the address it reported.
+struct Process {
+    child: Child,
+    base: String,
+}
+
+impl Process {
+    fn start(config: &Path) -> Process {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(config)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cordon starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent {
+                    if let Ok(event) = serde_json::from_str::<Value>(&line) {
+                        if event["message"] == "listening" {
+                            let _ = tx.send(event["addr"].as_str().unwrap_or_default().to_owned());
+                            sent = true;
+                        }
+                    }
+                }
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(30)).expect("cordon logs its address");
+        Process { child, base: format!("http://{addr}") }
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn post(http: &reqwest::Client, base: &str, body: Vec<u8>) -> Option<Value> {
+    let response = http
+        .post(format!("{base}/v1/alerts/generic"))
+        .bearer_auth(INTAKE_TOKEN)
+        .body(body)
+        .send()
+        .await
+        .ok()?;
+    if response.status() != 202 {
+        return None;
+    }
+    response.json().await.ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_alert_survives_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let mut server = Process::start(&config);
+    let http = reqwest::Client::new();
+
+    // Eight senders post distinct alerts until the server is killed mid-stream.
+    let killed = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
+    let mut senders = Vec::new();
+    for sender in 0..8 {
+        let (http, base, killed, acked) = (http.clone(), server.base.clone(), killed.clone(), acked.clone());
+        senders.push(tokio::spawn(async move {
+            let mut n = 0;
+            while !killed.load(Ordering::SeqCst) {
+                n += 1;
+                let body = generic_alert(&format!("alert {sender}-{n}"), &format!("host-{sender}-{n}"));
+                match post(&http, &base, body).await {
+                    Some(answer) => {
+                        let a = &answer["alerts"][0];
+                        let ids = (a["alert_id"].as_str().unwrap().to_owned(), a["incident_id"].as_str().unwrap().to_owned());
+                        acked.lock().unwrap().push(ids);
+                    }
+                    None => break,
+                }
+            }
+        }));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while acked.lock().unwrap().len() < 400 {
+        assert!(std::time::Instant::now() < deadline, "the server stopped acknowledging alerts");
+        assert!(senders.iter().any(|s| !s.is_finished()), "every sender stopped: requests are being refused");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.child.kill().unwrap(); // SIGKILL: no flush, no shutdown.
+    killed.store(true, Ordering::SeqCst);
+    server.child.wait().unwrap();
+    for s in senders {
+        s.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= 400);
+
+    let server = Process::start(&config);
+    for (alert_id, incident_id) in &acked {
+        let response = http
+            .get(format!("{}/v1/alerts/{alert_id}", server.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "acknowledged alert {alert_id} lost after SIGKILL");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["alert"]["incident_id"], incident_id.as_str());
+    }
+    let incidents: Value = http
+        .get(format!("{}/v1/incidents?limit=1000", server.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(incidents["incidents"].as_array().unwrap().len() >= acked.len().min(1000));
+}
+
+fn cli(config: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN).arg("--config").arg(config).args(args).env_remove("RUST_LOG").output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_shuts_down_cleanly_and_the_cli_reads_the_store_either_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let mut server = Process::start(&config);
+    let http = reqwest::Client::new();
+    let first = post(&http, &server.base, generic_alert("Reverse shell on web-1", "web-1")).await.unwrap();
+    post(&http, &server.base, generic_alert("Crypto miner on web-1", "web-1")).await.unwrap();
+    let alert_id = first["alerts"][0]["alert_id"].as_str().unwrap().to_owned();
+    let incident_id = first["alerts"][0]["incident_id"].as_str().unwrap().to_owned();
+
+    // While the server holds the store, the CLI asks its admin API.
+    let (code, out, err) = cli(&config, &["alerts", "list", "--json", "--server", &server.base]);
+    assert_eq!(code, 0, "{err}");
+    let listed: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed.len(), 2);
+    let (code, out, err) = cli(&config, &["incidents", "list"]);
+    assert_eq!(code, 0, "falls back to the server when the store is held: {err}");
+    assert!(out.contains(&incident_id) && out.contains("resource:host:web-1"), "{out}");
+
+    server.signal("-TERM");
+    let status = server.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "SIGTERM exits 0");
+
+    // With the server gone, the CLI opens the store itself.
+    let (code, out, err) = cli(&config, &["alerts", "show", &alert_id]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Reverse shell on web-1") && out.contains(&incident_id), "{out}");
+    let (code, out, _) = cli(&config, &["incidents", "show", &incident_id, "--json"]);
+    assert_eq!(code, 0);
+    let shown: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["incident"]["alert_count"], 2);
+    assert_eq!(shown["alerts"].as_array().unwrap().len(), 2);
+    let (code, _, err) = cli(&config, &["alerts", "show", "no-such-id"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no alert `no-such-id`"), "{err}");
+}
+
+#[test]
+fn validate_prints_every_error_with_its_location_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.yaml");
+    std::fs::write(
+        &path,
+        "server:\n  listen: 127.0.0.1:8080\n  admin_tokn: x\nsources:\n  falco:\n    auth:\n      bearer:\n        token: ${CORDON_SURELY_UNSET_TOKEN}\n",
+    )
+    .unwrap();
+    let (code, out, err) = cli(&path, &["validate"]);
+    assert_eq!(code, 1, "{out}");
+    let file = path.display().to_string();
+    assert!(err.contains(&format!("{file}:3:3: error: server: unknown field `admin_tokn`")), "{err}");
+    assert!(err.contains("hint: did you mean `admin_token`?"), "{err}");
+    assert!(err.contains(&format!("{file}:8:16: error: sources.falco.auth.bearer.token: environment variable `CORDON_SURELY_UNSET_TOKEN` is not set")), "{err}");
+
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.yaml");
+    let (code, out, err) = cli(&example, &["validate"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ok: "), "{out}");
+}
+
+#[test]
+fn serve_refuses_a_broken_config_without_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.yaml");
+    std::fs::write(&path, "store:\n  kind: mongodb\n").unwrap();
+    let (code, _, err) = cli(&path, &["serve"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("broken.yaml:2:9: error: store.kind: unknown variant `mongodb`"), "{err}");
+    assert!(!dir.path().join("data").exists(), "nothing was created");
+}

@@ -1,0 +1,223 @@
+//! Shared test support: a real server on 127.0.0.1:0 with its own store, the shared fixtures, and
+//! request helpers. Each test file uses the parts it needs.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use cordon::app::Server;
+use serde_json::Value;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+
+pub const INTAKE_TOKEN: &str = "test-intake-token";
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub const HMAC_SECRET: &str = "test-hmac-secret";
+
+/// A file under the shared fixtures folder (`../shared/fixtures/`).
+pub fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures").join(rel)
+}
+
+pub fn read_fixture(rel: &str) -> Vec<u8> {
+    std::fs::read(fixture(rel)).unwrap_or_else(|e| panic!("fixture {rel}: {e}"))
+}
+
+/// Sources section where every source takes the bearer `INTAKE_TOKEN`, except `generic`, which takes
+/// HMAC with `HMAC_SECRET`.
+pub fn all_sources() -> String {
+    let mut yaml = String::from("sources:\n");
+    for source in cordon::intake::formats::SourceKind::ALL {
+        if source.name() == "generic" {
+            yaml.push_str(&format!("  generic:\n    auth:\n      hmac:\n        secret: {HMAC_SECRET}\n"));
+        } else {
+            yaml.push_str(&format!("  {source}:\n    auth:\n      bearer:\n        token: {INTAKE_TOKEN}\n"));
+        }
+    }
+    yaml
+}
+
+/// The config text tests start from: port 0, a store in `dir`, the admin token, and `extra`
+/// (sections such as `sources:` or `grouping:`).
+pub fn config_text(dir: &Path, extra: &str) -> String {
+    format!(
+        "server:\n  listen: 127.0.0.1:0\n  admin_token: {ADMIN_TOKEN}\n  max_body_bytes: 65536\n  shutdown_grace: 5s\nstore:\n  path: {}\n{extra}",
+        dir.join("store").display()
+    )
+}
+
+/// A running in-process server.
+pub struct TestServer {
+    pub base: String,
+    pub dir: TempDir,
+    pub http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// A server taking every source (see [`all_sources`]).
+    pub async fn start() -> TestServer {
+        TestServer::start_with(&all_sources()).await
+    }
+
+    pub async fn start_with(extra: &str) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        TestServer::start_in(dir, extra).await
+    }
+
+    /// A server on the store in `dir` (so a test can restart on the same data).
+    pub async fn start_in(dir: TempDir, extra: &str) -> TestServer {
+        let text = config_text(dir.path(), extra);
+        let config = cordon::config::parse(&text, Path::new("test.yaml")).unwrap_or_else(|d| panic!("{d}"));
+        let server = Server::bind(config).await.expect("server binds");
+        let base = format!("http://{}", server.local_addr());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            server
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .expect("clean shutdown");
+        });
+        TestServer { base, dir, http: reqwest::Client::new(), stop: Some(stop), task: Some(task) }
+    }
+
+    /// Shuts the server down cleanly and hands back its folder.
+    pub async fn stop(mut self) -> TempDir {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.dir, dir)
+    }
+
+    /// POSTs `body` to `/v1/alerts/{source}` with the bearer intake token.
+    pub async fn post_alert(&self, source: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+        self.send(self.http.post(format!("{}/v1/alerts/{source}", self.base)).bearer_auth(INTAKE_TOKEN).body(body))
+            .await
+    }
+
+    /// POSTs `body` to the HMAC-signed `generic` source, signed now.
+    pub async fn post_generic(&self, body: &[u8]) -> (u16, Value) {
+        let ts = chrono::Utc::now().timestamp();
+        let sig = cordon::intake::verify::hmac_signature(HMAC_SECRET, ts, body);
+        self.send(
+            self.http
+                .post(format!("{}/v1/alerts/generic", self.base))
+                .header("x-cordon-timestamp", ts.to_string())
+                .header("x-cordon-signature", format!("sha256={sig}"))
+                .body(body.to_vec()),
+        )
+        .await
+    }
+
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
+        let response = request.send().await.expect("request reaches the server");
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, body)
+    }
+
+    /// GETs an admin API path with the admin token; panics unless 200.
+    pub async fn admin(&self, path: &str) -> Value {
+        let (status, body) = self.send(self.http.get(format!("{}{path}", self.base)).bearer_auth(ADMIN_TOKEN)).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    /// Every stored alert (newest first).
+    pub async fn stored_alerts(&self) -> Vec<Value> {
+        self.admin("/v1/alerts?limit=1000").await["alerts"].as_array().unwrap().clone()
+    }
+
+    pub async fn stored_incidents(&self) -> Vec<Value> {
+        self.admin("/v1/incidents?limit=1000").await["incidents"].as_array().unwrap().clone()
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.http.get(format!("{}/metrics", self.base)).send().await.unwrap().text().await.unwrap()
+    }
+}
+
+/// A minimal alert in the generic shape.
+pub fn generic_alert(title: &str, resource_id: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "title": title,
+        "kind": "test.alert",
+        "severity": 6,
+        "resource": { "kind": "host", "id": resource_id },
+    }))
+    .unwrap()
+}
+
+/// A fake SNS host for certificate and subscription-confirmation fetches (reached through
+/// `endpoint_override`): serves the test certificate at any `*.pem` path and records every request.
+pub struct FakeSns {
+    pub base: String,
+    pub requests: Arc<std::sync::Mutex<Vec<String>>>,
+    pub hits: Arc<AtomicUsize>,
+}
+
+impl FakeSns {
+    pub async fn start() -> FakeSns {
+        use axum::extract::Request;
+        let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (r, h) = (requests.clone(), hits.clone());
+        let cert = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sns/test-signing-cert.pem"))
+            .unwrap();
+        let app = axum::Router::new().fallback(move |request: Request| {
+            let (r, h, cert) = (r.clone(), h.clone(), cert.clone());
+            async move {
+                h.fetch_add(1, Ordering::SeqCst);
+                let uri = request.uri().to_string();
+                r.lock().unwrap().push(uri.clone());
+                if request.uri().path().ends_with(".pem") {
+                    cert
+                } else {
+                    "<ConfirmSubscriptionResponse/>".to_owned()
+                }
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        FakeSns { base, requests, hits }
+    }
+}
+
+/// Signs an SNS envelope (a JSON object without `Signature`) with the test key, SignatureVersion
+/// `version` ("1" = SHA1, "2" = SHA256), the way Amazon SNS does.
+pub fn sign_sns(mut envelope: Value, version: &str) -> Vec<u8> {
+    use rsa::pkcs1v15::SigningKey;
+    use rsa::pkcs8::DecodePrivateKey;
+    use rsa::signature::{SignatureEncoding, Signer};
+    envelope["SignatureVersion"] = Value::String(version.to_owned());
+    let parsed = cordon::intake::sns::SnsEnvelope::parse(
+        &serde_json::to_vec(&{
+            let mut e = envelope.clone();
+            e["Signature"] = Value::String("AA==".into());
+            e
+        })
+        .unwrap(),
+    )
+    .expect("test envelope parses");
+    let text = parsed.string_to_sign();
+    let pem = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sns/test-signing-key.pem"))
+        .unwrap();
+    let key = rsa::RsaPrivateKey::from_pkcs8_pem(&pem).unwrap();
+    let signature = match version {
+        "1" => SigningKey::<sha1::Sha1>::new(key).sign(text.as_bytes()).to_vec(),
+        _ => SigningKey::<rsa::sha2::Sha256>::new(key).sign(text.as_bytes()).to_vec(),
+    };
+    use base64::Engine;
+    envelope["Signature"] = Value::String(base64::engine::general_purpose::STANDARD.encode(signature));
+    serde_json::to_vec(&envelope).unwrap()
+}
