@@ -20,9 +20,14 @@ const MAX_LIMIT: usize = 1000;
 
 fn authorize(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let token = app.config.server.admin_token.as_ref().ok_or_else(|| {
-        ApiError::new(StatusCode::FORBIDDEN, "admin_api_off", "the admin API is off: set server.admin_token")
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "admin_api_off",
+            "the admin API is off: set server.admin_token",
+        )
     })?;
-    verify::bearer(headers, token).map_err(|e| ApiError::unauthorized("unauthorized", e.to_string()))
+    verify::bearer(headers, token)
+        .map_err(|e| ApiError::unauthorized("unauthorized", e.to_string()))
 }
 
 fn store_error(e: crate::store::StoreError) -> ApiError {
@@ -62,7 +67,8 @@ pub async fn show_alert(
 ) -> Result<Json<Value>, ApiError> {
     authorize(&app, &headers)?;
     let alert = app.store.alert(&id).await.map_err(store_error)?;
-    let alert = alert.ok_or_else(|| ApiError::not_found("not_found", format!("no alert `{id}`")))?;
+    let alert =
+        alert.ok_or_else(|| ApiError::not_found("not_found", format!("no alert `{id}`")))?;
     Ok(Json(json!({ "alert": alert })))
 }
 
@@ -80,7 +86,10 @@ pub async fn list_incidents(
     Query(params): Query<IncidentParams>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&app, &headers)?;
-    let query = IncidentQuery { status: params.status, limit: params.limit.unwrap_or(50).clamp(1, MAX_LIMIT) };
+    let query = IncidentQuery {
+        status: params.status,
+        limit: params.limit.unwrap_or(50).clamp(1, MAX_LIMIT),
+    };
     let incidents = app.store.incidents(&query).await.map_err(store_error)?;
     Ok(Json(json!({ "incidents": incidents })))
 }
@@ -93,10 +102,15 @@ pub async fn show_incident(
 ) -> Result<Json<Value>, ApiError> {
     authorize(&app, &headers)?;
     let incident = app.store.incident(&id).await.map_err(store_error)?;
-    let incident = incident.ok_or_else(|| ApiError::not_found("not_found", format!("no incident `{id}`")))?;
+    let incident =
+        incident.ok_or_else(|| ApiError::not_found("not_found", format!("no incident `{id}`")))?;
     let alerts = app
         .store
-        .alerts(&AlertQuery { incident_id: Some(id), limit: MAX_LIMIT, ..AlertQuery::default() })
+        .alerts(&AlertQuery {
+            incident_id: Some(id),
+            limit: MAX_LIMIT,
+            ..AlertQuery::default()
+        })
         .await
         .map_err(store_error)?;
     Ok(Json(json!({ "incident": incident, "alerts": alerts })))

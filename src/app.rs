@@ -35,7 +35,10 @@ pub enum StartError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot build the HTTP client: {0}")]
     Http(String),
 }
@@ -51,9 +54,11 @@ impl Server {
     pub async fn bind(config: Config) -> Result<Server, StartError> {
         let metrics = Arc::new(Metrics::new());
         let store: Arc<dyn Store> = match config.store.kind {
-            StoreKind::Sled => {
-                Arc::new(SledStore::open_with_metrics(&config.store, &config.grouping, Some(metrics.clone()))?)
-            }
+            StoreKind::Sled => Arc::new(SledStore::open_with_metrics(
+                &config.store,
+                &config.grouping,
+                Some(metrics.clone()),
+            )?),
         };
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(10))
@@ -61,19 +66,31 @@ impl Server {
             .map_err(|e| StartError::Http(e.to_string()))?;
         let sources = intake::sources(&config, &http);
         let addr = config.server.listen;
-        let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
-        let state = Arc::new(AppState { config: Arc::new(config), store, metrics, sources });
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let state = Arc::new(AppState {
+            config: Arc::new(config),
+            store,
+            metrics,
+            sources,
+        });
         Ok(Server { state, listener })
     }
 
     /// The address actually bound (port 0 becomes a real port).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().unwrap_or(self.state.config.server.listen)
+        self.listener
+            .local_addr()
+            .unwrap_or(self.state.config.server.listen)
     }
 
     /// Serves until `shutdown` completes, then stops taking connections, lets requests in flight
     /// finish (up to `server.shutdown_grace`), and flushes and closes the store.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StoreError> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StoreError> {
         let state = self.state.clone();
         let grace = state.config.server.shutdown_grace.0;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -91,7 +108,9 @@ impl Server {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server stopped with an error"),
             Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
-            Err(_) => tracing::warn!(grace = ?grace, "requests still in flight after the shutdown grace; closing anyway"),
+            Err(_) => {
+                tracing::warn!(grace = ?grace, "requests still in flight after the shutdown grace; closing anyway")
+            }
         }
         state.store.close().await?;
         tracing::info!("store flushed and closed");
@@ -103,14 +122,20 @@ impl Server {
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         // One path, two meanings: POST takes alerts from a source, GET shows one alert by id.
-        .route("/v1/alerts/{source}", post(intake::receive).get(api::show_alert))
+        .route(
+            "/v1/alerts/{source}",
+            post(intake::receive).get(api::show_alert),
+        )
         .route("/v1/alerts", get(api::list_alerts))
         .route("/v1/incidents", get(api::list_incidents))
         .route("/v1/incidents/{id}", get(api::show_incident))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route_layer(middleware::from_fn_with_state(state.clone(), record_latency))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_latency,
+        ))
         .with_state(state)
 }
 
@@ -122,19 +147,30 @@ async fn readyz(State(app): State<Arc<AppState>>) -> Response {
     if app.store.is_ready() {
         axum::Json(serde_json::json!({ "status": "ready" })).into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({ "status": "store not ready" }))).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({ "status": "store not ready" })),
+        )
+            .into_response()
     }
 }
 
 async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     (
-        [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         app.metrics.render(),
     )
         .into_response()
 }
 
-async fn record_latency(State(app): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+async fn record_latency(
+    State(app): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let method = request.method().to_string();
     let route = request
@@ -145,7 +181,11 @@ async fn record_latency(State(app): State<Arc<AppState>>, request: Request, next
     let response = next.run(request).await;
     app.metrics
         .http_request_seconds
-        .get_or_create(&HttpLabels { method, route, status: response.status().as_u16() })
+        .get_or_create(&HttpLabels {
+            method,
+            route,
+            status: response.status().as_u16(),
+        })
         .observe(started.elapsed().as_secs_f64());
     response
 }

@@ -16,7 +16,13 @@ use serde_json::Value;
 #[command(name = "cordon", version, about)]
 pub struct Cli {
     /// The config file.
-    #[arg(long, short, global = true, env = "CORDON_CONFIG", default_value = "config.yaml")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "CORDON_CONFIG",
+        default_value = "config.yaml"
+    )]
     config: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -53,7 +59,9 @@ struct Source {
 }
 
 #[derive(Debug, Subcommand)]
-#[command(after_help = "Reads the local store; when a running server holds it, asks that server's admin API at server.listen with server.admin_token from the config.")]
+#[command(
+    after_help = "Reads the local store; when a running server holds it, asks that server's admin API at server.listen with server.admin_token from the config."
+)]
 enum AlertsCommand {
     /// Newest alerts first.
     List {
@@ -78,7 +86,9 @@ enum AlertsCommand {
 }
 
 #[derive(Debug, Subcommand)]
-#[command(after_help = "Reads the local store; when a running server holds it, asks that server's admin API at server.listen with server.admin_token from the config.")]
+#[command(
+    after_help = "Reads the local store; when a running server holds it, asks that server's admin API at server.listen with server.admin_token from the config."
+)]
 enum IncidentsCommand {
     /// Newest incidents first.
     List {
@@ -142,22 +152,41 @@ fn validate(path: &Path, paths: &[PathBuf]) -> ExitCode {
         }
     };
     if !paths.is_empty() {
-        eprintln!("note: playbook validation arrives with the playbook engine; only the config was checked");
+        eprintln!(
+            "note: playbook validation arrives with the playbook engine; only the config was checked"
+        );
     }
-    if config_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if config_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// The store, or the admin API of the server holding it.
 enum Reader {
     Local(SledStore),
-    Remote { base: String, token: Option<String>, http: reqwest::Client },
+    Remote {
+        base: String,
+        token: Option<String>,
+        http: reqwest::Client,
+    },
 }
 
 impl Reader {
     async fn open(config_path: &Path, server: Option<&str>) -> anyhow::Result<Reader> {
-        let config = load_config(config_path).map_err(|_| anyhow::anyhow!("the config has errors (see above)"))?;
-        let token = config.server.admin_token.as_ref().map(|t| t.expose().to_owned());
-        let remote = |base: String| Reader::Remote { base, token: token.clone(), http: reqwest::Client::new() };
+        let config = load_config(config_path)
+            .map_err(|_| anyhow::anyhow!("the config has errors (see above)"))?;
+        let token = config
+            .server
+            .admin_token
+            .as_ref()
+            .map(|t| t.expose().to_owned());
+        let remote = |base: String| Reader::Remote {
+            base,
+            token: token.clone(),
+            http: reqwest::Client::new(),
+        };
         if let Some(url) = server {
             return Ok(remote(url.trim_end_matches('/').to_owned()));
         }
@@ -175,19 +204,30 @@ impl Reader {
     }
 
     async fn get(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<Option<Value>> {
-        let Reader::Remote { base, token, http } = self else { bail!("not a remote reader") };
+        let Reader::Remote { base, token, http } = self else {
+            bail!("not a remote reader")
+        };
         let mut request = http.get(format!("{base}{path}")).query(query);
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
-        let response = request.send().await.with_context(|| format!("cannot reach the server at {base}"))?;
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the server at {base}"))?;
         let status = response.status();
-        let body: Value = response.json().await.context("the server's answer is not JSON")?;
+        let body: Value = response
+            .json()
+            .await
+            .context("the server's answer is not JSON")?;
         if status == reqwest::StatusCode::NOT_FOUND && body["error"] == "not_found" {
             return Ok(None);
         }
         if !status.is_success() {
-            bail!("the server answered {status}: {}", body["message"].as_str().unwrap_or(""));
+            bail!(
+                "the server answered {status}: {}",
+                body["message"].as_str().unwrap_or("")
+            );
         }
         Ok(Some(body))
     }
@@ -201,11 +241,20 @@ impl Reader {
 
 async fn alerts(config: &Path, command: AlertsCommand) -> anyhow::Result<ExitCode> {
     match command {
-        AlertsCommand::List { source, incident, limit, from } => {
+        AlertsCommand::List {
+            source,
+            incident,
+            limit,
+            from,
+        } => {
             let reader = Reader::open(config, from.server.as_deref()).await?;
             let alerts: Vec<Alert> = match &reader {
                 Reader::Local(store) => {
-                    let query = AlertQuery { source: source.clone(), incident_id: incident.clone(), limit };
+                    let query = AlertQuery {
+                        source: source.clone(),
+                        incident_id: incident.clone(),
+                        limit,
+                    };
                     store.alerts(&query).await?
                 }
                 Reader::Remote { .. } => {
@@ -213,7 +262,8 @@ async fn alerts(config: &Path, command: AlertsCommand) -> anyhow::Result<ExitCod
                     query.extend(source.clone().map(|s| ("source", s)));
                     query.extend(incident.clone().map(|i| ("incident", i)));
                     let body = reader.get("/v1/alerts", &query).await?.unwrap_or_default();
-                    serde_json::from_value(body["alerts"].clone()).context("unexpected answer from the server")?
+                    serde_json::from_value(body["alerts"].clone())
+                        .context("unexpected answer from the server")?
                 }
             };
             reader.close().await;
@@ -228,10 +278,12 @@ async fn alerts(config: &Path, command: AlertsCommand) -> anyhow::Result<ExitCod
             let reader = Reader::open(config, from.server.as_deref()).await?;
             let alert: Option<Alert> = match &reader {
                 Reader::Local(store) => store.alert(&id).await?,
-                Reader::Remote { .. } => match reader.get(&format!("/v1/alerts/{id}"), &[]).await? {
-                    Some(body) => Some(serde_json::from_value(body["alert"].clone())?),
-                    None => None,
-                },
+                Reader::Remote { .. } => {
+                    match reader.get(&format!("/v1/alerts/{id}"), &[]).await? {
+                        Some(body) => Some(serde_json::from_value(body["alert"].clone())?),
+                        None => None,
+                    }
+                }
             };
             reader.close().await;
             let Some(alert) = alert else {
@@ -250,7 +302,11 @@ async fn alerts(config: &Path, command: AlertsCommand) -> anyhow::Result<ExitCod
 
 async fn incidents(config: &Path, command: IncidentsCommand) -> anyhow::Result<ExitCode> {
     match command {
-        IncidentsCommand::List { status, limit, from } => {
+        IncidentsCommand::List {
+            status,
+            limit,
+            from,
+        } => {
             let status = match status.as_deref() {
                 None => None,
                 Some("open") => Some(IncidentStatus::Open),
@@ -263,8 +319,12 @@ async fn incidents(config: &Path, command: IncidentsCommand) -> anyhow::Result<E
                 Reader::Remote { .. } => {
                     let mut query = vec![("limit", limit.to_string())];
                     query.extend(status.map(|s| ("status", s.to_string())));
-                    let body = reader.get("/v1/incidents", &query).await?.unwrap_or_default();
-                    serde_json::from_value(body["incidents"].clone()).context("unexpected answer from the server")?
+                    let body = reader
+                        .get("/v1/incidents", &query)
+                        .await?
+                        .unwrap_or_default();
+                    serde_json::from_value(body["incidents"].clone())
+                        .context("unexpected answer from the server")?
                 }
             };
             reader.close().await;
@@ -280,18 +340,23 @@ async fn incidents(config: &Path, command: IncidentsCommand) -> anyhow::Result<E
             let found: Option<(Incident, Vec<Alert>)> = match &reader {
                 Reader::Local(store) => match store.incident(&id).await? {
                     Some(incident) => {
-                        let query = AlertQuery { incident_id: Some(id.clone()), ..AlertQuery::default() };
+                        let query = AlertQuery {
+                            incident_id: Some(id.clone()),
+                            ..AlertQuery::default()
+                        };
                         Some((incident, store.alerts(&query).await?))
                     }
                     None => None,
                 },
-                Reader::Remote { .. } => match reader.get(&format!("/v1/incidents/{id}"), &[]).await? {
-                    Some(body) => Some((
-                        serde_json::from_value(body["incident"].clone())?,
-                        serde_json::from_value(body["alerts"].clone())?,
-                    )),
-                    None => None,
-                },
+                Reader::Remote { .. } => {
+                    match reader.get(&format!("/v1/incidents/{id}"), &[]).await? {
+                        Some(body) => Some((
+                            serde_json::from_value(body["incident"].clone())?,
+                            serde_json::from_value(body["alerts"].clone())?,
+                        )),
+                        None => None,
+                    }
+                }
             };
             reader.close().await;
             let Some((incident, alerts)) = found else {
@@ -299,7 +364,12 @@ async fn incidents(config: &Path, command: IncidentsCommand) -> anyhow::Result<E
                 return Ok(ExitCode::FAILURE);
             };
             if from.json {
-                println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "incident": incident, "alerts": alerts }))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({ "incident": incident, "alerts": alerts })
+                    )?
+                );
             } else {
                 print_incident(&incident);
                 println!();
@@ -318,7 +388,11 @@ fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
         }
     }
     let line = |cells: Vec<String>| {
-        let padded: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
+        let padded: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
         println!("{}", padded.join("  ").trim_end());
     };
     line(headers.iter().map(|h| h.to_string()).collect());
@@ -358,7 +432,12 @@ fn print_alerts(alerts: &[Alert]) {
             ]
         })
         .collect();
-    print_table(&["ID", "RECEIVED", "SOURCE", "SEV", "SEEN", "RESOURCE", "TITLE"], rows);
+    print_table(
+        &[
+            "ID", "RECEIVED", "SOURCE", "SEV", "SEEN", "RESOURCE", "TITLE",
+        ],
+        rows,
+    );
 }
 
 fn print_alert(a: &Alert) {
@@ -371,7 +450,10 @@ fn print_alert(a: &Alert) {
     field("incident", Some(&a.incident_id));
     field("source", Some(&a.source));
     field("kind", Some(&a.kind));
-    println!("{:<13}{} (source: {})", "severity", a.severity.score, a.severity.native);
+    println!(
+        "{:<13}{} (source: {})",
+        "severity", a.severity.score, a.severity.native
+    );
     field("title", Some(&a.title));
     field("description", a.description.as_deref());
     field("observed", Some(&when(a.observed_at)));
@@ -418,7 +500,12 @@ fn print_incidents(incidents: &[Incident]) {
             ]
         })
         .collect();
-    print_table(&["ID", "UPDATED", "STATUS", "SEV", "ALERTS", "EVENTS", "ENTITY", "TITLE"], rows);
+    print_table(
+        &[
+            "ID", "UPDATED", "STATUS", "SEV", "ALERTS", "EVENTS", "ENTITY", "TITLE",
+        ],
+        rows,
+    );
 }
 
 fn print_incident(i: &Incident) {
@@ -428,7 +515,10 @@ fn print_incident(i: &Incident) {
     println!("{:<10}{}", "severity", i.severity);
     println!("{:<10}{}", "entity", i.entity.as_deref().unwrap_or("-"));
     println!("{:<10}{}", "sources", i.sources.join(", "));
-    println!("{:<10}{} ({} events)", "alerts", i.alert_count, i.event_count);
+    println!(
+        "{:<10}{} ({} events)",
+        "alerts", i.alert_count, i.event_count
+    );
     println!("{:<10}{}", "opened", when(i.created_at));
     println!("{:<10}{}", "updated", when(i.updated_at));
 }

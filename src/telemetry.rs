@@ -12,10 +12,17 @@ use crate::config::{LogConfig, LogFormat};
 /// Starts logging to stderr. `RUST_LOG`, when set, wins over the configured level. Calling it twice
 /// is harmless (the second call does nothing), which keeps tests simple.
 pub fn init_logging(config: &LogConfig) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match config.format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
         LogFormat::Human => builder.try_init(),
     };
 }
@@ -60,11 +67,25 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("cordon");
         let alerts_accepted = Family::<SourceLabels, Counter>::default();
-        registry.register("alerts_accepted", "Alerts stored, by source (repeats included)", alerts_accepted.clone());
+        registry.register(
+            "alerts_accepted",
+            "Alerts stored, by source (repeats included)",
+            alerts_accepted.clone(),
+        );
         let alerts_rejected = Family::<RejectLabels, Counter>::default();
-        registry.register("alerts_rejected", "Intake requests refused, by source and reason", alerts_rejected.clone());
-        let http_request_seconds = Family::<HttpLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
-        registry.register("http_request_duration_seconds", "HTTP request latency", http_request_seconds.clone());
+        registry.register(
+            "alerts_rejected",
+            "Intake requests refused, by source and reason",
+            alerts_rejected.clone(),
+        );
+        let http_request_seconds = Family::<HttpLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency",
+            http_request_seconds.clone(),
+        );
         let store_flush_seconds = latency_histogram();
         registry.register(
             "store_flush_duration_seconds",
@@ -72,14 +93,28 @@ impl Metrics {
             store_flush_seconds.clone(),
         );
         let store_group_size = Histogram::new(exponential_buckets(1.0, 2.0, 12));
-        registry.register("store_group_size", "Requests covered by one group commit", store_group_size.clone());
-        Metrics { registry, alerts_accepted, alerts_rejected, http_request_seconds, store_flush_seconds, store_group_size }
+        registry.register(
+            "store_group_size",
+            "Requests covered by one group commit",
+            store_group_size.clone(),
+        );
+        Metrics {
+            registry,
+            alerts_accepted,
+            alerts_rejected,
+            http_request_seconds,
+            store_flush_seconds,
+            store_group_size,
+        }
     }
 
     /// Counts a refused intake request.
     pub fn reject(&self, source: &str, reason: &str) {
         self.alerts_rejected
-            .get_or_create(&RejectLabels { source: source.to_owned(), reason: reason.to_owned() })
+            .get_or_create(&RejectLabels {
+                source: source.to_owned(),
+                reason: reason.to_owned(),
+            })
             .inc();
     }
 

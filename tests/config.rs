@@ -16,14 +16,29 @@ fn the_example_config_loads_and_documents_the_defaults() {
     let example = example();
     let defaults = Config::default();
     assert_eq!(example.server.listen, defaults.server.listen);
-    assert!(example.server.listen.ip().is_loopback(), "binds 127.0.0.1 only");
-    assert_eq!(example.server.max_body_bytes, defaults.server.max_body_bytes);
-    assert_eq!(example.server.shutdown_grace, defaults.server.shutdown_grace);
+    assert!(
+        example.server.listen.ip().is_loopback(),
+        "binds 127.0.0.1 only"
+    );
+    assert_eq!(
+        example.server.max_body_bytes,
+        defaults.server.max_body_bytes
+    );
+    assert_eq!(
+        example.server.shutdown_grace,
+        defaults.server.shutdown_grace
+    );
     assert_eq!(example.store.kind, defaults.store.kind);
     assert_eq!(example.store.path, defaults.store.path);
     assert_eq!(example.store.cache_mb, defaults.store.cache_mb);
-    assert_eq!(example.grouping.dedup_window, defaults.grouping.dedup_window);
-    assert_eq!(example.grouping.incident_window, defaults.grouping.incident_window);
+    assert_eq!(
+        example.grouping.dedup_window,
+        defaults.grouping.dedup_window
+    );
+    assert_eq!(
+        example.grouping.incident_window,
+        defaults.grouping.incident_window
+    );
     assert_eq!(example.log.format, defaults.log.format);
     assert_eq!(example.log.level, defaults.log.level);
 }
@@ -32,13 +47,26 @@ fn the_example_config_loads_and_documents_the_defaults() {
 fn the_example_takes_every_source_with_local_only_secrets_it_warns_about() {
     let example = example();
     for source in SourceKind::ALL {
-        let config = example.sources.get(source.name()).unwrap_or_else(|| panic!("{source} missing"));
+        let config = example
+            .sources
+            .get(source.name())
+            .unwrap_or_else(|| panic!("{source} missing"));
         assert!(config.enabled);
-        assert!(!matches!(config.auth, AuthConfig::Sns(_)), "runs with no AWS account");
+        assert!(
+            !matches!(config.auth, AuthConfig::Sns(_)),
+            "runs with no AWS account"
+        );
     }
     if std::env::var_os("CORDON_ADMIN_TOKEN").is_none() {
-        assert!(example.secrets_using_defaults().contains(&"CORDON_ADMIN_TOKEN".to_owned()));
+        assert!(
+            example
+                .secrets_using_defaults()
+                .contains(&"CORDON_ADMIN_TOKEN".to_owned())
+        );
     }
     let printed = format!("{example:?}");
-    assert!(!printed.contains("local-admin-token") && !printed.contains("local-intake-token"), "secrets redacted");
+    assert!(
+        !printed.contains("local-admin-token") && !printed.contains("local-intake-token"),
+        "secrets redacted"
+    );
 }

@@ -8,16 +8,34 @@ use support::*;
 
 /// Asserts a refusal: the status, the JSON error code, a message naming `mentions`, nothing stored,
 /// and the refusal counted in metrics under `reason`.
-async fn assert_refused(server: &TestServer, (status, body): (u16, Value), want: u16, code: &str, mentions: &str) {
+async fn assert_refused(
+    server: &TestServer,
+    (status, body): (u16, Value),
+    want: u16,
+    code: &str,
+    mentions: &str,
+) {
     assert_eq!(status, want, "{body}");
     assert_eq!(body["error"], code, "{body}");
     let message = body["message"].as_str().unwrap_or_default();
-    assert!(message.contains(mentions), "message `{message}` should mention `{mentions}`");
-    assert!(server.stored_alerts().await.is_empty(), "a refused request stored an alert");
-    assert!(server.stored_incidents().await.is_empty(), "a refused request opened an incident");
+    assert!(
+        message.contains(mentions),
+        "message `{message}` should mention `{mentions}`"
+    );
+    assert!(
+        server.stored_alerts().await.is_empty(),
+        "a refused request stored an alert"
+    );
+    assert!(
+        server.stored_incidents().await.is_empty(),
+        "a refused request opened an incident"
+    );
     let metrics = server.metrics().await;
     assert!(
-        metrics.lines().any(|l| l.starts_with("cordon_alerts_rejected_total") && l.contains(&format!("reason=\"{code}\""))),
+        metrics
+            .lines()
+            .any(|l| l.starts_with("cordon_alerts_rejected_total")
+                && l.contains(&format!("reason=\"{code}\""))),
         "refusal `{code}` not counted:\n{metrics}"
     );
 }
@@ -25,7 +43,9 @@ async fn assert_refused(server: &TestServer, (status, body): (u16, Value), want:
 #[tokio::test]
 async fn an_accepted_alert_is_stored_with_its_ids() {
     let server = TestServer::start().await;
-    let (status, body) = server.post_generic(&generic_alert("Suspicious login", "host-1")).await;
+    let (status, body) = server
+        .post_generic(&generic_alert("Suspicious login", "host-1"))
+        .await;
     assert_eq!(status, 202, "{body}");
     let accepted = &body["alerts"][0];
     let alert_id = accepted["alert_id"].as_str().unwrap();
@@ -35,7 +55,10 @@ async fn an_accepted_alert_is_stored_with_its_ids() {
     let stored = server.admin(&format!("/v1/alerts/{alert_id}")).await;
     assert_eq!(stored["alert"]["title"], "Suspicious login");
     assert_eq!(stored["alert"]["incident_id"], incident_id);
-    assert_eq!(stored["alert"]["raw"]["resource"]["id"], "host-1", "raw payload kept");
+    assert_eq!(
+        stored["alert"]["raw"]["resource"]["id"], "host-1",
+        "raw payload kept"
+    );
     let incident = server.admin(&format!("/v1/incidents/{incident_id}")).await;
     assert_eq!(incident["incident"]["alert_count"], 1);
     assert_eq!(incident["alerts"][0]["id"], alert_id);
@@ -60,9 +83,19 @@ async fn missing_or_wrong_bearer_token_is_401() {
     let url = format!("{}/v1/alerts/falco", server.base);
     let response = server.send(server.http.post(&url).body(body.clone())).await;
     assert_refused(&server, response, 401, "unauthorized", "Authorization").await;
-    let response = server.send(server.http.post(&url).bearer_auth("not-the-token").body(body.clone())).await;
+    let response = server
+        .send(
+            server
+                .http
+                .post(&url)
+                .bearer_auth("not-the-token")
+                .body(body.clone()),
+        )
+        .await;
     assert_refused(&server, response, 401, "unauthorized", "not valid").await;
-    let response = server.send(server.http.post(&url).basic_auth("u", Some("p")).body(body)).await;
+    let response = server
+        .send(server.http.post(&url).basic_auth("u", Some("p")).body(body))
+        .await;
     assert_refused(&server, response, 401, "unauthorized", "Bearer").await;
 }
 
@@ -83,7 +116,14 @@ async fn hmac_signature_must_match_and_be_fresh() {
         .header("x-cordon-timestamp", now.to_string())
         .header("x-cordon-signature", sign(now, "another-secret"))
         .body(body.clone());
-    assert_refused(&server, server.send(wrong).await, 401, "unauthorized", "does not match").await;
+    assert_refused(
+        &server,
+        server.send(wrong).await,
+        401,
+        "unauthorized",
+        "does not match",
+    )
+    .await;
 
     let tampered = server
         .http
@@ -91,7 +131,14 @@ async fn hmac_signature_must_match_and_be_fresh() {
         .header("x-cordon-timestamp", now.to_string())
         .header("x-cordon-signature", sign(now, HMAC_SECRET))
         .body(generic_alert("y", "host-1"));
-    assert_refused(&server, server.send(tampered).await, 401, "unauthorized", "does not match").await;
+    assert_refused(
+        &server,
+        server.send(tampered).await,
+        401,
+        "unauthorized",
+        "does not match",
+    )
+    .await;
 
     let stale_ts = now - 600;
     let stale = server
@@ -100,7 +147,14 @@ async fn hmac_signature_must_match_and_be_fresh() {
         .header("x-cordon-timestamp", stale_ts.to_string())
         .header("x-cordon-signature", sign(stale_ts, HMAC_SECRET))
         .body(body.clone());
-    assert_refused(&server, server.send(stale).await, 401, "stale_timestamp", "replay window").await;
+    assert_refused(
+        &server,
+        server.send(stale).await,
+        401,
+        "stale_timestamp",
+        "replay window",
+    )
+    .await;
 
     let good = server
         .http
@@ -126,13 +180,20 @@ async fn a_body_over_the_limit_is_413_with_or_without_content_length() {
     // Chunked, so the size is only known while reading.
     let stream = futures_stream(body);
     let response = server
-        .send(server.http.post(format!("{}/v1/alerts/falco", server.base)).bearer_auth(INTAKE_TOKEN).body(stream))
+        .send(
+            server
+                .http
+                .post(format!("{}/v1/alerts/falco", server.base))
+                .bearer_auth(INTAKE_TOKEN)
+                .body(stream),
+        )
         .await;
     assert_refused(&server, response, 413, "too_large", "100 bytes").await;
 }
 
 fn futures_stream(body: Vec<u8>) -> reqwest::Body {
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = body.chunks(16).map(|c| Ok(c.to_vec())).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        body.chunks(16).map(|c| Ok(c.to_vec())).collect();
     reqwest::Body::wrap_stream(tokio_stream_iter(chunks))
 }
 
@@ -157,13 +218,24 @@ async fn unparseable_payloads_are_400_naming_the_problem() {
     let server = TestServer::start().await;
     let response = server.post_alert("falco", "this is not json").await;
     assert_refused(&server, response, 400, "bad_payload", "not valid JSON").await;
-    let response = server.post_alert("aws.guardduty", r#"{"hello": "world"}"#).await;
+    let response = server
+        .post_alert("aws.guardduty", r#"{"hello": "world"}"#)
+        .await;
     assert_refused(&server, response, 400, "bad_payload", "aws.guardduty").await;
-    let response = server.post_alert("alertmanager", r#"{"version": "4", "alerts": []}"#).await;
+    let response = server
+        .post_alert("alertmanager", r#"{"version": "4", "alerts": []}"#)
+        .await;
     assert_refused(&server, response, 400, "bad_payload", "alertmanager").await;
     let (status, body) = server.post_generic(br#"{"severity": 5}"#).await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("bad_payload")), "{body}");
-    assert!(body["message"].as_str().unwrap().contains("title"), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("bad_payload")),
+        "{body}"
+    );
+    assert!(
+        body["message"].as_str().unwrap().contains("title"),
+        "{body}"
+    );
     assert!(server.stored_alerts().await.is_empty());
 }
 
@@ -176,7 +248,10 @@ async fn a_repeat_inside_the_window_counts_instead_of_creating_another() {
     assert_eq!(status, 202);
     assert_eq!(second["alerts"][0]["duplicate"], true);
     assert_eq!(second["alerts"][0]["repeat_count"], 2);
-    assert_eq!(second["alerts"][0]["alert_id"], first["alerts"][0]["alert_id"]);
+    assert_eq!(
+        second["alerts"][0]["alert_id"],
+        first["alerts"][0]["alert_id"]
+    );
     let (_, third) = server.post_alert("falco", body).await;
     assert_eq!(third["alerts"][0]["repeat_count"], 3);
 
@@ -185,18 +260,33 @@ async fn a_repeat_inside_the_window_counts_instead_of_creating_another() {
     assert_eq!(alerts[0]["repeat_count"], 3);
     let incidents = server.stored_incidents().await;
     assert_eq!(incidents.len(), 1);
-    assert_eq!((incidents[0]["alert_count"].as_u64(), incidents[0]["event_count"].as_u64()), (Some(1), Some(3)));
+    assert_eq!(
+        (
+            incidents[0]["alert_count"].as_u64(),
+            incidents[0]["event_count"].as_u64()
+        ),
+        (Some(1), Some(3))
+    );
 }
 
 #[tokio::test]
 async fn windows_expire_repeats_and_incidents() {
     let sources = all_sources();
-    let server = TestServer::start_with(&format!("grouping:\n  dedup_window: 50ms\n  incident_window: 50ms\n{sources}")).await;
+    let server = TestServer::start_with(&format!(
+        "grouping:\n  dedup_window: 50ms\n  incident_window: 50ms\n{sources}"
+    ))
+    .await;
     let (_, first) = server.post_generic(&generic_alert("a", "host-1")).await;
     tokio::time::sleep(std::time::Duration::from_millis(120)).await;
     let (_, again) = server.post_generic(&generic_alert("a", "host-1")).await;
-    assert_eq!(again["alerts"][0]["duplicate"], false, "the dedup window passed");
-    assert_ne!(again["alerts"][0]["incident_id"], first["alerts"][0]["incident_id"], "the incident window passed");
+    assert_eq!(
+        again["alerts"][0]["duplicate"], false,
+        "the dedup window passed"
+    );
+    assert_ne!(
+        again["alerts"][0]["incident_id"], first["alerts"][0]["incident_id"],
+        "the incident window passed"
+    );
     assert_eq!(server.stored_alerts().await.len(), 2);
     assert_eq!(server.stored_incidents().await.len(), 2);
 }
@@ -204,9 +294,15 @@ async fn windows_expire_repeats_and_incidents() {
 #[tokio::test]
 async fn alerts_about_one_entity_join_one_incident() {
     let server = TestServer::start().await;
-    let (_, a) = server.post_generic(&generic_alert("Port scan", "i-0abc")).await;
-    let (_, b) = server.post_generic(&generic_alert("Crypto miner", "i-0abc")).await;
-    let (_, c) = server.post_generic(&generic_alert("Port scan", "i-0def")).await;
+    let (_, a) = server
+        .post_generic(&generic_alert("Port scan", "i-0abc"))
+        .await;
+    let (_, b) = server
+        .post_generic(&generic_alert("Crypto miner", "i-0abc"))
+        .await;
+    let (_, c) = server
+        .post_generic(&generic_alert("Port scan", "i-0def"))
+        .await;
     let incident = |v: &Value| v["alerts"][0]["incident_id"].as_str().unwrap().to_owned();
     assert_eq!(incident(&a), incident(&b));
     assert_ne!(incident(&a), incident(&c));
@@ -225,7 +321,9 @@ async fn alerts_about_one_entity_join_one_incident() {
     let (_, e) = server.post_generic(&by_actor("AKIA2")).await;
     assert_eq!(incident(&d), incident(&e));
 
-    let shown = server.admin(&format!("/v1/incidents/{}", incident(&a))).await;
+    let shown = server
+        .admin(&format!("/v1/incidents/{}", incident(&a)))
+        .await;
     assert_eq!(shown["incident"]["alert_count"], 2);
     assert_eq!(shown["alerts"].as_array().unwrap().len(), 2);
 }
@@ -242,10 +340,13 @@ const TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:cordon-guardduty";
 /// The recorded SNS delivery, re-addressed to our topic and signed with the test key, so the real
 /// GuardDuty payload goes through the real verification path.
 fn signed_guardduty_notification(version: &str, topic: &str) -> Vec<u8> {
-    let mut envelope: Value =
-        serde_json::from_slice(&read_fixture("alerts/aws_guardduty/sns_wrapped_eventbridge_ec2_sshbruteforce_sample.json")).unwrap();
+    let mut envelope: Value = serde_json::from_slice(&read_fixture(
+        "alerts/aws_guardduty/sns_wrapped_eventbridge_ec2_sshbruteforce_sample.json",
+    ))
+    .unwrap();
     envelope["TopicArn"] = json!(topic);
-    envelope["SigningCertURL"] = json!("https://sns.us-east-1.amazonaws.com/SimpleNotificationService-test.pem");
+    envelope["SigningCertURL"] =
+        json!("https://sns.us-east-1.amazonaws.com/SimpleNotificationService-test.pem");
     envelope.as_object_mut().unwrap().remove("Signature");
     sign_sns(envelope, version)
 }
@@ -269,10 +370,23 @@ async fn sns_notifications_with_valid_signatures_are_stored() {
         assert_eq!(status, 202, "SignatureVersion {version}: {answer}");
     }
     let alerts = server.stored_alerts().await;
-    assert_eq!(alerts.len(), 1, "the same finding twice is one alert seen twice");
+    assert_eq!(
+        alerts.len(),
+        1,
+        "the same finding twice is one alert seen twice"
+    );
     assert_eq!(alerts[0]["kind"], "UnauthorizedAccess:EC2/SSHBruteForce");
     assert_eq!(alerts[0]["repeat_count"], 2);
-    assert_eq!(fake.requests.lock().unwrap().iter().filter(|r| r.ends_with(".pem")).count(), 1, "certificate cached");
+    assert_eq!(
+        fake.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.ends_with(".pem"))
+            .count(),
+        1,
+        "certificate cached"
+    );
 }
 
 #[tokio::test]
@@ -281,21 +395,31 @@ async fn sns_refuses_bad_signatures_and_foreign_topics() {
     let server = TestServer::start_with(&sns_source(TOPIC, &fake, true)).await;
     let url = format!("{}/v1/alerts/aws.guardduty", server.base);
 
-    let mut tampered: Value = serde_json::from_slice(&signed_guardduty_notification("2", TOPIC)).unwrap();
-    tampered["Message"] = json!(tampered["Message"].as_str().unwrap().replace("198.51.100.0", "203.0.113.9"));
+    let mut tampered: Value =
+        serde_json::from_slice(&signed_guardduty_notification("2", TOPIC)).unwrap();
+    tampered["Message"] = json!(
+        tampered["Message"]
+            .as_str()
+            .unwrap()
+            .replace("198.51.100.0", "203.0.113.9")
+    );
     let response = server.send(server.http.post(&url).json(&tampered)).await;
     assert_refused(&server, response, 401, "bad_signature", "signature").await;
 
-    let foreign = signed_guardduty_notification("2", "arn:aws:sns:us-east-1:999999999999:someone-else");
+    let foreign =
+        signed_guardduty_notification("2", "arn:aws:sns:us-east-1:999999999999:someone-else");
     let response = server.send(server.http.post(&url).body(foreign)).await;
     assert_refused(&server, response, 403, "topic_not_allowed", "someone-else").await;
 
-    let mut untrusted: Value = serde_json::from_slice(&signed_guardduty_notification("2", TOPIC)).unwrap();
+    let mut untrusted: Value =
+        serde_json::from_slice(&signed_guardduty_notification("2", TOPIC)).unwrap();
     untrusted["SigningCertURL"] = json!("https://evil.example.com/cert.pem");
     let response = server.send(server.http.post(&url).json(&untrusted)).await;
     assert_refused(&server, response, 401, "bad_signature", "").await;
 
-    let response = server.send(server.http.post(&url).body(r#"{"not":"sns"}"#)).await;
+    let response = server
+        .send(server.http.post(&url).body(r#"{"not":"sns"}"#))
+        .await;
     assert_refused(&server, response, 400, "bad_envelope", "SNS").await;
 }
 
@@ -321,18 +445,56 @@ async fn sns_subscriptions_are_confirmed_only_for_allowed_topics() {
     let server = TestServer::start_with(&sns_source(TOPIC, &fake, true)).await;
     let url = format!("{}/v1/alerts/aws.guardduty", server.base);
 
-    let (status, body) = server.send(server.http.post(&url).body(subscription_confirmation(TOPIC))).await;
-    assert_eq!((status, body["status"].as_str()), (200, Some("subscription_confirmed")), "{body}");
-    let confirmations: Vec<String> =
-        fake.requests.lock().unwrap().iter().filter(|r| r.contains("ConfirmSubscription")).cloned().collect();
+    let (status, body) = server
+        .send(
+            server
+                .http
+                .post(&url)
+                .body(subscription_confirmation(TOPIC)),
+        )
+        .await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("subscription_confirmed")),
+        "{body}"
+    );
+    let confirmations: Vec<String> = fake
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.contains("ConfirmSubscription"))
+        .cloned()
+        .collect();
     assert_eq!(confirmations.len(), 1);
-    assert!(confirmations[0].contains("Token=2336412f37fb"), "{confirmations:?}");
+    assert!(
+        confirmations[0].contains("Token=2336412f37fb"),
+        "{confirmations:?}"
+    );
 
     let other = "arn:aws:sns:us-east-1:999999999999:not-ours";
-    let response = server.send(server.http.post(&url).body(subscription_confirmation(other))).await;
+    let response = server
+        .send(
+            server
+                .http
+                .post(&url)
+                .body(subscription_confirmation(other)),
+        )
+        .await;
     assert_refused(&server, response, 403, "topic_not_allowed", "not-ours").await;
-    assert_eq!(fake.requests.lock().unwrap().iter().filter(|r| r.contains("ConfirmSubscription")).count(), 1);
-    assert!(server.stored_alerts().await.is_empty(), "a confirmation is not an alert");
+    assert_eq!(
+        fake.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.contains("ConfirmSubscription"))
+            .count(),
+        1
+    );
+    assert!(
+        server.stored_alerts().await.is_empty(),
+        "a confirmation is not an alert"
+    );
 }
 
 #[tokio::test]
@@ -342,24 +504,63 @@ async fn health_readiness_and_metrics_answer() {
     assert_eq!(get("/healthz").await.unwrap().status(), 200);
     let ready = get("/readyz").await.unwrap();
     assert_eq!(ready.status(), 200);
-    server.post_alert("falco", read_fixture("alerts/falco/falco_docs_json_output_shell_in_container.json")).await;
+    server
+        .post_alert(
+            "falco",
+            read_fixture("alerts/falco/falco_docs_json_output_shell_in_container.json"),
+        )
+        .await;
     server.post_alert("falco", "nope").await;
     let metrics = server.metrics().await;
-    assert!(metrics.contains("cordon_alerts_accepted_total{source=\"falco\"} 1"), "{metrics}");
-    assert!(metrics.contains("cordon_alerts_rejected_total{source=\"falco\",reason=\"bad_payload\"} 1"), "{metrics}");
-    assert!(metrics.contains("cordon_http_request_duration_seconds_bucket{"), "{metrics}");
-    assert!(metrics.contains("route=\"/v1/alerts/{source}\""), "{metrics}");
-    assert!(metrics.contains("cordon_store_flush_duration_seconds_count"), "{metrics}");
+    assert!(
+        metrics.contains("cordon_alerts_accepted_total{source=\"falco\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("cordon_alerts_rejected_total{source=\"falco\",reason=\"bad_payload\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("cordon_http_request_duration_seconds_bucket{"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("route=\"/v1/alerts/{source}\""),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("cordon_store_flush_duration_seconds_count"),
+        "{metrics}"
+    );
     assert!(metrics.trim_end().ends_with("# EOF"));
 }
 
 #[tokio::test]
 async fn the_admin_api_needs_its_token() {
     let server = TestServer::start().await;
-    let (status, body) = server.send(server.http.get(format!("{}/v1/alerts", server.base))).await;
-    assert_eq!((status, body["error"].as_str()), (401, Some("unauthorized")));
-    let (status, _) = server.send(server.http.get(format!("{}/v1/incidents", server.base)).bearer_auth("wrong")).await;
+    let (status, body) = server
+        .send(server.http.get(format!("{}/v1/alerts", server.base)))
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    let (status, _) = server
+        .send(
+            server
+                .http
+                .get(format!("{}/v1/incidents", server.base))
+                .bearer_auth("wrong"),
+        )
+        .await;
     assert_eq!(status, 401);
-    let (status, body) = server.send(server.http.get(format!("{}/v1/alerts/nope", server.base)).bearer_auth(ADMIN_TOKEN)).await;
+    let (status, body) = server
+        .send(
+            server
+                .http
+                .get(format!("{}/v1/alerts/nope", server.base))
+                .bearer_auth(ADMIN_TOKEN),
+        )
+        .await;
     assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
 }

@@ -56,12 +56,20 @@ impl Process {
                 }
             }
         });
-        let addr = rx.recv_timeout(Duration::from_secs(30)).expect("cordon logs its address");
-        Process { child, base: format!("http://{addr}") }
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("cordon logs its address");
+        Process {
+            child,
+            base: format!("http://{addr}"),
+        }
     }
 
     fn signal(&self, signal: &str) {
-        let status = Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap();
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
         assert!(status.success());
     }
 }
@@ -99,16 +107,27 @@ async fn every_acknowledged_alert_survives_sigkill() {
     let acked = Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
     let mut senders = Vec::new();
     for sender in 0..8 {
-        let (http, base, killed, acked) = (http.clone(), server.base.clone(), killed.clone(), acked.clone());
+        let (http, base, killed, acked) = (
+            http.clone(),
+            server.base.clone(),
+            killed.clone(),
+            acked.clone(),
+        );
         senders.push(tokio::spawn(async move {
             let mut n = 0;
             while !killed.load(Ordering::SeqCst) {
                 n += 1;
-                let body = generic_alert(&format!("alert {sender}-{n}"), &format!("host-{sender}-{n}"));
+                let body = generic_alert(
+                    &format!("alert {sender}-{n}"),
+                    &format!("host-{sender}-{n}"),
+                );
                 match post(&http, &base, body).await {
                     Some(answer) => {
                         let a = &answer["alerts"][0];
-                        let ids = (a["alert_id"].as_str().unwrap().to_owned(), a["incident_id"].as_str().unwrap().to_owned());
+                        let ids = (
+                            a["alert_id"].as_str().unwrap().to_owned(),
+                            a["incident_id"].as_str().unwrap().to_owned(),
+                        );
                         acked.lock().unwrap().push(ids);
                     }
                     None => break,
@@ -118,8 +137,14 @@ async fn every_acknowledged_alert_survives_sigkill() {
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while acked.lock().unwrap().len() < 400 {
-        assert!(std::time::Instant::now() < deadline, "the server stopped acknowledging alerts");
-        assert!(senders.iter().any(|s| !s.is_finished()), "every sender stopped: requests are being refused");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server stopped acknowledging alerts"
+        );
+        assert!(
+            senders.iter().any(|s| !s.is_finished()),
+            "every sender stopped: requests are being refused"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     server.child.kill().unwrap(); // SIGKILL: no flush, no shutdown.
@@ -139,7 +164,11 @@ async fn every_acknowledged_alert_survives_sigkill() {
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), 200, "acknowledged alert {alert_id} lost after SIGKILL");
+        assert_eq!(
+            response.status(),
+            200,
+            "acknowledged alert {alert_id} lost after SIGKILL"
+        );
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["alert"]["incident_id"], incident_id.as_str());
     }
@@ -156,7 +185,13 @@ async fn every_acknowledged_alert_survives_sigkill() {
 }
 
 fn cli(config: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN).arg("--config").arg(config).args(args).env_remove("RUST_LOG").output().unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -170,19 +205,43 @@ async fn sigterm_shuts_down_cleanly_and_the_cli_reads_the_store_either_way() {
     let config = write_config(dir.path());
     let mut server = Process::start(&config);
     let http = reqwest::Client::new();
-    let first = post(&http, &server.base, generic_alert("Reverse shell on web-1", "web-1")).await.unwrap();
-    post(&http, &server.base, generic_alert("Crypto miner on web-1", "web-1")).await.unwrap();
+    let first = post(
+        &http,
+        &server.base,
+        generic_alert("Reverse shell on web-1", "web-1"),
+    )
+    .await
+    .unwrap();
+    post(
+        &http,
+        &server.base,
+        generic_alert("Crypto miner on web-1", "web-1"),
+    )
+    .await
+    .unwrap();
     let alert_id = first["alerts"][0]["alert_id"].as_str().unwrap().to_owned();
-    let incident_id = first["alerts"][0]["incident_id"].as_str().unwrap().to_owned();
+    let incident_id = first["alerts"][0]["incident_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     // While the server holds the store, the CLI asks its admin API.
-    let (code, out, err) = cli(&config, &["alerts", "list", "--json", "--server", &server.base]);
+    let (code, out, err) = cli(
+        &config,
+        &["alerts", "list", "--json", "--server", &server.base],
+    );
     assert_eq!(code, 0, "{err}");
     let listed: Vec<Value> = serde_json::from_str(&out).unwrap();
     assert_eq!(listed.len(), 2);
     let (code, out, err) = cli(&config, &["incidents", "list"]);
-    assert_eq!(code, 0, "falls back to the server when the store is held: {err}");
-    assert!(out.contains(&incident_id) && out.contains("resource:host:web-1"), "{out}");
+    assert_eq!(
+        code, 0,
+        "falls back to the server when the store is held: {err}"
+    );
+    assert!(
+        out.contains(&incident_id) && out.contains("resource:host:web-1"),
+        "{out}"
+    );
 
     server.signal("-TERM");
     let status = server.child.wait().unwrap();
@@ -191,7 +250,10 @@ async fn sigterm_shuts_down_cleanly_and_the_cli_reads_the_store_either_way() {
     // With the server gone, the CLI opens the store itself.
     let (code, out, err) = cli(&config, &["alerts", "show", &alert_id]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("Reverse shell on web-1") && out.contains(&incident_id), "{out}");
+    assert!(
+        out.contains("Reverse shell on web-1") && out.contains(&incident_id),
+        "{out}"
+    );
     let (code, out, _) = cli(&config, &["incidents", "show", &incident_id, "--json"]);
     assert_eq!(code, 0);
     let shown: Value = serde_json::from_str(&out).unwrap();
@@ -214,7 +276,12 @@ fn validate_prints_every_error_with_its_location_and_exits_1() {
     let (code, out, err) = cli(&path, &["validate"]);
     assert_eq!(code, 1, "{out}");
     let file = path.display().to_string();
-    assert!(err.contains(&format!("{file}:3:3: error: server: unknown field `admin_tokn`")), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{file}:3:3: error: server: unknown field `admin_tokn`"
+        )),
+        "{err}"
+    );
     assert!(err.contains("hint: did you mean `admin_token`?"), "{err}");
     assert!(err.contains(&format!("{file}:8:16: error: sources.falco.auth.bearer.token: environment variable `CORDON_SURELY_UNSET_TOKEN` is not set")), "{err}");
 
@@ -231,6 +298,9 @@ fn serve_refuses_a_broken_config_without_starting() {
     std::fs::write(&path, "store:\n  kind: mongodb\n").unwrap();
     let (code, _, err) = cli(&path, &["serve"]);
     assert_eq!(code, 1);
-    assert!(err.contains("broken.yaml:2:9: error: store.kind: unknown variant `mongodb`"), "{err}");
+    assert!(
+        err.contains("broken.yaml:2:9: error: store.kind: unknown variant `mongodb`"),
+        "{err}"
+    );
     assert!(!dir.path().join("data").exists(), "nothing was created");
 }

@@ -154,7 +154,11 @@ impl Alert {
 
     /// `source|kind|resource id|actor id`: what makes two alerts "the same alert again".
     pub fn fingerprint(&self) -> String {
-        let actor = self.actor.as_ref().and_then(|a| a.id.as_deref()).unwrap_or("");
+        let actor = self
+            .actor
+            .as_ref()
+            .and_then(|a| a.id.as_deref())
+            .unwrap_or("");
         format!(
             "{}|{}|{}|{}",
             self.source,
@@ -190,7 +194,10 @@ impl Alert {
             }
         }
         let id = self.resource.id.as_deref()?;
-        Some(format!("resource:{}:{id}", self.resource.kind.as_deref().unwrap_or("")))
+        Some(format!(
+            "resource:{}:{id}",
+            self.resource.kind.as_deref().unwrap_or("")
+        ))
     }
 }
 

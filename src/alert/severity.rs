@@ -14,7 +14,10 @@ pub struct Severity {
 impl Severity {
     /// A severity with `score` clamped to 0–10.
     pub fn new(score: u8, native: impl Into<String>) -> Severity {
-        Severity { score: score.min(10), native: native.into() }
+        Severity {
+            score: score.min(10),
+            native: native.into(),
+        }
     }
 
     /// From a number on a scale whose top is `max` (GuardDuty: 0–10, Security Hub normalized: 0–100).

@@ -18,7 +18,13 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn new(file: &Path, line: usize, column: usize, message: impl Into<String>) -> Diagnostic {
-        Diagnostic { file: file.to_owned(), line, column, message: message.into(), hint: None }
+        Diagnostic {
+            file: file.to_owned(),
+            line,
+            column,
+            message: message.into(),
+            hint: None,
+        }
     }
 
     pub fn with_hint(mut self, hint: impl Into<String>) -> Diagnostic {
@@ -29,7 +35,14 @@ impl Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: error: {}", self.file.display(), self.line, self.column, self.message)?;
+        write!(
+            f,
+            "{}:{}:{}: error: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.message
+        )?;
         if let Some(hint) = &self.hint {
             write!(f, "\n  hint: {hint}")?;
         }
@@ -57,7 +70,10 @@ impl Diagnostics {
     /// Turns one serde_yaml error into a diagnostic: the location moves from the message's
     /// ` at line L column C` suffix into `file:line:column`, and a hint is added where one helps.
     pub fn from_yaml(file: &Path, error: &serde_yaml::Error) -> Diagnostic {
-        let (line, column) = error.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+        let (line, column) = error
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((0, 0));
         let text = error.to_string();
         let message = match text.rfind(" at line ") {
             Some(at) if line > 0 => text[..at].to_owned(),
@@ -83,15 +99,25 @@ fn hint_for(message: &str) -> Option<String> {
             return Some(format!("did you mean `{best}`?"));
         }
         if !expected.is_empty() {
-            let list = expected.iter().map(|e| format!("`{e}`")).collect::<Vec<_>>().join(", ");
+            let list = expected
+                .iter()
+                .map(|e| format!("`{e}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
             return Some(format!("expected one of {list}"));
         }
     }
     if message.contains("environment variable") {
-        return Some("export the variable, or write `${VAR:-value}` to use a value for local use only".to_owned());
+        return Some(
+            "export the variable, or write `${VAR:-value}` to use a value for local use only"
+                .to_owned(),
+        );
     }
     if message.contains("invalid type") {
-        return Some("check the value's type against the documented example in config.example.yaml".to_owned());
+        return Some(
+            "check the value's type against the documented example in config.example.yaml"
+                .to_owned(),
+        );
     }
     None
 }
@@ -105,7 +131,12 @@ fn unknown_name(message: &str) -> Option<(String, Vec<String>)> {
     let rest = &message[start..];
     let end = rest.find('`')?;
     let found = rest[..end].to_owned();
-    let expected = rest[end + 1..].split('`').skip(1).step_by(2).map(str::to_owned).collect();
+    let expected = rest[end + 1..]
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect();
     Some((found, expected))
 }
 
@@ -115,7 +146,8 @@ mod tests {
 
     #[test]
     fn suggests_the_closest_name() {
-        let hint = hint_for("server: unknown field `lisen`, expected one of `listen`, `admin_token`");
+        let hint =
+            hint_for("server: unknown field `lisen`, expected one of `listen`, `admin_token`");
         assert_eq!(hint.as_deref(), Some("did you mean `listen`?"));
         let hint = hint_for("unknown variant `zzz`, expected `human` or `json`");
         assert_eq!(hint.as_deref(), Some("expected one of `human`, `json`"));

@@ -11,7 +11,10 @@ use std::path::Path;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 
-use super::{Config, Diagnostic, Diagnostics, GroupingConfig, LogConfig, ServerConfig, SourceConfig, StoreConfig};
+use super::{
+    Config, Diagnostic, Diagnostics, GroupingConfig, LogConfig, ServerConfig, SourceConfig,
+    StoreConfig,
+};
 use crate::intake::formats::SourceKind;
 
 const TOP_KEYS: &[&str] = &["server", "store", "grouping", "log", "sources"];
@@ -19,7 +22,12 @@ const TOP_KEYS: &[&str] = &["server", "store", "grouping", "log", "sources"];
 /// Reads and parses the config at `path`.
 pub fn load(path: &Path) -> Result<Config, Diagnostics> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        Diagnostics(vec![Diagnostic::new(path, 0, 0, format!("cannot read the config file: {e}"))])
+        Diagnostics(vec![Diagnostic::new(
+            path,
+            0,
+            0,
+            format!("cannot read the config file: {e}"),
+        )])
     })?;
     parse(&text, path)
 }
@@ -50,7 +58,8 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, Diagnostics> {
     }
     if found.is_empty() {
         // What the passes cannot see (a duplicated key, say) still fails the full parse.
-        return serde_yaml::from_str::<Config>(text).map_err(|e| Diagnostics(vec![Diagnostics::from_yaml(file, &e)]));
+        return serde_yaml::from_str::<Config>(text)
+            .map_err(|e| Diagnostics(vec![Diagnostics::from_yaml(file, &e)]));
     }
     found.sort_by(|a, b| (a.line, a.column, &a.message).cmp(&(b.line, b.column, &b.message)));
     found.dedup();
@@ -66,13 +75,20 @@ enum Focus {
 
 fn focuses(tree: &serde_yaml::Value) -> Vec<Focus> {
     let mut out = Vec::new();
-    let Some(map) = tree.as_mapping() else { return out };
+    let Some(map) = tree.as_mapping() else {
+        return out;
+    };
     for (key, value) in map {
         let Some(key) = key.as_str() else { continue };
         out.push(Focus::TopKey(key.to_owned()));
         if key == "sources" {
             if let Some(sources) = value.as_mapping() {
-                out.extend(sources.keys().filter_map(|k| k.as_str()).map(|k| Focus::Source(k.to_owned())));
+                out.extend(
+                    sources
+                        .keys()
+                        .filter_map(|k| k.as_str())
+                        .map(|k| Focus::Source(k.to_owned())),
+                );
             }
         }
     }
@@ -101,13 +117,24 @@ impl<'de> Visitor<'de> for FocusSeed<'_> {
             Focus::TopKey(k) => Some(k.as_str()),
             Focus::Source(_) => None,
         };
-        while let Some(key) = map.next_key_seed(KeySeed { focus, known: Some(TOP_KEYS) })? {
+        while let Some(key) = map.next_key_seed(KeySeed {
+            focus,
+            known: Some(TOP_KEYS),
+        })? {
             match (self.0, key.as_str()) {
-                (Focus::TopKey(k), "server") if k == "server" => drop(map.next_value::<ServerConfig>()?),
-                (Focus::TopKey(k), "store") if k == "store" => drop(map.next_value::<StoreConfig>()?),
-                (Focus::TopKey(k), "grouping") if k == "grouping" => drop(map.next_value::<GroupingConfig>()?),
+                (Focus::TopKey(k), "server") if k == "server" => {
+                    drop(map.next_value::<ServerConfig>()?)
+                }
+                (Focus::TopKey(k), "store") if k == "store" => {
+                    drop(map.next_value::<StoreConfig>()?)
+                }
+                (Focus::TopKey(k), "grouping") if k == "grouping" => {
+                    drop(map.next_value::<GroupingConfig>()?)
+                }
                 (Focus::TopKey(k), "log") if k == "log" => drop(map.next_value::<LogConfig>()?),
-                (Focus::TopKey(k), "sources") if k == "sources" => map.next_value_seed(SourcesSeed(None))?,
+                (Focus::TopKey(k), "sources") if k == "sources" => {
+                    map.next_value_seed(SourcesSeed(None))?
+                }
                 (Focus::Source(name), "sources") => map.next_value_seed(SourcesSeed(Some(name)))?,
                 _ => drop(map.next_value::<IgnoredAny>()?),
             }
@@ -140,7 +167,10 @@ impl<'de> Visitor<'de> for SourcesSeed<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(key) = map.next_key_seed(KeySeed { focus: self.0, known: None })? {
+        while let Some(key) = map.next_key_seed(KeySeed {
+            focus: self.0,
+            known: None,
+        })? {
             if Some(key.as_str()) == self.0 {
                 map.next_value::<SourceConfig>()?;
             } else {
@@ -177,9 +207,12 @@ impl<'de> Visitor<'de> for KeySeed<'_> {
     fn visit_str<E: de::Error>(self, name: &str) -> Result<String, E> {
         if self.focus == Some(name) {
             match self.known {
-                Some(known) if !known.contains(&name) => return Err(de::Error::unknown_field(name, known)),
+                Some(known) if !known.contains(&name) => {
+                    return Err(de::Error::unknown_field(name, known));
+                }
                 None if SourceKind::from_name(name).is_none() => {
-                    let known: Vec<String> = SourceKind::ALL.iter().map(|s| format!("`{s}`")).collect();
+                    let known: Vec<String> =
+                        SourceKind::ALL.iter().map(|s| format!("`{s}`")).collect();
                     return Err(de::Error::custom(format!(
                         "unknown source `{name}`, expected one of {}",
                         known.join(", ")
@@ -192,14 +225,18 @@ impl<'de> Visitor<'de> for KeySeed<'_> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::{AuthConfig, HmacAuth};
 
     fn errors(text: &str) -> Vec<String> {
-        parse(text, Path::new("cordon.yaml")).unwrap_err().0.iter().map(|d| d.to_string()).collect()
+        parse(text, Path::new("cordon.yaml"))
+            .unwrap_err()
+            .0
+            .iter()
+            .map(|d| d.to_string())
+            .collect()
     }
 
     #[test]
@@ -232,20 +269,54 @@ colour: blue
 ";
         let errors = errors(text);
         assert_eq!(errors.len(), 5, "{errors:#?}");
-        assert!(errors[0].starts_with("cordon.yaml:2:3: error: server: unknown field `lisen`"), "{}", errors[0]);
-        assert!(errors[0].ends_with("hint: did you mean `listen`?"), "{}", errors[0]);
-        assert!(errors[1].starts_with("cordon.yaml:6:3: error: grouping: `5 minutes` is not a duration"), "{}", errors[1]);
-        assert!(errors[2].starts_with("cordon.yaml:12:3: error: sources: unknown source `aws.gaurdduty`"), "{}", errors[2]);
-        assert!(errors[2].contains("hint: did you mean `aws.guardduty`?"), "{}", errors[2]);
-        assert!(errors[3].starts_with("cordon.yaml:16:5: error: sources.generic: missing field `auth`"), "{}", errors[3]);
-        assert!(errors[4].starts_with("cordon.yaml:17:1: error: unknown field `colour`"), "{}", errors[4]);
+        assert!(
+            errors[0].starts_with("cordon.yaml:2:3: error: server: unknown field `lisen`"),
+            "{}",
+            errors[0]
+        );
+        assert!(
+            errors[0].ends_with("hint: did you mean `listen`?"),
+            "{}",
+            errors[0]
+        );
+        assert!(
+            errors[1]
+                .starts_with("cordon.yaml:6:3: error: grouping: `5 minutes` is not a duration"),
+            "{}",
+            errors[1]
+        );
+        assert!(
+            errors[2]
+                .starts_with("cordon.yaml:12:3: error: sources: unknown source `aws.gaurdduty`"),
+            "{}",
+            errors[2]
+        );
+        assert!(
+            errors[2].contains("hint: did you mean `aws.guardduty`?"),
+            "{}",
+            errors[2]
+        );
+        assert!(
+            errors[3].starts_with("cordon.yaml:16:5: error: sources.generic: missing field `auth`"),
+            "{}",
+            errors[3]
+        );
+        assert!(
+            errors[4].starts_with("cordon.yaml:17:1: error: unknown field `colour`"),
+            "{}",
+            errors[4]
+        );
     }
 
     #[test]
     fn a_syntax_error_is_located() {
         let errors = errors("server:\n  listen: \"127.0.0.1:80\n");
         assert_eq!(errors.len(), 1);
-        assert!(errors[0].starts_with("cordon.yaml:3:1: error: "), "{}", errors[0]);
+        assert!(
+            errors[0].starts_with("cordon.yaml:3:1: error: "),
+            "{}",
+            errors[0]
+        );
     }
 
     #[test]
@@ -253,21 +324,33 @@ colour: blue
         let text = "sources:\n  generic:\n    auth:\n      bearer:\n        token: ${CORDON_TEST_SURELY_UNSET_VAR}\n";
         let errors = errors(text);
         assert!(errors[0].starts_with("cordon.yaml:5:16: error: sources.generic.auth.bearer.token: environment variable `CORDON_TEST_SURELY_UNSET_VAR` is not set"), "{}", errors[0]);
-        assert!(errors[0].contains("hint: export the variable"), "{}", errors[0]);
+        assert!(
+            errors[0].contains("hint: export the variable"),
+            "{}",
+            errors[0]
+        );
     }
 
     #[test]
     fn a_valid_config_parses_and_keeps_secrets_redacted() {
         let text = "sources:\n  generic:\n    auth:\n      hmac:\n        secret: ${CORDON_TEST_UNSET_HMAC:-local-only}\n        replay_window: 2m\n";
         let config = parse(text, Path::new("c.yaml")).unwrap();
-        let AuthConfig::Hmac(HmacAuth { secret, signature_header, replay_window, .. }) = &config.sources["generic"].auth
+        let AuthConfig::Hmac(HmacAuth {
+            secret,
+            signature_header,
+            replay_window,
+            ..
+        }) = &config.sources["generic"].auth
         else {
             panic!("expected hmac auth");
         };
         assert_eq!(secret.expose(), "local-only");
         assert_eq!(signature_header, "x-cordon-signature");
         assert_eq!(replay_window.0.as_secs(), 120);
-        assert_eq!(config.secrets_using_defaults(), vec!["CORDON_TEST_UNSET_HMAC".to_owned()]);
+        assert_eq!(
+            config.secrets_using_defaults(),
+            vec!["CORDON_TEST_UNSET_HMAC".to_owned()]
+        );
         assert!(!format!("{config:?}").contains("local-only"));
     }
 }

@@ -102,7 +102,11 @@ pub struct StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { kind: StoreKind::default(), path: default_store_path(), cache_mb: default_cache_mb() }
+        StoreConfig {
+            kind: StoreKind::default(),
+            path: default_store_path(),
+            cache_mb: default_cache_mb(),
+        }
     }
 }
 
@@ -139,7 +143,10 @@ pub struct GroupingConfig {
 
 impl Default for GroupingConfig {
     fn default() -> Self {
-        GroupingConfig { dedup_window: default_dedup_window(), incident_window: default_incident_window() }
+        GroupingConfig {
+            dedup_window: default_dedup_window(),
+            incident_window: default_incident_window(),
+        }
     }
 }
 
@@ -165,7 +172,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { format: LogFormat::default(), level: default_level() }
+        LogConfig {
+            format: LogFormat::default(),
+            level: default_level(),
+        }
     }
 }
 
@@ -271,14 +281,22 @@ impl<'de> Deserialize<'de> for AuthConfig {
                 f.write_str("one of `bearer`, `hmac`, `sns`")
             }
             // The check runs inside serde_yaml's own call, so its error carries the node's position.
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<AuthConfig, A::Error> {
-                let fields = AuthFields::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<AuthConfig, A::Error> {
+                let fields =
+                    AuthFields::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
                 match (fields.bearer, fields.hmac, fields.sns) {
                     (Some(b), None, None) => Ok(AuthConfig::Bearer(b)),
                     (None, Some(h), None) => Ok(AuthConfig::Hmac(h)),
                     (None, None, Some(s)) => Ok(AuthConfig::Sns(s)),
-                    (None, None, None) => Err(serde::de::Error::custom("auth needs one of `bearer`, `hmac`, `sns`")),
-                    _ => Err(serde::de::Error::custom("auth takes exactly one of `bearer`, `hmac`, `sns`")),
+                    (None, None, None) => Err(serde::de::Error::custom(
+                        "auth needs one of `bearer`, `hmac`, `sns`",
+                    )),
+                    _ => Err(serde::de::Error::custom(
+                        "auth takes exactly one of `bearer`, `hmac`, `sns`",
+                    )),
                 }
             }
         }

@@ -21,7 +21,10 @@ pub struct Secret {
 impl Secret {
     /// A secret from a value in code (tests and the CLI); never from user text.
     pub fn new(value: impl Into<String>) -> Secret {
-        Secret { value: value.into(), default_of: None }
+        Secret {
+            value: value.into(),
+            default_of: None,
+        }
     }
 
     /// The secret itself. Call it only where the value is compared or sent.
@@ -51,7 +54,9 @@ impl Secret {
                 None => (reference, None),
             };
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(format!("`${{{reference}}}` is not a valid environment variable reference"));
+                return Err(format!(
+                    "`${{{reference}}}` is not a valid environment variable reference"
+                ));
             }
             match (lookup(name).filter(|v| !v.is_empty()), default) {
                 (Some(value), _) => out.push_str(&value),
@@ -67,7 +72,10 @@ impl Secret {
         if out.is_empty() {
             return Err("secret is empty".to_owned());
         }
-        Ok(Secret { value: out, default_of })
+        Ok(Secret {
+            value: out,
+            default_of,
+        })
     }
 }
 
@@ -112,17 +120,34 @@ mod tests {
     fn expands_variables_and_defaults() {
         assert_eq!(Secret::expand("${SET}", env).unwrap().expose(), "from-env");
         let local = Secret::expand("${UNSET:-dev-token}", env).unwrap();
-        assert_eq!((local.expose(), local.default_in_use()), ("dev-token", Some("UNSET")));
+        assert_eq!(
+            (local.expose(), local.default_in_use()),
+            ("dev-token", Some("UNSET"))
+        );
         let set = Secret::expand("${SET:-dev-token}", env).unwrap();
         assert_eq!((set.expose(), set.default_in_use()), ("from-env", None));
-        assert_eq!(Secret::expand("Bearer ${SET}", env).unwrap().expose(), "Bearer from-env");
+        assert_eq!(
+            Secret::expand("Bearer ${SET}", env).unwrap().expose(),
+            "Bearer from-env"
+        );
     }
 
     #[test]
     fn refuses_unset_and_malformed_references() {
-        assert_eq!(Secret::expand("${UNSET}", env).unwrap_err(), "environment variable `UNSET` is not set");
-        assert!(Secret::expand("${SET", env).unwrap_err().contains("unclosed"));
-        assert!(Secret::expand("${BAD NAME}", env).unwrap_err().contains("not a valid"));
+        assert_eq!(
+            Secret::expand("${UNSET}", env).unwrap_err(),
+            "environment variable `UNSET` is not set"
+        );
+        assert!(
+            Secret::expand("${SET", env)
+                .unwrap_err()
+                .contains("unclosed")
+        );
+        assert!(
+            Secret::expand("${BAD NAME}", env)
+                .unwrap_err()
+                .contains("not a valid")
+        );
         assert_eq!(Secret::expand("", env).unwrap_err(), "secret is empty");
     }
 

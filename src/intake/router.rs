@@ -36,12 +36,17 @@ pub fn sources(config: &Config, http: &reqwest::Client) -> HashMap<String, Arc<I
     let mut out = HashMap::new();
     for (name, source) in &config.sources {
         // Names were checked when the config was loaded.
-        let Some(kind) = SourceKind::from_name(name) else { continue };
+        let Some(kind) = SourceKind::from_name(name) else {
+            continue;
+        };
         if !source.enabled {
             continue;
         }
         let sns = match &source.auth {
-            AuthConfig::Sns(sns) => Some(SnsVerifier::new(http.clone(), sns.endpoint_override.clone())),
+            AuthConfig::Sns(sns) => Some(SnsVerifier::new(
+                http.clone(),
+                sns.endpoint_override.clone(),
+            )),
             _ => None,
         };
         out.insert(
@@ -49,7 +54,9 @@ pub fn sources(config: &Config, http: &reqwest::Client) -> HashMap<String, Arc<I
             Arc::new(IntakeSource {
                 kind,
                 config: source.clone(),
-                max_body_bytes: source.max_body_bytes.unwrap_or(config.server.max_body_bytes),
+                max_body_bytes: source
+                    .max_body_bytes
+                    .unwrap_or(config.server.max_body_bytes),
                 sns,
             }),
         );
@@ -68,7 +75,8 @@ pub async fn receive(
         Ok(response) => response,
         Err(error) => {
             // Unknown names are not echoed into metric labels, which would let anyone add series.
-            let label = if app.sources.contains_key(&name) || SourceKind::from_name(&name).is_some() {
+            let label = if app.sources.contains_key(&name) || SourceKind::from_name(&name).is_some()
+            {
                 name.as_str()
             } else {
                 "unknown"
@@ -84,22 +92,34 @@ pub async fn receive(
     }
 }
 
-async fn accept(app: &AppState, name: &str, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
-    let source = app.sources.get(name).ok_or_else(|| match SourceKind::from_name(name) {
-        Some(_) => ApiError::not_found("source_disabled", format!("source `{name}` is not enabled in this server's config")),
-        None => ApiError::not_found(
-            "unknown_source",
-            format!(
-                "unknown source `{name}`; known sources: {}",
-                SourceKind::ALL.map(SourceKind::name).join(", ")
+async fn accept(
+    app: &AppState,
+    name: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let source = app
+        .sources
+        .get(name)
+        .ok_or_else(|| match SourceKind::from_name(name) {
+            Some(_) => ApiError::not_found(
+                "source_disabled",
+                format!("source `{name}` is not enabled in this server's config"),
             ),
-        ),
-    })?;
+            None => ApiError::not_found(
+                "unknown_source",
+                format!(
+                    "unknown source `{name}`; known sources: {}",
+                    SourceKind::ALL.map(SourceKind::name).join(", ")
+                ),
+            ),
+        })?;
     let body = read_body(headers, body, source.max_body_bytes).await?;
 
     let payload: Bytes = match &source.config.auth {
         AuthConfig::Bearer(bearer) => {
-            verify::bearer(headers, &bearer.token).map_err(|e| ApiError::unauthorized(e.code(), e.to_string()))?;
+            verify::bearer(headers, &bearer.token)
+                .map_err(|e| ApiError::unauthorized(e.code(), e.to_string()))?;
             body
         }
         AuthConfig::Hmac(hmac) => {
@@ -109,44 +129,65 @@ async fn accept(app: &AppState, name: &str, headers: &HeaderMap, body: Body) -> 
         }
         AuthConfig::Sns(sns) => {
             let verifier = source.sns.as_ref().ok_or_else(ApiError::unavailable)?;
-            let envelope = SnsEnvelope::parse(&body)
-                .map_err(|e| ApiError::bad_request("bad_envelope", format!("not an SNS message: {e}")))?;
+            let envelope = SnsEnvelope::parse(&body).map_err(|e| {
+                ApiError::bad_request("bad_envelope", format!("not an SNS message: {e}"))
+            })?;
             if !sns.topics.iter().any(|t| *t == envelope.topic_arn) {
                 return Err(ApiError::new(
                     StatusCode::FORBIDDEN,
                     "topic_not_allowed",
-                    format!("SNS topic `{}` is not allowed for source `{name}`", envelope.topic_arn),
+                    format!(
+                        "SNS topic `{}` is not allowed for source `{name}`",
+                        envelope.topic_arn
+                    ),
                 ));
             }
-            verifier
-                .verify(&envelope)
-                .await
-                .map_err(|e| ApiError::unauthorized("bad_signature", format!("SNS signature check failed: {e}")))?;
+            verifier.verify(&envelope).await.map_err(|e| {
+                ApiError::unauthorized("bad_signature", format!("SNS signature check failed: {e}"))
+            })?;
             match envelope.kind {
                 SnsMessageType::Notification => Bytes::from(envelope.message.into_bytes()),
                 SnsMessageType::SubscriptionConfirmation => {
                     if !sns.confirm_subscriptions {
                         tracing::info!(source = name, topic = %envelope.topic_arn, "SNS subscription not confirmed: confirm_subscriptions is off");
-                        return Ok((StatusCode::OK, Json(json!({ "status": "subscription_not_confirmed" }))).into_response());
+                        return Ok((
+                            StatusCode::OK,
+                            Json(json!({ "status": "subscription_not_confirmed" })),
+                        )
+                            .into_response());
                     }
-                    verifier.confirm_subscription(&envelope).await.map_err(|e| {
-                        ApiError::new(StatusCode::BAD_GATEWAY, "confirm_failed", format!("could not confirm the subscription: {e}"))
-                    })?;
+                    verifier
+                        .confirm_subscription(&envelope)
+                        .await
+                        .map_err(|e| {
+                            ApiError::new(
+                                StatusCode::BAD_GATEWAY,
+                                "confirm_failed",
+                                format!("could not confirm the subscription: {e}"),
+                            )
+                        })?;
                     tracing::info!(source = name, topic = %envelope.topic_arn, "SNS subscription confirmed");
-                    return Ok((StatusCode::OK, Json(json!({ "status": "subscription_confirmed" }))).into_response());
+                    return Ok((
+                        StatusCode::OK,
+                        Json(json!({ "status": "subscription_confirmed" })),
+                    )
+                        .into_response());
                 }
                 SnsMessageType::UnsubscribeConfirmation => {
                     tracing::info!(source = name, topic = %envelope.topic_arn, "SNS unsubscribe confirmation received");
-                    return Ok((StatusCode::OK, Json(json!({ "status": "unsubscribe_noted" }))).into_response());
+                    return Ok((
+                        StatusCode::OK,
+                        Json(json!({ "status": "unsubscribe_noted" })),
+                    )
+                        .into_response());
                 }
             }
         }
     };
 
-    let alerts = source
-        .kind
-        .normalize(&payload)
-        .map_err(|e| ApiError::bad_request("bad_payload", format!("not a valid `{name}` payload: {e}")))?;
+    let alerts = source.kind.normalize(&payload).map_err(|e| {
+        ApiError::bad_request("bad_payload", format!("not a valid `{name}` payload: {e}"))
+    })?;
     let count = alerts.len() as u64;
     let accepted = app.store.ingest(alerts, Utc::now()).await.map_err(|e| {
         tracing::error!(error = %e, source = name, "could not store alerts");
@@ -154,9 +195,15 @@ async fn accept(app: &AppState, name: &str, headers: &HeaderMap, body: Body) -> 
     })?;
     app.metrics
         .alerts_accepted
-        .get_or_create(&crate::telemetry::SourceLabels { source: name.to_owned() })
+        .get_or_create(&crate::telemetry::SourceLabels {
+            source: name.to_owned(),
+        })
         .inc_by(count);
-    Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": accepted.len(), "alerts": accepted }))).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "accepted": accepted.len(), "alerts": accepted })),
+    )
+        .into_response())
 }
 
 /// Reads the body, refusing more than `limit` bytes (early, from Content-Length, when it is sent).
@@ -183,6 +230,9 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
             }
             source = err.source();
         }
-        ApiError::bad_request("unreadable_body", format!("could not read the request body: {e}"))
+        ApiError::bad_request(
+            "unreadable_body",
+            format!("could not read the request body: {e}"),
+        )
     })
 }

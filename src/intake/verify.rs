@@ -33,11 +33,16 @@ impl AuthError {
 pub fn bearer(headers: &HeaderMap, token: &Secret) -> Result<(), AuthError> {
     let value = headers
         .get(axum::http::header::AUTHORIZATION)
-        .ok_or_else(|| AuthError::Missing("Authorization header (expected `Bearer <token>`)".into()))?;
+        .ok_or_else(|| {
+            AuthError::Missing("Authorization header (expected `Bearer <token>`)".into())
+        })?;
     let presented = value
         .to_str()
         .ok()
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .ok_or_else(|| AuthError::Invalid("Authorization header is not `Bearer <token>`".into()))?;
     if equal_secret(presented.trim().as_bytes(), token.expose().as_bytes()) {
         Ok(())
@@ -58,16 +63,20 @@ pub fn hmac(headers: &HeaderMap, body: &[u8], auth: &HmacAuth, now: i64) -> Resu
     };
     let timestamp = header(&auth.timestamp_header)?;
     let signature = header(&auth.signature_header)?;
-    let sent: i64 = timestamp
-        .parse()
-        .map_err(|_| AuthError::Invalid(format!("{} is not Unix seconds", auth.timestamp_header)))?;
+    let sent: i64 = timestamp.parse().map_err(|_| {
+        AuthError::Invalid(format!("{} is not Unix seconds", auth.timestamp_header))
+    })?;
     let window = auth.replay_window.0.as_secs() as i64;
     if now.abs_diff(sent) > window as u64 {
         return Err(AuthError::Stale(auth.replay_window.to_string()));
     }
     let hex_sig = signature.strip_prefix("sha256=").unwrap_or(&signature);
-    let presented = hex::decode(hex_sig)
-        .map_err(|_| AuthError::Invalid(format!("{} is not a hex HMAC-SHA256", auth.signature_header)))?;
+    let presented = hex::decode(hex_sig).map_err(|_| {
+        AuthError::Invalid(format!(
+            "{} is not a hex HMAC-SHA256",
+            auth.signature_header
+        ))
+    })?;
     let mut mac = Hmac::<Sha256>::new_from_slice(auth.secret.expose().as_bytes())
         .map_err(|_| AuthError::Invalid("HMAC key is unusable".into()))?;
     mac.update(timestamp.as_bytes());
@@ -80,7 +89,8 @@ pub fn hmac(headers: &HeaderMap, body: &[u8], auth: &HmacAuth, now: i64) -> Resu
 /// The signature a sender computes: hex HMAC-SHA256 of `timestamp.body`. For senders' tests and docs.
 pub fn hmac_signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
     // HMAC takes keys of any length.
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC accepts any key length");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC accepts any key length");
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
@@ -118,23 +128,65 @@ mod tests {
     #[test]
     fn bearer_accepts_only_the_token() {
         let token = Secret::new("tok-123");
-        assert_eq!(bearer(&headers(&[("authorization", "Bearer tok-123".into())]), &token), Ok(()));
-        assert!(matches!(bearer(&headers(&[("authorization", "Bearer tok-124".into())]), &token), Err(AuthError::Invalid(_))));
-        assert!(matches!(bearer(&headers(&[("authorization", "Basic abc".into())]), &token), Err(AuthError::Invalid(_))));
-        assert!(matches!(bearer(&HeaderMap::new(), &token), Err(AuthError::Missing(_))));
+        assert_eq!(
+            bearer(
+                &headers(&[("authorization", "Bearer tok-123".into())]),
+                &token
+            ),
+            Ok(())
+        );
+        assert!(matches!(
+            bearer(
+                &headers(&[("authorization", "Bearer tok-124".into())]),
+                &token
+            ),
+            Err(AuthError::Invalid(_))
+        ));
+        assert!(matches!(
+            bearer(&headers(&[("authorization", "Basic abc".into())]), &token),
+            Err(AuthError::Invalid(_))
+        ));
+        assert!(matches!(
+            bearer(&HeaderMap::new(), &token),
+            Err(AuthError::Missing(_))
+        ));
     }
 
     #[test]
     fn hmac_checks_signature_and_window() {
         let body = br#"{"title":"x"}"#;
         let now = 1_700_000_000;
-        let good = headers(&[("x-ts", now.to_string()), ("x-sig", format!("sha256={}", hmac_signature("s3cret", now, body)))]);
+        let good = headers(&[
+            ("x-ts", now.to_string()),
+            (
+                "x-sig",
+                format!("sha256={}", hmac_signature("s3cret", now, body)),
+            ),
+        ]);
         assert_eq!(hmac(&good, body, &auth(), now + 10), Ok(()));
-        assert!(matches!(hmac(&good, b"{}", &auth(), now), Err(AuthError::Invalid(_))));
-        assert_eq!(hmac(&good, body, &auth(), now + 301), Err(AuthError::Stale("5m".into())));
-        assert_eq!(hmac(&good, body, &auth(), now - 301).unwrap_err().code(), "stale_timestamp");
-        let wrong_key = headers(&[("x-ts", now.to_string()), ("x-sig", hmac_signature("other", now, body))]);
-        assert!(matches!(hmac(&wrong_key, body, &auth(), now), Err(AuthError::Invalid(_))));
-        assert!(matches!(hmac(&headers(&[("x-ts", now.to_string())]), body, &auth(), now), Err(AuthError::Missing(_))));
+        assert!(matches!(
+            hmac(&good, b"{}", &auth(), now),
+            Err(AuthError::Invalid(_))
+        ));
+        assert_eq!(
+            hmac(&good, body, &auth(), now + 301),
+            Err(AuthError::Stale("5m".into()))
+        );
+        assert_eq!(
+            hmac(&good, body, &auth(), now - 301).unwrap_err().code(),
+            "stale_timestamp"
+        );
+        let wrong_key = headers(&[
+            ("x-ts", now.to_string()),
+            ("x-sig", hmac_signature("other", now, body)),
+        ]);
+        assert!(matches!(
+            hmac(&wrong_key, body, &auth(), now),
+            Err(AuthError::Invalid(_))
+        ));
+        assert!(matches!(
+            hmac(&headers(&[("x-ts", now.to_string())]), body, &auth(), now),
+            Err(AuthError::Missing(_))
+        ));
     }
 }

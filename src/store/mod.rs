@@ -62,7 +62,11 @@ pub enum StoreError {
 pub trait Store: Send + Sync + 'static {
     /// Stores `alerts` durably, each deduplicated and assigned to an incident; returns only once
     /// they are flushed to disk. `now` is the time windows are measured from.
-    async fn ingest(&self, alerts: Vec<Alert>, now: DateTime<Utc>) -> Result<Vec<Accepted>, StoreError>;
+    async fn ingest(
+        &self,
+        alerts: Vec<Alert>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Accepted>, StoreError>;
     async fn alert(&self, id: &str) -> Result<Option<Alert>, StoreError>;
     async fn alerts(&self, query: &AlertQuery) -> Result<Vec<Alert>, StoreError>;
     async fn incident(&self, id: &str) -> Result<Option<Incident>, StoreError>;
@@ -74,7 +78,10 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// Opens the backend `config` names.
-pub fn open(config: &StoreConfig, grouping: &GroupingConfig) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+pub fn open(
+    config: &StoreConfig,
+    grouping: &GroupingConfig,
+) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     match config.kind {
         StoreKind::Sled => Ok(std::sync::Arc::new(SledStore::open(config, grouping)?)),
     }

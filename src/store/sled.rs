@@ -98,7 +98,10 @@ fn open_db(path: &PathBuf, cache_mb: u64) -> Result<sled::Db, StoreError> {
         .mode(sled::Mode::HighThroughput)
         .open()
         .map_err(|e| match e {
-            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
+            sled::Error::Io(io)
+                if io.kind() == std::io::ErrorKind::WouldBlock
+                    || io.to_string().contains("lock") =>
+            {
                 StoreError::Locked(path.display().to_string())
             }
             other => backend(other),
@@ -132,11 +135,18 @@ fn incident_key(id: &str) -> Vec<u8> {
 
 #[async_trait]
 impl Store for SledStore {
-    async fn ingest(&self, alerts: Vec<Alert>, now: DateTime<Utc>) -> Result<Vec<Accepted>, StoreError> {
+    async fn ingest(
+        &self,
+        alerts: Vec<Alert>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Accepted>, StoreError> {
         let queue = self.queue.read().map_err(|_| StoreError::Closed)?.clone();
         let queue = queue.ok_or(StoreError::Closed)?;
         let (reply, answer) = oneshot::channel();
-        queue.send(Job { alerts, now, reply }).await.map_err(|_| StoreError::Closed)?;
+        queue
+            .send(Job { alerts, now, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -145,7 +155,11 @@ impl Store for SledStore {
     }
 
     async fn alerts(&self, query: &AlertQuery) -> Result<Vec<Alert>, StoreError> {
-        let limit = if query.limit == 0 { usize::MAX } else { query.limit };
+        let limit = if query.limit == 0 {
+            usize::MAX
+        } else {
+            query.limit
+        };
         let mut out = Vec::new();
         if let Some(incident) = &query.incident_id {
             for entry in self.tree.scan_prefix(format!("x:{incident}/")).rev() {
@@ -180,7 +194,11 @@ impl Store for SledStore {
     }
 
     async fn incidents(&self, query: &IncidentQuery) -> Result<Vec<Incident>, StoreError> {
-        let limit = if query.limit == 0 { usize::MAX } else { query.limit };
+        let limit = if query.limit == 0 {
+            usize::MAX
+        } else {
+            query.limit
+        };
         let mut out = Vec::new();
         for entry in self.tree.scan_prefix(b"i:").rev() {
             let (_, bytes) = entry.map_err(backend)?;
@@ -196,7 +214,8 @@ impl Store for SledStore {
     }
 
     fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed) && self.queue.read().map(|q| q.is_some()).unwrap_or(false)
+        self.ready.load(Ordering::Relaxed)
+            && self.queue.read().map(|q| q.is_some()).unwrap_or(false)
     }
 
     async fn close(&self) -> Result<(), StoreError> {
@@ -239,7 +258,9 @@ impl Writer {
             let started = Instant::now();
             let result = self.commit(&mut jobs);
             if let Some(metrics) = &self.metrics {
-                metrics.store_flush_seconds.observe(started.elapsed().as_secs_f64());
+                metrics
+                    .store_flush_seconds
+                    .observe(started.elapsed().as_secs_f64());
                 metrics.store_group_size.observe(jobs.len() as f64);
             }
             match result {
@@ -262,7 +283,10 @@ impl Writer {
 
     /// Decides every alert of the group, writes the group atomically and fsyncs it.
     fn commit(&self, jobs: &mut [Job]) -> Result<Vec<Vec<Accepted>>, StoreError> {
-        let mut group = Group { tree: &self.tree, writes: HashMap::new() };
+        let mut group = Group {
+            tree: &self.tree,
+            writes: HashMap::new(),
+        };
         let mut outcomes = Vec::with_capacity(jobs.len());
         for job in jobs.iter_mut() {
             let mut accepted = Vec::with_capacity(job.alerts.len());
@@ -281,7 +305,12 @@ impl Writer {
     }
 
     /// Dedups `alert` or files it into an incident, recording the writes in `group`.
-    fn place(&self, group: &mut Group<'_>, mut alert: Alert, now: DateTime<Utc>) -> Result<Accepted, StoreError> {
+    fn place(
+        &self,
+        group: &mut Group<'_>,
+        mut alert: Alert,
+        now: DateTime<Utc>,
+    ) -> Result<Accepted, StoreError> {
         let dedup_key = [b"d:", alert.dedup_key.as_bytes()].concat();
         if let Some(existing_id) = group.get_raw(&dedup_key)? {
             let existing_key = [b"a:", existing_id.as_slice()].concat();
@@ -315,7 +344,9 @@ impl Writer {
             if let Some(incident_id) = group.get_raw(&[b"e:", entity.as_bytes()].concat())? {
                 let key = [b"i:", incident_id.as_slice()].concat();
                 if let Some(incident) = group.get::<Incident>(&key)? {
-                    if incident.status == IncidentStatus::Open && now - incident.updated_at <= self.incident_window {
+                    if incident.status == IncidentStatus::Open
+                        && now - incident.updated_at <= self.incident_window
+                    {
                         joined = Some(incident);
                     }
                 }
@@ -333,14 +364,20 @@ impl Writer {
                 incident.created_at = now;
                 incident.updated_at = now;
                 if let Some(entity) = &entity {
-                    group.put_raw([b"e:", entity.as_bytes()].concat(), incident.id.as_bytes().to_vec());
+                    group.put_raw(
+                        [b"e:", entity.as_bytes()].concat(),
+                        incident.id.as_bytes().to_vec(),
+                    );
                 }
                 incident
             }
         };
         alert.incident_id = incident.id.clone();
         group.put_raw(dedup_key, alert.id.as_bytes().to_vec());
-        group.put_raw(format!("x:{}/{}", incident.id, alert.id).into_bytes(), Vec::new());
+        group.put_raw(
+            format!("x:{}/{}", incident.id, alert.id).into_bytes(),
+            Vec::new(),
+        );
         group.put(alert_key(&alert.id), &alert);
         group.put(incident_key(&incident.id), &incident);
         Ok(Accepted {

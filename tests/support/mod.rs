@@ -17,7 +17,9 @@ pub const HMAC_SECRET: &str = "test-hmac-secret";
 
 /// A file under the shared fixtures folder (`../shared/fixtures/`).
 pub fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures")
+        .join(rel)
 }
 
 pub fn read_fixture(rel: &str) -> Vec<u8> {
@@ -30,9 +32,13 @@ pub fn all_sources() -> String {
     let mut yaml = String::from("sources:\n");
     for source in cordon::intake::formats::SourceKind::ALL {
         if source.name() == "generic" {
-            yaml.push_str(&format!("  generic:\n    auth:\n      hmac:\n        secret: {HMAC_SECRET}\n"));
+            yaml.push_str(&format!(
+                "  generic:\n    auth:\n      hmac:\n        secret: {HMAC_SECRET}\n"
+            ));
         } else {
-            yaml.push_str(&format!("  {source}:\n    auth:\n      bearer:\n        token: {INTAKE_TOKEN}\n"));
+            yaml.push_str(&format!(
+                "  {source}:\n    auth:\n      bearer:\n        token: {INTAKE_TOKEN}\n"
+            ));
         }
     }
     yaml
@@ -70,7 +76,8 @@ impl TestServer {
     /// A server on the store in `dir` (so a test can restart on the same data).
     pub async fn start_in(dir: TempDir, extra: &str) -> TestServer {
         let text = config_text(dir.path(), extra);
-        let config = cordon::config::parse(&text, Path::new("test.yaml")).unwrap_or_else(|d| panic!("{d}"));
+        let config =
+            cordon::config::parse(&text, Path::new("test.yaml")).unwrap_or_else(|d| panic!("{d}"));
         let server = Server::bind(config).await.expect("server binds");
         let base = format!("http://{}", server.local_addr());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -82,7 +89,13 @@ impl TestServer {
                 .await
                 .expect("clean shutdown");
         });
-        TestServer { base, dir, http: reqwest::Client::new(), stop: Some(stop), task: Some(task) }
+        TestServer {
+            base,
+            dir,
+            http: reqwest::Client::new(),
+            stop: Some(stop),
+            task: Some(task),
+        }
     }
 
     /// Shuts the server down cleanly and hands back its folder.
@@ -99,8 +112,13 @@ impl TestServer {
 
     /// POSTs `body` to `/v1/alerts/{source}` with the bearer intake token.
     pub async fn post_alert(&self, source: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
-        self.send(self.http.post(format!("{}/v1/alerts/{source}", self.base)).bearer_auth(INTAKE_TOKEN).body(body))
-            .await
+        self.send(
+            self.http
+                .post(format!("{}/v1/alerts/{source}", self.base))
+                .bearer_auth(INTAKE_TOKEN)
+                .body(body),
+        )
+        .await
     }
 
     /// POSTs `body` to the HMAC-signed `generic` source, signed now.
@@ -127,22 +145,41 @@ impl TestServer {
 
     /// GETs an admin API path with the admin token; panics unless 200.
     pub async fn admin(&self, path: &str) -> Value {
-        let (status, body) = self.send(self.http.get(format!("{}{path}", self.base)).bearer_auth(ADMIN_TOKEN)).await;
+        let (status, body) = self
+            .send(
+                self.http
+                    .get(format!("{}{path}", self.base))
+                    .bearer_auth(ADMIN_TOKEN),
+            )
+            .await;
         assert_eq!(status, 200, "GET {path}: {body}");
         body
     }
 
     /// Every stored alert (newest first).
     pub async fn stored_alerts(&self) -> Vec<Value> {
-        self.admin("/v1/alerts?limit=1000").await["alerts"].as_array().unwrap().clone()
+        self.admin("/v1/alerts?limit=1000").await["alerts"]
+            .as_array()
+            .unwrap()
+            .clone()
     }
 
     pub async fn stored_incidents(&self) -> Vec<Value> {
-        self.admin("/v1/incidents?limit=1000").await["incidents"].as_array().unwrap().clone()
+        self.admin("/v1/incidents?limit=1000").await["incidents"]
+            .as_array()
+            .unwrap()
+            .clone()
     }
 
     pub async fn metrics(&self) -> String {
-        self.http.get(format!("{}/metrics", self.base)).send().await.unwrap().text().await.unwrap()
+        self.http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 }
 
@@ -171,8 +208,10 @@ impl FakeSns {
         let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
         let hits = Arc::new(AtomicUsize::new(0));
         let (r, h) = (requests.clone(), hits.clone());
-        let cert = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sns/test-signing-cert.pem"))
-            .unwrap();
+        let cert = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sns/test-signing-cert.pem"),
+        )
+        .unwrap();
         let app = axum::Router::new().fallback(move |request: Request| {
             let (r, h, cert) = (r.clone(), h.clone(), cert.clone());
             async move {
@@ -189,7 +228,11 @@ impl FakeSns {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        FakeSns { base, requests, hits }
+        FakeSns {
+            base,
+            requests,
+            hits,
+        }
     }
 }
 
@@ -210,14 +253,21 @@ pub fn sign_sns(mut envelope: Value, version: &str) -> Vec<u8> {
     )
     .expect("test envelope parses");
     let text = parsed.string_to_sign();
-    let pem = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sns/test-signing-key.pem"))
-        .unwrap();
+    let pem = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sns/test-signing-key.pem"),
+    )
+    .unwrap();
     let key = rsa::RsaPrivateKey::from_pkcs8_pem(&pem).unwrap();
     let signature = match version {
-        "1" => SigningKey::<sha1::Sha1>::new(key).sign(text.as_bytes()).to_vec(),
-        _ => SigningKey::<rsa::sha2::Sha256>::new(key).sign(text.as_bytes()).to_vec(),
+        "1" => SigningKey::<sha1::Sha1>::new(key)
+            .sign(text.as_bytes())
+            .to_vec(),
+        _ => SigningKey::<rsa::sha2::Sha256>::new(key)
+            .sign(text.as_bytes())
+            .to_vec(),
     };
     use base64::Engine;
-    envelope["Signature"] = Value::String(base64::engine::general_purpose::STANDARD.encode(signature));
+    envelope["Signature"] =
+        Value::String(base64::engine::general_purpose::STANDARD.encode(signature));
     serde_json::to_vec(&envelope).unwrap()
 }

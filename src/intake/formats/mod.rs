@@ -120,7 +120,9 @@ pub struct FormatError {
 
 impl FormatError {
     pub fn new(message: impl Into<String>) -> FormatError {
-        FormatError { message: message.into() }
+        FormatError {
+            message: message.into(),
+        }
     }
 
     /// A required field is missing: `missing("detail.type")`.
