@@ -87,11 +87,22 @@ impl Server {
 
     /// Serves until `shutdown` completes, then stops taking connections, lets requests in flight
     /// finish (up to `server.shutdown_grace`), and flushes and closes the store.
+    ///
+    /// While it serves, the address it listens on is written to [`address_file`], so the CLI finds
+    /// the server that holds the store even when `server.listen` says port 0 or `0.0.0.0`.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StoreError> {
         let state = self.state.clone();
+        let address_file = address_file(&state.config);
+        let mut reachable = self.local_addr();
+        if reachable.ip().is_unspecified() {
+            reachable.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        if let Err(e) = std::fs::write(&address_file, format!("http://{reachable}\n")) {
+            tracing::warn!(error = %e, file = %address_file.display(), "cannot record the server address for the CLI");
+        }
         let grace = state.config.server.shutdown_grace.0;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let serving = tokio::spawn(
@@ -112,10 +123,18 @@ impl Server {
                 tracing::warn!(grace = ?grace, "requests still in flight after the shutdown grace; closing anyway")
             }
         }
+        let _ = std::fs::remove_file(&address_file);
         state.store.close().await?;
         tracing::info!("store flushed and closed");
         Ok(())
     }
+}
+
+/// Where a running server records its address: beside the store folder, as `<store path>.addr`.
+pub fn address_file(config: &Config) -> std::path::PathBuf {
+    let mut name = config.store.path.clone().into_os_string();
+    name.push(".addr");
+    name.into()
 }
 
 /// Every route.

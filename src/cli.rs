@@ -47,7 +47,8 @@ enum Command {
 
 /// Where the data commands read from. Without `--server`, they open the local store named in the
 /// config; when a running server holds it (one process at a time may open it), they ask that server's
-/// admin API at `server.listen` with `server.admin_token` instead. `--server URL` asks a server directly.
+/// admin API (at the address it recorded beside the store, else `server.listen`) with
+/// `server.admin_token` instead. `--server URL` asks a server directly.
 #[derive(Debug, Args)]
 struct Source {
     /// Ask the admin API of the server at URL (e.g. http://127.0.0.1:8080) instead of the local store.
@@ -193,11 +194,16 @@ impl Reader {
         match SledStore::open(&config.store, &config.grouping) {
             Ok(store) => Ok(Reader::Local(store)),
             Err(StoreError::Locked(_)) => {
-                let mut addr = config.server.listen;
-                if addr.ip().is_unspecified() {
-                    addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-                }
-                Ok(remote(format!("http://{addr}")))
+                // The running server records where it listens; else use the configured address.
+                let recorded = std::fs::read_to_string(cordon::app::address_file(&config)).ok();
+                let base = recorded.map(|b| b.trim().to_owned()).unwrap_or_else(|| {
+                    let mut addr = config.server.listen;
+                    if addr.ip().is_unspecified() {
+                        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                    }
+                    format!("http://{addr}")
+                });
+                Ok(remote(base))
             }
             Err(e) => Err(e).context("cannot open the store"),
         }

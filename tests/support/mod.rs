@@ -187,7 +187,7 @@ impl TestServer {
 pub fn generic_alert(title: &str, resource_id: &str) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
         "title": title,
-        "kind": "test.alert",
+        "kind": format!("test.{}", title.to_lowercase().replace(' ', "_")),
         "severity": 6,
         "resource": { "kind": "host", "id": resource_id },
     }))
