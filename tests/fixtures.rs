@@ -13,8 +13,15 @@ use support::*;
 
 /// The source a fixture file belongs to, from its folder and name.
 fn source_of(path: &Path) -> SourceKind {
-    let folder = path.parent().and_then(|p| p.file_name()).and_then(|f| f.to_str()).unwrap_or_default();
-    let name = path.file_name().and_then(|f| f.to_str()).unwrap_or_default();
+    let folder = path
+        .parent()
+        .and_then(|p| p.file_name())
+        .and_then(|f| f.to_str())
+        .unwrap_or_default();
+    let name = path
+        .file_name()
+        .and_then(|f| f.to_str())
+        .unwrap_or_default();
     match folder {
         "alertmanager" => SourceKind::Alertmanager,
         "aws_cloudtrail" => SourceKind::AwsCloudTrail,
@@ -46,7 +53,14 @@ fn payload(fixture: &Value) -> Vec<u8> {
 fn responder_view(alert: &Value) -> Value {
     let mut view = alert.clone();
     let object = view.as_object_mut().unwrap();
-    for key in ["id", "incident_id", "received_at", "observed_at", "repeat_count", "last_seen_at"] {
+    for key in [
+        "id",
+        "incident_id",
+        "received_at",
+        "observed_at",
+        "repeat_count",
+        "last_seen_at",
+    ] {
         object.remove(key);
     }
     view
@@ -54,7 +68,8 @@ fn responder_view(alert: &Value) -> Value {
 
 fn all_fixtures() -> Vec<std::path::PathBuf> {
     let mut files = Vec::new();
-    for folder in std::fs::read_dir(fixture("alerts")).expect("shared fixtures are beside the repo") {
+    for folder in std::fs::read_dir(fixture("alerts")).expect("shared fixtures are beside the repo")
+    {
         let folder = folder.unwrap().path();
         for file in std::fs::read_dir(&folder).unwrap() {
             let file = file.unwrap().path();
@@ -78,12 +93,19 @@ async fn every_recorded_payload_is_accepted_and_stored() {
         let source = source_of(file);
         let fixture: Value = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
         let body = payload(&fixture);
-        let expected = source.normalize(&body).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let expected = source
+            .normalize(&body)
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
 
         let (status, answer) = server.post_alert(source.name(), body.clone()).await;
         assert_eq!(status, 202, "{}: {answer}", file.display());
         let accepted = answer["alerts"].as_array().unwrap();
-        assert_eq!(accepted.len(), expected.len(), "{}: one answer per alert in the payload", file.display());
+        assert_eq!(
+            accepted.len(),
+            expected.len(),
+            "{}: one answer per alert in the payload",
+            file.display()
+        );
 
         for (answer, want) in accepted.iter().zip(&expected) {
             let id = answer["alert_id"].as_str().unwrap();
@@ -93,17 +115,28 @@ async fn every_recorded_payload_is_accepted_and_stored() {
             assert_eq!(stored["incident_id"], answer["incident_id"], "{file}");
             let score = stored["severity"]["score"].as_u64().unwrap();
             assert!(score <= 10, "{file}: severity {score}");
-            assert!(!stored["title"].as_str().unwrap().is_empty(), "{file}: a title");
+            assert!(
+                !stored["title"].as_str().unwrap().is_empty(),
+                "{file}: a title"
+            );
             assert!(
                 stored["resource"]["id"].is_string() || stored["actor"]["id"].is_string(),
                 "{file}: names a resource or an actor"
             );
             // The raw element is kept exactly, and is part of what was posted.
             let raw = serde_json::to_string(&stored["raw"]).unwrap();
-            assert_eq!(stored["raw"], serde_json::from_str::<Value>(want.raw.get()).unwrap(), "{file}: raw kept");
+            assert_eq!(
+                stored["raw"],
+                serde_json::from_str::<Value>(want.raw.get()).unwrap(),
+                "{file}: raw kept"
+            );
             assert!(!raw.is_empty());
             let want = serde_json::to_value(want).unwrap();
-            assert_eq!(responder_view(&stored), responder_view(&want), "{file}: stored fields differ from the normalizer's");
+            assert_eq!(
+                responder_view(&stored),
+                responder_view(&want),
+                "{file}: stored fields differ from the normalizer's"
+            );
             if !answer["duplicate"].as_bool().unwrap() {
                 stored_total += 1;
             }
@@ -112,11 +145,20 @@ async fn every_recorded_payload_is_accepted_and_stored() {
 
     let alerts = server.stored_alerts().await;
     assert_eq!(alerts.len(), stored_total);
-    assert!(stored_total >= files.len(), "split payloads give several alerts");
+    assert!(
+        stored_total >= files.len(),
+        "split payloads give several alerts"
+    );
     let incidents = server.stored_incidents().await;
     assert!(!incidents.is_empty() && incidents.len() <= alerts.len());
     // Every source is represented in the store.
-    for source in SourceKind::ALL.iter().filter(|s| **s != SourceKind::Generic) {
-        assert!(alerts.iter().any(|a| a["source"] == source.name()), "no stored alert from {source}");
+    for source in SourceKind::ALL
+        .iter()
+        .filter(|s| **s != SourceKind::Generic)
+    {
+        assert!(
+            alerts.iter().any(|a| a["source"] == source.name()),
+            "no stored alert from {source}"
+        );
     }
 }

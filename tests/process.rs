@@ -46,13 +46,12 @@ impl Process {
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if !sent {
-                    if let Ok(event) = serde_json::from_str::<Value>(&line) {
-                        if event["message"] == "listening" {
-                            let _ = tx.send(event["addr"].as_str().unwrap_or_default().to_owned());
-                            sent = true;
-                        }
-                    }
+                if !sent
+                    && let Ok(event) = serde_json::from_str::<Value>(&line)
+                    && event["message"] == "listening"
+                {
+                    let _ = tx.send(event["addr"].as_str().unwrap_or_default().to_owned());
+                    sent = true;
                 }
             }
         });

@@ -188,10 +188,10 @@ impl Alert {
     /// The entity this alert is about, as an incident grouping key: `actor:<id>` for identity
     /// alerts, `resource:<kind>:<id>` otherwise; `None` when the alert names neither.
     pub fn entity_key(&self) -> Option<String> {
-        if self.is_identity() {
-            if let Some(actor) = self.actor_id() {
-                return Some(format!("actor:{actor}"));
-            }
+        if self.is_identity()
+            && let Some(actor) = self.actor_id()
+        {
+            return Some(format!("actor:{actor}"));
         }
         let id = self.resource.id.as_deref()?;
         Some(format!(

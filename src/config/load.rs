@@ -81,15 +81,15 @@ fn focuses(tree: &serde_yaml::Value) -> Vec<Focus> {
     for (key, value) in map {
         let Some(key) = key.as_str() else { continue };
         out.push(Focus::TopKey(key.to_owned()));
-        if key == "sources" {
-            if let Some(sources) = value.as_mapping() {
-                out.extend(
-                    sources
-                        .keys()
-                        .filter_map(|k| k.as_str())
-                        .map(|k| Focus::Source(k.to_owned())),
-                );
-            }
+        if key == "sources"
+            && let Some(sources) = value.as_mapping()
+        {
+            out.extend(
+                sources
+                    .keys()
+                    .filter_map(|k| k.as_str())
+                    .map(|k| Focus::Source(k.to_owned())),
+            );
         }
     }
     out
@@ -123,20 +123,24 @@ impl<'de> Visitor<'de> for FocusSeed<'_> {
         })? {
             match (self.0, key.as_str()) {
                 (Focus::TopKey(k), "server") if k == "server" => {
-                    drop(map.next_value::<ServerConfig>()?)
+                    map.next_value::<ServerConfig>()?;
                 }
                 (Focus::TopKey(k), "store") if k == "store" => {
-                    drop(map.next_value::<StoreConfig>()?)
+                    map.next_value::<StoreConfig>()?;
                 }
                 (Focus::TopKey(k), "grouping") if k == "grouping" => {
-                    drop(map.next_value::<GroupingConfig>()?)
+                    map.next_value::<GroupingConfig>()?;
                 }
-                (Focus::TopKey(k), "log") if k == "log" => drop(map.next_value::<LogConfig>()?),
+                (Focus::TopKey(k), "log") if k == "log" => {
+                    map.next_value::<LogConfig>()?;
+                }
                 (Focus::TopKey(k), "sources") if k == "sources" => {
                     map.next_value_seed(SourcesSeed(None))?
                 }
                 (Focus::Source(name), "sources") => map.next_value_seed(SourcesSeed(Some(name)))?,
-                _ => drop(map.next_value::<IgnoredAny>()?),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
             }
         }
         Ok(())

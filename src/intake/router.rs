@@ -132,7 +132,7 @@ async fn accept(
             let envelope = SnsEnvelope::parse(&body).map_err(|e| {
                 ApiError::bad_request("bad_envelope", format!("not an SNS message: {e}"))
             })?;
-            if !sns.topics.iter().any(|t| *t == envelope.topic_arn) {
+            if !sns.topics.contains(&envelope.topic_arn) {
                 return Err(ApiError::new(
                     StatusCode::FORBIDDEN,
                     "topic_not_allowed",

@@ -165,10 +165,10 @@ impl Store for SledStore {
             for entry in self.tree.scan_prefix(format!("x:{incident}/")).rev() {
                 let (key, _) = entry.map_err(backend)?;
                 let id = key.rsplit(|b| *b == b'/').next().unwrap_or_default();
-                if let Some(alert) = self.get::<Alert>(&[b"a:", id].concat())? {
-                    if query.source.as_ref().is_none_or(|s| *s == alert.source) {
-                        out.push(alert);
-                    }
+                if let Some(alert) = self.get::<Alert>(&[b"a:", id].concat())?
+                    && query.source.as_ref().is_none_or(|s| *s == alert.source)
+                {
+                    out.push(alert);
                 }
                 if out.len() >= limit {
                     break;
@@ -318,38 +318,37 @@ impl Writer {
                 let last = existing.last_seen_at.unwrap_or(existing.received_at);
                 let incident_key = incident_key(&existing.incident_id);
                 let incident = group.get::<Incident>(&incident_key)?;
-                if let Some(mut incident) = incident.filter(|i| i.status == IncidentStatus::Open) {
-                    if now - last <= self.dedup_window {
-                        existing.repeat_count = existing.repeat_count.saturating_add(1);
-                        existing.last_seen_at = Some(now);
-                        incident.event_count = incident.event_count.saturating_add(1);
-                        incident.updated_at = now;
-                        group.put(existing_key, &existing);
-                        group.put(incident_key, &incident);
-                        return Ok(Accepted {
-                            alert_id: existing.id,
-                            incident_id: incident.id,
-                            duplicate: true,
-                            repeat_count: existing.repeat_count,
-                            new_incident: false,
-                        });
-                    }
+                if let Some(mut incident) = incident.filter(|i| i.status == IncidentStatus::Open)
+                    && now - last <= self.dedup_window
+                {
+                    existing.repeat_count = existing.repeat_count.saturating_add(1);
+                    existing.last_seen_at = Some(now);
+                    incident.event_count = incident.event_count.saturating_add(1);
+                    incident.updated_at = now;
+                    group.put(existing_key, &existing);
+                    group.put(incident_key, &incident);
+                    return Ok(Accepted {
+                        alert_id: existing.id,
+                        incident_id: incident.id,
+                        duplicate: true,
+                        repeat_count: existing.repeat_count,
+                        new_incident: false,
+                    });
                 }
             }
         }
 
         let entity = alert.entity_key();
         let mut joined = None;
-        if let Some(entity) = &entity {
-            if let Some(incident_id) = group.get_raw(&[b"e:", entity.as_bytes()].concat())? {
-                let key = [b"i:", incident_id.as_slice()].concat();
-                if let Some(incident) = group.get::<Incident>(&key)? {
-                    if incident.status == IncidentStatus::Open
-                        && now - incident.updated_at <= self.incident_window
-                    {
-                        joined = Some(incident);
-                    }
-                }
+        if let Some(entity) = &entity
+            && let Some(incident_id) = group.get_raw(&[b"e:", entity.as_bytes()].concat())?
+        {
+            let key = [b"i:", incident_id.as_slice()].concat();
+            if let Some(incident) = group.get::<Incident>(&key)?
+                && incident.status == IncidentStatus::Open
+                && now - incident.updated_at <= self.incident_window
+            {
+                joined = Some(incident);
             }
         }
         let new_incident = joined.is_none();
