@@ -1,1 +1,370 @@
-fn main() {}
+//! Intake benchmark: durable alert intake over real HTTP on loopback, against the ceiling of this
+//! machine (a bare axum handler that parses the same JSON and answers 202 without storing).
+//!
+//! `cargo bench --bench intake` starts the release `cordon serve` (sled store in a temp folder,
+//! durability on: every 202 is fsynced, by group commit) and, in a second process, the bare handler;
+//! then posts a ~1.5 KB GuardDuty EventBridge event at concurrency 1, 16 and 64 to each and prints
+//! alerts/s, p50/p99 latency and the server's peak RSS. Each request is a distinct finding (its
+//! own dedup key) on one of 1 000 instances, so the store does real dedup and grouping work.
+//!
+//! `BENCH_SECS` sets the seconds per run (default 5); `BENCH_LOAD_ONLY=ADDR` only sends the c=64
+//! load to a server already running at ADDR (to profile it). Client and server share the machine's cores,
+//! in both runs alike.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+
+const TOKEN: &str = "bench-intake-token";
+
+fn main() {
+    if std::env::var("CORDON_BENCH_ROLE").as_deref() == Ok("ceiling") {
+        return ceiling_server();
+    }
+    let secs: u64 = std::env::var("BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let template = guardduty_template();
+    // Load only, against a server already running (for profiling it): BENCH_LOAD_ONLY=127.0.0.1:8080.
+    if let Ok(addr) = std::env::var("BENCH_LOAD_ONLY") {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let r = runtime.block_on(load(
+            addr.parse().unwrap(),
+            &template,
+            64,
+            Duration::from_secs(secs),
+        ));
+        println!(
+            "c=64 {:.0} alerts/s p50 {:.3} ms p99 {:.3} ms errors {}",
+            r.per_sec, r.p50_ms, r.p99_ms, r.errors
+        );
+        return;
+    }
+    println!(
+        "payload: GuardDuty EventBridge event, {} bytes",
+        body(&template, 0).len()
+    );
+    println!(
+        "each run: {secs} s; machine: {} cores",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
+    println!();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut results = Vec::new();
+    for (label, mut server) in [
+        ("cordon (sled, durable)", start_cordon(dir.path())),
+        ("bare axum ceiling", start_ceiling()),
+    ] {
+        for concurrency in [1usize, 16, 64] {
+            let run = runtime.block_on(load(
+                server.addr,
+                &template,
+                concurrency,
+                Duration::from_secs(secs),
+            ));
+            let rss = peak_rss_kib(server.child.id());
+            let store = runtime.block_on(store_stats(server.addr));
+            results.push((label, concurrency, run, rss));
+            let (_, c, r, rss) = results.last().unwrap();
+            println!(
+                "{label:<24} c={c:<3} {:>9.0} alerts/s  p50 {:>7.3} ms  p99 {:>7.3} ms  errors {}  peak RSS {:>6.1} MiB",
+                r.per_sec,
+                r.p50_ms,
+                r.p99_ms,
+                r.errors,
+                *rss as f64 / 1024.0
+            );
+            if let Some((group, flush_ms)) = store {
+                println!(
+                    "{:<24}       store so far: {group:.1} requests per group commit, {flush_ms:.3} ms per fsync",
+                    ""
+                );
+            }
+        }
+        let _ = server.child.kill();
+        let _ = server.child.wait();
+    }
+    println!();
+    for concurrency in [1usize, 16, 64] {
+        let find = |name: &str| {
+            results
+                .iter()
+                .find(|(l, c, _, _)| l.starts_with(name) && *c == concurrency)
+                .map(|r| r.2.per_sec)
+        };
+        if let (Some(durable), Some(ceiling)) = (find("cordon"), find("bare")) {
+            println!(
+                "c={concurrency:<3} durable intake = {:.1} % of the ceiling",
+                durable / ceiling * 100.0
+            );
+        }
+    }
+}
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+/// The release `cordon serve` on a fresh store.
+fn start_cordon(dir: &std::path::Path) -> Server {
+    let config = dir.join("bench.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "server:\n  listen: 127.0.0.1:0\nstore:\n  path: {}\nlog:\n  format: json\n  level: info\nsources:\n  aws.guardduty:\n    auth:\n      bearer:\n        token: {TOKEN}\n",
+            dir.join("store").display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cordon"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cordon starts");
+    let addr = read_addr(child.stderr.take().unwrap(), |line| {
+        let event: Value = serde_json::from_str(line).ok()?;
+        (event["message"] == "listening")
+            .then(|| event["addr"].as_str().unwrap_or_default().to_owned())
+    });
+    Server { child, addr }
+}
+
+/// This same binary as the bare handler.
+fn start_ceiling() -> Server {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .env("CORDON_BENCH_ROLE", "ceiling")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let addr = read_addr(child.stdout.take().unwrap(), |line| {
+        line.strip_prefix("listening ").map(str::to_owned)
+    });
+    Server { child, addr }
+}
+
+fn read_addr(
+    pipe: impl std::io::Read + Send + 'static,
+    find: impl Fn(&str) -> Option<String> + Send + 'static,
+) -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if !sent && let Some(addr) = find(&line) {
+                let _ = tx.send(addr);
+                sent = true;
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("server reports its address")
+        .parse()
+        .unwrap()
+}
+
+/// A bare axum handler: parse the JSON, answer 202. What the machine can do with no storage at all.
+fn ceiling_server() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let app = axum::Router::new().route(
+            "/v1/alerts/{source}",
+            axum::routing::post(|body: Bytes| async move {
+                match serde_json::from_slice::<Value>(&body) {
+                    Ok(v) => (
+                        axum::http::StatusCode::ACCEPTED,
+                        axum::Json(serde_json::json!({ "accepted": v.is_object() as u8 })),
+                    ),
+                    Err(_) => (
+                        axum::http::StatusCode::BAD_REQUEST,
+                        axum::Json(serde_json::json!({ "error": "bad_payload" })),
+                    ),
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        println!("listening {}", listener.local_addr().unwrap());
+        axum::serve(listener, app).await.unwrap();
+    });
+}
+
+struct RunResult {
+    per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+}
+
+/// `concurrency` keep-alive connections posting back to back for `duration`.
+async fn load(
+    addr: SocketAddr,
+    template: &str,
+    concurrency: usize,
+    duration: Duration,
+) -> RunResult {
+    let counter = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let template: Arc<str> = template.into();
+    let deadline = Instant::now() + duration;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (counter, errors, template) = (counter.clone(), errors.clone(), template.clone());
+        tasks.push(tokio::spawn(async move {
+            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            stream.set_nodelay(true).unwrap();
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let mut latencies = Vec::with_capacity(100_000);
+            while Instant::now() < deadline {
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let request = hyper::Request::post("/v1/alerts/aws.guardduty")
+                    .header("host", addr.to_string())
+                    .header("authorization", format!("Bearer {TOKEN}"))
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from(body(&template, n))))
+                    .unwrap();
+                let sent = Instant::now();
+                match sender.send_request(request).await {
+                    Ok(response) => {
+                        let ok = response.status() == 202;
+                        let _ = response.into_body().collect().await;
+                        latencies.push(sent.elapsed().as_micros() as u32);
+                        if !ok {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                }
+            }
+            latencies
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
+    RunResult {
+        per_sec: all.len() as f64 / elapsed,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        errors: errors.load(Ordering::Relaxed),
+    }
+}
+
+/// The recorded GuardDuty SSH brute-force event, trimmed of bulky optional parts to about 1.5 KB,
+/// with placeholders for the finding id and instance id.
+fn guardduty_template() -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/alerts/aws_guardduty/sns_wrapped_eventbridge_ec2_sshbruteforce_sample.json");
+    let envelope: Value =
+        serde_json::from_slice(&std::fs::read(path).expect("shared fixtures beside the repo"))
+            .unwrap();
+    let mut event: Value = serde_json::from_str(envelope["Message"].as_str().unwrap()).unwrap();
+    let detail = &mut event["detail"];
+    detail["id"] = Value::String("__FINDING__".into());
+    let instance = &mut detail["resource"]["instanceDetails"];
+    instance["instanceId"] = Value::String("__INSTANCE__".into());
+    for bulky in [
+        "networkInterfaces",
+        "productCodes",
+        "tags",
+        "iamInstanceProfile",
+        "launchTime",
+        "imageDescription",
+        "availabilityZone",
+    ] {
+        instance.as_object_mut().unwrap().remove(bulky);
+    }
+    let service = &mut detail["service"];
+    if let Some(action) = service.pointer_mut("/action/networkConnectionAction/remoteIpDetails") {
+        for bulky in ["organization", "geoLocation", "city", "country"] {
+            action.as_object_mut().unwrap().remove(bulky);
+        }
+    }
+    if let Some(info) = service.get_mut("additionalInfo") {
+        *info = serde_json::json!({ "sample": true });
+    }
+    serde_json::to_string(&event).unwrap()
+}
+
+fn body(template: &str, n: u64) -> String {
+    template
+        .replace("__FINDING__", &format!("{n:032x}"))
+        .replace("__INSTANCE__", &format!("i-{:017x}", n % 1000))
+}
+
+/// Mean requests per group commit and mean fsync time so far, from the server's own metrics.
+async fn store_stats(addr: SocketAddr) -> Option<(f64, f64)> {
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let value = |name: &str| -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with(name))?
+            .split_whitespace()
+            .last()?
+            .parse()
+            .ok()
+    };
+    let groups = value("cordon_store_group_size_count")?;
+    let flushes = value("cordon_store_flush_duration_seconds_count")?;
+    Some((
+        value("cordon_store_group_size_sum")? / groups,
+        value("cordon_store_flush_duration_seconds_sum")? / flushes * 1000.0,
+    ))
+}
+
+/// VmHWM of a process, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}

@@ -95,7 +95,7 @@ pub struct StoreConfig {
     /// One process at a time may open it.
     #[serde(default = "default_store_path")]
     pub path: PathBuf,
-    /// Memory the embedded store may use for its page cache, in MiB (default 128).
+    /// Memory the embedded store may use for its page cache, in MiB (default 64). Intake writes mostly append, so a small cache serves it well.
     #[serde(default = "default_cache_mb")]
     pub cache_mb: u64,
 }
@@ -115,7 +115,7 @@ fn default_store_path() -> PathBuf {
 }
 
 fn default_cache_mb() -> u64 {
-    128
+    64
 }
 
 /// Store backends.

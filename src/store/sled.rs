@@ -2,10 +2,13 @@
 //!
 //! One writer thread owns every write. Requests queue their alerts on a channel; the writer takes
 //! everything queued (up to [`MAX_JOBS`]), decides dedup and grouping for the whole group with one
-//! consistent view, writes it as one atomic batch, fsyncs once, and only then answers every request
-//! in the group. Under load one fsync covers hundreds of requests, which is how intake stays durable
-//! without paying an fsync per alert; at low load a group is one request and the latency is one
-//! fsync.
+//! consistent view, and writes it as one atomic batch. A second thread, the flusher, fsyncs and only
+//! then answers every request of the groups written before that fsync began. The two overlap: while
+//! one group's fsync waits on the disk, the writer already decides and writes the next, and one
+//! fsync covers every group written meanwhile. Under load one fsync covers hundreds of requests,
+//! which is how intake stays durable without paying an fsync per alert; at low load a group is one
+//! request and the latency is one fsync. (sled recovers a prefix of its log, so a later group is
+//! never durable without an earlier one.)
 //!
 //! Keys in the one tree (`v1`): `a:<alert id>` alert, `i:<incident id>` incident, `d:<dedup key>`
 //! the alert id a dedup key points at, `e:<entity>` the incident an entity points at, and
@@ -63,16 +66,29 @@ impl SledStore {
         let (tx, rx) = mpsc::channel(MAX_JOBS * 4);
         let ready = Arc::new(AtomicBool::new(true));
         let writer = Writer {
-            db: db.clone(),
             tree: tree.clone(),
             dedup_window: delta(grouping.dedup_window.0),
             incident_window: delta(grouping.incident_window.0),
             ready: ready.clone(),
             metrics,
         };
+        let (written_tx, written_rx) = std::sync::mpsc::channel();
+        let flusher = Flusher {
+            db: db.clone(),
+            ready: ready.clone(),
+            metrics: writer.metrics.clone(),
+        };
+        let flusher = std::thread::Builder::new()
+            .name("cordon-store-flusher".into())
+            .spawn(move || flusher.run(written_rx))
+            .map_err(|e| StoreError::Backend(format!("cannot start the store flusher: {e}")))?;
         let handle = std::thread::Builder::new()
             .name("cordon-store-writer".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || {
+                writer.run(rx, written_tx);
+                // The writer is done; the flusher ends once it has answered what is left.
+                let _ = flusher.join();
+            })
             .map_err(|e| StoreError::Backend(format!("cannot start the store writer: {e}")))?;
         Ok(SledStore {
             db,
@@ -237,7 +253,6 @@ impl Store for SledStore {
 
 /// The writer thread's state.
 struct Writer {
-    db: sled::Db,
     tree: sled::Tree,
     dedup_window: TimeDelta,
     incident_window: TimeDelta,
@@ -245,8 +260,16 @@ struct Writer {
     metrics: Option<Arc<Metrics>>,
 }
 
+/// A group written to the tree and waiting for the fsync that makes it durable.
+struct Written {
+    replies: Vec<(
+        oneshot::Sender<Result<Vec<Accepted>, StoreError>>,
+        Vec<Accepted>,
+    )>,
+}
+
 impl Writer {
-    fn run(self, mut rx: mpsc::Receiver<Job>) {
+    fn run(self, mut rx: mpsc::Receiver<Job>, written: std::sync::mpsc::Sender<Written>) {
         while let Some(first) = rx.blocking_recv() {
             let mut jobs = vec![first];
             while jobs.len() < MAX_JOBS {
@@ -255,19 +278,19 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let started = Instant::now();
-            let result = self.commit(&mut jobs);
             if let Some(metrics) = &self.metrics {
-                metrics
-                    .store_flush_seconds
-                    .observe(started.elapsed().as_secs_f64());
                 metrics.store_group_size.observe(jobs.len() as f64);
             }
-            match result {
+            match self.write(&mut jobs) {
                 Ok(outcomes) => {
-                    self.ready.store(true, Ordering::Relaxed);
-                    for (job, outcome) in jobs.into_iter().zip(outcomes) {
-                        let _ = job.reply.send(Ok(outcome));
+                    let replies = jobs
+                        .into_iter()
+                        .map(|job| job.reply)
+                        .zip(outcomes)
+                        .collect();
+                    if written.send(Written { replies }).is_err() {
+                        tracing::error!("the store flusher stopped; requests answered 503");
+                        self.ready.store(false, Ordering::Relaxed);
                     }
                 }
                 Err(e) => {
@@ -281,8 +304,8 @@ impl Writer {
         }
     }
 
-    /// Decides every alert of the group, writes the group atomically and fsyncs it.
-    fn commit(&self, jobs: &mut [Job]) -> Result<Vec<Vec<Accepted>>, StoreError> {
+    /// Decides every alert of the group and writes the group atomically (not yet fsynced).
+    fn write(&self, jobs: &mut [Job]) -> Result<Vec<Vec<Accepted>>, StoreError> {
         let mut group = Group {
             tree: &self.tree,
             writes: HashMap::new(),
@@ -300,7 +323,6 @@ impl Writer {
             batch.insert(key, value);
         }
         self.tree.apply_batch(batch).map_err(backend)?;
-        self.db.flush().map_err(backend)?;
         Ok(outcomes)
     }
 
@@ -386,6 +408,45 @@ impl Writer {
             repeat_count: 1,
             new_incident,
         })
+    }
+}
+
+/// The thread that makes written groups durable and answers their requests.
+struct Flusher {
+    db: sled::Db,
+    ready: Arc<AtomicBool>,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl Flusher {
+    fn run(self, written: std::sync::mpsc::Receiver<Written>) {
+        while let Ok(first) = written.recv() {
+            // Everything written before this fsync starts is covered by it.
+            let mut groups = vec![first];
+            groups.extend(written.try_iter());
+            let started = Instant::now();
+            let result = self.db.flush();
+            if let Some(metrics) = &self.metrics {
+                metrics
+                    .store_flush_seconds
+                    .observe(started.elapsed().as_secs_f64());
+            }
+            match result {
+                Ok(_) => {
+                    self.ready.store(true, Ordering::Relaxed);
+                    for (reply, accepted) in groups.into_iter().flat_map(|g| g.replies) {
+                        let _ = reply.send(Ok(accepted));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "store fsync failed; requests answered 503");
+                    self.ready.store(false, Ordering::Relaxed);
+                    for (reply, _) in groups.into_iter().flat_map(|g| g.replies) {
+                        let _ = reply.send(Err(StoreError::Backend(e.to_string())));
+                    }
+                }
+            }
+        }
     }
 }
 
