@@ -1,4 +1,31 @@
-//! Cordon.
+//! Cordon: a chat-ops bot and SOAR playbook runner for cloud detection and response.
+//!
+//! # Layout
+//!
+//! Follow one alert through the code:
+//!
+//! ```text
+//! POST /v1/alerts/{source}
+//!   app::router ─▶ intake::router::receive        the intake handler
+//!                    ├─ intake::verify            bearer / HMAC on the raw bytes
+//!                    ├─ intake::sns               SNS envelope, signature, subscription confirmation
+//!                    └─ intake::formats::<source> the source's payload ─▶ alert::Alert(s)
+//!                 ─▶ store::Store::ingest         dedup, incident grouping, durable write
+//!                    └─ store::sled               group commit: one writer, one fsync per group
+//!                 ◀─ 202 {alert_id, incident_id}
+//! GET /v1/alerts, /v1/incidents  ─▶ api           the admin API (the CLI uses it too)
+//! GET /metrics, /healthz, /readyz ─▶ app, telemetry
+//! ```
+//!
+//! - [`config`]: the YAML config, `${VAR}` secrets, and errors located at `file:line:column`.
+//! - [`alert`]: the normalized [`alert::Alert`] and the [`alert::Incident`] alerts group into.
+//! - [`intake`]: everything between the HTTP request and a list of alerts.
+//! - [`store`]: the [`store::Store`] trait and its backends.
+//! - [`app`]: wiring (config → store → sources → router) and the server's life until shutdown.
+//! - [`api`]: the admin API; [`http`]: the JSON error answer every handler shares.
+//! - [`telemetry`]: logs (human or JSON) and Prometheus metrics.
+//!
+//! The `cordon` binary (`src/main.rs`, `src/cli.rs`) parses the command line and calls into these.
 
 pub mod alert;
 pub mod api;

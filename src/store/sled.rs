@@ -34,10 +34,13 @@ use crate::telemetry::Metrics;
 /// The most requests one group commit takes.
 const MAX_JOBS: usize = 1024;
 
+/// Where a request waits for its answer.
+type Reply = oneshot::Sender<Result<Vec<Accepted>, StoreError>>;
+
 struct Job {
     alerts: Vec<Alert>,
     now: DateTime<Utc>,
-    reply: oneshot::Sender<Result<Vec<Accepted>, StoreError>>,
+    reply: Reply,
 }
 
 /// The embedded store.
@@ -262,10 +265,7 @@ struct Writer {
 
 /// A group written to the tree and waiting for the fsync that makes it durable.
 struct Written {
-    replies: Vec<(
-        oneshot::Sender<Result<Vec<Accepted>, StoreError>>,
-        Vec<Accepted>,
-    )>,
+    replies: Vec<(Reply, Vec<Accepted>)>,
 }
 
 impl Writer {
