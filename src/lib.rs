@@ -27,11 +27,14 @@
 //!
 //! The `cordon` binary (`src/main.rs`, `src/cli.rs`) parses the command line and calls into these.
 
+pub mod actions;
 pub mod alert;
 pub mod api;
 pub mod app;
 pub mod config;
 pub mod http;
 pub mod intake;
+pub mod playbook;
+pub mod script;
 pub mod store;
 pub mod telemetry;

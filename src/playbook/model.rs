@@ -1,0 +1,288 @@
+//! The playbook file format, as written by playbook authors. Parsed with serde (unknown keys are
+//! errors); `playbook::load` turns it into a [`super::Compiled`] playbook with every Rhai part compiled
+//! and every problem located at `file:line:column`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::config::HumanDuration;
+
+/// One playbook file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Playbook {
+    /// Unique, stable id: `aws-ec2-compromise`. Runs, tests and `call` steps name it.
+    pub id: String,
+    /// One line for humans.
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Which alerts start it. A playbook without `on` runs only when called or triggered by hand.
+    #[serde(default)]
+    pub on: Option<Trigger>,
+    /// Rhai expression giving the concurrency key: one active run per key and playbook (default
+    /// `incident.id`: one run per incident). Later alerts of the incident are visible to the running
+    /// run as `incident.alerts`.
+    #[serde(default)]
+    pub concurrency: Option<String>,
+    /// Record what side-effect steps would do, without doing it.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Inputs a `call` step (or a manual trigger) passes in, by name.
+    #[serde(default)]
+    pub inputs: BTreeMap<String, InputSpec>,
+    /// Constants for the steps, as `vars.<name>`; values may be `${{ }}` templates.
+    #[serde(default)]
+    pub vars: BTreeMap<String, Value>,
+    pub steps: Vec<Step>,
+    /// What the run returns (to a caller, and in `cordon runs show`), as templates.
+    #[serde(default)]
+    pub outputs: BTreeMap<String, Value>,
+    /// Offline test cases for `cordon test`.
+    #[serde(default)]
+    pub tests: Vec<TestCase>,
+}
+
+/// Which alerts start a playbook.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trigger {
+    /// Source names (`aws.guardduty`, ...); one name or a list.
+    #[serde(deserialize_with = "one_or_many")]
+    pub source: Vec<String>,
+    /// Rhai condition over `alert` and `incident`; absent means every alert of those sources.
+    #[serde(default)]
+    pub when: Option<String>,
+}
+
+/// An input of a called playbook.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    /// `string`, `number`, `bool`, `list`, `map` or `any` (default).
+    #[serde(default = "any_type", rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub required: bool,
+    #[serde(default)]
+    pub default: Option<Value>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+fn any_type() -> String {
+    "any".to_owned()
+}
+
+/// One step. Exactly one of `uses`, `script`, `approval`, `foreach`, `parallel`, `call`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// Unique within the playbook; later steps read `steps.<id>`.
+    pub id: String,
+    /// Rhai condition; the step is skipped when false.
+    #[serde(default, rename = "if")]
+    pub condition: Option<String>,
+    /// An action by name (`core.log`, `aws-ec2.isolate_instance`) ...
+    #[serde(default)]
+    pub uses: Option<String>,
+    /// ... with these inputs (values may be `${{ }}` templates).
+    #[serde(default, rename = "with")]
+    pub inputs: BTreeMap<String, Value>,
+    /// A Rhai script; its last expression is the step's output.
+    #[serde(default)]
+    pub script: Option<String>,
+    /// Wait for people to approve.
+    #[serde(default)]
+    pub approval: Option<ApprovalSpec>,
+    /// Run nested steps for each item of a list.
+    #[serde(default)]
+    pub foreach: Option<Foreach>,
+    /// Run branches of steps side by side.
+    #[serde(default)]
+    pub parallel: Option<Vec<Branch>>,
+    /// Run another playbook with inputs; its outputs are this step's output.
+    #[serde(default)]
+    pub call: Option<Call>,
+    #[serde(default)]
+    pub retry: Option<Retry>,
+    /// Longest one attempt may take.
+    #[serde(default)]
+    pub timeout: Option<HumanDuration>,
+    /// `fail` (default) ends the run when the step fails; `continue` goes on, with
+    /// `steps.<id>.ok == false` and `steps.<id>.error` set.
+    #[serde(default)]
+    pub on_error: OnError,
+}
+
+/// What a failed step does to its run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    #[default]
+    Fail,
+    Continue,
+}
+
+/// Retries of a failing step, with exponential backoff.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retry {
+    /// Attempts in all, the first included (default 3).
+    #[serde(default = "three")]
+    pub attempts: u32,
+    /// Wait before the second attempt; doubled for each further one (default `1s`).
+    #[serde(default = "one_second")]
+    pub backoff: HumanDuration,
+    /// Longest wait between attempts (default `1m`).
+    #[serde(default = "one_minute")]
+    pub max_delay: HumanDuration,
+}
+
+fn three() -> u32 {
+    3
+}
+
+fn one_second() -> HumanDuration {
+    HumanDuration::secs(1)
+}
+
+fn one_minute() -> HumanDuration {
+    HumanDuration::secs(60)
+}
+
+/// An approval request.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalSpec {
+    /// What people are asked (a template).
+    pub prompt: String,
+    /// The approver group from the config.
+    pub approvers: String,
+    /// Distinct approvers needed (default 1).
+    #[serde(default = "one")]
+    pub quorum: u32,
+    /// How long to wait (default `1h`).
+    #[serde(default = "one_hour")]
+    pub timeout: HumanDuration,
+    /// The decision when the timeout falls (default `reject`).
+    #[serde(default)]
+    pub on_timeout: TimeoutDecision,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn one_hour() -> HumanDuration {
+    HumanDuration::secs(3600)
+}
+
+/// The decision taken when an approval times out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeoutDecision {
+    #[default]
+    Reject,
+    Approve,
+}
+
+/// Nested steps for each item of a list.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Foreach {
+    /// Rhai expression giving the list.
+    pub items: String,
+    /// The name the item has in the nested steps (default `item`).
+    #[serde(default = "item_name", rename = "as")]
+    pub name: String,
+    /// Items run at once (default 1).
+    #[serde(default = "one")]
+    pub concurrency: u32,
+    pub steps: Vec<Step>,
+}
+
+fn item_name() -> String {
+    "item".to_owned()
+}
+
+/// One branch of a `parallel` step.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Branch {
+    pub steps: Vec<Step>,
+}
+
+/// A call of another playbook.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Call {
+    pub playbook: String,
+    #[serde(default)]
+    pub inputs: BTreeMap<String, Value>,
+}
+
+/// One offline test case.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestCase {
+    pub name: String,
+    /// The alert: a file (relative to the playbook file) holding a source payload ...
+    #[serde(default)]
+    pub alert: Option<String>,
+    /// ... of this source (default: the playbook's first trigger source).
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Canned results per action step id: `{output: ...}` or `{error: "..."}`.
+    #[serde(default)]
+    pub actions: BTreeMap<String, CannedResult>,
+    /// Decisions per approval step id: `approve`, `deny` or `timeout`.
+    #[serde(default)]
+    pub approvals: BTreeMap<String, String>,
+    /// Inputs, for playbooks that take them.
+    #[serde(default)]
+    pub inputs: BTreeMap<String, Value>,
+    pub expect: Expectation,
+}
+
+/// A canned action result in a test.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CannedResult {
+    #[serde(default)]
+    pub output: Option<Value>,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// What a test case expects.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expectation {
+    /// Final run status: `succeeded`, `failed`, `cancelled` or `waiting`.
+    pub status: String,
+    /// Step ids that ran (not skipped), in order. Absent: not checked.
+    #[serde(default)]
+    pub steps: Option<Vec<String>>,
+    /// Step ids that were skipped. Absent: not checked.
+    #[serde(default)]
+    pub skipped: Option<Vec<String>>,
+    /// Outputs the run must return (only the keys listed are checked).
+    #[serde(default)]
+    pub outputs: BTreeMap<String, Value>,
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
+}

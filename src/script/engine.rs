@@ -1,0 +1,384 @@
+//! The hardened engine: limits, a deadline, and a scope with exactly the playbook's names.
+
+use std::cell::Cell;
+use std::panic::AssertUnwindSafe;
+use std::time::Instant;
+
+use rhai::{Dynamic, Engine, EvalAltResult, OptimizationLevel, ParseError, Position, Scope};
+use serde_json::Value;
+
+use super::{Context, Expr, Limits, ScriptError};
+
+/// The names every playbook expression may read.
+pub const NAMES: [&str; 5] = ["alert", "incident", "steps", "vars", "inputs"];
+
+thread_local! {
+    /// The deadline of the evaluation running on this thread. `on_progress` is per engine, and one
+    /// engine serves every thread, so the deadline lives with the thread doing the evaluation.
+    static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// The one Rhai engine, shared by every playbook (`Send + Sync`).
+pub struct Scripts {
+    engine: Engine,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for Scripts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scripts")
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+impl Default for Scripts {
+    fn default() -> Self {
+        Scripts::new(Limits::default())
+    }
+}
+
+impl Scripts {
+    pub fn new(limits: Limits) -> Scripts {
+        let mut engine = Engine::new();
+        engine.set_max_operations(limits.max_operations);
+        engine.set_max_call_levels(limits.max_call_depth);
+        engine.set_max_expr_depths(limits.max_expr_depth, limits.max_expr_depth);
+        engine.set_max_string_size(limits.max_string_size);
+        engine.set_max_array_size(limits.max_array_size);
+        engine.set_max_map_size(limits.max_map_size);
+        engine.set_strict_variables(true);
+        engine.disable_symbol("eval");
+        // Variables are pushed as plain (not constant) scope entries when compiling, so the
+        // optimizer cannot fold one alert's values into an AST reused for the next.
+        engine.set_optimization_level(OptimizationLevel::Simple);
+        engine.on_print(|text| tracing::info!(target: "cordon::script", "{text}"));
+        engine.on_debug(
+            |text, _, pos| tracing::debug!(target: "cordon::script", position = %pos, "{text}"),
+        );
+        engine.on_progress(|ops| {
+            if ops % 1024 == 0 {
+                let late =
+                    DEADLINE.with(|d| d.get().is_some_and(|deadline| Instant::now() > deadline));
+                if late {
+                    return Some(Dynamic::from("deadline"));
+                }
+            }
+            None
+        });
+        Scripts { engine, limits }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    fn compile_scope(extra: &[&str]) -> Scope<'static> {
+        let mut scope = Scope::new();
+        for name in NAMES.iter().chain(extra) {
+            scope.push(name.to_string(), Dynamic::UNIT);
+        }
+        scope
+    }
+
+    /// Compiles one expression (`when`, `if`, `concurrency`, `foreach.items`, a template's inside).
+    /// `extra` names more readable variables (a `foreach` item).
+    pub fn compile_expr(&self, source: &str, extra: &[&str]) -> Result<Expr, ScriptError> {
+        let scope = Scripts::compile_scope(extra);
+        let ast = self
+            .engine
+            .compile_expression_with_scope(&scope, source)
+            .map_err(parse_error)?;
+        Ok(Expr {
+            ast: std::sync::Arc::new(ast),
+            source: source.to_owned(),
+        })
+    }
+
+    /// Compiles a script (statements; the last expression is its value).
+    pub fn compile_script(&self, source: &str, extra: &[&str]) -> Result<Expr, ScriptError> {
+        let scope = Scripts::compile_scope(extra);
+        let ast = self
+            .engine
+            .compile_with_scope(&scope, source)
+            .map_err(parse_error)?;
+        Ok(Expr {
+            ast: std::sync::Arc::new(ast),
+            source: source.to_owned(),
+        })
+    }
+
+    /// Evaluates `expr` in `ctx`, under the limits and the deadline. Never panics: a panic inside
+    /// the engine becomes an error. Call it from a blocking thread (`spawn_blocking`), not from an
+    /// async task.
+    pub fn eval(&self, expr: &Expr, ctx: &Context) -> Result<Value, ScriptError> {
+        let mut scope = Scope::new();
+        for (name, value) in [
+            ("alert", &ctx.alert),
+            ("incident", &ctx.incident),
+            ("steps", &ctx.steps),
+            ("vars", &ctx.vars),
+            ("inputs", &ctx.inputs),
+        ] {
+            scope.push(name, to_dynamic(value)?);
+        }
+        if let Some((name, value)) = &ctx.item {
+            scope.push(name.clone(), to_dynamic(value)?);
+        }
+        DEADLINE.with(|d| d.set(Some(Instant::now() + self.limits.timeout)));
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            self.engine
+                .eval_ast_with_scope::<Dynamic>(&mut scope, &expr.ast)
+        }));
+        DEADLINE.with(|d| d.set(None));
+        let value = match outcome {
+            Ok(Ok(value)) => value,
+            Ok(Err(error)) => return Err(self.eval_error(*error)),
+            Err(_) => {
+                return Err(ScriptError {
+                    message: "the script engine failed on this script".into(),
+                    line: 0,
+                    column: 0,
+                });
+            }
+        };
+        from_dynamic(&value)
+    }
+
+    /// Evaluates a condition: it must give `true` or `false`.
+    pub fn eval_bool(&self, expr: &Expr, ctx: &Context) -> Result<bool, ScriptError> {
+        match self.eval(expr, ctx)? {
+            Value::Bool(b) => Ok(b),
+            other => Err(ScriptError {
+                message: format!(
+                    "a condition must be true or false, but `{}` gave {}",
+                    expr.source.trim(),
+                    describe(&other)
+                ),
+                line: 0,
+                column: 0,
+            }),
+        }
+    }
+
+    fn eval_error(&self, error: EvalAltResult) -> ScriptError {
+        let (line, column) = position(error.position());
+        let message = match &error {
+            EvalAltResult::ErrorTerminated(..) => {
+                format!(
+                    "the script ran longer than its {:?} limit and was stopped",
+                    self.limits.timeout
+                )
+            }
+            EvalAltResult::ErrorTooManyOperations(..) => {
+                format!(
+                    "the script exceeded its limit of {} operations and was stopped",
+                    self.limits.max_operations
+                )
+            }
+            other => strip_position(&other.to_string()),
+        };
+        ScriptError {
+            message,
+            line,
+            column,
+        }
+    }
+}
+
+fn position(pos: Position) -> (usize, usize) {
+    (pos.line().unwrap_or(0), pos.position().unwrap_or(0))
+}
+
+/// Rhai appends " (line L, position P)"; the position is reported separately.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" (line ") {
+        Some(at) => message[..at].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+fn parse_error(error: ParseError) -> ScriptError {
+    let (line, column) = position(error.1);
+    ScriptError {
+        message: strip_position(&error.0.to_string()),
+        line,
+        column,
+    }
+}
+
+fn to_dynamic(value: &Value) -> Result<Dynamic, ScriptError> {
+    rhai::serde::to_dynamic(value).map_err(|e| ScriptError {
+        message: e.to_string(),
+        line: 0,
+        column: 0,
+    })
+}
+
+fn from_dynamic(value: &Dynamic) -> Result<Value, ScriptError> {
+    rhai::serde::from_dynamic(value).map_err(|e| ScriptError {
+        message: format!("the script's value cannot be used as data: {e}"),
+        line: 0,
+        column: 0,
+    })
+}
+
+/// `a string`, `a number`, ... for messages.
+pub(crate) fn describe(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "nothing (())",
+        Value::Bool(_) => "a bool",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a map",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn ctx(alert: Value) -> Context {
+        Context {
+            alert,
+            ..Context::default()
+        }
+    }
+
+    #[test]
+    fn conditions_read_the_alert() {
+        let s = Scripts::default();
+        let when = s
+            .compile_expr(
+                r#"alert.severity >= 7 && alert.resource.kind == "aws.ec2.instance""#,
+                &[],
+            )
+            .unwrap();
+        let hit = ctx(json!({"severity": 8, "resource": {"kind": "aws.ec2.instance"}}));
+        let miss = ctx(json!({"severity": 3, "resource": {"kind": "aws.ec2.instance"}}));
+        assert!(s.eval_bool(&when, &hit).unwrap());
+        assert!(!s.eval_bool(&when, &miss).unwrap());
+        // The same compiled AST gives each alert its own answer (no constant folding across alerts).
+        assert!(s.eval_bool(&when, &hit).unwrap());
+    }
+
+    #[test]
+    fn unknown_variables_are_compile_errors_with_a_position() {
+        let s = Scripts::default();
+        let e = s
+            .compile_script("let x = 1;\nx + secrets.key", &[])
+            .unwrap_err();
+        assert!(e.message.contains("secrets"), "{e:?}");
+        assert_eq!((e.line, e.column), (2, 5));
+        assert!(s.compile_expr("item.id", &["item"]).is_ok());
+    }
+
+    #[test]
+    fn eval_and_modules_are_not_available() {
+        let s = Scripts::default();
+        assert!(
+            s.compile_script(r#"eval("1")"#, &[])
+                .unwrap_err()
+                .message
+                .contains("eval")
+        );
+        assert!(s.compile_script(r#"import "x" as y; 1"#, &[]).is_err());
+    }
+
+    #[test]
+    fn a_runaway_script_is_stopped_with_a_clear_error() {
+        let s = Scripts::new(Limits {
+            max_operations: u64::MAX,
+            timeout: std::time::Duration::from_millis(200),
+            ..Limits::default()
+        });
+        let forever = s.compile_script("loop { }", &[]).unwrap();
+        let started = Instant::now();
+        let e = s.eval(&forever, &Context::default()).unwrap_err();
+        assert!(e.message.contains("ran longer than"), "{e:?}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+
+        let s = Scripts::new(Limits {
+            max_operations: 10_000,
+            ..Limits::default()
+        });
+        let e = s
+            .eval(
+                &s.compile_script("let n = 0; while true { n += 1 }", &[])
+                    .unwrap(),
+                &Context::default(),
+            )
+            .unwrap_err();
+        assert!(e.message.contains("10000 operations"), "{e:?}");
+    }
+
+    #[test]
+    fn sizes_are_limited() {
+        let s = Scripts::new(Limits {
+            max_string_size: 100,
+            max_array_size: 10,
+            ..Limits::default()
+        });
+        let e = s
+            .eval(
+                &s.compile_script(r#"let x = "a"; loop { x += x; }"#, &[])
+                    .unwrap(),
+                &Context::default(),
+            )
+            .unwrap_err();
+        assert!(
+            e.message.to_lowercase().contains("length") || e.message.contains("size"),
+            "{e:?}"
+        );
+        let e = s
+            .eval(
+                &s.compile_script("let a = []; loop { a.push(1); }", &[])
+                    .unwrap(),
+                &Context::default(),
+            )
+            .unwrap_err();
+        assert!(
+            e.message.to_lowercase().contains("size")
+                || e.message.to_lowercase().contains("length"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn assigning_to_the_alert_does_not_panic_the_host() {
+        let s = Scripts::default();
+        let script = s
+            .compile_script("alert.severity = 1; alert.severity", &[])
+            .unwrap();
+        // Allowed on the evaluation's own copy; the caller's value is untouched.
+        assert_eq!(
+            s.eval(&script, &ctx(json!({"severity": 9}))).unwrap(),
+            json!(1)
+        );
+    }
+
+    #[test]
+    fn scripts_return_data() {
+        let s = Scripts::default();
+        let script = s
+            .compile_script(
+                "let score = 60; #{ risky: score > 50, score: score, tags: [\"a\"] }",
+                &[],
+            )
+            .unwrap();
+        assert_eq!(
+            s.eval(&script, &Context::default()).unwrap(),
+            json!({"risky": true, "score": 60, "tags": ["a"]})
+        );
+        let not_bool = s.compile_expr("alert.severity", &[]).unwrap();
+        assert!(
+            s.eval_bool(&not_bool, &ctx(json!({"severity": 9})))
+                .unwrap_err()
+                .message
+                .contains("true or false")
+        );
+    }
+}

@@ -1,0 +1,78 @@
+//! The one Rhai engine: hardened, with limits, compiled once per playbook part.
+//!
+//! Every Rhai part of a playbook (the trigger's `when`, `concurrency`, each step's `if`, `script`,
+//! `foreach.items`, and the `${{ expr }}` templates in `with`, `vars`, `outputs`, prompts) is compiled
+//! when the playbook loads, against a scope holding exactly the names a playbook may read: `alert`,
+//! `incident`, `steps`, `vars`, `inputs` (and a `foreach` item's name). Evaluation runs with limits on
+//! operations, call depth, expression depth and string/array/map sizes, a wall-clock deadline, and no
+//! files, modules, network or `eval`; a runaway script fails its step with a clear error in bounded
+//! time. Positions in [`ScriptError`] are within the Rhai source; `playbook::load` maps them to the
+//! YAML file.
+
+mod engine;
+mod template;
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub use engine::Scripts;
+pub use template::{CompiledValue, Template};
+
+/// Limits every evaluation runs under.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_operations: u64,
+    pub max_call_depth: usize,
+    pub max_expr_depth: usize,
+    pub max_string_size: usize,
+    pub max_array_size: usize,
+    pub max_map_size: usize,
+    /// Wall-clock time one evaluation may take.
+    pub timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_operations: 1_000_000,
+            max_call_depth: 32,
+            max_expr_depth: 64,
+            max_string_size: 1024 * 1024,
+            max_array_size: 100_000,
+            max_map_size: 10_000,
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A compiled expression or script.
+#[derive(Debug, Clone)]
+pub struct Expr {
+    pub(crate) ast: std::sync::Arc<rhai::AST>,
+    /// The source, for messages.
+    pub source: String,
+}
+
+/// A script that would not compile or failed at run time. `line` and `column` are 1-based within
+/// the script's own text (0 when unknown).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ScriptError {
+    pub message: String,
+    pub line: usize,
+    pub column: usize,
+}
+
+/// What an evaluation may read. Every field is a JSON value (`Null` when absent).
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    pub alert: Value,
+    pub incident: Value,
+    /// `steps.<id>`: `{ok, output, error, approved, decided_by, skipped}`.
+    pub steps: Value,
+    pub vars: Value,
+    pub inputs: Value,
+    /// A `foreach` item: its name and value.
+    pub item: Option<(String, Value)>,
+}
