@@ -32,6 +32,7 @@ pub mod alert;
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod engine;
 pub mod http;
 pub mod intake;
 pub mod playbook;

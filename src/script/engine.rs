@@ -224,7 +224,7 @@ fn from_dynamic(value: &Dynamic) -> Result<Value, ScriptError> {
 }
 
 /// `a string`, `a number`, ... for messages.
-pub(crate) fn describe(value: &Value) -> &'static str {
+pub fn describe(value: &Value) -> &'static str {
     match value {
         Value::Null => "nothing (())",
         Value::Bool(_) => "a bool",

@@ -1,0 +1,140 @@
+//! Who may decide an approval, and what a decision does. The same rules apply whatever the decision
+//! came through (API, CLI, chat): only members of the approver group decide; the identity that
+//! triggered a manual run may not approve it; quorum counts distinct people; one deny ends it; a
+//! decision after the outcome is refused with who decided.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+
+use super::run::{Decision, Run, StepStatus};
+
+/// Approver groups from the config: a group lists identities (`cli:alice`, `slack:U123`,
+/// `teams:<aad object id>`, `discord:<user id>`) and other groups (`group:<name>`).
+#[derive(Debug, Clone, Default)]
+pub struct ApproverGroups(pub BTreeMap<String, Vec<String>>);
+
+impl ApproverGroups {
+    /// Whether `identity` belongs to `group`, following `group:` references (cycles are harmless).
+    pub fn is_member(&self, group: &str, identity: &str) -> bool {
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![group.to_owned()];
+        while let Some(g) = todo.pop() {
+            if !seen.insert(g.clone()) {
+                continue;
+            }
+            for member in self.0.get(&g).into_iter().flatten() {
+                match member.strip_prefix("group:") {
+                    Some(inner) => todo.push(inner.to_owned()),
+                    None if member == identity => return true,
+                    None => {}
+                }
+            }
+        }
+        false
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.0.keys().cloned().collect()
+    }
+}
+
+/// Why a decision was refused. Each says what the person can do about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecisionError {
+    #[error("run has no approval step `{0}`")]
+    NoSuchApproval(String),
+    #[error("approval `{0}` is not waiting for a decision")]
+    NotWaiting(String),
+    #[error("already decided by {0}")]
+    AlreadyDecided(String),
+    #[error("{0} is not in the approver group `{1}`")]
+    NotAllowed(String, String),
+    #[error("{0} triggered this run and may not approve it")]
+    Requester(String),
+    #[error("{0} has already decided on this approval")]
+    Repeated(String),
+}
+
+impl DecisionError {
+    /// The code of the JSON error answer.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DecisionError::NoSuchApproval(_) => "not_found",
+            DecisionError::NotWaiting(_) | DecisionError::AlreadyDecided(_) | DecisionError::Repeated(_) => "conflict",
+            DecisionError::NotAllowed(..) | DecisionError::Requester(_) => "forbidden",
+        }
+    }
+}
+
+/// What a valid decision did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decided {
+    /// `Some(outcome)` when this decision settled the approval.
+    pub outcome: Option<bool>,
+    pub approvals: usize,
+    pub quorum: u32,
+}
+
+/// Applies a decision by `identity` to approval `step` of `run`.
+pub fn decide(
+    run: &mut Run,
+    step: &str,
+    identity: &str,
+    approve: bool,
+    via: &str,
+    groups: &ApproverGroups,
+    now: DateTime<Utc>,
+) -> Result<Decided, DecisionError> {
+    let requester = run.trigger.by.clone();
+    let state = run.steps.get_mut(step).ok_or_else(|| DecisionError::NoSuchApproval(step.to_owned()))?;
+    let approval = state.approval.as_mut().ok_or_else(|| DecisionError::NoSuchApproval(step.to_owned()))?;
+    if approval.outcome.is_some() {
+        let by: Vec<String> = approval.decisions.iter().map(|d| format!("{} ({})", d.identity, if d.approve { "approve" } else { "deny" })).collect();
+        return Err(DecisionError::AlreadyDecided(by.join(", ")));
+    }
+    if state.status != StepStatus::Waiting {
+        return Err(DecisionError::NotWaiting(step.to_owned()));
+    }
+    if !groups.is_member(&approval.group, identity) {
+        return Err(DecisionError::NotAllowed(identity.to_owned(), approval.group.clone()));
+    }
+    if approve && requester.as_deref() == Some(identity) {
+        return Err(DecisionError::Requester(identity.to_owned()));
+    }
+    if approval.decisions.iter().any(|d| d.identity == identity) {
+        return Err(DecisionError::Repeated(identity.to_owned()));
+    }
+    approval.decisions.push(Decision { identity: identity.to_owned(), approve, at: now, via: via.to_owned() });
+    let approvals = approval.approvers().len();
+    if !approve {
+        approval.outcome = Some(false);
+    } else if approvals >= approval.quorum as usize {
+        approval.outcome = Some(true);
+    }
+    Ok(Decided { outcome: approval.outcome, approvals, quorum: approval.quorum })
+}
+
+/// Settles approvals whose timeout has passed with their timeout decision; returns the step ids.
+pub fn expire(run: &mut Run, now: DateTime<Utc>) -> Vec<String> {
+    let mut expired = Vec::new();
+    for (id, state) in run.steps.iter_mut() {
+        if state.status != StepStatus::Waiting {
+            continue;
+        }
+        if let Some(approval) = state.approval.as_mut()
+            && approval.outcome.is_none()
+            && approval.timeout_at <= now
+        {
+            approval.decisions.push(Decision {
+                identity: "system".into(),
+                approve: approval.on_timeout_approve,
+                at: now,
+                via: "timeout".into(),
+            });
+            approval.outcome = Some(approval.on_timeout_approve);
+            expired.push(id.clone());
+        }
+    }
+    expired
+}

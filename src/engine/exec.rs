@@ -1,0 +1,880 @@
+//! Running a playbook's steps: one [`Executor`] serves the server's workers and `cordon test`.
+//!
+//! [`Executor::advance`] takes a run as far as it can go now: it runs steps in order, persisting the
+//! run through [`Persist`] after every step (and before every side effect), and returns when the run
+//! finishes or must wait (an approval, a durable sleep, a retry's backoff). Calling it again later
+//! picks up where the record says. A side-effect step found `started` (the process died while it
+//! ran) is retried when its action is idempotent and held as `needs_decision` when not: never run
+//! twice in silence.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Utc};
+use serde_json::{Value, json};
+
+use super::run::{ApprovalState, Run, RunStatus, StepState, StepStatus};
+use crate::actions::ActionSpec;
+use crate::playbook::{CompiledStep, Compiled, OnError, StepKind};
+use crate::script::{Context, Expr, ScriptError, Scripts};
+
+/// One audit-worthy thing that happened in a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// `run.state`, `step.started`, `step.finished`, `step.skipped`, `approval.requested`, ...
+    pub kind: &'static str,
+    pub step: Option<String>,
+    pub actor: Option<String>,
+    pub detail: Value,
+}
+
+impl Event {
+    pub fn new(kind: &'static str, step: Option<&str>, detail: Value) -> Event {
+        Event { kind, step: step.map(str::to_owned), actor: None, detail }
+    }
+}
+
+/// Where runs are kept between steps.
+#[async_trait]
+pub trait Persist: Send {
+    /// Stores the run durably with the events that led to this state.
+    async fn save(&mut self, run: &Run, events: Vec<Event>) -> Result<(), String>;
+}
+
+/// A call of an action.
+#[derive(Debug, Clone)]
+pub struct ActionCall {
+    pub run_id: String,
+    pub step_id: String,
+    pub playbook: String,
+    pub incident_id: Option<String>,
+    /// `run id:step id`: the same on every attempt of the step.
+    pub idempotency_key: String,
+}
+
+/// An action that failed. `retryable` errors are retried per the step's `retry`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ActionError {
+    pub message: String,
+    pub retryable: bool,
+}
+
+impl ActionError {
+    pub fn permanent(message: impl Into<String>) -> ActionError {
+        ActionError { message: message.into(), retryable: false }
+    }
+
+    pub fn retryable(message: impl Into<String>) -> ActionError {
+        ActionError { message: message.into(), retryable: true }
+    }
+}
+
+/// Runs actions by name.
+#[async_trait]
+pub trait ActionRunner: Send + Sync {
+    fn spec(&self, name: &str) -> Option<ActionSpec>;
+    async fn call(&self, name: &str, inputs: Value, call: &ActionCall) -> Result<Value, ActionError>;
+}
+
+/// Finds playbooks for `call` steps.
+pub trait Library: Send + Sync {
+    fn playbook(&self, id: &str) -> Option<Arc<Compiled>>;
+}
+
+/// Guardrails from the config: resources no side-effect action may touch, and how many side-effect
+/// calls per action a window allows before further calls wait for approval.
+#[derive(Debug, Default)]
+pub struct Guardrails {
+    /// Patterns (`*` matches any run of characters) matched against every string input of a
+    /// side-effect action: resource ids, ARNs, `key=value` tags.
+    pub protected: Vec<String>,
+    /// Per action: at most `max` calls per `window`.
+    pub blast_radius: BTreeMap<String, (u32, Duration)>,
+    /// The group that approves calls over the blast radius.
+    pub blast_radius_approvers: String,
+    calls: Mutex<HashMap<String, VecDeque<Instant>>>,
+}
+
+impl Guardrails {
+    pub fn new(protected: Vec<String>, blast_radius: BTreeMap<String, (u32, Duration)>, approvers: String) -> Guardrails {
+        Guardrails { protected, blast_radius, blast_radius_approvers: approvers, calls: Mutex::new(HashMap::new()) }
+    }
+
+    /// The protected value and pattern an input touches, if any.
+    pub fn protected_hit(&self, inputs: &Value) -> Option<(String, String)> {
+        let mut strings = Vec::new();
+        collect_strings(inputs, &mut strings);
+        for value in strings {
+            for pattern in &self.protected {
+                if glob(pattern, &value) {
+                    return Some((value, pattern.clone()));
+                }
+            }
+        }
+        None
+    }
+
+    /// Counts a call of `action`; `Err` with the limit when the window is full.
+    pub fn take(&self, action: &str) -> Result<(), String> {
+        let Some((max, window)) = self.blast_radius.get(action) else { return Ok(()) };
+        let Ok(mut calls) = self.calls.lock() else { return Ok(()) };
+        let recent = calls.entry(action.to_owned()).or_default();
+        let now = Instant::now();
+        while recent.front().is_some_and(|t| now.duration_since(*t) > *window) {
+            recent.pop_front();
+        }
+        if recent.len() >= *max as usize {
+            return Err(format!("`{action}` reached its blast radius of {max} calls per {}", crate::config::HumanDuration(*window)));
+        }
+        recent.push_back(now);
+        Ok(())
+    }
+}
+
+fn collect_strings(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::String(s) => out.push(s.clone()),
+        Value::Array(items) => items.iter().for_each(|v| collect_strings(v, out)),
+        Value::Object(map) => map.iter().for_each(|(k, v)| {
+            if let Value::String(s) = v {
+                out.push(format!("{k}={s}"));
+            }
+            collect_strings(v, out)
+        }),
+        _ => {}
+    }
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let mut rest = text;
+    for (i, part) in parts.iter().enumerate() {
+        if i == 0 {
+            let Some(r) = rest.strip_prefix(part) else { return false };
+            rest = r;
+        } else if i == parts.len() - 1 {
+            return rest.ends_with(part);
+        } else {
+            let Some(at) = rest.find(part) else { return false };
+            rest = &rest[at + part.len()..];
+        }
+    }
+    true
+}
+
+/// What a run reads besides its own record.
+#[derive(Debug, Clone, Default)]
+pub struct RunData {
+    pub alert: Value,
+    pub incident: Value,
+}
+
+/// Runs steps.
+pub struct Executor {
+    pub scripts: Arc<Scripts>,
+    pub actions: Arc<dyn ActionRunner>,
+    pub guardrails: Arc<Guardrails>,
+    pub library: Arc<dyn Library>,
+}
+
+/// How far one call of [`Executor::advance`] got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    Finished(RunStatus),
+    /// Waiting for a decision or a time; wake at the time, if any.
+    Waiting(Option<DateTime<Utc>>),
+    NeedsDecision(String),
+}
+
+enum StepOutcome {
+    Done(StepState),
+    Wait(StepState),
+    Hold(StepState),
+}
+
+impl Executor {
+    fn context(run: &Run, data: &RunData) -> Context {
+        Context {
+            alert: data.alert.clone(),
+            incident: data.incident.clone(),
+            steps: run.steps_view(),
+            vars: run.vars.clone(),
+            inputs: run.inputs.clone(),
+            item: None,
+        }
+    }
+
+    async fn eval(&self, expr: &Expr, ctx: Context) -> Result<Value, ScriptError> {
+        let (scripts, expr) = (self.scripts.clone(), expr.clone());
+        tokio::task::spawn_blocking(move || scripts.eval(&expr, &ctx))
+            .await
+            .unwrap_or_else(|_| Err(ScriptError { message: "the script worker failed".into(), line: 0, column: 0 }))
+    }
+
+    async fn eval_bool(&self, expr: &Expr, ctx: Context) -> Result<bool, ScriptError> {
+        let (scripts, expr) = (self.scripts.clone(), expr.clone());
+        tokio::task::spawn_blocking(move || scripts.eval_bool(&expr, &ctx))
+            .await
+            .unwrap_or_else(|_| Err(ScriptError { message: "the script worker failed".into(), line: 0, column: 0 }))
+    }
+
+    async fn render(&self, value: &crate::script::CompiledValue, ctx: Context) -> Result<Value, ScriptError> {
+        let (scripts, value) = (self.scripts.clone(), value.clone());
+        tokio::task::spawn_blocking(move || value.render(&scripts, &ctx))
+            .await
+            .unwrap_or_else(|_| Err(ScriptError { message: "the script worker failed".into(), line: 0, column: 0 }))
+    }
+
+    /// Renders the playbook's `vars` into a new run (at creation).
+    pub async fn start(&self, playbook: &Compiled, run: &mut Run, data: &RunData) -> Result<(), String> {
+        let mut vars = serde_json::Map::new();
+        for (name, value) in &playbook.vars {
+            let ctx = Executor::context(run, data);
+            let rendered = self.render(value, ctx).await.map_err(|e| format!("vars.{name}: {e}"))?;
+            vars.insert(name.clone(), rendered);
+        }
+        run.vars = Value::Object(vars);
+        run.dry_run |= playbook.spec.dry_run;
+        Ok(())
+    }
+
+    /// Takes `run` as far as it can go at `now`.
+    pub async fn advance(
+        &self,
+        playbook: &Compiled,
+        run: &mut Run,
+        data: &RunData,
+        store: &mut dyn Persist,
+        now: DateTime<Utc>,
+    ) -> Result<Progress, String> {
+        if run.status.is_finished() {
+            return Ok(Progress::Finished(run.status));
+        }
+        let mut events = Vec::new();
+        for step in super::approval::expire(run, now) {
+            events.push(Event::new("approval.timed_out", Some(&step), json!({ "outcome": run.steps[&step].approval.as_ref().and_then(|a| a.outcome) })));
+        }
+        if run.status != RunStatus::Running {
+            events.push(Event::new("run.state", None, json!({ "from": run.status, "to": "running" })));
+            run.status = RunStatus::Running;
+        }
+        while run.cursor < playbook.steps.len() {
+            let step = &playbook.steps[run.cursor];
+            let existing = run.steps.get(&step.id).cloned();
+            let outcome = match existing {
+                Some(s) if matches!(s.status, StepStatus::Succeeded | StepStatus::Skipped) => {
+                    run.cursor += 1;
+                    continue;
+                }
+                Some(s) if s.status == StepStatus::Failed => {
+                    if step.on_error == OnError::Continue {
+                        run.cursor += 1;
+                        continue;
+                    }
+                    return self.finish(playbook, run, data, store, events, RunStatus::Failed, s.error.clone()).await;
+                }
+                Some(s) if s.status == StepStatus::NeedsDecision => {
+                    run.status = RunStatus::NeedsDecision;
+                    store.save(run, events).await?;
+                    return Ok(Progress::NeedsDecision(step.id.clone()));
+                }
+                Some(s) => self.resume_step(playbook, step, run, data, s, &mut events, store, now).await?,
+                None => self.start_step(playbook, step, run, data, &mut events, store, now).await?,
+            };
+            match outcome {
+                StepOutcome::Done(state) => {
+                    let failed = state.status == StepStatus::Failed;
+                    let error = state.error.clone();
+                    events.push(Event::new(
+                        if state.status == StepStatus::Skipped { "step.skipped" } else { "step.finished" },
+                        Some(&step.id),
+                        json!({ "status": state.status, "attempts": state.attempts, "error": state.error, "dry_run": state.dry_run }),
+                    ));
+                    record(run, &step.id, state);
+                    run.updated_at = now;
+                    if failed && step.on_error == OnError::Fail {
+                        return self.finish(playbook, run, data, store, events, RunStatus::Failed, error).await;
+                    }
+                    run.cursor += 1;
+                    store.save(run, std::mem::take(&mut events)).await?;
+                }
+                StepOutcome::Wait(state) => {
+                    record(run, &step.id, state);
+                    events.push(Event::new("run.state", None, json!({ "from": "running", "to": "waiting" })));
+                    run.status = RunStatus::Waiting;
+                    run.updated_at = now;
+                    store.save(run, events).await?;
+                    return Ok(Progress::Waiting(run.wake_at()));
+                }
+                StepOutcome::Hold(state) => {
+                    record(run, &step.id, state);
+                    events.push(Event::new("run.state", None, json!({ "from": "running", "to": "needs_decision", "step": step.id })));
+                    run.status = RunStatus::NeedsDecision;
+                    run.updated_at = now;
+                    store.save(run, events).await?;
+                    return Ok(Progress::NeedsDecision(step.id.clone()));
+                }
+            }
+        }
+        self.finish(playbook, run, data, store, events, RunStatus::Succeeded, None).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn finish(
+        &self,
+        playbook: &Compiled,
+        run: &mut Run,
+        data: &RunData,
+        store: &mut dyn Persist,
+        mut events: Vec<Event>,
+        mut status: RunStatus,
+        mut error: Option<String>,
+    ) -> Result<Progress, String> {
+        if status == RunStatus::Succeeded {
+            let mut outputs = serde_json::Map::new();
+            for (name, value) in &playbook.outputs {
+                match self.render(value, Executor::context(run, data)).await {
+                    Ok(v) => {
+                        outputs.insert(name.clone(), v);
+                    }
+                    Err(e) => {
+                        status = RunStatus::Failed;
+                        error = Some(format!("outputs.{name}: {e}"));
+                        break;
+                    }
+                }
+            }
+            run.outputs = Value::Object(outputs);
+        }
+        events.push(Event::new("run.state", None, json!({ "from": run.status, "to": status, "error": error })));
+        run.status = status;
+        run.error = error;
+        let now = Utc::now();
+        run.finished_at = Some(now);
+        run.updated_at = now;
+        store.save(run, events).await?;
+        Ok(Progress::Finished(status))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn start_step(
+        &self,
+        playbook: &Compiled,
+        step: &CompiledStep,
+        run: &mut Run,
+        data: &RunData,
+        events: &mut Vec<Event>,
+        store: &mut dyn Persist,
+        now: DateTime<Utc>,
+    ) -> Result<StepOutcome, String> {
+        if let Some(condition) = &step.condition {
+            match self.eval_bool(condition, Executor::context(run, data)).await {
+                Ok(true) => {}
+                Ok(false) => return Ok(StepOutcome::Done(StepState::new(StepStatus::Skipped))),
+                Err(e) => return Ok(StepOutcome::Done(failed(StepState::new(StepStatus::Failed), format!("`if`: {e}"), now))),
+            }
+        }
+        let mut state = StepState::new(StepStatus::Started);
+        state.started_at = Some(now);
+        match &step.kind {
+            StepKind::Approval { prompt, spec } => {
+                let prompt = match prompt.render(&self.scripts, &Executor::context(run, data)) {
+                    Ok(Value::String(s)) => s,
+                    Ok(other) => other.to_string(),
+                    Err(e) => return Ok(StepOutcome::Done(failed(state, format!("approval prompt: {e}"), now))),
+                };
+                state.status = StepStatus::Waiting;
+                state.approval = Some(ApprovalState {
+                    prompt: prompt.clone(),
+                    group: spec.approvers.clone(),
+                    quorum: spec.quorum.max(1),
+                    timeout_at: now + TimeDelta::from_std(spec.timeout.0).unwrap_or(TimeDelta::MAX),
+                    on_timeout_approve: spec.on_timeout == crate::playbook::TimeoutDecision::Approve,
+                    decisions: Vec::new(),
+                    outcome: None,
+                });
+                events.push(Event::new(
+                    "approval.requested",
+                    Some(&step.id),
+                    json!({ "prompt": prompt, "group": spec.approvers, "quorum": spec.quorum, "timeout": spec.timeout.to_string() }),
+                ));
+                Ok(StepOutcome::Wait(state))
+            }
+            _ => self.attempt(playbook, step, run, data, state, events, store, now, false).await,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn resume_step(
+        &self,
+        playbook: &Compiled,
+        step: &CompiledStep,
+        run: &mut Run,
+        data: &RunData,
+        state: StepState,
+        events: &mut Vec<Event>,
+        store: &mut dyn Persist,
+        now: DateTime<Utc>,
+    ) -> Result<StepOutcome, String> {
+        match state.status {
+            StepStatus::Waiting => {
+                if let Some(approval) = &state.approval {
+                    match approval.outcome {
+                        None => return Ok(StepOutcome::Wait(state)),
+                        Some(approved) => {
+                            let mut state = state.clone();
+                            if let StepKind::Action { .. } = step.kind {
+                                // A call held by the blast radius: approved runs it, denied fails it.
+                                if !approved {
+                                    return Ok(StepOutcome::Done(failed(state, "the call over the blast radius was not approved".into(), now)));
+                                }
+                                state.status = StepStatus::Started;
+                                return self.attempt(playbook, step, run, data, state, events, store, now, true).await;
+                            }
+                            state.status = StepStatus::Succeeded;
+                            state.output = json!({ "approved": approved });
+                            state.finished_at = Some(now);
+                            events.push(Event::new("approval.closed", Some(&step.id), json!({ "approved": approved })));
+                            return Ok(StepOutcome::Done(state));
+                        }
+                    }
+                }
+                // A durable sleep.
+                if state.due_at.is_some_and(|due| due > now) {
+                    return Ok(StepOutcome::Wait(state));
+                }
+                let mut state = state;
+                state.status = StepStatus::Succeeded;
+                state.finished_at = Some(now);
+                Ok(StepOutcome::Done(state))
+            }
+            StepStatus::Retrying => {
+                if state.due_at.is_some_and(|due| due > now) {
+                    return Ok(StepOutcome::Wait(state));
+                }
+                self.attempt(playbook, step, run, data, state, events, store, now, false).await
+            }
+            StepStatus::Started => {
+                // The process stopped while this step ran.
+                if let StepKind::Action { name, .. } = &step.kind {
+                    let spec = self.actions.spec(name);
+                    let side_effect = spec.as_ref().is_none_or(|s| s.side_effect);
+                    let idempotent = spec.as_ref().is_some_and(|s| s.idempotent);
+                    if side_effect && !idempotent && !run.dry_run {
+                        let mut state = state;
+                        state.status = StepStatus::NeedsDecision;
+                        state.error = Some(format!(
+                            "`{name}` may have run when the process stopped; it is not idempotent, so a person must retry or skip it"
+                        ));
+                        events.push(Event::new("step.needs_decision", Some(&step.id), json!({ "action": name })));
+                        return Ok(StepOutcome::Hold(state));
+                    }
+                }
+                events.push(Event::new("step.resumed", Some(&step.id), json!({ "attempts": state.attempts })));
+                self.attempt(playbook, step, run, data, state, events, store, now, false).await
+            }
+            _ => Ok(StepOutcome::Done(state)),
+        }
+    }
+
+    /// One attempt of a script or action step (and of a foreach, parallel or call as a whole).
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt(
+        &self,
+        playbook: &Compiled,
+        step: &CompiledStep,
+        run: &mut Run,
+        data: &RunData,
+        mut state: StepState,
+        events: &mut Vec<Event>,
+        store: &mut dyn Persist,
+        now: DateTime<Utc>,
+        approved_over_limit: bool,
+    ) -> Result<StepOutcome, String> {
+        state.attempts += 1;
+        state.started_at.get_or_insert(now);
+        let ctx = Executor::context(run, data);
+        let result: Result<Value, ActionError> = match &step.kind {
+            StepKind::Script(expr) => self.eval(expr, ctx).await.map_err(|e| ActionError::permanent(script_message(&e))),
+            StepKind::Action { name, inputs } => {
+                let mut rendered = serde_json::Map::new();
+                let mut error = None;
+                for (key, value) in inputs {
+                    match self.render(value, ctx.clone()).await {
+                        Ok(v) => {
+                            rendered.insert(key.clone(), v);
+                        }
+                        Err(e) => {
+                            error = Some(ActionError::permanent(format!("with.{key}: {}", script_message(&e))));
+                            break;
+                        }
+                    }
+                }
+                match error {
+                    Some(e) => Err(e),
+                    None => {
+                        let inputs = Value::Object(rendered);
+                        match self.call_action(playbook, step, name, inputs, run, &mut state, events, store, now, approved_over_limit).await? {
+                            Called::Result(r) => r,
+                            Called::Hold(state) => return Ok(StepOutcome::Wait(state)),
+                        }
+                    }
+                }
+            }
+            StepKind::Foreach { items, name, concurrency, steps } => {
+                self.foreach(playbook, run, data, items, name, *concurrency, steps, now).await
+            }
+            StepKind::Parallel(branches) => self.parallel(playbook, run, data, branches, now).await,
+            StepKind::Call { playbook: id, inputs } => self.call(run, data, id, inputs, now).await,
+            StepKind::Approval { .. } => Err(ActionError::permanent("an approval cannot be attempted")),
+        };
+        match result {
+            Ok(output) => {
+                state.status = StepStatus::Succeeded;
+                state.output = output;
+                state.error = None;
+                state.due_at = None;
+                state.finished_at = Some(Utc::now());
+                // core.sleep waits durably: the step completes when its time comes.
+                if let StepKind::Action { name, .. } = &step.kind
+                    && name == "core.sleep"
+                    && let Some(ms) = state.output.get("sleep_ms").and_then(Value::as_u64)
+                    && !run.dry_run
+                {
+                    state.status = StepStatus::Waiting;
+                    state.due_at = Some(now + TimeDelta::milliseconds(ms as i64));
+                    state.finished_at = None;
+                    return Ok(StepOutcome::Wait(state));
+                }
+                Ok(StepOutcome::Done(state))
+            }
+            Err(error) => {
+                let retry = step.retry.as_ref();
+                let attempts = retry.map(|r| r.attempts.max(1)).unwrap_or(1);
+                if error.retryable && state.attempts < attempts {
+                    let retry = retry.expect("attempts > 1 means a retry policy");
+                    let factor = 2u32.saturating_pow(state.attempts.saturating_sub(1));
+                    let delay = retry.backoff.0.saturating_mul(factor).min(retry.max_delay.0);
+                    state.status = StepStatus::Retrying;
+                    state.error = Some(error.message.clone());
+                    state.due_at = Some(now + TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX));
+                    events.push(Event::new("step.retrying", Some(&step.id), json!({ "attempt": state.attempts, "error": error.message, "delay": crate::config::HumanDuration(delay).to_string() })));
+                    return Ok(StepOutcome::Wait(state));
+                }
+                Ok(StepOutcome::Done(failed(state, error.message, Utc::now())))
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn call_action(
+        &self,
+        playbook: &Compiled,
+        step: &CompiledStep,
+        name: &str,
+        inputs: Value,
+        run: &mut Run,
+        state: &mut StepState,
+        events: &mut Vec<Event>,
+        store: &mut dyn Persist,
+        now: DateTime<Utc>,
+        approved_over_limit: bool,
+    ) -> Result<Called, String> {
+        let Some(spec) = self.actions.spec(name) else {
+            return Ok(Called::Result(Err(ActionError::permanent(format!("unknown action `{name}`")))));
+        };
+        if spec.side_effect {
+            if let Some((value, pattern)) = self.guardrails.protected_hit(&inputs) {
+                events.push(Event::new("guardrail.protected", Some(&step.id), json!({ "action": name, "value": value, "pattern": pattern })));
+                return Ok(Called::Result(Err(ActionError::permanent(format!(
+                    "`{value}` is a protected resource (guardrail `{pattern}`); `{name}` may not touch it"
+                )))));
+            }
+            if run.dry_run {
+                state.dry_run = true;
+                return Ok(Called::Result(Ok(json!({ "dry_run": true, "action": name, "inputs": inputs }))));
+            }
+            if !approved_over_limit && let Err(limit) = self.guardrails.take(name) {
+                let mut held = state.clone();
+                held.status = StepStatus::Waiting;
+                held.approval = Some(ApprovalState {
+                    prompt: format!("{limit}. Allow this call? {name} {inputs}"),
+                    group: self.guardrails.blast_radius_approvers.clone(),
+                    quorum: 1,
+                    timeout_at: now + TimeDelta::hours(1),
+                    on_timeout_approve: false,
+                    decisions: Vec::new(),
+                    outcome: None,
+                });
+                events.push(Event::new("guardrail.blast_radius", Some(&step.id), json!({ "action": name, "limit": limit })));
+                return Ok(Called::Hold(held));
+            }
+            // Recorded as started before it runs, with its idempotency key.
+            state.status = StepStatus::Started;
+            state.idempotency_key = Some(format!("{}:{}", run.id, step.id));
+            record(run, &step.id, state.clone());
+            events.push(Event::new("step.started", Some(&step.id), json!({ "action": name, "attempt": state.attempts, "idempotency_key": state.idempotency_key })));
+            store.save(run, std::mem::take(events)).await?;
+        }
+        let call = ActionCall {
+            run_id: run.id.clone(),
+            step_id: step.id.clone(),
+            playbook: playbook.spec.id.clone(),
+            incident_id: run.incident_id.clone(),
+            idempotency_key: format!("{}:{}", run.id, step.id),
+        };
+        let future = self.actions.call(name, inputs, &call);
+        let result = match step.timeout {
+            Some(limit) => match tokio::time::timeout(limit, future).await {
+                Ok(r) => r,
+                Err(_) => Err(ActionError::retryable(format!("`{name}` did not finish within {}", crate::config::HumanDuration(limit)))),
+            },
+            None => future.await,
+        };
+        Ok(Called::Result(result))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn foreach(
+        &self,
+        playbook: &Compiled,
+        run: &Run,
+        data: &RunData,
+        items: &Expr,
+        name: &str,
+        concurrency: u32,
+        steps: &[CompiledStep],
+        now: DateTime<Utc>,
+    ) -> Result<Value, ActionError> {
+        let list = self.eval(items, Executor::context(run, data)).await.map_err(|e| ActionError::permanent(script_message(&e)))?;
+        let Value::Array(list) = list else {
+            return Err(ActionError::permanent(format!("foreach items must be a list, got {}", crate::script::describe(&list))));
+        };
+        let semaphore = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1) as usize));
+        let mut tasks = Vec::new();
+        for item in list {
+            let permit = semaphore.clone();
+            tasks.push(async move {
+                let _permit = permit.acquire().await;
+                self.nested(playbook, run, data, steps, Some((name.to_owned(), item)), now).await
+            });
+        }
+        let results = futures_join_all(tasks).await;
+        results.into_iter().collect::<Result<Vec<Value>, _>>().map(Value::Array)
+    }
+
+    async fn parallel(
+        &self,
+        playbook: &Compiled,
+        run: &Run,
+        data: &RunData,
+        branches: &[Vec<CompiledStep>],
+        now: DateTime<Utc>,
+    ) -> Result<Value, ActionError> {
+        let tasks = branches.iter().map(|steps| self.nested(playbook, run, data, steps, None, now));
+        let results = futures_join_all(tasks.collect()).await;
+        results.into_iter().collect::<Result<Vec<Value>, _>>().map(Value::Array)
+    }
+
+    /// Nested steps (a foreach item or a parallel branch) run in memory as part of their parent
+    /// step: their results become the parent's output, keyed by step id. They may not wait for
+    /// approval; a crash repeats the parent step as a whole.
+    async fn nested(
+        &self,
+        playbook: &Compiled,
+        run: &Run,
+        data: &RunData,
+        steps: &[CompiledStep],
+        item: Option<(String, Value)>,
+        now: DateTime<Utc>,
+    ) -> Result<Value, ActionError> {
+        let mut inner = run.clone();
+        let mut out = serde_json::Map::new();
+        for step in steps {
+            let mut ctx = Executor::context(&inner, data);
+            ctx.item = item.clone();
+            if let Some(condition) = &step.condition {
+                let (scripts, condition, c) = (self.scripts.clone(), condition.clone(), ctx.clone());
+                let go = tokio::task::spawn_blocking(move || scripts.eval_bool(&condition, &c))
+                    .await
+                    .map_err(|_| ActionError::permanent("the script worker failed"))?
+                    .map_err(|e| ActionError::permanent(format!("{}: `if`: {}", step.id, script_message(&e))))?;
+                if !go {
+                    inner.steps.insert(step.id.clone(), StepState::new(StepStatus::Skipped));
+                    continue;
+                }
+            }
+            let output = match &step.kind {
+                StepKind::Script(expr) => {
+                    let (scripts, expr, c) = (self.scripts.clone(), expr.clone(), ctx.clone());
+                    tokio::task::spawn_blocking(move || scripts.eval(&expr, &c))
+                        .await
+                        .map_err(|_| ActionError::permanent("the script worker failed"))?
+                        .map_err(|e| ActionError::permanent(script_message(&e)))
+                }
+                StepKind::Action { name, inputs } => {
+                    let mut rendered = serde_json::Map::new();
+                    for (key, value) in inputs {
+                        let (scripts, value, c) = (self.scripts.clone(), value.clone(), ctx.clone());
+                        let v = tokio::task::spawn_blocking(move || value.render(&scripts, &c))
+                            .await
+                            .map_err(|_| ActionError::permanent("the script worker failed"))?
+                            .map_err(|e| ActionError::permanent(format!("with.{key}: {}", script_message(&e))))?;
+                        rendered.insert(key.clone(), v);
+                    }
+                    let spec = self.actions.spec(name);
+                    let inputs = Value::Object(rendered);
+                    if spec.as_ref().is_some_and(|s| s.side_effect) {
+                        if let Some((value, pattern)) = self.guardrails.protected_hit(&inputs) {
+                            return Err(ActionError::permanent(format!("`{value}` is a protected resource (guardrail `{pattern}`)")));
+                        }
+                        if run.dry_run {
+                            Ok(json!({ "dry_run": true, "action": name, "inputs": inputs }))
+                        } else {
+                            self.guardrails.take(name).map_err(ActionError::permanent)?;
+                            let call = ActionCall {
+                                run_id: run.id.clone(),
+                                step_id: step.id.clone(),
+                                playbook: playbook.spec.id.clone(),
+                                incident_id: run.incident_id.clone(),
+                                idempotency_key: format!("{}:{}", run.id, step.id),
+                            };
+                            self.actions.call(name, inputs, &call).await
+                        }
+                    } else {
+                        let call = ActionCall {
+                            run_id: run.id.clone(),
+                            step_id: step.id.clone(),
+                            playbook: playbook.spec.id.clone(),
+                            incident_id: run.incident_id.clone(),
+                            idempotency_key: format!("{}:{}", run.id, step.id),
+                        };
+                        self.actions.call(name, inputs, &call).await
+                    }
+                }
+                StepKind::Approval { .. } => Err(ActionError::permanent("approvals cannot be nested in foreach or parallel")),
+                StepKind::Foreach { items, name, concurrency, steps } => {
+                    Box::pin(self.foreach(playbook, &inner, data, items, name, *concurrency, steps, now)).await
+                }
+                StepKind::Parallel(branches) => Box::pin(self.parallel(playbook, &inner, data, branches, now)).await,
+                StepKind::Call { playbook: id, inputs } => Box::pin(self.call(&inner, data, id, inputs, now)).await,
+            };
+            let mut state = StepState::new(StepStatus::Succeeded);
+            match output {
+                Ok(v) => state.output = v,
+                Err(e) if step.on_error == OnError::Continue => {
+                    state.status = StepStatus::Failed;
+                    state.error = Some(e.message);
+                }
+                Err(e) => return Err(ActionError { message: format!("{}: {}", step.id, e.message), retryable: e.retryable }),
+            }
+            out.insert(step.id.clone(), state.view());
+            inner.steps.insert(step.id.clone(), state);
+        }
+        Ok(Value::Object(out))
+    }
+
+    async fn call(
+        &self,
+        run: &Run,
+        data: &RunData,
+        id: &str,
+        inputs: &BTreeMap<String, crate::script::CompiledValue>,
+        now: DateTime<Utc>,
+    ) -> Result<Value, ActionError> {
+        let callee = self.library.playbook(id).ok_or_else(|| ActionError::permanent(format!("no playbook `{id}` to call")))?;
+        let mut rendered = serde_json::Map::new();
+        for (key, value) in inputs {
+            let v = self.render(value, Executor::context(run, data)).await.map_err(|e| ActionError::permanent(format!("call.inputs.{key}: {}", script_message(&e))))?;
+            rendered.insert(key.clone(), v);
+        }
+        let mut child = Run {
+            id: format!("{}/{}", run.id, id),
+            playbook: id.to_owned(),
+            status: RunStatus::Queued,
+            trigger: super::run::Trigger { kind: "call".into(), by: run.trigger.by.clone() },
+            incident_id: run.incident_id.clone(),
+            alert_id: run.alert_id.clone(),
+            concurrency_key: String::new(),
+            inputs: Value::Object(rendered),
+            vars: Value::Null,
+            order: Vec::new(),
+            steps: BTreeMap::new(),
+            cursor: 0,
+            outputs: Value::Null,
+            error: None,
+            dry_run: run.dry_run,
+            created_at: now,
+            updated_at: now,
+            finished_at: None,
+        };
+        self.start(&callee, &mut child, data).await.map_err(ActionError::permanent)?;
+        let mut sink = NoPersist;
+        let progress = Box::pin(self.advance(&callee, &mut child, data, &mut sink, now)).await.map_err(ActionError::permanent)?;
+        match progress {
+            Progress::Finished(RunStatus::Succeeded) => Ok(child.outputs),
+            Progress::Finished(_) => Err(ActionError::permanent(format!("called playbook `{id}` failed: {}", child.error.unwrap_or_default()))),
+            _ => Err(ActionError::permanent(format!("called playbook `{id}` stopped to wait; called playbooks may not wait for approval"))),
+        }
+    }
+}
+
+enum Called {
+    Result(Result<Value, ActionError>),
+    Hold(StepState),
+}
+
+/// A sink that keeps nothing (called playbooks run inside their caller's step).
+pub struct NoPersist;
+
+#[async_trait]
+impl Persist for NoPersist {
+    async fn save(&mut self, _: &Run, _: Vec<Event>) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+fn record(run: &mut Run, step: &str, state: StepState) {
+    if !run.order.iter().any(|s| s == step) {
+        run.order.push(step.to_owned());
+    }
+    run.steps.insert(step.to_owned(), state);
+}
+
+fn failed(mut state: StepState, message: String, now: DateTime<Utc>) -> StepState {
+    state.status = StepStatus::Failed;
+    state.error = Some(message);
+    state.finished_at = Some(now);
+    state
+}
+
+fn script_message(e: &ScriptError) -> String {
+    if e.line > 0 { format!("{} (line {}, column {})", e.message, e.line, e.column) } else { e.message.clone() }
+}
+
+async fn futures_join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    // Polls them together on this task; nested steps are few.
+    let mut pinned: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut results: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in pinned.iter_mut().enumerate() {
+            if results[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => results[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+    })
+    .await;
+    results.into_iter().map(|r| r.expect("every future finished")).collect()
+}

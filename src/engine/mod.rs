@@ -1,0 +1,6 @@
+//! The playbook engine: matches stored alerts to playbooks, runs them step by step on a worker pool,
+//! persists every step, waits durably for approvals and timers, and resumes after a restart.
+
+pub mod approval;
+pub mod exec;
+pub mod run;

@@ -1,0 +1,224 @@
+//! A run: one execution of a playbook, persisted as one record after every step.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// Where a run stands. `queued → running → waiting → running → succeeded | failed | cancelled`;
+/// `needs_decision` holds a run whose non-idempotent step may have run when the process died.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Queued,
+    Running,
+    Waiting,
+    NeedsDecision,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl RunStatus {
+    pub fn is_finished(self) -> bool {
+        matches!(self, RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::Waiting => "waiting",
+            RunStatus::NeedsDecision => "needs_decision",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a step stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    /// Recorded as started before a side effect; if the process dies here, the crash rule applies.
+    Started,
+    /// Failed an attempt and waits for the next one.
+    Retrying,
+    /// Waits for an approval or a durable sleep.
+    Waiting,
+    NeedsDecision,
+    Succeeded,
+    Failed,
+    Skipped,
+}
+
+/// One decision on an approval.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    /// `cli:alice`, `slack:U123`, `system` (timeouts).
+    pub identity: String,
+    pub approve: bool,
+    pub at: DateTime<Utc>,
+    /// Where it came from: `api`, `cli`, `slack`, `teams`, `discord`, `timeout`.
+    pub via: String,
+}
+
+/// An approval request inside a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalState {
+    pub prompt: String,
+    pub group: String,
+    pub quorum: u32,
+    pub timeout_at: DateTime<Utc>,
+    pub on_timeout_approve: bool,
+    pub decisions: Vec<Decision>,
+    /// `Some(true)` approved, `Some(false)` rejected; `None` while open.
+    pub outcome: Option<bool>,
+}
+
+impl ApprovalState {
+    /// Distinct identities that approved.
+    pub fn approvers(&self) -> Vec<&str> {
+        let mut ids: Vec<&str> = self.decisions.iter().filter(|d| d.approve).map(|d| d.identity.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+}
+
+/// The state of one step in a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepState {
+    pub status: StepStatus,
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub output: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// `run id:step id`, handed to side-effect actions so a retry is recognised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// When the next attempt (or a durable sleep) is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalState>,
+    /// A dry run recorded this instead of calling the action.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+impl StepState {
+    pub fn new(status: StepStatus) -> StepState {
+        StepState {
+            status,
+            attempts: 0,
+            started_at: None,
+            finished_at: None,
+            output: Value::Null,
+            error: None,
+            idempotency_key: None,
+            due_at: None,
+            approval: None,
+            dry_run: false,
+        }
+    }
+
+    /// What expressions see as `steps.<id>`.
+    pub fn view(&self) -> Value {
+        json!({
+            "ok": self.status == StepStatus::Succeeded,
+            "skipped": self.status == StepStatus::Skipped,
+            "output": self.output,
+            "error": self.error,
+            "approved": self.approval.as_ref().and_then(|a| a.outcome).unwrap_or(false),
+            "decided_by": self.approval.as_ref().map(|a| a.decisions.iter().map(|d| d.identity.clone()).collect::<Vec<_>>()).unwrap_or_default(),
+        })
+    }
+}
+
+/// What started a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trigger {
+    /// `alert`, `manual`, `call`.
+    pub kind: String,
+    /// Who, for manual runs (may not approve their own run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
+/// One execution of a playbook.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    pub id: String,
+    pub playbook: String,
+    pub status: RunStatus,
+    pub trigger: Trigger,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_id: Option<String>,
+    /// One active run per playbook and key.
+    pub concurrency_key: String,
+    #[serde(default)]
+    pub inputs: Value,
+    #[serde(default)]
+    pub vars: Value,
+    /// Step ids in the order they were reached.
+    #[serde(default)]
+    pub order: Vec<String>,
+    #[serde(default)]
+    pub steps: BTreeMap<String, StepState>,
+    /// The next top-level step to run.
+    #[serde(default)]
+    pub cursor: usize,
+    #[serde(default)]
+    pub outputs: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub dry_run: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl Run {
+    /// `steps` as expressions see it.
+    pub fn steps_view(&self) -> Value {
+        Value::Object(self.steps.iter().map(|(id, s)| (id.clone(), s.view())).collect())
+    }
+
+    /// The open approval the run waits on, if any.
+    pub fn open_approval(&self) -> Option<(&str, &ApprovalState)> {
+        self.steps.iter().find_map(|(id, s)| match &s.approval {
+            Some(a) if a.outcome.is_none() && s.status == StepStatus::Waiting => Some((id.as_str(), a)),
+            _ => None,
+        })
+    }
+
+    /// The earliest time the run must wake by itself (approval timeout, retry, sleep).
+    pub fn wake_at(&self) -> Option<DateTime<Utc>> {
+        self.steps
+            .values()
+            .filter(|s| matches!(s.status, StepStatus::Waiting | StepStatus::Retrying))
+            .filter_map(|s| match &s.approval {
+                Some(a) if a.outcome.is_none() => Some(a.timeout_at),
+                _ => s.due_at,
+            })
+            .min()
+    }
+}
