@@ -21,6 +21,7 @@
 //! - [`alert`]: the normalized [`alert::Alert`] and the [`alert::Incident`] alerts group into.
 //! - [`intake`]: everything between the HTTP request and a list of alerts.
 //! - [`store`]: the [`store::Store`] trait and its backends.
+//! - [`audit`]: the hash-chained audit log of every decision and run step, and its verification.
 //! - [`app`]: wiring (config → store → sources → router) and the server's life until shutdown.
 //! - [`api`]: the admin API; [`http`]: the JSON error answer every handler shares.
 //! - [`telemetry`]: logs (human or JSON) and Prometheus metrics.
@@ -31,6 +32,7 @@ pub mod actions;
 pub mod alert;
 pub mod api;
 pub mod app;
+pub mod audit;
 pub mod config;
 pub mod engine;
 pub mod http;
