@@ -239,6 +239,9 @@ pub struct Incident {
     pub event_count: u32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Values playbooks stored on the incident (`core.set`), for later runs and the report.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub values: BTreeMap<String, serde_json::Value>,
 }
 
 impl Incident {
@@ -255,6 +258,7 @@ impl Incident {
             event_count: 1,
             created_at: alert.received_at,
             updated_at: alert.received_at,
+            values: BTreeMap::new(),
         }
     }
 

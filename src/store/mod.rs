@@ -12,6 +12,8 @@ use serde::Serialize;
 
 pub use self::sled::SledStore;
 use crate::alert::{Alert, Incident, IncidentStatus};
+use crate::audit::{AuditEntry, NewEntry, VerifyReport};
+use crate::engine::run::{Run, RunStatus};
 use crate::config::{GroupingConfig, StoreConfig, StoreKind};
 
 /// What happened to one alert handed to [`Store::ingest`].
@@ -43,6 +45,15 @@ pub struct IncidentQuery {
     pub limit: usize,
 }
 
+/// Filters for listing runs (newest first).
+#[derive(Debug, Clone, Default)]
+pub struct RunQuery {
+    pub status: Option<RunStatus>,
+    pub playbook: Option<String>,
+    pub incident_id: Option<String>,
+    pub limit: usize,
+}
+
 /// Store failures. None of them carries user data.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -71,6 +82,27 @@ pub trait Store: Send + Sync + 'static {
     async fn alerts(&self, query: &AlertQuery) -> Result<Vec<Alert>, StoreError>;
     async fn incident(&self, id: &str) -> Result<Option<Incident>, StoreError>;
     async fn incidents(&self, query: &IncidentQuery) -> Result<Vec<Incident>, StoreError>;
+    /// Creates a run unless its playbook's concurrency key is held by an active run, or its alert
+    /// already started that playbook; then answers that run's id and creates nothing. Durable.
+    async fn create_run(&self, run: &Run) -> Result<Option<String>, StoreError>;
+    /// Saves a run's new state with the audit entries that led to it (entries first, so a saved
+    /// state always has its entries). Durable. A finished run frees its concurrency key.
+    async fn save_run(&self, run: &Run, audit: Vec<NewEntry>) -> Result<(), StoreError>;
+    async fn run(&self, id: &str) -> Result<Option<Run>, StoreError>;
+    /// Runs, newest first.
+    async fn runs(&self, query: &RunQuery) -> Result<Vec<Run>, StoreError>;
+    /// Ids of runs not finished (to resume after a restart).
+    async fn unfinished_runs(&self) -> Result<Vec<String>, StoreError>;
+    /// Alerts stored but not yet matched to playbooks (oldest first).
+    async fn pending_matches(&self) -> Result<Vec<String>, StoreError>;
+    /// Marks an alert's runs as created.
+    async fn matched(&self, alert_id: &str) -> Result<(), StoreError>;
+    /// Sets `values.<key>` on an incident (`core.set`). Durable.
+    async fn set_incident_value(&self, incident_id: &str, key: &str, value: serde_json::Value) -> Result<(), StoreError>;
+    /// Appends audit entries (for events outside a run's state change).
+    async fn append_audit(&self, entries: Vec<NewEntry>) -> Result<(), StoreError>;
+    async fn audit_verify(&self) -> Result<VerifyReport, StoreError>;
+    async fn audit_entries(&self, run_id: Option<&str>, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
     /// Whether the store can take writes.
     fn is_ready(&self) -> bool;
     /// Finishes queued writes, flushes, and stops taking new ones.

@@ -26,8 +26,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Accepted, AlertQuery, IncidentQuery, Store, StoreError};
+use super::{Accepted, AlertQuery, IncidentQuery, RunQuery, Store, StoreError};
+use crate::audit::{AuditEntry, NewEntry, VerifyReport};
 use crate::alert::{Alert, Incident, IncidentStatus};
+use crate::engine::run::Run;
 use crate::config::{GroupingConfig, StoreConfig};
 use crate::telemetry::Metrics;
 
@@ -37,22 +39,77 @@ const MAX_JOBS: usize = 1024;
 /// Where a request waits for its answer.
 type Reply = oneshot::Sender<Result<Vec<Accepted>, StoreError>>;
 
-struct Job {
-    alerts: Vec<Alert>,
-    now: DateTime<Utc>,
-    reply: Reply,
+/// One request to the writer.
+enum Job {
+    /// Alerts to dedup, group and store.
+    Ingest { alerts: Vec<Alert>, now: DateTime<Utc>, reply: Reply },
+    /// A new run, unless its concurrency key is taken by an active run (answered with that run's
+    /// id) or the alert already started this playbook (answered with that run's id).
+    CreateRun { run: Box<Run>, reply: oneshot::Sender<Result<Option<String>, StoreError>> },
+    /// A run's new state; a finished run frees its concurrency key.
+    SaveRun { run: Box<Run>, reply: oneshot::Sender<Result<(), StoreError>> },
+    /// The alert's runs are created: forget its pending-match marker.
+    Matched { alert_id: String, reply: oneshot::Sender<Result<(), StoreError>> },
+    /// Sets `values.<key>` on an incident.
+    IncidentValue { incident_id: String, key: String, value: serde_json::Value, reply: oneshot::Sender<Result<(), StoreError>> },
+}
+
+/// A job's answer, sent once its writes are fsynced.
+enum Answer {
+    Ingest(Reply, Vec<Accepted>),
+    Created(oneshot::Sender<Result<Option<String>, StoreError>>, Option<String>),
+    Done(oneshot::Sender<Result<(), StoreError>>),
+}
+
+impl Answer {
+    fn ok(self) {
+        match self {
+            Answer::Ingest(reply, accepted) => drop(reply.send(Ok(accepted))),
+            Answer::Created(reply, existing) => drop(reply.send(Ok(existing))),
+            Answer::Done(reply) => drop(reply.send(Ok(()))),
+        }
+    }
+
+    fn fail(self, error: &str) {
+        let e = || StoreError::Backend(error.to_owned());
+        match self {
+            Answer::Ingest(reply, _) => drop(reply.send(Err(e()))),
+            Answer::Created(reply, _) => drop(reply.send(Err(e()))),
+            Answer::Done(reply) => drop(reply.send(Err(e()))),
+        }
+    }
+}
+
+impl Job {
+    fn fail(self, error: &str) {
+        let e = || StoreError::Backend(error.to_owned());
+        match self {
+            Job::Ingest { reply, .. } => drop(reply.send(Err(e()))),
+            Job::CreateRun { reply, .. } => drop(reply.send(Err(e()))),
+            Job::SaveRun { reply, .. } | Job::Matched { reply, .. } | Job::IncidentValue { reply, .. } => {
+                drop(reply.send(Err(e())))
+            }
+        }
+    }
 }
 
 /// The embedded store.
 pub struct SledStore {
     db: sled::Db,
     tree: sled::Tree,
+    audit: crate::audit::AuditLog,
     queue: RwLock<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     ready: Arc<AtomicBool>,
 }
 
 impl SledStore {
+    async fn send(&self, job: Job) -> Result<(), StoreError> {
+        let queue = self.queue.read().map_err(|_| StoreError::Closed)?.clone();
+        let queue = queue.ok_or(StoreError::Closed)?;
+        queue.send(job).await.map_err(|_| StoreError::Closed)
+    }
+
     /// Opens (or creates) the store at `config.path` and starts its writer.
     pub fn open(config: &StoreConfig, grouping: &GroupingConfig) -> Result<SledStore, StoreError> {
         SledStore::open_with_metrics(config, grouping, None)
@@ -93,9 +150,11 @@ impl SledStore {
                 let _ = flusher.join();
             })
             .map_err(|e| StoreError::Backend(format!("cannot start the store writer: {e}")))?;
+        let audit = crate::audit::AuditLog::open(&db).map_err(|e| StoreError::Backend(e.to_string()))?;
         Ok(SledStore {
             db,
             tree,
+            audit,
             queue: RwLock::new(Some(tx)),
             writer: Mutex::new(Some(handle)),
             ready,
@@ -163,7 +222,7 @@ impl Store for SledStore {
         let queue = queue.ok_or(StoreError::Closed)?;
         let (reply, answer) = oneshot::channel();
         queue
-            .send(Job { alerts, now, reply })
+            .send(Job::Ingest { alerts, now, reply })
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
@@ -232,6 +291,93 @@ impl Store for SledStore {
         Ok(out)
     }
 
+    async fn create_run(&self, run: &Run) -> Result<Option<String>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Job::CreateRun { run: Box::new(run.clone()), reply }).await?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn save_run(&self, run: &Run, audit: Vec<NewEntry>) -> Result<(), StoreError> {
+        if !audit.is_empty() {
+            let entries = audit.into_iter().map(|e| match e.run_id {
+                Some(_) => e,
+                None => e.run(run.id.clone()),
+            });
+            self.audit.append_batch(entries.collect()).map_err(|e| StoreError::Backend(e.to_string()))?;
+        }
+        let (reply, answer) = oneshot::channel();
+        self.send(Job::SaveRun { run: Box::new(run.clone()), reply }).await?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn run(&self, id: &str) -> Result<Option<Run>, StoreError> {
+        self.get(&run_key(id))
+    }
+
+    async fn runs(&self, query: &RunQuery) -> Result<Vec<Run>, StoreError> {
+        let limit = if query.limit == 0 { usize::MAX } else { query.limit };
+        let mut out = Vec::new();
+        for entry in self.tree.scan_prefix(b"r:").rev() {
+            let (_, bytes) = entry.map_err(backend)?;
+            let run: Run = decode(&bytes)?;
+            let keep = query.status.is_none_or(|s| s == run.status)
+                && query.playbook.as_ref().is_none_or(|p| *p == run.playbook)
+                && query.incident_id.as_ref().is_none_or(|i| Some(i) == run.incident_id.as_ref());
+            if keep {
+                out.push(run);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn unfinished_runs(&self) -> Result<Vec<String>, StoreError> {
+        self.tree
+            .scan_prefix(b"w:")
+            .map(|e| e.map(|(k, _)| String::from_utf8_lossy(&k[2..]).into_owned()).map_err(backend))
+            .collect()
+    }
+
+    async fn pending_matches(&self) -> Result<Vec<String>, StoreError> {
+        self.tree
+            .scan_prefix(b"m:")
+            .map(|e| e.map(|(k, _)| String::from_utf8_lossy(&k[2..]).into_owned()).map_err(backend))
+            .collect()
+    }
+
+    async fn matched(&self, alert_id: &str) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Job::Matched { alert_id: alert_id.to_owned(), reply }).await?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn set_incident_value(&self, incident_id: &str, key: &str, value: serde_json::Value) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job::IncidentValue { incident_id: incident_id.to_owned(), key: key.to_owned(), value, reply };
+        self.send(job).await?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn append_audit(&self, entries: Vec<NewEntry>) -> Result<(), StoreError> {
+        self.audit.append_batch(entries).map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.db.flush_async().await.map_err(backend)?;
+        Ok(())
+    }
+
+    async fn audit_verify(&self) -> Result<VerifyReport, StoreError> {
+        self.audit.verify().map_err(|e| StoreError::Backend(e.to_string()))
+    }
+
+    async fn audit_entries(&self, run_id: Option<&str>, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        match run_id {
+            Some(id) => self.audit.for_run(id),
+            None => self.audit.list(None, limit),
+        }
+        .map_err(|e| StoreError::Backend(e.to_string()))
+    }
+
     fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
             && self.queue.read().map(|q| q.is_some()).unwrap_or(false)
@@ -265,7 +411,7 @@ struct Writer {
 
 /// A group written to the tree and waiting for the fsync that makes it durable.
 struct Written {
-    replies: Vec<(Reply, Vec<Accepted>)>,
+    answers: Vec<Answer>,
 }
 
 impl Writer {
@@ -281,49 +427,118 @@ impl Writer {
             if let Some(metrics) = &self.metrics {
                 metrics.store_group_size.observe(jobs.len() as f64);
             }
-            match self.write(&mut jobs) {
-                Ok(outcomes) => {
-                    let replies = jobs
-                        .into_iter()
-                        .map(|job| job.reply)
-                        .zip(outcomes)
-                        .collect();
-                    if written.send(Written { replies }).is_err() {
+            let mut group = Group { tree: &self.tree, writes: HashMap::new() };
+            let mut answers = Vec::with_capacity(jobs.len());
+            let mut failed: Option<String> = None;
+            for job in jobs {
+                if let Some(error) = &failed {
+                    job.fail(error);
+                    continue;
+                }
+                match self.apply(&mut group, job) {
+                    Ok(answer) => answers.push(answer),
+                    Err((answer, e)) => {
+                        answer.fail(&e.to_string());
+                        failed = Some(e.to_string());
+                    }
+                }
+            }
+            let result = match failed {
+                Some(e) => Err(StoreError::Backend(e)),
+                None => group.commit(),
+            };
+            match result {
+                Ok(()) => {
+                    if written.send(Written { answers }).is_err() {
                         tracing::error!("the store flusher stopped; requests answered 503");
                         self.ready.store(false, Ordering::Relaxed);
                     }
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, requests = jobs.len(), "store write failed; requests answered 503");
+                    tracing::error!(error = %e, requests = answers.len(), "store write failed; requests answered 503");
                     self.ready.store(false, Ordering::Relaxed);
-                    for job in jobs {
-                        let _ = job.reply.send(Err(StoreError::Backend(e.to_string())));
+                    for answer in answers {
+                        answer.fail(&e.to_string());
                     }
                 }
             }
         }
     }
 
-    /// Decides every alert of the group and writes the group atomically (not yet fsynced).
-    fn write(&self, jobs: &mut [Job]) -> Result<Vec<Vec<Accepted>>, StoreError> {
-        let mut group = Group {
-            tree: &self.tree,
-            writes: HashMap::new(),
-        };
-        let mut outcomes = Vec::with_capacity(jobs.len());
-        for job in jobs.iter_mut() {
-            let mut accepted = Vec::with_capacity(job.alerts.len());
-            for alert in std::mem::take(&mut job.alerts) {
-                accepted.push(self.place(&mut group, alert, job.now)?);
+    /// Decides one job into the group's writes.
+    fn apply(&self, group: &mut Group<'_>, job: Job) -> Result<Answer, (Answer, StoreError)> {
+        match job {
+            Job::Ingest { alerts, now, reply } => {
+                let mut accepted = Vec::with_capacity(alerts.len());
+                for alert in alerts {
+                    match self.place(group, alert, now) {
+                        Ok(a) => accepted.push(a),
+                        Err(e) => return Err((Answer::Ingest(reply, Vec::new()), e)),
+                    }
+                }
+                Ok(Answer::Ingest(reply, accepted))
             }
-            outcomes.push(accepted);
+            Job::CreateRun { run, reply } => match self.create_run(group, *run) {
+                Ok(existing) => Ok(Answer::Created(reply, existing)),
+                Err(e) => Err((Answer::Created(reply, None), e)),
+            },
+            Job::SaveRun { run, reply } => match self.save_run(group, &run) {
+                Ok(()) => Ok(Answer::Done(reply)),
+                Err(e) => Err((Answer::Done(reply), e)),
+            },
+            Job::Matched { alert_id, reply } => {
+                group.delete([b"m:", alert_id.as_bytes()].concat());
+                Ok(Answer::Done(reply))
+            }
+            Job::IncidentValue { incident_id, key, value, reply } => {
+                let k = incident_key(&incident_id);
+                match group.get::<Incident>(&k) {
+                    Ok(Some(mut incident)) => {
+                        incident.values.insert(key, value);
+                        incident.updated_at = Utc::now();
+                        group.put(k, &incident);
+                        Ok(Answer::Done(reply))
+                    }
+                    Ok(None) => Err((Answer::Done(reply), StoreError::Backend(format!("no incident `{incident_id}`")))),
+                    Err(e) => Err((Answer::Done(reply), e)),
+                }
+            }
         }
-        let mut batch = sled::Batch::default();
-        for (key, value) in group.writes {
-            batch.insert(key, value);
+    }
+
+    fn create_run(&self, group: &mut Group<'_>, run: Run) -> Result<Option<String>, StoreError> {
+        if let Some(alert) = &run.alert_id {
+            let marker = format!("ra:{alert}/{}", run.playbook).into_bytes();
+            if let Some(existing) = group.get_raw(&marker)? {
+                return Ok(Some(String::from_utf8_lossy(&existing).into_owned()));
+            }
+            group.put_raw(marker, run.id.as_bytes().to_vec());
         }
-        self.tree.apply_batch(batch).map_err(backend)?;
-        Ok(outcomes)
+        let key = concurrency_key(&run.playbook, &run.concurrency_key);
+        if let Some(active) = group.get_raw(&key)? {
+            let active_key = [b"r:", active.as_slice()].concat();
+            if let Some(existing) = group.get::<Run>(&active_key)?
+                && !existing.status.is_finished()
+            {
+                return Ok(Some(existing.id));
+            }
+        }
+        group.put_raw(key, run.id.as_bytes().to_vec());
+        group.put_raw(format!("w:{}", run.id).into_bytes(), Vec::new());
+        group.put(run_key(&run.id), &run);
+        Ok(None)
+    }
+
+    fn save_run(&self, group: &mut Group<'_>, run: &Run) -> Result<(), StoreError> {
+        group.put(run_key(&run.id), run);
+        if run.status.is_finished() {
+            group.delete(format!("w:{}", run.id).into_bytes());
+            let key = concurrency_key(&run.playbook, &run.concurrency_key);
+            if group.get_raw(&key)?.as_deref() == Some(run.id.as_bytes()) {
+                group.delete(key);
+            }
+        }
+        Ok(())
     }
 
     /// Dedups `alert` or files it into an incident, recording the writes in `group`.
@@ -394,6 +609,8 @@ impl Writer {
             }
         };
         alert.incident_id = incident.id.clone();
+        // Until the engine has created this alert's runs; a restart finds it here.
+        group.put_raw([b"m:", alert.id.as_bytes()].concat(), Vec::new());
         group.put_raw(dedup_key, alert.id.as_bytes().to_vec());
         group.put_raw(
             format!("x:{}/{}", incident.id, alert.id).into_bytes(),
@@ -434,15 +651,15 @@ impl Flusher {
             match result {
                 Ok(_) => {
                     self.ready.store(true, Ordering::Relaxed);
-                    for (reply, accepted) in groups.into_iter().flat_map(|g| g.replies) {
-                        let _ = reply.send(Ok(accepted));
+                    for answer in groups.into_iter().flat_map(|g| g.answers) {
+                        answer.ok();
                     }
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "store fsync failed; requests answered 503");
                     self.ready.store(false, Ordering::Relaxed);
-                    for (reply, _) in groups.into_iter().flat_map(|g| g.replies) {
-                        let _ = reply.send(Err(StoreError::Backend(e.to_string())));
+                    for answer in groups.into_iter().flat_map(|g| g.answers) {
+                        answer.fail(&e.to_string());
                     }
                 }
             }
@@ -450,35 +667,56 @@ impl Flusher {
     }
 }
 
-/// The writes of one group commit, read back before they reach the tree.
+/// The writes of one group commit (`None` deletes), read back before they reach the tree.
 struct Group<'a> {
     tree: &'a sled::Tree,
-    writes: HashMap<Vec<u8>, Vec<u8>>,
+    writes: HashMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
 impl Group<'_> {
     fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         if let Some(value) = self.writes.get(key) {
-            return Ok(Some(value.clone()));
+            return Ok(value.clone());
         }
         Ok(self.tree.get(key).map_err(backend)?.map(|v| v.to_vec()))
     }
 
     fn get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
-        if let Some(value) = self.writes.get(key) {
-            return decode(value).map(Some);
-        }
-        match self.tree.get(key).map_err(backend)? {
+        match self.get_raw(key)? {
             Some(bytes) => decode(&bytes).map(Some),
             None => Ok(None),
         }
     }
 
     fn put<T: serde::Serialize>(&mut self, key: Vec<u8>, value: &T) {
-        self.writes.insert(key, encode(value));
+        self.writes.insert(key, Some(encode(value)));
     }
 
     fn put_raw(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.writes.insert(key, value);
+        self.writes.insert(key, Some(value));
     }
+
+    fn delete(&mut self, key: Vec<u8>) {
+        self.writes.insert(key, None);
+    }
+
+    /// Writes the group as one atomic batch.
+    fn commit(self) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (key, value) in self.writes {
+            match value {
+                Some(value) => batch.insert(key, value),
+                None => batch.remove(key),
+            }
+        }
+        self.tree.apply_batch(batch).map_err(backend)
+    }
+}
+
+fn run_key(id: &str) -> Vec<u8> {
+    [b"r:", id.as_bytes()].concat()
+}
+
+fn concurrency_key(playbook: &str, key: &str) -> Vec<u8> {
+    format!("k:{playbook}\u{0}{key}").into_bytes()
 }
