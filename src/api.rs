@@ -18,7 +18,8 @@ use crate::store::{AlertQuery, IncidentQuery};
 /// The most a list answers at once.
 const MAX_LIMIT: usize = 1000;
 
-fn authorize(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+/// Checks the admin token.
+pub fn authorize(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let token = app.config.server.admin_token.as_ref().ok_or_else(|| {
         ApiError::new(
             StatusCode::FORBIDDEN,
@@ -114,4 +115,184 @@ pub async fn show_incident(
         .await
         .map_err(store_error)?;
     Ok(Json(json!({ "incident": incident, "alerts": alerts })))
+}
+
+fn engine_error(e: crate::engine::EngineError) -> ApiError {
+    use crate::engine::EngineError;
+    match &e {
+        EngineError::NoRun(_) | EngineError::NoPlaybook(_) => ApiError::not_found("not_found", e.to_string()),
+        EngineError::Decision(d) => {
+            let status = match d.code() {
+                "not_found" => StatusCode::NOT_FOUND,
+                "forbidden" => StatusCode::FORBIDDEN,
+                _ => StatusCode::CONFLICT,
+            };
+            ApiError::new(status, d.code(), e.to_string())
+        }
+        EngineError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+        EngineError::Store(_) => {
+            tracing::error!(error = %e, "engine request failed");
+            ApiError::unavailable()
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunParams {
+    status: Option<crate::engine::run::RunStatus>,
+    playbook: Option<String>,
+    incident: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/runs?status=&playbook=&incident=&limit=`: newest first.
+pub async fn list_runs(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(params): Query<RunParams>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&app, &headers)?;
+    let query = crate::store::RunQuery {
+        status: params.status,
+        playbook: params.playbook,
+        incident_id: params.incident,
+        limit: params.limit.unwrap_or(50).clamp(1, MAX_LIMIT),
+    };
+    let runs = app.store.runs(&query).await.map_err(store_error)?;
+    Ok(Json(json!({ "runs": runs })))
+}
+
+/// `GET /v1/runs/{id}`: the run and its audit trail.
+pub async fn show_run(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&app, &headers)?;
+    let run = app.store.run(&id).await.map_err(store_error)?;
+    let run = run.ok_or_else(|| ApiError::not_found("not_found", format!("no run `{id}`")))?;
+    let audit = app.store.audit_entries(Some(&id), 0).await.map_err(store_error)?;
+    Ok(Json(json!({ "run": run, "audit": audit })))
+}
+
+/// Who a request acts for: the `identity` field of its body (the admin token vouches for it).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionBody {
+    /// `approve` or `deny`.
+    decision: String,
+    /// `cli:alice`, `slack:U123`, ...
+    identity: String,
+}
+
+/// `POST /v1/runs/{id}/approvals/{step}` with `{"decision": "approve"|"deny", "identity": "..."}`.
+pub async fn decide_approval(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((id, step)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&app, &headers)?;
+    let body: DecisionBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("bad_request", format!("expected {{\"decision\": \"approve\"|\"deny\", \"identity\": \"...\"}}: {e}")))?;
+    let approve = match body.decision.as_str() {
+        "approve" => true,
+        "deny" => false,
+        other => return Err(ApiError::bad_request("bad_request", format!("decision must be `approve` or `deny`, not `{other}`"))),
+    };
+    if body.identity.trim().is_empty() || !body.identity.contains(':') {
+        return Err(ApiError::bad_request("bad_request", "identity must be `<platform>:<id>`, e.g. `cli:alice`"));
+    }
+    let decided = app.engine.decide(&id, &step, &body.identity, approve, "api").await.map_err(engine_error)?;
+    Ok(Json(json!({
+        "run": id,
+        "step": step,
+        "outcome": decided.outcome.map(|o| if o { "approved" } else { "denied" }),
+        "approvals": decided.approvals,
+        "quorum": decided.quorum,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActorBody {
+    identity: String,
+}
+
+/// `POST /v1/runs/{id}/cancel` with `{"identity": "..."}`.
+pub async fn cancel_run(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&app, &headers)?;
+    let body: ActorBody = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("bad_request", format!("expected {{\"identity\": \"...\"}}: {e}")))?;
+    let run = app.engine.cancel(&id, &body.identity).await.map_err(engine_error)?;
+    Ok(Json(json!({ "run": run })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveBody {
+    /// `retry` or `skip`.
+    action: String,
+    identity: String,
+}
+
+/// `POST /v1/runs/{id}/steps/{step}/resolve` with `{"action": "retry"|"skip", "identity": "..."}`:
+/// a person's choice for a step held as `needs_decision`.
+pub async fn resolve_step(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((id, step)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&app, &headers)?;
+    let body: ResolveBody = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("bad_request", format!("expected {{\"action\": \"retry\"|\"skip\", \"identity\": \"...\"}}: {e}")))?;
+    let retry = match body.action.as_str() {
+        "retry" => true,
+        "skip" => false,
+        other => return Err(ApiError::bad_request("bad_request", format!("action must be `retry` or `skip`, not `{other}`"))),
+    };
+    app.engine.resolve(&id, &step, retry, &body.identity).await.map_err(engine_error)?;
+    Ok(Json(json!({ "run": id, "step": step, "action": body.action })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerBody {
+    identity: String,
+    #[serde(default)]
+    inputs: Value,
+    #[serde(default)]
+    incident: Option<String>,
+}
+
+/// `POST /v1/playbooks/{id}/runs` with `{"identity": "...", "inputs": {...}, "incident": "..."}`:
+/// starts a playbook by hand. 202 with the run id (or the active run holding its key).
+pub async fn trigger_playbook(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    authorize(&app, &headers)?;
+    let body: TriggerBody = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("bad_request", format!("expected {{\"identity\": \"...\", \"inputs\": {{...}}}}: {e}")))?;
+    let (run, created) = app.engine.trigger(&id, body.inputs, &body.identity, body.incident).await.map_err(engine_error)?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "run_id": run, "created": created }))))
+}
+
+/// `GET /v1/audit/verify`: checks the audit chain.
+pub async fn verify_audit(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    authorize(&app, &headers)?;
+    let report = app.store.audit_verify().await.map_err(store_error)?;
+    Ok(Json(json!({
+        "ok": report.ok(),
+        "entries": report.entries,
+        "last_seq": report.last_seq,
+        "last_hash": report.last_hash,
+        "problems": report.problems.iter().map(|p| json!({ "seq": p.seq, "what": p.what })).collect::<Vec<_>>(),
+    })))
 }

@@ -15,7 +15,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
 
+use crate::actions::builtin::Builtins;
 use crate::config::Config;
+use crate::engine::approval::ApproverGroups;
+use crate::engine::exec::Guardrails;
+use crate::engine::{Engine, Playbooks};
+use crate::script::{Limits, Scripts};
 use crate::intake::router::{self as intake, IntakeSource};
 use crate::store::{SledStore, Store, StoreError};
 use crate::telemetry::{HttpLabels, Metrics};
@@ -25,6 +30,7 @@ use crate::{api, config::StoreKind};
 pub struct AppState {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
+    pub engine: Arc<Engine>,
     pub metrics: Arc<Metrics>,
     pub sources: HashMap<String, Arc<IntakeSource>>,
 }
@@ -41,6 +47,10 @@ pub enum StartError {
     },
     #[error("cannot build the HTTP client: {0}")]
     Http(String),
+    #[error("playbooks have errors:\n{0}")]
+    Playbooks(crate::config::Diagnostics),
+    #[error("the engine could not resume: {0}")]
+    Engine(String),
 }
 
 /// A bound, not yet serving, server.
@@ -65,6 +75,7 @@ impl Server {
             .build()
             .map_err(|e| StartError::Http(e.to_string()))?;
         let sources = intake::sources(&config, &http);
+        let engine = start_engine(&config, store.clone(), http.clone()).await?;
         let addr = config.server.listen;
         let listener = TcpListener::bind(addr)
             .await
@@ -72,6 +83,7 @@ impl Server {
         let state = Arc::new(AppState {
             config: Arc::new(config),
             store,
+            engine,
             metrics,
             sources,
         });
@@ -130,6 +142,39 @@ impl Server {
     }
 }
 
+/// The script engine with the configured limits.
+pub fn scripts(config: &Config) -> Arc<Scripts> {
+    Arc::new(Scripts::new(Limits { timeout: config.playbooks.script_timeout.0, ..Limits::default() }))
+}
+
+/// Approver groups from the config.
+pub fn approver_groups(config: &Config) -> ApproverGroups {
+    ApproverGroups(config.approvers.clone())
+}
+
+/// Loads the configured playbooks; every error of every file, or the playbooks.
+pub fn load_playbooks(config: &Config, scripts: &Scripts) -> Result<Vec<crate::playbook::Compiled>, crate::config::Diagnostics> {
+    let (playbooks, diagnostics) = crate::playbook::shim::load_paths(&config.playbooks.paths, scripts);
+    if diagnostics.is_empty() { Ok(playbooks) } else { Err(crate::config::Diagnostics(diagnostics)) }
+}
+
+async fn start_engine(config: &Config, store: Arc<dyn Store>, http: reqwest::Client) -> Result<Arc<Engine>, StartError> {
+    let scripts = scripts(config);
+    let playbooks = load_playbooks(config, &scripts).map_err(StartError::Playbooks)?;
+    let actions = Arc::new(Builtins::new(Some(store.clone()), http, config.playbooks.http_allow.clone()));
+    let g = &config.guardrails;
+    let guardrails = Arc::new(Guardrails::new(
+        g.protected.clone(),
+        g.blast_radius.iter().map(|(k, v)| (k.clone(), (v.max, v.window.0))).collect(),
+        g.blast_radius_approvers.clone(),
+    ));
+    let count = playbooks.len();
+    let engine = Engine::start(store, (scripts, actions, guardrails), Playbooks::new(playbooks), approver_groups(config), config.playbooks.workers);
+    let resumed = engine.recover().await.map_err(|e| StartError::Engine(e.to_string()))?;
+    tracing::info!(playbooks = count, resumed_runs = resumed, "engine started");
+    Ok(engine)
+}
+
 /// Where a running server records its address: beside the store folder, as `<store path>.addr`.
 pub fn address_file(config: &Config) -> std::path::PathBuf {
     let mut name = config.store.path.clone().into_os_string();
@@ -147,6 +192,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/alerts", get(api::list_alerts))
         .route("/v1/incidents", get(api::list_incidents))
+        .route("/v1/runs", get(api::list_runs))
+        .route("/v1/runs/{id}", get(api::show_run))
+        .route("/v1/runs/{id}/cancel", post(api::cancel_run))
+        .route("/v1/runs/{id}/approvals/{step}", post(api::decide_approval))
+        .route("/v1/runs/{id}/steps/{step}/resolve", post(api::resolve_step))
+        .route("/v1/playbooks/{id}/runs", post(api::trigger_playbook))
+        .route("/v1/audit/verify", get(api::verify_audit))
+        .route("/v1/playbooks/reload", post(reload_playbooks))
         .route("/v1/incidents/{id}", get(api::show_incident))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -156,6 +209,47 @@ pub fn router(state: Arc<AppState>) -> Router {
             record_latency,
         ))
         .with_state(state)
+}
+
+/// Reloads the playbooks from the configured paths. A set with any error is refused whole and the
+/// loaded playbooks keep running.
+pub fn reload(state: &AppState) -> Result<usize, crate::config::Diagnostics> {
+    let scripts = scripts(&state.config);
+    let playbooks = load_playbooks(&state.config, &scripts)?;
+    let count = playbooks.len();
+    state.engine.replace_playbooks(Playbooks::new(playbooks));
+    Ok(count)
+}
+
+async fn reload_playbooks(State(app): State<Arc<AppState>>, headers: axum::http::HeaderMap) -> Response {
+    if let Err(e) = crate::api::authorize(&app, &headers) {
+        return e.into_response();
+    }
+    match reload(&app) {
+        Ok(count) => {
+            tracing::info!(playbooks = count, "playbooks reloaded");
+            axum::Json(serde_json::json!({ "reloaded": count })).into_response()
+        }
+        Err(diagnostics) => {
+            tracing::warn!(errors = diagnostics.0.len(), "playbook reload refused; the loaded playbooks keep running");
+            let errors: Vec<String> = diagnostics.0.iter().map(|d| d.to_string()).collect();
+            (StatusCode::BAD_REQUEST, axum::Json(serde_json::json!({ "error": "invalid_playbooks", "message": "the playbooks have errors; the loaded ones keep running", "errors": errors }))).into_response()
+        }
+    }
+}
+
+/// Reloads playbooks on every SIGHUP, for as long as the server runs.
+pub fn reload_on_sighup(state: Arc<AppState>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+        while hup.recv().await.is_some() {
+            match reload(&state) {
+                Ok(count) => tracing::info!(playbooks = count, "playbooks reloaded (SIGHUP)"),
+                Err(diagnostics) => tracing::warn!(errors = %diagnostics, "playbook reload refused; the loaded playbooks keep running"),
+            }
+        }
+    });
 }
 
 async fn healthz() -> impl IntoResponse {

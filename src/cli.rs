@@ -8,7 +8,9 @@ use clap::{Args, Parser, Subcommand};
 use cordon::alert::{Alert, Incident, IncidentStatus};
 use cordon::app::{Server, shutdown_signal};
 use cordon::config::{self, Config};
-use cordon::store::{AlertQuery, IncidentQuery, SledStore, Store, StoreError};
+use cordon::audit::AuditEntry;
+use cordon::engine::run::{Run, RunStatus};
+use cordon::store::{AlertQuery, IncidentQuery, RunQuery, SledStore, Store, StoreError};
 use serde_json::Value;
 
 /// Cordon: a chat-ops bot and SOAR playbook runner for cloud detection and response.
@@ -43,6 +45,91 @@ enum Command {
     /// List and show incidents.
     #[command(subcommand)]
     Incidents(IncidentsCommand),
+    /// Run playbooks' offline `tests:` (no network); one line per case, then `N passed, N failed`. Exit 1 on any failure.
+    Test {
+        /// Playbook files or folders (default: the config's playbooks.paths, else `playbooks`).
+        paths: Vec<PathBuf>,
+    },
+    /// List, show, cancel runs; retry or skip a step held for a decision.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+    /// Approve an approval step of a run (through the running server's admin API).
+    Approve(DecisionArgs),
+    /// Deny an approval step of a run (through the running server's admin API).
+    Deny(DecisionArgs),
+    /// Check the audit log's hash chain.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Reload the running server's playbooks (like SIGHUP); refused whole if any has an error.
+    Reload {
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+struct DecisionArgs {
+    run: String,
+    step: String,
+    /// The identity deciding, as approver groups list it: `cli:alice`.
+    #[arg(long = "as", value_name = "IDENTITY")]
+    identity: String,
+    #[arg(long, value_name = "URL")]
+    server: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+#[command(after_help = "list and show read the local store when no server holds it; cancel and resolve go through the running server's admin API.")]
+enum RunsCommand {
+    /// Newest runs first.
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        playbook: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[command(flatten)]
+        from: Source,
+    },
+    /// One run: steps, approvals, audit trail.
+    Show {
+        id: String,
+        #[command(flatten)]
+        from: Source,
+    },
+    /// Cancel a run that has not finished.
+    Cancel {
+        id: String,
+        #[arg(long = "as", value_name = "IDENTITY")]
+        identity: String,
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+    },
+    /// Retry or skip a step held as needs_decision after a crash.
+    Resolve {
+        id: String,
+        step: String,
+        /// Run the step again.
+        #[arg(long, conflicts_with = "skip")]
+        retry: bool,
+        /// Skip the step and go on.
+        #[arg(long)]
+        skip: bool,
+        #[arg(long = "as", value_name = "IDENTITY")]
+        identity: String,
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Verify the hash chain; exit 1 when an entry was changed, removed or inserted.
+    Verify {
+        #[command(flatten)]
+        from: Source,
+    },
 }
 
 /// Where the data commands read from. Without `--server`, they open the local store named in the
@@ -116,6 +203,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Validate { paths } => Ok(validate(&cli.config, &paths)),
         Command::Alerts(command) => alerts(&cli.config, command).await,
         Command::Incidents(command) => incidents(&cli.config, command).await,
+        Command::Test { paths } => test(&cli.config, &paths).await,
+        Command::Runs(command) => runs(&cli.config, command).await,
+        Command::Approve(args) => decision(&cli.config, args, true).await,
+        Command::Deny(args) => decision(&cli.config, args, false).await,
+        Command::Audit(AuditCommand::Verify { from }) => audit_verify(&cli.config, from).await,
+        Command::Reload { server } => {
+            let body = post(&cli.config, server.as_deref(), "/v1/playbooks/reload", serde_json::json!({})).await?;
+            println!("reloaded {} playbooks", body["reloaded"]);
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -136,32 +233,249 @@ async fn serve(path: &Path) -> anyhow::Result<ExitCode> {
         tracing::warn!(variable = %var, "a secret uses its local-only default from the config; set the variable before exposing this server");
     }
     let server = Server::bind(config).await?;
+    cordon::app::reload_on_sighup(server.state.clone());
     tracing::info!(addr = %server.local_addr(), store = %server.state.config.store.path.display(), "listening");
     server.run(shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
 
 fn validate(path: &Path, paths: &[PathBuf]) -> ExitCode {
-    let config_ok = match config::load(path) {
-        Ok(_) => {
-            println!("ok: {}", path.display());
-            true
+    // Without a config file (a playbook author's checkout), playbooks are checked on their own.
+    let config = if path.exists() || paths.is_empty() {
+        match config::load(path) {
+            Ok(config) => {
+                println!("ok: {}", path.display());
+                Some(config)
+            }
+            Err(diagnostics) => {
+                eprintln!("{diagnostics}");
+                return ExitCode::FAILURE;
+            }
         }
-        Err(diagnostics) => {
-            eprintln!("{diagnostics}");
-            false
-        }
-    };
-    if !paths.is_empty() {
-        eprintln!(
-            "note: playbook validation arrives with the playbook engine; only the config was checked"
-        );
-    }
-    if config_ok {
-        ExitCode::SUCCESS
     } else {
-        ExitCode::FAILURE
+        None
+    };
+    let config = config.unwrap_or_default();
+    let paths = if paths.is_empty() { config.playbooks.paths.clone() } else { paths.to_vec() };
+    let scripts = cordon::app::scripts(&config);
+    let (playbooks, diagnostics) = cordon::playbook::shim::load_paths(&paths, &scripts);
+    for d in &diagnostics {
+        eprintln!("{d}");
     }
+    for p in &playbooks {
+        println!("ok: {} ({})", p.file.display(), p.spec.id);
+    }
+    if diagnostics.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+async fn test(path: &Path, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let config = if path.exists() { config::load(path).map_err(|d| anyhow::anyhow!("{d}"))? } else { Config::default() };
+    let paths = if paths.is_empty() { config.playbooks.paths.clone() } else { paths.to_vec() };
+    let scripts = cordon::app::scripts(&config);
+    let (playbooks, diagnostics) = cordon::playbook::shim::load_paths(&paths, &scripts);
+    if !diagnostics.is_empty() {
+        for d in &diagnostics {
+            eprintln!("{d}");
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    let results = cordon::engine::testing::run_tests(&playbooks, scripts).await;
+    let (mut passed, mut failed) = (0, 0);
+    for result in &results {
+        if result.passed() {
+            passed += 1;
+            println!("ok    {} :: {}", result.playbook, result.case);
+        } else {
+            failed += 1;
+            println!("FAIL  {} :: {}", result.playbook, result.case);
+            for line in &result.differences {
+                println!("        {line}");
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// POSTs to the running server's admin API (the `--server` URL, or the one the server recorded).
+async fn post(config_path: &Path, server: Option<&str>, path: &str, body: Value) -> anyhow::Result<Value> {
+    let config = load_config(config_path).map_err(|_| anyhow::anyhow!("the config has errors (see above)"))?;
+    let base = match server {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => std::fs::read_to_string(cordon::app::address_file(&config))
+            .map(|b| b.trim().to_owned())
+            .map_err(|_| anyhow::anyhow!("no running server found for this config; start `cordon serve` or pass --server URL"))?,
+    };
+    let mut request = reqwest::Client::new().post(format!("{base}{path}")).json(&body);
+    if let Some(token) = &config.server.admin_token {
+        request = request.bearer_auth(token.expose());
+    }
+    let response = request.send().await.with_context(|| format!("cannot reach the server at {base}"))?;
+    let status = response.status();
+    let body: Value = response.json().await.context("the server's answer is not JSON")?;
+    if !status.is_success() {
+        let mut message = body["message"].as_str().unwrap_or("").to_owned();
+        if let Some(errors) = body["errors"].as_array() {
+            for e in errors {
+                message.push('\n');
+                message.push_str(e.as_str().unwrap_or_default());
+            }
+        }
+        bail!("{message} ({status})");
+    }
+    Ok(body)
+}
+
+async fn decision(config: &Path, args: DecisionArgs, approve: bool) -> anyhow::Result<ExitCode> {
+    let body = serde_json::json!({ "decision": if approve { "approve" } else { "deny" }, "identity": args.identity });
+    let answer = post(config, args.server.as_deref(), &format!("/v1/runs/{}/approvals/{}", args.run, args.step), body).await?;
+    match answer["outcome"].as_str() {
+        Some(outcome) => println!("{} {}: {outcome}", args.run, args.step),
+        None => println!("{} {}: {} of {} approvals", args.run, args.step, answer["approvals"], answer["quorum"]),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn runs(config: &Path, command: RunsCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        RunsCommand::List { status, playbook, limit, from } => {
+            let status = match status.as_deref() {
+                None => None,
+                Some(s) => Some(serde_json::from_value::<RunStatus>(Value::String(s.to_owned())).map_err(|_| anyhow::anyhow!("--status takes queued, running, waiting, needs_decision, succeeded, failed or cancelled"))?),
+            };
+            let reader = Reader::open(config, from.server.as_deref()).await?;
+            let runs: Vec<Run> = match &reader {
+                Reader::Local(store) => store.runs(&RunQuery { status, playbook: playbook.clone(), incident_id: None, limit }).await?,
+                Reader::Remote { .. } => {
+                    let mut query = vec![("limit", limit.to_string())];
+                    query.extend(status.map(|s| ("status", s.to_string())));
+                    query.extend(playbook.clone().map(|p| ("playbook", p)));
+                    let body = reader.get("/v1/runs", &query).await?.unwrap_or_default();
+                    serde_json::from_value(body["runs"].clone()).context("unexpected answer from the server")?
+                }
+            };
+            reader.close().await;
+            if from.json {
+                println!("{}", serde_json::to_string_pretty(&runs)?);
+            } else if runs.is_empty() {
+                println!("no runs");
+            } else {
+                let rows = runs
+                    .iter()
+                    .map(|r| {
+                        let waiting = r.open_approval().map(|(step, _)| format!("approval `{step}`")).unwrap_or_default();
+                        vec![r.id.clone(), when(r.updated_at), r.status.to_string(), r.playbook.clone(), r.incident_id.clone().unwrap_or_else(|| "-".into()), waiting]
+                    })
+                    .collect();
+                print_table(&["ID", "UPDATED", "STATUS", "PLAYBOOK", "INCIDENT", "WAITING ON"], rows);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        RunsCommand::Show { id, from } => {
+            let reader = Reader::open(config, from.server.as_deref()).await?;
+            let found: Option<(Run, Vec<AuditEntry>)> = match &reader {
+                Reader::Local(store) => match store.run(&id).await? {
+                    Some(run) => Some((run, store.audit_entries(Some(&id), 0).await?)),
+                    None => None,
+                },
+                Reader::Remote { .. } => match reader.get(&format!("/v1/runs/{id}"), &[]).await? {
+                    Some(body) => Some((serde_json::from_value(body["run"].clone())?, serde_json::from_value(body["audit"].clone())?)),
+                    None => None,
+                },
+            };
+            reader.close().await;
+            let Some((run, audit)) = found else {
+                eprintln!("error: no run `{id}`");
+                return Ok(ExitCode::FAILURE);
+            };
+            if from.json {
+                println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "run": run, "audit": audit }))?);
+            } else {
+                print_run(&run, &audit);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        RunsCommand::Cancel { id, identity, server } => {
+            post(config, server.as_deref(), &format!("/v1/runs/{id}/cancel"), serde_json::json!({ "identity": identity })).await?;
+            println!("{id}: cancelled");
+            Ok(ExitCode::SUCCESS)
+        }
+        RunsCommand::Resolve { id, step, retry, skip, identity, server } => {
+            if retry == skip {
+                bail!("say --retry or --skip");
+            }
+            let action = if retry { "retry" } else { "skip" };
+            post(config, server.as_deref(), &format!("/v1/runs/{id}/steps/{step}/resolve"), serde_json::json!({ "action": action, "identity": identity })).await?;
+            println!("{id} {step}: {action}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn print_run(run: &Run, audit: &[AuditEntry]) {
+    println!("{:<10}{}", "run", run.id);
+    println!("{:<10}{}", "playbook", run.playbook);
+    println!("{:<10}{}{}", "status", run.status, run.error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default());
+    println!("{:<10}{}", "incident", run.incident_id.as_deref().unwrap_or("-"));
+    println!("{:<10}{}", "started", when(run.created_at));
+    if run.dry_run {
+        println!("{:<10}yes: side effects were recorded, not performed", "dry run");
+    }
+    println!();
+    let rows = run
+        .order
+        .iter()
+        .filter_map(|id| run.steps.get(id).map(|s| (id, s)))
+        .map(|(id, s)| {
+            let detail = match (&s.approval, &s.error) {
+                (Some(a), _) => format!(
+                    "{} [{}]",
+                    a.prompt,
+                    match a.outcome {
+                        Some(true) => format!("approved by {}", a.approvers().join(", ")),
+                        Some(false) => "denied".to_owned(),
+                        None => format!("waiting on {} ({} of {})", a.group, a.approvers().len(), a.quorum),
+                    }
+                ),
+                (None, Some(e)) => e.clone(),
+                (None, None) => clip(&s.output.to_string(), 70),
+            };
+            vec![id.clone(), format!("{:?}", s.status).to_lowercase(), s.attempts.to_string(), detail]
+        })
+        .collect();
+    print_table(&["STEP", "STATUS", "TRIES", "DETAIL"], rows);
+    if !audit.is_empty() {
+        println!();
+        let rows = audit
+            .iter()
+            .map(|e| vec![e.seq.to_string(), when(e.at), e.kind.clone(), e.step.clone().unwrap_or_default(), e.actor.clone().unwrap_or_default()])
+            .collect();
+        print_table(&["AUDIT", "AT", "EVENT", "STEP", "BY"], rows);
+    }
+}
+
+async fn audit_verify(config: &Path, from: Source) -> anyhow::Result<ExitCode> {
+    let reader = Reader::open(config, from.server.as_deref()).await?;
+    let report: Value = match &reader {
+        Reader::Local(store) => {
+            let r = store.audit_verify().await?;
+            serde_json::json!({ "ok": r.ok(), "entries": r.entries, "last_seq": r.last_seq, "last_hash": r.last_hash, "problems": r.problems.iter().map(|p| serde_json::json!({ "seq": p.seq, "what": p.what })).collect::<Vec<_>>() })
+        }
+        Reader::Remote { .. } => reader.get("/v1/audit/verify", &[]).await?.unwrap_or_default(),
+    };
+    reader.close().await;
+    let ok = report["ok"].as_bool() == Some(true);
+    if from.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if ok {
+        println!("audit chain intact: {} entries, last #{} {}", report["entries"], report["last_seq"], report["last_hash"].as_str().unwrap_or_default());
+    } else {
+        for p in report["problems"].as_array().into_iter().flatten() {
+            println!("entry {}: {}", p["seq"], p["what"].as_str().unwrap_or_default());
+        }
+        println!("audit chain BROKEN: {} problems in {} entries", report["problems"].as_array().map(Vec::len).unwrap_or(0), report["entries"]);
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// The store, or the admin API of the server holding it.

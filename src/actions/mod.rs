@@ -1,6 +1,8 @@
 //! Actions: what `uses:` steps call, by name. Each describes itself (inputs with types, whether it
 //! has side effects and is idempotent), so playbooks are checked against it when they load.
 
+pub mod builtin;
+
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -117,6 +119,7 @@ pub fn builtin_specs() -> Vec<ActionSpec> {
                 ("method".into(), input(InputType::String, false, "GET (default), POST, PUT, PATCH, DELETE")),
                 ("headers".into(), input(InputType::Map, false, "request headers")),
                 ("json".into(), input(InputType::Any, false, "JSON body")),
+                ("idempotent".into(), input(InputType::Bool, false, "safe to repeat after a crash (default: by method; GET, PUT, DELETE yes; POST, PATCH no)")),
             ]),
             side_effect: true,
             idempotent: false,

@@ -17,7 +17,7 @@ use super::{
 };
 use crate::intake::formats::SourceKind;
 
-const TOP_KEYS: &[&str] = &["server", "store", "grouping", "log", "sources"];
+const TOP_KEYS: &[&str] = &["server", "store", "grouping", "log", "playbooks", "approvers", "guardrails", "sources"];
 
 /// Reads and parses the config at `path`.
 pub fn load(path: &Path) -> Result<Config, Diagnostics> {
@@ -130,6 +130,15 @@ impl<'de> Visitor<'de> for FocusSeed<'_> {
                 }
                 (Focus::TopKey(k), "grouping") if k == "grouping" => {
                     map.next_value::<GroupingConfig>()?;
+                }
+                (Focus::TopKey(k), "playbooks") if k == "playbooks" => {
+                    map.next_value::<super::PlaybooksConfig>()?;
+                }
+                (Focus::TopKey(k), "approvers") if k == "approvers" => {
+                    map.next_value::<std::collections::BTreeMap<String, Vec<String>>>()?;
+                }
+                (Focus::TopKey(k), "guardrails") if k == "guardrails" => {
+                    map.next_value::<super::GuardrailsConfig>()?;
                 }
                 (Focus::TopKey(k), "log") if k == "log" => {
                     map.next_value::<LogConfig>()?;

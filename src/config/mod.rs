@@ -36,10 +36,93 @@ pub struct Config {
     /// Log output.
     #[serde(default)]
     pub log: LogConfig,
+    /// Where playbooks are and how they run.
+    #[serde(default)]
+    pub playbooks: PlaybooksConfig,
+    /// Approver groups: who may decide approvals, by group name. Members are identities
+    /// (`cli:alice`, `slack:U123`, `teams:<aad object id>`, `discord:<user id>`) or other groups
+    /// (`group:soc-l1`).
+    #[serde(default)]
+    pub approvers: BTreeMap<String, Vec<String>>,
+    /// Limits on what side-effect actions may do.
+    #[serde(default)]
+    pub guardrails: GuardrailsConfig,
     /// The alert sources Cordon accepts, by name (`aws.guardduty`, `falco`, `generic`, ...). A
     /// source that is not listed here is refused with 404.
     #[serde(default)]
     pub sources: BTreeMap<String, SourceConfig>,
+}
+
+/// Where playbooks are and how they run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlaybooksConfig {
+    /// Files or folders of playbooks (`*.yaml`), relative to the working directory (default
+    /// `[playbooks]`).
+    #[serde(default = "default_playbook_paths")]
+    pub paths: Vec<PathBuf>,
+    /// Runs advanced at once (default 16).
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+    /// Wall-clock limit of one Rhai evaluation (default `2s`).
+    #[serde(default = "default_script_timeout")]
+    pub script_timeout: HumanDuration,
+    /// Hosts `core.http` may call, per playbook id (`*.example.com` allowed). A playbook not listed
+    /// may call no host.
+    #[serde(default)]
+    pub http_allow: BTreeMap<String, Vec<String>>,
+}
+
+impl Default for PlaybooksConfig {
+    fn default() -> Self {
+        PlaybooksConfig {
+            paths: default_playbook_paths(),
+            workers: default_workers(),
+            script_timeout: default_script_timeout(),
+            http_allow: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_playbook_paths() -> Vec<PathBuf> {
+    vec![PathBuf::from("playbooks")]
+}
+
+fn default_workers() -> usize {
+    16
+}
+
+fn default_script_timeout() -> HumanDuration {
+    HumanDuration::secs(2)
+}
+
+/// Guardrails on side-effect actions.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardrailsConfig {
+    /// Resources no side-effect action may touch: patterns (`*` matches anything) matched against
+    /// every string input (ids, ARNs) and every `key=value` input pair (tags).
+    #[serde(default)]
+    pub protected: Vec<String>,
+    /// Per action: at most `max` calls per `window`; further calls wait for approval by
+    /// `blast_radius_approvers`.
+    #[serde(default)]
+    pub blast_radius: BTreeMap<String, BlastRadius>,
+    /// The approver group for calls over a blast radius (default `admins`).
+    #[serde(default = "default_blast_approvers")]
+    pub blast_radius_approvers: String,
+}
+
+fn default_blast_approvers() -> String {
+    "admins".to_owned()
+}
+
+/// A blast-radius limit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlastRadius {
+    pub max: u32,
+    pub window: HumanDuration,
 }
 
 /// The HTTP listener and the admin API.

@@ -76,6 +76,11 @@ impl ActionError {
 #[async_trait]
 pub trait ActionRunner: Send + Sync {
     fn spec(&self, name: &str) -> Option<ActionSpec>;
+    /// Whether running `name` twice with these inputs is safe (the crash rule asks). Defaults to
+    /// the action's description.
+    fn idempotent(&self, name: &str, _inputs: &Value) -> bool {
+        self.spec(name).is_some_and(|s| s.idempotent)
+    }
     async fn call(&self, name: &str, inputs: Value, call: &ActionCall) -> Result<Value, ActionError>;
 }
 
@@ -466,7 +471,7 @@ impl Executor {
                 if let StepKind::Action { name, .. } = &step.kind {
                     let spec = self.actions.spec(name);
                     let side_effect = spec.as_ref().is_none_or(|s| s.side_effect);
-                    let idempotent = spec.as_ref().is_some_and(|s| s.idempotent);
+                    let idempotent = self.actions.idempotent(name, &state.inputs);
                     if side_effect && !idempotent && !run.dry_run {
                         let mut state = state;
                         state.status = StepStatus::NeedsDecision;
@@ -616,8 +621,9 @@ impl Executor {
                 events.push(Event::new("guardrail.blast_radius", Some(&step.id), json!({ "action": name, "limit": limit })));
                 return Ok(Called::Hold(held));
             }
-            // Recorded as started before it runs, with its idempotency key.
+            // Recorded as started before it runs, with its inputs and idempotency key.
             state.status = StepStatus::Started;
+            state.inputs = inputs.clone();
             state.idempotency_key = Some(format!("{}:{}", run.id, step.id));
             record(run, &step.id, state.clone());
             events.push(Event::new("step.started", Some(&step.id), json!({ "action": name, "attempt": state.attempts, "idempotency_key": state.idempotency_key })));

@@ -4,3 +4,7 @@
 pub mod approval;
 pub mod exec;
 pub mod run;
+pub mod service;
+pub mod testing;
+
+pub use service::{Engine, EngineError, Playbooks};

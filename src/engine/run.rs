@@ -107,6 +107,9 @@ pub struct StepState {
     pub output: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The resolved inputs of a side-effect action, recorded before it runs.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub inputs: Value,
     /// `run id:step id`, handed to side-effect actions so a retry is recognised.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
@@ -129,6 +132,7 @@ impl StepState {
             finished_at: None,
             output: Value::Null,
             error: None,
+            inputs: Value::Null,
             idempotency_key: None,
             due_at: None,
             approval: None,

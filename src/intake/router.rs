@@ -193,6 +193,9 @@ async fn accept(
         tracing::error!(error = %e, source = name, "could not store alerts");
         ApiError::unavailable()
     })?;
+    if accepted.iter().any(|a| !a.duplicate) {
+        app.engine.alerts_stored();
+    }
     app.metrics
         .alerts_accepted
         .get_or_create(&crate::telemetry::SourceLabels {

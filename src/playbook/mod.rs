@@ -5,6 +5,7 @@
 pub mod load;
 pub mod model;
 pub mod schema;
+pub mod shim;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -1,0 +1,484 @@
+//! The engine as a service: a matcher that starts runs for stored alerts, workers that advance
+//! runs, timers for approvals, retries and sleeps, and the entry points for decisions, cancels and
+//! manual triggers. Every change of a run goes through the store, so a restart resumes where the
+//! records say: unfinished runs are picked up, unmatched alerts matched, due timers fired.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use tokio::sync::{Notify, Semaphore, mpsc};
+
+use super::approval::{ApproverGroups, Decided, DecisionError, decide};
+use super::exec::{Event, Executor, Library, Persist, Progress, RunData};
+use super::run::{Run, RunStatus, StepStatus, Trigger};
+use crate::alert::new_id;
+use crate::audit::NewEntry;
+use crate::playbook::Compiled;
+use crate::store::{AlertQuery, Store};
+
+/// Why an engine request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("no run `{0}`")]
+    NoRun(String),
+    #[error("no playbook `{0}` is loaded")]
+    NoPlaybook(String),
+    #[error(transparent)]
+    Decision(#[from] DecisionError),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("store: {0}")]
+    Store(String),
+}
+
+/// The loaded playbooks, replaced whole on reload.
+#[derive(Default)]
+pub struct Playbooks {
+    by_id: HashMap<String, Arc<Compiled>>,
+}
+
+impl Playbooks {
+    pub fn new(playbooks: Vec<Compiled>) -> Playbooks {
+        Playbooks { by_id: playbooks.into_iter().map(|p| (p.spec.id.clone(), Arc::new(p))).collect() }
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+}
+
+struct Shared(RwLock<Arc<Playbooks>>);
+
+impl Library for Shared {
+    fn playbook(&self, id: &str) -> Option<Arc<Compiled>> {
+        self.0.read().ok()?.by_id.get(id).cloned()
+    }
+}
+
+/// The engine.
+pub struct Engine {
+    store: Arc<dyn Store>,
+    executor: Executor,
+    playbooks: Arc<Shared>,
+    groups: ApproverGroups,
+    workers: Arc<Semaphore>,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    timers: mpsc::UnboundedSender<(DateTime<Utc>, String)>,
+    matcher: Arc<Notify>,
+}
+
+/// Persists runs through the store, with their events as audit entries.
+struct StorePersist(Arc<dyn Store>);
+
+/// Audit entries for a run's events.
+pub fn audit_entries(run_id: &str, events: Vec<Event>) -> Vec<NewEntry> {
+    events
+        .into_iter()
+        .map(|e| {
+            let mut entry = NewEntry::new(e.kind).run(run_id.to_owned()).detail(e.detail);
+            if let Some(step) = e.step {
+                entry = entry.step(step);
+            }
+            if let Some(actor) = e.actor {
+                entry = entry.actor(actor);
+            }
+            entry
+        })
+        .collect()
+}
+
+#[async_trait]
+impl Persist for StorePersist {
+    async fn save(&mut self, run: &Run, events: Vec<Event>) -> Result<(), String> {
+        self.0.save_run(run, audit_entries(&run.id, events)).await.map_err(|e| e.to_string())
+    }
+}
+
+impl Engine {
+    /// Builds the engine and starts its matcher and timer tasks (call from inside a runtime).
+    pub fn start(
+        store: Arc<dyn Store>,
+        executor_parts: (Arc<crate::script::Scripts>, Arc<dyn super::exec::ActionRunner>, Arc<super::exec::Guardrails>),
+        playbooks: Playbooks,
+        groups: ApproverGroups,
+        workers: usize,
+    ) -> Arc<Engine> {
+        let shared = Arc::new(Shared(RwLock::new(Arc::new(playbooks))));
+        let (scripts, actions, guardrails) = executor_parts;
+        let (timers, timer_rx) = mpsc::unbounded_channel();
+        let engine = Arc::new(Engine {
+            store,
+            executor: Executor { scripts, actions, guardrails, library: shared.clone() },
+            playbooks: shared,
+            groups,
+            workers: Arc::new(Semaphore::new(workers.max(1))),
+            locks: Mutex::new(HashMap::new()),
+            timers,
+            matcher: Arc::new(Notify::new()),
+        });
+        tokio::spawn(Engine::timer_loop(Arc::downgrade(&engine), timer_rx));
+        tokio::spawn(Engine::matcher_loop(Arc::downgrade(&engine), engine.matcher.clone()));
+        engine
+    }
+
+    /// Resumes every unfinished run and matches every unmatched alert (at start).
+    pub async fn recover(self: &Arc<Self>) -> Result<usize, EngineError> {
+        let runs = self.store.unfinished_runs().await.map_err(store_error)?;
+        let count = runs.len();
+        for id in runs {
+            self.kick(id);
+        }
+        self.matcher.notify_one();
+        Ok(count)
+    }
+
+    /// New alerts are stored: match them.
+    pub fn alerts_stored(&self) {
+        self.matcher.notify_one();
+    }
+
+    /// Replaces the loaded playbooks.
+    pub fn replace_playbooks(&self, playbooks: Playbooks) {
+        if let Ok(mut current) = self.playbooks.0.write() {
+            *current = Arc::new(playbooks);
+        }
+    }
+
+    pub fn playbook_count(&self) -> usize {
+        self.playbooks.0.read().map(|p| p.len()).unwrap_or(0)
+    }
+
+    fn current(&self) -> Arc<Playbooks> {
+        self.playbooks.0.read().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    fn lock_for(&self, run_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks.entry(run_id.to_owned()).or_default().clone()
+    }
+
+    fn forget_lock(&self, run_id: &str) {
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        if locks.get(run_id).is_some_and(|l| Arc::strong_count(l) == 1) {
+            locks.remove(run_id);
+        }
+    }
+
+    async fn matcher_loop(engine: std::sync::Weak<Engine>, notify: Arc<Notify>) {
+        loop {
+            let notified = notify.notified();
+            let Some(e) = engine.upgrade() else { return };
+            if let Err(error) = e.match_pending().await {
+                tracing::error!(%error, "matching alerts to playbooks failed; retrying in 1s");
+                drop(e);
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                continue;
+            }
+            drop(e);
+            notified.await;
+        }
+    }
+
+    async fn match_pending(self: &Arc<Self>) -> Result<(), EngineError> {
+        for alert_id in self.store.pending_matches().await.map_err(store_error)? {
+            self.match_alert(&alert_id).await?;
+            self.store.matched(&alert_id).await.map_err(store_error)?;
+        }
+        Ok(())
+    }
+
+    async fn match_alert(self: &Arc<Self>, alert_id: &str) -> Result<(), EngineError> {
+        let Some(alert) = self.store.alert(alert_id).await.map_err(store_error)? else { return Ok(()) };
+        let playbooks = self.current();
+        let data = self.data_for(Some(alert_id), Some(&alert.incident_id)).await?;
+        let mut candidates: Vec<&Arc<Compiled>> = playbooks.by_id.values().filter(|p| p.listens_to(&alert.source)).collect();
+        candidates.sort_by(|a, b| a.spec.id.cmp(&b.spec.id));
+        for playbook in candidates {
+            let ctx = crate::script::Context { alert: data.alert.clone(), incident: data.incident.clone(), ..Default::default() };
+            if let Some(when) = &playbook.when {
+                let (scripts, when, c) = (self.executor.scripts.clone(), when.clone(), ctx.clone());
+                match tokio::task::spawn_blocking(move || scripts.eval_bool(&when, &c)).await {
+                    Ok(Ok(true)) => {}
+                    Ok(Ok(false)) => continue,
+                    Ok(Err(error)) => {
+                        tracing::warn!(playbook = %playbook.spec.id, alert = alert_id, %error, "`on.when` failed; the playbook does not start");
+                        continue;
+                    }
+                    Err(_) => continue,
+                }
+            }
+            let key = match &playbook.concurrency {
+                Some(expr) => {
+                    let (scripts, expr, c) = (self.executor.scripts.clone(), expr.clone(), ctx.clone());
+                    match tokio::task::spawn_blocking(move || scripts.eval(&expr, &c)).await {
+                        Ok(Ok(Value::String(s))) => s,
+                        Ok(Ok(other)) => other.to_string(),
+                        _ => alert.incident_id.clone(),
+                    }
+                }
+                None => alert.incident_id.clone(),
+            };
+            let trigger = Trigger { kind: "alert".into(), by: None };
+            let run = self.new_run(playbook, trigger, Some(alert_id.to_owned()), Some(alert.incident_id.clone()), key, Value::Null, &data).await;
+            self.create(run).await?;
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn new_run(
+        &self,
+        playbook: &Compiled,
+        trigger: Trigger,
+        alert_id: Option<String>,
+        incident_id: Option<String>,
+        key: String,
+        inputs: Value,
+        data: &RunData,
+    ) -> Run {
+        let now = Utc::now();
+        let mut run = Run {
+            id: new_id(),
+            playbook: playbook.spec.id.clone(),
+            status: RunStatus::Queued,
+            trigger,
+            incident_id,
+            alert_id,
+            concurrency_key: key,
+            inputs,
+            vars: Value::Null,
+            order: Vec::new(),
+            steps: Default::default(),
+            cursor: 0,
+            outputs: Value::Null,
+            error: None,
+            dry_run: playbook.spec.dry_run,
+            created_at: now,
+            updated_at: now,
+            finished_at: None,
+        };
+        if let Err(error) = self.executor.start(playbook, &mut run, data).await {
+            run.status = RunStatus::Failed;
+            run.error = Some(error);
+            run.finished_at = Some(now);
+        }
+        run
+    }
+
+    /// Stores a new run and starts it; `Ok(Some(id))` when an active run already holds its key.
+    async fn create(self: &Arc<Self>, run: Run) -> Result<Option<String>, EngineError> {
+        match self.store.create_run(&run).await.map_err(store_error)? {
+            Some(existing) => Ok(Some(existing)),
+            None => {
+                let event = Event::new("run.created", None, json!({ "playbook": run.playbook, "trigger": run.trigger, "alert": run.alert_id, "incident": run.incident_id }));
+                self.store.append_audit(audit_entries(&run.id, vec![event])).await.map_err(store_error)?;
+                self.kick(run.id.clone());
+                Ok(None)
+            }
+        }
+    }
+
+    /// Starts a playbook by hand (API, CLI, chat).
+    pub async fn trigger(self: &Arc<Self>, playbook_id: &str, inputs: Value, by: &str, incident_id: Option<String>) -> Result<(String, bool), EngineError> {
+        let playbook = self.current().by_id.get(playbook_id).cloned().ok_or_else(|| EngineError::NoPlaybook(playbook_id.to_owned()))?;
+        let data = self.data_for(None, incident_id.as_deref()).await?;
+        let key = incident_id.clone().unwrap_or_else(new_id);
+        let trigger = Trigger { kind: "manual".into(), by: Some(by.to_owned()) };
+        let run = self.new_run(&playbook, trigger, None, incident_id, key, inputs, &data).await;
+        let id = run.id.clone();
+        match self.create(run).await? {
+            Some(existing) => Ok((existing, false)),
+            None => Ok((id, true)),
+        }
+    }
+
+    /// What a run's expressions read: its alert and incident (with the incident's alerts).
+    async fn data_for(&self, alert_id: Option<&str>, incident_id: Option<&str>) -> Result<RunData, EngineError> {
+        let mut data = RunData::default();
+        if let Some(id) = alert_id
+            && let Some(alert) = self.store.alert(id).await.map_err(store_error)?
+        {
+            data.alert = serde_json::to_value(&alert).unwrap_or(Value::Null);
+        }
+        if let Some(id) = incident_id
+            && let Some(incident) = self.store.incident(id).await.map_err(store_error)?
+        {
+            let mut value = serde_json::to_value(&incident).unwrap_or(Value::Null);
+            let alerts = self
+                .store
+                .alerts(&AlertQuery { incident_id: Some(id.to_owned()), limit: 200, ..AlertQuery::default() })
+                .await
+                .map_err(store_error)?;
+            let summaries: Vec<Value> = alerts
+                .iter()
+                .rev()
+                .map(|a| json!({ "id": a.id, "source": a.source, "kind": a.kind, "title": a.title, "severity": a.severity.score, "resource": a.resource, "actor": a.actor, "network": a.network, "repeat_count": a.repeat_count }))
+                .collect();
+            value["alerts"] = Value::Array(summaries);
+            data.incident = value;
+        }
+        Ok(data)
+    }
+
+    /// Advances a run on a worker (now, or when a worker is free).
+    pub fn kick(self: &Arc<Self>, run_id: String) {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let Ok(_permit) = engine.workers.clone().acquire_owned().await else { return };
+            if let Err(error) = engine.advance(&run_id).await {
+                tracing::error!(run = %run_id, %error, "advancing the run failed; it resumes at the next start");
+            }
+        });
+    }
+
+    async fn advance(self: &Arc<Self>, run_id: &str) -> Result<(), EngineError> {
+        let lock = self.lock_for(run_id);
+        let guard = lock.lock().await;
+        let result = async {
+            let Some(mut run) = self.store.run(run_id).await.map_err(store_error)? else { return Ok(()) };
+            if run.status.is_finished() || run.status == RunStatus::NeedsDecision {
+                return Ok(());
+            }
+            let Some(playbook) = self.current().by_id.get(&run.playbook).cloned() else {
+                tracing::warn!(run = run_id, playbook = %run.playbook, "the run's playbook is not loaded; the run waits for a reload");
+                return Ok(());
+            };
+            let data = self.data_for(run.alert_id.as_deref(), run.incident_id.as_deref()).await?;
+            let mut persist = StorePersist(self.store.clone());
+            let progress = self.executor.advance(&playbook, &mut run, &data, &mut persist, Utc::now()).await.map_err(EngineError::Store)?;
+            if let Progress::Waiting(Some(at)) = progress {
+                let _ = self.timers.send((at, run.id.clone()));
+            }
+            Ok(())
+        }
+        .await;
+        drop(guard);
+        drop(lock);
+        self.forget_lock(run_id);
+        result
+    }
+
+    async fn timer_loop(engine: std::sync::Weak<Engine>, mut rx: mpsc::UnboundedReceiver<(DateTime<Utc>, String)>) {
+        let mut heap: BinaryHeap<Reverse<(DateTime<Utc>, String)>> = BinaryHeap::new();
+        loop {
+            let next = heap.peek().map(|Reverse((at, _))| *at);
+            let sleep = match next {
+                Some(at) => (at - Utc::now()).to_std().unwrap_or_default(),
+                None => std::time::Duration::from_secs(3600),
+            };
+            tokio::select! {
+                message = rx.recv() => match message {
+                    Some(timer) => heap.push(Reverse(timer)),
+                    None => return,
+                },
+                _ = tokio::time::sleep(sleep) => {
+                    let now = Utc::now();
+                    let Some(e) = engine.upgrade() else { return };
+                    while heap.peek().is_some_and(|Reverse((at, _))| *at <= now) {
+                        if let Some(Reverse((_, id))) = heap.pop() {
+                            e.kick(id);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A person's decision on an approval.
+    pub async fn decide(self: &Arc<Self>, run_id: &str, step: &str, identity: &str, approve: bool, via: &str) -> Result<Decided, EngineError> {
+        let lock = self.lock_for(run_id);
+        let guard = lock.lock().await;
+        let result = async {
+            let mut run = self.store.run(run_id).await.map_err(store_error)?.ok_or_else(|| EngineError::NoRun(run_id.to_owned()))?;
+            match decide(&mut run, step, identity, approve, via, &self.groups, Utc::now()) {
+                Ok(decided) => {
+                    let mut event = Event::new("approval.decided", Some(step), json!({ "approve": approve, "via": via, "outcome": decided.outcome, "approvals": decided.approvals, "quorum": decided.quorum }));
+                    event.actor = Some(identity.to_owned());
+                    run.updated_at = Utc::now();
+                    self.store.save_run(&run, audit_entries(run_id, vec![event])).await.map_err(store_error)?;
+                    Ok(decided)
+                }
+                Err(error) => {
+                    let mut event = Event::new("approval.refused", Some(step), json!({ "approve": approve, "via": via, "reason": error.to_string() }));
+                    event.actor = Some(identity.to_owned());
+                    self.store.append_audit(audit_entries(run_id, vec![event])).await.map_err(store_error)?;
+                    Err(EngineError::Decision(error))
+                }
+            }
+        }
+        .await;
+        drop(guard);
+        if let Ok(decided) = &result
+            && decided.outcome.is_some()
+        {
+            self.kick(run_id.to_owned());
+        }
+        result
+    }
+
+    /// Cancels a run that has not finished.
+    pub async fn cancel(self: &Arc<Self>, run_id: &str, by: &str) -> Result<Run, EngineError> {
+        let lock = self.lock_for(run_id);
+        let _guard = lock.lock().await;
+        let mut run = self.store.run(run_id).await.map_err(store_error)?.ok_or_else(|| EngineError::NoRun(run_id.to_owned()))?;
+        if run.status.is_finished() {
+            return Err(EngineError::Conflict(format!("run `{run_id}` already {}", run.status)));
+        }
+        let mut event = Event::new("run.state", None, json!({ "from": run.status, "to": "cancelled" }));
+        event.actor = Some(by.to_owned());
+        run.status = RunStatus::Cancelled;
+        let now = Utc::now();
+        run.finished_at = Some(now);
+        run.updated_at = now;
+        self.store.save_run(&run, audit_entries(run_id, vec![event])).await.map_err(store_error)?;
+        Ok(run)
+    }
+
+    /// A person's choice for a step held as `needs_decision`: run it again, or skip it.
+    pub async fn resolve(self: &Arc<Self>, run_id: &str, step: &str, retry: bool, by: &str) -> Result<(), EngineError> {
+        let lock = self.lock_for(run_id);
+        let guard = lock.lock().await;
+        let result = async {
+            let mut run = self.store.run(run_id).await.map_err(store_error)?.ok_or_else(|| EngineError::NoRun(run_id.to_owned()))?;
+            let state = run.steps.get_mut(step).ok_or_else(|| EngineError::Conflict(format!("run has no step `{step}`")))?;
+            if state.status != StepStatus::NeedsDecision {
+                return Err(EngineError::Conflict(format!("step `{step}` is not waiting for a retry-or-skip decision")));
+            }
+            if retry {
+                state.status = StepStatus::Retrying;
+                state.due_at = None;
+            } else {
+                state.status = StepStatus::Skipped;
+                state.error = Some(format!("skipped by {by} after the process stopped during it"));
+            }
+            run.status = RunStatus::Running;
+            run.updated_at = Utc::now();
+            let mut event = Event::new(if retry { "step.retried_by_person" } else { "step.skipped_by_person" }, Some(step), Value::Null);
+            event.actor = Some(by.to_owned());
+            self.store.save_run(&run, audit_entries(run_id, vec![event])).await.map_err(store_error)?;
+            Ok(())
+        }
+        .await;
+        drop(guard);
+        if result.is_ok() {
+            self.kick(run_id.to_owned());
+        }
+        result
+    }
+
+    pub fn groups(&self) -> &ApproverGroups {
+        &self.groups
+    }
+}
+
+fn store_error(e: crate::store::StoreError) -> EngineError {
+    EngineError::Store(e.to_string())
+}
