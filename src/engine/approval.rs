@@ -46,6 +46,8 @@ pub enum DecisionError {
     NoSuchApproval(String),
     #[error("approval `{0}` is not waiting for a decision")]
     NotWaiting(String),
+    #[error("the run is {0}; it takes no decisions")]
+    RunFinished(String),
     #[error("already decided by {0}")]
     AlreadyDecided(String),
     #[error("{0} is not in the approver group `{1}`")]
@@ -61,7 +63,10 @@ impl DecisionError {
     pub fn code(&self) -> &'static str {
         match self {
             DecisionError::NoSuchApproval(_) => "not_found",
-            DecisionError::NotWaiting(_) | DecisionError::AlreadyDecided(_) | DecisionError::Repeated(_) => "conflict",
+            DecisionError::NotWaiting(_)
+            | DecisionError::RunFinished(_)
+            | DecisionError::AlreadyDecided(_)
+            | DecisionError::Repeated(_) => "conflict",
             DecisionError::NotAllowed(..) | DecisionError::Requester(_) => "forbidden",
         }
     }
@@ -86,6 +91,9 @@ pub fn decide(
     groups: &ApproverGroups,
     now: DateTime<Utc>,
 ) -> Result<Decided, DecisionError> {
+    if run.status.is_finished() {
+        return Err(DecisionError::RunFinished(run.status.to_string()));
+    }
     let requester = run.trigger.by.clone();
     let state = run.steps.get_mut(step).ok_or_else(|| DecisionError::NoSuchApproval(step.to_owned()))?;
     let approval = state.approval.as_mut().ok_or_else(|| DecisionError::NoSuchApproval(step.to_owned()))?;
@@ -137,4 +145,103 @@ pub fn expire(run: &mut Run, now: DateTime<Utc>) -> Vec<String> {
         }
     }
     expired
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeDelta, Utc};
+
+    use super::*;
+    use crate::engine::run::{ApprovalState, RunStatus, StepState, Trigger};
+
+    fn waiting_run(quorum: u32, by: Option<&str>) -> Run {
+        let now = Utc::now();
+        let mut step = StepState::new(StepStatus::Waiting);
+        step.approval = Some(ApprovalState {
+            prompt: "Isolate?".into(),
+            group: "soc".into(),
+            quorum,
+            timeout_at: now + TimeDelta::minutes(30),
+            on_timeout_approve: false,
+            decisions: vec![],
+            outcome: None,
+        });
+        Run {
+            id: "r1".into(),
+            playbook: "p".into(),
+            status: RunStatus::Waiting,
+            trigger: Trigger { kind: if by.is_some() { "manual" } else { "alert" }.into(), by: by.map(str::to_owned) },
+            incident_id: None,
+            alert_id: None,
+            concurrency_key: "k".into(),
+            inputs: serde_json::Value::Null,
+            vars: serde_json::Value::Null,
+            order: vec!["ok".into()],
+            steps: [("ok".to_owned(), step)].into(),
+            cursor: 0,
+            outputs: serde_json::Value::Null,
+            error: None,
+            dry_run: false,
+            created_at: now,
+            updated_at: now,
+            finished_at: None,
+        }
+    }
+
+    fn groups() -> ApproverGroups {
+        ApproverGroups(
+            [
+                ("soc".to_owned(), vec!["cli:alice".to_owned(), "cli:bob".to_owned(), "group:leads".to_owned()]),
+                ("leads".to_owned(), vec!["teams:42".to_owned(), "group:soc".to_owned()]),
+            ]
+            .into(),
+        )
+    }
+
+    #[test]
+    fn members_decide_through_nested_groups_and_cycles_are_harmless() {
+        let g = groups();
+        assert!(g.is_member("soc", "teams:42"));
+        assert!(g.is_member("leads", "cli:alice"));
+        assert!(!g.is_member("soc", "cli:mallory"));
+        assert!(!g.is_member("nope", "cli:alice"));
+    }
+
+    #[test]
+    fn quorum_counts_distinct_people_and_one_deny_ends_it() {
+        let now = Utc::now();
+        let mut run = waiting_run(2, None);
+        assert_eq!(decide(&mut run, "ok", "cli:alice", true, "api", &groups(), now).unwrap().outcome, None);
+        assert_eq!(decide(&mut run, "ok", "cli:alice", true, "api", &groups(), now), Err(DecisionError::Repeated("cli:alice".into())));
+        assert_eq!(decide(&mut run, "ok", "teams:42", true, "teams", &groups(), now).unwrap().outcome, Some(true));
+        let late = decide(&mut run, "ok", "cli:bob", false, "api", &groups(), now).unwrap_err();
+        assert!(late.to_string().contains("already decided by cli:alice (approve), teams:42 (approve)"), "{late}");
+
+        let mut run = waiting_run(3, None);
+        decide(&mut run, "ok", "cli:alice", true, "api", &groups(), now).unwrap();
+        assert_eq!(decide(&mut run, "ok", "cli:bob", false, "api", &groups(), now).unwrap().outcome, Some(false));
+    }
+
+    #[test]
+    fn outsiders_and_requesters_are_refused() {
+        let now = Utc::now();
+        let mut run = waiting_run(1, Some("cli:alice"));
+        assert_eq!(decide(&mut run, "ok", "cli:mallory", true, "api", &groups(), now), Err(DecisionError::NotAllowed("cli:mallory".into(), "soc".into())));
+        assert_eq!(decide(&mut run, "ok", "cli:alice", true, "api", &groups(), now), Err(DecisionError::Requester("cli:alice".into())));
+        // The requester may still deny their own run.
+        assert_eq!(decide(&mut run, "ok", "cli:alice", false, "api", &groups(), now).unwrap().outcome, Some(false));
+        assert!(run.steps["ok"].approval.as_ref().unwrap().decisions.len() == 1);
+    }
+
+    #[test]
+    fn timeouts_take_the_timeout_decision() {
+        let mut run = waiting_run(1, None);
+        let later = Utc::now() + TimeDelta::hours(1);
+        assert_eq!(expire(&mut run, later), vec!["ok".to_owned()]);
+        let approval = run.steps["ok"].approval.as_ref().unwrap();
+        assert_eq!((approval.outcome, approval.decisions[0].identity.as_str()), (Some(false), "system"));
+        let mut run = waiting_run(1, None);
+        run.status = RunStatus::Cancelled;
+        assert_eq!(decide(&mut run, "ok", "cli:alice", true, "api", &groups(), Utc::now()), Err(DecisionError::RunFinished("cancelled".into())));
+    }
 }

@@ -113,9 +113,14 @@ impl Guardrails {
         let mut strings = Vec::new();
         collect_strings(inputs, &mut strings);
         for value in strings {
-            for pattern in &self.protected {
-                if glob(pattern, &value) {
-                    return Some((value, pattern.clone()));
+            // The whole value, and each segment of an ARN, URL or path: `i-0abc` is as protected
+            // inside `arn:aws:ec2:…:instance/i-0abc` or `https://…/isolate/i-0abc` as on its own.
+            let segments = value.split(['/', ':', '?', '&', '=', ',', ' ']).filter(|s| !s.is_empty());
+            for candidate in std::iter::once(value.as_str()).chain(segments) {
+                for pattern in &self.protected {
+                    if glob(pattern, candidate) {
+                        return Some((candidate.to_owned(), pattern.clone()));
+                    }
                 }
             }
         }

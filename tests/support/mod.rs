@@ -47,8 +47,10 @@ pub fn all_sources() -> String {
 /// The config text tests start from: port 0, a store in `dir`, the admin token, and `extra`
 /// (sections such as `sources:` or `grouping:`).
 pub fn config_text(dir: &Path, extra: &str) -> String {
+    // No playbooks unless the test brings its own.
+    let playbooks = if extra.contains("playbooks:") { "" } else { "playbooks:\n  paths: []\n" };
     format!(
-        "server:\n  listen: 127.0.0.1:0\n  admin_token: {ADMIN_TOKEN}\n  max_body_bytes: 65536\n  shutdown_grace: 5s\nstore:\n  path: {}\n{extra}",
+        "server:\n  listen: 127.0.0.1:0\n  admin_token: {ADMIN_TOKEN}\n  max_body_bytes: 65536\n  shutdown_grace: 5s\nstore:\n  path: {}\n{playbooks}{extra}",
         dir.join("store").display()
     )
 }
@@ -171,6 +173,37 @@ impl TestServer {
             .clone()
     }
 
+    /// POSTs JSON to an admin API path with the admin token.
+    pub async fn admin_post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send(self.http.post(format!("{}{path}", self.base)).bearer_auth(ADMIN_TOKEN).json(&body)).await
+    }
+
+    /// Polls `GET /v1/runs/{id}` until `done` holds for the run (10 s at most).
+    pub async fn wait_run(&self, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let body = self.admin(&format!("/v1/runs/{id}")).await;
+            if done(&body["run"]) {
+                return body;
+            }
+            assert!(std::time::Instant::now() < deadline, "run {id} never became {what}: {}", body["run"]);
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Polls until the run started for `alert_id` exists; returns its id.
+    pub async fn run_for_alert(&self, alert_id: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let runs = self.admin("/v1/runs?limit=1000").await;
+            if let Some(run) = runs["runs"].as_array().unwrap().iter().find(|r| r["alert_id"] == alert_id) {
+                return run["id"].as_str().unwrap().to_owned();
+            }
+            assert!(std::time::Instant::now() < deadline, "no run started for alert {alert_id}");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn metrics(&self) -> String {
         self.http
             .get(format!("{}/metrics", self.base))
@@ -270,4 +303,40 @@ pub fn sign_sns(mut envelope: Value, version: &str) -> Vec<u8> {
     envelope["Signature"] =
         Value::String(base64::engine::general_purpose::STANDARD.encode(signature));
     serde_json::to_vec(&envelope).unwrap()
+}
+
+/// A fake cloud API for actions to call: counts requests by path, answers 200 (optionally after a
+/// delay, to keep a request in flight).
+pub struct FakeApi {
+    pub base: String,
+    pub calls: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl FakeApi {
+    pub async fn start(delay: std::time::Duration) -> FakeApi {
+        use axum::extract::Request;
+        let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let c = calls.clone();
+        let app = axum::Router::new().fallback(move |request: Request| {
+            let c = c.clone();
+            async move {
+                c.lock().unwrap().push(format!("{} {}", request.method(), request.uri().path()));
+                tokio::time::sleep(delay).await;
+                axum::Json(serde_json::json!({ "ok": true }))
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        FakeApi { base, calls }
+    }
+
+    pub fn count(&self, what: &str) -> usize {
+        self.calls.lock().unwrap().iter().filter(|c| c.contains(what)).count()
+    }
+}
+
+/// Writes `yaml` as a playbook file in `dir`.
+pub fn write_playbook(dir: &Path, name: &str, yaml: &str) {
+    std::fs::write(dir.join(format!("{name}.yaml")), yaml).unwrap();
 }
