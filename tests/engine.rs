@@ -71,7 +71,11 @@ async fn setup(playbook_extra: &str, quorum: u32, timeout: &str, on_timeout: &st
 }
 
 async fn alert(server: &TestServer, resource: &str, severity: u8) -> String {
-    let body = serde_json::to_vec(&json!({ "title": format!("Miner on {resource}"), "kind": format!("miner.{resource}"), "severity": severity, "resource": { "kind": "host", "id": resource } })).unwrap();
+    alert_of_kind(server, resource, severity, "miner").await
+}
+
+async fn alert_of_kind(server: &TestServer, resource: &str, severity: u8, kind: &str) -> String {
+    let body = serde_json::to_vec(&json!({ "title": format!("{kind} on {resource}"), "kind": kind, "severity": severity, "resource": { "kind": "host", "id": resource } })).unwrap();
     let (status, answer) = server.post_generic(&body).await;
     assert_eq!(status, 202, "{answer}");
     let alert_id = answer["alerts"][0]["alert_id"].as_str().unwrap().to_owned();
@@ -304,7 +308,7 @@ async fn a_cancelled_run_stops_and_frees_its_incident() {
     assert_eq!(status, 409, "a cancelled run takes no decisions");
     let (status, _) = s.server.admin_post(&format!("/v1/runs/{run}/cancel"), json!({ "identity": "cli:alice" })).await;
     assert_eq!(status, 409);
-    // The next alert about the same host starts a new run.
-    let again = alert(&s.server, "host-6", 9).await;
+    // The next alert about the same host (same incident) starts a new run.
+    let again = alert_of_kind(&s.server, "host-6", 9, "reverse-shell").await;
     assert_ne!(again, run);
 }

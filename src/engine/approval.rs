@@ -91,15 +91,16 @@ pub fn decide(
     groups: &ApproverGroups,
     now: DateTime<Utc>,
 ) -> Result<Decided, DecisionError> {
-    if run.status.is_finished() {
-        return Err(DecisionError::RunFinished(run.status.to_string()));
-    }
     let requester = run.trigger.by.clone();
+    let finished = run.status.is_finished().then(|| run.status.to_string());
     let state = run.steps.get_mut(step).ok_or_else(|| DecisionError::NoSuchApproval(step.to_owned()))?;
     let approval = state.approval.as_mut().ok_or_else(|| DecisionError::NoSuchApproval(step.to_owned()))?;
     if approval.outcome.is_some() {
         let by: Vec<String> = approval.decisions.iter().map(|d| format!("{} ({})", d.identity, if d.approve { "approve" } else { "deny" })).collect();
         return Err(DecisionError::AlreadyDecided(by.join(", ")));
+    }
+    if let Some(status) = finished {
+        return Err(DecisionError::RunFinished(status));
     }
     if state.status != StepStatus::Waiting {
         return Err(DecisionError::NotWaiting(step.to_owned()));
