@@ -120,7 +120,9 @@ pub async fn show_incident(
 fn engine_error(e: crate::engine::EngineError) -> ApiError {
     use crate::engine::EngineError;
     match &e {
-        EngineError::NoRun(_) | EngineError::NoPlaybook(_) => ApiError::not_found("not_found", e.to_string()),
+        EngineError::NoRun(_) | EngineError::NoPlaybook(_) => {
+            ApiError::not_found("not_found", e.to_string())
+        }
         EngineError::Decision(d) => {
             let status = match d.code() {
                 "not_found" => StatusCode::NOT_FOUND,
@@ -172,7 +174,11 @@ pub async fn show_run(
     authorize(&app, &headers)?;
     let run = app.store.run(&id).await.map_err(store_error)?;
     let run = run.ok_or_else(|| ApiError::not_found("not_found", format!("no run `{id}`")))?;
-    let audit = app.store.audit_entries(Some(&id), 0).await.map_err(store_error)?;
+    let audit = app
+        .store
+        .audit_entries(Some(&id), 0)
+        .await
+        .map_err(store_error)?;
     Ok(Json(json!({ "run": run, "audit": audit })))
 }
 
@@ -194,17 +200,33 @@ pub async fn decide_approval(
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&app, &headers)?;
-    let body: DecisionBody = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request("bad_request", format!("expected {{\"decision\": \"approve\"|\"deny\", \"identity\": \"...\"}}: {e}")))?;
+    let body: DecisionBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(
+            "bad_request",
+            format!("expected {{\"decision\": \"approve\"|\"deny\", \"identity\": \"...\"}}: {e}"),
+        )
+    })?;
     let approve = match body.decision.as_str() {
         "approve" => true,
         "deny" => false,
-        other => return Err(ApiError::bad_request("bad_request", format!("decision must be `approve` or `deny`, not `{other}`"))),
+        other => {
+            return Err(ApiError::bad_request(
+                "bad_request",
+                format!("decision must be `approve` or `deny`, not `{other}`"),
+            ));
+        }
     };
     if body.identity.trim().is_empty() || !body.identity.contains(':') {
-        return Err(ApiError::bad_request("bad_request", "identity must be `<platform>:<id>`, e.g. `cli:alice`"));
+        return Err(ApiError::bad_request(
+            "bad_request",
+            "identity must be `<platform>:<id>`, e.g. `cli:alice`",
+        ));
     }
-    let decided = app.engine.decide(&id, &step, &body.identity, approve, "api").await.map_err(engine_error)?;
+    let decided = app
+        .engine
+        .decide(&id, &step, &body.identity, approve, "api")
+        .await
+        .map_err(engine_error)?;
     Ok(Json(json!({
         "run": id,
         "step": step,
@@ -228,8 +250,17 @@ pub async fn cancel_run(
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&app, &headers)?;
-    let body: ActorBody = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("bad_request", format!("expected {{\"identity\": \"...\"}}: {e}")))?;
-    let run = app.engine.cancel(&id, &body.identity).await.map_err(engine_error)?;
+    let body: ActorBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(
+            "bad_request",
+            format!("expected {{\"identity\": \"...\"}}: {e}"),
+        )
+    })?;
+    let run = app
+        .engine
+        .cancel(&id, &body.identity)
+        .await
+        .map_err(engine_error)?;
     Ok(Json(json!({ "run": run })))
 }
 
@@ -250,14 +281,29 @@ pub async fn resolve_step(
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&app, &headers)?;
-    let body: ResolveBody = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("bad_request", format!("expected {{\"action\": \"retry\"|\"skip\", \"identity\": \"...\"}}: {e}")))?;
+    let body: ResolveBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(
+            "bad_request",
+            format!("expected {{\"action\": \"retry\"|\"skip\", \"identity\": \"...\"}}: {e}"),
+        )
+    })?;
     let retry = match body.action.as_str() {
         "retry" => true,
         "skip" => false,
-        other => return Err(ApiError::bad_request("bad_request", format!("action must be `retry` or `skip`, not `{other}`"))),
+        other => {
+            return Err(ApiError::bad_request(
+                "bad_request",
+                format!("action must be `retry` or `skip`, not `{other}`"),
+            ));
+        }
     };
-    app.engine.resolve(&id, &step, retry, &body.identity).await.map_err(engine_error)?;
-    Ok(Json(json!({ "run": id, "step": step, "action": body.action })))
+    app.engine
+        .resolve(&id, &step, retry, &body.identity)
+        .await
+        .map_err(engine_error)?;
+    Ok(Json(
+        json!({ "run": id, "step": step, "action": body.action }),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -279,13 +325,28 @@ pub async fn trigger_playbook(
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     authorize(&app, &headers)?;
-    let body: TriggerBody = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("bad_request", format!("expected {{\"identity\": \"...\", \"inputs\": {{...}}}}: {e}")))?;
-    let (run, created) = app.engine.trigger(&id, body.inputs, &body.identity, body.incident).await.map_err(engine_error)?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "run_id": run, "created": created }))))
+    let body: TriggerBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(
+            "bad_request",
+            format!("expected {{\"identity\": \"...\", \"inputs\": {{...}}}}: {e}"),
+        )
+    })?;
+    let (run, created) = app
+        .engine
+        .trigger(&id, body.inputs, &body.identity, body.incident)
+        .await
+        .map_err(engine_error)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "run_id": run, "created": created })),
+    ))
 }
 
 /// `GET /v1/audit/verify`: checks the audit chain.
-pub async fn verify_audit(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+pub async fn verify_audit(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
     authorize(&app, &headers)?;
     let report = app.store.audit_verify().await.map_err(store_error)?;
     Ok(Json(json!({

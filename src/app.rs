@@ -20,8 +20,8 @@ use crate::config::Config;
 use crate::engine::approval::ApproverGroups;
 use crate::engine::exec::Guardrails;
 use crate::engine::{Engine, Playbooks};
-use crate::script::{Limits, Scripts};
 use crate::intake::router::{self as intake, IntakeSource};
+use crate::script::{Limits, Scripts};
 use crate::store::{SledStore, Store, StoreError};
 use crate::telemetry::{HttpLabels, Metrics};
 use crate::{api, config::StoreKind};
@@ -144,7 +144,10 @@ impl Server {
 
 /// The script engine with the configured limits.
 pub fn scripts(config: &Config) -> Arc<Scripts> {
-    Arc::new(Scripts::new(Limits { timeout: config.playbooks.script_timeout.0, ..Limits::default() }))
+    Arc::new(Scripts::new(Limits {
+        timeout: config.playbooks.script_timeout.0,
+        ..Limits::default()
+    }))
 }
 
 /// Approver groups from the config.
@@ -153,24 +156,52 @@ pub fn approver_groups(config: &Config) -> ApproverGroups {
 }
 
 /// Loads the configured playbooks; every error of every file, or the playbooks.
-pub fn load_playbooks(config: &Config, scripts: &Scripts) -> Result<Vec<crate::playbook::Compiled>, crate::config::Diagnostics> {
-    let (playbooks, diagnostics) = crate::playbook::shim::load_paths(&config.playbooks.paths, scripts);
-    if diagnostics.is_empty() { Ok(playbooks) } else { Err(crate::config::Diagnostics(diagnostics)) }
+pub fn load_playbooks(
+    config: &Config,
+    scripts: &Scripts,
+) -> Result<Vec<crate::playbook::Compiled>, crate::config::Diagnostics> {
+    let (playbooks, diagnostics) =
+        crate::playbook::shim::load_paths(&config.playbooks.paths, scripts);
+    if diagnostics.is_empty() {
+        Ok(playbooks)
+    } else {
+        Err(crate::config::Diagnostics(diagnostics))
+    }
 }
 
-async fn start_engine(config: &Config, store: Arc<dyn Store>, http: reqwest::Client) -> Result<Arc<Engine>, StartError> {
+async fn start_engine(
+    config: &Config,
+    store: Arc<dyn Store>,
+    http: reqwest::Client,
+) -> Result<Arc<Engine>, StartError> {
     let scripts = scripts(config);
     let playbooks = load_playbooks(config, &scripts).map_err(StartError::Playbooks)?;
-    let actions = Arc::new(Builtins::new(Some(store.clone()), http, config.playbooks.http_allow.clone()));
+    let actions = Arc::new(Builtins::new(
+        Some(store.clone()),
+        http,
+        config.playbooks.http_allow.clone(),
+    ));
     let g = &config.guardrails;
     let guardrails = Arc::new(Guardrails::new(
         g.protected.clone(),
-        g.blast_radius.iter().map(|(k, v)| (k.clone(), (v.max, v.window.0))).collect(),
+        g.blast_radius
+            .iter()
+            .map(|(k, v)| (k.clone(), (v.max, v.window.0)))
+            .collect(),
         g.blast_radius_approvers.clone(),
     ));
     let count = playbooks.len();
-    let engine = Engine::start(store, (scripts, actions, guardrails), Playbooks::new(playbooks), approver_groups(config), config.playbooks.workers);
-    let resumed = engine.recover().await.map_err(|e| StartError::Engine(e.to_string()))?;
+    let engine = Engine::start(
+        store,
+        (scripts, actions, guardrails),
+        Playbooks::new(playbooks),
+        approver_groups(config),
+        config.playbooks.workers,
+    );
+    let resumed = engine
+        .recover()
+        .await
+        .map_err(|e| StartError::Engine(e.to_string()))?;
     tracing::info!(playbooks = count, resumed_runs = resumed, "engine started");
     Ok(engine)
 }
@@ -196,7 +227,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/runs/{id}", get(api::show_run))
         .route("/v1/runs/{id}/cancel", post(api::cancel_run))
         .route("/v1/runs/{id}/approvals/{step}", post(api::decide_approval))
-        .route("/v1/runs/{id}/steps/{step}/resolve", post(api::resolve_step))
+        .route(
+            "/v1/runs/{id}/steps/{step}/resolve",
+            post(api::resolve_step),
+        )
         .route("/v1/playbooks/{id}/runs", post(api::trigger_playbook))
         .route("/v1/audit/verify", get(api::verify_audit))
         .route("/v1/playbooks/reload", post(reload_playbooks))
@@ -221,7 +255,10 @@ pub fn reload(state: &AppState) -> Result<usize, crate::config::Diagnostics> {
     Ok(count)
 }
 
-async fn reload_playbooks(State(app): State<Arc<AppState>>, headers: axum::http::HeaderMap) -> Response {
+async fn reload_playbooks(
+    State(app): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+) -> Response {
     if let Err(e) = crate::api::authorize(&app, &headers) {
         return e.into_response();
     }
@@ -231,7 +268,10 @@ async fn reload_playbooks(State(app): State<Arc<AppState>>, headers: axum::http:
             axum::Json(serde_json::json!({ "reloaded": count })).into_response()
         }
         Err(diagnostics) => {
-            tracing::warn!(errors = diagnostics.0.len(), "playbook reload refused; the loaded playbooks keep running");
+            tracing::warn!(
+                errors = diagnostics.0.len(),
+                "playbook reload refused; the loaded playbooks keep running"
+            );
             let errors: Vec<String> = diagnostics.0.iter().map(|d| d.to_string()).collect();
             (StatusCode::BAD_REQUEST, axum::Json(serde_json::json!({ "error": "invalid_playbooks", "message": "the playbooks have errors; the loaded ones keep running", "errors": errors }))).into_response()
         }
@@ -242,11 +282,16 @@ async fn reload_playbooks(State(app): State<Arc<AppState>>, headers: axum::http:
 pub fn reload_on_sighup(state: Arc<AppState>) {
     #[cfg(unix)]
     tokio::spawn(async move {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
         while hup.recv().await.is_some() {
             match reload(&state) {
                 Ok(count) => tracing::info!(playbooks = count, "playbooks reloaded (SIGHUP)"),
-                Err(diagnostics) => tracing::warn!(errors = %diagnostics, "playbook reload refused; the loaded playbooks keep running"),
+                Err(diagnostics) => {
+                    tracing::warn!(errors = %diagnostics, "playbook reload refused; the loaded playbooks keep running")
+                }
             }
         }
     });

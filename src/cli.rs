@@ -7,8 +7,8 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use cordon::alert::{Alert, Incident, IncidentStatus};
 use cordon::app::{Server, shutdown_signal};
-use cordon::config::{self, Config};
 use cordon::audit::AuditEntry;
+use cordon::config::{self, Config};
 use cordon::engine::run::{Run, RunStatus};
 use cordon::store::{AlertQuery, IncidentQuery, RunQuery, SledStore, Store, StoreError};
 use serde_json::Value;
@@ -79,7 +79,9 @@ struct DecisionArgs {
 }
 
 #[derive(Debug, Subcommand)]
-#[command(after_help = "list and show read the local store when no server holds it; cancel and resolve go through the running server's admin API.")]
+#[command(
+    after_help = "list and show read the local store when no server holds it; cancel and resolve go through the running server's admin API."
+)]
 enum RunsCommand {
     /// Newest runs first.
     List {
@@ -209,7 +211,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Deny(args) => decision(&cli.config, args, false).await,
         Command::Audit(AuditCommand::Verify { from }) => audit_verify(&cli.config, from).await,
         Command::Reload { server } => {
-            let body = post(&cli.config, server.as_deref(), "/v1/playbooks/reload", serde_json::json!({})).await?;
+            let body = post(
+                &cli.config,
+                server.as_deref(),
+                "/v1/playbooks/reload",
+                serde_json::json!({}),
+            )
+            .await?;
             println!("reloaded {} playbooks", body["reloaded"]);
             Ok(ExitCode::SUCCESS)
         }
@@ -256,7 +264,11 @@ fn validate(path: &Path, paths: &[PathBuf]) -> ExitCode {
         None
     };
     let config = config.unwrap_or_default();
-    let paths = if paths.is_empty() { config.playbooks.paths.clone() } else { paths.to_vec() };
+    let paths = if paths.is_empty() {
+        config.playbooks.paths.clone()
+    } else {
+        paths.to_vec()
+    };
     let scripts = cordon::app::scripts(&config);
     let (playbooks, diagnostics) = cordon::playbook::shim::load_paths(&paths, &scripts);
     for d in &diagnostics {
@@ -265,12 +277,24 @@ fn validate(path: &Path, paths: &[PathBuf]) -> ExitCode {
     for p in &playbooks {
         println!("ok: {} ({})", p.file.display(), p.spec.id);
     }
-    if diagnostics.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if diagnostics.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 async fn test(path: &Path, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
-    let config = if path.exists() { config::load(path).map_err(|d| anyhow::anyhow!("{d}"))? } else { Config::default() };
-    let paths = if paths.is_empty() { config.playbooks.paths.clone() } else { paths.to_vec() };
+    let config = if path.exists() {
+        config::load(path).map_err(|d| anyhow::anyhow!("{d}"))?
+    } else {
+        Config::default()
+    };
+    let paths = if paths.is_empty() {
+        config.playbooks.paths.clone()
+    } else {
+        paths.to_vec()
+    };
     let scripts = cordon::app::scripts(&config);
     let (playbooks, diagnostics) = cordon::playbook::shim::load_paths(&paths, &scripts);
     if !diagnostics.is_empty() {
@@ -294,25 +318,43 @@ async fn test(path: &Path, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
         }
     }
     println!("{passed} passed, {failed} failed");
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// POSTs to the running server's admin API (the `--server` URL, or the one the server recorded).
-async fn post(config_path: &Path, server: Option<&str>, path: &str, body: Value) -> anyhow::Result<Value> {
-    let config = load_config(config_path).map_err(|_| anyhow::anyhow!("the config has errors (see above)"))?;
+async fn post(
+    config_path: &Path,
+    server: Option<&str>,
+    path: &str,
+    body: Value,
+) -> anyhow::Result<Value> {
+    let config = load_config(config_path)
+        .map_err(|_| anyhow::anyhow!("the config has errors (see above)"))?;
     let base = match server {
         Some(url) => url.trim_end_matches('/').to_owned(),
         None => std::fs::read_to_string(cordon::app::address_file(&config))
             .map(|b| b.trim().to_owned())
             .map_err(|_| anyhow::anyhow!("no running server found for this config; start `cordon serve` or pass --server URL"))?,
     };
-    let mut request = reqwest::Client::new().post(format!("{base}{path}")).json(&body);
+    let mut request = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .json(&body);
     if let Some(token) = &config.server.admin_token {
         request = request.bearer_auth(token.expose());
     }
-    let response = request.send().await.with_context(|| format!("cannot reach the server at {base}"))?;
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the server at {base}"))?;
     let status = response.status();
-    let body: Value = response.json().await.context("the server's answer is not JSON")?;
+    let body: Value = response
+        .json()
+        .await
+        .context("the server's answer is not JSON")?;
     if !status.is_success() {
         let mut message = body["message"].as_str().unwrap_or("").to_owned();
         if let Some(errors) = body["errors"].as_array() {
@@ -328,30 +370,54 @@ async fn post(config_path: &Path, server: Option<&str>, path: &str, body: Value)
 
 async fn decision(config: &Path, args: DecisionArgs, approve: bool) -> anyhow::Result<ExitCode> {
     let body = serde_json::json!({ "decision": if approve { "approve" } else { "deny" }, "identity": args.identity });
-    let answer = post(config, args.server.as_deref(), &format!("/v1/runs/{}/approvals/{}", args.run, args.step), body).await?;
+    let answer = post(
+        config,
+        args.server.as_deref(),
+        &format!("/v1/runs/{}/approvals/{}", args.run, args.step),
+        body,
+    )
+    .await?;
     match answer["outcome"].as_str() {
         Some(outcome) => println!("{} {}: {outcome}", args.run, args.step),
-        None => println!("{} {}: {} of {} approvals", args.run, args.step, answer["approvals"], answer["quorum"]),
+        None => println!(
+            "{} {}: {} of {} approvals",
+            args.run, args.step, answer["approvals"], answer["quorum"]
+        ),
     }
     Ok(ExitCode::SUCCESS)
 }
 
 async fn runs(config: &Path, command: RunsCommand) -> anyhow::Result<ExitCode> {
     match command {
-        RunsCommand::List { status, playbook, limit, from } => {
+        RunsCommand::List {
+            status,
+            playbook,
+            limit,
+            from,
+        } => {
             let status = match status.as_deref() {
                 None => None,
                 Some(s) => Some(serde_json::from_value::<RunStatus>(Value::String(s.to_owned())).map_err(|_| anyhow::anyhow!("--status takes queued, running, waiting, needs_decision, succeeded, failed or cancelled"))?),
             };
             let reader = Reader::open(config, from.server.as_deref()).await?;
             let runs: Vec<Run> = match &reader {
-                Reader::Local(store) => store.runs(&RunQuery { status, playbook: playbook.clone(), incident_id: None, limit }).await?,
+                Reader::Local(store) => {
+                    store
+                        .runs(&RunQuery {
+                            status,
+                            playbook: playbook.clone(),
+                            incident_id: None,
+                            limit,
+                        })
+                        .await?
+                }
                 Reader::Remote { .. } => {
                     let mut query = vec![("limit", limit.to_string())];
                     query.extend(status.map(|s| ("status", s.to_string())));
                     query.extend(playbook.clone().map(|p| ("playbook", p)));
                     let body = reader.get("/v1/runs", &query).await?.unwrap_or_default();
-                    serde_json::from_value(body["runs"].clone()).context("unexpected answer from the server")?
+                    serde_json::from_value(body["runs"].clone())
+                        .context("unexpected answer from the server")?
                 }
             };
             reader.close().await;
@@ -363,11 +429,31 @@ async fn runs(config: &Path, command: RunsCommand) -> anyhow::Result<ExitCode> {
                 let rows = runs
                     .iter()
                     .map(|r| {
-                        let waiting = r.open_approval().map(|(step, _)| format!("approval `{step}`")).unwrap_or_default();
-                        vec![r.id.clone(), when(r.updated_at), r.status.to_string(), r.playbook.clone(), r.incident_id.clone().unwrap_or_else(|| "-".into()), waiting]
+                        let waiting = r
+                            .open_approval()
+                            .map(|(step, _)| format!("approval `{step}`"))
+                            .unwrap_or_default();
+                        vec![
+                            r.id.clone(),
+                            when(r.updated_at),
+                            r.status.to_string(),
+                            r.playbook.clone(),
+                            r.incident_id.clone().unwrap_or_else(|| "-".into()),
+                            waiting,
+                        ]
                     })
                     .collect();
-                print_table(&["ID", "UPDATED", "STATUS", "PLAYBOOK", "INCIDENT", "WAITING ON"], rows);
+                print_table(
+                    &[
+                        "ID",
+                        "UPDATED",
+                        "STATUS",
+                        "PLAYBOOK",
+                        "INCIDENT",
+                        "WAITING ON",
+                    ],
+                    rows,
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -379,7 +465,10 @@ async fn runs(config: &Path, command: RunsCommand) -> anyhow::Result<ExitCode> {
                     None => None,
                 },
                 Reader::Remote { .. } => match reader.get(&format!("/v1/runs/{id}"), &[]).await? {
-                    Some(body) => Some((serde_json::from_value(body["run"].clone())?, serde_json::from_value(body["audit"].clone())?)),
+                    Some(body) => Some((
+                        serde_json::from_value(body["run"].clone())?,
+                        serde_json::from_value(body["audit"].clone())?,
+                    )),
                     None => None,
                 },
             };
@@ -389,23 +478,51 @@ async fn runs(config: &Path, command: RunsCommand) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             };
             if from.json {
-                println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "run": run, "audit": audit }))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({ "run": run, "audit": audit })
+                    )?
+                );
             } else {
                 print_run(&run, &audit);
             }
             Ok(ExitCode::SUCCESS)
         }
-        RunsCommand::Cancel { id, identity, server } => {
-            post(config, server.as_deref(), &format!("/v1/runs/{id}/cancel"), serde_json::json!({ "identity": identity })).await?;
+        RunsCommand::Cancel {
+            id,
+            identity,
+            server,
+        } => {
+            post(
+                config,
+                server.as_deref(),
+                &format!("/v1/runs/{id}/cancel"),
+                serde_json::json!({ "identity": identity }),
+            )
+            .await?;
             println!("{id}: cancelled");
             Ok(ExitCode::SUCCESS)
         }
-        RunsCommand::Resolve { id, step, retry, skip, identity, server } => {
+        RunsCommand::Resolve {
+            id,
+            step,
+            retry,
+            skip,
+            identity,
+            server,
+        } => {
             if retry == skip {
                 bail!("say --retry or --skip");
             }
             let action = if retry { "retry" } else { "skip" };
-            post(config, server.as_deref(), &format!("/v1/runs/{id}/steps/{step}/resolve"), serde_json::json!({ "action": action, "identity": identity })).await?;
+            post(
+                config,
+                server.as_deref(),
+                &format!("/v1/runs/{id}/steps/{step}/resolve"),
+                serde_json::json!({ "action": action, "identity": identity }),
+            )
+            .await?;
             println!("{id} {step}: {action}");
             Ok(ExitCode::SUCCESS)
         }
@@ -415,11 +532,26 @@ async fn runs(config: &Path, command: RunsCommand) -> anyhow::Result<ExitCode> {
 fn print_run(run: &Run, audit: &[AuditEntry]) {
     println!("{:<10}{}", "run", run.id);
     println!("{:<10}{}", "playbook", run.playbook);
-    println!("{:<10}{}{}", "status", run.status, run.error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default());
-    println!("{:<10}{}", "incident", run.incident_id.as_deref().unwrap_or("-"));
+    println!(
+        "{:<10}{}{}",
+        "status",
+        run.status,
+        run.error
+            .as_ref()
+            .map(|e| format!(" ({e})"))
+            .unwrap_or_default()
+    );
+    println!(
+        "{:<10}{}",
+        "incident",
+        run.incident_id.as_deref().unwrap_or("-")
+    );
     println!("{:<10}{}", "started", when(run.created_at));
     if run.dry_run {
-        println!("{:<10}yes: side effects were recorded, not performed", "dry run");
+        println!(
+            "{:<10}yes: side effects were recorded, not performed",
+            "dry run"
+        );
     }
     println!();
     let rows = run
@@ -434,13 +566,23 @@ fn print_run(run: &Run, audit: &[AuditEntry]) {
                     match a.outcome {
                         Some(true) => format!("approved by {}", a.approvers().join(", ")),
                         Some(false) => "denied".to_owned(),
-                        None => format!("waiting on {} ({} of {})", a.group, a.approvers().len(), a.quorum),
+                        None => format!(
+                            "waiting on {} ({} of {})",
+                            a.group,
+                            a.approvers().len(),
+                            a.quorum
+                        ),
                     }
                 ),
                 (None, Some(e)) => e.clone(),
                 (None, None) => clip(&s.output.to_string(), 70),
             };
-            vec![id.clone(), format!("{:?}", s.status).to_lowercase(), s.attempts.to_string(), detail]
+            vec![
+                id.clone(),
+                format!("{:?}", s.status).to_lowercase(),
+                s.attempts.to_string(),
+                detail,
+            ]
         })
         .collect();
     print_table(&["STEP", "STATUS", "TRIES", "DETAIL"], rows);
@@ -448,7 +590,15 @@ fn print_run(run: &Run, audit: &[AuditEntry]) {
         println!();
         let rows = audit
             .iter()
-            .map(|e| vec![e.seq.to_string(), when(e.at), e.kind.clone(), e.step.clone().unwrap_or_default(), e.actor.clone().unwrap_or_default()])
+            .map(|e| {
+                vec![
+                    e.seq.to_string(),
+                    when(e.at),
+                    e.kind.clone(),
+                    e.step.clone().unwrap_or_default(),
+                    e.actor.clone().unwrap_or_default(),
+                ]
+            })
             .collect();
         print_table(&["AUDIT", "AT", "EVENT", "STEP", "BY"], rows);
     }
@@ -461,21 +611,41 @@ async fn audit_verify(config: &Path, from: Source) -> anyhow::Result<ExitCode> {
             let r = store.audit_verify().await?;
             serde_json::json!({ "ok": r.ok(), "entries": r.entries, "last_seq": r.last_seq, "last_hash": r.last_hash, "problems": r.problems.iter().map(|p| serde_json::json!({ "seq": p.seq, "what": p.what })).collect::<Vec<_>>() })
         }
-        Reader::Remote { .. } => reader.get("/v1/audit/verify", &[]).await?.unwrap_or_default(),
+        Reader::Remote { .. } => reader
+            .get("/v1/audit/verify", &[])
+            .await?
+            .unwrap_or_default(),
     };
     reader.close().await;
     let ok = report["ok"].as_bool() == Some(true);
     if from.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else if ok {
-        println!("audit chain intact: {} entries, last #{} {}", report["entries"], report["last_seq"], report["last_hash"].as_str().unwrap_or_default());
+        println!(
+            "audit chain intact: {} entries, last #{} {}",
+            report["entries"],
+            report["last_seq"],
+            report["last_hash"].as_str().unwrap_or_default()
+        );
     } else {
         for p in report["problems"].as_array().into_iter().flatten() {
-            println!("entry {}: {}", p["seq"], p["what"].as_str().unwrap_or_default());
+            println!(
+                "entry {}: {}",
+                p["seq"],
+                p["what"].as_str().unwrap_or_default()
+            );
         }
-        println!("audit chain BROKEN: {} problems in {} entries", report["problems"].as_array().map(Vec::len).unwrap_or(0), report["entries"]);
+        println!(
+            "audit chain BROKEN: {} problems in {} entries",
+            report["problems"].as_array().map(Vec::len).unwrap_or(0),
+            report["entries"]
+        );
     }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// The store, or the admin API of the server holding it.

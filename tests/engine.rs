@@ -53,7 +53,13 @@ struct Setup {
     _playbooks: TempDir,
 }
 
-async fn setup(playbook_extra: &str, quorum: u32, timeout: &str, on_timeout: &str, config_extra: &str) -> Setup {
+async fn setup(
+    playbook_extra: &str,
+    quorum: u32,
+    timeout: &str,
+    on_timeout: &str,
+    config_extra: &str,
+) -> Setup {
     let api = FakeApi::start(Duration::ZERO).await;
     let playbooks = tempfile::tempdir().unwrap();
     let yaml = contain(&api.base, playbook_extra)
@@ -67,7 +73,11 @@ async fn setup(playbook_extra: &str, quorum: u32, timeout: &str, on_timeout: &st
         all_sources()
     );
     let server = TestServer::start_with(&config).await;
-    Setup { server, api, _playbooks: playbooks }
+    Setup {
+        server,
+        api,
+        _playbooks: playbooks,
+    }
 }
 
 async fn alert(server: &TestServer, resource: &str, severity: u8) -> String {
@@ -87,11 +97,25 @@ fn waiting(run: &Value) -> bool {
 }
 
 fn finished(run: &Value) -> bool {
-    matches!(run["status"].as_str(), Some("succeeded" | "failed" | "cancelled"))
+    matches!(
+        run["status"].as_str(),
+        Some("succeeded" | "failed" | "cancelled")
+    )
 }
 
-async fn decide(server: &TestServer, run: &str, step: &str, decision: &str, identity: &str) -> (u16, Value) {
-    server.admin_post(&format!("/v1/runs/{run}/approvals/{step}"), json!({ "decision": decision, "identity": identity })).await
+async fn decide(
+    server: &TestServer,
+    run: &str,
+    step: &str,
+    decision: &str,
+    identity: &str,
+) -> (u16, Value) {
+    server
+        .admin_post(
+            &format!("/v1/runs/{run}/approvals/{step}"),
+            json!({ "decision": decision, "identity": identity }),
+        )
+        .await
 }
 
 #[tokio::test]
@@ -99,26 +123,60 @@ async fn alert_to_approval_to_action_with_an_intact_audit_chain() {
     let s = setup("", 1, "30m", "reject", "").await;
     let run = alert(&s.server, "host-1", 9).await;
     let shown = s.server.wait_run(&run, "waiting", waiting).await;
-    assert_eq!(shown["run"]["steps"]["approve"]["approval"]["prompt"], "Isolate host-1?");
-    assert_eq!(s.api.count("/isolate/"), 0, "nothing happens before the approval");
+    assert_eq!(
+        shown["run"]["steps"]["approve"]["approval"]["prompt"],
+        "Isolate host-1?"
+    );
+    assert_eq!(
+        s.api.count("/isolate/"),
+        0,
+        "nothing happens before the approval"
+    );
 
     let (status, body) = decide(&s.server, &run, "approve", "approve", "cli:alice").await;
-    assert_eq!((status, body["outcome"].as_str()), (200, Some("approved")), "{body}");
+    assert_eq!(
+        (status, body["outcome"].as_str()),
+        (200, Some("approved")),
+        "{body}"
+    );
     let done = s.server.wait_run(&run, "finished", finished).await;
     assert_eq!(done["run"]["status"], "succeeded", "{}", done["run"]);
     assert_eq!(done["run"]["outputs"]["isolated"], true);
     assert_eq!(s.api.count("POST /isolate/host-1"), 1);
-    assert_eq!(done["run"]["steps"]["isolate"]["idempotency_key"], format!("{run}:isolate"));
+    assert_eq!(
+        done["run"]["steps"]["isolate"]["idempotency_key"],
+        format!("{run}:isolate")
+    );
 
     let incident = done["run"]["incident_id"].as_str().unwrap();
     let shown = s.server.admin(&format!("/v1/incidents/{incident}")).await;
-    assert_eq!(shown["incident"]["values"]["isolated"], true, "core.set stored the value");
+    assert_eq!(
+        shown["incident"]["values"]["isolated"], true,
+        "core.set stored the value"
+    );
 
-    let kinds: Vec<&str> = done["audit"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
-    for kind in ["run.created", "approval.requested", "approval.decided", "step.started", "step.finished", "run.state"] {
+    let kinds: Vec<&str> = done["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    for kind in [
+        "run.created",
+        "approval.requested",
+        "approval.decided",
+        "step.started",
+        "step.finished",
+        "run.state",
+    ] {
         assert!(kinds.contains(&kind), "audit lacks {kind}: {kinds:?}");
     }
-    let decided = done["audit"].as_array().unwrap().iter().find(|e| e["kind"] == "approval.decided").unwrap();
+    let decided = done["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "approval.decided")
+        .unwrap();
     assert_eq!(decided["actor"], "cli:alice");
     let verify = s.server.admin("/v1/audit/verify").await;
     assert_eq!(verify["ok"], true, "{verify}");
@@ -132,8 +190,17 @@ async fn only_group_members_decide_and_one_deny_ends_it() {
     s.server.wait_run(&run, "waiting", waiting).await;
 
     let (status, body) = decide(&s.server, &run, "approve", "approve", "cli:mallory").await;
-    assert_eq!((status, body["error"].as_str()), (403, Some("forbidden")), "{body}");
-    assert!(body["message"].as_str().unwrap().contains("not in the approver group `soc`"));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("forbidden")),
+        "{body}"
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("not in the approver group `soc`")
+    );
     let (status, _) = decide(&s.server, &run, "approve", "maybe", "cli:alice").await;
     assert_eq!(status, 400);
     let (status, _) = decide(&s.server, &run, "nope", "approve", "cli:alice").await;
@@ -141,7 +208,11 @@ async fn only_group_members_decide_and_one_deny_ends_it() {
 
     // Nested groups count: slack:U1 is in `leads`, which is in `soc`.
     let (status, body) = decide(&s.server, &run, "approve", "deny", "slack:U1").await;
-    assert_eq!((status, body["outcome"].as_str()), (200, Some("denied")), "{body}");
+    assert_eq!(
+        (status, body["outcome"].as_str()),
+        (200, Some("denied")),
+        "{body}"
+    );
     let done = s.server.wait_run(&run, "finished", finished).await;
     assert_eq!(done["run"]["status"], "succeeded");
     assert_eq!(done["run"]["steps"]["isolate"]["status"], "skipped");
@@ -149,10 +220,24 @@ async fn only_group_members_decide_and_one_deny_ends_it() {
 
     let (status, body) = decide(&s.server, &run, "approve", "approve", "cli:alice").await;
     assert_eq!(status, 409, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("already decided by slack:U1 (deny)"), "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("already decided by slack:U1 (deny)"),
+        "{body}"
+    );
     let refused = s.server.admin(&format!("/v1/runs/{run}")).await;
-    let kinds: Vec<&str> = refused["audit"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
-    assert!(kinds.iter().filter(|k| **k == "approval.refused").count() >= 2, "refusals are audited: {kinds:?}");
+    let kinds: Vec<&str> = refused["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.iter().filter(|k| **k == "approval.refused").count() >= 2,
+        "refusals are audited: {kinds:?}"
+    );
 }
 
 #[tokio::test]
@@ -161,40 +246,78 @@ async fn quorum_counts_distinct_people_and_the_requester_may_not_approve() {
     let run = alert(&s.server, "host-3", 9).await;
     s.server.wait_run(&run, "waiting", waiting).await;
     let (status, body) = decide(&s.server, &run, "approve", "approve", "cli:alice").await;
-    assert_eq!((status, body["outcome"].clone(), body["approvals"].as_u64()), (200, Value::Null, Some(1)), "{body}");
+    assert_eq!(
+        (status, body["outcome"].clone(), body["approvals"].as_u64()),
+        (200, Value::Null, Some(1)),
+        "{body}"
+    );
     let (status, body) = decide(&s.server, &run, "approve", "approve", "cli:alice").await;
     assert_eq!(status, 409, "the same person twice is one approval: {body}");
     let (status, body) = decide(&s.server, &run, "approve", "approve", "cli:bob").await;
-    assert_eq!((status, body["outcome"].as_str()), (200, Some("approved")), "{body}");
+    assert_eq!(
+        (status, body["outcome"].as_str()),
+        (200, Some("approved")),
+        "{body}"
+    );
     s.server.wait_run(&run, "finished", finished).await;
     assert_eq!(s.api.count("/isolate/host-3"), 1);
 
     // A manual run: alice started it, so alice may not approve it.
-    let (status, body) = s.server.admin_post("/v1/playbooks/contain/runs", json!({ "identity": "cli:alice", "inputs": {} })).await;
+    let (status, body) = s
+        .server
+        .admin_post(
+            "/v1/playbooks/contain/runs",
+            json!({ "identity": "cli:alice", "inputs": {} }),
+        )
+        .await;
     assert_eq!(status, 202, "{body}");
     let manual = body["run_id"].as_str().unwrap().to_owned();
-    let (status, body) = s.server.admin_post("/v1/playbooks/nope/runs", json!({ "identity": "cli:alice" })).await;
+    let (status, body) = s
+        .server
+        .admin_post(
+            "/v1/playbooks/nope/runs",
+            json!({ "identity": "cli:alice" }),
+        )
+        .await;
     assert_eq!(status, 404, "{body}");
     // Without an alert the risk script sees no severity: make the run wait on an approval we
     // create by hand is not possible, so check the rule where it applies: the decision API.
-    let shown = s.server.wait_run(&manual, "settled", |r| finished(r) || waiting(r)).await;
+    let shown = s
+        .server
+        .wait_run(&manual, "settled", |r| finished(r) || waiting(r))
+        .await;
     if waiting(&shown["run"]) {
         let (status, body) = decide(&s.server, &manual, "approve", "approve", "cli:alice").await;
         assert_eq!(status, 403, "{body}");
-        assert!(body["message"].as_str().unwrap().contains("triggered this run"));
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("triggered this run")
+        );
     }
 }
 
 #[tokio::test]
 async fn protected_resources_are_refused_and_nothing_is_called() {
-    let s = setup("", 1, "30m", "reject", "guardrails:\n  protected: [\"host-prod-*\"]\n").await;
+    let s = setup(
+        "",
+        1,
+        "30m",
+        "reject",
+        "guardrails:\n  protected: [\"host-prod-*\"]\n",
+    )
+    .await;
     let run = alert(&s.server, "host-prod-1", 9).await;
     s.server.wait_run(&run, "waiting", waiting).await;
     decide(&s.server, &run, "approve", "approve", "cli:alice").await;
     let done = s.server.wait_run(&run, "finished", finished).await;
     assert_eq!(done["run"]["status"], "failed", "{}", done["run"]);
     let error = done["run"]["steps"]["isolate"]["error"].as_str().unwrap();
-    assert!(error.contains("protected resource") && error.contains("host-prod-*"), "{error}");
+    assert!(
+        error.contains("protected resource") && error.contains("host-prod-*"),
+        "{error}"
+    );
     assert_eq!(s.api.count("/isolate/"), 0);
 }
 
@@ -204,20 +327,36 @@ async fn calls_over_the_blast_radius_wait_for_approval() {
     let first = alert(&s.server, "host-a", 9).await;
     s.server.wait_run(&first, "waiting", waiting).await;
     decide(&s.server, &first, "approve", "approve", "cli:alice").await;
-    assert_eq!(s.server.wait_run(&first, "finished", finished).await["run"]["status"], "succeeded");
+    assert_eq!(
+        s.server.wait_run(&first, "finished", finished).await["run"]["status"],
+        "succeeded"
+    );
 
     let second = alert(&s.server, "host-b", 9).await;
     s.server.wait_run(&second, "waiting", waiting).await;
     decide(&s.server, &second, "approve", "approve", "cli:alice").await;
-    let held = s.server.wait_run(&second, "held", |r| r["steps"]["isolate"]["status"] == "waiting").await;
-    let prompt = held["run"]["steps"]["isolate"]["approval"]["prompt"].as_str().unwrap();
-    assert!(prompt.contains("blast radius of 1 calls per 1h"), "{prompt}");
+    let held = s
+        .server
+        .wait_run(&second, "held", |r| {
+            r["steps"]["isolate"]["status"] == "waiting"
+        })
+        .await;
+    let prompt = held["run"]["steps"]["isolate"]["approval"]["prompt"]
+        .as_str()
+        .unwrap();
+    assert!(
+        prompt.contains("blast radius of 1 calls per 1h"),
+        "{prompt}"
+    );
     assert_eq!(s.api.count("/isolate/host-b"), 0, "held, not called");
     let (status, _) = decide(&s.server, &second, "isolate", "approve", "cli:alice").await;
     assert_eq!(status, 403, "only the blast-radius approvers decide");
     let (status, body) = decide(&s.server, &second, "isolate", "approve", "cli:root").await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(s.server.wait_run(&second, "finished", finished).await["run"]["status"], "succeeded");
+    assert_eq!(
+        s.server.wait_run(&second, "finished", finished).await["run"]["status"],
+        "succeeded"
+    );
     assert_eq!(s.api.count("/isolate/host-b"), 1);
 }
 
@@ -232,7 +371,10 @@ async fn a_dry_run_records_what_it_would_do_and_calls_nothing() {
     let isolate = &done["run"]["steps"]["isolate"];
     assert_eq!(isolate["dry_run"], true);
     assert_eq!(isolate["output"]["dry_run"], true);
-    assert_eq!(isolate["output"]["inputs"]["url"], format!("{}/isolate/host-4", s.api.base));
+    assert_eq!(
+        isolate["output"]["inputs"]["url"],
+        format!("{}/isolate/host-4", s.api.base)
+    );
     assert_eq!(s.api.count("/isolate/"), 0);
 }
 
@@ -243,7 +385,13 @@ async fn core_http_reaches_only_allowed_hosts() {
     drop(playbooks);
     // The same playbook under another id is not in http_allow.
     let run = {
-        let (status, body) = s.server.admin_post("/v1/playbooks/contain/runs", json!({ "identity": "cli:carol" })).await;
+        let (status, body) = s
+            .server
+            .admin_post(
+                "/v1/playbooks/contain/runs",
+                json!({ "identity": "cli:carol" }),
+            )
+            .await;
         assert_eq!(status, 202, "{body}");
         body["run_id"].as_str().unwrap().to_owned()
     };
@@ -260,16 +408,30 @@ async fn a_runaway_script_fails_its_step_and_the_server_keeps_answering() {
         "spin",
         "id: spin\nname: Spin\non:\n  source: generic\nsteps:\n  - id: forever\n    script: |\n      let n = 0;\n      loop { n += 1; }\n",
     );
-    let config = format!("playbooks:\n  paths: [{}]\n  script_timeout: 300ms\n{}", playbooks.path().display(), all_sources());
+    let config = format!(
+        "playbooks:\n  paths: [{}]\n  script_timeout: 300ms\n{}",
+        playbooks.path().display(),
+        all_sources()
+    );
     let server = TestServer::start_with(&config).await;
     let (_, answer) = server.post_generic(&generic_alert("x", "host-9")).await;
-    let run = server.run_for_alert(answer["alerts"][0]["alert_id"].as_str().unwrap()).await;
-    let health = server.http.get(format!("{}/healthz", server.base)).send().await.unwrap();
+    let run = server
+        .run_for_alert(answer["alerts"][0]["alert_id"].as_str().unwrap())
+        .await;
+    let health = server
+        .http
+        .get(format!("{}/healthz", server.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
     let done = server.wait_run(&run, "finished", finished).await;
     assert_eq!(done["run"]["status"], "failed");
     let error = done["run"]["steps"]["forever"]["error"].as_str().unwrap();
-    assert!(error.contains("ran longer than") || error.contains("operations"), "{error}");
+    assert!(
+        error.contains("ran longer than") || error.contains("operations"),
+        "{error}"
+    );
 }
 
 #[tokio::test]
@@ -277,7 +439,11 @@ async fn an_approval_timeout_fires_even_when_the_server_was_down() {
     let s = setup("", 1, "1s", "approve", "").await;
     let run = alert(&s.server, "host-5", 9).await;
     s.server.wait_run(&run, "waiting", waiting).await;
-    let Setup { server, api, _playbooks } = s;
+    let Setup {
+        server,
+        api,
+        _playbooks,
+    } = s;
     let playbooks_dir = _playbooks.path().to_owned();
     let dir = server.stop().await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -302,11 +468,27 @@ async fn a_cancelled_run_stops_and_frees_its_incident() {
     let s = setup("", 1, "30m", "reject", "").await;
     let run = alert(&s.server, "host-6", 9).await;
     s.server.wait_run(&run, "waiting", waiting).await;
-    let (status, body) = s.server.admin_post(&format!("/v1/runs/{run}/cancel"), json!({ "identity": "cli:alice" })).await;
-    assert_eq!((status, body["run"]["status"].as_str()), (200, Some("cancelled")), "{body}");
+    let (status, body) = s
+        .server
+        .admin_post(
+            &format!("/v1/runs/{run}/cancel"),
+            json!({ "identity": "cli:alice" }),
+        )
+        .await;
+    assert_eq!(
+        (status, body["run"]["status"].as_str()),
+        (200, Some("cancelled")),
+        "{body}"
+    );
     let (status, _) = decide(&s.server, &run, "approve", "approve", "cli:alice").await;
     assert_eq!(status, 409, "a cancelled run takes no decisions");
-    let (status, _) = s.server.admin_post(&format!("/v1/runs/{run}/cancel"), json!({ "identity": "cli:alice" })).await;
+    let (status, _) = s
+        .server
+        .admin_post(
+            &format!("/v1/runs/{run}/cancel"),
+            json!({ "identity": "cli:alice" }),
+        )
+        .await;
     assert_eq!(status, 409);
     // The next alert about the same host (same incident) starts a new run.
     let again = alert_of_kind(&s.server, "host-6", 9, "reverse-shell").await;

@@ -17,7 +17,16 @@ use super::{
 };
 use crate::intake::formats::SourceKind;
 
-const TOP_KEYS: &[&str] = &["server", "store", "grouping", "log", "playbooks", "approvers", "guardrails", "sources"];
+const TOP_KEYS: &[&str] = &[
+    "server",
+    "store",
+    "grouping",
+    "log",
+    "playbooks",
+    "approvers",
+    "guardrails",
+    "sources",
+];
 
 /// Reads and parses the config at `path`.
 pub fn load(path: &Path) -> Result<Config, Diagnostics> {

@@ -93,10 +93,26 @@ pub fn decide(
 ) -> Result<Decided, DecisionError> {
     let requester = run.trigger.by.clone();
     let finished = run.status.is_finished().then(|| run.status.to_string());
-    let state = run.steps.get_mut(step).ok_or_else(|| DecisionError::NoSuchApproval(step.to_owned()))?;
-    let approval = state.approval.as_mut().ok_or_else(|| DecisionError::NoSuchApproval(step.to_owned()))?;
+    let state = run
+        .steps
+        .get_mut(step)
+        .ok_or_else(|| DecisionError::NoSuchApproval(step.to_owned()))?;
+    let approval = state
+        .approval
+        .as_mut()
+        .ok_or_else(|| DecisionError::NoSuchApproval(step.to_owned()))?;
     if approval.outcome.is_some() {
-        let by: Vec<String> = approval.decisions.iter().map(|d| format!("{} ({})", d.identity, if d.approve { "approve" } else { "deny" })).collect();
+        let by: Vec<String> = approval
+            .decisions
+            .iter()
+            .map(|d| {
+                format!(
+                    "{} ({})",
+                    d.identity,
+                    if d.approve { "approve" } else { "deny" }
+                )
+            })
+            .collect();
         return Err(DecisionError::AlreadyDecided(by.join(", ")));
     }
     if let Some(status) = finished {
@@ -106,7 +122,10 @@ pub fn decide(
         return Err(DecisionError::NotWaiting(step.to_owned()));
     }
     if !groups.is_member(&approval.group, identity) {
-        return Err(DecisionError::NotAllowed(identity.to_owned(), approval.group.clone()));
+        return Err(DecisionError::NotAllowed(
+            identity.to_owned(),
+            approval.group.clone(),
+        ));
     }
     if approve && requester.as_deref() == Some(identity) {
         return Err(DecisionError::Requester(identity.to_owned()));
@@ -114,14 +133,23 @@ pub fn decide(
     if approval.decisions.iter().any(|d| d.identity == identity) {
         return Err(DecisionError::Repeated(identity.to_owned()));
     }
-    approval.decisions.push(Decision { identity: identity.to_owned(), approve, at: now, via: via.to_owned() });
+    approval.decisions.push(Decision {
+        identity: identity.to_owned(),
+        approve,
+        at: now,
+        via: via.to_owned(),
+    });
     let approvals = approval.approvers().len();
     if !approve {
         approval.outcome = Some(false);
     } else if approvals >= approval.quorum as usize {
         approval.outcome = Some(true);
     }
-    Ok(Decided { outcome: approval.outcome, approvals, quorum: approval.quorum })
+    Ok(Decided {
+        outcome: approval.outcome,
+        approvals,
+        quorum: approval.quorum,
+    })
 }
 
 /// Settles approvals whose timeout has passed with their timeout decision; returns the step ids.
@@ -171,7 +199,10 @@ mod tests {
             id: "r1".into(),
             playbook: "p".into(),
             status: RunStatus::Waiting,
-            trigger: Trigger { kind: if by.is_some() { "manual" } else { "alert" }.into(), by: by.map(str::to_owned) },
+            trigger: Trigger {
+                kind: if by.is_some() { "manual" } else { "alert" }.into(),
+                by: by.map(str::to_owned),
+            },
             incident_id: None,
             alert_id: None,
             concurrency_key: "k".into(),
@@ -192,8 +223,18 @@ mod tests {
     fn groups() -> ApproverGroups {
         ApproverGroups(
             [
-                ("soc".to_owned(), vec!["cli:alice".to_owned(), "cli:bob".to_owned(), "group:leads".to_owned()]),
-                ("leads".to_owned(), vec!["teams:42".to_owned(), "group:soc".to_owned()]),
+                (
+                    "soc".to_owned(),
+                    vec![
+                        "cli:alice".to_owned(),
+                        "cli:bob".to_owned(),
+                        "group:leads".to_owned(),
+                    ],
+                ),
+                (
+                    "leads".to_owned(),
+                    vec!["teams:42".to_owned(), "group:soc".to_owned()],
+                ),
             ]
             .into(),
         )
@@ -212,25 +253,61 @@ mod tests {
     fn quorum_counts_distinct_people_and_one_deny_ends_it() {
         let now = Utc::now();
         let mut run = waiting_run(2, None);
-        assert_eq!(decide(&mut run, "ok", "cli:alice", true, "api", &groups(), now).unwrap().outcome, None);
-        assert_eq!(decide(&mut run, "ok", "cli:alice", true, "api", &groups(), now), Err(DecisionError::Repeated("cli:alice".into())));
-        assert_eq!(decide(&mut run, "ok", "teams:42", true, "teams", &groups(), now).unwrap().outcome, Some(true));
+        assert_eq!(
+            decide(&mut run, "ok", "cli:alice", true, "api", &groups(), now)
+                .unwrap()
+                .outcome,
+            None
+        );
+        assert_eq!(
+            decide(&mut run, "ok", "cli:alice", true, "api", &groups(), now),
+            Err(DecisionError::Repeated("cli:alice".into()))
+        );
+        assert_eq!(
+            decide(&mut run, "ok", "teams:42", true, "teams", &groups(), now)
+                .unwrap()
+                .outcome,
+            Some(true)
+        );
         let late = decide(&mut run, "ok", "cli:bob", false, "api", &groups(), now).unwrap_err();
-        assert!(late.to_string().contains("already decided by cli:alice (approve), teams:42 (approve)"), "{late}");
+        assert!(
+            late.to_string()
+                .contains("already decided by cli:alice (approve), teams:42 (approve)"),
+            "{late}"
+        );
 
         let mut run = waiting_run(3, None);
         decide(&mut run, "ok", "cli:alice", true, "api", &groups(), now).unwrap();
-        assert_eq!(decide(&mut run, "ok", "cli:bob", false, "api", &groups(), now).unwrap().outcome, Some(false));
+        assert_eq!(
+            decide(&mut run, "ok", "cli:bob", false, "api", &groups(), now)
+                .unwrap()
+                .outcome,
+            Some(false)
+        );
     }
 
     #[test]
     fn outsiders_and_requesters_are_refused() {
         let now = Utc::now();
         let mut run = waiting_run(1, Some("cli:alice"));
-        assert_eq!(decide(&mut run, "ok", "cli:mallory", true, "api", &groups(), now), Err(DecisionError::NotAllowed("cli:mallory".into(), "soc".into())));
-        assert_eq!(decide(&mut run, "ok", "cli:alice", true, "api", &groups(), now), Err(DecisionError::Requester("cli:alice".into())));
+        assert_eq!(
+            decide(&mut run, "ok", "cli:mallory", true, "api", &groups(), now),
+            Err(DecisionError::NotAllowed(
+                "cli:mallory".into(),
+                "soc".into()
+            ))
+        );
+        assert_eq!(
+            decide(&mut run, "ok", "cli:alice", true, "api", &groups(), now),
+            Err(DecisionError::Requester("cli:alice".into()))
+        );
         // The requester may still deny their own run.
-        assert_eq!(decide(&mut run, "ok", "cli:alice", false, "api", &groups(), now).unwrap().outcome, Some(false));
+        assert_eq!(
+            decide(&mut run, "ok", "cli:alice", false, "api", &groups(), now)
+                .unwrap()
+                .outcome,
+            Some(false)
+        );
         assert!(run.steps["ok"].approval.as_ref().unwrap().decisions.len() == 1);
     }
 
@@ -240,9 +317,23 @@ mod tests {
         let later = Utc::now() + TimeDelta::hours(1);
         assert_eq!(expire(&mut run, later), vec!["ok".to_owned()]);
         let approval = run.steps["ok"].approval.as_ref().unwrap();
-        assert_eq!((approval.outcome, approval.decisions[0].identity.as_str()), (Some(false), "system"));
+        assert_eq!(
+            (approval.outcome, approval.decisions[0].identity.as_str()),
+            (Some(false), "system")
+        );
         let mut run = waiting_run(1, None);
         run.status = RunStatus::Cancelled;
-        assert_eq!(decide(&mut run, "ok", "cli:alice", true, "api", &groups(), Utc::now()), Err(DecisionError::RunFinished("cancelled".into())));
+        assert_eq!(
+            decide(
+                &mut run,
+                "ok",
+                "cli:alice",
+                true,
+                "api",
+                &groups(),
+                Utc::now()
+            ),
+            Err(DecisionError::RunFinished("cancelled".into()))
+        );
     }
 }

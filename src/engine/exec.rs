@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use super::run::{ApprovalState, Run, RunStatus, StepState, StepStatus};
 use crate::actions::ActionSpec;
-use crate::playbook::{CompiledStep, Compiled, OnError, StepKind};
+use crate::playbook::{Compiled, CompiledStep, OnError, StepKind};
 use crate::script::{Context, Expr, ScriptError, Scripts};
 
 /// One audit-worthy thing that happened in a run.
@@ -32,7 +32,12 @@ pub struct Event {
 
 impl Event {
     pub fn new(kind: &'static str, step: Option<&str>, detail: Value) -> Event {
-        Event { kind, step: step.map(str::to_owned), actor: None, detail }
+        Event {
+            kind,
+            step: step.map(str::to_owned),
+            actor: None,
+            detail,
+        }
     }
 }
 
@@ -64,11 +69,17 @@ pub struct ActionError {
 
 impl ActionError {
     pub fn permanent(message: impl Into<String>) -> ActionError {
-        ActionError { message: message.into(), retryable: false }
+        ActionError {
+            message: message.into(),
+            retryable: false,
+        }
     }
 
     pub fn retryable(message: impl Into<String>) -> ActionError {
-        ActionError { message: message.into(), retryable: true }
+        ActionError {
+            message: message.into(),
+            retryable: true,
+        }
     }
 }
 
@@ -81,7 +92,12 @@ pub trait ActionRunner: Send + Sync {
     fn idempotent(&self, name: &str, _inputs: &Value) -> bool {
         self.spec(name).is_some_and(|s| s.idempotent)
     }
-    async fn call(&self, name: &str, inputs: Value, call: &ActionCall) -> Result<Value, ActionError>;
+    async fn call(
+        &self,
+        name: &str,
+        inputs: Value,
+        call: &ActionCall,
+    ) -> Result<Value, ActionError>;
 }
 
 /// Finds playbooks for `call` steps.
@@ -104,8 +120,17 @@ pub struct Guardrails {
 }
 
 impl Guardrails {
-    pub fn new(protected: Vec<String>, blast_radius: BTreeMap<String, (u32, Duration)>, approvers: String) -> Guardrails {
-        Guardrails { protected, blast_radius, blast_radius_approvers: approvers, calls: Mutex::new(HashMap::new()) }
+    pub fn new(
+        protected: Vec<String>,
+        blast_radius: BTreeMap<String, (u32, Duration)>,
+        approvers: String,
+    ) -> Guardrails {
+        Guardrails {
+            protected,
+            blast_radius,
+            blast_radius_approvers: approvers,
+            calls: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The protected value and pattern an input touches, if any.
@@ -115,7 +140,9 @@ impl Guardrails {
         for value in strings {
             // The whole value, and each segment of an ARN, URL or path: `i-0abc` is as protected
             // inside `arn:aws:ec2:…:instance/i-0abc` or `https://…/isolate/i-0abc` as on its own.
-            let segments = value.split(['/', ':', '?', '&', '=', ',', ' ']).filter(|s| !s.is_empty());
+            let segments = value
+                .split(['/', ':', '?', '&', '=', ',', ' '])
+                .filter(|s| !s.is_empty());
             for candidate in std::iter::once(value.as_str()).chain(segments) {
                 for pattern in &self.protected {
                     if glob(pattern, candidate) {
@@ -129,15 +156,25 @@ impl Guardrails {
 
     /// Counts a call of `action`; `Err` with the limit when the window is full.
     pub fn take(&self, action: &str) -> Result<(), String> {
-        let Some((max, window)) = self.blast_radius.get(action) else { return Ok(()) };
-        let Ok(mut calls) = self.calls.lock() else { return Ok(()) };
+        let Some((max, window)) = self.blast_radius.get(action) else {
+            return Ok(());
+        };
+        let Ok(mut calls) = self.calls.lock() else {
+            return Ok(());
+        };
         let recent = calls.entry(action.to_owned()).or_default();
         let now = Instant::now();
-        while recent.front().is_some_and(|t| now.duration_since(*t) > *window) {
+        while recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > *window)
+        {
             recent.pop_front();
         }
         if recent.len() >= *max as usize {
-            return Err(format!("`{action}` reached its blast radius of {max} calls per {}", crate::config::HumanDuration(*window)));
+            return Err(format!(
+                "`{action}` reached its blast radius of {max} calls per {}",
+                crate::config::HumanDuration(*window)
+            ));
         }
         recent.push_back(now);
         Ok(())
@@ -167,12 +204,16 @@ pub fn glob(pattern: &str, text: &str) -> bool {
     let mut rest = text;
     for (i, part) in parts.iter().enumerate() {
         if i == 0 {
-            let Some(r) = rest.strip_prefix(part) else { return false };
+            let Some(r) = rest.strip_prefix(part) else {
+                return false;
+            };
             rest = r;
         } else if i == parts.len() - 1 {
             return rest.ends_with(part);
         } else {
-            let Some(at) = rest.find(part) else { return false };
+            let Some(at) = rest.find(part) else {
+                return false;
+            };
             rest = &rest[at + part.len()..];
         }
     }
@@ -225,29 +266,59 @@ impl Executor {
         let (scripts, expr) = (self.scripts.clone(), expr.clone());
         tokio::task::spawn_blocking(move || scripts.eval(&expr, &ctx))
             .await
-            .unwrap_or_else(|_| Err(ScriptError { message: "the script worker failed".into(), line: 0, column: 0 }))
+            .unwrap_or_else(|_| {
+                Err(ScriptError {
+                    message: "the script worker failed".into(),
+                    line: 0,
+                    column: 0,
+                })
+            })
     }
 
     async fn eval_bool(&self, expr: &Expr, ctx: Context) -> Result<bool, ScriptError> {
         let (scripts, expr) = (self.scripts.clone(), expr.clone());
         tokio::task::spawn_blocking(move || scripts.eval_bool(&expr, &ctx))
             .await
-            .unwrap_or_else(|_| Err(ScriptError { message: "the script worker failed".into(), line: 0, column: 0 }))
+            .unwrap_or_else(|_| {
+                Err(ScriptError {
+                    message: "the script worker failed".into(),
+                    line: 0,
+                    column: 0,
+                })
+            })
     }
 
-    async fn render(&self, value: &crate::script::CompiledValue, ctx: Context) -> Result<Value, ScriptError> {
+    async fn render(
+        &self,
+        value: &crate::script::CompiledValue,
+        ctx: Context,
+    ) -> Result<Value, ScriptError> {
         let (scripts, value) = (self.scripts.clone(), value.clone());
         tokio::task::spawn_blocking(move || value.render(&scripts, &ctx))
             .await
-            .unwrap_or_else(|_| Err(ScriptError { message: "the script worker failed".into(), line: 0, column: 0 }))
+            .unwrap_or_else(|_| {
+                Err(ScriptError {
+                    message: "the script worker failed".into(),
+                    line: 0,
+                    column: 0,
+                })
+            })
     }
 
     /// Renders the playbook's `vars` into a new run (at creation).
-    pub async fn start(&self, playbook: &Compiled, run: &mut Run, data: &RunData) -> Result<(), String> {
+    pub async fn start(
+        &self,
+        playbook: &Compiled,
+        run: &mut Run,
+        data: &RunData,
+    ) -> Result<(), String> {
         let mut vars = serde_json::Map::new();
         for (name, value) in &playbook.vars {
             let ctx = Executor::context(run, data);
-            let rendered = self.render(value, ctx).await.map_err(|e| format!("vars.{name}: {e}"))?;
+            let rendered = self
+                .render(value, ctx)
+                .await
+                .map_err(|e| format!("vars.{name}: {e}"))?;
             vars.insert(name.clone(), rendered);
         }
         run.vars = Value::Object(vars);
@@ -269,10 +340,18 @@ impl Executor {
         }
         let mut events = Vec::new();
         for step in super::approval::expire(run, now) {
-            events.push(Event::new("approval.timed_out", Some(&step), json!({ "outcome": run.steps[&step].approval.as_ref().and_then(|a| a.outcome) })));
+            events.push(Event::new(
+                "approval.timed_out",
+                Some(&step),
+                json!({ "outcome": run.steps[&step].approval.as_ref().and_then(|a| a.outcome) }),
+            ));
         }
         if run.status != RunStatus::Running {
-            events.push(Event::new("run.state", None, json!({ "from": run.status, "to": "running" })));
+            events.push(Event::new(
+                "run.state",
+                None,
+                json!({ "from": run.status, "to": "running" }),
+            ));
             run.status = RunStatus::Running;
         }
         while run.cursor < playbook.steps.len() {
@@ -288,15 +367,31 @@ impl Executor {
                         run.cursor += 1;
                         continue;
                     }
-                    return self.finish(playbook, run, data, store, events, RunStatus::Failed, s.error.clone()).await;
+                    return self
+                        .finish(
+                            playbook,
+                            run,
+                            data,
+                            store,
+                            events,
+                            RunStatus::Failed,
+                            s.error.clone(),
+                        )
+                        .await;
                 }
                 Some(s) if s.status == StepStatus::NeedsDecision => {
                     run.status = RunStatus::NeedsDecision;
                     store.save(run, events).await?;
                     return Ok(Progress::NeedsDecision(step.id.clone()));
                 }
-                Some(s) => self.resume_step(playbook, step, run, data, s, &mut events, store, now).await?,
-                None => self.start_step(playbook, step, run, data, &mut events, store, now).await?,
+                Some(s) => {
+                    self.resume_step(playbook, step, run, data, s, &mut events, store, now)
+                        .await?
+                }
+                None => {
+                    self.start_step(playbook, step, run, data, &mut events, store, now)
+                        .await?
+                }
             };
             match outcome {
                 StepOutcome::Done(state) => {
@@ -310,14 +405,20 @@ impl Executor {
                     record(run, &step.id, state);
                     run.updated_at = now;
                     if failed && step.on_error == OnError::Fail {
-                        return self.finish(playbook, run, data, store, events, RunStatus::Failed, error).await;
+                        return self
+                            .finish(playbook, run, data, store, events, RunStatus::Failed, error)
+                            .await;
                     }
                     run.cursor += 1;
                     store.save(run, std::mem::take(&mut events)).await?;
                 }
                 StepOutcome::Wait(state) => {
                     record(run, &step.id, state);
-                    events.push(Event::new("run.state", None, json!({ "from": "running", "to": "waiting" })));
+                    events.push(Event::new(
+                        "run.state",
+                        None,
+                        json!({ "from": "running", "to": "waiting" }),
+                    ));
                     run.status = RunStatus::Waiting;
                     run.updated_at = now;
                     store.save(run, events).await?;
@@ -325,7 +426,11 @@ impl Executor {
                 }
                 StepOutcome::Hold(state) => {
                     record(run, &step.id, state);
-                    events.push(Event::new("run.state", None, json!({ "from": "running", "to": "needs_decision", "step": step.id })));
+                    events.push(Event::new(
+                        "run.state",
+                        None,
+                        json!({ "from": "running", "to": "needs_decision", "step": step.id }),
+                    ));
                     run.status = RunStatus::NeedsDecision;
                     run.updated_at = now;
                     store.save(run, events).await?;
@@ -333,7 +438,16 @@ impl Executor {
                 }
             }
         }
-        self.finish(playbook, run, data, store, events, RunStatus::Succeeded, None).await
+        self.finish(
+            playbook,
+            run,
+            data,
+            store,
+            events,
+            RunStatus::Succeeded,
+            None,
+        )
+        .await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -363,7 +477,11 @@ impl Executor {
             }
             run.outputs = Value::Object(outputs);
         }
-        events.push(Event::new("run.state", None, json!({ "from": run.status, "to": status, "error": error })));
+        events.push(Event::new(
+            "run.state",
+            None,
+            json!({ "from": run.status, "to": status, "error": error }),
+        ));
         run.status = status;
         run.error = error;
         let now = Utc::now();
@@ -385,10 +503,19 @@ impl Executor {
         now: DateTime<Utc>,
     ) -> Result<StepOutcome, String> {
         if let Some(condition) = &step.condition {
-            match self.eval_bool(condition, Executor::context(run, data)).await {
+            match self
+                .eval_bool(condition, Executor::context(run, data))
+                .await
+            {
                 Ok(true) => {}
                 Ok(false) => return Ok(StepOutcome::Done(StepState::new(StepStatus::Skipped))),
-                Err(e) => return Ok(StepOutcome::Done(failed(StepState::new(StepStatus::Failed), format!("`if`: {e}"), now))),
+                Err(e) => {
+                    return Ok(StepOutcome::Done(failed(
+                        StepState::new(StepStatus::Failed),
+                        format!("`if`: {e}"),
+                        now,
+                    )));
+                }
             }
         }
         let mut state = StepState::new(StepStatus::Started);
@@ -398,7 +525,13 @@ impl Executor {
                 let prompt = match prompt.render(&self.scripts, &Executor::context(run, data)) {
                     Ok(Value::String(s)) => s,
                     Ok(other) => other.to_string(),
-                    Err(e) => return Ok(StepOutcome::Done(failed(state, format!("approval prompt: {e}"), now))),
+                    Err(e) => {
+                        return Ok(StepOutcome::Done(failed(
+                            state,
+                            format!("approval prompt: {e}"),
+                            now,
+                        )));
+                    }
                 };
                 state.status = StepStatus::Waiting;
                 state.approval = Some(ApprovalState {
@@ -406,7 +539,8 @@ impl Executor {
                     group: spec.approvers.clone(),
                     quorum: spec.quorum.max(1),
                     timeout_at: now + TimeDelta::from_std(spec.timeout.0).unwrap_or(TimeDelta::MAX),
-                    on_timeout_approve: spec.on_timeout == crate::playbook::TimeoutDecision::Approve,
+                    on_timeout_approve: spec.on_timeout
+                        == crate::playbook::TimeoutDecision::Approve,
                     decisions: Vec::new(),
                     outcome: None,
                 });
@@ -417,7 +551,10 @@ impl Executor {
                 ));
                 Ok(StepOutcome::Wait(state))
             }
-            _ => self.attempt(playbook, step, run, data, state, events, store, now, false).await,
+            _ => {
+                self.attempt(playbook, step, run, data, state, events, store, now, false)
+                    .await
+            }
         }
     }
 
@@ -443,15 +580,27 @@ impl Executor {
                             if let StepKind::Action { .. } = step.kind {
                                 // A call held by the blast radius: approved runs it, denied fails it.
                                 if !approved {
-                                    return Ok(StepOutcome::Done(failed(state, "the call over the blast radius was not approved".into(), now)));
+                                    return Ok(StepOutcome::Done(failed(
+                                        state,
+                                        "the call over the blast radius was not approved".into(),
+                                        now,
+                                    )));
                                 }
                                 state.status = StepStatus::Started;
-                                return self.attempt(playbook, step, run, data, state, events, store, now, true).await;
+                                return self
+                                    .attempt(
+                                        playbook, step, run, data, state, events, store, now, true,
+                                    )
+                                    .await;
                             }
                             state.status = StepStatus::Succeeded;
                             state.output = json!({ "approved": approved });
                             state.finished_at = Some(now);
-                            events.push(Event::new("approval.closed", Some(&step.id), json!({ "approved": approved })));
+                            events.push(Event::new(
+                                "approval.closed",
+                                Some(&step.id),
+                                json!({ "approved": approved }),
+                            ));
                             return Ok(StepOutcome::Done(state));
                         }
                     }
@@ -469,7 +618,8 @@ impl Executor {
                 if state.due_at.is_some_and(|due| due > now) {
                     return Ok(StepOutcome::Wait(state));
                 }
-                self.attempt(playbook, step, run, data, state, events, store, now, false).await
+                self.attempt(playbook, step, run, data, state, events, store, now, false)
+                    .await
             }
             StepStatus::Started => {
                 // The process stopped while this step ran.
@@ -483,12 +633,21 @@ impl Executor {
                         state.error = Some(format!(
                             "`{name}` may have run when the process stopped; it is not idempotent, so a person must retry or skip it"
                         ));
-                        events.push(Event::new("step.needs_decision", Some(&step.id), json!({ "action": name })));
+                        events.push(Event::new(
+                            "step.needs_decision",
+                            Some(&step.id),
+                            json!({ "action": name }),
+                        ));
                         return Ok(StepOutcome::Hold(state));
                     }
                 }
-                events.push(Event::new("step.resumed", Some(&step.id), json!({ "attempts": state.attempts })));
-                self.attempt(playbook, step, run, data, state, events, store, now, false).await
+                events.push(Event::new(
+                    "step.resumed",
+                    Some(&step.id),
+                    json!({ "attempts": state.attempts }),
+                ));
+                self.attempt(playbook, step, run, data, state, events, store, now, false)
+                    .await
             }
             _ => Ok(StepOutcome::Done(state)),
         }
@@ -512,7 +671,10 @@ impl Executor {
         state.started_at.get_or_insert(now);
         let ctx = Executor::context(run, data);
         let result: Result<Value, ActionError> = match &step.kind {
-            StepKind::Script(expr) => self.eval(expr, ctx).await.map_err(|e| ActionError::permanent(script_message(&e))),
+            StepKind::Script(expr) => self
+                .eval(expr, ctx)
+                .await
+                .map_err(|e| ActionError::permanent(script_message(&e))),
             StepKind::Action { name, inputs } => {
                 let mut rendered = serde_json::Map::new();
                 let mut error = None;
@@ -522,7 +684,10 @@ impl Executor {
                             rendered.insert(key.clone(), v);
                         }
                         Err(e) => {
-                            error = Some(ActionError::permanent(format!("with.{key}: {}", script_message(&e))));
+                            error = Some(ActionError::permanent(format!(
+                                "with.{key}: {}",
+                                script_message(&e)
+                            )));
                             break;
                         }
                     }
@@ -531,19 +696,44 @@ impl Executor {
                     Some(e) => Err(e),
                     None => {
                         let inputs = Value::Object(rendered);
-                        match self.call_action(playbook, step, name, inputs, run, &mut state, events, store, now, approved_over_limit).await? {
+                        match self
+                            .call_action(
+                                playbook,
+                                step,
+                                name,
+                                inputs,
+                                run,
+                                &mut state,
+                                events,
+                                store,
+                                now,
+                                approved_over_limit,
+                            )
+                            .await?
+                        {
                             Called::Result(r) => r,
                             Called::Hold(state) => return Ok(StepOutcome::Wait(state)),
                         }
                     }
                 }
             }
-            StepKind::Foreach { items, name, concurrency, steps } => {
-                self.foreach(playbook, run, data, items, name, *concurrency, steps, now).await
+            StepKind::Foreach {
+                items,
+                name,
+                concurrency,
+                steps,
+            } => {
+                self.foreach(playbook, run, data, items, name, *concurrency, steps, now)
+                    .await
             }
             StepKind::Parallel(branches) => self.parallel(playbook, run, data, branches, now).await,
-            StepKind::Call { playbook: id, inputs } => self.call(run, data, id, inputs, now).await,
-            StepKind::Approval { .. } => Err(ActionError::permanent("an approval cannot be attempted")),
+            StepKind::Call {
+                playbook: id,
+                inputs,
+            } => self.call(run, data, id, inputs, now).await,
+            StepKind::Approval { .. } => {
+                Err(ActionError::permanent("an approval cannot be attempted"))
+            }
         };
         match result {
             Ok(output) => {
@@ -571,7 +761,11 @@ impl Executor {
                 if error.retryable && state.attempts < attempts {
                     let retry = retry.expect("attempts > 1 means a retry policy");
                     let factor = 2u32.saturating_pow(state.attempts.saturating_sub(1));
-                    let delay = retry.backoff.0.saturating_mul(factor).min(retry.max_delay.0);
+                    let delay = retry
+                        .backoff
+                        .0
+                        .saturating_mul(factor)
+                        .min(retry.max_delay.0);
                     state.status = StepStatus::Retrying;
                     state.error = Some(error.message.clone());
                     state.due_at = Some(now + TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX));
@@ -598,18 +792,26 @@ impl Executor {
         approved_over_limit: bool,
     ) -> Result<Called, String> {
         let Some(spec) = self.actions.spec(name) else {
-            return Ok(Called::Result(Err(ActionError::permanent(format!("unknown action `{name}`")))));
+            return Ok(Called::Result(Err(ActionError::permanent(format!(
+                "unknown action `{name}`"
+            )))));
         };
         if spec.side_effect {
             if let Some((value, pattern)) = self.guardrails.protected_hit(&inputs) {
-                events.push(Event::new("guardrail.protected", Some(&step.id), json!({ "action": name, "value": value, "pattern": pattern })));
+                events.push(Event::new(
+                    "guardrail.protected",
+                    Some(&step.id),
+                    json!({ "action": name, "value": value, "pattern": pattern }),
+                ));
                 return Ok(Called::Result(Err(ActionError::permanent(format!(
                     "`{value}` is a protected resource (guardrail `{pattern}`); `{name}` may not touch it"
                 )))));
             }
             if run.dry_run {
                 state.dry_run = true;
-                return Ok(Called::Result(Ok(json!({ "dry_run": true, "action": name, "inputs": inputs }))));
+                return Ok(Called::Result(Ok(
+                    json!({ "dry_run": true, "action": name, "inputs": inputs }),
+                )));
             }
             if !approved_over_limit && let Err(limit) = self.guardrails.take(name) {
                 let mut held = state.clone();
@@ -623,7 +825,11 @@ impl Executor {
                     decisions: Vec::new(),
                     outcome: None,
                 });
-                events.push(Event::new("guardrail.blast_radius", Some(&step.id), json!({ "action": name, "limit": limit })));
+                events.push(Event::new(
+                    "guardrail.blast_radius",
+                    Some(&step.id),
+                    json!({ "action": name, "limit": limit }),
+                ));
                 return Ok(Called::Hold(held));
             }
             // Recorded as started before it runs, with its inputs and idempotency key.
@@ -645,7 +851,10 @@ impl Executor {
         let result = match step.timeout {
             Some(limit) => match tokio::time::timeout(limit, future).await {
                 Ok(r) => r,
-                Err(_) => Err(ActionError::retryable(format!("`{name}` did not finish within {}", crate::config::HumanDuration(limit)))),
+                Err(_) => Err(ActionError::retryable(format!(
+                    "`{name}` did not finish within {}",
+                    crate::config::HumanDuration(limit)
+                ))),
             },
             None => future.await,
         };
@@ -664,9 +873,15 @@ impl Executor {
         steps: &[CompiledStep],
         now: DateTime<Utc>,
     ) -> Result<Value, ActionError> {
-        let list = self.eval(items, Executor::context(run, data)).await.map_err(|e| ActionError::permanent(script_message(&e)))?;
+        let list = self
+            .eval(items, Executor::context(run, data))
+            .await
+            .map_err(|e| ActionError::permanent(script_message(&e)))?;
         let Value::Array(list) = list else {
-            return Err(ActionError::permanent(format!("foreach items must be a list, got {}", crate::script::describe(&list))));
+            return Err(ActionError::permanent(format!(
+                "foreach items must be a list, got {}",
+                crate::script::describe(&list)
+            )));
         };
         let semaphore = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1) as usize));
         let mut tasks = Vec::new();
@@ -674,11 +889,22 @@ impl Executor {
             let permit = semaphore.clone();
             tasks.push(async move {
                 let _permit = permit.acquire().await;
-                self.nested(playbook, run, data, steps, Some((name.to_owned(), item)), now).await
+                self.nested(
+                    playbook,
+                    run,
+                    data,
+                    steps,
+                    Some((name.to_owned(), item)),
+                    now,
+                )
+                .await
             });
         }
         let results = futures_join_all(tasks).await;
-        results.into_iter().collect::<Result<Vec<Value>, _>>().map(Value::Array)
+        results
+            .into_iter()
+            .collect::<Result<Vec<Value>, _>>()
+            .map(Value::Array)
     }
 
     async fn parallel(
@@ -689,9 +915,14 @@ impl Executor {
         branches: &[Vec<CompiledStep>],
         now: DateTime<Utc>,
     ) -> Result<Value, ActionError> {
-        let tasks = branches.iter().map(|steps| self.nested(playbook, run, data, steps, None, now));
+        let tasks = branches
+            .iter()
+            .map(|steps| self.nested(playbook, run, data, steps, None, now));
         let results = futures_join_all(tasks.collect()).await;
-        results.into_iter().collect::<Result<Vec<Value>, _>>().map(Value::Array)
+        results
+            .into_iter()
+            .collect::<Result<Vec<Value>, _>>()
+            .map(Value::Array)
     }
 
     /// Nested steps (a foreach item or a parallel branch) run in memory as part of their parent
@@ -712,13 +943,18 @@ impl Executor {
             let mut ctx = Executor::context(&inner, data);
             ctx.item = item.clone();
             if let Some(condition) = &step.condition {
-                let (scripts, condition, c) = (self.scripts.clone(), condition.clone(), ctx.clone());
+                let (scripts, condition, c) =
+                    (self.scripts.clone(), condition.clone(), ctx.clone());
                 let go = tokio::task::spawn_blocking(move || scripts.eval_bool(&condition, &c))
                     .await
                     .map_err(|_| ActionError::permanent("the script worker failed"))?
-                    .map_err(|e| ActionError::permanent(format!("{}: `if`: {}", step.id, script_message(&e))))?;
+                    .map_err(|e| {
+                        ActionError::permanent(format!("{}: `if`: {}", step.id, script_message(&e)))
+                    })?;
                 if !go {
-                    inner.steps.insert(step.id.clone(), StepState::new(StepStatus::Skipped));
+                    inner
+                        .steps
+                        .insert(step.id.clone(), StepState::new(StepStatus::Skipped));
                     continue;
                 }
             }
@@ -733,18 +969,26 @@ impl Executor {
                 StepKind::Action { name, inputs } => {
                     let mut rendered = serde_json::Map::new();
                     for (key, value) in inputs {
-                        let (scripts, value, c) = (self.scripts.clone(), value.clone(), ctx.clone());
+                        let (scripts, value, c) =
+                            (self.scripts.clone(), value.clone(), ctx.clone());
                         let v = tokio::task::spawn_blocking(move || value.render(&scripts, &c))
                             .await
                             .map_err(|_| ActionError::permanent("the script worker failed"))?
-                            .map_err(|e| ActionError::permanent(format!("with.{key}: {}", script_message(&e))))?;
+                            .map_err(|e| {
+                                ActionError::permanent(format!(
+                                    "with.{key}: {}",
+                                    script_message(&e)
+                                ))
+                            })?;
                         rendered.insert(key.clone(), v);
                     }
                     let spec = self.actions.spec(name);
                     let inputs = Value::Object(rendered);
                     if spec.as_ref().is_some_and(|s| s.side_effect) {
                         if let Some((value, pattern)) = self.guardrails.protected_hit(&inputs) {
-                            return Err(ActionError::permanent(format!("`{value}` is a protected resource (guardrail `{pattern}`)")));
+                            return Err(ActionError::permanent(format!(
+                                "`{value}` is a protected resource (guardrail `{pattern}`)"
+                            )));
                         }
                         if run.dry_run {
                             Ok(json!({ "dry_run": true, "action": name, "inputs": inputs }))
@@ -770,12 +1014,34 @@ impl Executor {
                         self.actions.call(name, inputs, &call).await
                     }
                 }
-                StepKind::Approval { .. } => Err(ActionError::permanent("approvals cannot be nested in foreach or parallel")),
-                StepKind::Foreach { items, name, concurrency, steps } => {
-                    Box::pin(self.foreach(playbook, &inner, data, items, name, *concurrency, steps, now)).await
+                StepKind::Approval { .. } => Err(ActionError::permanent(
+                    "approvals cannot be nested in foreach or parallel",
+                )),
+                StepKind::Foreach {
+                    items,
+                    name,
+                    concurrency,
+                    steps,
+                } => {
+                    Box::pin(self.foreach(
+                        playbook,
+                        &inner,
+                        data,
+                        items,
+                        name,
+                        *concurrency,
+                        steps,
+                        now,
+                    ))
+                    .await
                 }
-                StepKind::Parallel(branches) => Box::pin(self.parallel(playbook, &inner, data, branches, now)).await,
-                StepKind::Call { playbook: id, inputs } => Box::pin(self.call(&inner, data, id, inputs, now)).await,
+                StepKind::Parallel(branches) => {
+                    Box::pin(self.parallel(playbook, &inner, data, branches, now)).await
+                }
+                StepKind::Call {
+                    playbook: id,
+                    inputs,
+                } => Box::pin(self.call(&inner, data, id, inputs, now)).await,
             };
             let mut state = StepState::new(StepStatus::Succeeded);
             match output {
@@ -784,7 +1050,12 @@ impl Executor {
                     state.status = StepStatus::Failed;
                     state.error = Some(e.message);
                 }
-                Err(e) => return Err(ActionError { message: format!("{}: {}", step.id, e.message), retryable: e.retryable }),
+                Err(e) => {
+                    return Err(ActionError {
+                        message: format!("{}: {}", step.id, e.message),
+                        retryable: e.retryable,
+                    });
+                }
             }
             out.insert(step.id.clone(), state.view());
             inner.steps.insert(step.id.clone(), state);
@@ -800,17 +1071,28 @@ impl Executor {
         inputs: &BTreeMap<String, crate::script::CompiledValue>,
         now: DateTime<Utc>,
     ) -> Result<Value, ActionError> {
-        let callee = self.library.playbook(id).ok_or_else(|| ActionError::permanent(format!("no playbook `{id}` to call")))?;
+        let callee = self
+            .library
+            .playbook(id)
+            .ok_or_else(|| ActionError::permanent(format!("no playbook `{id}` to call")))?;
         let mut rendered = serde_json::Map::new();
         for (key, value) in inputs {
-            let v = self.render(value, Executor::context(run, data)).await.map_err(|e| ActionError::permanent(format!("call.inputs.{key}: {}", script_message(&e))))?;
+            let v = self
+                .render(value, Executor::context(run, data))
+                .await
+                .map_err(|e| {
+                    ActionError::permanent(format!("call.inputs.{key}: {}", script_message(&e)))
+                })?;
             rendered.insert(key.clone(), v);
         }
         let mut child = Run {
             id: format!("{}/{}", run.id, id),
             playbook: id.to_owned(),
             status: RunStatus::Queued,
-            trigger: super::run::Trigger { kind: "call".into(), by: run.trigger.by.clone() },
+            trigger: super::run::Trigger {
+                kind: "call".into(),
+                by: run.trigger.by.clone(),
+            },
             incident_id: run.incident_id.clone(),
             alert_id: run.alert_id.clone(),
             concurrency_key: String::new(),
@@ -826,13 +1108,22 @@ impl Executor {
             updated_at: now,
             finished_at: None,
         };
-        self.start(&callee, &mut child, data).await.map_err(ActionError::permanent)?;
+        self.start(&callee, &mut child, data)
+            .await
+            .map_err(ActionError::permanent)?;
         let mut sink = NoPersist;
-        let progress = Box::pin(self.advance(&callee, &mut child, data, &mut sink, now)).await.map_err(ActionError::permanent)?;
+        let progress = Box::pin(self.advance(&callee, &mut child, data, &mut sink, now))
+            .await
+            .map_err(ActionError::permanent)?;
         match progress {
             Progress::Finished(RunStatus::Succeeded) => Ok(child.outputs),
-            Progress::Finished(_) => Err(ActionError::permanent(format!("called playbook `{id}` failed: {}", child.error.unwrap_or_default()))),
-            _ => Err(ActionError::permanent(format!("called playbook `{id}` stopped to wait; called playbooks may not wait for approval"))),
+            Progress::Finished(_) => Err(ActionError::permanent(format!(
+                "called playbook `{id}` failed: {}",
+                child.error.unwrap_or_default()
+            ))),
+            _ => Err(ActionError::permanent(format!(
+                "called playbook `{id}` stopped to wait; called playbooks may not wait for approval"
+            ))),
         }
     }
 }
@@ -867,7 +1158,11 @@ fn failed(mut state: StepState, message: String, now: DateTime<Utc>) -> StepStat
 }
 
 fn script_message(e: &ScriptError) -> String {
-    if e.line > 0 { format!("{} (line {}, column {})", e.message, e.line, e.column) } else { e.message.clone() }
+    if e.line > 0 {
+        format!("{} (line {}, column {})", e.message, e.line, e.column)
+    } else {
+        e.message.clone()
+    }
 }
 
 async fn futures_join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
@@ -884,8 +1179,15 @@ async fn futures_join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Out
                 }
             }
         }
-        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
     })
     .await;
-    results.into_iter().map(|r| r.expect("every future finished")).collect()
+    results
+        .into_iter()
+        .map(|r| r.expect("every future finished"))
+        .collect()
 }

@@ -22,7 +22,10 @@ pub enum RunStatus {
 
 impl RunStatus {
     pub fn is_finished(self) -> bool {
-        matches!(self, RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled)
+        matches!(
+            self,
+            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -87,7 +90,12 @@ pub struct ApprovalState {
 impl ApprovalState {
     /// Distinct identities that approved.
     pub fn approvers(&self) -> Vec<&str> {
-        let mut ids: Vec<&str> = self.decisions.iter().filter(|d| d.approve).map(|d| d.identity.as_str()).collect();
+        let mut ids: Vec<&str> = self
+            .decisions
+            .iter()
+            .filter(|d| d.approve)
+            .map(|d| d.identity.as_str())
+            .collect();
         ids.sort_unstable();
         ids.dedup();
         ids
@@ -203,13 +211,20 @@ pub struct Run {
 impl Run {
     /// `steps` as expressions see it.
     pub fn steps_view(&self) -> Value {
-        Value::Object(self.steps.iter().map(|(id, s)| (id.clone(), s.view())).collect())
+        Value::Object(
+            self.steps
+                .iter()
+                .map(|(id, s)| (id.clone(), s.view()))
+                .collect(),
+        )
     }
 
     /// The open approval the run waits on, if any.
     pub fn open_approval(&self) -> Option<(&str, &ApprovalState)> {
         self.steps.iter().find_map(|(id, s)| match &s.approval {
-            Some(a) if a.outcome.is_none() && s.status == StepStatus::Waiting => Some((id.as_str(), a)),
+            Some(a) if a.outcome.is_none() && s.status == StepStatus::Waiting => {
+                Some((id.as_str(), a))
+            }
             _ => None,
         })
     }

@@ -43,7 +43,12 @@ pub struct Playbooks {
 
 impl Playbooks {
     pub fn new(playbooks: Vec<Compiled>) -> Playbooks {
-        Playbooks { by_id: playbooks.into_iter().map(|p| (p.spec.id.clone(), Arc::new(p))).collect() }
+        Playbooks {
+            by_id: playbooks
+                .into_iter()
+                .map(|p| (p.spec.id.clone(), Arc::new(p)))
+                .collect(),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -83,7 +88,9 @@ pub fn audit_entries(run_id: &str, events: Vec<Event>) -> Vec<NewEntry> {
     events
         .into_iter()
         .map(|e| {
-            let mut entry = NewEntry::new(e.kind).run(run_id.to_owned()).detail(e.detail);
+            let mut entry = NewEntry::new(e.kind)
+                .run(run_id.to_owned())
+                .detail(e.detail);
             if let Some(step) = e.step {
                 entry = entry.step(step);
             }
@@ -98,7 +105,10 @@ pub fn audit_entries(run_id: &str, events: Vec<Event>) -> Vec<NewEntry> {
 #[async_trait]
 impl Persist for StorePersist {
     async fn save(&mut self, run: &Run, events: Vec<Event>) -> Result<(), String> {
-        self.0.save_run(run, audit_entries(&run.id, events)).await.map_err(|e| e.to_string())
+        self.0
+            .save_run(run, audit_entries(&run.id, events))
+            .await
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -106,7 +116,11 @@ impl Engine {
     /// Builds the engine and starts its matcher and timer tasks (call from inside a runtime).
     pub fn start(
         store: Arc<dyn Store>,
-        executor_parts: (Arc<crate::script::Scripts>, Arc<dyn super::exec::ActionRunner>, Arc<super::exec::Guardrails>),
+        executor_parts: (
+            Arc<crate::script::Scripts>,
+            Arc<dyn super::exec::ActionRunner>,
+            Arc<super::exec::Guardrails>,
+        ),
         playbooks: Playbooks,
         groups: ApproverGroups,
         workers: usize,
@@ -116,7 +130,12 @@ impl Engine {
         let (timers, timer_rx) = mpsc::unbounded_channel();
         let engine = Arc::new(Engine {
             store,
-            executor: Executor { scripts, actions, guardrails, library: shared.clone() },
+            executor: Executor {
+                scripts,
+                actions,
+                guardrails,
+                library: shared.clone(),
+            },
             playbooks: shared,
             groups,
             workers: Arc::new(Semaphore::new(workers.max(1))),
@@ -125,7 +144,10 @@ impl Engine {
             matcher: Arc::new(Notify::new()),
         });
         tokio::spawn(Engine::timer_loop(Arc::downgrade(&engine), timer_rx));
-        tokio::spawn(Engine::matcher_loop(Arc::downgrade(&engine), engine.matcher.clone()));
+        tokio::spawn(Engine::matcher_loop(
+            Arc::downgrade(&engine),
+            engine.matcher.clone(),
+        ));
         engine
     }
 
@@ -157,7 +179,11 @@ impl Engine {
     }
 
     fn current(&self) -> Arc<Playbooks> {
-        self.playbooks.0.read().map(|p| p.clone()).unwrap_or_default()
+        self.playbooks
+            .0
+            .read()
+            .map(|p| p.clone())
+            .unwrap_or_default()
     }
 
     fn lock_for(&self, run_id: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -196,13 +222,25 @@ impl Engine {
     }
 
     async fn match_alert(self: &Arc<Self>, alert_id: &str) -> Result<(), EngineError> {
-        let Some(alert) = self.store.alert(alert_id).await.map_err(store_error)? else { return Ok(()) };
+        let Some(alert) = self.store.alert(alert_id).await.map_err(store_error)? else {
+            return Ok(());
+        };
         let playbooks = self.current();
-        let data = self.data_for(Some(alert_id), Some(&alert.incident_id)).await?;
-        let mut candidates: Vec<&Arc<Compiled>> = playbooks.by_id.values().filter(|p| p.listens_to(&alert.source)).collect();
+        let data = self
+            .data_for(Some(alert_id), Some(&alert.incident_id))
+            .await?;
+        let mut candidates: Vec<&Arc<Compiled>> = playbooks
+            .by_id
+            .values()
+            .filter(|p| p.listens_to(&alert.source))
+            .collect();
         candidates.sort_by(|a, b| a.spec.id.cmp(&b.spec.id));
         for playbook in candidates {
-            let ctx = crate::script::Context { alert: data.alert.clone(), incident: data.incident.clone(), ..Default::default() };
+            let ctx = crate::script::Context {
+                alert: data.alert.clone(),
+                incident: data.incident.clone(),
+                ..Default::default()
+            };
             if let Some(when) = &playbook.when {
                 let (scripts, when, c) = (self.executor.scripts.clone(), when.clone(), ctx.clone());
                 match tokio::task::spawn_blocking(move || scripts.eval_bool(&when, &c)).await {
@@ -217,7 +255,8 @@ impl Engine {
             }
             let key = match &playbook.concurrency {
                 Some(expr) => {
-                    let (scripts, expr, c) = (self.executor.scripts.clone(), expr.clone(), ctx.clone());
+                    let (scripts, expr, c) =
+                        (self.executor.scripts.clone(), expr.clone(), ctx.clone());
                     match tokio::task::spawn_blocking(move || scripts.eval(&expr, &c)).await {
                         Ok(Ok(Value::String(s))) => s,
                         Ok(Ok(other)) => other.to_string(),
@@ -226,8 +265,21 @@ impl Engine {
                 }
                 None => alert.incident_id.clone(),
             };
-            let trigger = Trigger { kind: "alert".into(), by: None };
-            let run = self.new_run(playbook, trigger, Some(alert_id.to_owned()), Some(alert.incident_id.clone()), key, Value::Null, &data).await;
+            let trigger = Trigger {
+                kind: "alert".into(),
+                by: None,
+            };
+            let run = self
+                .new_run(
+                    playbook,
+                    trigger,
+                    Some(alert_id.to_owned()),
+                    Some(alert.incident_id.clone()),
+                    key,
+                    Value::Null,
+                    &data,
+                )
+                .await;
             self.create(run).await?;
         }
         Ok(())
@@ -278,8 +330,15 @@ impl Engine {
         match self.store.create_run(&run).await.map_err(store_error)? {
             Some(existing) => Ok(Some(existing)),
             None => {
-                let event = Event::new("run.created", None, json!({ "playbook": run.playbook, "trigger": run.trigger, "alert": run.alert_id, "incident": run.incident_id }));
-                self.store.append_audit(audit_entries(&run.id, vec![event])).await.map_err(store_error)?;
+                let event = Event::new(
+                    "run.created",
+                    None,
+                    json!({ "playbook": run.playbook, "trigger": run.trigger, "alert": run.alert_id, "incident": run.incident_id }),
+                );
+                self.store
+                    .append_audit(audit_entries(&run.id, vec![event]))
+                    .await
+                    .map_err(store_error)?;
                 self.kick(run.id.clone());
                 Ok(None)
             }
@@ -287,12 +346,28 @@ impl Engine {
     }
 
     /// Starts a playbook by hand (API, CLI, chat).
-    pub async fn trigger(self: &Arc<Self>, playbook_id: &str, inputs: Value, by: &str, incident_id: Option<String>) -> Result<(String, bool), EngineError> {
-        let playbook = self.current().by_id.get(playbook_id).cloned().ok_or_else(|| EngineError::NoPlaybook(playbook_id.to_owned()))?;
+    pub async fn trigger(
+        self: &Arc<Self>,
+        playbook_id: &str,
+        inputs: Value,
+        by: &str,
+        incident_id: Option<String>,
+    ) -> Result<(String, bool), EngineError> {
+        let playbook = self
+            .current()
+            .by_id
+            .get(playbook_id)
+            .cloned()
+            .ok_or_else(|| EngineError::NoPlaybook(playbook_id.to_owned()))?;
         let data = self.data_for(None, incident_id.as_deref()).await?;
         let key = incident_id.clone().unwrap_or_else(new_id);
-        let trigger = Trigger { kind: "manual".into(), by: Some(by.to_owned()) };
-        let run = self.new_run(&playbook, trigger, None, incident_id, key, inputs, &data).await;
+        let trigger = Trigger {
+            kind: "manual".into(),
+            by: Some(by.to_owned()),
+        };
+        let run = self
+            .new_run(&playbook, trigger, None, incident_id, key, inputs, &data)
+            .await;
         let id = run.id.clone();
         match self.create(run).await? {
             Some(existing) => Ok((existing, false)),
@@ -301,7 +376,11 @@ impl Engine {
     }
 
     /// What a run's expressions read: its alert and incident (with the incident's alerts).
-    async fn data_for(&self, alert_id: Option<&str>, incident_id: Option<&str>) -> Result<RunData, EngineError> {
+    async fn data_for(
+        &self,
+        alert_id: Option<&str>,
+        incident_id: Option<&str>,
+    ) -> Result<RunData, EngineError> {
         let mut data = RunData::default();
         if let Some(id) = alert_id
             && let Some(alert) = self.store.alert(id).await.map_err(store_error)?
@@ -314,7 +393,11 @@ impl Engine {
             let mut value = serde_json::to_value(&incident).unwrap_or(Value::Null);
             let alerts = self
                 .store
-                .alerts(&AlertQuery { incident_id: Some(id.to_owned()), limit: 200, ..AlertQuery::default() })
+                .alerts(&AlertQuery {
+                    incident_id: Some(id.to_owned()),
+                    limit: 200,
+                    ..AlertQuery::default()
+                })
                 .await
                 .map_err(store_error)?;
             let summaries: Vec<Value> = alerts
@@ -332,7 +415,9 @@ impl Engine {
     pub fn kick(self: &Arc<Self>, run_id: String) {
         let engine = self.clone();
         tokio::spawn(async move {
-            let Ok(_permit) = engine.workers.clone().acquire_owned().await else { return };
+            let Ok(_permit) = engine.workers.clone().acquire_owned().await else {
+                return;
+            };
             if let Err(error) = engine.advance(&run_id).await {
                 tracing::error!(run = %run_id, %error, "advancing the run failed; it resumes at the next start");
             }
@@ -366,7 +451,10 @@ impl Engine {
         result
     }
 
-    async fn timer_loop(engine: std::sync::Weak<Engine>, mut rx: mpsc::UnboundedReceiver<(DateTime<Utc>, String)>) {
+    async fn timer_loop(
+        engine: std::sync::Weak<Engine>,
+        mut rx: mpsc::UnboundedReceiver<(DateTime<Utc>, String)>,
+    ) {
         let mut heap: BinaryHeap<Reverse<(DateTime<Utc>, String)>> = BinaryHeap::new();
         loop {
             let next = heap.peek().map(|Reverse((at, _))| *at);
@@ -393,7 +481,14 @@ impl Engine {
     }
 
     /// A person's decision on an approval.
-    pub async fn decide(self: &Arc<Self>, run_id: &str, step: &str, identity: &str, approve: bool, via: &str) -> Result<Decided, EngineError> {
+    pub async fn decide(
+        self: &Arc<Self>,
+        run_id: &str,
+        step: &str,
+        identity: &str,
+        approve: bool,
+        via: &str,
+    ) -> Result<Decided, EngineError> {
         let lock = self.lock_for(run_id);
         let guard = lock.lock().await;
         let result = async {
@@ -428,42 +523,86 @@ impl Engine {
     pub async fn cancel(self: &Arc<Self>, run_id: &str, by: &str) -> Result<Run, EngineError> {
         let lock = self.lock_for(run_id);
         let _guard = lock.lock().await;
-        let mut run = self.store.run(run_id).await.map_err(store_error)?.ok_or_else(|| EngineError::NoRun(run_id.to_owned()))?;
+        let mut run = self
+            .store
+            .run(run_id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| EngineError::NoRun(run_id.to_owned()))?;
         if run.status.is_finished() {
-            return Err(EngineError::Conflict(format!("run `{run_id}` already {}", run.status)));
+            return Err(EngineError::Conflict(format!(
+                "run `{run_id}` already {}",
+                run.status
+            )));
         }
-        let mut event = Event::new("run.state", None, json!({ "from": run.status, "to": "cancelled" }));
+        let mut event = Event::new(
+            "run.state",
+            None,
+            json!({ "from": run.status, "to": "cancelled" }),
+        );
         event.actor = Some(by.to_owned());
         run.status = RunStatus::Cancelled;
         let now = Utc::now();
         run.finished_at = Some(now);
         run.updated_at = now;
-        self.store.save_run(&run, audit_entries(run_id, vec![event])).await.map_err(store_error)?;
+        self.store
+            .save_run(&run, audit_entries(run_id, vec![event]))
+            .await
+            .map_err(store_error)?;
         Ok(run)
     }
 
     /// A person's choice for a step held as `needs_decision`: run it again, or skip it.
-    pub async fn resolve(self: &Arc<Self>, run_id: &str, step: &str, retry: bool, by: &str) -> Result<(), EngineError> {
+    pub async fn resolve(
+        self: &Arc<Self>,
+        run_id: &str,
+        step: &str,
+        retry: bool,
+        by: &str,
+    ) -> Result<(), EngineError> {
         let lock = self.lock_for(run_id);
         let guard = lock.lock().await;
         let result = async {
-            let mut run = self.store.run(run_id).await.map_err(store_error)?.ok_or_else(|| EngineError::NoRun(run_id.to_owned()))?;
-            let state = run.steps.get_mut(step).ok_or_else(|| EngineError::Conflict(format!("run has no step `{step}`")))?;
+            let mut run = self
+                .store
+                .run(run_id)
+                .await
+                .map_err(store_error)?
+                .ok_or_else(|| EngineError::NoRun(run_id.to_owned()))?;
+            let state = run
+                .steps
+                .get_mut(step)
+                .ok_or_else(|| EngineError::Conflict(format!("run has no step `{step}`")))?;
             if state.status != StepStatus::NeedsDecision {
-                return Err(EngineError::Conflict(format!("step `{step}` is not waiting for a retry-or-skip decision")));
+                return Err(EngineError::Conflict(format!(
+                    "step `{step}` is not waiting for a retry-or-skip decision"
+                )));
             }
             if retry {
                 state.status = StepStatus::Retrying;
                 state.due_at = None;
             } else {
                 state.status = StepStatus::Skipped;
-                state.error = Some(format!("skipped by {by} after the process stopped during it"));
+                state.error = Some(format!(
+                    "skipped by {by} after the process stopped during it"
+                ));
             }
             run.status = RunStatus::Running;
             run.updated_at = Utc::now();
-            let mut event = Event::new(if retry { "step.retried_by_person" } else { "step.skipped_by_person" }, Some(step), Value::Null);
+            let mut event = Event::new(
+                if retry {
+                    "step.retried_by_person"
+                } else {
+                    "step.skipped_by_person"
+                },
+                Some(step),
+                Value::Null,
+            );
             event.actor = Some(by.to_owned());
-            self.store.save_run(&run, audit_entries(run_id, vec![event])).await.map_err(store_error)?;
+            self.store
+                .save_run(&run, audit_entries(run_id, vec![event]))
+                .await
+                .map_err(store_error)?;
             Ok(())
         }
         .await;

@@ -10,7 +10,10 @@ use async_trait::async_trait;
 use chrono::{TimeDelta, Utc};
 use serde_json::{Value, json};
 
-use super::exec::{ActionCall, ActionError, ActionRunner, Executor, Guardrails, Library, NoPersist, Progress, RunData};
+use super::exec::{
+    ActionCall, ActionError, ActionRunner, Executor, Guardrails, Library, NoPersist, Progress,
+    RunData,
+};
 use super::run::{Decision, Run, RunStatus, StepStatus, Trigger};
 use crate::actions::{ActionSpec, builtin_specs};
 use crate::alert::Incident;
@@ -46,11 +49,22 @@ impl ActionRunner for TestActions {
         self.specs.get(name).cloned().or_else(|| {
             // Actions from integrations are described by their manifests; in tests an unknown name
             // is treated as an idempotent side effect so canned results can stand in for it.
-            Some(ActionSpec { name: name.to_owned(), description: String::new(), inputs: BTreeMap::new(), side_effect: true, idempotent: true })
+            Some(ActionSpec {
+                name: name.to_owned(),
+                description: String::new(),
+                inputs: BTreeMap::new(),
+                side_effect: true,
+                idempotent: true,
+            })
         })
     }
 
-    async fn call(&self, name: &str, inputs: Value, call: &ActionCall) -> Result<Value, ActionError> {
+    async fn call(
+        &self,
+        name: &str,
+        inputs: Value,
+        call: &ActionCall,
+    ) -> Result<Value, ActionError> {
         if let Some(canned) = self.canned.get(&call.step_id) {
             return match &canned.error {
                 Some(error) => Err(ActionError::permanent(error.clone())),
@@ -58,14 +72,25 @@ impl ActionRunner for TestActions {
             };
         }
         match name {
-            "core.log" => Ok(json!({ "message": inputs.get("message").cloned().unwrap_or(Value::Null) })),
-            "core.set" => Ok(json!({ "key": inputs.get("key").cloned().unwrap_or(Value::Null), "value": inputs.get("value").cloned().unwrap_or(Value::Null) })),
+            "core.log" => {
+                Ok(json!({ "message": inputs.get("message").cloned().unwrap_or(Value::Null) }))
+            }
+            "core.set" => Ok(
+                json!({ "key": inputs.get("key").cloned().unwrap_or(Value::Null), "value": inputs.get("value").cloned().unwrap_or(Value::Null) }),
+            ),
             "core.sleep" => {
-                let text = inputs.get("duration").and_then(Value::as_str).unwrap_or("0s");
-                let d: crate::config::HumanDuration = text.parse().map_err(ActionError::permanent)?;
+                let text = inputs
+                    .get("duration")
+                    .and_then(Value::as_str)
+                    .unwrap_or("0s");
+                let d: crate::config::HumanDuration =
+                    text.parse().map_err(ActionError::permanent)?;
                 Ok(json!({ "sleep_ms": d.0.as_millis() as u64 }))
             }
-            other => Err(ActionError::permanent(format!("step `{}` calls `{other}` and the test gives no canned result for it (tests have no network)", call.step_id))),
+            other => Err(ActionError::permanent(format!(
+                "step `{}` calls `{other}` and the test gives no canned result for it (tests have no network)",
+                call.step_id
+            ))),
         }
     }
 }
@@ -80,29 +105,59 @@ impl Library for Only {
 
 /// Runs every test case of `playbooks`.
 pub async fn run_tests(playbooks: &[Compiled], scripts: Arc<Scripts>) -> Vec<CaseResult> {
-    let library: BTreeMap<String, Arc<Compiled>> = playbooks.iter().map(|p| (p.spec.id.clone(), Arc::new(p.clone()))).collect();
+    let library: BTreeMap<String, Arc<Compiled>> = playbooks
+        .iter()
+        .map(|p| (p.spec.id.clone(), Arc::new(p.clone())))
+        .collect();
     let library = Arc::new(Only(library));
     let mut results = Vec::new();
     for playbook in playbooks {
         for case in &playbook.spec.tests {
-            let differences = match run_case(playbook, case, scripts.clone(), library.clone()).await {
+            let differences = match run_case(playbook, case, scripts.clone(), library.clone()).await
+            {
                 Ok(differences) => differences,
                 Err(error) => vec![error],
             };
-            results.push(CaseResult { playbook: playbook.spec.id.clone(), case: case.name.clone(), differences });
+            results.push(CaseResult {
+                playbook: playbook.spec.id.clone(),
+                case: case.name.clone(),
+                differences,
+            });
         }
     }
     results
 }
 
-async fn run_case(playbook: &Compiled, case: &TestCase, scripts: Arc<Scripts>, library: Arc<Only>) -> Result<Vec<String>, String> {
+async fn run_case(
+    playbook: &Compiled,
+    case: &TestCase,
+    scripts: Arc<Scripts>,
+    library: Arc<Only>,
+) -> Result<Vec<String>, String> {
     let data = case_data(playbook, case)?;
-    let actions = TestActions { specs: builtin_specs().into_iter().map(|s| (s.name.clone(), s)).collect(), canned: case.actions.clone() };
-    let executor = Executor { scripts: scripts.clone(), actions: Arc::new(actions), guardrails: Arc::new(Guardrails::default()), library };
+    let actions = TestActions {
+        specs: builtin_specs()
+            .into_iter()
+            .map(|s| (s.name.clone(), s))
+            .collect(),
+        canned: case.actions.clone(),
+    };
+    let executor = Executor {
+        scripts: scripts.clone(),
+        actions: Arc::new(actions),
+        guardrails: Arc::new(Guardrails::default()),
+        library,
+    };
 
-    let ctx = crate::script::Context { alert: data.alert.clone(), incident: data.incident.clone(), ..Default::default() };
+    let ctx = crate::script::Context {
+        alert: data.alert.clone(),
+        incident: data.incident.clone(),
+        ..Default::default()
+    };
     let matched = match &playbook.when {
-        Some(when) => scripts.eval_bool(when, &ctx).map_err(|e| format!("`on.when` failed: {e}"))?,
+        Some(when) => scripts
+            .eval_bool(when, &ctx)
+            .map_err(|e| format!("`on.when` failed: {e}"))?,
         None => true,
     };
     if !matched {
@@ -114,9 +169,24 @@ async fn run_case(playbook: &Compiled, case: &TestCase, scripts: Arc<Scripts>, l
         id: format!("test-{}", case.name.replace(' ', "-")),
         playbook: playbook.spec.id.clone(),
         status: RunStatus::Queued,
-        trigger: Trigger { kind: if data.alert.is_null() { "manual".into() } else { "alert".into() }, by: Some("test:runner".into()) },
-        incident_id: data.incident.get("id").and_then(Value::as_str).map(str::to_owned),
-        alert_id: data.alert.get("id").and_then(Value::as_str).map(str::to_owned),
+        trigger: Trigger {
+            kind: if data.alert.is_null() {
+                "manual".into()
+            } else {
+                "alert".into()
+            },
+            by: Some("test:runner".into()),
+        },
+        incident_id: data
+            .incident
+            .get("id")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        alert_id: data
+            .alert
+            .get("id")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
         concurrency_key: String::new(),
         inputs: serde_json::to_value(&case.inputs).unwrap_or(Value::Null),
         vars: Value::Null,
@@ -135,7 +205,10 @@ async fn run_case(playbook: &Compiled, case: &TestCase, scripts: Arc<Scripts>, l
     let mut sink = NoPersist;
     // Bounded: a playbook that never settles is reported, not looped on.
     for _ in 0..1000 {
-        match executor.advance(playbook, &mut run, &data, &mut sink, clock).await? {
+        match executor
+            .advance(playbook, &mut run, &data, &mut sink, clock)
+            .await?
+        {
             Progress::Finished(_) | Progress::NeedsDecision(_) => break,
             Progress::Waiting(wake) => {
                 if let Some((step, _)) = run.open_approval() {
@@ -143,15 +216,28 @@ async fn run_case(playbook: &Compiled, case: &TestCase, scripts: Arc<Scripts>, l
                     match case.approvals.get(&step).map(String::as_str) {
                         Some("approve") | Some("deny") => {
                             let approve = case.approvals[&step] == "approve";
-                            let state = run.steps.get_mut(&step).and_then(|s| s.approval.as_mut()).ok_or("approval vanished")?;
+                            let state = run
+                                .steps
+                                .get_mut(&step)
+                                .and_then(|s| s.approval.as_mut())
+                                .ok_or("approval vanished")?;
                             let needed = if approve { state.quorum as usize } else { 1 };
                             for i in 0..needed {
-                                state.decisions.push(Decision { identity: format!("test:approver-{i}"), approve, at: clock, via: "test".into() });
+                                state.decisions.push(Decision {
+                                    identity: format!("test:approver-{i}"),
+                                    approve,
+                                    at: clock,
+                                    via: "test".into(),
+                                });
                             }
                             state.outcome = Some(approve);
                         }
                         Some("timeout") => clock = wake.unwrap_or(clock) + TimeDelta::seconds(1),
-                        Some(other) => return Err(format!("approvals.{step}: `{other}` is not approve, deny or timeout")),
+                        Some(other) => {
+                            return Err(format!(
+                                "approvals.{step}: `{other}` is not approve, deny or timeout"
+                            ));
+                        }
                         None => break,
                     }
                 } else {
@@ -160,48 +246,108 @@ async fn run_case(playbook: &Compiled, case: &TestCase, scripts: Arc<Scripts>, l
             }
         }
     }
-    let taken: Vec<String> = run.order.iter().filter(|id| run.steps.get(*id).is_some_and(|s| s.status != StepStatus::Skipped)).cloned().collect();
-    let skipped: Vec<String> = run.order.iter().filter(|id| run.steps.get(*id).is_some_and(|s| s.status == StepStatus::Skipped)).cloned().collect();
-    Ok(compare(case, run.status.as_str(), &taken, &skipped, &run.outputs, run.error.as_deref()))
+    let taken: Vec<String> = run
+        .order
+        .iter()
+        .filter(|id| {
+            run.steps
+                .get(*id)
+                .is_some_and(|s| s.status != StepStatus::Skipped)
+        })
+        .cloned()
+        .collect();
+    let skipped: Vec<String> = run
+        .order
+        .iter()
+        .filter(|id| {
+            run.steps
+                .get(*id)
+                .is_some_and(|s| s.status == StepStatus::Skipped)
+        })
+        .cloned()
+        .collect();
+    Ok(compare(
+        case,
+        run.status.as_str(),
+        &taken,
+        &skipped,
+        &run.outputs,
+        run.error.as_deref(),
+    ))
 }
 
 /// The alert (normalized from the case's file) and its incident, as expressions see them.
 fn case_data(playbook: &Compiled, case: &TestCase) -> Result<RunData, String> {
-    let Some(file) = &case.alert else { return Ok(RunData::default()) };
+    let Some(file) = &case.alert else {
+        return Ok(RunData::default());
+    };
     let base = playbook.file.parent().unwrap_or(Path::new("."));
     let path = base.join(file);
     let body = std::fs::read(&path).map_err(|e| format!("alert file {}: {e}", path.display()))?;
     let source = case
         .source
         .clone()
-        .or_else(|| playbook.spec.on.as_ref().and_then(|o| o.source.first().cloned()))
+        .or_else(|| {
+            playbook
+                .spec
+                .on
+                .as_ref()
+                .and_then(|o| o.source.first().cloned())
+        })
         .ok_or("the case names no source and the playbook has no trigger source")?;
-    let kind = SourceKind::from_name(&source).ok_or_else(|| format!("unknown source `{source}`"))?;
-    let alerts = kind.normalize(&body).map_err(|e| format!("alert file {}: {e}", path.display()))?;
-    let mut alert = alerts.into_iter().next().ok_or("the alert file holds no alert")?;
+    let kind =
+        SourceKind::from_name(&source).ok_or_else(|| format!("unknown source `{source}`"))?;
+    let alerts = kind
+        .normalize(&body)
+        .map_err(|e| format!("alert file {}: {e}", path.display()))?;
+    let mut alert = alerts
+        .into_iter()
+        .next()
+        .ok_or("the alert file holds no alert")?;
     let incident = Incident::open_for(&alert);
     alert.incident_id = incident.id.clone();
     let mut incident_value = serde_json::to_value(&incident).unwrap_or(Value::Null);
     incident_value["alerts"] = json!([{ "id": alert.id, "source": alert.source, "kind": alert.kind, "title": alert.title, "severity": alert.severity.score }]);
-    Ok(RunData { alert: serde_json::to_value(&alert).unwrap_or(Value::Null), incident: incident_value })
+    Ok(RunData {
+        alert: serde_json::to_value(&alert).unwrap_or(Value::Null),
+        incident: incident_value,
+    })
 }
 
-fn compare(case: &TestCase, status: &str, taken: &[String], skipped: &[String], outputs: &Value, error: Option<&str>) -> Vec<String> {
+fn compare(
+    case: &TestCase,
+    status: &str,
+    taken: &[String],
+    skipped: &[String],
+    outputs: &Value,
+    error: Option<&str>,
+) -> Vec<String> {
     let mut differences = Vec::new();
     let expect = &case.expect;
     if expect.status != status {
         let why = error.map(|e| format!(" (error: {e})")).unwrap_or_default();
-        differences.push(format!("status: expected {}, got {status}{why}", expect.status));
+        differences.push(format!(
+            "status: expected {}, got {status}{why}",
+            expect.status
+        ));
     }
     if let Some(steps) = &expect.steps
         && steps.as_slice() != taken
     {
-        differences.push(format!("steps: expected [{}], got [{}]", steps.join(", "), taken.join(", ")));
+        differences.push(format!(
+            "steps: expected [{}], got [{}]",
+            steps.join(", "),
+            taken.join(", ")
+        ));
     }
     if let Some(want) = &expect.skipped
         && want.as_slice() != skipped
     {
-        differences.push(format!("skipped: expected [{}], got [{}]", want.join(", "), skipped.join(", ")));
+        differences.push(format!(
+            "skipped: expected [{}], got [{}]",
+            want.join(", "),
+            skipped.join(", ")
+        ));
     }
     for (key, want) in &expect.outputs {
         let got = outputs.get(key).unwrap_or(&Value::Null);

@@ -13,8 +13,8 @@ use serde::Serialize;
 pub use self::sled::SledStore;
 use crate::alert::{Alert, Incident, IncidentStatus};
 use crate::audit::{AuditEntry, NewEntry, VerifyReport};
-use crate::engine::run::{Run, RunStatus};
 use crate::config::{GroupingConfig, StoreConfig, StoreKind};
+use crate::engine::run::{Run, RunStatus};
 
 /// What happened to one alert handed to [`Store::ingest`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -98,11 +98,20 @@ pub trait Store: Send + Sync + 'static {
     /// Marks an alert's runs as created.
     async fn matched(&self, alert_id: &str) -> Result<(), StoreError>;
     /// Sets `values.<key>` on an incident (`core.set`). Durable.
-    async fn set_incident_value(&self, incident_id: &str, key: &str, value: serde_json::Value) -> Result<(), StoreError>;
+    async fn set_incident_value(
+        &self,
+        incident_id: &str,
+        key: &str,
+        value: serde_json::Value,
+    ) -> Result<(), StoreError>;
     /// Appends audit entries (for events outside a run's state change).
     async fn append_audit(&self, entries: Vec<NewEntry>) -> Result<(), StoreError>;
     async fn audit_verify(&self) -> Result<VerifyReport, StoreError>;
-    async fn audit_entries(&self, run_id: Option<&str>, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+    async fn audit_entries(
+        &self,
+        run_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError>;
     /// Whether the store can take writes.
     fn is_ready(&self) -> bool;
     /// Finishes queued writes, flushes, and stops taking new ones.

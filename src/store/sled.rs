@@ -27,10 +27,10 @@ use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Accepted, AlertQuery, IncidentQuery, RunQuery, Store, StoreError};
-use crate::audit::{AuditEntry, NewEntry, VerifyReport};
 use crate::alert::{Alert, Incident, IncidentStatus};
-use crate::engine::run::Run;
+use crate::audit::{AuditEntry, NewEntry, VerifyReport};
 use crate::config::{GroupingConfig, StoreConfig};
+use crate::engine::run::Run;
 use crate::telemetry::Metrics;
 
 /// The most requests one group commit takes.
@@ -42,22 +42,43 @@ type Reply = oneshot::Sender<Result<Vec<Accepted>, StoreError>>;
 /// One request to the writer.
 enum Job {
     /// Alerts to dedup, group and store.
-    Ingest { alerts: Vec<Alert>, now: DateTime<Utc>, reply: Reply },
+    Ingest {
+        alerts: Vec<Alert>,
+        now: DateTime<Utc>,
+        reply: Reply,
+    },
     /// A new run, unless its concurrency key is taken by an active run (answered with that run's
     /// id) or the alert already started this playbook (answered with that run's id).
-    CreateRun { run: Box<Run>, reply: oneshot::Sender<Result<Option<String>, StoreError>> },
+    CreateRun {
+        run: Box<Run>,
+        reply: oneshot::Sender<Result<Option<String>, StoreError>>,
+    },
     /// A run's new state; a finished run frees its concurrency key.
-    SaveRun { run: Box<Run>, reply: oneshot::Sender<Result<(), StoreError>> },
+    SaveRun {
+        run: Box<Run>,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
     /// The alert's runs are created: forget its pending-match marker.
-    Matched { alert_id: String, reply: oneshot::Sender<Result<(), StoreError>> },
+    Matched {
+        alert_id: String,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
     /// Sets `values.<key>` on an incident.
-    IncidentValue { incident_id: String, key: String, value: serde_json::Value, reply: oneshot::Sender<Result<(), StoreError>> },
+    IncidentValue {
+        incident_id: String,
+        key: String,
+        value: serde_json::Value,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
 }
 
 /// A job's answer, sent once its writes are fsynced.
 enum Answer {
     Ingest(Reply, Vec<Accepted>),
-    Created(oneshot::Sender<Result<Option<String>, StoreError>>, Option<String>),
+    Created(
+        oneshot::Sender<Result<Option<String>, StoreError>>,
+        Option<String>,
+    ),
     Done(oneshot::Sender<Result<(), StoreError>>),
 }
 
@@ -86,9 +107,9 @@ impl Job {
         match self {
             Job::Ingest { reply, .. } => drop(reply.send(Err(e()))),
             Job::CreateRun { reply, .. } => drop(reply.send(Err(e()))),
-            Job::SaveRun { reply, .. } | Job::Matched { reply, .. } | Job::IncidentValue { reply, .. } => {
-                drop(reply.send(Err(e())))
-            }
+            Job::SaveRun { reply, .. }
+            | Job::Matched { reply, .. }
+            | Job::IncidentValue { reply, .. } => drop(reply.send(Err(e()))),
         }
     }
 }
@@ -150,7 +171,8 @@ impl SledStore {
                 let _ = flusher.join();
             })
             .map_err(|e| StoreError::Backend(format!("cannot start the store writer: {e}")))?;
-        let audit = crate::audit::AuditLog::open(&db).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let audit =
+            crate::audit::AuditLog::open(&db).map_err(|e| StoreError::Backend(e.to_string()))?;
         Ok(SledStore {
             db,
             tree,
@@ -293,7 +315,11 @@ impl Store for SledStore {
 
     async fn create_run(&self, run: &Run) -> Result<Option<String>, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Job::CreateRun { run: Box::new(run.clone()), reply }).await?;
+        self.send(Job::CreateRun {
+            run: Box::new(run.clone()),
+            reply,
+        })
+        .await?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -303,10 +329,16 @@ impl Store for SledStore {
                 Some(_) => e,
                 None => e.run(run.id.clone()),
             });
-            self.audit.append_batch(entries.collect()).map_err(|e| StoreError::Backend(e.to_string()))?;
+            self.audit
+                .append_batch(entries.collect())
+                .map_err(|e| StoreError::Backend(e.to_string()))?;
         }
         let (reply, answer) = oneshot::channel();
-        self.send(Job::SaveRun { run: Box::new(run.clone()), reply }).await?;
+        self.send(Job::SaveRun {
+            run: Box::new(run.clone()),
+            reply,
+        })
+        .await?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -315,14 +347,21 @@ impl Store for SledStore {
     }
 
     async fn runs(&self, query: &RunQuery) -> Result<Vec<Run>, StoreError> {
-        let limit = if query.limit == 0 { usize::MAX } else { query.limit };
+        let limit = if query.limit == 0 {
+            usize::MAX
+        } else {
+            query.limit
+        };
         let mut out = Vec::new();
         for entry in self.tree.scan_prefix(b"r:").rev() {
             let (_, bytes) = entry.map_err(backend)?;
             let run: Run = decode(&bytes)?;
             let keep = query.status.is_none_or(|s| s == run.status)
                 && query.playbook.as_ref().is_none_or(|p| *p == run.playbook)
-                && query.incident_id.as_ref().is_none_or(|i| Some(i) == run.incident_id.as_ref());
+                && query
+                    .incident_id
+                    .as_ref()
+                    .is_none_or(|i| Some(i) == run.incident_id.as_ref());
             if keep {
                 out.push(run);
                 if out.len() >= limit {
@@ -336,41 +375,69 @@ impl Store for SledStore {
     async fn unfinished_runs(&self) -> Result<Vec<String>, StoreError> {
         self.tree
             .scan_prefix(b"w:")
-            .map(|e| e.map(|(k, _)| String::from_utf8_lossy(&k[2..]).into_owned()).map_err(backend))
+            .map(|e| {
+                e.map(|(k, _)| String::from_utf8_lossy(&k[2..]).into_owned())
+                    .map_err(backend)
+            })
             .collect()
     }
 
     async fn pending_matches(&self) -> Result<Vec<String>, StoreError> {
         self.tree
             .scan_prefix(b"m:")
-            .map(|e| e.map(|(k, _)| String::from_utf8_lossy(&k[2..]).into_owned()).map_err(backend))
+            .map(|e| {
+                e.map(|(k, _)| String::from_utf8_lossy(&k[2..]).into_owned())
+                    .map_err(backend)
+            })
             .collect()
     }
 
     async fn matched(&self, alert_id: &str) -> Result<(), StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Job::Matched { alert_id: alert_id.to_owned(), reply }).await?;
+        self.send(Job::Matched {
+            alert_id: alert_id.to_owned(),
+            reply,
+        })
+        .await?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
-    async fn set_incident_value(&self, incident_id: &str, key: &str, value: serde_json::Value) -> Result<(), StoreError> {
+    async fn set_incident_value(
+        &self,
+        incident_id: &str,
+        key: &str,
+        value: serde_json::Value,
+    ) -> Result<(), StoreError> {
         let (reply, answer) = oneshot::channel();
-        let job = Job::IncidentValue { incident_id: incident_id.to_owned(), key: key.to_owned(), value, reply };
+        let job = Job::IncidentValue {
+            incident_id: incident_id.to_owned(),
+            key: key.to_owned(),
+            value,
+            reply,
+        };
         self.send(job).await?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
     async fn append_audit(&self, entries: Vec<NewEntry>) -> Result<(), StoreError> {
-        self.audit.append_batch(entries).map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.audit
+            .append_batch(entries)
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
         self.db.flush_async().await.map_err(backend)?;
         Ok(())
     }
 
     async fn audit_verify(&self) -> Result<VerifyReport, StoreError> {
-        self.audit.verify().map_err(|e| StoreError::Backend(e.to_string()))
+        self.audit
+            .verify()
+            .map_err(|e| StoreError::Backend(e.to_string()))
     }
 
-    async fn audit_entries(&self, run_id: Option<&str>, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+    async fn audit_entries(
+        &self,
+        run_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
         match run_id {
             Some(id) => self.audit.for_run(id),
             None => self.audit.list(None, limit),
@@ -427,7 +494,10 @@ impl Writer {
             if let Some(metrics) = &self.metrics {
                 metrics.store_group_size.observe(jobs.len() as f64);
             }
-            let mut group = Group { tree: &self.tree, writes: HashMap::new() };
+            let mut group = Group {
+                tree: &self.tree,
+                writes: HashMap::new(),
+            };
             let mut answers = Vec::with_capacity(jobs.len());
             let mut failed: Option<String> = None;
             for job in jobs {
@@ -490,7 +560,12 @@ impl Writer {
                 group.delete([b"m:", alert_id.as_bytes()].concat());
                 Ok(Answer::Done(reply))
             }
-            Job::IncidentValue { incident_id, key, value, reply } => {
+            Job::IncidentValue {
+                incident_id,
+                key,
+                value,
+                reply,
+            } => {
                 let k = incident_key(&incident_id);
                 match group.get::<Incident>(&k) {
                     Ok(Some(mut incident)) => {
@@ -499,7 +574,10 @@ impl Writer {
                         group.put(k, &incident);
                         Ok(Answer::Done(reply))
                     }
-                    Ok(None) => Err((Answer::Done(reply), StoreError::Backend(format!("no incident `{incident_id}`")))),
+                    Ok(None) => Err((
+                        Answer::Done(reply),
+                        StoreError::Backend(format!("no incident `{incident_id}`")),
+                    )),
                     Err(e) => Err((Answer::Done(reply), e)),
                 }
             }

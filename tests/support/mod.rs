@@ -48,7 +48,11 @@ pub fn all_sources() -> String {
 /// (sections such as `sources:` or `grouping:`).
 pub fn config_text(dir: &Path, extra: &str) -> String {
     // No playbooks unless the test brings its own.
-    let playbooks = if extra.contains("playbooks:") { "" } else { "playbooks:\n  paths: []\n" };
+    let playbooks = if extra.contains("playbooks:") {
+        ""
+    } else {
+        "playbooks:\n  paths: []\n"
+    };
     format!(
         "server:\n  listen: 127.0.0.1:0\n  admin_token: {ADMIN_TOKEN}\n  max_body_bytes: 65536\n  shutdown_grace: 5s\nstore:\n  path: {}\n{playbooks}{extra}",
         dir.join("store").display()
@@ -175,7 +179,13 @@ impl TestServer {
 
     /// POSTs JSON to an admin API path with the admin token.
     pub async fn admin_post(&self, path: &str, body: Value) -> (u16, Value) {
-        self.send(self.http.post(format!("{}{path}", self.base)).bearer_auth(ADMIN_TOKEN).json(&body)).await
+        self.send(
+            self.http
+                .post(format!("{}{path}", self.base))
+                .bearer_auth(ADMIN_TOKEN)
+                .json(&body),
+        )
+        .await
     }
 
     /// Polls `GET /v1/runs/{id}` until `done` holds for the run (10 s at most).
@@ -186,7 +196,11 @@ impl TestServer {
             if done(&body["run"]) {
                 return body;
             }
-            assert!(std::time::Instant::now() < deadline, "run {id} never became {what}: {}", body["run"]);
+            assert!(
+                std::time::Instant::now() < deadline,
+                "run {id} never became {what}: {}",
+                body["run"]
+            );
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
@@ -196,10 +210,18 @@ impl TestServer {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             let runs = self.admin("/v1/runs?limit=1000").await;
-            if let Some(run) = runs["runs"].as_array().unwrap().iter().find(|r| r["alert_id"] == alert_id) {
+            if let Some(run) = runs["runs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["alert_id"] == alert_id)
+            {
                 return run["id"].as_str().unwrap().to_owned();
             }
-            assert!(std::time::Instant::now() < deadline, "no run started for alert {alert_id}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no run started for alert {alert_id}"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
@@ -310,29 +332,44 @@ pub fn sign_sns(mut envelope: Value, version: &str) -> Vec<u8> {
 pub struct FakeApi {
     pub base: String,
     pub calls: Arc<std::sync::Mutex<Vec<String>>>,
+    /// How long each answer takes, in milliseconds (change it while running).
+    pub delay_ms: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl FakeApi {
     pub async fn start(delay: std::time::Duration) -> FakeApi {
         use axum::extract::Request;
         let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let c = calls.clone();
+        let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(delay.as_millis() as u64));
+        let (c, d) = (calls.clone(), delay_ms.clone());
         let app = axum::Router::new().fallback(move |request: Request| {
-            let c = c.clone();
+            let (c, d) = (c.clone(), d.clone());
             async move {
-                c.lock().unwrap().push(format!("{} {}", request.method(), request.uri().path()));
-                tokio::time::sleep(delay).await;
+                c.lock()
+                    .unwrap()
+                    .push(format!("{} {}", request.method(), request.uri().path()));
+                tokio::time::sleep(std::time::Duration::from_millis(d.load(Ordering::SeqCst)))
+                    .await;
                 axum::Json(serde_json::json!({ "ok": true }))
             }
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        FakeApi { base, calls }
+        FakeApi {
+            base,
+            calls,
+            delay_ms,
+        }
     }
 
     pub fn count(&self, what: &str) -> usize {
-        self.calls.lock().unwrap().iter().filter(|c| c.contains(what)).count()
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.contains(what))
+            .count()
     }
 }
 

@@ -1,0 +1,320 @@
+//! The real `cordon` binary killed with SIGKILL while runs wait on approval and while side-effect
+//! steps are in flight: after a restart, waiting runs still wait and take decisions, the idempotent
+//! step is retried, the non-idempotent one is held as `needs_decision`; the CLI decides; the audit
+//! chain verifies, and a tampered entry is caught.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{ADMIN_TOKEN, FakeApi, INTAKE_TOKEN, write_playbook};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cordon");
+
+struct Process {
+    child: Child,
+    base: String,
+}
+
+impl Process {
+    fn start(config: &Path) -> Process {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(config)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cordon starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(event) = serde_json::from_str::<Value>(&line)
+                    && event["message"] == "listening"
+                {
+                    let _ = tx.send(event["addr"].as_str().unwrap_or_default().to_owned());
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("cordon logs its address");
+        Process {
+            child,
+            base: format!("http://{addr}"),
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn playbook(id: &str, kind: &str, step: &str) -> String {
+    format!(
+        "id: {id}\nname: {id}\non:\n  source: generic\n  when: alert.kind == \"{kind}\"\nsteps:\n{step}"
+    )
+}
+
+fn setup(dir: &Path, api: &str) -> PathBuf {
+    let playbooks = dir.join("playbooks");
+    std::fs::create_dir_all(&playbooks).unwrap();
+    write_playbook(
+        &playbooks,
+        "wait",
+        &playbook(
+            "wait",
+            "wait",
+            "  - id: ok\n    approval:\n      prompt: go?\n      approvers: soc\n  - id: after\n    uses: core.log\n    with: { message: approved }\n",
+        ),
+    );
+    write_playbook(
+        &playbooks,
+        "post",
+        &playbook(
+            "post",
+            "post",
+            &format!(
+                "  - id: call\n    uses: core.http\n    with: {{ url: \"{api}/post\", method: POST }}\n  - id: after\n    uses: core.log\n    with: {{ message: done }}\n"
+            ),
+        ),
+    );
+    write_playbook(
+        &playbooks,
+        "get",
+        &playbook(
+            "get",
+            "get",
+            &format!(
+                "  - id: call\n    uses: core.http\n    with: {{ url: \"{api}/get\", method: GET }}\n"
+            ),
+        ),
+    );
+    let config = dir.join("cordon.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "server:\n  listen: 127.0.0.1:0\n  admin_token: {ADMIN_TOKEN}\nstore:\n  path: {}\nlog:\n  format: json\nplaybooks:\n  paths: [{}]\n  http_allow: {{ post: [\"127.0.0.1\"], get: [\"127.0.0.1\"] }}\napprovers:\n  soc: [cli:alice]\nsources:\n  generic:\n    auth:\n      bearer:\n        token: {INTAKE_TOKEN}\n",
+            dir.join("store").display(),
+            playbooks.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+async fn post_alert(http: &reqwest::Client, base: &str, kind: &str) -> String {
+    let body = json!({ "title": kind, "kind": kind, "severity": 7, "resource": { "kind": "host", "id": format!("host-{kind}") } });
+    let answer: Value = http
+        .post(format!("{base}/v1/alerts/generic"))
+        .bearer_auth(INTAKE_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["alerts"][0]["alert_id"].as_str().unwrap().to_owned()
+}
+
+async fn runs(http: &reqwest::Client, base: &str) -> Vec<Value> {
+    let body: Value = http
+        .get(format!("{base}/v1/runs?limit=100"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["runs"].as_array().unwrap().clone()
+}
+
+async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn run_of<'a>(runs: &'a [Value], playbook: &str) -> &'a Value {
+    runs.iter()
+        .find(|r| r["playbook"] == playbook)
+        .unwrap_or_else(|| panic!("no {playbook} run in {runs:?}"))
+}
+
+fn cli(config: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_survive_sigkill_and_side_effects_are_never_repeated_in_silence() {
+    let api = FakeApi::start(Duration::from_secs(60)).await; // holds requests: in flight at the kill
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), &api.base);
+    let server = Process::start(&config);
+    let http = reqwest::Client::new();
+    for kind in ["wait", "post", "get"] {
+        post_alert(&http, &server.base, kind).await;
+    }
+    wait_until("the approval wait and both calls in flight", async || {
+        let r = runs(&http, &server.base).await;
+        r.len() == 3
+            && run_of(&r, "wait")["status"] == "waiting"
+            && api.count("POST /post") == 1
+            && api.count("GET /get") == 1
+    })
+    .await;
+
+    let mut server = server;
+    server.child.kill().unwrap(); // SIGKILL
+    server.child.wait().unwrap();
+    api.delay_ms.store(0, Ordering::SeqCst);
+    let server = Process::start(&config);
+
+    wait_until("the runs to settle after the restart", async || {
+        let r = runs(&http, &server.base).await;
+        run_of(&r, "get")["status"] == "succeeded"
+            && run_of(&r, "post")["status"] == "needs_decision"
+    })
+    .await;
+    let r = runs(&http, &server.base).await;
+    assert_eq!(
+        run_of(&r, "wait")["status"],
+        "waiting",
+        "a waiting run still waits"
+    );
+    assert_eq!(api.count("GET /get"), 2, "the idempotent GET was retried");
+    assert_eq!(api.count("POST /post"), 1, "the POST was not repeated");
+    let post = run_of(&r, "post");
+    assert_eq!(post["steps"]["call"]["status"], "needs_decision");
+    assert!(
+        post["steps"]["call"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("not idempotent")
+    );
+
+    // People decide through the CLI, which finds the running server.
+    let wait_id = run_of(&r, "wait")["id"].as_str().unwrap().to_owned();
+    let (code, out, err) = cli(&config, &["approve", &wait_id, "ok", "--as", "cli:alice"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("approved"), "{out}");
+    let (code, _, err) = cli(&config, &["approve", &wait_id, "ok", "--as", "cli:alice"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("already decided by cli:alice"), "{err}");
+    let post_id = post["id"].as_str().unwrap().to_owned();
+    let (code, out, err) = cli(
+        &config,
+        &[
+            "runs",
+            "resolve",
+            &post_id,
+            "call",
+            "--skip",
+            "--as",
+            "cli:alice",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    wait_until("both runs to succeed", async || {
+        let r = runs(&http, &server.base).await;
+        run_of(&r, "wait")["status"] == "succeeded" && run_of(&r, "post")["status"] == "succeeded"
+    })
+    .await;
+    assert_eq!(api.count("POST /post"), 1);
+
+    let (code, out, err) = cli(&config, &["runs", "show", &post_id]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("step.skipped_by_person") && out.contains("cli:alice"),
+        "{out}"
+    );
+    let (code, out, err) = cli(&config, &["audit", "verify"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("audit chain intact"), "{out}");
+
+    // Tamper with one stored audit entry while the server is down: verify names it.
+    drop(server);
+    {
+        let db = sled::open(dir.path().join("store")).unwrap();
+        let audit = db.open_tree("audit").unwrap();
+        let (key, value) = audit.iter().nth(3).unwrap().unwrap();
+        let text = String::from_utf8(value.to_vec())
+            .unwrap()
+            .replace("\"kind\":\"", "\"kind\":\"x");
+        audit.insert(key, text.as_bytes()).unwrap();
+        db.flush().unwrap();
+    }
+    let (code, out, _) = cli(&config, &["audit", "verify"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("entry 4:") && out.contains("BROKEN"), "{out}");
+}
+
+#[test]
+fn cordon_test_passes_the_stock_playbooks_and_a_wrong_expectation_fails_readably() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (code, out, err) = cli(
+        Path::new("no-config.yaml"),
+        &["test", root.join("playbooks").to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.lines().last().unwrap().ends_with(" passed, 0 failed"),
+        "{out}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(root.join("playbooks/generic-triage.yaml")).unwrap();
+    let broken = text.replacen(
+        "outputs: { priority: P1, paged: true,",
+        "outputs: { priority: P2, paged: true,",
+        1,
+    );
+    assert_ne!(text, broken);
+    std::fs::write(dir.path().join("triage.yaml"), broken).unwrap();
+    std::fs::create_dir_all(dir.path().join("fixtures")).unwrap();
+    for f in std::fs::read_dir(root.join("playbooks/fixtures")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, dir.path().join("fixtures").join(f.file_name().unwrap())).unwrap();
+    }
+    let (code, out, _) = cli(
+        Path::new("no-config.yaml"),
+        &["test", dir.path().to_str().unwrap()],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL  generic-triage :: a P1 pages when the on-call approves"),
+        "{out}"
+    );
+    assert!(
+        out.contains("outputs.priority: expected \"P2\", got \"P1\""),
+        "{out}"
+    );
+    assert!(out.contains(" passed, 1 failed"), "{out}");
+}
