@@ -75,7 +75,7 @@ impl Server {
             .build()
             .map_err(|e| StartError::Http(e.to_string()))?;
         let sources = intake::sources(&config, &http);
-        let engine = start_engine(&config, store.clone(), http.clone()).await?;
+        let engine = start_engine(&config, store.clone(), http.clone(), metrics.clone()).await?;
         let addr = config.server.listen;
         let listener = TcpListener::bind(addr)
             .await
@@ -173,6 +173,7 @@ async fn start_engine(
     config: &Config,
     store: Arc<dyn Store>,
     http: reqwest::Client,
+    metrics: Arc<Metrics>,
 ) -> Result<Arc<Engine>, StartError> {
     let scripts = scripts(config);
     let playbooks = load_playbooks(config, &scripts).map_err(StartError::Playbooks)?;
@@ -197,6 +198,7 @@ async fn start_engine(
         Playbooks::new(playbooks),
         approver_groups(config),
         config.playbooks.workers,
+        metrics,
     );
     let resumed = engine
         .recover()

@@ -56,6 +56,21 @@ pub struct Metrics {
     pub http_request_seconds: Family<HttpLabels, Histogram>,
     pub store_flush_seconds: Histogram,
     pub store_group_size: Histogram,
+    pub runs_started: Family<PlaybookLabels, Counter>,
+    pub runs_finished: Family<RunLabels, Counter>,
+    /// Times a worker advanced a run (after a restart, every unfinished run is advanced once).
+    pub run_advances: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PlaybookLabels {
+    pub playbook: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RunLabels {
+    pub playbook: String,
+    pub status: String,
 }
 
 impl Default for Metrics {
@@ -99,6 +114,12 @@ impl Metrics {
             "Requests covered by one group commit",
             store_group_size.clone(),
         );
+        let runs_started = Family::<PlaybookLabels, Counter>::default();
+        registry.register("runs_started", "Runs created, by playbook", runs_started.clone());
+        let runs_finished = Family::<RunLabels, Counter>::default();
+        registry.register("runs_finished", "Runs finished, by playbook and final status", runs_finished.clone());
+        let run_advances = Counter::default();
+        registry.register("run_advances", "Times a worker advanced a run", run_advances.clone());
         Metrics {
             registry,
             alerts_accepted,
@@ -106,6 +127,9 @@ impl Metrics {
             http_request_seconds,
             store_flush_seconds,
             store_group_size,
+            runs_started,
+            runs_finished,
+            run_advances,
         }
     }
 

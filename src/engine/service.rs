@@ -78,6 +78,7 @@ pub struct Engine {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     timers: mpsc::UnboundedSender<(DateTime<Utc>, String)>,
     matcher: Arc<Notify>,
+    metrics: Arc<crate::telemetry::Metrics>,
 }
 
 /// Persists runs through the store, with their events as audit entries.
@@ -124,6 +125,7 @@ impl Engine {
         playbooks: Playbooks,
         groups: ApproverGroups,
         workers: usize,
+        metrics: Arc<crate::telemetry::Metrics>,
     ) -> Arc<Engine> {
         let shared = Arc::new(Shared(RwLock::new(Arc::new(playbooks))));
         let (scripts, actions, guardrails) = executor_parts;
@@ -142,6 +144,7 @@ impl Engine {
             locks: Mutex::new(HashMap::new()),
             timers,
             matcher: Arc::new(Notify::new()),
+            metrics,
         });
         tokio::spawn(Engine::timer_loop(Arc::downgrade(&engine), timer_rx));
         tokio::spawn(Engine::matcher_loop(
@@ -439,8 +442,16 @@ impl Engine {
             let data = self.data_for(run.alert_id.as_deref(), run.incident_id.as_deref()).await?;
             let mut persist = StorePersist(self.store.clone());
             let progress = self.executor.advance(&playbook, &mut run, &data, &mut persist, Utc::now()).await.map_err(EngineError::Store)?;
-            if let Progress::Waiting(Some(at)) = progress {
-                let _ = self.timers.send((at, run.id.clone()));
+            self.metrics.run_advances.inc();
+            match progress {
+                Progress::Waiting(Some(at)) => {
+                    let _ = self.timers.send((at, run.id.clone()));
+                }
+                Progress::Finished(status) => {
+                    let labels = crate::telemetry::RunLabels { playbook: run.playbook.clone(), status: status.to_string() };
+                    self.metrics.runs_finished.get_or_create(&labels).inc();
+                }
+                _ => {}
             }
             Ok(())
         }
