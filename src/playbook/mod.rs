@@ -4,6 +4,7 @@
 
 pub mod load;
 pub mod model;
+mod position;
 pub mod schema;
 
 use std::collections::BTreeMap;

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-pub use engine::Scripts;
+pub use engine::{NAMES, Scripts};
 pub use template::{CompiledValue, Template};
 
 /// Limits every evaluation runs under.
