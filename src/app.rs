@@ -16,6 +16,7 @@ use axum::routing::{get, post};
 use tokio::net::TcpListener;
 
 use crate::actions::builtin::Builtins;
+use crate::actions::{SpecCatalog, builtin_specs};
 use crate::config::Config;
 use crate::engine::approval::ApproverGroups;
 use crate::engine::exec::Guardrails;
@@ -155,13 +156,28 @@ pub fn approver_groups(config: &Config) -> ApproverGroups {
     ApproverGroups(config.approvers.clone())
 }
 
+/// The actions playbooks may name.
+pub fn catalog() -> SpecCatalog {
+    SpecCatalog::new(builtin_specs())
+}
+
+/// The approver group names playbooks may name: the config's groups.
+pub fn group_names(config: &Config) -> Vec<String> {
+    config.approvers.keys().cloned().collect()
+}
+
 /// Loads the configured playbooks; every error of every file, or the playbooks.
 pub fn load_playbooks(
     config: &Config,
     scripts: &Scripts,
 ) -> Result<Vec<crate::playbook::Compiled>, crate::config::Diagnostics> {
-    let (playbooks, diagnostics) =
-        crate::playbook::shim::load_paths(&config.playbooks.paths, scripts);
+    let groups = group_names(config);
+    let (playbooks, diagnostics) = crate::playbook::load::load_paths(
+        &config.playbooks.paths,
+        scripts,
+        &catalog(),
+        Some(&groups),
+    );
     if diagnostics.is_empty() {
         Ok(playbooks)
     } else {

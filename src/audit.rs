@@ -756,7 +756,15 @@ mod tests {
             }
             db.flush().expect("flush");
         }
-        let db = sled::open(&path).expect("reopen db");
+        // sled's background thread lets go of the file lock a moment after the last handle drops.
+        let db = (0..200)
+            .find_map(|_| {
+                sled::open(&path).ok().or_else(|| {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    None
+                })
+            })
+            .expect("reopen db");
         let log = AuditLog::open(&db).expect("reopen");
         let fourth = log
             .append(NewEntry::new(kind::RUN_STATE).run("run-1"))

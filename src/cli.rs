@@ -60,6 +60,11 @@ enum Command {
     /// Check the audit log's hash chain.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Print the JSON Schema of playbooks (for editors: see README).
+    Schema {
+        /// What to describe: `playbook`.
+        what: String,
+    },
     /// Reload the running server's playbooks (like SIGHUP); refused whole if any has an error.
     Reload {
         #[arg(long, value_name = "URL")]
@@ -210,6 +215,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Approve(args) => decision(&cli.config, args, true).await,
         Command::Deny(args) => decision(&cli.config, args, false).await,
         Command::Audit(AuditCommand::Verify { from }) => audit_verify(&cli.config, from).await,
+        Command::Schema { what } => {
+            if what != "playbook" {
+                bail!("`cordon schema` describes `playbook`, not `{what}`");
+            }
+            let schema = cordon::playbook::schema::playbook_schema(&cordon::app::catalog());
+            println!("{}", serde_json::to_string_pretty(&schema)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Reload { server } => {
             let body = post(
                 &cli.config,
@@ -263,6 +276,8 @@ fn validate(path: &Path, paths: &[PathBuf]) -> ExitCode {
     } else {
         None
     };
+    // Approver groups are checked against the config when there is one.
+    let groups = config.as_ref().map(cordon::app::group_names);
     let config = config.unwrap_or_default();
     let paths = if paths.is_empty() {
         config.playbooks.paths.clone()
@@ -270,7 +285,9 @@ fn validate(path: &Path, paths: &[PathBuf]) -> ExitCode {
         paths.to_vec()
     };
     let scripts = cordon::app::scripts(&config);
-    let (playbooks, diagnostics) = cordon::playbook::shim::load_paths(&paths, &scripts);
+    let catalog = cordon::app::catalog();
+    let (playbooks, diagnostics) =
+        cordon::playbook::load::load_paths(&paths, &scripts, &catalog, groups.as_deref());
     for d in &diagnostics {
         eprintln!("{d}");
     }
@@ -286,17 +303,21 @@ fn validate(path: &Path, paths: &[PathBuf]) -> ExitCode {
 
 async fn test(path: &Path, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let config = if path.exists() {
-        config::load(path).map_err(|d| anyhow::anyhow!("{d}"))?
+        Some(config::load(path).map_err(|d| anyhow::anyhow!("{d}"))?)
     } else {
-        Config::default()
+        None
     };
+    let groups = config.as_ref().map(cordon::app::group_names);
+    let config = config.unwrap_or_default();
     let paths = if paths.is_empty() {
         config.playbooks.paths.clone()
     } else {
         paths.to_vec()
     };
     let scripts = cordon::app::scripts(&config);
-    let (playbooks, diagnostics) = cordon::playbook::shim::load_paths(&paths, &scripts);
+    let catalog = cordon::app::catalog();
+    let (playbooks, diagnostics) =
+        cordon::playbook::load::load_paths(&paths, &scripts, &catalog, groups.as_deref());
     if !diagnostics.is_empty() {
         for d in &diagnostics {
             eprintln!("{d}");

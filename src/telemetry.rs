@@ -115,11 +115,23 @@ impl Metrics {
             store_group_size.clone(),
         );
         let runs_started = Family::<PlaybookLabels, Counter>::default();
-        registry.register("runs_started", "Runs created, by playbook", runs_started.clone());
+        registry.register(
+            "runs_started",
+            "Runs created, by playbook",
+            runs_started.clone(),
+        );
         let runs_finished = Family::<RunLabels, Counter>::default();
-        registry.register("runs_finished", "Runs finished, by playbook and final status", runs_finished.clone());
+        registry.register(
+            "runs_finished",
+            "Runs finished, by playbook and final status",
+            runs_finished.clone(),
+        );
         let run_advances = Counter::default();
-        registry.register("run_advances", "Times a worker advanced a run", run_advances.clone());
+        registry.register(
+            "run_advances",
+            "Times a worker advanced a run",
+            run_advances.clone(),
+        );
         Metrics {
             registry,
             alerts_accepted,

@@ -41,6 +41,25 @@ fn the_example_config_loads_and_documents_the_defaults() {
     );
     assert_eq!(example.log.format, defaults.log.format);
     assert_eq!(example.log.level, defaults.log.level);
+    assert_eq!(example.playbooks.paths, defaults.playbooks.paths);
+    assert_eq!(example.playbooks.workers, defaults.playbooks.workers);
+    assert_eq!(
+        example.playbooks.script_timeout,
+        defaults.playbooks.script_timeout
+    );
+    assert_eq!(
+        example.guardrails.blast_radius_approvers,
+        defaults.guardrails.blast_radius_approvers
+    );
+}
+
+#[test]
+fn the_example_config_loads_the_stock_playbooks() {
+    let example = example();
+    let scripts = cordon::app::scripts(&example);
+    let playbooks =
+        cordon::app::load_playbooks(&example, &scripts).unwrap_or_else(|d| panic!("{d}"));
+    assert!(playbooks.iter().any(|p| p.spec.id == "generic-triage"));
 }
 
 #[test]

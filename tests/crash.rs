@@ -318,3 +318,72 @@ fn cordon_test_passes_the_stock_playbooks_and_a_wrong_expectation_fails_readably
     );
     assert!(out.contains(" passed, 1 failed"), "{out}");
 }
+
+#[test]
+fn validate_locates_every_broken_playbook_error() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cordon.yaml");
+    std::fs::write(
+        &config,
+        "approvers:\n  soc-l1: [cli:alice]\n  soc-l2: [cli:bob]\n",
+    )
+    .unwrap();
+    let broken = root.join("tests/data/playbooks/broken");
+    let (code, out, err) = cli(&config, &["validate", broken.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}{err}");
+    let mut checked = 0;
+    for file in std::fs::read_dir(&broken).unwrap() {
+        let file = file.unwrap().path();
+        let text = std::fs::read_to_string(&file).unwrap();
+        let expect = text
+            .lines()
+            .next()
+            .unwrap()
+            .strip_prefix("# expect: ")
+            .expect("first line names the expected error");
+        let (location, fragment) = expect.split_once(' ').unwrap();
+        let want = format!("{}:{location}: error: ", file.display());
+        let line = err
+            .lines()
+            .find(|l| l.starts_with(&want))
+            .unwrap_or_else(|| panic!("no error at {want}\n{err}"));
+        assert!(line.contains(fragment), "{line} lacks `{fragment}`");
+        checked += 1;
+    }
+    assert!(checked >= 15, "one fixture per error kind");
+    let good = root.join("tests/data/playbooks/good");
+    let (code, out, err) = cli(&config, &["validate", good.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("guardduty-triage"), "{out}");
+    std::fs::write(
+        &config,
+        "approvers:
+  soc-l1: [cli:alice]
+",
+    )
+    .unwrap();
+    let (code, _, err) = cli(&config, &["validate", good.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("unknown approver group `soc-l2`") && err.contains("did you mean `soc-l1`?"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_committed_schema_matches_the_playbook_format() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (code, out, _) = cli(Path::new("none.yaml"), &["schema", "playbook"]);
+    assert_eq!(code, 0);
+    let generated: Value = serde_json::from_str(&out).unwrap();
+    let committed: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("docs/playbook.schema.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        generated, committed,
+        "regenerate docs/playbook.schema.json with `cordon schema playbook`"
+    );
+    assert_eq!(generated["properties"]["steps"]["type"], "array");
+}

@@ -18,7 +18,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_cordon");
 fn write_config(dir: &Path) -> PathBuf {
     let path = dir.join("cordon.yaml");
     let text = format!(
-        "server:\n  listen: 127.0.0.1:0\n  admin_token: {ADMIN_TOKEN}\nstore:\n  path: {}\nlog:\n  format: json\nsources:\n  generic:\n    auth:\n      bearer:\n        token: {INTAKE_TOKEN}\n",
+        "server:\n  listen: 127.0.0.1:0\n  admin_token: {ADMIN_TOKEN}\nstore:\n  path: {}\nlog:\n  format: json\nplaybooks:\n  paths: []\nsources:\n  generic:\n    auth:\n      bearer:\n        token: {INTAKE_TOKEN}\n",
         dir.join("store").display()
     );
     std::fs::write(&path, text).unwrap();

@@ -97,7 +97,7 @@ fn default_script_timeout() -> HumanDuration {
 }
 
 /// Guardrails on side-effect actions.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GuardrailsConfig {
     /// Resources no side-effect action may touch: patterns (`*` matches anything) matched against
@@ -111,6 +111,16 @@ pub struct GuardrailsConfig {
     /// The approver group for calls over a blast radius (default `admins`).
     #[serde(default = "default_blast_approvers")]
     pub blast_radius_approvers: String,
+}
+
+impl Default for GuardrailsConfig {
+    fn default() -> Self {
+        GuardrailsConfig {
+            protected: Vec::new(),
+            blast_radius: BTreeMap::new(),
+            blast_radius_approvers: default_blast_approvers(),
+        }
+    }
 }
 
 fn default_blast_approvers() -> String {

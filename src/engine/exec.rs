@@ -712,7 +712,7 @@ impl Executor {
                             .await?
                         {
                             Called::Result(r) => r,
-                            Called::Hold(state) => return Ok(StepOutcome::Wait(state)),
+                            Called::Hold(state) => return Ok(StepOutcome::Wait(*state)),
                         }
                     }
                 }
@@ -830,7 +830,7 @@ impl Executor {
                     Some(&step.id),
                     json!({ "action": name, "limit": limit }),
                 ));
-                return Ok(Called::Hold(held));
+                return Ok(Called::Hold(Box::new(held)));
             }
             // Recorded as started before it runs, with its inputs and idempotency key.
             state.status = StepStatus::Started;
@@ -1130,7 +1130,7 @@ impl Executor {
 
 enum Called {
     Result(Result<Value, ActionError>),
-    Hold(StepState),
+    Hold(Box<StepState>),
 }
 
 /// A sink that keeps nothing (called playbooks run inside their caller's step).

@@ -4,8 +4,8 @@
 
 pub mod load;
 pub mod model;
+mod position;
 pub mod schema;
-pub mod shim;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

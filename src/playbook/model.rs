@@ -17,6 +17,7 @@ pub struct Playbook {
     pub id: String,
     /// One line for humans.
     pub name: String,
+    /// More words for humans: what it does and when.
     #[serde(default)]
     pub description: Option<String>,
     /// Which alerts start it. A playbook without `on` runs only when called or triggered by hand.
@@ -36,6 +37,7 @@ pub struct Playbook {
     /// Constants for the steps, as `vars.<name>`; values may be `${{ }}` templates.
     #[serde(default)]
     pub vars: BTreeMap<String, Value>,
+    /// What it does, in order.
     pub steps: Vec<Step>,
     /// What the run returns (to a caller, and in `cordon runs show`), as templates.
     #[serde(default)]
@@ -64,10 +66,13 @@ pub struct InputSpec {
     /// `string`, `number`, `bool`, `list`, `map` or `any` (default).
     #[serde(default = "any_type", rename = "type")]
     pub kind: String,
+    /// A caller must give it (unless it has a `default`).
     #[serde(default)]
     pub required: bool,
+    /// The value when a caller does not give it.
     #[serde(default)]
     pub default: Option<Value>,
+    /// What it is for.
     #[serde(default)]
     pub description: Option<String>,
 }
@@ -106,6 +111,7 @@ pub struct Step {
     /// Run another playbook with inputs; its outputs are this step's output.
     #[serde(default)]
     pub call: Option<Call>,
+    /// Try again when the step fails.
     #[serde(default)]
     pub retry: Option<Retry>,
     /// Longest one attempt may take.
@@ -121,8 +127,10 @@ pub struct Step {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnError {
+    /// End the run.
     #[default]
     Fail,
+    /// Go on with the next step.
     Continue,
 }
 
@@ -184,8 +192,10 @@ fn one_hour() -> HumanDuration {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TimeoutDecision {
+    /// As if denied.
     #[default]
     Reject,
+    /// As if approved.
     Approve,
 }
 
@@ -201,6 +211,7 @@ pub struct Foreach {
     /// Items run at once (default 1).
     #[serde(default = "one")]
     pub concurrency: u32,
+    /// The steps run for each item.
     pub steps: Vec<Step>,
 }
 
@@ -212,6 +223,7 @@ fn item_name() -> String {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Branch {
+    /// The branch's steps, in order.
     pub steps: Vec<Step>,
 }
 
@@ -219,7 +231,9 @@ pub struct Branch {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Call {
+    /// The called playbook's id.
     pub playbook: String,
+    /// Its inputs, by name (values may be `${{ }}` templates).
     #[serde(default)]
     pub inputs: BTreeMap<String, Value>,
 }
@@ -228,6 +242,7 @@ pub struct Call {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TestCase {
+    /// What the case shows, for the test report.
     pub name: String,
     /// The alert: a file (relative to the playbook file) holding a source payload ...
     #[serde(default)]
@@ -251,8 +266,10 @@ pub struct TestCase {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CannedResult {
+    /// The action's output, as if it succeeded.
     #[serde(default)]
     pub output: Option<Value>,
+    /// The action's error, as if it failed.
     #[serde(default)]
     pub error: Option<String>,
 }
@@ -274,15 +291,33 @@ pub struct Expectation {
     pub outputs: BTreeMap<String, Value>,
 }
 
+/// One name or a list of names. A visitor rather than an untagged enum, so a wrong value gets a
+/// message saying what is expected, at the value, instead of "data did not match any variant".
 fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        One(String),
-        Many(Vec<String>),
+    struct OneOrMany;
+
+    impl<'de> serde::de::Visitor<'de> for OneOrMany {
+        type Value = Vec<String>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a source name or a list of source names")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Vec<String>, E> {
+            Ok(vec![name.to_owned()])
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Vec<String>, A::Error> {
+            let mut names = Vec::new();
+            while let Some(name) = seq.next_element::<String>()? {
+                names.push(name);
+            }
+            Ok(names)
+        }
     }
-    Ok(match OneOrMany::deserialize(deserializer)? {
-        OneOrMany::One(s) => vec![s],
-        OneOrMany::Many(v) => v,
-    })
+
+    deserializer.deserialize_any(OneOrMany)
 }

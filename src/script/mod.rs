@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-pub use engine::{Scripts, describe};
+pub use engine::{NAMES, Scripts, describe};
 pub use template::{CompiledValue, Template};
 
 /// Limits every evaluation runs under.
