@@ -494,3 +494,139 @@ async fn a_cancelled_run_stops_and_frees_its_incident() {
     let again = alert_of_kind(&s.server, "host-6", 9, "reverse-shell").await;
     assert_ne!(again, run);
 }
+
+/// A playbook with one core.http step, as `step_extra` configures it.
+async fn one_call(api: &FakeApi, step_extra: &str) -> (TestServer, TempDir) {
+    let playbooks = tempfile::tempdir().unwrap();
+    write_playbook(
+        playbooks.path(),
+        "call",
+        &format!(
+            "id: call\nname: Call\non:\n  source: generic\nsteps:\n  - id: call\n    uses: core.http\n    with: {{ url: \"{}/flaky\", method: GET }}\n{step_extra}",
+            api.base
+        ),
+    );
+    let config = format!(
+        "playbooks:\n  paths: [{}]\n  http_allow:\n    call: [\"127.0.0.1\"]\n{}",
+        playbooks.path().display(),
+        all_sources()
+    );
+    (TestServer::start_with(&config).await, playbooks)
+}
+
+async fn run_once(server: &TestServer) -> Value {
+    let (_, answer) = server.post_generic(&generic_alert("flaky", "host-r")).await;
+    let run = server
+        .run_for_alert(answer["alerts"][0]["alert_id"].as_str().unwrap())
+        .await;
+    server.wait_run(&run, "finished", finished).await
+}
+
+#[tokio::test]
+async fn a_failing_call_is_retried_with_backoff_then_succeeds() {
+    let api = FakeApi::start(Duration::ZERO).await;
+    api.fail_first.store(2, std::sync::atomic::Ordering::SeqCst);
+    let (server, _dir) = one_call(
+        &api,
+        "    retry: { attempts: 3, backoff: 100ms, max_delay: 1s }\n",
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let done = run_once(&server).await;
+    assert_eq!(done["run"]["status"], "succeeded", "{}", done["run"]);
+    assert_eq!(done["run"]["steps"]["call"]["attempts"], 3);
+    assert_eq!(api.count("GET /flaky"), 3);
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "backoff 100ms then 200ms"
+    );
+    let retries = done["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "step.retrying")
+        .count();
+    assert_eq!(retries, 2);
+}
+
+#[tokio::test]
+async fn retries_run_out_and_the_run_fails_with_the_last_error() {
+    let api = FakeApi::start(Duration::ZERO).await;
+    api.fail_first
+        .store(10, std::sync::atomic::Ordering::SeqCst);
+    let (server, _dir) = one_call(&api, "    retry: { attempts: 2, backoff: 50ms }\n").await;
+    let done = run_once(&server).await;
+    assert_eq!(done["run"]["status"], "failed");
+    assert!(
+        done["run"]["steps"]["call"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("503"),
+        "{}",
+        done["run"]
+    );
+    assert_eq!(api.count("GET /flaky"), 2);
+}
+
+#[tokio::test]
+async fn a_step_over_its_timeout_fails() {
+    let api = FakeApi::start(Duration::from_secs(5)).await;
+    let (server, _dir) = one_call(&api, "    timeout: 200ms\n    on_error: continue\n").await;
+    let started = std::time::Instant::now();
+    let done = run_once(&server).await;
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert_eq!(
+        done["run"]["status"], "succeeded",
+        "on_error: continue goes on"
+    );
+    assert_eq!(done["run"]["steps"]["call"]["status"], "failed");
+    assert!(
+        done["run"]["steps"]["call"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("did not finish within 200ms")
+    );
+}
+
+#[tokio::test]
+async fn a_broken_reload_is_refused_and_the_old_playbooks_keep_running() {
+    let api = FakeApi::start(Duration::ZERO).await;
+    let (server, dir) = one_call(&api, "").await;
+    write_playbook(
+        dir.path(),
+        "broken",
+        "id: broken\nname: Broken\nsteps:\n  - id: x\n    uses: core.lgo\n",
+    );
+    let (status, body) = server.admin_post("/v1/playbooks/reload", json!({})).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_playbooks")),
+        "{body}"
+    );
+    let errors = body["errors"].as_array().unwrap();
+    assert!(
+        errors[0]
+            .as_str()
+            .unwrap()
+            .contains("broken.yaml:5:11: error: unknown action `core.lgo`"),
+        "{body}"
+    );
+    assert_eq!(
+        run_once(&server).await["run"]["status"],
+        "succeeded",
+        "the loaded playbook still runs"
+    );
+
+    std::fs::remove_file(dir.path().join("broken.yaml")).unwrap();
+    write_playbook(
+        dir.path(),
+        "second",
+        "id: second\nname: Second\non:\n  source: generic\nsteps:\n  - id: x\n    uses: core.log\n    with: { message: hi }\n",
+    );
+    let (status, body) = server.admin_post("/v1/playbooks/reload", json!({})).await;
+    assert_eq!(
+        (status, body["reloaded"].as_u64()),
+        (200, Some(2)),
+        "{body}"
+    );
+}

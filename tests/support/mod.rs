@@ -334,6 +334,8 @@ pub struct FakeApi {
     pub calls: Arc<std::sync::Mutex<Vec<String>>>,
     /// How long each answer takes, in milliseconds (change it while running).
     pub delay_ms: Arc<std::sync::atomic::AtomicU64>,
+    /// Answer 503 to this many requests first.
+    pub fail_first: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl FakeApi {
@@ -341,16 +343,25 @@ impl FakeApi {
         use axum::extract::Request;
         let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
         let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(delay.as_millis() as u64));
-        let (c, d) = (calls.clone(), delay_ms.clone());
+        let fail_first = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (c, d, f) = (calls.clone(), delay_ms.clone(), fail_first.clone());
         let app = axum::Router::new().fallback(move |request: Request| {
-            let (c, d) = (c.clone(), d.clone());
+            let (c, d, f) = (c.clone(), d.clone(), f.clone());
             async move {
                 c.lock()
                     .unwrap()
                     .push(format!("{} {}", request.method(), request.uri().path()));
                 tokio::time::sleep(std::time::Duration::from_millis(d.load(Ordering::SeqCst)))
                     .await;
-                axum::Json(serde_json::json!({ "ok": true }))
+                let failing = f
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+                let status = if failing {
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    axum::http::StatusCode::OK
+                };
+                (status, axum::Json(serde_json::json!({ "ok": !failing })))
             }
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -360,6 +371,7 @@ impl FakeApi {
             base,
             calls,
             delay_ms,
+            fail_first,
         }
     }
 
