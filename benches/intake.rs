@@ -11,9 +11,7 @@
 //! load to a server already running at ADDR (to profile it). Client and server share the machine's cores,
 //! in both runs alike.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -23,7 +21,9 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
-const TOKEN: &str = "bench-intake-token";
+mod common;
+
+use common::{TOKEN, peak_rss_kib, start_ceiling, start_cordon};
 
 fn main() {
     if std::env::var("CORDON_BENCH_ROLE").as_deref() == Ok("ceiling") {
@@ -118,72 +118,6 @@ fn main() {
             );
         }
     }
-}
-
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-/// The release `cordon serve` on a fresh store.
-fn start_cordon(dir: &std::path::Path) -> Server {
-    let config = dir.join("bench.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "server:\n  listen: 127.0.0.1:0\nstore:\n  path: {}\nlog:\n  format: json\n  level: info\nsources:\n  aws.guardduty:\n    auth:\n      bearer:\n        token: {TOKEN}\n",
-            dir.join("store").display()
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cordon"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cordon starts");
-    let addr = read_addr(child.stderr.take().unwrap(), |line| {
-        let event: Value = serde_json::from_str(line).ok()?;
-        (event["message"] == "listening")
-            .then(|| event["addr"].as_str().unwrap_or_default().to_owned())
-    });
-    Server { child, addr }
-}
-
-/// This same binary as the bare handler.
-fn start_ceiling() -> Server {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .env("CORDON_BENCH_ROLE", "ceiling")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let addr = read_addr(child.stdout.take().unwrap(), |line| {
-        line.strip_prefix("listening ").map(str::to_owned)
-    });
-    Server { child, addr }
-}
-
-fn read_addr(
-    pipe: impl std::io::Read + Send + 'static,
-    find: impl Fn(&str) -> Option<String> + Send + 'static,
-) -> SocketAddr {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut sent = false;
-        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-            if !sent && let Some(addr) = find(&line) {
-                let _ = tx.send(addr);
-                sent = true;
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(30))
-        .expect("server reports its address")
-        .parse()
-        .unwrap()
 }
 
 /// A bare axum handler: parse the JSON, answer 202. What the machine can do with no storage at all.
@@ -355,16 +289,4 @@ async fn store_stats(addr: SocketAddr) -> Option<(f64, f64)> {
         value("cordon_store_group_size_sum")? / groups,
         value("cordon_store_flush_duration_seconds_sum")? / flushes * 1000.0,
     ))
-}
-
-/// VmHWM of a process, in KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }

@@ -44,8 +44,11 @@ impl Event {
 /// Where runs are kept between steps.
 #[async_trait]
 pub trait Persist: Send {
-    /// Stores the run durably with the events that led to this state.
-    async fn save(&mut self, run: &Run, events: Vec<Event>) -> Result<(), String>;
+    /// Stores the run with the events that led to this state; with `durable`, fsynced before it
+    /// returns. The executor asks for durability before and after every side effect, when a run
+    /// waits, holds or finishes; the states between pure steps (scripts, logs) are written but not
+    /// waited on, since repeating a pure step after a crash changes nothing outside.
+    async fn save(&mut self, run: &Run, events: Vec<Event>, durable: bool) -> Result<(), String>;
 }
 
 /// A call of an action.
@@ -381,7 +384,7 @@ impl Executor {
                 }
                 Some(s) if s.status == StepStatus::NeedsDecision => {
                     run.status = RunStatus::NeedsDecision;
-                    store.save(run, events).await?;
+                    store.save(run, events, true).await?;
                     return Ok(Progress::NeedsDecision(step.id.clone()));
                 }
                 Some(s) => {
@@ -410,7 +413,18 @@ impl Executor {
                             .await;
                     }
                     run.cursor += 1;
-                    store.save(run, std::mem::take(&mut events)).await?;
+                    // After a side effect the record must be durable, or a crash would make the
+                    // finished call look like one that may still be running.
+                    let durable = match &step.kind {
+                        StepKind::Action { name, .. } => {
+                            self.actions.spec(name).is_none_or(|s| s.side_effect)
+                        }
+                        StepKind::Script(_) => false,
+                        _ => true,
+                    };
+                    store
+                        .save(run, std::mem::take(&mut events), durable)
+                        .await?;
                 }
                 StepOutcome::Wait(state) => {
                     record(run, &step.id, state);
@@ -421,7 +435,7 @@ impl Executor {
                     ));
                     run.status = RunStatus::Waiting;
                     run.updated_at = now;
-                    store.save(run, events).await?;
+                    store.save(run, events, true).await?;
                     return Ok(Progress::Waiting(run.wake_at()));
                 }
                 StepOutcome::Hold(state) => {
@@ -433,7 +447,7 @@ impl Executor {
                     ));
                     run.status = RunStatus::NeedsDecision;
                     run.updated_at = now;
-                    store.save(run, events).await?;
+                    store.save(run, events, true).await?;
                     return Ok(Progress::NeedsDecision(step.id.clone()));
                 }
             }
@@ -487,7 +501,7 @@ impl Executor {
         let now = Utc::now();
         run.finished_at = Some(now);
         run.updated_at = now;
-        store.save(run, events).await?;
+        store.save(run, events, true).await?;
         Ok(Progress::Finished(status))
     }
 
@@ -838,7 +852,7 @@ impl Executor {
             state.idempotency_key = Some(format!("{}:{}", run.id, step.id));
             record(run, &step.id, state.clone());
             events.push(Event::new("step.started", Some(&step.id), json!({ "action": name, "attempt": state.attempts, "idempotency_key": state.idempotency_key })));
-            store.save(run, std::mem::take(events)).await?;
+            store.save(run, std::mem::take(events), true).await?;
         }
         let call = ActionCall {
             run_id: run.id.clone(),
@@ -1138,7 +1152,7 @@ pub struct NoPersist;
 
 #[async_trait]
 impl Persist for NoPersist {
-    async fn save(&mut self, _: &Run, _: Vec<Event>) -> Result<(), String> {
+    async fn save(&mut self, _: &Run, _: Vec<Event>, _: bool) -> Result<(), String> {
         Ok(())
     }
 }

@@ -105,9 +105,9 @@ pub fn audit_entries(run_id: &str, events: Vec<Event>) -> Vec<NewEntry> {
 
 #[async_trait]
 impl Persist for StorePersist {
-    async fn save(&mut self, run: &Run, events: Vec<Event>) -> Result<(), String> {
+    async fn save(&mut self, run: &Run, events: Vec<Event>, durable: bool) -> Result<(), String> {
         self.0
-            .save_run(run, audit_entries(&run.id, events))
+            .save_run(run, audit_entries(&run.id, events), durable)
             .await
             .map_err(|e| e.to_string())
     }
@@ -216,12 +216,27 @@ impl Engine {
         }
     }
 
+    /// Matches every pending alert, many at a time (each alert's runs are created atomically by the
+    /// store, so the order between alerts does not matter).
     async fn match_pending(self: &Arc<Self>) -> Result<(), EngineError> {
-        for alert_id in self.store.pending_matches().await.map_err(store_error)? {
-            self.match_alert(&alert_id).await?;
-            self.store.matched(&alert_id).await.map_err(store_error)?;
+        let pending = self.store.pending_matches().await.map_err(store_error)?;
+        let limit = Arc::new(Semaphore::new(64));
+        let mut tasks = tokio::task::JoinSet::new();
+        for alert_id in pending {
+            let (engine, limit) = (self.clone(), limit.clone());
+            tasks.spawn(async move {
+                let _permit = limit.acquire().await;
+                engine.match_alert(&alert_id).await?;
+                engine.store.matched(&alert_id).await.map_err(store_error)
+            });
         }
-        Ok(())
+        let mut first_error = None;
+        while let Some(done) = tasks.join_next().await {
+            if let Ok(Err(e)) = done {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     async fn match_alert(self: &Arc<Self>, alert_id: &str) -> Result<(), EngineError> {
@@ -330,18 +345,25 @@ impl Engine {
 
     /// Stores a new run and starts it; `Ok(Some(id))` when an active run already holds its key.
     async fn create(self: &Arc<Self>, run: Run) -> Result<Option<String>, EngineError> {
-        match self.store.create_run(&run).await.map_err(store_error)? {
+        let event = Event::new(
+            "run.created",
+            None,
+            json!({ "playbook": run.playbook, "trigger": run.trigger, "alert": run.alert_id, "incident": run.incident_id }),
+        );
+        match self
+            .store
+            .create_run(&run, audit_entries(&run.id, vec![event]))
+            .await
+            .map_err(store_error)?
+        {
             Some(existing) => Ok(Some(existing)),
             None => {
-                let event = Event::new(
-                    "run.created",
-                    None,
-                    json!({ "playbook": run.playbook, "trigger": run.trigger, "alert": run.alert_id, "incident": run.incident_id }),
-                );
-                self.store
-                    .append_audit(audit_entries(&run.id, vec![event]))
-                    .await
-                    .map_err(store_error)?;
+                self.metrics
+                    .runs_started
+                    .get_or_create(&crate::telemetry::PlaybookLabels {
+                        playbook: run.playbook.clone(),
+                    })
+                    .inc();
                 self.kick(run.id.clone());
                 Ok(None)
             }
@@ -509,7 +531,7 @@ impl Engine {
                     let mut event = Event::new("approval.decided", Some(step), json!({ "approve": approve, "via": via, "outcome": decided.outcome, "approvals": decided.approvals, "quorum": decided.quorum }));
                     event.actor = Some(identity.to_owned());
                     run.updated_at = Utc::now();
-                    self.store.save_run(&run, audit_entries(run_id, vec![event])).await.map_err(store_error)?;
+                    self.store.save_run(&run, audit_entries(run_id, vec![event]), true).await.map_err(store_error)?;
                     Ok(decided)
                 }
                 Err(error) => {
@@ -557,7 +579,7 @@ impl Engine {
         run.finished_at = Some(now);
         run.updated_at = now;
         self.store
-            .save_run(&run, audit_entries(run_id, vec![event]))
+            .save_run(&run, audit_entries(run_id, vec![event]), true)
             .await
             .map_err(store_error)?;
         Ok(run)
@@ -611,7 +633,7 @@ impl Engine {
             );
             event.actor = Some(by.to_owned());
             self.store
-                .save_run(&run, audit_entries(run_id, vec![event]))
+                .save_run(&run, audit_entries(run_id, vec![event]), true)
                 .await
                 .map_err(store_error)?;
             Ok(())

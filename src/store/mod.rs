@@ -84,10 +84,23 @@ pub trait Store: Send + Sync + 'static {
     async fn incidents(&self, query: &IncidentQuery) -> Result<Vec<Incident>, StoreError>;
     /// Creates a run unless its playbook's concurrency key is held by an active run, or its alert
     /// already started that playbook; then answers that run's id and creates nothing. Durable.
-    async fn create_run(&self, run: &Run) -> Result<Option<String>, StoreError>;
+    /// The audit entries go in before the run, like [`Store::save_run`]'s (for a run that turns out
+    /// to exist already they record the attempt).
+    async fn create_run(
+        &self,
+        run: &Run,
+        audit: Vec<NewEntry>,
+    ) -> Result<Option<String>, StoreError>;
     /// Saves a run's new state with the audit entries that led to it (entries first, so a saved
-    /// state always has its entries). Durable. A finished run frees its concurrency key.
-    async fn save_run(&self, run: &Run, audit: Vec<NewEntry>) -> Result<(), StoreError>;
+    /// state always has its entries). A finished run frees its concurrency key. With `durable`, it
+    /// returns once the state is fsynced; without, once it is written (a later durable write, or
+    /// sled's own flush, makes it durable; a crash before that only repeats pure steps).
+    async fn save_run(
+        &self,
+        run: &Run,
+        audit: Vec<NewEntry>,
+        durable: bool,
+    ) -> Result<(), StoreError>;
     async fn run(&self, id: &str) -> Result<Option<Run>, StoreError>;
     /// Runs, newest first.
     async fn runs(&self, query: &RunQuery) -> Result<Vec<Run>, StoreError>;
@@ -95,9 +108,10 @@ pub trait Store: Send + Sync + 'static {
     async fn unfinished_runs(&self) -> Result<Vec<String>, StoreError>;
     /// Alerts stored but not yet matched to playbooks (oldest first).
     async fn pending_matches(&self) -> Result<Vec<String>, StoreError>;
-    /// Marks an alert's runs as created.
+    /// Marks an alert's runs as created (not fsynced: a marker lost in a crash only re-matches the
+    /// alert, and its runs exist already).
     async fn matched(&self, alert_id: &str) -> Result<(), StoreError>;
-    /// Sets `values.<key>` on an incident (`core.set`). Durable.
+    /// Sets `values.<key>` on an incident (`core.set`); made durable with the run's next durable save.
     async fn set_incident_value(
         &self,
         incident_id: &str,

@@ -55,6 +55,7 @@ enum Job {
     },
     /// A run's new state; a finished run frees its concurrency key.
     SaveRun {
+        durable: bool,
         run: Box<Run>,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
@@ -102,6 +103,15 @@ impl Answer {
 }
 
 impl Job {
+    /// Whether the job is answered only after the fsync.
+    fn durable(&self) -> bool {
+        match self {
+            Job::Ingest { .. } | Job::CreateRun { .. } => true,
+            Job::SaveRun { durable, .. } => *durable,
+            Job::Matched { .. } | Job::IncidentValue { .. } => false,
+        }
+    }
+
     fn fail(self, error: &str) {
         let e = || StoreError::Backend(error.to_owned());
         match self {
@@ -313,7 +323,16 @@ impl Store for SledStore {
         Ok(out)
     }
 
-    async fn create_run(&self, run: &Run) -> Result<Option<String>, StoreError> {
+    async fn create_run(
+        &self,
+        run: &Run,
+        audit: Vec<NewEntry>,
+    ) -> Result<Option<String>, StoreError> {
+        if !audit.is_empty() {
+            self.audit
+                .append_batch(audit)
+                .map_err(|e| StoreError::Backend(e.to_string()))?;
+        }
         let (reply, answer) = oneshot::channel();
         self.send(Job::CreateRun {
             run: Box::new(run.clone()),
@@ -323,7 +342,12 @@ impl Store for SledStore {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
-    async fn save_run(&self, run: &Run, audit: Vec<NewEntry>) -> Result<(), StoreError> {
+    async fn save_run(
+        &self,
+        run: &Run,
+        audit: Vec<NewEntry>,
+        durable: bool,
+    ) -> Result<(), StoreError> {
         if !audit.is_empty() {
             let entries = audit.into_iter().map(|e| match e.run_id {
                 Some(_) => e,
@@ -335,6 +359,7 @@ impl Store for SledStore {
         }
         let (reply, answer) = oneshot::channel();
         self.send(Job::SaveRun {
+            durable,
             run: Box::new(run.clone()),
             reply,
         })
@@ -499,14 +524,18 @@ impl Writer {
                 writes: HashMap::new(),
             };
             let mut answers = Vec::with_capacity(jobs.len());
+            // Answered once written, without waiting for the fsync.
+            let mut written_only = Vec::new();
             let mut failed: Option<String> = None;
             for job in jobs {
                 if let Some(error) = &failed {
                     job.fail(error);
                     continue;
                 }
+                let durable = job.durable();
                 match self.apply(&mut group, job) {
-                    Ok(answer) => answers.push(answer),
+                    Ok(answer) if durable => answers.push(answer),
+                    Ok(answer) => written_only.push(answer),
                     Err((answer, e)) => {
                         answer.fail(&e.to_string());
                         failed = Some(e.to_string());
@@ -519,6 +548,12 @@ impl Writer {
             };
             match result {
                 Ok(()) => {
+                    for answer in written_only {
+                        answer.ok();
+                    }
+                    if answers.is_empty() {
+                        continue;
+                    }
                     if written.send(Written { answers }).is_err() {
                         tracing::error!("the store flusher stopped; requests answered 503");
                         self.ready.store(false, Ordering::Relaxed);
@@ -527,7 +562,7 @@ impl Writer {
                 Err(e) => {
                     tracing::error!(error = %e, requests = answers.len(), "store write failed; requests answered 503");
                     self.ready.store(false, Ordering::Relaxed);
-                    for answer in answers {
+                    for answer in answers.into_iter().chain(written_only) {
                         answer.fail(&e.to_string());
                     }
                 }
@@ -552,7 +587,7 @@ impl Writer {
                 Ok(existing) => Ok(Answer::Created(reply, existing)),
                 Err(e) => Err((Answer::Created(reply, None), e)),
             },
-            Job::SaveRun { run, reply } => match self.save_run(group, &run) {
+            Job::SaveRun { run, reply, .. } => match self.save_run(group, &run) {
                 Ok(()) => Ok(Answer::Done(reply)),
                 Err(e) => Err((Answer::Done(reply), e)),
             },
