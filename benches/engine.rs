@@ -7,7 +7,8 @@
 //!    `cordon_runs_finished_total`;
 //! 2. on a fresh store, posts `BENCH_WAITING` (default 100 000) alerts whose runs stop at an
 //!    approval, then reports the server's RSS, SIGKILLs it, restarts it, and times until every
-//!    waiting run was resumed (`cordon_run_advances_total` reaches the count again).
+//!    waiting run was taken back (`cordon_runs_resumed_total` reaches the count: its timer is armed
+//!    again, or it is queued to advance).
 //!
 //! The server logs at `warn` here so `core.log` lines do not measure the terminal.
 

@@ -13,7 +13,13 @@
 //!                 ─▶ store::Store::ingest         dedup, incident grouping, durable write
 //!                    └─ store::sled               group commit: one writer, one fsync per group
 //!                 ◀─ 202 {alert_id, incident_id}
-//! GET /v1/alerts, /v1/incidents  ─▶ api           the admin API (the CLI uses it too)
+//! engine::service  matcher: stored alert × playbook `on` ─▶ a run per concurrency key
+//!                  workers: engine::exec::Executor::advance, step by step, persisted after each
+//!                    ├─ script::Scripts           conditions, scripts, ${{ }} templates (Rhai)
+//!                    ├─ actions                   core.log/http/sleep/set, guardrails, dry runs
+//!                    ├─ engine::approval          who may decide; quorum; timeouts
+//!                    └─ audit                     every state change and decision, hash-chained
+//! GET /v1/alerts, /v1/incidents, /v1/runs; POST /v1/runs/{id}/approvals/{step} ─▶ api
 //! GET /metrics, /healthz, /readyz ─▶ app, telemetry
 //! ```
 //!
@@ -21,6 +27,10 @@
 //! - [`alert`]: the normalized [`alert::Alert`] and the [`alert::Incident`] alerts group into.
 //! - [`intake`]: everything between the HTTP request and a list of alerts.
 //! - [`store`]: the [`store::Store`] trait and its backends.
+//! - [`playbook`]: the playbook format, loading with every error at `file:line:column`, the schema.
+//! - [`script`]: the one hardened Rhai engine; [`actions`]: what steps call.
+//! - [`engine`]: runs as persisted state machines, the executor, approvals, `cordon test`.
+//! - [`audit`]: the hash-chained audit log.
 //! - [`audit`]: the hash-chained audit log of every decision and run step, and its verification.
 //! - [`app`]: wiring (config → store → sources → router) and the server's life until shutdown.
 //! - [`api`]: the admin API; [`http`]: the JSON error answer every handler shares.

@@ -58,8 +58,10 @@ pub struct Metrics {
     pub store_group_size: Histogram,
     pub runs_started: Family<PlaybookLabels, Counter>,
     pub runs_finished: Family<RunLabels, Counter>,
-    /// Times a worker advanced a run (after a restart, every unfinished run is advanced once).
+    /// Times a worker advanced a run.
     pub run_advances: Counter,
+    /// Unfinished runs taken back at start (timer re-armed, or queued to advance).
+    pub runs_resumed: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -132,6 +134,12 @@ impl Metrics {
             "Times a worker advanced a run",
             run_advances.clone(),
         );
+        let runs_resumed = Counter::default();
+        registry.register(
+            "runs_resumed",
+            "Unfinished runs taken back at start",
+            runs_resumed.clone(),
+        );
         Metrics {
             registry,
             alerts_accepted,
@@ -142,6 +150,7 @@ impl Metrics {
             runs_started,
             runs_finished,
             run_advances,
+            runs_resumed,
         }
     }
 

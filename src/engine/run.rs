@@ -229,6 +229,18 @@ impl Run {
         })
     }
 
+    /// Whether a waiting run has something to do at `now`: a decided approval, or a time that came.
+    pub fn ready(&self, now: DateTime<Utc>) -> bool {
+        self.steps.values().any(|s| match s.status {
+            StepStatus::Waiting | StepStatus::Retrying => match &s.approval {
+                Some(a) if a.outcome.is_none() => a.timeout_at <= now,
+                Some(_) => true,
+                None => s.due_at.is_none_or(|due| due <= now),
+            },
+            _ => false,
+        })
+    }
+
     /// The earliest time the run must wake by itself (approval timeout, retry, sleep).
     pub fn wake_at(&self) -> Option<DateTime<Utc>> {
         self.steps

@@ -154,12 +154,24 @@ impl Engine {
         engine
     }
 
-    /// Resumes every unfinished run and matches every unmatched alert (at start).
+    /// Resumes every unfinished run and matches every unmatched alert (at start). A run waiting on
+    /// an open approval or a future time only gets its timer back; nothing is written for it.
     pub async fn recover(self: &Arc<Self>) -> Result<usize, EngineError> {
-        let runs = self.store.unfinished_runs().await.map_err(store_error)?;
-        let count = runs.len();
-        for id in runs {
-            self.kick(id);
+        let ids = self.store.unfinished_runs().await.map_err(store_error)?;
+        let count = ids.len();
+        let now = Utc::now();
+        for id in ids {
+            let Some(run) = self.store.run(&id).await.map_err(store_error)? else {
+                continue;
+            };
+            if run.status == RunStatus::Waiting && !run.ready(now) {
+                if let Some(at) = run.wake_at() {
+                    let _ = self.timers.send((at, id));
+                }
+            } else {
+                self.kick(id);
+            }
+            self.metrics.runs_resumed.inc();
         }
         self.matcher.notify_one();
         Ok(count)
@@ -455,6 +467,12 @@ impl Engine {
         let result = async {
             let Some(mut run) = self.store.run(run_id).await.map_err(store_error)? else { return Ok(()) };
             if run.status.is_finished() || run.status == RunStatus::NeedsDecision {
+                return Ok(());
+            }
+            if run.status == RunStatus::Waiting && !run.ready(Utc::now()) {
+                if let Some(at) = run.wake_at() {
+                    let _ = self.timers.send((at, run.id.clone()));
+                }
                 return Ok(());
             }
             let Some(playbook) = self.current().by_id.get(&run.playbook).cloned() else {
