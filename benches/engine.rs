@@ -182,7 +182,7 @@ fn main() {
     let listening = restarted.elapsed();
     let resumed = rt.block_on(until(
         server.addr,
-        "cordon_run_advances_total",
+        "cordon_runs_resumed_total",
         "",
         waiting as f64,
         Duration::from_secs(600),

@@ -630,3 +630,109 @@ async fn a_broken_reload_is_refused_and_the_old_playbooks_keep_running() {
         "{body}"
     );
 }
+
+/// A chat channel stand-in that records what the engine asks of it (the chat issue brings the real
+/// ones); `fail` makes every call fail, as an outage would.
+struct Recorder {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    fail: bool,
+}
+
+#[async_trait::async_trait]
+impl cordon::engine::channel::ApprovalChannel for Recorder {
+    fn name(&self) -> &str {
+        "recorder"
+    }
+
+    async fn post(&self, request: &cordon::engine::channel::ApprovalRequest) -> Result<(), String> {
+        self.seen.lock().unwrap().push(format!(
+            "post {} {} {}",
+            request.step, request.group, request.prompt
+        ));
+        if self.fail {
+            Err("chat is down".into())
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn update(
+        &self,
+        request: &cordon::engine::channel::ApprovalRequest,
+        outcome: &cordon::engine::channel::ApprovalOutcome,
+    ) -> Result<(), String> {
+        let by: Vec<&str> = outcome
+            .decisions
+            .iter()
+            .map(|d| d.identity.as_str())
+            .collect();
+        self.seen.lock().unwrap().push(format!(
+            "update {} approved={} by={}",
+            request.step,
+            outcome.approved,
+            by.join(",")
+        ));
+        if self.fail {
+            Err("chat is down".into())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[tokio::test]
+async fn approval_channels_get_the_request_and_the_outcome_and_an_outage_blocks_nothing() {
+    let s = setup("", 1, "30m", "reject", "").await;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    s.server
+        .state
+        .engine
+        .add_channel(std::sync::Arc::new(Recorder {
+            seen: seen.clone(),
+            fail: false,
+        }));
+    let down = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    s.server
+        .state
+        .engine
+        .add_channel(std::sync::Arc::new(Recorder {
+            seen: down.clone(),
+            fail: true,
+        }));
+
+    let run = alert(&s.server, "host-7", 9).await;
+    s.server.wait_run(&run, "waiting", waiting).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while seen.lock().unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the request was never posted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen.lock().unwrap()[0], "post approve soc Isolate host-7?");
+
+    let (status, _) = decide(&s.server, &run, "approve", "approve", "cli:bob").await;
+    assert_eq!(status, 200, "decisions work while a channel is down");
+    assert_eq!(
+        s.server.wait_run(&run, "finished", finished).await["run"]["status"],
+        "succeeded"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while seen.lock().unwrap().len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the outcome was never announced"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        seen.lock().unwrap()[1],
+        "update approve approved=true by=cli:bob"
+    );
+    assert_eq!(
+        down.lock().unwrap().len(),
+        2,
+        "the failing channel was asked too"
+    );
+}

@@ -2,6 +2,7 @@
 //! persists every step, waits durably for approvals and timers, and resumes after a restart.
 
 pub mod approval;
+pub mod channel;
 pub mod exec;
 pub mod run;
 pub mod service;

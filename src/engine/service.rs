@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, Semaphore, mpsc};
 
 use super::approval::{ApproverGroups, Decided, DecisionError, decide};
+use super::channel::{ApprovalChannel, decided, open_requests};
 use super::exec::{Event, Executor, Library, Persist, Progress, RunData};
 use super::run::{Run, RunStatus, StepStatus, Trigger};
 use crate::alert::new_id;
@@ -79,6 +80,7 @@ pub struct Engine {
     timers: mpsc::UnboundedSender<(DateTime<Utc>, String)>,
     matcher: Arc<Notify>,
     metrics: Arc<crate::telemetry::Metrics>,
+    channels: RwLock<Vec<Arc<dyn ApprovalChannel>>>,
 }
 
 /// Persists runs through the store, with their events as audit entries.
@@ -145,6 +147,7 @@ impl Engine {
             timers,
             matcher: Arc::new(Notify::new()),
             metrics,
+            channels: RwLock::new(Vec::new()),
         });
         tokio::spawn(Engine::timer_loop(Arc::downgrade(&engine), timer_rx));
         tokio::spawn(Engine::matcher_loop(
@@ -175,6 +178,53 @@ impl Engine {
         }
         self.matcher.notify_one();
         Ok(count)
+    }
+
+    /// Adds a channel that approval requests are posted to and updated in.
+    pub fn add_channel(&self, channel: Arc<dyn ApprovalChannel>) {
+        if let Ok(mut channels) = self.channels.write() {
+            channels.push(channel);
+        }
+    }
+
+    fn channels(&self) -> Vec<Arc<dyn ApprovalChannel>> {
+        self.channels.read().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Posts new approval requests to every channel, in the background.
+    fn post_requests(&self, before: &[String], run: &Run) {
+        let channels = self.channels();
+        if channels.is_empty() {
+            return;
+        }
+        for request in open_requests(run)
+            .into_iter()
+            .filter(|r| !before.contains(&r.step))
+        {
+            for channel in channels.clone() {
+                let request = request.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = channel.post(&request).await {
+                        tracing::warn!(channel = channel.name(), run = %request.run_id, step = %request.step, %error, "could not post the approval request; it can still be decided with the CLI or API");
+                    }
+                });
+            }
+        }
+    }
+
+    /// Tells every channel how approval `step` ended, in the background.
+    fn post_outcome(&self, run: &Run, step: &str) {
+        let Some((request, outcome)) = decided(run, step) else {
+            return;
+        };
+        for channel in self.channels() {
+            let (request, outcome) = (request.clone(), outcome.clone());
+            tokio::spawn(async move {
+                if let Err(error) = channel.update(&request, &outcome).await {
+                    tracing::warn!(channel = channel.name(), run = %request.run_id, step = %request.step, %error, "could not update the approval request");
+                }
+            });
+        }
     }
 
     /// New alerts are stored: match them.
@@ -480,9 +530,19 @@ impl Engine {
                 return Ok(());
             };
             let data = self.data_for(run.alert_id.as_deref(), run.incident_id.as_deref()).await?;
+            let open_before: Vec<String> = open_requests(&run).into_iter().map(|r| r.step).collect();
+            let closed_before: Vec<String> = run.steps.iter().filter(|(_, s)| s.approval.as_ref().is_some_and(|a| a.outcome.is_some())).map(|(id, _)| id.clone()).collect();
             let mut persist = StorePersist(self.store.clone());
             let progress = self.executor.advance(&playbook, &mut run, &data, &mut persist, Utc::now()).await.map_err(EngineError::Store)?;
             self.metrics.run_advances.inc();
+            self.post_requests(&open_before, &run);
+            // Approvals settled inside the run (timeouts) are announced here; decisions by people
+            // are announced where they are taken.
+            for step in run.steps.keys() {
+                if open_before.contains(step) && !closed_before.contains(step) && decided(&run, step).is_some() {
+                    self.post_outcome(&run, step);
+                }
+            }
             match progress {
                 Progress::Waiting(Some(at)) => {
                     let _ = self.timers.send((at, run.id.clone()));
@@ -550,6 +610,9 @@ impl Engine {
                     event.actor = Some(identity.to_owned());
                     run.updated_at = Utc::now();
                     self.store.save_run(&run, audit_entries(run_id, vec![event]), true).await.map_err(store_error)?;
+                    if decided.outcome.is_some() {
+                        self.post_outcome(&run, step);
+                    }
                     Ok(decided)
                 }
                 Err(error) => {

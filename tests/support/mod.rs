@@ -62,6 +62,8 @@ pub fn config_text(dir: &Path, extra: &str) -> String {
 /// A running in-process server.
 pub struct TestServer {
     pub base: String,
+    /// The running server's shared state (to plug test channels into its engine).
+    pub state: Arc<cordon::app::AppState>,
     pub dir: TempDir,
     pub http: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
@@ -86,6 +88,7 @@ impl TestServer {
             cordon::config::parse(&text, Path::new("test.yaml")).unwrap_or_else(|d| panic!("{d}"));
         let server = Server::bind(config).await.expect("server binds");
         let base = format!("http://{}", server.local_addr());
+        let state = server.state.clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             server
@@ -97,6 +100,7 @@ impl TestServer {
         });
         TestServer {
             base,
+            state,
             dir,
             http: reqwest::Client::new(),
             stop: Some(stop),
