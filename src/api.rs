@@ -117,6 +117,12 @@ pub async fn show_incident(
     Ok(Json(json!({ "incident": incident, "alerts": alerts })))
 }
 
+/// Parses a JSON request body; a 400 says what was expected (`shape`) and what is wrong.
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8], shape: &str) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("bad_request", format!("{shape}: {e}")))
+}
+
 fn engine_error(e: crate::engine::EngineError) -> ApiError {
     use crate::engine::EngineError;
     match &e {
@@ -200,12 +206,10 @@ pub async fn decide_approval(
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&app, &headers)?;
-    let body: DecisionBody = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(
-            "bad_request",
-            format!("expected {{\"decision\": \"approve\"|\"deny\", \"identity\": \"...\"}}: {e}"),
-        )
-    })?;
+    let body: DecisionBody = parse(
+        &body,
+        "expected {\"decision\": \"approve\"|\"deny\", \"identity\": \"...\"}",
+    )?;
     let approve = match body.decision.as_str() {
         "approve" => true,
         "deny" => false,
@@ -250,12 +254,7 @@ pub async fn cancel_run(
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&app, &headers)?;
-    let body: ActorBody = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(
-            "bad_request",
-            format!("expected {{\"identity\": \"...\"}}: {e}"),
-        )
-    })?;
+    let body: ActorBody = parse(&body, "expected {\"identity\": \"...\"}")?;
     let run = app
         .engine
         .cancel(&id, &body.identity)
@@ -281,12 +280,10 @@ pub async fn resolve_step(
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&app, &headers)?;
-    let body: ResolveBody = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(
-            "bad_request",
-            format!("expected {{\"action\": \"retry\"|\"skip\", \"identity\": \"...\"}}: {e}"),
-        )
-    })?;
+    let body: ResolveBody = parse(
+        &body,
+        "expected {\"action\": \"retry\"|\"skip\", \"identity\": \"...\"}",
+    )?;
     let retry = match body.action.as_str() {
         "retry" => true,
         "skip" => false,
@@ -325,12 +322,7 @@ pub async fn trigger_playbook(
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     authorize(&app, &headers)?;
-    let body: TriggerBody = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(
-            "bad_request",
-            format!("expected {{\"identity\": \"...\", \"inputs\": {{...}}}}: {e}"),
-        )
-    })?;
+    let body: TriggerBody = parse(&body, "expected {\"identity\": \"...\", \"inputs\": {...}}")?;
     let (run, created) = app
         .engine
         .trigger(&id, body.inputs, &body.identity, body.incident)

@@ -5,59 +5,12 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{ADMIN_TOKEN, FakeApi, INTAKE_TOKEN, write_playbook};
-
-const BIN: &str = env!("CARGO_BIN_EXE_cordon");
-
-struct Process {
-    child: Child,
-    base: String,
-}
-
-impl Process {
-    fn start(config: &Path) -> Process {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(config)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cordon starts");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(event) = serde_json::from_str::<Value>(&line)
-                    && event["message"] == "listening"
-                {
-                    let _ = tx.send(event["addr"].as_str().unwrap_or_default().to_owned());
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("cordon logs its address");
-        Process {
-            child,
-            base: format!("http://{addr}"),
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::{ADMIN_TOKEN, FakeApi, INTAKE_TOKEN, Process, cli, write_playbook};
 
 fn playbook(id: &str, kind: &str, step: &str) -> String {
     format!(
@@ -155,21 +108,6 @@ fn run_of<'a>(runs: &'a [Value], playbook: &str) -> &'a Value {
     runs.iter()
         .find(|r| r["playbook"] == playbook)
         .unwrap_or_else(|| panic!("no {playbook} run in {runs:?}"))
-}
-
-fn cli(config: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,17 +3,13 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{ADMIN_TOKEN, INTAKE_TOKEN, generic_alert};
-
-const BIN: &str = env!("CARGO_BIN_EXE_cordon");
+use support::{ADMIN_TOKEN, INTAKE_TOKEN, Process, cli, generic_alert};
 
 fn write_config(dir: &Path) -> PathBuf {
     let path = dir.join("cordon.yaml");
@@ -23,61 +19,6 @@ fn write_config(dir: &Path) -> PathBuf {
     );
     std::fs::write(&path, text).unwrap();
     path
-}
-
-/// A `cordon serve` process and the address it reported.
-struct Process {
-    child: Child,
-    base: String,
-}
-
-impl Process {
-    fn start(config: &Path) -> Process {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(config)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cordon starts");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if !sent
-                    && let Ok(event) = serde_json::from_str::<Value>(&line)
-                    && event["message"] == "listening"
-                {
-                    let _ = tx.send(event["addr"].as_str().unwrap_or_default().to_owned());
-                    sent = true;
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("cordon logs its address");
-        Process {
-            child,
-            base: format!("http://{addr}"),
-        }
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 async fn post(http: &reqwest::Client, base: &str, body: Vec<u8>) -> Option<Value> {
@@ -181,21 +122,6 @@ async fn every_acknowledged_alert_survives_sigkill() {
         .await
         .unwrap();
     assert!(incidents["incidents"].as_array().unwrap().len() >= acked.len().min(1000));
-}
-
-fn cli(config: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -62,6 +62,19 @@ pub struct ActionCall {
     pub idempotency_key: String,
 }
 
+impl ActionCall {
+    /// The call of `step` in `run`; the idempotency key is `run id:step id` on every attempt.
+    pub fn for_step(run: &Run, playbook: &str, step: &str) -> ActionCall {
+        ActionCall {
+            run_id: run.id.clone(),
+            step_id: step.to_owned(),
+            playbook: playbook.to_owned(),
+            incident_id: run.incident_id.clone(),
+            idempotency_key: format!("{}:{step}", run.id),
+        }
+    }
+}
+
 /// An action that failed. `retryable` errors are retried per the step's `retry`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
@@ -854,13 +867,7 @@ impl Executor {
             events.push(Event::new("step.started", Some(&step.id), json!({ "action": name, "attempt": state.attempts, "idempotency_key": state.idempotency_key })));
             store.save(run, std::mem::take(events), true).await?;
         }
-        let call = ActionCall {
-            run_id: run.id.clone(),
-            step_id: step.id.clone(),
-            playbook: playbook.spec.id.clone(),
-            incident_id: run.incident_id.clone(),
-            idempotency_key: format!("{}:{}", run.id, step.id),
-        };
+        let call = ActionCall::for_step(run, &playbook.spec.id, &step.id);
         let future = self.actions.call(name, inputs, &call);
         let result = match step.timeout {
             Some(limit) => match tokio::time::timeout(limit, future).await {
@@ -957,14 +964,9 @@ impl Executor {
             let mut ctx = Executor::context(&inner, data);
             ctx.item = item.clone();
             if let Some(condition) = &step.condition {
-                let (scripts, condition, c) =
-                    (self.scripts.clone(), condition.clone(), ctx.clone());
-                let go = tokio::task::spawn_blocking(move || scripts.eval_bool(&condition, &c))
-                    .await
-                    .map_err(|_| ActionError::permanent("the script worker failed"))?
-                    .map_err(|e| {
-                        ActionError::permanent(format!("{}: `if`: {}", step.id, script_message(&e)))
-                    })?;
+                let go = self.eval_bool(condition, ctx.clone()).await.map_err(|e| {
+                    ActionError::permanent(format!("{}: `if`: {}", step.id, script_message(&e)))
+                })?;
                 if !go {
                     inner
                         .steps
@@ -973,58 +975,34 @@ impl Executor {
                 }
             }
             let output = match &step.kind {
-                StepKind::Script(expr) => {
-                    let (scripts, expr, c) = (self.scripts.clone(), expr.clone(), ctx.clone());
-                    tokio::task::spawn_blocking(move || scripts.eval(&expr, &c))
-                        .await
-                        .map_err(|_| ActionError::permanent("the script worker failed"))?
-                        .map_err(|e| ActionError::permanent(script_message(&e)))
-                }
+                StepKind::Script(expr) => self
+                    .eval(expr, ctx.clone())
+                    .await
+                    .map_err(|e| ActionError::permanent(script_message(&e))),
                 StepKind::Action { name, inputs } => {
                     let mut rendered = serde_json::Map::new();
                     for (key, value) in inputs {
-                        let (scripts, value, c) =
-                            (self.scripts.clone(), value.clone(), ctx.clone());
-                        let v = tokio::task::spawn_blocking(move || value.render(&scripts, &c))
-                            .await
-                            .map_err(|_| ActionError::permanent("the script worker failed"))?
-                            .map_err(|e| {
-                                ActionError::permanent(format!(
-                                    "with.{key}: {}",
-                                    script_message(&e)
-                                ))
-                            })?;
+                        let v = self.render(value, ctx.clone()).await.map_err(|e| {
+                            ActionError::permanent(format!("with.{key}: {}", script_message(&e)))
+                        })?;
                         rendered.insert(key.clone(), v);
                     }
-                    let spec = self.actions.spec(name);
+                    let side_effect = self.actions.spec(name).is_none_or(|s| s.side_effect);
                     let inputs = Value::Object(rendered);
-                    if spec.as_ref().is_some_and(|s| s.side_effect) {
-                        if let Some((value, pattern)) = self.guardrails.protected_hit(&inputs) {
-                            return Err(ActionError::permanent(format!(
-                                "`{value}` is a protected resource (guardrail `{pattern}`)"
-                            )));
-                        }
-                        if run.dry_run {
-                            Ok(json!({ "dry_run": true, "action": name, "inputs": inputs }))
-                        } else {
-                            self.guardrails.take(name).map_err(ActionError::permanent)?;
-                            let call = ActionCall {
-                                run_id: run.id.clone(),
-                                step_id: step.id.clone(),
-                                playbook: playbook.spec.id.clone(),
-                                incident_id: run.incident_id.clone(),
-                                idempotency_key: format!("{}:{}", run.id, step.id),
-                            };
-                            self.actions.call(name, inputs, &call).await
-                        }
+                    if side_effect
+                        && let Some((value, pattern)) = self.guardrails.protected_hit(&inputs)
+                    {
+                        return Err(ActionError::permanent(format!(
+                            "`{value}` is a protected resource (guardrail `{pattern}`)"
+                        )));
+                    }
+                    if side_effect && run.dry_run {
+                        Ok(json!({ "dry_run": true, "action": name, "inputs": inputs }))
                     } else {
-                        let call = ActionCall {
-                            run_id: run.id.clone(),
-                            step_id: step.id.clone(),
-                            playbook: playbook.spec.id.clone(),
-                            incident_id: run.incident_id.clone(),
-                            idempotency_key: format!("{}:{}", run.id, step.id),
-                        };
+                        if side_effect {
+                            self.guardrails.take(name).map_err(ActionError::permanent)?;
+                        }
+                        let call = ActionCall::for_step(run, &playbook.spec.id, &step.id);
                         self.actions.call(name, inputs, &call).await
                     }
                 }
@@ -1099,29 +1077,20 @@ impl Executor {
                 })?;
             rendered.insert(key.clone(), v);
         }
-        let mut child = Run {
-            id: format!("{}/{}", run.id, id),
-            playbook: id.to_owned(),
-            status: RunStatus::Queued,
-            trigger: super::run::Trigger {
+        let mut child = Run::new(
+            format!("{}/{}", run.id, id),
+            id,
+            super::run::Trigger {
                 kind: "call".into(),
                 by: run.trigger.by.clone(),
             },
-            incident_id: run.incident_id.clone(),
-            alert_id: run.alert_id.clone(),
-            concurrency_key: String::new(),
-            inputs: Value::Object(rendered),
-            vars: Value::Null,
-            order: Vec::new(),
-            steps: BTreeMap::new(),
-            cursor: 0,
-            outputs: Value::Null,
-            error: None,
-            dry_run: run.dry_run,
-            created_at: now,
-            updated_at: now,
-            finished_at: None,
-        };
+            run.incident_id.clone(),
+            run.alert_id.clone(),
+            String::new(),
+            Value::Object(rendered),
+            run.dry_run,
+            now,
+        );
         self.start(&callee, &mut child, data)
             .await
             .map_err(ActionError::permanent)?;

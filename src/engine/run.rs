@@ -209,6 +209,41 @@ pub struct Run {
 }
 
 impl Run {
+    /// A queued run of `playbook`, created at `now`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: String,
+        playbook: &str,
+        trigger: Trigger,
+        incident_id: Option<String>,
+        alert_id: Option<String>,
+        concurrency_key: String,
+        inputs: Value,
+        dry_run: bool,
+        now: DateTime<Utc>,
+    ) -> Run {
+        Run {
+            id,
+            playbook: playbook.to_owned(),
+            status: RunStatus::Queued,
+            trigger,
+            incident_id,
+            alert_id,
+            concurrency_key,
+            inputs,
+            vars: Value::Null,
+            order: Vec::new(),
+            steps: BTreeMap::new(),
+            cursor: 0,
+            outputs: Value::Null,
+            error: None,
+            dry_run,
+            created_at: now,
+            updated_at: now,
+            finished_at: None,
+        }
+    }
+
     /// `steps` as expressions see it.
     pub fn steps_view(&self) -> Value {
         Value::Object(

@@ -377,26 +377,17 @@ impl Engine {
         data: &RunData,
     ) -> Run {
         let now = Utc::now();
-        let mut run = Run {
-            id: new_id(),
-            playbook: playbook.spec.id.clone(),
-            status: RunStatus::Queued,
+        let mut run = Run::new(
+            new_id(),
+            &playbook.spec.id,
             trigger,
             incident_id,
             alert_id,
-            concurrency_key: key,
+            key,
             inputs,
-            vars: Value::Null,
-            order: Vec::new(),
-            steps: Default::default(),
-            cursor: 0,
-            outputs: Value::Null,
-            error: None,
-            dry_run: playbook.spec.dry_run,
-            created_at: now,
-            updated_at: now,
-            finished_at: None,
-        };
+            playbook.spec.dry_run,
+            now,
+        );
         if let Err(error) = self.executor.start(playbook, &mut run, data).await {
             run.status = RunStatus::Failed;
             run.error = Some(error);

@@ -14,7 +14,7 @@ use super::exec::{
     ActionCall, ActionError, ActionRunner, Executor, Guardrails, Library, NoPersist, Progress,
     RunData,
 };
-use super::run::{Decision, Run, RunStatus, StepStatus, Trigger};
+use super::run::{Decision, Run, StepStatus, Trigger};
 use crate::actions::{ActionSpec, builtin_specs};
 use crate::alert::Incident;
 use crate::intake::formats::SourceKind;
@@ -165,41 +165,31 @@ async fn run_case(
     }
 
     let now = Utc::now();
-    let mut run = Run {
-        id: format!("test-{}", case.name.replace(' ', "-")),
-        playbook: playbook.spec.id.clone(),
-        status: RunStatus::Queued,
-        trigger: Trigger {
-            kind: if data.alert.is_null() {
-                "manual".into()
-            } else {
-                "alert".into()
-            },
-            by: Some("test:runner".into()),
+    let trigger = Trigger {
+        kind: if data.alert.is_null() {
+            "manual".into()
+        } else {
+            "alert".into()
         },
-        incident_id: data
-            .incident
-            .get("id")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
-        alert_id: data
-            .alert
-            .get("id")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
-        concurrency_key: String::new(),
-        inputs: serde_json::to_value(&case.inputs).unwrap_or(Value::Null),
-        vars: Value::Null,
-        order: Vec::new(),
-        steps: Default::default(),
-        cursor: 0,
-        outputs: Value::Null,
-        error: None,
-        dry_run: playbook.spec.dry_run,
-        created_at: now,
-        updated_at: now,
-        finished_at: None,
+        by: Some("test:runner".into()),
     };
+    let mut run = Run::new(
+        format!("test-{}", case.name.replace(' ', "-")),
+        &playbook.spec.id,
+        trigger,
+        data.incident
+            .get("id")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        data.alert
+            .get("id")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        String::new(),
+        serde_json::to_value(&case.inputs).unwrap_or(Value::Null),
+        playbook.spec.dry_run,
+        now,
+    );
     executor.start(playbook, &mut run, &data).await?;
     let mut clock = now;
     let mut sink = NoPersist;
