@@ -60,6 +60,9 @@ enum Command {
     /// Check the audit log's hash chain.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The actions playbooks can use.
+    #[command(subcommand)]
+    Actions(ActionsCommand),
     /// Print the JSON Schema of playbooks (for editors: see README).
     Schema {
         /// What to describe: `playbook`.
@@ -69,6 +72,16 @@ enum Command {
     Reload {
         #[arg(long, value_name = "URL")]
         server: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ActionsCommand {
+    /// List the actions with their inputs and whether they have side effects.
+    List {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -204,6 +217,13 @@ enum IncidentsCommand {
     },
 }
 
+impl Cli {
+    /// Whether this is `cordon serve`.
+    pub fn is_serve(&self) -> bool {
+        matches!(self.command, Command::Serve)
+    }
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve => serve(&cli.config).await,
@@ -215,6 +235,35 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Approve(args) => decision(&cli.config, args, true).await,
         Command::Deny(args) => decision(&cli.config, args, false).await,
         Command::Audit(AuditCommand::Verify { from }) => audit_verify(&cli.config, from).await,
+        Command::Actions(ActionsCommand::List { json }) => {
+            let specs = cordon::actions::builtin_specs();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&specs)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            for spec in specs {
+                let effect = match (spec.side_effect, spec.idempotent) {
+                    (false, _) => "no side effect",
+                    (true, true) => "side effect, idempotent",
+                    (true, false) => "side effect, not idempotent",
+                };
+                println!("{}  ({effect})\n    {}", spec.name, spec.description);
+                for (name, input) in &spec.inputs {
+                    let required = if input.required {
+                        "required"
+                    } else {
+                        "optional"
+                    };
+                    println!(
+                        "    {name:<12} {:<7} {required:<9} {}",
+                        input.kind.name(),
+                        input.description
+                    );
+                }
+                println!();
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Schema { what } => {
             if what != "playbook" {
                 bail!("`cordon schema` describes `playbook`, not `{what}`");

@@ -13,6 +13,16 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
+    // Rust ignores SIGPIPE, so `cordon alerts list | head` would fail on its next print; a one-shot
+    // command should end quietly as other Unix tools do. The server keeps ignoring it: its socket
+    // writes must fail with an error, not end the process.
+    #[cfg(unix)]
+    if !args.is_serve() {
+        // SAFETY: setting a signal disposition before any thread is started.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -325,3 +325,27 @@ fn the_committed_schema_matches_the_playbook_format() {
     );
     assert_eq!(generated["properties"]["steps"]["type"], "array");
 }
+
+#[test]
+fn actions_describe_themselves() {
+    let (code, out, _) = cli(Path::new("none.yaml"), &["actions", "list"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("core.http  (side effect, not idempotent)"),
+        "{out}"
+    );
+    assert!(out.contains("url          string  required"), "{out}");
+    let (code, out, _) = cli(Path::new("none.yaml"), &["actions", "list", "--json"]);
+    assert_eq!(code, 0);
+    let specs: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let names: Vec<&str> = specs.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["core.log", "core.http", "core.sleep", "core.set"]);
+    // Every action named in the playbook schema is listed, and the other way round.
+    let (_, schema, _) = cli(Path::new("none.yaml"), &["schema", "playbook"]);
+    for name in names {
+        assert!(
+            schema.contains(&format!("\"{name}\"")),
+            "{name} missing from the schema"
+        );
+    }
+}
