@@ -306,14 +306,17 @@ impl Engine {
             return Ok(());
         };
         let playbooks = self.current();
-        let data = self
-            .data_for(Some(alert_id), Some(&alert.incident_id))
-            .await?;
         let mut candidates: Vec<&Arc<Compiled>> = playbooks
             .by_id
             .values()
             .filter(|p| p.listens_to(&alert.source))
             .collect();
+        if candidates.is_empty() {
+            return Ok(());
+        }
+        let data = self
+            .data_for(Some(alert_id), Some(&alert.incident_id))
+            .await?;
         candidates.sort_by(|a, b| a.spec.id.cmp(&b.spec.id));
         for playbook in candidates {
             let ctx = crate::script::Context {
