@@ -129,11 +129,7 @@ fn record(
         ("user_agent", "userAgent"),
         ("source_ip_address", "sourceIPAddress"),
     ];
-    for (label, p) in label_paths {
-        if let Some(value) = text(r, p) {
-            labels.insert(label.to_owned(), value);
-        }
-    }
+    json::copy_labels(labels, r, &label_paths);
     if let Some(cidr) = &facts.open_cidr {
         labels.insert("open_cidr".to_owned(), cidr.clone());
     }

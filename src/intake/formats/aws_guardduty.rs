@@ -87,11 +87,7 @@ pub(super) fn normalize(raw: &RawValue) -> Result<Vec<Alert>, FormatError> {
         ("count", "service.count"),
         ("finding_arn", "arn"),
     ];
-    for (label, p) in label_paths {
-        if let Some(value) = text(finding, p) {
-            labels.insert(label.to_owned(), value);
-        }
-    }
+    json::copy_labels(labels, finding, &label_paths);
     if remote_ips.len() > 1 {
         labels.insert("remote_ips".to_owned(), remote_ips.join(","));
     }

@@ -80,11 +80,7 @@ fn alert(raw: Box<RawValue>, resource: &Value, at: &str) -> Result<Alert, Format
         ("compromised_entity", "compromisedEntity"),
         ("alert_uri", "alertUri"),
     ];
-    for (label, p) in label_paths {
-        if let Some(value) = text(props, p) {
-            alert.labels.insert(label.to_owned(), value);
-        }
-    }
+    json::copy_labels(&mut alert.labels, props, &label_paths);
     if let Some(techniques) = get(props, "techniques") {
         let techniques = json::texts(techniques);
         if !techniques.is_empty() {

@@ -90,11 +90,7 @@ pub(super) fn normalize(raw: &RawValue) -> Result<Vec<Alert>, FormatError> {
         ("monitoring_service", "monitoringService"),
         ("alert_rule_id", "alertRuleId"),
     ];
-    for (label, p) in label_paths {
-        if let Some(value) = text(essentials, p) {
-            alert.labels.insert(label.to_owned(), value);
-        }
-    }
+    json::copy_labels(&mut alert.labels, essentials, &label_paths);
     if let Some(id) = get(essentials, "alertId").and_then(json::as_text) {
         alert.dedup_key = format!("azure.monitor:{id}");
     }

@@ -95,11 +95,7 @@ pub(super) fn normalize(raw: &RawValue) -> Result<Vec<Alert>, FormatError> {
         ("external_uri", "externalUri"),
         ("source", "parent"),
     ];
-    for (label, p) in label_paths {
-        if let Some(value) = text(finding, p) {
-            labels.insert(label.to_owned(), value);
-        }
-    }
+    json::copy_labels(labels, finding, &label_paths);
     if let Some(marks) = path(finding, "securityMarks.marks") {
         for (key, value) in json::labels_of(marks) {
             labels.insert(format!("mark:{key}"), value);

@@ -105,6 +105,19 @@ pub(super) fn text(v: &Value, p: &str) -> Option<String> {
 }
 
 /// The text at the first of `paths` that has some.
+/// Copies the text at each `(label, path)` of `v` into `labels`, skipping what is absent.
+pub(super) fn copy_labels(
+    labels: &mut std::collections::BTreeMap<String, String>,
+    v: &Value,
+    paths: &[(&str, &str)],
+) {
+    for (label, p) in paths {
+        if let Some(value) = text(v, p) {
+            labels.insert((*label).to_owned(), value);
+        }
+    }
+}
+
 pub(super) fn first_text(v: &Value, paths: &[&str]) -> Option<String> {
     paths.iter().find_map(|p| text(v, p))
 }
