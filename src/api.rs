@@ -18,6 +18,11 @@ use crate::store::{AlertQuery, IncidentQuery};
 /// The most a list answers at once.
 const MAX_LIMIT: usize = 1000;
 
+/// A list's size: 50 unless asked, at most [`MAX_LIMIT`].
+fn page(limit: Option<usize>) -> usize {
+    limit.unwrap_or(50).clamp(1, MAX_LIMIT)
+}
+
 /// Checks the admin token.
 pub fn authorize(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let token = app.config.server.admin_token.as_ref().ok_or_else(|| {
@@ -54,7 +59,7 @@ pub async fn list_alerts(
     let query = AlertQuery {
         source: params.source,
         incident_id: params.incident,
-        limit: params.limit.unwrap_or(50).clamp(1, MAX_LIMIT),
+        limit: page(params.limit),
     };
     let alerts = app.store.alerts(&query).await.map_err(store_error)?;
     Ok(Json(json!({ "alerts": alerts })))
@@ -89,7 +94,7 @@ pub async fn list_incidents(
     authorize(&app, &headers)?;
     let query = IncidentQuery {
         status: params.status,
-        limit: params.limit.unwrap_or(50).clamp(1, MAX_LIMIT),
+        limit: page(params.limit),
     };
     let incidents = app.store.incidents(&query).await.map_err(store_error)?;
     Ok(Json(json!({ "incidents": incidents })))
@@ -165,7 +170,7 @@ pub async fn list_runs(
         status: params.status,
         playbook: params.playbook,
         incident_id: params.incident,
-        limit: params.limit.unwrap_or(50).clamp(1, MAX_LIMIT),
+        limit: page(params.limit),
     };
     let runs = app.store.runs(&query).await.map_err(store_error)?;
     Ok(Json(json!({ "runs": runs })))

@@ -17,15 +17,15 @@ use tokio::net::TcpListener;
 
 use crate::actions::builtin::Builtins;
 use crate::actions::{SpecCatalog, builtin_specs};
+use crate::api;
 use crate::config::Config;
 use crate::engine::approval::ApproverGroups;
 use crate::engine::exec::Guardrails;
 use crate::engine::{Engine, Playbooks};
 use crate::intake::router::{self as intake, IntakeSource};
 use crate::script::{Limits, Scripts};
-use crate::store::{SledStore, Store, StoreError};
+use crate::store::{Store, StoreError};
 use crate::telemetry::{HttpLabels, Metrics};
-use crate::{api, config::StoreKind};
 
 /// What every handler shares.
 pub struct AppState {
@@ -64,13 +64,7 @@ impl Server {
     /// Opens the store and binds the listener.
     pub async fn bind(config: Config) -> Result<Server, StartError> {
         let metrics = Arc::new(Metrics::new());
-        let store: Arc<dyn Store> = match config.store.kind {
-            StoreKind::Sled => Arc::new(SledStore::open_with_metrics(
-                &config.store,
-                &config.grouping,
-                Some(metrics.clone()),
-            )?),
-        };
+        let store = crate::store::open(&config.store, &config.grouping, metrics.clone())?;
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(10))
             .build()

@@ -33,10 +33,6 @@ impl ApproverGroups {
         }
         false
     }
-
-    pub fn names(&self) -> Vec<String> {
-        self.0.keys().cloned().collect()
-    }
 }
 
 /// Why a decision was refused. Each says what the person can do about it.

@@ -51,14 +51,6 @@ impl Playbooks {
                 .collect(),
         }
     }
-
-    pub fn len(&self) -> usize {
-        self.by_id.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
-    }
 }
 
 struct Shared(RwLock<Arc<Playbooks>>);
@@ -237,10 +229,6 @@ impl Engine {
         if let Ok(mut current) = self.playbooks.0.write() {
             *current = Arc::new(playbooks);
         }
-    }
-
-    pub fn playbook_count(&self) -> usize {
-        self.playbooks.0.read().map(|p| p.len()).unwrap_or(0)
     }
 
     fn current(&self) -> Arc<Playbooks> {
@@ -719,10 +707,6 @@ impl Engine {
             self.kick(run_id.to_owned());
         }
         result
-    }
-
-    pub fn groups(&self) -> &ApproverGroups {
-        &self.groups
     }
 }
 

@@ -132,12 +132,17 @@ pub trait Store: Send + Sync + 'static {
     async fn close(&self) -> Result<(), StoreError>;
 }
 
-/// Opens the backend `config` names.
+/// Opens the backend `config` names, recording its write metrics in `metrics`.
 pub fn open(
     config: &StoreConfig,
     grouping: &GroupingConfig,
+    metrics: std::sync::Arc<crate::telemetry::Metrics>,
 ) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     match config.kind {
-        StoreKind::Sled => Ok(std::sync::Arc::new(SledStore::open(config, grouping)?)),
+        StoreKind::Sled => Ok(std::sync::Arc::new(SledStore::open_with_metrics(
+            config,
+            grouping,
+            Some(metrics),
+        )?)),
     }
 }

@@ -73,13 +73,9 @@ fn split(raw: &RawValue, at: &str) -> Result<Vec<Alert>, FormatError> {
     } else {
         format!("`{at}`")
     };
-    json::parsed_elements(raw, &shown)?
-        .into_iter()
-        .enumerate()
-        .map(|(i, (item, value))| {
-            record(item, &value, &format!("{at}[{i}]."), &Envelope::default())
-        })
-        .collect()
+    json::map_elements(raw, &shown, at, |item, value, at| {
+        record(item, value, at, &Envelope::default())
+    })
 }
 
 fn record(

@@ -74,11 +74,9 @@ fn split(raw: &RawValue, at: &str, envelope: &Envelope) -> Result<Vec<Alert>, Fo
     } else {
         format!("`{at}`")
     };
-    json::parsed_elements(raw, &shown)?
-        .into_iter()
-        .enumerate()
-        .map(|(i, (item, value))| finding(item, &value, &format!("{at}[{i}]."), envelope))
-        .collect()
+    json::map_elements(raw, &shown, at, |item, value, at| {
+        finding(item, value, at, envelope)
+    })
 }
 
 fn finding(

@@ -34,11 +34,7 @@ pub(super) fn normalize(raw: &RawValue) -> Result<Vec<Alert>, FormatError> {
     json::object(&body, "a Defender for Cloud alert")?;
     if get(&body, "value").is_some_and(Value::is_array) {
         let list = json::member(raw, "value")?.ok_or_else(|| FormatError::missing("value"))?;
-        return json::parsed_elements(&list, "`value`")?
-            .into_iter()
-            .enumerate()
-            .map(|(i, (item, value))| alert(item, &value, &format!("value[{i}].")))
-            .collect();
+        return json::map_elements(&list, "`value`", "value", alert);
     }
     Ok(vec![alert(raw.to_owned(), &body, "")?])
 }

@@ -37,11 +37,9 @@ pub(super) fn normalize(raw: &RawValue) -> Result<Vec<Alert>, FormatError> {
     json::object(&body, "a Sentinel incident")?;
     if get(&body, "value").is_some_and(Value::is_array) {
         let list = json::member(raw, "value")?.ok_or_else(|| FormatError::missing("value"))?;
-        return json::parsed_elements(&list, "`value`")?
-            .into_iter()
-            .enumerate()
-            .map(|(i, (item, value))| incident(item, &value, &format!("value[{i}]."), None))
-            .collect();
+        return json::map_elements(&list, "`value`", "value", |item, value, at| {
+            incident(item, value, at, None)
+        });
     }
     if let Some(object) = get(&body, "object").filter(|o| o.is_object()) {
         let workspace_subscription = text(&body, "workspaceInfo.SubscriptionId");

@@ -38,11 +38,7 @@ use crate::alert::{Actor, Alert, Network, Resource, Severity};
 pub(super) fn normalize(raw: &RawValue) -> Result<Vec<Alert>, FormatError> {
     let body = json::parse(raw)?;
     if body.is_array() {
-        return json::parsed_elements(raw, "the payload")?
-            .into_iter()
-            .enumerate()
-            .map(|(i, (item, value))| event(item, &value, &format!("[{i}].")))
-            .collect();
+        return json::map_elements(raw, "the payload", "", event);
     }
     Ok(vec![event(raw.to_owned(), &body, "")?])
 }

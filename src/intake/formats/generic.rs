@@ -51,11 +51,7 @@ use crate::alert::{Actor, Alert, Network, Resource, Severity};
 pub(super) fn normalize(raw: &RawValue) -> Result<Vec<Alert>, FormatError> {
     let body = json::parse(raw)?;
     if body.is_array() {
-        return json::parsed_elements(raw, "the payload")?
-            .into_iter()
-            .enumerate()
-            .map(|(i, (item, value))| alert(item, &value, &format!("[{i}].")))
-            .collect();
+        return json::map_elements(raw, "the payload", "", alert);
     }
     Ok(vec![alert(raw.to_owned(), &body, "")?])
 }

@@ -264,6 +264,21 @@ pub(super) fn parsed_elements(
         .collect()
 }
 
+/// Turns every element of the JSON array `raw` into an alert with `f(element text, element value,
+/// location)`, the location being `{prefix}[{i}].` so errors name the element.
+pub(super) fn map_elements(
+    raw: &RawValue,
+    what: &str,
+    prefix: &str,
+    f: impl Fn(Box<RawValue>, &Value, &str) -> Result<crate::alert::Alert, FormatError>,
+) -> Result<Vec<crate::alert::Alert>, FormatError> {
+    parsed_elements(raw, what)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, (item, value))| f(item, &value, &format!("{prefix}[{i}].")))
+        .collect()
+}
+
 /// The last segment of an id path (`/subscriptions/…/virtualMachines/vm1` → `vm1`).
 pub(super) fn last_segment(id: &str) -> Option<String> {
     id.rsplit('/').find(|s| !s.is_empty()).map(str::to_owned)
