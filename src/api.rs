@@ -346,11 +346,5 @@ pub async fn verify_audit(
 ) -> Result<Json<Value>, ApiError> {
     authorize(&app, &headers)?;
     let report = app.store.audit_verify().await.map_err(store_error)?;
-    Ok(Json(json!({
-        "ok": report.ok(),
-        "entries": report.entries,
-        "last_seq": report.last_seq,
-        "last_hash": report.last_hash,
-        "problems": report.problems.iter().map(|p| json!({ "seq": p.seq, "what": p.what })).collect::<Vec<_>>(),
-    })))
+    Ok(Json(report.summary()))
 }

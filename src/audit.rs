@@ -307,6 +307,17 @@ impl VerifyReport {
     pub fn ok(&self) -> bool {
         self.problems.is_empty()
     }
+
+    /// The report as the API and the CLI show it.
+    pub fn summary(&self) -> serde_json::Value {
+        serde_json::json!({
+            "ok": self.ok(),
+            "entries": self.entries,
+            "last_seq": self.last_seq,
+            "last_hash": self.last_hash,
+            "problems": self.problems,
+        })
+    }
 }
 
 /// Where the next entry goes.

@@ -309,6 +309,31 @@ async fn serve(path: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Loads the playbooks in `paths` (default: the config's `playbooks.paths`), checking approver
+/// groups against the config when there is one.
+fn load_playbooks(
+    config: Option<&Config>,
+    paths: &[PathBuf],
+) -> (
+    Vec<cordon::playbook::Compiled>,
+    Vec<config::Diagnostic>,
+    std::sync::Arc<cordon::script::Scripts>,
+) {
+    let groups = config.map(cordon::app::group_names);
+    let defaults = Config::default();
+    let config = config.unwrap_or(&defaults);
+    let paths = if paths.is_empty() {
+        config.playbooks.paths.clone()
+    } else {
+        paths.to_vec()
+    };
+    let scripts = cordon::app::scripts(config);
+    let catalog = cordon::app::catalog();
+    let (playbooks, diagnostics) =
+        cordon::playbook::load::load_paths(&paths, &scripts, &catalog, groups.as_deref());
+    (playbooks, diagnostics, scripts)
+}
+
 fn validate(path: &Path, paths: &[PathBuf]) -> ExitCode {
     // Without a config file (a playbook author's checkout), playbooks are checked on their own.
     let config = if path.exists() || paths.is_empty() {
@@ -325,18 +350,7 @@ fn validate(path: &Path, paths: &[PathBuf]) -> ExitCode {
     } else {
         None
     };
-    // Approver groups are checked against the config when there is one.
-    let groups = config.as_ref().map(cordon::app::group_names);
-    let config = config.unwrap_or_default();
-    let paths = if paths.is_empty() {
-        config.playbooks.paths.clone()
-    } else {
-        paths.to_vec()
-    };
-    let scripts = cordon::app::scripts(&config);
-    let catalog = cordon::app::catalog();
-    let (playbooks, diagnostics) =
-        cordon::playbook::load::load_paths(&paths, &scripts, &catalog, groups.as_deref());
+    let (playbooks, diagnostics, _) = load_playbooks(config.as_ref(), paths);
     for d in &diagnostics {
         eprintln!("{d}");
     }
@@ -356,17 +370,7 @@ async fn test(path: &Path, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let groups = config.as_ref().map(cordon::app::group_names);
-    let config = config.unwrap_or_default();
-    let paths = if paths.is_empty() {
-        config.playbooks.paths.clone()
-    } else {
-        paths.to_vec()
-    };
-    let scripts = cordon::app::scripts(&config);
-    let catalog = cordon::app::catalog();
-    let (playbooks, diagnostics) =
-        cordon::playbook::load::load_paths(&paths, &scripts, &catalog, groups.as_deref());
+    let (playbooks, diagnostics, scripts) = load_playbooks(config.as_ref(), paths);
     if !diagnostics.is_empty() {
         for d in &diagnostics {
             eprintln!("{d}");
@@ -467,96 +471,35 @@ async fn runs(config: &Path, command: RunsCommand) -> anyhow::Result<ExitCode> {
         } => {
             let status = match status.as_deref() {
                 None => None,
-                Some(s) => Some(serde_json::from_value::<RunStatus>(Value::String(s.to_owned())).map_err(|_| anyhow::anyhow!("--status takes queued, running, waiting, needs_decision, succeeded, failed or cancelled"))?),
+                Some(s) => Some(
+                    serde_json::from_value::<RunStatus>(Value::String(s.to_owned())).map_err(|_| {
+                        anyhow::anyhow!("--status takes queued, running, waiting, needs_decision, succeeded, failed or cancelled")
+                    })?,
+                ),
             };
             let reader = Reader::open(config, from.server.as_deref()).await?;
-            let runs: Vec<Run> = match &reader {
-                Reader::Local(store) => {
-                    store
-                        .runs(&RunQuery {
-                            status,
-                            playbook: playbook.clone(),
-                            incident_id: None,
-                            limit,
-                        })
-                        .await?
-                }
-                Reader::Remote { .. } => {
-                    let mut query = vec![("limit", limit.to_string())];
-                    query.extend(status.map(|s| ("status", s.to_string())));
-                    query.extend(playbook.clone().map(|p| ("playbook", p)));
-                    let body = reader.get("/v1/runs", &query).await?.unwrap_or_default();
-                    serde_json::from_value(body["runs"].clone())
-                        .context("unexpected answer from the server")?
-                }
-            };
+            let runs = reader
+                .runs(&RunQuery {
+                    status,
+                    playbook,
+                    incident_id: None,
+                    limit,
+                })
+                .await;
             reader.close().await;
-            if from.json {
-                println!("{}", serde_json::to_string_pretty(&runs)?);
-            } else if runs.is_empty() {
-                println!("no runs");
-            } else {
-                let rows = runs
-                    .iter()
-                    .map(|r| {
-                        let waiting = r
-                            .open_approval()
-                            .map(|(step, _)| format!("approval `{step}`"))
-                            .unwrap_or_default();
-                        vec![
-                            r.id.clone(),
-                            when(r.updated_at),
-                            r.status.to_string(),
-                            r.playbook.clone(),
-                            r.incident_id.clone().unwrap_or_else(|| "-".into()),
-                            waiting,
-                        ]
-                    })
-                    .collect();
-                print_table(
-                    &[
-                        "ID",
-                        "UPDATED",
-                        "STATUS",
-                        "PLAYBOOK",
-                        "INCIDENT",
-                        "WAITING ON",
-                    ],
-                    rows,
-                );
-            }
+            output(from.json, &runs?, |r| print_runs(r))?;
             Ok(ExitCode::SUCCESS)
         }
         RunsCommand::Show { id, from } => {
             let reader = Reader::open(config, from.server.as_deref()).await?;
-            let found: Option<(Run, Vec<AuditEntry>)> = match &reader {
-                Reader::Local(store) => match store.run(&id).await? {
-                    Some(run) => Some((run, store.audit_entries(Some(&id), 0).await?)),
-                    None => None,
-                },
-                Reader::Remote { .. } => match reader.get(&format!("/v1/runs/{id}"), &[]).await? {
-                    Some(body) => Some((
-                        serde_json::from_value(body["run"].clone())?,
-                        serde_json::from_value(body["audit"].clone())?,
-                    )),
-                    None => None,
-                },
-            };
+            let found = reader.run(&id).await;
             reader.close().await;
-            let Some((run, audit)) = found else {
+            let Some((run, audit)) = found? else {
                 eprintln!("error: no run `{id}`");
                 return Ok(ExitCode::FAILURE);
             };
-            if from.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(
-                        &serde_json::json!({ "run": run, "audit": audit })
-                    )?
-                );
-            } else {
-                print_run(&run, &audit);
-            }
+            let shown = serde_json::json!({ "run": run, "audit": audit });
+            output(from.json, &shown, |_| print_run(&run, &audit))?;
             Ok(ExitCode::SUCCESS)
         }
         RunsCommand::Cancel {
@@ -597,6 +540,41 @@ async fn runs(config: &Path, command: RunsCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn print_runs(runs: &[Run]) {
+    if runs.is_empty() {
+        println!("no runs");
+        return;
+    }
+    let rows = runs
+        .iter()
+        .map(|r| {
+            let waiting = r
+                .open_approval()
+                .map(|(step, _)| format!("approval `{step}`"))
+                .unwrap_or_default();
+            vec![
+                r.id.clone(),
+                when(r.updated_at),
+                r.status.to_string(),
+                r.playbook.clone(),
+                r.incident_id.clone().unwrap_or_else(|| "-".into()),
+                waiting,
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "ID",
+            "UPDATED",
+            "STATUS",
+            "PLAYBOOK",
+            "INCIDENT",
+            "WAITING ON",
+        ],
+        rows,
+    );
 }
 
 fn print_run(run: &Run, audit: &[AuditEntry]) {
@@ -676,17 +654,9 @@ fn print_run(run: &Run, audit: &[AuditEntry]) {
 
 async fn audit_verify(config: &Path, from: Source) -> anyhow::Result<ExitCode> {
     let reader = Reader::open(config, from.server.as_deref()).await?;
-    let report: Value = match &reader {
-        Reader::Local(store) => {
-            let r = store.audit_verify().await?;
-            serde_json::json!({ "ok": r.ok(), "entries": r.entries, "last_seq": r.last_seq, "last_hash": r.last_hash, "problems": r.problems.iter().map(|p| serde_json::json!({ "seq": p.seq, "what": p.what })).collect::<Vec<_>>() })
-        }
-        Reader::Remote { .. } => reader
-            .get("/v1/audit/verify", &[])
-            .await?
-            .unwrap_or_default(),
-    };
+    let report = reader.audit_report().await;
     reader.close().await;
+    let report = report?;
     let ok = report["ok"].as_bool() == Some(true);
     if from.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -797,6 +767,116 @@ impl Reader {
             let _ = store.close().await;
         }
     }
+    async fn alerts(&self, q: &AlertQuery) -> anyhow::Result<Vec<Alert>> {
+        match self {
+            Reader::Local(store) => Ok(store.alerts(q).await?),
+            Reader::Remote { .. } => {
+                let mut query = vec![("limit", q.limit.to_string())];
+                query.extend(q.source.clone().map(|s| ("source", s)));
+                query.extend(q.incident_id.clone().map(|i| ("incident", i)));
+                let body = self.get("/v1/alerts", &query).await?.unwrap_or_default();
+                decode(&body, "alerts")
+            }
+        }
+    }
+
+    async fn alert(&self, id: &str) -> anyhow::Result<Option<Alert>> {
+        match self {
+            Reader::Local(store) => Ok(store.alert(id).await?),
+            Reader::Remote { .. } => match self.get(&format!("/v1/alerts/{id}"), &[]).await? {
+                Some(body) => Ok(Some(decode(&body, "alert")?)),
+                None => Ok(None),
+            },
+        }
+    }
+
+    async fn incidents(&self, q: &IncidentQuery) -> anyhow::Result<Vec<Incident>> {
+        match self {
+            Reader::Local(store) => Ok(store.incidents(q).await?),
+            Reader::Remote { .. } => {
+                let mut query = vec![("limit", q.limit.to_string())];
+                query.extend(q.status.map(|s| ("status", s.to_string())));
+                let body = self.get("/v1/incidents", &query).await?.unwrap_or_default();
+                decode(&body, "incidents")
+            }
+        }
+    }
+
+    /// An incident with its alerts.
+    async fn incident(&self, id: &str) -> anyhow::Result<Option<(Incident, Vec<Alert>)>> {
+        match self {
+            Reader::Local(store) => {
+                let Some(incident) = store.incident(id).await? else {
+                    return Ok(None);
+                };
+                let query = AlertQuery {
+                    incident_id: Some(id.to_owned()),
+                    ..AlertQuery::default()
+                };
+                Ok(Some((incident, store.alerts(&query).await?)))
+            }
+            Reader::Remote { .. } => match self.get(&format!("/v1/incidents/{id}"), &[]).await? {
+                Some(body) => Ok(Some((decode(&body, "incident")?, decode(&body, "alerts")?))),
+                None => Ok(None),
+            },
+        }
+    }
+
+    async fn runs(&self, q: &RunQuery) -> anyhow::Result<Vec<Run>> {
+        match self {
+            Reader::Local(store) => Ok(store.runs(q).await?),
+            Reader::Remote { .. } => {
+                let mut query = vec![("limit", q.limit.to_string())];
+                query.extend(q.status.map(|s| ("status", s.to_string())));
+                query.extend(q.playbook.clone().map(|p| ("playbook", p)));
+                let body = self.get("/v1/runs", &query).await?.unwrap_or_default();
+                decode(&body, "runs")
+            }
+        }
+    }
+
+    /// A run with its audit trail.
+    async fn run(&self, id: &str) -> anyhow::Result<Option<(Run, Vec<AuditEntry>)>> {
+        match self {
+            Reader::Local(store) => match store.run(id).await? {
+                Some(run) => Ok(Some((run, store.audit_entries(Some(id), 0).await?))),
+                None => Ok(None),
+            },
+            Reader::Remote { .. } => match self.get(&format!("/v1/runs/{id}"), &[]).await? {
+                Some(body) => Ok(Some((decode(&body, "run")?, decode(&body, "audit")?))),
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// The audit chain check, shaped as `VerifyReport::summary`.
+    async fn audit_report(&self) -> anyhow::Result<Value> {
+        match self {
+            Reader::Local(store) => Ok(store.audit_verify().await?.summary()),
+            Reader::Remote { .. } => {
+                Ok(self.get("/v1/audit/verify", &[]).await?.unwrap_or_default())
+            }
+        }
+    }
+}
+
+/// `field` of a server answer, decoded.
+fn decode<T: serde::de::DeserializeOwned>(body: &Value, field: &str) -> anyhow::Result<T> {
+    serde_json::from_value(body[field].clone()).context("unexpected answer from the server")
+}
+
+/// Prints `value` as JSON with `--json`, else with `print`.
+fn output<T: serde::Serialize + ?Sized>(
+    json: bool,
+    value: &T,
+    print: impl FnOnce(&T),
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        print(value);
+    }
+    Ok(())
 }
 
 async fn alerts(config: &Path, command: AlertsCommand) -> anyhow::Result<ExitCode> {
@@ -808,53 +888,26 @@ async fn alerts(config: &Path, command: AlertsCommand) -> anyhow::Result<ExitCod
             from,
         } => {
             let reader = Reader::open(config, from.server.as_deref()).await?;
-            let alerts: Vec<Alert> = match &reader {
-                Reader::Local(store) => {
-                    let query = AlertQuery {
-                        source: source.clone(),
-                        incident_id: incident.clone(),
-                        limit,
-                    };
-                    store.alerts(&query).await?
-                }
-                Reader::Remote { .. } => {
-                    let mut query = vec![("limit", limit.to_string())];
-                    query.extend(source.clone().map(|s| ("source", s)));
-                    query.extend(incident.clone().map(|i| ("incident", i)));
-                    let body = reader.get("/v1/alerts", &query).await?.unwrap_or_default();
-                    serde_json::from_value(body["alerts"].clone())
-                        .context("unexpected answer from the server")?
-                }
-            };
+            let alerts = reader
+                .alerts(&AlertQuery {
+                    source,
+                    incident_id: incident,
+                    limit,
+                })
+                .await;
             reader.close().await;
-            if from.json {
-                println!("{}", serde_json::to_string_pretty(&alerts)?);
-            } else {
-                print_alerts(&alerts);
-            }
+            output(from.json, &alerts?, |a| print_alerts(a))?;
             Ok(ExitCode::SUCCESS)
         }
         AlertsCommand::Show { id, from } => {
             let reader = Reader::open(config, from.server.as_deref()).await?;
-            let alert: Option<Alert> = match &reader {
-                Reader::Local(store) => store.alert(&id).await?,
-                Reader::Remote { .. } => {
-                    match reader.get(&format!("/v1/alerts/{id}"), &[]).await? {
-                        Some(body) => Some(serde_json::from_value(body["alert"].clone())?),
-                        None => None,
-                    }
-                }
-            };
+            let alert = reader.alert(&id).await;
             reader.close().await;
-            let Some(alert) = alert else {
+            let Some(alert) = alert? else {
                 eprintln!("error: no alert `{id}`");
                 return Ok(ExitCode::FAILURE);
             };
-            if from.json {
-                println!("{}", serde_json::to_string_pretty(&alert)?);
-            } else {
-                print_alert(&alert);
-            }
+            output(from.json, &alert, print_alert)?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -874,67 +927,25 @@ async fn incidents(config: &Path, command: IncidentsCommand) -> anyhow::Result<E
                 Some(other) => bail!("--status takes `open` or `resolved`, not `{other}`"),
             };
             let reader = Reader::open(config, from.server.as_deref()).await?;
-            let incidents: Vec<Incident> = match &reader {
-                Reader::Local(store) => store.incidents(&IncidentQuery { status, limit }).await?,
-                Reader::Remote { .. } => {
-                    let mut query = vec![("limit", limit.to_string())];
-                    query.extend(status.map(|s| ("status", s.to_string())));
-                    let body = reader
-                        .get("/v1/incidents", &query)
-                        .await?
-                        .unwrap_or_default();
-                    serde_json::from_value(body["incidents"].clone())
-                        .context("unexpected answer from the server")?
-                }
-            };
+            let incidents = reader.incidents(&IncidentQuery { status, limit }).await;
             reader.close().await;
-            if from.json {
-                println!("{}", serde_json::to_string_pretty(&incidents)?);
-            } else {
-                print_incidents(&incidents);
-            }
+            output(from.json, &incidents?, |i| print_incidents(i))?;
             Ok(ExitCode::SUCCESS)
         }
         IncidentsCommand::Show { id, from } => {
             let reader = Reader::open(config, from.server.as_deref()).await?;
-            let found: Option<(Incident, Vec<Alert>)> = match &reader {
-                Reader::Local(store) => match store.incident(&id).await? {
-                    Some(incident) => {
-                        let query = AlertQuery {
-                            incident_id: Some(id.clone()),
-                            ..AlertQuery::default()
-                        };
-                        Some((incident, store.alerts(&query).await?))
-                    }
-                    None => None,
-                },
-                Reader::Remote { .. } => {
-                    match reader.get(&format!("/v1/incidents/{id}"), &[]).await? {
-                        Some(body) => Some((
-                            serde_json::from_value(body["incident"].clone())?,
-                            serde_json::from_value(body["alerts"].clone())?,
-                        )),
-                        None => None,
-                    }
-                }
-            };
+            let found = reader.incident(&id).await;
             reader.close().await;
-            let Some((incident, alerts)) = found else {
+            let Some((incident, alerts)) = found? else {
                 eprintln!("error: no incident `{id}`");
                 return Ok(ExitCode::FAILURE);
             };
-            if from.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(
-                        &serde_json::json!({ "incident": incident, "alerts": alerts })
-                    )?
-                );
-            } else {
+            let shown = serde_json::json!({ "incident": incident, "alerts": alerts });
+            output(from.json, &shown, |_| {
                 print_incident(&incident);
                 println!();
                 print_alerts(&alerts);
-            }
+            })?;
             Ok(ExitCode::SUCCESS)
         }
     }
