@@ -17,13 +17,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
 mod common;
 
-use common::{TOKEN, peak_rss_kib, start_ceiling, start_cordon};
+use common::{connect, peak_rss_kib, post_alert, start_ceiling, start_cordon};
 
 fn main() {
     if std::env::var("CORDON_BENCH_ROLE").as_deref() == Ok("ceiling") {
@@ -171,32 +169,19 @@ async fn load(
     for _ in 0..concurrency {
         let (counter, errors, template) = (counter.clone(), errors.clone(), template.clone());
         tasks.push(tokio::spawn(async move {
-            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-            stream.set_nodelay(true).unwrap();
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .unwrap();
-            tokio::spawn(conn);
+            let mut sender = connect(addr).await;
             let mut latencies = Vec::with_capacity(100_000);
             while Instant::now() < deadline {
                 let n = counter.fetch_add(1, Ordering::Relaxed);
-                let request = hyper::Request::post("/v1/alerts/aws.guardduty")
-                    .header("host", addr.to_string())
-                    .header("authorization", format!("Bearer {TOKEN}"))
-                    .header("content-type", "application/json")
-                    .body(Full::new(Bytes::from(body(&template, n))))
-                    .unwrap();
                 let sent = Instant::now();
-                match sender.send_request(request).await {
-                    Ok(response) => {
-                        let ok = response.status() == 202;
-                        let _ = response.into_body().collect().await;
+                match post_alert(&mut sender, addr, "aws.guardduty", body(&template, n)).await {
+                    Some(status) => {
                         latencies.push(sent.elapsed().as_micros() as u32);
-                        if !ok {
+                        if status != 202 {
                             errors.fetch_add(1, Ordering::Relaxed);
                         }
                     }
-                    Err(_) => {
+                    None => {
                         errors.fetch_add(1, Ordering::Relaxed);
                         break;
                     }

@@ -106,6 +106,39 @@ pub async fn metric(addr: SocketAddr, name: &str, labels: &str) -> f64 {
         .sum()
 }
 
+/// A keep-alive HTTP/1 connection to `addr`.
+pub async fn connect(
+    addr: SocketAddr,
+) -> hyper::client::conn::http1::SendRequest<http_body_util::Full<axum::body::Bytes>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+/// POSTs `body` to `/v1/alerts/{source}` with the bench token; the status, or `None` when the
+/// connection failed.
+pub async fn post_alert(
+    sender: &mut hyper::client::conn::http1::SendRequest<http_body_util::Full<axum::body::Bytes>>,
+    addr: SocketAddr,
+    source: &str,
+    body: String,
+) -> Option<u16> {
+    use http_body_util::BodyExt;
+    let request = hyper::Request::post(format!("/v1/alerts/{source}"))
+        .header("host", addr.to_string())
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(axum::body::Bytes::from(body)))
+        .unwrap();
+    let response = sender.send_request(request).await.ok()?;
+    let status = response.status().as_u16();
+    let _ = response.into_body().collect().await;
+    Some(status)
+}
+
 /// Posts `n` alerts built by `body` to `/v1/alerts/{source}`, `concurrency` at a time.
 pub async fn post_n(
     addr: SocketAddr,
@@ -117,40 +150,24 @@ pub async fn post_n(
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    use axum::body::Bytes;
-    use http_body_util::{BodyExt, Full};
-    use hyper_util::rt::TokioIo;
-
     let next = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
         let (next, errors, source) = (next.clone(), errors.clone(), source.to_owned());
         tasks.push(tokio::spawn(async move {
-            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-            stream.set_nodelay(true).unwrap();
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .unwrap();
-            tokio::spawn(conn);
+            let mut sender = connect(addr).await;
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= n {
                     break;
                 }
-                let request = hyper::Request::post(format!("/v1/alerts/{source}"))
-                    .header("host", addr.to_string())
-                    .header("authorization", format!("Bearer {TOKEN}"))
-                    .body(Full::new(Bytes::from(body(i))))
-                    .unwrap();
-                match sender.send_request(request).await {
-                    Ok(response) => {
-                        if response.status() != 202 {
-                            errors.fetch_add(1, Ordering::Relaxed);
-                        }
-                        let _ = response.into_body().collect().await;
+                match post_alert(&mut sender, addr, &source, body(i)).await {
+                    Some(202) => {}
+                    Some(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
                     }
-                    Err(_) => {
+                    None => {
                         errors.fetch_add(1, Ordering::Relaxed);
                         break;
                     }

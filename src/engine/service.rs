@@ -585,7 +585,7 @@ impl Engine {
         let lock = self.lock_for(run_id);
         let guard = lock.lock().await;
         let result = async {
-            let mut run = self.store.run(run_id).await.map_err(store_error)?.ok_or_else(|| EngineError::NoRun(run_id.to_owned()))?;
+            let mut run = self.load_run(run_id).await?;
             match decide(&mut run, step, identity, approve, via, &self.groups, Utc::now()) {
                 Ok(decided) => {
                     let mut event = Event::new("approval.decided", Some(step), json!({ "approve": approve, "via": via, "outcome": decided.outcome, "approvals": decided.approvals, "quorum": decided.quorum }));
@@ -615,16 +615,19 @@ impl Engine {
         result
     }
 
+    async fn load_run(&self, run_id: &str) -> Result<Run, EngineError> {
+        self.store
+            .run(run_id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| EngineError::NoRun(run_id.to_owned()))
+    }
+
     /// Cancels a run that has not finished.
     pub async fn cancel(self: &Arc<Self>, run_id: &str, by: &str) -> Result<Run, EngineError> {
         let lock = self.lock_for(run_id);
         let _guard = lock.lock().await;
-        let mut run = self
-            .store
-            .run(run_id)
-            .await
-            .map_err(store_error)?
-            .ok_or_else(|| EngineError::NoRun(run_id.to_owned()))?;
+        let mut run = self.load_run(run_id).await?;
         if run.status.is_finished() {
             return Err(EngineError::Conflict(format!(
                 "run `{run_id}` already {}",
@@ -659,12 +662,7 @@ impl Engine {
         let lock = self.lock_for(run_id);
         let guard = lock.lock().await;
         let result = async {
-            let mut run = self
-                .store
-                .run(run_id)
-                .await
-                .map_err(store_error)?
-                .ok_or_else(|| EngineError::NoRun(run_id.to_owned()))?;
+            let mut run = self.load_run(run_id).await?;
             let state = run
                 .steps
                 .get_mut(step)

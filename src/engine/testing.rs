@@ -15,7 +15,8 @@ use super::exec::{
     RunData,
 };
 use super::run::{Decision, Run, StepStatus, Trigger};
-use crate::actions::{ActionSpec, builtin_specs};
+use crate::actions::ActionSpec;
+use crate::actions::builtin::Builtins;
 use crate::alert::Incident;
 use crate::intake::formats::SourceKind;
 use crate::playbook::{Compiled, TestCase};
@@ -39,14 +40,14 @@ impl CaseResult {
 /// Actions in a test: canned results by step id; the core actions that touch nothing outside run
 /// for real; anything else fails, since tests have no network.
 struct TestActions {
-    specs: BTreeMap<String, ActionSpec>,
+    core: Arc<Builtins>,
     canned: BTreeMap<String, crate::playbook::model::CannedResult>,
 }
 
 #[async_trait]
 impl ActionRunner for TestActions {
     fn spec(&self, name: &str) -> Option<ActionSpec> {
-        self.specs.get(name).cloned().or_else(|| {
+        self.core.spec(name).or_else(|| {
             // Actions from integrations are described by their manifests; in tests an unknown name
             // is treated as an idempotent side effect so canned results can stand in for it.
             Some(ActionSpec {
@@ -72,21 +73,9 @@ impl ActionRunner for TestActions {
             };
         }
         match name {
-            "core.log" => {
-                Ok(json!({ "message": inputs.get("message").cloned().unwrap_or(Value::Null) }))
-            }
-            "core.set" => Ok(
-                json!({ "key": inputs.get("key").cloned().unwrap_or(Value::Null), "value": inputs.get("value").cloned().unwrap_or(Value::Null) }),
-            ),
-            "core.sleep" => {
-                let text = inputs
-                    .get("duration")
-                    .and_then(Value::as_str)
-                    .unwrap_or("0s");
-                let d: crate::config::HumanDuration =
-                    text.parse().map_err(ActionError::permanent)?;
-                Ok(json!({ "sleep_ms": d.0.as_millis() as u64 }))
-            }
+            // The core actions that touch nothing outside run for real (no store: `core.set`
+            // records its value in the step output only).
+            "core.log" | "core.set" | "core.sleep" => self.core.call(name, inputs, call).await,
             other => Err(ActionError::permanent(format!(
                 "step `{}` calls `{other}` and the test gives no canned result for it (tests have no network)",
                 call.step_id
@@ -110,14 +99,16 @@ pub async fn run_tests(playbooks: &[Compiled], scripts: Arc<Scripts>) -> Vec<Cas
         .map(|p| (p.spec.id.clone(), Arc::new(p.clone())))
         .collect();
     let library = Arc::new(Only(library));
+    // No store, and no host allowed: the core actions touch nothing outside.
+    let core = Arc::new(Builtins::new(None, reqwest::Client::new(), BTreeMap::new()));
     let mut results = Vec::new();
     for playbook in playbooks {
         for case in &playbook.spec.tests {
-            let differences = match run_case(playbook, case, scripts.clone(), library.clone()).await
-            {
-                Ok(differences) => differences,
-                Err(error) => vec![error],
-            };
+            let differences =
+                match run_case(playbook, case, scripts.clone(), library.clone(), &core).await {
+                    Ok(differences) => differences,
+                    Err(error) => vec![error],
+                };
             results.push(CaseResult {
                 playbook: playbook.spec.id.clone(),
                 case: case.name.clone(),
@@ -133,13 +124,11 @@ async fn run_case(
     case: &TestCase,
     scripts: Arc<Scripts>,
     library: Arc<Only>,
+    core: &Arc<Builtins>,
 ) -> Result<Vec<String>, String> {
     let data = case_data(playbook, case)?;
     let actions = TestActions {
-        specs: builtin_specs()
-            .into_iter()
-            .map(|s| (s.name.clone(), s))
-            .collect(),
+        core: core.clone(),
         canned: case.actions.clone(),
     };
     let executor = Executor {
