@@ -921,11 +921,7 @@ impl Executor {
                 .await
             });
         }
-        let results = futures_join_all(tasks).await;
-        results
-            .into_iter()
-            .collect::<Result<Vec<Value>, _>>()
-            .map(Value::Array)
+        join_outputs(tasks).await
     }
 
     async fn parallel(
@@ -939,11 +935,7 @@ impl Executor {
         let tasks = branches
             .iter()
             .map(|steps| self.nested(playbook, run, data, steps, None, now));
-        let results = futures_join_all(tasks.collect()).await;
-        results
-            .into_iter()
-            .collect::<Result<Vec<Value>, _>>()
-            .map(Value::Array)
+        join_outputs(tasks.collect()).await
     }
 
     /// Nested steps (a foreach item or a parallel branch) run in memory as part of their parent
@@ -1146,6 +1138,17 @@ fn script_message(e: &ScriptError) -> String {
     } else {
         e.message.clone()
     }
+}
+
+/// Runs nested step lists together; their outputs as a list, or the first error.
+async fn join_outputs<F: std::future::Future<Output = Result<Value, ActionError>>>(
+    futures: Vec<F>,
+) -> Result<Value, ActionError> {
+    let results = futures_join_all(futures).await;
+    results
+        .into_iter()
+        .collect::<Result<Vec<Value>, _>>()
+        .map(Value::Array)
 }
 
 async fn futures_join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
