@@ -316,9 +316,13 @@ pub struct TriggerBody {
     inputs: Value,
     #[serde(default)]
     incident: Option<String>,
+    /// Record what side-effect steps would do, without doing it.
+    #[serde(default)]
+    dry_run: bool,
 }
 
-/// `POST /v1/playbooks/{id}/runs` with `{"identity": "...", "inputs": {...}, "incident": "..."}`:
+/// `POST /v1/playbooks/{id}/runs` with `{"identity": "...", "inputs": {...}, "incident": "...",
+/// "dry_run": false}`:
 /// starts a playbook by hand. 202 with the run id (or the active run holding its key).
 pub async fn trigger_playbook(
     State(app): State<Arc<AppState>>,
@@ -330,7 +334,13 @@ pub async fn trigger_playbook(
     let body: TriggerBody = parse(&body, "expected {\"identity\": \"...\", \"inputs\": {...}}")?;
     let (run, created) = app
         .engine
-        .trigger(&id, body.inputs, &body.identity, body.incident)
+        .trigger(
+            &id,
+            body.inputs,
+            &body.identity,
+            body.incident,
+            body.dry_run,
+        )
         .await
         .map_err(engine_error)?;
     Ok((

@@ -262,11 +262,18 @@ async fn quorum_counts_distinct_people_and_the_requester_may_not_approve() {
     s.server.wait_run(&run, "finished", finished).await;
     assert_eq!(s.api.count("/isolate/host-3"), 1);
 
-    // A manual run: alice started it, so alice may not approve it.
+    // A manual run: alice started it, so alice may not approve it (she may deny it).
+    write_playbook(
+        s._playbooks.path(),
+        "ask",
+        "id: ask\nname: Ask\nsteps:\n  - id: ok\n    approval:\n      prompt: go?\n      approvers: soc\n",
+    );
+    let (status, body) = s.server.admin_post("/v1/playbooks/reload", json!({})).await;
+    assert_eq!(status, 200, "{body}");
     let (status, body) = s
         .server
         .admin_post(
-            "/v1/playbooks/contain/runs",
+            "/v1/playbooks/ask/runs",
             json!({ "identity": "cli:alice", "inputs": {} }),
         )
         .await;
@@ -280,22 +287,26 @@ async fn quorum_counts_distinct_people_and_the_requester_may_not_approve() {
         )
         .await;
     assert_eq!(status, 404, "{body}");
-    // Without an alert the risk script sees no severity: make the run wait on an approval we
-    // create by hand is not possible, so check the rule where it applies: the decision API.
-    let shown = s
-        .server
-        .wait_run(&manual, "settled", |r| finished(r) || waiting(r))
-        .await;
-    if waiting(&shown["run"]) {
-        let (status, body) = decide(&s.server, &manual, "approve", "approve", "cli:alice").await;
-        assert_eq!(status, 403, "{body}");
-        assert!(
-            body["message"]
-                .as_str()
-                .unwrap()
-                .contains("triggered this run")
-        );
-    }
+    s.server.wait_run(&manual, "waiting", waiting).await;
+    let (status, body) = decide(&s.server, &manual, "ok", "approve", "cli:alice").await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("triggered this run"),
+        "{body}"
+    );
+    let (status, body) = decide(&s.server, &manual, "ok", "approve", "cli:bob").await;
+    assert_eq!(
+        (status, body["outcome"].as_str()),
+        (200, Some("approved")),
+        "{body}"
+    );
+    assert_eq!(
+        s.server.wait_run(&manual, "finished", finished).await["run"]["status"],
+        "succeeded"
+    );
 }
 
 #[tokio::test]
@@ -380,24 +391,36 @@ async fn a_dry_run_records_what_it_would_do_and_calls_nothing() {
 
 #[tokio::test]
 async fn core_http_reaches_only_allowed_hosts() {
-    let s = setup("", 1, "30m", "reject", "").await;
-    let playbooks = tempfile::tempdir().unwrap();
-    drop(playbooks);
-    // The same playbook under another id is not in http_allow.
-    let run = {
-        let (status, body) = s
-            .server
-            .admin_post(
-                "/v1/playbooks/contain/runs",
-                json!({ "identity": "cli:carol" }),
-            )
-            .await;
-        assert_eq!(status, 202, "{body}");
-        body["run_id"].as_str().unwrap().to_owned()
-    };
-    let done = s.server.wait_run(&run, "finished", finished).await;
-    // Without an alert the condition fails cleanly and the run says why.
-    assert!(finished(&done["run"]));
+    let api = FakeApi::start(Duration::ZERO).await;
+    // The host is allowed for another playbook, not for `call`.
+    let (server, _dir) = one_call_allowing(&api, "", "someone-else").await;
+    let done = run_once(&server).await;
+    assert_eq!(done["run"]["status"], "failed", "{}", done["run"]);
+    let error = done["run"]["steps"]["call"]["error"].as_str().unwrap();
+    assert!(
+        error.contains("host `127.0.0.1` is not allowed for playbook `call`"),
+        "{error}"
+    );
+    assert_eq!(api.count("/flaky"), 0, "nothing was sent");
+}
+
+#[tokio::test]
+async fn a_manual_run_can_be_a_dry_run() {
+    let api = FakeApi::start(Duration::ZERO).await;
+    let (server, _dir) = one_call(&api, "").await;
+    let (status, body) = server
+        .admin_post(
+            "/v1/playbooks/call/runs",
+            json!({ "identity": "cli:alice", "dry_run": true }),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let run = body["run_id"].as_str().unwrap().to_owned();
+    let done = server.wait_run(&run, "finished", finished).await;
+    assert_eq!(done["run"]["status"], "succeeded", "{}", done["run"]);
+    assert_eq!(done["run"]["dry_run"], true);
+    assert_eq!(done["run"]["steps"]["call"]["output"]["dry_run"], true);
+    assert_eq!(api.count("/flaky"), 0, "a dry run calls nothing");
 }
 
 #[tokio::test]
@@ -497,6 +520,15 @@ async fn a_cancelled_run_stops_and_frees_its_incident() {
 
 /// A playbook with one core.http step, as `step_extra` configures it.
 async fn one_call(api: &FakeApi, step_extra: &str) -> (TestServer, TempDir) {
+    one_call_allowing(api, step_extra, "call").await
+}
+
+/// As [`one_call`], with the fake API's host allowed for playbook `allowed_for`.
+async fn one_call_allowing(
+    api: &FakeApi,
+    step_extra: &str,
+    allowed_for: &str,
+) -> (TestServer, TempDir) {
     let playbooks = tempfile::tempdir().unwrap();
     write_playbook(
         playbooks.path(),
@@ -507,7 +539,7 @@ async fn one_call(api: &FakeApi, step_extra: &str) -> (TestServer, TempDir) {
         ),
     );
     let config = format!(
-        "playbooks:\n  paths: [{}]\n  http_allow:\n    call: [\"127.0.0.1\"]\n{}",
+        "playbooks:\n  paths: [{}]\n  http_allow:\n    {allowed_for}: [\"127.0.0.1\"]\n{}",
         playbooks.path().display(),
         all_sources()
     );

@@ -392,7 +392,7 @@ impl Engine {
         let event = Event::new(
             "run.created",
             None,
-            json!({ "playbook": run.playbook, "trigger": run.trigger, "alert": run.alert_id, "incident": run.incident_id }),
+            json!({ "playbook": run.playbook, "trigger": run.trigger, "alert": run.alert_id, "incident": run.incident_id, "dry_run": run.dry_run }),
         );
         match self
             .store
@@ -421,6 +421,7 @@ impl Engine {
         inputs: Value,
         by: &str,
         incident_id: Option<String>,
+        dry_run: bool,
     ) -> Result<(String, bool), EngineError> {
         let playbook = self
             .current()
@@ -434,9 +435,11 @@ impl Engine {
             kind: "manual".into(),
             by: Some(by.to_owned()),
         };
-        let run = self
+        let mut run = self
             .new_run(&playbook, trigger, None, incident_id, key, inputs, &data)
             .await;
+        // A person may ask for a dry run of any playbook.
+        run.dry_run |= dry_run;
         let id = run.id.clone();
         match self.create(run).await? {
             Some(existing) => Ok((existing, false)),
