@@ -349,3 +349,38 @@ fn actions_describe_themselves() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_playbooks() {
+    let api = FakeApi::start(Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), &api.base);
+    let server = Process::start(&config);
+    let http = reqwest::Client::new();
+    let trigger = async || {
+        http.post(format!("{}/v1/playbooks/later/runs", server.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({ "identity": "cli:alice" }))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(trigger().await, 404, "not loaded yet");
+    write_playbook(
+        &dir.path().join("playbooks"),
+        "later",
+        "id: later\nname: Later\nsteps:\n  - id: say\n    uses: core.log\n    with: { message: hi }\n",
+    );
+    server.signal("-HUP");
+    let mut status = 0;
+    for _ in 0..100 {
+        status = trigger().await;
+        if status == 202 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, 202, "SIGHUP loaded the new playbook");
+}
