@@ -47,6 +47,7 @@ pub mod config;
 pub mod engine;
 pub mod http;
 pub mod intake;
+pub mod integrations;
 pub mod playbook;
 pub mod script;
 pub mod store;

@@ -25,6 +25,7 @@ const TOP_KEYS: &[&str] = &[
     "playbooks",
     "approvers",
     "guardrails",
+    "integrations",
     "sources",
 ];
 
@@ -148,6 +149,9 @@ impl<'de> Visitor<'de> for FocusSeed<'_> {
                 }
                 (Focus::TopKey(k), "guardrails") if k == "guardrails" => {
                     map.next_value::<super::GuardrailsConfig>()?;
+                }
+                (Focus::TopKey(k), "integrations") if k == "integrations" => {
+                    map.next_value::<super::IntegrationsConfig>()?;
                 }
                 (Focus::TopKey(k), "log") if k == "log" => {
                     map.next_value::<LogConfig>()?;

@@ -47,6 +47,9 @@ pub struct Config {
     /// Limits on what side-effect actions may do.
     #[serde(default)]
     pub guardrails: GuardrailsConfig,
+    /// Integrations: where they are, their credentials and settings (docs/integrations.md).
+    #[serde(default)]
+    pub integrations: IntegrationsConfig,
     /// The alert sources Cordon accepts, by name (`aws.guardduty`, `falco`, `generic`, ...). A
     /// source that is not listed here is refused with 404.
     #[serde(default)]
@@ -94,6 +97,63 @@ fn default_workers() -> usize {
 
 fn default_script_timeout() -> HumanDuration {
     HumanDuration::secs(2)
+}
+
+/// Where integrations are, the credentials they authenticate with, and their settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntegrationsConfig {
+    /// Folders holding one integration each, or folders of such folders (default
+    /// `[integrations]`).
+    #[serde(default = "default_integration_paths")]
+    pub paths: Vec<PathBuf>,
+    /// Credentials by name; a manifest's `auth.credentials` names one.
+    #[serde(default)]
+    pub credentials: BTreeMap<String, Credentials>,
+    /// Non-secret settings per integration (`integrations.settings.aws-ssm.evidence_bucket`).
+    #[serde(default)]
+    pub settings: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
+    /// Local indicator feeds (CSV, STIX 2.1 bundles) the `ioc` integration matches against.
+    #[serde(default)]
+    pub ioc_feeds: Vec<PathBuf>,
+}
+
+impl Default for IntegrationsConfig {
+    fn default() -> Self {
+        IntegrationsConfig {
+            paths: default_integration_paths(),
+            credentials: BTreeMap::new(),
+            settings: BTreeMap::new(),
+            ioc_feeds: Vec::new(),
+        }
+    }
+}
+
+fn default_integration_paths() -> Vec<PathBuf> {
+    vec![PathBuf::from("integrations")]
+}
+
+/// One set of credentials. Which fields are needed depends on the auth kind of the integrations
+/// that name it: `aws_sigv4` (access_key_id, secret_access_key, session_token), `azure_oauth`
+/// (tenant_id, client_id, client_secret), `bearer` (token), `basic` (username, password),
+/// `api_key` (api_key).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    pub access_key_id: Option<Secret>,
+    pub secret_access_key: Option<Secret>,
+    pub session_token: Option<Secret>,
+    pub tenant_id: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<Secret>,
+    pub token: Option<Secret>,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub api_key: Option<Secret>,
+    /// Host pattern → base URL: requests to a matching host go to the base URL instead (an
+    /// emulator in tests, a VPC endpoint, a sovereign cloud).
+    #[serde(default)]
+    pub endpoints: BTreeMap<String, String>,
 }
 
 /// Guardrails on side-effect actions.
@@ -428,6 +488,18 @@ impl Config {
                 AuthConfig::Hmac(hmac) => note(&hmac.secret),
                 AuthConfig::Sns(_) => {}
             }
+        }
+        for c in self.integrations.credentials.values() {
+            let secrets = [
+                &c.access_key_id,
+                &c.secret_access_key,
+                &c.session_token,
+                &c.client_secret,
+                &c.token,
+                &c.password,
+                &c.api_key,
+            ];
+            secrets.into_iter().flatten().for_each(&mut note);
         }
         names.sort();
         names.dedup();

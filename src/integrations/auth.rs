@@ -1,0 +1,1 @@
+//! Auth providers applied by the host to integration requests.

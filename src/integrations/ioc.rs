@@ -1,0 +1,1 @@
+//! Local indicator feeds (CSV, STIX 2.1), matched in memory.
