@@ -260,7 +260,8 @@ impl AzureTokens {
     }
 
     /// POST {login}/{tenant}/oauth2/v2.0/token, form grant_type=client_credentials, client_id, client_secret, scope.
-    /// Answer JSON {token_type, expires_in, access_token}. Cached until expires_in - 60 s (at least a few seconds);
+    /// Answer JSON {token_type, expires_in, access_token}. Cached until expires_in - 60 s, or half its life
+    /// when that is shorter (a token is never reused past its expiry, nor cached without `expires_in`);
     /// concurrent callers for the same scope share one request. 5xx/429/transport errors → retryable AuthError,
     /// 4xx → permanent with the AAD `error`/`error_description` (never the secret).
     pub async fn token(&self, scope: &str) -> Result<Secret, AuthError> {
