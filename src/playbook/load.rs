@@ -774,7 +774,7 @@ impl Checker<'_> {
                 self.report(
                     value_at,
                     format!("input `{key}` of `{name}` {misfit}"),
-                    Some(format!("`{key}`: {}", input.description)),
+                    described(key, &input.description),
                 );
             }
             if !is_template && !input.kind.accepts(value) {
@@ -786,7 +786,7 @@ impl Checker<'_> {
                         a_json_type(value),
                         an_input_type(input.kind)
                     ),
-                    Some(format!("`{key}`: {}", input.description)),
+                    described(key, &input.description),
                 );
             }
         }
@@ -796,7 +796,7 @@ impl Checker<'_> {
                 self.report(
                     at,
                     format!("`{name}` needs input `{key}`"),
-                    Some(format!("`{key}`: {}", input.description)),
+                    described(key, &input.description),
                 );
             }
         }
@@ -1381,6 +1381,11 @@ fn an_input_type(kind: InputType) -> &'static str {
         InputType::Map => "a map",
         InputType::Any => "any value",
     }
+}
+
+/// The hint naming what an input is, when its action describes it.
+fn described(key: &str, description: &str) -> Option<String> {
+    (!description.is_empty()).then(|| format!("`{key}`: {description}"))
 }
 
 #[cfg(test)]

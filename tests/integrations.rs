@@ -1,0 +1,278 @@
+//! Integrations through the real server: a folder written by the test (no rebuild) whose actions
+//! collect evidence and contain a host on a local fake, the evidence on the incident and in the
+//! audit log, the undo of the containment by API, and playbook validation against manifests.
+
+mod support;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::{Path as UrlPath, State};
+use axum::routing::post;
+use serde_json::{Value, json};
+use support::*;
+
+type Calls = Arc<Mutex<Vec<(String, Value)>>>;
+
+/// A lab firewall API: isolating a host answers with the VLAN it was on; releasing takes it back.
+async fn firewall() -> (String, Calls) {
+    let calls: Calls = Arc::default();
+    let app = Router::new()
+        .route(
+            "/hosts/{id}/isolate",
+            post(
+                |State(calls): State<Calls>, UrlPath(id): UrlPath<String>| async move {
+                    calls
+                        .lock()
+                        .unwrap()
+                        .push((format!("isolate {id}"), Value::Null));
+                    axum::Json(json!({ "host": id, "previous_vlan": "vlan-7" }))
+                },
+            ),
+        )
+        .route(
+            "/hosts/{id}/release",
+            post(
+                |State(calls): State<Calls>,
+                 UrlPath(id): UrlPath<String>,
+                 axum::Json(body): axum::Json<Value>| async move {
+                    calls.lock().unwrap().push((format!("release {id}"), body));
+                    axum::Json(json!({ "host": id, "released": true }))
+                },
+            ),
+        )
+        .with_state(calls.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (base, calls)
+}
+
+const MANIFEST: &str = r#"name: lab-fw
+description: The lab firewall.
+auth: { kind: bearer, credentials: lab }
+hosts: [fw.lab.example]
+actions:
+  capture:
+    description: Record the host's state as evidence.
+    kind: evidence
+    side_effect: false
+    idempotent: true
+    inputs:
+      host: { type: string, required: true, pattern: "h-[0-9]+" }
+  isolate:
+    description: Move the host to the quarantine VLAN.
+    kind: containment
+    side_effect: true
+    idempotent: true
+    undo: release
+    inputs:
+      host: { type: string, required: true, pattern: "h-[0-9]+" }
+  release:
+    description: Put the host back on its VLAN.
+    kind: containment
+    side_effect: true
+    idempotent: true
+    undo: isolate
+    inputs:
+      host: { type: string, required: true }
+      previous: { type: map, required: true }
+"#;
+
+const SCRIPT: &str = r#"
+fn capture(input) {
+    let state = "host " + input.host + " seen at " + now();
+    #{ evidence: [#{ kind: "host-state", location: "fw://hosts/" + input.host, sha256: sha256_hex(state) }] }
+}
+fn isolate(input) {
+    let r = http(#{ method: "POST", url: "https://fw.lab.example/hosts/" + input.host + "/isolate" });
+    if r.status != 200 { throw "the firewall answered " + r.status; }
+    #{ previous_vlan: r.json.previous_vlan }
+}
+fn release(input) {
+    let r = http(#{ method: "POST", url: "https://fw.lab.example/hosts/" + input.host + "/release",
+                   json: #{ vlan: input.previous.previous_vlan } });
+    #{ released: r.json.released }
+}
+"#;
+
+const PLAYBOOK: &str = r#"id: lab-contain
+name: Contain a lab host
+on:
+  source: generic
+  when: alert.severity.score >= 7
+steps:
+  - id: capture
+    uses: lab-fw.capture
+    with: { host: "${{ alert.resource.id }}" }
+  - id: isolate
+    uses: lab-fw.isolate
+    with: { host: "${{ alert.resource.id }}" }
+"#;
+
+fn extra(dir: &Path, fw: &str) -> String {
+    format!(
+        "sources:\n  generic:\n    auth:\n      bearer:\n        token: {INTAKE_TOKEN}\nplaybooks:\n  paths: [{playbooks}]\nintegrations:\n  paths: [{integrations}]\n  credentials:\n    lab:\n      token: lab-secret-token\n      endpoints: {{ fw.lab.example: \"{fw}\" }}\n",
+        playbooks = dir.join("playbooks").display(),
+        integrations = dir.join("integrations").display(),
+    )
+}
+
+fn write_integration(dir: &Path) {
+    let folder = dir.join("integrations/lab-fw");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("manifest.yaml"), MANIFEST).unwrap();
+    std::fs::write(folder.join("actions.rhai"), SCRIPT).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evidence_lands_on_the_incident_and_the_containment_is_undone_by_a_person() {
+    let (fw, calls) = firewall().await;
+    let files = tempfile::tempdir().unwrap();
+    write_integration(files.path());
+    std::fs::create_dir_all(files.path().join("playbooks")).unwrap();
+    write_playbook(&files.path().join("playbooks"), "lab.yaml", PLAYBOOK);
+    let server = TestServer::start_with(&extra(files.path(), &fw)).await;
+
+    let alert = json!({ "title": "Beaconing", "severity": 9, "resource": { "kind": "host", "id": "h-42" } });
+    let (status, body) = server.post_alert("generic", alert.to_string()).await;
+    assert_eq!(status, 202, "{body}");
+    let alert = body["alerts"][0]["alert_id"].as_str().unwrap().to_owned();
+    let run = server.run_for_alert(&alert).await;
+    let shown = server
+        .wait_run(&run, "succeeded", |r| r["status"] == "succeeded")
+        .await;
+    assert_eq!(
+        shown["run"]["steps"]["isolate"]["output"]["previous_vlan"],
+        "vlan-7"
+    );
+    assert_eq!(calls.lock().unwrap()[0].0, "isolate h-42");
+
+    // The evidence is on the incident, completed with where it came from, and in the audit log.
+    let incident = shown["run"]["incident_id"].as_str().unwrap().to_owned();
+    let shown_incident = server.admin(&format!("/v1/incidents/{incident}")).await;
+    let evidence = &shown_incident["incident"]["evidence"];
+    assert_eq!(evidence.as_array().unwrap().len(), 1, "{shown_incident}");
+    assert_eq!(evidence[0]["kind"], "host-state");
+    assert_eq!(evidence[0]["location"], "fw://hosts/h-42");
+    assert_eq!(evidence[0]["run_id"], run.as_str());
+    assert_eq!(evidence[0]["step_id"], "capture");
+    assert_eq!(evidence[0]["sha256"].as_str().unwrap().len(), 64);
+    let audited: Vec<&Value> = shown["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "evidence.collected")
+        .collect();
+    assert_eq!(audited.len(), 1, "{}", shown["audit"]);
+    assert_eq!(audited[0]["detail"]["location"], "fw://hosts/h-42");
+
+    // `cordon incidents show` lists it.
+    let config = server.dir.path().join("cli.yaml");
+    std::fs::write(&config, config_text(server.dir.path(), "")).unwrap();
+    let (code, out, err) = cli(
+        &config,
+        &["incidents", "show", &incident, "--server", &server.base],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("EVIDENCE"), "{out}");
+    assert!(out.contains("fw://hosts/h-42"), "{out}");
+
+    // A person undoes the isolation: the release gets the isolate's output as `previous`.
+    let (status, body) = server
+        .admin_post(
+            &format!("/v1/runs/{run}/steps/isolate/undo"),
+            json!({ "identity": "cli:alice" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["action"], "lab-fw.release");
+    assert_eq!(body["output"]["released"], true);
+    assert_eq!(
+        calls.lock().unwrap()[1],
+        ("release h-42".to_owned(), json!({ "vlan": "vlan-7" }))
+    );
+    let after = server.admin(&format!("/v1/runs/{run}")).await;
+    assert_eq!(
+        after["run"]["steps"]["isolate"]["undone"]["by"],
+        "cli:alice"
+    );
+    let undone = after["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "step.undone")
+        .expect("the undo is audited");
+    assert_eq!(undone["actor"], "cli:alice");
+
+    // Not twice, and not for a step that has no undo.
+    let (status, body) = server
+        .admin_post(
+            &format!("/v1/runs/{run}/steps/isolate/undo"),
+            json!({ "identity": "cli:alice" }),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("already undone by cli:alice"),
+        "{body}"
+    );
+    let (status, body) = server
+        .admin_post(
+            &format!("/v1/runs/{run}/steps/capture/undo"),
+            json!({ "identity": "cli:alice" }),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(calls.lock().unwrap().len(), 2, "no further call was made");
+
+    // The bearer token reached the firewall's side only: not the run, not the audit.
+    let everything = server.admin(&format!("/v1/runs/{run}")).await.to_string();
+    assert!(!everything.contains("lab-secret-token"));
+    server.stop().await;
+}
+
+#[test]
+fn playbooks_are_checked_against_the_manifests() {
+    let files = tempfile::tempdir().unwrap();
+    write_integration(files.path());
+    std::fs::create_dir_all(files.path().join("playbooks")).unwrap();
+    write_playbook(
+        &files.path().join("playbooks"),
+        "bad",
+        "id: bad\nname: Bad\nsteps:\n  - id: a\n    uses: lab-fw.isolate\n    with: { host: server-1 }\n  - id: b\n    uses: lab-fw.isolat\n    with: { host: h-1 }\n  - id: c\n    uses: lab-fw.capture\n    with: { host: 42 }\n",
+    );
+    let config = files.path().join("cordon.yaml");
+    std::fs::write(&config, extra(files.path(), "http://127.0.0.1:9")).unwrap();
+    let (code, _, err) = cli(&config, &["validate"]);
+    assert_eq!(code, 1, "{err}");
+    let file = files.path().join("playbooks/bad.yaml");
+    let file = file.display();
+    for expected in [
+        format!(
+            "{file}:6:19: error: input `host` of `lab-fw.isolate` must match the pattern `h-[0-9]+`"
+        ),
+        format!("{file}:8:11: error: unknown action `lab-fw.isolat`"),
+        format!(
+            "{file}:12:19: error: input `host` of `lab-fw.capture` is a number, but it takes a string"
+        ),
+    ] {
+        assert!(err.contains(&expected), "missing {expected}\nin:\n{err}");
+    }
+    assert!(
+        err.contains("hint: did you mean `lab-fw.isolate`?"),
+        "{err}"
+    );
+
+    // The actions are listed with the rest.
+    let (code, out, _) = cli(&config, &["actions", "list"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("lab-fw.isolate  (side effect, idempotent)"),
+        "{out}"
+    );
+}
