@@ -102,7 +102,16 @@ impl Integrations {
             }
         }
         let ioc = match IocIndex::load(&config.ioc_feeds) {
-            Ok(index) => index,
+            Ok(index) => {
+                if index.skipped() > 0 {
+                    tracing::warn!(
+                        skipped = index.skipped(),
+                        indicators = index.len(),
+                        "some STIX indicators have patterns the ioc integration cannot match; they are left out"
+                    );
+                }
+                index
+            }
             Err(message) => {
                 let file = config.ioc_feeds.first().map(PathBuf::as_path);
                 problems.push(Diagnostic::new(
@@ -111,7 +120,6 @@ impl Integrations {
                     0,
                     message,
                 ));
-                #[allow(clippy::default_constructed_unit_structs)]
                 IocIndex::default()
             }
         };
@@ -472,7 +480,11 @@ impl Integration {
             .and_then(|key| config.credentials.get(key).map(|c| (key, c)));
         let auth = match (manifest.auth.kind, credentials) {
             (AuthKind::None, _) => Ok(Auth::None),
+            // Optional auth with no credentials, or an entry that only routes (`endpoints`).
             (_, None) if manifest.auth.optional => Ok(Auth::None),
+            (_, Some((_, c))) if manifest.auth.optional && secrets_of(c).is_empty() => {
+                Ok(Auth::None)
+            }
             (_, None) => Err(format!(
                 "integration `{}` has no credentials: set integrations.credentials.{} in the config",
                 manifest.name,
@@ -516,10 +528,8 @@ impl Integration {
     /// [`Integration::redact`] on every text of `value`, map keys included.
     fn redact_value(&self, value: &mut Value) {
         match value {
-            Value::String(text) => {
-                if self.secrets.iter().any(|s| text.contains(s.expose())) {
-                    *text = self.redact(text);
-                }
+            Value::String(text) if self.secrets.iter().any(|s| text.contains(s.expose())) => {
+                *text = self.redact(text);
             }
             Value::Array(items) => items.iter_mut().for_each(|v| self.redact_value(v)),
             Value::Object(map) => {
