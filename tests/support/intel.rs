@@ -18,7 +18,8 @@
 //!
 //! Addresses with a fixed behaviour: [`QUOTA_IP`] answers 429 everywhere, [`BROKEN_IP`] 500,
 //! [`ECHO_IP`] a 422 (AbuseIPDB) or 400 (VirusTotal) whose message repeats the request's headers,
-//! key included, as a careless API might. Every request is recorded, headers and all.
+//! key included, as a careless API might; on AbuseIPDB, [`REDIRECT_IP`] a 302 to [`ELSEWHERE`].
+//! Every request is recorded, headers and all.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -35,6 +36,10 @@ pub const QUOTA_IP: &str = "198.51.100.29";
 pub const BROKEN_IP: &str = "198.51.100.50";
 /// Answers an error that repeats the request's headers (the key among them).
 pub const ECHO_IP: &str = "198.51.100.66";
+/// AbuseIPDB answers a redirect to [`ELSEWHERE`], which a client must not follow with the key.
+pub const REDIRECT_IP: &str = "198.51.100.77";
+/// Where [`REDIRECT_IP`] points.
+pub const ELSEWHERE: &str = "/elsewhere/collect";
 
 /// One request as the fake saw it.
 #[derive(Debug, Clone)]
@@ -51,7 +56,9 @@ pub struct Seen {
 
 impl Seen {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(&name.to_ascii_lowercase()).map(String::as_str)
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
     }
 
     /// A query parameter, decoded.
@@ -119,7 +126,10 @@ pub fn integrations_dir() -> PathBuf {
 
 /// An integration's fixture, parsed.
 pub fn fixture(integration: &str, name: &str) -> Value {
-    let path = integrations_dir().join(integration).join("fixtures").join(name);
+    let path = integrations_dir()
+        .join(integration)
+        .join("fixtures")
+        .join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap()
 }
@@ -236,6 +246,13 @@ fn abuseipdb(keys: &Keys, seen: &Seen, headers: &HeaderMap) -> Response {
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("Rejected request with headers {}", echo(headers)),
         ),
+        REDIRECT_IP => {
+            let mut response = StatusCode::FOUND.into_response();
+            response
+                .headers_mut()
+                .insert("location", ELSEWHERE.parse().unwrap());
+            response
+        }
         "8.8.8.8" => json_response(
             StatusCode::OK,
             fixture("abuseipdb", "check-never-reported.json"),
@@ -348,7 +365,9 @@ fn greynoise(keys: &Keys, seen: &Seen, _headers: &HeaderMap) -> Response {
     }
     let ip = seen.path.trim_start_matches("/v3/community/");
     let routable = match ip.parse::<std::net::Ipv4Addr>() {
-        Ok(v4) => !(v4.is_private() || v4.is_loopback() || v4.is_link_local() || v4.is_unspecified()),
+        Ok(v4) => {
+            !(v4.is_private() || v4.is_loopback() || v4.is_link_local() || v4.is_unspecified())
+        }
         Err(_) => false,
     };
     if !routable {
@@ -366,7 +385,9 @@ fn greynoise(keys: &Keys, seen: &Seen, _headers: &HeaderMap) -> Response {
             StatusCode::INTERNAL_SERVER_ERROR,
             json!({ "message": "Encountered error while performing request" }),
         ),
-        "203.0.113.77" => json_response(StatusCode::OK, fixture("greynoise", "community-noise.json")),
+        "203.0.113.77" => {
+            json_response(StatusCode::OK, fixture("greynoise", "community-noise.json"))
+        }
         "8.8.8.8" => json_response(StatusCode::OK, fixture("greynoise", "community-riot.json")),
         _ => {
             let mut body = fixture("greynoise", "community-not-found.json");
@@ -387,5 +408,40 @@ fn custom(keys: &Keys, seen: &Seen, _headers: &HeaderMap) -> Response {
             json!({ "ip": ip, "verdict": "malicious", "score": 87 }),
         ),
         None => json_response(StatusCode::NOT_FOUND, json!({ "error": "no such path" })),
+    }
+}
+
+/// `cordon serve --config config` with `envs` set, its log lines (JSON) written to `log`.
+pub fn start_logged(config: &Path, envs: &[(&str, &str)], log: &Path) -> super::Process {
+    use std::io::{BufRead, BufReader, Write};
+    let mut child = std::process::Command::new(super::BIN)
+        .args(["serve", "--config"])
+        .arg(config)
+        .env_remove("RUST_LOG")
+        .envs(envs.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("cordon starts");
+    let stderr = child.stderr.take().unwrap();
+    let mut file = std::fs::File::create(log).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = writeln!(file, "{line}");
+            let _ = file.flush();
+            if let Ok(event) = serde_json::from_str::<Value>(&line)
+                && event["message"] == "listening"
+            {
+                let _ = tx.send(event["addr"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("cordon logs its address");
+    super::Process {
+        child,
+        base: format!("http://{addr}"),
     }
 }
