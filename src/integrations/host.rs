@@ -86,6 +86,14 @@ pub(crate) fn was_retryable(message: &str) -> bool {
     RETRYABLE.with(|r| r.borrow().as_deref() == Some(message))
 }
 
+/// `text` without the current call's credentials, for what a script prints.
+fn redacted(text: &str) -> String {
+    match CURRENT.with(|c| c.borrow().clone()) {
+        Some(env) => env.integration.redact(text),
+        None => text.to_owned(),
+    }
+}
+
 fn current() -> Result<Arc<CallEnv>, Box<EvalAltResult>> {
     CURRENT.with(|c| c.borrow().clone()).ok_or_else(|| {
         HostError::permanent("this function is only available inside an action").into()
@@ -111,10 +119,14 @@ pub(crate) fn engine(limits: &Limits) -> Engine {
     engine.set_max_map_size(limits.max_map_size);
     engine.set_strict_variables(true);
     engine.disable_symbol("eval");
-    engine.on_print(|text| tracing::info!(target: "cordon::integration", "{text}"));
-    engine.on_debug(
-        |text, _, pos| tracing::debug!(target: "cordon::integration", position = %pos, "{text}"),
-    );
+    engine.on_print(|text| {
+        let text = redacted(text);
+        tracing::info!(target: "cordon::integration", "{text}")
+    });
+    engine.on_debug(|text, _, pos| {
+        let text = redacted(text);
+        tracing::debug!(target: "cordon::integration", position = %pos, "{text}")
+    });
     engine.on_progress(|ops| {
         if ops % 1024 == 0 {
             let late = DEADLINE.with(|d| d.get().is_some_and(|deadline| Instant::now() > deadline));

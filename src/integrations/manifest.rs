@@ -48,6 +48,10 @@ pub struct AuthSpec {
     pub service: Option<String>,
     /// `api_key`: the header carrying the key (default `X-API-Key`).
     pub header: Option<String>,
+    /// Without credentials in the config, send requests unauthenticated instead of failing (for
+    /// APIs with a keyless tier, such as GreyNoise Community).
+    #[serde(default)]
+    pub optional: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -23,7 +23,7 @@ use rhai::{AST, Dynamic, Engine, EvalAltResult, Scope};
 use serde_json::{Map, Value, json};
 
 use crate::actions::{ActionSpec, Catalog};
-use crate::config::{Credentials, Diagnostic, IntegrationsConfig};
+use crate::config::{Credentials, Diagnostic, IntegrationsConfig, Secret};
 use crate::engine::exec::{ActionCall, ActionError, ActionRunner, glob};
 use crate::script::Limits;
 use crate::store::Store;
@@ -46,6 +46,8 @@ pub struct Integration {
     auth: Result<Auth, String>,
     endpoints: BTreeMap<String, String>,
     settings: BTreeMap<String, Value>,
+    /// The secret values of its credentials, blanked out of whatever a call returns or raises.
+    secrets: Vec<Secret>,
 }
 
 /// Every loaded integration, as a catalog of actions and the runner of their scripts.
@@ -100,7 +102,16 @@ impl Integrations {
             }
         }
         let ioc = match IocIndex::load(&config.ioc_feeds) {
-            Ok(index) => index,
+            Ok(index) => {
+                if index.skipped() > 0 {
+                    tracing::warn!(
+                        skipped = index.skipped(),
+                        indicators = index.len(),
+                        "some STIX indicators have patterns the ioc integration cannot match; they are left out"
+                    );
+                }
+                index
+            }
             Err(message) => {
                 let file = config.ioc_feeds.first().map(PathBuf::as_path);
                 problems.push(Diagnostic::new(
@@ -109,7 +120,6 @@ impl Integrations {
                     0,
                     message,
                 ));
-                #[allow(clippy::default_constructed_unit_structs)]
                 IocIndex::default()
             }
         };
@@ -148,6 +158,23 @@ impl Integrations {
                 ));
             }
         }
+        // Scripts' requests never follow redirects (docs/integrations.md): a redirect would take
+        // the API-key header to a host the manifest does not list, past the host check.
+        let scripts_http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build();
+        let scripts_http = match scripts_http {
+            Ok(client) => client,
+            Err(e) => {
+                problems.push(Diagnostic::new(
+                    Path::new("integrations"),
+                    0,
+                    0,
+                    format!("cannot build the HTTP client for integrations: {e}"),
+                ));
+                http
+            }
+        };
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -155,7 +182,7 @@ impl Integrations {
             by_name,
             specs,
             engine: Arc::new(engine),
-            http,
+            http: scripts_http,
             ioc: Arc::new(ioc),
             store,
         })
@@ -279,6 +306,7 @@ impl ActionRunner for Integrations {
             .ok_or_else(|| ActionError::permanent(format!("unknown action `{name}`")))?;
         let (integration_name, action) = name.split_once('.').unwrap_or((name, ""));
         let integration = self.by_name[integration_name].clone();
+        let redactor = integration.clone();
         let input = Self::checked_inputs(spec, inputs)?;
         let input = rhai::serde::to_dynamic(Value::Object(input))
             .map_err(|e| ActionError::permanent(format!("the inputs do not fit a script: {e}")))?;
@@ -316,7 +344,13 @@ impl ActionRunner for Integrations {
         })
         .await
         .unwrap_or_else(|_| Err(ActionError::permanent("the script worker failed")));
-        let mut output = outcome?;
+        // A script may put a credential in what it returns or throws (an API that echoes the
+        // request in its error, say); none of it may reach a step output, a log or the audit.
+        let mut output = outcome.map_err(|mut e| {
+            e.message = redactor.redact(&e.message);
+            e
+        })?;
+        redactor.redact_value(&mut output);
         if output.is_null() {
             output = json!({});
         }
@@ -446,6 +480,11 @@ impl Integration {
             .and_then(|key| config.credentials.get(key).map(|c| (key, c)));
         let auth = match (manifest.auth.kind, credentials) {
             (AuthKind::None, _) => Ok(Auth::None),
+            // Optional auth with no credentials, or an entry that only routes (`endpoints`).
+            (_, None) if manifest.auth.optional => Ok(Auth::None),
+            (_, Some((_, c))) if manifest.auth.optional && secrets_of(c).is_empty() => {
+                Ok(Auth::None)
+            }
             (_, None) => Err(format!(
                 "integration `{}` has no credentials: set integrations.credentials.{} in the config",
                 manifest.name,
@@ -459,6 +498,7 @@ impl Integration {
         let endpoints = credentials
             .map(|(_, c)| c.endpoints.clone())
             .unwrap_or_default();
+        let secrets = credentials.map(|(_, c)| secrets_of(c)).unwrap_or_default();
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -469,7 +509,38 @@ impl Integration {
             auth,
             endpoints,
             settings,
+            secrets,
         })
+    }
+
+    /// `text` with every secret value of the integration's credentials replaced.
+    pub(crate) fn redact(&self, text: &str) -> String {
+        let mut text = text.to_owned();
+        for secret in &self.secrets {
+            let value = secret.expose();
+            if !value.is_empty() && text.contains(value) {
+                text = text.replace(value, REDACTED);
+            }
+        }
+        text
+    }
+
+    /// [`Integration::redact`] on every text of `value`, map keys included.
+    fn redact_value(&self, value: &mut Value) {
+        match value {
+            Value::String(text) if self.secrets.iter().any(|s| text.contains(s.expose())) => {
+                *text = self.redact(text);
+            }
+            Value::Array(items) => items.iter_mut().for_each(|v| self.redact_value(v)),
+            Value::Object(map) => {
+                let fields = std::mem::take(map);
+                for (key, mut field) in fields {
+                    self.redact_value(&mut field);
+                    map.insert(self.redact(&key), field);
+                }
+            }
+            _ => {}
+        }
     }
 
     fn setting(&self, name: &str) -> Result<Value, HostError> {
@@ -681,6 +752,27 @@ fn find_error(parsed: &Value) -> Map<String, Value> {
         other => other,
     };
     error.as_object().cloned().unwrap_or_default()
+}
+
+/// What a secret is replaced with (as [`Secret`] prints itself).
+const REDACTED: &str = "**redacted**";
+
+/// Every secret of a credentials entry.
+fn secrets_of(c: &Credentials) -> Vec<Secret> {
+    [
+        &c.access_key_id,
+        &c.secret_access_key,
+        &c.session_token,
+        &c.client_secret,
+        &c.token,
+        &c.password,
+        &c.api_key,
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|s| !s.expose().is_empty())
+    .cloned()
+    .collect()
 }
 
 /// A value as text for a header, query or form field.
