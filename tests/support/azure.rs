@@ -85,6 +85,8 @@ struct State {
     revocations: HashMap<String, u32>,
     /// `METHOD path?query` of every request.
     requests: Vec<String>,
+    /// `METHOD path` and JSON body of every request that had one.
+    bodies: Vec<(String, Value)>,
     counter: u64,
 }
 
@@ -294,13 +296,18 @@ impl FakeAzure {
 
     /// The NSG id the NIC is on, as stored.
     pub fn nic_nsg(&self, nic_id: &str) -> Option<String> {
-        self.resource(nic_id)
-            .and_then(|nic| nic["properties"]["networkSecurityGroup"]["id"].as_str().map(str::to_owned))
+        self.resource(nic_id).and_then(|nic| {
+            nic["properties"]["networkSecurityGroup"]["id"]
+                .as_str()
+                .map(str::to_owned)
+        })
     }
 
     /// A NIC's tags.
     pub fn nic_tags(&self, nic_id: &str) -> Value {
-        self.resource(nic_id).map(|nic| nic["tags"].clone()).unwrap_or(Value::Null)
+        self.resource(nic_id)
+            .map(|nic| nic["tags"].clone())
+            .unwrap_or(Value::Null)
     }
 
     /// A stored ARM resource by id (any case).
@@ -313,7 +320,11 @@ impl FakeAzure {
         self.lock()
             .resources
             .values()
-            .filter(|r| r["type"].as_str().is_some_and(|t| t.eq_ignore_ascii_case(kind)))
+            .filter(|r| {
+                r["type"]
+                    .as_str()
+                    .is_some_and(|t| t.eq_ignore_ascii_case(kind))
+            })
             .cloned()
             .collect()
     }
@@ -332,7 +343,10 @@ impl FakeAzure {
 
     /// A user's `accountEnabled`.
     pub fn user_enabled(&self, id: &str) -> Option<bool> {
-        self.lock().users.get(id).and_then(|u| u["accountEnabled"].as_bool())
+        self.lock()
+            .users
+            .get(id)
+            .and_then(|u| u["accountEnabled"].as_bool())
     }
 
     /// How many times the user's sessions were revoked.
@@ -342,7 +356,11 @@ impl FakeAzure {
 
     /// Successful token requests for `scope`.
     pub fn token_requests(&self, scope: &str) -> usize {
-        self.lock().token_requests.iter().filter(|s| *s == scope).count()
+        self.lock()
+            .token_requests
+            .iter()
+            .filter(|s| *s == scope)
+            .count()
     }
 
     pub fn token_refusals(&self) -> usize {
@@ -354,9 +372,29 @@ impl FakeAzure {
         self.lock().requests.clone()
     }
 
+    /// The JSON bodies sent with requests whose `METHOD path` contains `what`, in order.
+    pub fn bodies(&self, what: &str) -> Vec<Value> {
+        self.lock()
+            .bodies
+            .iter()
+            .filter(|(r, _)| r.contains(what))
+            .map(|(_, b)| b.clone())
+            .collect()
+    }
+
+    /// Seeds a Graph user given as the `user` resource (it needs `id` and `userPrincipalName`).
+    pub fn seed_user_json(&self, user: Value) {
+        let id = user["id"].as_str().expect("the user has an id").to_owned();
+        self.lock().users.insert(id, user);
+    }
+
     /// Requests whose method and path contain `what`.
     pub fn count(&self, what: &str) -> usize {
-        self.lock().requests.iter().filter(|r| r.contains(what)).count()
+        self.lock()
+            .requests
+            .iter()
+            .filter(|r| r.contains(what))
+            .count()
     }
 }
 
@@ -367,29 +405,61 @@ async fn handle(state: Arc<Mutex<State>>, request: Request) -> Response {
         Err(_) => return StatusCode::PAYLOAD_TOO_LARGE.into_response(),
     };
     let path = parts.uri.path().to_owned();
-    let query: HashMap<String, String> = url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
-        .into_owned()
-        .collect();
+    let query: HashMap<String, String> =
+        url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
     let mut state = state.lock().unwrap();
     state.requests.push(format!(
         "{} {}{}",
         parts.method,
         path,
-        parts.uri.query().map(|q| format!("?{q}")).unwrap_or_default()
+        parts
+            .uri
+            .query()
+            .map(|q| format!("?{q}"))
+            .unwrap_or_default()
     ));
+    if let Ok(json) = serde_json::from_slice::<Value>(&body) {
+        state
+            .bodies
+            .push((format!("{} {}", parts.method, path), json));
+    }
     let segments: Vec<String> = path
         .trim_start_matches('/')
         .split('/')
         .map(percent_decode)
         .collect();
-    if segments.len() == 4 && segments[1] == "oauth2" && segments[2] == "v2.0" && segments[3] == "token" {
+    if segments.len() == 4
+        && segments[1] == "oauth2"
+        && segments[2] == "v2.0"
+        && segments[3] == "token"
+    {
         return token(&mut state, &parts.method, &segments[0], &body);
     }
     if segments.first().is_some_and(|s| s == "v1.0") {
-        return graph(&mut state, &parts.method, &parts.headers, &segments[1..], &query, &body);
+        return graph(
+            &mut state,
+            &parts.method,
+            &parts.headers,
+            &segments[1..],
+            &query,
+            &body,
+        );
     }
-    if segments.first().is_some_and(|s| s.eq_ignore_ascii_case("subscriptions")) {
-        return arm(&mut state, &parts.method, &parts.headers, &path, &segments, &query, &body);
+    if segments
+        .first()
+        .is_some_and(|s| s.eq_ignore_ascii_case("subscriptions"))
+    {
+        return arm(
+            &mut state,
+            &parts.method,
+            &parts.headers,
+            &path,
+            &segments,
+            &query,
+            &body,
+        );
     }
     (StatusCode::NOT_FOUND, "no such endpoint in the fake").into_response()
 }
@@ -452,7 +522,9 @@ fn token(state: &mut State, method: &Method, tenant: &str, body: &Bytes) -> Resp
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
                 90002,
-                &format!("Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."),
+                &format!(
+                    "Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."
+                ),
             ),
         );
     }
@@ -488,7 +560,9 @@ fn token(state: &mut State, method: &Method, tenant: &str, body: &Bytes) -> Resp
                 StatusCode::UNAUTHORIZED,
                 "invalid_client",
                 7000215,
-                &format!("Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{CLIENT_ID}'."),
+                &format!(
+                    "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{CLIENT_ID}'."
+                ),
             ),
         );
     }
@@ -500,7 +574,9 @@ fn token(state: &mut State, method: &Method, tenant: &str, body: &Bytes) -> Resp
                 StatusCode::BAD_REQUEST,
                 "invalid_scope",
                 70011,
-                &format!("The provided request must include a 'scope' input parameter. The provided value for the input parameter 'scope' is not valid. The scope {scope} is not valid."),
+                &format!(
+                    "The provided request must include a 'scope' input parameter. The provided value for the input parameter 'scope' is not valid. The scope {scope} is not valid."
+                ),
             ),
         );
     }
@@ -642,17 +718,15 @@ fn arm(
             ),
         )
     };
-    let parsed = || -> Result<Value, Response> {
-        serde_json::from_slice::<Value>(body)
-            .ok()
-            .filter(Value::is_object)
-            .ok_or_else(|| {
-                arm_error(
-                    StatusCode::BAD_REQUEST,
-                    "InvalidRequestContent",
-                    "The request content was invalid and could not be deserialized.",
-                )
-            })
+    let parsed: Option<Value> = serde_json::from_slice::<Value>(body)
+        .ok()
+        .filter(Value::is_object);
+    let invalid_content = || {
+        arm_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestContent",
+            "The request content was invalid and could not be deserialized.",
+        )
     };
     match (method.as_str(), kind.as_str()) {
         ("GET", "microsoft.network/networksecuritygroups") => match state.resources.get(&key) {
@@ -695,23 +769,20 @@ fn arm(
             None => not_found(),
         },
         ("PUT", "microsoft.compute/snapshots") => {
-            let body = match parsed() {
-                Ok(b) => b,
-                Err(r) => return r,
+            let Some(body) = parsed else {
+                return invalid_content();
             };
             put_snapshot(state, &id, &key, &body)
         }
         ("PUT", "microsoft.network/networksecuritygroups") => {
-            let body = match parsed() {
-                Ok(b) => b,
-                Err(r) => return r,
+            let Some(body) = parsed else {
+                return invalid_content();
             };
             put_nsg(state, &id, &key, &body)
         }
         ("PUT", "microsoft.network/networkinterfaces") => {
-            let body = match parsed() {
-                Ok(b) => b,
-                Err(r) => return r,
+            let Some(body) = parsed else {
+                return invalid_content();
             };
             put_nic(state, &id, &key, &body)
         }
@@ -835,13 +906,14 @@ fn put_snapshot(state: &mut State, id: &str, key: &str, body: &Value) -> Respons
 
 const RULE_FIELDS: [&str; 4] = ["protocol", "access", "direction", "priority"];
 
-fn check_rules(rules: &[Value]) -> Result<(), Response> {
+/// The first problem with the rules of an NSG PUT, as ARM's answer.
+fn check_rules(rules: &[Value]) -> Option<Response> {
     let mut seen: Vec<(String, u64)> = Vec::new();
     for rule in rules {
         let name = rule["name"].as_str().unwrap_or("");
         let p = &rule["properties"];
         if name.is_empty() {
-            return Err(arm_error(
+            return Some(arm_error(
                 StatusCode::BAD_REQUEST,
                 "InvalidRequestFormat",
                 "Cannot parse the request: a security rule has no name.",
@@ -849,7 +921,7 @@ fn check_rules(rules: &[Value]) -> Result<(), Response> {
         }
         for field in RULE_FIELDS {
             if p[field].is_null() {
-                return Err(arm_error(
+                return Some(arm_error(
                     StatusCode::BAD_REQUEST,
                     "InvalidRequestFormat",
                     &format!("Security rule {name} has no value for property {field}."),
@@ -864,57 +936,121 @@ fn check_rules(rules: &[Value]) -> Result<(), Response> {
             || !has("sourcePortRange", "sourcePortRanges")
             || !has("destinationPortRange", "destinationPortRanges")
         {
-            return Err(arm_error(
+            return Some(arm_error(
                 StatusCode::BAD_REQUEST,
                 "SecurityRuleParameterMissing",
-                &format!("Security rule {name} must name its source and destination addresses and ports."),
+                &format!(
+                    "Security rule {name} must name its source and destination addresses and ports."
+                ),
             ));
         }
         let priority = p["priority"].as_u64().unwrap_or(0);
         if !(100..=4096).contains(&priority) {
-            return Err(arm_error(
+            return Some(arm_error(
                 StatusCode::BAD_REQUEST,
                 "SecurityRuleInvalidPriority",
-                &format!("Security rule {name} has invalid Priority. Value provided: {priority} Allowed range 100-4096."),
+                &format!(
+                    "Security rule {name} has invalid Priority. Value provided: {priority} Allowed range 100-4096."
+                ),
             ));
         }
         let direction = p["direction"].as_str().unwrap_or("").to_owned();
-        if seen.iter().any(|(d, pr)| *d == direction && *pr == priority) {
-            return Err(arm_error(
+        if seen
+            .iter()
+            .any(|(d, pr)| *d == direction && *pr == priority)
+        {
+            return Some(arm_error(
                 StatusCode::BAD_REQUEST,
                 "SecurityRuleConflict",
-                &format!("Security rule {name} conflicts with another rule: same priority {priority} and direction {direction}."),
+                &format!(
+                    "Security rule {name} conflicts with another rule: same priority {priority} and direction {direction}."
+                ),
             ));
         }
         seen.push((direction, priority));
     }
-    Ok(())
+    None
 }
 
 fn default_rules(nsg_id: &str) -> Value {
-    let rule = |name: &str, desc: &str, src: &str, dst: &str, access: &str, priority: u32, dir: &str| {
-        json!({
-            "name": name,
-            "id": format!("{nsg_id}/defaultSecurityRules/{name}"),
-            "properties": {
-                "provisioningState": "Succeeded", "description": desc, "protocol": "*",
-                "sourcePortRange": "*", "destinationPortRange": "*",
-                "sourceAddressPrefix": src, "destinationAddressPrefix": dst,
-                "access": access, "priority": priority, "direction": dir
-            }
-        })
-    };
+    let rule =
+        |name: &str, desc: &str, src: &str, dst: &str, access: &str, priority: u32, dir: &str| {
+            json!({
+                "name": name,
+                "id": format!("{nsg_id}/defaultSecurityRules/{name}"),
+                "properties": {
+                    "provisioningState": "Succeeded", "description": desc, "protocol": "*",
+                    "sourcePortRange": "*", "destinationPortRange": "*",
+                    "sourceAddressPrefix": src, "destinationAddressPrefix": dst,
+                    "access": access, "priority": priority, "direction": dir
+                }
+            })
+        };
     json!([
-        rule("AllowVnetInBound", "Allow inbound traffic from all VMs in VNET", "VirtualNetwork", "VirtualNetwork", "Allow", 65000, "Inbound"),
-        rule("AllowAzureLoadBalancerInBound", "Allow inbound traffic from azure load balancer", "AzureLoadBalancer", "*", "Allow", 65001, "Inbound"),
-        rule("DenyAllInBound", "Deny all inbound traffic", "*", "*", "Deny", 65500, "Inbound"),
-        rule("AllowVnetOutBound", "Allow outbound traffic from all VMs to all VMs in VNET", "VirtualNetwork", "VirtualNetwork", "Allow", 65000, "Outbound"),
-        rule("AllowInternetOutBound", "Allow outbound traffic from all VMs to Internet", "*", "Internet", "Allow", 65001, "Outbound"),
-        rule("DenyAllOutBound", "Deny all outbound traffic", "*", "*", "Deny", 65500, "Outbound"),
+        rule(
+            "AllowVnetInBound",
+            "Allow inbound traffic from all VMs in VNET",
+            "VirtualNetwork",
+            "VirtualNetwork",
+            "Allow",
+            65000,
+            "Inbound"
+        ),
+        rule(
+            "AllowAzureLoadBalancerInBound",
+            "Allow inbound traffic from azure load balancer",
+            "AzureLoadBalancer",
+            "*",
+            "Allow",
+            65001,
+            "Inbound"
+        ),
+        rule(
+            "DenyAllInBound",
+            "Deny all inbound traffic",
+            "*",
+            "*",
+            "Deny",
+            65500,
+            "Inbound"
+        ),
+        rule(
+            "AllowVnetOutBound",
+            "Allow outbound traffic from all VMs to all VMs in VNET",
+            "VirtualNetwork",
+            "VirtualNetwork",
+            "Allow",
+            65000,
+            "Outbound"
+        ),
+        rule(
+            "AllowInternetOutBound",
+            "Allow outbound traffic from all VMs to Internet",
+            "*",
+            "Internet",
+            "Allow",
+            65001,
+            "Outbound"
+        ),
+        rule(
+            "DenyAllOutBound",
+            "Deny all outbound traffic",
+            "*",
+            "*",
+            "Deny",
+            65500,
+            "Outbound"
+        ),
     ])
 }
 
-fn nsg_resource(id: &str, location: &str, tags: &Value, rules: &[Value], state: &mut State) -> Value {
+fn nsg_resource(
+    id: &str,
+    location: &str,
+    tags: &Value,
+    rules: &[Value],
+    state: &mut State,
+) -> Value {
     let rules: Vec<Value> = rules
         .iter()
         .map(|r| {
@@ -949,8 +1085,8 @@ fn put_nsg(state: &mut State, id: &str, key: &str, body: &Value) -> Response {
         .as_array()
         .cloned()
         .unwrap_or_default();
-    if let Err(r) = check_rules(&rules) {
-        return r;
+    if let Some(problem) = check_rules(&rules) {
+        return problem;
     }
     let existing = state.resources.get(key).cloned();
     if let Some(existing) = &existing
@@ -959,7 +1095,11 @@ fn put_nsg(state: &mut State, id: &str, key: &str, body: &Value) -> Response {
         return arm_error(
             StatusCode::BAD_REQUEST,
             "InvalidResourceLocation",
-            &format!("The resource '{}' already exists in location '{}' in resource group. A resource with the same name cannot be created in location '{location}'.", last_segment(id), existing["location"].as_str().unwrap_or("")),
+            &format!(
+                "The resource '{}' already exists in location '{}' in resource group. A resource with the same name cannot be created in location '{location}'.",
+                last_segment(id),
+                existing["location"].as_str().unwrap_or("")
+            ),
         );
     }
     let tags = body.get("tags").cloned().unwrap_or(json!({}));
@@ -981,7 +1121,10 @@ fn put_nic(state: &mut State, id: &str, key: &str, body: &Value) -> Response {
         return location_required();
     };
     let props = &body["properties"];
-    if !props["ipConfigurations"].as_array().is_some_and(|a| !a.is_empty()) {
+    if props["ipConfigurations"]
+        .as_array()
+        .is_none_or(|a| a.is_empty())
+    {
         return arm_error(
             StatusCode::BAD_REQUEST,
             "NetworkInterfaceMustHaveAtLeastOneIpConfiguration",
@@ -1002,14 +1145,18 @@ fn put_nic(state: &mut State, id: &str, key: &str, body: &Value) -> Response {
                 return arm_error(
                     StatusCode::BAD_REQUEST,
                     "InvalidResourceReference",
-                    &format!("Resource {nsg_id} referenced by resource {id} was not found. Please make sure that the referenced resource exists, and that both resources are in the same region."),
+                    &format!(
+                        "Resource {nsg_id} referenced by resource {id} was not found. Please make sure that the referenced resource exists, and that both resources are in the same region."
+                    ),
                 );
             }
             Some(found) if !same_location(found["location"].as_str().unwrap_or(""), &location) => {
                 return arm_error(
                     StatusCode::BAD_REQUEST,
                     "InvalidResourceReference",
-                    &format!("Resource {nsg_id} referenced by resource {id} was not found. Please make sure that the referenced resource exists, and that both resources are in the same region."),
+                    &format!(
+                        "Resource {nsg_id} referenced by resource {id} was not found. Please make sure that the referenced resource exists, and that both resources are in the same region."
+                    ),
                 );
             }
             Some(_) => {}
@@ -1092,7 +1239,12 @@ const USER_DEFAULT: [&str; 11] = [
 ];
 
 /// The properties PATCH may set in this fake.
-const USER_WRITABLE: [&str; 4] = ["accountEnabled", "displayName", "jobTitle", "officeLocation"];
+const USER_WRITABLE: [&str; 4] = [
+    "accountEnabled",
+    "displayName",
+    "jobTitle",
+    "officeLocation",
+];
 
 fn graph(
     state: &mut State,
@@ -1130,7 +1282,10 @@ fn graph(
         return graph_error(
             StatusCode::BAD_REQUEST,
             "BadRequest",
-            &format!("Resource not found for the segment '{}'.", segments.first().map(String::as_str).unwrap_or("")),
+            &format!(
+                "Resource not found for the segment '{}'.",
+                segments.first().map(String::as_str).unwrap_or("")
+            ),
         );
     }
     let wanted = &segments[1];
@@ -1149,7 +1304,9 @@ fn graph(
         return graph_error(
             StatusCode::NOT_FOUND,
             "Request_ResourceNotFound",
-            &format!("Resource '{wanted}' does not exist or one of its queried reference-property objects are not present."),
+            &format!(
+                "Resource '{wanted}' does not exist or one of its queried reference-property objects are not present."
+            ),
         );
     };
     let action = segments.get(2).map(String::as_str);
@@ -1173,7 +1330,9 @@ fn graph(
                     return graph_error(
                         StatusCode::BAD_REQUEST,
                         "Request_BadRequest",
-                        &format!("Could not find a property named '{p}' on type 'microsoft.graph.user'."),
+                        &format!(
+                            "Could not find a property named '{p}' on type 'microsoft.graph.user'."
+                        ),
                     );
                 }
             }
