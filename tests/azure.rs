@@ -877,6 +877,21 @@ async fn a_defender_alert_isolates_its_vm_once_the_on_call_approves() {
         .map(|s| s["tags"]["cordon-incident"].clone())
         .collect();
     assert_eq!(tagged, vec![json!(incident); 2]);
+
+    // `cordon runs undo RUN isolate`, over the admin API: release_vm with the step's record.
+    let (status, undone) = server
+        .admin_post(
+            &format!("/v1/runs/{run}/steps/isolate/undo"),
+            json!({ "identity": "cli:analyst" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{undone}");
+    assert_eq!(undone["action"], "azure-compute.release_vm");
+    assert_eq!(
+        fake.nic_nsg(&vm.nics[0]).as_deref(),
+        Some(vm.web_nsg.as_str())
+    );
+    assert_eq!(fake.nic_nsg(&vm.nics[1]), None);
 }
 
 #[tokio::test]
