@@ -9,6 +9,9 @@ pub mod ioc;
 pub mod manifest;
 pub mod xml;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
