@@ -268,6 +268,26 @@ pub async fn cancel_run(
     Ok(Json(json!({ "run": run })))
 }
 
+/// `POST /v1/runs/{id}/steps/{step}/undo` with `{"identity": "..."}`: reverses a finished step with
+/// its action's undo.
+pub async fn undo_step(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((id, step)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&app, &headers)?;
+    let body: ActorBody = parse(&body, "expected {\"identity\": \"...\"}")?;
+    let (action, output) = app
+        .engine
+        .undo(&id, &step, &body.identity)
+        .await
+        .map_err(engine_error)?;
+    Ok(Json(
+        json!({ "run": id, "step": step, "action": action, "output": output }),
+    ))
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResolveBody {

@@ -16,13 +16,14 @@ use axum::routing::{get, post};
 use tokio::net::TcpListener;
 
 use crate::actions::builtin::Builtins;
-use crate::actions::{SpecCatalog, builtin_specs};
+use crate::actions::{Registry, SpecCatalog};
 use crate::api;
 use crate::config::Config;
 use crate::engine::approval::ApproverGroups;
 use crate::engine::exec::Guardrails;
 use crate::engine::{Engine, Playbooks};
 use crate::intake::router::{self as intake, IntakeSource};
+use crate::integrations::Integrations;
 use crate::script::{Limits, Scripts};
 use crate::store::{Store, StoreError};
 use crate::telemetry::{HttpLabels, Metrics};
@@ -34,6 +35,10 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     pub metrics: Arc<Metrics>,
     pub sources: HashMap<String, Arc<IntakeSource>>,
+    /// The actions, whose integrations a reload replaces.
+    pub actions: Arc<Registry>,
+    /// The outbound HTTP client integrations use.
+    pub http: reqwest::Client,
 }
 
 /// Errors starting the server.
@@ -70,7 +75,8 @@ impl Server {
             .build()
             .map_err(|e| StartError::Http(e.to_string()))?;
         let sources = intake::sources(&config, &http);
-        let engine = start_engine(&config, store.clone(), http.clone(), metrics.clone()).await?;
+        let (engine, actions) =
+            start_engine(&config, store.clone(), http.clone(), metrics.clone()).await?;
         let addr = config.server.listen;
         let listener = TcpListener::bind(addr)
             .await
@@ -81,6 +87,8 @@ impl Server {
             engine,
             metrics,
             sources,
+            actions,
+            http,
         });
         Ok(Server { state, listener })
     }
@@ -150,9 +158,19 @@ pub fn approver_groups(config: &Config) -> ApproverGroups {
     ApproverGroups(config.approvers.clone())
 }
 
-/// The actions playbooks may name.
-pub fn catalog() -> SpecCatalog {
-    SpecCatalog::new(builtin_specs())
+/// The actions playbooks may name: the built-ins and those of the configured integrations.
+pub fn catalog(config: &Config) -> Result<SpecCatalog, crate::config::Diagnostics> {
+    let integrations = load_integrations(config, reqwest::Client::new(), None)?;
+    Ok(Registry::catalog_with(&integrations))
+}
+
+/// Loads the configured integrations.
+pub fn load_integrations(
+    config: &Config,
+    http: reqwest::Client,
+    store: Option<Arc<dyn Store>>,
+) -> Result<Integrations, crate::config::Diagnostics> {
+    Integrations::load(&config.integrations, http, store).map_err(crate::config::Diagnostics)
 }
 
 /// The approver group names playbooks may name: the config's groups.
@@ -164,14 +182,11 @@ pub fn group_names(config: &Config) -> Vec<String> {
 pub fn load_playbooks(
     config: &Config,
     scripts: &Scripts,
+    catalog: &dyn crate::actions::Catalog,
 ) -> Result<Vec<crate::playbook::Compiled>, crate::config::Diagnostics> {
     let groups = group_names(config);
-    let (playbooks, diagnostics) = crate::playbook::load::load_paths(
-        &config.playbooks.paths,
-        scripts,
-        &catalog(),
-        Some(&groups),
-    );
+    let (playbooks, diagnostics) =
+        crate::playbook::load::load_paths(&config.playbooks.paths, scripts, catalog, Some(&groups));
     if diagnostics.is_empty() {
         Ok(playbooks)
     } else {
@@ -184,14 +199,18 @@ async fn start_engine(
     store: Arc<dyn Store>,
     http: reqwest::Client,
     metrics: Arc<Metrics>,
-) -> Result<Arc<Engine>, StartError> {
+) -> Result<(Arc<Engine>, Arc<Registry>), StartError> {
     let scripts = scripts(config);
-    let playbooks = load_playbooks(config, &scripts).map_err(StartError::Playbooks)?;
-    let actions = Arc::new(Builtins::new(
+    let integrations = load_integrations(config, http.clone(), Some(store.clone()))
+        .map_err(StartError::Playbooks)?;
+    let builtins = Arc::new(Builtins::new(
         Some(store.clone()),
         http,
         config.playbooks.http_allow.clone(),
     ));
+    let actions = Arc::new(Registry::new(builtins, integrations));
+    let playbooks =
+        load_playbooks(config, &scripts, &*actions.catalog()).map_err(StartError::Playbooks)?;
     let g = &config.guardrails;
     let guardrails = Arc::new(Guardrails::new(
         g.protected.clone(),
@@ -204,7 +223,7 @@ async fn start_engine(
     let count = playbooks.len();
     let engine = Engine::start(
         store,
-        (scripts, actions, guardrails),
+        (scripts, actions.clone(), guardrails),
         Playbooks::new(playbooks),
         approver_groups(config),
         config.playbooks.workers,
@@ -215,7 +234,7 @@ async fn start_engine(
         .await
         .map_err(|e| StartError::Engine(e.to_string()))?;
     tracing::info!(playbooks = count, resumed_runs = resumed, "engine started");
-    Ok(engine)
+    Ok((engine, actions))
 }
 
 /// Where a running server records its address: beside the store folder, as `<store path>.addr`.
@@ -238,6 +257,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/runs", get(api::list_runs))
         .route("/v1/runs/{id}", get(api::show_run))
         .route("/v1/runs/{id}/cancel", post(api::cancel_run))
+        .route("/v1/runs/{id}/steps/{step}/undo", post(api::undo_step))
         .route("/v1/runs/{id}/approvals/{step}", post(api::decide_approval))
         .route(
             "/v1/runs/{id}/steps/{step}/resolve",
@@ -261,8 +281,12 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// loaded playbooks keep running.
 pub fn reload(state: &AppState) -> Result<usize, crate::config::Diagnostics> {
     let scripts = scripts(&state.config);
-    let playbooks = load_playbooks(&state.config, &scripts)?;
+    let integrations =
+        load_integrations(&state.config, state.http.clone(), Some(state.store.clone()))?;
+    let catalog = Registry::catalog_with(&integrations);
+    let playbooks = load_playbooks(&state.config, &scripts, &catalog)?;
     let count = playbooks.len();
+    state.actions.replace(integrations);
     state.engine.replace_playbooks(Playbooks::new(playbooks));
     Ok(count)
 }

@@ -141,6 +141,16 @@ enum RunsCommand {
         #[arg(long, value_name = "URL")]
         server: Option<String>,
     },
+    /// Reverse a finished step with its action's undo (release an isolated instance, enable a
+    /// disabled key...).
+    Undo {
+        id: String,
+        step: String,
+        #[arg(long = "as", value_name = "IDENTITY")]
+        identity: String,
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -236,7 +246,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Deny(args) => decision(&cli.config, args, false).await,
         Command::Audit(AuditCommand::Verify { from }) => audit_verify(&cli.config, from).await,
         Command::Actions(ActionsCommand::List { json }) => {
-            let specs = cordon::actions::builtin_specs();
+            let config = if cli.config.exists() {
+                match load_config(&cli.config) {
+                    Ok(config) => config,
+                    Err(code) => return Ok(code),
+                }
+            } else {
+                Config::default()
+            };
+            let catalog = match cordon::app::catalog(&config) {
+                Ok(catalog) => catalog,
+                Err(problems) => {
+                    eprintln!("{problems}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            // The built-ins first, as they describe themselves; then the integrations' by name.
+            let mut specs = cordon::actions::builtin_specs();
+            specs.extend(
+                catalog
+                    .0
+                    .into_values()
+                    .filter(|s| !s.name.starts_with("core.")),
+            );
             if json {
                 println!("{}", serde_json::to_string_pretty(&specs)?);
                 return Ok(ExitCode::SUCCESS);
@@ -268,7 +300,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if what != "playbook" {
                 bail!("`cordon schema` describes `playbook`, not `{what}`");
             }
-            let schema = cordon::playbook::schema::playbook_schema(&cordon::app::catalog());
+            let config = if cli.config.exists() {
+                match load_config(&cli.config) {
+                    Ok(config) => config,
+                    Err(code) => return Ok(code),
+                }
+            } else {
+                Config::default()
+            };
+            let catalog = match cordon::app::catalog(&config) {
+                Ok(catalog) => catalog,
+                Err(problems) => {
+                    eprintln!("{problems}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            let schema = cordon::playbook::schema::playbook_schema(&catalog);
             println!("{}", serde_json::to_string_pretty(&schema)?);
             Ok(ExitCode::SUCCESS)
         }
@@ -318,6 +365,7 @@ fn load_playbooks(
     Vec<cordon::playbook::Compiled>,
     Vec<config::Diagnostic>,
     std::sync::Arc<cordon::script::Scripts>,
+    cordon::actions::SpecCatalog,
 ) {
     let groups = config.map(cordon::app::group_names);
     let defaults = Config::default();
@@ -328,10 +376,13 @@ fn load_playbooks(
         paths.to_vec()
     };
     let scripts = cordon::app::scripts(config);
-    let catalog = cordon::app::catalog();
+    let catalog = match cordon::app::catalog(config) {
+        Ok(catalog) => catalog,
+        Err(problems) => return (Vec::new(), problems.0, scripts, Default::default()),
+    };
     let (playbooks, diagnostics) =
         cordon::playbook::load::load_paths(&paths, &scripts, &catalog, groups.as_deref());
-    (playbooks, diagnostics, scripts)
+    (playbooks, diagnostics, scripts, catalog)
 }
 
 fn validate(path: &Path, paths: &[PathBuf]) -> ExitCode {
@@ -350,7 +401,7 @@ fn validate(path: &Path, paths: &[PathBuf]) -> ExitCode {
     } else {
         None
     };
-    let (playbooks, diagnostics, _) = load_playbooks(config.as_ref(), paths);
+    let (playbooks, diagnostics, _, _) = load_playbooks(config.as_ref(), paths);
     for d in &diagnostics {
         eprintln!("{d}");
     }
@@ -370,14 +421,14 @@ async fn test(path: &Path, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let (playbooks, diagnostics, scripts) = load_playbooks(config.as_ref(), paths);
+    let (playbooks, diagnostics, scripts, catalog) = load_playbooks(config.as_ref(), paths);
     if !diagnostics.is_empty() {
         for d in &diagnostics {
             eprintln!("{d}");
         }
         return Ok(ExitCode::FAILURE);
     }
-    let results = cordon::engine::testing::run_tests(&playbooks, scripts).await;
+    let results = cordon::engine::testing::run_tests(&playbooks, scripts, &catalog).await;
     let (mut passed, mut failed) = (0, 0);
     for result in &results {
         if result.passed() {
@@ -537,6 +588,26 @@ async fn runs(config: &Path, command: RunsCommand) -> anyhow::Result<ExitCode> {
             )
             .await?;
             println!("{id} {step}: {action}");
+            Ok(ExitCode::SUCCESS)
+        }
+        RunsCommand::Undo {
+            id,
+            step,
+            identity,
+            server,
+        } => {
+            let body = post(
+                config,
+                server.as_deref(),
+                &format!("/v1/runs/{id}/steps/{step}/undo"),
+                serde_json::json!({ "identity": identity }),
+            )
+            .await?;
+            println!(
+                "{id} {step}: undone with {}\n{}",
+                body["action"].as_str().unwrap_or("?"),
+                serde_json::to_string_pretty(&body["output"])?
+            );
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -945,10 +1016,34 @@ async fn incidents(config: &Path, command: IncidentsCommand) -> anyhow::Result<E
                 print_incident(&incident);
                 println!();
                 print_alerts(&alerts);
+                if !incident.evidence.is_empty() {
+                    println!();
+                    print_evidence(&incident.evidence);
+                }
             })?;
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn print_evidence(records: &[serde_json::Value]) {
+    let text = |r: &serde_json::Value, k: &str| r[k].as_str().unwrap_or("-").to_owned();
+    let rows = records
+        .iter()
+        .map(|r| {
+            vec![
+                text(r, "kind"),
+                text(r, "location"),
+                text(r, "sha256"),
+                text(r, "collected_at"),
+                format!("{} {}", text(r, "run_id"), text(r, "step_id")),
+            ]
+        })
+        .collect();
+    print_table(
+        &["EVIDENCE", "LOCATION", "SHA256", "COLLECTED AT", "RUN STEP"],
+        rows,
+    );
 }
 
 fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {

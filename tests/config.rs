@@ -57,8 +57,9 @@ fn the_example_config_loads_and_documents_the_defaults() {
 fn the_example_config_loads_the_stock_playbooks() {
     let example = example();
     let scripts = cordon::app::scripts(&example);
+    let catalog = cordon::app::catalog(&example).unwrap_or_else(|d| panic!("{d}"));
     let playbooks =
-        cordon::app::load_playbooks(&example, &scripts).unwrap_or_else(|d| panic!("{d}"));
+        cordon::app::load_playbooks(&example, &scripts, &catalog).unwrap_or_else(|d| panic!("{d}"));
     assert!(playbooks.iter().any(|p| p.spec.id == "generic-triage"));
 }
 

@@ -339,7 +339,10 @@ fn actions_describe_themselves() {
     assert_eq!(code, 0);
     let specs: Vec<Value> = serde_json::from_str(&out).unwrap();
     let names: Vec<&str> = specs.iter().map(|s| s["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["core.log", "core.http", "core.sleep", "core.set"]);
+    assert_eq!(
+        names[..4],
+        ["core.log", "core.http", "core.sleep", "core.set"]
+    );
     // Every action named in the playbook schema is listed, and the other way round.
     let (_, schema, _) = cli(Path::new("none.yaml"), &["schema", "playbook"]);
     for name in names {

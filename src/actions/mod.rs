@@ -52,6 +52,34 @@ pub struct InputSpec {
     pub kind: InputType,
     pub required: bool,
     pub description: String,
+    /// A regular expression a string value must match as a whole.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    /// The values allowed, when the input is one of a list.
+    #[serde(rename = "enum", skip_serializing_if = "Option::is_none")]
+    pub allowed: Option<Vec<serde_json::Value>>,
+}
+
+impl InputSpec {
+    /// Why `value` does not fit this input's pattern or enum, if it does not; types are checked by
+    /// [`InputType::accepts`].
+    pub fn misfit(&self, value: &serde_json::Value) -> Option<String> {
+        if let Some(allowed) = &self.allowed
+            && !allowed.contains(value)
+        {
+            let names: Vec<String> = allowed.iter().map(|v| v.to_string()).collect();
+            return Some(format!("must be one of {}", names.join(", ")));
+        }
+        if let (Some(pattern), Some(text)) = (&self.pattern, value.as_str()) {
+            let whole = format!("^(?:{pattern})$");
+            match regex_lite::Regex::new(&whole) {
+                Ok(re) if re.is_match(text) => {}
+                Ok(_) => return Some(format!("must match the pattern `{pattern}`")),
+                Err(e) => return Some(format!("has an invalid pattern `{pattern}`: {e}")),
+            }
+        }
+        None
+    }
 }
 
 /// What an action is, as playbooks and `cordon actions list` see it.
@@ -65,6 +93,15 @@ pub struct ActionSpec {
     pub side_effect: bool,
     /// Safe to run twice with the same idempotency key.
     pub idempotent: bool,
+    /// `containment`, `evidence`, `enrichment`, `query`, `notify`; `None` for the built-ins.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The action that reverses this one (`cordon runs undo`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub undo: Option<String>,
+    /// What the output holds, in words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<String>,
 }
 
 /// The actions a playbook may name, for validation. The engine's registry implements it.
@@ -99,6 +136,8 @@ pub fn builtin_specs() -> Vec<ActionSpec> {
         kind,
         required,
         description: description.to_owned(),
+        pattern: None,
+        allowed: None,
     };
     vec![
         ActionSpec {
@@ -110,6 +149,9 @@ pub fn builtin_specs() -> Vec<ActionSpec> {
             ]),
             side_effect: false,
             idempotent: true,
+            kind: None,
+            undo: None,
+            outputs: None,
         },
         ActionSpec {
             name: "core.http".into(),
@@ -123,6 +165,9 @@ pub fn builtin_specs() -> Vec<ActionSpec> {
             ]),
             side_effect: true,
             idempotent: false,
+            kind: None,
+            undo: None,
+            outputs: None,
         },
         ActionSpec {
             name: "core.sleep".into(),
@@ -130,6 +175,9 @@ pub fn builtin_specs() -> Vec<ActionSpec> {
             inputs: BTreeMap::from([("duration".into(), input(InputType::String, true, "e.g. 30s, 5m"))]),
             side_effect: false,
             idempotent: true,
+            kind: None,
+            undo: None,
+            outputs: None,
         },
         ActionSpec {
             name: "core.set".into(),
@@ -140,6 +188,102 @@ pub fn builtin_specs() -> Vec<ActionSpec> {
             ]),
             side_effect: false,
             idempotent: true,
+            kind: None,
+            undo: None,
+            outputs: None,
         },
     ]
+}
+
+/// Every action the server runs: the built-ins and the integrations' actions, by name. The
+/// integrations can be replaced as a whole (reload).
+pub struct Registry {
+    builtins: std::sync::Arc<builtin::Builtins>,
+    current: std::sync::RwLock<Current>,
+}
+
+#[derive(Clone)]
+struct Current {
+    integrations: std::sync::Arc<crate::integrations::Integrations>,
+    specs: std::sync::Arc<SpecCatalog>,
+}
+
+impl Registry {
+    pub fn new(
+        builtins: std::sync::Arc<builtin::Builtins>,
+        integrations: crate::integrations::Integrations,
+    ) -> Registry {
+        Registry {
+            builtins,
+            current: std::sync::RwLock::new(Current::of(integrations)),
+        }
+    }
+
+    /// The catalog playbooks are checked against.
+    pub fn catalog(&self) -> std::sync::Arc<SpecCatalog> {
+        self.current().specs
+    }
+
+    /// The catalog `integrations` would give, to check playbooks before [`Registry::replace`].
+    pub fn catalog_with(integrations: &crate::integrations::Integrations) -> SpecCatalog {
+        SpecCatalog::new(
+            builtin_specs().into_iter().chain(
+                Catalog::names(integrations)
+                    .iter()
+                    .filter_map(|n| integrations.action(n).cloned()),
+            ),
+        )
+    }
+
+    /// Puts a newly loaded set of integrations in place; calls already running finish on the old.
+    pub fn replace(&self, integrations: crate::integrations::Integrations) {
+        if let Ok(mut current) = self.current.write() {
+            *current = Current::of(integrations);
+        }
+    }
+
+    fn current(&self) -> Current {
+        self.current
+            .read()
+            .map(|c| c.clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
+}
+
+impl Current {
+    fn of(integrations: crate::integrations::Integrations) -> Current {
+        Current {
+            specs: std::sync::Arc::new(Registry::catalog_with(&integrations)),
+            integrations: std::sync::Arc::new(integrations),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::engine::exec::ActionRunner for Registry {
+    fn spec(&self, name: &str) -> Option<ActionSpec> {
+        self.current().specs.action(name).cloned()
+    }
+
+    fn idempotent(&self, name: &str, inputs: &serde_json::Value) -> bool {
+        if name.starts_with("core.") {
+            self.builtins.idempotent(name, inputs)
+        } else {
+            self.current().integrations.idempotent(name, inputs)
+        }
+    }
+
+    async fn call(
+        &self,
+        name: &str,
+        inputs: serde_json::Value,
+        call: &crate::engine::exec::ActionCall,
+    ) -> Result<serde_json::Value, crate::engine::exec::ActionError> {
+        if name.starts_with("core.") {
+            self.builtins.call(name, inputs, call).await
+        } else {
+            let integrations = self.current().integrations;
+            integrations.call(name, inputs, call).await
+        }
+    }
 }

@@ -242,6 +242,10 @@ pub struct Incident {
     /// Values playbooks stored on the incident (`core.set`), for later runs and the report.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub values: BTreeMap<String, serde_json::Value>,
+    /// Evidence collected by playbooks: kind, location, sha256 when known, collected at, by which
+    /// run, step and action.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<serde_json::Value>,
 }
 
 impl Incident {
@@ -259,6 +263,7 @@ impl Incident {
             created_at: alert.received_at,
             updated_at: alert.received_at,
             values: BTreeMap::new(),
+            evidence: Vec::new(),
         }
     }
 

@@ -418,6 +418,16 @@ impl Executor {
                         Some(&step.id),
                         json!({ "status": state.status, "attempts": state.attempts, "error": state.error, "dry_run": state.dry_run }),
                     ));
+                    // Evidence an action collected is written to the audit log, a record each.
+                    if let Some(records) = state.output.get("evidence").and_then(Value::as_array) {
+                        for record in records {
+                            events.push(Event::new(
+                                "evidence.collected",
+                                Some(&step.id),
+                                record.clone(),
+                            ));
+                        }
+                    }
                     record(run, &step.id, state);
                     run.updated_at = now;
                     if failed && step.on_error == OnError::Fail {
@@ -861,6 +871,7 @@ impl Executor {
             }
             // Recorded as started before it runs, with its inputs and idempotency key.
             state.status = StepStatus::Started;
+            state.action = Some(name.to_owned());
             state.inputs = inputs.clone();
             state.idempotency_key = Some(format!("{}:{}", run.id, step.id));
             record(run, &step.id, state.clone());

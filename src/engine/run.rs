@@ -115,6 +115,9 @@ pub struct StepState {
     pub output: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The side-effect action the step called (for its undo).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
     /// The resolved inputs of a side-effect action, recorded before it runs.
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub inputs: Value,
@@ -129,6 +132,9 @@ pub struct StepState {
     /// A dry run recorded this instead of calling the action.
     #[serde(default)]
     pub dry_run: bool,
+    /// The step's undo, once a person asked for it: the undo action, who, when, its output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undone: Option<Value>,
 }
 
 impl StepState {
@@ -140,11 +146,13 @@ impl StepState {
             finished_at: None,
             output: Value::Null,
             error: None,
+            action: None,
             inputs: Value::Null,
             idempotency_key: None,
             due_at: None,
             approval: None,
             dry_run: false,
+            undone: None,
         }
     }
 

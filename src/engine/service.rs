@@ -14,7 +14,7 @@ use tokio::sync::{Notify, Semaphore, mpsc};
 
 use super::approval::{ApproverGroups, Decided, DecisionError, decide};
 use super::channel::{ApprovalChannel, decided, open_requests};
-use super::exec::{Event, Executor, Library, Persist, Progress, RunData};
+use super::exec::{ActionCall, Event, Executor, Library, Persist, Progress, RunData};
 use super::run::{Run, RunStatus, StepStatus, Trigger};
 use crate::alert::new_id;
 use crate::audit::NewEntry;
@@ -708,6 +708,102 @@ impl Engine {
             self.kick(run_id.to_owned());
         }
         result
+    }
+}
+
+impl Engine {
+    /// Reverses a finished step with its action's undo (docs/integrations.md): the undo action gets
+    /// the step's inputs and `previous`, the step's output, limited to the inputs it declares. Who
+    /// asked, and what came of it, go to the audit log and onto the step (`undone`).
+    pub async fn undo(
+        self: &Arc<Self>,
+        run_id: &str,
+        step: &str,
+        by: &str,
+    ) -> Result<(String, Value), EngineError> {
+        let lock = self.lock_for(run_id);
+        let _guard = lock.lock().await;
+        let mut run = self.load_run(run_id).await?;
+        let state = run
+            .steps
+            .get(step)
+            .ok_or_else(|| EngineError::Conflict(format!("run has no step `{step}`")))?;
+        let Some(action) = state.action.clone() else {
+            return Err(EngineError::Conflict(format!(
+                "step `{step}` called no action with side effects, so there is nothing to undo"
+            )));
+        };
+        if state.status != StepStatus::Succeeded || state.dry_run {
+            return Err(EngineError::Conflict(format!(
+                "step `{step}` did not succeed for real (it is {}{}), so there is nothing to undo",
+                serde_json::to_value(state.status)
+                    .unwrap_or_default()
+                    .as_str()
+                    .unwrap_or("?"),
+                if state.dry_run { ", a dry run" } else { "" }
+            )));
+        }
+        if let Some(undone) = &state.undone {
+            return Err(EngineError::Conflict(format!(
+                "step `{step}` was already undone by {} at {}",
+                undone["by"].as_str().unwrap_or("?"),
+                undone["at"].as_str().unwrap_or("?")
+            )));
+        }
+        let actions = &self.executor.actions;
+        let Some(undo) = actions.spec(&action).and_then(|s| s.undo) else {
+            return Err(EngineError::Conflict(format!(
+                "`{action}` has no undo action"
+            )));
+        };
+        let undo_spec = actions.spec(&undo).ok_or_else(|| {
+            EngineError::Conflict(format!("the undo action `{undo}` is not loaded"))
+        })?;
+        let mut inputs = serde_json::Map::new();
+        for name in undo_spec.inputs.keys() {
+            let value = if name == "previous" {
+                Some(state.output.clone())
+            } else {
+                state.inputs.get(name).cloned()
+            };
+            if let Some(value) = value {
+                inputs.insert(name.clone(), value);
+            }
+        }
+        let call = ActionCall {
+            run_id: run.id.clone(),
+            step_id: step.to_owned(),
+            playbook: run.playbook.clone(),
+            incident_id: run.incident_id.clone(),
+            idempotency_key: format!("{}:{step}:undo", run.id),
+        };
+        let result = actions.call(&undo, Value::Object(inputs), &call).await;
+        let now = Utc::now();
+        let (kind, detail) = match &result {
+            Ok(output) => ("step.undone", json!({ "action": undo, "output": output })),
+            Err(e) => (
+                "step.undo_failed",
+                json!({ "action": undo, "error": e.message }),
+            ),
+        };
+        let mut event = Event::new(kind, Some(step), detail);
+        event.actor = Some(by.to_owned());
+        if let (Ok(output), Some(state)) = (&result, run.steps.get_mut(step)) {
+            state.undone = Some(json!({
+                "action": undo,
+                "by": by,
+                "at": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                "output": output,
+            }));
+        }
+        run.updated_at = now;
+        self.store
+            .save_run(&run, audit_entries(run_id, vec![event]), true)
+            .await
+            .map_err(store_error)?;
+        result
+            .map(|output| (undo.clone(), output))
+            .map_err(|e| EngineError::Conflict(format!("the undo `{undo}` failed: {}", e.message)))
     }
 }
 

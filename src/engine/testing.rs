@@ -15,8 +15,8 @@ use super::exec::{
     RunData,
 };
 use super::run::{Decision, Run, StepStatus, Trigger};
-use crate::actions::ActionSpec;
 use crate::actions::builtin::Builtins;
+use crate::actions::{ActionSpec, SpecCatalog};
 use crate::alert::Incident;
 use crate::intake::formats::SourceKind;
 use crate::playbook::{Compiled, TestCase};
@@ -41,23 +41,30 @@ impl CaseResult {
 /// for real; anything else fails, since tests have no network.
 struct TestActions {
     core: Arc<Builtins>,
+    specs: Arc<SpecCatalog>,
     canned: BTreeMap<String, crate::playbook::model::CannedResult>,
 }
 
 #[async_trait]
 impl ActionRunner for TestActions {
     fn spec(&self, name: &str) -> Option<ActionSpec> {
-        self.core.spec(name).or_else(|| {
-            // Actions from integrations are described by their manifests; in tests an unknown name
-            // is treated as an idempotent side effect so canned results can stand in for it.
-            Some(ActionSpec {
-                name: name.to_owned(),
-                description: String::new(),
-                inputs: BTreeMap::new(),
-                side_effect: true,
-                idempotent: true,
+        self.core
+            .spec(name)
+            .or_else(|| self.specs.0.get(name).cloned())
+            .or_else(|| {
+                // Actions from integrations are described by their manifests; in tests an unknown name
+                // is treated as an idempotent side effect so canned results can stand in for it.
+                Some(ActionSpec {
+                    name: name.to_owned(),
+                    description: String::new(),
+                    inputs: BTreeMap::new(),
+                    side_effect: true,
+                    idempotent: true,
+                    kind: None,
+                    undo: None,
+                    outputs: None,
+                })
             })
-        })
     }
 
     async fn call(
@@ -93,7 +100,11 @@ impl Library for Only {
 }
 
 /// Runs every test case of `playbooks`.
-pub async fn run_tests(playbooks: &[Compiled], scripts: Arc<Scripts>) -> Vec<CaseResult> {
+pub async fn run_tests(
+    playbooks: &[Compiled],
+    scripts: Arc<Scripts>,
+    catalog: &SpecCatalog,
+) -> Vec<CaseResult> {
     let library: BTreeMap<String, Arc<Compiled>> = playbooks
         .iter()
         .map(|p| (p.spec.id.clone(), Arc::new(p.clone())))
@@ -101,14 +112,23 @@ pub async fn run_tests(playbooks: &[Compiled], scripts: Arc<Scripts>) -> Vec<Cas
     let library = Arc::new(Only(library));
     // No store, and no host allowed: the core actions touch nothing outside.
     let core = Arc::new(Builtins::new(None, reqwest::Client::new(), BTreeMap::new()));
+    let specs = Arc::new(catalog.clone());
     let mut results = Vec::new();
     for playbook in playbooks {
         for case in &playbook.spec.tests {
-            let differences =
-                match run_case(playbook, case, scripts.clone(), library.clone(), &core).await {
-                    Ok(differences) => differences,
-                    Err(error) => vec![error],
-                };
+            let differences = match run_case(
+                playbook,
+                case,
+                scripts.clone(),
+                library.clone(),
+                &core,
+                &specs,
+            )
+            .await
+            {
+                Ok(differences) => differences,
+                Err(error) => vec![error],
+            };
             results.push(CaseResult {
                 playbook: playbook.spec.id.clone(),
                 case: case.name.clone(),
@@ -125,10 +145,12 @@ async fn run_case(
     scripts: Arc<Scripts>,
     library: Arc<Only>,
     core: &Arc<Builtins>,
+    specs: &Arc<SpecCatalog>,
 ) -> Result<Vec<String>, String> {
     let data = case_data(playbook, case)?;
     let actions = TestActions {
         core: core.clone(),
+        specs: specs.clone(),
         canned: case.actions.clone(),
     };
     let executor = Executor {

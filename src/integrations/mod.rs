@@ -1,5 +1,759 @@
 //! Integrations: folders of manifest + Rhai that add actions without a rebuild
-//! (docs/integrations.md).
+//! (docs/integrations.md). The host loads them, checks the playbooks that use them, and runs
+//! their scripts in the sandbox with the host functions of [`host`]: HTTP only to the hosts the
+//! manifest lists, with credentials applied by the host where the script cannot see them.
 
 pub mod auth;
+mod host;
 pub mod ioc;
+pub mod manifest;
+pub mod xml;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rhai::{AST, Dynamic, Engine, EvalAltResult, Scope};
+use serde_json::{Map, Value, json};
+
+use crate::actions::{ActionSpec, Catalog};
+use crate::config::{Credentials, Diagnostic, IntegrationsConfig};
+use crate::engine::exec::{ActionCall, ActionError, ActionRunner, glob};
+use crate::script::Limits;
+use crate::store::Store;
+use auth::{Auth, AwsCredentials, AzureTokens};
+use host::{CallEnv, HostError};
+use ioc::IocIndex;
+use manifest::{AuthKind, Manifest};
+
+/// How long one action's script may run, HTTP calls included.
+const ACTION_DEADLINE: Duration = Duration::from_secs(300);
+/// The largest response body a script is given.
+const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
+
+/// One loaded integration.
+pub struct Integration {
+    pub manifest: Manifest,
+    pub folder: PathBuf,
+    ast: AST,
+    /// The auth to apply, or why there is none (credentials not configured).
+    auth: Result<Auth, String>,
+    endpoints: BTreeMap<String, String>,
+    settings: BTreeMap<String, Value>,
+}
+
+/// Every loaded integration, as a catalog of actions and the runner of their scripts.
+pub struct Integrations {
+    by_name: BTreeMap<String, Arc<Integration>>,
+    specs: BTreeMap<String, ActionSpec>,
+    engine: Arc<Engine>,
+    http: reqwest::Client,
+    ioc: Arc<IocIndex>,
+    store: Option<Arc<dyn Store>>,
+}
+
+impl std::fmt::Debug for Integrations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Integrations")
+            .field("integrations", &self.by_name.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Integrations {
+    /// Loads the integrations under the configured paths: a folder holding `manifest.yaml`, or a
+    /// folder of such folders. Every problem of every integration is reported.
+    pub fn load(
+        config: &IntegrationsConfig,
+        http: reqwest::Client,
+        store: Option<Arc<dyn Store>>,
+    ) -> Result<Integrations, Vec<Diagnostic>> {
+        let engine = host::engine(&Limits::default());
+        let mut problems = Vec::new();
+        let mut folders = Vec::new();
+        for path in &config.paths {
+            if path.join("manifest.yaml").is_file() {
+                folders.push(path.clone());
+                continue;
+            }
+            match std::fs::read_dir(path) {
+                Ok(entries) => {
+                    let mut found: Vec<PathBuf> = entries
+                        .filter_map(|e| e.ok().map(|e| e.path()))
+                        .filter(|p| p.join("manifest.yaml").is_file())
+                        .collect();
+                    found.sort();
+                    folders.extend(found);
+                }
+                Err(e) => problems.push(Diagnostic::new(
+                    path,
+                    0,
+                    0,
+                    format!("cannot read the integrations folder: {e}"),
+                )),
+            }
+        }
+        let ioc = match IocIndex::load(&config.ioc_feeds) {
+            Ok(index) => index,
+            Err(message) => {
+                let file = config.ioc_feeds.first().map(PathBuf::as_path);
+                problems.push(Diagnostic::new(
+                    file.unwrap_or(Path::new("integrations.ioc_feeds")),
+                    0,
+                    0,
+                    message,
+                ));
+                #[allow(clippy::default_constructed_unit_structs)]
+                IocIndex::default()
+            }
+        };
+        let mut by_name = BTreeMap::new();
+        let mut specs = BTreeMap::new();
+        for folder in folders {
+            match Integration::load(&folder, &engine, config, &http) {
+                Ok(integration) => {
+                    let name = integration.manifest.name.clone();
+                    if by_name.contains_key(&name) {
+                        problems.push(Diagnostic::new(
+                            &folder.join("manifest.yaml"),
+                            0,
+                            0,
+                            format!("integration `{name}` is already loaded from another folder"),
+                        ));
+                        continue;
+                    }
+                    for spec in integration.manifest.specs() {
+                        specs.insert(spec.name.clone(), spec);
+                    }
+                    by_name.insert(name, Arc::new(integration));
+                }
+                Err(mut found) => problems.append(&mut found),
+            }
+        }
+        for name in config.settings.keys() {
+            if !by_name.contains_key(name) {
+                problems.push(Diagnostic::new(
+                    Path::new("integrations.settings"),
+                    0,
+                    0,
+                    format!(
+                        "the config has settings for `{name}`, but no such integration is loaded"
+                    ),
+                ));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Integrations {
+            by_name,
+            specs,
+            engine: Arc::new(engine),
+            http,
+            ioc: Arc::new(ioc),
+            store,
+        })
+    }
+
+    /// The loaded integrations, by name.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.by_name.keys().map(String::as_str)
+    }
+
+    /// Checks inputs against the action's spec and keeps the declared ones.
+    fn checked_inputs(spec: &ActionSpec, inputs: Value) -> Result<Map<String, Value>, ActionError> {
+        let mut given = match inputs {
+            Value::Object(map) => map,
+            Value::Null => Map::new(),
+            _ => return Err(ActionError::permanent("the inputs must be a map")),
+        };
+        let mut kept = Map::new();
+        for (name, input) in &spec.inputs {
+            match given.remove(name) {
+                None | Some(Value::Null) if input.required => {
+                    return Err(ActionError::permanent(format!(
+                        "`{}` needs input `{name}`",
+                        spec.name
+                    )));
+                }
+                None | Some(Value::Null) => {}
+                Some(value) => {
+                    if !input.kind.accepts(&value) {
+                        return Err(ActionError::permanent(format!(
+                            "input `{name}` of `{}` must be a {}",
+                            spec.name,
+                            input.kind.name()
+                        )));
+                    }
+                    if let Some(misfit) = input.misfit(&value) {
+                        return Err(ActionError::permanent(format!(
+                            "input `{name}` of `{}` {misfit}",
+                            spec.name
+                        )));
+                    }
+                    kept.insert(name.clone(), value);
+                }
+            }
+        }
+        Ok(kept)
+    }
+
+    /// Completes and stores the evidence records in `output`.
+    async fn record_evidence(
+        &self,
+        name: &str,
+        output: &mut Value,
+        call: &ActionCall,
+    ) -> Result<(), ActionError> {
+        let Some(records) = output.get_mut("evidence") else {
+            return Ok(());
+        };
+        let Some(records) = records.as_array_mut() else {
+            return Err(ActionError::permanent(format!(
+                "`{name}` returned `evidence` that is not a list"
+            )));
+        };
+        let collected_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        for (i, record) in records.iter_mut().enumerate() {
+            let Some(fields) = record.as_object_mut() else {
+                return Err(ActionError::permanent(format!(
+                    "evidence record {i} of `{name}` is not a map"
+                )));
+            };
+            for required in ["kind", "location"] {
+                if !fields.get(required).is_some_and(Value::is_string) {
+                    return Err(ActionError::permanent(format!(
+                        "evidence record {i} of `{name}` needs a `{required}` text"
+                    )));
+                }
+            }
+            fields.insert("collected_at".into(), json!(collected_at));
+            fields.insert("action".into(), json!(name));
+            fields.insert("run_id".into(), json!(call.run_id));
+            fields.insert("step_id".into(), json!(call.step_id));
+            fields.insert("incident_id".into(), json!(call.incident_id));
+        }
+        if let (Some(store), Some(incident)) = (&self.store, &call.incident_id) {
+            store
+                .add_evidence(incident, records.clone())
+                .await
+                .map_err(|e| {
+                    ActionError::retryable(format!("could not store the evidence: {e}"))
+                })?;
+        }
+        Ok(())
+    }
+}
+
+impl Catalog for Integrations {
+    fn action(&self, name: &str) -> Option<&ActionSpec> {
+        self.specs.get(name)
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.specs.keys().cloned().collect()
+    }
+}
+
+#[async_trait]
+impl ActionRunner for Integrations {
+    fn spec(&self, name: &str) -> Option<ActionSpec> {
+        self.specs.get(name).cloned()
+    }
+
+    async fn call(
+        &self,
+        name: &str,
+        inputs: Value,
+        call: &ActionCall,
+    ) -> Result<Value, ActionError> {
+        let spec = self
+            .specs
+            .get(name)
+            .ok_or_else(|| ActionError::permanent(format!("unknown action `{name}`")))?;
+        let (integration_name, action) = name.split_once('.').unwrap_or((name, ""));
+        let integration = self.by_name[integration_name].clone();
+        let input = Self::checked_inputs(spec, inputs)?;
+        let input = rhai::serde::to_dynamic(Value::Object(input))
+            .map_err(|e| ActionError::permanent(format!("the inputs do not fit a script: {e}")))?;
+        let env = Arc::new(CallEnv {
+            integration: integration.clone(),
+            call: call.clone(),
+            handle: tokio::runtime::Handle::current(),
+            http: self.http.clone(),
+            ioc: self.ioc.clone(),
+        });
+        let engine = self.engine.clone();
+        let action = action.to_owned();
+        let outcome = tokio::task::spawn_blocking(move || {
+            host::with_call(env, ACTION_DEADLINE, || {
+                let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    let options = rhai::CallFnOptions::new().eval_ast(false);
+                    engine.call_fn_with_options::<Dynamic>(
+                        options,
+                        &mut Scope::new(),
+                        &integration.ast,
+                        &action,
+                        (input,),
+                    )
+                }));
+                match result {
+                    Ok(Ok(value)) => rhai::serde::from_dynamic::<Value>(&value).map_err(|e| {
+                        ActionError::permanent(format!("the action's output is not data: {e}"))
+                    }),
+                    Ok(Err(error)) => Err(script_error(&integration, *error)),
+                    Err(_) => Err(ActionError::permanent(
+                        "the script engine failed on this action",
+                    )),
+                }
+            })
+        })
+        .await
+        .unwrap_or_else(|_| Err(ActionError::permanent("the script worker failed")));
+        let mut output = outcome?;
+        if output.is_null() {
+            output = json!({});
+        }
+        self.record_evidence(name, &mut output, call).await?;
+        Ok(output)
+    }
+}
+
+/// A script's error as the step shows it: a `throw`n text as it is; anything else with its place
+/// in the script.
+fn script_error(integration: &Integration, error: EvalAltResult) -> ActionError {
+    let mut error = error;
+    while let EvalAltResult::ErrorInFunctionCall(_, _, inner, _) = error {
+        error = *inner;
+    }
+    match error {
+        EvalAltResult::ErrorRuntime(value, _) => {
+            let message = value.to_string();
+            if host::was_retryable(&message) {
+                ActionError::retryable(message)
+            } else {
+                ActionError::permanent(message)
+            }
+        }
+        EvalAltResult::ErrorTerminated(_, _) => ActionError::retryable(format!(
+            "the action ran past its deadline of {} s",
+            ACTION_DEADLINE.as_secs()
+        )),
+        other => {
+            let position = other.position();
+            let place = if position.is_none() {
+                String::new()
+            } else {
+                format!(
+                    " ({}/{} line {}, column {})",
+                    integration.manifest.name,
+                    integration.manifest.script,
+                    position.line().unwrap_or(0),
+                    position.position().unwrap_or(0)
+                )
+            };
+            let mut text = other.to_string();
+            if let Some(cut) = text.rfind(" (line ") {
+                text.truncate(cut);
+            }
+            ActionError::permanent(format!("{text}{place}"))
+        }
+    }
+}
+
+impl Integration {
+    fn load(
+        folder: &Path,
+        engine: &Engine,
+        config: &IntegrationsConfig,
+        http: &reqwest::Client,
+    ) -> Result<Integration, Vec<Diagnostic>> {
+        let (manifest, _) = Manifest::load(folder)?;
+        let manifest_file = folder.join("manifest.yaml");
+        let script_file = folder.join(&manifest.script);
+        let source = std::fs::read_to_string(&script_file).map_err(|e| {
+            vec![Diagnostic::new(
+                &script_file,
+                0,
+                0,
+                format!("cannot read the script: {e}"),
+            )]
+        })?;
+        let ast = engine.compile(&source).map_err(|e| {
+            let position = e.position();
+            vec![Diagnostic::new(
+                &script_file,
+                position.line().unwrap_or(0),
+                position.position().unwrap_or(0),
+                e.err_type().to_string(),
+            )]
+        })?;
+        let mut problems = Vec::new();
+        for action in manifest.actions.keys() {
+            let defined = ast
+                .iter_functions()
+                .any(|f| f.name == action.as_str() && f.params.len() == 1);
+            if !defined {
+                problems.push(
+                    Diagnostic::new(
+                        &script_file,
+                        0,
+                        0,
+                        format!(
+                            "action `{action}` has no function `fn {action}(input)` in the script"
+                        ),
+                    )
+                    .with_hint(format!("declared in {}", manifest_file.display())),
+                );
+            }
+        }
+        let mut settings: BTreeMap<String, Value> = manifest
+            .settings
+            .iter()
+            .filter_map(|(k, s)| s.default.clone().map(|d| (k.clone(), d)))
+            .collect();
+        if let Some(given) = config.settings.get(&manifest.name) {
+            for (key, value) in given {
+                if !manifest.settings.contains_key(key) {
+                    let known: Vec<&str> = manifest.settings.keys().map(String::as_str).collect();
+                    problems.push(
+                        Diagnostic::new(
+                            Path::new("integrations.settings"),
+                            0,
+                            0,
+                            format!("integration `{}` has no setting `{key}`", manifest.name),
+                        )
+                        .with_hint(if known.is_empty() {
+                            "it takes no settings".to_owned()
+                        } else {
+                            format!("its settings are {}", known.join(", "))
+                        }),
+                    );
+                }
+                settings.insert(key.clone(), value.clone());
+            }
+        }
+        let credentials = manifest
+            .auth
+            .credentials
+            .as_ref()
+            .and_then(|key| config.credentials.get(key).map(|c| (key, c)));
+        let auth = match (manifest.auth.kind, credentials) {
+            (AuthKind::None, _) => Ok(Auth::None),
+            (_, None) => Err(format!(
+                "integration `{}` has no credentials: set integrations.credentials.{} in the config",
+                manifest.name,
+                manifest.auth.credentials.as_deref().unwrap_or("?")
+            )),
+            (kind, Some((key, credentials))) => build_auth(kind, &manifest, key, credentials, http)
+                .inspect_err(|message| {
+                    problems.push(Diagnostic::new(&manifest_file, 0, 0, message.clone()));
+                }),
+        };
+        let endpoints = credentials
+            .map(|(_, c)| c.endpoints.clone())
+            .unwrap_or_default();
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Integration {
+            manifest,
+            folder: folder.to_owned(),
+            ast,
+            auth,
+            endpoints,
+            settings,
+        })
+    }
+
+    fn setting(&self, name: &str) -> Result<Value, HostError> {
+        match self.settings.get(name) {
+            Some(value) => Ok(value.clone()),
+            None if self.manifest.settings.contains_key(name) => {
+                Err(HostError::permanent(format!(
+                    "setting `{name}` of integration `{}` is not set (config: integrations.settings.{}.{name})",
+                    self.manifest.name, self.manifest.name
+                )))
+            }
+            None => Err(HostError::permanent(format!(
+                "integration `{}` declares no setting `{name}`",
+                self.manifest.name
+            ))),
+        }
+    }
+
+    /// Where a request for `url` goes: the URL itself, or the configured endpoint for its host.
+    fn route(&self, url: &url::Url) -> Result<url::Url, HostError> {
+        let host = url.host_str().unwrap_or_default();
+        let Some((_, base)) = self
+            .endpoints
+            .iter()
+            .find(|(pattern, _)| glob(pattern, host))
+        else {
+            return Ok(url.clone());
+        };
+        let mut target = format!("{}{}", base.trim_end_matches('/'), url.path());
+        if let Some(query) = url.query() {
+            target.push('?');
+            target.push_str(query);
+        }
+        url::Url::parse(&target).map_err(|e| {
+            HostError::permanent(format!(
+                "the endpoint `{base}` for `{host}` is not a URL: {e}"
+            ))
+        })
+    }
+
+    /// Sends the request a script described (docs/integrations.md, `http`).
+    async fn send(&self, http: &reqwest::Client, request: &Value) -> Result<Value, HostError> {
+        let text = |key: &str| request.get(key).and_then(Value::as_str);
+        let url = text("url").ok_or_else(|| HostError::permanent("http: `url` is required"))?;
+        let mut url = url::Url::parse(url)
+            .map_err(|e| HostError::permanent(format!("http: `{url}` is not a URL: {e}")))?;
+        if let Some(query) = request.get("query").and_then(Value::as_object) {
+            let mut pairs = url.query_pairs_mut();
+            for (key, value) in query {
+                pairs.append_pair(key, &plain(value));
+            }
+        }
+        let host = url.host_str().unwrap_or_default().to_owned();
+        if !self
+            .manifest
+            .hosts
+            .iter()
+            .any(|pattern| glob(pattern, &host))
+        {
+            return Err(HostError::permanent(format!(
+                "host `{host}` is not in the hosts of integration `{}`",
+                self.manifest.name
+            )));
+        }
+        let method = text("method").unwrap_or("GET").to_ascii_uppercase();
+        let method = reqwest::Method::from_bytes(method.as_bytes())
+            .map_err(|_| HostError::permanent(format!("http: `{method}` is not an HTTP method")))?;
+        let timeout = request
+            .get("timeout")
+            .and_then(Value::as_f64)
+            .filter(|t| *t > 0.0)
+            .map_or(Duration::from_secs(30), |t| {
+                Duration::from_secs_f64(t.min(300.0))
+            });
+        let mut builder = http.request(method, self.route(&url)?).timeout(timeout);
+        if let Some(headers) = request.get("headers").and_then(Value::as_object) {
+            for (name, value) in headers {
+                builder = builder.header(name.as_str(), plain(value));
+            }
+        }
+        if let Some(body) = request.get("json") {
+            builder = builder.json(body);
+        } else if let Some(form) = request.get("form").and_then(Value::as_object) {
+            let pairs: Vec<(String, String)> =
+                form.iter().map(|(k, v)| (k.clone(), plain(v))).collect();
+            builder = builder.form(&pairs);
+        } else if let Some(body) = text("body") {
+            builder = builder.body(body.to_owned());
+        }
+        let mut built = builder.build().map_err(|e| {
+            HostError::permanent(format!(
+                "http: the request is not valid: {}",
+                e.without_url()
+            ))
+        })?;
+        let auth = self
+            .auth
+            .as_ref()
+            .map_err(|why| HostError::permanent(why.clone()))?;
+        let region = text("region")
+            .map(str::to_owned)
+            .or_else(|| auth::aws_region_from_host(&host))
+            .unwrap_or_else(|| "us-east-1".to_owned());
+        let scope = format!("https://{host}/.default");
+        auth.apply(&mut built, &region, &scope)
+            .await
+            .map_err(|e| HostError {
+                message: e.message,
+                retryable: e.retryable,
+            })?;
+        let response = http.execute(built).await.map_err(|e| {
+            HostError::retryable(format!(
+                "http: the request to `{host}` failed: {}",
+                e.without_url()
+            ))
+        })?;
+        let status = response.status();
+        if status.as_u16() == 429 || status.is_server_error() {
+            return Err(HostError::retryable(format!(
+                "`{host}` answered {status}; try again later"
+            )));
+        }
+        let headers: Map<String, Value> = response
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_owned(), json!(v.to_str().ok()?))))
+            .collect();
+        let bytes = response.bytes().await.map_err(|e| {
+            HostError::retryable(format!(
+                "http: reading the answer of `{host}` failed: {}",
+                e.without_url()
+            ))
+        })?;
+        if bytes.len() > MAX_RESPONSE_BYTES {
+            return Err(HostError::permanent(format!(
+                "the answer of `{host}` is larger than {MAX_RESPONSE_BYTES} bytes"
+            )));
+        }
+        let body = String::from_utf8_lossy(&bytes).into_owned();
+        let parsed = serde_json::from_str::<Value>(&body).unwrap_or(Value::Null);
+        Ok(json!({ "status": status.as_u16(), "headers": headers, "json": parsed, "body": body }))
+    }
+
+    /// An AWS Query API call: a signed form POST; the answer's root element's content, or an
+    /// error with AWS's code and message.
+    async fn aws_query(&self, http: &reqwest::Client, request: &Value) -> Result<Value, HostError> {
+        let text = |key: &str| request.get(key).and_then(Value::as_str);
+        let url =
+            text("url").ok_or_else(|| HostError::permanent("aws_query: `url` is required"))?;
+        let action = text("action")
+            .ok_or_else(|| HostError::permanent("aws_query: `action` is required"))?;
+        let version = text("version")
+            .ok_or_else(|| HostError::permanent("aws_query: `version` is required"))?;
+        let mut form = Map::new();
+        form.insert("Action".into(), json!(action));
+        form.insert("Version".into(), json!(version));
+        if let Some(params) = request.get("params").and_then(Value::as_object) {
+            for (key, value) in params {
+                form.insert(key.clone(), json!(plain(value)));
+            }
+        }
+        let mut call = json!({ "method": "POST", "url": url, "form": form });
+        if let Some(region) = text("region") {
+            call["region"] = json!(region);
+        }
+        let answer = self.send(http, &call).await?;
+        let status = answer["status"].as_u64().unwrap_or(0);
+        let body = answer["body"].as_str().unwrap_or_default();
+        let parsed = xml::parse(body).map_err(|e| {
+            HostError::permanent(format!("{action}: the answer ({status}) is not XML: {e}"))
+        })?;
+        if !(200..300).contains(&status) {
+            let error = find_error(&parsed);
+            let code = error
+                .get("Code")
+                .and_then(Value::as_str)
+                .unwrap_or("Unknown");
+            let message = error.get("Message").and_then(Value::as_str).unwrap_or("");
+            let text = format!("AWS {code}: {message}");
+            let throttled = code.contains("Throttl") || code == "RequestLimitExceeded";
+            return Err(if throttled {
+                HostError::retryable(text)
+            } else {
+                HostError::permanent(text)
+            });
+        }
+        Ok(parsed
+            .as_object()
+            .and_then(|root| root.values().next().cloned())
+            .unwrap_or(Value::Null))
+    }
+}
+
+/// The `Error` element of an AWS error answer, wherever the service puts it
+/// (`Response.Errors.Error`, `ErrorResponse.Error`).
+fn find_error(parsed: &Value) -> Map<String, Value> {
+    let root = parsed
+        .as_object()
+        .and_then(|r| r.values().next())
+        .cloned()
+        .unwrap_or(Value::Null);
+    let error = root
+        .pointer("/Errors/Error")
+        .or_else(|| root.get("Error"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let error = match error {
+        Value::Array(mut items) if !items.is_empty() => items.swap_remove(0),
+        other => other,
+    };
+    error.as_object().cloned().unwrap_or_default()
+}
+
+/// A value as text for a header, query or form field.
+fn plain(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn build_auth(
+    kind: AuthKind,
+    manifest: &Manifest,
+    key: &str,
+    c: &Credentials,
+    http: &reqwest::Client,
+) -> Result<Auth, String> {
+    let missing = |field: &str| {
+        format!(
+            "integrations.credentials.{key} has no `{field}`, which auth `{}` of integration `{}` needs",
+            kind.name(),
+            manifest.name
+        )
+    };
+    Ok(match kind {
+        AuthKind::None => Auth::None,
+        AuthKind::AwsSigv4 => Auth::AwsSigV4 {
+            creds: AwsCredentials {
+                access_key_id: c
+                    .access_key_id
+                    .clone()
+                    .ok_or_else(|| missing("access_key_id"))?,
+                secret_access_key: c
+                    .secret_access_key
+                    .clone()
+                    .ok_or_else(|| missing("secret_access_key"))?,
+                session_token: c.session_token.clone(),
+            },
+            service: manifest.auth.service.clone().unwrap_or_default(),
+        },
+        AuthKind::AzureOauth => {
+            let login = c
+                .endpoints
+                .iter()
+                .find(|(pattern, _)| glob(pattern, "login.microsoftonline.com"))
+                .map_or("https://login.microsoftonline.com", |(_, base)| {
+                    base.as_str()
+                });
+            let login = url::Url::parse(login)
+                .map_err(|e| format!("the login endpoint `{login}` is not a URL: {e}"))?;
+            Auth::AzureOAuth(Arc::new(AzureTokens::new(
+                http.clone(),
+                login,
+                c.tenant_id.clone().ok_or_else(|| missing("tenant_id"))?,
+                c.client_id.clone().ok_or_else(|| missing("client_id"))?,
+                c.client_secret
+                    .clone()
+                    .ok_or_else(|| missing("client_secret"))?,
+            )))
+        }
+        AuthKind::Bearer => Auth::Bearer(c.token.clone().ok_or_else(|| missing("token"))?),
+        AuthKind::Basic => Auth::Basic {
+            username: c.username.clone().ok_or_else(|| missing("username"))?,
+            password: c.password.clone().ok_or_else(|| missing("password"))?,
+        },
+        AuthKind::ApiKey => Auth::ApiKey {
+            header: manifest
+                .auth
+                .header
+                .clone()
+                .unwrap_or_else(|| "X-API-Key".to_owned()),
+            key: c.api_key.clone().ok_or_else(|| missing("api_key"))?,
+        },
+    })
+}

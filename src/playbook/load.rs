@@ -766,6 +766,17 @@ impl Checker<'_> {
                 continue;
             };
             let is_template = matches!(value, Value::String(s) if s.contains("${{"));
+            if !is_template
+                && input.kind.accepts(value)
+                && let Some(misfit) = input.misfit(value)
+            {
+                let value_at = with.and_then(|w| w.get(key)).unwrap_or(node).pos();
+                self.report(
+                    value_at,
+                    format!("input `{key}` of `{name}` {misfit}"),
+                    Some(format!("`{key}`: {}", input.description)),
+                );
+            }
             if !is_template && !input.kind.accepts(value) {
                 let value_at = with.and_then(|w| w.get(key)).unwrap_or(node).pos();
                 self.report(

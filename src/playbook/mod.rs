@@ -4,7 +4,7 @@
 
 pub mod load;
 pub mod model;
-mod position;
+pub(crate) mod position;
 pub mod schema;
 
 use std::collections::BTreeMap;

@@ -118,6 +118,13 @@ pub trait Store: Send + Sync + 'static {
         key: &str,
         value: serde_json::Value,
     ) -> Result<(), StoreError>;
+    /// Adds evidence records to an incident; made durable with the run's next durable save (the
+    /// step that collected them is a side effect, which is saved durably when it finishes).
+    async fn add_evidence(
+        &self,
+        incident_id: &str,
+        records: Vec<serde_json::Value>,
+    ) -> Result<(), StoreError>;
     /// Appends audit entries (for events outside a run's state change).
     async fn append_audit(&self, entries: Vec<NewEntry>) -> Result<(), StoreError>;
     async fn audit_verify(&self) -> Result<VerifyReport, StoreError>;

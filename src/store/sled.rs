@@ -64,13 +64,18 @@ enum Job {
         alert_id: String,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
-    /// Sets `values.<key>` on an incident.
+    /// Sets `values.<key>` on an incident, or adds evidence records to it.
     IncidentValue {
         incident_id: String,
-        key: String,
-        value: serde_json::Value,
+        update: IncidentUpdate,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
+}
+
+/// A change to an incident made by a playbook.
+enum IncidentUpdate {
+    Value(String, serde_json::Value),
+    Evidence(Vec<serde_json::Value>),
 }
 
 /// A job's answer, sent once its writes are fsynced.
@@ -436,8 +441,22 @@ impl Store for SledStore {
         let (reply, answer) = oneshot::channel();
         let job = Job::IncidentValue {
             incident_id: incident_id.to_owned(),
-            key: key.to_owned(),
-            value,
+            update: IncidentUpdate::Value(key.to_owned(), value),
+            reply,
+        };
+        self.send(job).await?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn add_evidence(
+        &self,
+        incident_id: &str,
+        records: Vec<serde_json::Value>,
+    ) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job::IncidentValue {
+            incident_id: incident_id.to_owned(),
+            update: IncidentUpdate::Evidence(records),
             reply,
         };
         self.send(job).await?;
@@ -597,14 +616,18 @@ impl Writer {
             }
             Job::IncidentValue {
                 incident_id,
-                key,
-                value,
+                update,
                 reply,
             } => {
                 let k = incident_key(&incident_id);
                 match group.get::<Incident>(&k) {
                     Ok(Some(mut incident)) => {
-                        incident.values.insert(key, value);
+                        match update {
+                            IncidentUpdate::Value(key, value) => {
+                                incident.values.insert(key, value);
+                            }
+                            IncidentUpdate::Evidence(records) => incident.evidence.extend(records),
+                        }
                         incident.updated_at = Utc::now();
                         group.put(k, &incident);
                         Ok(Answer::Done(reply))

