@@ -2,6 +2,8 @@
 //! request helpers. Each test file uses the parts it needs.
 #![allow(dead_code)]
 
+pub mod moto;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
