@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod azure;
+pub mod moto;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
