@@ -246,20 +246,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Deny(args) => decision(&cli.config, args, false).await,
         Command::Audit(AuditCommand::Verify { from }) => audit_verify(&cli.config, from).await,
         Command::Actions(ActionsCommand::List { json }) => {
-            let config = if cli.config.exists() {
-                match load_config(&cli.config) {
-                    Ok(config) => config,
-                    Err(code) => return Ok(code),
-                }
-            } else {
-                Config::default()
-            };
-            let catalog = match cordon::app::catalog(&config) {
+            let catalog = match catalog_of(&cli.config) {
                 Ok(catalog) => catalog,
-                Err(problems) => {
-                    eprintln!("{problems}");
-                    return Ok(ExitCode::FAILURE);
-                }
+                Err(code) => return Ok(code),
             };
             // The built-ins first, as they describe themselves; then the integrations' by name.
             let mut specs = cordon::actions::builtin_specs();
@@ -300,20 +289,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if what != "playbook" {
                 bail!("`cordon schema` describes `playbook`, not `{what}`");
             }
-            let config = if cli.config.exists() {
-                match load_config(&cli.config) {
-                    Ok(config) => config,
-                    Err(code) => return Ok(code),
-                }
-            } else {
-                Config::default()
-            };
-            let catalog = match cordon::app::catalog(&config) {
+            let catalog = match catalog_of(&cli.config) {
                 Ok(catalog) => catalog,
-                Err(problems) => {
-                    eprintln!("{problems}");
-                    return Ok(ExitCode::FAILURE);
-                }
+                Err(code) => return Ok(code),
             };
             let schema = cordon::playbook::schema::playbook_schema(&catalog);
             println!("{}", serde_json::to_string_pretty(&schema)?);
@@ -331,6 +309,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The actions of the config at `path` (the defaults when there is no such file): the built-ins
+/// and the integrations' actions.
+fn catalog_of(path: &Path) -> Result<cordon::actions::SpecCatalog, ExitCode> {
+    let config = if path.exists() {
+        load_config(path)?
+    } else {
+        Config::default()
+    };
+    cordon::app::catalog(&config).map_err(|problems| {
+        eprintln!("{problems}");
+        ExitCode::FAILURE
+    })
 }
 
 fn load_config(path: &Path) -> Result<Config, ExitCode> {

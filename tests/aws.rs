@@ -571,14 +571,14 @@ async fn an_access_key_is_disabled_and_enabled_again_unless_it_was_off_before() 
     let error = aws
         .call(
             "aws-iam.disable_access_key",
-            json!({ "access_key_id": "AKIAIOSFODNN7EXAMPLE", "user_name": "alice" }),
+            json!({ "access_key_id": "AKIAI44QH8DHBEXAMPLE", "user_name": "alice" }),
             &call("wrong_key", None),
         )
         .await
         .unwrap_err();
     assert_eq!(
         error.message,
-        "access key AKIAIOSFODNN7EXAMPLE does not belong to IAM user alice"
+        "access key AKIAI44QH8DHBEXAMPLE does not belong to IAM user alice"
     );
 }
 
