@@ -131,7 +131,7 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8], shape: &str) -> Result<T, 
 fn engine_error(e: crate::engine::EngineError) -> ApiError {
     use crate::engine::EngineError;
     match &e {
-        EngineError::NoRun(_) | EngineError::NoPlaybook(_) => {
+        EngineError::NoRun(_) | EngineError::NoPlaybook(_) | EngineError::NoIncident(_) => {
             ApiError::not_found("not_found", e.to_string())
         }
         EngineError::Decision(d) => {
@@ -266,6 +266,57 @@ pub async fn cancel_run(
         .await
         .map_err(engine_error)?;
     Ok(Json(json!({ "run": run })))
+}
+
+/// `POST /v1/incidents/{id}/resolve` with `{"identity": "..."}`.
+pub async fn resolve_incident(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    set_status(
+        &app,
+        &headers,
+        &id,
+        &body,
+        crate::alert::IncidentStatus::Resolved,
+    )
+    .await
+}
+
+/// `POST /v1/incidents/{id}/reopen` with `{"identity": "..."}`.
+pub async fn reopen_incident(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    set_status(
+        &app,
+        &headers,
+        &id,
+        &body,
+        crate::alert::IncidentStatus::Open,
+    )
+    .await
+}
+
+async fn set_status(
+    app: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+    body: &[u8],
+    status: crate::alert::IncidentStatus,
+) -> Result<Json<Value>, ApiError> {
+    authorize(app, headers)?;
+    let body: ActorBody = parse(body, "expected {\"identity\": \"...\"}")?;
+    let incident = app
+        .engine
+        .set_incident_status(id, status, &body.identity, "api")
+        .await
+        .map_err(engine_error)?;
+    Ok(Json(json!({ "incident": incident })))
 }
 
 /// `POST /v1/runs/{id}/steps/{step}/undo` with `{"identity": "..."}`: reverses a finished step with

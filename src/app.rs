@@ -39,6 +39,8 @@ pub struct AppState {
     pub actions: Arc<Registry>,
     /// The outbound HTTP client integrations use.
     pub http: reqwest::Client,
+    /// What Cordon owes other systems (tickets, chat), delivered with retries.
+    pub outbox: Arc<crate::outbox::Outbox>,
 }
 
 /// Errors starting the server.
@@ -77,6 +79,7 @@ impl Server {
         let sources = intake::sources(&config, &http);
         let (engine, actions) =
             start_engine(&config, store.clone(), http.clone(), metrics.clone()).await?;
+        let outbox = crate::outbox::Outbox::start(store.clone());
         let addr = config.server.listen;
         let listener = TcpListener::bind(addr)
             .await
@@ -89,6 +92,7 @@ impl Server {
             sources,
             actions,
             http,
+            outbox,
         });
         Ok(Server { state, listener })
     }
@@ -267,6 +271,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/audit/verify", get(api::verify_audit))
         .route("/v1/playbooks/reload", post(reload_playbooks))
         .route("/v1/incidents/{id}", get(api::show_incident))
+        .route("/v1/incidents/{id}/resolve", post(api::resolve_incident))
+        .route("/v1/incidents/{id}/reopen", post(api::reopen_incident))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -225,6 +225,22 @@ enum IncidentsCommand {
         #[command(flatten)]
         from: Source,
     },
+    /// Mark an incident resolved (mirrored tickets follow).
+    Resolve {
+        id: String,
+        #[arg(long = "as", value_name = "IDENTITY")]
+        identity: String,
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+    },
+    /// Open a resolved incident again.
+    Reopen {
+        id: String,
+        #[arg(long = "as", value_name = "IDENTITY")]
+        identity: String,
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+    },
 }
 
 impl Cli {
@@ -977,6 +993,10 @@ async fn alerts(config: &Path, command: AlertsCommand) -> anyhow::Result<ExitCod
 }
 
 async fn incidents(config: &Path, command: IncidentsCommand) -> anyhow::Result<ExitCode> {
+    let command_kind = match &command {
+        IncidentsCommand::Resolve { .. } => "resolve",
+        _ => "",
+    };
     match command {
         IncidentsCommand::List {
             status,
@@ -1013,6 +1033,31 @@ async fn incidents(config: &Path, command: IncidentsCommand) -> anyhow::Result<E
                     print_evidence(&incident.evidence);
                 }
             })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        IncidentsCommand::Resolve {
+            id,
+            identity,
+            server,
+        }
+        | IncidentsCommand::Reopen {
+            id,
+            identity,
+            server,
+        } => {
+            let (path, done) = if matches!(command_kind, "resolve") {
+                ("resolve", "resolved")
+            } else {
+                ("reopen", "open")
+            };
+            post(
+                config,
+                server.as_deref(),
+                &format!("/v1/incidents/{id}/{path}"),
+                serde_json::json!({ "identity": identity }),
+            )
+            .await?;
+            println!("{id}: {done}");
             Ok(ExitCode::SUCCESS)
         }
     }

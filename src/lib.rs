@@ -48,6 +48,7 @@ pub mod engine;
 pub mod http;
 pub mod intake;
 pub mod integrations;
+pub mod outbox;
 pub mod playbook;
 pub mod script;
 pub mod store;

@@ -87,6 +87,23 @@ pub fn decide(
     groups: &ApproverGroups,
     now: DateTime<Utc>,
 ) -> Result<Decided, DecisionError> {
+    decide_with(run, step, identity, &[], approve, via, groups, now)
+}
+
+/// As [`decide`], for a person who is also a member of the platform groups `also` (a Slack user
+/// group `slack-group:S0123`, a Discord role `discord-role:<id>`, a Teams AAD group
+/// `teams-group:<object id>`), which approver groups may list. Quorum still counts `identity`.
+#[allow(clippy::too_many_arguments)]
+pub fn decide_with(
+    run: &mut Run,
+    step: &str,
+    identity: &str,
+    also: &[String],
+    approve: bool,
+    via: &str,
+    groups: &ApproverGroups,
+    now: DateTime<Utc>,
+) -> Result<Decided, DecisionError> {
     let requester = run.trigger.by.clone();
     let finished = run.status.is_finished().then(|| run.status.to_string());
     let state = run
@@ -117,7 +134,9 @@ pub fn decide(
     if state.status != StepStatus::Waiting {
         return Err(DecisionError::NotWaiting(step.to_owned()));
     }
-    if !groups.is_member(&approval.group, identity) {
+    let member = groups.is_member(&approval.group, identity)
+        || also.iter().any(|m| groups.is_member(&approval.group, m));
+    if !member {
         return Err(DecisionError::NotAllowed(
             identity.to_owned(),
             approval.group.clone(),

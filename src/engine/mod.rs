@@ -9,3 +9,4 @@ pub mod service;
 pub mod testing;
 
 pub use service::{Engine, EngineError, Playbooks};
+pub mod watch;

@@ -12,10 +12,11 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, Semaphore, mpsc};
 
-use super::approval::{ApproverGroups, Decided, DecisionError, decide};
+use super::approval::{ApproverGroups, Decided, DecisionError, decide_with};
 use super::channel::{ApprovalChannel, decided, open_requests};
 use super::exec::{ActionCall, Event, Executor, Library, Persist, Progress, RunData};
 use super::run::{Run, RunStatus, StepStatus, Trigger};
+use super::watch::{IncidentEvent, Watcher};
 use crate::alert::new_id;
 use crate::audit::NewEntry;
 use crate::playbook::Compiled;
@@ -28,6 +29,8 @@ pub enum EngineError {
     NoRun(String),
     #[error("no playbook `{0}` is loaded")]
     NoPlaybook(String),
+    #[error("no incident `{0}`")]
+    NoIncident(String),
     #[error(transparent)]
     Decision(#[from] DecisionError),
     #[error("{0}")]
@@ -73,10 +76,31 @@ pub struct Engine {
     matcher: Arc<Notify>,
     metrics: Arc<crate::telemetry::Metrics>,
     channels: RwLock<Vec<Arc<dyn ApprovalChannel>>>,
+    watchers: Watchers,
 }
 
-/// Persists runs through the store, with their events as audit entries.
-struct StorePersist(Arc<dyn Store>);
+/// Persists runs through the store, with their events as audit entries, and tells the watchers.
+struct StorePersist(Arc<dyn Store>, Watchers);
+
+/// The registered watchers.
+#[derive(Clone, Default)]
+struct Watchers(Arc<RwLock<Vec<Arc<dyn Watcher>>>>);
+
+impl Watchers {
+    async fn tell(&self, run: &Run, events: &[Event]) {
+        let watchers = self.0.read().map(|w| w.clone()).unwrap_or_default();
+        if watchers.is_empty() {
+            return;
+        }
+        let events = IncidentEvent::of_run(run, events);
+        if events.is_empty() {
+            return;
+        }
+        for watcher in watchers {
+            watcher.incident_events(&events).await;
+        }
+    }
+}
 
 /// Audit entries for a run's events.
 pub fn audit_entries(run_id: &str, events: Vec<Event>) -> Vec<NewEntry> {
@@ -100,10 +124,13 @@ pub fn audit_entries(run_id: &str, events: Vec<Event>) -> Vec<NewEntry> {
 #[async_trait]
 impl Persist for StorePersist {
     async fn save(&mut self, run: &Run, events: Vec<Event>, durable: bool) -> Result<(), String> {
+        let told = events.clone();
         self.0
             .save_run(run, audit_entries(&run.id, events), durable)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        self.1.tell(run, &told).await;
+        Ok(())
     }
 }
 
@@ -140,6 +167,7 @@ impl Engine {
             matcher: Arc::new(Notify::new()),
             metrics,
             channels: RwLock::new(Vec::new()),
+            watchers: Watchers::default(),
         });
         tokio::spawn(Engine::timer_loop(Arc::downgrade(&engine), timer_rx));
         tokio::spawn(Engine::matcher_loop(
@@ -170,6 +198,120 @@ impl Engine {
         }
         self.matcher.notify_one();
         Ok(count)
+    }
+
+    /// Adds a watcher that hears every incident event after it is stored.
+    pub fn add_watcher(&self, watcher: Arc<dyn Watcher>) {
+        if let Ok(mut watchers) = self.watchers.0.write() {
+            watchers.push(watcher);
+        }
+    }
+
+    /// Stores `run` with `events` (durably) and tells the watchers.
+    async fn save_and_tell(&self, run: &Run, events: Vec<Event>) -> Result<(), EngineError> {
+        let told = events.clone();
+        self.store
+            .save_run(run, audit_entries(&run.id, events), true)
+            .await
+            .map_err(store_error)?;
+        self.watchers.tell(run, &told).await;
+        Ok(())
+    }
+
+    /// Sets an incident's status by a person or a ticket system; audited and told to the watchers.
+    pub async fn set_incident_status(
+        &self,
+        incident_id: &str,
+        status: crate::alert::IncidentStatus,
+        by: &str,
+        via: &str,
+    ) -> Result<crate::alert::Incident, EngineError> {
+        let mut incident = self
+            .store
+            .incident(incident_id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| EngineError::NoIncident(incident_id.to_owned()))?;
+        if incident.status == status {
+            return Ok(incident);
+        }
+        self.store
+            .set_incident_status(incident_id, status)
+            .await
+            .map_err(store_error)?;
+        incident.status = status;
+        let kind = match status {
+            crate::alert::IncidentStatus::Resolved => "incident.resolved",
+            crate::alert::IncidentStatus::Open => "incident.reopened",
+        };
+        let detail = json!({ "incident": incident_id, "via": via });
+        self.store
+            .append_audit(vec![
+                NewEntry::new(kind)
+                    .actor(by.to_owned())
+                    .detail(detail.clone()),
+            ])
+            .await
+            .map_err(store_error)?;
+        let event = IncidentEvent {
+            incident_id: incident_id.to_owned(),
+            kind: kind.to_owned(),
+            run_id: None,
+            playbook: None,
+            step: None,
+            actor: Some(by.to_owned()),
+            detail,
+            at: Utc::now(),
+        };
+        let watchers = self
+            .watchers
+            .0
+            .read()
+            .map(|w| w.clone())
+            .unwrap_or_default();
+        for watcher in watchers {
+            watcher.incident_events(std::slice::from_ref(&event)).await;
+        }
+        Ok(incident)
+    }
+
+    /// Tells the watchers of alerts that joined incidents (repeats are not news).
+    pub async fn alerts_added(&self, accepted: &[crate::store::Accepted]) {
+        let watchers = self
+            .watchers
+            .0
+            .read()
+            .map(|w| w.clone())
+            .unwrap_or_default();
+        if watchers.is_empty() {
+            return;
+        }
+        let at = Utc::now();
+        let events: Vec<IncidentEvent> = accepted
+            .iter()
+            .filter(|a| !a.duplicate)
+            .map(|a| IncidentEvent {
+                incident_id: a.incident_id.clone(),
+                kind: if a.new_incident {
+                    "incident.opened"
+                } else {
+                    "alert.added"
+                }
+                .to_owned(),
+                run_id: None,
+                playbook: None,
+                step: None,
+                actor: None,
+                detail: json!({ "alert_id": a.alert_id }),
+                at,
+            })
+            .collect();
+        if events.is_empty() {
+            return;
+        }
+        for watcher in watchers {
+            watcher.incident_events(&events).await;
+        }
     }
 
     /// Adds a channel that approval requests are posted to and updated in.
@@ -517,7 +659,7 @@ impl Engine {
             let data = self.data_for(run.alert_id.as_deref(), run.incident_id.as_deref()).await?;
             let open_before: Vec<String> = open_requests(&run).into_iter().map(|r| r.step).collect();
             let closed_before: Vec<String> = run.steps.iter().filter(|(_, s)| s.approval.as_ref().is_some_and(|a| a.outcome.is_some())).map(|(id, _)| id.clone()).collect();
-            let mut persist = StorePersist(self.store.clone());
+            let mut persist = StorePersist(self.store.clone(), self.watchers.clone());
             let progress = self.executor.advance(&playbook, &mut run, &data, &mut persist, Utc::now()).await.map_err(EngineError::Store)?;
             self.metrics.run_advances.inc();
             self.post_requests(&open_before, &run);
@@ -585,16 +727,31 @@ impl Engine {
         approve: bool,
         via: &str,
     ) -> Result<Decided, EngineError> {
+        self.decide_as(run_id, step, identity, &[], approve, via)
+            .await
+    }
+
+    /// As [`Engine::decide`], for a person the chat platform says is also in the groups `also`
+    /// (see [`super::approval::decide_with`]).
+    pub async fn decide_as(
+        self: &Arc<Self>,
+        run_id: &str,
+        step: &str,
+        identity: &str,
+        also: &[String],
+        approve: bool,
+        via: &str,
+    ) -> Result<Decided, EngineError> {
         let lock = self.lock_for(run_id);
         let guard = lock.lock().await;
         let result = async {
             let mut run = self.load_run(run_id).await?;
-            match decide(&mut run, step, identity, approve, via, &self.groups, Utc::now()) {
+            match decide_with(&mut run, step, identity, also, approve, via, &self.groups, Utc::now()) {
                 Ok(decided) => {
                     let mut event = Event::new("approval.decided", Some(step), json!({ "approve": approve, "via": via, "outcome": decided.outcome, "approvals": decided.approvals, "quorum": decided.quorum }));
                     event.actor = Some(identity.to_owned());
                     run.updated_at = Utc::now();
-                    self.store.save_run(&run, audit_entries(run_id, vec![event]), true).await.map_err(store_error)?;
+                    self.save_and_tell(&run, vec![event]).await?;
                     if decided.outcome.is_some() {
                         self.post_outcome(&run, step);
                     }
@@ -647,10 +804,7 @@ impl Engine {
         let now = Utc::now();
         run.finished_at = Some(now);
         run.updated_at = now;
-        self.store
-            .save_run(&run, audit_entries(run_id, vec![event]), true)
-            .await
-            .map_err(store_error)?;
+        self.save_and_tell(&run, vec![event]).await?;
         Ok(run)
     }
 
@@ -797,10 +951,7 @@ impl Engine {
             }));
         }
         run.updated_at = now;
-        self.store
-            .save_run(&run, audit_entries(run_id, vec![event]), true)
-            .await
-            .map_err(store_error)?;
+        self.save_and_tell(&run, vec![event]).await?;
         result
             .map(|output| (undo.clone(), output))
             .map_err(|e| EngineError::Conflict(format!("the undo `{undo}` failed: {}", e.message)))

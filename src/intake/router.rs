@@ -194,6 +194,7 @@ async fn accept(
         ApiError::unavailable()
     })?;
     if accepted.iter().any(|a| !a.duplicate) {
+        app.engine.alerts_added(&accepted).await;
         app.engine.alerts_stored();
     }
     app.metrics

@@ -125,6 +125,34 @@ pub trait Store: Send + Sync + 'static {
         incident_id: &str,
         records: Vec<serde_json::Value>,
     ) -> Result<(), StoreError>;
+    /// Sets an incident's status (resolved by a person, a ticket, or reopened); durable.
+    async fn set_incident_status(
+        &self,
+        incident_id: &str,
+        status: crate::alert::IncidentStatus,
+    ) -> Result<(), StoreError>;
+    /// Records outbox entries durably (fsynced) before they are delivered.
+    async fn outbox_push(&self, entries: Vec<crate::outbox::OutboxEntry>)
+    -> Result<(), StoreError>;
+    /// Undelivered outbox entries, oldest first.
+    async fn outbox_pending(&self) -> Result<Vec<crate::outbox::OutboxEntry>, StoreError>;
+    /// Saves an entry's delivery state (attempts, next attempt, last error, dead).
+    async fn outbox_save(&self, entry: &crate::outbox::OutboxEntry) -> Result<(), StoreError>;
+    /// Forgets a delivered entry.
+    async fn outbox_remove(&self, id: &str) -> Result<(), StoreError>;
+    /// A small durable value by namespace and key (a ticket key, a chat message reference).
+    async fn meta_get(
+        &self,
+        namespace: &str,
+        key: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError>;
+    /// Sets a small durable value (fsynced).
+    async fn meta_put(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: serde_json::Value,
+    ) -> Result<(), StoreError>;
     /// Appends audit entries (for events outside a run's state change).
     async fn append_audit(&self, entries: Vec<NewEntry>) -> Result<(), StoreError>;
     async fn audit_verify(&self) -> Result<VerifyReport, StoreError>;

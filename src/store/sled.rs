@@ -72,10 +72,11 @@ enum Job {
     },
 }
 
-/// A change to an incident made by a playbook.
+/// A change to an incident made by a playbook or a person.
 enum IncidentUpdate {
     Value(String, serde_json::Value),
     Evidence(Vec<serde_json::Value>),
+    Status(crate::alert::IncidentStatus),
 }
 
 /// A job's answer, sent once its writes are fsynced.
@@ -133,6 +134,10 @@ impl Job {
 pub struct SledStore {
     db: sled::Db,
     tree: sled::Tree,
+    /// Outbox entries by id (ids are time-ordered), and small values by `namespace\0key`; written
+    /// directly (not through the writer), with their own flush.
+    outbox: sled::Tree,
+    meta: sled::Tree,
     audit: crate::audit::AuditLog,
     queue: RwLock<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -188,9 +193,13 @@ impl SledStore {
             .map_err(|e| StoreError::Backend(format!("cannot start the store writer: {e}")))?;
         let audit =
             crate::audit::AuditLog::open(&db).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let outbox = db.open_tree("outbox").map_err(backend)?;
+        let meta = db.open_tree("meta").map_err(backend)?;
         Ok(SledStore {
             db,
             tree,
+            outbox,
+            meta,
             audit,
             queue: RwLock::new(Some(tx)),
             writer: Mutex::new(Some(handle)),
@@ -204,6 +213,10 @@ impl SledStore {
             None => Ok(None),
         }
     }
+}
+
+fn meta_key(namespace: &str, key: &str) -> Vec<u8> {
+    [namespace.as_bytes(), b"\0", key.as_bytes()].concat()
 }
 
 fn open_db(path: &PathBuf, cache_mb: u64) -> Result<sled::Db, StoreError> {
@@ -463,6 +476,84 @@ impl Store for SledStore {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
+    async fn set_incident_status(
+        &self,
+        incident_id: &str,
+        status: crate::alert::IncidentStatus,
+    ) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job::IncidentValue {
+            incident_id: incident_id.to_owned(),
+            update: IncidentUpdate::Status(status),
+            reply,
+        };
+        self.send(job).await?;
+        answer.await.map_err(|_| StoreError::Closed)??;
+        self.db.flush_async().await.map_err(backend)?;
+        Ok(())
+    }
+
+    async fn outbox_push(
+        &self,
+        entries: Vec<crate::outbox::OutboxEntry>,
+    ) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for entry in &entries {
+            batch.insert(entry.id.as_bytes(), encode(entry));
+        }
+        self.outbox.apply_batch(batch).map_err(backend)?;
+        self.db.flush_async().await.map_err(backend)?;
+        Ok(())
+    }
+
+    async fn outbox_pending(&self) -> Result<Vec<crate::outbox::OutboxEntry>, StoreError> {
+        self.outbox
+            .iter()
+            .map(|item| {
+                let (_, bytes) = item.map_err(backend)?;
+                decode(&bytes)
+            })
+            .collect()
+    }
+
+    async fn outbox_save(&self, entry: &crate::outbox::OutboxEntry) -> Result<(), StoreError> {
+        self.outbox
+            .insert(entry.id.as_bytes(), encode(entry))
+            .map_err(backend)?;
+        self.db.flush_async().await.map_err(backend)?;
+        Ok(())
+    }
+
+    async fn outbox_remove(&self, id: &str) -> Result<(), StoreError> {
+        self.outbox.remove(id.as_bytes()).map_err(backend)?;
+        self.db.flush_async().await.map_err(backend)?;
+        Ok(())
+    }
+
+    async fn meta_get(
+        &self,
+        namespace: &str,
+        key: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        match self.meta.get(meta_key(namespace, key)).map_err(backend)? {
+            Some(bytes) => decode(&bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn meta_put(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        self.meta
+            .insert(meta_key(namespace, key), encode(&value))
+            .map_err(backend)?;
+        self.db.flush_async().await.map_err(backend)?;
+        Ok(())
+    }
+
     async fn append_audit(&self, entries: Vec<NewEntry>) -> Result<(), StoreError> {
         self.audit
             .append_batch(entries)
@@ -627,6 +718,7 @@ impl Writer {
                                 incident.values.insert(key, value);
                             }
                             IncidentUpdate::Evidence(records) => incident.evidence.extend(records),
+                            IncidentUpdate::Status(status) => incident.status = status,
                         }
                         incident.updated_at = Utc::now();
                         group.put(k, &incident);

@@ -1,0 +1,269 @@
+//! The durable outbox: what Cordon owes other systems (chat cards and their updates, ticket
+//! creations, comments and transitions) is written to the store before it is sent, and a worker
+//! delivers it with retries. An outage of the other side delays deliveries and loses none; a
+//! restart picks up where the last process stopped.
+//!
+//! Entries with the same `key` (a ticket, a chat card) are delivered one at a time in the order
+//! they were pushed; a failing entry holds back the ones behind it on its key and no others.
+//! Deliverers make each delivery idempotent in effect (look up before create, idempotency keys),
+//! since a crash after the other side acted and before the entry was removed repeats it.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::Notify;
+
+use crate::store::{Store, StoreError};
+
+/// One thing to deliver.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    /// Time-ordered (UUID v7): the order entries were pushed.
+    pub id: String,
+    /// Which deliverer takes it: `jira`, `servicenow`, `slack`, `teams`, `discord`.
+    pub target: String,
+    /// Entries with the same key go out one at a time, in order (an incident id, a card id).
+    pub key: String,
+    /// What to do, in the deliverer's terms: `create`, `comment`, `update`...
+    pub kind: String,
+    pub payload: Value,
+    pub created_at: DateTime<Utc>,
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Given up on (a permanent error): kept for operators, no longer holding its key back.
+    #[serde(default)]
+    pub dead: bool,
+}
+
+impl OutboxEntry {
+    pub fn new(target: &str, key: &str, kind: &str, payload: Value) -> OutboxEntry {
+        OutboxEntry {
+            id: uuid::Uuid::now_v7().to_string(),
+            target: target.to_owned(),
+            key: key.to_owned(),
+            kind: kind.to_owned(),
+            payload,
+            created_at: Utc::now(),
+            attempts: 0,
+            next_at: None,
+            last_error: None,
+            dead: false,
+        }
+    }
+}
+
+/// Why a delivery failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct DeliveryError {
+    pub message: String,
+    /// Never going to work (a 400, a 404 on a deleted ticket): the entry is set aside.
+    pub permanent: bool,
+    /// The other side said when to come back (429 / 503 with Retry-After).
+    pub retry_after: Option<Duration>,
+}
+
+impl DeliveryError {
+    pub fn retry(message: impl Into<String>) -> DeliveryError {
+        DeliveryError {
+            message: message.into(),
+            permanent: false,
+            retry_after: None,
+        }
+    }
+
+    pub fn retry_after(message: impl Into<String>, after: Duration) -> DeliveryError {
+        DeliveryError {
+            message: message.into(),
+            permanent: false,
+            retry_after: Some(after),
+        }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> DeliveryError {
+        DeliveryError {
+            message: message.into(),
+            permanent: true,
+            retry_after: None,
+        }
+    }
+
+    /// The error for an HTTP answer that is not a success: 429 and 5xx are retried (after
+    /// `Retry-After` seconds when given), 408 too, anything else is permanent.
+    pub fn from_status(status: u16, retry_after: Option<&str>, what: &str) -> DeliveryError {
+        let after = retry_after
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let message = format!("{what} answered {status}");
+        match status {
+            429 | 503 if after.is_some() => {
+                DeliveryError::retry_after(message, after.unwrap_or_default())
+            }
+            408 | 429 | 500..=599 => DeliveryError::retry(message),
+            _ => DeliveryError::permanent(message),
+        }
+    }
+}
+
+/// Delivers entries of one target.
+#[async_trait]
+pub trait Deliver: Send + Sync {
+    async fn deliver(&self, entry: &OutboxEntry) -> Result<(), DeliveryError>;
+}
+
+/// The worker. Push with [`Outbox::push`]; it wakes and delivers.
+pub struct Outbox {
+    store: Arc<dyn Store>,
+    deliverers: std::sync::RwLock<BTreeMap<String, Arc<dyn Deliver>>>,
+    wake: Arc<Notify>,
+    /// First retry delay; doubles per attempt up to `max_backoff`.
+    pub base_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Outbox {
+    /// Starts the worker (inside a runtime). Entries left by an earlier process are delivered too.
+    pub fn start(store: Arc<dyn Store>) -> Arc<Outbox> {
+        Outbox::start_with(store, Duration::from_secs(1), Duration::from_secs(300))
+    }
+
+    /// As [`Outbox::start`], with the backoff bounds (tests use short ones).
+    pub fn start_with(store: Arc<dyn Store>, base: Duration, max: Duration) -> Arc<Outbox> {
+        let outbox = Arc::new(Outbox {
+            store,
+            deliverers: std::sync::RwLock::new(BTreeMap::new()),
+            wake: Arc::new(Notify::new()),
+            base_backoff: base,
+            max_backoff: max,
+        });
+        tokio::spawn(Outbox::run(Arc::downgrade(&outbox), outbox.wake.clone()));
+        outbox
+    }
+
+    /// Sets the deliverer of `target`; entries for a target with no deliverer wait for one.
+    pub fn register(&self, target: &str, deliverer: Arc<dyn Deliver>) {
+        if let Ok(mut all) = self.deliverers.write() {
+            all.insert(target.to_owned(), deliverer);
+        }
+        self.wake.notify_one();
+    }
+
+    /// Records entries durably, then wakes the worker. Once this returns, they will be delivered.
+    pub async fn push(&self, entries: Vec<OutboxEntry>) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.store.outbox_push(entries).await?;
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Entries not yet delivered (dead ones included), oldest first.
+    pub async fn pending(&self) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.store.outbox_pending().await
+    }
+
+    fn deliverer(&self, target: &str) -> Option<Arc<dyn Deliver>> {
+        self.deliverers.read().ok()?.get(target).cloned()
+    }
+
+    /// The worker holds the outbox weakly, so it ends when the server drops the outbox (and the
+    /// store with it).
+    async fn run(this: Weak<Outbox>, wake: Arc<Notify>) {
+        loop {
+            let notified = wake.notified();
+            let Some(outbox) = this.upgrade() else { return };
+            let wait = match outbox.round().await {
+                Ok(wait) => wait,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the outbox could not read the store; trying again");
+                    Some(Duration::from_secs(1))
+                }
+            };
+            drop(outbox);
+            let wait = wait.unwrap_or(Duration::from_secs(5));
+            let _ = tokio::time::timeout(wait, notified).await;
+        }
+    }
+
+    /// One pass: the first live entry of every key is tried if due. Returns how long until the
+    /// next one is due.
+    async fn round(&self) -> Result<Option<Duration>, StoreError> {
+        let pending = self.store.outbox_pending().await?;
+        let mut seen = HashSet::new();
+        let mut heads = Vec::new();
+        for entry in pending {
+            if entry.dead || !seen.insert(entry.key.clone()) {
+                continue;
+            }
+            heads.push(entry);
+        }
+        let now = Utc::now();
+        let mut next: Option<Duration> = None;
+        let mut sooner = |d: Duration| next = Some(next.map_or(d, |n: Duration| n.min(d)));
+        let mut tasks = Vec::new();
+        for entry in heads {
+            if let Some(at) = entry.next_at
+                && at > now
+            {
+                sooner((at - now).to_std().unwrap_or_default());
+                continue;
+            }
+            let Some(deliverer) = self.deliverer(&entry.target) else {
+                continue;
+            };
+            // Keys are delivered side by side, so a slow system holds back only its own entries.
+            tasks.push(tokio::spawn(async move {
+                (deliverer.deliver(&entry).await, entry)
+            }));
+        }
+        let delivered = tasks.len();
+        for task in tasks {
+            let Ok((result, mut entry)) = task.await else {
+                continue;
+            };
+            match result {
+                Ok(()) => self.store.outbox_remove(&entry.id).await?,
+                Err(error) => {
+                    entry.attempts += 1;
+                    entry.last_error = Some(error.message.clone());
+                    if error.permanent {
+                        entry.dead = true;
+                        tracing::error!(target = %entry.target, key = %entry.key, kind = %entry.kind, error = %error, "an outbox entry failed for good and is set aside");
+                    } else {
+                        let backoff = error
+                            .retry_after
+                            .unwrap_or_else(|| self.backoff(entry.attempts));
+                        entry.next_at = Some(
+                            Utc::now() + chrono::Duration::from_std(backoff).unwrap_or_default(),
+                        );
+                        sooner(backoff);
+                        tracing::warn!(target = %entry.target, key = %entry.key, kind = %entry.kind, attempts = entry.attempts, retry_in = ?backoff, error = %error, "delivery failed; will retry");
+                    }
+                    self.store.outbox_save(&entry).await?;
+                }
+            }
+        }
+        if delivered > 0 {
+            // Deliveries may have unblocked the next entries of their keys.
+            return Ok(Some(Duration::ZERO));
+        }
+        Ok(next)
+    }
+
+    fn backoff(&self, attempts: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempts.saturating_sub(1).min(20));
+        self.base_backoff
+            .saturating_mul(factor)
+            .min(self.max_backoff)
+    }
+}
