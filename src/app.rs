@@ -80,6 +80,19 @@ impl Server {
         let (engine, actions) =
             start_engine(&config, store.clone(), http.clone(), metrics.clone()).await?;
         let outbox = crate::outbox::Outbox::start(store.clone());
+        // Chat: cards and thread notes go through the outbox to each configured platform.
+        let platforms = config.chat.platforms();
+        if !platforms.is_empty() {
+            engine.add_channel(Arc::new(crate::chat::ChatChannel::new(
+                store.clone(),
+                outbox.clone(),
+                platforms.clone(),
+            )));
+            engine.add_watcher(Arc::new(crate::chat::ChatWatcher::new(
+                outbox.clone(),
+                platforms,
+            )));
+        }
         let addr = config.server.listen;
         let listener = TcpListener::bind(addr)
             .await

@@ -43,6 +43,7 @@ pub mod alert;
 pub mod api;
 pub mod app;
 pub mod audit;
+pub mod chat;
 pub mod config;
 pub mod engine;
 pub mod http;
