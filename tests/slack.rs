@@ -779,3 +779,52 @@ async fn the_prism_check_catches_calls_that_break_slacks_description() {
         "{violations}"
     );
 }
+
+#[test]
+fn the_slack_app_manifest_asks_for_exactly_what_cordon_uses() {
+    use slack_morphism::prelude::SlackAppManifest;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("integrations/slack/manifest.yaml")).unwrap();
+    let manifest: SlackAppManifest = serde_yaml::from_str(&text).expect("a Slack app manifest");
+    let scopes: Vec<String> = manifest
+        .oauth_config
+        .and_then(|o| o.scopes)
+        .and_then(|s| s.bot)
+        .unwrap()
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(scopes, ["chat:write", "commands", "usergroups:read"]);
+    let features = manifest.features.unwrap();
+    let command = &features.slash_commands.unwrap()[0];
+    assert_eq!(command.command, "/cordon");
+    assert_eq!(
+        command.url.as_ref().unwrap().path(),
+        "/v1/chat/slack/commands"
+    );
+    let settings = manifest.settings.unwrap();
+    let interactivity = settings.interactivity.unwrap();
+    assert!(interactivity.is_enabled);
+    assert_eq!(
+        interactivity.request_url.unwrap().path(),
+        "/v1/chat/slack/interactions"
+    );
+    assert!(
+        settings.event_subscriptions.is_none(),
+        "Cordon reads no events"
+    );
+
+    // It sits with the integrations without being taken for one.
+    let config = cordon::config::IntegrationsConfig {
+        paths: vec![root.join("integrations")],
+        ..Default::default()
+    };
+    let integrations =
+        cordon::integrations::Integrations::load(&config, reqwest::Client::new(), None)
+            .expect("the shipped integrations load");
+    let names: Vec<&str> = integrations.names().collect();
+    assert!(
+        !names.contains(&"slack") && names.contains(&"aws-ec2"),
+        "{names:?}"
+    );
+}
