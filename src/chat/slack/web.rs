@@ -197,18 +197,20 @@ impl Web {
         Ok(())
     }
 
-    /// `usergroups.users.list`: the user ids in a user group.
+    /// `usergroups.users.list`: the user ids in a user group. It is asked while a click waits,
+    /// and Slack gives a click three seconds, so it gets two at most.
     pub(super) async fn user_group_members(&self, group: &str) -> Result<Vec<String>, WebError> {
         let method = "usergroups.users.list";
         let token = SlackApiToken::new(self.token.expose().to_owned().into());
         let session = self.client.open_session(&token);
         let request = SlackApiUserGroupsUsersListRequest::new(group.to_owned().into());
-        match tokio::time::timeout(self.timeout, session.usergroups_users_list(&request)).await {
+        let timeout = self.timeout.min(Duration::from_secs(2));
+        match tokio::time::timeout(timeout, session.usergroups_users_list(&request)).await {
             Ok(Ok(answer)) => Ok(answer.users.into_iter().map(|u| u.to_string()).collect()),
             Ok(Err(error)) => Err(WebError::from_client(method, error)),
             Err(_) => Err(WebError::Transport {
                 method: method.to_owned(),
-                reason: format!("no answer in {:?}", self.timeout),
+                reason: format!("no answer in {timeout:?}"),
             }),
         }
     }
