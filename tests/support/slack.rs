@@ -187,6 +187,8 @@ pub struct FakeState {
     pub rate_limits: VecDeque<u64>,
     next_ts: u64,
     sockets: Vec<mpsc::UnboundedSender<String>>,
+    /// Socket Mode connections open now.
+    pub open_sockets: usize,
     /// Socket Mode acknowledgements by envelope id.
     acks: HashMap<String, Value>,
     ws_url: String,
@@ -611,7 +613,11 @@ async fn serve_sockets(listener: tokio::net::TcpListener, state: Arc<Mutex<FakeS
                 return;
             }
             let (tx, mut rx) = mpsc::unbounded_channel::<String>();
-            state.lock().unwrap().sockets.push(tx);
+            {
+                let mut state = state.lock().unwrap();
+                state.sockets.push(tx);
+                state.open_sockets += 1;
+            }
             loop {
                 tokio::select! {
                     outgoing = rx.recv() => match outgoing {
@@ -632,6 +638,10 @@ async fn serve_sockets(listener: tokio::net::TcpListener, state: Arc<Mutex<FakeS
                     }
                 }
             }
+            drop(rx);
+            let mut state = state.lock().unwrap();
+            state.open_sockets -= 1;
+            state.sockets.retain(|s| !s.is_closed());
         });
     }
 }

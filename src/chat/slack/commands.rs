@@ -46,6 +46,8 @@ impl CommandReply {
     }
 }
 
+pub(super) const SHUTTING_DOWN: &str = "Cordon is shutting down; try again in a moment.";
+
 const USAGE: &str = "Usage: `/cordon status` · `/cordon runs` · `/cordon approve RUN STEP` · `/cordon deny RUN STEP` · `/cordon run PLAYBOOK key=value ...`";
 
 /// Splits command text into words; double quotes (straight or the curly ones Slack's editor
@@ -101,10 +103,13 @@ impl Slack {
                 let [_, run, step] = words.as_slice() else {
                     return CommandReply::private(format!("Usage: `/cordon {verb} RUN STEP`"));
                 };
+                let Some(engine) = self.engine() else {
+                    return CommandReply::private(SHUTTING_DOWN);
+                };
                 let user = self
                     .chat_user(&call.user_id, call.user_name.as_deref())
                     .await;
-                let reply = click(&self.engine, "slack", &user, run, step, verb == "approve").await;
+                let reply = click(&engine, "slack", &user, run, step, verb == "approve").await;
                 CommandReply::private(escape(&reply.text))
             }
             Some("run") => self.trigger(call, &words[1..]).await,
@@ -218,8 +223,10 @@ impl Slack {
                 escape(group)
             ));
         }
-        match self
-            .engine
+        let Some(engine) = self.engine() else {
+            return CommandReply::private(SHUTTING_DOWN);
+        };
+        match engine
             .trigger(playbook, Value::Object(inputs), &user.identity, None, false)
             .await
         {

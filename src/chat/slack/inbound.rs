@@ -165,16 +165,9 @@ impl Slack {
                 continue;
             };
             let name = person.name.as_deref().or(person.username.as_deref());
+            let Some(engine) = self.engine() else { return };
             let user = self.chat_user(person.id.as_ref(), name).await;
-            let reply = click(
-                &self.engine,
-                "slack",
-                &user,
-                &button.run,
-                &button.step,
-                approve,
-            )
-            .await;
+            let reply = click(&engine, "slack", &user, &button.run, &button.step, approve).await;
             tracing::info!(run = %button.run, step = %button.step, user = %user.identity, approve, accepted = reply.accepted, "Slack click");
             if let Some(channel) = &channel {
                 self.tell(channel, person.id.as_ref(), thread.as_deref(), &reply.text);

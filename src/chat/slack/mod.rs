@@ -19,7 +19,7 @@ mod socket;
 mod web;
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use serde::Deserialize;
@@ -133,7 +133,8 @@ type Members = (Instant, Arc<BTreeSet<String>>);
 pub struct Slack {
     config: SlackConfig,
     web: web::Web,
-    engine: Arc<Engine>,
+    /// Held weakly: the engine holds the outbox, which holds this deliverer.
+    engine: Weak<Engine>,
     store: Arc<dyn Store>,
     approvers: ApproverGroups,
     /// The approver group allowed to start playbooks from chat (`chat.triggers`).
@@ -178,7 +179,7 @@ impl Slack {
                 slack.request_timeout.0,
             ),
             config: slack.clone(),
-            engine,
+            engine: Arc::downgrade(&engine),
             store,
             approvers: ApproverGroups(config.approvers.clone()),
             triggers: config.chat.triggers.clone(),
@@ -201,6 +202,11 @@ impl Slack {
         }
         tracing::info!(channel = %slack.channel, socket_mode = slack.socket_mode, "Slack is on");
         Ok(Some(this))
+    }
+
+    /// The engine, unless the server is going away.
+    fn engine(&self) -> Option<Arc<Engine>> {
+        self.engine.upgrade()
     }
 
     /// The Slack user groups (`slack-group:<id>`, as approver groups list them) `user` is in.
