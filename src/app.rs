@@ -292,8 +292,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/audit/verify", get(api::verify_audit))
         .route("/v1/playbooks/reload", post(reload_playbooks))
         .route("/v1/incidents/{id}", get(api::show_incident))
-        .route("/v1/incidents/{id}/resolve", post(api::resolve_incident))
-        .route("/v1/incidents/{id}/reopen", post(api::reopen_incident))
+        .route("/v1/incidents/{id}/{change}", post(api::incident_status))
         // Slack (chat issue): clicks and `/cordon`, verified with the signing secret.
         .route(
             "/v1/chat/slack/interactions",
