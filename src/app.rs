@@ -93,6 +93,18 @@ impl Server {
                 platforms,
             )));
         }
+        // ---- Teams (chat issue): the Connector API deliverer of the `teams` outbox entries ----
+        if let Some(teams) = &config.chat.teams {
+            outbox.register(
+                "teams",
+                Arc::new(crate::chat::teams::Deliverer::new(
+                    Arc::new(teams.clone()),
+                    store.clone(),
+                    http.clone(),
+                )),
+            );
+        }
+        // ---- end Teams ----
         let addr = config.server.listen;
         let listener = TcpListener::bind(addr)
             .await
@@ -289,6 +301,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        // ---- Teams (chat issue): the bot's messaging endpoint ----
+        .merge(crate::chat::teams::routes(&state))
+        // ---- end Teams ----
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             record_latency,
