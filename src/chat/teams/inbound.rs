@@ -144,6 +144,8 @@ struct Activity {
     #[serde(default)]
     value: Value,
     #[serde(default)]
+    reply_to_id: Option<String>,
+    #[serde(default)]
     action: Option<String>,
     #[serde(default)]
     members_added: Vec<Account>,
@@ -301,11 +303,11 @@ async fn submit(
         }
         None => "Cordon cannot tell who clicked: Teams sent no Entra object id.".to_owned(),
     };
-    if let (Some(service_url), Some(conversation), Some(id)) = (
-        &activity.service_url,
-        &activity.conversation.id,
-        &activity.id,
-    ) {
+    // The answer goes to the clicked card's thread (`replyToId` names the card).
+    let reply_to = activity.reply_to_id.as_ref().or(activity.id.as_ref());
+    if let (Some(service_url), Some(conversation), Some(id)) =
+        (&activity.service_url, &activity.conversation.id, reply_to)
+    {
         let entry = OutboxEntry::new(
             "teams",
             &format!("reply:{id}"),
