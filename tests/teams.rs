@@ -913,3 +913,33 @@ async fn the_connector_fake_reports_what_prism_refuses() {
     assert_eq!(violations.len(), 1, "{violations:?}");
     assert!(violations[0].contains("textFormat"), "{violations:?}");
 }
+
+#[test]
+fn the_shipped_app_package_names_one_bot_for_teams_with_its_icons() {
+    let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("integrations/teams");
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(folder.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["manifestVersion"], "1.17");
+    let bots = manifest["bots"].as_array().unwrap();
+    assert_eq!(bots.len(), 1);
+    assert_eq!(bots[0]["botId"], manifest["id"], "the app is the bot's");
+    assert!(
+        bots[0]["scopes"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("team"))
+    );
+    assert_eq!(
+        bots[0]["isNotificationOnly"], false,
+        "clicks come back to the bot"
+    );
+    assert!(manifest["description"]["short"].as_str().unwrap().len() <= 80);
+    // Teams wants a 192×192 colour icon and a 32×32 outline; PNG keeps the size at bytes 16..24.
+    for (key, size) in [("color", 192u32), ("outline", 32)] {
+        let png = std::fs::read(folder.join(manifest["icons"][key].as_str().unwrap())).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+        let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
+        let height = u32::from_be_bytes(png[20..24].try_into().unwrap());
+        assert_eq!((width, height), (size, size), "{key} icon");
+    }
+}
