@@ -759,20 +759,11 @@ const REDACTED: &str = "**redacted**";
 
 /// Every secret of a credentials entry.
 fn secrets_of(c: &Credentials) -> Vec<Secret> {
-    [
-        &c.access_key_id,
-        &c.secret_access_key,
-        &c.session_token,
-        &c.client_secret,
-        &c.token,
-        &c.password,
-        &c.api_key,
-    ]
-    .into_iter()
-    .flatten()
-    .filter(|s| !s.expose().is_empty())
-    .cloned()
-    .collect()
+    c.secrets()
+        .into_iter()
+        .filter(|s| !s.expose().is_empty())
+        .cloned()
+        .collect()
 }
 
 /// A value as text for a header, query or form field.
