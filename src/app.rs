@@ -100,6 +100,18 @@ impl Server {
             crate::chat::slack::Slack::start(&config, store.clone(), engine.clone(), &outbox)
                 .await
                 .map_err(StartError::Http)?;
+        // ---- Teams (chat issue): the Connector API deliverer of the `teams` outbox entries ----
+        if let Some(teams) = &config.chat.teams {
+            outbox.register(
+                "teams",
+                Arc::new(crate::chat::teams::Deliverer::new(
+                    Arc::new(teams.clone()),
+                    store.clone(),
+                    http.clone(),
+                )),
+            );
+        }
+        // ---- end Teams ----
         let addr = config.server.listen;
         let listener = TcpListener::bind(addr)
             .await
@@ -305,6 +317,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        // ---- Teams (chat issue): the bot's messaging endpoint ----
+        .merge(crate::chat::teams::routes(&state))
+        // ---- end Teams ----
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             record_latency,

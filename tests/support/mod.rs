@@ -5,6 +5,7 @@
 pub mod azure;
 pub mod moto;
 pub mod slack;
+pub mod teams;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
