@@ -79,7 +79,8 @@ impl Server {
         let sources = intake::sources(&config, &http);
         let (engine, actions) =
             start_engine(&config, store.clone(), http.clone(), metrics.clone()).await?;
-        let outbox = crate::outbox::Outbox::start(store.clone());
+        let retry = &config.tickets.retry;
+        let outbox = crate::outbox::Outbox::start_with(store.clone(), retry.base.0, retry.max.0);
         let addr = config.server.listen;
         let listener = TcpListener::bind(addr)
             .await
@@ -94,6 +95,8 @@ impl Server {
             http,
             outbox,
         });
+        // --- tickets: Jira / ServiceNow deliverers and the incident watcher ---
+        crate::tickets::install(&state);
         Ok(Server { state, listener })
     }
 
@@ -273,6 +276,19 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/incidents/{id}", get(api::show_incident))
         .route("/v1/incidents/{id}/resolve", post(api::resolve_incident))
         .route("/v1/incidents/{id}/reopen", post(api::reopen_incident))
+        // --- tickets: inbound webhooks and the incident report ---
+        .route(
+            "/v1/tickets/jira/webhook",
+            post(crate::tickets::webhook::jira),
+        )
+        .route(
+            "/v1/tickets/servicenow/webhook",
+            post(crate::tickets::webhook::servicenow),
+        )
+        .route(
+            "/v1/incidents/{id}/report",
+            get(crate::tickets::webhook::report),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
