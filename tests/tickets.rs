@@ -784,8 +784,12 @@ async fn a_jira_outage_delays_updates_and_loses_none() {
     assert_eq!(waiting.len(), 9, "{waiting:#?}");
     assert!(waiting[0].attempts >= 2, "{:#?}", waiting[0]);
 
-    // Back, but unavailable for three requests, then rate limited for two (Retry-After: 1).
+    // Back, but unavailable for three requests, refusing Cordon's (rotated) token once, then rate
+    // limited for two (Retry-After: 1).
     let control = jira.control();
+    control
+        .unauthorized
+        .store(1, std::sync::atomic::Ordering::SeqCst);
     control
         .unavailable
         .store(3, std::sync::atomic::Ordering::SeqCst);
@@ -805,6 +809,10 @@ async fn a_jira_outage_delays_updates_and_loses_none() {
     assert_eq!(
         control.served_429.load(std::sync::atomic::Ordering::SeqCst),
         2
+    );
+    assert_eq!(
+        control.served_401.load(std::sync::atomic::Ordering::SeqCst),
+        1
     );
 
     let ops = jira.data().ops.clone();

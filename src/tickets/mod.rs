@@ -144,24 +144,6 @@ pub struct TicketWatcher {
     lock: tokio::sync::Mutex<()>,
 }
 
-impl TicketWatcher {
-    /// A watcher over `store` and `outbox` for the `tickets` section of `config` (the server
-    /// builds one in [`install`]; tests may build their own).
-    pub fn new(
-        store: Arc<dyn Store>,
-        outbox: Arc<Outbox>,
-        config: Arc<crate::config::Config>,
-    ) -> TicketWatcher {
-        TicketWatcher {
-            store,
-            outbox,
-            scripts: crate::app::scripts(&config),
-            config,
-            lock: tokio::sync::Mutex::new(()),
-        }
-    }
-}
-
 #[async_trait]
 impl Watcher for TicketWatcher {
     async fn incident_events(&self, events: &[IncidentEvent]) {
@@ -595,6 +577,18 @@ pub(crate) async fn check(
     let reason: String = body.chars().take(300).collect();
     if !reason.trim().is_empty() {
         error.message = format!("{}: {}", error.message, reason.trim());
+    }
+    // Refused credentials or permissions are fixed by an operator, after which the updates must
+    // still go out, in order: they are retried (at the longest backoff), not given up on.
+    if matches!(status.as_u16(), 401 | 403) {
+        tracing::error!(
+            system,
+            what,
+            status = status.as_u16(),
+            "the ticket system refused Cordon's credentials or permissions; updates wait until they are fixed"
+        );
+        error.permanent = false;
+        error.retry_after = None;
     }
     Err(error)
 }

@@ -106,9 +106,12 @@ pub struct Control {
     pub unavailable: AtomicU64,
     /// Answer 429 with `Retry-After: 1` to this many requests (doing nothing).
     pub throttled: AtomicU64,
-    /// Requests answered 503 / 429 so far.
+    /// Answer 401 to this many requests (credentials being rotated; doing nothing).
+    pub unauthorized: AtomicU64,
+    /// Requests answered 503 / 429 / 401 so far.
     pub served_503: AtomicU64,
     pub served_429: AtomicU64,
+    pub served_401: AtomicU64,
     /// The next create acts, then answers 500 (the answer is lost).
     pub lose_next_create: AtomicBool,
     /// After recording the next comment, wait this long (ms) before answering.
@@ -188,6 +191,14 @@ async fn outage(
     if take(&control.unavailable) {
         control.served_503.fetch_add(1, Ordering::SeqCst);
         return (StatusCode::SERVICE_UNAVAILABLE, "down for maintenance").into_response();
+    }
+    if take(&control.unauthorized) {
+        control.served_401.fetch_add(1, Ordering::SeqCst);
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({ "errorMessages": ["You are not authenticated."] })),
+        )
+            .into_response();
     }
     if take(&control.throttled) {
         control.served_429.fetch_add(1, Ordering::SeqCst);
