@@ -81,6 +81,19 @@ impl Server {
             start_engine(&config, store.clone(), http.clone(), metrics.clone()).await?;
         let retry = &config.tickets.retry;
         let outbox = crate::outbox::Outbox::start_with(store.clone(), retry.base.0, retry.max.0);
+        // Chat: cards and thread notes go through the outbox to each configured platform.
+        let platforms = config.chat.platforms();
+        if !platforms.is_empty() {
+            engine.add_channel(Arc::new(crate::chat::ChatChannel::new(
+                store.clone(),
+                outbox.clone(),
+                platforms.clone(),
+            )));
+            engine.add_watcher(Arc::new(crate::chat::ChatWatcher::new(
+                outbox.clone(),
+                platforms,
+            )));
+        }
         let addr = config.server.listen;
         let listener = TcpListener::bind(addr)
             .await

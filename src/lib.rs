@@ -45,6 +45,7 @@ pub mod alert;
 pub mod api;
 pub mod app;
 pub mod audit;
+pub mod chat;
 pub mod config;
 pub mod engine;
 pub mod http;

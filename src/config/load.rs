@@ -26,6 +26,7 @@ const TOP_KEYS: &[&str] = &[
     "approvers",
     "guardrails",
     "integrations",
+    "chat",
     "sources",
     "tickets",
 ];
@@ -150,6 +151,9 @@ impl<'de> Visitor<'de> for FocusSeed<'_> {
                 }
                 (Focus::TopKey(k), "guardrails") if k == "guardrails" => {
                     map.next_value::<super::GuardrailsConfig>()?;
+                }
+                (Focus::TopKey(k), "chat") if k == "chat" => {
+                    map.next_value::<crate::chat::ChatConfig>()?;
                 }
                 (Focus::TopKey(k), "integrations") if k == "integrations" => {
                     map.next_value::<super::IntegrationsConfig>()?;

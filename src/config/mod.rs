@@ -50,6 +50,9 @@ pub struct Config {
     /// Integrations: where they are, their credentials and settings (docs/integrations.md).
     #[serde(default)]
     pub integrations: IntegrationsConfig,
+    /// Chat platforms for incident cards and approvals (Slack, Teams, Discord).
+    #[serde(default)]
+    pub chat: crate::chat::ChatConfig,
     /// The alert sources Cordon accepts, by name (`aws.guardduty`, `falco`, `generic`, ...). A
     /// source that is not listed here is refused with 404.
     #[serde(default)]

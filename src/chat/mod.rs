@@ -1,0 +1,459 @@
+//! Chat-ops: one card per incident on Slack, Microsoft Teams and Discord, with the same approval
+//! rules on all three.
+//!
+//! The engine asks the [`ChatChannel`] to post and update approval requests, and tells the
+//! [`ChatWatcher`] of incident events; both only push to the durable outbox, whose per-platform
+//! deliverers (`slack`, `teams`, `discord`) post cards, update them in place and write thread
+//! replies. A chat outage delays cards and loses none, and approvals keep working through the CLI
+//! and the API meanwhile. Clicks come back through each platform's verified endpoint and go to
+//! [`click`], which applies the approver rules and says what to answer the person.
+
+pub mod discord;
+pub mod slack;
+pub mod teams;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::engine::EngineError;
+use crate::engine::approval::DecisionError;
+use crate::engine::channel::{ApprovalChannel, ApprovalOutcome, ApprovalRequest};
+use crate::engine::service::Engine;
+use crate::engine::watch::{IncidentEvent, Watcher};
+use crate::outbox::{Outbox, OutboxEntry};
+use crate::store::Store;
+
+/// The `chat:` config section: the platforms in use and who may trigger playbooks from chat.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatConfig {
+    #[serde(default)]
+    pub slack: Option<slack::SlackConfig>,
+    #[serde(default)]
+    pub teams: Option<teams::TeamsConfig>,
+    #[serde(default)]
+    pub discord: Option<discord::DiscordConfig>,
+    /// The approver group whose members may start playbooks by hand from chat
+    /// (`/cordon run <playbook> key=value ...`); nobody when unset.
+    #[serde(default)]
+    pub triggers: Option<String>,
+}
+
+impl ChatConfig {
+    /// The configured platforms' names.
+    pub fn platforms(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.slack.is_some() {
+            out.push("slack");
+        }
+        if self.teams.is_some() {
+            out.push("teams");
+        }
+        if self.discord.is_some() {
+            out.push("discord");
+        }
+        out
+    }
+}
+
+/// Everything a card shows: the incident, what is asked, and (once decided) the outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Card {
+    /// `run id:step`: the approval the buttons decide.
+    pub run_id: String,
+    pub step: String,
+    pub playbook: String,
+    pub incident_id: Option<String>,
+    pub title: String,
+    /// 0–10.
+    pub severity: u8,
+    pub resource: Option<String>,
+    pub actor: Option<String>,
+    /// What is asked (the playbook's prompt, with its values filled in).
+    pub prompt: String,
+    pub group: String,
+    pub quorum: u32,
+    pub timeout_at: DateTime<Utc>,
+    /// Verdicts of enrichment steps so far: `step: summary`.
+    #[serde(default)]
+    pub enrichment: Vec<String>,
+    /// Evidence collected so far: `kind at location`.
+    #[serde(default)]
+    pub evidence: Vec<String>,
+    /// The decision, once there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<CardOutcome>,
+}
+
+/// How the approval ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CardOutcome {
+    pub approved: bool,
+    /// `identity (approve|deny via platform at time)`, in order.
+    pub decided_by: Vec<String>,
+    pub at: DateTime<Utc>,
+}
+
+impl Card {
+    /// The card for `request`, filled from the store (the incident, its first alert, the run's
+    /// enrichment outputs and the incident's evidence).
+    pub async fn build(store: &dyn Store, request: &ApprovalRequest) -> Card {
+        let mut card = Card {
+            run_id: request.run_id.clone(),
+            step: request.step.clone(),
+            playbook: request.playbook.clone(),
+            incident_id: request.incident_id.clone(),
+            title: request.prompt.clone(),
+            severity: 0,
+            resource: None,
+            actor: None,
+            prompt: request.prompt.clone(),
+            group: request.group.clone(),
+            quorum: request.quorum,
+            timeout_at: request.timeout_at,
+            enrichment: Vec::new(),
+            evidence: Vec::new(),
+            outcome: None,
+        };
+        if let Some(id) = &request.incident_id
+            && let Ok(Some(incident)) = store.incident(id).await
+        {
+            card.title = incident.title.clone();
+            card.severity = incident.severity;
+            card.evidence = incident
+                .evidence
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{} at {}",
+                        e["kind"].as_str().unwrap_or("evidence"),
+                        e["location"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect();
+            let query = crate::store::AlertQuery {
+                incident_id: Some(id.clone()),
+                limit: 1,
+                ..Default::default()
+            };
+            if let Ok(alerts) = store.alerts(&query).await
+                && let Some(alert) = alerts.first()
+            {
+                let resource = &alert.resource;
+                card.resource = resource.id.as_ref().map(|rid| {
+                    let kind = resource.kind.as_deref().unwrap_or("resource");
+                    let place = [resource.region.as_deref(), resource.account.as_deref()]
+                        .into_iter()
+                        .flatten()
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    if place.is_empty() {
+                        format!("{kind} {rid}")
+                    } else {
+                        format!("{kind} {rid} ({place})")
+                    }
+                });
+                card.actor = alert.actor.as_ref().map(|a| {
+                    let name = a.name.as_deref().or(a.id.as_deref()).unwrap_or("?");
+                    match a.kind.as_deref() {
+                        Some(kind) => format!("{kind} {name}"),
+                        None => name.to_owned(),
+                    }
+                });
+            }
+        }
+        if let Ok(Some(run)) = store.run(&request.run_id).await {
+            card.enrichment = enrichment_verdicts(&run);
+        }
+        card
+    }
+
+    /// The card once `outcome` is known.
+    pub fn decided(mut self, outcome: &ApprovalOutcome) -> Card {
+        self.outcome = Some(CardOutcome {
+            approved: outcome.approved,
+            decided_by: outcome
+                .decisions
+                .iter()
+                .map(|d| {
+                    format!(
+                        "{} ({} via {} at {})",
+                        d.identity,
+                        if d.approve { "approve" } else { "deny" },
+                        d.via,
+                        d.at.format("%Y-%m-%d %H:%M UTC")
+                    )
+                })
+                .collect(),
+            at: outcome
+                .decisions
+                .last()
+                .map(|d| d.at)
+                .unwrap_or_else(Utc::now),
+        });
+        self
+    }
+
+    /// The outbox key of the card's deliveries: one card per incident (its run's, without one).
+    pub fn key(&self) -> String {
+        self.incident_id
+            .clone()
+            .unwrap_or_else(|| format!("run:{}", self.run_id))
+    }
+
+    /// `severity N/10 · resource · actor`, for headers.
+    pub fn facts(&self) -> Vec<(String, String)> {
+        let mut facts = vec![("Severity".to_owned(), format!("{}/10", self.severity))];
+        if let Some(resource) = &self.resource {
+            facts.push(("Resource".into(), resource.clone()));
+        }
+        if let Some(actor) = &self.actor {
+            facts.push(("Actor".into(), actor.clone()));
+        }
+        facts.push((
+            "Approvers".into(),
+            format!("{} (quorum {})", self.group, self.quorum),
+        ));
+        facts.push((
+            "Times out".into(),
+            self.timeout_at.format("%Y-%m-%d %H:%M UTC").to_string(),
+        ));
+        for line in &self.enrichment {
+            facts.push(("Enrichment".into(), line.clone()));
+        }
+        for line in &self.evidence {
+            facts.push(("Evidence".into(), line.clone()));
+        }
+        facts
+    }
+}
+
+/// `step: summary` for each finished enrichment-looking step output (a score, a verdict).
+fn enrichment_verdicts(run: &crate::engine::run::Run) -> Vec<String> {
+    let mut out = Vec::new();
+    for (step, state) in &run.steps {
+        let Some(output) = state.output.as_object() else {
+            continue;
+        };
+        let keys = ["score", "malicious", "classification", "matched", "verdict"];
+        let parts: Vec<String> = keys
+            .iter()
+            .filter_map(|k| output.get(*k).map(|v| format!("{k} {}", plain(v))))
+            .collect();
+        if !parts.is_empty() {
+            out.push(format!("{step}: {}", parts.join(", ")));
+        }
+    }
+    out
+}
+
+fn plain(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Outbox entry kinds the platform deliverers handle. Payloads: `post_card`/`update_card` carry
+/// a [`Card`]; `thread_note` carries `{ "incident_id", "text" }` (posted in the incident's card
+/// thread when there is one, dropped otherwise).
+pub const POST_CARD: &str = "post_card";
+pub const UPDATE_CARD: &str = "update_card";
+pub const THREAD_NOTE: &str = "thread_note";
+
+/// The engine's approval channel for chat: posts and updates go to the outbox, one entry per
+/// configured platform.
+pub struct ChatChannel {
+    store: Arc<dyn Store>,
+    outbox: Arc<Outbox>,
+    platforms: Vec<&'static str>,
+}
+
+impl ChatChannel {
+    pub fn new(store: Arc<dyn Store>, outbox: Arc<Outbox>, platforms: Vec<&'static str>) -> Self {
+        ChatChannel {
+            store,
+            outbox,
+            platforms,
+        }
+    }
+
+    async fn push(&self, kind: &str, card: &Card) -> Result<(), String> {
+        let payload = serde_json::to_value(card).map_err(|e| e.to_string())?;
+        let entries = self
+            .platforms
+            .iter()
+            .map(|p| OutboxEntry::new(p, &card.key(), kind, payload.clone()))
+            .collect();
+        self.outbox.push(entries).await.map_err(|e| e.to_string())
+    }
+}
+
+#[async_trait]
+impl ApprovalChannel for ChatChannel {
+    fn name(&self) -> &str {
+        "chat"
+    }
+
+    async fn post(&self, request: &ApprovalRequest) -> Result<(), String> {
+        let card = Card::build(&*self.store, request).await;
+        self.push(POST_CARD, &card).await
+    }
+
+    async fn update(
+        &self,
+        request: &ApprovalRequest,
+        outcome: &ApprovalOutcome,
+    ) -> Result<(), String> {
+        let card = Card::build(&*self.store, request).await.decided(outcome);
+        self.push(UPDATE_CARD, &card).await
+    }
+}
+
+/// Thread replies: later alerts of an incident, and the results of its actions.
+pub struct ChatWatcher {
+    outbox: Arc<Outbox>,
+    platforms: Vec<&'static str>,
+}
+
+impl ChatWatcher {
+    pub fn new(outbox: Arc<Outbox>, platforms: Vec<&'static str>) -> Self {
+        ChatWatcher { outbox, platforms }
+    }
+
+    /// The thread line for an event, if it is one chat shows.
+    fn note(event: &IncidentEvent) -> Option<String> {
+        match event.kind.as_str() {
+            "alert.added" => Some(format!(
+                "New alert in this incident: {}",
+                event.detail["alert_id"].as_str().unwrap_or("?")
+            )),
+            "step.finished" if event.detail["status"] == "failed" => Some(format!(
+                "Step `{}` failed: {}",
+                event.step.as_deref().unwrap_or("?"),
+                event.detail["error"].as_str().unwrap_or("")
+            )),
+            "step.finished" => None,
+            "step.undone" => Some(format!(
+                "Step `{}` undone by {} with `{}`",
+                event.step.as_deref().unwrap_or("?"),
+                event.actor.as_deref().unwrap_or("?"),
+                event.detail["action"].as_str().unwrap_or("?")
+            )),
+            "evidence.collected" => Some(format!(
+                "Evidence: {} at {}",
+                event.detail["kind"].as_str().unwrap_or("?"),
+                event.detail["location"].as_str().unwrap_or("?")
+            )),
+            "run.state" if matches!(event.detail["to"].as_str(), Some("succeeded" | "failed")) => {
+                Some(format!(
+                    "Playbook `{}` {}",
+                    event.playbook.as_deref().unwrap_or("?"),
+                    event.detail["to"].as_str().unwrap_or("?")
+                ))
+            }
+            "incident.resolved" => Some(format!(
+                "Incident resolved by {}",
+                event.actor.as_deref().unwrap_or("?")
+            )),
+            _ => None,
+        }
+    }
+}
+
+#[async_trait]
+impl Watcher for ChatWatcher {
+    async fn incident_events(&self, events: &[IncidentEvent]) {
+        let mut entries = Vec::new();
+        for event in events {
+            let Some(text) = ChatWatcher::note(event) else {
+                continue;
+            };
+            for platform in &self.platforms {
+                entries.push(OutboxEntry::new(
+                    platform,
+                    &event.incident_id,
+                    THREAD_NOTE,
+                    json!({ "incident_id": event.incident_id, "text": text }),
+                ));
+            }
+        }
+        if let Err(e) = self.outbox.push(entries).await {
+            tracing::error!(error = %e, "could not record chat thread notes");
+        }
+    }
+}
+
+/// A person clicking in chat, as the platform identified them.
+#[derive(Debug, Clone)]
+pub struct ChatUser {
+    /// `slack:U123`, `teams:<aad object id>`, `discord:<user id>`.
+    pub identity: String,
+    /// Platform groups the platform says they are in (`slack-group:S1`, `discord-role:R1`,
+    /// `teams-group:<id>`), which approver groups may list.
+    pub groups: Vec<String>,
+    /// Display name, for replies.
+    pub name: String,
+}
+
+/// What to tell the person who clicked (ephemeral where the platform allows).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClickReply {
+    /// The decision counted.
+    pub accepted: bool,
+    pub text: String,
+}
+
+/// Applies an Approve/Deny click from `platform` with the engine's rules (membership, requester,
+/// quorum, already decided); refusals are audited by the engine and explained to the person.
+pub async fn click(
+    engine: &Arc<Engine>,
+    platform: &str,
+    user: &ChatUser,
+    run_id: &str,
+    step: &str,
+    approve: bool,
+) -> ClickReply {
+    let verb = if approve { "approval" } else { "denial" };
+    match engine
+        .decide_as(
+            run_id,
+            step,
+            &user.identity,
+            &user.groups,
+            approve,
+            platform,
+        )
+        .await
+    {
+        Ok(decided) => ClickReply {
+            accepted: true,
+            text: match decided.outcome {
+                Some(true) => format!("Approved: {run_id} {step} goes ahead."),
+                Some(false) => format!("Denied: {run_id} {step} will not run."),
+                None => format!(
+                    "Your {verb} is recorded ({} of {} needed).",
+                    decided.approvals, decided.quorum
+                ),
+            },
+        },
+        Err(EngineError::Decision(error)) => ClickReply {
+            accepted: false,
+            text: match &error {
+                DecisionError::NotAllowed(_, group) => {
+                    format!("Not allowed: you are not in the approver group `{group}`.")
+                }
+                DecisionError::AlreadyDecided(by) => format!("Already decided by {by}."),
+                other => other.to_string(),
+            },
+        },
+        Err(other) => ClickReply {
+            accepted: false,
+            text: format!("Could not record your {verb}: {other}"),
+        },
+    }
+}
