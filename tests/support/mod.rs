@@ -4,6 +4,7 @@
 
 pub mod azure;
 pub mod moto;
+pub mod slack;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
