@@ -81,7 +81,8 @@ impl Server {
         let sources = intake::sources(&config, &http);
         let (engine, actions) =
             start_engine(&config, store.clone(), http.clone(), metrics.clone()).await?;
-        let outbox = crate::outbox::Outbox::start(store.clone());
+        let retry = &config.tickets.retry;
+        let outbox = crate::outbox::Outbox::start_with(store.clone(), retry.base.0, retry.max.0);
         // Chat: cards and thread notes go through the outbox to each configured platform.
         let platforms = config.chat.platforms();
         if !platforms.is_empty() {
@@ -127,6 +128,8 @@ impl Server {
             outbox,
             slack,
         });
+        // --- tickets: Jira / ServiceNow deliverers and the incident watcher ---
+        crate::tickets::install(&state);
         Ok(Server { state, listener })
     }
 
@@ -313,6 +316,19 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/v1/chat/slack/commands",
             post(crate::chat::slack::commands),
+        )
+        // --- tickets: inbound webhooks and the incident report ---
+        .route(
+            "/v1/tickets/jira/webhook",
+            post(crate::tickets::webhook::jira),
+        )
+        .route(
+            "/v1/tickets/servicenow/webhook",
+            post(crate::tickets::webhook::servicenow),
+        )
+        .route(
+            "/v1/incidents/{id}/report",
+            get(crate::tickets::webhook::report),
         )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -17,6 +17,7 @@ use tempfile::TempDir;
 use tokio::sync::oneshot;
 
 pub mod intel;
+pub mod tickets;
 
 pub const INTAKE_TOKEN: &str = "test-intake-token";
 pub const ADMIN_TOKEN: &str = "test-admin-token";
