@@ -184,8 +184,21 @@ mod tests {
             timeout_at: chrono::Utc::now(),
             enrichment: vec!["intel: score 90".into()],
             evidence: vec![],
+            plan: vec!["aws-ec2.isolate_instance instance_id=i-0abc".into()],
+            notes: vec![],
             outcome: None,
         }
+    }
+
+    #[test]
+    fn the_card_says_what_approving_will_do() {
+        let text = adaptive(&card()).to_string();
+        assert!(
+            text.contains(
+                r#"{"title":"Will do","value":"aws-ec2.isolate_instance instance_id=i-0abc"}"#
+            ),
+            "{text}"
+        );
     }
 
     #[test]
