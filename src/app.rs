@@ -92,6 +92,7 @@ impl Server {
                 platforms.clone(),
             )));
             engine.add_watcher(Arc::new(crate::chat::ChatWatcher::new(
+                store.clone(),
                 outbox.clone(),
                 platforms,
             )));

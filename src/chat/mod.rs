@@ -348,15 +348,39 @@ impl ApprovalChannel for ChatChannel {
     }
 }
 
-/// Thread replies: later alerts of an incident, and the results of its actions.
+/// Thread replies: later alerts of an incident, the results of its actions, and its report when
+/// it is resolved.
 pub struct ChatWatcher {
+    store: Arc<dyn Store>,
     outbox: Arc<Outbox>,
     platforms: Vec<&'static str>,
 }
 
+/// How much of the report goes into a thread (chat messages have limits; the whole report is in
+/// `cordon incidents report` and on the ticket).
+const REPORT_IN_THREAD: usize = 2800;
+
 impl ChatWatcher {
-    pub fn new(outbox: Arc<Outbox>, platforms: Vec<&'static str>) -> Self {
-        ChatWatcher { outbox, platforms }
+    pub fn new(store: Arc<dyn Store>, outbox: Arc<Outbox>, platforms: Vec<&'static str>) -> Self {
+        ChatWatcher {
+            store,
+            outbox,
+            platforms,
+        }
+    }
+
+    /// The resolved incident's report, cut to fit a message.
+    async fn report(&self, incident_id: &str) -> Option<String> {
+        let report = crate::tickets::report::markdown(&*self.store, incident_id)
+            .await
+            .ok()??;
+        if report.chars().count() <= REPORT_IN_THREAD {
+            return Some(report);
+        }
+        let cut: String = report.chars().take(REPORT_IN_THREAD).collect();
+        Some(format!(
+            "{cut}\n\n… (the full report: `cordon incidents report {incident_id}`)"
+        ))
     }
 
     /// The thread line for an event, if it is one chat shows.
@@ -404,9 +428,14 @@ impl Watcher for ChatWatcher {
     async fn incident_events(&self, events: &[IncidentEvent]) {
         let mut entries = Vec::new();
         for event in events {
-            let Some(text) = ChatWatcher::note(event) else {
+            let Some(mut text) = ChatWatcher::note(event) else {
                 continue;
             };
+            if event.kind == "incident.resolved"
+                && let Some(report) = self.report(&event.incident_id).await
+            {
+                text = format!("{text}\n\n{report}");
+            }
             for platform in &self.platforms {
                 entries.push(OutboxEntry::new(
                     platform,
