@@ -93,6 +93,13 @@ impl Server {
                 platforms,
             )));
         }
+        // Chat, Discord: cards, thread notes and card updates are delivered by the `discord` target.
+        if let Some(discord) = &config.chat.discord {
+            outbox.register(
+                "discord",
+                crate::chat::discord::delivery(discord, http.clone(), store.clone()),
+            );
+        }
         let addr = config.server.listen;
         let listener = TcpListener::bind(addr)
             .await
@@ -289,6 +296,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        // Chat, Discord: the interactions endpoint (when configured).
+        .merge(crate::chat::discord::router(&state))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             record_latency,

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod azure;
+pub mod discord;
 pub mod moto;
 
 use std::path::{Path, PathBuf};
