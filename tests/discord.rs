@@ -690,7 +690,7 @@ async fn a_chat_outage_delays_the_card_loses_none_and_approvals_still_work() {
 }
 
 /// The harness itself: a call Discord's description refuses is caught (so a test that makes one
-/// fails), and the fake's answer does not hide it.
+/// fails), and the fake's answer does not hide it. And the shipped command registration passes.
 #[tokio::test]
 async fn prism_catches_a_call_discord_would_refuse() {
     let discord = FakeDiscord::start().await;
@@ -716,4 +716,23 @@ async fn prism_catches_a_call_discord_would_refuse() {
     let violations = discord.violations().await;
     assert_eq!(violations.len(), 2, "{violations:#?}");
     assert!(violations[0].contains("/threads") || violations[1].contains("/threads"));
+
+    // The `/cordon` definition the setup steps register is one Discord takes.
+    let command = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/integrations/discord/command.json"
+    ))
+    .unwrap();
+    client
+        .post(format!(
+            "{}/applications/{APP_ID}/guilds/{GUILD_ID}/commands",
+            discord.base
+        ))
+        .header("authorization", format!("Bot {BOT_TOKEN}"))
+        .header("content-type", "application/json")
+        .body(command)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(discord.violations().await.len(), 2, "command.json is valid");
 }
