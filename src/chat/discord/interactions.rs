@@ -41,7 +41,7 @@ use crate::chat::{ChatUser, click};
 use crate::http::ApiError;
 
 /// How far an interaction's timestamp may be from now.
-const WINDOW_SECS: i64 = 300;
+const WINDOW_SECS: u64 = 300;
 
 /// Where seen interaction ids are kept.
 const SEEN_NAMESPACE: &str = "chat.discord.seen";
@@ -216,10 +216,10 @@ impl Inbound {
             .parse()
             .map_err(|_| unauthorized("X-Signature-Timestamp is not a Unix time"))?;
         let now = chrono::Utc::now().timestamp();
-        if (now - sent).abs() > WINDOW_SECS {
+        if now.abs_diff(sent) > WINDOW_SECS {
             return Err(unauthorized(format!(
-                "the request is stale: signed {}s from now, more than {WINDOW_SECS}s allowed",
-                now - sent
+                "the request is stale: signed {}s away from now, more than {WINDOW_SECS}s allowed",
+                now.abs_diff(sent)
             )));
         }
         let interaction: Interaction = serde_json::from_slice(body).map_err(|e| {
