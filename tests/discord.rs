@@ -689,6 +689,35 @@ async fn a_chat_outage_delays_the_card_loses_none_and_approvals_still_work() {
     s.server.stop().await;
 }
 
+#[tokio::test]
+async fn without_thread_permission_notes_reply_to_the_card() {
+    let s = setup(1, "approve").await;
+    s.discord.script("/threads", vec![Scripted::Forbidden]);
+    let run = start(&s.server, "i-0nt", "finding-nt").await;
+    s.server.wait_run(&run, "waiting", waiting).await;
+    let card = s.discord.card().await;
+    post_finding(&s.server, "i-0nt", "finding-nt-2").await;
+    let note = s
+        .discord
+        .wait("the new alert as a reply to the card", |d| {
+            d.messages_in(CHANNEL_ID)
+                .into_iter()
+                .find(|m| m.content.starts_with("New alert in this incident"))
+        })
+        .await;
+    assert_eq!(note.reply_to.as_deref(), Some(card.id.as_str()));
+    assert_eq!(s.discord.thread_of(&card.id), None);
+    let threads = s
+        .discord
+        .calls()
+        .iter()
+        .filter(|c| c.path.ends_with("/threads"))
+        .count();
+    assert_eq!(threads, 1, "a refused thread is not asked for again");
+    s.discord.assert_valid().await;
+    s.server.stop().await;
+}
+
 /// The harness itself: a call Discord's description refuses is caught (so a test that makes one
 /// fails), and the fake's answer does not hide it. And the shipped command registration passes.
 #[tokio::test]

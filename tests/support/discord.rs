@@ -221,6 +221,8 @@ pub enum Scripted {
     RateLimited { retry_after: f64, global: bool },
     /// 503, as during an outage.
     Unavailable,
+    /// 403 Missing Permissions (code 50013), as for a bot that may not start threads.
+    Forbidden,
 }
 
 #[derive(Default)]
@@ -627,6 +629,9 @@ fn answer(
             }
             Some(Scripted::Unavailable) => {
                 return error(StatusCode::SERVICE_UNAVAILABLE, 0, "upstream unavailable");
+            }
+            Some(Scripted::Forbidden) => {
+                return error(StatusCode::FORBIDDEN, 50013, "Missing Permissions");
             }
             None => {}
         }
