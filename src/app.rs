@@ -41,6 +41,8 @@ pub struct AppState {
     pub http: reqwest::Client,
     /// What Cordon owes other systems (tickets, chat), delivered with retries.
     pub outbox: Arc<crate::outbox::Outbox>,
+    /// Slack, when configured: its endpoints share the client and what it remembers.
+    pub slack: Option<Arc<crate::chat::slack::Slack>>,
 }
 
 /// Errors starting the server.
@@ -93,6 +95,11 @@ impl Server {
                 platforms,
             )));
         }
+        // Slack (chat issue): the deliverer, the inbound handlers' state, and Socket Mode.
+        let slack =
+            crate::chat::slack::Slack::start(&config, store.clone(), engine.clone(), &outbox)
+                .await
+                .map_err(StartError::Http)?;
         // Chat, Discord: cards, thread notes and card updates are delivered by the `discord` target.
         if let Some(discord) = &config.chat.discord {
             outbox.register(
@@ -113,6 +120,7 @@ impl Server {
             actions,
             http,
             outbox,
+            slack,
         });
         Ok(Server { state, listener })
     }
@@ -291,8 +299,16 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/audit/verify", get(api::verify_audit))
         .route("/v1/playbooks/reload", post(reload_playbooks))
         .route("/v1/incidents/{id}", get(api::show_incident))
-        .route("/v1/incidents/{id}/resolve", post(api::resolve_incident))
-        .route("/v1/incidents/{id}/reopen", post(api::reopen_incident))
+        .route("/v1/incidents/{id}/{change}", post(api::incident_status))
+        // Slack (chat issue): clicks and `/cordon`, verified with the signing secret.
+        .route(
+            "/v1/chat/slack/interactions",
+            post(crate::chat::slack::interactions),
+        )
+        .route(
+            "/v1/chat/slack/commands",
+            post(crate::chat::slack::commands),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -267,3 +267,175 @@ impl Outbox {
             .min(self.max_backoff)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::config::{GroupingConfig, StoreConfig};
+    use crate::store::SledStore;
+
+    /// Records deliveries; fails the first `fail` attempts of each entry with `error`.
+    struct Recorder {
+        delivered: Mutex<Vec<String>>,
+        attempts: Mutex<BTreeMap<String, u32>>,
+        fail: u32,
+        error: DeliveryError,
+    }
+
+    #[async_trait]
+    impl Deliver for Recorder {
+        async fn deliver(&self, entry: &OutboxEntry) -> Result<(), DeliveryError> {
+            let mut attempts = self.attempts.lock().unwrap();
+            let n = attempts.entry(entry.id.clone()).or_default();
+            *n += 1;
+            if *n <= self.fail {
+                return Err(self.error.clone());
+            }
+            let text = entry.payload.as_str().unwrap_or_default().to_owned();
+            self.delivered.lock().unwrap().push(text);
+            Ok(())
+        }
+    }
+
+    fn recorder(fail: u32, error: DeliveryError) -> Arc<Recorder> {
+        Arc::new(Recorder {
+            delivered: Mutex::default(),
+            attempts: Mutex::default(),
+            fail,
+            error,
+        })
+    }
+
+    fn store(dir: &std::path::Path) -> Arc<dyn Store> {
+        let config = StoreConfig {
+            path: dir.join("store"),
+            ..StoreConfig::default()
+        };
+        Arc::new(SledStore::open(&config, &GroupingConfig::default()).unwrap())
+    }
+
+    fn entries(key: &str, texts: &[&str]) -> Vec<OutboxEntry> {
+        texts
+            .iter()
+            .map(|t| OutboxEntry::new("t", key, "note", Value::String((*t).to_owned())))
+            .collect()
+    }
+
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "never: {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn failures_delay_deliveries_in_order_and_lose_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let outbox = Outbox::start_with(
+            store.clone(),
+            Duration::from_millis(20),
+            Duration::from_millis(80),
+        );
+        let target = recorder(3, DeliveryError::retry("down"));
+        outbox.register("t", target.clone());
+        outbox
+            .push(entries("a", &["a1", "a2", "a3"]))
+            .await
+            .unwrap();
+        outbox.push(entries("b", &["b1"])).await.unwrap();
+        until("all delivered", || {
+            target.delivered.lock().unwrap().len() == 4
+        })
+        .await;
+        let delivered = target.delivered.lock().unwrap().clone();
+        let of_a: Vec<&String> = delivered.iter().filter(|d| d.starts_with('a')).collect();
+        assert_eq!(of_a, ["a1", "a2", "a3"], "in order per key, none twice");
+        until("forgotten", || {
+            futures_now(store.outbox_pending()).is_some_and(|p| p.unwrap().is_empty())
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn retry_after_is_honoured_and_a_permanent_error_sets_the_entry_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let outbox = Outbox::start_with(
+            store.clone(),
+            Duration::from_millis(1),
+            Duration::from_millis(5),
+        );
+        let slow = recorder(
+            1,
+            DeliveryError::retry_after("429", Duration::from_millis(300)),
+        );
+        outbox.register("t", slow.clone());
+        let started = std::time::Instant::now();
+        outbox.push(entries("k", &["x"])).await.unwrap();
+        until("delivered after the wait", || {
+            slow.delivered.lock().unwrap().len() == 1
+        })
+        .await;
+        assert!(
+            started.elapsed() >= Duration::from_millis(300),
+            "{:?}",
+            started.elapsed()
+        );
+
+        let broken = recorder(u32::MAX, DeliveryError::permanent("400 bad request"));
+        outbox.register("t", broken.clone());
+        outbox.push(entries("k", &["y"])).await.unwrap();
+        until("set aside", || {
+            futures_now(store.outbox_pending())
+                .and_then(|p| p.ok())
+                .is_some_and(|p| p.len() == 1 && p[0].dead)
+        })
+        .await;
+        // A dead entry no longer holds its key back.
+        let fine = recorder(0, DeliveryError::retry("unused"));
+        outbox.register("t", fine.clone());
+        outbox.push(entries("k", &["z"])).await.unwrap();
+        until("the next one goes", || {
+            fine.delivered.lock().unwrap().len() == 1
+        })
+        .await;
+        let pending = store.outbox_pending().await.unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].last_error.as_deref(), Some("400 bad request"));
+    }
+
+    #[tokio::test]
+    async fn entries_survive_a_restart_and_go_out_once_a_deliverer_is_there() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = store(dir.path());
+            let outbox = Outbox::start(store.clone());
+            outbox.push(entries("k", &["kept"])).await.unwrap();
+            store.close().await.unwrap();
+        }
+        let store = store(dir.path());
+        let outbox = Outbox::start(store.clone());
+        let target = recorder(0, DeliveryError::retry("unused"));
+        outbox.register("t", target.clone());
+        until("delivered after the restart", || {
+            target.delivered.lock().unwrap().as_slice() == ["kept"]
+        })
+        .await;
+    }
+
+    /// Polls a store future once on a throwaway runtime-free executor (the sled store answers at
+    /// once for reads).
+    fn futures_now<F: std::future::Future>(future: F) -> Option<F::Output> {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        let mut future = std::pin::pin!(future);
+        match future.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(out) => Some(out),
+            std::task::Poll::Pending => None,
+        }
+    }
+}

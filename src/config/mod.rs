@@ -159,6 +159,24 @@ pub struct Credentials {
     pub endpoints: BTreeMap<String, String>,
 }
 
+impl Credentials {
+    /// Every secret given.
+    pub fn secrets(&self) -> Vec<&Secret> {
+        [
+            &self.access_key_id,
+            &self.secret_access_key,
+            &self.session_token,
+            &self.client_secret,
+            &self.token,
+            &self.password,
+            &self.api_key,
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
 /// Guardrails on side-effect actions.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -493,16 +511,7 @@ impl Config {
             }
         }
         for c in self.integrations.credentials.values() {
-            let secrets = [
-                &c.access_key_id,
-                &c.secret_access_key,
-                &c.session_token,
-                &c.client_secret,
-                &c.token,
-                &c.password,
-                &c.api_key,
-            ];
-            secrets.into_iter().flatten().for_each(&mut note);
+            c.secrets().into_iter().for_each(&mut note);
         }
         names.sort();
         names.dedup();

@@ -5,6 +5,7 @@
 pub mod azure;
 pub mod discord;
 pub mod moto;
+pub mod slack;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
