@@ -548,20 +548,42 @@ async fn the_cordon_command_shows_decides_and_starts_playbooks() {
     .await;
     assert_eq!(
         refused,
-        "Not allowed: starting playbooks takes the group `soc`."
+        "Not allowed: you are not in the trigger group `soc`."
     );
-    let started = ask(
-        &s,
+    let audit = s.server.state.store.audit_entries(None, 0).await.unwrap();
+    let refusal = audit
+        .iter()
+        .find(|e| e.kind == "trigger.refused")
+        .expect("the refused start is audited");
+    assert_eq!(
+        refusal.actor.as_deref(),
+        Some(format!("discord:{USER_ID}").as_str())
+    );
+    assert_eq!(refusal.detail["via"], "discord");
+    assert_eq!(refusal.detail["playbook"], "sweep");
+    let (command, token) = command(
         "run",
         &[("playbook", "sweep"), ("inputs", "host=web-1")],
+        USER_ID,
         &[SOC_ROLE],
-    )
-    .await;
+    );
+    interact(&s, &command).await;
+    let started = s
+        .discord
+        .wait("the command's answer", |d| {
+            d.originals(&token).into_iter().next()
+        })
+        .await;
     let manual = started
         .strip_prefix("Started `sweep`: run `")
         .and_then(|r| r.strip_suffix("`."))
         .unwrap_or_else(|| panic!("{started}"))
         .to_owned();
+    // The channel hears who started what.
+    assert_eq!(
+        followup(&s.discord, &token).await,
+        (format!("<@{USER_ID}> started `sweep`: run `{manual}`."), 0)
+    );
     let body = s.server.wait_run(&manual, "succeeded", succeeded).await;
     assert_eq!(body["run"]["inputs"], json!({ "host": "web-1" }));
     assert_eq!(body["run"]["trigger"]["by"], format!("discord:{USER_ID}"));

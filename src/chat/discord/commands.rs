@@ -6,12 +6,14 @@
 //! - `run playbook:<id> inputs:key=value ...`: starts a playbook by hand, for members of the
 //!   `chat.triggers` group (in person or through a Discord role).
 //!
-//! Answers are ephemeral: only the person who asked sees them.
+//! Answers are ephemeral: only the person who asked sees them; a started run is also announced
+//! to the channel.
 
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 use super::interactions::{CommandData, option};
 use crate::app::AppState;
+use crate::audit::NewEntry;
 use crate::chat::{ChatUser, click};
 use crate::engine::EngineError;
 use crate::engine::run::RunStatus;
@@ -19,32 +21,45 @@ use crate::store::{IncidentQuery, RunQuery};
 
 const HELP: &str = "Try `/cordon status`, `/cordon runs`, `/cordon approve run:<id> step:<id>`, `/cordon deny run:<id> step:<id>` or `/cordon run playbook:<id> inputs:key=value ...`.";
 
+/// What to answer a command.
+pub(super) struct Answer {
+    /// For the person who asked.
+    pub text: String,
+    /// For everyone in the channel too (a started run).
+    pub announce: Option<String>,
+}
+
+impl From<String> for Answer {
+    fn from(text: String) -> Answer {
+        Answer {
+            text,
+            announce: None,
+        }
+    }
+}
+
 /// The answer to `/cordon ...` from `user`.
-pub(super) async fn run(app: &AppState, user: &ChatUser, data: &CommandData) -> String {
+pub(super) async fn run(app: &AppState, user: &ChatUser, data: &CommandData) -> Answer {
     let Some((sub, options)) = data.sub() else {
-        return HELP.to_owned();
+        return HELP.to_owned().into();
     };
     match sub {
-        "status" => status(app).await,
-        "runs" => runs(app).await,
+        "status" => status(app).await.into(),
+        "runs" => runs(app).await.into(),
         "approve" | "deny" => match (option(options, "run"), option(options, "step")) {
             (Some(run_id), Some(step)) => {
                 click(&app.engine, "discord", user, run_id, step, sub == "approve")
                     .await
                     .text
+                    .into()
             }
-            _ => format!("Usage: `/cordon {sub} run:<run id> step:<step id>`."),
+            _ => format!("Usage: `/cordon {sub} run:<run id> step:<step id>`.").into(),
         },
         "run" => {
-            trigger(
-                app,
-                user,
-                option(options, "playbook"),
-                option(options, "inputs"),
-            )
-            .await
+            let (playbook, inputs) = (option(options, "playbook"), option(options, "inputs"));
+            trigger(app, user, playbook, inputs).await
         }
-        other => format!("Cordon has no `/cordon {other}`. {HELP}"),
+        other => format!("Cordon has no `/cordon {other}`. {HELP}").into(),
     }
 }
 
@@ -141,36 +156,57 @@ async fn trigger(
     user: &ChatUser,
     playbook: Option<&str>,
     inputs: Option<&str>,
-) -> String {
+) -> Answer {
     let Some(group) = &app.config.chat.triggers else {
-        return "Starting playbooks from chat is off (`chat.triggers` names no group).".to_owned();
+        let off = "Starting playbooks from chat is off: the config names no `chat.triggers` group.";
+        return off.to_owned().into();
+    };
+    let Some(playbook) = playbook else {
+        let usage = "Usage: `/cordon run playbook:<id> inputs:key=value ...`.";
+        return usage.to_owned().into();
     };
     let groups = crate::app::approver_groups(&app.config);
     let member = groups.is_member(group, &user.identity)
         || user.groups.iter().any(|g| groups.is_member(group, g));
     if !member {
-        tracing::warn!(identity = %user.identity, group = %group, "a playbook start from Discord was refused");
-        return format!("Not allowed: starting playbooks takes the group `{group}`.");
+        let entry = NewEntry::new("trigger.refused")
+            .actor(user.identity.clone())
+            .detail(json!({ "playbook": playbook, "via": "discord", "reason": format!("not in the trigger group `{group}`") }));
+        if let Err(e) = app.store.append_audit(vec![entry]).await {
+            tracing::warn!(error = %e, "cannot audit a refused chat trigger");
+        }
+        return format!("Not allowed: you are not in the trigger group `{group}`.").into();
     }
-    let Some(playbook) = playbook else {
-        return "Usage: `/cordon run playbook:<id> inputs:key=value ...`.".to_owned();
-    };
     let inputs = match parse_inputs(inputs.unwrap_or("")) {
         Ok(inputs) => inputs,
-        Err(e) => return format!("{e}; inputs are `key=value` pairs separated by spaces."),
+        Err(e) => return format!("{e}; inputs are `key=value` pairs separated by spaces.").into(),
     };
     match app
         .engine
         .trigger(playbook, Value::Object(inputs), &user.identity, None, false)
         .await
     {
-        Ok((id, true)) => format!("Started `{playbook}`: run `{id}`."),
-        Ok((id, false)) => format!("`{playbook}` is already running for this: run `{id}`."),
-        Err(EngineError::NoPlaybook(_)) => format!("There is no playbook `{playbook}`."),
+        Ok((id, true)) => Answer {
+            text: format!("Started `{playbook}`: run `{id}`."),
+            announce: Some(format!(
+                "{} started `{playbook}`: run `{id}`.",
+                mention(&user.identity)
+            )),
+        },
+        Ok((id, false)) => format!("`{playbook}` is already running for this: run `{id}`.").into(),
+        Err(EngineError::NoPlaybook(_)) => format!("There is no playbook `{playbook}`.").into(),
         Err(e) => {
             tracing::warn!(error = %e, playbook, "a playbook start from Discord failed");
-            format!("Could not start `{playbook}`; the server log says why.")
+            format!("Could not start `{playbook}`; the server log says why.").into()
         }
+    }
+}
+
+/// `<@id>` for a Discord identity: shown as the person's name (Cordon's messages ping nobody).
+fn mention(identity: &str) -> String {
+    match identity.strip_prefix("discord:") {
+        Some(id) => format!("<@{id}>"),
+        None => identity.to_owned(),
     }
 }
 

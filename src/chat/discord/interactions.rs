@@ -345,9 +345,9 @@ impl Inbound {
             .ok_or_else(|| ApiError::bad_request("bad_payload", "the interaction names no user"))?;
         let token = interaction.token;
         tokio::spawn(async move {
-            let text = super::commands::run(&app, &user, &data).await;
+            let answer = super::commands::run(&app, &user, &data).await;
             let edit = EditInteractionResponse::new()
-                .content(clip(&text, 2000))
+                .content(clip(&answer.text, 2000))
                 .allowed_mentions(render::no_mentions());
             self.answer(
                 Method::PATCH,
@@ -357,6 +357,13 @@ impl Inbound {
                 "answering /cordon",
             )
             .await;
+            if let Some(text) = answer.announce {
+                let public = CreateInteractionResponseFollowup::new()
+                    .content(clip(&text, 2000))
+                    .allowed_mentions(render::no_mentions());
+                self.answer(Method::POST, &token, "", &public, "announcing /cordon run")
+                    .await;
+            }
         });
         Ok(CreateInteractionResponse::Defer(
             CreateInteractionResponseMessage::new().ephemeral(true),
