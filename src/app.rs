@@ -81,7 +81,8 @@ impl Server {
         let sources = intake::sources(&config, &http);
         let (engine, actions) =
             start_engine(&config, store.clone(), http.clone(), metrics.clone()).await?;
-        let outbox = crate::outbox::Outbox::start(store.clone());
+        let retry = &config.tickets.retry;
+        let outbox = crate::outbox::Outbox::start_with(store.clone(), retry.base.0, retry.max.0);
         // Chat: cards and thread notes go through the outbox to each configured platform.
         let platforms = config.chat.platforms();
         if !platforms.is_empty() {
@@ -100,6 +101,18 @@ impl Server {
             crate::chat::slack::Slack::start(&config, store.clone(), engine.clone(), &outbox)
                 .await
                 .map_err(StartError::Http)?;
+        // ---- Teams (chat issue): the Connector API deliverer of the `teams` outbox entries ----
+        if let Some(teams) = &config.chat.teams {
+            outbox.register(
+                "teams",
+                Arc::new(crate::chat::teams::Deliverer::new(
+                    Arc::new(teams.clone()),
+                    store.clone(),
+                    http.clone(),
+                )),
+            );
+        }
+        // ---- end Teams ----
         // Chat, Discord: cards, thread notes and card updates are delivered by the `discord` target.
         if let Some(discord) = &config.chat.discord {
             outbox.register(
@@ -122,6 +135,8 @@ impl Server {
             outbox,
             slack,
         });
+        // --- tickets: Jira / ServiceNow deliverers and the incident watcher ---
+        crate::tickets::install(&state);
         Ok(Server { state, listener })
     }
 
@@ -309,9 +324,25 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/chat/slack/commands",
             post(crate::chat::slack::commands),
         )
+        // --- tickets: inbound webhooks and the incident report ---
+        .route(
+            "/v1/tickets/jira/webhook",
+            post(crate::tickets::webhook::jira),
+        )
+        .route(
+            "/v1/tickets/servicenow/webhook",
+            post(crate::tickets::webhook::servicenow),
+        )
+        .route(
+            "/v1/incidents/{id}/report",
+            get(crate::tickets::webhook::report),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        // ---- Teams (chat issue): the bot's messaging endpoint ----
+        .merge(crate::chat::teams::routes(&state))
+        // ---- end Teams ----
         // Chat, Discord: the interactions endpoint (when configured).
         .merge(crate::chat::discord::router(&state))
         .route_layer(middleware::from_fn_with_state(

@@ -57,6 +57,9 @@ pub struct Config {
     /// source that is not listed here is refused with 404.
     #[serde(default)]
     pub sources: BTreeMap<String, SourceConfig>,
+    /// Ticket sync with Jira Cloud and ServiceNow, and the outbox's retry backoff.
+    #[serde(default)]
+    pub tickets: crate::tickets::TicketsConfig,
 }
 
 /// Where playbooks are and how they run.

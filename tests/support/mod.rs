@@ -6,6 +6,7 @@ pub mod azure;
 pub mod discord;
 pub mod moto;
 pub mod slack;
+pub mod teams;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use tempfile::TempDir;
 use tokio::sync::oneshot;
 
 pub mod intel;
+pub mod tickets;
 
 pub const INTAKE_TOKEN: &str = "test-intake-token";
 pub const ADMIN_TOKEN: &str = "test-admin-token";

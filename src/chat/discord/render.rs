@@ -218,6 +218,8 @@ mod tests {
             timeout_at: Utc::now(),
             enrichment: vec!["intel: score 97".into()],
             evidence: vec!["x".repeat(5000)],
+            plan: Vec::new(),
+            notes: Vec::new(),
             outcome: None,
         }
     }

@@ -134,19 +134,19 @@ pub(super) fn card_blocks(card: &Card) -> Vec<SlackBlock> {
             )))
             .into(),
     );
-    if !card.enrichment.is_empty() {
-        blocks.push(
-            SlackSectionBlock::new()
-                .with_text(markdown(list("Enrichment", &card.enrichment, 10)))
-                .into(),
-        );
-    }
-    if !card.evidence.is_empty() {
-        blocks.push(
-            SlackSectionBlock::new()
-                .with_text(markdown(list("Evidence", &card.evidence, 10)))
-                .into(),
-        );
+    for (title, lines) in [
+        ("Will do", &card.plan),
+        ("Guardrails", &card.notes),
+        ("Enrichment", &card.enrichment),
+        ("Evidence", &card.evidence),
+    ] {
+        if !lines.is_empty() {
+            blocks.push(
+                SlackSectionBlock::new()
+                    .with_text(markdown(list(title, lines, 10)))
+                    .into(),
+            );
+        }
     }
 
     match &card.outcome {
@@ -240,6 +240,10 @@ mod tests {
             evidence: (0..12)
                 .map(|i| format!("ebs.snapshot at snap-{i}"))
                 .collect(),
+            plan: vec!["aws-ec2.isolate_instance instance_id=i-0abc, region=us-east-1".into()],
+            notes: vec![
+                "`i-0abc` is protected (guardrail `i-0abc`): this step will be refused".into(),
+            ],
             outcome: None,
         }
     }
@@ -254,6 +258,13 @@ mod tests {
         assert!(text.contains("Isolate i-0abc in us-east-1, detaching sg-1, sg-2?"));
         assert!(text.contains("i-0abc (us-east-1)"));
         assert!(text.contains("reputation: score 97"));
+        assert!(
+            text.contains(
+                "*Will do*\\n• aws-ec2.isolate_instance instance_id=i-0abc, region=us-east-1"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("*Guardrails*"), "{text}");
         assert!(text.contains("…and 2 more"), "evidence is capped: {text}");
         let blocks: serde_json::Value = serde_json::from_str(&text).unwrap();
         let actions = blocks
