@@ -92,7 +92,7 @@ pub fn embed(card: &Card) -> CreateEmbed {
     };
     let mut embed = CreateEmbed::new()
         .title(clip(&card.title, 256))
-        .description(clip(&format!("**{status}:** {}", card.prompt), 1200))
+        .description(clip(&format!("**{status}:** {}", card.prompt), 1000))
         .colour(color)
         .field("Severity", format!("{}/10", card.severity), true);
     if let Some(resource) = &card.resource {
@@ -109,17 +109,22 @@ pub fn embed(card: &Card) -> CreateEmbed {
     if card.outcome.is_none() {
         embed = embed.field("Times out", discord_time(card.timeout_at), true);
     }
-    if !card.enrichment.is_empty() {
-        embed = embed.field("Enrichment", lines(&card.enrichment, 1000), false);
-    }
-    if !card.evidence.is_empty() {
-        embed = embed.field("Evidence", lines(&card.evidence, 1000), false);
+    // Field budgets keep the whole embed under Discord's 6000 characters.
+    for (name, items, max) in [
+        ("Will do", &card.plan, 700),
+        ("Guardrails", &card.notes, 400),
+        ("Enrichment", &card.enrichment, 800),
+        ("Evidence", &card.evidence, 800),
+    ] {
+        if !items.is_empty() {
+            embed = embed.field(name, lines(items, max), false);
+        }
     }
     if let Some(outcome) = &card.outcome {
         let by = if outcome.decided_by.is_empty() {
             "nobody".to_owned()
         } else {
-            lines(&outcome.decided_by, 900)
+            lines(&outcome.decided_by, 700)
         };
         embed = embed.field("Decided by", by, false).field(
             "Decided at",
@@ -218,8 +223,10 @@ mod tests {
             timeout_at: Utc::now(),
             enrichment: vec!["intel: score 97".into()],
             evidence: vec!["x".repeat(5000)],
-            plan: Vec::new(),
-            notes: Vec::new(),
+            plan: vec!["aws-ec2.isolate_instance instance_id=i-0abc, region=us-east-1".into()],
+            notes: vec![
+                "`i-0abc` is protected (guardrail `i-0abc`): this step will be refused".into(),
+            ],
             outcome: None,
         }
     }
@@ -258,6 +265,49 @@ mod tests {
             .find(|f| f["name"] == "Evidence")
             .unwrap();
         assert!(evidence["value"].as_str().unwrap().chars().count() <= 1024);
+        let field = |name: &str| {
+            embed["fields"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|f| f["name"] == name)
+                .map(|f| f["value"].as_str().unwrap().to_owned())
+        };
+        assert_eq!(
+            field("Will do").unwrap(),
+            "• aws-ec2.isolate_instance instance_id=i-0abc, region=us-east-1"
+        );
+        assert!(field("Guardrails").unwrap().contains("will be refused"));
+    }
+
+    #[test]
+    fn the_longest_card_fits_in_one_embed() {
+        let long = |n: usize| (0..n).map(|i| format!("{i} {}", "y".repeat(400))).collect();
+        let mut c = card();
+        c.title = "t".repeat(1000);
+        c.prompt = "p".repeat(10_000);
+        c.resource = Some("r".repeat(1000));
+        c.actor = Some("a".repeat(1000));
+        c.group = "g".repeat(1000);
+        c.plan = long(20);
+        c.notes = long(20);
+        c.enrichment = long(20);
+        c.evidence = long(20);
+        c.outcome = Some(CardOutcome {
+            approved: false,
+            decided_by: long(20),
+            at: Utc::now(),
+        });
+        let embed = serde_json::to_value(embed(&c)).unwrap();
+        let mut total = embed["title"].as_str().unwrap().chars().count()
+            + embed["description"].as_str().unwrap().chars().count()
+            + embed["footer"]["text"].as_str().unwrap().chars().count();
+        for f in embed["fields"].as_array().unwrap() {
+            let (name, value) = (f["name"].as_str().unwrap(), f["value"].as_str().unwrap());
+            assert!(value.chars().count() <= 1024, "{name}");
+            total += name.chars().count() + value.chars().count();
+        }
+        assert!(total <= 6000, "{total} characters");
     }
 
     #[test]
