@@ -114,6 +114,13 @@ impl Server {
             );
         }
         // ---- end Teams ----
+        // Chat, Discord: cards, thread notes and card updates are delivered by the `discord` target.
+        if let Some(discord) = &config.chat.discord {
+            outbox.register(
+                "discord",
+                crate::chat::discord::delivery(discord, http.clone(), store.clone()),
+            );
+        }
         let addr = config.server.listen;
         let listener = TcpListener::bind(addr)
             .await
@@ -337,6 +344,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         // ---- Teams (chat issue): the bot's messaging endpoint ----
         .merge(crate::chat::teams::routes(&state))
         // ---- end Teams ----
+        // Chat, Discord: the interactions endpoint (when configured).
+        .merge(crate::chat::discord::router(&state))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             record_latency,

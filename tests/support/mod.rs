@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod azure;
+pub mod discord;
 pub mod moto;
 pub mod slack;
 pub mod teams;

@@ -1,0 +1,286 @@
+//! Discord's HTTP API through Cordon's own HTTP client: the configured base URL, the bot token, and
+//! the rate limits Discord announces. A route whose bucket is spent (`X-RateLimit-Remaining: 0`)
+//! is not called again before `X-RateLimit-Reset-After`; a 429 says when to come back
+//! (`retry_after` in its body, `Retry-After` in its headers) for the route or, when `global`, for
+//! every route. Callers get that wait as [`CallError::retry_after`], which the outbox honours.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use reqwest::header::HeaderMap;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::config::Secret;
+use crate::outbox::DeliveryError;
+
+/// The longest wait Cordon accepts from a rate-limit answer (a longer one is clamped).
+const MAX_WAIT: Duration = Duration::from_secs(3600);
+
+/// Discord's error codes Cordon acts on.
+pub mod codes {
+    /// The message is gone (deleted by someone).
+    pub const UNKNOWN_MESSAGE: u64 = 10008;
+    /// A thread already exists for this message.
+    pub const THREAD_EXISTS: u64 = 160004;
+}
+
+/// The REST client.
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: Secret,
+    limits: Mutex<Limits>,
+}
+
+/// Until when routes (and all of them, for the global limit) must not be called.
+#[derive(Default)]
+struct Limits {
+    routes: HashMap<String, Instant>,
+    global: Option<Instant>,
+}
+
+/// Who a call authenticates as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// `Authorization: Bot <token>` (channel and message routes).
+    Bot,
+    /// Nothing: interaction webhooks are authorized by the interaction token in their path.
+    Interaction,
+}
+
+/// A failed call. Its message never holds the token or an interaction token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallError {
+    /// The HTTP status, when Discord answered.
+    pub status: Option<u16>,
+    /// Discord's JSON error code (`10008` unknown message, `160004` thread exists, ...).
+    pub code: Option<u64>,
+    pub message: String,
+    /// How long to wait before calling again (a rate limit).
+    pub retry_after: Option<Duration>,
+}
+
+impl CallError {
+    /// The outbox's view: rate limits wait as told, network errors, 408, 429 and 5xx are
+    /// retried, anything else (a 400, a 403 for a missing permission) is set aside.
+    pub fn into_delivery(self) -> DeliveryError {
+        if let Some(after) = self.retry_after {
+            return DeliveryError::retry_after(self.message, after);
+        }
+        match self.status {
+            None | Some(408 | 429 | 500..=599) => DeliveryError::retry(self.message),
+            Some(_) => DeliveryError::permanent(self.message),
+        }
+    }
+}
+
+impl Api {
+    /// A client for the API at `base` (`https://discord.com/api/v10`).
+    pub fn new(http: reqwest::Client, base: &url::Url, token: Secret) -> Api {
+        Api {
+            http,
+            base: base.as_str().trim_end_matches('/').to_owned(),
+            token,
+            limits: Mutex::new(Limits::default()),
+        }
+    }
+
+    /// Sends `body` as JSON to `path` (below the base URL). `route` names the rate-limit bucket
+    /// (the route with its major parameter, e.g. `POST /channels/123/messages`); `what` names the
+    /// call in errors. Answers the response's JSON (`null` when empty).
+    pub async fn send<T: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        route: &str,
+        path: &str,
+        body: &T,
+        auth: Auth,
+        what: &str,
+    ) -> Result<Value, CallError> {
+        if let Some(wait) = self.wait_for(route) {
+            return Err(CallError {
+                status: None,
+                code: None,
+                message: format!("{what}: waiting for Discord's rate limit"),
+                retry_after: Some(wait),
+            });
+        }
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .json(body);
+        if auth == Auth::Bot {
+            request = request.header(
+                reqwest::header::AUTHORIZATION,
+                format!("Bot {}", self.token.expose()),
+            );
+        }
+        let response = request.send().await.map_err(|e| CallError {
+            status: None,
+            code: None,
+            // Without the URL: an interaction webhook's path holds its token.
+            message: format!("{what}: {}", e.without_url()),
+            retry_after: None,
+        })?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap_or_default();
+        let json: Value = if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::Null)
+        };
+        self.note_limits(route, status, &headers, &json);
+        if (200..300).contains(&status) {
+            return Ok(json);
+        }
+        let code = json["code"].as_u64();
+        let detail = json["message"].as_str().unwrap_or("").trim();
+        let mut message = format!("{what}: Discord answered {status}");
+        if !detail.is_empty() {
+            message.push_str(&format!(": {}", clip(detail, 200)));
+        }
+        if let Some(code) = code {
+            message.push_str(&format!(" (code {code})"));
+        }
+        let retry_after = (status == 429).then(|| rate_limit_wait(&headers, &json));
+        Err(CallError {
+            status: Some(status),
+            code,
+            message,
+            retry_after,
+        })
+    }
+
+    /// How long `route` must still wait, if at all.
+    fn wait_for(&self, route: &str) -> Option<Duration> {
+        let limits = self.limits.lock().ok()?;
+        let now = Instant::now();
+        let until = [limits.routes.get(route).copied(), limits.global]
+            .into_iter()
+            .flatten()
+            .max()?;
+        (until > now).then(|| until - now)
+    }
+
+    /// Records what a response says of the route's bucket and of the global limit.
+    fn note_limits(&self, route: &str, status: u16, headers: &HeaderMap, json: &Value) {
+        let Ok(mut limits) = self.limits.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        limits.routes.retain(|_, until| *until > now);
+        if status == 429 {
+            let until = now + rate_limit_wait(headers, json);
+            let global = json["global"].as_bool().unwrap_or(false)
+                || header(headers, "x-ratelimit-global").is_some_and(|v| v == "true")
+                || header(headers, "x-ratelimit-scope").is_some_and(|v| v == "global");
+            if global {
+                limits.global = Some(until);
+            }
+            limits.routes.insert(route.to_owned(), until);
+            return;
+        }
+        if header(headers, "x-ratelimit-remaining").is_some_and(|v| v.trim() == "0")
+            && let Some(after) = header(headers, "x-ratelimit-reset-after").and_then(seconds)
+        {
+            limits.routes.insert(route.to_owned(), now + after);
+        }
+    }
+}
+
+/// The wait a 429 asks for: the body's `retry_after` (seconds, fractional), else the
+/// `Retry-After` header, else the bucket's reset; one second when none says.
+fn rate_limit_wait(headers: &HeaderMap, json: &Value) -> Duration {
+    json["retry_after"]
+        .as_f64()
+        .and_then(bounded)
+        .or_else(|| header(headers, "retry-after").and_then(seconds))
+        .or_else(|| header(headers, "x-ratelimit-reset-after").and_then(seconds))
+        .unwrap_or(Duration::from_secs(1))
+        .min(MAX_WAIT)
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name)?.to_str().ok()
+}
+
+/// Seconds as Discord writes them (`"1"`, `"0.35"`), never negative or endless.
+fn seconds(text: &str) -> Option<Duration> {
+    bounded(text.trim().parse().ok()?)
+}
+
+/// `secs` as a wait of at most [`MAX_WAIT`]; nothing for a negative or not-a-number value.
+fn bounded(secs: f64) -> Option<Duration> {
+    if secs.is_nan() || secs < 0.0 {
+        return None;
+    }
+    Some(Duration::from_secs_f64(secs.min(MAX_WAIT.as_secs_f64())))
+}
+
+/// At most `max` characters of `text`, with `…` when cut.
+pub fn clip(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_come_from_the_body_then_the_headers_and_stay_bounded() {
+        let mut headers = HeaderMap::new();
+        headers.insert("retry-after", "3".parse().unwrap());
+        let body = serde_json::json!({ "retry_after": 0.25, "global": false });
+        assert_eq!(rate_limit_wait(&headers, &body), Duration::from_millis(250));
+        assert_eq!(
+            rate_limit_wait(&headers, &Value::Null),
+            Duration::from_secs(3)
+        );
+        let absurd = serde_json::json!({ "retry_after": -5.0 });
+        assert_eq!(rate_limit_wait(&headers, &absurd), Duration::from_secs(3));
+        let huge = serde_json::json!({ "retry_after": 1e300 });
+        assert_eq!(rate_limit_wait(&HeaderMap::new(), &huge), MAX_WAIT);
+        assert_eq!(seconds("NaN"), None);
+    }
+
+    #[test]
+    fn a_spent_bucket_holds_its_route_and_a_global_limit_holds_all() {
+        let api = Api::new(
+            reqwest::Client::new(),
+            &url::Url::parse("http://127.0.0.1:9/api/v10").unwrap(),
+            Secret::new("t"),
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert("x-ratelimit-remaining", "0".parse().unwrap());
+        headers.insert("x-ratelimit-reset-after", "2.5".parse().unwrap());
+        api.note_limits("POST /channels/1/messages", 200, &headers, &Value::Null);
+        let wait = api.wait_for("POST /channels/1/messages").unwrap();
+        assert!(wait > Duration::from_secs(2) && wait <= Duration::from_millis(2500));
+        assert_eq!(api.wait_for("POST /channels/2/messages"), None);
+
+        let global = serde_json::json!({ "retry_after": 1.0, "global": true });
+        api.note_limits(
+            "PATCH /channels/1/messages/:id",
+            429,
+            &HeaderMap::new(),
+            &global,
+        );
+        assert!(api.wait_for("POST /channels/2/messages").is_some());
+    }
+
+    #[test]
+    fn clipping_counts_characters_not_bytes() {
+        assert_eq!(clip("héllo", 5), "héllo");
+        assert_eq!(clip("héllo wörld", 6), "héllo…");
+        assert_eq!(clip("", 0), "");
+    }
+}
