@@ -268,38 +268,24 @@ pub async fn cancel_run(
     Ok(Json(json!({ "run": run })))
 }
 
-/// `POST /v1/incidents/{id}/resolve` with `{"identity": "..."}`.
-pub async fn resolve_incident(
+/// `POST /v1/incidents/{id}/resolve` and `/reopen` with `{"identity": "..."}`.
+pub async fn incident_status(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Path((id, change)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    set_status(
-        &app,
-        &headers,
-        &id,
-        &body,
-        crate::alert::IncidentStatus::Resolved,
-    )
-    .await
-}
-
-/// `POST /v1/incidents/{id}/reopen` with `{"identity": "..."}`.
-pub async fn reopen_incident(
-    State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
-    set_status(
-        &app,
-        &headers,
-        &id,
-        &body,
-        crate::alert::IncidentStatus::Open,
-    )
-    .await
+    let status = match change.as_str() {
+        "resolve" => crate::alert::IncidentStatus::Resolved,
+        "reopen" => crate::alert::IncidentStatus::Open,
+        other => {
+            return Err(ApiError::not_found(
+                "not_found",
+                format!("an incident can be `resolve`d or `reopen`ed, not `{other}`"),
+            ));
+        }
+    };
+    set_status(&app, &headers, &id, &body, status).await
 }
 
 async fn set_status(

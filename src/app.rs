@@ -41,6 +41,8 @@ pub struct AppState {
     pub http: reqwest::Client,
     /// What Cordon owes other systems (tickets, chat), delivered with retries.
     pub outbox: Arc<crate::outbox::Outbox>,
+    /// Slack, when configured: its endpoints share the client and what it remembers.
+    pub slack: Option<Arc<crate::chat::slack::Slack>>,
 }
 
 /// Errors starting the server.
@@ -79,7 +81,8 @@ impl Server {
         let sources = intake::sources(&config, &http);
         let (engine, actions) =
             start_engine(&config, store.clone(), http.clone(), metrics.clone()).await?;
-        let outbox = crate::outbox::Outbox::start(store.clone());
+        let retry = &config.tickets.retry;
+        let outbox = crate::outbox::Outbox::start_with(store.clone(), retry.base.0, retry.max.0);
         // Chat: cards and thread notes go through the outbox to each configured platform.
         let platforms = config.chat.platforms();
         if !platforms.is_empty() {
@@ -93,6 +96,23 @@ impl Server {
                 platforms,
             )));
         }
+        // Slack (chat issue): the deliverer, the inbound handlers' state, and Socket Mode.
+        let slack =
+            crate::chat::slack::Slack::start(&config, store.clone(), engine.clone(), &outbox)
+                .await
+                .map_err(StartError::Http)?;
+        // ---- Teams (chat issue): the Connector API deliverer of the `teams` outbox entries ----
+        if let Some(teams) = &config.chat.teams {
+            outbox.register(
+                "teams",
+                Arc::new(crate::chat::teams::Deliverer::new(
+                    Arc::new(teams.clone()),
+                    store.clone(),
+                    http.clone(),
+                )),
+            );
+        }
+        // ---- end Teams ----
         let addr = config.server.listen;
         let listener = TcpListener::bind(addr)
             .await
@@ -106,7 +126,10 @@ impl Server {
             actions,
             http,
             outbox,
+            slack,
         });
+        // --- tickets: Jira / ServiceNow deliverers and the incident watcher ---
+        crate::tickets::install(&state);
         Ok(Server { state, listener })
     }
 
@@ -284,11 +307,35 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/audit/verify", get(api::verify_audit))
         .route("/v1/playbooks/reload", post(reload_playbooks))
         .route("/v1/incidents/{id}", get(api::show_incident))
-        .route("/v1/incidents/{id}/resolve", post(api::resolve_incident))
-        .route("/v1/incidents/{id}/reopen", post(api::reopen_incident))
+        .route("/v1/incidents/{id}/{change}", post(api::incident_status))
+        // Slack (chat issue): clicks and `/cordon`, verified with the signing secret.
+        .route(
+            "/v1/chat/slack/interactions",
+            post(crate::chat::slack::interactions),
+        )
+        .route(
+            "/v1/chat/slack/commands",
+            post(crate::chat::slack::commands),
+        )
+        // --- tickets: inbound webhooks and the incident report ---
+        .route(
+            "/v1/tickets/jira/webhook",
+            post(crate::tickets::webhook::jira),
+        )
+        .route(
+            "/v1/tickets/servicenow/webhook",
+            post(crate::tickets::webhook::servicenow),
+        )
+        .route(
+            "/v1/incidents/{id}/report",
+            get(crate::tickets::webhook::report),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        // ---- Teams (chat issue): the bot's messaging endpoint ----
+        .merge(crate::chat::teams::routes(&state))
+        // ---- end Teams ----
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             record_latency,

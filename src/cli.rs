@@ -241,6 +241,16 @@ enum IncidentsCommand {
         #[command(flatten)]
         from: Source,
     },
+    /// The incident report: alerts, timeline, decisions, actions and their undo, evidence.
+    Report {
+        id: String,
+        /// HTML instead of Markdown.
+        #[arg(long)]
+        html: bool,
+        /// Ask the admin API of the server at URL instead of the local store.
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+    },
     /// Mark an incident resolved (mirrored tickets follow).
     Resolve {
         id: String,
@@ -992,6 +1002,42 @@ impl Reader {
         }
     }
 
+    /// An incident's report, Markdown or HTML.
+    async fn report(&self, id: &str, html: bool) -> anyhow::Result<Option<String>> {
+        use cordon::tickets::report::{Format, Report, render};
+        let format = if html { Format::Html } else { Format::Markdown };
+        match self {
+            Reader::Local(store) => Ok(Report::gather(store.as_ref(), id)
+                .await?
+                .map(|r| render(&r, format))),
+            Reader::Remote { base, token, http } => {
+                let mut request = http
+                    .get(format!("{base}/v1/incidents/{id}/report"))
+                    .query(&[("format", if html { "html" } else { "markdown" })]);
+                if let Some(token) = token {
+                    request = request.bearer_auth(token);
+                }
+                let response = request
+                    .send()
+                    .await
+                    .with_context(|| format!("cannot reach the server at {base}"))?;
+                let status = response.status();
+                let text = response.text().await.context("unreadable answer")?;
+                if status == reqwest::StatusCode::NOT_FOUND {
+                    return Ok(None);
+                }
+                if !status.is_success() {
+                    let body: Value = serde_json::from_str(&text).unwrap_or_default();
+                    bail!(
+                        "the server answered {status}: {}",
+                        body["message"].as_str().unwrap_or("")
+                    );
+                }
+                Ok(Some(text))
+            }
+        }
+    }
+
     /// The audit chain check, shaped as `VerifyReport::summary`.
     async fn audit_report(&self) -> anyhow::Result<Value> {
         match self {
@@ -1097,6 +1143,17 @@ async fn incidents(config: &Path, command: IncidentsCommand) -> anyhow::Result<E
                     print_evidence(&incident.evidence);
                 }
             })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        IncidentsCommand::Report { id, html, server } => {
+            let reader = Reader::open(config, server.as_deref()).await?;
+            let report = reader.report(&id, html).await;
+            reader.close().await;
+            let Some(report) = report? else {
+                eprintln!("error: no incident `{id}`");
+                return Ok(ExitCode::FAILURE);
+            };
+            print!("{report}");
             Ok(ExitCode::SUCCESS)
         }
         IncidentsCommand::Resolve {

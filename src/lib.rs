@@ -36,6 +36,8 @@
 //! - [`app`]: wiring (config → store → sources → router) and the server's life until shutdown.
 //! - [`api`]: the admin API; [`http`]: the JSON error answer every handler shares.
 //! - [`telemetry`]: logs (human or JSON) and Prometheus metrics.
+//! - [`tickets`]: Jira Cloud and ServiceNow tickets per incident (outbox deliverers, webhooks), and
+//!   the incident report.
 //!
 //! The `cordon` binary (`src/main.rs`, `src/cli.rs`) parses the command line and calls into these.
 
@@ -55,3 +57,4 @@ pub mod playbook;
 pub mod script;
 pub mod store;
 pub mod telemetry;
+pub mod tickets;

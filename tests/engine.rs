@@ -768,3 +768,61 @@ async fn approval_channels_get_the_request_and_the_outcome_and_an_outage_blocks_
         "the failing channel was asked too"
     );
 }
+
+#[tokio::test]
+async fn a_person_resolves_and_reopens_an_incident() {
+    let server = TestServer::start().await;
+    let (status, answer) = server
+        .post_alert(
+            "falco",
+            read_fixture("alerts/falco/falco_docs_json_output_shell_in_container.json"),
+        )
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    let incident = answer["alerts"][0]["incident_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, body) = server
+        .admin_post(
+            &format!("/v1/incidents/{incident}/resolve"),
+            json!({ "identity": "cli:alice" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let shown = server.admin(&format!("/v1/incidents/{incident}")).await;
+    assert_eq!(shown["incident"]["status"], "resolved");
+    let (status, _) = server
+        .admin_post(
+            &format!("/v1/incidents/{incident}/reopen"),
+            json!({ "identity": "cli:alice" }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let shown = server.admin(&format!("/v1/incidents/{incident}")).await;
+    assert_eq!(shown["incident"]["status"], "open");
+    let (status, body) = server
+        .admin_post(
+            &format!("/v1/incidents/{incident}/close"),
+            json!({ "identity": "cli:alice" }),
+        )
+        .await;
+    assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
+    let (status, _) = server
+        .admin_post(
+            "/v1/incidents/nope/resolve",
+            json!({ "identity": "cli:alice" }),
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (status, body) = server
+        .admin_post(&format!("/v1/incidents/{incident}/resolve"), json!({}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let shown = server.admin(&format!("/v1/incidents/{incident}")).await;
+    assert_eq!(
+        shown["incident"]["status"], "open",
+        "a refused request changes nothing"
+    );
+    server.stop().await;
+}

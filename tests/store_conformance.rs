@@ -870,6 +870,9 @@ fn run_with_approval(playbook: &str, key: &str) -> Run {
             via: "slack".into(),
         }],
         outcome: None,
+        plan: vec![
+            json!({ "step": "isolate", "action": "aws-ec2.isolate_instance", "inputs": { "instance_id": "i-1" } }),
+        ],
     });
     r.steps.insert("approve".into(), approve);
     r.cursor = 1;

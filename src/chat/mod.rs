@@ -84,6 +84,12 @@ pub struct Card {
     /// Evidence collected so far: `kind at location`.
     #[serde(default)]
     pub evidence: Vec<String>,
+    /// What approving will do: `action key=value, ...` per step.
+    #[serde(default)]
+    pub plan: Vec<String>,
+    /// Guardrail notes on those steps.
+    #[serde(default)]
+    pub notes: Vec<String>,
     /// The decision, once there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<CardOutcome>,
@@ -117,6 +123,12 @@ impl Card {
             timeout_at: request.timeout_at,
             enrichment: Vec::new(),
             evidence: Vec::new(),
+            plan: request.plan.iter().map(plan_line).collect(),
+            notes: request
+                .plan
+                .iter()
+                .filter_map(|p| p["note"].as_str().map(str::to_owned))
+                .collect(),
             outcome: None,
         };
         if let Some(id) = &request.incident_id
@@ -222,6 +234,12 @@ impl Card {
             "Times out".into(),
             self.timeout_at.format("%Y-%m-%d %H:%M UTC").to_string(),
         ));
+        for line in &self.plan {
+            facts.push(("Will do".into(), line.clone()));
+        }
+        for line in &self.notes {
+            facts.push(("Guardrail".into(), line.clone()));
+        }
         for line in &self.enrichment {
             facts.push(("Enrichment".into(), line.clone()));
         }
@@ -230,6 +248,22 @@ impl Card {
         }
         facts
     }
+}
+
+/// `aws-ec2.isolate_instance instance_id=i-0abc, region=us-east-1`.
+fn plan_line(step: &Value) -> String {
+    let inputs = step["inputs"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", plain(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default();
+    format!("{} {inputs}", step["action"].as_str().unwrap_or("?"))
+        .trim_end()
+        .to_owned()
 }
 
 /// `step: summary` for each finished enrichment-looking step output (a score, a verdict).

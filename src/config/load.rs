@@ -28,6 +28,7 @@ const TOP_KEYS: &[&str] = &[
     "integrations",
     "chat",
     "sources",
+    "tickets",
 ];
 
 /// Reads and parses the config at `path`.
@@ -156,6 +157,9 @@ impl<'de> Visitor<'de> for FocusSeed<'_> {
                 }
                 (Focus::TopKey(k), "integrations") if k == "integrations" => {
                     map.next_value::<super::IntegrationsConfig>()?;
+                }
+                (Focus::TopKey(k), "tickets") if k == "tickets" => {
+                    map.next_value::<crate::tickets::TicketsConfig>()?;
                 }
                 (Focus::TopKey(k), "log") if k == "log" => {
                     map.next_value::<LogConfig>()?;

@@ -57,6 +57,9 @@ pub struct Config {
     /// source that is not listed here is refused with 404.
     #[serde(default)]
     pub sources: BTreeMap<String, SourceConfig>,
+    /// Ticket sync with Jira Cloud and ServiceNow, and the outbox's retry backoff.
+    #[serde(default)]
+    pub tickets: crate::tickets::TicketsConfig,
 }
 
 /// Where playbooks are and how they run.
@@ -157,6 +160,24 @@ pub struct Credentials {
     /// emulator in tests, a VPC endpoint, a sovereign cloud).
     #[serde(default)]
     pub endpoints: BTreeMap<String, String>,
+}
+
+impl Credentials {
+    /// Every secret given.
+    pub fn secrets(&self) -> Vec<&Secret> {
+        [
+            &self.access_key_id,
+            &self.secret_access_key,
+            &self.session_token,
+            &self.client_secret,
+            &self.token,
+            &self.password,
+            &self.api_key,
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
 }
 
 /// Guardrails on side-effect actions.
@@ -549,16 +570,7 @@ impl Config {
             }
         }
         for c in self.integrations.credentials.values() {
-            let secrets = [
-                &c.access_key_id,
-                &c.secret_access_key,
-                &c.session_token,
-                &c.client_secret,
-                &c.token,
-                &c.password,
-                &c.api_key,
-            ];
-            secrets.into_iter().flatten().for_each(&mut note);
+            c.secrets().into_iter().for_each(&mut note);
         }
         names.sort();
         names.dedup();

@@ -209,6 +209,7 @@ mod tests {
             on_timeout_approve: false,
             decisions: vec![],
             outcome: None,
+            plan: vec![],
         });
         Run {
             id: "r1".into(),

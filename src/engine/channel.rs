@@ -20,6 +20,8 @@ pub struct ApprovalRequest {
     pub group: String,
     pub quorum: u32,
     pub timeout_at: DateTime<Utc>,
+    /// What the approved steps will do: `{ step, action, inputs, note? }` each.
+    pub plan: Vec<serde_json::Value>,
 }
 
 /// How an approval ended, for channels to show.
@@ -78,5 +80,6 @@ fn request(run: &Run, step: &str, a: &super::run::ApprovalState) -> ApprovalRequ
         group: a.group.clone(),
         quorum: a.quorum,
         timeout_at: a.timeout_at,
+        plan: a.plan.clone(),
     }
 }

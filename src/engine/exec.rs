@@ -571,6 +571,7 @@ impl Executor {
                     }
                 };
                 state.status = StepStatus::Waiting;
+                let plan = self.plan(playbook, step, run, data).await;
                 state.approval = Some(ApprovalState {
                     prompt: prompt.clone(),
                     group: spec.approvers.clone(),
@@ -580,6 +581,7 @@ impl Executor {
                         == crate::playbook::TimeoutDecision::Approve,
                     decisions: Vec::new(),
                     outcome: None,
+                    plan,
                 });
                 events.push(Event::new(
                     "approval.requested",
@@ -593,6 +595,48 @@ impl Executor {
                     .await
             }
         }
+    }
+
+    /// What the action steps after approval `step` (up to the next approval) will do, with their
+    /// inputs rendered as they stand now; inputs that depend on what is not known yet are left out.
+    async fn plan(
+        &self,
+        playbook: &Compiled,
+        step: &CompiledStep,
+        run: &Run,
+        data: &RunData,
+    ) -> Vec<Value> {
+        let Some(at) = playbook.steps.iter().position(|s| s.id == step.id) else {
+            return Vec::new();
+        };
+        let mut plan = Vec::new();
+        for next in &playbook.steps[at + 1..] {
+            match &next.kind {
+                StepKind::Approval { .. } => break,
+                StepKind::Action { name, inputs } => {
+                    let mut rendered = serde_json::Map::new();
+                    for (key, value) in inputs {
+                        if let Ok(v) = self.render(value, Executor::context(run, data)).await {
+                            rendered.insert(key.clone(), v);
+                        }
+                    }
+                    let rendered = Value::Object(rendered);
+                    let side_effect = self.actions.spec(name).is_none_or(|s| s.side_effect);
+                    let mut entry = json!({ "step": next.id, "action": name, "inputs": rendered });
+                    if side_effect
+                        && let Some((value, pattern)) =
+                            self.guardrails.protected_hit(&entry["inputs"])
+                    {
+                        entry["note"] = json!(format!(
+                            "`{value}` is protected (guardrail `{pattern}`): this step will be refused"
+                        ));
+                    }
+                    plan.push(entry);
+                }
+                _ => {}
+            }
+        }
+        plan
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -861,6 +905,9 @@ impl Executor {
                     on_timeout_approve: false,
                     decisions: Vec::new(),
                     outcome: None,
+                    plan: vec![
+                        json!({ "step": step.id, "action": name, "inputs": inputs, "note": limit.to_string() }),
+                    ],
                 });
                 events.push(Event::new(
                     "guardrail.blast_radius",

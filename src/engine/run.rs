@@ -85,6 +85,10 @@ pub struct ApprovalState {
     pub decisions: Vec<Decision>,
     /// `Some(true)` approved, `Some(false)` rejected; `None` while open.
     pub outcome: Option<bool>,
+    /// What the steps after the approval will do, as far as it is known when it is asked: each
+    /// `{ step, action, inputs, note? }` (a note when a guardrail will stop it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plan: Vec<Value>,
 }
 
 impl ApprovalState {

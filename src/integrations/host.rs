@@ -110,15 +110,7 @@ fn from_dynamic(value: &Dynamic) -> Result<Value, Box<EvalAltResult>> {
 
 /// The engine integration scripts run on: the playbook sandbox's limits and the host functions.
 pub(crate) fn engine(limits: &Limits) -> Engine {
-    let mut engine = Engine::new();
-    engine.set_max_operations(limits.max_operations);
-    engine.set_max_call_levels(limits.max_call_depth);
-    engine.set_max_expr_depths(limits.max_expr_depth, limits.max_expr_depth);
-    engine.set_max_string_size(limits.max_string_size);
-    engine.set_max_array_size(limits.max_array_size);
-    engine.set_max_map_size(limits.max_map_size);
-    engine.set_strict_variables(true);
-    engine.disable_symbol("eval");
+    let mut engine = limits.sandbox();
     engine.on_print(|text| {
         let text = redacted(text);
         tracing::info!(target: "cordon::integration", "{text}")

@@ -68,6 +68,16 @@ impl std::fmt::Debug for Integrations {
     }
 }
 
+/// Whether `folder` holds a chat platform's app manifest rather than an integration:
+/// `integrations/slack/manifest.yaml` is the Slack app manifest (Slack's `display_information`
+/// section), which sits with the other systems' setup files but declares no actions.
+fn is_chat_app(folder: &Path) -> bool {
+    std::fs::read_to_string(folder.join("manifest.yaml"))
+        .ok()
+        .and_then(|text| serde_yaml::from_str::<serde_yaml::Value>(&text).ok())
+        .is_some_and(|manifest| manifest.get("display_information").is_some())
+}
+
 impl Integrations {
     /// Loads the integrations under the configured paths: a folder holding `manifest.yaml`, or a
     /// folder of such folders. Every problem of every integration is reported.
@@ -81,14 +91,16 @@ impl Integrations {
         let mut folders = Vec::new();
         for path in &config.paths {
             if path.join("manifest.yaml").is_file() {
-                folders.push(path.clone());
+                if !is_chat_app(path) {
+                    folders.push(path.clone());
+                }
                 continue;
             }
             match std::fs::read_dir(path) {
                 Ok(entries) => {
                     let mut found: Vec<PathBuf> = entries
                         .filter_map(|e| e.ok().map(|e| e.path()))
-                        .filter(|p| p.join("manifest.yaml").is_file())
+                        .filter(|p| p.join("manifest.yaml").is_file() && !is_chat_app(p))
                         .collect();
                     found.sort();
                     folders.extend(found);
@@ -759,20 +771,11 @@ const REDACTED: &str = "**redacted**";
 
 /// Every secret of a credentials entry.
 fn secrets_of(c: &Credentials) -> Vec<Secret> {
-    [
-        &c.access_key_id,
-        &c.secret_access_key,
-        &c.session_token,
-        &c.client_secret,
-        &c.token,
-        &c.password,
-        &c.api_key,
-    ]
-    .into_iter()
-    .flatten()
-    .filter(|s| !s.expose().is_empty())
-    .cloned()
-    .collect()
+    c.secrets()
+        .into_iter()
+        .filter(|s| !s.expose().is_empty())
+        .cloned()
+        .collect()
 }
 
 /// A value as text for a header, query or form field.

@@ -40,15 +40,7 @@ impl Default for Scripts {
 
 impl Scripts {
     pub fn new(limits: Limits) -> Scripts {
-        let mut engine = Engine::new();
-        engine.set_max_operations(limits.max_operations);
-        engine.set_max_call_levels(limits.max_call_depth);
-        engine.set_max_expr_depths(limits.max_expr_depth, limits.max_expr_depth);
-        engine.set_max_string_size(limits.max_string_size);
-        engine.set_max_array_size(limits.max_array_size);
-        engine.set_max_map_size(limits.max_map_size);
-        engine.set_strict_variables(true);
-        engine.disable_symbol("eval");
+        let mut engine = limits.sandbox();
         // Variables are pushed as plain (not constant) scope entries when compiling, so the
         // optimizer cannot fold one alert's values into an AST reused for the next.
         engine.set_optimization_level(OptimizationLevel::Simple);

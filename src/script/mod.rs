@@ -32,6 +32,23 @@ pub struct Limits {
     pub timeout: Duration,
 }
 
+impl Limits {
+    /// A Rhai engine with these limits, strict variables and no `eval`: the sandbox every script
+    /// (playbooks' and integrations') runs in. Callers add their printing, deadline and functions.
+    pub fn sandbox(&self) -> rhai::Engine {
+        let mut engine = rhai::Engine::new();
+        engine.set_max_operations(self.max_operations);
+        engine.set_max_call_levels(self.max_call_depth);
+        engine.set_max_expr_depths(self.max_expr_depth, self.max_expr_depth);
+        engine.set_max_string_size(self.max_string_size);
+        engine.set_max_array_size(self.max_array_size);
+        engine.set_max_map_size(self.max_map_size);
+        engine.set_strict_variables(true);
+        engine.disable_symbol("eval");
+        engine
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {

@@ -4,6 +4,8 @@
 
 pub mod azure;
 pub mod moto;
+pub mod slack;
+pub mod teams;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,6 +17,7 @@ use tempfile::TempDir;
 use tokio::sync::oneshot;
 
 pub mod intel;
+pub mod tickets;
 
 pub const INTAKE_TOKEN: &str = "test-intake-token";
 pub const ADMIN_TOKEN: &str = "test-admin-token";

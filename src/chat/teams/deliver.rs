@@ -1,0 +1,353 @@
+//! The Teams outbox deliverer: cards, their updates and thread replies through the Bot Framework
+//! Connector API (`{serviceUrl}/v3/conversations/...`).
+//!
+//! - `post_card`: the incident's first request becomes the incident's card, posted to the
+//!   configured channel (or where the bot was installed); a later request of the same incident is
+//!   posted as a card in that card's thread, so an incident keeps one card.
+//! - `update_card`: the message that showed the request is replaced by the decided card (who, when,
+//!   no buttons).
+//! - `thread_note`: a reply in the incident card's thread. A note for an incident that has no
+//!   card in Teams (notes of incidents no approval was asked for) is dropped: the card, when it
+//!   comes, shows what the incident holds.
+//! - `reply`: the answer to an `Action.Submit` click, in the clicked card's thread.
+//!
+//! Each delivery looks before it acts (a request already posted is not posted again), so an entry
+//! repeated after a crash does not post twice, except for a crash between the Connector's answer
+//! and the store write.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use reqwest::Method;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::card;
+use super::token::TokenSource;
+use super::{Install, META, MessageRef, REPLY, TeamsConfig, is_channel, path_segment};
+use crate::chat::{Card, POST_CARD, THREAD_NOTE, UPDATE_CARD};
+use crate::outbox::{Deliver, DeliveryError, OutboxEntry};
+use crate::store::Store;
+
+/// Delivers `teams` outbox entries.
+pub struct Deliverer {
+    config: Arc<TeamsConfig>,
+    store: Arc<dyn Store>,
+    http: reqwest::Client,
+    token: TokenSource,
+}
+
+#[derive(Deserialize)]
+struct Note {
+    incident_id: String,
+    text: String,
+}
+
+#[derive(Deserialize)]
+struct Reply {
+    service_url: String,
+    conversation_id: String,
+    reply_to: String,
+    text: String,
+}
+
+impl Deliverer {
+    pub fn new(config: Arc<TeamsConfig>, store: Arc<dyn Store>, http: reqwest::Client) -> Self {
+        let token = TokenSource::new(
+            http.clone(),
+            config.token_url(),
+            &config.app_id,
+            config.app_password.clone(),
+            &config.token_scope,
+        );
+        Deliverer {
+            config,
+            store,
+            http,
+            token,
+        }
+    }
+
+    async fn meta<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, DeliveryError> {
+        let value = self
+            .store
+            .meta_get(META, key)
+            .await
+            .map_err(|e| DeliveryError::retry(format!("store: {e}")))?;
+        Ok(value.and_then(|v| serde_json::from_value(v).ok()))
+    }
+
+    async fn remember(&self, key: &str, value: &MessageRef) -> Result<(), DeliveryError> {
+        let value = serde_json::to_value(value).unwrap_or(Value::Null);
+        self.store
+            .meta_put(META, key, value)
+            .await
+            .map_err(|e| DeliveryError::retry(format!("store: {e}")))
+    }
+
+    /// Where a new card goes: the configured channel (at the service URL Teams gave for it, or the
+    /// configured one, or that of any install in the tenant), else the last install.
+    async fn destination(&self) -> Result<(String, String, bool), DeliveryError> {
+        let latest: Option<Install> = self.meta("install:latest").await?;
+        if let Some(channel) = &self.config.channel_id {
+            let known: Option<Install> = self.meta(&format!("install:{channel}")).await?;
+            let service = known
+                .map(|i| i.service_url)
+                .or_else(|| self.config.service_url.as_ref().map(|u| u.to_string()))
+                .or_else(|| latest.map(|i| i.service_url))
+                .ok_or_else(|| {
+                    DeliveryError::retry(
+                        "Teams: no service URL for the configured channel yet; install the bot in \
+                         the team or set chat.teams.service_url",
+                    )
+                })?;
+            return Ok((service, channel.clone(), is_channel(channel, None)));
+        }
+        let install = latest.ok_or_else(|| {
+            DeliveryError::retry(
+                "Teams: no conversation to post to yet; install the bot in a team or set \
+                 chat.teams.channel_id",
+            )
+        })?;
+        let channel = is_channel(
+            &install.conversation_id,
+            install.conversation_type.as_deref(),
+        );
+        Ok((install.service_url, install.conversation_id, channel))
+    }
+
+    /// One Connector API call; the answer's JSON (or `null`).
+    async fn call(
+        &self,
+        method: Method,
+        service_url: &str,
+        path: &str,
+        body: &Value,
+    ) -> Result<Value, DeliveryError> {
+        let url = format!("{}{path}", super::trim_service_url(service_url));
+        let token = self.token.get().await?;
+        let response = self
+            .http
+            .request(method.clone(), &url)
+            .bearer_auth(token.expose())
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| {
+                DeliveryError::retry(format!(
+                    "Teams Connector at {service_url} unreachable: {}",
+                    e.without_url()
+                ))
+            })?;
+        let status = response.status().as_u16();
+        if status == 401 || status == 403 {
+            // An expired or revoked token: fetch a new one next time.
+            self.token.forget().await;
+            return Err(DeliveryError::retry(format!(
+                "Teams Connector refused the bot's token ({status}) for {method} {path}"
+            )));
+        }
+        if !response.status().is_success() {
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            return Err(DeliveryError::from_status(
+                status,
+                retry_after.as_deref(),
+                &format!("Teams Connector ({method} {path})"),
+            ));
+        }
+        let text = response.text().await.unwrap_or_default();
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Sends `activity` to a conversation; the new message's id.
+    async fn send(
+        &self,
+        service_url: &str,
+        conversation: &str,
+        activity: &Value,
+    ) -> Result<String, DeliveryError> {
+        let path = format!(
+            "/v3/conversations/{}/activities",
+            path_segment(conversation)
+        );
+        let answer = self
+            .call(Method::POST, service_url, &path, activity)
+            .await?;
+        message_id(&answer)
+    }
+
+    /// Replies to message `reply_to` of `conversation`; the reply's id.
+    async fn reply(
+        &self,
+        service_url: &str,
+        conversation: &str,
+        reply_to: &str,
+        activity: &Value,
+    ) -> Result<String, DeliveryError> {
+        let mut activity = activity.clone();
+        activity["replyToId"] = json!(reply_to);
+        let path = format!(
+            "/v3/conversations/{}/activities/{}",
+            path_segment(conversation),
+            path_segment(reply_to)
+        );
+        let answer = self
+            .call(Method::POST, service_url, &path, &activity)
+            .await?;
+        message_id(&answer)
+    }
+
+    /// Replies in the thread of the message `to`.
+    async fn reply_in_thread(
+        &self,
+        to: &MessageRef,
+        activity: &Value,
+    ) -> Result<MessageRef, DeliveryError> {
+        let thread = to.thread();
+        let id = self
+            .reply(&to.service_url, &thread, &to.activity_id, activity)
+            .await?;
+        Ok(MessageRef {
+            service_url: to.service_url.clone(),
+            conversation_id: thread,
+            activity_id: id,
+            channel: false,
+        })
+    }
+
+    async fn post_card(&self, card: &Card) -> Result<(), DeliveryError> {
+        let request_key = format!("request:{}:{}", card.run_id, card.step);
+        if self.meta::<MessageRef>(&request_key).await?.is_some() {
+            return Ok(());
+        }
+        let card_key = format!("card:{}", card.key());
+        let activity = card::activity(card);
+        let posted = match self.meta::<MessageRef>(&card_key).await? {
+            // A later request of an incident that has its card: in the card's thread.
+            Some(root) => self.reply_in_thread(&root, &activity).await?,
+            None => {
+                let (service_url, conversation, channel) = self.destination().await?;
+                let id = self.send(&service_url, &conversation, &activity).await?;
+                let root = MessageRef {
+                    service_url,
+                    conversation_id: conversation,
+                    activity_id: id,
+                    channel,
+                };
+                self.remember(&card_key, &root).await?;
+                root
+            }
+        };
+        tracing::info!(run = %card.run_id, step = %card.step, activity = %posted.activity_id, "Teams card posted");
+        self.remember(&request_key, &posted).await
+    }
+
+    async fn update_card(&self, card: &Card) -> Result<(), DeliveryError> {
+        let request_key = format!("request:{}:{}", card.run_id, card.step);
+        let Some(message) = self.meta::<MessageRef>(&request_key).await? else {
+            // The request never reached Teams (its post was given up on): post the outcome as
+            // the card, so the channel still learns it.
+            return self.post_card(card).await;
+        };
+        let mut activity = card::activity(card);
+        activity["id"] = json!(message.activity_id);
+        let path = format!(
+            "/v3/conversations/{}/activities/{}",
+            path_segment(&message.conversation_id),
+            path_segment(&message.activity_id)
+        );
+        match self
+            .call(Method::PUT, &message.service_url, &path, &activity)
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(run = %card.run_id, step = %card.step, "Teams card updated");
+                Ok(())
+            }
+            Err(e) if e.permanent => {
+                // The message is gone (deleted in Teams): say the outcome in a new card instead.
+                tracing::warn!(run = %card.run_id, error = %e, "Teams card could not be updated; posting the outcome");
+                let root: Option<MessageRef> = self.meta(&format!("card:{}", card.key())).await?;
+                match root {
+                    Some(root) if root != message => {
+                        self.reply_in_thread(&root, &card::activity(card)).await?;
+                        Ok(())
+                    }
+                    _ => {
+                        let (service_url, conversation, _) = self.destination().await?;
+                        self.send(&service_url, &conversation, &card::activity(card))
+                            .await?;
+                        Ok(())
+                    }
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn thread_note(&self, note: &Note) -> Result<(), DeliveryError> {
+        let Some(root) = self
+            .meta::<MessageRef>(&format!("card:{}", note.incident_id))
+            .await?
+        else {
+            tracing::debug!(incident = %note.incident_id, "no Teams card for this incident; thread note dropped");
+            return Ok(());
+        };
+        self.reply_in_thread(&root, &card::text_activity(&note.text))
+            .await?;
+        Ok(())
+    }
+}
+
+/// The `id` of a Connector `ResourceResponse`.
+fn message_id(answer: &Value) -> Result<String, DeliveryError> {
+    answer["id"]
+        .as_str()
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| DeliveryError::retry("Teams Connector answered without a message id"))
+}
+
+#[async_trait]
+impl Deliver for Deliverer {
+    async fn deliver(&self, entry: &OutboxEntry) -> Result<(), DeliveryError> {
+        let bad = |e: serde_json::Error| {
+            DeliveryError::permanent(format!("a `{}` entry Teams cannot read: {e}", entry.kind))
+        };
+        match entry.kind.as_str() {
+            POST_CARD => {
+                let card: Card = serde_json::from_value(entry.payload.clone()).map_err(bad)?;
+                self.post_card(&card).await
+            }
+            UPDATE_CARD => {
+                let card: Card = serde_json::from_value(entry.payload.clone()).map_err(bad)?;
+                self.update_card(&card).await
+            }
+            THREAD_NOTE => {
+                let note: Note = serde_json::from_value(entry.payload.clone()).map_err(bad)?;
+                self.thread_note(&note).await
+            }
+            REPLY => {
+                let reply: Reply = serde_json::from_value(entry.payload.clone()).map_err(bad)?;
+                self.reply(
+                    &reply.service_url,
+                    &reply.conversation_id,
+                    &reply.reply_to,
+                    &card::text_activity(&reply.text),
+                )
+                .await?;
+                Ok(())
+            }
+            other => Err(DeliveryError::permanent(format!(
+                "Teams delivers no `{other}` entries"
+            ))),
+        }
+    }
+}

@@ -1,0 +1,395 @@
+//! `POST /v1/chat/teams/messages`: the bot's messaging endpoint, where the Bot Connector sends
+//! every activity.
+//!
+//! Every request's token is validated on the raw request before the body is read as an activity
+//! ([`super::jwt`]); a refused one gets a 401 with a JSON error and changes nothing. Then:
+//!
+//! - `invoke` `adaptiveCard/action` (an `Action.Execute` click): decided with
+//!   [`crate::chat::click`] and answered in place: the decided card when the click completed the
+//!   decision, otherwise a message only the clicker sees ("Not allowed…", "Already decided by…",
+//!   "Your approval is recorded (1 of 2 needed)").
+//! - `message` carrying a Cordon button's data (an `Action.Submit` click from an older client):
+//!   decided the same way; the answer is posted as a reply in the card's thread through the outbox,
+//!   since Teams has no private answer for these.
+//! - `conversationUpdate` adding the bot, or `installationUpdate` `add`: the conversation is
+//!   remembered as where cards go ([`super::Install`]); removing the bot forgets it.
+//! - anything else is acknowledged and ignored.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::card::{self, ButtonData};
+use super::graph::Groups;
+use super::jwt::{self, TokenError, Validator};
+use super::{Install, META, REPLY, TeamsConfig};
+use crate::app::AppState;
+use crate::chat::{Card, ChatUser, click};
+use crate::http::ApiError;
+use crate::outbox::OutboxEntry;
+
+/// The endpoint's path (the messaging endpoint of the bot's Azure Bot resource).
+pub const PATH: &str = "/v1/chat/teams/messages";
+
+/// What the endpoint keeps between requests: the key cache and the group lookup.
+pub struct Inbound {
+    config: Arc<TeamsConfig>,
+    validator: Validator,
+    groups: Groups,
+}
+
+impl Inbound {
+    pub fn new(config: Arc<TeamsConfig>, state: &AppState) -> Inbound {
+        let validator = Validator::new(
+            state.http.clone(),
+            config.openid_metadata_url.clone(),
+            &config.issuer,
+            &config.app_id,
+        );
+        let groups = Groups::new(
+            &config,
+            state.http.clone(),
+            state.config.approvers.values().flatten(),
+        );
+        Inbound {
+            config,
+            validator,
+            groups,
+        }
+    }
+}
+
+/// The Teams route; it answers 404 when Teams is not configured.
+pub fn routes(state: &Arc<AppState>) -> Router<Arc<AppState>> {
+    let inbound = state
+        .config
+        .chat
+        .teams
+        .as_ref()
+        .map(|config| Arc::new(Inbound::new(Arc::new(config.clone()), state)));
+    Router::new().route(
+        PATH,
+        post(
+            move |State(app): State<Arc<AppState>>, headers: HeaderMap, body: Body| {
+                let inbound = inbound.clone();
+                async move {
+                    let Some(inbound) = inbound else {
+                        return ApiError::not_found(
+                            "teams_not_configured",
+                            "Microsoft Teams is not configured on this server (chat.teams)",
+                        )
+                        .into_response();
+                    };
+                    receive(&app, &inbound, &headers, body)
+                        .await
+                        .unwrap_or_else(IntoResponse::into_response)
+                }
+            },
+        ),
+    )
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Account {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    aad_object_id: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Conversation {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    conversation_type: Option<String>,
+    #[serde(default)]
+    tenant_id: Option<String>,
+}
+
+/// The parts of a Bot Framework activity Cordon reads.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Activity {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    service_url: Option<String>,
+    #[serde(default)]
+    channel_id: Option<String>,
+    #[serde(default)]
+    from: Account,
+    #[serde(default)]
+    recipient: Account,
+    #[serde(default)]
+    conversation: Conversation,
+    #[serde(default)]
+    channel_data: Value,
+    #[serde(default)]
+    value: Value,
+    #[serde(default)]
+    reply_to_id: Option<String>,
+    #[serde(default)]
+    action: Option<String>,
+    #[serde(default)]
+    members_added: Vec<Account>,
+    #[serde(default)]
+    members_removed: Vec<Account>,
+}
+
+impl Activity {
+    fn tenant(&self) -> Option<&str> {
+        self.channel_data["tenant"]["id"]
+            .as_str()
+            .or(self.conversation.tenant_id.as_deref())
+    }
+
+    /// The person who clicked, as approver rules see them.
+    async fn user(&self, groups: &Groups) -> Option<ChatUser> {
+        let aad = self
+            .from
+            .aad_object_id
+            .as_deref()
+            .filter(|a| !a.is_empty())?;
+        Some(ChatUser {
+            identity: format!("teams:{aad}"),
+            groups: groups.of(aad).await,
+            name: self
+                .from
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("teams:{aad}")),
+        })
+    }
+}
+
+fn refused(error: TokenError) -> ApiError {
+    let status = match error {
+        TokenError::KeysUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::UNAUTHORIZED,
+    };
+    tracing::warn!(code = error.code(), reason = %error, "Teams activity refused");
+    ApiError::new(status, error.code(), error.to_string())
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the activity is unreadable or larger than {limit} bytes"),
+        )
+    })
+}
+
+fn acknowledged() -> Response {
+    (StatusCode::OK, Json(json!({}))).into_response()
+}
+
+async fn receive(
+    app: &Arc<AppState>,
+    inbound: &Inbound,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    // The token first: nothing of the body is looked at for a request that is not Teams'.
+    let token = jwt::bearer(
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    )
+    .map_err(refused)?;
+    let verified = inbound.validator.validate(token).await.map_err(refused)?;
+    let body = read_body(body, app.config.server.max_body_bytes).await?;
+    let activity: Activity = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(
+            "bad_activity",
+            format!("the body is not a Bot Framework activity: {e}"),
+        )
+    })?;
+    verified
+        .check_activity(
+            activity.channel_id.as_deref(),
+            activity.service_url.as_deref(),
+        )
+        .map_err(refused)?;
+    if let Some(tenant) = &inbound.config.tenant_id
+        && activity.tenant() != Some(tenant.as_str())
+    {
+        tracing::warn!(tenant = ?activity.tenant(), "Teams activity from another tenant refused");
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "wrong_tenant",
+            "the activity comes from a tenant this bot does not serve",
+        ));
+    }
+    match activity.kind.as_str() {
+        "invoke" if activity.name.as_deref() == Some("adaptiveCard/action") => {
+            execute(app, inbound, &activity).await
+        }
+        "message" => submit(app, inbound, &activity).await,
+        "conversationUpdate" | "installationUpdate" => install(app, &activity).await,
+        _ => Ok(acknowledged()),
+    }
+}
+
+/// An `Action.Execute` click.
+async fn execute(
+    app: &Arc<AppState>,
+    inbound: &Inbound,
+    activity: &Activity,
+) -> Result<Response, ApiError> {
+    let (run_id, step, approve) = ButtonData::from_value(&activity.value["action"]["data"])
+        .map_err(|e| ApiError::bad_request("bad_button", e))?
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "bad_button",
+                "the card action is not one of Cordon's buttons",
+            )
+        })?;
+    let Some(user) = activity.user(&inbound.groups).await else {
+        return Ok(Json(card::invoke_message(
+            "Cordon cannot tell who you are: Teams sent no Entra object id.",
+        ))
+        .into_response());
+    };
+    let reply = click(&app.engine, "teams", &user, &run_id, &step, approve).await;
+    if reply.accepted
+        && let Some(card) = decided_card(app, &run_id, &step).await
+    {
+        return Ok(Json(card::invoke_card(&card)).into_response());
+    }
+    Ok(Json(card::invoke_message(&reply.text)).into_response())
+}
+
+/// The card of approval `step` of `run_id` once decided.
+async fn decided_card(app: &AppState, run_id: &str, step: &str) -> Option<Card> {
+    let run = app.store.run(run_id).await.ok()??;
+    let (request, outcome) = crate::engine::channel::decided(&run, step)?;
+    Some(Card::build(&*app.store, &request).await.decided(&outcome))
+}
+
+/// A message: an `Action.Submit` click when it carries Cordon's button data, else chat to ignore.
+async fn submit(
+    app: &Arc<AppState>,
+    inbound: &Inbound,
+    activity: &Activity,
+) -> Result<Response, ApiError> {
+    let Some((run_id, step, approve)) = ButtonData::from_value(&activity.value)
+        .map_err(|e| ApiError::bad_request("bad_button", e))?
+    else {
+        return Ok(acknowledged());
+    };
+    let text = match activity.user(&inbound.groups).await {
+        Some(user) => {
+            let reply = click(&app.engine, "teams", &user, &run_id, &step, approve).await;
+            format!("{}: {}", user.name, reply.text)
+        }
+        None => "Cordon cannot tell who clicked: Teams sent no Entra object id.".to_owned(),
+    };
+    // The answer goes to the clicked card's thread (`replyToId` names the card).
+    let reply_to = activity.reply_to_id.as_ref().or(activity.id.as_ref());
+    if let (Some(service_url), Some(conversation), Some(id)) =
+        (&activity.service_url, &activity.conversation.id, reply_to)
+    {
+        let entry = OutboxEntry::new(
+            "teams",
+            &format!("reply:{id}"),
+            REPLY,
+            json!({ "service_url": service_url, "conversation_id": conversation, "reply_to": id, "text": text }),
+        );
+        if let Err(e) = app.outbox.push(vec![entry]).await {
+            tracing::error!(error = %e, "could not record the answer to a Teams click");
+        }
+    }
+    Ok(acknowledged())
+}
+
+/// The bot added to or removed from a conversation.
+async fn install(app: &Arc<AppState>, activity: &Activity) -> Result<Response, ApiError> {
+    let bot = activity.recipient.id.as_deref();
+    let is_bot = |a: &Account| bot.is_some() && a.id.as_deref() == bot;
+    let added = match activity.kind.as_str() {
+        "installationUpdate" => match activity.action.as_deref() {
+            Some("add") => Some(true),
+            Some("remove") => Some(false),
+            _ => None,
+        },
+        _ if activity.members_added.iter().any(is_bot) => Some(true),
+        _ if activity.members_removed.iter().any(is_bot) => Some(false),
+        _ => None,
+    };
+    let (Some(added), Some(service_url), Some(conversation)) = (
+        added,
+        activity.service_url.as_deref(),
+        activity.conversation.id.as_deref(),
+    ) else {
+        return Ok(acknowledged());
+    };
+    let conversation = conversation
+        .split(";messageid=")
+        .next()
+        .unwrap_or(conversation);
+    let store_error = |e: crate::store::StoreError| {
+        tracing::error!(error = %e, "could not record where the Teams bot is installed");
+        ApiError::unavailable()
+    };
+    let key = format!("install:{conversation}");
+    if added {
+        let install = Install {
+            service_url: service_url.to_owned(),
+            conversation_id: conversation.to_owned(),
+            conversation_type: activity.conversation.conversation_type.clone(),
+            tenant_id: activity.tenant().map(str::to_owned),
+            team_id: activity.channel_data["team"]["id"]
+                .as_str()
+                .map(str::to_owned),
+            bot_id: bot.map(str::to_owned),
+            installed_at: chrono::Utc::now(),
+        };
+        let value = serde_json::to_value(&install).unwrap_or(Value::Null);
+        app.store
+            .meta_put(META, &key, value.clone())
+            .await
+            .map_err(store_error)?;
+        app.store
+            .meta_put(META, "install:latest", value)
+            .await
+            .map_err(store_error)?;
+        tracing::info!(conversation = %conversation, "Teams bot installed; cards go here unless chat.teams.channel_id says otherwise");
+    } else {
+        app.store
+            .meta_put(META, &key, Value::Null)
+            .await
+            .map_err(store_error)?;
+        let latest = app
+            .store
+            .meta_get(META, "install:latest")
+            .await
+            .map_err(store_error)?;
+        if latest.as_ref().and_then(|l| l["conversation_id"].as_str()) == Some(conversation) {
+            app.store
+                .meta_put(META, "install:latest", Value::Null)
+                .await
+                .map_err(store_error)?;
+        }
+        tracing::info!(conversation = %conversation, "Teams bot removed from a conversation");
+    }
+    Ok(acknowledged())
+}

@@ -1,0 +1,458 @@
+//! Jira Cloud (REST API v3): one issue per incident, a comment per synced event, the done
+//! transition on resolution, and the incident report attached.
+//!
+//! Calls, all under `{base_url}/rest/api/3`:
+//! - `GET /search/jql?jql=labels = "cordon-<incident>"` and `POST /issue`: the create, after
+//!   looking for the issue by the stored key and then by its label;
+//! - `POST /issue/{key}/comment` with the text in Atlassian Document Format and a `cordon` comment
+//!   property naming the outbox entry; `GET /issue/{key}/comment?expand=properties` finds it again
+//!   when an earlier try may have reached Jira;
+//! - `GET /issue/{key}?fields=status`, `GET` and `POST /issue/{key}/transitions`;
+//! - `POST /issue/{key}/attachments` (multipart, `X-Atlassian-Token: no-check`), after
+//!   `GET /issue/{key}?fields=attachment` when an earlier try may have reached Jira.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+
+use super::{
+    NS_JIRA, NS_JIRA_ISSUE, Rendered, TicketProfile, audit, authorization, check, incident_of,
+    reference, store_failed, tried_before, unreachable,
+};
+use crate::config::Secret;
+use crate::outbox::{Deliver, DeliveryError, OutboxEntry};
+use crate::store::Store;
+
+/// Jira's limit on a text field (summary is 255, descriptions and comments 32 767).
+const MAX_TEXT: usize = 32_000;
+const MAX_SUMMARY: usize = 255;
+const SYSTEM: &str = "Jira";
+
+/// The label Cordon finds an incident's issue by.
+pub fn label(incident: &str) -> String {
+    format!("cordon-{incident}")
+}
+
+/// The `create` entry's payload: the issue's fields, rendered.
+pub fn create_payload(profile: &TicketProfile, incident: &str, rendered: Rendered) -> Value {
+    let Some(jira) = &profile.jira else {
+        return Value::Null;
+    };
+    let mut labels: Vec<String> = rendered
+        .labels
+        .iter()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join("-"))
+        .collect();
+    labels.push(label(incident));
+    labels.dedup();
+    let mut fields = json!({
+        "project": { "key": jira.project },
+        "issuetype": { "name": jira.issue_type },
+        "summary": truncate(&rendered.summary.replace('\n', " "), MAX_SUMMARY),
+        "description": adf(&truncate(&rendered.description, MAX_TEXT)),
+        "labels": labels,
+    });
+    if let Some(priorities) = &jira.priorities {
+        fields["priority"] = json!({ "name": priorities.for_severity(rendered.severity) });
+    }
+    for (name, value) in rendered.jira_fields {
+        fields[name] = value;
+    }
+    json!({ "incident": incident, "fields": fields })
+}
+
+/// Text as an Atlassian Document Format document: a paragraph per line, `code` spans marked.
+pub fn adf(text: &str) -> Value {
+    let paragraphs: Vec<Value> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let mut content = Vec::new();
+            for (i, part) in line.split('`').enumerate() {
+                if part.is_empty() {
+                    continue;
+                }
+                let mut node = json!({ "type": "text", "text": part });
+                if i % 2 == 1 {
+                    node["marks"] = json!([{ "type": "code" }]);
+                }
+                content.push(node);
+            }
+            json!({ "type": "paragraph", "content": content })
+        })
+        .collect();
+    json!({ "type": "doc", "version": 1, "content": paragraphs })
+}
+
+/// The plain text of an ADF document (or of a wiki-markup string, as webhooks may send).
+pub fn adf_text(value: &Value) -> String {
+    fn walk(node: &Value, out: &mut String) {
+        match node {
+            Value::String(s) => out.push_str(s),
+            Value::Object(map) => {
+                if let Some(Value::String(text)) = map.get("text") {
+                    out.push_str(text);
+                }
+                if let Some(Value::Array(children)) = map.get("content") {
+                    for (i, child) in children.iter().enumerate() {
+                        if i > 0 && child["type"] == "paragraph" {
+                            out.push('\n');
+                        }
+                        walk(child, out);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = String::new();
+    walk(value, &mut out);
+    out
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// Delivers `jira` outbox entries.
+pub struct JiraDeliverer {
+    base: String,
+    authorization: Secret,
+    http: reqwest::Client,
+    store: Arc<dyn Store>,
+}
+
+impl JiraDeliverer {
+    pub fn new(
+        config: &super::config::JiraConfig,
+        http: reqwest::Client,
+        store: Arc<dyn Store>,
+    ) -> Result<JiraDeliverer, String> {
+        Ok(JiraDeliverer {
+            base: config.base_url.as_str().trim_end_matches('/').to_owned(),
+            authorization: authorization(config.auth()?),
+            http,
+            store,
+        })
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}/rest/api/3{path}", self.base))
+            .header(reqwest::header::AUTHORIZATION, self.authorization.expose())
+            .header(reqwest::header::ACCEPT, "application/json")
+    }
+
+    async fn send(
+        &self,
+        what: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, DeliveryError> {
+        let response = request.send().await.map_err(|e| unreachable(SYSTEM, &e))?;
+        check(SYSTEM, what, response).await
+    }
+
+    async fn json(
+        &self,
+        what: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Value, DeliveryError> {
+        self.send(what, request)
+            .await?
+            .json()
+            .await
+            .map_err(|_| DeliveryError::retry(format!("{SYSTEM} ({what}) answered with no JSON")))
+    }
+
+    /// The issue key of an incident.
+    async fn issue(&self, incident: &str) -> Result<String, DeliveryError> {
+        let reference = reference(&*self.store, NS_JIRA, incident).await?;
+        reference["key"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| DeliveryError::permanent("the stored Jira reference has no key"))
+    }
+
+    async fn remember(
+        &self,
+        incident: &str,
+        id: &str,
+        key: &str,
+        found: bool,
+    ) -> Result<(), DeliveryError> {
+        let url = format!("{}/browse/{key}", self.base);
+        self.store
+            .meta_put(
+                NS_JIRA,
+                incident,
+                json!({ "key": key, "id": id, "url": url }),
+            )
+            .await
+            .map_err(store_failed)?;
+        self.store
+            .meta_put(NS_JIRA_ISSUE, id, Value::String(incident.to_owned()))
+            .await
+            .map_err(store_failed)?;
+        audit(
+            &*self.store,
+            "ticket.created",
+            json!({ "incident": incident, "system": "jira", "ticket": key, "url": url, "found_existing": found }),
+        )
+        .await;
+        tracing::info!(
+            incident,
+            issue = key,
+            found_existing = found,
+            "Jira issue linked to the incident"
+        );
+        Ok(())
+    }
+
+    async fn create(&self, entry: &OutboxEntry) -> Result<(), DeliveryError> {
+        let incident = incident_of(entry)?;
+        if self
+            .store
+            .meta_get(NS_JIRA, incident)
+            .await
+            .map_err(store_failed)?
+            .is_some()
+        {
+            return Ok(());
+        }
+        // A create that reached Jira before a crash or a lost answer left an issue with the label.
+        let jql = format!("labels = \"{}\"", label(incident));
+        let found = self
+            .json(
+                "search",
+                self.request(reqwest::Method::GET, "/search/jql").query(&[
+                    ("jql", jql.as_str()),
+                    ("fields", "summary"),
+                    ("maxResults", "1"),
+                ]),
+            )
+            .await?;
+        if let Some(issue) = found["issues"].as_array().and_then(|i| i.first())
+            && let (Some(id), Some(key)) = (issue["id"].as_str(), issue["key"].as_str())
+        {
+            return self.remember(incident, id, key, true).await;
+        }
+        let created = self
+            .json(
+                "create issue",
+                self.request(reqwest::Method::POST, "/issue")
+                    .json(&json!({ "fields": entry.payload["fields"] })),
+            )
+            .await?;
+        match (created["id"].as_str(), created["key"].as_str()) {
+            (Some(id), Some(key)) => self.remember(incident, id, key, false).await,
+            _ => Err(DeliveryError::retry(
+                "Jira created an issue but did not say its key",
+            )),
+        }
+    }
+
+    async fn comment(&self, entry: &OutboxEntry) -> Result<(), DeliveryError> {
+        let incident = incident_of(entry)?;
+        let key = self.issue(incident).await?;
+        if tried_before(&*self.store, entry).await? {
+            let comments = self
+                .json(
+                    "list comments",
+                    self.request(reqwest::Method::GET, &format!("/issue/{key}/comment"))
+                        .query(&[
+                            ("expand", "properties"),
+                            ("orderBy", "-created"),
+                            ("maxResults", "100"),
+                        ]),
+                )
+                .await?;
+            let posted = comments["comments"].as_array().is_some_and(|all| {
+                all.iter().any(|c| {
+                    c["properties"].as_array().is_some_and(|props| {
+                        props.iter().any(|p| {
+                            p["key"] == "cordon" && p["value"]["entry"] == entry.id.as_str()
+                        })
+                    })
+                })
+            });
+            if posted {
+                return Ok(());
+            }
+        }
+        let text = entry.payload["text"].as_str().unwrap_or_default();
+        self.send(
+            "add comment",
+            self.request(reqwest::Method::POST, &format!("/issue/{key}/comment"))
+                .json(&json!({
+                    "body": adf(&truncate(text, MAX_TEXT)),
+                    "properties": [{ "key": "cordon", "value": { "entry": entry.id } }],
+                })),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn transition(&self, entry: &OutboxEntry) -> Result<(), DeliveryError> {
+        let incident = incident_of(entry)?;
+        let key = self.issue(incident).await?;
+        let to_done = entry.payload["to"] == "done";
+        let wanted = entry.payload["status"].as_str();
+        let reaches = |status: &Value| -> bool {
+            match wanted {
+                Some(name) => status["name"]
+                    .as_str()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(name)),
+                None => to_done && status["statusCategory"]["key"] == "done",
+            }
+        };
+        let issue = self
+            .json(
+                "read status",
+                self.request(reqwest::Method::GET, &format!("/issue/{key}"))
+                    .query(&[("fields", "status")]),
+            )
+            .await?;
+        if reaches(&issue["fields"]["status"]) {
+            return Ok(());
+        }
+        let available = self
+            .json(
+                "list transitions",
+                self.request(reqwest::Method::GET, &format!("/issue/{key}/transitions")),
+            )
+            .await?;
+        let transition = available["transitions"]
+            .as_array()
+            .and_then(|all| all.iter().find(|t| reaches(&t["to"])))
+            .and_then(|t| t["id"].as_str().map(str::to_owned));
+        let Some(id) = transition else {
+            let target = wanted.unwrap_or("a Done status");
+            return Err(DeliveryError::permanent(format!(
+                "Jira offers no transition from `{}` to {target} on {key}",
+                issue["fields"]["status"]["name"].as_str().unwrap_or("?")
+            )));
+        };
+        self.send(
+            "transition",
+            self.request(reqwest::Method::POST, &format!("/issue/{key}/transitions"))
+                .json(&json!({ "transition": { "id": id } })),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn attach(&self, entry: &OutboxEntry) -> Result<(), DeliveryError> {
+        let incident = incident_of(entry)?;
+        let key = self.issue(incident).await?;
+        let filename = entry.payload["filename"]
+            .as_str()
+            .unwrap_or("cordon-incident-report.md")
+            .to_owned();
+        if tried_before(&*self.store, entry).await? {
+            let issue = self
+                .json(
+                    "list attachments",
+                    self.request(reqwest::Method::GET, &format!("/issue/{key}"))
+                        .query(&[("fields", "attachment")]),
+                )
+                .await?;
+            let there = issue["fields"]["attachment"]
+                .as_array()
+                .is_some_and(|all| all.iter().any(|a| a["filename"] == filename.as_str()));
+            if there {
+                return Ok(());
+            }
+        }
+        let (body, content_type) = report_file(&*self.store, incident, entry).await?;
+        let boundary = format!("cordon-{}", uuid::Uuid::now_v7().simple());
+        let mut multipart = Vec::with_capacity(body.len() + 256);
+        multipart.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\nContent-Type: {content_type}\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        multipart.extend_from_slice(&body);
+        multipart.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        self.send(
+            "attach report",
+            self.request(reqwest::Method::POST, &format!("/issue/{key}/attachments"))
+                .header("X-Atlassian-Token", "no-check")
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    format!("multipart/form-data; boundary={boundary}"),
+                )
+                .body(multipart),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// The report file an `attach` entry asks for: its bytes and content type.
+pub(crate) async fn report_file(
+    store: &dyn Store,
+    incident: &str,
+    entry: &OutboxEntry,
+) -> Result<(Vec<u8>, &'static str), DeliveryError> {
+    let html = entry.payload["format"] == "html";
+    let report = super::report::Report::gather(store, incident)
+        .await
+        .map_err(store_failed)?
+        .ok_or_else(|| DeliveryError::permanent(format!("no incident `{incident}`")))?;
+    Ok(if html {
+        (report.html().into_bytes(), "text/html; charset=utf-8")
+    } else {
+        (
+            report.markdown().into_bytes(),
+            "text/markdown; charset=utf-8",
+        )
+    })
+}
+
+#[async_trait]
+impl Deliver for JiraDeliverer {
+    async fn deliver(&self, entry: &OutboxEntry) -> Result<(), DeliveryError> {
+        match entry.kind.as_str() {
+            "create" => self.create(entry).await,
+            "comment" => self.comment(entry).await,
+            "transition" => self.transition(entry).await,
+            "attach" => self.attach(entry).await,
+            other => Err(DeliveryError::permanent(format!(
+                "unknown Jira outbox entry kind `{other}`"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_becomes_adf_paragraphs_with_code_marks() {
+        let doc = adf("Step `isolate` finished.\n\nSecond line");
+        assert_eq!(doc["type"], "doc");
+        assert_eq!(doc["version"], 1);
+        let paragraphs = doc["content"].as_array().unwrap();
+        assert_eq!(paragraphs.len(), 2);
+        assert_eq!(paragraphs[0]["content"][1]["text"], "isolate");
+        assert_eq!(paragraphs[0]["content"][1]["marks"][0]["type"], "code");
+        assert_eq!(adf_text(&doc), "Step isolate finished.\nSecond line");
+        assert_eq!(adf_text(&json!("/cordon approve")), "/cordon approve");
+    }
+
+    #[test]
+    fn long_text_is_cut_with_an_ellipsis() {
+        let long = "x".repeat(300);
+        let cut = truncate(&long, MAX_SUMMARY);
+        assert_eq!(cut.chars().count(), MAX_SUMMARY);
+        assert!(cut.ends_with('…'));
+    }
+}

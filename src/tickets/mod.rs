@@ -1,0 +1,662 @@
+//! Tickets: one Jira Cloud issue and/or ServiceNow incident per Cordon incident, kept in step with
+//! what happens to it, both ways.
+//!
+//! Outbound, the [`TicketWatcher`] hears every incident event (after it is stored) and records
+//! what each configured system is owed in the durable outbox: `create` once, then `comment` per
+//! synced event, and on resolution a `transition` and the incident report as `attach` entries. The
+//! entries of one ticket share an outbox key, so they go out one at a time, in order; the
+//! deliverers ([`jira::JiraDeliverer`], [`servicenow::ServiceNowDeliverer`]) make every delivery
+//! idempotent in effect: a create looks up the stored ticket, then the ticket by its label or
+//! correlation id, before it creates; a comment or attachment whose earlier try may have reached
+//! the other side is looked up by its marker before it is sent again.
+//!
+//! Inbound, [`webhook`] takes Jira's `jira:issue_updated` calls and ServiceNow business-rule calls:
+//! a ticket moved to done resolves the incident, moved back reopens it, assignee changes are
+//! audited, and a `/cordon approve|deny` comment by an approver decides an approval.
+//!
+//! [`report`] renders the incident report (Markdown or HTML), which is attached to tickets on
+//! resolution and served at `GET /v1/incidents/{id}/report`.
+//!
+//! Ticket references live in the store's meta values, by namespace:
+//! - [`NS_JIRA`] / incident id → `{"key", "id", "url"}`; [`NS_JIRA_ISSUE`] / issue id → incident id
+//! - [`NS_SERVICENOW`] / incident id → `{"sys_id", "number", "url"}`
+//! - [`NS_PROFILE`] / incident id → the profile name chosen for the incident (kept for its life)
+//! - [`NS_QUEUED`] / `system:incident` → the create is in the outbox
+//! - [`NS_SENDING`] / `system:incident` → the outbox entry last tried on that ticket
+
+pub mod config;
+pub mod jira;
+pub mod report;
+pub mod servicenow;
+pub mod webhook;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::{Map, Value, json};
+
+pub use config::{SyncEvent, TicketProfile, TicketsConfig};
+
+use crate::engine::watch::{IncidentEvent, Watcher};
+use crate::outbox::{DeliveryError, Outbox, OutboxEntry};
+use crate::script::{CompiledValue, Context, Scripts, Template};
+use crate::store::{AlertQuery, Store, StoreError};
+
+/// Jira issue of an incident.
+pub const NS_JIRA: &str = "ticket.jira";
+/// Incident of a Jira issue id.
+pub const NS_JIRA_ISSUE: &str = "ticket.jira.issue";
+/// ServiceNow incident record of an incident.
+pub const NS_SERVICENOW: &str = "ticket.servicenow";
+/// Profile chosen for an incident.
+pub const NS_PROFILE: &str = "ticket.profile";
+/// Whether a ticket's create entry was pushed.
+pub const NS_QUEUED: &str = "ticket.queued";
+/// The entry last tried on a ticket (a later try looks for its effect before repeating it).
+pub const NS_SENDING: &str = "ticket.sending";
+/// Inbound commands already handled (webhooks are retried).
+pub const NS_INBOUND: &str = "ticket.inbound";
+
+/// The ticket systems.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum System {
+    Jira,
+    ServiceNow,
+}
+
+impl System {
+    /// The outbox target and the prefix of identities (`jira:<account id>`).
+    pub fn name(self) -> &'static str {
+        match self {
+            System::Jira => "jira",
+            System::ServiceNow => "servicenow",
+        }
+    }
+
+    /// The outbox key of an incident's ticket in this system.
+    pub fn key(self, incident_id: &str) -> String {
+        format!("{}:{incident_id}", self.name())
+    }
+}
+
+impl TicketProfile {
+    /// The systems this profile files in.
+    pub fn systems(&self) -> Vec<System> {
+        let mut out = Vec::new();
+        if self.jira.is_some() {
+            out.push(System::Jira);
+        }
+        if self.servicenow.is_some() {
+            out.push(System::ServiceNow);
+        }
+        out
+    }
+}
+
+/// Registers the deliverers of the configured systems with the outbox and the watcher with the
+/// engine. Called once at start.
+pub fn install(state: &crate::app::AppState) {
+    let tickets = &state.config.tickets;
+    for secret in tickets.secrets() {
+        if let Some(name) = secret.default_in_use() {
+            tracing::warn!(
+                variable = name,
+                "a tickets secret uses its local-only default"
+            );
+        }
+    }
+    if let Some(jira) = &tickets.jira {
+        match jira::JiraDeliverer::new(jira, state.http.clone(), state.store.clone()) {
+            Ok(d) => state.outbox.register(System::Jira.name(), Arc::new(d)),
+            Err(e) => tracing::error!(error = %e, "the Jira connection is unusable"),
+        }
+    }
+    if let Some(servicenow) = &tickets.servicenow {
+        match servicenow::ServiceNowDeliverer::new(
+            servicenow,
+            state.http.clone(),
+            state.store.clone(),
+        ) {
+            Ok(d) => state
+                .outbox
+                .register(System::ServiceNow.name(), Arc::new(d)),
+            Err(e) => tracing::error!(error = %e, "the ServiceNow connection is unusable"),
+        }
+    }
+    if tickets.default.is_some() || !tickets.playbooks.is_empty() {
+        state.engine.add_watcher(Arc::new(TicketWatcher {
+            store: state.store.clone(),
+            outbox: state.outbox.clone(),
+            config: state.config.clone(),
+            scripts: crate::app::scripts(&state.config),
+            lock: tokio::sync::Mutex::new(()),
+        }));
+    }
+}
+
+/// Turns incident events into outbox entries for every system of the incident's profile.
+pub struct TicketWatcher {
+    store: Arc<dyn Store>,
+    outbox: Arc<Outbox>,
+    config: Arc<crate::config::Config>,
+    scripts: Arc<Scripts>,
+    /// One event at a time, so two runs of one incident cannot both queue its create.
+    lock: tokio::sync::Mutex<()>,
+}
+
+#[async_trait]
+impl Watcher for TicketWatcher {
+    async fn incident_events(&self, events: &[IncidentEvent]) {
+        let _one_at_a_time = self.lock.lock().await;
+        for event in events {
+            if let Err(e) = self.handle(event).await {
+                tracing::error!(incident = %event.incident_id, kind = %event.kind, error = %e, "cannot queue the ticket update");
+            }
+        }
+    }
+}
+
+/// The sync event an incident event is, if any.
+pub fn sync_event(event: &IncidentEvent) -> Option<SyncEvent> {
+    Some(match event.kind.as_str() {
+        "incident.opened" => SyncEvent::Created,
+        "alert.added" => SyncEvent::AlertAdded,
+        "step.finished" => SyncEvent::StepFinished,
+        "approval.requested" => SyncEvent::ApprovalRequested,
+        "approval.decided" | "approval.timed_out" => SyncEvent::ApprovalDecided,
+        "evidence.collected" => SyncEvent::EvidenceAdded,
+        "step.undone" => SyncEvent::ActionUndone,
+        "run.state"
+            if matches!(
+                event.detail["to"].as_str(),
+                Some("succeeded" | "failed" | "cancelled")
+            ) =>
+        {
+            SyncEvent::RunFinished
+        }
+        "incident.resolved" => SyncEvent::Resolved,
+        "incident.reopened" => SyncEvent::Reopened,
+        _ => return None,
+    })
+}
+
+impl TicketWatcher {
+    async fn handle(&self, event: &IncidentEvent) -> Result<(), String> {
+        let Some(sync) = sync_event(event) else {
+            return Ok(());
+        };
+        let incident = &event.incident_id;
+        let tickets = &self.config.tickets;
+        let recorded = self
+            .store
+            .meta_get(NS_PROFILE, incident)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (name, profile) = match recorded.as_ref().and_then(Value::as_str) {
+            Some(name) => match tickets.profile(name) {
+                Some(profile) => (name.to_owned(), profile),
+                // The profile left the config since: its incidents are no longer synced.
+                None => return Ok(()),
+            },
+            None => match tickets.profile_for(event.playbook.as_deref()) {
+                Some((name, profile)) => (name.to_owned(), profile),
+                None => return Ok(()),
+            },
+        };
+        if !profile.events.contains(&sync) {
+            return Ok(());
+        }
+        let mut entries = Vec::new();
+        let mut queued = Vec::new();
+        for system in profile.systems() {
+            let key = system.key(incident);
+            if self
+                .store
+                .meta_get(NS_QUEUED, &key)
+                .await
+                .map_err(|e| e.to_string())?
+                .is_none()
+            {
+                let fields = self.render(profile, incident).await?;
+                let payload = match system {
+                    System::Jira => jira::create_payload(profile, incident, fields),
+                    System::ServiceNow => servicenow::create_payload(profile, incident, fields),
+                };
+                entries.push(OutboxEntry::new(system.name(), &key, "create", payload));
+                queued.push(key.clone());
+            }
+            entries.extend(self.entries_for(system, profile, event, sync).await);
+        }
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.outbox.push(entries).await.map_err(|e| e.to_string())?;
+        for key in queued {
+            self.store
+                .meta_put(NS_QUEUED, &key, Value::Bool(true))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        if recorded.is_none() {
+            self.store
+                .meta_put(NS_PROFILE, incident, Value::String(name))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// What `event` adds to a ticket in `system`.
+    async fn entries_for(
+        &self,
+        system: System,
+        profile: &TicketProfile,
+        event: &IncidentEvent,
+        sync: SyncEvent,
+    ) -> Vec<OutboxEntry> {
+        let incident = &event.incident_id;
+        let key = system.key(incident);
+        let target = system.name();
+        let mut out = Vec::new();
+        let note = self.note(event, sync).await;
+        if let Some(text) = note {
+            out.push(OutboxEntry::new(
+                target,
+                &key,
+                "comment",
+                json!({ "incident": incident, "text": text }),
+            ));
+        }
+        match sync {
+            SyncEvent::Resolved => {
+                let transition = match system {
+                    System::Jira => json!({ "incident": incident, "to": "done",
+                        "status": profile.jira.as_ref().and_then(|j| j.done_status.clone()) }),
+                    System::ServiceNow => {
+                        let sn = profile.servicenow.as_ref();
+                        json!({ "incident": incident, "to": "done",
+                            "state": sn.map(|s| s.resolved_state.clone()),
+                            "close_code": sn.map(|s| s.close_code.clone()),
+                            "close_notes": format!("Resolved in Cordon by {} (via {}).", event.actor.as_deref().unwrap_or("system"), event.detail["via"].as_str().unwrap_or("cordon")) })
+                    }
+                };
+                out.push(OutboxEntry::new(target, &key, "transition", transition));
+                let stamp = event.at.format("%Y%m%dT%H%M%SZ");
+                for (format, ext) in [("markdown", "md"), ("html", "html")] {
+                    out.push(OutboxEntry::new(
+                        target,
+                        &key,
+                        "attach",
+                        json!({ "incident": incident, "format": format,
+                            "filename": format!("cordon-incident-report-{stamp}.{ext}") }),
+                    ));
+                }
+            }
+            SyncEvent::Reopened => {
+                let transition = match system {
+                    System::Jira => profile
+                        .jira
+                        .as_ref()
+                        .and_then(|j| j.reopen_status.clone())
+                        .map(|status| json!({ "incident": incident, "to": "reopen", "status": status })),
+                    System::ServiceNow => profile.servicenow.as_ref().map(
+                        |s| json!({ "incident": incident, "to": "reopen", "state": s.reopen_state }),
+                    ),
+                };
+                if let Some(transition) = transition {
+                    out.push(OutboxEntry::new(target, &key, "transition", transition));
+                }
+            }
+            _ => {}
+        }
+        out
+    }
+
+    /// The comment text for an event; `None` when the event is the ticket's creation itself.
+    async fn note(&self, event: &IncidentEvent, sync: SyncEvent) -> Option<String> {
+        let d = &event.detail;
+        let step = event.step.as_deref().unwrap_or("?");
+        let playbook = event.playbook.as_deref().unwrap_or("?");
+        let actor = event.actor.as_deref().unwrap_or("system");
+        let text = |v: &Value| match v {
+            Value::String(s) => s.clone(),
+            Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        Some(match sync {
+            SyncEvent::Created => return None,
+            SyncEvent::AlertAdded => {
+                let id = d["alert_id"].as_str().unwrap_or_default();
+                match self.store.alert(id).await.ok().flatten() {
+                    Some(a) => format!(
+                        "New alert joined the incident: {} (source {}, severity {}/10, alert {}).",
+                        a.title, a.source, a.severity.score, a.id
+                    ),
+                    None => format!("New alert joined the incident: {id}."),
+                }
+            }
+            SyncEvent::StepFinished => {
+                let status = d["status"].as_str().unwrap_or("finished");
+                let mut line = format!(
+                    "Step `{step}` of playbook {playbook} {status} (attempts: {}).",
+                    text(&d["attempts"])
+                );
+                if let Some(error) = d["error"].as_str() {
+                    line.push_str(&format!("\nError: {error}"));
+                }
+                if d["dry_run"] == true {
+                    line.push_str("\n(Dry run: the action was recorded, not performed.)");
+                }
+                line
+            }
+            SyncEvent::ApprovalRequested => format!(
+                "Approval requested at step `{step}` of playbook {playbook}: {}\nApprovers: {} (quorum {}), timeout {}.\nTo decide here, comment `/cordon approve` or `/cordon deny` (or `/cordon approve {} {step}` when several approvals are open).",
+                text(&d["prompt"]),
+                text(&d["group"]),
+                text(&d["quorum"]),
+                text(&d["timeout"]),
+                event.run_id.as_deref().unwrap_or("RUN"),
+            ),
+            SyncEvent::ApprovalDecided if event.kind == "approval.timed_out" => {
+                let outcome = match d["outcome"].as_bool() {
+                    Some(true) => "approved",
+                    Some(false) => "rejected",
+                    None => "closed",
+                };
+                format!("Approval `{step}` of playbook {playbook} timed out and was {outcome}.")
+            }
+            SyncEvent::ApprovalDecided => {
+                let decision = if d["approve"] == true {
+                    "approved"
+                } else {
+                    "denied"
+                };
+                let outcome = match d["outcome"].as_bool() {
+                    Some(true) => " The approval is granted.".to_owned(),
+                    Some(false) => " The approval is rejected.".to_owned(),
+                    None => format!(
+                        " {} of {} approvals so far.",
+                        text(&d["approvals"]),
+                        text(&d["quorum"])
+                    ),
+                };
+                format!(
+                    "{actor} {decision} `{step}` of playbook {playbook} (via {}) at {}.{outcome}",
+                    text(&d["via"]),
+                    event.at.format("%Y-%m-%d %H:%M:%S UTC")
+                )
+            }
+            SyncEvent::EvidenceAdded => {
+                let mut line = format!(
+                    "Evidence collected by step `{step}`: {} at {}",
+                    text(&d["kind"]),
+                    text(&d["location"])
+                );
+                if let Some(sha) = d["sha256"].as_str() {
+                    line.push_str(&format!(" (sha256 {sha})"));
+                }
+                line.push('.');
+                line
+            }
+            SyncEvent::ActionUndone => format!(
+                "Step `{step}` of playbook {playbook} was undone by {actor} with {}.",
+                text(&d["action"])
+            ),
+            SyncEvent::RunFinished => {
+                let mut line = format!(
+                    "Run {} of playbook {playbook} {}.",
+                    event.run_id.as_deref().unwrap_or("?"),
+                    text(&d["to"])
+                );
+                if let Some(error) = d["error"].as_str() {
+                    line.push_str(&format!("\nError: {error}"));
+                }
+                line
+            }
+            SyncEvent::Resolved => format!(
+                "Incident resolved by {actor} (via {}). The incident report is attached.",
+                text(&d["via"])
+            ),
+            SyncEvent::Reopened => {
+                format!("Incident reopened by {actor} (via {}).", text(&d["via"]))
+            }
+        })
+    }
+
+    /// Renders the profile's templates for an incident (on a blocking thread: Rhai is CPU work).
+    async fn render(&self, profile: &TicketProfile, incident_id: &str) -> Result<Rendered, String> {
+        let incident = self
+            .store
+            .incident(incident_id)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("no incident `{incident_id}`"))?;
+        // The oldest alert is the one that opened the incident.
+        let alerts = self
+            .store
+            .alerts(&AlertQuery {
+                incident_id: Some(incident_id.to_owned()),
+                limit: 10_000,
+                ..AlertQuery::default()
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        let ctx = Context {
+            alert: alerts
+                .last()
+                .and_then(|a| serde_json::to_value(a).ok())
+                .unwrap_or(Value::Null),
+            incident: serde_json::to_value(&incident).unwrap_or(Value::Null),
+            ..Context::default()
+        };
+        let scripts = self.scripts.clone();
+        let profile = profile.clone();
+        tokio::task::spawn_blocking(move || Rendered::render(&scripts, &profile, &ctx))
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// A profile's templates, rendered for one incident.
+#[derive(Debug, Clone, Default)]
+pub struct Rendered {
+    pub summary: String,
+    pub description: String,
+    pub labels: Vec<String>,
+    pub severity: u8,
+    pub jira_fields: Map<String, Value>,
+    pub servicenow_fields: Map<String, Value>,
+}
+
+impl Rendered {
+    /// Renders every template; one that fails falls back to a plain value and is logged, so a
+    /// template error never costs the ticket.
+    pub fn render(scripts: &Scripts, profile: &TicketProfile, ctx: &Context) -> Rendered {
+        let text = |what: &str, template: &str, fallback: &str| -> String {
+            let rendered = Template::compile(scripts, template, &[])
+                .and_then(|t| t.render(scripts, ctx))
+                .map(|v| match v {
+                    Value::String(s) => s,
+                    Value::Null => String::new(),
+                    other => other.to_string(),
+                });
+            match rendered {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(template = what, error = %e, "a ticket template failed; using a plain value");
+                    fallback.to_owned()
+                }
+            }
+        };
+        let title = ctx.incident["title"]
+            .as_str()
+            .unwrap_or("incident")
+            .to_owned();
+        let id = ctx.incident["id"].as_str().unwrap_or_default().to_owned();
+        let fields = |what: &str, map: Option<&std::collections::BTreeMap<String, Value>>| {
+            let mut out = Map::new();
+            for (name, value) in map.into_iter().flatten() {
+                match CompiledValue::compile(scripts, value, &[])
+                    .map_err(|e| e.error)
+                    .and_then(|c| c.render(scripts, ctx))
+                {
+                    Ok(v) => {
+                        out.insert(name.clone(), v);
+                    }
+                    Err(e) => {
+                        tracing::warn!(field = %format!("{what}.{name}"), error = %e, "a ticket field template failed; the field is left out")
+                    }
+                }
+            }
+            out
+        };
+        Rendered {
+            summary: text("summary", &profile.summary, &format!("[Cordon] {title}")),
+            description: text(
+                "description",
+                &profile.description,
+                &format!("Cordon incident {id}: {title}"),
+            ),
+            labels: profile
+                .labels
+                .iter()
+                .map(|l| text("labels", l, ""))
+                .filter(|l| !l.trim().is_empty())
+                .collect(),
+            severity: ctx.incident["severity"].as_u64().unwrap_or(0).min(10) as u8,
+            jira_fields: fields("jira.fields", profile.jira.as_ref().map(|j| &j.fields)),
+            servicenow_fields: fields(
+                "servicenow.fields",
+                profile.servicenow.as_ref().map(|s| &s.fields),
+            ),
+        }
+    }
+}
+
+/// A store failure while delivering: retried, since the store comes back.
+pub(crate) fn store_failed(e: StoreError) -> DeliveryError {
+    DeliveryError::retry(format!("store: {e}"))
+}
+
+/// An HTTP failure before any answer (refused, reset, timed out): retried. The message names the
+/// system and what failed, never a credential.
+pub(crate) fn unreachable(system: &str, e: &reqwest::Error) -> DeliveryError {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "refused the connection"
+    } else {
+        "failed"
+    };
+    DeliveryError::retry(format!("{system} {what}"))
+}
+
+/// Turns a non-success answer into the outbox's error (429 and 5xx retried, `Retry-After` kept).
+pub(crate) async fn check(
+    system: &str,
+    what: &str,
+    response: reqwest::Response,
+) -> Result<reqwest::Response, DeliveryError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = response.text().await.unwrap_or_default();
+    let mut error = DeliveryError::from_status(
+        status.as_u16(),
+        retry_after.as_deref(),
+        &format!("{system} ({what})"),
+    );
+    // The other side's reason helps an operator (a missing field, a workflow rule); it holds no
+    // credential of ours.
+    let reason: String = body.chars().take(300).collect();
+    if !reason.trim().is_empty() {
+        error.message = format!("{}: {}", error.message, reason.trim());
+    }
+    // Refused credentials or permissions are fixed by an operator, after which the updates must
+    // still go out, in order: they are retried (at the longest backoff), not given up on.
+    if matches!(status.as_u16(), 401 | 403) {
+        tracing::error!(
+            system,
+            what,
+            status = status.as_u16(),
+            "the ticket system refused Cordon's credentials or permissions; updates wait until they are fixed"
+        );
+        error.permanent = false;
+        error.retry_after = None;
+    }
+    Err(error)
+}
+
+/// The `Authorization` header value for a connection.
+pub(crate) fn authorization(auth: config::Auth<'_>) -> crate::config::Secret {
+    use base64::Engine;
+    match auth {
+        config::Auth::Basic(user, secret) => crate::config::Secret::new(format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{}", secret.expose()))
+        )),
+        config::Auth::Bearer(token) => {
+            crate::config::Secret::new(format!("Bearer {}", token.expose()))
+        }
+    }
+}
+
+/// Reads a ticket reference from the store.
+pub(crate) async fn reference(
+    store: &dyn Store,
+    namespace: &str,
+    incident: &str,
+) -> Result<Value, DeliveryError> {
+    store
+        .meta_get(namespace, incident)
+        .await
+        .map_err(store_failed)?
+        .ok_or_else(|| {
+            DeliveryError::permanent(format!(
+                "incident {incident} has no ticket (its creation failed for good; see the outbox)"
+            ))
+        })
+}
+
+/// Whether the entry was tried before on this ticket (so its effect may already be there), and
+/// marks it as being tried now.
+pub(crate) async fn tried_before(
+    store: &dyn Store,
+    entry: &OutboxEntry,
+) -> Result<bool, DeliveryError> {
+    let last = store
+        .meta_get(NS_SENDING, &entry.key)
+        .await
+        .map_err(store_failed)?;
+    let before = last.as_ref().and_then(Value::as_str) == Some(entry.id.as_str());
+    if !before {
+        store
+            .meta_put(NS_SENDING, &entry.key, Value::String(entry.id.clone()))
+            .await
+            .map_err(store_failed)?;
+    }
+    Ok(before)
+}
+
+/// The `incident` field of an entry's payload.
+pub(crate) fn incident_of(entry: &OutboxEntry) -> Result<&str, DeliveryError> {
+    entry.payload["incident"]
+        .as_str()
+        .ok_or_else(|| DeliveryError::permanent("the outbox entry names no incident"))
+}
+
+/// Records a ticket event in the audit log (who filed what where), for the report.
+pub(crate) async fn audit(store: &dyn Store, kind: &str, detail: Value) {
+    let entry = crate::audit::NewEntry::new(kind)
+        .actor("system".to_owned())
+        .detail(detail);
+    if let Err(e) = store.append_audit(vec![entry]).await {
+        tracing::warn!(error = %e, kind, "cannot audit a ticket event");
+    }
+}

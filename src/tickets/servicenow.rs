@@ -1,0 +1,315 @@
+//! ServiceNow (Table API on `incident`, Attachment API): one incident record per Cordon incident,
+//! a work note per synced event, state and close code on resolution, the report attached.
+//!
+//! Calls, all under `{base_url}/api/now`:
+//! - `GET /table/incident?sysparm_query=correlation_id=<incident>` and `POST /table/incident`
+//!   (with `correlation_id` = the Cordon incident id, so a retry finds the record);
+//! - `PATCH /table/incident/{sys_id}` with `work_notes`; each note ends with a `Cordon ref` line
+//!   naming its outbox entry, which `GET /table/sys_journal_field` finds again when an earlier try
+//!   may have reached the instance;
+//! - `PATCH /table/incident/{sys_id}` with `state`, `close_code`, `close_notes`;
+//! - `POST /attachment/file?table_name=incident&table_sys_id=...&file_name=...`, after
+//!   `GET /attachment?sysparm_query=table_sys_id=...^file_name=...` when an earlier try may have
+//!   reached the instance.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+
+use super::{
+    NS_SERVICENOW, Rendered, TicketProfile, audit, authorization, check, incident_of, reference,
+    store_failed, tried_before, unreachable,
+};
+use crate::config::Secret;
+use crate::outbox::{Deliver, DeliveryError, OutboxEntry};
+use crate::store::Store;
+
+const SYSTEM: &str = "ServiceNow";
+/// `short_description` is 160 characters on a stock instance.
+const MAX_SHORT: usize = 160;
+
+/// Urgency and impact (1 high … 3 low) for a severity; together they set the priority.
+pub fn urgency_impact(severity: u8) -> (&'static str, &'static str) {
+    match severity {
+        9.. => ("1", "1"),
+        7..=8 => ("1", "2"),
+        4..=6 => ("2", "2"),
+        _ => ("3", "3"),
+    }
+}
+
+/// The `create` entry's payload: the incident record, rendered.
+pub fn create_payload(profile: &TicketProfile, incident: &str, rendered: Rendered) -> Value {
+    let Some(sn) = &profile.servicenow else {
+        return Value::Null;
+    };
+    let (urgency, impact) = urgency_impact(rendered.severity);
+    let short: String = rendered
+        .summary
+        .replace('\n', " ")
+        .chars()
+        .take(MAX_SHORT)
+        .collect();
+    let mut record = json!({
+        "short_description": short,
+        "description": rendered.description,
+        "urgency": urgency,
+        "impact": impact,
+        "correlation_id": incident,
+        "correlation_display": "Cordon",
+    });
+    if !sn.category.is_empty() {
+        record["category"] = Value::String(sn.category.clone());
+    }
+    if let Some(group) = &sn.assignment_group {
+        record["assignment_group"] = Value::String(group.clone());
+    }
+    for (name, value) in rendered.servicenow_fields {
+        record[name] = value;
+    }
+    json!({ "incident": incident, "record": record })
+}
+
+/// The line that ends every work note: finds the note again (sys_journal_field) after a retry.
+pub fn marker(entry_id: &str) -> String {
+    format!("Cordon ref {entry_id}")
+}
+
+/// Delivers `servicenow` outbox entries.
+pub struct ServiceNowDeliverer {
+    base: String,
+    authorization: Secret,
+    http: reqwest::Client,
+    store: Arc<dyn Store>,
+}
+
+impl ServiceNowDeliverer {
+    pub fn new(
+        config: &super::config::ServiceNowConfig,
+        http: reqwest::Client,
+        store: Arc<dyn Store>,
+    ) -> Result<ServiceNowDeliverer, String> {
+        Ok(ServiceNowDeliverer {
+            base: config.base_url.as_str().trim_end_matches('/').to_owned(),
+            authorization: authorization(config.auth()?),
+            http,
+            store,
+        })
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}/api/now{path}", self.base))
+            .header(reqwest::header::AUTHORIZATION, self.authorization.expose())
+            .header(reqwest::header::ACCEPT, "application/json")
+    }
+
+    async fn json(
+        &self,
+        what: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Value, DeliveryError> {
+        let response = request.send().await.map_err(|e| unreachable(SYSTEM, &e))?;
+        check(SYSTEM, what, response)
+            .await?
+            .json()
+            .await
+            .map_err(|_| DeliveryError::retry(format!("{SYSTEM} ({what}) answered with no JSON")))
+    }
+
+    async fn record(&self, incident: &str) -> Result<String, DeliveryError> {
+        let reference = reference(&*self.store, NS_SERVICENOW, incident).await?;
+        reference["sys_id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                DeliveryError::permanent("the stored ServiceNow reference has no sys_id")
+            })
+    }
+
+    async fn remember(
+        &self,
+        incident: &str,
+        result: &Value,
+        found: bool,
+    ) -> Result<(), DeliveryError> {
+        let (Some(sys_id), number) = (result["sys_id"].as_str(), result["number"].as_str()) else {
+            return Err(DeliveryError::retry(
+                "ServiceNow answered with no sys_id for the incident record",
+            ));
+        };
+        let number = number.unwrap_or(sys_id);
+        let url = format!("{}/nav_to.do?uri=incident.do?sys_id={sys_id}", self.base);
+        self.store
+            .meta_put(
+                NS_SERVICENOW,
+                incident,
+                json!({ "sys_id": sys_id, "number": number, "url": url }),
+            )
+            .await
+            .map_err(store_failed)?;
+        audit(
+            &*self.store,
+            "ticket.created",
+            json!({ "incident": incident, "system": "servicenow", "ticket": number, "url": url, "found_existing": found }),
+        )
+        .await;
+        tracing::info!(
+            incident,
+            record = number,
+            found_existing = found,
+            "ServiceNow incident linked to the incident"
+        );
+        Ok(())
+    }
+
+    async fn create(&self, entry: &OutboxEntry) -> Result<(), DeliveryError> {
+        let incident = incident_of(entry)?;
+        if self
+            .store
+            .meta_get(NS_SERVICENOW, incident)
+            .await
+            .map_err(store_failed)?
+            .is_some()
+        {
+            return Ok(());
+        }
+        let query = format!("correlation_id={incident}");
+        let found = self
+            .json(
+                "find incident",
+                self.request(reqwest::Method::GET, "/table/incident")
+                    .query(&[
+                        ("sysparm_query", query.as_str()),
+                        ("sysparm_fields", "sys_id,number"),
+                        ("sysparm_limit", "1"),
+                    ]),
+            )
+            .await?;
+        if let Some(record) = found["result"].as_array().and_then(|r| r.first()) {
+            return self.remember(incident, record, true).await;
+        }
+        let created = self
+            .json(
+                "create incident",
+                self.request(reqwest::Method::POST, "/table/incident")
+                    .json(&entry.payload["record"]),
+            )
+            .await?;
+        self.remember(incident, &created["result"], false).await
+    }
+
+    async fn comment(&self, entry: &OutboxEntry) -> Result<(), DeliveryError> {
+        let incident = incident_of(entry)?;
+        let sys_id = self.record(incident).await?;
+        let marker = marker(&entry.id);
+        if tried_before(&*self.store, entry).await? {
+            let query = format!("element_id={sys_id}^element=work_notes^valueLIKE{marker}");
+            let found = self
+                .json(
+                    "find work note",
+                    self.request(reqwest::Method::GET, "/table/sys_journal_field")
+                        .query(&[
+                            ("sysparm_query", query.as_str()),
+                            ("sysparm_fields", "sys_id"),
+                            ("sysparm_limit", "1"),
+                        ]),
+                )
+                .await?;
+            if found["result"].as_array().is_some_and(|r| !r.is_empty()) {
+                return Ok(());
+            }
+        }
+        let text = entry.payload["text"].as_str().unwrap_or_default();
+        self.json(
+            "add work note",
+            self.request(reqwest::Method::PATCH, &format!("/table/incident/{sys_id}"))
+                .json(&json!({ "work_notes": format!("{text}\n\n{marker}") })),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn transition(&self, entry: &OutboxEntry) -> Result<(), DeliveryError> {
+        let incident = incident_of(entry)?;
+        let sys_id = self.record(incident).await?;
+        let p = &entry.payload;
+        let mut fields = json!({ "state": p["state"].as_str().unwrap_or(if p["to"] == "done" { "6" } else { "2" }) });
+        if p["to"] == "done" {
+            fields["close_code"] = p["close_code"].clone();
+            fields["close_notes"] = p["close_notes"].clone();
+        }
+        self.json(
+            "set state",
+            self.request(reqwest::Method::PATCH, &format!("/table/incident/{sys_id}"))
+                .json(&fields),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn attach(&self, entry: &OutboxEntry) -> Result<(), DeliveryError> {
+        let incident = incident_of(entry)?;
+        let sys_id = self.record(incident).await?;
+        let filename = entry.payload["filename"]
+            .as_str()
+            .unwrap_or("cordon-incident-report.md")
+            .to_owned();
+        if tried_before(&*self.store, entry).await? {
+            let query = format!("table_sys_id={sys_id}^file_name={filename}");
+            let found = self
+                .json(
+                    "find attachment",
+                    self.request(reqwest::Method::GET, "/attachment")
+                        .query(&[("sysparm_query", query.as_str()), ("sysparm_limit", "1")]),
+                )
+                .await?;
+            if found["result"].as_array().is_some_and(|r| !r.is_empty()) {
+                return Ok(());
+            }
+        }
+        let (body, content_type) = super::jira::report_file(&*self.store, incident, entry).await?;
+        self.json(
+            "attach report",
+            self.request(reqwest::Method::POST, "/attachment/file")
+                .query(&[
+                    ("table_name", "incident"),
+                    ("table_sys_id", sys_id.as_str()),
+                    ("file_name", filename.as_str()),
+                ])
+                .header(reqwest::header::CONTENT_TYPE, content_type)
+                .body(body),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Deliver for ServiceNowDeliverer {
+    async fn deliver(&self, entry: &OutboxEntry) -> Result<(), DeliveryError> {
+        match entry.kind.as_str() {
+            "create" => self.create(entry).await,
+            "comment" => self.comment(entry).await,
+            "transition" => self.transition(entry).await,
+            "attach" => self.attach(entry).await,
+            other => Err(DeliveryError::permanent(format!(
+                "unknown ServiceNow outbox entry kind `{other}`"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn severity_sets_urgency_and_impact() {
+        assert_eq!(urgency_impact(10), ("1", "1"));
+        assert_eq!(urgency_impact(7), ("1", "2"));
+        assert_eq!(urgency_impact(5), ("2", "2"));
+        assert_eq!(urgency_impact(0), ("3", "3"));
+    }
+}

@@ -1,0 +1,640 @@
+//! Inbound ticket webhooks: `POST /v1/tickets/jira/webhook` (Jira's `jira:issue_updated` and
+//! `comment_created`) and `POST /v1/tickets/servicenow/webhook` (a business rule's REST call, see
+//! integrations/servicenow/README.md).
+//!
+//! Every request is authenticated on its raw bytes before anything is parsed; a bad credential
+//! gets 401 and changes nothing. What a call can do:
+//! - the ticket reached a done state (Jira: status category Done or the profile's `done_status`;
+//!   ServiceNow: Resolved, Closed or the profile's `resolved_state`) → the incident is resolved;
+//! - it left it → the incident is reopened;
+//! - the assignee changed → `ticket.assigned` in the audit log;
+//! - a comment (work note) starting with `/cordon approve` or `/cordon deny`, optionally followed by
+//!   a run id (or its first characters) and a step, decides that approval as the comment's author
+//!   (mapped through `users`); when it cannot be applied, the reason is posted back as a comment.
+//!
+//! Calls about tickets Cordon does not know are answered 200 with `ignored`, since ticket systems
+//! retry failed calls and these would never succeed.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::config::WebhookAuth;
+use super::{NS_INBOUND, NS_JIRA_ISSUE, NS_PROFILE, System};
+use crate::alert::IncidentStatus;
+use crate::app::AppState;
+use crate::http::ApiError;
+use crate::outbox::OutboxEntry;
+use crate::store::RunQuery;
+
+fn store_error(e: crate::store::StoreError) -> ApiError {
+    tracing::error!(error = %e, "ticket webhook: the store failed");
+    ApiError::unavailable()
+}
+
+fn equal_secret(a: &[u8], b: &[u8]) -> bool {
+    Sha256::digest(a).ct_eq(&Sha256::digest(b)).into()
+}
+
+/// Checks a webhook's credential: the shared token (`?token=`, `X-Cordon-Token`, or
+/// `Authorization: Bearer`), or the HMAC-SHA256 of the raw body in `signature_header`
+/// (`sha256=`-prefixed or not, hex or base64).
+pub fn authenticate(
+    auth: &WebhookAuth,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    body: &[u8],
+    signature_header: &str,
+) -> Result<(), ApiError> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_owned())
+    };
+    match auth {
+        WebhookAuth::Token(token) => {
+            let from_query = query.and_then(|q| {
+                url::form_urlencoded::parse(q.as_bytes())
+                    .find(|(k, _)| k == "token")
+                    .map(|(_, v)| v.into_owned())
+            });
+            let from_bearer = header("authorization").and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+                    .map(|t| t.trim().to_owned())
+            });
+            let presented = from_query
+                .or_else(|| header("x-cordon-token"))
+                .or(from_bearer)
+                .ok_or_else(|| {
+                    ApiError::unauthorized(
+                        "unauthorized",
+                        "missing the webhook token (`?token=`, X-Cordon-Token or Authorization: Bearer)",
+                    )
+                })?;
+            if equal_secret(presented.as_bytes(), token.expose().as_bytes()) {
+                Ok(())
+            } else {
+                Err(ApiError::unauthorized(
+                    "unauthorized",
+                    "the webhook token is not valid",
+                ))
+            }
+        }
+        WebhookAuth::Hmac(secret) => {
+            let signature = header(signature_header).ok_or_else(|| {
+                ApiError::unauthorized(
+                    "unauthorized",
+                    format!("missing the {signature_header} header"),
+                )
+            })?;
+            let value = signature.strip_prefix("sha256=").unwrap_or(&signature);
+            let presented = hex::decode(value)
+                .ok()
+                .or_else(|| {
+                    use base64::Engine;
+                    base64::engine::general_purpose::STANDARD.decode(value).ok()
+                })
+                .ok_or_else(|| {
+                    ApiError::unauthorized(
+                        "unauthorized",
+                        format!("{signature_header} is not a hex or base64 HMAC-SHA256"),
+                    )
+                })?;
+            let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes())
+                .map_err(|_| ApiError::unauthorized("unauthorized", "the HMAC key is unusable"))?;
+            mac.update(body);
+            mac.verify_slice(&presented).map_err(|_| {
+                ApiError::unauthorized("unauthorized", "the signature does not match the body")
+            })
+        }
+    }
+}
+
+/// The signature a sender puts in the signature header: `sha256=<hex HMAC-SHA256 of body>`.
+pub fn signature(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+fn not_configured(system: &str) -> ApiError {
+    ApiError::not_found(
+        "not_found",
+        format!("the {system} webhook is not configured (tickets.{system}.webhook)"),
+    )
+}
+
+fn parse(body: &[u8]) -> Result<Value, ApiError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("bad_payload", format!("the body is not JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request(
+            "bad_payload",
+            "the body must be a JSON object",
+        ));
+    }
+    Ok(value)
+}
+
+fn ignored(why: impl Into<String>) -> Json<Value> {
+    Json(json!({ "ignored": why.into() }))
+}
+
+/// `POST /v1/tickets/jira/webhook`.
+pub async fn jira(
+    State(app): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let config = app.config.tickets.jira.as_ref();
+    let Some((jira, auth)) = config.and_then(|j| j.webhook.as_ref().map(|w| (j, w))) else {
+        return Err(not_configured("jira"));
+    };
+    authenticate(auth, &headers, query.as_deref(), &body, "x-hub-signature")?;
+    let payload = parse(&body)?;
+    let event = payload["webhookEvent"]
+        .as_str()
+        .ok_or_else(|| ApiError::bad_request("bad_payload", "the body has no `webhookEvent`"))?;
+    if !matches!(event, "jira:issue_updated" | "comment_created") {
+        return Ok(ignored(format!("`{event}` events are not handled")));
+    }
+    let issue = &payload["issue"];
+    let (Some(issue_id), Some(key)) = (issue["id"].as_str(), issue["key"].as_str()) else {
+        return Err(ApiError::bad_request(
+            "bad_payload",
+            "the body has no `issue` with `id` and `key`",
+        ));
+    };
+    let Some(incident) = jira_incident(&app, issue_id, issue).await? else {
+        return Ok(ignored(format!("issue {key} is not a Cordon incident")));
+    };
+    let who = |account: &Value| -> String {
+        match account.as_str() {
+            Some(id) => jira.users.get(id).cloned().unwrap_or(format!("jira:{id}")),
+            None => "jira:unknown".to_owned(),
+        }
+    };
+    let actor = who(&payload["user"]["accountId"]);
+    let mut applied = Vec::new();
+    let items = payload["changelog"]["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if items
+        .iter()
+        .any(|i| i["field"] == "status" || i["fieldId"] == "status")
+    {
+        let done_status = profile_of(&app, &incident)
+            .await?
+            .and_then(|p| p.jira.as_ref().and_then(|j| j.done_status.clone()));
+        let status = &issue["fields"]["status"];
+        let done = status["statusCategory"]["key"] == "done"
+            || done_status.is_some_and(|d| {
+                status["name"]
+                    .as_str()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(&d))
+            });
+        let wanted = if done {
+            IncidentStatus::Resolved
+        } else {
+            IncidentStatus::Open
+        };
+        applied.extend(set_status(&app, &incident, wanted, &actor, "jira").await?);
+    }
+    for item in items.iter().filter(|i| i["field"] == "assignee") {
+        let to = item["toString"].as_str().unwrap_or("nobody");
+        record_assignee(
+            &app,
+            &incident,
+            "jira",
+            key,
+            &actor,
+            item["fromString"].as_str(),
+            to,
+            item["to"].as_str(),
+        )
+        .await?;
+        applied.push(format!("assignee recorded: {to}"));
+    }
+    let comment = &payload["comment"];
+    if comment.is_object() {
+        let text = super::jira::adf_text(&comment["body"]);
+        let seen = format!("jira:{}", comment["id"].as_str().unwrap_or_default());
+        let author = who(&comment["author"]["accountId"]);
+        if let Some(outcome) = command(&app, System::Jira, &incident, &text, &author, &seen).await?
+        {
+            applied.push(outcome);
+        }
+    }
+    Ok(Json(json!({ "incident": incident, "applied": applied })))
+}
+
+/// The incident of a Jira issue: by the stored issue id, else by its `cordon-<incident>` label.
+async fn jira_incident(
+    app: &AppState,
+    issue_id: &str,
+    issue: &Value,
+) -> Result<Option<String>, ApiError> {
+    if let Some(Value::String(incident)) = app
+        .store
+        .meta_get(NS_JIRA_ISSUE, issue_id)
+        .await
+        .map_err(store_error)?
+    {
+        return Ok(Some(incident));
+    }
+    let labels = issue["fields"]["labels"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for label in labels.iter().filter_map(Value::as_str) {
+        if let Some(id) = label.strip_prefix("cordon-")
+            && app.store.incident(id).await.map_err(store_error)?.is_some()
+        {
+            return Ok(Some(id.to_owned()));
+        }
+    }
+    Ok(None)
+}
+
+/// The ticket profile an incident was filed under.
+async fn profile_of(
+    app: &AppState,
+    incident: &str,
+) -> Result<Option<super::TicketProfile>, ApiError> {
+    let name = app
+        .store
+        .meta_get(NS_PROFILE, incident)
+        .await
+        .map_err(store_error)?;
+    Ok(name
+        .as_ref()
+        .and_then(Value::as_str)
+        .and_then(|n| app.config.tickets.profile(n))
+        .cloned())
+}
+
+/// Moves the incident to `wanted` unless it is there already.
+async fn set_status(
+    app: &AppState,
+    incident: &str,
+    wanted: IncidentStatus,
+    actor: &str,
+    via: &str,
+) -> Result<Option<String>, ApiError> {
+    let current = app
+        .store
+        .incident(incident)
+        .await
+        .map_err(store_error)?
+        .map(|i| i.status);
+    if current.is_none_or(|c| c == wanted) {
+        return Ok(None);
+    }
+    app.engine
+        .set_incident_status(incident, wanted, actor, via)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, incident, "ticket webhook: cannot change the incident");
+            ApiError::unavailable()
+        })?;
+    Ok(Some(match wanted {
+        IncidentStatus::Resolved => "incident resolved".to_owned(),
+        IncidentStatus::Open => "incident reopened".to_owned(),
+    }))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn record_assignee(
+    app: &AppState,
+    incident: &str,
+    system: &str,
+    ticket: &str,
+    actor: &str,
+    from: Option<&str>,
+    to: &str,
+    to_account: Option<&str>,
+) -> Result<(), ApiError> {
+    let entry = crate::audit::NewEntry::new("ticket.assigned")
+        .actor(actor.to_owned())
+        .detail(
+            json!({ "incident": incident, "system": system, "ticket": ticket,
+            "from": from, "to": to, "to_account": to_account }),
+        );
+    app.store
+        .append_audit(vec![entry])
+        .await
+        .map_err(store_error)
+}
+
+/// Applies a `/cordon approve|deny [RUN [STEP]]` comment. `None` when the text is no command or
+/// was handled before.
+async fn command(
+    app: &AppState,
+    system: System,
+    incident: &str,
+    text: &str,
+    author: &str,
+    seen: &str,
+) -> Result<Option<String>, ApiError> {
+    let Some(line) = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .and_then(|l| l.strip_prefix("/cordon"))
+    else {
+        return Ok(None);
+    };
+    if app
+        .store
+        .meta_get(NS_INBOUND, seen)
+        .await
+        .map_err(store_error)?
+        .is_some()
+    {
+        return Ok(None);
+    }
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let result = match words.first().copied() {
+        Some("approve") => decide(app, system, incident, &words[1..], author, true).await,
+        Some("deny") => decide(app, system, incident, &words[1..], author, false).await,
+        _ => Err(
+            "the commands are `/cordon approve [RUN [STEP]]` and `/cordon deny [RUN [STEP]]`"
+                .to_owned(),
+        ),
+    };
+    app.store
+        .meta_put(NS_INBOUND, seen, Value::Bool(true))
+        .await
+        .map_err(store_error)?;
+    Ok(Some(match result {
+        Ok(outcome) => outcome,
+        Err(reason) => {
+            // Said back on the ticket, where the person is looking.
+            let text = format!(
+                "`/cordon{line}` by {author} was not applied: {reason}",
+                line = line.trim_end()
+            );
+            let entry = OutboxEntry::new(
+                system.name(),
+                &system.key(incident),
+                "comment",
+                json!({ "incident": incident, "text": text }),
+            );
+            if let Err(e) = app.outbox.push(vec![entry]).await {
+                tracing::warn!(error = %e, "cannot queue the reply to a ticket command");
+            }
+            format!("command refused: {reason}")
+        }
+    }))
+}
+
+async fn decide(
+    app: &AppState,
+    system: System,
+    incident: &str,
+    args: &[&str],
+    author: &str,
+    approve: bool,
+) -> Result<String, String> {
+    let runs = app
+        .store
+        .runs(&RunQuery {
+            incident_id: Some(incident.to_owned()),
+            limit: 1000,
+            ..RunQuery::default()
+        })
+        .await
+        .map_err(|_| "the store is unavailable; try again".to_owned())?;
+    let mut open: Vec<(String, String)> = Vec::new();
+    for run in &runs {
+        if args.first().is_some_and(|r| !run.id.starts_with(r)) {
+            continue;
+        }
+        for (step, state) in &run.steps {
+            let waiting = state.status == crate::engine::run::StepStatus::Waiting
+                && state.approval.as_ref().is_some_and(|a| a.outcome.is_none());
+            if waiting && args.get(1).is_none_or(|s| s == step) {
+                open.push((run.id.clone(), step.clone()));
+            }
+        }
+    }
+    let (run, step) = match open.as_slice() {
+        [one] => one.clone(),
+        [] => return Err("no open approval matches".to_owned()),
+        many => {
+            let list: Vec<String> = many.iter().map(|(r, s)| format!("{r} {s}")).collect();
+            return Err(format!(
+                "several approvals are open; name one: {}",
+                list.join(", ")
+            ));
+        }
+    };
+    match app
+        .engine
+        .decide_as(&run, &step, author, &[], approve, system.name())
+        .await
+    {
+        Ok(decided) => Ok(format!(
+            "{} `{step}` of run {run} ({} of {})",
+            if approve { "approved" } else { "denied" },
+            decided.approvals,
+            decided.quorum
+        )),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// `POST /v1/tickets/servicenow/webhook`: the business rule's call (payload in
+/// integrations/servicenow/README.md).
+pub async fn servicenow(
+    State(app): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let config = app.config.tickets.servicenow.as_ref();
+    let Some((sn, auth)) = config.and_then(|s| s.webhook.as_ref().map(|w| (s, w))) else {
+        return Err(not_configured("servicenow"));
+    };
+    authenticate(
+        auth,
+        &headers,
+        query.as_deref(),
+        &body,
+        "x-cordon-signature",
+    )?;
+    let payload = parse(&body)?;
+    let text = |k: &str| payload[k].as_str().map(str::trim).filter(|s| !s.is_empty());
+    let Some(correlation) = text("correlation_id") else {
+        return Err(ApiError::bad_request(
+            "bad_payload",
+            "the body has no `correlation_id` (the Cordon incident id)",
+        ));
+    };
+    let number = text("number").or(text("sys_id")).unwrap_or("?").to_owned();
+    if app
+        .store
+        .incident(correlation)
+        .await
+        .map_err(store_error)?
+        .is_none()
+    {
+        return Ok(ignored(format!("{number} is not a Cordon incident")));
+    }
+    let incident = correlation.to_owned();
+    let user = text("updated_by").unwrap_or("unknown");
+    let actor = sn
+        .users
+        .get(user)
+        .cloned()
+        .unwrap_or(format!("servicenow:{user}"));
+    let profile = profile_of(&app, &incident).await?;
+    let resolved_state = profile
+        .as_ref()
+        .and_then(|p| p.servicenow.as_ref())
+        .map(|s| s.resolved_state.clone())
+        .unwrap_or_else(|| "6".to_owned());
+    let resolved_like = |s: &str| s == resolved_state || s == "6" || s == "7";
+    let mut applied = Vec::new();
+    if let Some(state) = text("state") {
+        let previous = text("previous_state");
+        if resolved_like(state) {
+            applied.extend(
+                set_status(
+                    &app,
+                    &incident,
+                    IncidentStatus::Resolved,
+                    &actor,
+                    "servicenow",
+                )
+                .await?,
+            );
+        } else if previous.is_some_and(|p| p != state) {
+            applied.extend(
+                set_status(&app, &incident, IncidentStatus::Open, &actor, "servicenow").await?,
+            );
+        }
+    }
+    if let Some(to) = text("assigned_to")
+        && text("previous_assigned_to") != Some(to)
+    {
+        record_assignee(
+            &app,
+            &incident,
+            "servicenow",
+            &number,
+            &actor,
+            text("previous_assigned_to"),
+            to,
+            None,
+        )
+        .await?;
+        applied.push(format!("assignee recorded: {to}"));
+    }
+    let note = text("work_notes").or(text("comments"));
+    if let Some(note) = note {
+        let seen = format!(
+            "servicenow:{}:{}",
+            text("sys_id").unwrap_or(&number),
+            text("sys_mod_count").unwrap_or("0")
+        );
+        if let Some(outcome) =
+            command(&app, System::ServiceNow, &incident, note, &actor, &seen).await?
+        {
+            applied.push(outcome);
+        }
+    }
+    Ok(Json(json!({ "incident": incident, "applied": applied })))
+}
+
+/// `GET /v1/incidents/{id}/report?format=markdown|html` (admin token).
+pub async fn report(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    crate::api::authorize(&app, &headers)?;
+    let format = query
+        .as_deref()
+        .and_then(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "format")
+                .map(|(_, v)| v.into_owned())
+        })
+        .unwrap_or_else(|| "markdown".to_owned());
+    let format = super::report::Format::parse(&format).ok_or_else(|| {
+        ApiError::bad_request(
+            "bad_request",
+            format!("format must be `markdown` or `html`, not `{format}`"),
+        )
+    })?;
+    let report = super::report::Report::gather(&*app.store, &id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::not_found("not_found", format!("no incident `{id}`")))?;
+    let content_type = match format {
+        super::report::Format::Markdown => "text/markdown; charset=utf-8",
+        super::report::Format::Html => "text/html; charset=utf-8",
+    };
+    Ok((
+        StatusCode::OK,
+        [(axum::http::header::CONTENT_TYPE, content_type)],
+        super::report::render(&report, format),
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    fn headers(pairs: &[(&'static str, String)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn a_token_is_taken_from_the_query_a_header_or_bearer() {
+        let auth = WebhookAuth::Token(Secret::new("tok"));
+        let none = HeaderMap::new();
+        assert!(authenticate(&auth, &none, Some("token=tok"), b"{}", "x").is_ok());
+        assert!(authenticate(&auth, &none, Some("token=nope"), b"{}", "x").is_err());
+        assert!(authenticate(&auth, &none, None, b"{}", "x").is_err());
+        let h = headers(&[("x-cordon-token", "tok".into())]);
+        assert!(authenticate(&auth, &h, None, b"{}", "x").is_ok());
+        let h = headers(&[("authorization", "Bearer tok".into())]);
+        assert!(authenticate(&auth, &h, None, b"{}", "x").is_ok());
+    }
+
+    #[test]
+    fn an_hmac_covers_the_raw_body_in_hex_or_base64() {
+        let auth = WebhookAuth::Hmac(Secret::new("k"));
+        let sig = signature("k", b"{\"a\":1}");
+        let h = headers(&[("x-hub-signature", sig.clone())]);
+        assert!(authenticate(&auth, &h, None, b"{\"a\":1}", "x-hub-signature").is_ok());
+        assert!(authenticate(&auth, &h, None, b"{\"a\":2}", "x-hub-signature").is_err());
+        use base64::Engine;
+        let raw = hex::decode(sig.trim_start_matches("sha256=")).unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(raw);
+        let h = headers(&[("x-cordon-signature", b64)]);
+        assert!(authenticate(&auth, &h, None, b"{\"a\":1}", "x-cordon-signature").is_ok());
+        let missing = authenticate(&auth, &HeaderMap::new(), None, b"{}", "x-hub-signature");
+        assert_eq!(missing.unwrap_err().status, StatusCode::UNAUTHORIZED);
+    }
+}
