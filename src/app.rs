@@ -73,7 +73,7 @@ impl Server {
     /// Opens the store and binds the listener.
     pub async fn bind(config: Config) -> Result<Server, StartError> {
         let metrics = Arc::new(Metrics::new());
-        let store = crate::store::open(&config.store, &config.grouping, metrics.clone())?;
+        let store = crate::store::open(&config.store, &config.grouping, metrics.clone()).await?;
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(10))
             .build()

@@ -3,7 +3,9 @@
 //!
 //! Entries live in the sled tree `audit`, keyed by their sequence number (8 bytes, big-endian, so
 //! key order is append order), each value the JSON of an [`AuditEntry`]. Sequence numbers start at
-//! 1 and have no gaps; the first entry's `prev_hash` is [`GENESIS_HASH`].
+//! 1 and have no gaps; the first entry's `prev_hash` is [`GENESIS_HASH`]. The PostgreSQL store keeps
+//! the same JSON in its `audit` table and chains with [`next_entries`] and checks with
+//! [`ChainCheck`], so a chain verifies the same on both and copies between them unchanged.
 //!
 //! # What [`AuditLog::verify`] catches, and what it cannot
 //!
@@ -444,6 +446,20 @@ impl AuditLog {
             .collect()
     }
 
+    /// Every stored entry as its sequence number and stored bytes, in order: for copying the log
+    /// to another store byte for byte. A key that is not a sequence number is an
+    /// [`AuditError::Corrupt`] with `seq` 0.
+    pub fn stored(&self) -> impl Iterator<Item = Result<(u64, Vec<u8>), AuditError>> + '_ {
+        self.tree.iter().map(|row| {
+            let (k, v) = row.map_err(backend)?;
+            let seq = key_seq(&k).ok_or_else(|| AuditError::Corrupt {
+                seq: 0,
+                reason: "its key is not a sequence number".into(),
+            })?;
+            Ok((seq, v.to_vec()))
+        })
+    }
+
     /// Every entry about run `run_id`, oldest first. Reads the whole log.
     pub fn for_run(&self, run_id: &str) -> Result<Vec<AuditEntry>, AuditError> {
         let mut out = Vec::new();
@@ -463,90 +479,165 @@ impl AuditLog {
     /// tail is not among them (see the module documentation); compare
     /// [`VerifyReport::last_hash`] with an anchor kept elsewhere for that.
     pub fn verify(&self) -> Result<VerifyReport, AuditError> {
-        let mut report = VerifyReport {
-            entries: 0,
-            last_seq: 0,
-            last_hash: GENESIS_HASH.to_string(),
-            problems: Vec::new(),
-        };
-        let mut expected_seq = 1u64;
-        // The hash the next entry must name; `None` right after an unreadable entry, whose hash
-        // is unknown (that entry is reported already).
-        let mut prev_hash = Some(GENESIS_HASH.to_string());
+        let mut check = ChainCheck::new();
         for row in self.tree.iter() {
             let (k, v) = row.map_err(backend)?;
-            report.entries += 1;
-            let Some(seq) = key_seq(&k) else {
-                report.problems.push(Problem {
-                    seq: 0,
-                    what: format!(
-                        "a key that is not a sequence number: {}",
-                        hex::encode(&k[..k.len().min(32)])
-                    ),
-                });
-                prev_hash = None;
-                continue;
-            };
-            if seq > expected_seq {
-                let what = if seq - expected_seq == 1 {
-                    "missing (removed)".to_string()
-                } else {
-                    format!("missing, with every entry up to {} (removed)", seq - 1)
-                };
-                report.problems.push(Problem {
-                    seq: expected_seq,
-                    what,
-                });
+            match key_seq(&k) {
+                Some(seq) => check.entry(seq, &v),
+                None => check.bad_key(&k),
             }
-            expected_seq = seq.saturating_add(1);
-            let entry: AuditEntry = match serde_json::from_slice(&v) {
-                Ok(entry) => entry,
-                Err(e) => {
-                    report.problems.push(Problem {
-                        seq,
-                        what: format!("unreadable: {e}"),
-                    });
-                    prev_hash = None;
-                    continue;
-                }
-            };
-            if entry.seq != seq {
-                report.problems.push(Problem {
-                    seq,
-                    what: format!("holds entry {}: inserted, moved or reordered", entry.seq),
-                });
-            }
-            if let Some(prev) = &prev_hash
-                && entry.prev_hash != *prev
-            {
-                report.problems.push(Problem {
-                    seq,
-                    what: format!(
-                        "does not follow the entry before it: prev_hash is {}, the entry before has hash {prev}",
-                        entry.prev_hash
-                    ),
-                });
-            }
-            match entry.computed_hash() {
-                Ok(computed) if computed == entry.hash => {}
-                Ok(computed) => report.problems.push(Problem {
-                    seq,
-                    what: format!(
-                        "changed after it was written: its content hashes to {computed}, its stored hash is {}",
-                        entry.hash
-                    ),
-                }),
-                Err(e) => report.problems.push(Problem {
-                    seq,
-                    what: e.to_string(),
-                }),
-            }
-            prev_hash = Some(entry.hash.clone());
-            report.last_seq = seq;
-            report.last_hash = entry.hash;
         }
-        Ok(report)
+        Ok(check.finish())
     }
+}
+
+/// Checks a stored log's chain one stored entry at a time, in key order, for any backend: the
+/// sled tree here, and the PostgreSQL store's `audit` table, so both report the same problems.
+pub struct ChainCheck {
+    report: VerifyReport,
+    expected_seq: u64,
+    /// The hash the next entry must name; `None` right after an unreadable entry, whose hash is
+    /// unknown (that entry is reported already).
+    prev_hash: Option<String>,
+}
+
+impl Default for ChainCheck {
+    fn default() -> Self {
+        ChainCheck::new()
+    }
+}
+
+impl ChainCheck {
+    /// A check at the start of the log.
+    pub fn new() -> ChainCheck {
+        ChainCheck {
+            report: VerifyReport {
+                entries: 0,
+                last_seq: 0,
+                last_hash: GENESIS_HASH.to_string(),
+                problems: Vec::new(),
+            },
+            expected_seq: 1,
+            prev_hash: Some(GENESIS_HASH.to_string()),
+        }
+    }
+
+    /// A stored key that is not a sequence number.
+    pub fn bad_key(&mut self, key: &[u8]) {
+        self.report.entries += 1;
+        self.report.problems.push(Problem {
+            seq: 0,
+            what: format!(
+                "a key that is not a sequence number: {}",
+                hex::encode(&key[..key.len().min(32)])
+            ),
+        });
+        self.prev_hash = None;
+    }
+
+    /// The entry stored under sequence number `seq`, as its stored bytes.
+    pub fn entry(&mut self, seq: u64, stored: &[u8]) {
+        let report = &mut self.report;
+        report.entries += 1;
+        if seq > self.expected_seq {
+            let what = if seq - self.expected_seq == 1 {
+                "missing (removed)".to_string()
+            } else {
+                format!("missing, with every entry up to {} (removed)", seq - 1)
+            };
+            report.problems.push(Problem {
+                seq: self.expected_seq,
+                what,
+            });
+        }
+        self.expected_seq = seq.saturating_add(1);
+        let entry: AuditEntry = match serde_json::from_slice(stored) {
+            Ok(entry) => entry,
+            Err(e) => {
+                report.problems.push(Problem {
+                    seq,
+                    what: format!("unreadable: {e}"),
+                });
+                self.prev_hash = None;
+                return;
+            }
+        };
+        if entry.seq != seq {
+            report.problems.push(Problem {
+                seq,
+                what: format!("holds entry {}: inserted, moved or reordered", entry.seq),
+            });
+        }
+        if let Some(prev) = &self.prev_hash
+            && entry.prev_hash != *prev
+        {
+            report.problems.push(Problem {
+                seq,
+                what: format!(
+                    "does not follow the entry before it: prev_hash is {}, the entry before has hash {prev}",
+                    entry.prev_hash
+                ),
+            });
+        }
+        match entry.computed_hash() {
+            Ok(computed) if computed == entry.hash => {}
+            Ok(computed) => report.problems.push(Problem {
+                seq,
+                what: format!(
+                    "changed after it was written: its content hashes to {computed}, its stored hash is {}",
+                    entry.hash
+                ),
+            }),
+            Err(e) => report.problems.push(Problem {
+                seq,
+                what: e.to_string(),
+            }),
+        }
+        self.prev_hash = Some(entry.hash.clone());
+        report.last_seq = seq;
+        report.last_hash = entry.hash;
+    }
+
+    /// The report on everything seen.
+    pub fn finish(self) -> VerifyReport {
+        self.report
+    }
+}
+
+/// The entries to store after the log's last stored entry (`last`: its sequence number and stored
+/// bytes; `None` for an empty log), chained on from it, for a backend that keeps the log itself.
+/// Refuses, as [`AuditLog::append_batch`] does, a `detail` nested too deep and a log whose last
+/// entry is unreadable.
+pub fn next_entries(
+    entries: &[NewEntry],
+    last: Option<(u64, &[u8])>,
+) -> Result<Vec<AuditEntry>, AuditError> {
+    if entries.iter().any(|e| too_deep(&e.detail)) {
+        return Err(AuditError::TooDeep);
+    }
+    let (first, prev_hash) = match last {
+        None => (1, GENESIS_HASH.to_string()),
+        Some((seq, stored)) => {
+            let entry = decode_entry(seq, stored).map_err(|e| match e {
+                AuditError::Corrupt { seq, reason } => AuditError::Broken { seq, reason },
+                other => other,
+            })?;
+            let next = seq.checked_add(1).ok_or_else(|| AuditError::Broken {
+                seq,
+                reason: "sequence numbers are exhausted".into(),
+            })?;
+            (next, entry.hash)
+        }
+    };
+    Ok(chain(entries, first, prev_hash)?.0)
+}
+
+/// Reads the entry stored under `seq`; unreadable bytes are an [`AuditError::Corrupt`].
+pub fn decode_entry(seq: u64, stored: &[u8]) -> Result<AuditEntry, AuditError> {
+    serde_json::from_slice(stored).map_err(|e| AuditError::Corrupt {
+        seq,
+        reason: e.to_string(),
+    })
 }
 
 /// Builds `entries` as the log's entries `first`, `first + 1`, … chained from `prev_hash`, and
@@ -637,10 +728,7 @@ fn decode(k: &[u8], v: &[u8]) -> Result<AuditEntry, AuditError> {
             reason: "its key is not a sequence number".into(),
         });
     };
-    serde_json::from_slice(v).map_err(|e| AuditError::Corrupt {
-        seq,
-        reason: e.to_string(),
-    })
+    decode_entry(seq, v)
 }
 
 fn backend(e: sled::Error) -> AuditError {

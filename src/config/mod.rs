@@ -263,18 +263,63 @@ fn default_shutdown_grace() -> HumanDuration {
 
 /// Which store backend and where.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "StoreFields")]
 pub struct StoreConfig {
-    /// `sled` (embedded, the default).
-    #[serde(default)]
+    /// `sled` (embedded, the default) or `postgres` (a PostgreSQL database several replicas can
+    /// share; needs `url`).
     pub kind: StoreKind,
     /// Folder of the embedded store (default `data/cordon`, relative to the working directory).
     /// One process at a time may open it.
-    #[serde(default = "default_store_path")]
     pub path: PathBuf,
     /// Memory the embedded store may use for its page cache, in MiB (default 64). Intake writes mostly append, so a small cache serves it well.
-    #[serde(default = "default_cache_mb")]
     pub cache_mb: u64,
+    /// The PostgreSQL database for `kind: postgres`, as a URL
+    /// (`postgres://user:password@host:5432/cordon`); a secret, since it usually carries the
+    /// password: write `${CORDON_DATABASE_URL}`. `?sslmode=require` connects over TLS, verifying
+    /// the server's certificate against the system's CA certificates.
+    pub url: Option<Secret>,
+    /// Connections to PostgreSQL this process keeps at most (default 16).
+    pub pool_size: usize,
+}
+
+/// The fields of `store:` as written, checked into a [`StoreConfig`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreFields {
+    #[serde(default)]
+    kind: StoreKind,
+    #[serde(default = "default_store_path")]
+    path: PathBuf,
+    #[serde(default = "default_cache_mb")]
+    cache_mb: u64,
+    #[serde(default)]
+    url: Option<Secret>,
+    #[serde(default = "default_pool_size")]
+    pool_size: usize,
+}
+
+impl TryFrom<StoreFields> for StoreConfig {
+    type Error = String;
+
+    // Runs inside serde_yaml's own call, so the error carries the `store:` node's position.
+    fn try_from(f: StoreFields) -> Result<StoreConfig, String> {
+        if f.kind == StoreKind::Postgres && f.url.is_none() {
+            return Err(
+                "`store.kind: postgres` needs `store.url` (for example `url: ${CORDON_DATABASE_URL}`)"
+                    .to_owned(),
+            );
+        }
+        if f.pool_size == 0 {
+            return Err("`store.pool_size` must be at least 1".to_owned());
+        }
+        Ok(StoreConfig {
+            kind: f.kind,
+            path: f.path,
+            cache_mb: f.cache_mb,
+            url: f.url,
+            pool_size: f.pool_size,
+        })
+    }
 }
 
 impl Default for StoreConfig {
@@ -283,6 +328,8 @@ impl Default for StoreConfig {
             kind: StoreKind::default(),
             path: default_store_path(),
             cache_mb: default_cache_mb(),
+            url: None,
+            pool_size: default_pool_size(),
         }
     }
 }
@@ -295,6 +342,10 @@ fn default_cache_mb() -> u64 {
     64
 }
 
+fn default_pool_size() -> usize {
+    16
+}
+
 /// Store backends.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -302,6 +353,8 @@ pub enum StoreKind {
     /// Embedded, nothing to install.
     #[default]
     Sled,
+    /// A PostgreSQL database (`store.url`), shared by every replica.
+    Postgres,
 }
 
 /// Deduplication and incident grouping.
@@ -505,6 +558,9 @@ impl Config {
         };
         if let Some(token) = &self.server.admin_token {
             note(token);
+        }
+        if let Some(url) = &self.store.url {
+            note(url);
         }
         for source in self.sources.values() {
             match &source.auth {

@@ -26,7 +26,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Accepted, AlertQuery, IncidentQuery, RunQuery, Store, StoreError};
+use super::{Accepted, AlertQuery, IncidentQuery, Record, RunQuery, Store, StoreError};
 use crate::alert::{Alert, Incident, IncidentStatus};
 use crate::audit::{AuditEntry, NewEntry, VerifyReport};
 use crate::config::{GroupingConfig, StoreConfig};
@@ -207,12 +207,100 @@ impl SledStore {
         })
     }
 
+    /// Every stored record, for copying the store elsewhere ([`super::migrate`]): the main tree
+    /// in key order, then the outbox, the small values and the audit log. Each decoded record is
+    /// checked to be one the store wrote; anything else is [`StoreError::Corrupt`].
+    pub fn records(&self) -> impl Iterator<Item = Result<Record, StoreError>> + '_ {
+        let main = self.tree.iter().filter_map(|row| {
+            let (key, value) = match row {
+                Ok(row) => row,
+                Err(e) => return Some(Err(backend(e))),
+            };
+            main_record(&key, &value).transpose()
+        });
+        let outbox = self.outbox.iter().map(|row| {
+            let (_, value) = row.map_err(backend)?;
+            decode(&value).map(Record::Outbox)
+        });
+        let meta = self.meta.iter().map(|row| {
+            let (key, value) = row.map_err(backend)?;
+            let text = String::from_utf8_lossy(&key);
+            let (namespace, key) = text
+                .split_once('\0')
+                .ok_or_else(|| StoreError::Corrupt("a value key without a namespace".into()))?;
+            Ok(Record::Meta {
+                namespace: namespace.to_owned(),
+                key: key.to_owned(),
+                value: decode(&value)?,
+            })
+        });
+        let audit = self.audit.stored().map(|row| {
+            let (seq, stored) = row.map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let stored = String::from_utf8(stored)
+                .map_err(|_| StoreError::Corrupt(format!("audit entry {seq} is not UTF-8")))?;
+            Ok(Record::Audit { seq, stored })
+        });
+        main.chain(outbox).chain(meta).chain(audit)
+    }
+
     fn get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
         match self.tree.get(key).map_err(backend)? {
             Some(bytes) => decode(&bytes).map(Some),
             None => Ok(None),
         }
     }
+}
+
+/// The record a key of the main tree holds; `None` for the incident-to-alert index, which the
+/// alerts themselves say again.
+fn main_record(key: &[u8], value: &[u8]) -> Result<Option<Record>, StoreError> {
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    let unknown = || StoreError::Corrupt(format!("an unknown key `{}`", text(key)));
+    let record = if let Some(id) = key.strip_prefix(b"ra:") {
+        let (alert_id, playbook) = text(id)
+            .split_once('/')
+            .map(|(a, p)| (a.to_owned(), p.to_owned()))
+            .ok_or_else(unknown)?;
+        Record::RunForAlert {
+            alert_id,
+            playbook,
+            run_id: text(value),
+        }
+    } else {
+        let (prefix, rest) =
+            key.split_at(key.iter().position(|b| *b == b':').ok_or_else(unknown)? + 1);
+        match prefix {
+            b"a:" => Record::Alert(decode(value)?),
+            b"m:" => Record::PendingMatch {
+                alert_id: text(rest),
+            },
+            b"d:" => Record::DedupKey {
+                dedup_key: text(rest),
+                alert_id: text(value),
+            },
+            b"i:" => Record::Incident(decode(value)?),
+            b"e:" => Record::Entity {
+                entity: text(rest),
+                incident_id: text(value),
+            },
+            b"r:" => Record::Run(decode(value)?),
+            b"w:" => Record::Unfinished { run_id: text(rest) },
+            b"k:" => {
+                let (playbook, key) = text(rest)
+                    .split_once('\0')
+                    .map(|(p, k)| (p.to_owned(), k.to_owned()))
+                    .ok_or_else(unknown)?;
+                Record::RunKey {
+                    playbook,
+                    key,
+                    run_id: text(value),
+                }
+            }
+            b"x:" => return Ok(None),
+            _ => return Err(unknown()),
+        }
+    };
+    Ok(Some(record))
 }
 
 fn meta_key(namespace: &str, key: &str) -> Vec<u8> {
@@ -735,21 +823,32 @@ impl Writer {
     }
 
     fn create_run(&self, group: &mut Group<'_>, run: Run) -> Result<Option<String>, StoreError> {
-        if let Some(alert) = &run.alert_id {
-            let marker = format!("ra:{alert}/{}", run.playbook).into_bytes();
-            if let Some(existing) = group.get_raw(&marker)? {
-                return Ok(Some(String::from_utf8_lossy(&existing).into_owned()));
+        let marker = match &run.alert_id {
+            Some(alert) => {
+                let marker = format!("ra:{alert}/{}", run.playbook).into_bytes();
+                if let Some(existing) = group.get_raw(&marker)? {
+                    return Ok(Some(String::from_utf8_lossy(&existing).into_owned()));
+                }
+                Some(marker)
             }
-            group.put_raw(marker, run.id.as_bytes().to_vec());
-        }
+            None => None,
+        };
         let key = concurrency_key(&run.playbook, &run.concurrency_key);
         if let Some(active) = group.get_raw(&key)? {
             let active_key = [b"r:", active.as_slice()].concat();
             if let Some(existing) = group.get::<Run>(&active_key)?
                 && !existing.status.is_finished()
             {
+                // The alert is taken care of by the active run: asking again answers that run,
+                // which exists (the marker must not name a run that was never created).
+                if let Some(marker) = marker {
+                    group.put_raw(marker, existing.id.as_bytes().to_vec());
+                }
                 return Ok(Some(existing.id));
             }
+        }
+        if let Some(marker) = marker {
+            group.put_raw(marker, run.id.as_bytes().to_vec());
         }
         group.put_raw(key, run.id.as_bytes().to_vec());
         group.put_raw(format!("w:{}", run.id).into_bytes(), Vec::new());

@@ -1,0 +1,1328 @@
+//! The PostgreSQL store: one database that several replicas share.
+//!
+//! Every write is one transaction, and a write answered is a transaction committed: with
+//! PostgreSQL's `synchronous_commit` on (its default), committed means flushed to the WAL on disk.
+//! The writes the [`Store`] contract lets wait for a later fsync (a non-durable run save, a
+//! pending-match marker, incident values and evidence) commit with `synchronous_commit = off`;
+//! the WAL is written in commit order, so the next durable commit makes them durable too.
+//!
+//! # Dedup and grouping across replicas
+//!
+//! An ingest transaction first takes an advisory transaction lock on every dedup key and every
+//! entity key its alerts name, in one sorted order, then reads and writes. Two replicas ingesting
+//! alerts about the same entity therefore queue one behind the other, and the second sees the
+//! incident the first committed; alerts about different entities go in side by side. Incident and
+//! alert rows changed on the way are read `FOR UPDATE`, so a person resolving an incident and an
+//! alert joining it cannot lose each other's change. A deadlock PostgreSQL breaks (or a
+//! serialization failure) is retried with the same alerts.
+//!
+//! # The audit log
+//!
+//! Entries are stored in the `audit` table exactly as [`crate::audit`] hashes and writes them, so
+//! a log copied from sled verifies the same, and `cordon audit verify` reads what is stored. An
+//! append takes one advisory lock, reads the last entry and chains on it inside the transaction
+//! that records the state change: entries and change commit together, and the chain has one order
+//! across replicas. The lock is taken last, so it is held only for the inserts and the commit.
+//!
+//! # Schema
+//!
+//! `migrations/NNNN_name.sql`, embedded in the binary, are applied in order at start under an
+//! advisory lock (so replicas starting together apply each once) and recorded in
+//! `cordon_migrations`. A database migrated by a newer Cordon is refused rather than misread.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Transaction};
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{Json, ToSql};
+use tokio_postgres::{NoTls, Row};
+
+use super::{Accepted, AlertQuery, IncidentQuery, Record, RunQuery, Store, StoreError};
+use crate::alert::{Alert, Incident, IncidentStatus};
+use crate::audit::{AuditEntry, ChainCheck, NewEntry, VerifyReport};
+use crate::config::{GroupingConfig, StoreConfig};
+use crate::engine::run::{Run, RunStatus};
+use crate::outbox::OutboxEntry;
+use crate::telemetry::Metrics;
+
+/// The schema, one migration per file, in the order they apply.
+const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "init", include_str!("migrations/0001_init.sql"))];
+
+/// Advisory lock ids: held while migrations apply, and while an audit append picks its place.
+/// Key locks are hashes of the key (see [`key_lock`]); a collision only makes two unrelated keys
+/// wait on each other.
+const MIGRATION_LOCK: i64 = 0x636f_7264_6f6e_0001;
+const AUDIT_LOCK: i64 = 0x636f_7264_6f6e_0002;
+
+/// How often a transaction PostgreSQL aborted as a deadlock or serialization failure is tried.
+const ATTEMPTS: usize = 5;
+
+/// Reads one kind of [`Record`] from a row.
+type ReadRecord = fn(&Row) -> Result<Record, StoreError>;
+
+/// Rows fetched at a time when reading a whole table.
+const PAGE: i32 = 1000;
+
+/// The PostgreSQL store.
+pub struct PostgresStore {
+    pool: Pool,
+    dedup_window: TimeDelta,
+    incident_window: TimeDelta,
+    ready: AtomicBool,
+    closed: AtomicBool,
+    metrics: Option<Arc<Metrics>>,
+}
+
+/// Why a transaction failed: PostgreSQL said no (maybe worth another try), or the store did.
+enum Fail {
+    Pg(tokio_postgres::Error),
+    Store(StoreError),
+}
+
+impl From<tokio_postgres::Error> for Fail {
+    fn from(e: tokio_postgres::Error) -> Fail {
+        Fail::Pg(e)
+    }
+}
+
+impl From<StoreError> for Fail {
+    fn from(e: StoreError) -> Fail {
+        Fail::Store(e)
+    }
+}
+
+impl Fail {
+    fn retryable(&self) -> bool {
+        matches!(self, Fail::Pg(e) if matches!(
+            e.code(),
+            Some(&SqlState::T_R_DEADLOCK_DETECTED) | Some(&SqlState::T_R_SERIALIZATION_FAILURE)
+        ))
+    }
+}
+
+/// Runs `$body` (an expression using the pooled connection `$client` and `?` on [`Fail`]) until
+/// it succeeds, fails for good, or has been aborted as a deadlock [`ATTEMPTS`] times.
+macro_rules! transaction {
+    ($self:ident, $client:ident, $body:expr) => {{
+        let mut attempt = 1;
+        loop {
+            #[allow(unused_mut)]
+            let mut $client = $self.client().await?;
+            let result: Result<_, Fail> = async { $body }.await;
+            match result {
+                Err(e) if e.retryable() && attempt < ATTEMPTS => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(5 * attempt as u64)).await;
+                }
+                other => break $self.settle(other),
+            }
+        }
+    }};
+}
+
+impl PostgresStore {
+    /// Connects to `config.url`, applies the schema's migrations and returns the store.
+    pub async fn open(
+        config: &StoreConfig,
+        grouping: &GroupingConfig,
+    ) -> Result<PostgresStore, StoreError> {
+        PostgresStore::open_with_metrics(config, grouping, None).await
+    }
+
+    /// As [`PostgresStore::open`], recording commit latency in `metrics`.
+    pub async fn open_with_metrics(
+        config: &StoreConfig,
+        grouping: &GroupingConfig,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Result<PostgresStore, StoreError> {
+        let url = config.url.as_ref().ok_or_else(|| {
+            StoreError::Backend("`store.kind: postgres` needs `store.url`".into())
+        })?;
+        let mut store = PostgresStore::connect(url.expose(), config.pool_size, grouping).await?;
+        store.metrics = metrics;
+        Ok(store)
+    }
+
+    /// Connects to the database at `url` with a pool of at most `pool_size` connections and
+    /// applies the schema's migrations. Errors never repeat the URL (it carries the password).
+    pub async fn connect(
+        url: &str,
+        pool_size: usize,
+        grouping: &GroupingConfig,
+    ) -> Result<PostgresStore, StoreError> {
+        let config: tokio_postgres::Config = url.parse().map_err(|_| {
+            StoreError::Backend(
+                "the PostgreSQL URL is not valid (expected postgres://user:password@host:5432/database)"
+                    .into(),
+            )
+        })?;
+        let target = describe(&config);
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match config.get_ssl_mode() {
+            tokio_postgres::config::SslMode::Require => {
+                let (tls, _) = tokio_postgres_rustls::MakeRustlsConnect::with_native_certs()
+                    .map_err(|_| {
+                        StoreError::Backend(
+                            "sslmode=require, but no CA certificates were found in the system store"
+                                .into(),
+                        )
+                    })?;
+                Manager::from_config(config, tls, manager_config)
+            }
+            // `prefer` (the default) and `disable`: plain TCP, as on a local socket or a private
+            // network. Ask for TLS with `sslmode=require`.
+            _ => Manager::from_config(config, NoTls, manager_config),
+        };
+        let pool = Pool::builder(manager)
+            .max_size(pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(30)))
+            .create_timeout(Some(Duration::from_secs(10)))
+            .recycle_timeout(Some(Duration::from_secs(5)))
+            .build()
+            .map_err(|e| StoreError::Backend(format!("cannot set up the connection pool: {e}")))?;
+        let mut client = pool.get().await.map_err(|e| {
+            StoreError::Backend(format!("cannot connect to PostgreSQL at {target}: {e}"))
+        })?;
+        migrate(&mut client).await.map_err(|e| match e {
+            Fail::Pg(e) => StoreError::Backend(format!(
+                "cannot apply the schema to PostgreSQL at {target}: {}",
+                pg_message(&e)
+            )),
+            Fail::Store(e) => e,
+        })?;
+        drop(client);
+        Ok(PostgresStore {
+            pool,
+            dedup_window: delta(grouping.dedup_window.0),
+            incident_window: delta(grouping.incident_window.0),
+            ready: AtomicBool::new(true),
+            closed: AtomicBool::new(false),
+            metrics: None,
+        })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(StoreError::Closed);
+        }
+        self.pool.get().await.map_err(|e| {
+            self.ready.store(false, Ordering::Relaxed);
+            tracing::warn!(error = %e, "no PostgreSQL connection");
+            StoreError::Backend(format!("no PostgreSQL connection: {e}"))
+        })
+    }
+
+    /// A transaction's outcome as the store answers it, keeping readiness up to date.
+    fn settle<T>(&self, result: Result<T, Fail>) -> Result<T, StoreError> {
+        match result {
+            Ok(value) => {
+                self.ready.store(true, Ordering::Relaxed);
+                Ok(value)
+            }
+            Err(Fail::Store(e)) => Err(e),
+            Err(Fail::Pg(e)) => {
+                if e.is_closed() || e.as_db_error().is_none() {
+                    self.ready.store(false, Ordering::Relaxed);
+                }
+                tracing::warn!(error = %pg_message(&e), "PostgreSQL store operation failed");
+                Err(StoreError::Backend(pg_message(&e)))
+            }
+        }
+    }
+
+    /// Whether the database holds no alerts, incidents, runs, outbox entries, values or audit
+    /// entries (a target `cordon migrate` may copy into).
+    pub async fn is_empty(&self) -> Result<bool, StoreError> {
+        transaction!(self, client, {
+            let row = client
+                .query_one(
+                    "SELECT NOT (EXISTS (SELECT 1 FROM alerts) OR EXISTS (SELECT 1 FROM incidents)
+                        OR EXISTS (SELECT 1 FROM runs) OR EXISTS (SELECT 1 FROM outbox)
+                        OR EXISTS (SELECT 1 FROM meta) OR EXISTS (SELECT 1 FROM audit)
+                        OR EXISTS (SELECT 1 FROM dedup_keys) OR EXISTS (SELECT 1 FROM entities))",
+                    &[],
+                )
+                .await?;
+            Ok(row.get::<_, bool>(0))
+        })
+    }
+
+    /// Writes `records` in one transaction: all of them, or (on any error) none. For
+    /// [`super::migrate`], into an empty database.
+    pub async fn import(
+        &self,
+        records: impl Iterator<Item = Result<Record, StoreError>>,
+    ) -> Result<u64, StoreError> {
+        let mut client = self.client().await?;
+        let result: Result<u64, Fail> = async {
+            let tx = client.transaction().await?;
+            let mut written = 0u64;
+            for record in records {
+                import_one(&tx, record?).await?;
+                written += 1;
+            }
+            tx.commit().await?;
+            Ok(written)
+        }
+        .await;
+        self.settle(result)
+    }
+
+    /// Every stored record, in the order [`PostgresStore::import`] takes them, handed to `each`
+    /// (to compare a copy with its source).
+    pub async fn for_each_record(
+        &self,
+        mut each: impl FnMut(Record) -> Result<(), StoreError> + Send,
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let result: Result<(), Fail> = async {
+            let tx = client
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await?;
+            let tables: [(&str, ReadRecord); 12] = [
+                ("SELECT doc FROM alerts ORDER BY id", |r| {
+                    doc(r, 0).map(Record::Alert)
+                }),
+                ("SELECT id FROM alerts WHERE pending ORDER BY id", |r| {
+                    Ok(Record::PendingMatch { alert_id: r.get(0) })
+                }),
+                (
+                    "SELECT dedup_key, alert_id FROM dedup_keys ORDER BY dedup_key COLLATE \"C\"",
+                    |r| {
+                        Ok(Record::DedupKey {
+                            dedup_key: r.get(0),
+                            alert_id: r.get(1),
+                        })
+                    },
+                ),
+                ("SELECT doc FROM incidents ORDER BY id", |r| {
+                    doc(r, 0).map(Record::Incident)
+                }),
+                (
+                    "SELECT entity, incident_id FROM entities ORDER BY entity COLLATE \"C\"",
+                    |r| {
+                        Ok(Record::Entity {
+                            entity: r.get(0),
+                            incident_id: r.get(1),
+                        })
+                    },
+                ),
+                ("SELECT doc FROM runs ORDER BY id", |r| {
+                    doc(r, 0).map(Record::Run)
+                }),
+                ("SELECT id FROM runs WHERE unfinished ORDER BY id", |r| {
+                    Ok(Record::Unfinished { run_id: r.get(0) })
+                }),
+                (
+                    "SELECT alert_id, playbook, run_id FROM run_alerts
+                     ORDER BY alert_id COLLATE \"C\", playbook COLLATE \"C\"",
+                    |r| {
+                        Ok(Record::RunForAlert {
+                            alert_id: r.get(0),
+                            playbook: r.get(1),
+                            run_id: r.get(2),
+                        })
+                    },
+                ),
+                (
+                    "SELECT playbook, key, run_id FROM run_keys
+                     ORDER BY playbook COLLATE \"C\", key COLLATE \"C\"",
+                    |r| {
+                        Ok(Record::RunKey {
+                            playbook: r.get(0),
+                            key: r.get(1),
+                            run_id: r.get(2),
+                        })
+                    },
+                ),
+                ("SELECT doc FROM outbox ORDER BY id", |r| {
+                    doc(r, 0).map(Record::Outbox)
+                }),
+                (
+                    "SELECT namespace, key, value FROM meta
+                     ORDER BY namespace COLLATE \"C\", key COLLATE \"C\"",
+                    |r| {
+                        Ok(Record::Meta {
+                            namespace: r.get(0),
+                            key: r.get(1),
+                            value: doc(r, 2)?,
+                        })
+                    },
+                ),
+                ("SELECT seq, entry FROM audit ORDER BY seq", |r| {
+                    Ok(Record::Audit {
+                        seq: u64::try_from(r.get::<_, i64>(0)).unwrap_or(0),
+                        stored: r.get(1),
+                    })
+                }),
+            ];
+            for (query, read) in tables {
+                let portal = tx.bind(query, &[]).await?;
+                loop {
+                    let rows = tx.query_portal(&portal, PAGE).await?;
+                    if rows.is_empty() {
+                        break;
+                    }
+                    for row in &rows {
+                        each(read(row)?)?;
+                    }
+                }
+            }
+            tx.commit().await?;
+            Ok(())
+        }
+        .await;
+        self.settle(result)
+    }
+
+    /// Dedups `alert` or files it into an incident, inside `tx` (which holds the key locks).
+    async fn place(
+        &self,
+        tx: &Transaction<'_>,
+        mut alert: Alert,
+        now: DateTime<Utc>,
+    ) -> Result<Accepted, Fail> {
+        let repeat_of = tx
+            .prepare_cached(
+                "SELECT a.doc, i.doc FROM dedup_keys d
+                 JOIN alerts a ON a.id = d.alert_id
+                 JOIN incidents i ON i.id = a.incident_id
+                 WHERE d.dedup_key = $1
+                 FOR UPDATE OF a, i",
+            )
+            .await?;
+        if let Some(row) = tx.query_opt(&repeat_of, &[&alert.dedup_key]).await? {
+            let mut existing: Alert = doc(&row, 0)?;
+            let mut incident: Incident = doc(&row, 1)?;
+            let last = existing.last_seen_at.unwrap_or(existing.received_at);
+            if incident.status == IncidentStatus::Open && now - last <= self.dedup_window {
+                existing.repeat_count = existing.repeat_count.saturating_add(1);
+                existing.last_seen_at = Some(now);
+                incident.event_count = incident.event_count.saturating_add(1);
+                incident.updated_at = now;
+                put_alert(tx, &existing, false).await?;
+                put_incident(tx, &incident).await?;
+                return Ok(Accepted {
+                    alert_id: existing.id,
+                    incident_id: incident.id,
+                    duplicate: true,
+                    repeat_count: existing.repeat_count,
+                    new_incident: false,
+                });
+            }
+        }
+
+        let entity = alert.entity_key();
+        let mut joined = None;
+        if let Some(entity) = &entity {
+            let latest = tx
+                .prepare_cached(
+                    "SELECT i.doc FROM entities e JOIN incidents i ON i.id = e.incident_id
+                     WHERE e.entity = $1 FOR UPDATE OF i",
+                )
+                .await?;
+            if let Some(row) = tx.query_opt(&latest, &[entity]).await? {
+                let incident: Incident = doc(&row, 0)?;
+                if incident.status == IncidentStatus::Open
+                    && now - incident.updated_at <= self.incident_window
+                {
+                    joined = Some(incident);
+                }
+            }
+        }
+        let new_incident = joined.is_none();
+        let incident = match joined {
+            Some(mut incident) => {
+                incident.add(&alert);
+                incident.updated_at = now;
+                incident
+            }
+            None => {
+                let mut incident = Incident::open_for(&alert);
+                incident.created_at = now;
+                incident.updated_at = now;
+                if let Some(entity) = &entity {
+                    let point = tx
+                        .prepare_cached(
+                            "INSERT INTO entities (entity, incident_id) VALUES ($1, $2)
+                             ON CONFLICT (entity) DO UPDATE SET incident_id = EXCLUDED.incident_id",
+                        )
+                        .await?;
+                    tx.execute(&point, &[entity, &incident.id]).await?;
+                }
+                incident
+            }
+        };
+        put_incident(tx, &incident).await?;
+        alert.incident_id = incident.id.clone();
+        let dedup = tx
+            .prepare_cached(
+                "INSERT INTO dedup_keys (dedup_key, alert_id) VALUES ($1, $2)
+                 ON CONFLICT (dedup_key) DO UPDATE SET alert_id = EXCLUDED.alert_id",
+            )
+            .await?;
+        tx.execute(&dedup, &[&alert.dedup_key, &alert.id]).await?;
+        // Until the engine has created this alert's runs; a restart finds it here.
+        put_alert(tx, &alert, true).await?;
+        Ok(Accepted {
+            alert_id: alert.id,
+            incident_id: incident.id,
+            duplicate: false,
+            repeat_count: 1,
+            new_incident,
+        })
+    }
+
+    /// Changes an incident under its row lock; with `durable` false, committed without waiting
+    /// for the WAL flush.
+    async fn update_incident(
+        &self,
+        incident_id: &str,
+        durable: bool,
+        change: impl Fn(&mut Incident),
+    ) -> Result<(), StoreError> {
+        transaction!(self, client, {
+            let tx = client.transaction().await?;
+            if !durable {
+                tx.batch_execute("SET LOCAL synchronous_commit = off")
+                    .await?;
+            }
+            let select = tx
+                .prepare_cached("SELECT doc FROM incidents WHERE id = $1 FOR UPDATE")
+                .await?;
+            let Some(row) = tx.query_opt(&select, &[&incident_id]).await? else {
+                return Err(Fail::Store(StoreError::Backend(format!(
+                    "no incident `{incident_id}`"
+                ))));
+            };
+            let mut incident: Incident = doc(&row, 0)?;
+            change(&mut incident);
+            incident.updated_at = Utc::now();
+            put_incident(&tx, &incident).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn observe_commit(&self, started: Instant) {
+        if let Some(metrics) = &self.metrics {
+            metrics
+                .store_flush_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
+    }
+}
+
+/// Applies the migrations `client`'s database has not had yet, in one transaction.
+async fn migrate(client: &mut deadpool_postgres::Object) -> Result<(), Fail> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS cordon_migrations (
+            version    integer PRIMARY KEY,
+            name       text NOT NULL,
+            applied_at timestamptz NOT NULL DEFAULT now()
+        )",
+    )
+    .await?;
+    let applied: Vec<i32> = tx
+        .query(
+            "SELECT version FROM cordon_migrations ORDER BY version",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let known = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
+    if let Some(newest) = applied.iter().max()
+        && *newest > known
+    {
+        return Err(Fail::Store(StoreError::Backend(format!(
+            "the database's schema is at version {newest}, from a newer Cordon; this one knows up to {known}"
+        ))));
+    }
+    for (version, name, sql) in MIGRATIONS {
+        if applied.contains(version) {
+            continue;
+        }
+        tx.batch_execute(sql).await?;
+        tx.execute(
+            "INSERT INTO cordon_migrations (version, name) VALUES ($1, $2)",
+            &[version, name],
+        )
+        .await?;
+        tracing::info!(version, name, "applied a PostgreSQL schema migration");
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn import_one(tx: &Transaction<'_>, record: Record) -> Result<(), Fail> {
+    match record {
+        Record::Alert(alert) => put_alert(tx, &alert, false).await?,
+        Record::PendingMatch { alert_id } => {
+            let q = tx
+                .prepare_cached("UPDATE alerts SET pending = true WHERE id = $1")
+                .await?;
+            tx.execute(&q, &[&alert_id]).await?;
+        }
+        Record::DedupKey {
+            dedup_key,
+            alert_id,
+        } => {
+            let q = tx
+                .prepare_cached("INSERT INTO dedup_keys (dedup_key, alert_id) VALUES ($1, $2)")
+                .await?;
+            tx.execute(&q, &[&dedup_key, &alert_id]).await?;
+        }
+        Record::Incident(incident) => put_incident(tx, &incident).await?,
+        Record::Entity {
+            entity,
+            incident_id,
+        } => {
+            let q = tx
+                .prepare_cached("INSERT INTO entities (entity, incident_id) VALUES ($1, $2)")
+                .await?;
+            tx.execute(&q, &[&entity, &incident_id]).await?;
+        }
+        Record::Run(run) => put_run(tx, &run, false).await?,
+        Record::Unfinished { run_id } => {
+            let q = tx
+                .prepare_cached("UPDATE runs SET unfinished = true WHERE id = $1")
+                .await?;
+            tx.execute(&q, &[&run_id]).await?;
+        }
+        Record::RunForAlert {
+            alert_id,
+            playbook,
+            run_id,
+        } => {
+            let q = tx
+                .prepare_cached(
+                    "INSERT INTO run_alerts (alert_id, playbook, run_id) VALUES ($1, $2, $3)",
+                )
+                .await?;
+            tx.execute(&q, &[&alert_id, &playbook, &run_id]).await?;
+        }
+        Record::RunKey {
+            playbook,
+            key,
+            run_id,
+        } => {
+            let q = tx
+                .prepare_cached("INSERT INTO run_keys (playbook, key, run_id) VALUES ($1, $2, $3)")
+                .await?;
+            tx.execute(&q, &[&playbook, &key, &run_id]).await?;
+        }
+        Record::Outbox(entry) => put_outbox(tx, &entry).await?,
+        Record::Meta {
+            namespace,
+            key,
+            value,
+        } => put_meta(tx, &namespace, &key, &value).await?,
+        Record::Audit { seq, stored } => {
+            let seq = i64::try_from(seq)
+                .map_err(|_| StoreError::Corrupt(format!("audit sequence number {seq}")))?;
+            // The run the entry names, for `audit_entries(run)`; the entry itself is copied as is.
+            let run_id = serde_json::from_str::<AuditEntry>(&stored)
+                .ok()
+                .and_then(|e| e.run_id);
+            let q = tx
+                .prepare_cached("INSERT INTO audit (seq, run_id, entry) VALUES ($1, $2, $3)")
+                .await?;
+            tx.execute(&q, &[&seq, &run_id, &stored]).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes an alert; a new row is `pending` a match or not (an existing one keeps its marker).
+async fn put_alert(tx: &Transaction<'_>, alert: &Alert, pending: bool) -> Result<(), Fail> {
+    let q = tx
+        .prepare_cached(
+            "INSERT INTO alerts (id, source, incident_id, pending, doc) VALUES ($1, $2, $3, $5, $4)
+             ON CONFLICT (id) DO UPDATE
+             SET source = EXCLUDED.source, incident_id = EXCLUDED.incident_id, doc = EXCLUDED.doc",
+        )
+        .await?;
+    tx.execute(
+        &q,
+        &[
+            &alert.id,
+            &alert.source,
+            &alert.incident_id,
+            &Json(alert),
+            &pending,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn put_incident(tx: &Transaction<'_>, incident: &Incident) -> Result<(), Fail> {
+    let q = tx
+        .prepare_cached(
+            "INSERT INTO incidents (id, status, doc) VALUES ($1, $2, $3)
+             ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, doc = EXCLUDED.doc",
+        )
+        .await?;
+    let status = incident.status.to_string();
+    tx.execute(&q, &[&incident.id, &status, &Json(incident)])
+        .await?;
+    Ok(())
+}
+
+/// Writes a run; a new row is unfinished when `created`, and a finished run is unfinished no more.
+async fn put_run(tx: &Transaction<'_>, run: &Run, created: bool) -> Result<(), Fail> {
+    let q = tx
+        .prepare_cached(
+            "INSERT INTO runs (id, playbook, status, incident_id, unfinished, doc)
+             VALUES ($1, $2, $3, $4, $5, $7)
+             ON CONFLICT (id) DO UPDATE SET playbook = EXCLUDED.playbook,
+                status = EXCLUDED.status, incident_id = EXCLUDED.incident_id, doc = EXCLUDED.doc,
+                unfinished = (runs.unfinished OR $5) AND NOT $6",
+        )
+        .await?;
+    let finished = run.status.is_finished();
+    tx.execute(
+        &q,
+        &[
+            &run.id,
+            &run.playbook,
+            &run.status.as_str(),
+            &run.incident_id,
+            &created,
+            &finished,
+            &Json(run),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn put_outbox(tx: &Transaction<'_>, entry: &OutboxEntry) -> Result<(), Fail> {
+    let q = tx
+        .prepare_cached(
+            "INSERT INTO outbox (id, doc) VALUES ($1, $2)
+             ON CONFLICT (id) DO UPDATE SET doc = EXCLUDED.doc",
+        )
+        .await?;
+    tx.execute(&q, &[&entry.id, &Json(entry)]).await?;
+    Ok(())
+}
+
+async fn put_meta(
+    tx: &Transaction<'_>,
+    namespace: &str,
+    key: &str,
+    value: &serde_json::Value,
+) -> Result<(), Fail> {
+    let q = tx
+        .prepare_cached(
+            "INSERT INTO meta (namespace, key, value) VALUES ($1, $2, $3)
+             ON CONFLICT (namespace, key) DO UPDATE SET value = EXCLUDED.value",
+        )
+        .await?;
+    tx.execute(&q, &[&namespace, &key, &Json(value)]).await?;
+    Ok(())
+}
+
+/// Chains `entries` onto the log inside `tx`. Takes the audit lock, held until `tx` ends: call it
+/// last in a transaction.
+async fn append_audit(tx: &Transaction<'_>, entries: &[NewEntry]) -> Result<(), Fail> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK])
+        .await?;
+    let last = tx
+        .prepare_cached("SELECT seq, entry FROM audit ORDER BY seq DESC LIMIT 1")
+        .await?;
+    let last = tx.query_opt(&last, &[]).await?;
+    let last = last
+        .as_ref()
+        .map(|row| (row.get::<_, i64>(0), row.get::<_, &str>(1)));
+    let last = last.map(|(seq, entry)| (u64::try_from(seq).unwrap_or(0), entry.as_bytes()));
+    let written = crate::audit::next_entries(entries, last)
+        .map_err(|e| StoreError::Backend(e.to_string()))?;
+    let mut seqs = Vec::with_capacity(written.len());
+    let mut runs = Vec::with_capacity(written.len());
+    let mut stored = Vec::with_capacity(written.len());
+    for entry in written {
+        seqs.push(
+            i64::try_from(entry.seq)
+                .map_err(|_| StoreError::Backend("audit sequence numbers are exhausted".into()))?,
+        );
+        stored.push(serde_json::to_string(&entry).map_err(|e| StoreError::Backend(e.to_string()))?);
+        runs.push(entry.run_id);
+    }
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO audit (seq, run_id, entry)
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[])",
+        )
+        .await?;
+    tx.execute(&insert, &[&seqs, &runs, &stored]).await?;
+    Ok(())
+}
+
+/// Reads the `json` column `idx` of `row` as `T`.
+fn doc<T: DeserializeOwned>(row: &Row, idx: usize) -> Result<T, StoreError> {
+    row.try_get::<_, Json<T>>(idx)
+        .map(|json| json.0)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// An advisory lock id for `key` of `kind` (`dedup`, `entity`, `run-key`).
+fn key_lock(kind: &str, key: &str) -> i64 {
+    let digest = Sha256::new()
+        .chain_update(kind.as_bytes())
+        .chain_update([0])
+        .chain_update(key.as_bytes())
+        .finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(first)
+}
+
+/// `host:port/database` for messages: never the user's password.
+fn describe(config: &tokio_postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
+        None => "localhost".to_owned(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let db = config
+        .get_dbname()
+        .or(config.get_user())
+        .unwrap_or("postgres");
+    format!("{host}:{port}/{db}")
+}
+
+/// What PostgreSQL said, without the statement's parameters.
+fn pg_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("PostgreSQL: {} ({})", db.message(), db.code().code()),
+        None => format!("PostgreSQL: {e}"),
+    }
+}
+
+fn delta(d: std::time::Duration) -> TimeDelta {
+    TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
+}
+
+/// `limit` as SQL takes it: 0 (everything) is `LIMIT NULL`.
+fn sql_limit(limit: usize) -> Option<i64> {
+    (limit > 0).then(|| i64::try_from(limit).unwrap_or(i64::MAX))
+}
+
+/// A query with the filters that are set, `AND`ed, with numbered parameters.
+struct Filtered<'a> {
+    sql: String,
+    params: Vec<&'a (dyn ToSql + Sync)>,
+}
+
+impl<'a> Filtered<'a> {
+    fn new(select: &str) -> Filtered<'a> {
+        Filtered {
+            sql: select.to_owned(),
+            params: Vec::new(),
+        }
+    }
+
+    fn filter(&mut self, column: &str, value: Option<&'a (dyn ToSql + Sync)>) {
+        if let Some(value) = value {
+            self.params.push(value);
+            let word = if self.params.len() == 1 {
+                "WHERE"
+            } else {
+                "AND"
+            };
+            self.sql
+                .push_str(&format!(" {word} {column} = ${}", self.params.len()));
+        }
+    }
+
+    fn finish(mut self, order: &str, limit: &'a Option<i64>) -> Filtered<'a> {
+        self.params.push(limit);
+        self.sql
+            .push_str(&format!(" ORDER BY {order} LIMIT ${}", self.params.len()));
+        self
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn ingest(
+        &self,
+        alerts: Vec<Alert>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Accepted>, StoreError> {
+        if alerts.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Every key the alerts may read or move, locked in one order.
+        let mut locks: Vec<i64> = Vec::with_capacity(alerts.len() * 2);
+        for alert in &alerts {
+            locks.push(key_lock("dedup", &alert.dedup_key));
+            if let Some(entity) = alert.entity_key() {
+                locks.push(key_lock("entity", &entity));
+            }
+        }
+        locks.sort_unstable();
+        locks.dedup();
+        let started = Instant::now();
+        let accepted = transaction!(self, client, {
+            let tx = client.transaction().await?;
+            let lock = tx
+                .prepare_cached(
+                    "SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS k",
+                )
+                .await?;
+            tx.query_one(&lock, &[&locks]).await?;
+            let mut accepted = Vec::with_capacity(alerts.len());
+            for alert in alerts.iter().cloned() {
+                accepted.push(self.place(&tx, alert, now).await?);
+            }
+            tx.commit().await?;
+            Ok(accepted)
+        })?;
+        self.observe_commit(started);
+        Ok(accepted)
+    }
+
+    async fn alert(&self, id: &str) -> Result<Option<Alert>, StoreError> {
+        transaction!(self, client, {
+            let q = client
+                .prepare_cached("SELECT doc FROM alerts WHERE id = $1")
+                .await?;
+            match client.query_opt(&q, &[&id]).await? {
+                Some(row) => Ok(Some(doc(&row, 0)?)),
+                None => Ok(None),
+            }
+        })
+    }
+
+    async fn alerts(&self, query: &AlertQuery) -> Result<Vec<Alert>, StoreError> {
+        let limit = sql_limit(query.limit);
+        transaction!(self, client, {
+            let mut q = Filtered::new("SELECT doc FROM alerts");
+            q.filter("source", query.source.as_ref().map(|s| s as _));
+            q.filter("incident_id", query.incident_id.as_ref().map(|s| s as _));
+            let q = q.finish("id DESC", &limit);
+            let statement = client.prepare_cached(&q.sql).await?;
+            let rows = client.query(&statement, &q.params).await?;
+            Ok(rows
+                .iter()
+                .map(|row| doc(row, 0))
+                .collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    async fn incident(&self, id: &str) -> Result<Option<Incident>, StoreError> {
+        transaction!(self, client, {
+            let q = client
+                .prepare_cached("SELECT doc FROM incidents WHERE id = $1")
+                .await?;
+            match client.query_opt(&q, &[&id]).await? {
+                Some(row) => Ok(Some(doc(&row, 0)?)),
+                None => Ok(None),
+            }
+        })
+    }
+
+    async fn incidents(&self, query: &IncidentQuery) -> Result<Vec<Incident>, StoreError> {
+        let limit = sql_limit(query.limit);
+        let status = query.status.map(|s| s.to_string());
+        transaction!(self, client, {
+            let mut q = Filtered::new("SELECT doc FROM incidents");
+            q.filter("status", status.as_ref().map(|s| s as _));
+            let q = q.finish("id DESC", &limit);
+            let statement = client.prepare_cached(&q.sql).await?;
+            let rows = client.query(&statement, &q.params).await?;
+            Ok(rows
+                .iter()
+                .map(|row| doc(row, 0))
+                .collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    async fn create_run(
+        &self,
+        run: &Run,
+        audit: Vec<NewEntry>,
+    ) -> Result<Option<String>, StoreError> {
+        let key = key_lock(
+            "run-key",
+            &format!("{}\0{}", run.playbook, run.concurrency_key),
+        );
+        transaction!(self, client, {
+            let tx = client.transaction().await?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])
+                .await?;
+            let mut existing = None;
+            if let Some(alert) = &run.alert_id {
+                let started = tx
+                    .prepare_cached(
+                        "SELECT run_id FROM run_alerts WHERE alert_id = $1 AND playbook = $2",
+                    )
+                    .await?;
+                if let Some(row) = tx.query_opt(&started, &[alert, &run.playbook]).await? {
+                    existing = Some(row.get::<_, String>(0));
+                }
+            }
+            if existing.is_none() {
+                let holder = tx
+                    .prepare_cached(
+                        "SELECT r.id, r.status FROM run_keys k JOIN runs r ON r.id = k.run_id
+                         WHERE k.playbook = $1 AND k.key = $2",
+                    )
+                    .await?;
+                if let Some(row) = tx
+                    .query_opt(&holder, &[&run.playbook, &run.concurrency_key])
+                    .await?
+                {
+                    let status: RunStatus =
+                        serde_json::from_value(serde_json::Value::String(row.get(1)))
+                            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    if !status.is_finished() {
+                        existing = Some(row.get::<_, String>(0));
+                    }
+                }
+                if existing.is_none() {
+                    let hold = tx
+                        .prepare_cached(
+                            "INSERT INTO run_keys (playbook, key, run_id) VALUES ($1, $2, $3)
+                             ON CONFLICT (playbook, key) DO UPDATE SET run_id = EXCLUDED.run_id",
+                        )
+                        .await?;
+                    tx.execute(&hold, &[&run.playbook, &run.concurrency_key, &run.id])
+                        .await?;
+                    put_run(&tx, run, true).await?;
+                }
+                if let Some(alert) = &run.alert_id {
+                    // Asking again for this alert answers the run that took care of it.
+                    let mark = tx
+                        .prepare_cached(
+                            "INSERT INTO run_alerts (alert_id, playbook, run_id) VALUES ($1, $2, $3)
+                             ON CONFLICT DO NOTHING",
+                        )
+                        .await?;
+                    let by = existing.as_ref().unwrap_or(&run.id);
+                    tx.execute(&mark, &[alert, &run.playbook, by]).await?;
+                }
+            }
+            append_audit(&tx, &audit).await?;
+            tx.commit().await?;
+            Ok(existing)
+        })
+    }
+
+    async fn save_run(
+        &self,
+        run: &Run,
+        audit: Vec<NewEntry>,
+        durable: bool,
+    ) -> Result<(), StoreError> {
+        let audit: Vec<NewEntry> = audit
+            .into_iter()
+            .map(|e| match e.run_id {
+                Some(_) => e,
+                None => e.run(run.id.clone()),
+            })
+            .collect();
+        let started = Instant::now();
+        transaction!(self, client, {
+            let tx = client.transaction().await?;
+            if !durable {
+                tx.batch_execute("SET LOCAL synchronous_commit = off")
+                    .await?;
+            }
+            put_run(&tx, run, false).await?;
+            if run.status.is_finished() {
+                let free = tx
+                    .prepare_cached(
+                        "DELETE FROM run_keys WHERE playbook = $1 AND key = $2 AND run_id = $3",
+                    )
+                    .await?;
+                tx.execute(&free, &[&run.playbook, &run.concurrency_key, &run.id])
+                    .await?;
+            }
+            append_audit(&tx, &audit).await?;
+            tx.commit().await?;
+            Ok(())
+        })?;
+        if durable {
+            self.observe_commit(started);
+        }
+        Ok(())
+    }
+
+    async fn run(&self, id: &str) -> Result<Option<Run>, StoreError> {
+        transaction!(self, client, {
+            let q = client
+                .prepare_cached("SELECT doc FROM runs WHERE id = $1")
+                .await?;
+            match client.query_opt(&q, &[&id]).await? {
+                Some(row) => Ok(Some(doc(&row, 0)?)),
+                None => Ok(None),
+            }
+        })
+    }
+
+    async fn runs(&self, query: &RunQuery) -> Result<Vec<Run>, StoreError> {
+        let limit = sql_limit(query.limit);
+        let status = query.status.map(|s| s.as_str());
+        transaction!(self, client, {
+            let mut q = Filtered::new("SELECT doc FROM runs");
+            q.filter("status", status.as_ref().map(|s| s as _));
+            q.filter("playbook", query.playbook.as_ref().map(|s| s as _));
+            q.filter("incident_id", query.incident_id.as_ref().map(|s| s as _));
+            let q = q.finish("id DESC", &limit);
+            let statement = client.prepare_cached(&q.sql).await?;
+            let rows = client.query(&statement, &q.params).await?;
+            Ok(rows
+                .iter()
+                .map(|row| doc(row, 0))
+                .collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    async fn unfinished_runs(&self) -> Result<Vec<String>, StoreError> {
+        transaction!(self, client, {
+            let q = client
+                .prepare_cached("SELECT id FROM runs WHERE unfinished ORDER BY id")
+                .await?;
+            let rows = client.query(&q, &[]).await?;
+            Ok(rows.iter().map(|row| row.get(0)).collect())
+        })
+    }
+
+    async fn pending_matches(&self) -> Result<Vec<String>, StoreError> {
+        transaction!(self, client, {
+            let q = client
+                .prepare_cached("SELECT id FROM alerts WHERE pending ORDER BY id")
+                .await?;
+            let rows = client.query(&q, &[]).await?;
+            Ok(rows.iter().map(|row| row.get(0)).collect())
+        })
+    }
+
+    async fn matched(&self, alert_id: &str) -> Result<(), StoreError> {
+        transaction!(self, client, {
+            let tx = client.transaction().await?;
+            tx.batch_execute("SET LOCAL synchronous_commit = off")
+                .await?;
+            let q = tx
+                .prepare_cached("UPDATE alerts SET pending = false WHERE id = $1")
+                .await?;
+            tx.execute(&q, &[&alert_id]).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    async fn set_incident_value(
+        &self,
+        incident_id: &str,
+        key: &str,
+        value: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        self.update_incident(incident_id, false, |incident| {
+            incident.values.insert(key.to_owned(), value.clone());
+        })
+        .await
+    }
+
+    async fn add_evidence(
+        &self,
+        incident_id: &str,
+        records: Vec<serde_json::Value>,
+    ) -> Result<(), StoreError> {
+        self.update_incident(incident_id, false, |incident| {
+            incident.evidence.extend(records.iter().cloned());
+        })
+        .await
+    }
+
+    async fn set_incident_status(
+        &self,
+        incident_id: &str,
+        status: IncidentStatus,
+    ) -> Result<(), StoreError> {
+        self.update_incident(incident_id, true, |incident| incident.status = status)
+            .await
+    }
+
+    async fn outbox_push(&self, entries: Vec<OutboxEntry>) -> Result<(), StoreError> {
+        transaction!(self, client, {
+            let tx = client.transaction().await?;
+            for entry in &entries {
+                put_outbox(&tx, entry).await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    async fn outbox_pending(&self) -> Result<Vec<OutboxEntry>, StoreError> {
+        transaction!(self, client, {
+            let q = client
+                .prepare_cached("SELECT doc FROM outbox ORDER BY id")
+                .await?;
+            let rows = client.query(&q, &[]).await?;
+            Ok(rows
+                .iter()
+                .map(|row| doc(row, 0))
+                .collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    async fn outbox_save(&self, entry: &OutboxEntry) -> Result<(), StoreError> {
+        transaction!(self, client, {
+            let tx = client.transaction().await?;
+            put_outbox(&tx, entry).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    async fn outbox_remove(&self, id: &str) -> Result<(), StoreError> {
+        transaction!(self, client, {
+            let q = client
+                .prepare_cached("DELETE FROM outbox WHERE id = $1")
+                .await?;
+            client.execute(&q, &[&id]).await?;
+            Ok(())
+        })
+    }
+
+    async fn meta_get(
+        &self,
+        namespace: &str,
+        key: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        transaction!(self, client, {
+            let q = client
+                .prepare_cached("SELECT value FROM meta WHERE namespace = $1 AND key = $2")
+                .await?;
+            match client.query_opt(&q, &[&namespace, &key]).await? {
+                Some(row) => Ok(Some(doc(&row, 0)?)),
+                None => Ok(None),
+            }
+        })
+    }
+
+    async fn meta_put(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        transaction!(self, client, {
+            let tx = client.transaction().await?;
+            put_meta(&tx, namespace, key, &value).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    async fn append_audit(&self, entries: Vec<NewEntry>) -> Result<(), StoreError> {
+        transaction!(self, client, {
+            let tx = client.transaction().await?;
+            append_audit(&tx, &entries).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    async fn audit_verify(&self) -> Result<VerifyReport, StoreError> {
+        transaction!(self, client, {
+            let tx = client
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await?;
+            let portal = tx
+                .bind("SELECT seq, entry FROM audit ORDER BY seq", &[])
+                .await?;
+            let mut check = ChainCheck::new();
+            loop {
+                let rows = tx.query_portal(&portal, PAGE).await?;
+                if rows.is_empty() {
+                    break;
+                }
+                for row in &rows {
+                    let seq: i64 = row.get(0);
+                    let entry: &str = row.get(1);
+                    match u64::try_from(seq) {
+                        Ok(seq) => check.entry(seq, entry.as_bytes()),
+                        Err(_) => check.bad_key(&seq.to_be_bytes()),
+                    }
+                }
+            }
+            tx.commit().await?;
+            Ok(check.finish())
+        })
+    }
+
+    async fn audit_entries(
+        &self,
+        run_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let limit = sql_limit(limit);
+        let rows = transaction!(self, client, {
+            Ok(match run_id {
+                Some(run) => {
+                    let q = client
+                        .prepare_cached(
+                            "SELECT seq, entry FROM audit WHERE run_id = $1 ORDER BY seq",
+                        )
+                        .await?;
+                    client.query(&q, &[&run]).await?
+                }
+                None => {
+                    let q = client
+                        .prepare_cached("SELECT seq, entry FROM audit ORDER BY seq LIMIT $1")
+                        .await?;
+                    client.query(&q, &[&limit]).await?
+                }
+            })
+        })?;
+        rows.iter()
+            .map(|row| {
+                let seq = u64::try_from(row.get::<_, i64>(0)).unwrap_or(0);
+                crate::audit::decode_entry(seq, row.get::<_, &str>(1).as_bytes())
+                    .map_err(|e| StoreError::Backend(e.to_string()))
+            })
+            .collect()
+    }
+
+    fn is_ready(&self) -> bool {
+        !self.closed.load(Ordering::Relaxed) && self.ready.load(Ordering::Relaxed)
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        // Every answered write is committed already; what is left is to stop taking new ones.
+        self.closed.store(true, Ordering::Relaxed);
+        self.pool.close();
+        Ok(())
+    }
+}
