@@ -91,6 +91,9 @@ impl Server {
                 outbox.clone(),
                 platforms.clone(),
             )));
+            actions
+                .builtins()
+                .connect_chat(outbox.clone(), platforms.clone());
             engine.add_watcher(Arc::new(crate::chat::ChatWatcher::new(
                 store.clone(),
                 outbox.clone(),

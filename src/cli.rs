@@ -294,11 +294,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             // The built-ins first, as they describe themselves; then the integrations' by name.
             let mut specs = cordon::actions::builtin_specs();
+            let builtin: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
             specs.extend(
                 catalog
                     .0
                     .into_values()
-                    .filter(|s| !s.name.starts_with("core.")),
+                    .filter(|s| !builtin.contains(&s.name)),
             );
             if json {
                 println!("{}", serde_json::to_string_pretty(&specs)?);

@@ -153,3 +153,56 @@ async fn quorum_two_is_met_across_slack_and_discord_and_both_cards_follow() {
     discord_api.assert_no_violations().await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn chat_notify_posts_in_the_channel_when_the_incident_has_no_card() {
+    let slack_api = FakeSlack::start().await;
+    let playbooks = tempfile::tempdir().unwrap();
+    write_playbook(
+        playbooks.path(),
+        "announce",
+        r#"id: announce
+name: Announce a finding
+on:
+  source: aws.guardduty
+steps:
+  - id: tell
+    uses: chat.notify
+    with: { text: "GuardDuty: ${{ alert.title }} on ${{ alert.resource.id }}" }
+"#,
+    );
+    let config = format!(
+        "playbooks:\n  paths: [\"{}\"]\napprovers:\n  soc: [slack:U0ALICE]\n{}{}",
+        playbooks.path().display(),
+        all_sources(),
+        slack::chat_yaml(&slack_api, None, false),
+    );
+    let server = TestServer::start_with(&config).await;
+    let finding = read_fixture(
+        "alerts/aws_guardduty/sekoia_detail_instance_network__UnauthorizedAccess_EC2_TorRelay.json",
+    );
+    let (status, answer) = server.post_alert("aws.guardduty", finding).await;
+    assert_eq!(status, 202, "{answer}");
+    let alert = answer["alerts"][0]["alert_id"].as_str().unwrap().to_owned();
+    let run = server.run_for_alert(&alert).await;
+    let done = server
+        .wait_run(&run, "succeeded", |r| r["status"] == "succeeded")
+        .await;
+    assert_eq!(
+        done["run"]["steps"]["tell"]["output"]["platforms"],
+        json!(["slack"])
+    );
+    let posted = slack_api
+        .wait("the notification", |f| {
+            f.messages()
+                .into_iter()
+                .find(|m| m.text.contains("GuardDuty:") && m.channel == slack::CHANNEL)
+        })
+        .await;
+    assert!(
+        posted.thread_ts.is_none(),
+        "no card yet: a message of its own"
+    );
+    slack_api.assert_no_violations();
+    server.stop().await;
+}

@@ -17,6 +17,8 @@ pub struct Builtins {
     http: reqwest::Client,
     /// Hosts `core.http` may call, per playbook id.
     http_allow: BTreeMap<String, Vec<String>>,
+    /// Where `chat.notify` posts: the outbox and the configured platforms, once the server runs.
+    chat: std::sync::OnceLock<(Arc<crate::outbox::Outbox>, Vec<&'static str>)>,
 }
 
 impl Builtins {
@@ -33,7 +35,42 @@ impl Builtins {
             store,
             http,
             http_allow,
+            chat: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Connects `chat.notify` to the outbox and the configured chat platforms.
+    pub fn connect_chat(&self, outbox: Arc<crate::outbox::Outbox>, platforms: Vec<&'static str>) {
+        let _ = self.chat.set((outbox, platforms));
+    }
+
+    async fn notify(&self, inputs: &Value, call: &ActionCall) -> Result<Value, ActionError> {
+        let text = str_input(inputs, "text")?;
+        let incident = call
+            .incident_id
+            .as_deref()
+            .ok_or_else(|| ActionError::permanent("this run has no incident to post about"))?;
+        let Some((outbox, platforms)) = self.chat.get() else {
+            return Err(ActionError::permanent(
+                "no chat platform is configured (config: chat)",
+            ));
+        };
+        let entries: Vec<_> = platforms
+            .iter()
+            .map(|p| {
+                crate::outbox::OutboxEntry::new(
+                    p,
+                    incident,
+                    crate::chat::THREAD_NOTE,
+                    json!({ "incident_id": incident, "text": text, "standalone": true }),
+                )
+            })
+            .collect();
+        outbox
+            .push(entries)
+            .await
+            .map_err(|e| ActionError::retryable(format!("could not queue the message: {e}")))?;
+        Ok(json!({ "text": text, "platforms": platforms }))
     }
 
     async fn http(&self, inputs: &Value, call: &ActionCall) -> Result<Value, ActionError> {
@@ -177,6 +214,7 @@ impl ActionRunner for Builtins {
                 Ok(json!({ "key": key, "value": value }))
             }
             "core.http" => self.http(&inputs, call).await,
+            "chat.notify" => self.notify(&inputs, call).await,
             other => Err(ActionError::permanent(format!("unknown action `{other}`"))),
         }
     }

@@ -192,6 +192,16 @@ pub fn builtin_specs() -> Vec<ActionSpec> {
             undo: None,
             outputs: None,
         },
+        ActionSpec {
+            name: "chat.notify".into(),
+            description: "Post a message in the incident's chat thread on every configured platform (in the channel when the incident has no card yet).".into(),
+            inputs: BTreeMap::from([("text".into(), input(InputType::String, true, "the message"))]),
+            side_effect: true,
+            idempotent: true,
+            kind: None,
+            undo: None,
+            outputs: None,
+        },
     ]
 }
 
@@ -217,6 +227,11 @@ impl Registry {
             builtins,
             current: std::sync::RwLock::new(Current::of(integrations)),
         }
+    }
+
+    /// The built-in actions (to connect chat once the outbox runs).
+    pub fn builtins(&self) -> &std::sync::Arc<builtin::Builtins> {
+        &self.builtins
     }
 
     /// The catalog playbooks are checked against.
@@ -266,7 +281,7 @@ impl crate::engine::exec::ActionRunner for Registry {
     }
 
     fn idempotent(&self, name: &str, inputs: &serde_json::Value) -> bool {
-        if name.starts_with("core.") {
+        if is_builtin(name) {
             self.builtins.idempotent(name, inputs)
         } else {
             self.current().integrations.idempotent(name, inputs)
@@ -279,11 +294,16 @@ impl crate::engine::exec::ActionRunner for Registry {
         inputs: serde_json::Value,
         call: &crate::engine::exec::ActionCall,
     ) -> Result<serde_json::Value, crate::engine::exec::ActionError> {
-        if name.starts_with("core.") {
+        if is_builtin(name) {
             self.builtins.call(name, inputs, call).await
         } else {
             let integrations = self.current().integrations;
             integrations.call(name, inputs, call).await
         }
     }
+}
+
+/// Whether `name` is one of the built-in actions (`core.*`, `chat.notify`).
+fn is_builtin(name: &str) -> bool {
+    name.starts_with("core.") || name == "chat.notify"
 }

@@ -317,6 +317,19 @@ impl DiscordDelivery {
             return Ok(());
         }
         let Some(mut card) = self.get::<CardRef>(&format!("card:{incident}")).await? else {
+            if entry.payload["standalone"] == true {
+                // `chat.notify` before any card: a message of its own in the channel.
+                let channel = self.channel_id.clone();
+                return self
+                    .create_message(
+                        &channel,
+                        render::note(text),
+                        digest(&format!("{}:note", entry.id), 25),
+                        "posting a notification",
+                    )
+                    .await
+                    .map(|_| ());
+            }
             tracing::debug!(
                 incident,
                 "no Discord card for this incident yet; the note is dropped"

@@ -111,6 +111,20 @@ impl Slack {
             ));
         };
         let Some(root) = self.reference(&format!("card:{incident}")).await? else {
+            if payload["standalone"] == true {
+                // `chat.notify` before any card: a message of its own in the channel.
+                let request = SlackApiChatPostMessageRequest::new(
+                    self.config.channel.clone().into(),
+                    SlackMessageContent::new().with_text(blocks::cut(&blocks::escape(text), 3000)),
+                )
+                .with_unfurl_links(false)
+                .with_unfurl_media(false);
+                self.web
+                    .post_message(&request)
+                    .await
+                    .map_err(|e| e.delivery())?;
+                return Ok(());
+            }
             tracing::debug!(
                 incident,
                 "no Slack card for the incident yet; thread note dropped"

@@ -41,6 +41,9 @@ pub struct Deliverer {
 struct Note {
     incident_id: String,
     text: String,
+    /// From `chat.notify`: posted in the channel when the incident has no card yet.
+    #[serde(default)]
+    standalone: bool,
 }
 
 #[derive(Deserialize)]
@@ -297,6 +300,16 @@ impl Deliverer {
             .meta::<MessageRef>(&format!("card:{}", note.incident_id))
             .await?
         else {
+            if note.standalone {
+                let (service_url, conversation, _) = self.destination().await?;
+                self.send(
+                    &service_url,
+                    &conversation,
+                    &card::text_activity(&note.text),
+                )
+                .await?;
+                return Ok(());
+            }
             tracing::debug!(incident = %note.incident_id, "no Teams card for this incident; thread note dropped");
             return Ok(());
         };
