@@ -17,10 +17,9 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use super::{
-    NS_JIRA, NS_JIRA_ISSUE, Rendered, TicketProfile, audit, authorization, check, incident_of,
-    reference, store_failed, tried_before, unreachable,
+    NS_JIRA, NS_JIRA_ISSUE, Rendered, TicketProfile, audit, check, incident_of, reference,
+    store_failed, tried_before, unreachable,
 };
-use crate::config::Secret;
 use crate::outbox::{Deliver, DeliveryError, OutboxEntry};
 use crate::store::Store;
 
@@ -122,10 +121,7 @@ fn truncate(text: &str, max: usize) -> String {
 
 /// Delivers `jira` outbox entries.
 pub struct JiraDeliverer {
-    base: String,
-    authorization: Secret,
-    http: reqwest::Client,
-    store: Arc<dyn Store>,
+    conn: super::Connection,
 }
 
 impl JiraDeliverer {
@@ -135,18 +131,14 @@ impl JiraDeliverer {
         store: Arc<dyn Store>,
     ) -> Result<JiraDeliverer, String> {
         Ok(JiraDeliverer {
-            base: config.base_url.as_str().trim_end_matches('/').to_owned(),
-            authorization: authorization(config.auth()?),
-            http,
-            store,
+            conn: super::Connection::new(
+                &config.base_url,
+                "/rest/api/3",
+                config.auth()?,
+                http,
+                store,
+            ),
         })
-    }
-
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.http
-            .request(method, format!("{}/rest/api/3{path}", self.base))
-            .header(reqwest::header::AUTHORIZATION, self.authorization.expose())
-            .header(reqwest::header::ACCEPT, "application/json")
     }
 
     async fn send(
@@ -172,7 +164,7 @@ impl JiraDeliverer {
 
     /// The issue key of an incident.
     async fn issue(&self, incident: &str) -> Result<String, DeliveryError> {
-        let reference = reference(&*self.store, NS_JIRA, incident).await?;
+        let reference = reference(&*self.conn.store, NS_JIRA, incident).await?;
         reference["key"]
             .as_str()
             .map(str::to_owned)
@@ -186,8 +178,9 @@ impl JiraDeliverer {
         key: &str,
         found: bool,
     ) -> Result<(), DeliveryError> {
-        let url = format!("{}/browse/{key}", self.base);
-        self.store
+        let url = format!("{}/browse/{key}", self.conn.base);
+        self.conn
+            .store
             .meta_put(
                 NS_JIRA,
                 incident,
@@ -195,12 +188,13 @@ impl JiraDeliverer {
             )
             .await
             .map_err(store_failed)?;
-        self.store
+        self.conn
+            .store
             .meta_put(NS_JIRA_ISSUE, id, Value::String(incident.to_owned()))
             .await
             .map_err(store_failed)?;
         audit(
-            &*self.store,
+            &*self.conn.store,
             "ticket.created",
             json!({ "incident": incident, "system": "jira", "ticket": key, "url": url, "found_existing": found }),
         )
@@ -217,6 +211,7 @@ impl JiraDeliverer {
     async fn create(&self, entry: &OutboxEntry) -> Result<(), DeliveryError> {
         let incident = incident_of(entry)?;
         if self
+            .conn
             .store
             .meta_get(NS_JIRA, incident)
             .await
@@ -230,11 +225,13 @@ impl JiraDeliverer {
         let found = self
             .json(
                 "search",
-                self.request(reqwest::Method::GET, "/search/jql").query(&[
-                    ("jql", jql.as_str()),
-                    ("fields", "summary"),
-                    ("maxResults", "1"),
-                ]),
+                self.conn
+                    .request(reqwest::Method::GET, "/search/jql")
+                    .query(&[
+                        ("jql", jql.as_str()),
+                        ("fields", "summary"),
+                        ("maxResults", "1"),
+                    ]),
             )
             .await?;
         if let Some(issue) = found["issues"].as_array().and_then(|i| i.first())
@@ -245,7 +242,8 @@ impl JiraDeliverer {
         let created = self
             .json(
                 "create issue",
-                self.request(reqwest::Method::POST, "/issue")
+                self.conn
+                    .request(reqwest::Method::POST, "/issue")
                     .json(&json!({ "fields": entry.payload["fields"] })),
             )
             .await?;
@@ -260,11 +258,12 @@ impl JiraDeliverer {
     async fn comment(&self, entry: &OutboxEntry) -> Result<(), DeliveryError> {
         let incident = incident_of(entry)?;
         let key = self.issue(incident).await?;
-        if tried_before(&*self.store, entry).await? {
+        if tried_before(&*self.conn.store, entry).await? {
             let comments = self
                 .json(
                     "list comments",
-                    self.request(reqwest::Method::GET, &format!("/issue/{key}/comment"))
+                    self.conn
+                        .request(reqwest::Method::GET, &format!("/issue/{key}/comment"))
                         .query(&[
                             ("expand", "properties"),
                             ("orderBy", "-created"),
@@ -288,7 +287,8 @@ impl JiraDeliverer {
         let text = entry.payload["text"].as_str().unwrap_or_default();
         self.send(
             "add comment",
-            self.request(reqwest::Method::POST, &format!("/issue/{key}/comment"))
+            self.conn
+                .request(reqwest::Method::POST, &format!("/issue/{key}/comment"))
                 .json(&json!({
                     "body": adf(&truncate(text, MAX_TEXT)),
                     "properties": [{ "key": "cordon", "value": { "entry": entry.id } }],
@@ -314,7 +314,8 @@ impl JiraDeliverer {
         let issue = self
             .json(
                 "read status",
-                self.request(reqwest::Method::GET, &format!("/issue/{key}"))
+                self.conn
+                    .request(reqwest::Method::GET, &format!("/issue/{key}"))
                     .query(&[("fields", "status")]),
             )
             .await?;
@@ -324,7 +325,8 @@ impl JiraDeliverer {
         let available = self
             .json(
                 "list transitions",
-                self.request(reqwest::Method::GET, &format!("/issue/{key}/transitions")),
+                self.conn
+                    .request(reqwest::Method::GET, &format!("/issue/{key}/transitions")),
             )
             .await?;
         let transition = available["transitions"]
@@ -340,7 +342,8 @@ impl JiraDeliverer {
         };
         self.send(
             "transition",
-            self.request(reqwest::Method::POST, &format!("/issue/{key}/transitions"))
+            self.conn
+                .request(reqwest::Method::POST, &format!("/issue/{key}/transitions"))
                 .json(&json!({ "transition": { "id": id } })),
         )
         .await?;
@@ -354,11 +357,12 @@ impl JiraDeliverer {
             .as_str()
             .unwrap_or("cordon-incident-report.md")
             .to_owned();
-        if tried_before(&*self.store, entry).await? {
+        if tried_before(&*self.conn.store, entry).await? {
             let issue = self
                 .json(
                     "list attachments",
-                    self.request(reqwest::Method::GET, &format!("/issue/{key}"))
+                    self.conn
+                        .request(reqwest::Method::GET, &format!("/issue/{key}"))
                         .query(&[("fields", "attachment")]),
                 )
                 .await?;
@@ -369,7 +373,7 @@ impl JiraDeliverer {
                 return Ok(());
             }
         }
-        let (body, content_type) = report_file(&*self.store, incident, entry).await?;
+        let (body, content_type) = report_file(&*self.conn.store, incident, entry).await?;
         let boundary = format!("cordon-{}", uuid::Uuid::now_v7().simple());
         let mut multipart = Vec::with_capacity(body.len() + 256);
         multipart.extend_from_slice(
@@ -382,7 +386,8 @@ impl JiraDeliverer {
         multipart.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
         self.send(
             "attach report",
-            self.request(reqwest::Method::POST, &format!("/issue/{key}/attachments"))
+            self.conn
+                .request(reqwest::Method::POST, &format!("/issue/{key}/attachments"))
                 .header("X-Atlassian-Token", "no-check")
                 .header(
                     reqwest::header::CONTENT_TYPE,

@@ -593,6 +593,41 @@ pub(crate) async fn check(
     Err(error)
 }
 
+/// A ticket system's REST API as the deliverers reach it: the base URL with the API's path prefix,
+/// the `Authorization` value, the HTTP client and the store for ticket references.
+pub(crate) struct Connection {
+    pub base: String,
+    pub authorization: crate::config::Secret,
+    pub http: reqwest::Client,
+    pub store: std::sync::Arc<dyn crate::store::Store>,
+}
+
+impl Connection {
+    /// `api` is the API's path under the base URL (`/rest/api/3`, `/api/now`).
+    pub fn new(
+        base_url: &url::Url,
+        api: &str,
+        auth: config::Auth<'_>,
+        http: reqwest::Client,
+        store: std::sync::Arc<dyn crate::store::Store>,
+    ) -> Connection {
+        Connection {
+            base: format!("{}{api}", base_url.as_str().trim_end_matches('/')),
+            authorization: authorization(auth),
+            http,
+            store,
+        }
+    }
+
+    /// A request to `path` under the API, authorized, asking for JSON.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .header(reqwest::header::AUTHORIZATION, self.authorization.expose())
+            .header(reqwest::header::ACCEPT, "application/json")
+    }
+}
+
 /// The `Authorization` header value for a connection.
 pub(crate) fn authorization(auth: config::Auth<'_>) -> crate::config::Secret {
     use base64::Engine;

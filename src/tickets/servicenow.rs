@@ -18,10 +18,9 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use super::{
-    NS_SERVICENOW, Rendered, TicketProfile, audit, authorization, check, incident_of, reference,
-    store_failed, tried_before, unreachable,
+    NS_SERVICENOW, Rendered, TicketProfile, audit, check, incident_of, reference, store_failed,
+    tried_before, unreachable,
 };
-use crate::config::Secret;
 use crate::outbox::{Deliver, DeliveryError, OutboxEntry};
 use crate::store::Store;
 
@@ -78,10 +77,7 @@ pub fn marker(entry_id: &str) -> String {
 
 /// Delivers `servicenow` outbox entries.
 pub struct ServiceNowDeliverer {
-    base: String,
-    authorization: Secret,
-    http: reqwest::Client,
-    store: Arc<dyn Store>,
+    conn: super::Connection,
 }
 
 impl ServiceNowDeliverer {
@@ -91,18 +87,8 @@ impl ServiceNowDeliverer {
         store: Arc<dyn Store>,
     ) -> Result<ServiceNowDeliverer, String> {
         Ok(ServiceNowDeliverer {
-            base: config.base_url.as_str().trim_end_matches('/').to_owned(),
-            authorization: authorization(config.auth()?),
-            http,
-            store,
+            conn: super::Connection::new(&config.base_url, "/api/now", config.auth()?, http, store),
         })
-    }
-
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.http
-            .request(method, format!("{}/api/now{path}", self.base))
-            .header(reqwest::header::AUTHORIZATION, self.authorization.expose())
-            .header(reqwest::header::ACCEPT, "application/json")
     }
 
     async fn json(
@@ -119,7 +105,7 @@ impl ServiceNowDeliverer {
     }
 
     async fn record(&self, incident: &str) -> Result<String, DeliveryError> {
-        let reference = reference(&*self.store, NS_SERVICENOW, incident).await?;
+        let reference = reference(&*self.conn.store, NS_SERVICENOW, incident).await?;
         reference["sys_id"]
             .as_str()
             .map(str::to_owned)
@@ -140,8 +126,12 @@ impl ServiceNowDeliverer {
             ));
         };
         let number = number.unwrap_or(sys_id);
-        let url = format!("{}/nav_to.do?uri=incident.do?sys_id={sys_id}", self.base);
-        self.store
+        let url = format!(
+            "{}/nav_to.do?uri=incident.do?sys_id={sys_id}",
+            self.conn.base
+        );
+        self.conn
+            .store
             .meta_put(
                 NS_SERVICENOW,
                 incident,
@@ -150,7 +140,7 @@ impl ServiceNowDeliverer {
             .await
             .map_err(store_failed)?;
         audit(
-            &*self.store,
+            &*self.conn.store,
             "ticket.created",
             json!({ "incident": incident, "system": "servicenow", "ticket": number, "url": url, "found_existing": found }),
         )
@@ -167,6 +157,7 @@ impl ServiceNowDeliverer {
     async fn create(&self, entry: &OutboxEntry) -> Result<(), DeliveryError> {
         let incident = incident_of(entry)?;
         if self
+            .conn
             .store
             .meta_get(NS_SERVICENOW, incident)
             .await
@@ -179,7 +170,8 @@ impl ServiceNowDeliverer {
         let found = self
             .json(
                 "find incident",
-                self.request(reqwest::Method::GET, "/table/incident")
+                self.conn
+                    .request(reqwest::Method::GET, "/table/incident")
                     .query(&[
                         ("sysparm_query", query.as_str()),
                         ("sysparm_fields", "sys_id,number"),
@@ -193,7 +185,8 @@ impl ServiceNowDeliverer {
         let created = self
             .json(
                 "create incident",
-                self.request(reqwest::Method::POST, "/table/incident")
+                self.conn
+                    .request(reqwest::Method::POST, "/table/incident")
                     .json(&entry.payload["record"]),
             )
             .await?;
@@ -204,12 +197,13 @@ impl ServiceNowDeliverer {
         let incident = incident_of(entry)?;
         let sys_id = self.record(incident).await?;
         let marker = marker(&entry.id);
-        if tried_before(&*self.store, entry).await? {
+        if tried_before(&*self.conn.store, entry).await? {
             let query = format!("element_id={sys_id}^element=work_notes^valueLIKE{marker}");
             let found = self
                 .json(
                     "find work note",
-                    self.request(reqwest::Method::GET, "/table/sys_journal_field")
+                    self.conn
+                        .request(reqwest::Method::GET, "/table/sys_journal_field")
                         .query(&[
                             ("sysparm_query", query.as_str()),
                             ("sysparm_fields", "sys_id"),
@@ -224,7 +218,8 @@ impl ServiceNowDeliverer {
         let text = entry.payload["text"].as_str().unwrap_or_default();
         self.json(
             "add work note",
-            self.request(reqwest::Method::PATCH, &format!("/table/incident/{sys_id}"))
+            self.conn
+                .request(reqwest::Method::PATCH, &format!("/table/incident/{sys_id}"))
                 .json(&json!({ "work_notes": format!("{text}\n\n{marker}") })),
         )
         .await?;
@@ -242,7 +237,8 @@ impl ServiceNowDeliverer {
         }
         self.json(
             "set state",
-            self.request(reqwest::Method::PATCH, &format!("/table/incident/{sys_id}"))
+            self.conn
+                .request(reqwest::Method::PATCH, &format!("/table/incident/{sys_id}"))
                 .json(&fields),
         )
         .await?;
@@ -256,12 +252,13 @@ impl ServiceNowDeliverer {
             .as_str()
             .unwrap_or("cordon-incident-report.md")
             .to_owned();
-        if tried_before(&*self.store, entry).await? {
+        if tried_before(&*self.conn.store, entry).await? {
             let query = format!("table_sys_id={sys_id}^file_name={filename}");
             let found = self
                 .json(
                     "find attachment",
-                    self.request(reqwest::Method::GET, "/attachment")
+                    self.conn
+                        .request(reqwest::Method::GET, "/attachment")
                         .query(&[("sysparm_query", query.as_str()), ("sysparm_limit", "1")]),
                 )
                 .await?;
@@ -269,10 +266,12 @@ impl ServiceNowDeliverer {
                 return Ok(());
             }
         }
-        let (body, content_type) = super::jira::report_file(&*self.store, incident, entry).await?;
+        let (body, content_type) =
+            super::jira::report_file(&*self.conn.store, incident, entry).await?;
         self.json(
             "attach report",
-            self.request(reqwest::Method::POST, "/attachment/file")
+            self.conn
+                .request(reqwest::Method::POST, "/attachment/file")
                 .query(&[
                     ("table_name", "incident"),
                     ("table_sys_id", sys_id.as_str()),
