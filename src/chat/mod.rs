@@ -44,6 +44,22 @@ pub struct ChatConfig {
 }
 
 impl ChatConfig {
+    /// Every secret in the section (for the warning about local defaults).
+    pub fn secrets(&self) -> Vec<&crate::config::Secret> {
+        let mut out = Vec::new();
+        if let Some(slack) = &self.slack {
+            out.push(&slack.bot_token);
+            out.extend(slack.signing_secret.iter().chain(&slack.app_token));
+        }
+        if let Some(teams) = &self.teams {
+            out.push(&teams.app_password);
+        }
+        if let Some(discord) = &self.discord {
+            out.push(&discord.bot_token);
+        }
+        out
+    }
+
     /// The configured platforms' names.
     pub fn platforms(&self) -> Vec<&'static str> {
         let mut out = Vec::new();

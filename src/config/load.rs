@@ -387,4 +387,14 @@ colour: blue
         );
         assert!(!format!("{config:?}").contains("local-only"));
     }
+
+    #[test]
+    fn chat_and_ticket_secrets_on_local_defaults_are_warned_about() {
+        let text = "chat:\n  discord:\n    application_id: \"1457469483726668048\"\n    public_key: 0000000000000000000000000000000000000000000000000000000000000000\n    bot_token: ${CORDON_TEST_UNSET_DISCORD:-local-bot}\n    channel_id: \"1457510428359004343\"\n";
+        let config = parse(text, Path::new("c.yaml")).unwrap_or_else(|d| panic!("{d}"));
+        assert_eq!(
+            config.secrets_using_defaults(),
+            vec!["CORDON_TEST_UNSET_DISCORD".to_owned()]
+        );
+    }
 }

@@ -572,6 +572,8 @@ impl Config {
         for c in self.integrations.credentials.values() {
             c.secrets().into_iter().for_each(&mut note);
         }
+        self.chat.secrets().into_iter().for_each(&mut note);
+        self.tickets.secrets().into_iter().for_each(&mut note);
         names.sort();
         names.dedup();
         names

@@ -96,15 +96,9 @@ impl TicketProfile {
 /// Registers the deliverers of the configured systems with the outbox and the watcher with the
 /// engine. Called once at start.
 pub fn install(state: &crate::app::AppState) {
+    // Secrets on their local-only defaults are warned about at start with the others
+    // (`Config::secrets_using_defaults`).
     let tickets = &state.config.tickets;
-    for secret in tickets.secrets() {
-        if let Some(name) = secret.default_in_use() {
-            tracing::warn!(
-                variable = name,
-                "a tickets secret uses its local-only default"
-            );
-        }
-    }
     if let Some(jira) = &tickets.jira {
         match jira::JiraDeliverer::new(jira, state.http.clone(), state.store.clone()) {
             Ok(d) => state.outbox.register(System::Jira.name(), Arc::new(d)),
