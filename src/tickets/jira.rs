@@ -17,8 +17,8 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use super::{
-    NS_JIRA, NS_JIRA_ISSUE, Rendered, TicketProfile, audit, check, incident_of, reference,
-    store_failed, tried_before, unreachable,
+    NS_JIRA, NS_JIRA_ISSUE, Rendered, TicketProfile, check, incident_of, reference, store_failed,
+    tried_before, unreachable,
 };
 use crate::outbox::{Deliver, DeliveryError, OutboxEntry};
 use crate::store::Store;
@@ -193,31 +193,15 @@ impl JiraDeliverer {
             .meta_put(NS_JIRA_ISSUE, id, Value::String(incident.to_owned()))
             .await
             .map_err(store_failed)?;
-        audit(
-            &*self.conn.store,
-            "ticket.created",
-            json!({ "incident": incident, "system": "jira", "ticket": key, "url": url, "found_existing": found }),
-        )
-        .await;
-        tracing::info!(
-            incident,
-            issue = key,
-            found_existing = found,
-            "Jira issue linked to the incident"
-        );
+        self.conn
+            .announce_link("jira", incident, key, &url, found)
+            .await;
         Ok(())
     }
 
     async fn create(&self, entry: &OutboxEntry) -> Result<(), DeliveryError> {
         let incident = incident_of(entry)?;
-        if self
-            .conn
-            .store
-            .meta_get(NS_JIRA, incident)
-            .await
-            .map_err(store_failed)?
-            .is_some()
-        {
+        if self.conn.linked(NS_JIRA, incident).await? {
             return Ok(());
         }
         // A create that reached Jira before a crash or a lost answer left an issue with the label.

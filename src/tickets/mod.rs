@@ -613,6 +613,40 @@ impl Connection {
         }
     }
 
+    /// Whether the incident already has its ticket (its reference is stored under `namespace`).
+    pub async fn linked(&self, namespace: &str, incident: &str) -> Result<bool, DeliveryError> {
+        Ok(self
+            .store
+            .meta_get(namespace, incident)
+            .await
+            .map_err(store_failed)?
+            .is_some())
+    }
+
+    /// Audits and logs that `incident` is linked to `ticket` in `system` (found or created).
+    pub async fn announce_link(
+        &self,
+        system: &str,
+        incident: &str,
+        ticket: &str,
+        url: &str,
+        found: bool,
+    ) {
+        audit(
+            &*self.store,
+            "ticket.created",
+            serde_json::json!({ "incident": incident, "system": system, "ticket": ticket, "url": url, "found_existing": found }),
+        )
+        .await;
+        tracing::info!(
+            incident,
+            system,
+            ticket,
+            found_existing = found,
+            "ticket linked to the incident"
+        );
+    }
+
     /// A request to `path` under the API, authorized, asking for JSON.
     pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.http

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use super::{
-    NS_SERVICENOW, Rendered, TicketProfile, audit, check, incident_of, reference, store_failed,
+    NS_SERVICENOW, Rendered, TicketProfile, check, incident_of, reference, store_failed,
     tried_before, unreachable,
 };
 use crate::outbox::{Deliver, DeliveryError, OutboxEntry};
@@ -139,31 +139,15 @@ impl ServiceNowDeliverer {
             )
             .await
             .map_err(store_failed)?;
-        audit(
-            &*self.conn.store,
-            "ticket.created",
-            json!({ "incident": incident, "system": "servicenow", "ticket": number, "url": url, "found_existing": found }),
-        )
-        .await;
-        tracing::info!(
-            incident,
-            record = number,
-            found_existing = found,
-            "ServiceNow incident linked to the incident"
-        );
+        self.conn
+            .announce_link("servicenow", incident, number, &url, found)
+            .await;
         Ok(())
     }
 
     async fn create(&self, entry: &OutboxEntry) -> Result<(), DeliveryError> {
         let incident = incident_of(entry)?;
-        if self
-            .conn
-            .store
-            .meta_get(NS_SERVICENOW, incident)
-            .await
-            .map_err(store_failed)?
-            .is_some()
-        {
+        if self.conn.linked(NS_SERVICENOW, incident).await? {
             return Ok(());
         }
         let query = format!("correlation_id={incident}");
