@@ -127,6 +127,21 @@ macro_rules! transaction {
 }
 
 impl PostgresStore {
+    /// The document of the row `sql` (a `SELECT doc ... WHERE id = $1`) finds for `id`.
+    async fn by_id<T: serde::de::DeserializeOwned>(
+        &self,
+        sql: &'static str,
+        id: &str,
+    ) -> Result<Option<T>, StoreError> {
+        transaction!(self, client, {
+            let q = client.prepare_cached(sql).await?;
+            match client.query_opt(&q, &[&id]).await? {
+                Some(row) => Ok(Some(doc(&row, 0)?)),
+                None => Ok(None),
+            }
+        })
+    }
+
     /// Connects to `config.url`, applies the schema's migrations and returns the store.
     pub async fn open(
         config: &StoreConfig,
@@ -907,15 +922,7 @@ impl Store for PostgresStore {
     }
 
     async fn alert(&self, id: &str) -> Result<Option<Alert>, StoreError> {
-        transaction!(self, client, {
-            let q = client
-                .prepare_cached("SELECT doc FROM alerts WHERE id = $1")
-                .await?;
-            match client.query_opt(&q, &[&id]).await? {
-                Some(row) => Ok(Some(doc(&row, 0)?)),
-                None => Ok(None),
-            }
-        })
+        self.by_id("SELECT doc FROM alerts WHERE id = $1", id).await
     }
 
     async fn alerts(&self, query: &AlertQuery) -> Result<Vec<Alert>, StoreError> {
@@ -935,15 +942,8 @@ impl Store for PostgresStore {
     }
 
     async fn incident(&self, id: &str) -> Result<Option<Incident>, StoreError> {
-        transaction!(self, client, {
-            let q = client
-                .prepare_cached("SELECT doc FROM incidents WHERE id = $1")
-                .await?;
-            match client.query_opt(&q, &[&id]).await? {
-                Some(row) => Ok(Some(doc(&row, 0)?)),
-                None => Ok(None),
-            }
-        })
+        self.by_id("SELECT doc FROM incidents WHERE id = $1", id)
+            .await
     }
 
     async fn incidents(&self, query: &IncidentQuery) -> Result<Vec<Incident>, StoreError> {
@@ -1074,15 +1074,7 @@ impl Store for PostgresStore {
     }
 
     async fn run(&self, id: &str) -> Result<Option<Run>, StoreError> {
-        transaction!(self, client, {
-            let q = client
-                .prepare_cached("SELECT doc FROM runs WHERE id = $1")
-                .await?;
-            match client.query_opt(&q, &[&id]).await? {
-                Some(row) => Ok(Some(doc(&row, 0)?)),
-                None => Ok(None),
-            }
-        })
+        self.by_id("SELECT doc FROM runs WHERE id = $1", id).await
     }
 
     async fn runs(&self, query: &RunQuery) -> Result<Vec<Run>, StoreError> {
