@@ -120,6 +120,12 @@ pub trait Deliver: Send + Sync {
     async fn deliver(&self, entry: &OutboxEntry) -> Result<(), DeliveryError>;
 }
 
+/// The named lease of the replica delivering the outbox, on a store replicas share.
+const OUTBOX_LEASE: &str = "outbox";
+
+/// How often the outbox is looked at on a shared store.
+const SHARED_POLL: Duration = Duration::from_secs(1);
+
 /// The worker. Push with [`Outbox::push`]; it wakes and delivers.
 pub struct Outbox {
     store: Arc<dyn Store>,
@@ -198,6 +204,23 @@ impl Outbox {
     /// One pass: the first live entry of every key is tried if due. Returns how long until the
     /// next one is due.
     async fn round(&self) -> Result<Option<Duration>, StoreError> {
+        if self.store.shared() {
+            // One replica at a time delivers, holding the outbox lease; entries other replicas
+            // push do not wake it, so it looks again every second. The others try for the lease
+            // as often, and one of them takes over within a lease's time of its holder dying.
+            if !self.store.lease(OUTBOX_LEASE).await? {
+                return Ok(Some(SHARED_POLL));
+            }
+            return Ok(Some(
+                self.deliver_round()
+                    .await?
+                    .map_or(SHARED_POLL, |d| d.min(SHARED_POLL)),
+            ));
+        }
+        self.deliver_round().await
+    }
+
+    async fn deliver_round(&self) -> Result<Option<Duration>, StoreError> {
         let pending = self.store.outbox_pending().await?;
         let mut seen = HashSet::new();
         let mut heads = Vec::new();

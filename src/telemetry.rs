@@ -62,6 +62,8 @@ pub struct Metrics {
     pub run_advances: Counter,
     /// Unfinished runs taken back at start (timer re-armed, or queued to advance).
     pub runs_resumed: Counter,
+    /// Due runs this replica claimed from a shared store (taken over, timers, decisions elsewhere).
+    pub runs_claimed: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -140,6 +142,12 @@ impl Metrics {
             "Unfinished runs taken back at start",
             runs_resumed.clone(),
         );
+        let runs_claimed = Counter::default();
+        registry.register(
+            "runs_claimed",
+            "Due runs this replica claimed from a shared store",
+            runs_claimed.clone(),
+        );
         Metrics {
             registry,
             alerts_accepted,
@@ -151,6 +159,7 @@ impl Metrics {
             runs_finished,
             run_advances,
             runs_resumed,
+            runs_claimed,
         }
     }
 

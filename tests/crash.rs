@@ -378,7 +378,8 @@ async fn sighup_reloads_the_playbooks() {
     );
     server.signal("-HUP");
     let mut status = 0;
-    for _ in 0..100 {
+    // Up to 20 s: a reload compiles every playbook and integration, slow on a busy machine.
+    for _ in 0..400 {
         status = trigger().await;
         if status == 202 {
             break;

@@ -1369,11 +1369,14 @@ async fn the_schema_is_applied_once_and_a_newer_one_is_refused() {
         store.close().await.unwrap();
     }
     let db = admin(&url).await;
-    let applied = db
-        .query("SELECT version FROM cordon_migrations", &[])
+    let applied: Vec<i32> = db
+        .query("SELECT version FROM cordon_migrations ORDER BY version", &[])
         .await
-        .unwrap();
-    assert_eq!(applied.len(), 1);
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(applied, [1, 2], "each migration once, in order");
 
     db.execute(
         "INSERT INTO cordon_migrations (version, name) VALUES (999, 'from the future')",

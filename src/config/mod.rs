@@ -280,6 +280,9 @@ pub struct StoreConfig {
     pub url: Option<Secret>,
     /// Connections to PostgreSQL this process keeps at most (default 16).
     pub pool_size: usize,
+    /// How long a replica's claim on a run outlives the replica (default 15s): after it dies,
+    /// others take its runs over once this has passed. Renewed every third of it while it lives.
+    pub lease_ttl: HumanDuration,
 }
 
 /// The fields of `store:` as written, checked into a [`StoreConfig`].
@@ -296,6 +299,8 @@ struct StoreFields {
     url: Option<Secret>,
     #[serde(default = "default_pool_size")]
     pool_size: usize,
+    #[serde(default = "default_lease_ttl")]
+    lease_ttl: HumanDuration,
 }
 
 impl TryFrom<StoreFields> for StoreConfig {
@@ -312,12 +317,16 @@ impl TryFrom<StoreFields> for StoreConfig {
         if f.pool_size == 0 {
             return Err("`store.pool_size` must be at least 1".to_owned());
         }
+        if f.lease_ttl.0 < std::time::Duration::from_secs(3) {
+            return Err("`store.lease_ttl` must be at least 3s".to_owned());
+        }
         Ok(StoreConfig {
             kind: f.kind,
             path: f.path,
             cache_mb: f.cache_mb,
             url: f.url,
             pool_size: f.pool_size,
+            lease_ttl: f.lease_ttl,
         })
     }
 }
@@ -330,6 +339,7 @@ impl Default for StoreConfig {
             cache_mb: default_cache_mb(),
             url: None,
             pool_size: default_pool_size(),
+            lease_ttl: default_lease_ttl(),
         }
     }
 }
@@ -344,6 +354,10 @@ fn default_cache_mb() -> u64 {
 
 fn default_pool_size() -> usize {
     16
+}
+
+fn default_lease_ttl() -> HumanDuration {
+    HumanDuration::secs(15)
 }
 
 /// Store backends.

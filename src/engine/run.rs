@@ -288,6 +288,21 @@ impl Run {
         })
     }
 
+    /// When the run next has work to do: now while it is in progress or ready, its wake time
+    /// while it waits, never once finished or held for a person. What replicas sharing a store
+    /// claim runs by.
+    pub fn due_at(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match self.status {
+            RunStatus::Queued | RunStatus::Running => Some(now),
+            RunStatus::Waiting if self.ready(now) => Some(now),
+            RunStatus::Waiting => self.wake_at(),
+            RunStatus::NeedsDecision
+            | RunStatus::Succeeded
+            | RunStatus::Failed
+            | RunStatus::Cancelled => None,
+        }
+    }
+
     /// The earliest time the run must wake by itself (approval timeout, retry, sleep).
     pub fn wake_at(&self) -> Option<DateTime<Utc>> {
         self.steps

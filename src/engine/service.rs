@@ -77,7 +77,17 @@ pub struct Engine {
     metrics: Arc<crate::telemetry::Metrics>,
     channels: RwLock<Vec<Arc<dyn ApprovalChannel>>>,
     watchers: Watchers,
+    /// The store is shared with other replicas: runs are leased (see [`Engine::poll_loop`]).
+    shared: bool,
 }
+
+/// How often a replica on a shared store looks for runs that are due and free, and alerts left
+/// unmatched: the runs of a replica that died, timers, decisions taken on another replica.
+const POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long a person's request (a decision, a cancel) waits for a run another replica is
+/// advancing before it is answered with a conflict to try again.
+const LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Persists runs through the store, with their events as audit entries, and tells the watchers.
 struct StorePersist(Arc<dyn Store>, Watchers);
@@ -151,7 +161,9 @@ impl Engine {
         let shared = Arc::new(Shared(RwLock::new(Arc::new(playbooks))));
         let (scripts, actions, guardrails) = executor_parts;
         let (timers, timer_rx) = mpsc::unbounded_channel();
+        let store_shared = store.shared();
         let engine = Arc::new(Engine {
+            shared: store_shared,
             store,
             executor: Executor {
                 scripts,
@@ -174,12 +186,83 @@ impl Engine {
             Arc::downgrade(&engine),
             engine.matcher.clone(),
         ));
+        if store_shared {
+            tokio::spawn(Engine::poll_loop(Arc::downgrade(&engine)));
+        }
         engine
+    }
+
+    /// On a shared store, claims the runs that are due and that no live replica holds, and wakes
+    /// the matcher for alerts no replica is matching. This is how a replica takes over the runs of
+    /// one that died (once their leases run out), fires timers another replica armed, and resumes
+    /// a run decided on another replica; the lease makes each advance happen on one replica.
+    async fn poll_loop(engine: std::sync::Weak<Engine>) {
+        loop {
+            let Some(e) = engine.upgrade() else { return };
+            e.matcher.notify_one();
+            let batch = e.workers.available_permits().max(1) * 2;
+            let claimed = match e.store.claim_due_runs(batch).await {
+                Ok(ids) => ids,
+                Err(error) => {
+                    tracing::warn!(%error, "could not claim due runs; trying again");
+                    Vec::new()
+                }
+            };
+            let full = claimed.len() >= batch;
+            for id in claimed {
+                e.metrics.runs_claimed.inc();
+                e.kick(id);
+            }
+            drop(e);
+            if !full {
+                tokio::time::sleep(POLL).await;
+            } else {
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+
+    /// Takes the run's lease on a shared store, waiting up to [`LEASE_WAIT`] while another replica
+    /// advances it (as a decision on one process waits for the run's advance to finish).
+    async fn lease_waiting(&self, run_id: &str) -> Result<(), EngineError> {
+        if !self.shared {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        loop {
+            if self.store.lease_run(run_id).await.map_err(store_error)? {
+                return Ok(());
+            }
+            // No such run is an error of its own.
+            self.load_run(run_id).await?;
+            if started.elapsed() > LEASE_WAIT {
+                return Err(EngineError::Conflict(format!(
+                    "run `{run_id}` is busy on another replica; try again"
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Gives the run's lease back on a shared store, saying when it next has work to do.
+    async fn release(&self, run_id: &str, due: Option<DateTime<Utc>>) {
+        if !self.shared {
+            return;
+        }
+        if let Err(error) = self.store.release_run(run_id, due).await {
+            tracing::warn!(run = run_id, %error, "could not release the run's lease; it frees itself when the lease runs out");
+        }
     }
 
     /// Resumes every unfinished run and matches every unmatched alert (at start). A run waiting on
     /// an open approval or a future time only gets its timer back; nothing is written for it.
     pub async fn recover(self: &Arc<Self>) -> Result<usize, EngineError> {
+        if self.shared {
+            // Replicas share the runs: they are claimed as they come due (poll_loop), the ones
+            // another replica still holds included once its leases run out.
+            self.matcher.notify_one();
+            return Ok(0);
+        }
         let ids = self.store.unfinished_runs().await.map_err(store_error)?;
         let count = ids.len();
         let now = Utc::now();
@@ -641,20 +724,30 @@ impl Engine {
     async fn advance(self: &Arc<Self>, run_id: &str) -> Result<(), EngineError> {
         let lock = self.lock_for(run_id);
         let guard = lock.lock().await;
+        // On a shared store another replica may hold the run: then it advances it, not this one.
+        let leased = match self.shared {
+            false => Ok(true),
+            true => self.store.lease_run(run_id).await.map_err(store_error),
+        };
+        let held = matches!(leased, Ok(true));
+        // The inner part answers when the run next has work to do, for the lease's release.
         let result = async {
-            let Some(mut run) = self.store.run(run_id).await.map_err(store_error)? else { return Ok(()) };
+            if !leased? {
+                return Ok(None);
+            }
+            let Some(mut run) = self.store.run(run_id).await.map_err(store_error)? else { return Ok(None) };
             if run.status.is_finished() || run.status == RunStatus::NeedsDecision {
-                return Ok(());
+                return Ok(None);
             }
             if run.status == RunStatus::Waiting && !run.ready(Utc::now()) {
                 if let Some(at) = run.wake_at() {
                     let _ = self.timers.send((at, run.id.clone()));
                 }
-                return Ok(());
+                return Ok(run.wake_at());
             }
             let Some(playbook) = self.current().by_id.get(&run.playbook).cloned() else {
                 tracing::warn!(run = run_id, playbook = %run.playbook, "the run's playbook is not loaded; the run waits for a reload");
-                return Ok(());
+                return Ok(Some(Utc::now() + chrono::Duration::seconds(60)));
             };
             let data = self.data_for(run.alert_id.as_deref(), run.incident_id.as_deref()).await?;
             let open_before: Vec<String> = open_requests(&run).into_iter().map(|r| r.step).collect();
@@ -680,9 +773,25 @@ impl Engine {
                 }
                 _ => {}
             }
-            Ok(())
+            Ok(run.due_at(Utc::now()))
         }
         .await;
+        let result = match result {
+            Ok(due) => {
+                if held {
+                    self.release(run_id, due).await;
+                }
+                Ok(())
+            }
+            Err(error) => {
+                if held {
+                    // Tried again shortly, by whichever replica claims it.
+                    self.release(run_id, Some(Utc::now() + chrono::Duration::seconds(1)))
+                        .await;
+                }
+                Err(error)
+            }
+        };
         drop(guard);
         drop(lock);
         self.forget_lock(run_id);
@@ -745,6 +854,32 @@ impl Engine {
         let lock = self.lock_for(run_id);
         let guard = lock.lock().await;
         let result = async {
+            self.lease_waiting(run_id).await?;
+            let result = self.decide_leased(run_id, step, identity, also, approve, via).await;
+            // Due now: the decision is taken up by whichever replica claims the run first.
+            self.release(run_id, Some(Utc::now())).await;
+            result
+        }
+        .await;
+        drop(guard);
+        if let Ok(decided) = &result
+            && decided.outcome.is_some()
+        {
+            self.kick(run_id.to_owned());
+        }
+        result
+    }
+
+    async fn decide_leased(
+        self: &Arc<Self>,
+        run_id: &str,
+        step: &str,
+        identity: &str,
+        also: &[String],
+        approve: bool,
+        via: &str,
+    ) -> Result<Decided, EngineError> {
+        {
             let mut run = self.load_run(run_id).await?;
             match decide_with(&mut run, step, identity, also, approve, via, &self.groups, Utc::now()) {
                 Ok(decided) => {
@@ -765,14 +900,6 @@ impl Engine {
                 }
             }
         }
-        .await;
-        drop(guard);
-        if let Ok(decided) = &result
-            && decided.outcome.is_some()
-        {
-            self.kick(run_id.to_owned());
-        }
-        result
     }
 
     async fn load_run(&self, run_id: &str) -> Result<Run, EngineError> {
@@ -787,6 +914,17 @@ impl Engine {
     pub async fn cancel(self: &Arc<Self>, run_id: &str, by: &str) -> Result<Run, EngineError> {
         let lock = self.lock_for(run_id);
         let _guard = lock.lock().await;
+        self.lease_waiting(run_id).await?;
+        let result = self.cancel_leased(run_id, by).await;
+        let due = match &result {
+            Ok(run) => run.due_at(Utc::now()),
+            Err(_) => Some(Utc::now()),
+        };
+        self.release(run_id, due).await;
+        result
+    }
+
+    async fn cancel_leased(self: &Arc<Self>, run_id: &str, by: &str) -> Result<Run, EngineError> {
         let mut run = self.load_run(run_id).await?;
         if run.status.is_finished() {
             return Err(EngineError::Conflict(format!(
@@ -819,6 +957,27 @@ impl Engine {
         let lock = self.lock_for(run_id);
         let guard = lock.lock().await;
         let result = async {
+            self.lease_waiting(run_id).await?;
+            let result = self.resolve_leased(run_id, step, retry, by).await;
+            self.release(run_id, Some(Utc::now())).await;
+            result
+        }
+        .await;
+        drop(guard);
+        if result.is_ok() {
+            self.kick(run_id.to_owned());
+        }
+        result
+    }
+
+    async fn resolve_leased(
+        self: &Arc<Self>,
+        run_id: &str,
+        step: &str,
+        retry: bool,
+        by: &str,
+    ) -> Result<(), EngineError> {
+        {
             let mut run = self.load_run(run_id).await?;
             let state = run
                 .steps
@@ -856,12 +1015,6 @@ impl Engine {
                 .map_err(store_error)?;
             Ok(())
         }
-        .await;
-        drop(guard);
-        if result.is_ok() {
-            self.kick(run_id.to_owned());
-        }
-        result
     }
 }
 
@@ -877,6 +1030,22 @@ impl Engine {
     ) -> Result<(String, Value), EngineError> {
         let lock = self.lock_for(run_id);
         let _guard = lock.lock().await;
+        self.lease_waiting(run_id).await?;
+        let result = self.undo_leased(run_id, step, by).await;
+        let due = match self.store.run(run_id).await {
+            Ok(Some(run)) => run.due_at(Utc::now()),
+            _ => Some(Utc::now()),
+        };
+        self.release(run_id, due).await;
+        result
+    }
+
+    async fn undo_leased(
+        self: &Arc<Self>,
+        run_id: &str,
+        step: &str,
+        by: &str,
+    ) -> Result<(String, Value), EngineError> {
         let mut run = self.load_run(run_id).await?;
         let state = run
             .steps

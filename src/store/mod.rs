@@ -73,6 +73,10 @@ pub enum StoreError {
     /// Another process holds the embedded store (only one may open it).
     #[error("the store at {0} is in use by another process")]
     Locked(String),
+    /// Another replica holds the run's lease: this one lost it (it stalled past the lease), and
+    /// its write is refused so the two never interleave.
+    #[error("run `{0}` is leased by another replica")]
+    LeaseLost(String),
 }
 
 /// One stored record, as [`migrate`] copies it from one backend to another: the documents and
@@ -184,7 +188,8 @@ pub trait Store: Send + Sync + 'static {
     async fn runs(&self, query: &RunQuery) -> Result<Vec<Run>, StoreError>;
     /// Ids of runs not finished (to resume after a restart).
     async fn unfinished_runs(&self) -> Result<Vec<String>, StoreError>;
-    /// Alerts stored but not yet matched to playbooks (oldest first).
+    /// Alerts stored but not yet matched to playbooks (oldest first). On a shared store, at most
+    /// a batch of them, claimed for this process for a lease's time, so replicas share the work.
     async fn pending_matches(&self) -> Result<Vec<String>, StoreError>;
     /// Marks an alert's runs as created (not fsynced: a marker lost in a crash only re-matches the
     /// alert, and its runs exist already).
@@ -239,6 +244,35 @@ pub trait Store: Send + Sync + 'static {
         run_id: Option<&str>,
         limit: usize,
     ) -> Result<Vec<AuditEntry>, StoreError>;
+    /// Whether several processes share this store. Then runs are leased: a process advances,
+    /// decides or cancels a run only while it holds the run's lease, and [`Store::save_run`]
+    /// refuses a write from a process whose lease another has taken over. A store one process
+    /// owns (sled) grants every lease.
+    fn shared(&self) -> bool {
+        false
+    }
+    /// Takes this process's lease on a run, or renews it: false when another live process holds
+    /// it, or there is no such run.
+    async fn lease_run(&self, _run_id: &str) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+    /// Gives the run's lease back, noting when the run next has work to do ([`Run::due_at`]).
+    async fn release_run(
+        &self,
+        _run_id: &str,
+        _due: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Leases up to `limit` unfinished runs that are due and that no live process holds: the
+    /// runs of a process that died, timers come due, decisions taken elsewhere.
+    async fn claim_due_runs(&self, _limit: usize) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// Takes or renews the named lease for work one process does at a time (the outbox).
+    async fn lease(&self, _name: &str) -> Result<bool, StoreError> {
+        Ok(true)
+    }
     /// Whether the store can take writes.
     fn is_ready(&self) -> bool;
     /// Finishes queued writes, flushes, and stops taking new ones.

@@ -24,6 +24,19 @@
 //! that records the state change: entries and change commit together, and the chain has one order
 //! across replicas. The lock is taken last, so it is held only for the inserts and the commit.
 //!
+//! # Replicas
+//!
+//! Each process is a replica with an id of its own. It advances a run only while it holds the
+//! run's lease (`lease_owner`, `lease_until` on the row): [`Store::lease_run`] takes it when it is
+//! free, expired or already this replica's, and a task renews every lease the replica holds each
+//! third of the lease's time, so only a replica that stopped (or lost PostgreSQL for that long)
+//! loses its runs. [`Store::save_run`] writes only while no other replica's lease is live on the
+//! row: a replica that stalled past its lease cannot overwrite the one that took over.
+//! [`Store::claim_due_runs`] hands out the runs that are due (`due_at`, kept with every save) and
+//! free, `FOR UPDATE SKIP LOCKED`, so two replicas polling at once claim different runs. Alerts
+//! waiting to be matched are claimed the same way, and the outbox has a named lease
+//! ([`Store::lease`]) so one replica at a time delivers it, in order.
+//!
 //! # Schema
 //!
 //! `migrations/NNNN_name.sql`, embedded in the binary, are applied in order at start under an
@@ -52,7 +65,13 @@ use crate::outbox::OutboxEntry;
 use crate::telemetry::Metrics;
 
 /// The schema, one migration per file, in the order they apply.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "init", include_str!("migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "init", include_str!("migrations/0001_init.sql")),
+    (2, "leases", include_str!("migrations/0002_leases.sql")),
+];
+
+/// Alerts claimed for matching at a time.
+const MATCH_BATCH: i64 = 1000;
 
 /// Advisory lock ids: held while migrations apply, and while an audit append picks its place.
 /// Key locks are hashes of the key (see [`key_lock`]); a collision only makes two unrelated keys
@@ -77,6 +96,62 @@ pub struct PostgresStore {
     ready: AtomicBool,
     closed: AtomicBool,
     metrics: Option<Arc<Metrics>>,
+    leases: Arc<Leases>,
+}
+
+/// This replica's identity and lease length, shared with the task that renews its leases (which
+/// ends when the store is dropped).
+struct Leases {
+    replica: String,
+    ttl_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Leases {
+    /// The lease length in seconds, as the SQL takes it.
+    fn ttl_secs(&self) -> f64 {
+        self.ttl_ms.load(Ordering::Relaxed) as f64 / 1000.0
+    }
+
+    /// Extends every lease this replica holds, each third of a lease, until the store is dropped
+    /// or closed. A failed renewal is tried again at the next tick; the leases run out only if
+    /// PostgreSQL stays unreachable for a whole lease.
+    async fn renew(this: std::sync::Weak<Leases>, pool: Pool) {
+        loop {
+            let Some(leases) = this.upgrade() else { return };
+            let period = Duration::from_millis(leases.ttl_ms.load(Ordering::Relaxed) / 3);
+            drop(leases);
+            tokio::time::sleep(period).await;
+            let Some(leases) = this.upgrade() else { return };
+            if pool.is_closed() {
+                return;
+            }
+            let result = async {
+                let client = pool.get().await.map_err(|e| e.to_string())?;
+                let ttl = leases.ttl_secs();
+                client
+                    .execute(
+                        "UPDATE runs SET lease_until = now() + make_interval(secs => $2)
+                         WHERE lease_owner = $1",
+                        &[&leases.replica, &ttl],
+                    )
+                    .await
+                    .map_err(|e| pg_message(&e))?;
+                client
+                    .execute(
+                        "UPDATE leases SET until = now() + make_interval(secs => $2)
+                         WHERE owner = $1",
+                        &[&leases.replica, &ttl],
+                    )
+                    .await
+                    .map_err(|e| pg_message(&e))?;
+                Ok::<(), String>(())
+            }
+            .await;
+            if let Err(error) = result {
+                tracing::warn!(%error, "could not renew this replica's leases; trying again");
+            }
+        }
+    }
 }
 
 /// Why a transaction failed: PostgreSQL said no (maybe worth another try), or the store did.
@@ -161,6 +236,8 @@ impl PostgresStore {
         })?;
         let mut store = PostgresStore::connect(url.expose(), config.pool_size, grouping).await?;
         store.metrics = metrics;
+        store.set_lease_ttl(config.lease_ttl.0);
+        tracing::info!(replica = %store.replica(), lease_ttl = ?config.lease_ttl.0, "PostgreSQL store open; this process is one replica");
         Ok(store)
     }
 
@@ -215,6 +292,11 @@ impl PostgresStore {
             Fail::Store(e) => e,
         })?;
         drop(client);
+        let leases = Arc::new(Leases {
+            replica: uuid::Uuid::now_v7().simple().to_string(),
+            ttl_ms: std::sync::atomic::AtomicU64::new(15_000),
+        });
+        tokio::spawn(Leases::renew(Arc::downgrade(&leases), pool.clone()));
         Ok(PostgresStore {
             pool,
             dedup_window: delta(grouping.dedup_window.0),
@@ -222,7 +304,19 @@ impl PostgresStore {
             ready: AtomicBool::new(true),
             closed: AtomicBool::new(false),
             metrics: None,
+            leases,
         })
+    }
+
+    /// This process's replica id: the owner its leases carry.
+    pub fn replica(&self) -> &str {
+        &self.leases.replica
+    }
+
+    /// Sets how long this replica's leases outlive it (at least a second).
+    pub fn set_lease_ttl(&self, ttl: Duration) {
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1000);
+        self.leases.ttl_ms.store(ms, Ordering::Relaxed);
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
@@ -614,7 +708,9 @@ async fn import_one(tx: &Transaction<'_>, record: Record) -> Result<(), Fail> {
                 .await?;
             tx.execute(&q, &[&entity, &incident_id]).await?;
         }
-        Record::Run(run) => put_run(tx, &run, false).await?,
+        Record::Run(run) => {
+            put_run(tx, &run, false, "").await?;
+        }
         Record::Unfinished { run_id } => {
             let q = tx
                 .prepare_cached("UPDATE runs SET unfinished = true WHERE id = $1")
@@ -702,31 +798,42 @@ async fn put_incident(tx: &Transaction<'_>, incident: &Incident) -> Result<(), F
 }
 
 /// Writes a run; a new row is unfinished when `created`, and a finished run is unfinished no more.
-async fn put_run(tx: &Transaction<'_>, run: &Run, created: bool) -> Result<(), Fail> {
+/// An existing row is overwritten only while no replica but `replica` holds a live lease on it:
+/// false when another does (nothing is written).
+async fn put_run(
+    tx: &Transaction<'_>,
+    run: &Run,
+    created: bool,
+    replica: &str,
+) -> Result<bool, Fail> {
     let q = tx
         .prepare_cached(
-            "INSERT INTO runs (id, playbook, status, incident_id, unfinished, doc)
-             VALUES ($1, $2, $3, $4, $5, $7)
+            "INSERT INTO runs (id, playbook, status, incident_id, unfinished, doc, due_at)
+             VALUES ($1, $2, $3, $4, $5, $7, $8)
              ON CONFLICT (id) DO UPDATE SET playbook = EXCLUDED.playbook,
                 status = EXCLUDED.status, incident_id = EXCLUDED.incident_id, doc = EXCLUDED.doc,
-                unfinished = (runs.unfinished OR $5) AND NOT $6",
+                unfinished = (runs.unfinished OR $5) AND NOT $6, due_at = EXCLUDED.due_at
+             WHERE runs.lease_owner IS NULL OR runs.lease_owner = $9 OR runs.lease_until < now()",
         )
         .await?;
     let finished = run.status.is_finished();
-    tx.execute(
-        &q,
-        &[
-            &run.id,
-            &run.playbook,
-            &run.status.as_str(),
-            &run.incident_id,
-            &created,
-            &finished,
-            &Json(run),
-        ],
-    )
-    .await?;
-    Ok(())
+    let written = tx
+        .execute(
+            &q,
+            &[
+                &run.id,
+                &run.playbook,
+                &run.status.as_str(),
+                &run.incident_id,
+                &created,
+                &finished,
+                &Json(run),
+                &run.due_at(Utc::now()),
+                &replica,
+            ],
+        )
+        .await?;
+    Ok(written == 1)
 }
 
 async fn put_outbox(tx: &Transaction<'_>, entry: &OutboxEntry) -> Result<(), Fail> {
@@ -1013,7 +1120,7 @@ impl Store for PostgresStore {
                         .await?;
                     tx.execute(&hold, &[&run.playbook, &run.concurrency_key, &run.id])
                         .await?;
-                    put_run(&tx, run, true).await?;
+                    put_run(&tx, run, true, &self.leases.replica).await?;
                 }
                 if let Some(alert) = &run.alert_id {
                     // Asking again for this alert answers the run that took care of it.
@@ -1053,7 +1160,9 @@ impl Store for PostgresStore {
                 tx.batch_execute("SET LOCAL synchronous_commit = off")
                     .await?;
             }
-            put_run(&tx, run, false).await?;
+            if !put_run(&tx, run, false, &self.leases.replica).await? {
+                return Err(Fail::Store(StoreError::LeaseLost(run.id.clone())));
+            }
             if run.status.is_finished() {
                 let free = tx
                     .prepare_cached(
@@ -1106,13 +1215,25 @@ impl Store for PostgresStore {
     }
 
     async fn pending_matches(&self) -> Result<Vec<String>, StoreError> {
-        transaction!(self, client, {
+        let ttl = self.leases.ttl_secs();
+        let mut ids: Vec<String> = transaction!(self, client, {
             let q = client
-                .prepare_cached("SELECT id FROM alerts WHERE pending ORDER BY id")
+                .prepare_cached(
+                    "UPDATE alerts SET match_owner = $1, match_until = now() + make_interval(secs => $2)
+                     WHERE id IN (
+                        SELECT id FROM alerts
+                        WHERE pending AND (match_until IS NULL OR match_until < now() OR match_owner = $1)
+                        ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)
+                     RETURNING id",
+                )
                 .await?;
-            let rows = client.query(&q, &[]).await?;
+            let rows = client
+                .query(&q, &[&self.leases.replica, &ttl, &MATCH_BATCH])
+                .await?;
             Ok(rows.iter().map(|row| row.get(0)).collect())
-        })
+        })?;
+        ids.sort_unstable();
+        Ok(ids)
     }
 
     async fn matched(&self, alert_id: &str) -> Result<(), StoreError> {
@@ -1307,6 +1428,80 @@ impl Store for PostgresStore {
             .collect()
     }
 
+    fn shared(&self) -> bool {
+        true
+    }
+
+    async fn lease_run(&self, run_id: &str) -> Result<bool, StoreError> {
+        let ttl = self.leases.ttl_secs();
+        transaction!(self, client, {
+            let q = client
+                .prepare_cached(
+                    "UPDATE runs SET lease_owner = $2, lease_until = now() + make_interval(secs => $3)
+                     WHERE id = $1
+                        AND (lease_owner IS NULL OR lease_owner = $2 OR lease_until < now())",
+                )
+                .await?;
+            Ok(client.execute(&q, &[&run_id, &self.leases.replica, &ttl]).await? == 1)
+        })
+    }
+
+    async fn release_run(
+        &self,
+        run_id: &str,
+        due: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        transaction!(self, client, {
+            let q = client
+                .prepare_cached(
+                    "UPDATE runs SET lease_owner = NULL, lease_until = NULL, due_at = $3
+                     WHERE id = $1 AND lease_owner = $2",
+                )
+                .await?;
+            client
+                .execute(&q, &[&run_id, &self.leases.replica, &due])
+                .await?;
+            Ok(())
+        })
+    }
+
+    async fn claim_due_runs(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+        let ttl = self.leases.ttl_secs();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        transaction!(self, client, {
+            let q = client
+                .prepare_cached(
+                    "UPDATE runs SET lease_owner = $1, lease_until = now() + make_interval(secs => $2)
+                     WHERE id IN (
+                        SELECT id FROM runs
+                        WHERE unfinished AND due_at <= now()
+                            AND (lease_until IS NULL OR lease_until < now())
+                        ORDER BY due_at LIMIT $3 FOR UPDATE SKIP LOCKED)
+                     RETURNING id",
+                )
+                .await?;
+            let rows = client
+                .query(&q, &[&self.leases.replica, &ttl, &limit])
+                .await?;
+            Ok(rows.iter().map(|row| row.get(0)).collect())
+        })
+    }
+
+    async fn lease(&self, name: &str) -> Result<bool, StoreError> {
+        let ttl = self.leases.ttl_secs();
+        transaction!(self, client, {
+            let q = client
+                .prepare_cached(
+                    "INSERT INTO leases (name, owner, until)
+                     VALUES ($1, $2, now() + make_interval(secs => $3))
+                     ON CONFLICT (name) DO UPDATE SET owner = EXCLUDED.owner, until = EXCLUDED.until
+                     WHERE leases.owner = EXCLUDED.owner OR leases.until < now()",
+                )
+                .await?;
+            Ok(client.execute(&q, &[&name, &self.leases.replica, &ttl]).await? == 1)
+        })
+    }
+
     fn is_ready(&self) -> bool {
         !self.closed.load(Ordering::Relaxed) && self.ready.load(Ordering::Relaxed)
     }
@@ -1314,6 +1509,26 @@ impl Store for PostgresStore {
     async fn close(&self) -> Result<(), StoreError> {
         // Every answered write is committed already; what is left is to stop taking new ones.
         self.closed.store(true, Ordering::Relaxed);
+        // Leases go back, so other replicas take this one's runs over without waiting them out.
+        if let Ok(client) = self.pool.get().await {
+            let replica = &self.leases.replica;
+            let _ = client
+                .execute(
+                    "UPDATE runs SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1",
+                    &[replica],
+                )
+                .await;
+            let _ = client
+                .execute("DELETE FROM leases WHERE owner = $1", &[replica])
+                .await;
+            let _ = client
+                .execute(
+                    "UPDATE alerts SET match_owner = NULL, match_until = NULL
+                     WHERE pending AND match_owner = $1",
+                    &[replica],
+                )
+                .await;
+        }
         self.pool.close();
         Ok(())
     }
