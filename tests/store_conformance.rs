@@ -1370,7 +1370,10 @@ async fn the_schema_is_applied_once_and_a_newer_one_is_refused() {
     }
     let db = admin(&url).await;
     let applied: Vec<i32> = db
-        .query("SELECT version FROM cordon_migrations ORDER BY version", &[])
+        .query(
+            "SELECT version FROM cordon_migrations ORDER BY version",
+            &[],
+        )
         .await
         .unwrap()
         .iter()
@@ -1668,4 +1671,210 @@ async fn migrate_refuses_a_broken_source_chain_and_never_prints_the_password() {
     );
     assert!(all.contains("127.0.0.1:1/cordon"), "{all}");
     assert!(!all.contains("s3cret-pw"), "{all}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Replicas on one PostgreSQL database: leases (sled is one process, and grants every lease)
+
+/// Two replicas' stores on one fresh schema, their leases lasting `ttl`.
+async fn two_replicas(ttl: Duration) -> (String, PostgresStore, PostgresStore) {
+    let (schema, url) = fresh_schema().await;
+    let mut opened = futures_join(&url, 2).await;
+    for store in &opened {
+        store.set_lease_ttl(ttl);
+    }
+    let b = opened.pop().unwrap();
+    let a = opened.pop().unwrap();
+    assert_ne!(
+        a.replica(),
+        b.replica(),
+        "each replica has an id of its own"
+    );
+    (schema, a, b)
+}
+
+#[tokio::test]
+async fn a_run_is_leased_by_one_replica_and_a_stale_writer_is_refused() {
+    let (schema, a, b) = two_replicas(Duration::from_secs(60)).await;
+    let r = run("contain", "k-lease", None, Some("inc-1"));
+    a.create_run(&r, Vec::new()).await.unwrap();
+
+    assert!(a.lease_run(&r.id).await.unwrap(), "a free run is leased");
+    assert!(a.lease_run(&r.id).await.unwrap(), "its holder renews it");
+    assert!(!b.lease_run(&r.id).await.unwrap(), "not while A holds it");
+    assert!(
+        b.claim_due_runs(10).await.unwrap().is_empty(),
+        "a held run is not handed out"
+    );
+    assert!(!a.lease_run("no-such-run").await.unwrap());
+
+    // B writing over A's run is refused, and changes nothing.
+    let mut stale = r.clone();
+    stale.status = RunStatus::Failed;
+    match b.save_run(&stale, Vec::new(), true).await {
+        Err(StoreError::LeaseLost(id)) => assert_eq!(id, r.id),
+        other => panic!("B's write went through: {other:?}"),
+    }
+    assert_eq!(
+        a.run(&r.id).await.unwrap().unwrap().status,
+        RunStatus::Queued
+    );
+    let mut next = r.clone();
+    next.status = RunStatus::Running;
+    a.save_run(&next, Vec::new(), true)
+        .await
+        .expect("the holder writes");
+
+    // Released, the run is B's to take; then A is the one refused.
+    a.release_run(&r.id, Some(Utc::now())).await.unwrap();
+    assert_eq!(b.claim_due_runs(10).await.unwrap(), [r.id.clone()]);
+    assert!(!a.lease_run(&r.id).await.unwrap());
+    assert!(matches!(
+        a.save_run(&next, Vec::new(), true).await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    drop_schema(&schema).await;
+}
+
+#[tokio::test]
+async fn a_dead_replicas_runs_are_taken_over_once_its_leases_run_out() {
+    let (schema, a, b) = two_replicas(Duration::from_secs(1)).await;
+    let r = run("contain", "k-dead", None, Some("inc-1"));
+    a.create_run(&r, Vec::new()).await.unwrap();
+    assert!(a.lease_run(&r.id).await.unwrap());
+
+    // While A lives its lease is renewed, well past the lease's length.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        b.claim_due_runs(10).await.unwrap().is_empty(),
+        "A still holds it"
+    );
+
+    // A dies without a word (its renewals stop): B claims the run once the lease has run out.
+    drop(a);
+    let mut claimed = Vec::new();
+    for _ in 0..60 {
+        claimed = b.claim_due_runs(10).await.unwrap();
+        if !claimed.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(claimed, [r.id.clone()], "B took the run over");
+    let mut done = r.clone();
+    done.status = RunStatus::Succeeded;
+    b.save_run(&done, Vec::new(), true)
+        .await
+        .expect("the new holder writes");
+    assert!(
+        b.claim_due_runs(10).await.unwrap().is_empty(),
+        "finished runs are never due"
+    );
+    drop_schema(&schema).await;
+}
+
+#[tokio::test]
+async fn replicas_claiming_at_once_each_get_different_due_runs() {
+    let (schema, a, b) = two_replicas(Duration::from_secs(60)).await;
+    let mut all = Vec::new();
+    for i in 0..60 {
+        let r = run("contain", &format!("k-{i}"), None, None);
+        a.create_run(&r, Vec::new()).await.unwrap();
+        all.push(r.id);
+    }
+    // A run waiting on an approval is due at its timeout, not before.
+    let waiting = run_with_approval("approve", "k-wait");
+    a.create_run(&waiting, Vec::new()).await.unwrap();
+    let mut waiting_later = waiting.clone();
+    if let Some(approval) = waiting_later
+        .steps
+        .get_mut("approve")
+        .and_then(|s| s.approval.as_mut())
+    {
+        approval.timeout_at = Utc::now() + TimeDelta::hours(1);
+    }
+    a.save_run(&waiting_later, Vec::new(), true).await.unwrap();
+
+    let (mut got_a, mut got_b) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let (x, y) = tokio::join!(a.claim_due_runs(15), b.claim_due_runs(15));
+        got_a.extend(x.unwrap());
+        got_b.extend(y.unwrap());
+    }
+    assert!(
+        got_a.iter().all(|id| !got_b.contains(id)),
+        "no run went to both"
+    );
+    let mut got: Vec<String> = got_a.into_iter().chain(got_b).collect();
+    got.sort();
+    all.sort();
+    assert_eq!(
+        got, all,
+        "every due run was claimed once, the waiting one not"
+    );
+
+    // Given back with its wake time in the past, the waiting run is due.
+    assert!(a.lease_run(&waiting.id).await.unwrap());
+    a.release_run(&waiting.id, Some(Utc::now() - TimeDelta::seconds(1)))
+        .await
+        .unwrap();
+    assert_eq!(b.claim_due_runs(10).await.unwrap(), [waiting.id.clone()]);
+    drop_schema(&schema).await;
+}
+
+#[tokio::test]
+async fn pending_alerts_are_matched_by_one_replica_until_it_dies() {
+    let (schema, a, b) = two_replicas(Duration::from_secs(1)).await;
+    let now = Utc::now();
+    let mut stored = Vec::new();
+    for i in 0..5 {
+        let accepted = a
+            .ingest(
+                vec![alert(
+                    "generic",
+                    &format!("k{i}"),
+                    Some(&format!("h{i}")),
+                    5,
+                )],
+                now,
+            )
+            .await
+            .unwrap();
+        stored.push(accepted[0].alert_id.clone());
+    }
+    assert_eq!(
+        a.pending_matches().await.unwrap(),
+        stored,
+        "A claims them all"
+    );
+    assert!(b.pending_matches().await.unwrap().is_empty(), "and B none");
+    a.matched(&stored[0]).await.unwrap();
+
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        b.pending_matches().await.unwrap(),
+        stored[1..],
+        "B takes over what A left unmatched"
+    );
+    drop_schema(&schema).await;
+}
+
+#[tokio::test]
+async fn one_replica_holds_a_named_lease_and_closing_gives_every_lease_back() {
+    let (schema, a, b) = two_replicas(Duration::from_secs(60)).await;
+    assert!(a.lease("outbox").await.unwrap());
+    assert!(a.lease("outbox").await.unwrap(), "renewed by its holder");
+    assert!(!b.lease("outbox").await.unwrap());
+
+    let r = run("contain", "k-close", None, None);
+    a.create_run(&r, Vec::new()).await.unwrap();
+    assert!(a.lease_run(&r.id).await.unwrap());
+    a.close().await.unwrap();
+    assert!(
+        b.lease("outbox").await.unwrap(),
+        "a closed replica's leases are free at once"
+    );
+    assert!(b.lease_run(&r.id).await.unwrap());
+    drop_schema(&schema).await;
 }

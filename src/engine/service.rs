@@ -855,7 +855,9 @@ impl Engine {
         let guard = lock.lock().await;
         let result = async {
             self.lease_waiting(run_id).await?;
-            let result = self.decide_leased(run_id, step, identity, also, approve, via).await;
+            let result = self
+                .decide_leased(run_id, step, identity, also, approve, via)
+                .await;
             // Due now: the decision is taken up by whichever replica claims the run first.
             self.release(run_id, Some(Utc::now())).await;
             result
@@ -881,9 +883,22 @@ impl Engine {
     ) -> Result<Decided, EngineError> {
         {
             let mut run = self.load_run(run_id).await?;
-            match decide_with(&mut run, step, identity, also, approve, via, &self.groups, Utc::now()) {
+            match decide_with(
+                &mut run,
+                step,
+                identity,
+                also,
+                approve,
+                via,
+                &self.groups,
+                Utc::now(),
+            ) {
                 Ok(decided) => {
-                    let mut event = Event::new("approval.decided", Some(step), json!({ "approve": approve, "via": via, "outcome": decided.outcome, "approvals": decided.approvals, "quorum": decided.quorum }));
+                    let mut event = Event::new(
+                        "approval.decided",
+                        Some(step),
+                        json!({ "approve": approve, "via": via, "outcome": decided.outcome, "approvals": decided.approvals, "quorum": decided.quorum }),
+                    );
                     event.actor = Some(identity.to_owned());
                     run.updated_at = Utc::now();
                     self.save_and_tell(&run, vec![event]).await?;
@@ -893,9 +908,16 @@ impl Engine {
                     Ok(decided)
                 }
                 Err(error) => {
-                    let mut event = Event::new("approval.refused", Some(step), json!({ "approve": approve, "via": via, "reason": error.to_string() }));
+                    let mut event = Event::new(
+                        "approval.refused",
+                        Some(step),
+                        json!({ "approve": approve, "via": via, "reason": error.to_string() }),
+                    );
                     event.actor = Some(identity.to_owned());
-                    self.store.append_audit(audit_entries(run_id, vec![event])).await.map_err(store_error)?;
+                    self.store
+                        .append_audit(audit_entries(run_id, vec![event]))
+                        .await
+                        .map_err(store_error)?;
                     Err(EngineError::Decision(error))
                 }
             }

@@ -116,15 +116,19 @@ impl Leases {
     /// or closed. A failed renewal is tried again at the next tick; the leases run out only if
     /// PostgreSQL stays unreachable for a whole lease.
     async fn renew(this: std::sync::Weak<Leases>, pool: Pool) {
+        let mut last = Instant::now();
         loop {
-            let Some(leases) = this.upgrade() else { return };
-            let period = Duration::from_millis(leases.ttl_ms.load(Ordering::Relaxed) / 3);
-            drop(leases);
-            tokio::time::sleep(period).await;
+            // Short ticks, so a lease length set after the start takes effect at once.
+            tokio::time::sleep(Duration::from_millis(100)).await;
             let Some(leases) = this.upgrade() else { return };
             if pool.is_closed() {
                 return;
             }
+            let period = Duration::from_millis(leases.ttl_ms.load(Ordering::Relaxed) / 3);
+            if last.elapsed() < period {
+                continue;
+            }
+            last = Instant::now();
             let result = async {
                 let client = pool.get().await.map_err(|e| e.to_string())?;
                 let ttl = leases.ttl_secs();
@@ -1442,7 +1446,10 @@ impl Store for PostgresStore {
                         AND (lease_owner IS NULL OR lease_owner = $2 OR lease_until < now())",
                 )
                 .await?;
-            Ok(client.execute(&q, &[&run_id, &self.leases.replica, &ttl]).await? == 1)
+            Ok(client
+                .execute(&q, &[&run_id, &self.leases.replica, &ttl])
+                .await?
+                == 1)
         })
     }
 
@@ -1498,7 +1505,10 @@ impl Store for PostgresStore {
                      WHERE leases.owner = EXCLUDED.owner OR leases.until < now()",
                 )
                 .await?;
-            Ok(client.execute(&q, &[&name, &self.leases.replica, &ttl]).await? == 1)
+            Ok(client
+                .execute(&q, &[&name, &self.leases.replica, &ttl])
+                .await?
+                == 1)
         })
     }
 

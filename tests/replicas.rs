@@ -1,0 +1,235 @@
+//! Two real `cordon serve` processes on one PostgreSQL database, as a SOC runs several replicas:
+//! a decision may reach either replica, whichever holds the run, and the run resumes once; a
+//! timer armed by a replica that died fires on the one still standing. The database is a fresh
+//! schema of `CORDON_TEST_DATABASE_URL` (scripts/test sets it); without it these tests fail.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{ADMIN_TOKEN, FakeApi, INTAKE_TOKEN, Process, write_playbook};
+
+fn database_url() -> String {
+    std::env::var("CORDON_TEST_DATABASE_URL").unwrap_or_else(|_| {
+        panic!(
+            "CORDON_TEST_DATABASE_URL is not set: the replica tests need PostgreSQL \
+             (scripts/test creates cordon_test on 127.0.0.1:5432 and sets it)"
+        )
+    })
+}
+
+/// A fresh schema in the test database, and the URL whose sessions work in it.
+async fn fresh_schema() -> String {
+    let base = database_url();
+    let schema = format!("r_{}", uuid::Uuid::now_v7().simple());
+    let (client, connection) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach the test database ({e}); is PostgreSQL up?"));
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .expect("create schema");
+    let joiner = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{joiner}options=-csearch_path%3D{schema}")
+}
+
+/// The config of one replica: its own folder, the shared database and playbooks.
+fn replica_config(dir: &Path, name: &str, url: &str, playbooks: &Path) -> PathBuf {
+    let config = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &config,
+        format!(
+            "server:\n  listen: 127.0.0.1:0\n  admin_token: {ADMIN_TOKEN}\n  shutdown_grace: 5s\nstore:\n  kind: postgres\n  url: \"{url}\"\n  pool_size: 4\n  lease_ttl: 3s\nlog:\n  format: json\n  level: info\nplaybooks:\n  paths: [{}]\n  http_allow: {{ gate: [\"127.0.0.1\"], timed: [\"127.0.0.1\"] }}\napprovers:\n  soc: [cli:alice, cli:bob]\nsources:\n  generic:\n    auth:\n      bearer:\n        token: {INTAKE_TOKEN}\n",
+            playbooks.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+async fn post_alert(http: &reqwest::Client, base: &str, kind: &str, host: &str) -> String {
+    let body = json!({ "title": kind, "kind": kind, "severity": 7, "resource": { "kind": "host", "id": host } });
+    let answer: Value = http
+        .post(format!("{base}/v1/alerts/generic"))
+        .bearer_auth(INTAKE_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["alerts"][0]["alert_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not stored: {answer}"))
+        .to_owned()
+}
+
+async fn runs(http: &reqwest::Client, base: &str, playbook: &str) -> Vec<Value> {
+    let body: Value = http
+        .get(format!("{base}/v1/runs?playbook={playbook}&limit=1000"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["runs"].as_array().cloned().unwrap_or_default()
+}
+
+/// Waits up to a minute (replicas poll each second; the machine may be busy) for `check`.
+async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn status(run: &Value) -> &str {
+    run["status"].as_str().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_on_either_replica_resumes_the_run_once() {
+    let url = fresh_schema().await;
+    let api = FakeApi::start(Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let playbooks = dir.path().join("playbooks");
+    std::fs::create_dir_all(&playbooks).unwrap();
+    write_playbook(
+        &playbooks,
+        "gate",
+        &format!(
+            "id: gate\nname: Gate\nvars: {{ api: \"{}\" }}\non:\n  source: generic\nsteps:\n  - id: ok\n    approval:\n      prompt: contain?\n      approvers: soc\n  - id: contain\n    uses: core.http\n    with: {{ url: \"${{{{ vars.api }}}}/contain/${{{{ alert.resource.id }}}}\", method: POST }}\n",
+            api.base
+        ),
+    );
+    let a = Process::start(&replica_config(dir.path(), "a", &url, &playbooks));
+    let b = Process::start(&replica_config(dir.path(), "b", &url, &playbooks));
+    let http = reqwest::Client::new();
+
+    // Alerts arrive at both replicas; each replica's runs are visible from the other.
+    const RUNS: usize = 20;
+    for i in 0..RUNS {
+        let base = if i % 2 == 0 { &a.base } else { &b.base };
+        post_alert(&http, base, "gate", &format!("host-{i}")).await;
+    }
+    wait_until("every run waiting for its approval", async || {
+        let all = runs(&http, &b.base, "gate").await;
+        all.len() == RUNS && all.iter().all(|r| status(r) == "waiting")
+    })
+    .await;
+
+    // Each decision is sent to both replicas at once, as by two analysts clicking together:
+    // one decides, the other is told the approval is settled (or counts as the same person's).
+    let all = runs(&http, &a.base, "gate").await;
+    for (i, run) in all.iter().enumerate() {
+        let id = run["id"].as_str().unwrap();
+        let decide = |base: &str, who: &str| {
+            http.post(format!("{base}/v1/runs/{id}/approvals/ok"))
+                .bearer_auth(ADMIN_TOKEN)
+                .json(&json!({ "decision": "approve", "identity": who }))
+                .send()
+        };
+        let (x, y) = if i % 2 == 0 {
+            tokio::join!(decide(&a.base, "cli:alice"), decide(&b.base, "cli:bob"))
+        } else {
+            tokio::join!(decide(&b.base, "cli:alice"), decide(&a.base, "cli:alice"))
+        };
+        let codes = [x.unwrap().status().as_u16(), y.unwrap().status().as_u16()];
+        assert!(
+            codes.contains(&200),
+            "one of the two decisions was taken: {codes:?}"
+        );
+    }
+
+    wait_until("every run finished", async || {
+        runs(&http, &a.base, "gate")
+            .await
+            .iter()
+            .all(|r| status(r) == "succeeded")
+    })
+    .await;
+    // Give a second resume, if there were one, time to show.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let calls = api.calls.lock().unwrap().clone();
+    for i in 0..RUNS {
+        let call = format!("POST /contain/host-{i}");
+        assert_eq!(
+            calls.iter().filter(|c| **c == call).count(),
+            1,
+            "host-{i} was contained once"
+        );
+    }
+    assert_eq!(api.count("POST /contain/"), RUNS);
+    for run in runs(&http, &b.base, "gate").await {
+        let decided = &run["steps"]["ok"]["approval"]["decisions"];
+        assert_eq!(
+            decided.as_array().map(Vec::len),
+            Some(1),
+            "one decision recorded on {run}"
+        );
+    }
+    let verify: Value = http
+        .get(format!("{}/v1/audit/verify", b.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(verify["ok"], true, "{verify}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timer_armed_by_a_replica_that_died_fires_on_the_other() {
+    let url = fresh_schema().await;
+    let api = FakeApi::start(Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let playbooks = dir.path().join("playbooks");
+    std::fs::create_dir_all(&playbooks).unwrap();
+    write_playbook(
+        &playbooks,
+        "timed",
+        &format!(
+            "id: timed\nname: Timed\nvars: {{ api: \"{}\" }}\non:\n  source: generic\nsteps:\n  - id: ok\n    approval:\n      prompt: contain?\n      approvers: soc\n      timeout: 4s\n      on_timeout: approve\n  - id: contain\n    uses: core.http\n    with: {{ url: \"${{{{ vars.api }}}}/contain/${{{{ alert.resource.id }}}}\", method: POST }}\n",
+            api.base
+        ),
+    );
+    let mut a = Process::start(&replica_config(dir.path(), "a", &url, &playbooks));
+    let http = reqwest::Client::new();
+    post_alert(&http, &a.base, "timed", "host-t").await;
+    wait_until("the run waiting on A", async || {
+        runs(&http, &a.base, "timed")
+            .await
+            .first()
+            .is_some_and(|r| status(r) == "waiting")
+    })
+    .await;
+
+    // B starts, A dies with the timer in its memory: B fires it from the database.
+    let b = Process::start(&replica_config(dir.path(), "b", &url, &playbooks));
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    wait_until("the timed-out approval carried out by B", async || {
+        runs(&http, &b.base, "timed")
+            .await
+            .first()
+            .is_some_and(|r| status(r) == "succeeded")
+    })
+    .await;
+    let run = runs(&http, &b.base, "timed").await.remove(0);
+    let approval = &run["steps"]["ok"]["approval"];
+    assert_eq!(approval["outcome"], true, "{run}");
+    assert_eq!(approval["decisions"][0]["via"], "timeout", "{run}");
+    assert_eq!(api.count("POST /contain/host-t"), 1);
+}
