@@ -190,6 +190,9 @@ impl Server {
             }
         }
         let _ = std::fs::remove_file(&address_file);
+        if !state.engine.drain(grace).await {
+            tracing::warn!(grace = ?grace, "runs still advancing after the shutdown grace; they resume at the next start or on another replica");
+        }
         state.store.close().await?;
         tracing::info!("store flushed and closed");
         Ok(())

@@ -1727,7 +1727,7 @@ async fn a_run_is_leased_by_one_replica_and_a_stale_writer_is_refused() {
 
     // Released, the run is B's to take; then A is the one refused.
     a.release_run(&r.id, Some(Utc::now())).await.unwrap();
-    assert_eq!(b.claim_due_runs(10).await.unwrap(), [r.id.clone()]);
+    assert_eq!(b.claim_due_runs(10).await.unwrap(), vec![r.id.clone()]);
     assert!(!a.lease_run(&r.id).await.unwrap());
     assert!(matches!(
         a.save_run(&next, Vec::new(), true).await,
@@ -1760,7 +1760,7 @@ async fn a_dead_replicas_runs_are_taken_over_once_its_leases_run_out() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(claimed, [r.id.clone()], "B took the run over");
+    assert_eq!(claimed, vec![r.id.clone()], "B took the run over");
     let mut done = r.clone();
     done.status = RunStatus::Succeeded;
     b.save_run(&done, Vec::new(), true)
@@ -1818,7 +1818,7 @@ async fn replicas_claiming_at_once_each_get_different_due_runs() {
     a.release_run(&waiting.id, Some(Utc::now() - TimeDelta::seconds(1)))
         .await
         .unwrap();
-    assert_eq!(b.claim_due_runs(10).await.unwrap(), [waiting.id.clone()]);
+    assert_eq!(b.claim_due_runs(10).await.unwrap(), vec![waiting.id.clone()]);
     drop_schema(&schema).await;
 }
 

@@ -71,6 +71,7 @@ pub struct Engine {
     playbooks: Arc<Shared>,
     groups: ApproverGroups,
     workers: Arc<Semaphore>,
+    worker_count: u32,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     timers: mpsc::UnboundedSender<(DateTime<Utc>, String)>,
     matcher: Arc<Notify>,
@@ -174,6 +175,7 @@ impl Engine {
             playbooks: shared,
             groups,
             workers: Arc::new(Semaphore::new(workers.max(1))),
+            worker_count: u32::try_from(workers.max(1)).unwrap_or(u32::MAX),
             locks: Mutex::new(HashMap::new()),
             timers,
             matcher: Arc::new(Notify::new()),
@@ -281,6 +283,19 @@ impl Engine {
         }
         self.matcher.notify_one();
         Ok(count)
+    }
+
+    /// At shutdown: starts no more advances and waits up to `grace` for those in flight, so the
+    /// store closes (and, shared, gives its leases back) with no step half done. False when some
+    /// were still going at the end of `grace`.
+    pub async fn drain(&self, grace: std::time::Duration) -> bool {
+        match tokio::time::timeout(grace, self.workers.acquire_many(self.worker_count)).await {
+            Ok(Ok(permits)) => {
+                permits.forget();
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Adds a watcher that hears every incident event after it is stored.
@@ -716,7 +731,11 @@ impl Engine {
                 return;
             };
             if let Err(error) = engine.advance(&run_id).await {
-                tracing::error!(run = %run_id, %error, "advancing the run failed; it resumes at the next start");
+                if engine.shared {
+                    tracing::warn!(run = %run_id, %error, "advancing the run failed; a replica claims it again when it is due");
+                } else {
+                    tracing::error!(run = %run_id, %error, "advancing the run failed; it resumes at the next start");
+                }
             }
         });
     }
