@@ -233,3 +233,109 @@ async fn a_timer_armed_by_a_replica_that_died_fires_on_the_other() {
     assert_eq!(approval["decisions"][0]["via"], "timeout", "{run}");
     assert_eq!(api.count("POST /contain/host-t"), 1);
 }
+
+/// Records what each replica's outbox delivered.
+struct Recorder {
+    replica: &'static str,
+    delivered: std::sync::Arc<std::sync::Mutex<Vec<(&'static str, String, String)>>>,
+}
+
+#[async_trait::async_trait]
+impl cordon::outbox::Deliver for Recorder {
+    async fn deliver(
+        &self,
+        entry: &cordon::outbox::OutboxEntry,
+    ) -> Result<(), cordon::outbox::DeliveryError> {
+        self.delivered.lock().unwrap().push((
+            self.replica,
+            entry.key.clone(),
+            entry.payload.as_str().unwrap_or_default().to_owned(),
+        ));
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_is_delivered_once_in_order_by_one_replica_and_taken_over_when_it_dies() {
+    use cordon::outbox::{Outbox, OutboxEntry};
+    use cordon::store::{PostgresStore, Store};
+    use std::sync::{Arc, Mutex};
+
+    let url = fresh_schema().await;
+    let grouping = cordon::config::GroupingConfig::default();
+    let open = async || {
+        let store = PostgresStore::connect(&url, 2, &grouping).await.unwrap();
+        store.set_lease_ttl(Duration::from_secs(1));
+        Arc::new(store) as Arc<dyn Store>
+    };
+    let (a_store, b_store) = (open().await, open().await);
+    let delivered = Arc::new(Mutex::new(Vec::new()));
+    let fast = Duration::from_millis(10);
+    let a = Outbox::start_with(a_store.clone(), fast, fast);
+    let b = Outbox::start_with(b_store.clone(), fast, fast);
+    for (outbox, replica) in [(&a, "a"), (&b, "b")] {
+        outbox.register(
+            "ticket",
+            Arc::new(Recorder {
+                replica,
+                delivered: delivered.clone(),
+            }),
+        );
+    }
+
+    // Entries pushed through both replicas, five keys, ten each.
+    let entry = |key: usize, n: usize| {
+        OutboxEntry::new(
+            "ticket",
+            &format!("INC-{key}"),
+            "comment",
+            json!(format!("{key}.{n}")),
+        )
+    };
+    for n in 0..10 {
+        for key in 0..5 {
+            let outbox = if (n + key) % 2 == 0 { &a } else { &b };
+            outbox.push(vec![entry(key, n)]).await.unwrap();
+        }
+    }
+    wait_until("all 50 delivered", async || {
+        delivered.lock().unwrap().len() >= 50
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let first: Vec<_> = delivered.lock().unwrap().clone();
+    assert_eq!(first.len(), 50, "each entry delivered once");
+    let holders: std::collections::BTreeSet<&str> = first.iter().map(|d| d.0).collect();
+    assert_eq!(holders.len(), 1, "one replica delivered: {holders:?}");
+    for key in 0..5 {
+        let of_key: Vec<&str> = first
+            .iter()
+            .filter(|d| d.1 == format!("INC-{key}"))
+            .map(|d| d.2.as_str())
+            .collect();
+        let expected: Vec<String> = (0..10).map(|n| format!("{key}.{n}")).collect();
+        assert_eq!(of_key, expected, "INC-{key} in push order");
+    }
+
+    // The delivering replica dies (no goodbye): the other takes over once its lease runs out.
+    let (dead, dead_store, survivor, survivor_name) = if holders.contains("a") {
+        (a, a_store, b, "b")
+    } else {
+        (b, b_store, a, "a")
+    };
+    drop(dead);
+    drop(dead_store);
+    survivor.push(vec![entry(9, 0), entry(9, 1)]).await.unwrap();
+    wait_until("the survivor delivers", async || {
+        delivered.lock().unwrap().len() >= 52
+    })
+    .await;
+    let after: Vec<_> = delivered.lock().unwrap()[50..].to_vec();
+    assert_eq!(
+        after,
+        [
+            (survivor_name, "INC-9".to_owned(), "9.0".to_owned()),
+            (survivor_name, "INC-9".to_owned(), "9.1".to_owned())
+        ]
+    );
+}

@@ -1818,7 +1818,10 @@ async fn replicas_claiming_at_once_each_get_different_due_runs() {
     a.release_run(&waiting.id, Some(Utc::now() - TimeDelta::seconds(1)))
         .await
         .unwrap();
-    assert_eq!(b.claim_due_runs(10).await.unwrap(), vec![waiting.id.clone()]);
+    assert_eq!(
+        b.claim_due_runs(10).await.unwrap(),
+        vec![waiting.id.clone()]
+    );
     drop_schema(&schema).await;
 }
 
