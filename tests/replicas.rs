@@ -234,10 +234,13 @@ async fn a_timer_armed_by_a_replica_that_died_fires_on_the_other() {
     assert_eq!(api.count("POST /contain/host-t"), 1);
 }
 
+/// What was delivered: by which replica, the entry's key, its payload.
+type Deliveries = std::sync::Arc<std::sync::Mutex<Vec<(&'static str, String, String)>>>;
+
 /// Records what each replica's outbox delivered.
 struct Recorder {
     replica: &'static str,
-    delivered: std::sync::Arc<std::sync::Mutex<Vec<(&'static str, String, String)>>>,
+    delivered: Deliveries,
 }
 
 #[async_trait::async_trait]
