@@ -439,6 +439,14 @@ mod tests {
             let outbox = Outbox::start(store.clone());
             outbox.push(entries("k", &["kept"])).await.unwrap();
             store.close().await.unwrap();
+            // The worker may be in the middle of a round, holding the store; the database can
+            // be opened again once it lets go.
+            let held = Arc::downgrade(&store);
+            drop((outbox, store));
+            until("the first worker lets go of the store", || {
+                held.strong_count() == 0
+            })
+            .await;
         }
         let store = store(dir.path());
         let outbox = Outbox::start(store.clone());
