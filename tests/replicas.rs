@@ -9,32 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use support::pg::fresh_schema;
 use support::{ADMIN_TOKEN, FakeApi, INTAKE_TOKEN, Process, write_playbook};
-
-fn database_url() -> String {
-    std::env::var("CORDON_TEST_DATABASE_URL").unwrap_or_else(|_| {
-        panic!(
-            "CORDON_TEST_DATABASE_URL is not set: the replica tests need PostgreSQL \
-             (scripts/test creates cordon_test on 127.0.0.1:5432 and sets it)"
-        )
-    })
-}
-
-/// A fresh schema in the test database, and the URL whose sessions work in it.
-async fn fresh_schema() -> String {
-    let base = database_url();
-    let schema = format!("r_{}", uuid::Uuid::now_v7().simple());
-    let (client, connection) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("cannot reach the test database ({e}); is PostgreSQL up?"));
-    tokio::spawn(connection);
-    client
-        .batch_execute(&format!("CREATE SCHEMA {schema}"))
-        .await
-        .expect("create schema");
-    let joiner = if base.contains('?') { '&' } else { '?' };
-    format!("{base}{joiner}options=-csearch_path%3D{schema}")
-}
 
 /// The config of one replica: its own folder, the shared database and playbooks.
 fn replica_config(dir: &Path, name: &str, url: &str, playbooks: &Path) -> PathBuf {

@@ -18,6 +18,8 @@ use tempfile::TempDir;
 use tokio::sync::oneshot;
 
 pub mod intel;
+pub mod load;
+pub mod pg;
 pub mod tickets;
 
 pub const INTAKE_TOKEN: &str = "test-intake-token";
