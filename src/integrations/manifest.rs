@@ -178,19 +178,26 @@ impl Manifest {
                 format!("cannot read the manifest: {e}"),
             )]
         })?;
-        let manifest: Manifest = serde_yaml::from_str(&text)
-            .map_err(|e| vec![crate::config::Diagnostics::from_yaml(&file, &e)])?;
-        let root = position::index(&text).map_err(|e| {
+        let manifest = Manifest::parse(&text, folder, &file)?;
+        Ok((manifest, text))
+    }
+
+    /// Reads and checks manifest `text` of the integration in `folder`; `file` names it in
+    /// diagnostics.
+    pub fn parse(text: &str, folder: &Path, file: &Path) -> Result<Manifest, Vec<Diagnostic>> {
+        let manifest: Manifest = serde_yaml::from_str(text)
+            .map_err(|e| vec![crate::config::Diagnostics::from_yaml(file, &e)])?;
+        let root = position::index(text).map_err(|e| {
             vec![Diagnostic::new(
-                &file,
+                file,
                 e.marker().line(),
                 e.marker().col() + 1,
                 format!("not valid YAML: {}", e.info()),
             )]
         })?;
-        let problems = manifest.check(folder, &file, &root);
+        let problems = manifest.check(folder, file, &root);
         if problems.is_empty() {
-            Ok((manifest, text))
+            Ok(manifest)
         } else {
             Err(problems)
         }
