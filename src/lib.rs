@@ -49,6 +49,8 @@ pub mod audit;
 pub mod chat;
 pub mod config;
 pub mod engine;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod intake;
 pub mod integrations;

@@ -48,7 +48,7 @@ pub fn load(path: &Path) -> Result<Config, Diagnostics> {
 pub fn parse(text: &str, file: &Path) -> Result<Config, Diagnostics> {
     let tree: serde_yaml::Value = match serde_yaml::from_str(text) {
         Ok(tree) => tree,
-        Err(e) => return Err(Diagnostics(vec![Diagnostics::from_yaml(file, &e)])),
+        Err(e) => return Err(Diagnostics(vec![yaml_error(text, file, &e)])),
     };
     match &tree {
         serde_yaml::Value::Null => return Ok(Config::default()),
@@ -76,6 +76,25 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, Diagnostics> {
     found.sort_by(|a, b| (a.line, a.column, &a.message).cmp(&(b.line, b.column, &b.message)));
     found.dedup();
     Err(Diagnostics(found))
+}
+
+/// A YAML error at its place. serde_yaml gives none for its alias limit ("repetition limit
+/// exceeded"), so the YAML is read again by the position index, which refuses the same document at
+/// the alias that goes over (or nesting too deep) and says where.
+fn yaml_error(text: &str, file: &Path, error: &serde_yaml::Error) -> Diagnostic {
+    let found = Diagnostics::from_yaml(file, error);
+    if found.line != 0 {
+        return found;
+    }
+    match crate::playbook::position::index(text) {
+        Err(refused) => Diagnostic::new(
+            file,
+            refused.marker().line(),
+            refused.marker().col() + 1,
+            format!("YAML: {}", refused.info()),
+        ),
+        Ok(_) => found,
+    }
 }
 
 /// One part of the document checked strictly in a pass.
@@ -339,6 +358,25 @@ colour: blue
             errors[4].starts_with("cordon.yaml:17:1: error: unknown field `colour`"),
             "{}",
             errors[4]
+        );
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_at_the_alias_that_goes_over() {
+        let mut text = String::from("approvers:\n  l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..9 {
+            let p = i - 1;
+            text.push_str(&format!(
+                "  l{i}: &l{i} [*l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}]\n"
+            ));
+        }
+        let errors = errors(&text);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("cordon.yaml:6:")
+                && errors[0].contains("more than 100000 values once aliases are expanded"),
+            "{}",
+            errors[0]
         );
     }
 

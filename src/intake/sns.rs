@@ -269,6 +269,33 @@ impl SnsEnvelope {
         out
     }
 
+    /// What checking the signature needs, each checked without fetching anything: the algorithm of
+    /// the `SignatureVersion`, the decoded `Signature`, and the trusted `.pem` `SigningCertURL`.
+    pub(crate) fn signature_parts(
+        &self,
+    ) -> Result<(&'static dyn SignatureVerificationAlgorithm, Vec<u8>, Url), SnsError> {
+        let algorithm: &'static dyn SignatureVerificationAlgorithm =
+            match self.signature_version.as_str() {
+                "1" => &RSA_PKCS1_SHA1,
+                "2" => &RSA_PKCS1_SHA256,
+                other => return Err(SnsError::UnsupportedSignatureVersion(quote(other))),
+            };
+        self.check_confirmation_fields()?;
+        let signature = BASE64
+            .decode(self.signature.as_bytes())
+            .map_err(|_| SnsError::Malformed("`Signature` is not valid base64".into()))?;
+
+        let cert_url = trusted_sns_url("SigningCertURL", &self.signing_cert_url)?;
+        // Every certificate AWS serves there is a .pem; other paths on the SNS host are API
+        // calls, and there is no reason to let a sender make us call them.
+        if !cert_url.path().ends_with(".pem") {
+            return Err(SnsError::UntrustedCertUrl(
+                "SigningCertURL must point to a .pem certificate".into(),
+            ));
+        }
+        Ok((algorithm, signature, cert_url))
+    }
+
     fn check_confirmation_fields(&self) -> Result<(), SnsError> {
         if self.kind == SnsMessageType::Notification {
             return Ok(());
@@ -365,26 +392,7 @@ impl SnsVerifier {
     ///
     /// Does not judge the topic or the timestamp: those are the caller's policy.
     pub async fn verify(&self, env: &SnsEnvelope) -> Result<(), SnsError> {
-        let algorithm: &'static dyn SignatureVerificationAlgorithm =
-            match env.signature_version.as_str() {
-                "1" => &RSA_PKCS1_SHA1,
-                "2" => &RSA_PKCS1_SHA256,
-                other => return Err(SnsError::UnsupportedSignatureVersion(quote(other))),
-            };
-        env.check_confirmation_fields()?;
-        let signature = BASE64
-            .decode(env.signature.as_bytes())
-            .map_err(|_| SnsError::Malformed("`Signature` is not valid base64".into()))?;
-
-        let cert_url = trusted_sns_url("SigningCertURL", &env.signing_cert_url)?;
-        // Every certificate AWS serves there is a .pem; other paths on the SNS host are API
-        // calls, and there is no reason to let a sender make us call them.
-        if !cert_url.path().ends_with(".pem") {
-            return Err(SnsError::UntrustedCertUrl(
-                "SigningCertURL must point to a .pem certificate".into(),
-            ));
-        }
-
+        let (algorithm, signature, cert_url) = env.signature_parts()?;
         let cert = self.certificate(&cert_url).await?;
         let end_entity = webpki::EndEntityCert::try_from(cert.as_ref()).map_err(|_| {
             SnsError::CertFetch("the signing certificate could not be parsed".into())

@@ -178,19 +178,33 @@ impl Manifest {
                 format!("cannot read the manifest: {e}"),
             )]
         })?;
-        let manifest: Manifest = serde_yaml::from_str(&text)
-            .map_err(|e| vec![crate::config::Diagnostics::from_yaml(&file, &e)])?;
-        let root = position::index(&text).map_err(|e| {
+        let manifest = Manifest::parse(&text, folder, &file)?;
+        Ok((manifest, text))
+    }
+
+    /// Reads and checks manifest `text` of the integration in `folder`; `file` names it in
+    /// diagnostics.
+    pub fn parse(text: &str, folder: &Path, file: &Path) -> Result<Manifest, Vec<Diagnostic>> {
+        let index = position::index(text).map_err(|e| {
             vec![Diagnostic::new(
-                &file,
+                file,
                 e.marker().line(),
                 e.marker().col() + 1,
                 format!("not valid YAML: {}", e.info()),
             )]
+        });
+        let manifest: Manifest = serde_yaml::from_str(text).map_err(|e| {
+            let found = crate::config::Diagnostics::from_yaml(file, &e);
+            match &index {
+                // serde_yaml gives no place for its alias limit; the index's refusal has one.
+                Err(refused) if found.line == 0 => refused.clone(),
+                _ => vec![found],
+            }
         })?;
-        let problems = manifest.check(folder, &file, &root);
+        let root = index?;
+        let problems = manifest.check(folder, file, &root);
         if problems.is_empty() {
-            Ok((manifest, text))
+            Ok(manifest)
         } else {
             Err(problems)
         }

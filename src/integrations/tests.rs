@@ -279,6 +279,33 @@ async fn an_integration_without_its_credentials_loads_but_says_what_to_set() {
     );
 }
 
+/// A manifest that aliases its way to millions of values is refused at the alias that goes over.
+#[test]
+fn an_alias_bomb_in_a_manifest_is_a_located_error() {
+    let mut text = String::from(
+        "name: bomb\ndescription: x\nsettings:\n  region:\n    default:\n      - &l0 [x, x, x, x, x, x, x, x, x, x]\n",
+    );
+    for i in 1..9 {
+        let p = i - 1;
+        text.push_str(&format!(
+            "      - &l{i} [*l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}]\n"
+        ));
+    }
+    let folder = Path::new("/nonexistent/bomb");
+    let problems =
+        manifest::Manifest::parse(&text, folder, &folder.join("manifest.yaml")).unwrap_err();
+    let found: Vec<String> = problems
+        .iter()
+        .map(|d| format!("{}:{}: {}", d.line, d.column, d.message))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            "10:49: not valid YAML: the document holds more than 100000 values once aliases are expanded"
+        ]
+    );
+}
+
 #[test]
 fn manifest_mistakes_are_reported_where_they_are() {
     let dir = tempfile::tempdir().unwrap();

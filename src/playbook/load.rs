@@ -227,7 +227,13 @@ fn parse_one(
     let spec: Playbook = match serde_yaml::from_str(text) {
         Ok(spec) => spec,
         Err(e) => {
-            let found = yaml_diagnostic(file, &e);
+            let found = match &index {
+                // serde_yaml gives no place for its alias limit; the index's refusal has one.
+                Err(refused) if Diagnostics::from_yaml(file, &e).line == 0 => {
+                    index_diagnostic(file, refused)
+                }
+                _ => yaml_diagnostic(file, &e),
+            };
             // A bad duration is already reported above, at its value.
             if diagnostics.is_empty() || !found.message.contains("duration") {
                 diagnostics.push(found);
@@ -239,13 +245,7 @@ fn parse_one(
         Ok(root) => root,
         // serde_yaml (libyaml) accepted what a YAML 1.2 parser refuses: report it rather than guess.
         Err(e) => {
-            let mark = e.marker();
-            diagnostics.push(Diagnostic::new(
-                file,
-                mark.line(),
-                mark.col() + 1,
-                format!("YAML: {}", e.info()),
-            ));
+            diagnostics.push(index_diagnostic(file, &e));
             return Err(fail(diagnostics));
         }
     };
@@ -281,6 +281,17 @@ fn parse_one(
 
 /// serde_yaml's error, located by it, with a hint fit for a playbook (the shared one points at the
 /// config's example).
+/// What the YAML 1.2 reader of the position index refused, at its place.
+fn index_diagnostic(file: &Path, error: &saphyr_parser::ScanError) -> Diagnostic {
+    let mark = error.marker();
+    Diagnostic::new(
+        file,
+        mark.line(),
+        mark.col() + 1,
+        format!("YAML: {}", error.info()),
+    )
+}
+
 fn yaml_diagnostic(file: &Path, error: &serde_yaml::Error) -> Diagnostic {
     let mut found = Diagnostics::from_yaml(file, error);
     // libyaml repeats the place inside some messages ("... at line 7 column 33, while parsing").
@@ -1818,5 +1829,25 @@ steps:
         );
         assert!(reads("\"steps.a\" + 'x' /* steps.b */ // steps.c").is_empty());
         assert_eq!(reads("`n: ${steps.a.n} steps.b`"), ["6:a"]);
+    }
+
+    /// A hostile file is one located problem, not a crash or the machine's memory: nesting past
+    /// what any playbook needs, and aliases that would expand a few lines to millions of values.
+    #[test]
+    fn deep_nesting_and_alias_bombs_are_located_problems() {
+        let mut deep = String::from("id: deep\nvars:\n");
+        for i in 0..200 {
+            deep.push_str(&format!("{}k{i}:\n", " ".repeat(2 + i)));
+        }
+        let mut bomb = String::from("id: bomb\nvars:\n  l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..9 {
+            let p = i - 1;
+            bomb.push_str(&format!("  l{i}: &l{i} [*l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}]\n"));
+        }
+        assert_eq!(problems(&deep), ["130:130 recursion limit exceeded"]);
+        assert_eq!(
+            problems(&bomb),
+            ["7:47 YAML: the document holds more than 100000 values once aliases are expanded"]
+        );
     }
 }

@@ -48,26 +48,158 @@ pub enum Kind {
     Map(Vec<(Node, Node)>),
 }
 
+/// How deep collections may nest. Playbooks and manifests need a handful of levels; the limit keeps
+/// a hostile file from exhausting the stack of the recursive reader (serde_yaml stops at the same
+/// depth).
+pub const MAX_DEPTH: usize = 128;
+
+/// How many nodes a document may hold once aliases are expanded: an alias is a copy of the node it
+/// names, so a few lines of nested aliases ("billion laughs") would otherwise expand to billions.
+pub const MAX_NODES: usize = 100_000;
+
 /// Reads the first document of `text` into a tree. An empty document is an empty plain scalar.
+/// A document nested deeper than [`MAX_DEPTH`] or larger than [`MAX_NODES`] nodes (aliases
+/// expanded) is refused with an error at the node that went over.
 pub fn index(text: &str) -> Result<Node, ScanError> {
-    let mut parser = Parser::new_from_str(text);
-    let mut anchors = HashMap::new();
+    let mut reader = Reader {
+        parser: Parser::new_from_str(text),
+        anchors: HashMap::new(),
+        nodes: 0,
+    };
     loop {
-        match next(&mut parser)? {
+        match reader.next()? {
             (Event::StreamStart | Event::DocumentStart(_), _) => {}
             (Event::StreamEnd | Event::DocumentEnd, span) => return Ok(empty(span)),
-            (event, span) => return node(&mut parser, event, span, &mut anchors),
+            (event, span) => return reader.node(event, span, 0).map(|(node, _)| node),
         }
     }
 }
 
-fn next<'a>(
-    parser: &mut Parser<'a, saphyr_parser::StrInput<'a>>,
-) -> Result<(Event<'a>, Span), ScanError> {
-    parser.next_event().unwrap_or_else(|| {
-        let end = Marker::new(0, 1, 0);
-        Ok((Event::StreamEnd, Span::new(end, end)))
-    })
+/// The parser and what has been read so far: anchored nodes with their sizes, and the node count.
+struct Reader<'a> {
+    parser: Parser<'a, saphyr_parser::StrInput<'a>>,
+    anchors: HashMap<usize, (Node, usize)>,
+    nodes: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn next(&mut self) -> Result<(Event<'a>, Span), ScanError> {
+        self.parser.next_event().unwrap_or_else(|| {
+            let end = Marker::new(0, 1, 0);
+            Ok((Event::StreamEnd, Span::new(end, end)))
+        })
+    }
+
+    /// Counts `added` more nodes, refusing the document past [`MAX_NODES`].
+    fn count(&mut self, added: usize, at: Marker) -> Result<(), ScanError> {
+        self.nodes = self.nodes.saturating_add(added);
+        if self.nodes > MAX_NODES {
+            return Err(ScanError::new(
+                at,
+                format!(
+                    "the document holds more than {MAX_NODES} values once aliases are expanded"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The node starting with `event`, at nesting `depth`, and its size in nodes.
+    fn node(
+        &mut self,
+        event: Event<'a>,
+        span: Span,
+        depth: usize,
+    ) -> Result<(Node, usize), ScanError> {
+        if matches!(event, Event::SequenceStart(..) | Event::MappingStart(..)) && depth >= MAX_DEPTH
+        {
+            return Err(ScanError::new(
+                span.start,
+                format!("collections are nested more than {MAX_DEPTH} levels deep"),
+            ));
+        }
+        let (anchor, node, size) = match event {
+            Event::Scalar(value, style, anchor, _) => {
+                self.count(1, span.start)?;
+                (
+                    anchor,
+                    Node {
+                        start: span.start,
+                        end: span.end,
+                        kind: Kind::Scalar {
+                            value: value.into_owned(),
+                            style,
+                        },
+                    },
+                    1,
+                )
+            }
+            Event::SequenceStart(anchor, _) => {
+                self.count(1, span.start)?;
+                let mut size = 1;
+                let mut items = Vec::new();
+                let end = loop {
+                    match self.next()? {
+                        (Event::SequenceEnd | Event::StreamEnd, end) => break end.end,
+                        (event, span) => {
+                            let (item, n) = self.node(event, span, depth + 1)?;
+                            size += n;
+                            items.push(item);
+                        }
+                    }
+                };
+                (
+                    anchor,
+                    Node {
+                        start: span.start,
+                        end,
+                        kind: Kind::Seq(items),
+                    },
+                    size,
+                )
+            }
+            Event::MappingStart(anchor, _) => {
+                self.count(1, span.start)?;
+                let mut size = 1;
+                let mut entries = Vec::new();
+                let end = loop {
+                    match self.next()? {
+                        (Event::MappingEnd | Event::StreamEnd, end) => break end.end,
+                        (event, span) => {
+                            let (key, k) = self.node(event, span, depth + 1)?;
+                            let (event, span) = self.next()?;
+                            let (value, v) = self.node(event, span, depth + 1)?;
+                            size += k + v;
+                            entries.push((key, value));
+                        }
+                    }
+                };
+                (
+                    anchor,
+                    Node {
+                        start: span.start,
+                        end,
+                        kind: Kind::Map(entries),
+                    },
+                    size,
+                )
+            }
+            Event::Alias(id) => {
+                let Some(size) = self.anchors.get(&id).map(|(_, size)| *size) else {
+                    return Ok((empty(span), 1));
+                };
+                // Counted before the copy is made, so an alias bomb is refused without building it.
+                self.count(size, span.start)?;
+                let node = self.anchors[&id].0.clone();
+                return Ok((node, size));
+            }
+            _ => return Ok((empty(span), 1)),
+        };
+        if anchor != 0 {
+            self.anchors.insert(anchor, (node.clone(), size));
+        }
+        Ok((node, size))
+    }
 }
 
 fn empty(span: Span) -> Node {
@@ -79,74 +211,6 @@ fn empty(span: Span) -> Node {
             style: ScalarStyle::Plain,
         },
     }
-}
-
-fn node<'a>(
-    parser: &mut Parser<'a, saphyr_parser::StrInput<'a>>,
-    event: Event<'a>,
-    span: Span,
-    anchors: &mut HashMap<usize, Node>,
-) -> Result<Node, ScanError> {
-    let (anchor, node) = match event {
-        Event::Scalar(value, style, anchor, _) => (
-            anchor,
-            Node {
-                start: span.start,
-                end: span.end,
-                kind: Kind::Scalar {
-                    value: value.into_owned(),
-                    style,
-                },
-            },
-        ),
-        Event::SequenceStart(anchor, _) => {
-            let mut items = Vec::new();
-            let end = loop {
-                match next(parser)? {
-                    (Event::SequenceEnd | Event::StreamEnd, end) => break end.end,
-                    (event, span) => items.push(node(parser, event, span, anchors)?),
-                }
-            };
-            (
-                anchor,
-                Node {
-                    start: span.start,
-                    end,
-                    kind: Kind::Seq(items),
-                },
-            )
-        }
-        Event::MappingStart(anchor, _) => {
-            let mut entries = Vec::new();
-            let end = loop {
-                match next(parser)? {
-                    (Event::MappingEnd | Event::StreamEnd, end) => break end.end,
-                    (event, span) => {
-                        let key = node(parser, event, span, anchors)?;
-                        let (event, span) = next(parser)?;
-                        let value = node(parser, event, span, anchors)?;
-                        entries.push((key, value));
-                    }
-                }
-            };
-            (
-                anchor,
-                Node {
-                    start: span.start,
-                    end,
-                    kind: Kind::Map(entries),
-                },
-            )
-        }
-        Event::Alias(id) => {
-            return Ok(anchors.get(&id).cloned().unwrap_or_else(|| empty(span)));
-        }
-        _ => return Ok(empty(span)),
-    };
-    if anchor != 0 {
-        anchors.insert(anchor, node.clone());
-    }
-    Ok(node)
 }
 
 impl Node {
@@ -420,5 +484,42 @@ steps:
     fn syntax_errors_are_scan_errors() {
         assert!(index("a: [1, 2\n").is_err());
         assert!(index("").unwrap().as_str() == Some(""));
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_at_the_level_that_goes_over() {
+        let ok = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        assert!(index(&ok).is_ok());
+        // Block style too: each level one more indented mapping.
+        let deep: String = (0..=MAX_DEPTH)
+            .map(|i| format!("{}k{i}:\n", " ".repeat(i)))
+            .collect();
+        let error = index(&deep).unwrap_err();
+        assert!(
+            error.info().contains("nested more than 128 levels"),
+            "{error}"
+        );
+        assert_eq!(error.marker().line(), MAX_DEPTH + 1);
+        // Deep flow collections: saphyr's scanner stops at 255 levels, which it reads ahead.
+        let flow = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(index(&flow).unwrap_err().marker().line(), 1);
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_without_being_expanded() {
+        let mut text = String::from("l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..10 {
+            let p = i - 1;
+            text.push_str(&format!(
+                "l{i}: &l{i} [*l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}]\n"
+            ));
+        }
+        let error = index(&text).unwrap_err();
+        assert!(error.info().contains("more than 100000 values"), "{error}");
+        // 10 + 110 + 1110 + 11110 + 111110: the fifth level goes over.
+        assert_eq!(error.marker().line(), 5);
+        // A few aliases of a small anchor are fine.
+        let root = index("a: &a [1, 2]\nb: [*a, *a, *a]\n").unwrap();
+        assert_eq!(find(&root, &["b", "2", "1"]).as_str(), Some("2"));
     }
 }

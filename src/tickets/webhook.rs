@@ -132,7 +132,8 @@ fn not_configured(system: &str) -> ApiError {
     )
 }
 
-fn parse(body: &[u8]) -> Result<Value, ApiError> {
+/// A webhook call's body: a JSON object.
+fn read_call(body: &[u8]) -> Result<Value, ApiError> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request("bad_payload", format!("the body is not JSON: {e}")))?;
     if !value.is_object() {
@@ -160,7 +161,7 @@ pub async fn jira(
         return Err(not_configured("jira"));
     };
     authenticate(auth, &headers, query.as_deref(), &body, "x-hub-signature")?;
-    let payload = parse(&body)?;
+    let payload = read_call(&body)?;
     let event = payload["webhookEvent"]
         .as_str()
         .ok_or_else(|| ApiError::bad_request("bad_payload", "the body has no `webhookEvent`"))?;
@@ -346,12 +347,7 @@ async fn command(
     author: &str,
     seen: &str,
 ) -> Result<Option<String>, ApiError> {
-    let Some(line) = text
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .and_then(|l| l.strip_prefix("/cordon"))
-    else {
+    let Some(line) = command_line(text) else {
         return Ok(None);
     };
     if app
@@ -363,7 +359,7 @@ async fn command(
     {
         return Ok(None);
     }
-    let words: Vec<&str> = line.split_whitespace().collect();
+    let words = command_words(line);
     let result = match words.first().copied() {
         Some("approve") => decide(app, system, incident, &words[1..], author, true).await,
         Some("deny") => decide(app, system, incident, &words[1..], author, false).await,
@@ -396,6 +392,55 @@ async fn command(
             format!("command refused: {reason}")
         }
     }))
+}
+
+/// What follows `/cordon` on the first non-empty line of a ticket comment, if it is a command.
+fn command_line(text: &str) -> Option<&str> {
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .and_then(|l| l.strip_prefix("/cordon"))
+}
+
+/// A command line's words: the verb, then the run and step if given.
+fn command_words(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
+/// Reads a webhook call's body the way the handlers do before they look anything up: the JSON
+/// object, and for Jira the issue, changelog and the command in a comment's ADF body, for
+/// ServiceNow the fields and the command in a note. The fuzz targets' way in
+/// ([`crate::fuzzing`]); `jira` picks the system.
+pub(crate) fn read_offline(jira: bool, body: &[u8]) -> Result<Vec<String>, ApiError> {
+    let payload = read_call(body)?;
+    let text = if jira {
+        let _ = (
+            payload["webhookEvent"].as_str(),
+            payload["issue"]["id"].as_str(),
+            payload["issue"]["key"].as_str(),
+        );
+        for item in payload["changelog"]["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let _ = (item["field"] == "status", item["toString"].as_str());
+        }
+        super::jira::adf_text(&payload["comment"]["body"])
+    } else {
+        let text = |k: &str| payload[k].as_str().map(str::trim).filter(|s| !s.is_empty());
+        let _ = (text("correlation_id"), text("state"), text("assigned_to"));
+        text("work_notes")
+            .or(text("comments"))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    Ok(command_line(&text)
+        .map(command_words)
+        .unwrap_or_default()
+        .into_iter()
+        .map(str::to_owned)
+        .collect())
 }
 
 async fn decide(
@@ -473,7 +518,7 @@ pub async fn servicenow(
         &body,
         "x-cordon-signature",
     )?;
-    let payload = parse(&body)?;
+    let payload = read_call(&body)?;
     let text = |k: &str| payload[k].as_str().map(str::trim).filter(|s| !s.is_empty());
     let Some(correlation) = text("correlation_id") else {
         return Err(ApiError::bad_request(

@@ -138,7 +138,7 @@ async fn runs(app: &AppState) -> String {
 }
 
 /// `key=value key2=value2` as inputs (values are text).
-fn parse_inputs(text: &str) -> Result<Map<String, Value>, String> {
+pub(super) fn parse_inputs(text: &str) -> Result<Map<String, Value>, String> {
     let mut inputs = Map::new();
     for pair in text.split_whitespace() {
         match pair.split_once('=') {

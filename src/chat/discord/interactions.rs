@@ -151,6 +151,33 @@ pub(super) struct CommandOption {
 }
 
 impl Interaction {
+    /// The interaction in a request body (read once the signature and timestamp are checked).
+    fn read(body: &[u8]) -> Result<Interaction, ApiError> {
+        serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request("bad_payload", format!("not a Discord interaction: {e}"))
+        })
+    }
+
+    /// A button click's data.
+    fn component_data(&self) -> Result<ComponentData, ApiError> {
+        serde_json::from_value(self.data.clone()).map_err(|e| {
+            ApiError::bad_request(
+                "bad_payload",
+                format!("a component interaction needs data.custom_id: {e}"),
+            )
+        })
+    }
+
+    /// A slash command's data.
+    fn command_data(&self) -> Result<CommandData, ApiError> {
+        serde_json::from_value(self.data.clone()).map_err(|e| {
+            ApiError::bad_request(
+                "bad_payload",
+                format!("a command interaction needs data.name: {e}"),
+            )
+        })
+    }
+
     /// Who acted: `discord:<user id>`, with their roles as `discord-role:<id>` groups.
     fn chat_user(&self) -> Option<ChatUser> {
         let (user, roles, nick) = match &self.member {
@@ -222,9 +249,7 @@ impl Inbound {
                 now.abs_diff(sent)
             )));
         }
-        let interaction: Interaction = serde_json::from_slice(body).map_err(|e| {
-            ApiError::bad_request("bad_payload", format!("not a Discord interaction: {e}"))
-        })?;
+        let interaction = Interaction::read(body)?;
         if interaction.application_id != self.config.application_id.as_str() {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -278,13 +303,7 @@ impl Inbound {
         app: Arc<AppState>,
         interaction: Interaction,
     ) -> Result<CreateInteractionResponse, ApiError> {
-        let data: ComponentData =
-            serde_json::from_value(interaction.data.clone()).map_err(|e| {
-                ApiError::bad_request(
-                    "bad_payload",
-                    format!("a component interaction needs data.custom_id: {e}"),
-                )
-            })?;
+        let data = interaction.component_data()?;
         let user = interaction
             .chat_user()
             .ok_or_else(|| ApiError::bad_request("bad_payload", "the interaction names no user"))?;
@@ -331,12 +350,7 @@ impl Inbound {
         app: Arc<AppState>,
         interaction: Interaction,
     ) -> Result<CreateInteractionResponse, ApiError> {
-        let data: CommandData = serde_json::from_value(interaction.data.clone()).map_err(|e| {
-            ApiError::bad_request(
-                "bad_payload",
-                format!("a command interaction needs data.name: {e}"),
-            )
-        })?;
+        let data = interaction.command_data()?;
         if data.name != "cordon" {
             return Ok(tell(&format!("Cordon has no command `/{}`.", data.name)));
         }
@@ -427,6 +441,33 @@ pub(super) fn option<'a>(options: &'a [CommandOption], name: &str) -> Option<&'a
         .and_then(|o| o.value.as_str())
         .map(str::trim)
         .filter(|v| !v.is_empty())
+}
+
+/// Reads a request body the way the endpoint does once the signature is checked, without state:
+/// the interaction, who acted, and the button a click names or the sub-command and options of
+/// `/cordon`. The fuzz targets' way in ([`crate::fuzzing`]).
+pub(crate) fn read_offline(body: &[u8]) -> Result<(), ApiError> {
+    let interaction = Interaction::read(body)?;
+    let _ = interaction.chat_user();
+    match interaction.kind {
+        InteractionType::Component => {
+            let data = interaction.component_data()?;
+            let _ = render::parse_button(&data.custom_id);
+        }
+        InteractionType::Command => {
+            let data = interaction.command_data()?;
+            if let Some((_, options)) = data.sub() {
+                for name in ["run", "step", "playbook", "inputs"] {
+                    let _ = option(options, name);
+                }
+                if let Some(inputs) = option(options, "inputs") {
+                    let _ = super::commands::parse_inputs(inputs);
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 #[cfg(test)]

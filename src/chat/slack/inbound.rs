@@ -31,7 +31,7 @@ const MAX_SEEN: usize = 100_000;
 
 /// A refused request.
 #[derive(Debug)]
-pub(super) struct Reject {
+pub(crate) struct Reject {
     status: StatusCode,
     code: &'static str,
     message: String,
@@ -224,24 +224,9 @@ pub async fn interactions(
         Ok(text) => text,
         Err(reject) => return reject.into_response(),
     };
-    let Some(payload) = form_field(text, "payload") else {
-        return Reject::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
-            "expected a form with a `payload` field",
-        )
-        .into_response();
-    };
-    let event: SlackInteractionEvent = match serde_json::from_str(&payload) {
+    let event = match read_interaction(text) {
         Ok(event) => event,
-        Err(e) => {
-            return Reject::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_payload",
-                format!("the interaction payload is not one Slack sends: {e}"),
-            )
-            .into_response();
-        }
+        Err(reject) => return reject.into_response(),
     };
     slack.interaction(event).await;
     StatusCode::OK.into_response()
@@ -261,20 +246,45 @@ pub async fn commands(
         Ok(text) => text,
         Err(reject) => return reject.into_response(),
     };
+    let call = match read_command(text) {
+        Ok(call) => call,
+        Err(reject) => return reject.into_response(),
+    };
+    reply_json(&slack.command(&call).await).into_response()
+}
+
+/// The interaction in a verified interactivity request's form body (its `payload` field).
+pub(crate) fn read_interaction(text: &str) -> Result<SlackInteractionEvent, Reject> {
+    let Some(payload) = form_field(text, "payload") else {
+        return Err(Reject::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            "expected a form with a `payload` field",
+        ));
+    };
+    serde_json::from_str(&payload).map_err(|e| {
+        Reject::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_payload",
+            format!("the interaction payload is not one Slack sends: {e}"),
+        )
+    })
+}
+
+/// The slash command in a verified command request's form body.
+pub(crate) fn read_command(text: &str) -> Result<CommandCall, Reject> {
     let Some(user_id) = form_field(text, "user_id").filter(|u| !u.is_empty()) else {
-        return Reject::new(
+        return Err(Reject::new(
             StatusCode::BAD_REQUEST,
             "invalid_body",
             "expected a slash command form with `user_id`",
-        )
-        .into_response();
+        ));
     };
-    let call = CommandCall {
+    Ok(CommandCall {
         user_id,
         user_name: form_field(text, "user_name"),
         text: form_field(text, "text").unwrap_or_default(),
-    };
-    reply_json(&slack.command(&call).await).into_response()
+    })
 }
 
 fn reply_json(reply: &CommandReply) -> axum::Json<serde_json::Value> {
@@ -282,4 +292,23 @@ fn reply_json(reply: &CommandReply) -> axum::Json<serde_json::Value> {
         "response_type": if reply.public { "in_channel" } else { "ephemeral" },
         "text": reply.text,
     }))
+}
+
+/// Reads a verified request body the way the handlers do, without a Slack client or an engine: the
+/// interaction and the Cordon buttons its actions stand for, or the slash command and its words.
+/// The fuzz targets' way in ([`crate::fuzzing`]); `interaction` picks the endpoint.
+pub(crate) fn read_offline(interaction: bool, text: &str) -> Result<usize, Reject> {
+    if !interaction {
+        let call = read_command(text)?;
+        return Ok(super::commands::words(&call.text).len());
+    }
+    let SlackInteractionEvent::BlockActions(event) = read_interaction(text)? else {
+        return Ok(0);
+    };
+    Ok(event
+        .actions
+        .iter()
+        .flatten()
+        .filter_map(|action| parse_button(action.action_id.as_ref(), action.value.as_deref()))
+        .count())
 }

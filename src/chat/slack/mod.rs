@@ -31,6 +31,7 @@ use crate::engine::Engine;
 use crate::engine::approval::ApproverGroups;
 use crate::store::Store;
 
+pub(crate) use inbound::read_offline;
 pub use inbound::{commands, interactions};
 
 /// The metadata namespace of Slack's message references (`card:<incident>` for an incident's

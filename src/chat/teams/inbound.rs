@@ -154,6 +154,16 @@ struct Activity {
 }
 
 impl Activity {
+    /// The activity in a request body (read once the token has been validated).
+    fn read(body: &[u8]) -> Result<Activity, ApiError> {
+        serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(
+                "bad_activity",
+                format!("the body is not a Bot Framework activity: {e}"),
+            )
+        })
+    }
+
     fn tenant(&self) -> Option<&str> {
         self.channel_data["tenant"]["id"]
             .as_str()
@@ -217,12 +227,7 @@ async fn receive(
     .map_err(refused)?;
     let verified = inbound.validator.validate(token).await.map_err(refused)?;
     let body = read_body(body, app.config.server.max_body_bytes).await?;
-    let activity: Activity = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(
-            "bad_activity",
-            format!("the body is not a Bot Framework activity: {e}"),
-        )
-    })?;
+    let activity = Activity::read(&body)?;
     verified
         .check_activity(
             activity.channel_id.as_deref(),
@@ -321,6 +326,14 @@ async fn submit(
     Ok(acknowledged())
 }
 
+/// A channel conversation id without the `;messageid=` of the message it was sent from.
+fn base_conversation(conversation: &str) -> &str {
+    conversation
+        .split(";messageid=")
+        .next()
+        .unwrap_or(conversation)
+}
+
 /// The bot added to or removed from a conversation.
 async fn install(app: &Arc<AppState>, activity: &Activity) -> Result<Response, ApiError> {
     let bot = activity.recipient.id.as_deref();
@@ -342,10 +355,7 @@ async fn install(app: &Arc<AppState>, activity: &Activity) -> Result<Response, A
     ) else {
         return Ok(acknowledged());
     };
-    let conversation = conversation
-        .split(";messageid=")
-        .next()
-        .unwrap_or(conversation);
+    let conversation = base_conversation(conversation);
     let store_error = |e: crate::store::StoreError| {
         tracing::error!(error = %e, "could not record where the Teams bot is installed");
         ApiError::unavailable()
@@ -392,4 +402,21 @@ async fn install(app: &Arc<AppState>, activity: &Activity) -> Result<Response, A
         tracing::info!(conversation = %conversation, "Teams bot removed from a conversation");
     }
     Ok(acknowledged())
+}
+
+/// Reads a request body the way the endpoint does once the token is valid, without state: the
+/// activity, its tenant, the Cordon button an `Action.Execute` or `Action.Submit` click carries,
+/// and the conversation an install names. The fuzz targets' way in ([`crate::fuzzing`]).
+pub(crate) fn read_offline(body: &[u8]) -> Result<Option<(String, String, bool)>, ApiError> {
+    let activity = Activity::read(body)?;
+    let _ = activity.tenant();
+    if let Some(conversation) = activity.conversation.id.as_deref() {
+        let _ = base_conversation(conversation);
+    }
+    let button = match activity.kind.as_str() {
+        "invoke" => ButtonData::from_value(&activity.value["action"]["data"]),
+        "message" => ButtonData::from_value(&activity.value),
+        _ => Ok(None),
+    };
+    button.map_err(|e| ApiError::bad_request("bad_button", e))
 }
