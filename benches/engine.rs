@@ -1,6 +1,8 @@
 //! Engine benchmark: end-to-end runs per second, and 100 000 runs waiting on approval.
 //!
-//! `cargo bench --bench engine` starts the release `cordon serve` (sled, durable) and:
+//! `cargo bench --bench engine` starts the release `cordon serve` (durable; on sled by default,
+//! on PostgreSQL with `BENCH_STORE=postgres`, as `BENCH_REPLICAS` processes sharing a fresh
+//! database `cordon_bench`, posts spread round robin over them, metrics summed) and:
 //! 1. posts `BENCH_RUNS` (default 20 000) alerts, each about its own host, at concurrency 64, and
 //!    times from the first post until every run of the 5-part playbook below has succeeded
 //!    (a `when` condition, two scripts, `core.log`, `core.set`), reading the server's own
@@ -8,7 +10,8 @@
 //! 2. on a fresh store, posts `BENCH_WAITING` (default 100 000) alerts whose runs stop at an
 //!    approval, then reports the server's RSS, SIGKILLs it, restarts it, and times until every
 //!    waiting run was taken back (`cordon_runs_resumed_total` reaches the count: its timer is armed
-//!    again, or it is queued to advance).
+//!    again, or it is queued to advance). On PostgreSQL the waiting runs stay in the database,
+//!    claimed by a replica when they come due, so a restart only times until every replica listens.
 //!
 //! The server logs at `warn` here so `core.log` lines do not measure the terminal.
 
@@ -16,7 +19,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Server, metric, peak_rss_kib, post_n, start_cordon_with};
+use common::{Backend, Cluster, cpu_seconds, mib, post_n, postgres_cpu_seconds};
 
 const FIVE_PARTS: &str = r#"id: bench-five
 name: Five parts
@@ -80,7 +83,7 @@ fn wait_alert(i: u64) -> String {
 }
 
 async fn until(
-    addr: std::net::SocketAddr,
+    cluster: &Cluster,
     name: &str,
     labels: &str,
     target: f64,
@@ -88,7 +91,7 @@ async fn until(
 ) -> Option<Duration> {
     let started = Instant::now();
     while started.elapsed() < limit {
-        if metric(addr, name, labels).await >= target {
+        if cluster.metric(name, labels).await >= target {
             return Some(started.elapsed());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -96,20 +99,17 @@ async fn until(
     None
 }
 
-fn stop(mut server: Server) {
-    let _ = server.child.kill();
-    let _ = server.child.wait();
-}
-
 fn main() {
     let runs = env("BENCH_RUNS", 20_000);
     let waiting = env("BENCH_WAITING", 100_000);
+    let backend = Backend::from_env();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
     println!(
-        "machine: {} cores",
+        "store: {}; machine: {} cores",
+        backend.label(),
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0)
@@ -118,12 +118,17 @@ fn main() {
     // 1. End to end.
     let dir = tempfile::tempdir().unwrap();
     let extra = config(dir.path());
-    let server = start_cordon_with(dir.path(), &extra);
+    let cluster = Cluster::start(dir.path(), &extra, backend, true);
+    let cpu_before = (
+        cluster.cpu_seconds(),
+        postgres_cpu_seconds(),
+        cpu_seconds(std::process::id()),
+    );
     let started = Instant::now();
-    let errors = rt.block_on(post_n(server.addr, "generic", 64, runs, run_alert));
+    let errors = rt.block_on(post_n(&cluster.addrs(), "generic", 64, runs, run_alert));
     let posted = started.elapsed();
     let done = rt.block_on(until(
-        server.addr,
+        &cluster,
         "cordon_runs_finished_total",
         "status=\"succeeded\"",
         runs as f64,
@@ -133,25 +138,39 @@ fn main() {
         Some(_) => {
             let total = started.elapsed();
             println!(
-                "end to end: {runs} runs of a 5-part playbook in {:.2} s = {:.0} runs/s (alerts posted in {:.2} s, {errors} errors); peak RSS {:.1} MiB",
+                "end to end: {runs} runs of a 5-part playbook in {:.2} s = {:.0} runs/s (alerts posted in {:.2} s, {errors} errors); peak RSS {}",
                 total.as_secs_f64(),
                 runs as f64 / total.as_secs_f64(),
                 posted.as_secs_f64(),
-                peak_rss_kib(server.child.id()) as f64 / 1024.0
+                mib(&cluster.peak_rss_kib())
+            );
+            let per_run = |s: f64| s / runs as f64 * 1000.0;
+            let postgres = match backend {
+                Backend::Sled => String::new(),
+                Backend::Postgres { .. } => format!(
+                    ", postgres {:.2} ms",
+                    per_run(postgres_cpu_seconds() - cpu_before.1)
+                ),
+            };
+            println!(
+                "end to end: CPU per run: cordon {:.2} ms{postgres}, load generator {:.2} ms (machine: {:.2} ms of 2 cores per run at this rate)",
+                per_run(cluster.cpu_seconds() - cpu_before.0),
+                per_run(cpu_seconds(std::process::id()) - cpu_before.2),
+                per_run(2.0 * total.as_secs_f64()),
             );
         }
         None => println!("end to end: runs did not all succeed within 600 s"),
     }
-    stop(server);
+    cluster.kill();
 
     // 2. Waiting runs, and a restart.
     let dir = tempfile::tempdir().unwrap();
     let extra = config(dir.path());
-    let server = start_cordon_with(dir.path(), &extra);
+    let cluster = Cluster::start(dir.path(), &extra, backend, true);
     let started = Instant::now();
-    let errors = rt.block_on(post_n(server.addr, "generic", 64, waiting, wait_alert));
+    let errors = rt.block_on(post_n(&cluster.addrs(), "generic", 64, waiting, wait_alert));
     let all_waiting = rt.block_on(until(
-        server.addr,
+        &cluster,
         "cordon_run_advances_total",
         "",
         waiting as f64,
@@ -159,29 +178,30 @@ fn main() {
     ));
     let Some(_) = all_waiting else {
         println!("waiting: the runs did not all reach their approval within 1200 s");
-        stop(server);
+        cluster.kill();
         return;
     };
-    let rss = std::fs::read_to_string(format!("/proc/{}/status", server.child.id()))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .unwrap_or(0);
     println!(
-        "waiting: {waiting} runs waiting on approval after {:.1} s ({errors} errors); RSS {:.1} MiB (peak {:.1} MiB)",
+        "waiting: {waiting} runs waiting on approval after {:.1} s ({errors} errors); RSS {} (peak {})",
         started.elapsed().as_secs_f64(),
-        rss as f64 / 1024.0,
-        peak_rss_kib(server.child.id()) as f64 / 1024.0
+        mib(&cluster.rss_kib()),
+        mib(&cluster.peak_rss_kib())
     );
-    stop(server); // SIGKILL
+    cluster.kill(); // SIGKILL
     let restarted = Instant::now();
-    let server = start_cordon_with(dir.path(), &extra);
+    let cluster = Cluster::start(dir.path(), &extra, backend, false);
     let listening = restarted.elapsed();
+    if backend != Backend::Sled {
+        println!(
+            "restart: every replica listening after {:.2} s (the waiting runs stay in the database until due); RSS after {}",
+            listening.as_secs_f64(),
+            mib(&cluster.rss_kib())
+        );
+        cluster.kill();
+        return;
+    }
     let resumed = rt.block_on(until(
-        server.addr,
+        &cluster,
         "cordon_runs_resumed_total",
         "",
         waiting as f64,
@@ -189,12 +209,12 @@ fn main() {
     ));
     match resumed {
         Some(_) => println!(
-            "restart: listening after {:.2} s; all {waiting} runs resumed {:.2} s after the restart; RSS after {:.1} MiB",
+            "restart: listening after {:.2} s; all {waiting} runs resumed {:.2} s after the restart; RSS after {}",
             listening.as_secs_f64(),
             restarted.elapsed().as_secs_f64(),
-            peak_rss_kib(server.child.id()) as f64 / 1024.0
+            mib(&cluster.peak_rss_kib())
         ),
         None => println!("restart: not all runs resumed within 600 s"),
     }
-    stop(server);
+    cluster.kill();
 }

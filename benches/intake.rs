@@ -2,7 +2,10 @@
 //! machine (a bare axum handler that parses the same JSON and answers 202 without storing).
 //!
 //! `cargo bench --bench intake` starts the release `cordon serve` (sled store in a temp folder,
-//! durability on: every 202 is fsynced, by group commit) and, in a second process, the bare handler;
+//! durability on: every 202 is fsynced, by group commit; or with `BENCH_STORE=postgres`,
+//! `BENCH_REPLICAS` processes sharing a fresh PostgreSQL database `cordon_bench`, each 202 a
+//! committed transaction, requests spread round robin over them) and, in a second process, the
+//! bare handler;
 //! then posts a ~1.5 KB GuardDuty EventBridge event at concurrency 1, 16 and 64 to each and prints
 //! alerts/s, p50/p99 latency and the server's peak RSS. Each request is a distinct finding (its
 //! own dedup key) on one of 1 000 instances, so the store does real dedup and grouping work.
@@ -21,7 +24,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::{connect, peak_rss_kib, post_alert, start_ceiling, start_cordon};
+use common::{Backend, Cluster, connect, mib, post_alert, start_ceiling};
 
 fn main() {
     if std::env::var("CORDON_BENCH_ROLE").as_deref() == Ok("ceiling") {
@@ -39,7 +42,7 @@ fn main() {
             .build()
             .unwrap();
         let r = runtime.block_on(load(
-            addr.parse().unwrap(),
+            &[addr.parse().unwrap()],
             &template,
             64,
             Duration::from_secs(secs),
@@ -54,8 +57,10 @@ fn main() {
         "payload: GuardDuty EventBridge event, {} bytes",
         body(&template, 0).len()
     );
+    let backend = Backend::from_env();
     println!(
-        "each run: {secs} s; machine: {} cores",
+        "store: {}; each run: {secs} s; machine: {} cores",
+        backend.label(),
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0)
@@ -68,45 +73,53 @@ fn main() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut results = Vec::new();
-    for (label, mut server) in [
-        ("cordon (sled, durable)", start_cordon(dir.path())),
-        ("bare axum ceiling", start_ceiling()),
+    let durable = format!("cordon ({}, durable)", backend.label());
+    let ceiling = start_ceiling();
+    for (label, cluster) in [
+        (
+            durable.as_str(),
+            Cluster::start(dir.path(), "", backend, true),
+        ),
+        (
+            "bare axum ceiling",
+            Cluster {
+                servers: vec![ceiling],
+            },
+        ),
     ] {
         for concurrency in [1usize, 16, 64] {
             let run = runtime.block_on(load(
-                server.addr,
+                &cluster.addrs(),
                 &template,
                 concurrency,
                 Duration::from_secs(secs),
             ));
-            let rss = peak_rss_kib(server.child.id());
-            let store = runtime.block_on(store_stats(server.addr));
-            results.push((label, concurrency, run, rss));
-            let (_, c, r, rss) = results.last().unwrap();
+            let rss = cluster.peak_rss_kib();
+            let store = runtime.block_on(store_stats(cluster.servers[0].addr));
             println!(
-                "{label:<24} c={c:<3} {:>9.0} alerts/s  p50 {:>7.3} ms  p99 {:>7.3} ms  errors {}  peak RSS {:>6.1} MiB",
-                r.per_sec,
-                r.p50_ms,
-                r.p99_ms,
-                r.errors,
-                *rss as f64 / 1024.0
+                "{label:<28} c={concurrency:<3} {:>9.0} alerts/s  p50 {:>7.3} ms  p99 {:>7.3} ms  errors {}  peak RSS {}",
+                run.per_sec,
+                run.p50_ms,
+                run.p99_ms,
+                run.errors,
+                mib(&rss)
             );
+            results.push((label.to_owned(), concurrency, run));
             if let Some((group, flush_ms)) = store {
                 println!(
-                    "{:<24}       store so far: {group:.1} requests per group commit, {flush_ms:.3} ms per fsync",
+                    "{:<28}       store so far: {group:.1} requests per group commit, {flush_ms:.3} ms per fsync",
                     ""
                 );
             }
         }
-        let _ = server.child.kill();
-        let _ = server.child.wait();
+        cluster.kill();
     }
     println!();
     for concurrency in [1usize, 16, 64] {
         let find = |name: &str| {
             results
                 .iter()
-                .find(|(l, c, _, _)| l.starts_with(name) && *c == concurrency)
+                .find(|(l, c, _)| l.starts_with(name) && *c == concurrency)
                 .map(|r| r.2.per_sec)
         };
         if let (Some(durable), Some(ceiling)) = (find("cordon"), find("bare")) {
@@ -153,9 +166,10 @@ struct RunResult {
     errors: u64,
 }
 
-/// `concurrency` keep-alive connections posting back to back for `duration`.
+/// `concurrency` keep-alive clients posting back to back for `duration`, each with a connection
+/// to every address in `addrs` and request `n` going to `addrs[n % addrs.len()]`.
 async fn load(
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     template: &str,
     concurrency: usize,
     duration: Duration,
@@ -168,13 +182,25 @@ async fn load(
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
         let (counter, errors, template) = (counter.clone(), errors.clone(), template.clone());
+        let addrs = addrs.to_vec();
         tasks.push(tokio::spawn(async move {
-            let mut sender = connect(addr).await;
+            let mut senders = Vec::new();
+            for addr in &addrs {
+                senders.push(connect(*addr).await);
+            }
             let mut latencies = Vec::with_capacity(100_000);
             while Instant::now() < deadline {
                 let n = counter.fetch_add(1, Ordering::Relaxed);
                 let sent = Instant::now();
-                match post_alert(&mut sender, addr, "aws.guardduty", body(&template, n)).await {
+                let at = (n % addrs.len() as u64) as usize;
+                match post_alert(
+                    &mut senders[at],
+                    addrs[at],
+                    "aws.guardduty",
+                    body(&template, n),
+                )
+                .await
+                {
                     Some(status) => {
                         latencies.push(sent.elapsed().as_micros() as u32);
                         if status != 202 {
@@ -268,8 +294,9 @@ async fn store_stats(addr: SocketAddr) -> Option<(f64, f64)> {
             .parse()
             .ok()
     };
-    let groups = value("cordon_store_group_size_count")?;
-    let flushes = value("cordon_store_flush_duration_seconds_count")?;
+    // PostgreSQL has no group commit of its own to report.
+    let groups = value("cordon_store_group_size_count").filter(|g| *g > 0.0)?;
+    let flushes = value("cordon_store_flush_duration_seconds_count").filter(|f| *f > 0.0)?;
     Some((
         value("cordon_store_group_size_sum")? / groups,
         value("cordon_store_flush_duration_seconds_sum")? / flushes * 1000.0,

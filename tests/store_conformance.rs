@@ -1881,3 +1881,108 @@ async fn one_replica_holds_a_named_lease_and_closing_gives_every_lease_back() {
     assert!(b.lease_run(&r.id).await.unwrap());
     drop_schema(&schema).await;
 }
+
+/// The PostgreSQL store commits run creations and saves that arrive together in one transaction;
+/// each caller still gets its own answer, and a save fenced by another replica's lease writes
+/// nothing (nor its audit entries) while the writes beside it are stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_run_writes_at_once_each_get_their_own_outcome_and_a_fenced_one_writes_nothing() {
+    let (schema, a, b) = two_replicas(Duration::from_secs(60)).await;
+    let a: Arc<dyn Store> = Arc::new(a);
+    let held = run("contain", "k-held", None, Some("inc-1"));
+    b.create_run(&held, Vec::new()).await.unwrap();
+    assert!(b.lease_run(&held.id).await.unwrap(), "B holds this one");
+    let saved: Vec<Run> = (0..100)
+        .map(|i| run("contain", &format!("k-saved-{i}"), None, Some("inc-1")))
+        .collect();
+    for r in &saved {
+        a.create_run(r, Vec::new()).await.unwrap();
+    }
+    let entry = |r: &Run, to: &str| {
+        vec![
+            NewEntry::new(kind::RUN_STATE)
+                .run(r.id.clone())
+                .detail(json!({ "to": to })),
+        ]
+    };
+
+    // All at once: 200 creations (two of them on one concurrency key), 100 saves, and A's save
+    // of the run B holds.
+    let created: Vec<Run> = (0..200)
+        .map(|i| {
+            let key = if i == 199 {
+                "k-new-0".to_owned()
+            } else {
+                format!("k-new-{i}")
+            };
+            run("contain", &key, Some(&format!("alert-{i}")), Some("inc-1"))
+        })
+        .collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    for r in created.clone() {
+        let (a, audit) = (a.clone(), entry(&r, "queued"));
+        tasks.spawn(async move { ("create", r.id.clone(), a.create_run(&r, audit).await) });
+    }
+    for mut r in saved.clone() {
+        r.status = RunStatus::Running;
+        let (a, audit) = (a.clone(), entry(&r, "running"));
+        tasks.spawn(async move {
+            let outcome = a.save_run(&r, audit, true).await.map(|()| None);
+            ("save", r.id.clone(), outcome)
+        });
+    }
+    let mut stale = held.clone();
+    stale.status = RunStatus::Failed;
+    let audit = entry(&stale, "failed");
+    let a2 = a.clone();
+    tasks.spawn(async move {
+        let outcome = a2.save_run(&stale, audit, true).await.map(|()| None);
+        ("fenced", stale.id.clone(), outcome)
+    });
+    let mut answered_by_another = Vec::new();
+    let mut refused = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined.unwrap() {
+            ("fenced", id, Err(StoreError::LeaseLost(lost))) => {
+                assert_eq!(lost, id);
+                refused.push(id);
+            }
+            (what, id, Ok(Some(existing))) => {
+                assert_eq!(what, "create", "{id}");
+                answered_by_another.push((id, existing));
+            }
+            (_, _, Ok(None)) => {}
+            (what, id, other) => panic!("{what} of {id}: {other:?}"),
+        }
+    }
+    assert_eq!(refused, vec![held.id.clone()], "the fenced save is refused");
+    // The two creations on one key: whichever came second is answered the first's run.
+    let twins = [created[0].id.clone(), created[199].id.clone()];
+    assert_eq!(answered_by_another.len(), 1, "{answered_by_another:?}");
+    let (second, first) = &answered_by_another[0];
+    assert!(twins.contains(second) && twins.contains(first) && second != first);
+
+    for r in &created {
+        let stored = a.run(&r.id).await.unwrap();
+        assert_eq!(stored.is_some(), r.id != *second, "{}", r.id);
+    }
+    for r in &saved {
+        assert_eq!(
+            a.run(&r.id).await.unwrap().unwrap().status,
+            RunStatus::Running
+        );
+    }
+    assert_eq!(
+        a.run(&held.id).await.unwrap().unwrap().status,
+        RunStatus::Queued,
+        "the fenced save changed nothing"
+    );
+    assert!(
+        a.audit_entries(Some(&held.id), 0).await.unwrap().is_empty(),
+        "nor logged anything"
+    );
+    let report = a.audit_verify().await.unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!(report.entries, 300, "one entry per creation and per save");
+    drop_schema(&schema).await;
+}

@@ -693,25 +693,41 @@ impl Engine {
         alert_id: Option<&str>,
         incident_id: Option<&str>,
     ) -> Result<RunData, EngineError> {
+        // The three reads side by side: on a shared store each is a round trip to the database.
+        let alert = async {
+            match alert_id {
+                Some(id) => self.store.alert(id).await,
+                None => Ok(None),
+            }
+        };
+        let incident = async {
+            match incident_id {
+                Some(id) => self.store.incident(id).await,
+                None => Ok(None),
+            }
+        };
+        let alerts = async {
+            match incident_id {
+                Some(id) => {
+                    self.store
+                        .alerts(&AlertQuery {
+                            incident_id: Some(id.to_owned()),
+                            limit: 200,
+                            ..AlertQuery::default()
+                        })
+                        .await
+                }
+                None => Ok(Vec::new()),
+            }
+        };
+        let (alert, incident, alerts) =
+            tokio::try_join!(alert, incident, alerts).map_err(store_error)?;
         let mut data = RunData::default();
-        if let Some(id) = alert_id
-            && let Some(alert) = self.store.alert(id).await.map_err(store_error)?
-        {
+        if let Some(alert) = alert {
             data.alert = serde_json::to_value(&alert).unwrap_or(Value::Null);
         }
-        if let Some(id) = incident_id
-            && let Some(incident) = self.store.incident(id).await.map_err(store_error)?
-        {
+        if let Some(incident) = incident {
             let mut value = serde_json::to_value(&incident).unwrap_or(Value::Null);
-            let alerts = self
-                .store
-                .alerts(&AlertQuery {
-                    incident_id: Some(id.to_owned()),
-                    limit: 200,
-                    ..AlertQuery::default()
-                })
-                .await
-                .map_err(store_error)?;
             let summaries: Vec<Value> = alerts
                 .iter()
                 .rev()

@@ -6,6 +6,14 @@
 //! pending-match marker, incident values and evidence) commit with `synchronous_commit = off`;
 //! the WAL is written in commit order, so the next durable commit makes them durable too.
 //!
+//! # Run writes in batches
+//!
+//! Run creations and saves, the engine's most frequent writes, go through a queue to a few
+//! [`RunWriter`] tasks, each committing what has queued up (up to [`RUN_BATCH`] writes) in one
+//! transaction: one WAL flush and one hold of the audit lock for all of them. A caller is answered
+//! once its batch is committed, with the outcome its write would have had alone (a fenced save is
+//! refused and writes nothing); if the batch fails, each write is committed again on its own.
+//!
 //! # Dedup and grouping across replicas
 //!
 //! An ingest transaction first takes an advisory transaction lock on every dedup key and every
@@ -88,15 +96,25 @@ type ReadRecord = fn(&Row) -> Result<Record, StoreError>;
 /// Rows fetched at a time when reading a whole table.
 const PAGE: i32 = 1000;
 
+/// Tasks committing run creations and saves, and how many writes one transaction carries at most.
+/// A write alone costs a commit (a WAL flush when durable) and the audit lock for its length; the
+/// engine writes several times per run, so one commit per write bounds a replica at a few hundred
+/// runs/s. Batched, the flush and the lock are shared, while several writers keep one batch
+/// building while another commits.
+const RUN_WRITERS: usize = 4;
+const RUN_BATCH: usize = 256;
+
 /// The PostgreSQL store.
 pub struct PostgresStore {
     pool: Pool,
     dedup_window: TimeDelta,
     incident_window: TimeDelta,
-    ready: AtomicBool,
+    ready: Arc<AtomicBool>,
     closed: AtomicBool,
     metrics: Option<Arc<Metrics>>,
     leases: Arc<Leases>,
+    /// Run creations and saves, for the [`RunWriter`]s to commit in batches.
+    run_writes: tokio::sync::mpsc::UnboundedSender<RunWrite>,
 }
 
 /// This replica's identity and lease length, shared with the task that renews its leases (which
@@ -301,14 +319,26 @@ impl PostgresStore {
             ttl_ms: std::sync::atomic::AtomicU64::new(15_000),
         });
         tokio::spawn(Leases::renew(Arc::downgrade(&leases), pool.clone()));
+        let ready = Arc::new(AtomicBool::new(true));
+        let (run_writes, queue) = tokio::sync::mpsc::unbounded_channel();
+        let queue = Arc::new(tokio::sync::Mutex::new(queue));
+        for _ in 0..RUN_WRITERS {
+            let writer = RunWriter {
+                pool: pool.clone(),
+                replica: leases.replica.clone(),
+                ready: ready.clone(),
+            };
+            tokio::spawn(writer.work(queue.clone()));
+        }
         Ok(PostgresStore {
             pool,
             dedup_window: delta(grouping.dedup_window.0),
             incident_window: delta(grouping.incident_window.0),
-            ready: AtomicBool::new(true),
+            ready,
             closed: AtomicBool::new(false),
             metrics: None,
             leases,
+            run_writes,
         })
     }
 
@@ -629,6 +659,30 @@ impl PostgresStore {
         })
     }
 
+    /// Queues a run write for the [`RunWriter`]s and waits for its own outcome.
+    async fn write_run(
+        &self,
+        run: &Run,
+        audit: Vec<NewEntry>,
+        kind: WriteKind,
+    ) -> Result<Option<String>, StoreError> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(StoreError::Closed);
+        }
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        let write = RunWrite {
+            run: run.clone(),
+            audit,
+            kind,
+            done,
+        };
+        self.run_writes
+            .send(write)
+            .map_err(|_| StoreError::Closed)?;
+        let outcome = outcome.await.map_err(|_| StoreError::Closed)?;
+        self.settle(outcome)
+    }
+
     fn observe_commit(&self, started: Instant) {
         if let Some(metrics) = &self.metrics {
             metrics
@@ -636,6 +690,242 @@ impl PostgresStore {
                 .observe(started.elapsed().as_secs_f64());
         }
     }
+}
+
+/// A run creation or save waiting for its batch; its own outcome goes back on `done`.
+struct RunWrite {
+    run: Run,
+    audit: Vec<NewEntry>,
+    kind: WriteKind,
+    done: tokio::sync::oneshot::Sender<Result<Option<String>, Fail>>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum WriteKind {
+    /// [`Store::create_run`]: answers the run already there for the alert or key, if any.
+    Create,
+    /// [`Store::save_run`]; only durable ones make the batch wait for the WAL flush.
+    Save { durable: bool },
+}
+
+/// Commits queued run writes, up to [`RUN_BATCH`] in one transaction, each with the outcome it
+/// would have had alone: a save fenced by another replica's lease is answered
+/// [`StoreError::LeaseLost`] and writes nothing (nor its audit entries), and the others in the
+/// batch are stored all the same.
+struct RunWriter {
+    pool: Pool,
+    replica: String,
+    ready: Arc<AtomicBool>,
+}
+
+impl RunWriter {
+    /// Takes batches off `queue` until the store (the sending side) is gone.
+    async fn work(
+        self,
+        queue: Arc<tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<RunWrite>>>,
+    ) {
+        loop {
+            let mut batch = Vec::new();
+            {
+                let mut queue = queue.lock().await;
+                let Some(first) = queue.recv().await else {
+                    return;
+                };
+                batch.push(first);
+                while batch.len() < RUN_BATCH {
+                    match queue.try_recv() {
+                        Ok(write) => batch.push(write),
+                        Err(_) => break,
+                    }
+                }
+            }
+            self.commit(batch).await;
+        }
+    }
+
+    /// Commits `batch` together; when that fails, commits each write alone, so one bad write
+    /// (or a deadlock) answers its own caller and no other.
+    async fn commit(&self, batch: Vec<RunWrite>) {
+        if batch.len() > 1 {
+            let writes: Vec<&RunWrite> = batch.iter().collect();
+            if let Ok(outcomes) = self.transaction(&writes).await {
+                for (write, outcome) in batch.into_iter().zip(outcomes) {
+                    let _ = write.done.send(outcome);
+                }
+                return;
+            }
+        }
+        for write in batch {
+            let mut attempt = 1;
+            let outcome = loop {
+                match self.transaction(&[&write]).await {
+                    Ok(mut outcomes) => break outcomes.pop().unwrap_or(Ok(None)),
+                    Err(e) if e.retryable() && attempt < ATTEMPTS => {
+                        attempt += 1;
+                        tokio::time::sleep(Duration::from_millis(5 * attempt as u64)).await;
+                    }
+                    Err(e) => break Err(e),
+                }
+            };
+            let _ = write.done.send(outcome);
+        }
+    }
+
+    /// One transaction for `writes`: the outcome of each, or why the transaction failed.
+    async fn transaction(
+        &self,
+        writes: &[&RunWrite],
+    ) -> Result<Vec<Result<Option<String>, Fail>>, Fail> {
+        let mut client = self.pool.get().await.map_err(|e| {
+            self.ready.store(false, Ordering::Relaxed);
+            tracing::warn!(error = %e, "no PostgreSQL connection");
+            Fail::Store(StoreError::Backend(format!(
+                "no PostgreSQL connection: {e}"
+            )))
+        })?;
+        let tx = client.transaction().await?;
+        if writes
+            .iter()
+            .all(|w| w.kind == WriteKind::Save { durable: false })
+        {
+            tx.batch_execute("SET LOCAL synchronous_commit = off")
+                .await?;
+        }
+        // Every lock in one order, so batches committing side by side do not deadlock: the
+        // concurrency keys of creations first, then the runs' rows by id.
+        let mut keys: Vec<i64> = writes
+            .iter()
+            .filter(|w| w.kind == WriteKind::Create)
+            .map(|w| run_key_lock(&w.run))
+            .collect();
+        if !keys.is_empty() {
+            keys.sort_unstable();
+            keys.dedup();
+            let lock = tx
+                .prepare_cached(
+                    "SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS k",
+                )
+                .await?;
+            tx.query_one(&lock, &[&keys]).await?;
+        }
+        let mut order: Vec<usize> = (0..writes.len()).collect();
+        order.sort_by(|a, b| writes[*a].run.id.cmp(&writes[*b].run.id));
+        let mut outcomes: Vec<Option<Result<Option<String>, Fail>>> =
+            writes.iter().map(|_| None).collect();
+        for i in order {
+            let write = writes[i];
+            outcomes[i] = Some(match write.kind {
+                WriteKind::Create => create_run(&tx, &write.run, &self.replica).await.map(Ok)?,
+                WriteKind::Save { .. } => {
+                    if save_run(&tx, &write.run, &self.replica).await? {
+                        Ok(None)
+                    } else {
+                        Err(Fail::Store(StoreError::LeaseLost(write.run.id.clone())))
+                    }
+                }
+            });
+        }
+        // The audit entries of what was written, in the order the writes came.
+        let audit: Vec<NewEntry> = writes
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, outcome)| matches!(outcome, Some(Ok(_))))
+            .flat_map(|(write, _)| write.audit.iter().cloned())
+            .collect();
+        append_audit(&tx, &audit).await?;
+        tx.commit().await?;
+        self.ready.store(true, Ordering::Relaxed);
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or(Ok(None)))
+            .collect())
+    }
+}
+
+/// The advisory lock on `run`'s playbook and concurrency key, held while a creation looks for a
+/// run already holding the key.
+fn run_key_lock(run: &Run) -> i64 {
+    key_lock(
+        "run-key",
+        &format!("{}\0{}", run.playbook, run.concurrency_key),
+    )
+}
+
+/// Creates `run` inside `tx`, which holds its key lock, unless a run already took care of its
+/// alert or holds its concurrency key: then answers that run, and writes nothing but the mark
+/// that the alert is taken care of.
+async fn create_run(
+    tx: &Transaction<'_>,
+    run: &Run,
+    replica: &str,
+) -> Result<Option<String>, Fail> {
+    let mut existing = None;
+    if let Some(alert) = &run.alert_id {
+        let started = tx
+            .prepare_cached("SELECT run_id FROM run_alerts WHERE alert_id = $1 AND playbook = $2")
+            .await?;
+        if let Some(row) = tx.query_opt(&started, &[alert, &run.playbook]).await? {
+            existing = Some(row.get::<_, String>(0));
+        }
+    }
+    if existing.is_some() {
+        return Ok(existing);
+    }
+    let holder = tx
+        .prepare_cached(
+            "SELECT r.id, r.status FROM run_keys k JOIN runs r ON r.id = k.run_id
+             WHERE k.playbook = $1 AND k.key = $2",
+        )
+        .await?;
+    if let Some(row) = tx
+        .query_opt(&holder, &[&run.playbook, &run.concurrency_key])
+        .await?
+    {
+        let status: RunStatus = serde_json::from_value(serde_json::Value::String(row.get(1)))
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        if !status.is_finished() {
+            existing = Some(row.get::<_, String>(0));
+        }
+    }
+    if existing.is_none() {
+        let hold = tx
+            .prepare_cached(
+                "INSERT INTO run_keys (playbook, key, run_id) VALUES ($1, $2, $3)
+                 ON CONFLICT (playbook, key) DO UPDATE SET run_id = EXCLUDED.run_id",
+            )
+            .await?;
+        tx.execute(&hold, &[&run.playbook, &run.concurrency_key, &run.id])
+            .await?;
+        put_run(tx, run, true, replica).await?;
+    }
+    if let Some(alert) = &run.alert_id {
+        // Asking again for this alert answers the run that took care of it.
+        let mark = tx
+            .prepare_cached(
+                "INSERT INTO run_alerts (alert_id, playbook, run_id) VALUES ($1, $2, $3)
+                 ON CONFLICT DO NOTHING",
+            )
+            .await?;
+        let by = existing.as_ref().unwrap_or(&run.id);
+        tx.execute(&mark, &[alert, &run.playbook, by]).await?;
+    }
+    Ok(existing)
+}
+
+/// Saves `run` inside `tx`: false (nothing written) when another replica's live lease fences it.
+/// A finished run gives its concurrency key back.
+async fn save_run(tx: &Transaction<'_>, run: &Run, replica: &str) -> Result<bool, Fail> {
+    if !put_run(tx, run, false, replica).await? {
+        return Ok(false);
+    }
+    if run.status.is_finished() {
+        let free = tx
+            .prepare_cached("DELETE FROM run_keys WHERE playbook = $1 AND key = $2 AND run_id = $3")
+            .await?;
+        tx.execute(&free, &[&run.playbook, &run.concurrency_key, &run.id])
+            .await?;
+    }
+    Ok(true)
 }
 
 /// Applies the migrations `client`'s database has not had yet, in one transaction.
@@ -1078,70 +1368,7 @@ impl Store for PostgresStore {
         run: &Run,
         audit: Vec<NewEntry>,
     ) -> Result<Option<String>, StoreError> {
-        let key = key_lock(
-            "run-key",
-            &format!("{}\0{}", run.playbook, run.concurrency_key),
-        );
-        transaction!(self, client, {
-            let tx = client.transaction().await?;
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])
-                .await?;
-            let mut existing = None;
-            if let Some(alert) = &run.alert_id {
-                let started = tx
-                    .prepare_cached(
-                        "SELECT run_id FROM run_alerts WHERE alert_id = $1 AND playbook = $2",
-                    )
-                    .await?;
-                if let Some(row) = tx.query_opt(&started, &[alert, &run.playbook]).await? {
-                    existing = Some(row.get::<_, String>(0));
-                }
-            }
-            if existing.is_none() {
-                let holder = tx
-                    .prepare_cached(
-                        "SELECT r.id, r.status FROM run_keys k JOIN runs r ON r.id = k.run_id
-                         WHERE k.playbook = $1 AND k.key = $2",
-                    )
-                    .await?;
-                if let Some(row) = tx
-                    .query_opt(&holder, &[&run.playbook, &run.concurrency_key])
-                    .await?
-                {
-                    let status: RunStatus =
-                        serde_json::from_value(serde_json::Value::String(row.get(1)))
-                            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                    if !status.is_finished() {
-                        existing = Some(row.get::<_, String>(0));
-                    }
-                }
-                if existing.is_none() {
-                    let hold = tx
-                        .prepare_cached(
-                            "INSERT INTO run_keys (playbook, key, run_id) VALUES ($1, $2, $3)
-                             ON CONFLICT (playbook, key) DO UPDATE SET run_id = EXCLUDED.run_id",
-                        )
-                        .await?;
-                    tx.execute(&hold, &[&run.playbook, &run.concurrency_key, &run.id])
-                        .await?;
-                    put_run(&tx, run, true, &self.leases.replica).await?;
-                }
-                if let Some(alert) = &run.alert_id {
-                    // Asking again for this alert answers the run that took care of it.
-                    let mark = tx
-                        .prepare_cached(
-                            "INSERT INTO run_alerts (alert_id, playbook, run_id) VALUES ($1, $2, $3)
-                             ON CONFLICT DO NOTHING",
-                        )
-                        .await?;
-                    let by = existing.as_ref().unwrap_or(&run.id);
-                    tx.execute(&mark, &[alert, &run.playbook, by]).await?;
-                }
-            }
-            append_audit(&tx, &audit).await?;
-            tx.commit().await?;
-            Ok(existing)
-        })
+        self.write_run(run, audit, WriteKind::Create).await
     }
 
     async fn save_run(
@@ -1158,28 +1385,8 @@ impl Store for PostgresStore {
             })
             .collect();
         let started = Instant::now();
-        transaction!(self, client, {
-            let tx = client.transaction().await?;
-            if !durable {
-                tx.batch_execute("SET LOCAL synchronous_commit = off")
-                    .await?;
-            }
-            if !put_run(&tx, run, false, &self.leases.replica).await? {
-                return Err(Fail::Store(StoreError::LeaseLost(run.id.clone())));
-            }
-            if run.status.is_finished() {
-                let free = tx
-                    .prepare_cached(
-                        "DELETE FROM run_keys WHERE playbook = $1 AND key = $2 AND run_id = $3",
-                    )
-                    .await?;
-                tx.execute(&free, &[&run.playbook, &run.concurrency_key, &run.id])
-                    .await?;
-            }
-            append_audit(&tx, &audit).await?;
-            tx.commit().await?;
-            Ok(())
-        })?;
+        self.write_run(run, audit, WriteKind::Save { durable })
+            .await?;
         if durable {
             self.observe_commit(started);
         }
