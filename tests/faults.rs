@@ -211,6 +211,22 @@ async fn check(store: &dyn Store, acked: &[Acked], sink: &Sink) -> Outcome {
     }
 }
 
+/// Starts the load of 10 000 alerts and returns once 30 % of them are acknowledged, the
+/// moment the tests strike.
+async fn load_until_a_third_is_in(targets: &Targets) -> (Arc<Load>, tokio::task::JoinHandle<()>) {
+    let progress = Arc::new(Load::default());
+    let load = tokio::spawn(load::run(
+        targets.clone(),
+        ALERTS,
+        DISTINCT,
+        CONCURRENCY,
+        PATIENCE,
+        progress.clone(),
+    ));
+    load::until_acked(&progress, ALERTS * 3 / 10, PATIENCE).await;
+    (progress, load)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_one_of_two_postgres_replicas_under_load_loses_and_repeats_nothing() {
     let _one = ONE_AT_A_TIME.lock().await;
@@ -225,17 +241,8 @@ async fn sigkill_of_one_of_two_postgres_replicas_under_load_loses_and_repeats_no
     let b = Process::start(&b_config);
 
     let targets: Targets = Arc::new(RwLock::new(vec![a.base.clone(), b.base.clone()]));
-    let progress = Arc::new(Load::default());
     let started = Instant::now();
-    let load = tokio::spawn(load::run(
-        targets.clone(),
-        ALERTS,
-        DISTINCT,
-        CONCURRENCY,
-        PATIENCE,
-        progress.clone(),
-    ));
-    load::until_acked(&progress, ALERTS * 3 / 10, PATIENCE).await;
+    let (progress, load) = load_until_a_third_is_in(&targets).await;
     a.child.kill().unwrap();
     a.child.wait().unwrap();
     let killed_at = Instant::now();
@@ -386,17 +393,8 @@ async fn sigkill_of_the_sled_process_under_load_loses_and_repeats_nothing() {
     let mut server = Process::start(&cfg);
 
     let targets: Targets = Arc::new(RwLock::new(vec![server.base.clone()]));
-    let progress = Arc::new(Load::default());
     let started = Instant::now();
-    let load = tokio::spawn(load::run(
-        targets.clone(),
-        ALERTS,
-        DISTINCT,
-        CONCURRENCY,
-        PATIENCE,
-        progress.clone(),
-    ));
-    load::until_acked(&progress, ALERTS * 3 / 10, PATIENCE).await;
+    let (progress, load) = load_until_a_third_is_in(&targets).await;
     server.child.kill().unwrap();
     server.child.wait().unwrap();
     let acked_at_kill = progress.acked_count.load(Ordering::SeqCst);
