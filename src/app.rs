@@ -152,7 +152,10 @@ impl Server {
     }
 
     /// Serves until `shutdown` completes, then stops taking connections, lets requests in flight
-    /// finish (up to `server.shutdown_grace`), and flushes and closes the store.
+    /// and runs mid-step finish, and flushes and closes the store, all within
+    /// `server.shutdown_grace` plus [`CLOSE_SLACK`]. A store that does not close by then (a disk
+    /// that stopped answering) is left behind with what it still had under way logged: everything
+    /// acknowledged is already on disk, so exiting loses nothing that was acknowledged.
     ///
     /// While it serves, the address it listens on is written to [`address_file`], so the CLI finds
     /// the server that holds the store even when `server.listen` says port 0 or `0.0.0.0`.
@@ -180,8 +183,9 @@ impl Server {
         );
         shutdown.await;
         tracing::info!("shutting down: no new connections, finishing requests in flight");
+        let deadline = tokio::time::Instant::now() + grace;
         let _ = stop_tx.send(());
-        match tokio::time::timeout(grace, serving).await {
+        match tokio::time::timeout_at(deadline, serving).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server stopped with an error"),
             Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
@@ -190,14 +194,33 @@ impl Server {
             }
         }
         let _ = std::fs::remove_file(&address_file);
-        if !state.engine.drain(grace).await {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if !state.engine.drain(left).await {
             tracing::warn!(grace = ?grace, "runs still advancing after the shutdown grace; they resume at the next start or on another replica");
         }
-        state.store.close().await?;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left + CLOSE_SLACK, state.store.close()).await {
+            Ok(closed) => closed?,
+            Err(_) => {
+                let oldest = state.store.oldest_pending();
+                tracing::error!(
+                    queued = state.store.queued(),
+                    operation = oldest.as_ref().map(|o| o.operation),
+                    pending_seconds = oldest.as_ref().map(|o| o.age.as_secs_f64()),
+                    "the store did not close within the shutdown grace; exiting with its work still pending (everything acknowledged is already on disk)"
+                );
+                return Err(StoreError::Backend(
+                    "the store did not close within the shutdown grace".into(),
+                ));
+            }
+        }
         tracing::info!("store flushed and closed");
         Ok(())
     }
 }
+
+/// What closing the store may take beyond `server.shutdown_grace`.
+pub const CLOSE_SLACK: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The script engine with the configured limits.
 pub fn scripts(config: &Config) -> Arc<Scripts> {
@@ -419,7 +442,26 @@ async fn healthz() -> impl IntoResponse {
     axum::Json(serde_json::json!({ "status": "ok" }))
 }
 
+/// Ready when the store takes writes and none of its operations has been under way for longer
+/// than `store.stall_limit`. Reads nothing from the store itself, so it answers while the store
+/// is stuck.
 async fn readyz(State(app): State<Arc<AppState>>) -> Response {
+    let oldest = app.store.oldest_pending();
+    let limit = app.config.store.stall_limit.0;
+    if let Some(operation) = app.metrics.observe_store(oldest.as_ref(), limit) {
+        let pending = oldest.map_or(0.0, |o| o.age.as_secs_f64());
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({
+                "status": "store stalled",
+                "message": format!("a store {operation} has been under way for {pending:.1}s (store.stall_limit is {}s)", limit.as_secs_f64()),
+                "operation": operation,
+                "pending_seconds": pending,
+                "queued": app.store.queued(),
+            })),
+        )
+            .into_response();
+    }
     if app.store.is_ready() {
         axum::Json(serde_json::json!({ "status": "ready" })).into_response()
     } else {
@@ -432,6 +474,10 @@ async fn readyz(State(app): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics(State(app): State<Arc<AppState>>) -> Response {
+    app.metrics.observe_store(
+        app.store.oldest_pending().as_ref(),
+        app.config.store.stall_limit.0,
+    );
     (
         [(
             axum::http::header::CONTENT_TYPE,

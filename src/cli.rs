@@ -385,6 +385,9 @@ async fn serve(path: &Path) -> anyhow::Result<ExitCode> {
     for var in config.secrets_using_defaults() {
         tracing::warn!(variable = %var, "a secret uses its local-only default from the config; set the variable before exposing this server");
     }
+    if let Some(file) = cordon::store::stall::hold_file() {
+        tracing::warn!(file = %file.display(), "{} is set: store operations wait while that file exists (a test hook; never set it in production)", cordon::store::stall::HOLD_VAR);
+    }
     let server = Server::bind(config).await?;
     cordon::app::reload_on_sighup(server.state.clone());
     tracing::info!(addr = %server.local_addr(), store = %server.state.config.store.path.display(), "listening");

@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
@@ -64,6 +65,16 @@ pub struct Metrics {
     pub runs_resumed: Counter,
     /// Due runs this replica claimed from a shared store (taken over, timers, decisions elsewhere).
     pub runs_claimed: Counter,
+    /// 1 for the store operation under way for longer than `store.stall_limit`, by operation.
+    pub store_stalled: Family<StallLabels, Gauge>,
+    /// How long the oldest store operation under way has been (0 when none is).
+    pub store_oldest_pending_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StallLabels {
+    /// `write` or `fsync` (embedded store), `query` or `run batch` (PostgreSQL).
+    pub operation: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -148,6 +159,18 @@ impl Metrics {
             "Due runs this replica claimed from a shared store",
             runs_claimed.clone(),
         );
+        let store_stalled = Family::<StallLabels, Gauge>::default();
+        registry.register(
+            "store_stalled",
+            "1 while a store operation has been under way longer than store.stall_limit, by operation",
+            store_stalled.clone(),
+        );
+        let store_oldest_pending_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "store_oldest_pending_seconds",
+            "How long the oldest store operation under way has been",
+            store_oldest_pending_seconds.clone(),
+        );
         Metrics {
             registry,
             alerts_accepted,
@@ -160,7 +183,29 @@ impl Metrics {
             run_advances,
             runs_resumed,
             runs_claimed,
+            store_stalled,
+            store_oldest_pending_seconds,
         }
+    }
+
+    /// Records what the store has under way; the stalled operation, if any, once it has been
+    /// under way longer than `limit`.
+    pub fn observe_store(
+        &self,
+        oldest: Option<&crate::store::stall::Oldest>,
+        limit: std::time::Duration,
+    ) -> Option<&'static str> {
+        self.store_oldest_pending_seconds
+            .set(oldest.map_or(0.0, |o| o.age.as_secs_f64()));
+        let stalled = oldest.filter(|o| o.age > limit).map(|o| o.operation);
+        for operation in ["write", "fsync", "query", "run batch"] {
+            self.store_stalled
+                .get_or_create(&StallLabels {
+                    operation: operation.to_owned(),
+                })
+                .set(i64::from(stalled == Some(operation)));
+        }
+        stalled
     }
 
     /// Counts a refused intake request.

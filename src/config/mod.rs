@@ -283,6 +283,9 @@ pub struct StoreConfig {
     /// How long a replica's claim on a run outlives the replica (default 15s): after it dies,
     /// others take its runs over once this has passed. Renewed every third of it while it lives.
     pub lease_ttl: HumanDuration,
+    /// How long one store write (or the fsync behind it) may stay unfinished before `/readyz`
+    /// answers 503 and `cordon_store_stalled` names it (default 10s).
+    pub stall_limit: HumanDuration,
 }
 
 /// The fields of `store:` as written, checked into a [`StoreConfig`].
@@ -301,6 +304,8 @@ struct StoreFields {
     pool_size: usize,
     #[serde(default = "default_lease_ttl")]
     lease_ttl: HumanDuration,
+    #[serde(default = "default_stall_limit")]
+    stall_limit: HumanDuration,
 }
 
 impl TryFrom<StoreFields> for StoreConfig {
@@ -320,6 +325,9 @@ impl TryFrom<StoreFields> for StoreConfig {
         if f.lease_ttl.0 < std::time::Duration::from_secs(3) {
             return Err("`store.lease_ttl` must be at least 3s".to_owned());
         }
+        if f.stall_limit.0 < std::time::Duration::from_millis(100) {
+            return Err("`store.stall_limit` must be at least 100ms".to_owned());
+        }
         Ok(StoreConfig {
             kind: f.kind,
             path: f.path,
@@ -327,6 +335,7 @@ impl TryFrom<StoreFields> for StoreConfig {
             url: f.url,
             pool_size: f.pool_size,
             lease_ttl: f.lease_ttl,
+            stall_limit: f.stall_limit,
         })
     }
 }
@@ -340,12 +349,17 @@ impl Default for StoreConfig {
             url: None,
             pool_size: default_pool_size(),
             lease_ttl: default_lease_ttl(),
+            stall_limit: default_stall_limit(),
         }
     }
 }
 
 fn default_store_path() -> PathBuf {
     PathBuf::from("data/cordon")
+}
+
+fn default_stall_limit() -> HumanDuration {
+    HumanDuration::secs(10)
 }
 
 fn default_cache_mb() -> u64 {

@@ -11,6 +11,7 @@
 pub mod migrate;
 mod postgres;
 mod sled;
+pub mod stall;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -275,6 +276,15 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Whether the store can take writes.
     fn is_ready(&self) -> bool;
+    /// The store operation under way for the longest (a write, an fsync, a query), so that a
+    /// store that stopped finishing them is seen (`/readyz`, `cordon_store_stalled`).
+    fn oldest_pending(&self) -> Option<stall::Oldest> {
+        None
+    }
+    /// Requests waiting their turn for the store (not yet under way), for the shutdown log.
+    fn queued(&self) -> usize {
+        0
+    }
     /// Finishes queued writes, flushes, and stops taking new ones.
     async fn close(&self) -> Result<(), StoreError>;
 }

@@ -64,6 +64,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::{NoTls, Row};
 
+use super::stall::{self, Pending};
 use super::{Accepted, AlertQuery, IncidentQuery, Record, RunQuery, Store, StoreError};
 use crate::alert::{Alert, Incident, IncidentStatus};
 use crate::audit::{AuditEntry, ChainCheck, NewEntry, VerifyReport};
@@ -104,6 +105,26 @@ const PAGE: i32 = 1000;
 const RUN_WRITERS: usize = 4;
 const RUN_BATCH: usize = 256;
 
+/// A pooled connection, registered as an operation under way for as long as it is held.
+struct Conn<'a> {
+    client: deadpool_postgres::Object,
+    _under_way: stall::Guard<'a>,
+}
+
+impl std::ops::Deref for Conn<'_> {
+    type Target = deadpool_postgres::Object;
+
+    fn deref(&self) -> &Self::Target {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for Conn<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.client
+    }
+}
+
 /// The PostgreSQL store.
 pub struct PostgresStore {
     pool: Pool,
@@ -115,6 +136,8 @@ pub struct PostgresStore {
     leases: Arc<Leases>,
     /// Run creations and saves, for the [`RunWriter`]s to commit in batches.
     run_writes: tokio::sync::mpsc::UnboundedSender<RunWrite>,
+    /// Queries and run batches under way, for `/readyz`.
+    pending: Arc<Pending>,
 }
 
 /// This replica's identity and lease length, shared with the task that renews its leases (which
@@ -322,11 +345,13 @@ impl PostgresStore {
         let ready = Arc::new(AtomicBool::new(true));
         let (run_writes, queue) = tokio::sync::mpsc::unbounded_channel();
         let queue = Arc::new(tokio::sync::Mutex::new(queue));
+        let pending = Arc::new(Pending::default());
         for _ in 0..RUN_WRITERS {
             let writer = RunWriter {
                 pool: pool.clone(),
                 replica: leases.replica.clone(),
                 ready: ready.clone(),
+                pending: pending.clone(),
             };
             tokio::spawn(writer.work(queue.clone()));
         }
@@ -339,6 +364,7 @@ impl PostgresStore {
             metrics: None,
             leases,
             run_writes,
+            pending,
         })
     }
 
@@ -353,14 +379,21 @@ impl PostgresStore {
         self.leases.ttl_ms.store(ms, Ordering::Relaxed);
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+    /// A pooled connection, counted as a `query` under way (from the wait for it on) while held.
+    async fn client(&self) -> Result<Conn<'_>, StoreError> {
         if self.closed.load(Ordering::Relaxed) {
             return Err(StoreError::Closed);
         }
-        self.pool.get().await.map_err(|e| {
+        let under_way = self.pending.begin("query");
+        stall::hold().await;
+        let client = self.pool.get().await.map_err(|e| {
             self.ready.store(false, Ordering::Relaxed);
             tracing::warn!(error = %e, "no PostgreSQL connection");
             StoreError::Backend(format!("no PostgreSQL connection: {e}"))
+        })?;
+        Ok(Conn {
+            client,
+            _under_way: under_way,
         })
     }
 
@@ -716,6 +749,7 @@ struct RunWriter {
     pool: Pool,
     replica: String,
     ready: Arc<AtomicBool>,
+    pending: Arc<Pending>,
 }
 
 impl RunWriter {
@@ -776,6 +810,8 @@ impl RunWriter {
         &self,
         writes: &[&RunWrite],
     ) -> Result<Vec<Result<Option<String>, Fail>>, Fail> {
+        let _under_way = self.pending.begin("run batch");
+        stall::hold().await;
         let mut client = self.pool.get().await.map_err(|e| {
             self.ready.store(false, Ordering::Relaxed);
             tracing::warn!(error = %e, "no PostgreSQL connection");
@@ -1721,6 +1757,10 @@ impl Store for PostgresStore {
 
     fn is_ready(&self) -> bool {
         !self.closed.load(Ordering::Relaxed) && self.ready.load(Ordering::Relaxed)
+    }
+
+    fn oldest_pending(&self) -> Option<stall::Oldest> {
+        self.pending.oldest()
     }
 
     async fn close(&self) -> Result<(), StoreError> {

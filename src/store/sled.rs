@@ -1,14 +1,29 @@
-//! The embedded store on sled, with group commit.
+//! The embedded store on sled, with group commit on one store thread.
 //!
-//! One writer thread owns every write. Requests queue their alerts on a channel; the writer takes
-//! everything queued (up to [`MAX_JOBS`]), decides dedup and grouping for the whole group with one
-//! consistent view, and writes it as one atomic batch. A second thread, the flusher, fsyncs and only
-//! then answers every request of the groups written before that fsync began. The two overlap: while
-//! one group's fsync waits on the disk, the writer already decides and writes the next, and one
-//! fsync covers every group written meanwhile. Under load one fsync covers hundreds of requests,
-//! which is how intake stays durable without paying an fsync per alert; at low load a group is one
-//! request and the latency is one fsync. (sled recovers a prefix of its log, so a later group is
-//! never durable without an earlier one.)
+//! One thread, the store thread, owns every write and every fsync: alerts, runs, incident changes,
+//! outbox entries, small values and audit entries all arrive as jobs on one channel. The thread
+//! takes everything queued (up to [`MAX_JOBS`]), decides dedup and grouping for the whole group
+//! with one consistent view, writes it as one atomic batch, then fsyncs and only then answers the
+//! requests that must be durable. While it fsyncs, new requests queue, so the next group is larger:
+//! under load one fsync covers hundreds of requests, which is how intake stays durable without
+//! paying an fsync per alert; at low load a group is one request and the latency is one fsync.
+//! Writes that need not be durable at once (a pure step's state, a "matched" marker) are answered
+//! once written and fsynced with the next group, or after [`IDLE_FLUSH`] of quiet. sled recovers a
+//! prefix of its log, so a later group is never durable without an earlier one.
+//!
+//! # Why one thread (docs/storage.md has the measurements)
+//!
+//! sled 0.34 guards its log with a global reader-writer lock: `apply_batch` and transactions take
+//! it exclusively, every other operation and every flush shares it, and a flush holds its share
+//! until the log is on disk. The log reaches disk through sled's own thread pool. When flushes came
+//! from many places at once (`flush_async` from tokio workers for the outbox, values and audit, the
+//! flusher thread, sled's periodic flusher), the pool's threads filled with flushes each holding
+//! the shared lock and waiting for the log, an exclusive write queued behind them, sled's periodic
+//! flusher queued behind that writer, and the log write they all waited for never ran: the server
+//! hung for good, and since the exclusive writes ran on tokio workers, so did `/healthz` and
+//! SIGTERM. Here no flush is ever concurrent with an exclusive write (the same thread does both),
+//! sled's periodic flusher is off, `flush_async` is never called, and no tokio worker writes.
+//! Reads still run on the callers' threads and never wait for more than one write.
 //!
 //! Keys in the one tree (`v1`): `a:<alert id>` alert, `i:<incident id>` incident, `d:<dedup key>`
 //! the alert id a dedup key points at, `e:<entity>` the incident an entity points at, and
@@ -20,21 +35,26 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::{mpsc, oneshot};
 
+use super::stall::{self, Pending};
 use super::{Accepted, AlertQuery, IncidentQuery, Record, RunQuery, Store, StoreError};
 use crate::alert::{Alert, Incident, IncidentStatus};
-use crate::audit::{AuditEntry, NewEntry, VerifyReport};
+use crate::audit::{AuditEntry, AuditLog, NewEntry, VerifyReport};
 use crate::config::{GroupingConfig, StoreConfig};
 use crate::engine::run::Run;
+use crate::outbox::OutboxEntry;
 use crate::telemetry::Metrics;
 
 /// The most requests one group commit takes.
 const MAX_JOBS: usize = 1024;
+
+/// How long written but not yet durable changes wait for a quiet moment before they are fsynced.
+const IDLE_FLUSH: Duration = Duration::from_millis(100);
 
 /// Where a request waits for its answer.
 type Reply = oneshot::Sender<Result<Vec<Accepted>, StoreError>>;
@@ -48,15 +68,18 @@ enum Job {
         reply: Reply,
     },
     /// A new run, unless its concurrency key is taken by an active run (answered with that run's
-    /// id) or the alert already started this playbook (answered with that run's id).
+    /// id) or the alert already started this playbook (answered with that run's id); and its
+    /// audit entries.
     CreateRun {
         run: Box<Run>,
+        audit: Vec<NewEntry>,
         reply: oneshot::Sender<Result<Option<String>, StoreError>>,
     },
-    /// A run's new state; a finished run frees its concurrency key.
+    /// A run's new state, and its audit entries; a finished run frees its concurrency key.
     SaveRun {
         durable: bool,
         run: Box<Run>,
+        audit: Vec<NewEntry>,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
     /// The alert's runs are created: forget its pending-match marker.
@@ -70,6 +93,29 @@ enum Job {
         update: IncidentUpdate,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
+    /// A change to the outbox.
+    Outbox {
+        change: OutboxChange,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// A small value (`namespace\0key`).
+    Meta {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// Audit entries of their own.
+    Audit {
+        entries: Vec<NewEntry>,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+}
+
+/// A change to the outbox tree.
+enum OutboxChange {
+    Push(Vec<OutboxEntry>),
+    Save(Box<OutboxEntry>),
+    Remove(String),
 }
 
 /// A change to an incident made by a playbook or a person.
@@ -112,7 +158,15 @@ impl Job {
     /// Whether the job is answered only after the fsync.
     fn durable(&self) -> bool {
         match self {
-            Job::Ingest { .. } | Job::CreateRun { .. } => true,
+            Job::Ingest { .. }
+            | Job::CreateRun { .. }
+            | Job::Outbox { .. }
+            | Job::Meta { .. }
+            | Job::Audit { .. } => true,
+            Job::IncidentValue {
+                update: IncidentUpdate::Status(_),
+                ..
+            } => true,
             Job::SaveRun { durable, .. } => *durable,
             Job::Matched { .. } | Job::IncidentValue { .. } => false,
         }
@@ -125,23 +179,25 @@ impl Job {
             Job::CreateRun { reply, .. } => drop(reply.send(Err(e()))),
             Job::SaveRun { reply, .. }
             | Job::Matched { reply, .. }
-            | Job::IncidentValue { reply, .. } => drop(reply.send(Err(e()))),
+            | Job::IncidentValue { reply, .. }
+            | Job::Outbox { reply, .. }
+            | Job::Meta { reply, .. }
+            | Job::Audit { reply, .. } => drop(reply.send(Err(e()))),
         }
     }
 }
 
 /// The embedded store.
 pub struct SledStore {
-    db: sled::Db,
     tree: sled::Tree,
-    /// Outbox entries by id (ids are time-ordered), and small values by `namespace\0key`; written
-    /// directly (not through the writer), with their own flush.
+    /// Outbox entries by id (ids are time-ordered), and small values by `namespace\0key`.
     outbox: sled::Tree,
     meta: sled::Tree,
-    audit: crate::audit::AuditLog,
+    audit: Arc<AuditLog>,
     queue: RwLock<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     ready: Arc<AtomicBool>,
+    pending: Arc<Pending>,
 }
 
 impl SledStore {
@@ -149,6 +205,16 @@ impl SledStore {
         let queue = self.queue.read().map_err(|_| StoreError::Closed)?.clone();
         let queue = queue.ok_or(StoreError::Closed)?;
         queue.send(job).await.map_err(|_| StoreError::Closed)
+    }
+
+    /// Sends the job `make` builds around a reply channel and waits for its answer.
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Job,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(make(reply)).await?;
+        answer.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Opens (or creates) the store at `config.path` and starts its writer.
@@ -164,39 +230,29 @@ impl SledStore {
     ) -> Result<SledStore, StoreError> {
         let db = open_db(&config.path, config.cache_mb)?;
         let tree = db.open_tree("v1").map_err(backend)?;
+        let outbox = db.open_tree("outbox").map_err(backend)?;
+        let meta = db.open_tree("meta").map_err(backend)?;
+        let audit = Arc::new(AuditLog::open(&db).map_err(|e| StoreError::Backend(e.to_string()))?);
         let (tx, rx) = mpsc::channel(MAX_JOBS * 4);
         let ready = Arc::new(AtomicBool::new(true));
+        let pending = Arc::new(Pending::default());
         let writer = Writer {
+            db,
             tree: tree.clone(),
+            outbox: outbox.clone(),
+            meta: meta.clone(),
+            audit: audit.clone(),
             dedup_window: delta(grouping.dedup_window.0),
             incident_window: delta(grouping.incident_window.0),
             ready: ready.clone(),
+            pending: pending.clone(),
             metrics,
         };
-        let (written_tx, written_rx) = std::sync::mpsc::channel();
-        let flusher = Flusher {
-            db: db.clone(),
-            ready: ready.clone(),
-            metrics: writer.metrics.clone(),
-        };
-        let flusher = std::thread::Builder::new()
-            .name("cordon-store-flusher".into())
-            .spawn(move || flusher.run(written_rx))
-            .map_err(|e| StoreError::Backend(format!("cannot start the store flusher: {e}")))?;
         let handle = std::thread::Builder::new()
-            .name("cordon-store-writer".into())
-            .spawn(move || {
-                writer.run(rx, written_tx);
-                // The writer is done; the flusher ends once it has answered what is left.
-                let _ = flusher.join();
-            })
-            .map_err(|e| StoreError::Backend(format!("cannot start the store writer: {e}")))?;
-        let audit =
-            crate::audit::AuditLog::open(&db).map_err(|e| StoreError::Backend(e.to_string()))?;
-        let outbox = db.open_tree("outbox").map_err(backend)?;
-        let meta = db.open_tree("meta").map_err(backend)?;
+            .name("cordon-store".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StoreError::Backend(format!("cannot start the store thread: {e}")))?;
         Ok(SledStore {
-            db,
             tree,
             outbox,
             meta,
@@ -204,6 +260,7 @@ impl SledStore {
             queue: RwLock::new(Some(tx)),
             writer: Mutex::new(Some(handle)),
             ready,
+            pending,
         })
     }
 
@@ -312,6 +369,9 @@ fn open_db(path: &PathBuf, cache_mb: u64) -> Result<sled::Db, StoreError> {
         .path(path)
         .cache_capacity(cache_mb.saturating_mul(1024 * 1024))
         .mode(sled::Mode::HighThroughput)
+        // The store thread makes every write durable itself (see the module notes): sled's
+        // periodic flusher would be one more holder of the log lock.
+        .flush_every_ms(None)
         .open()
         .map_err(|e| match e {
             sled::Error::Io(io)
@@ -356,14 +416,7 @@ impl Store for SledStore {
         alerts: Vec<Alert>,
         now: DateTime<Utc>,
     ) -> Result<Vec<Accepted>, StoreError> {
-        let queue = self.queue.read().map_err(|_| StoreError::Closed)?.clone();
-        let queue = queue.ok_or(StoreError::Closed)?;
-        let (reply, answer) = oneshot::channel();
-        queue
-            .send(Job::Ingest { alerts, now, reply })
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        self.ask(|reply| Job::Ingest { alerts, now, reply }).await
     }
 
     async fn alert(&self, id: &str) -> Result<Option<Alert>, StoreError> {
@@ -434,18 +487,8 @@ impl Store for SledStore {
         run: &Run,
         audit: Vec<NewEntry>,
     ) -> Result<Option<String>, StoreError> {
-        if !audit.is_empty() {
-            self.audit
-                .append_batch(audit)
-                .map_err(|e| StoreError::Backend(e.to_string()))?;
-        }
-        let (reply, answer) = oneshot::channel();
-        self.send(Job::CreateRun {
-            run: Box::new(run.clone()),
-            reply,
-        })
-        .await?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        let run = Box::new(run.clone());
+        self.ask(|reply| Job::CreateRun { run, audit, reply }).await
     }
 
     async fn save_run(
@@ -454,23 +497,21 @@ impl Store for SledStore {
         audit: Vec<NewEntry>,
         durable: bool,
     ) -> Result<(), StoreError> {
-        if !audit.is_empty() {
-            let entries = audit.into_iter().map(|e| match e.run_id {
+        let audit = audit
+            .into_iter()
+            .map(|e| match e.run_id {
                 Some(_) => e,
                 None => e.run(run.id.clone()),
-            });
-            self.audit
-                .append_batch(entries.collect())
-                .map_err(|e| StoreError::Backend(e.to_string()))?;
-        }
-        let (reply, answer) = oneshot::channel();
-        self.send(Job::SaveRun {
+            })
+            .collect();
+        let run = Box::new(run.clone());
+        self.ask(|reply| Job::SaveRun {
             durable,
-            run: Box::new(run.clone()),
+            run,
+            audit,
             reply,
         })
-        .await?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        .await
     }
 
     async fn run(&self, id: &str) -> Result<Option<Run>, StoreError> {
@@ -524,13 +565,8 @@ impl Store for SledStore {
     }
 
     async fn matched(&self, alert_id: &str) -> Result<(), StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Job::Matched {
-            alert_id: alert_id.to_owned(),
-            reply,
-        })
-        .await?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        let alert_id = alert_id.to_owned();
+        self.ask(|reply| Job::Matched { alert_id, reply }).await
     }
 
     async fn set_incident_value(
@@ -539,14 +575,8 @@ impl Store for SledStore {
         key: &str,
         value: serde_json::Value,
     ) -> Result<(), StoreError> {
-        let (reply, answer) = oneshot::channel();
-        let job = Job::IncidentValue {
-            incident_id: incident_id.to_owned(),
-            update: IncidentUpdate::Value(key.to_owned(), value),
-            reply,
-        };
-        self.send(job).await?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        let update = IncidentUpdate::Value(key.to_owned(), value);
+        self.update_incident(incident_id, update).await
     }
 
     async fn add_evidence(
@@ -554,14 +584,8 @@ impl Store for SledStore {
         incident_id: &str,
         records: Vec<serde_json::Value>,
     ) -> Result<(), StoreError> {
-        let (reply, answer) = oneshot::channel();
-        let job = Job::IncidentValue {
-            incident_id: incident_id.to_owned(),
-            update: IncidentUpdate::Evidence(records),
-            reply,
-        };
-        self.send(job).await?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        self.update_incident(incident_id, IncidentUpdate::Evidence(records))
+            .await
     }
 
     async fn set_incident_status(
@@ -569,29 +593,13 @@ impl Store for SledStore {
         incident_id: &str,
         status: crate::alert::IncidentStatus,
     ) -> Result<(), StoreError> {
-        let (reply, answer) = oneshot::channel();
-        let job = Job::IncidentValue {
-            incident_id: incident_id.to_owned(),
-            update: IncidentUpdate::Status(status),
-            reply,
-        };
-        self.send(job).await?;
-        answer.await.map_err(|_| StoreError::Closed)??;
-        self.db.flush_async().await.map_err(backend)?;
-        Ok(())
+        self.update_incident(incident_id, IncidentUpdate::Status(status))
+            .await
     }
 
-    async fn outbox_push(
-        &self,
-        entries: Vec<crate::outbox::OutboxEntry>,
-    ) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        for entry in &entries {
-            batch.insert(entry.id.as_bytes(), encode(entry));
-        }
-        self.outbox.apply_batch(batch).map_err(backend)?;
-        self.db.flush_async().await.map_err(backend)?;
-        Ok(())
+    async fn outbox_push(&self, entries: Vec<OutboxEntry>) -> Result<(), StoreError> {
+        let change = OutboxChange::Push(entries);
+        self.ask(|reply| Job::Outbox { change, reply }).await
     }
 
     async fn outbox_pending(&self) -> Result<Vec<crate::outbox::OutboxEntry>, StoreError> {
@@ -604,18 +612,14 @@ impl Store for SledStore {
             .collect()
     }
 
-    async fn outbox_save(&self, entry: &crate::outbox::OutboxEntry) -> Result<(), StoreError> {
-        self.outbox
-            .insert(entry.id.as_bytes(), encode(entry))
-            .map_err(backend)?;
-        self.db.flush_async().await.map_err(backend)?;
-        Ok(())
+    async fn outbox_save(&self, entry: &OutboxEntry) -> Result<(), StoreError> {
+        let change = OutboxChange::Save(Box::new(entry.clone()));
+        self.ask(|reply| Job::Outbox { change, reply }).await
     }
 
     async fn outbox_remove(&self, id: &str) -> Result<(), StoreError> {
-        self.outbox.remove(id.as_bytes()).map_err(backend)?;
-        self.db.flush_async().await.map_err(backend)?;
-        Ok(())
+        let change = OutboxChange::Remove(id.to_owned());
+        self.ask(|reply| Job::Outbox { change, reply }).await
     }
 
     async fn meta_get(
@@ -635,19 +639,12 @@ impl Store for SledStore {
         key: &str,
         value: serde_json::Value,
     ) -> Result<(), StoreError> {
-        self.meta
-            .insert(meta_key(namespace, key), encode(&value))
-            .map_err(backend)?;
-        self.db.flush_async().await.map_err(backend)?;
-        Ok(())
+        let (key, value) = (meta_key(namespace, key), encode(&value));
+        self.ask(|reply| Job::Meta { key, value, reply }).await
     }
 
     async fn append_audit(&self, entries: Vec<NewEntry>) -> Result<(), StoreError> {
-        self.audit
-            .append_batch(entries)
-            .map_err(|e| StoreError::Backend(e.to_string()))?;
-        self.db.flush_async().await.map_err(backend)?;
-        Ok(())
+        self.ask(|reply| Job::Audit { entries, reply }).await
     }
 
     async fn audit_verify(&self) -> Result<VerifyReport, StoreError> {
@@ -673,40 +670,101 @@ impl Store for SledStore {
             && self.queue.read().map(|q| q.is_some()).unwrap_or(false)
     }
 
+    fn oldest_pending(&self) -> Option<stall::Oldest> {
+        self.pending.oldest()
+    }
+
+    fn queued(&self) -> usize {
+        self.queue
+            .read()
+            .ok()
+            .and_then(|q| q.as_ref().map(|q| q.max_capacity() - q.capacity()))
+            .unwrap_or(0)
+    }
+
     async fn close(&self) -> Result<(), StoreError> {
-        // Dropping the sender lets the writer finish what is queued, then stop.
+        // Dropping the sender lets the store thread finish what is queued, fsync, then stop.
         if let Ok(mut queue) = self.queue.write() {
             queue.take();
         }
         let handle = self.writer.lock().ok().and_then(|mut w| w.take());
         if let Some(handle) = handle {
-            tokio::task::spawn_blocking(move || handle.join())
+            // Joined on a thread of its own, not the runtime's blocking pool: a store thread stuck
+            // in the disk must not keep the runtime from shutting down (the caller bounds this).
+            let (done, joined) = oneshot::channel();
+            std::thread::spawn(move || drop(done.send(handle.join())));
+            joined
                 .await
-                .map_err(|e| StoreError::Backend(e.to_string()))?
-                .map_err(|_| StoreError::Backend("the store writer panicked".into()))?;
+                .map_err(|_| StoreError::Backend("the store thread was lost".into()))?
+                .map_err(|_| StoreError::Backend("the store thread panicked".into()))?;
         }
-        self.db.flush_async().await.map_err(backend)?;
         Ok(())
     }
 }
 
-/// The writer thread's state.
+impl SledStore {
+    async fn update_incident(
+        &self,
+        incident_id: &str,
+        update: IncidentUpdate,
+    ) -> Result<(), StoreError> {
+        let incident_id = incident_id.to_owned();
+        self.ask(|reply| Job::IncidentValue {
+            incident_id,
+            update,
+            reply,
+        })
+        .await
+    }
+}
+
+/// The store thread's state.
 struct Writer {
+    db: sled::Db,
     tree: sled::Tree,
+    outbox: sled::Tree,
+    meta: sled::Tree,
+    audit: Arc<AuditLog>,
     dedup_window: TimeDelta,
     incident_window: TimeDelta,
     ready: Arc<AtomicBool>,
+    pending: Arc<Pending>,
     metrics: Option<Arc<Metrics>>,
 }
 
-/// A group written to the tree and waiting for the fsync that makes it durable.
-struct Written {
-    answers: Vec<Answer>,
-}
-
 impl Writer {
-    fn run(self, mut rx: mpsc::Receiver<Job>, written: std::sync::mpsc::Sender<Written>) {
-        while let Some(first) = rx.blocking_recv() {
+    /// Takes groups of jobs off `rx` until every sender is gone, then fsyncs what is left.
+    fn run(self, mut rx: mpsc::Receiver<Job>) {
+        // Only to wait for the next job with a time limit while changes are waiting to be fsynced.
+        let clock = match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(clock) => clock,
+            Err(e) => {
+                tracing::error!(error = %e, "the store thread cannot start; requests answered 503");
+                self.ready.store(false, Ordering::Relaxed);
+                return;
+            }
+        };
+        let mut unflushed = false;
+        loop {
+            let first = if unflushed {
+                match clock.block_on(async { tokio::time::timeout(IDLE_FLUSH, rx.recv()).await }) {
+                    Ok(Some(job)) => job,
+                    Ok(None) => break,
+                    Err(_) => {
+                        self.fsync(Vec::new());
+                        unflushed = false;
+                        continue;
+                    }
+                }
+            } else {
+                match rx.blocking_recv() {
+                    Some(job) => job,
+                    None => break,
+                }
+            };
             let mut jobs = vec![first];
             while jobs.len() < MAX_JOBS {
                 match rx.try_recv() {
@@ -717,52 +775,98 @@ impl Writer {
             if let Some(metrics) = &self.metrics {
                 metrics.store_group_size.observe(jobs.len() as f64);
             }
-            let mut group = Group {
-                tree: &self.tree,
-                writes: HashMap::new(),
+            let durable = {
+                let _write = self.pending.begin("write");
+                stall::hold_blocking();
+                self.write(jobs)
             };
-            let mut answers = Vec::with_capacity(jobs.len());
-            // Answered once written, without waiting for the fsync.
-            let mut written_only = Vec::new();
-            let mut failed: Option<String> = None;
-            for job in jobs {
-                if let Some(error) = &failed {
-                    job.fail(error);
-                    continue;
+            match durable {
+                Some(answers) if !answers.is_empty() => {
+                    self.fsync(answers);
+                    unflushed = false;
                 }
-                let durable = job.durable();
-                match self.apply(&mut group, job) {
-                    Ok(answer) if durable => answers.push(answer),
-                    Ok(answer) => written_only.push(answer),
-                    Err((answer, e)) => {
-                        answer.fail(&e.to_string());
-                        failed = Some(e.to_string());
-                    }
+                Some(_) => unflushed = true,
+                None => {}
+            }
+        }
+        if unflushed {
+            self.fsync(Vec::new());
+        }
+    }
+
+    /// Writes one group: every job's changes, the main tree's as one atomic batch. Answers the
+    /// jobs that need not wait for the fsync and gives back those that must; `None` when the group
+    /// failed (every job is answered with the error then).
+    fn write(&self, jobs: Vec<Job>) -> Option<Vec<Answer>> {
+        let mut group = Group {
+            tree: &self.tree,
+            writes: HashMap::new(),
+        };
+        let mut answers = Vec::with_capacity(jobs.len());
+        let mut written_only = Vec::new();
+        let mut failed: Option<String> = None;
+        for job in jobs {
+            if let Some(error) = &failed {
+                job.fail(error);
+                continue;
+            }
+            let durable = job.durable();
+            match self.apply(&mut group, job) {
+                Ok(answer) if durable => answers.push(answer),
+                Ok(answer) => written_only.push(answer),
+                Err((answer, e)) => {
+                    answer.fail(&e.to_string());
+                    failed = Some(e.to_string());
                 }
             }
-            let result = match failed {
-                Some(e) => Err(StoreError::Backend(e)),
-                None => group.commit(),
-            };
-            match result {
-                Ok(()) => {
-                    for answer in written_only {
-                        answer.ok();
-                    }
-                    if answers.is_empty() {
-                        continue;
-                    }
-                    if written.send(Written { answers }).is_err() {
-                        tracing::error!("the store flusher stopped; requests answered 503");
-                        self.ready.store(false, Ordering::Relaxed);
-                    }
+        }
+        let result = match failed {
+            Some(e) => Err(StoreError::Backend(e)),
+            None => group.commit(),
+        };
+        match result {
+            Ok(()) => {
+                for answer in written_only {
+                    answer.ok();
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, requests = answers.len(), "store write failed; requests answered 503");
-                    self.ready.store(false, Ordering::Relaxed);
-                    for answer in answers.into_iter().chain(written_only) {
-                        answer.fail(&e.to_string());
-                    }
+                Some(answers)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, requests = answers.len(), "store write failed; requests answered 503");
+                self.ready.store(false, Ordering::Relaxed);
+                for answer in answers.into_iter().chain(written_only) {
+                    answer.fail(&e.to_string());
+                }
+                None
+            }
+        }
+    }
+
+    /// Makes everything written so far durable, then answers `answers`.
+    fn fsync(&self, answers: Vec<Answer>) {
+        let result = {
+            let _fsync = self.pending.begin("fsync");
+            let started = Instant::now();
+            let result = self.db.flush();
+            if let Some(metrics) = &self.metrics {
+                metrics
+                    .store_flush_seconds
+                    .observe(started.elapsed().as_secs_f64());
+            }
+            result
+        };
+        match result {
+            Ok(_) => {
+                self.ready.store(true, Ordering::Relaxed);
+                for answer in answers {
+                    answer.ok();
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "store fsync failed; requests answered 503");
+                self.ready.store(false, Ordering::Relaxed);
+                for answer in answers {
+                    answer.fail(&e.to_string());
                 }
             }
         }
@@ -781,11 +885,33 @@ impl Writer {
                 }
                 Ok(Answer::Ingest(reply, accepted))
             }
-            Job::CreateRun { run, reply } => match self.create_run(group, *run) {
-                Ok(existing) => Ok(Answer::Created(reply, existing)),
-                Err(e) => Err((Answer::Created(reply, None), e)),
+            Job::CreateRun { run, audit, reply } => {
+                match self
+                    .append_audit(audit)
+                    .and_then(|()| self.create_run(group, *run))
+                {
+                    Ok(existing) => Ok(Answer::Created(reply, existing)),
+                    Err(e) => Err((Answer::Created(reply, None), e)),
+                }
+            }
+            Job::SaveRun {
+                run, audit, reply, ..
+            } => match self
+                .append_audit(audit)
+                .and_then(|()| self.save_run(group, &run))
+            {
+                Ok(()) => Ok(Answer::Done(reply)),
+                Err(e) => Err((Answer::Done(reply), e)),
             },
-            Job::SaveRun { run, reply, .. } => match self.save_run(group, &run) {
+            Job::Outbox { change, reply } => match self.change_outbox(change) {
+                Ok(()) => Ok(Answer::Done(reply)),
+                Err(e) => Err((Answer::Done(reply), e)),
+            },
+            Job::Meta { key, value, reply } => match self.meta.insert(key, value) {
+                Ok(_) => Ok(Answer::Done(reply)),
+                Err(e) => Err((Answer::Done(reply), backend(e))),
+            },
+            Job::Audit { entries, reply } => match self.append_audit(entries) {
                 Ok(()) => Ok(Answer::Done(reply)),
                 Err(e) => Err((Answer::Done(reply), e)),
             },
@@ -820,6 +946,36 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Appends audit entries: written at once (the chain is its own tree), made durable by the
+    /// group's fsync with everything else.
+    fn append_audit(&self, entries: Vec<NewEntry>) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.audit
+            .append_batch(entries)
+            .map(drop)
+            .map_err(|e| StoreError::Backend(e.to_string()))
+    }
+
+    fn change_outbox(&self, change: OutboxChange) -> Result<(), StoreError> {
+        match change {
+            OutboxChange::Push(entries) => {
+                let mut batch = sled::Batch::default();
+                for entry in &entries {
+                    batch.insert(entry.id.as_bytes(), encode(entry));
+                }
+                self.outbox.apply_batch(batch)
+            }
+            OutboxChange::Save(entry) => self
+                .outbox
+                .insert(entry.id.as_bytes(), encode(&*entry))
+                .map(drop),
+            OutboxChange::Remove(id) => self.outbox.remove(id.as_bytes()).map(drop),
+        }
+        .map_err(backend)
     }
 
     fn create_run(&self, group: &mut Group<'_>, run: Run) -> Result<Option<String>, StoreError> {
@@ -952,45 +1108,6 @@ impl Writer {
             repeat_count: 1,
             new_incident,
         })
-    }
-}
-
-/// The thread that makes written groups durable and answers their requests.
-struct Flusher {
-    db: sled::Db,
-    ready: Arc<AtomicBool>,
-    metrics: Option<Arc<Metrics>>,
-}
-
-impl Flusher {
-    fn run(self, written: std::sync::mpsc::Receiver<Written>) {
-        while let Ok(first) = written.recv() {
-            // Everything written before this fsync starts is covered by it.
-            let mut groups = vec![first];
-            groups.extend(written.try_iter());
-            let started = Instant::now();
-            let result = self.db.flush();
-            if let Some(metrics) = &self.metrics {
-                metrics
-                    .store_flush_seconds
-                    .observe(started.elapsed().as_secs_f64());
-            }
-            match result {
-                Ok(_) => {
-                    self.ready.store(true, Ordering::Relaxed);
-                    for answer in groups.into_iter().flat_map(|g| g.answers) {
-                        answer.ok();
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "store fsync failed; requests answered 503");
-                    self.ready.store(false, Ordering::Relaxed);
-                    for answer in groups.into_iter().flat_map(|g| g.answers) {
-                        answer.fail(&e.to_string());
-                    }
-                }
-            }
-        }
     }
 }
 

@@ -443,5 +443,6 @@ pub fn start_logged(config: &Path, envs: &[(&str, &str)], log: &Path) -> super::
     super::Process {
         child,
         base: format!("http://{addr}"),
+        log: Default::default(),
     }
 }

@@ -412,21 +412,31 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_cordon");
 pub struct Process {
     pub child: std::process::Child,
     pub base: String,
+    /// Every line the process wrote to stderr (its JSON log), as it comes.
+    pub log: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Process {
     pub fn start(config: &Path) -> Process {
+        Process::start_with_env(config, &[])
+    }
+
+    /// As [`Process::start`], with extra environment variables.
+    pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Process {
         use std::io::{BufRead, BufReader};
         let mut child = std::process::Command::new(BIN)
             .args(["serve", "--config"])
             .arg(config)
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("cordon starts");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let lines = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Ok(event) = serde_json::from_str::<Value>(&line)
@@ -434,6 +444,7 @@ impl Process {
                 {
                     let _ = tx.send(event["addr"].as_str().unwrap_or_default().to_owned());
                 }
+                lines.lock().unwrap().push(line);
             }
         });
         let addr = rx
@@ -442,6 +453,32 @@ impl Process {
         Process {
             child,
             base: format!("http://{addr}"),
+            log,
+        }
+    }
+
+    /// The log lines so far that contain `text`.
+    pub fn log_lines(&self, text: &str) -> Vec<String> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(text))
+            .cloned()
+            .collect()
+    }
+
+    /// Waits up to `within` for the process to exit; its status, or `None` if it still runs.
+    pub fn wait_exit(&mut self, within: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
 
