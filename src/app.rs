@@ -190,7 +190,14 @@ impl Server {
             Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server stopped with an error"),
             Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
             Err(_) => {
-                tracing::warn!(grace = ?grace, "requests still in flight after the shutdown grace; closing anyway")
+                let oldest = state.store.oldest_pending();
+                tracing::warn!(
+                    grace = ?grace,
+                    queued = state.store.queued(),
+                    operation = oldest.as_ref().map(|o| o.operation),
+                    pending_seconds = oldest.as_ref().map(|o| o.age.as_secs_f64()),
+                    "requests still in flight after the shutdown grace, store work still pending; closing anyway"
+                )
             }
         }
         let _ = std::fs::remove_file(&address_file);

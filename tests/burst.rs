@@ -499,3 +499,170 @@ async fn alerts_paced_one_at_a_time_with_slack_and_discord_never_hang() {
         );
     }
 }
+
+/// Reads `/readyz`: its status and body.
+async fn readyz(base: &str) -> (u16, Value) {
+    get(&reqwest::Client::new(), base, "/readyz").await
+}
+
+/// The value of `cordon_store_stalled{operation="…"}` in `/metrics`, per operation, where set.
+async fn stalled_metric(base: &str) -> HashMap<String, String> {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("cordon_store_stalled{operation=\""))
+        .filter_map(|l| l.split_once("\"} "))
+        .map(|(op, value)| (op.to_owned(), value.to_owned()))
+        .collect()
+}
+
+/// Holds the store through the test hook: `/readyz` turns unready naming the stalled operation and
+/// the metric says the same while `/healthz` answers; released, the held alert is acknowledged
+/// and the server is ready again; held once more, SIGTERM still ends the process in time, logging
+/// what was pending. Nothing acknowledged is lost.
+async fn held_store(store: String, dir: &Path) {
+    let peers = Peers::start(false).await;
+    let config = config(dir, &format!("{store}  stall_limit: 1s\n"), &peers);
+    let hold = dir.join("hold");
+    let mut server = Process::start_with_env(
+        &config,
+        &[(cordon::store::stall::HOLD_VAR, hold.to_str().unwrap())],
+    );
+    let base = server.base.clone();
+    assert!(
+        !server.log_lines("a test hook").is_empty(),
+        "the hook is announced at start"
+    );
+    assert_eq!(readyz(&base).await.0, 200);
+
+    std::fs::write(&hold, b"").unwrap();
+    let held = {
+        let base = base.clone();
+        tokio::spawn(
+            async move { post(&reqwest::Client::new(), &base, &alert_body("held", 0)).await },
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let body = loop {
+        let (status, body) = readyz(&base).await;
+        if status == 503 {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz stayed ready while the store was held: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(body["status"], "store stalled", "{body}");
+    let operation = body["operation"].as_str().unwrap().to_owned();
+    assert!(body["pending_seconds"].as_f64().unwrap() > 1.0, "{body}");
+    let metric = stalled_metric(&base).await;
+    assert_eq!(
+        metric.get(&operation).map(String::as_str),
+        Some("1"),
+        "{metric:?}"
+    );
+    assert_eq!(
+        metric.values().filter(|v| *v == "1").count(),
+        1,
+        "{metric:?}"
+    );
+    // Liveness shares nothing with the store.
+    let (status, health) = tokio::time::timeout(
+        Duration::from_secs(2),
+        get(&reqwest::Client::new(), &base, "/healthz"),
+    )
+    .await
+    .expect("/healthz answers while the store is held");
+    assert_eq!(status, 200, "{health}");
+    assert!(!held.is_finished(), "the held alert waits for the store");
+
+    // Released: the alert is acknowledged, the server ready again, the metric back to 0.
+    std::fs::remove_file(&hold).unwrap();
+    let acked = tokio::time::timeout(Duration::from_secs(10), held)
+        .await
+        .expect("the held alert is answered once the store is released")
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while readyz(&base).await.0 != 200 {
+        assert!(Instant::now() < deadline, "/readyz never came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let metric = stalled_metric(&base).await;
+    assert!(metric.values().all(|v| v == "0"), "{metric:?}");
+
+    // Held again, with a request waiting on it: SIGTERM still ends the process in time.
+    std::fs::write(&hold, b"").unwrap();
+    let waiting = {
+        let base = base.clone();
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(format!("{base}/v1/alerts/generic"))
+                .bearer_auth(INTAKE_TOKEN)
+                .json(&alert_body("held", 1))
+                .send()
+                .await
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while readyz(&base).await.0 != 503 {
+        assert!(
+            Instant::now() < deadline,
+            "/readyz stayed ready while the store was held again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let asked = Instant::now();
+    server.signal("-TERM");
+    let status = server.wait_exit(GRACE + EXIT_SLACK).unwrap_or_else(|| {
+        panic!(
+            "still running {:?} after SIGTERM with the store held; log tail: {:#?}",
+            GRACE + EXIT_SLACK,
+            tail(&server)
+        )
+    });
+    let took = asked.elapsed();
+    let pending = server.log_lines("still pending");
+    assert!(
+        !pending.is_empty(),
+        "the exit names what was pending; log tail: {:#?}",
+        tail(&server)
+    );
+    assert!(
+        pending[0].contains(&format!("\"operation\":\"{operation}\"")),
+        "{pending:?}"
+    );
+    eprintln!("held store: /readyz named `{operation}`; SIGTERM took {took:?}, exit {status:?}");
+    let _ = waiting.await;
+    std::fs::remove_file(&hold).unwrap();
+
+    // What was acknowledged is there after a restart.
+    let server = Process::start(&config);
+    let (status, alert) = get(
+        &reqwest::Client::new(),
+        &server.base,
+        &format!("/v1/alerts/{}", acked.alert_id),
+    )
+    .await;
+    assert_eq!(status, 200, "{alert}");
+    terminate(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_held_sled_store_is_reported_and_sigterm_still_ends_the_process() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    held_store(sled_store(dir.path()), dir.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_held_postgres_store_is_reported_and_sigterm_still_ends_the_process() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    held_store(postgres_store().await, dir.path()).await;
+}
