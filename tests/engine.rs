@@ -171,6 +171,19 @@ async fn alert_to_approval_to_action_with_an_intact_audit_chain() {
     ] {
         assert!(kinds.contains(&kind), "audit lacks {kind}: {kinds:?}");
     }
+    // A side effect is audited as started (durably, before it runs) and as finished; a pure step
+    // (`core.set`), which a crash simply repeats, only as finished (docs/playbooks.md, Audit).
+    let of_step = |step: &str| -> Vec<&str> {
+        done["audit"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["step"] == step && e["kind"].as_str().unwrap().starts_with("step."))
+            .map(|e| e["kind"].as_str().unwrap())
+            .collect()
+    };
+    assert_eq!(of_step("isolate"), ["step.started", "step.finished"]);
+    assert_eq!(of_step("note"), ["step.finished"]);
     let decided = done["audit"]
         .as_array()
         .unwrap()
