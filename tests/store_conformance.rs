@@ -267,6 +267,7 @@ conformance!(
     runs_list_newest_first_with_filters_and_limits,
     alerts_are_pending_until_matched,
     incident_values_evidence_and_status,
+    an_update_of_an_unknown_incident_is_refused_alone,
     outbox_keeps_push_order_and_delivery_state,
     meta_values_by_namespace,
     the_audit_chain_appends_verifies_and_lists,
@@ -1010,6 +1011,28 @@ async fn alerts_are_pending_until_matched(b: &mut Backend) {
 
 // ---------------------------------------------------------------------------------------------
 // Incidents, outbox, values
+
+/// A change to an incident that does not exist is that caller's error only: alerts written at the
+/// same moment (on sled, in the same group commit) are stored, and the store stays ready.
+async fn an_update_of_an_unknown_incident_is_refused_alone(b: &mut Backend) {
+    let store = b.store();
+    let (refused, stored) = tokio::join!(
+        store.set_incident_value("no-such-incident", "verdict", json!("x")),
+        futures_util::future::join_all((0..20).map(|i| {
+            store.ingest(
+                vec![alert("falco", "A", Some(&format!("i-u{i}")), 3)],
+                t0(),
+            )
+        })),
+    );
+    let refused = refused.expect_err("no such incident");
+    assert!(refused.to_string().contains("no-such-incident"), "{refused}");
+    for accepted in stored {
+        let accepted = accepted.expect("the other writes are stored");
+        assert!(store.alert(&accepted[0].alert_id).await.unwrap().is_some());
+    }
+    assert!(store.is_ready());
+}
 
 async fn incident_values_evidence_and_status(b: &mut Backend) {
     let store = b.store();

@@ -133,6 +133,8 @@ enum Answer {
         Option<String>,
     ),
     Done(oneshot::Sender<Result<(), StoreError>>),
+    /// Already answered (refused on its own, without failing the group).
+    Answered,
 }
 
 impl Answer {
@@ -141,6 +143,7 @@ impl Answer {
             Answer::Ingest(reply, accepted) => drop(reply.send(Ok(accepted))),
             Answer::Created(reply, existing) => drop(reply.send(Ok(existing))),
             Answer::Done(reply) => drop(reply.send(Ok(()))),
+            Answer::Answered => {}
         }
     }
 
@@ -150,6 +153,7 @@ impl Answer {
             Answer::Ingest(reply, _) => drop(reply.send(Err(e()))),
             Answer::Created(reply, _) => drop(reply.send(Err(e()))),
             Answer::Done(reply) => drop(reply.send(Err(e()))),
+            Answer::Answered => {}
         }
     }
 }
@@ -938,10 +942,12 @@ impl Writer {
                         group.put(k, &incident);
                         Ok(Answer::Done(reply))
                     }
-                    Ok(None) => Err((
-                        Answer::Done(reply),
-                        StoreError::Backend(format!("no incident `{incident_id}`")),
-                    )),
+                    // This request's mistake alone: the rest of the group is written.
+                    Ok(None) => {
+                        let missing = format!("no incident `{incident_id}`");
+                        drop(reply.send(Err(StoreError::Backend(missing))));
+                        Ok(Answer::Answered)
+                    }
                     Err(e) => Err((Answer::Done(reply), e)),
                 }
             }
