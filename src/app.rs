@@ -1,7 +1,6 @@
 //! Wiring: config → store → intake sources → router, and the server's life from bind to a clean
 //! shutdown.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,7 +21,7 @@ use crate::config::Config;
 use crate::engine::approval::ApproverGroups;
 use crate::engine::exec::Guardrails;
 use crate::engine::{Engine, Playbooks};
-use crate::intake::router::{self as intake, IntakeSource};
+use crate::intake::router::{self as intake, Intake};
 use crate::integrations::Integrations;
 use crate::script::{Limits, Scripts};
 use crate::store::{Store, StoreError};
@@ -34,7 +33,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub engine: Arc<Engine>,
     pub metrics: Arc<Metrics>,
-    pub sources: HashMap<String, Arc<IntakeSource>>,
+    /// The intake endpoint's own state (its sources, the store, the engine).
+    pub intake: Arc<Intake>,
     /// The actions, whose integrations a reload replaces.
     pub actions: Arc<Registry>,
     /// The outbound HTTP client integrations use.
@@ -128,12 +128,18 @@ impl Server {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartError::Bind { addr, source })?;
+        let intake = Arc::new(Intake {
+            sources,
+            store: store.clone(),
+            engine: engine.clone(),
+            metrics: metrics.clone(),
+        });
         let state = Arc::new(AppState {
             config: Arc::new(config),
             store,
             engine,
             metrics,
-            sources,
+            intake,
             actions,
             http,
             outbox,
@@ -331,11 +337,9 @@ pub fn address_file(config: &Config) -> std::path::PathBuf {
 /// Every route.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        // One path, two meanings: POST takes alerts from a source, GET shows one alert by id.
-        .route(
-            "/v1/alerts/{source}",
-            post(intake::receive).get(api::show_alert),
-        )
+        // One path, two meanings: POST takes alerts from a source (intake's router, merged
+        // below), GET shows one alert by id.
+        .route("/v1/alerts/{source}", get(api::show_alert))
         .route("/v1/alerts", get(api::list_alerts))
         .route("/v1/incidents", get(api::list_incidents))
         .route("/v1/runs", get(api::list_runs))
@@ -382,6 +386,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         // ---- end Teams ----
         // Chat, Discord: the interactions endpoint (when configured).
         .merge(crate::chat::discord::router(&state))
+        .merge(intake::router(state.intake.clone()))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             record_latency,

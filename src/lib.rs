@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! POST /v1/alerts/{source}
-//!   app::router ─▶ intake::router::receive        the intake handler
+//!   app::router ─▶ intake::router::receive        the intake handler (its own router and state)
 //!                    ├─ intake::verify            bearer / HMAC on the raw bytes
 //!                    ├─ intake::sns               SNS envelope, signature, subscription confirmation
 //!                    └─ intake::formats::<source> the source's payload ─▶ alert::Alert(s)

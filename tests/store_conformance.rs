@@ -1019,14 +1019,14 @@ async fn an_update_of_an_unknown_incident_is_refused_alone(b: &mut Backend) {
     let (refused, stored) = tokio::join!(
         store.set_incident_value("no-such-incident", "verdict", json!("x")),
         futures_util::future::join_all((0..20).map(|i| {
-            store.ingest(
-                vec![alert("falco", "A", Some(&format!("i-u{i}")), 3)],
-                t0(),
-            )
+            store.ingest(vec![alert("falco", "A", Some(&format!("i-u{i}")), 3)], t0())
         })),
     );
     let refused = refused.expect_err("no such incident");
-    assert!(refused.to_string().contains("no-such-incident"), "{refused}");
+    assert!(
+        refused.to_string().contains("no-such-incident"),
+        "{refused}"
+    );
     for accepted in stored {
         let accepted = accepted.expect("the other writes are stored");
         assert!(store.alert(&accepted[0].alert_id).await.unwrap().is_some());

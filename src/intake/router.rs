@@ -3,24 +3,45 @@
 //!
 //! A refused request writes nothing: every check runs before the store is touched, and each refusal
 //! is counted in `cordon_alerts_rejected_total{source,reason}`.
+//!
+//! Intake is built from its own state ([`Intake`]) and hands `app` a router ([`router`]); it knows
+//! nothing of the server around it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
 use chrono::Utc;
 use serde_json::json;
 
 use super::formats::SourceKind;
 use super::sns::{SnsEnvelope, SnsMessageType, SnsVerifier};
 use super::verify;
-use crate::app::AppState;
 use crate::config::{AuthConfig, Config, SourceConfig};
+use crate::engine::Engine;
 use crate::http::ApiError;
+use crate::store::Store;
+use crate::telemetry::Metrics;
+
+/// What intake needs: the enabled sources, where alerts go, and the engine to tell.
+pub struct Intake {
+    pub sources: HashMap<String, Arc<IntakeSource>>,
+    pub store: Arc<dyn Store>,
+    pub engine: Arc<Engine>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// `POST /v1/alerts/{source}`, for `app` to merge into the server's routes.
+pub fn router<S: Clone + Send + Sync + 'static>(intake: Arc<Intake>) -> Router<S> {
+    Router::new()
+        .route("/v1/alerts/{source}", post(receive))
+        .with_state(intake)
+}
 
 /// A configured source, ready to take requests.
 pub struct IntakeSource {
@@ -66,7 +87,7 @@ pub fn sources(config: &Config, http: &reqwest::Client) -> HashMap<String, Arc<I
 
 /// The intake handler.
 pub async fn receive(
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Intake>>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -93,7 +114,7 @@ pub async fn receive(
 }
 
 async fn accept(
-    app: &AppState,
+    app: &Intake,
     name: &str,
     headers: &HeaderMap,
     body: Body,
