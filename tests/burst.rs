@@ -41,23 +41,6 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(30);
 /// The tests start several processes each and keep two cores busy; one at a time.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-const PLAYBOOK: &str = r#"id: contain-host
-name: Contain a host
-on:
-  source: generic
-steps:
-  - id: approve
-    approval:
-      prompt: "Isolate ${{ alert.resource.id }}?"
-      approvers: soc
-      timeout: 30m
-      on_timeout: reject
-  - id: isolate
-    if: steps.approve.approved
-    script: |
-      #{ isolated: alert.resource.id }
-"#;
-
 fn count(var: &str, default: usize) -> usize {
     std::env::var(var)
         .ok()
@@ -135,7 +118,17 @@ impl Peers {
 fn config(dir: &Path, store: &str, peers: &Peers) -> PathBuf {
     let playbooks = dir.join("playbooks");
     std::fs::create_dir_all(&playbooks).unwrap();
-    write_playbook(&playbooks, "contain-host", PLAYBOOK);
+    write_playbook(
+        &playbooks,
+        "contain-host",
+        &support::approval_playbook(
+            ("contain-host", "Contain a host"),
+            "generic",
+            "Isolate ${{ alert.resource.id }}?",
+            "soc",
+            1,
+        ),
+    );
     let path = dir.join("cordon.yaml");
     std::fs::write(
         &path,
@@ -336,6 +329,14 @@ fn check_cards(peers: &Peers) {
     }
 }
 
+/// Once chat and ticket traffic has settled: the cards, the incidents, and Prism's verdicts.
+async fn settle_and_check(peers: &Peers, base: &str, acked: &[Acked]) {
+    settle(peers, Duration::from_millis(1500), Duration::from_secs(120)).await;
+    check_cards(peers);
+    check_incidents(base, acked).await;
+    peers.assert_no_violations();
+}
+
 /// SIGTERM, and the process must be gone, successfully, within the grace and a few seconds.
 fn terminate(mut server: Process) -> Duration {
     let asked = Instant::now();
@@ -413,28 +414,38 @@ async fn round(store: String, tag: &str) -> (usize, Duration) {
             && peers.tickets() >= INSTANCES
     })
     .await;
-    settle(
-        &peers,
-        Duration::from_millis(1500),
-        Duration::from_secs(120),
-    )
-    .await;
-    check_cards(&peers);
-    check_incidents(&base, &acked).await;
-    peers.assert_no_violations();
+    settle_and_check(&peers, &base, &acked).await;
     (acked.len(), terminate(server))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn bursts_with_chat_and_tickets_on_sled_never_hang() {
+/// The backends the bursts run on.
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Sled,
+    Postgres,
+}
+
+impl Backend {
+    /// The `store:` section of a fresh store: a folder in `dir`, or a fresh schema.
+    async fn store(self, dir: &Path) -> String {
+        match self {
+            Backend::Sled => sled_store(dir),
+            Backend::Postgres => postgres_store().await,
+        }
+    }
+}
+
+/// `CORDON_BURST_ROUNDS` rounds (default 10) on `backend`, each printing what it measured.
+async fn rounds(backend: Backend) {
     let _one = ONE_AT_A_TIME.lock().await;
     let rounds = count("CORDON_BURST_ROUNDS", 10);
     for r in 0..rounds {
         let dir = tempfile::tempdir().unwrap();
         let started = Instant::now();
-        let (alerts, exit) = round(sled_store(dir.path()), &format!("sled{r}")).await;
+        let store = backend.store(dir.path()).await;
+        let (alerts, exit) = round(store, &format!("{backend:?}{r}")).await;
         eprintln!(
-            "sled round {}/{rounds}: {alerts} alerts answered, checked in {:?}, exited {exit:?} after SIGTERM",
+            "{backend:?} round {}/{rounds}: {alerts} alerts answered, checked in {:?}, exited {exit:?} after SIGTERM",
             r + 1,
             started.elapsed()
         );
@@ -442,18 +453,13 @@ async fn bursts_with_chat_and_tickets_on_sled_never_hang() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bursts_with_chat_and_tickets_on_sled_never_hang() {
+    rounds(Backend::Sled).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bursts_with_chat_and_tickets_on_postgres_never_hang() {
-    let _one = ONE_AT_A_TIME.lock().await;
-    let rounds = count("CORDON_BURST_ROUNDS", 10);
-    for r in 0..rounds {
-        let started = Instant::now();
-        let (alerts, exit) = round(postgres_store().await, &format!("pg{r}")).await;
-        eprintln!(
-            "postgres round {}/{rounds}: {alerts} alerts answered, checked in {:?}, exited {exit:?} after SIGTERM",
-            r + 1,
-            started.elapsed()
-        );
-    }
+    rounds(Backend::Postgres).await;
 }
 
 /// The sequential case that hung with Slack and Discord both on: one request at a time, paced at
@@ -483,15 +489,7 @@ async fn alerts_paced_one_at_a_time_with_slack_and_discord_never_hang() {
             || peers.slack_cards().len() >= INSTANCES && peers.discord_cards().len() >= INSTANCES,
         )
         .await;
-        settle(
-            &peers,
-            Duration::from_millis(1500),
-            Duration::from_secs(120),
-        )
-        .await;
-        check_cards(&peers);
-        check_incidents(&server.base, &acked).await;
-        peers.assert_no_violations();
+        settle_and_check(&peers, &server.base, &acked).await;
         let exit = terminate(server);
         eprintln!(
             "paced run {}/{runs}: {total} alerts posted one at a time in {posted:?}, exited {exit:?} after SIGTERM",
@@ -503,6 +501,22 @@ async fn alerts_paced_one_at_a_time_with_slack_and_discord_never_hang() {
 /// Reads `/readyz`: its status and body.
 async fn readyz(base: &str) -> (u16, Value) {
     get(&reqwest::Client::new(), base, "/readyz").await
+}
+
+/// Polls `/readyz` (15 s at most) until it answers `status`; its body then.
+async fn readyz_turns(base: &str, status: u16, what: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (now, body) = readyz(base).await;
+        if now == status {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz never turned {what}: {now} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The value of `cordon_store_stalled{operation="…"}` in `/metrics`, per operation, where set.
@@ -546,18 +560,7 @@ async fn held_store(store: String, dir: &Path) {
             async move { post(&reqwest::Client::new(), &base, &alert_body("held", 0)).await },
         )
     };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let body = loop {
-        let (status, body) = readyz(&base).await;
-        if status == 503 {
-            break body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "/readyz stayed ready while the store was held: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let body = readyz_turns(&base, 503, "unready while the store is held").await;
     assert_eq!(body["status"], "store stalled", "{body}");
     let operation = body["operation"].as_str().unwrap().to_owned();
     assert!(body["pending_seconds"].as_f64().unwrap() > 1.0, "{body}");
@@ -588,11 +591,7 @@ async fn held_store(store: String, dir: &Path) {
         .await
         .expect("the held alert is answered once the store is released")
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while readyz(&base).await.0 != 200 {
-        assert!(Instant::now() < deadline, "/readyz never came back");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    readyz_turns(&base, 200, "ready once the store is released").await;
     let metric = stalled_metric(&base).await;
     assert!(metric.values().all(|v| v == "0"), "{metric:?}");
 
@@ -609,14 +608,7 @@ async fn held_store(store: String, dir: &Path) {
                 .await
         })
     };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while readyz(&base).await.0 != 503 {
-        assert!(
-            Instant::now() < deadline,
-            "/readyz stayed ready while the store was held again"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    readyz_turns(&base, 503, "unready while the store is held again").await;
     let asked = Instant::now();
     server.signal("-TERM");
     let status = server.wait_exit(GRACE + EXIT_SLACK).unwrap_or_else(|| {

@@ -8,30 +8,22 @@ use support::discord::{self, FakeDiscord};
 use support::slack::{self, FakeSlack};
 use support::*;
 
-const CONTAIN: &str = r#"id: contain-ec2
-name: Contain an EC2 instance
-on:
-  source: aws.guardduty
-steps:
-  - id: approve
-    approval:
-      prompt: "Isolate ${{ alert.resource.id }}?"
-      approvers: soc
-      quorum: 2
-      timeout: 30m
-      on_timeout: reject
-  - id: isolate
-    if: steps.approve.approved
-    script: |
-      #{ isolated: alert.resource.id }
-"#;
-
 #[tokio::test]
 async fn quorum_two_is_met_across_slack_and_discord_and_both_cards_follow() {
     let slack_api = FakeSlack::start().await;
     let discord_api = FakeDiscord::start().await;
     let playbooks = tempfile::tempdir().unwrap();
-    write_playbook(playbooks.path(), "contain-ec2", CONTAIN);
+    write_playbook(
+        playbooks.path(),
+        "contain-ec2",
+        &approval_playbook(
+            ("contain-ec2", "Contain an EC2 instance"),
+            "aws.guardduty",
+            "Isolate ${{ alert.resource.id }}?",
+            "soc",
+            2,
+        ),
+    );
     // One `chat:` section with both platforms.
     let discord_section = discord::chat_section(&discord_api, None);
     let config = format!(

@@ -26,25 +26,6 @@ const MALLORY: &str = "U0MALLORY";
 const TOR_RELAY: &str =
     "alerts/aws_guardduty/sekoia_detail_instance_network__UnauthorizedAccess_EC2_TorRelay.json";
 
-/// Contains the instance a GuardDuty finding names, once someone in `on-call` approves.
-const CONTAIN: &str = r#"id: contain-ec2
-name: Contain an EC2 instance
-on:
-  source: aws.guardduty
-steps:
-  - id: approve
-    approval:
-      prompt: "Isolate ${{ alert.resource.id }} in ${{ alert.resource.region }}?"
-      approvers: on-call
-      quorum: QUORUM
-      timeout: 30m
-      on_timeout: reject
-  - id: isolate
-    if: steps.approve.approved
-    script: |
-      #{ isolated: alert.resource.id }
-"#;
-
 /// The same by hand, for `/cordon run`.
 const MANUAL: &str = r#"id: manual-contain
 name: Contain an instance by hand
@@ -76,7 +57,13 @@ async fn env(quorum: u32, approvers: &str, triggers: Option<&str>, socket_mode: 
     write_playbook(
         playbooks.path(),
         "contain-ec2",
-        &CONTAIN.replace("QUORUM", &quorum.to_string()),
+        &support::approval_playbook(
+            ("contain-ec2", "Contain an EC2 instance"),
+            "aws.guardduty",
+            "Isolate ${{ alert.resource.id }} in ${{ alert.resource.region }}?",
+            "on-call",
+            quorum,
+        ),
     );
     write_playbook(playbooks.path(), "manual-contain", MANUAL);
     let config = format!(

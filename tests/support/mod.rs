@@ -70,6 +70,28 @@ pub fn config_text(dir: &Path, extra: &str) -> String {
     )
 }
 
+/// The approval playbook the chat tests share (`tests/data/templates/approve-then-isolate.yaml`):
+/// playbook `id` named `name` on `source`, asking `approvers` (a group) with `prompt` for a
+/// quorum of `quorum` in step `approve`, then recording the isolation in step `isolate`.
+pub fn approval_playbook(
+    (id, name): (&str, &str),
+    source: &str,
+    prompt: &str,
+    approvers: &str,
+    quorum: u32,
+) -> String {
+    let template = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/templates/approve-then-isolate.yaml");
+    std::fs::read_to_string(template)
+        .unwrap()
+        .replace("PLAYBOOK_ID", id)
+        .replace("PLAYBOOK_NAME", name)
+        .replace("SOURCE", source)
+        .replace("PROMPT", prompt)
+        .replace("APPROVERS", approvers)
+        .replace("QUORUM", &quorum.to_string())
+}
+
 /// A running in-process server.
 pub struct TestServer {
     pub base: String,
