@@ -11,7 +11,7 @@
 //!                    ├─ intake::sns               SNS envelope, signature, subscription confirmation
 //!                    └─ intake::formats::<source> the source's payload ─▶ alert::Alert(s)
 //!                 ─▶ store::Store::ingest         dedup, incident grouping, durable write
-//!                    ├─ store::sled               group commit: one writer, one fsync per group
+//!                    ├─ store::sled               group commit: one store thread writes and fsyncs
 //!                    └─ store::postgres           one transaction, per-entity advisory locks
 //!                 ◀─ 202 {alert_id, incident_id}
 //! engine::service  matcher: stored alert × playbook `on` ─▶ a run per concurrency key
