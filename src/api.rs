@@ -23,6 +23,28 @@ fn page(limit: Option<usize>) -> usize {
     limit.unwrap_or(50).clamp(1, MAX_LIMIT)
 }
 
+/// A request that carried the admin token: a handler taking `Admin` runs only for its holder, and
+/// the check runs before anything else of the request is read.
+pub struct Admin;
+
+impl axum::extract::FromRequestParts<Arc<AppState>> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        app: &Arc<AppState>,
+    ) -> Result<Admin, ApiError> {
+        authorize(app, &parts.headers).map(|()| Admin)
+    }
+}
+
+/// A store failure, as every admin route answers it: logged, and a 503 that names no detail.
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> ApiError {
+        store_error(e)
+    }
+}
+
 /// Checks the admin token.
 pub fn authorize(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let token = app.config.server.admin_token.as_ref().ok_or_else(|| {
@@ -52,27 +74,25 @@ pub struct AlertParams {
 /// `GET /v1/alerts?source=&incident=&limit=`: newest first.
 pub async fn list_alerts(
     State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
+    _admin: Admin,
     Query(params): Query<AlertParams>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&app, &headers)?;
     let query = AlertQuery {
         source: params.source,
         incident_id: params.incident,
         limit: page(params.limit),
     };
-    let alerts = app.store.alerts(&query).await.map_err(store_error)?;
+    let alerts = app.store.alerts(&query).await?;
     Ok(Json(json!({ "alerts": alerts })))
 }
 
 /// `GET /v1/alerts/{id}`.
 pub async fn show_alert(
     State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
+    _admin: Admin,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&app, &headers)?;
-    let alert = app.store.alert(&id).await.map_err(store_error)?;
+    let alert = app.store.alert(&id).await?;
     let alert =
         alert.ok_or_else(|| ApiError::not_found("not_found", format!("no alert `{id}`")))?;
     Ok(Json(json!({ "alert": alert })))
@@ -88,26 +108,24 @@ pub struct IncidentParams {
 /// `GET /v1/incidents?status=&limit=`: newest first.
 pub async fn list_incidents(
     State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
+    _admin: Admin,
     Query(params): Query<IncidentParams>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&app, &headers)?;
     let query = IncidentQuery {
         status: params.status,
         limit: page(params.limit),
     };
-    let incidents = app.store.incidents(&query).await.map_err(store_error)?;
+    let incidents = app.store.incidents(&query).await?;
     Ok(Json(json!({ "incidents": incidents })))
 }
 
 /// `GET /v1/incidents/{id}`: the incident and its alerts.
 pub async fn show_incident(
     State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
+    _admin: Admin,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&app, &headers)?;
-    let incident = app.store.incident(&id).await.map_err(store_error)?;
+    let incident = app.store.incident(&id).await?;
     let incident =
         incident.ok_or_else(|| ApiError::not_found("not_found", format!("no incident `{id}`")))?;
     let alerts = app
@@ -117,8 +135,7 @@ pub async fn show_incident(
             limit: MAX_LIMIT,
             ..AlertQuery::default()
         })
-        .await
-        .map_err(store_error)?;
+        .await?;
     Ok(Json(json!({ "incident": incident, "alerts": alerts })))
 }
 
@@ -162,34 +179,28 @@ pub struct RunParams {
 /// `GET /v1/runs?status=&playbook=&incident=&limit=`: newest first.
 pub async fn list_runs(
     State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
+    _admin: Admin,
     Query(params): Query<RunParams>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&app, &headers)?;
     let query = crate::store::RunQuery {
         status: params.status,
         playbook: params.playbook,
         incident_id: params.incident,
         limit: page(params.limit),
     };
-    let runs = app.store.runs(&query).await.map_err(store_error)?;
+    let runs = app.store.runs(&query).await?;
     Ok(Json(json!({ "runs": runs })))
 }
 
 /// `GET /v1/runs/{id}`: the run and its audit trail.
 pub async fn show_run(
     State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
+    _admin: Admin,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&app, &headers)?;
-    let run = app.store.run(&id).await.map_err(store_error)?;
+    let run = app.store.run(&id).await?;
     let run = run.ok_or_else(|| ApiError::not_found("not_found", format!("no run `{id}`")))?;
-    let audit = app
-        .store
-        .audit_entries(Some(&id), 0)
-        .await
-        .map_err(store_error)?;
+    let audit = app.store.audit_entries(Some(&id), 0).await?;
     Ok(Json(json!({ "run": run, "audit": audit })))
 }
 
@@ -206,11 +217,10 @@ pub struct DecisionBody {
 /// `POST /v1/runs/{id}/approvals/{step}` with `{"decision": "approve"|"deny", "identity": "..."}`.
 pub async fn decide_approval(
     State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
+    _admin: Admin,
     Path((id, step)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&app, &headers)?;
     let body: DecisionBody = parse(
         &body,
         "expected {\"decision\": \"approve\"|\"deny\", \"identity\": \"...\"}",
@@ -254,11 +264,10 @@ pub struct ActorBody {
 /// `POST /v1/runs/{id}/cancel` with `{"identity": "..."}`.
 pub async fn cancel_run(
     State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
+    _admin: Admin,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&app, &headers)?;
     let body: ActorBody = parse(&body, "expected {\"identity\": \"...\"}")?;
     let run = app
         .engine
@@ -271,7 +280,7 @@ pub async fn cancel_run(
 /// `POST /v1/incidents/{id}/resolve` and `/reopen` with `{"identity": "..."}`.
 pub async fn incident_status(
     State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
+    _admin: Admin,
     Path((id, change)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
@@ -285,17 +294,15 @@ pub async fn incident_status(
             ));
         }
     };
-    set_status(&app, &headers, &id, &body, status).await
+    set_status(&app, &id, &body, status).await
 }
 
 async fn set_status(
     app: &AppState,
-    headers: &HeaderMap,
     id: &str,
     body: &[u8],
     status: crate::alert::IncidentStatus,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(app, headers)?;
     let body: ActorBody = parse(body, "expected {\"identity\": \"...\"}")?;
     let incident = app
         .engine
@@ -309,11 +316,10 @@ async fn set_status(
 /// its action's undo.
 pub async fn undo_step(
     State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
+    _admin: Admin,
     Path((id, step)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&app, &headers)?;
     let body: ActorBody = parse(&body, "expected {\"identity\": \"...\"}")?;
     let (action, output) = app
         .engine
@@ -337,11 +343,10 @@ pub struct ResolveBody {
 /// a person's choice for a step held as `needs_decision`.
 pub async fn resolve_step(
     State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
+    _admin: Admin,
     Path((id, step)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&app, &headers)?;
     let body: ResolveBody = parse(
         &body,
         "expected {\"action\": \"retry\"|\"skip\", \"identity\": \"...\"}",
@@ -383,11 +388,10 @@ pub struct TriggerBody {
 /// starts a playbook by hand. 202 with the run id (or the active run holding its key).
 pub async fn trigger_playbook(
     State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
+    _admin: Admin,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    authorize(&app, &headers)?;
     let body: TriggerBody = parse(&body, "expected {\"identity\": \"...\", \"inputs\": {...}}")?;
     let (run, created) = app
         .engine
@@ -409,9 +413,8 @@ pub async fn trigger_playbook(
 /// `GET /v1/audit/verify`: checks the audit chain.
 pub async fn verify_audit(
     State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
+    _admin: Admin,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&app, &headers)?;
-    let report = app.store.audit_verify().await.map_err(store_error)?;
+    let report = app.store.audit_verify().await?;
     Ok(Json(report.summary()))
 }

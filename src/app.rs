@@ -408,13 +408,7 @@ pub fn reload(state: &AppState) -> Result<usize, crate::config::Diagnostics> {
     Ok(count)
 }
 
-async fn reload_playbooks(
-    State(app): State<Arc<AppState>>,
-    headers: axum::http::HeaderMap,
-) -> Response {
-    if let Err(e) = crate::api::authorize(&app, &headers) {
-        return e.into_response();
-    }
+async fn reload_playbooks(State(app): State<Arc<AppState>>, _admin: crate::api::Admin) -> Response {
     match reload(&app) {
         Ok(count) => {
             tracing::info!(playbooks = count, "playbooks reloaded");

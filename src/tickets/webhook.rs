@@ -605,12 +605,11 @@ pub async fn servicenow(
 /// `GET /v1/incidents/{id}/report?format=markdown|html` (admin token).
 pub async fn report(
     State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
+    _admin: crate::api::Admin,
     axum::extract::Path(id): axum::extract::Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
-    crate::api::authorize(&app, &headers)?;
     let format = query
         .as_deref()
         .and_then(|q| {
