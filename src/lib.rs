@@ -26,13 +26,16 @@
 //!
 //! - [`config`]: the YAML config, `${VAR}` secrets, and errors located at `file:line:column`.
 //! - [`alert`]: the normalized [`alert::Alert`] and the [`alert::Incident`] alerts group into.
+//! - [`model`]: the other stored domain types: a run ([`model::run::Run`]) and an outbox entry.
 //! - [`intake`]: everything between the HTTP request and a list of alerts.
 //! - [`store`]: the [`store::Store`] trait and its backends.
 //! - [`playbook`]: the playbook format, loading with every error at `file:line:column`, the schema.
 //! - [`script`]: the one hardened Rhai engine; [`actions`]: what steps call.
 //! - [`engine`]: runs as persisted state machines, the executor, approvals, `cordon test`.
-//! - [`audit`]: the hash-chained audit log.
 //! - [`audit`]: the hash-chained audit log of every decision and run step, and its verification.
+//! - [`integrations`]: integrations as files (manifest, Rhai, auth by the host), and IOC feeds.
+//! - [`outbox`]: the durable outbox and its delivery worker (what Cordon owes other systems).
+//! - [`chat`]: cards, approvals and commands on Slack, Microsoft Teams and Discord.
 //! - [`app`]: wiring (config → store → sources → router) and the server's life until shutdown.
 //! - [`api`]: the admin API; [`http`]: the JSON error answer every handler shares.
 //! - [`telemetry`]: logs (human or JSON) and Prometheus metrics.
@@ -54,6 +57,7 @@ pub mod fuzzing;
 pub mod http;
 pub mod intake;
 pub mod integrations;
+pub mod model;
 pub mod outbox;
 pub mod playbook;
 pub mod script;

@@ -13,53 +13,11 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use chrono::Utc;
 use tokio::sync::Notify;
 
+pub use crate::model::outbox::OutboxEntry;
 use crate::store::{Store, StoreError};
-
-/// One thing to deliver.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OutboxEntry {
-    /// Time-ordered (UUID v7): the order entries were pushed.
-    pub id: String,
-    /// Which deliverer takes it: `jira`, `servicenow`, `slack`, `teams`, `discord`.
-    pub target: String,
-    /// Entries with the same key go out one at a time, in order (an incident id, a card id).
-    pub key: String,
-    /// What to do, in the deliverer's terms: `create`, `comment`, `update`...
-    pub kind: String,
-    pub payload: Value,
-    pub created_at: DateTime<Utc>,
-    #[serde(default)]
-    pub attempts: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_at: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<String>,
-    /// Given up on (a permanent error): kept for operators, no longer holding its key back.
-    #[serde(default)]
-    pub dead: bool,
-}
-
-impl OutboxEntry {
-    pub fn new(target: &str, key: &str, kind: &str, payload: Value) -> OutboxEntry {
-        OutboxEntry {
-            id: uuid::Uuid::now_v7().to_string(),
-            target: target.to_owned(),
-            key: key.to_owned(),
-            kind: kind.to_owned(),
-            payload,
-            created_at: Utc::now(),
-            attempts: 0,
-            next_at: None,
-            last_error: None,
-            dead: false,
-        }
-    }
-}
 
 /// Why a delivery failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -293,6 +251,7 @@ impl Outbox {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
     use std::sync::Mutex;
 
     use super::*;

@@ -1,5 +1,5 @@
 //! Dependencies flow one way: the parts an alert passes through before any person or platform is
-//! involved (the model, the store, intake, playbooks and scripts) never reach up into chat,
+//! involved (the model in `model/` and `alert/`, the store, intake, playbooks and scripts) never reach up into chat,
 //! tickets, the server's wiring (`app`) or the admin API (`api`). A newcomer can change a chat
 //! platform without reading the store, and the store can be tested without a server.
 //!
@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 /// The lower layers, as paths under `src/` (a folder or one file).
-const LOWER: &[&str] = &["alert", "store", "intake", "playbook", "script"];
+const LOWER: &[&str] = &["model", "alert", "store", "intake", "playbook", "script"];
 
 /// The modules none of them may name.
 const UPPER: &[&str] = &["chat", "tickets", "app", "api"];

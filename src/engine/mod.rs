@@ -4,7 +4,8 @@
 pub mod approval;
 pub mod channel;
 pub mod exec;
-pub mod run;
+/// Runs as stored: the model's, re-exported where the engine's code has always named them.
+pub use crate::model::run;
 pub mod service;
 pub mod testing;
 

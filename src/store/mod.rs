@@ -22,7 +22,7 @@ pub use self::sled::SledStore;
 use crate::alert::{Alert, Incident, IncidentStatus};
 use crate::audit::{AuditEntry, NewEntry, VerifyReport};
 use crate::config::{GroupingConfig, StoreConfig, StoreKind};
-use crate::engine::run::{Run, RunStatus};
+use crate::model::run::{Run, RunStatus};
 
 /// What happened to one alert handed to [`Store::ingest`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -118,7 +118,7 @@ pub enum Record {
         key: String,
         run_id: String,
     },
-    Outbox(crate::outbox::OutboxEntry),
+    Outbox(crate::model::outbox::OutboxEntry),
     Meta {
         namespace: String,
         key: String,
@@ -216,12 +216,17 @@ pub trait Store: Send + Sync + 'static {
         status: crate::alert::IncidentStatus,
     ) -> Result<(), StoreError>;
     /// Records outbox entries durably (fsynced) before they are delivered.
-    async fn outbox_push(&self, entries: Vec<crate::outbox::OutboxEntry>)
-    -> Result<(), StoreError>;
+    async fn outbox_push(
+        &self,
+        entries: Vec<crate::model::outbox::OutboxEntry>,
+    ) -> Result<(), StoreError>;
     /// Undelivered outbox entries, oldest first.
-    async fn outbox_pending(&self) -> Result<Vec<crate::outbox::OutboxEntry>, StoreError>;
+    async fn outbox_pending(&self) -> Result<Vec<crate::model::outbox::OutboxEntry>, StoreError>;
     /// Saves an entry's delivery state (attempts, next attempt, last error, dead).
-    async fn outbox_save(&self, entry: &crate::outbox::OutboxEntry) -> Result<(), StoreError>;
+    async fn outbox_save(
+        &self,
+        entry: &crate::model::outbox::OutboxEntry,
+    ) -> Result<(), StoreError>;
     /// Forgets a delivered entry.
     async fn outbox_remove(&self, id: &str) -> Result<(), StoreError>;
     /// A small durable value by namespace and key (a ticket key, a chat message reference).

@@ -69,8 +69,8 @@ use super::{Accepted, AlertQuery, IncidentQuery, Record, RunQuery, Store, StoreE
 use crate::alert::{Alert, Incident, IncidentStatus};
 use crate::audit::{AuditEntry, ChainCheck, NewEntry, VerifyReport};
 use crate::config::{GroupingConfig, StoreConfig};
-use crate::engine::run::{Run, RunStatus};
-use crate::outbox::OutboxEntry;
+use crate::model::outbox::OutboxEntry;
+use crate::model::run::{Run, RunStatus};
 use crate::telemetry::Metrics;
 
 /// The schema, one migration per file, in the order they apply.

@@ -46,8 +46,8 @@ use super::{Accepted, AlertQuery, IncidentQuery, Record, RunQuery, Store, StoreE
 use crate::alert::{Alert, Incident, IncidentStatus};
 use crate::audit::{AuditEntry, AuditLog, NewEntry, VerifyReport};
 use crate::config::{GroupingConfig, StoreConfig};
-use crate::engine::run::Run;
-use crate::outbox::OutboxEntry;
+use crate::model::outbox::OutboxEntry;
+use crate::model::run::Run;
 use crate::telemetry::Metrics;
 
 /// The most requests one group commit takes.
@@ -606,7 +606,7 @@ impl Store for SledStore {
         self.ask(|reply| Job::Outbox { change, reply }).await
     }
 
-    async fn outbox_pending(&self) -> Result<Vec<crate::outbox::OutboxEntry>, StoreError> {
+    async fn outbox_pending(&self) -> Result<Vec<crate::model::outbox::OutboxEntry>, StoreError> {
         self.outbox
             .iter()
             .map(|item| {
