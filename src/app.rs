@@ -195,16 +195,11 @@ impl Server {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server stopped with an error"),
             Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
-            Err(_) => {
-                let oldest = state.store.oldest_pending();
-                tracing::warn!(
-                    grace = ?grace,
-                    queued = state.store.queued(),
-                    operation = oldest.as_ref().map(|o| o.operation),
-                    pending_seconds = oldest.as_ref().map(|o| o.age.as_secs_f64()),
-                    "requests still in flight after the shutdown grace, store work still pending; closing anyway"
-                )
-            }
+            Err(_) => log_pending(
+                &*state.store,
+                false,
+                "requests still in flight after the shutdown grace, store work still pending; closing anyway",
+            ),
         }
         let _ = std::fs::remove_file(&address_file);
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -215,12 +210,10 @@ impl Server {
         match tokio::time::timeout(left + CLOSE_SLACK, state.store.close()).await {
             Ok(closed) => closed?,
             Err(_) => {
-                let oldest = state.store.oldest_pending();
-                tracing::error!(
-                    queued = state.store.queued(),
-                    operation = oldest.as_ref().map(|o| o.operation),
-                    pending_seconds = oldest.as_ref().map(|o| o.age.as_secs_f64()),
-                    "the store did not close within the shutdown grace; exiting with its work still pending (everything acknowledged is already on disk)"
+                log_pending(
+                    &*state.store,
+                    true,
+                    "the store did not close within the shutdown grace; exiting with its work still pending (everything acknowledged is already on disk)",
                 );
                 return Err(StoreError::Backend(
                     "the store did not close within the shutdown grace".into(),
@@ -229,6 +222,20 @@ impl Server {
         }
         tracing::info!("store flushed and closed");
         Ok(())
+    }
+}
+
+/// Logs what the store still has under way when the shutdown runs out of time: a warning while
+/// closing goes on, an error when the store is left behind.
+fn log_pending(store: &dyn Store, left_behind: bool, message: &str) {
+    let oldest = store.oldest_pending();
+    let operation = oldest.as_ref().map(|o| o.operation.name());
+    let pending_seconds = oldest.as_ref().map(|o| o.age.as_secs_f64());
+    let queued = store.queued();
+    if left_behind {
+        tracing::error!(queued, operation, pending_seconds, "{message}");
+    } else {
+        tracing::warn!(queued, operation, pending_seconds, "{message}");
     }
 }
 

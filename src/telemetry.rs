@@ -198,14 +198,14 @@ impl Metrics {
         self.store_oldest_pending_seconds
             .set(oldest.map_or(0.0, |o| o.age.as_secs_f64()));
         let stalled = oldest.filter(|o| o.age > limit).map(|o| o.operation);
-        for operation in ["write", "fsync", "query", "run batch"] {
+        for operation in crate::store::stall::Operation::ALL {
             self.store_stalled
                 .get_or_create(&StallLabels {
-                    operation: operation.to_owned(),
+                    operation: operation.name().to_owned(),
                 })
                 .set(i64::from(stalled == Some(operation)));
         }
-        stalled
+        stalled.map(|o| o.name())
     }
 
     /// Counts a refused intake request.

@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use support::discord::{self, FakeDiscord};
 use support::slack::{self, FakeSlack};
 use support::tickets::{FakeJira, JIRA_EMAIL, JIRA_TOKEN};
-use support::{ADMIN_TOKEN, INTAKE_TOKEN, Process, write_playbook};
+use support::{ADMIN_TOKEN, INTAKE_TOKEN, Process, wait_until, write_playbook};
 
 /// Instances the alerts are about: one incident each.
 const INSTANCES: usize = 5;
@@ -235,15 +235,6 @@ async fn get(http: &reqwest::Client, base: &str, path: &str) -> (u16, Value) {
     )
 }
 
-/// Polls `done` every 50 ms for `within`; panics with `what` when it never holds.
-async fn wait_until(what: &dyn Fn() -> String, within: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !done() {
-        assert!(Instant::now() < deadline, "{} never happened", what());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Waits until the fakes have heard nothing new for `quiet`.
 async fn settle(peers: &Peers, quiet: Duration, within: Duration) {
     let deadline = Instant::now() + within;
@@ -337,23 +328,30 @@ async fn settle_and_check(peers: &Peers, base: &str, acked: &[Acked]) {
     peers.assert_no_violations();
 }
 
-/// SIGTERM, and the process must be gone, successfully, within the grace and a few seconds.
-fn terminate(mut server: Process) -> Duration {
+/// SIGTERM: the process must be gone within the grace and a few seconds. Its exit status and
+/// how long it took.
+fn sigterm(server: &mut Process) -> (std::process::ExitStatus, Duration) {
     let asked = Instant::now();
     server.signal("-TERM");
     let status = server.wait_exit(GRACE + EXIT_SLACK).unwrap_or_else(|| {
         panic!(
             "still running {:?} after SIGTERM; log tail: {:#?}",
             GRACE + EXIT_SLACK,
-            tail(&server)
+            tail(server)
         )
     });
+    (status, asked.elapsed())
+}
+
+/// SIGTERM, and the process must be gone, successfully, within the grace and a few seconds.
+fn terminate(mut server: Process) -> Duration {
+    let (status, took) = sigterm(&mut server);
     assert!(
         status.success(),
         "exit {status:?}; log tail: {:#?}",
         tail(&server)
     );
-    asked.elapsed()
+    took
 }
 
 fn tail(server: &Process) -> Vec<String> {
@@ -375,9 +373,11 @@ async fn round(store: String, tag: &str) -> (usize, Duration) {
         tokio::spawn(async move { wave(&base, &tag, WAVE, AT_ONCE).await })
     };
     // The second wave starts as the first cards go out.
-    wait_until(&|| "a first card".into(), ANSWER_WITHIN, || {
-        !peers.slack_cards().is_empty() || !peers.discord_cards().is_empty()
-    })
+    wait_until(
+        ANSWER_WITHIN,
+        || "a first card".into(),
+        async || !peers.slack_cards().is_empty() || !peers.discord_cards().is_empty(),
+    )
     .await;
     let second = wave(&base, &format!("{tag}-b"), SECOND_WAVE, AT_ONCE).await;
     let mut acked = first.await.unwrap();
@@ -408,7 +408,7 @@ async fn round(store: String, tag: &str) -> (usize, Duration) {
                 .collect::<Vec<_>>(),
         )
     };
-    wait_until(&what, Duration::from_secs(60), || {
+    wait_until(Duration::from_secs(60), what, async || {
         peers.slack_cards().len() >= INSTANCES
             && peers.discord_cards().len() >= INSTANCES
             && peers.tickets() >= INSTANCES
@@ -484,9 +484,11 @@ async fn alerts_paced_one_at_a_time_with_slack_and_discord_never_hang() {
         }
         let posted = started.elapsed();
         wait_until(
-            &|| "a card per incident on both platforms".into(),
             Duration::from_secs(60),
-            || peers.slack_cards().len() >= INSTANCES && peers.discord_cards().len() >= INSTANCES,
+            || "a card per incident on both platforms".into(),
+            async || {
+                peers.slack_cards().len() >= INSTANCES && peers.discord_cards().len() >= INSTANCES
+            },
         )
         .await;
         settle_and_check(&peers, &server.base, &acked).await;
@@ -609,16 +611,7 @@ async fn held_store(store: String, dir: &Path) {
         })
     };
     readyz_turns(&base, 503, "unready while the store is held again").await;
-    let asked = Instant::now();
-    server.signal("-TERM");
-    let status = server.wait_exit(GRACE + EXIT_SLACK).unwrap_or_else(|| {
-        panic!(
-            "still running {:?} after SIGTERM with the store held; log tail: {:#?}",
-            GRACE + EXIT_SLACK,
-            tail(&server)
-        )
-    });
-    let took = asked.elapsed();
+    let (status, took) = sigterm(&mut server);
     let pending = server.log_lines("still pending");
     assert!(
         !pending.is_empty(),

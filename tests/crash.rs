@@ -10,7 +10,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{ADMIN_TOKEN, FakeApi, INTAKE_TOKEN, Process, cli, write_playbook};
+use support::{ADMIN_TOKEN, FakeApi, INTAKE_TOKEN, Process, cli, wait_until, write_playbook};
+
+/// How long the crash tests wait for runs to reach a state.
+const WAIT: Duration = Duration::from_secs(15);
 
 fn playbook(id: &str, kind: &str, step: &str) -> String {
     format!(
@@ -93,17 +96,6 @@ async fn runs(http: &reqwest::Client, base: &str) -> Vec<Value> {
     body["runs"].as_array().unwrap().clone()
 }
 
-async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while !check().await {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 fn run_of<'a>(runs: &'a [Value], playbook: &str) -> &'a Value {
     runs.iter()
         .find(|r| r["playbook"] == playbook)
@@ -120,13 +112,17 @@ async fn runs_survive_sigkill_and_side_effects_are_never_repeated_in_silence() {
     for kind in ["wait", "post", "get"] {
         post_alert(&http, &server.base, kind).await;
     }
-    wait_until("the approval wait and both calls in flight", async || {
-        let r = runs(&http, &server.base).await;
-        r.len() == 3
-            && run_of(&r, "wait")["status"] == "waiting"
-            && api.count("POST /post") == 1
-            && api.count("GET /get") == 1
-    })
+    wait_until(
+        WAIT,
+        || "the approval wait and both calls in flight".into(),
+        async || {
+            let r = runs(&http, &server.base).await;
+            r.len() == 3
+                && run_of(&r, "wait")["status"] == "waiting"
+                && api.count("POST /post") == 1
+                && api.count("GET /get") == 1
+        },
+    )
     .await;
 
     let mut server = server;
@@ -135,11 +131,15 @@ async fn runs_survive_sigkill_and_side_effects_are_never_repeated_in_silence() {
     api.delay_ms.store(0, Ordering::SeqCst);
     let server = Process::start(&config);
 
-    wait_until("the runs to settle after the restart", async || {
-        let r = runs(&http, &server.base).await;
-        run_of(&r, "get")["status"] == "succeeded"
-            && run_of(&r, "post")["status"] == "needs_decision"
-    })
+    wait_until(
+        WAIT,
+        || "the runs to settle after the restart".into(),
+        async || {
+            let r = runs(&http, &server.base).await;
+            run_of(&r, "get")["status"] == "succeeded"
+                && run_of(&r, "post")["status"] == "needs_decision"
+        },
+    )
     .await;
     let r = runs(&http, &server.base).await;
     assert_eq!(
@@ -180,10 +180,15 @@ async fn runs_survive_sigkill_and_side_effects_are_never_repeated_in_silence() {
         ],
     );
     assert_eq!(code, 0, "{out}{err}");
-    wait_until("both runs to succeed", async || {
-        let r = runs(&http, &server.base).await;
-        run_of(&r, "wait")["status"] == "succeeded" && run_of(&r, "post")["status"] == "succeeded"
-    })
+    wait_until(
+        WAIT,
+        || "both runs to succeed".into(),
+        async || {
+            let r = runs(&http, &server.base).await;
+            run_of(&r, "wait")["status"] == "succeeded"
+                && run_of(&r, "post")["status"] == "succeeded"
+        },
+    )
     .await;
     assert_eq!(api.count("POST /post"), 1);
 

@@ -10,7 +10,11 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::pg::fresh_schema;
-use support::{ADMIN_TOKEN, FakeApi, INTAKE_TOKEN, Process, write_playbook};
+use support::{ADMIN_TOKEN, FakeApi, INTAKE_TOKEN, Process, wait_until, write_playbook};
+
+/// How long the replica tests wait for a state: a minute (replicas poll each second; the machine
+/// may be busy).
+const WAIT: Duration = Duration::from_secs(60);
 
 /// The config of one replica: its own folder, the shared database and playbooks.
 fn replica_config(dir: &Path, name: &str, url: &str, playbooks: &Path) -> PathBuf {
@@ -57,18 +61,6 @@ async fn runs(http: &reqwest::Client, base: &str, playbook: &str) -> Vec<Value> 
     body["runs"].as_array().cloned().unwrap_or_default()
 }
 
-/// Waits up to a minute (replicas poll each second; the machine may be busy) for `check`.
-async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !check().await {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 fn status(run: &Value) -> &str {
     run["status"].as_str().unwrap_or_default()
 }
@@ -98,10 +90,14 @@ async fn a_decision_on_either_replica_resumes_the_run_once() {
         let base = if i % 2 == 0 { &a.base } else { &b.base };
         post_alert(&http, base, "gate", &format!("host-{i}")).await;
     }
-    wait_until("every run waiting for its approval", async || {
-        let all = runs(&http, &b.base, "gate").await;
-        all.len() == RUNS && all.iter().all(|r| status(r) == "waiting")
-    })
+    wait_until(
+        WAIT,
+        || "every run waiting for its approval".into(),
+        async || {
+            let all = runs(&http, &b.base, "gate").await;
+            all.len() == RUNS && all.iter().all(|r| status(r) == "waiting")
+        },
+    )
     .await;
 
     // Each decision is sent to both replicas at once, as by two analysts clicking together:
@@ -127,12 +123,16 @@ async fn a_decision_on_either_replica_resumes_the_run_once() {
         );
     }
 
-    wait_until("every run finished", async || {
-        runs(&http, &a.base, "gate")
-            .await
-            .iter()
-            .all(|r| status(r) == "succeeded")
-    })
+    wait_until(
+        WAIT,
+        || "every run finished".into(),
+        async || {
+            runs(&http, &a.base, "gate")
+                .await
+                .iter()
+                .all(|r| status(r) == "succeeded")
+        },
+    )
     .await;
     // Give a second resume, if there were one, time to show.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -184,24 +184,32 @@ async fn a_timer_armed_by_a_replica_that_died_fires_on_the_other() {
     let mut a = Process::start(&replica_config(dir.path(), "a", &url, &playbooks));
     let http = reqwest::Client::new();
     post_alert(&http, &a.base, "timed", "host-t").await;
-    wait_until("the run waiting on A", async || {
-        runs(&http, &a.base, "timed")
-            .await
-            .first()
-            .is_some_and(|r| status(r) == "waiting")
-    })
+    wait_until(
+        WAIT,
+        || "the run waiting on A".into(),
+        async || {
+            runs(&http, &a.base, "timed")
+                .await
+                .first()
+                .is_some_and(|r| status(r) == "waiting")
+        },
+    )
     .await;
 
     // B starts, A dies with the timer in its memory: B fires it from the database.
     let b = Process::start(&replica_config(dir.path(), "b", &url, &playbooks));
     a.child.kill().unwrap();
     a.child.wait().unwrap();
-    wait_until("the timed-out approval carried out by B", async || {
-        runs(&http, &b.base, "timed")
-            .await
-            .first()
-            .is_some_and(|r| status(r) == "succeeded")
-    })
+    wait_until(
+        WAIT,
+        || "the timed-out approval carried out by B".into(),
+        async || {
+            runs(&http, &b.base, "timed")
+                .await
+                .first()
+                .is_some_and(|r| status(r) == "succeeded")
+        },
+    )
     .await;
     let run = runs(&http, &b.base, "timed").await.remove(0);
     let approval = &run["steps"]["ok"]["approval"];
@@ -277,9 +285,11 @@ async fn the_outbox_is_delivered_once_in_order_by_one_replica_and_taken_over_whe
             outbox.push(vec![entry(key, n)]).await.unwrap();
         }
     }
-    wait_until("all 50 delivered", async || {
-        delivered.lock().unwrap().len() >= 50
-    })
+    wait_until(
+        WAIT,
+        || "all 50 delivered".into(),
+        async || delivered.lock().unwrap().len() >= 50,
+    )
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let first: Vec<_> = delivered.lock().unwrap().clone();
@@ -305,9 +315,11 @@ async fn the_outbox_is_delivered_once_in_order_by_one_replica_and_taken_over_whe
     drop(dead);
     drop(dead_store);
     survivor.push(vec![entry(9, 0), entry(9, 1)]).await.unwrap();
-    wait_until("the survivor delivers", async || {
-        delivered.lock().unwrap().len() >= 52
-    })
+    wait_until(
+        WAIT,
+        || "the survivor delivers".into(),
+        async || delivered.lock().unwrap().len() >= 52,
+    )
     .await;
     let after: Vec<_> = delivered.lock().unwrap()[50..].to_vec();
     assert_eq!(

@@ -64,7 +64,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::{NoTls, Row};
 
-use super::stall::{self, Pending};
+use super::stall::{self, Operation, Pending};
 use super::{Accepted, AlertQuery, IncidentQuery, Record, RunQuery, Store, StoreError};
 use crate::alert::{Alert, Incident, IncidentStatus};
 use crate::audit::{AuditEntry, ChainCheck, NewEntry, VerifyReport};
@@ -384,7 +384,7 @@ impl PostgresStore {
         if self.closed.load(Ordering::Relaxed) {
             return Err(StoreError::Closed);
         }
-        let under_way = self.pending.begin("query");
+        let under_way = self.pending.begin(Operation::Query);
         stall::hold().await;
         let client = self.pool.get().await.map_err(|e| {
             self.ready.store(false, Ordering::Relaxed);
@@ -810,7 +810,7 @@ impl RunWriter {
         &self,
         writes: &[&RunWrite],
     ) -> Result<Vec<Result<Option<String>, Fail>>, Fail> {
-        let _under_way = self.pending.begin("run batch");
+        let _under_way = self.pending.begin(Operation::RunBatch);
         stall::hold().await;
         let mut client = self.pool.get().await.map_err(|e| {
             self.ready.store(false, Ordering::Relaxed);

@@ -41,7 +41,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::{mpsc, oneshot};
 
-use super::stall::{self, Pending};
+use super::stall::{self, Operation, Pending};
 use super::{Accepted, AlertQuery, IncidentQuery, Record, RunQuery, Store, StoreError};
 use crate::alert::{Alert, Incident, IncidentStatus};
 use crate::audit::{AuditEntry, AuditLog, NewEntry, VerifyReport};
@@ -780,7 +780,7 @@ impl Writer {
                 metrics.store_group_size.observe(jobs.len() as f64);
             }
             let durable = {
-                let _write = self.pending.begin("write");
+                let _write = self.pending.begin(Operation::Write);
                 stall::hold_blocking();
                 self.write(jobs)
             };
@@ -849,7 +849,7 @@ impl Writer {
     /// Makes everything written so far durable, then answers `answers`.
     fn fsync(&self, answers: Vec<Answer>) {
         let result = {
-            let _fsync = self.pending.begin("fsync");
+            let _fsync = self.pending.begin(Operation::Fsync);
             let started = Instant::now();
             let result = self.db.flush();
             if let Some(metrics) = &self.metrics {
@@ -900,25 +900,17 @@ impl Writer {
             }
             Job::SaveRun {
                 run, audit, reply, ..
-            } => match self
-                .append_audit(audit)
-                .and_then(|()| self.save_run(group, &run))
-            {
-                Ok(()) => Ok(Answer::Done(reply)),
-                Err(e) => Err((Answer::Done(reply), e)),
-            },
-            Job::Outbox { change, reply } => match self.change_outbox(change) {
-                Ok(()) => Ok(Answer::Done(reply)),
-                Err(e) => Err((Answer::Done(reply), e)),
-            },
-            Job::Meta { key, value, reply } => match self.meta.insert(key, value) {
-                Ok(_) => Ok(Answer::Done(reply)),
-                Err(e) => Err((Answer::Done(reply), backend(e))),
-            },
-            Job::Audit { entries, reply } => match self.append_audit(entries) {
-                Ok(()) => Ok(Answer::Done(reply)),
-                Err(e) => Err((Answer::Done(reply), e)),
-            },
+            } => done(
+                reply,
+                self.append_audit(audit)
+                    .and_then(|()| self.save_run(group, &run)),
+            ),
+            Job::Outbox { change, reply } => done(reply, self.change_outbox(change)),
+            Job::Meta { key, value, reply } => done(
+                reply,
+                self.meta.insert(key, value).map(drop).map_err(backend),
+            ),
+            Job::Audit { entries, reply } => done(reply, self.append_audit(entries)),
             Job::Matched { alert_id, reply } => {
                 group.delete([b"m:", alert_id.as_bytes()].concat());
                 Ok(Answer::Done(reply))
@@ -1114,6 +1106,17 @@ impl Writer {
             repeat_count: 1,
             new_incident,
         })
+    }
+}
+
+/// The answer of a job whose reply is only "done", or the error that fails its group.
+fn done(
+    reply: oneshot::Sender<Result<(), StoreError>>,
+    result: Result<(), StoreError>,
+) -> Result<Answer, (Answer, StoreError)> {
+    match result {
+        Ok(()) => Ok(Answer::Done(reply)),
+        Err(e) => Err((Answer::Done(reply), e)),
     }
 }
 

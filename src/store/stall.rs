@@ -23,11 +23,42 @@ use std::time::{Duration, Instant};
 /// The environment variable that names the test-only hold file.
 pub const HOLD_VAR: &str = "CORDON_TEST_HOLD_STORE";
 
+/// What a store can have under way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// The embedded store writing one group.
+    Write,
+    /// The embedded store making what it wrote durable.
+    Fsync,
+    /// PostgreSQL: from the wait for a pooled connection to its release.
+    Query,
+    /// PostgreSQL: one transaction of batched run writes.
+    RunBatch,
+}
+
+impl Operation {
+    pub const ALL: [Operation; 4] = [
+        Operation::Write,
+        Operation::Fsync,
+        Operation::Query,
+        Operation::RunBatch,
+    ];
+
+    /// The name `/readyz`, the logs and `cordon_store_stalled{operation}` use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Operation::Write => "write",
+            Operation::Fsync => "fsync",
+            Operation::Query => "query",
+            Operation::RunBatch => "run batch",
+        }
+    }
+}
+
 /// The oldest operation under way.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Oldest {
-    /// What it is: `write` or `fsync` (embedded store), `query` or `run batch` (PostgreSQL).
-    pub operation: &'static str,
+    pub operation: Operation,
     /// How long it has been under way.
     pub age: Duration,
 }
@@ -36,12 +67,12 @@ pub struct Oldest {
 #[derive(Default)]
 pub struct Pending {
     next: AtomicU64,
-    under_way: Mutex<HashMap<u64, (&'static str, Instant)>>,
+    under_way: Mutex<HashMap<u64, (Operation, Instant)>>,
 }
 
 impl Pending {
     /// Registers `operation` as under way until the guard is dropped.
-    pub fn begin(&self, operation: &'static str) -> Guard<'_> {
+    pub fn begin(&self, operation: Operation) -> Guard<'_> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         self.under_way
             .lock()
@@ -59,17 +90,9 @@ impl Pending {
             .values()
             .min_by_key(|(_, since)| *since)
             .map(|(operation, since)| Oldest {
-                operation,
+                operation: *operation,
                 age: now.saturating_duration_since(*since),
             })
-    }
-
-    /// How many operations are under way.
-    pub fn count(&self) -> usize {
-        self.under_way
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
     }
 }
 
@@ -124,16 +147,15 @@ mod tests {
     fn the_oldest_operation_under_way_is_reported_until_it_ends() {
         let pending = Pending::default();
         assert_eq!(pending.oldest(), None);
-        let first = pending.begin("fsync");
+        let first = pending.begin(Operation::Fsync);
         std::thread::sleep(Duration::from_millis(5));
-        let second = pending.begin("write");
+        let second = pending.begin(Operation::Write);
         let oldest = pending.oldest().unwrap();
-        assert_eq!(oldest.operation, "fsync");
+        assert_eq!(oldest.operation, Operation::Fsync);
         assert!(oldest.age >= Duration::from_millis(5), "{oldest:?}");
-        assert_eq!(pending.count(), 2);
         drop(first);
-        assert_eq!(pending.oldest().unwrap().operation, "write");
+        assert_eq!(pending.oldest().unwrap().operation, Operation::Write);
         drop(second);
-        assert_eq!((pending.oldest(), pending.count()), (None, 0));
+        assert_eq!(pending.oldest(), None);
     }
 }

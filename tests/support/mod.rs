@@ -92,6 +92,23 @@ pub fn approval_playbook(
         .replace("QUORUM", &quorum.to_string())
 }
 
+/// Polls `check` every 50 ms until it holds; after `within`, fails the test naming `what()`.
+pub async fn wait_until(
+    within: std::time::Duration,
+    what: impl Fn() -> String,
+    mut check: impl AsyncFnMut() -> bool,
+) {
+    let deadline = std::time::Instant::now() + within;
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {}",
+            what()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// A running in-process server.
 pub struct TestServer {
     pub base: String,
