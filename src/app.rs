@@ -14,9 +14,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
 
-use crate::actions::builtin::Builtins;
+use crate::actions::builtin::{Builtins, Notifier};
 use crate::actions::{Registry, SpecCatalog};
 use crate::api;
+use crate::chat::{self, ChatPlatform};
 use crate::config::Config;
 use crate::engine::approval::ApproverGroups;
 use crate::engine::exec::Guardrails;
@@ -41,8 +42,8 @@ pub struct AppState {
     pub http: reqwest::Client,
     /// What Cordon owes other systems (tickets, chat), delivered with retries.
     pub outbox: Arc<crate::outbox::Outbox>,
-    /// Slack, when configured: its endpoints share the client and what it remembers.
-    pub slack: Option<Arc<crate::chat::slack::Slack>>,
+    /// The configured chat platforms, started: their routes are served.
+    pub chat: Vec<Arc<dyn ChatPlatform>>,
 }
 
 /// Errors starting the server.
@@ -79,50 +80,52 @@ impl Server {
             .build()
             .map_err(|e| StartError::Http(e.to_string()))?;
         let sources = intake::sources(&config, &http);
-        let (engine, actions) =
-            start_engine(&config, store.clone(), http.clone(), metrics.clone()).await?;
         let retry = &config.tickets.retry;
         let outbox = crate::outbox::Outbox::start_with(store.clone(), retry.base.0, retry.max.0);
-        // Chat: cards and thread notes go through the outbox to each configured platform.
-        let platforms = config.chat.platforms();
-        if !platforms.is_empty() {
-            engine.add_channel(Arc::new(crate::chat::ChatChannel::new(
+        // Chat: cards and thread notes go through the outbox to each configured platform;
+        // `chat.notify` in playbooks posts through the same.
+        let chat_names = config.chat.platforms();
+        let notifier = (!chat_names.is_empty()).then(|| {
+            Arc::new(chat::Notes::new(outbox.clone(), chat_names.clone())) as Arc<dyn Notifier>
+        });
+        let (engine, actions) = start_engine(
+            &config,
+            store.clone(),
+            http.clone(),
+            metrics.clone(),
+            notifier,
+        )
+        .await?;
+        let mut platforms = Vec::new();
+        if !chat_names.is_empty() {
+            engine.add_channel(Arc::new(chat::ChatChannel::new(
                 store.clone(),
                 outbox.clone(),
-                platforms.clone(),
+                chat_names.clone(),
             )));
-            actions
-                .builtins()
-                .connect_chat(outbox.clone(), platforms.clone());
-            engine.add_watcher(Arc::new(crate::chat::ChatWatcher::new(
+            engine.add_watcher(Arc::new(chat::ChatWatcher::new(
                 store.clone(),
                 outbox.clone(),
-                platforms,
+                chat_names,
             )));
-        }
-        // Slack (chat issue): the deliverer, the inbound handlers' state, and Socket Mode.
-        let slack =
-            crate::chat::slack::Slack::start(&config, store.clone(), engine.clone(), &outbox)
+            let commands = Arc::new(chat::Commands::new(
+                store.clone(),
+                Arc::downgrade(&engine),
+                approver_groups(&config),
+                config.chat.triggers.clone(),
+            ));
+            let deps = chat::ChatDeps {
+                store: store.clone(),
+                engine: Arc::downgrade(&engine),
+                outbox: outbox.clone(),
+                http: http.clone(),
+                approvers: approver_groups(&config),
+                commands,
+                max_body_bytes: config.server.max_body_bytes,
+            };
+            platforms = chat::platforms(&config.chat, &deps)
                 .await
                 .map_err(StartError::Http)?;
-        // ---- Teams (chat issue): the Connector API deliverer of the `teams` outbox entries ----
-        if let Some(teams) = &config.chat.teams {
-            outbox.register(
-                "teams",
-                Arc::new(crate::chat::teams::Deliverer::new(
-                    Arc::new(teams.clone()),
-                    store.clone(),
-                    http.clone(),
-                )),
-            );
-        }
-        // ---- end Teams ----
-        // Chat, Discord: cards, thread notes and card updates are delivered by the `discord` target.
-        if let Some(discord) = &config.chat.discord {
-            outbox.register(
-                "discord",
-                crate::chat::discord::delivery(discord, http.clone(), store.clone()),
-            );
         }
         let addr = config.server.listen;
         let listener = TcpListener::bind(addr)
@@ -143,7 +146,7 @@ impl Server {
             actions,
             http,
             outbox,
-            slack,
+            chat: platforms,
         });
         // --- tickets: Jira / ServiceNow deliverers and the incident watcher ---
         crate::tickets::install(&state);
@@ -296,6 +299,7 @@ async fn start_engine(
     store: Arc<dyn Store>,
     http: reqwest::Client,
     metrics: Arc<Metrics>,
+    notifier: Option<Arc<dyn Notifier>>,
 ) -> Result<(Arc<Engine>, Arc<Registry>), StartError> {
     let scripts = scripts(config);
     let integrations = load_integrations(config, http.clone(), Some(store.clone()))
@@ -304,6 +308,7 @@ async fn start_engine(
         Some(store.clone()),
         http,
         config.playbooks.http_allow.clone(),
+        notifier,
     ));
     let actions = Arc::new(Registry::new(builtins, integrations));
     let playbooks =
@@ -341,9 +346,10 @@ pub fn address_file(config: &Config) -> std::path::PathBuf {
     name.into()
 }
 
-/// Every route.
+/// Every route: the admin API and health here, and the routes of intake, the chat platforms and
+/// the ticket systems, each built from its own state.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let own: Router = Router::new()
         // One path, two meanings: POST takes alerts from a source (intake's router, merged
         // below), GET shows one alert by id.
         .route("/v1/alerts/{source}", get(api::show_alert))
@@ -363,15 +369,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/playbooks/reload", post(reload_playbooks))
         .route("/v1/incidents/{id}", get(api::show_incident))
         .route("/v1/incidents/{id}/{change}", post(api::incident_status))
-        // Slack (chat issue): clicks and `/cordon`, verified with the signing secret.
-        .route(
-            "/v1/chat/slack/interactions",
-            post(crate::chat::slack::interactions),
-        )
-        .route(
-            "/v1/chat/slack/commands",
-            post(crate::chat::slack::commands),
-        )
         // --- tickets: inbound webhooks and the incident report ---
         .route(
             "/v1/tickets/jira/webhook",
@@ -388,17 +385,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        // ---- Teams (chat issue): the bot's messaging endpoint ----
-        .merge(crate::chat::teams::routes(&state))
-        // ---- end Teams ----
-        // Chat, Discord: the interactions endpoint (when configured).
-        .merge(crate::chat::discord::router(&state))
-        .merge(intake::router(state.intake.clone()))
+        .with_state(state.clone());
+    own.merge(intake::router(state.intake.clone()))
+        .merge(chat::routes(&state.chat))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             record_latency,
         ))
-        .with_state(state)
 }
 
 /// Reloads the playbooks from the configured paths. A set with any error is refused whole and the

@@ -105,9 +105,7 @@ pub fn chat(platform: Chat, body: &[u8]) -> Result<(), String> {
         Chat::Teams => crate::chat::teams::inbound::read_offline(body)
             .map(|_| ())
             .map_err(|e| e.message),
-        Chat::Discord => {
-            crate::chat::discord::interactions::read_offline(body).map_err(|e| e.message)
-        }
+        Chat::Discord => crate::chat::discord::inbound::read_offline(body).map_err(|e| e.message),
     }
 }
 

@@ -517,7 +517,7 @@ async fn cordon_slash_command_status_runs_decisions_and_gated_triggers() {
     // status and runs show the waiting approval.
     let status = e.command(BOB, "status").await;
     let text = status["text"].as_str().unwrap();
-    assert!(text.contains("1 approval(s) waiting"), "{text}");
+    assert!(text.contains("*1* approval waiting."), "{text}");
     assert!(
         text.contains(&run) && text.contains("Isolate i-0abc in us-east-1?"),
         "{text}"
@@ -561,7 +561,10 @@ async fn cordon_slash_command_status_runs_decisions_and_gated_triggers() {
     );
     let answer = e.command(ALICE, "run no-such-playbook").await;
     assert!(
-        answer["text"].as_str().unwrap().contains("No playbook"),
+        answer["text"]
+            .as_str()
+            .unwrap()
+            .contains("There is no playbook"),
         "{answer}"
     );
     let answer = e.command(BOB, "frobnicate <!channel>").await;

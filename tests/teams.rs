@@ -943,3 +943,100 @@ fn the_shipped_app_package_names_one_bot_for_teams_with_its_icons() {
         assert_eq!((width, height), (size, size), "{key} icon");
     }
 }
+
+/// The recorded channel message that @mentions the bot (`mention` in
+/// `callbacks/teams/vercel_chat_replay_actions_reactions_teams.json`), saying `words` after the
+/// mention, from `aad`, as message `id` of this test's service.
+fn command_message(service_url: &str, id: &str, words: &str, aad: &str) -> Value {
+    let recorded: Value = serde_json::from_slice(&read_fixture(
+        "callbacks/teams/vercel_chat_replay_actions_reactions_teams.json",
+    ))
+    .unwrap();
+    let mut activity = recorded["mention"].clone();
+    let mention = activity["entities"][0]["text"].as_str().unwrap().to_owned();
+    activity["text"] = json!(format!("{mention} {words}"));
+    activity["id"] = json!(id);
+    activity["serviceUrl"] = json!(service_url);
+    activity["from"]["aadObjectId"] = json!(aad);
+    activity["channelData"]["tenant"]["id"] = json!(TENANT);
+    activity["conversation"]["tenantId"] = json!(TENANT);
+    activity["conversation"]["id"] = json!(format!("{};messageid={id}", teams::recorded_channel()));
+    activity
+}
+
+impl World {
+    /// Says `words` to the bot (after its @mention) as message `id`; the bot's answer in the
+    /// message's thread.
+    async fn ask(&self, id: &str, words: &str, aad: &str) -> String {
+        let message = command_message(&self.connector.service_url(), id, words, aad);
+        self.connector.said(&message);
+        let (status, body) = self.send(&message).await;
+        assert_eq!((status, body), (200, json!({})), "{words}");
+        let messages = self
+            .connector
+            .wait_for(&format!("the answer to `{words}`"), |m| {
+                m.iter().any(|m| m.reply_to.as_deref() == Some(id))
+            })
+            .await;
+        let answer = messages
+            .into_iter()
+            .find(|m| m.reply_to.as_deref() == Some(id))
+            .unwrap();
+        assert!(answer.conversation.ends_with(&format!(";messageid={id}")));
+        answer.text()
+    }
+}
+
+#[tokio::test]
+async fn messages_to_the_bot_are_the_cordon_commands_under_the_same_rules() {
+    let w = world(Setup::default()).await;
+    let run = w.finding("i-0c0ffee", "finding-commands").await;
+
+    let status = w.ask("9001", "status", APPROVER).await;
+    assert!(
+        status.starts_with("**1** open incident, **1** approval waiting."),
+        "{status}"
+    );
+    assert!(
+        status.contains(&format!("run `{run}` step `{STEP}`")) && status.contains("i-0c0ffee"),
+        "{status}"
+    );
+    let runs = w.ask("9002", "runs", APPROVER).await;
+    assert!(
+        runs.contains(&format!("`{run}` {PLAYBOOK}: waiting")),
+        "{runs}"
+    );
+
+    // Someone outside `soc` cannot decide by message either; nothing is recorded.
+    let refused = w
+        .ask("9003", &format!("approve {run} {STEP}"), OUTSIDER)
+        .await;
+    assert_eq!(
+        refused,
+        "Not allowed: you are not in the approver group `soc`."
+    );
+    assert!(w.decisions(&run).await.is_empty());
+    // Starting playbooks from chat is off without `chat.triggers`.
+    let trigger = w.ask("9004", &format!("run {PLAYBOOK}"), APPROVER).await;
+    assert!(
+        trigger.contains("Starting playbooks from chat is off"),
+        "{trigger}"
+    );
+    let nonsense = w.ask("9005", "frobnicate <b>now</b>", APPROVER).await;
+    assert!(
+        nonsense.starts_with("Unknown command `frobnicate`.") && !nonsense.contains("<b>"),
+        "{nonsense}"
+    );
+
+    // An approver decides by message: the run goes ahead and the decision says it came from Teams.
+    let approved = w
+        .ask("9006", &format!("approve {run} {STEP}"), APPROVER)
+        .await;
+    assert_eq!(approved, format!("Approved: {run} {STEP} goes ahead."));
+    w.server.wait_run(&run, "finished", finished).await;
+    let decisions = w.decisions(&run).await;
+    assert_eq!(decisions.len(), 1);
+    assert_eq!(decisions[0]["identity"], format!("teams:{APPROVER}"));
+    assert_eq!(decisions[0]["via"], "teams");
+    w.connector.assert_valid();
+}

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::{ActionSpec, builtin_specs};
 use crate::engine::exec::{ActionCall, ActionError, ActionRunner, glob};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// The built-in actions, with what they need from the server.
 pub struct Builtins {
@@ -17,8 +17,19 @@ pub struct Builtins {
     http: reqwest::Client,
     /// Hosts `core.http` may call, per playbook id.
     http_allow: BTreeMap<String, Vec<String>>,
-    /// Where `chat.notify` posts: the outbox and the configured platforms, once the server runs.
-    chat: std::sync::OnceLock<(Arc<crate::outbox::Outbox>, Vec<&'static str>)>,
+    /// Where `chat.notify` posts, when chat is configured.
+    notifier: Option<Arc<dyn Notifier>>,
+}
+
+/// Where `chat.notify` posts: the incident's chat threads on the configured platforms. Chat
+/// provides it (`crate::chat::Notes`); built-in actions know nothing of chat.
+#[async_trait]
+pub trait Notifier: Send + Sync {
+    /// The platforms a note goes to.
+    fn platforms(&self) -> Vec<&'static str>;
+
+    /// Queues `text` for the threads of incident `incident_id`.
+    async fn note(&self, incident_id: &str, text: &str) -> Result<(), StoreError>;
 }
 
 impl Builtins {
@@ -26,6 +37,7 @@ impl Builtins {
         store: Option<Arc<dyn Store>>,
         http: reqwest::Client,
         http_allow: BTreeMap<String, Vec<String>>,
+        notifier: Option<Arc<dyn Notifier>>,
     ) -> Builtins {
         Builtins {
             specs: builtin_specs()
@@ -35,13 +47,8 @@ impl Builtins {
             store,
             http,
             http_allow,
-            chat: std::sync::OnceLock::new(),
+            notifier,
         }
-    }
-
-    /// Connects `chat.notify` to the outbox and the configured chat platforms.
-    pub fn connect_chat(&self, outbox: Arc<crate::outbox::Outbox>, platforms: Vec<&'static str>) {
-        let _ = self.chat.set((outbox, platforms));
     }
 
     async fn notify(&self, inputs: &Value, call: &ActionCall) -> Result<Value, ActionError> {
@@ -50,27 +57,16 @@ impl Builtins {
             .incident_id
             .as_deref()
             .ok_or_else(|| ActionError::permanent("this run has no incident to post about"))?;
-        let Some((outbox, platforms)) = self.chat.get() else {
+        let Some(notifier) = &self.notifier else {
             return Err(ActionError::permanent(
                 "no chat platform is configured (config: chat)",
             ));
         };
-        let entries: Vec<_> = platforms
-            .iter()
-            .map(|p| {
-                crate::outbox::OutboxEntry::new(
-                    p,
-                    incident,
-                    crate::chat::THREAD_NOTE,
-                    json!({ "incident_id": incident, "text": text, "standalone": true }),
-                )
-            })
-            .collect();
-        outbox
-            .push(entries)
+        notifier
+            .note(incident, text)
             .await
             .map_err(|e| ActionError::retryable(format!("could not queue the message: {e}")))?;
-        Ok(json!({ "text": text, "platforms": platforms }))
+        Ok(json!({ "text": text, "platforms": notifier.platforms() }))
     }
 
     async fn http(&self, inputs: &Value, call: &ActionCall) -> Result<Value, ActionError> {

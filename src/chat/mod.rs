@@ -8,72 +8,180 @@
 //! and the API meanwhile. Clicks come back through each platform's verified endpoint and go to
 //! [`click`], which applies the approver rules and says what to answer the person.
 
-pub mod discord;
-pub mod slack;
-pub mod teams;
+pub mod commands;
+pub mod platform;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use axum::Router;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+
+pub use commands::{Answer, Command, Commands, Dialect};
+pub use platform::{ChatDeps, ChatPlatform, PlatformConfig};
 
 use crate::engine::EngineError;
 use crate::engine::approval::DecisionError;
 use crate::engine::channel::{ApprovalChannel, ApprovalOutcome, ApprovalRequest};
 use crate::engine::service::Engine;
 use crate::engine::watch::{IncidentEvent, Watcher};
+use crate::http::ApiError;
 use crate::outbox::{Outbox, OutboxEntry};
 use crate::store::Store;
 
-/// The `chat:` config section: the platforms in use and who may trigger playbooks from chat.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChatConfig {
-    #[serde(default)]
-    pub slack: Option<slack::SlackConfig>,
-    #[serde(default)]
-    pub teams: Option<teams::TeamsConfig>,
-    #[serde(default)]
-    pub discord: Option<discord::DiscordConfig>,
-    /// The approver group whose members may start playbooks by hand from chat
-    /// (`/cordon run <playbook> key=value ...`); nobody when unset.
-    #[serde(default)]
-    pub triggers: Option<String>,
+/// Declares the chat platforms: each name is a folder `chat/<name>/` (see [`platform`]) whose
+/// `Config` is the `chat.<name>` section. Adding a platform is one line here.
+macro_rules! chat_platforms {
+    ($($(#[$attr:meta])* $name:ident),* $(,)?) => {
+        $( $(#[$attr])* pub mod $name; )*
+
+        /// The `chat:` config section: the platforms in use and who may trigger playbooks from
+        /// chat.
+        #[derive(Debug, Clone, Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct ChatConfig {
+            $( $(#[$attr])* #[serde(default)] pub $name: Option<$name::Config>, )*
+            /// The approver group whose members may start playbooks by hand from chat
+            /// (`/cordon run <playbook> key=value ...`); nobody when unset.
+            #[serde(default)]
+            pub triggers: Option<String>,
+        }
+
+        impl ChatConfig {
+            /// The configured platforms' sections, by name, in the order of the list.
+            pub fn sections(&self) -> Vec<(&'static str, &dyn PlatformConfig)> {
+                let mut out: Vec<(&'static str, &dyn PlatformConfig)> = Vec::new();
+                $(
+                    $(#[$attr])*
+                    if let Some(section) = &self.$name {
+                        out.push((stringify!($name), section));
+                    }
+                )*
+                out
+            }
+        }
+
+        /// Every platform Cordon knows, with the error code its routes answer while it is not
+        /// configured.
+        #[allow(clippy::vec_init_then_push, reason = "an entry may be configured out (`#[cfg]`)")]
+        fn known() -> Vec<(&'static str, &'static str)> {
+            let mut out = Vec::new();
+            $(
+                $(#[$attr])*
+                out.push((stringify!($name), concat!(stringify!($name), "_not_configured")));
+            )*
+            out
+        }
+    };
+}
+
+chat_platforms! {
+    slack,
+    teams,
+    discord,
+    #[cfg(test)]
+    fake,
 }
 
 impl ChatConfig {
     /// Every secret in the section (for the warning about local defaults).
     pub fn secrets(&self) -> Vec<&crate::config::Secret> {
-        let mut out = Vec::new();
-        if let Some(slack) = &self.slack {
-            out.push(&slack.bot_token);
-            out.extend(slack.signing_secret.iter().chain(&slack.app_token));
-        }
-        if let Some(teams) = &self.teams {
-            out.push(&teams.app_password);
-        }
-        if let Some(discord) = &self.discord {
-            out.push(&discord.bot_token);
-        }
-        out
+        self.sections()
+            .into_iter()
+            .flat_map(|(_, section)| section.secrets())
+            .collect()
     }
 
     /// The configured platforms' names.
     pub fn platforms(&self) -> Vec<&'static str> {
-        let mut out = Vec::new();
-        if self.slack.is_some() {
-            out.push("slack");
-        }
-        if self.teams.is_some() {
-            out.push("teams");
-        }
-        if self.discord.is_some() {
-            out.push("discord");
-        }
-        out
+        self.sections().into_iter().map(|(name, _)| name).collect()
     }
+}
+
+/// Starts every configured platform and registers its deliverer with the outbox.
+pub async fn platforms(
+    config: &ChatConfig,
+    deps: &ChatDeps,
+) -> Result<Vec<Arc<dyn ChatPlatform>>, String> {
+    let mut out = Vec::new();
+    for (name, section) in config.sections() {
+        let platform = section.start(deps).await?;
+        debug_assert_eq!(platform.name(), name, "a platform's name is its config key");
+        deps.outbox.register(name, platform.clone().deliverer());
+        out.push(platform);
+    }
+    Ok(out)
+}
+
+/// The routes of the started platforms, and for any other `/v1/chat/<platform>/...` path a 404
+/// that says the platform is not configured.
+pub fn routes(platforms: &[Arc<dyn ChatPlatform>]) -> Router {
+    platforms.iter().fold(
+        Router::new().route(
+            "/v1/chat/{platform}/{*rest}",
+            axum::routing::any(
+                |axum::extract::Path((platform, _)): axum::extract::Path<(String, String)>| async move {
+                    let code = known()
+                        .into_iter()
+                        .find(|(name, _)| *name == platform)
+                        .map_or("not_found", |(_, code)| code);
+                    ApiError::not_found(
+                        code,
+                        format!("chat platform `{platform}` is not configured on this server (chat.{platform})"),
+                    )
+                },
+            ),
+        ),
+        |router, platform| router.merge(platform.clone().routes()),
+    )
+}
+
+/// Posts a text to incidents' chat threads on every configured platform: `chat.notify` in
+/// playbooks.
+pub struct Notes {
+    outbox: Arc<Outbox>,
+    platforms: Vec<&'static str>,
+}
+
+impl Notes {
+    pub fn new(outbox: Arc<Outbox>, platforms: Vec<&'static str>) -> Notes {
+        Notes { outbox, platforms }
+    }
+}
+
+#[async_trait]
+impl crate::actions::builtin::Notifier for Notes {
+    fn platforms(&self) -> Vec<&'static str> {
+        self.platforms.clone()
+    }
+
+    async fn note(&self, incident_id: &str, text: &str) -> Result<(), crate::store::StoreError> {
+        let entries = self
+            .platforms
+            .iter()
+            .map(|p| {
+                OutboxEntry::new(
+                    p,
+                    incident_id,
+                    THREAD_NOTE,
+                    json!({ "incident_id": incident_id, "text": text, "standalone": true }),
+                )
+            })
+            .collect();
+        self.outbox.push(entries).await
+    }
+}
+
+/// `text` cut to `max` characters, with `…` when cut.
+pub fn cut(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
 }
 
 /// Everything a card shows: the incident, what is asked, and (once decided) the outcome.

@@ -113,7 +113,12 @@ pub async fn run_tests(
         .collect();
     let library = Arc::new(Only(library));
     // No store, and no host allowed: the core actions touch nothing outside.
-    let core = Arc::new(Builtins::new(None, reqwest::Client::new(), BTreeMap::new()));
+    let core = Arc::new(Builtins::new(
+        None,
+        reqwest::Client::new(),
+        BTreeMap::new(),
+        None,
+    ));
     let specs = Arc::new(catalog.clone());
     let mut results = Vec::new();
     for playbook in playbooks {

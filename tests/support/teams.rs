@@ -794,3 +794,22 @@ pub fn installed(service_url: &str) -> Value {
     activity["channelData"]["eventType"] = json!("teamMemberAdded");
     activity
 }
+
+impl Connector {
+    /// Records `activity`, a message a person sent in Teams, as one of the conversation's
+    /// messages (Teams holds what people write; the bot may reply to it).
+    pub fn said(&self, activity: &Value) {
+        let conversation = activity["conversation"]["id"].as_str().unwrap_or_default();
+        self.state.lock().unwrap().messages.push(Message {
+            conversation: conversation
+                .split(";messageid=")
+                .next()
+                .unwrap_or(conversation)
+                .to_owned(),
+            id: activity["id"].as_str().unwrap_or_default().to_owned(),
+            reply_to: None,
+            activity: activity.clone(),
+            updates: 0,
+        });
+    }
+}

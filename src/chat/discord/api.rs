@@ -222,14 +222,7 @@ fn bounded(secs: f64) -> Option<Duration> {
 }
 
 /// At most `max` characters of `text`, with `…` when cut.
-pub fn clip(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_owned();
-    }
-    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
-    out.push('…');
-    out
-}
+pub use crate::chat::cut as clip;
 
 #[cfg(test)]
 mod tests {

@@ -10,7 +10,7 @@ use serenity::all::{
 };
 
 use super::api::clip;
-use crate::chat::Card;
+use crate::chat::{Card, Dialect};
 
 /// Discord's longest `custom_id`.
 pub const MAX_CUSTOM_ID: usize = 100;
@@ -64,6 +64,42 @@ pub fn parse_button(custom_id: &str) -> Option<ButtonTarget> {
         run_id: run_id.to_owned(),
         step: step.to_owned(),
     })
+}
+
+/// Discord's markdown, for the answers to `/cordon` (messages allow no mentions, so none pings).
+pub struct Markdown;
+
+/// How `/cordon` is typed on Discord (sub-commands with options, `integrations/discord/README.md`).
+pub const HELP: &str = "Try `/cordon status`, `/cordon runs`, `/cordon approve run:<id> step:<id>`, `/cordon deny run:<id> step:<id>` or `/cordon run playbook:<id> inputs:key=value ...`.";
+
+impl Dialect for Markdown {
+    fn bold(&self, text: &str) -> String {
+        format!("**{text}**")
+    }
+
+    fn code(&self, text: &str) -> String {
+        format!("`{}`", text.replace('`', "'"))
+    }
+
+    fn plain(&self, text: &str) -> String {
+        text.to_owned()
+    }
+
+    /// `<@id>` for a Discord identity: shown as the person's name.
+    fn who(&self, identity: &str) -> String {
+        match identity.strip_prefix("discord:") {
+            Some(id) => format!("<@{id}>"),
+            None => identity.to_owned(),
+        }
+    }
+
+    fn prefix(&self) -> &'static str {
+        "/cordon "
+    }
+
+    fn usage(&self) -> String {
+        HELP.to_owned()
+    }
 }
 
 /// Mentions nobody, whatever the text says.

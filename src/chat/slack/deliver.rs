@@ -13,7 +13,7 @@ use serde_json::Value;
 use slack_morphism::prelude::*;
 
 use super::Slack;
-use super::blocks;
+use super::render;
 use crate::chat::{Card, POST_CARD, THREAD_NOTE, UPDATE_CARD};
 use crate::outbox::{Deliver, DeliveryError, OutboxEntry};
 
@@ -30,8 +30,8 @@ fn store_error(e: crate::store::StoreError) -> DeliveryError {
 
 fn content(card: &Card) -> SlackMessageContent {
     SlackMessageContent::new()
-        .with_text(blocks::card_text(card))
-        .with_blocks(blocks::card_blocks(card))
+        .with_text(render::card_text(card))
+        .with_blocks(render::card_blocks(card))
 }
 
 impl Slack {
@@ -115,7 +115,7 @@ impl Slack {
                 // `chat.notify` before any card: a message of its own in the channel.
                 let request = SlackApiChatPostMessageRequest::new(
                     self.config.channel.clone().into(),
-                    SlackMessageContent::new().with_text(blocks::cut(&blocks::escape(text), 3000)),
+                    SlackMessageContent::new().with_text(render::cut(&render::escape(text), 3000)),
                 )
                 .with_unfurl_links(false)
                 .with_unfurl_media(false);
@@ -133,7 +133,7 @@ impl Slack {
         };
         let request = SlackApiChatPostMessageRequest::new(
             root.channel.clone().into(),
-            SlackMessageContent::new().with_text(blocks::cut(&blocks::escape(text), 3000)),
+            SlackMessageContent::new().with_text(render::cut(&render::escape(text), 3000)),
         )
         .with_thread_ts(root.ts.into())
         .with_unfurl_links(false)

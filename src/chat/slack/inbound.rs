@@ -8,10 +8,12 @@
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::routing::post;
 use serde_json::json;
 use slack_morphism::prelude::*;
 use slack_morphism::signature_verifier::{
@@ -19,10 +21,9 @@ use slack_morphism::signature_verifier::{
 };
 
 use super::Slack;
-use super::blocks::{cut, escape, parse_button};
-use super::commands::{CommandCall, CommandReply};
-use crate::app::AppState;
-use crate::chat::click;
+use super::render::{Mrkdwn, cut, escape, parse_button};
+use crate::chat::commands::{self, Command};
+use crate::chat::{ChatUser, click};
 
 /// How long a signature is accepted, and so remembered against replays.
 const WINDOW_SECS: i64 = 300;
@@ -194,32 +195,77 @@ impl Slack {
     }
 }
 
-fn slack_of(app: &AppState) -> Result<Arc<Slack>, Reject> {
-    app.slack.clone().ok_or_else(|| {
-        Reject::new(
-            StatusCode::NOT_FOUND,
-            "not_enabled",
-            "Slack is not configured (chat.slack)",
-        )
-    })
-}
-
 fn form_field(body: &str, name: &str) -> Option<String> {
     url::form_urlencoded::parse(body.as_bytes())
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
 }
 
+/// A slash command as Slack sent it (over HTTP or Socket Mode).
+#[derive(Debug, Clone)]
+pub(super) struct CommandCall {
+    pub user_id: String,
+    pub user_name: Option<String>,
+    pub text: String,
+}
+
+/// The answer to a slash command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct CommandReply {
+    pub text: String,
+    /// Shown to the channel rather than only to the caller.
+    pub public: bool,
+}
+
+impl Slack {
+    /// The person behind a Slack user id, with the Slack user groups approver groups list.
+    pub(super) async fn chat_user(&self, user_id: &str, name: Option<&str>) -> ChatUser {
+        ChatUser {
+            identity: format!("slack:{user_id}"),
+            groups: self.groups_of(user_id).await,
+            name: name.unwrap_or(user_id).to_owned(),
+        }
+    }
+
+    /// Answers a `/cordon` command ([`crate::chat::commands`]): to the caller alone, except a
+    /// started run, which the channel sees.
+    pub(super) async fn command(&self, call: &CommandCall) -> CommandReply {
+        let private = |text| CommandReply {
+            text,
+            public: false,
+        };
+        let command = match Command::from_words(&call.text, &Mrkdwn) {
+            Ok(command) => command,
+            Err(usage) => return private(usage),
+        };
+        let user = self
+            .chat_user(&call.user_id, call.user_name.as_deref())
+            .await;
+        let answer = self
+            .commands
+            .answer("slack", &user, command, &Mrkdwn)
+            .await;
+        match answer.announce {
+            Some(text) => CommandReply { text, public: true },
+            None => private(answer.text),
+        }
+    }
+}
+
+/// The Slack routes: clicks and `/cordon`, verified with the signing secret.
+pub(super) fn routes(slack: Arc<Slack>) -> Router {
+    Router::new()
+        .route("/v1/chat/slack/interactions", post(interactions))
+        .route("/v1/chat/slack/commands", post(slash_commands))
+        .with_state(slack)
+}
+
 /// `POST /v1/chat/slack/interactions`: Slack's interactivity request URL.
-pub async fn interactions(
-    State(app): State<Arc<AppState>>,
+async fn interactions(
+    State(slack): State<Arc<Slack>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let slack = match slack_of(&app) {
-        Ok(slack) => slack,
-        Err(reject) => return reject.into_response(),
-    };
     let text = match slack.verify(&headers, &body) {
         Ok(text) => text,
         Err(reject) => return reject.into_response(),
@@ -233,15 +279,11 @@ pub async fn interactions(
 }
 
 /// `POST /v1/chat/slack/commands`: the `/cordon` slash command's request URL.
-pub async fn commands(
-    State(app): State<Arc<AppState>>,
+async fn slash_commands(
+    State(slack): State<Arc<Slack>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let slack = match slack_of(&app) {
-        Ok(slack) => slack,
-        Err(reject) => return reject.into_response(),
-    };
     let text = match slack.verify(&headers, &body) {
         Ok(text) => text,
         Err(reject) => return reject.into_response(),
@@ -300,7 +342,7 @@ fn reply_json(reply: &CommandReply) -> axum::Json<serde_json::Value> {
 pub(crate) fn read_offline(interaction: bool, text: &str) -> Result<usize, Reject> {
     if !interaction {
         let call = read_command(text)?;
-        return Ok(super::commands::words(&call.text).len());
+        return Ok(commands::words(&call.text).len());
     }
     let SlackInteractionEvent::BlockActions(event) = read_interaction(text)? else {
         return Ok(0);

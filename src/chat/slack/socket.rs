@@ -10,7 +10,7 @@ use slack_morphism::hyper_tokio::{SlackClientHyperHttpsConnector, SlackHyperClie
 use slack_morphism::prelude::*;
 
 use super::Slack;
-use super::commands::CommandCall;
+use super::inbound::CommandCall;
 use crate::config::Secret;
 
 type Listener = SlackClientSocketModeListener<SlackClientHyperHttpsConnector>;

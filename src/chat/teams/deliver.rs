@@ -18,13 +18,13 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use reqwest::Method;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::card;
+use super::api::Connector;
+use super::render;
 use super::token::TokenSource;
-use super::{Install, META, MessageRef, REPLY, TeamsConfig, is_channel, path_segment};
+use super::{Install, META, MessageRef, REPLY, TeamsConfig, is_channel};
 use crate::chat::{Card, POST_CARD, THREAD_NOTE, UPDATE_CARD};
 use crate::outbox::{Deliver, DeliveryError, OutboxEntry};
 use crate::store::Store;
@@ -33,8 +33,7 @@ use crate::store::Store;
 pub struct Deliverer {
     config: Arc<TeamsConfig>,
     store: Arc<dyn Store>,
-    http: reqwest::Client,
-    token: TokenSource,
+    api: Connector,
 }
 
 #[derive(Deserialize)]
@@ -66,8 +65,7 @@ impl Deliverer {
         Deliverer {
             config,
             store,
-            http,
-            token,
+            api: Connector::new(http, token),
         }
     }
 
@@ -122,91 +120,6 @@ impl Deliverer {
         Ok((install.service_url, install.conversation_id, channel))
     }
 
-    /// One Connector API call; the answer's JSON (or `null`).
-    async fn call(
-        &self,
-        method: Method,
-        service_url: &str,
-        path: &str,
-        body: &Value,
-    ) -> Result<Value, DeliveryError> {
-        let url = format!("{}{path}", super::trim_service_url(service_url));
-        let token = self.token.get().await?;
-        let response = self
-            .http
-            .request(method.clone(), &url)
-            .bearer_auth(token.expose())
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| {
-                DeliveryError::retry(format!(
-                    "Teams Connector at {service_url} unreachable: {}",
-                    e.without_url()
-                ))
-            })?;
-        let status = response.status().as_u16();
-        if status == 401 || status == 403 {
-            // An expired or revoked token: fetch a new one next time.
-            self.token.forget().await;
-            return Err(DeliveryError::retry(format!(
-                "Teams Connector refused the bot's token ({status}) for {method} {path}"
-            )));
-        }
-        if !response.status().is_success() {
-            let retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            return Err(DeliveryError::from_status(
-                status,
-                retry_after.as_deref(),
-                &format!("Teams Connector ({method} {path})"),
-            ));
-        }
-        let text = response.text().await.unwrap_or_default();
-        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    /// Sends `activity` to a conversation; the new message's id.
-    async fn send(
-        &self,
-        service_url: &str,
-        conversation: &str,
-        activity: &Value,
-    ) -> Result<String, DeliveryError> {
-        let path = format!(
-            "/v3/conversations/{}/activities",
-            path_segment(conversation)
-        );
-        let answer = self
-            .call(Method::POST, service_url, &path, activity)
-            .await?;
-        message_id(&answer)
-    }
-
-    /// Replies to message `reply_to` of `conversation`; the reply's id.
-    async fn reply(
-        &self,
-        service_url: &str,
-        conversation: &str,
-        reply_to: &str,
-        activity: &Value,
-    ) -> Result<String, DeliveryError> {
-        let mut activity = activity.clone();
-        activity["replyToId"] = json!(reply_to);
-        let path = format!(
-            "/v3/conversations/{}/activities/{}",
-            path_segment(conversation),
-            path_segment(reply_to)
-        );
-        let answer = self
-            .call(Method::POST, service_url, &path, &activity)
-            .await?;
-        message_id(&answer)
-    }
-
     /// Replies in the thread of the message `to`.
     async fn reply_in_thread(
         &self,
@@ -215,6 +128,7 @@ impl Deliverer {
     ) -> Result<MessageRef, DeliveryError> {
         let thread = to.thread();
         let id = self
+            .api
             .reply(&to.service_url, &thread, &to.activity_id, activity)
             .await?;
         Ok(MessageRef {
@@ -231,13 +145,13 @@ impl Deliverer {
             return Ok(());
         }
         let card_key = format!("card:{}", card.key());
-        let activity = card::activity(card);
+        let activity = render::activity(card);
         let posted = match self.meta::<MessageRef>(&card_key).await? {
             // A later request of an incident that has its card: in the card's thread.
             Some(root) => self.reply_in_thread(&root, &activity).await?,
             None => {
                 let (service_url, conversation, channel) = self.destination().await?;
-                let id = self.send(&service_url, &conversation, &activity).await?;
+                let id = self.api.send(&service_url, &conversation, &activity).await?;
                 let root = MessageRef {
                     service_url,
                     conversation_id: conversation,
@@ -259,15 +173,14 @@ impl Deliverer {
             // the card, so the channel still learns it.
             return self.post_card(card).await;
         };
-        let mut activity = card::activity(card);
-        activity["id"] = json!(message.activity_id);
-        let path = format!(
-            "/v3/conversations/{}/activities/{}",
-            path_segment(&message.conversation_id),
-            path_segment(&message.activity_id)
-        );
         match self
-            .call(Method::PUT, &message.service_url, &path, &activity)
+            .api
+            .update(
+                &message.service_url,
+                &message.conversation_id,
+                &message.activity_id,
+                &render::activity(card),
+            )
             .await
         {
             Ok(_) => {
@@ -280,12 +193,12 @@ impl Deliverer {
                 let root: Option<MessageRef> = self.meta(&format!("card:{}", card.key())).await?;
                 match root {
                     Some(root) if root != message => {
-                        self.reply_in_thread(&root, &card::activity(card)).await?;
+                        self.reply_in_thread(&root, &render::activity(card)).await?;
                         Ok(())
                     }
                     _ => {
                         let (service_url, conversation, _) = self.destination().await?;
-                        self.send(&service_url, &conversation, &card::activity(card))
+                        self.api.send(&service_url, &conversation, &render::activity(card))
                             .await?;
                         Ok(())
                     }
@@ -302,10 +215,10 @@ impl Deliverer {
         else {
             if note.standalone {
                 let (service_url, conversation, _) = self.destination().await?;
-                self.send(
+                self.api.send(
                     &service_url,
                     &conversation,
-                    &card::text_activity(&note.text),
+                    &render::text_activity(&note.text),
                 )
                 .await?;
                 return Ok(());
@@ -313,19 +226,10 @@ impl Deliverer {
             tracing::debug!(incident = %note.incident_id, "no Teams card for this incident; thread note dropped");
             return Ok(());
         };
-        self.reply_in_thread(&root, &card::text_activity(&note.text))
+        self.reply_in_thread(&root, &render::text_activity(&note.text))
             .await?;
         Ok(())
     }
-}
-
-/// The `id` of a Connector `ResourceResponse`.
-fn message_id(answer: &Value) -> Result<String, DeliveryError> {
-    answer["id"]
-        .as_str()
-        .filter(|id| !id.is_empty())
-        .map(str::to_owned)
-        .ok_or_else(|| DeliveryError::retry("Teams Connector answered without a message id"))
 }
 
 #[async_trait]
@@ -349,11 +253,11 @@ impl Deliver for Deliverer {
             }
             REPLY => {
                 let reply: Reply = serde_json::from_value(entry.payload.clone()).map_err(bad)?;
-                self.reply(
+                self.api.reply(
                     &reply.service_url,
                     &reply.conversation_id,
                     &reply.reply_to,
-                    &card::text_activity(&reply.text),
+                    &render::text_activity(&reply.text),
                 )
                 .await?;
                 Ok(())

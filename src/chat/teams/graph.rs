@@ -128,7 +128,7 @@ impl Lookup {
         let url = format!(
             "{}/v1.0/users/{}/checkMemberGroups",
             self.base,
-            super::path_segment(user)
+            super::api::path_segment(user)
         );
         let response = self
             .http

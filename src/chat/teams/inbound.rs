@@ -15,7 +15,7 @@
 //!   remembered as where cards go ([`super::Install`]); removing the bot forgets it.
 //! - anything else is acknowledged and ignored.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use axum::Json;
 use axum::Router;
@@ -27,74 +27,71 @@ use axum::routing::post;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::card::{self, ButtonData};
 use super::graph::Groups;
 use super::jwt::{self, TokenError, Validator};
+use super::render::{self as card, ButtonData, TeamsMarkdown};
 use super::{Install, META, REPLY, TeamsConfig};
-use crate::app::AppState;
-use crate::chat::{Card, ChatUser, click};
+use crate::chat::commands::{Command, Commands};
+use crate::chat::{Card, ChatDeps, ChatUser, click};
+use crate::engine::Engine;
 use crate::http::ApiError;
-use crate::outbox::OutboxEntry;
+use crate::outbox::{Outbox, OutboxEntry};
+use crate::store::Store;
 
 /// The endpoint's path (the messaging endpoint of the bot's Azure Bot resource).
 pub const PATH: &str = "/v1/chat/teams/messages";
 
-/// What the endpoint keeps between requests: the key cache and the group lookup.
+/// What the endpoint keeps between requests: the key cache and the group lookup, and what a
+/// click or a command needs.
 pub struct Inbound {
     config: Arc<TeamsConfig>,
     validator: Validator,
     groups: Groups,
+    store: Arc<dyn Store>,
+    outbox: Arc<Outbox>,
+    /// Held weakly: the engine holds the outbox, which holds the platform.
+    engine: Weak<Engine>,
+    commands: Arc<Commands>,
+    max_body_bytes: usize,
 }
 
 impl Inbound {
-    pub fn new(config: Arc<TeamsConfig>, state: &AppState) -> Inbound {
+    pub fn new(config: Arc<TeamsConfig>, deps: &ChatDeps) -> Inbound {
         let validator = Validator::new(
-            state.http.clone(),
+            deps.http.clone(),
             config.openid_metadata_url.clone(),
             &config.issuer,
             &config.app_id,
         );
-        let groups = Groups::new(
-            &config,
-            state.http.clone(),
-            state.config.approvers.values().flatten(),
-        );
+        let groups = Groups::new(&config, deps.http.clone(), deps.approvers.0.values().flatten());
         Inbound {
             config,
             validator,
             groups,
+            store: deps.store.clone(),
+            outbox: deps.outbox.clone(),
+            engine: deps.engine.clone(),
+            commands: deps.commands.clone(),
+            max_body_bytes: deps.max_body_bytes,
         }
     }
 }
 
-/// The Teams route; it answers 404 when Teams is not configured.
-pub fn routes(state: &Arc<AppState>) -> Router<Arc<AppState>> {
-    let inbound = state
-        .config
-        .chat
-        .teams
-        .as_ref()
-        .map(|config| Arc::new(Inbound::new(Arc::new(config.clone()), state)));
-    Router::new().route(
-        PATH,
-        post(
-            move |State(app): State<Arc<AppState>>, headers: HeaderMap, body: Body| {
-                let inbound = inbound.clone();
-                async move {
-                    let Some(inbound) = inbound else {
-                        return ApiError::not_found(
-                            "teams_not_configured",
-                            "Microsoft Teams is not configured on this server (chat.teams)",
-                        )
-                        .into_response();
-                    };
-                    receive(&app, &inbound, &headers, body)
-                        .await
-                        .unwrap_or_else(IntoResponse::into_response)
-                }
-            },
-        ),
-    )
+/// The Teams route: the bot's messaging endpoint.
+pub fn routes(inbound: Arc<Inbound>) -> Router {
+    Router::new()
+        .route(PATH, post(messages))
+        .with_state(inbound)
+}
+
+async fn messages(
+    State(inbound): State<Arc<Inbound>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    receive(&inbound, &headers, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -145,6 +142,9 @@ struct Activity {
     value: Value,
     #[serde(default)]
     reply_to_id: Option<String>,
+    /// A message's text (with `<at>Cordon</at>` where the bot is mentioned).
+    #[serde(default)]
+    text: Option<String>,
     #[serde(default)]
     action: Option<String>,
     #[serde(default)]
@@ -213,7 +213,6 @@ fn acknowledged() -> Response {
 }
 
 async fn receive(
-    app: &Arc<AppState>,
     inbound: &Inbound,
     headers: &HeaderMap,
     body: Body,
@@ -226,7 +225,7 @@ async fn receive(
     )
     .map_err(refused)?;
     let verified = inbound.validator.validate(token).await.map_err(refused)?;
-    let body = read_body(body, app.config.server.max_body_bytes).await?;
+    let body = read_body(body, inbound.max_body_bytes).await?;
     let activity = Activity::read(&body)?;
     verified
         .check_activity(
@@ -246,17 +245,16 @@ async fn receive(
     }
     match activity.kind.as_str() {
         "invoke" if activity.name.as_deref() == Some("adaptiveCard/action") => {
-            execute(app, inbound, &activity).await
+            execute(inbound, &activity).await
         }
-        "message" => submit(app, inbound, &activity).await,
-        "conversationUpdate" | "installationUpdate" => install(app, &activity).await,
+        "message" => message(inbound, &activity).await,
+        "conversationUpdate" | "installationUpdate" => install(&*inbound.store, &activity).await,
         _ => Ok(acknowledged()),
     }
 }
 
 /// An `Action.Execute` click.
 async fn execute(
-    app: &Arc<AppState>,
     inbound: &Inbound,
     activity: &Activity,
 ) -> Result<Response, ApiError> {
@@ -274,9 +272,12 @@ async fn execute(
         ))
         .into_response());
     };
-    let reply = click(&app.engine, "teams", &user, &run_id, &step, approve).await;
+    let Some(engine) = inbound.engine.upgrade() else {
+        return Ok(Json(card::invoke_message(crate::chat::commands::SHUTTING_DOWN)).into_response());
+    };
+    let reply = click(&engine, "teams", &user, &run_id, &step, approve).await;
     if reply.accepted
-        && let Some(card) = decided_card(app, &run_id, &step).await
+        && let Some(card) = decided_card(&*inbound.store, &run_id, &step).await
     {
         return Ok(Json(card::invoke_card(&card)).into_response());
     }
@@ -284,31 +285,47 @@ async fn execute(
 }
 
 /// The card of approval `step` of `run_id` once decided.
-async fn decided_card(app: &AppState, run_id: &str, step: &str) -> Option<Card> {
-    let run = app.store.run(run_id).await.ok()??;
+async fn decided_card(store: &dyn Store, run_id: &str, step: &str) -> Option<Card> {
+    let run = store.run(run_id).await.ok()??;
     let (request, outcome) = crate::engine::channel::decided(&run, step)?;
-    Some(Card::build(&*app.store, &request).await.decided(&outcome))
+    Some(Card::build(store, &request).await.decided(&outcome))
 }
 
-/// A message: an `Action.Submit` click when it carries Cordon's button data, else chat to ignore.
-async fn submit(
-    app: &Arc<AppState>,
-    inbound: &Inbound,
-    activity: &Activity,
-) -> Result<Response, ApiError> {
-    let Some((run_id, step, approve)) = ButtonData::from_value(&activity.value)
-        .map_err(|e| ApiError::bad_request("bad_button", e))?
-    else {
-        return Ok(acknowledged());
+/// A message: an `Action.Submit` click when it carries Cordon's button data, else a command to
+/// the bot (`status`, `runs`, `approve RUN STEP`, ..., after its @mention in a channel). Either
+/// is answered in the message's thread.
+async fn message(inbound: &Inbound, activity: &Activity) -> Result<Response, ApiError> {
+    let button = ButtonData::from_value(&activity.value)
+        .map_err(|e| ApiError::bad_request("bad_button", e))?;
+    let text = match (button, command_text(activity)) {
+        (Some((run_id, step, approve)), _) => match activity.user(&inbound.groups).await {
+            Some(user) => match inbound.engine.upgrade() {
+                Some(engine) => {
+                    let reply = click(&engine, "teams", &user, &run_id, &step, approve).await;
+                    format!("{}: {}", user.name, reply.text)
+                }
+                None => crate::chat::commands::SHUTTING_DOWN.to_owned(),
+            },
+            None => "Cordon cannot tell who clicked: Teams sent no Entra object id.".to_owned(),
+        },
+        (None, Some(text)) => match Command::from_words(&text, &TeamsMarkdown) {
+            Err(usage) => usage,
+            Ok(command) => match activity.user(&inbound.groups).await {
+                Some(user) => {
+                    let answer = inbound
+                        .commands
+                        .answer("teams", &user, command, &TeamsMarkdown)
+                        .await;
+                    // Teams has no messages only one person sees: a started run is announced in
+                    // the thread, anything else answered there.
+                    answer.announce.unwrap_or(answer.text)
+                }
+                None => "Cordon cannot tell who you are: Teams sent no Entra object id.".to_owned(),
+            },
+        },
+        (None, None) => return Ok(acknowledged()),
     };
-    let text = match activity.user(&inbound.groups).await {
-        Some(user) => {
-            let reply = click(&app.engine, "teams", &user, &run_id, &step, approve).await;
-            format!("{}: {}", user.name, reply.text)
-        }
-        None => "Cordon cannot tell who clicked: Teams sent no Entra object id.".to_owned(),
-    };
-    // The answer goes to the clicked card's thread (`replyToId` names the card).
+    // The answer goes to the thread of the clicked card (`replyToId` names it) or of the message.
     let reply_to = activity.reply_to_id.as_ref().or(activity.id.as_ref());
     if let (Some(service_url), Some(conversation), Some(id)) =
         (&activity.service_url, &activity.conversation.id, reply_to)
@@ -319,11 +336,25 @@ async fn submit(
             REPLY,
             json!({ "service_url": service_url, "conversation_id": conversation, "reply_to": id, "text": text }),
         );
-        if let Err(e) = app.outbox.push(vec![entry]).await {
-            tracing::error!(error = %e, "could not record the answer to a Teams click");
+        if let Err(e) = inbound.outbox.push(vec![entry]).await {
+            tracing::error!(error = %e, "could not record an answer in Teams");
         }
     }
     Ok(acknowledged())
+}
+
+/// The words of a message to the bot: its text without `<at>…</at>` mentions, if any is left.
+fn command_text(activity: &Activity) -> Option<String> {
+    let mut text = activity.text.clone()?;
+    while let Some(start) = text.find("<at>") {
+        let end = text[start..]
+            .find("</at>")
+            .map_or(text.len(), |e| start + e + "</at>".len());
+        text.replace_range(start..end, " ");
+    }
+    let text = text.replace("&nbsp;", " ");
+    let text = text.trim();
+    (!text.is_empty()).then(|| text.to_owned())
 }
 
 /// A channel conversation id without the `;messageid=` of the message it was sent from.
@@ -335,7 +366,7 @@ fn base_conversation(conversation: &str) -> &str {
 }
 
 /// The bot added to or removed from a conversation.
-async fn install(app: &Arc<AppState>, activity: &Activity) -> Result<Response, ApiError> {
+async fn install(store: &dyn Store, activity: &Activity) -> Result<Response, ApiError> {
     let bot = activity.recipient.id.as_deref();
     let is_bot = |a: &Account| bot.is_some() && a.id.as_deref() == bot;
     let added = match activity.kind.as_str() {
@@ -374,27 +405,26 @@ async fn install(app: &Arc<AppState>, activity: &Activity) -> Result<Response, A
             installed_at: chrono::Utc::now(),
         };
         let value = serde_json::to_value(&install).unwrap_or(Value::Null);
-        app.store
+        store
             .meta_put(META, &key, value.clone())
             .await
             .map_err(store_error)?;
-        app.store
+        store
             .meta_put(META, "install:latest", value)
             .await
             .map_err(store_error)?;
         tracing::info!(conversation = %conversation, "Teams bot installed; cards go here unless chat.teams.channel_id says otherwise");
     } else {
-        app.store
+        store
             .meta_put(META, &key, Value::Null)
             .await
             .map_err(store_error)?;
-        let latest = app
-            .store
+        let latest = store
             .meta_get(META, "install:latest")
             .await
             .map_err(store_error)?;
         if latest.as_ref().and_then(|l| l["conversation_id"].as_str()) == Some(conversation) {
-            app.store
+            store
                 .meta_put(META, "install:latest", Value::Null)
                 .await
                 .map_err(store_error)?;
@@ -412,6 +442,9 @@ pub(crate) fn read_offline(body: &[u8]) -> Result<Option<(String, String, bool)>
     let _ = activity.tenant();
     if let Some(conversation) = activity.conversation.id.as_deref() {
         let _ = base_conversation(conversation);
+    }
+    if let Some(text) = command_text(&activity) {
+        let _ = Command::from_words(&text, &TeamsMarkdown);
     }
     let button = match activity.kind.as_str() {
         "invoke" => ButtonData::from_value(&activity.value["action"]["data"]),

@@ -106,7 +106,7 @@ impl Verified {
         }
         if let Some(claim) = &self.service_url {
             let activity = service_url.unwrap_or_default();
-            if super::trim_service_url(claim) != super::trim_service_url(activity) {
+            if super::api::trim_service_url(claim) != super::api::trim_service_url(activity) {
                 return Err(TokenError::ServiceUrl {
                     claim: claim.clone(),
                     activity: activity.to_owned(),

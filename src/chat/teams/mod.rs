@@ -1,8 +1,10 @@
 //! Microsoft Teams through the Bot Framework.
 //!
-//! - [`card`] renders a [`Card`](crate::chat::Card) as an Adaptive Card whose Approve / Deny
+//! - [`config`] is the `chat.teams` section.
+//! - [`render`] renders a [`Card`](crate::chat::Card) as an Adaptive Card whose Approve / Deny
 //!   buttons are `Action.Execute` (Universal Actions), falling back to `Action.Submit` on clients
 //!   that predate them; both carry the run id and step.
+//! - [`api`] makes the Connector API calls.
 //! - [`deliver`] is the outbox deliverer: it posts the incident's card to the team channel through
 //!   the Connector API at the conversation's `serviceUrl`, updates it in place once decided, and
 //!   writes later alerts, results and click answers as replies in the card's thread.
@@ -12,24 +14,75 @@
 //!   published in the Bot Framework OpenID metadata (cached, refreshed when a token names a key
 //!   not seen yet), issuer, audience = the app id, lifetime, the key's channel endorsement and the
 //!   `serviceurl` claim against the activity.
-//! - [`inbound`] is `POST /v1/chat/teams/messages`: card clicks go to [`crate::chat::click`], and
-//!   the bot's installation in a team is remembered as the conversation cards are posted to.
+//! - [`inbound`] is `POST /v1/chat/teams/messages`: card clicks go to [`crate::chat::click`],
+//!   messages to the bot are the shared [`crate::chat::commands`] (`status`, `runs`, `approve`,
+//!   `deny`, `run`), and the bot's installation in a team is remembered as the conversation cards
+//!   are posted to.
 //! - [`graph`] looks up the clicking person's Entra groups (`teams-group:<object id>`) with
 //!   Microsoft Graph, when enabled.
 
-pub mod card;
+pub mod api;
+pub mod config;
 pub mod deliver;
 pub mod graph;
 pub mod inbound;
 pub mod jwt;
+pub mod render;
 pub mod token;
 
+use std::sync::Arc;
+
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Secret;
+use super::platform::{ChatDeps, ChatPlatform, PlatformConfig};
+use crate::outbox::Deliver;
 
+pub use config::TeamsConfig;
 pub use deliver::Deliverer;
-pub use inbound::routes;
+
+/// The `chat.teams` section.
+pub type Config = TeamsConfig;
+
+/// Teams, started: the Connector API deliverer of `teams` outbox entries and the bot's messaging
+/// endpoint.
+pub struct Teams {
+    deliverer: Arc<Deliverer>,
+    inbound: Arc<inbound::Inbound>,
+}
+
+#[async_trait]
+impl PlatformConfig for TeamsConfig {
+    fn secrets(&self) -> Vec<&crate::config::Secret> {
+        vec![&self.app_password]
+    }
+
+    async fn start(&self, deps: &ChatDeps) -> Result<Arc<dyn ChatPlatform>, String> {
+        let config = Arc::new(self.clone());
+        Ok(Arc::new(Teams {
+            deliverer: Arc::new(Deliverer::new(
+                config.clone(),
+                deps.store.clone(),
+                deps.http.clone(),
+            )),
+            inbound: Arc::new(inbound::Inbound::new(config, deps)),
+        }))
+    }
+}
+
+impl ChatPlatform for Teams {
+    fn name(&self) -> &'static str {
+        "teams"
+    }
+
+    fn deliverer(self: Arc<Self>) -> Arc<dyn Deliver> {
+        self.deliverer.clone()
+    }
+
+    fn routes(self: Arc<Self>) -> axum::Router {
+        inbound::routes(self.inbound.clone())
+    }
+}
 
 /// The store namespace of Teams' durable values: where the bot is installed and which Teams
 /// message shows which card.
@@ -38,78 +91,6 @@ pub const META: &str = "chat.teams";
 /// Outbox kind of an answer to an `Action.Submit` click (older clients, which cannot be answered
 /// in place): `{ service_url, conversation_id, reply_to, text }`, posted as a thread reply.
 pub const REPLY: &str = "reply";
-
-/// The `chat.teams` config section.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TeamsConfig {
-    /// The bot's Microsoft App ID: the client id of its Entra app registration. Inbound tokens
-    /// must name it as their audience.
-    pub app_id: String,
-    /// The app registration's client secret, for the Connector API token.
-    pub app_password: Secret,
-    /// The Entra tenant (directory) id. When set, activities from other tenants are refused, and
-    /// tokens come from the tenant's endpoint (single-tenant bots; required for Entra groups).
-    #[serde(default)]
-    pub tenant_id: Option<String>,
-    /// Where cards are posted: a channel's conversation id (`19:…@thread.tacv2`). Unset: the
-    /// conversation the bot was last installed in (remembered when Teams tells the bot).
-    #[serde(default)]
-    pub channel_id: Option<String>,
-    /// The Connector service URL to post to before Teams has told the bot its own (it does when the
-    /// bot is installed, `https://smba.trafficmanager.net/<region>/<tenant>/`).
-    #[serde(default)]
-    pub service_url: Option<url::Url>,
-    /// The Bot Framework OpenID metadata whose key set signs inbound tokens (default
-    /// `https://login.botframework.com/v1/.well-known/openidconfiguration`).
-    #[serde(default = "default_openid_metadata_url")]
-    pub openid_metadata_url: url::Url,
-    /// The issuer inbound tokens must name (default `https://api.botframework.com`).
-    #[serde(default = "default_issuer")]
-    pub issuer: String,
-    /// The OAuth 2.0 token endpoint for the Connector API token (default
-    /// `https://login.microsoftonline.com/botframework.com/oauth2/v2.0/token`, or the tenant's
-    /// endpoint when `tenant_id` is set).
-    #[serde(default)]
-    pub token_url: Option<url::Url>,
-    /// The scope of the Connector API token (default `https://api.botframework.com/.default`).
-    #[serde(default = "default_scope")]
-    pub token_scope: String,
-    /// Entra group membership for approver groups that list `teams-group:<group object id>`:
-    /// looked up with Microsoft Graph on each click. Off when unset.
-    #[serde(default)]
-    pub entra_groups: Option<graph::GraphConfig>,
-}
-
-fn default_openid_metadata_url() -> url::Url {
-    url::Url::parse("https://login.botframework.com/v1/.well-known/openidconfiguration")
-        .expect("constant URL")
-}
-
-fn default_issuer() -> String {
-    "https://api.botframework.com".to_owned()
-}
-
-fn default_scope() -> String {
-    "https://api.botframework.com/.default".to_owned()
-}
-
-impl TeamsConfig {
-    /// The token endpoint in use: the configured one, else the tenant's, else Bot Framework's.
-    pub fn token_url(&self) -> url::Url {
-        if let Some(url) = &self.token_url {
-            return url.clone();
-        }
-        let authority = self.tenant_id.as_deref().unwrap_or("botframework.com");
-        url::Url::parse(&format!(
-            "https://login.microsoftonline.com/{authority}/oauth2/v2.0/token"
-        ))
-        .unwrap_or_else(|_| {
-            url::Url::parse("https://login.microsoftonline.com/botframework.com/oauth2/v2.0/token")
-                .expect("constant URL")
-        })
-    }
-}
 
 /// Where the bot was installed (a team channel, a group chat, a personal chat): enough to post
 /// there proactively. Kept in the store under [`META`] `install:<conversation id>` and
@@ -167,37 +148,9 @@ pub fn is_channel(conversation_id: &str, conversation_type: Option<&str>) -> boo
     }
 }
 
-/// A service URL without its trailing slash, for joining paths and comparing.
-pub fn trim_service_url(url: &str) -> &str {
-    url.trim_end_matches('/')
-}
-
-/// Percent-encodes one path segment the way the Bot Framework SDKs do (`encodeURIComponent`):
-/// conversation ids carry `:`, `@`, `;` and `=`.
-pub fn path_segment(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn conversation_ids_are_encoded_as_one_segment() {
-        assert_eq!(
-            path_segment("19:abc@thread.tacv2;messageid=17"),
-            "19%3Aabc%40thread.tacv2%3Bmessageid%3D17"
-        );
-        assert_eq!(path_segment("a-b_c.d~e"), "a-b_c.d~e");
-    }
 
     #[test]
     fn channel_messages_reply_in_their_thread() {
@@ -216,18 +169,7 @@ mod tests {
     }
 
     #[test]
-    fn the_token_endpoint_follows_the_tenant() {
-        let mut config: TeamsConfig =
-            serde_yaml::from_str("app_id: app\napp_password: pw\n").unwrap();
-        assert_eq!(
-            config.token_url().as_str(),
-            "https://login.microsoftonline.com/botframework.com/oauth2/v2.0/token"
-        );
-        config.tenant_id = Some("t-1".into());
-        assert_eq!(
-            config.token_url().as_str(),
-            "https://login.microsoftonline.com/t-1/oauth2/v2.0/token"
-        );
+    fn channel_conversations_are_told_apart() {
         assert!(is_channel("19:x@thread.tacv2", None));
         assert!(!is_channel("a:x", None));
         assert!(!is_channel("19:x@thread.v2", Some("groupChat")));

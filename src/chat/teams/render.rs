@@ -8,7 +8,7 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::chat::Card;
+use crate::chat::{Card, Dialect};
 
 /// Adaptive Card schema version: 1.4 is the first with `Action.Execute`.
 pub const VERSION: &str = "1.4";
@@ -161,6 +161,37 @@ pub fn invoke_card(card: &Card) -> Value {
 /// The answer to an `adaptiveCard/action` invoke that shows a message to the clicker only.
 pub fn invoke_message(text: &str) -> Value {
     json!({ "statusCode": 200, "type": "application/vnd.microsoft.activity.message", "value": text })
+}
+
+/// The Markdown Teams shows in text messages, for the answers to commands.
+pub struct TeamsMarkdown;
+
+impl Dialect for TeamsMarkdown {
+    fn bold(&self, text: &str) -> String {
+        format!("**{}**", self.plain(text))
+    }
+
+    fn code(&self, text: &str) -> String {
+        format!("`{}`", self.plain(text).replace('`', "'"))
+    }
+
+    fn plain(&self, text: &str) -> String {
+        text.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    }
+
+    fn who(&self, identity: &str) -> String {
+        self.code(identity)
+    }
+
+    fn prefix(&self) -> &'static str {
+        ""
+    }
+
+    fn usage(&self) -> String {
+        "Ask me (after @Cordon in a channel): `status` · `runs` · `approve RUN STEP` · `deny RUN STEP` · `run PLAYBOOK key=value ...`".to_owned()
+    }
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@
 //! - `/cordon ...` → `DEFERRED_CHANNEL_MESSAGE_WITH_SOURCE` (type 5, ephemeral) at once; the answer
 //!   then replaces the "thinking" message.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use axum::Router;
@@ -35,10 +35,12 @@ use serenity::all::{
 use super::api::{Api, Auth, clip};
 use super::config::DiscordConfig;
 use super::deliver::{self, NAMESPACE};
-use super::render::{self, ButtonTarget};
-use crate::app::AppState;
+use super::render::{self, ButtonTarget, HELP, Markdown};
+use crate::chat::commands::{self, Command, Commands};
 use crate::chat::{ChatUser, click};
+use crate::engine::Engine;
 use crate::http::ApiError;
+use crate::store::Store;
 
 /// How far an interaction's timestamp may be from now.
 const WINDOW_SECS: u64 = 300;
@@ -50,41 +52,50 @@ const SEEN_NAMESPACE: &str = "chat.discord.seen";
 pub struct Inbound {
     config: DiscordConfig,
     api: Arc<Api>,
+    store: Arc<dyn Store>,
+    /// Held weakly: the engine holds the outbox, which holds the platform.
+    engine: Weak<Engine>,
+    commands: Arc<Commands>,
     /// Serializes the check-and-record of interaction ids within this process.
     seen: tokio::sync::Mutex<()>,
 }
 
-/// The interactions route when Discord is configured (an empty router otherwise).
-pub fn router(state: &Arc<AppState>) -> Router<Arc<AppState>> {
-    let Some(config) = &state.config.chat.discord else {
-        return Router::new();
-    };
-    let inbound = Arc::new(Inbound {
-        config: config.clone(),
-        api: Arc::new(Api::new(
-            state.http.clone(),
-            &config.api_base_url,
-            config.bot_token.clone(),
-        )),
-        seen: tokio::sync::Mutex::new(()),
-    });
-    Router::new().route(
-        "/v1/chat/discord/interactions",
-        post(
-            move |State(app): State<Arc<AppState>>, headers: HeaderMap, body: Bytes| {
-                let inbound = inbound.clone();
-                async move {
-                    match inbound.receive(app, &headers, &body).await {
-                        Ok(answer) => axum::Json(answer).into_response(),
-                        Err(error) => {
-                            tracing::warn!(status = error.status.as_u16(), code = error.code, reason = %error.message, "Discord interaction refused");
-                            error.into_response()
-                        }
-                    }
-                }
-            },
-        ),
-    )
+impl Inbound {
+    pub fn new(
+        config: DiscordConfig,
+        api: Arc<Api>,
+        deps: &crate::chat::ChatDeps,
+    ) -> Inbound {
+        Inbound {
+            config,
+            api,
+            store: deps.store.clone(),
+            engine: deps.engine.clone(),
+            commands: deps.commands.clone(),
+            seen: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+/// The interactions route.
+pub fn routes(inbound: Arc<Inbound>) -> Router {
+    Router::new()
+        .route("/v1/chat/discord/interactions", post(interactions))
+        .with_state(inbound)
+}
+
+async fn interactions(
+    State(inbound): State<Arc<Inbound>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
+    match inbound.receive(&headers, &body).await {
+        Ok(answer) => axum::Json(answer).into_response(),
+        Err(error) => {
+            tracing::warn!(status = error.status.as_u16(), code = error.code, reason = %error.message, "Discord interaction refused");
+            error.into_response()
+        }
+    }
 }
 
 /// The parts of an interaction Cordon reads; everything else Discord sends is ignored, so a field
@@ -132,7 +143,7 @@ struct ComponentData {
 
 /// A slash command's name and options.
 #[derive(Debug, Deserialize)]
-pub(super) struct CommandData {
+struct CommandData {
     pub name: String,
     #[serde(default)]
     pub options: Vec<CommandOption>,
@@ -140,7 +151,7 @@ pub(super) struct CommandData {
 
 /// One option of a command; a sub-command holds options of its own.
 #[derive(Debug, Deserialize)]
-pub(super) struct CommandOption {
+struct CommandOption {
     pub name: String,
     #[serde(rename = "type")]
     pub kind: CommandOptionType,
@@ -214,7 +225,6 @@ fn tell(text: &str) -> CreateInteractionResponse {
 impl Inbound {
     async fn receive(
         self: Arc<Self>,
-        app: Arc<AppState>,
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<CreateInteractionResponse, ApiError> {
@@ -260,10 +270,10 @@ impl Inbound {
         if interaction.kind == InteractionType::Ping {
             return Ok(CreateInteractionResponse::Pong);
         }
-        self.first_time(&app, &interaction.id, sent).await?;
+        self.first_time(&interaction.id, sent).await?;
         match interaction.kind {
-            InteractionType::Component => self.component(app, interaction).await,
-            InteractionType::Command => self.command(app, interaction),
+            InteractionType::Component => self.component(interaction).await,
+            InteractionType::Command => self.command(interaction),
             other => Err(ApiError::bad_request(
                 "unsupported",
                 format!(
@@ -275,9 +285,9 @@ impl Inbound {
     }
 
     /// Records the interaction id; refuses one seen before (a replayed request).
-    async fn first_time(&self, app: &AppState, id: &str, sent: i64) -> Result<(), ApiError> {
+    async fn first_time(&self, id: &str, sent: i64) -> Result<(), ApiError> {
         let _one_at_a_time = self.seen.lock().await;
-        let known = app.store.meta_get(SEEN_NAMESPACE, id).await.map_err(|e| {
+        let known = self.store.meta_get(SEEN_NAMESPACE, id).await.map_err(|e| {
             tracing::error!(error = %e, "cannot read seen Discord interactions");
             ApiError::unavailable()
         })?;
@@ -288,7 +298,7 @@ impl Inbound {
                 "this interaction was received before",
             ));
         }
-        app.store
+        self.store
             .meta_put(SEEN_NAMESPACE, id, Value::from(sent))
             .await
             .map_err(|e| {
@@ -300,7 +310,6 @@ impl Inbound {
     /// A button click: acknowledged at once, decided in the background.
     async fn component(
         self: Arc<Self>,
-        app: Arc<AppState>,
         interaction: Interaction,
     ) -> Result<CreateInteractionResponse, ApiError> {
         let data = interaction.component_data()?;
@@ -314,7 +323,7 @@ impl Inbound {
                 step,
             }) => (approve, run_id, step),
             Some(ButtonTarget::Stored { approve, key }) => {
-                let stored = app
+                let stored = self
                     .store
                     .meta_get(NAMESPACE, &format!("button:{key}"))
                     .await
@@ -330,9 +339,12 @@ impl Inbound {
             }
             None => return Ok(tell("This button is not one of Cordon's.")),
         };
+        let Some(engine) = self.engine.upgrade() else {
+            return Ok(tell(commands::SHUTTING_DOWN));
+        };
         let token = interaction.token;
         tokio::spawn(async move {
-            let reply = click(&app.engine, "discord", &user, &run_id, &step, approve).await;
+            let reply = click(&engine, "discord", &user, &run_id, &step, approve).await;
             tracing::info!(run = %run_id, step = %step, identity = %user.identity, accepted = reply.accepted, "Discord click");
             let followup = CreateInteractionResponseFollowup::new()
                 .content(clip(&reply.text, 2000))
@@ -347,7 +359,6 @@ impl Inbound {
     /// `/cordon ...`: deferred at once, answered in the background.
     fn command(
         self: Arc<Self>,
-        app: Arc<AppState>,
         interaction: Interaction,
     ) -> Result<CreateInteractionResponse, ApiError> {
         let data = interaction.command_data()?;
@@ -359,7 +370,14 @@ impl Inbound {
             .ok_or_else(|| ApiError::bad_request("bad_payload", "the interaction names no user"))?;
         let token = interaction.token;
         tokio::spawn(async move {
-            let answer = super::commands::run(&app, &user, &data).await;
+            let answer = match read_command(&data) {
+                Ok(command) => {
+                    self.commands
+                        .answer("discord", &user, command, &Markdown)
+                        .await
+                }
+                Err(usage) => usage.into(),
+            };
             let edit = EditInteractionResponse::new()
                 .content(clip(&answer.text, 2000))
                 .allowed_mentions(render::no_mentions());
@@ -424,7 +442,7 @@ impl Inbound {
 
 impl CommandData {
     /// The sub-command (`status`, `runs`, `approve`, ...) and its options.
-    pub(super) fn sub(&self) -> Option<(&str, &[CommandOption])> {
+    fn sub(&self) -> Option<(&str, &[CommandOption])> {
         let sub = self
             .options
             .iter()
@@ -433,8 +451,44 @@ impl CommandData {
     }
 }
 
+/// The command `/cordon <sub-command> <options>` stands for, or what to tell the person.
+fn read_command(data: &CommandData) -> Result<Command, String> {
+    let Some((sub, options)) = data.sub() else {
+        return Err(HELP.to_owned());
+    };
+    match sub {
+        "status" => Ok(Command::Status),
+        "runs" => Ok(Command::Runs),
+        "approve" | "deny" => match (option(options, "run"), option(options, "step")) {
+            (Some(run), Some(step)) => Ok(Command::Decide {
+                run: run.to_owned(),
+                step: step.to_owned(),
+                approve: sub == "approve",
+            }),
+            _ => Err(format!(
+                "Usage: `/cordon {sub} run:<run id> step:<step id>`."
+            )),
+        },
+        "run" => {
+            let Some(playbook) = option(options, "playbook") else {
+                return Err("Usage: `/cordon run playbook:<id> inputs:key=value ...`.".to_owned());
+            };
+            let inputs =
+                commands::parse_inputs(option(options, "inputs").unwrap_or("").split_whitespace())
+                    .map_err(|e| {
+                        format!("{e}; inputs are `key=value` pairs separated by spaces.")
+                    })?;
+            Ok(Command::Run {
+                playbook: playbook.to_owned(),
+                inputs,
+            })
+        }
+        other => Err(format!("Cordon has no `/cordon {other}`. {HELP}")),
+    }
+}
+
 /// The option `name` of a sub-command, as trimmed text (none when empty).
-pub(super) fn option<'a>(options: &'a [CommandOption], name: &str) -> Option<&'a str> {
+fn option<'a>(options: &'a [CommandOption], name: &str) -> Option<&'a str> {
     options
         .iter()
         .find(|o| o.name == name)
@@ -456,14 +510,7 @@ pub(crate) fn read_offline(body: &[u8]) -> Result<(), ApiError> {
         }
         InteractionType::Command => {
             let data = interaction.command_data()?;
-            if let Some((_, options)) = data.sub() {
-                for name in ["run", "step", "playbook", "inputs"] {
-                    let _ = option(options, name);
-                }
-                if let Some(inputs) = option(options, "inputs") {
-                    let _ = super::commands::parse_inputs(inputs);
-                }
-            }
+            let _ = read_command(&data);
         }
         _ => {}
     }

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 use slack_morphism::prelude::*;
 
-use crate::chat::Card;
+use crate::chat::{Card, Dialect};
 
 /// `action_id`s of the two buttons.
 pub(super) const APPROVE: &str = "cordon_approve";
@@ -38,15 +38,7 @@ pub(super) fn escape(text: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// `text` cut to `max` characters (with an ellipsis when cut).
-pub(super) fn cut(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_owned();
-    }
-    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
-    out.push('…');
-    out
-}
+pub(super) use crate::chat::cut;
 
 /// An identity as people read it: a Slack user as a mention, anyone else as written.
 pub(super) fn who(identity: &str) -> String {
@@ -55,6 +47,35 @@ pub(super) fn who(identity: &str) -> String {
             format!("<@{user}>")
         }
         _ => format!("`{}`", escape(identity).replace('`', "'")),
+    }
+}
+
+/// Slack's `mrkdwn`, for the answers to `/cordon`.
+pub(super) struct Mrkdwn;
+
+impl Dialect for Mrkdwn {
+    fn bold(&self, text: &str) -> String {
+        format!("*{}*", escape(text))
+    }
+
+    fn code(&self, text: &str) -> String {
+        format!("`{}`", escape(text).replace('`', "'"))
+    }
+
+    fn plain(&self, text: &str) -> String {
+        escape(text)
+    }
+
+    fn who(&self, identity: &str) -> String {
+        who(identity)
+    }
+
+    fn prefix(&self) -> &'static str {
+        "/cordon "
+    }
+
+    fn usage(&self) -> String {
+        "Usage: `/cordon status` · `/cordon runs` · `/cordon approve RUN STEP` · `/cordon deny RUN STEP` · `/cordon run PLAYBOOK key=value ...`".to_owned()
     }
 }
 

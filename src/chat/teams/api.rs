@@ -1,0 +1,167 @@
+//! The Bot Framework Connector API (`{serviceUrl}/v3/conversations/...`): the calls the
+//! deliverer makes, with the bot's client-credentials token ([`super::token`]).
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use super::token::TokenSource;
+use crate::outbox::DeliveryError;
+
+/// The Connector API client.
+pub struct Connector {
+    http: reqwest::Client,
+    token: TokenSource,
+}
+
+impl Connector {
+    pub fn new(http: reqwest::Client, token: TokenSource) -> Connector {
+        Connector { http, token }
+    }
+
+    /// One Connector API call; the answer's JSON (or `null`).
+    async fn call(
+        &self,
+        method: Method,
+        service_url: &str,
+        path: &str,
+        body: &Value,
+    ) -> Result<Value, DeliveryError> {
+        let url = format!("{}{path}", trim_service_url(service_url));
+        let token = self.token.get().await?;
+        let response = self
+            .http
+            .request(method.clone(), &url)
+            .bearer_auth(token.expose())
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| {
+                DeliveryError::retry(format!(
+                    "Teams Connector at {service_url} unreachable: {}",
+                    e.without_url()
+                ))
+            })?;
+        let status = response.status().as_u16();
+        if status == 401 || status == 403 {
+            // An expired or revoked token: fetch a new one next time.
+            self.token.forget().await;
+            return Err(DeliveryError::retry(format!(
+                "Teams Connector refused the bot's token ({status}) for {method} {path}"
+            )));
+        }
+        if !response.status().is_success() {
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            return Err(DeliveryError::from_status(
+                status,
+                retry_after.as_deref(),
+                &format!("Teams Connector ({method} {path})"),
+            ));
+        }
+        let text = response.text().await.unwrap_or_default();
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Sends `activity` to a conversation; the new message's id.
+    pub async fn send(
+        &self,
+        service_url: &str,
+        conversation: &str,
+        activity: &Value,
+    ) -> Result<String, DeliveryError> {
+        let path = format!(
+            "/v3/conversations/{}/activities",
+            path_segment(conversation)
+        );
+        let answer = self
+            .call(Method::POST, service_url, &path, activity)
+            .await?;
+        message_id(&answer)
+    }
+
+    /// Replies to message `reply_to` of `conversation`; the reply's id.
+    pub async fn reply(
+        &self,
+        service_url: &str,
+        conversation: &str,
+        reply_to: &str,
+        activity: &Value,
+    ) -> Result<String, DeliveryError> {
+        let mut activity = activity.clone();
+        activity["replyToId"] = json!(reply_to);
+        let path = format!(
+            "/v3/conversations/{}/activities/{}",
+            path_segment(conversation),
+            path_segment(reply_to)
+        );
+        let answer = self
+            .call(Method::POST, service_url, &path, &activity)
+            .await?;
+        message_id(&answer)
+    }
+
+    /// Replaces message `activity_id` of `conversation` with `activity`.
+    pub async fn update(
+        &self,
+        service_url: &str,
+        conversation: &str,
+        activity_id: &str,
+        activity: &Value,
+    ) -> Result<(), DeliveryError> {
+        let mut activity = activity.clone();
+        activity["id"] = json!(activity_id);
+        let path = format!(
+            "/v3/conversations/{}/activities/{}",
+            path_segment(conversation),
+            path_segment(activity_id)
+        );
+        self.call(Method::PUT, service_url, &path, &activity)
+            .await
+            .map(drop)
+    }
+}
+
+/// The `id` of a Connector `ResourceResponse`.
+fn message_id(answer: &Value) -> Result<String, DeliveryError> {
+    answer["id"]
+        .as_str()
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| DeliveryError::retry("Teams Connector answered without a message id"))
+}
+
+/// A service URL without its trailing slash, for joining paths and comparing.
+pub fn trim_service_url(url: &str) -> &str {
+    url.trim_end_matches('/')
+}
+
+/// Percent-encodes one path segment the way the Bot Framework SDKs do (`encodeURIComponent`):
+/// conversation ids carry `:`, `@`, `;` and `=`.
+pub fn path_segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conversation_ids_are_encoded_as_one_segment() {
+        assert_eq!(
+            path_segment("19:abc@thread.tacv2;messageid=17"),
+            "19%3Aabc%40thread.tacv2%3Bmessageid%3D17"
+        );
+        assert_eq!(path_segment("a-b_c.d~e"), "a-b_c.d~e");
+    }
+}
