@@ -418,3 +418,40 @@ pub async fn verify_audit(
     let report = app.store.audit_verify().await?;
     Ok(Json(report.summary()))
 }
+
+/// `GET /v1/incidents/{id}/report?format=markdown|html` (admin token).
+pub async fn report(
+    State(app): State<Arc<AppState>>,
+    _admin: Admin,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let format = query
+        .as_deref()
+        .and_then(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "format")
+                .map(|(_, v)| v.into_owned())
+        })
+        .unwrap_or_else(|| "markdown".to_owned());
+    let format = crate::tickets::report::Format::parse(&format).ok_or_else(|| {
+        ApiError::bad_request(
+            "bad_request",
+            format!("format must be `markdown` or `html`, not `{format}`"),
+        )
+    })?;
+    let report = crate::tickets::report::Report::gather(&*app.store, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("not_found", format!("no incident `{id}`")))?;
+    let content_type = match format {
+        crate::tickets::report::Format::Markdown => "text/markdown; charset=utf-8",
+        crate::tickets::report::Format::Html => "text/html; charset=utf-8",
+    };
+    Ok((
+        StatusCode::OK,
+        [(axum::http::header::CONTENT_TYPE, content_type)],
+        crate::tickets::report::render(&report, format),
+    )
+        .into_response())
+}

@@ -44,6 +44,8 @@ pub struct AppState {
     pub outbox: Arc<crate::outbox::Outbox>,
     /// The configured chat platforms, started: their routes are served.
     pub chat: Vec<Arc<dyn ChatPlatform>>,
+    /// The ticket systems' webhook routes.
+    pub tickets: Router,
 }
 
 /// Errors starting the server.
@@ -137,6 +139,15 @@ impl Server {
             engine: engine.clone(),
             metrics: metrics.clone(),
         });
+        // Tickets: the deliverers of the configured systems, the incident watcher, the webhooks.
+        let tickets = crate::tickets::start(crate::tickets::TicketDeps {
+            config: Arc::new(config.tickets.clone()),
+            store: store.clone(),
+            engine: engine.clone(),
+            outbox: outbox.clone(),
+            http: http.clone(),
+            scripts: scripts(&config),
+        });
         let state = Arc::new(AppState {
             config: Arc::new(config),
             store,
@@ -147,9 +158,8 @@ impl Server {
             http,
             outbox,
             chat: platforms,
+            tickets,
         });
-        // --- tickets: Jira / ServiceNow deliverers and the incident watcher ---
-        crate::tickets::install(&state);
         Ok(Server { state, listener })
     }
 
@@ -369,25 +379,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/playbooks/reload", post(reload_playbooks))
         .route("/v1/incidents/{id}", get(api::show_incident))
         .route("/v1/incidents/{id}/{change}", post(api::incident_status))
-        // --- tickets: inbound webhooks and the incident report ---
-        .route(
-            "/v1/tickets/jira/webhook",
-            post(crate::tickets::webhook::jira),
-        )
-        .route(
-            "/v1/tickets/servicenow/webhook",
-            post(crate::tickets::webhook::servicenow),
-        )
-        .route(
-            "/v1/incidents/{id}/report",
-            get(crate::tickets::webhook::report),
-        )
+        .route("/v1/incidents/{id}/report", get(api::report))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state.clone());
     own.merge(intake::router(state.intake.clone()))
         .merge(chat::routes(&state.chat))
+        .merge(state.tickets.clone())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             record_latency,

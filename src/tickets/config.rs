@@ -11,6 +11,9 @@ use serde::Deserialize;
 
 use crate::config::{HumanDuration, Secret};
 
+pub use super::jira::config::{JiraConfig, JiraProfile};
+pub use super::servicenow::config::{ServiceNowConfig, ServiceNowProfile};
+
 /// The `tickets:` section.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(try_from = "RawTicketsConfig")]
@@ -165,81 +168,6 @@ pub enum Auth<'a> {
     Basic(&'a str, &'a Secret),
     /// An OAuth 2.0 access token.
     Bearer(&'a Secret),
-}
-
-/// The Jira Cloud connection.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JiraConfig {
-    /// The site, e.g. `https://example.atlassian.net` (or, for OAuth 2.0 apps,
-    /// `https://api.atlassian.com/ex/jira/<cloud id>`).
-    pub base_url: url::Url,
-    /// The account's email, with `api_token` (basic auth).
-    #[serde(default)]
-    pub email: Option<String>,
-    /// An API token of the account in `email`.
-    #[serde(default)]
-    pub api_token: Option<Secret>,
-    /// An OAuth 2.0 access token, instead of `email` and `api_token`.
-    #[serde(default)]
-    pub bearer: Option<Secret>,
-    /// How Jira's webhook calls prove they come from Jira. Without it the webhook route answers
-    /// 404.
-    #[serde(default)]
-    pub webhook: Option<WebhookAuth>,
-    /// Jira account ids → Cordon identities (`cli:alice`), for approvals by comment and for who
-    /// resolved an incident. Accounts not listed act as `jira:<account id>`.
-    #[serde(default)]
-    pub users: BTreeMap<String, String>,
-}
-
-impl JiraConfig {
-    pub fn auth(&self) -> Result<Auth<'_>, String> {
-        match (&self.email, &self.api_token, &self.bearer) {
-            (Some(email), Some(token), None) => Ok(Auth::Basic(email, token)),
-            (None, None, Some(bearer)) => Ok(Auth::Bearer(bearer)),
-            _ => Err(
-                "tickets.jira needs either `email` and `api_token`, or `bearer` (an OAuth 2.0 token)"
-                    .to_owned(),
-            ),
-        }
-    }
-}
-
-/// The ServiceNow connection.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServiceNowConfig {
-    /// The instance, e.g. `https://example.service-now.com`.
-    pub base_url: url::Url,
-    /// A user with the roles in integrations/servicenow/README.md, with `password` (basic auth).
-    #[serde(default)]
-    pub username: Option<String>,
-    #[serde(default)]
-    pub password: Option<Secret>,
-    /// An OAuth 2.0 access token, instead of `username` and `password`.
-    #[serde(default)]
-    pub bearer: Option<Secret>,
-    /// How the business rule's calls prove they come from the instance. Without it the webhook
-    /// route answers 404.
-    #[serde(default)]
-    pub webhook: Option<WebhookAuth>,
-    /// ServiceNow user names → Cordon identities. Users not listed act as `servicenow:<user>`.
-    #[serde(default)]
-    pub users: BTreeMap<String, String>,
-}
-
-impl ServiceNowConfig {
-    pub fn auth(&self) -> Result<Auth<'_>, String> {
-        match (&self.username, &self.password, &self.bearer) {
-            (Some(user), Some(password), None) => Ok(Auth::Basic(user, password)),
-            (None, None, Some(bearer)) => Ok(Auth::Bearer(bearer)),
-            _ => Err(
-                "tickets.servicenow needs either `username` and `password`, or `bearer` (an OAuth 2.0 token)"
-                    .to_owned(),
-            ),
-        }
-    }
 }
 
 /// How an inbound ticket webhook is authenticated: a shared `token` (sent as `?token=`,
@@ -429,86 +357,6 @@ impl SeverityNames {
             _ => &self.low,
         }
     }
-}
-
-/// Jira specifics of a profile.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JiraProfile {
-    /// The project key issues are filed in (`SEC`).
-    pub project: String,
-    /// The issue type's name (default `Task`).
-    #[serde(default = "default_issue_type")]
-    pub issue_type: String,
-    /// Jira priority names by severity (default Highest / High / Medium / Low); `null` sets no
-    /// priority (for projects whose create screen has none).
-    #[serde(default = "default_priorities")]
-    pub priorities: Option<SeverityNames>,
-    /// The status a resolved incident moves its issue to (matched by name, case-insensitively);
-    /// default: the first available transition to a status in the Done category.
-    #[serde(default)]
-    pub done_status: Option<String>,
-    /// The status a reopened incident moves its issue back to; unset: the issue stays where it is.
-    #[serde(default)]
-    pub reopen_status: Option<String>,
-    /// More fields to set on create, by field id (`customfield_10010`); string values may be
-    /// templates, and a value that is exactly one template keeps its type (a map, a list).
-    #[serde(default)]
-    pub fields: BTreeMap<String, serde_json::Value>,
-}
-
-fn default_issue_type() -> String {
-    "Task".to_owned()
-}
-
-fn default_priorities() -> Option<SeverityNames> {
-    Some(SeverityNames {
-        critical: "Highest".to_owned(),
-        high: "High".to_owned(),
-        medium: "Medium".to_owned(),
-        low: "Low".to_owned(),
-    })
-}
-
-/// ServiceNow specifics of a profile.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServiceNowProfile {
-    /// The assignment group's sys_id or name.
-    #[serde(default)]
-    pub assignment_group: Option<String>,
-    /// The incident category (default `security`; empty leaves it unset).
-    #[serde(default = "default_category")]
-    pub category: String,
-    /// `state` of a resolved incident (default `6`, Resolved).
-    #[serde(default = "default_resolved_state")]
-    pub resolved_state: String,
-    /// `close_code` on resolution (default `Solution provided`).
-    #[serde(default = "default_close_code")]
-    pub close_code: String,
-    /// `state` of a reopened incident (default `2`, In Progress).
-    #[serde(default = "default_reopen_state")]
-    pub reopen_state: String,
-    /// More fields to set on create (`cmdb_ci`, `u_custom`...), string values may be templates.
-    /// `urgency` and `impact` here override the ones Cordon derives from the severity.
-    #[serde(default)]
-    pub fields: BTreeMap<String, serde_json::Value>,
-}
-
-fn default_category() -> String {
-    "security".to_owned()
-}
-
-fn default_resolved_state() -> String {
-    "6".to_owned()
-}
-
-fn default_close_code() -> String {
-    "Solution provided".to_owned()
-}
-
-fn default_reopen_state() -> String {
-    "2".to_owned()
 }
 
 #[cfg(test)]

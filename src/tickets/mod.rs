@@ -25,9 +25,8 @@
 //! - [`NS_SENDING`] / `system:incident` → the outbox entry last tried on that ticket
 
 pub mod config;
-pub mod jira;
 pub mod report;
-pub mod servicenow;
+pub mod system;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -36,7 +35,9 @@ use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 
 pub use config::{SyncEvent, TicketProfile, TicketsConfig};
+pub use system::TicketSystem;
 
+use crate::engine::Engine;
 use crate::engine::watch::{IncidentEvent, Watcher};
 use crate::outbox::{DeliveryError, Outbox, OutboxEntry};
 use crate::script::{CompiledValue, Context, Scripts, Template};
@@ -57,82 +58,81 @@ pub const NS_SENDING: &str = "ticket.sending";
 /// Inbound commands already handled (webhooks are retried).
 pub const NS_INBOUND: &str = "ticket.inbound";
 
-/// The ticket systems.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum System {
-    Jira,
-    ServiceNow,
+/// Declares the ticket systems: each name is a folder `tickets/<name>/` (see [`system`]) with a
+/// unit struct implementing [`TicketSystem`]. Adding a system is one line here (and its
+/// connection and profile blocks in `tickets/config.rs`).
+macro_rules! ticket_systems {
+    ($($name:ident => $system:ident),* $(,)?) => {
+        $( pub mod $name; )*
+
+        /// Every ticket system, in the order their entries are queued.
+        pub const SYSTEMS: &[&dyn TicketSystem] = &[$( &$name::$system ),*];
+    };
 }
 
-impl System {
-    /// The outbox target and the prefix of identities (`jira:<account id>`).
-    pub fn name(self) -> &'static str {
-        match self {
-            System::Jira => "jira",
-            System::ServiceNow => "servicenow",
-        }
-    }
-
-    /// The outbox key of an incident's ticket in this system.
-    pub fn key(self, incident_id: &str) -> String {
-        format!("{}:{incident_id}", self.name())
-    }
+ticket_systems! {
+    jira => Jira,
+    servicenow => ServiceNow,
 }
 
 impl TicketProfile {
     /// The systems this profile files in.
-    pub fn systems(&self) -> Vec<System> {
-        let mut out = Vec::new();
-        if self.jira.is_some() {
-            out.push(System::Jira);
-        }
-        if self.servicenow.is_some() {
-            out.push(System::ServiceNow);
-        }
-        out
+    pub fn systems(&self) -> impl Iterator<Item = &'static dyn TicketSystem> + '_ {
+        SYSTEMS.iter().copied().filter(|s| s.files(self))
     }
 }
 
+/// What the ticket systems are started with.
+pub struct TicketDeps {
+    pub config: Arc<TicketsConfig>,
+    pub store: Arc<dyn Store>,
+    pub engine: Arc<Engine>,
+    pub outbox: Arc<Outbox>,
+    pub http: reqwest::Client,
+    /// Renders profiles' templates.
+    pub scripts: Arc<Scripts>,
+}
+
 /// Registers the deliverers of the configured systems with the outbox and the watcher with the
-/// engine. Called once at start.
-pub fn install(state: &crate::app::AppState) {
+/// engine; the systems' webhook routes. Called once at start.
+pub fn start(deps: TicketDeps) -> axum::Router {
     // Secrets on their local-only defaults are warned about at start with the others
     // (`Config::secrets_using_defaults`).
-    let tickets = &state.config.tickets;
-    if let Some(jira) = &tickets.jira {
-        match jira::JiraDeliverer::new(jira, state.http.clone(), state.store.clone()) {
-            Ok(d) => state.outbox.register(System::Jira.name(), Arc::new(d)),
-            Err(e) => tracing::error!(error = %e, "the Jira connection is unusable"),
+    for system in SYSTEMS {
+        match system.deliverer(&deps) {
+            Some(Ok(deliverer)) => deps.outbox.register(system.name(), deliverer),
+            Some(Err(e)) => {
+                tracing::error!(system = system.name(), error = %e, "the ticket system's connection is unusable")
+            }
+            None => {}
         }
     }
-    if let Some(servicenow) = &tickets.servicenow {
-        match servicenow::ServiceNowDeliverer::new(
-            servicenow,
-            state.http.clone(),
-            state.store.clone(),
-        ) {
-            Ok(d) => state
-                .outbox
-                .register(System::ServiceNow.name(), Arc::new(d)),
-            Err(e) => tracing::error!(error = %e, "the ServiceNow connection is unusable"),
-        }
-    }
+    let tickets = &deps.config;
     if tickets.default.is_some() || !tickets.playbooks.is_empty() {
-        state.engine.add_watcher(Arc::new(TicketWatcher {
-            store: state.store.clone(),
-            outbox: state.outbox.clone(),
-            config: state.config.clone(),
-            scripts: crate::app::scripts(&state.config),
+        deps.engine.add_watcher(Arc::new(TicketWatcher {
+            store: deps.store.clone(),
+            outbox: deps.outbox.clone(),
+            config: deps.config.clone(),
+            scripts: deps.scripts.clone(),
             lock: tokio::sync::Mutex::new(()),
         }));
     }
+    let inbound = Arc::new(webhook::Inbound {
+        config: deps.config.clone(),
+        store: deps.store.clone(),
+        engine: deps.engine.clone(),
+        outbox: deps.outbox.clone(),
+    });
+    SYSTEMS.iter().fold(axum::Router::new(), |router, system| {
+        router.merge(system.routes(inbound.clone()))
+    })
 }
 
 /// Turns incident events into outbox entries for every system of the incident's profile.
 pub struct TicketWatcher {
     store: Arc<dyn Store>,
     outbox: Arc<Outbox>,
-    config: Arc<crate::config::Config>,
+    config: Arc<TicketsConfig>,
     scripts: Arc<Scripts>,
     /// One event at a time, so two runs of one incident cannot both queue its create.
     lock: tokio::sync::Mutex<()>,
@@ -180,7 +180,7 @@ impl TicketWatcher {
             return Ok(());
         };
         let incident = &event.incident_id;
-        let tickets = &self.config.tickets;
+        let tickets = &self.config;
         let recorded = self
             .store
             .meta_get(NS_PROFILE, incident)
@@ -212,10 +212,7 @@ impl TicketWatcher {
                 .is_none()
             {
                 let fields = self.render(profile, incident).await?;
-                let payload = match system {
-                    System::Jira => jira::create_payload(profile, incident, fields),
-                    System::ServiceNow => servicenow::create_payload(profile, incident, fields),
-                };
+                let payload = system.create(profile, incident, fields);
                 entries.push(OutboxEntry::new(system.name(), &key, "create", payload));
                 queued.push(key.clone());
             }
@@ -243,7 +240,7 @@ impl TicketWatcher {
     /// What `event` adds to a ticket in `system`.
     async fn entries_for(
         &self,
-        system: System,
+        system: &dyn TicketSystem,
         profile: &TicketProfile,
         event: &IncidentEvent,
         sync: SyncEvent,
@@ -263,17 +260,7 @@ impl TicketWatcher {
         }
         match sync {
             SyncEvent::Resolved => {
-                let transition = match system {
-                    System::Jira => json!({ "incident": incident, "to": "done",
-                        "status": profile.jira.as_ref().and_then(|j| j.done_status.clone()) }),
-                    System::ServiceNow => {
-                        let sn = profile.servicenow.as_ref();
-                        json!({ "incident": incident, "to": "done",
-                            "state": sn.map(|s| s.resolved_state.clone()),
-                            "close_code": sn.map(|s| s.close_code.clone()),
-                            "close_notes": format!("Resolved in Cordon by {} (via {}).", event.actor.as_deref().unwrap_or("system"), event.detail["via"].as_str().unwrap_or("cordon")) })
-                    }
-                };
+                let transition = system.resolved(profile, event);
                 out.push(OutboxEntry::new(target, &key, "transition", transition));
                 let stamp = event.at.format("%Y%m%dT%H%M%SZ");
                 for (format, ext) in [("markdown", "md"), ("html", "html")] {
@@ -287,16 +274,7 @@ impl TicketWatcher {
                 }
             }
             SyncEvent::Reopened => {
-                let transition = match system {
-                    System::Jira => profile
-                        .jira
-                        .as_ref()
-                        .and_then(|j| j.reopen_status.clone())
-                        .map(|status| json!({ "incident": incident, "to": "reopen", "status": status })),
-                    System::ServiceNow => profile.servicenow.as_ref().map(
-                        |s| json!({ "incident": incident, "to": "reopen", "state": s.reopen_state }),
-                    ),
-                };
+                let transition = system.reopened(profile, event);
                 if let Some(transition) = transition {
                     out.push(OutboxEntry::new(target, &key, "transition", transition));
                 }
@@ -722,4 +700,25 @@ pub(crate) async fn audit(store: &dyn Store, kind: &str, detail: Value) {
     if let Err(e) = store.append_audit(vec![entry]).await {
         tracing::warn!(error = %e, kind, "cannot audit a ticket event");
     }
+}
+
+/// The report file an `attach` entry asks for: its bytes and content type.
+pub(crate) async fn report_file(
+    store: &dyn Store,
+    incident: &str,
+    entry: &OutboxEntry,
+) -> Result<(Vec<u8>, &'static str), DeliveryError> {
+    let html = entry.payload["format"] == "html";
+    let report = report::Report::gather(store, incident)
+        .await
+        .map_err(store_failed)?
+        .ok_or_else(|| DeliveryError::permanent(format!("no incident `{incident}`")))?;
+    Ok(if html {
+        (report.html().into_bytes(), "text/html; charset=utf-8")
+    } else {
+        (
+            report.markdown().into_bytes(),
+            "text/markdown; charset=utf-8",
+        )
+    })
 }

@@ -18,22 +18,30 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::config::WebhookAuth;
-use super::{NS_INBOUND, NS_JIRA_ISSUE, NS_PROFILE, System};
+use super::{NS_INBOUND, NS_PROFILE, TicketSystem, TicketsConfig};
 use crate::alert::IncidentStatus;
-use crate::app::AppState;
+use crate::engine::Engine;
 use crate::http::ApiError;
-use crate::outbox::OutboxEntry;
+use crate::outbox::{Outbox, OutboxEntry};
 use crate::store::RunQuery;
+use crate::store::Store;
 
-fn store_error(e: crate::store::StoreError) -> ApiError {
+/// What the webhooks share.
+pub struct Inbound {
+    pub config: Arc<TicketsConfig>,
+    pub store: Arc<dyn Store>,
+    pub engine: Arc<Engine>,
+    pub outbox: Arc<Outbox>,
+}
+
+pub(crate) fn store_error(e: crate::store::StoreError) -> ApiError {
     tracing::error!(error = %e, "ticket webhook: the store failed");
     ApiError::unavailable()
 }
@@ -125,7 +133,7 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-fn not_configured(system: &str) -> ApiError {
+pub(crate) fn not_configured(system: &str) -> ApiError {
     ApiError::not_found(
         "not_found",
         format!("the {system} webhook is not configured (tickets.{system}.webhook)"),
@@ -133,7 +141,7 @@ fn not_configured(system: &str) -> ApiError {
 }
 
 /// A webhook call's body: a JSON object.
-fn read_call(body: &[u8]) -> Result<Value, ApiError> {
+pub(crate) fn read_call(body: &[u8]) -> Result<Value, ApiError> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request("bad_payload", format!("the body is not JSON: {e}")))?;
     if !value.is_object() {
@@ -145,131 +153,13 @@ fn read_call(body: &[u8]) -> Result<Value, ApiError> {
     Ok(value)
 }
 
-fn ignored(why: impl Into<String>) -> Json<Value> {
+pub(crate) fn ignored(why: impl Into<String>) -> Json<Value> {
     Json(json!({ "ignored": why.into() }))
 }
 
-/// `POST /v1/tickets/jira/webhook`.
-pub async fn jira(
-    State(app): State<Arc<AppState>>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let config = app.config.tickets.jira.as_ref();
-    let Some((jira, auth)) = config.and_then(|j| j.webhook.as_ref().map(|w| (j, w))) else {
-        return Err(not_configured("jira"));
-    };
-    authenticate(auth, &headers, query.as_deref(), &body, "x-hub-signature")?;
-    let payload = read_call(&body)?;
-    let event = payload["webhookEvent"]
-        .as_str()
-        .ok_or_else(|| ApiError::bad_request("bad_payload", "the body has no `webhookEvent`"))?;
-    if !matches!(event, "jira:issue_updated" | "comment_created") {
-        return Ok(ignored(format!("`{event}` events are not handled")));
-    }
-    let issue = &payload["issue"];
-    let (Some(issue_id), Some(key)) = (issue["id"].as_str(), issue["key"].as_str()) else {
-        return Err(ApiError::bad_request(
-            "bad_payload",
-            "the body has no `issue` with `id` and `key`",
-        ));
-    };
-    let Some(incident) = jira_incident(&app, issue_id, issue).await? else {
-        return Ok(ignored(format!("issue {key} is not a Cordon incident")));
-    };
-    let who = |account: &Value| -> String {
-        match account.as_str() {
-            Some(id) => jira.users.get(id).cloned().unwrap_or(format!("jira:{id}")),
-            None => "jira:unknown".to_owned(),
-        }
-    };
-    let actor = who(&payload["user"]["accountId"]);
-    let mut applied = Vec::new();
-    let items = payload["changelog"]["items"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    if items
-        .iter()
-        .any(|i| i["field"] == "status" || i["fieldId"] == "status")
-    {
-        let done_status = profile_of(&app, &incident)
-            .await?
-            .and_then(|p| p.jira.as_ref().and_then(|j| j.done_status.clone()));
-        let status = &issue["fields"]["status"];
-        let done = status["statusCategory"]["key"] == "done"
-            || done_status.is_some_and(|d| {
-                status["name"]
-                    .as_str()
-                    .is_some_and(|n| n.eq_ignore_ascii_case(&d))
-            });
-        let wanted = if done {
-            IncidentStatus::Resolved
-        } else {
-            IncidentStatus::Open
-        };
-        applied.extend(set_status(&app, &incident, wanted, &actor, "jira").await?);
-    }
-    for item in items.iter().filter(|i| i["field"] == "assignee") {
-        let to = item["toString"].as_str().unwrap_or("nobody");
-        record_assignee(
-            &app,
-            &incident,
-            "jira",
-            key,
-            &actor,
-            item["fromString"].as_str(),
-            to,
-            item["to"].as_str(),
-        )
-        .await?;
-        applied.push(format!("assignee recorded: {to}"));
-    }
-    let comment = &payload["comment"];
-    if comment.is_object() {
-        let text = super::jira::adf_text(&comment["body"]);
-        let seen = format!("jira:{}", comment["id"].as_str().unwrap_or_default());
-        let author = who(&comment["author"]["accountId"]);
-        if let Some(outcome) = command(&app, System::Jira, &incident, &text, &author, &seen).await?
-        {
-            applied.push(outcome);
-        }
-    }
-    Ok(Json(json!({ "incident": incident, "applied": applied })))
-}
-
-/// The incident of a Jira issue: by the stored issue id, else by its `cordon-<incident>` label.
-async fn jira_incident(
-    app: &AppState,
-    issue_id: &str,
-    issue: &Value,
-) -> Result<Option<String>, ApiError> {
-    if let Some(Value::String(incident)) = app
-        .store
-        .meta_get(NS_JIRA_ISSUE, issue_id)
-        .await
-        .map_err(store_error)?
-    {
-        return Ok(Some(incident));
-    }
-    let labels = issue["fields"]["labels"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    for label in labels.iter().filter_map(Value::as_str) {
-        if let Some(id) = label.strip_prefix("cordon-")
-            && app.store.incident(id).await.map_err(store_error)?.is_some()
-        {
-            return Ok(Some(id.to_owned()));
-        }
-    }
-    Ok(None)
-}
-
 /// The ticket profile an incident was filed under.
-async fn profile_of(
-    app: &AppState,
+pub(crate) async fn profile_of(
+    app: &Inbound,
     incident: &str,
 ) -> Result<Option<super::TicketProfile>, ApiError> {
     let name = app
@@ -280,13 +170,13 @@ async fn profile_of(
     Ok(name
         .as_ref()
         .and_then(Value::as_str)
-        .and_then(|n| app.config.tickets.profile(n))
+        .and_then(|n| app.config.profile(n))
         .cloned())
 }
 
 /// Moves the incident to `wanted` unless it is there already.
-async fn set_status(
-    app: &AppState,
+pub(crate) async fn set_status(
+    app: &Inbound,
     incident: &str,
     wanted: IncidentStatus,
     actor: &str,
@@ -315,8 +205,8 @@ async fn set_status(
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn record_assignee(
-    app: &AppState,
+pub(crate) async fn record_assignee(
+    app: &Inbound,
     incident: &str,
     system: &str,
     ticket: &str,
@@ -339,9 +229,9 @@ async fn record_assignee(
 
 /// Applies a `/cordon approve|deny [RUN [STEP]]` comment. `None` when the text is no command or
 /// was handled before.
-async fn command(
-    app: &AppState,
-    system: System,
+pub(crate) async fn command(
+    app: &Inbound,
+    system: &dyn TicketSystem,
     incident: &str,
     text: &str,
     author: &str,
@@ -444,8 +334,8 @@ pub(crate) fn read_offline(jira: bool, body: &[u8]) -> Result<Vec<String>, ApiEr
 }
 
 async fn decide(
-    app: &AppState,
-    system: System,
+    app: &Inbound,
+    system: &dyn TicketSystem,
     incident: &str,
     args: &[&str],
     author: &str,
@@ -499,147 +389,6 @@ async fn decide(
     }
 }
 
-/// `POST /v1/tickets/servicenow/webhook`: the business rule's call (payload in
-/// integrations/servicenow/README.md).
-pub async fn servicenow(
-    State(app): State<Arc<AppState>>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let config = app.config.tickets.servicenow.as_ref();
-    let Some((sn, auth)) = config.and_then(|s| s.webhook.as_ref().map(|w| (s, w))) else {
-        return Err(not_configured("servicenow"));
-    };
-    authenticate(
-        auth,
-        &headers,
-        query.as_deref(),
-        &body,
-        "x-cordon-signature",
-    )?;
-    let payload = read_call(&body)?;
-    let text = |k: &str| payload[k].as_str().map(str::trim).filter(|s| !s.is_empty());
-    let Some(correlation) = text("correlation_id") else {
-        return Err(ApiError::bad_request(
-            "bad_payload",
-            "the body has no `correlation_id` (the Cordon incident id)",
-        ));
-    };
-    let number = text("number").or(text("sys_id")).unwrap_or("?").to_owned();
-    if app
-        .store
-        .incident(correlation)
-        .await
-        .map_err(store_error)?
-        .is_none()
-    {
-        return Ok(ignored(format!("{number} is not a Cordon incident")));
-    }
-    let incident = correlation.to_owned();
-    let user = text("updated_by").unwrap_or("unknown");
-    let actor = sn
-        .users
-        .get(user)
-        .cloned()
-        .unwrap_or(format!("servicenow:{user}"));
-    let profile = profile_of(&app, &incident).await?;
-    let resolved_state = profile
-        .as_ref()
-        .and_then(|p| p.servicenow.as_ref())
-        .map(|s| s.resolved_state.clone())
-        .unwrap_or_else(|| "6".to_owned());
-    let resolved_like = |s: &str| s == resolved_state || s == "6" || s == "7";
-    let mut applied = Vec::new();
-    if let Some(state) = text("state") {
-        let previous = text("previous_state");
-        if resolved_like(state) {
-            applied.extend(
-                set_status(
-                    &app,
-                    &incident,
-                    IncidentStatus::Resolved,
-                    &actor,
-                    "servicenow",
-                )
-                .await?,
-            );
-        } else if previous.is_some_and(|p| p != state) {
-            applied.extend(
-                set_status(&app, &incident, IncidentStatus::Open, &actor, "servicenow").await?,
-            );
-        }
-    }
-    if let Some(to) = text("assigned_to")
-        && text("previous_assigned_to") != Some(to)
-    {
-        record_assignee(
-            &app,
-            &incident,
-            "servicenow",
-            &number,
-            &actor,
-            text("previous_assigned_to"),
-            to,
-            None,
-        )
-        .await?;
-        applied.push(format!("assignee recorded: {to}"));
-    }
-    let note = text("work_notes").or(text("comments"));
-    if let Some(note) = note {
-        let seen = format!(
-            "servicenow:{}:{}",
-            text("sys_id").unwrap_or(&number),
-            text("sys_mod_count").unwrap_or("0")
-        );
-        if let Some(outcome) =
-            command(&app, System::ServiceNow, &incident, note, &actor, &seen).await?
-        {
-            applied.push(outcome);
-        }
-    }
-    Ok(Json(json!({ "incident": incident, "applied": applied })))
-}
-
-/// `GET /v1/incidents/{id}/report?format=markdown|html` (admin token).
-pub async fn report(
-    State(app): State<Arc<AppState>>,
-    _admin: crate::api::Admin,
-    axum::extract::Path(id): axum::extract::Path<String>,
-    RawQuery(query): RawQuery,
-) -> Result<axum::response::Response, ApiError> {
-    use axum::response::IntoResponse;
-    let format = query
-        .as_deref()
-        .and_then(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .find(|(k, _)| k == "format")
-                .map(|(_, v)| v.into_owned())
-        })
-        .unwrap_or_else(|| "markdown".to_owned());
-    let format = super::report::Format::parse(&format).ok_or_else(|| {
-        ApiError::bad_request(
-            "bad_request",
-            format!("format must be `markdown` or `html`, not `{format}`"),
-        )
-    })?;
-    let report = super::report::Report::gather(&*app.store, &id)
-        .await
-        .map_err(store_error)?
-        .ok_or_else(|| ApiError::not_found("not_found", format!("no incident `{id}`")))?;
-    let content_type = match format {
-        super::report::Format::Markdown => "text/markdown; charset=utf-8",
-        super::report::Format::Html => "text/html; charset=utf-8",
-    };
-    Ok((
-        StatusCode::OK,
-        [(axum::http::header::CONTENT_TYPE, content_type)],
-        super::report::render(&report, format),
-    )
-        .into_response())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -679,6 +428,9 @@ mod tests {
         let h = headers(&[("x-cordon-signature", b64)]);
         assert!(authenticate(&auth, &h, None, b"{\"a\":1}", "x-cordon-signature").is_ok());
         let missing = authenticate(&auth, &HeaderMap::new(), None, b"{}", "x-hub-signature");
-        assert_eq!(missing.unwrap_err().status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            missing.unwrap_err().status,
+            axum::http::StatusCode::UNAUTHORIZED
+        );
     }
 }

@@ -1,4 +1,4 @@
-//! ServiceNow (Table API on `incident`, Attachment API): one incident record per Cordon incident,
+//! The ServiceNow outbox deliverer (Table API on `incident`, Attachment API): one incident record per Cordon incident,
 //! a work note per synced event, state and close code on resolution, the report attached.
 //!
 //! Calls, all under `{base_url}/api/now`:
@@ -17,67 +17,17 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use super::{
-    NS_SERVICENOW, Rendered, TicketProfile, check, incident_of, reference, store_failed,
-    tried_before, unreachable,
-};
+use super::payload::{SYSTEM, marker};
 use crate::outbox::{Deliver, DeliveryError, OutboxEntry};
 use crate::store::Store;
-
-const SYSTEM: &str = "ServiceNow";
-/// `short_description` is 160 characters on a stock instance.
-const MAX_SHORT: usize = 160;
-
-/// Urgency and impact (1 high … 3 low) for a severity; together they set the priority.
-pub fn urgency_impact(severity: u8) -> (&'static str, &'static str) {
-    match severity {
-        9.. => ("1", "1"),
-        7..=8 => ("1", "2"),
-        4..=6 => ("2", "2"),
-        _ => ("3", "3"),
-    }
-}
-
-/// The `create` entry's payload: the incident record, rendered.
-pub fn create_payload(profile: &TicketProfile, incident: &str, rendered: Rendered) -> Value {
-    let Some(sn) = &profile.servicenow else {
-        return Value::Null;
-    };
-    let (urgency, impact) = urgency_impact(rendered.severity);
-    let short: String = rendered
-        .summary
-        .replace('\n', " ")
-        .chars()
-        .take(MAX_SHORT)
-        .collect();
-    let mut record = json!({
-        "short_description": short,
-        "description": rendered.description,
-        "urgency": urgency,
-        "impact": impact,
-        "correlation_id": incident,
-        "correlation_display": "Cordon",
-    });
-    if !sn.category.is_empty() {
-        record["category"] = Value::String(sn.category.clone());
-    }
-    if let Some(group) = &sn.assignment_group {
-        record["assignment_group"] = Value::String(group.clone());
-    }
-    for (name, value) in rendered.servicenow_fields {
-        record[name] = value;
-    }
-    json!({ "incident": incident, "record": record })
-}
-
-/// The line that ends every work note: finds the note again (sys_journal_field) after a retry.
-pub fn marker(entry_id: &str) -> String {
-    format!("Cordon ref {entry_id}")
-}
+use crate::tickets::{
+    NS_SERVICENOW, check, incident_of, reference, report_file, store_failed, tried_before,
+    unreachable,
+};
 
 /// Delivers `servicenow` outbox entries.
 pub struct ServiceNowDeliverer {
-    conn: super::Connection,
+    conn: crate::tickets::Connection,
 }
 
 impl ServiceNowDeliverer {
@@ -87,7 +37,7 @@ impl ServiceNowDeliverer {
         store: Arc<dyn Store>,
     ) -> Result<ServiceNowDeliverer, String> {
         Ok(ServiceNowDeliverer {
-            conn: super::Connection::new(&config.base_url, "/api/now", config.auth()?, http, store),
+            conn: crate::tickets::Connection::new(&config.base_url, "/api/now", config.auth()?, http, store),
         })
     }
 
@@ -251,7 +201,7 @@ impl ServiceNowDeliverer {
             }
         }
         let (body, content_type) =
-            super::jira::report_file(&*self.conn.store, incident, entry).await?;
+            report_file(&*self.conn.store, incident, entry).await?;
         self.json(
             "attach report",
             self.conn
@@ -281,18 +231,5 @@ impl Deliver for ServiceNowDeliverer {
                 "unknown ServiceNow outbox entry kind `{other}`"
             ))),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn severity_sets_urgency_and_impact() {
-        assert_eq!(urgency_impact(10), ("1", "1"));
-        assert_eq!(urgency_impact(7), ("1", "2"));
-        assert_eq!(urgency_impact(5), ("2", "2"));
-        assert_eq!(urgency_impact(0), ("3", "3"));
     }
 }

@@ -1,4 +1,4 @@
-//! Jira Cloud (REST API v3): one issue per incident, a comment per synced event, the done
+//! The Jira outbox deliverer (REST API v3): one issue per incident, a comment per synced event, the done
 //! transition on resolution, and the incident report attached.
 //!
 //! Calls, all under `{base_url}/rest/api/3`:
@@ -16,112 +16,17 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use super::{
-    NS_JIRA, NS_JIRA_ISSUE, Rendered, TicketProfile, check, incident_of, reference, store_failed,
-    tried_before, unreachable,
-};
+use super::payload::{MAX_TEXT, SYSTEM, adf, label, truncate};
 use crate::outbox::{Deliver, DeliveryError, OutboxEntry};
 use crate::store::Store;
-
-/// Jira's limit on a text field (summary is 255, descriptions and comments 32 767).
-const MAX_TEXT: usize = 32_000;
-const MAX_SUMMARY: usize = 255;
-const SYSTEM: &str = "Jira";
-
-/// The label Cordon finds an incident's issue by.
-pub fn label(incident: &str) -> String {
-    format!("cordon-{incident}")
-}
-
-/// The `create` entry's payload: the issue's fields, rendered.
-pub fn create_payload(profile: &TicketProfile, incident: &str, rendered: Rendered) -> Value {
-    let Some(jira) = &profile.jira else {
-        return Value::Null;
-    };
-    let mut labels: Vec<String> = rendered
-        .labels
-        .iter()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>().join("-"))
-        .collect();
-    labels.push(label(incident));
-    labels.dedup();
-    let mut fields = json!({
-        "project": { "key": jira.project },
-        "issuetype": { "name": jira.issue_type },
-        "summary": truncate(&rendered.summary.replace('\n', " "), MAX_SUMMARY),
-        "description": adf(&truncate(&rendered.description, MAX_TEXT)),
-        "labels": labels,
-    });
-    if let Some(priorities) = &jira.priorities {
-        fields["priority"] = json!({ "name": priorities.for_severity(rendered.severity) });
-    }
-    for (name, value) in rendered.jira_fields {
-        fields[name] = value;
-    }
-    json!({ "incident": incident, "fields": fields })
-}
-
-/// Text as an Atlassian Document Format document: a paragraph per line, `code` spans marked.
-pub fn adf(text: &str) -> Value {
-    let paragraphs: Vec<Value> = text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|line| {
-            let mut content = Vec::new();
-            for (i, part) in line.split('`').enumerate() {
-                if part.is_empty() {
-                    continue;
-                }
-                let mut node = json!({ "type": "text", "text": part });
-                if i % 2 == 1 {
-                    node["marks"] = json!([{ "type": "code" }]);
-                }
-                content.push(node);
-            }
-            json!({ "type": "paragraph", "content": content })
-        })
-        .collect();
-    json!({ "type": "doc", "version": 1, "content": paragraphs })
-}
-
-/// The plain text of an ADF document (or of a wiki-markup string, as webhooks may send).
-pub fn adf_text(value: &Value) -> String {
-    fn walk(node: &Value, out: &mut String) {
-        match node {
-            Value::String(s) => out.push_str(s),
-            Value::Object(map) => {
-                if let Some(Value::String(text)) = map.get("text") {
-                    out.push_str(text);
-                }
-                if let Some(Value::Array(children)) = map.get("content") {
-                    for (i, child) in children.iter().enumerate() {
-                        if i > 0 && child["type"] == "paragraph" {
-                            out.push('\n');
-                        }
-                        walk(child, out);
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    let mut out = String::new();
-    walk(value, &mut out);
-    out
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_owned();
-    }
-    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
-    out.push('…');
-    out
-}
+use crate::tickets::{
+    NS_JIRA, NS_JIRA_ISSUE, check, incident_of, reference, report_file, store_failed, tried_before,
+    unreachable,
+};
 
 /// Delivers `jira` outbox entries.
 pub struct JiraDeliverer {
-    conn: super::Connection,
+    conn: crate::tickets::Connection,
 }
 
 impl JiraDeliverer {
@@ -131,7 +36,7 @@ impl JiraDeliverer {
         store: Arc<dyn Store>,
     ) -> Result<JiraDeliverer, String> {
         Ok(JiraDeliverer {
-            conn: super::Connection::new(
+            conn: crate::tickets::Connection::new(
                 &config.base_url,
                 "/rest/api/3",
                 config.auth()?,
@@ -384,27 +289,6 @@ impl JiraDeliverer {
     }
 }
 
-/// The report file an `attach` entry asks for: its bytes and content type.
-pub(crate) async fn report_file(
-    store: &dyn Store,
-    incident: &str,
-    entry: &OutboxEntry,
-) -> Result<(Vec<u8>, &'static str), DeliveryError> {
-    let html = entry.payload["format"] == "html";
-    let report = super::report::Report::gather(store, incident)
-        .await
-        .map_err(store_failed)?
-        .ok_or_else(|| DeliveryError::permanent(format!("no incident `{incident}`")))?;
-    Ok(if html {
-        (report.html().into_bytes(), "text/html; charset=utf-8")
-    } else {
-        (
-            report.markdown().into_bytes(),
-            "text/markdown; charset=utf-8",
-        )
-    })
-}
-
 #[async_trait]
 impl Deliver for JiraDeliverer {
     async fn deliver(&self, entry: &OutboxEntry) -> Result<(), DeliveryError> {
@@ -417,31 +301,5 @@ impl Deliver for JiraDeliverer {
                 "unknown Jira outbox entry kind `{other}`"
             ))),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn text_becomes_adf_paragraphs_with_code_marks() {
-        let doc = adf("Step `isolate` finished.\n\nSecond line");
-        assert_eq!(doc["type"], "doc");
-        assert_eq!(doc["version"], 1);
-        let paragraphs = doc["content"].as_array().unwrap();
-        assert_eq!(paragraphs.len(), 2);
-        assert_eq!(paragraphs[0]["content"][1]["text"], "isolate");
-        assert_eq!(paragraphs[0]["content"][1]["marks"][0]["type"], "code");
-        assert_eq!(adf_text(&doc), "Step isolate finished.\nSecond line");
-        assert_eq!(adf_text(&json!("/cordon approve")), "/cordon approve");
-    }
-
-    #[test]
-    fn long_text_is_cut_with_an_ellipsis() {
-        let long = "x".repeat(300);
-        let cut = truncate(&long, MAX_SUMMARY);
-        assert_eq!(cut.chars().count(), MAX_SUMMARY);
-        assert!(cut.ends_with('…'));
     }
 }

@@ -1,0 +1,53 @@
+//! The shape every ticket system has. A system is a folder, `tickets/<name>/`, with the same files
+//! in each:
+//!
+//! | file | role |
+//! | --- | --- |
+//! | `mod.rs` | the system's [`TicketSystem`] impl: its name, payloads, deliverer and routes |
+//! | `config.rs` | its connection (`tickets.<name>`) and its block in a profile |
+//! | `payload.rs` | what Cordon sends it: the create payload and the text format |
+//! | `deliver.rs` | the outbox deliverer: create once, comment, transition, attach |
+//! | `webhook.rs` | its inbound webhook, read into the rules every system shares ([`super::webhook`]) |
+//!
+//! The watcher ([`super::TicketWatcher`]) turns incident events into `create`, `comment`,
+//! `transition` and `attach` outbox entries for every system a profile names.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::webhook::Inbound;
+use super::{Rendered, TicketDeps, TicketProfile};
+use crate::engine::watch::IncidentEvent;
+use crate::outbox::Deliver;
+
+/// One ticket system.
+pub trait TicketSystem: Send + Sync {
+    /// Its name: the outbox target of its entries and the prefix of its people's identities
+    /// (`jira:<account id>`).
+    fn name(&self) -> &'static str;
+
+    /// The outbox key of an incident's ticket in this system: its entries go out in order.
+    fn key(&self, incident_id: &str) -> String {
+        format!("{}:{incident_id}", self.name())
+    }
+
+    /// Whether `profile` files tickets here.
+    fn files(&self, profile: &TicketProfile) -> bool;
+
+    /// The `create` entry's payload for an incident.
+    fn create(&self, profile: &TicketProfile, incident_id: &str, fields: Rendered) -> Value;
+
+    /// The `transition` entry's payload when the incident is resolved.
+    fn resolved(&self, profile: &TicketProfile, event: &IncidentEvent) -> Value;
+
+    /// The `transition` entry's payload when the incident is reopened, if the profile says how.
+    fn reopened(&self, profile: &TicketProfile, event: &IncidentEvent) -> Option<Value>;
+
+    /// The deliverer of its outbox entries, when its connection is configured (an error when the
+    /// connection is unusable).
+    fn deliverer(&self, deps: &TicketDeps) -> Option<Result<Arc<dyn Deliver>, String>>;
+
+    /// Its webhook route (which answers 404 while the system is not configured).
+    fn routes(&self, inbound: Arc<Inbound>) -> axum::Router;
+}
