@@ -42,7 +42,7 @@
 //! - [`tickets`]: Jira Cloud and ServiceNow tickets per incident (outbox deliverers, webhooks), and
 //!   the incident report.
 //!
-//! The `cordon` binary (`src/main.rs`, `src/cli.rs`) parses the command line and calls into these.
+//! The `cordon` binary is `src/main.rs` and `src/cli/`: clap types, commands, reader, printing.
 
 pub mod actions;
 pub mod alert;
