@@ -29,7 +29,7 @@
 //! - [`model`]: the other stored domain types: a run ([`model::run::Run`]) and an outbox entry.
 //! - [`intake`]: everything between the HTTP request and a list of alerts.
 //! - [`store`]: the [`store::Store`] trait and its backends.
-//! - [`playbook`]: the playbook format, loading with every error at `file:line:column`, the schema.
+//! - [`playbook`]: the format, loading, validation with every error at `file:line:column`, schema.
 //! - [`script`]: the one hardened Rhai engine; [`actions`]: what steps call.
 //! - [`engine`]: runs as persisted state machines, the executor, approvals, `cordon test`.
 //! - [`audit`]: the hash-chained audit log of every decision and run step, and its verification.
@@ -42,7 +42,7 @@
 //! - [`tickets`]: Jira Cloud and ServiceNow tickets per incident (outbox deliverers, webhooks), and
 //!   the incident report.
 //!
-//! The `cordon` binary (`src/main.rs`, `src/cli.rs`) parses the command line and calls into these.
+//! The `cordon` binary is `src/main.rs` and `src/cli/`: clap types, commands, reader, printing.
 
 pub mod actions;
 pub mod alert;

@@ -1,11 +1,13 @@
-//! Playbooks: the file format ([`model`]), loading and validation with every error at
-//! `file:line:column` ([`load`]), the JSON Schema for editors ([`schema`]), and the compiled form the
-//! engine runs ([`Compiled`]).
+//! Playbooks: the file format ([`model`]), loading ([`load`]) and validation ([`validate`], with
+//! [`rhai_scan`]) with every error at `file:line:column`, the JSON Schema for editors ([`schema`]),
+//! and the compiled form the engine runs ([`Compiled`]).
 
 pub mod load;
 pub mod model;
 pub(crate) mod position;
+pub(crate) mod rhai_scan;
 pub mod schema;
+pub(crate) mod validate;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -1,0 +1,311 @@
+//! Where the data commands read: the local store, or the admin API of the server holding it (see
+//! [`super::Source`]); and the POST by which the other commands ask that server to change
+//! something.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, anyhow, bail};
+use cordon::alert::{Alert, Incident};
+use cordon::audit::AuditEntry;
+use cordon::engine::run::Run;
+use cordon::store::{AlertQuery, IncidentQuery, RunQuery, Store, StoreError};
+use reqwest::{RequestBuilder, Response, StatusCode};
+use serde_json::Value;
+
+use super::commands::load_config;
+
+/// Opens the reader for the config at `config_path` (or the server at `server`), runs `read` on
+/// it, and closes it: the local store is released before the result is looked at.
+pub(super) async fn read<T>(
+    config_path: &Path,
+    server: Option<&str>,
+    read: impl AsyncFnOnce(&Reader) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let reader = Reader::open(config_path, server).await?;
+    let result = read(&reader).await;
+    reader.close().await;
+    result
+}
+
+impl super::Source {
+    /// [`read`] from where `--server` says.
+    pub(super) async fn read<T>(
+        &self,
+        config_path: &Path,
+        read: impl AsyncFnOnce(&Reader) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        self::read(config_path, self.server.as_deref(), read).await
+    }
+}
+
+/// The store, or the admin API of the server holding it.
+pub(super) enum Reader {
+    Local(Arc<dyn Store>),
+    Remote {
+        base: String,
+        token: Option<String>,
+        http: reqwest::Client,
+    },
+}
+
+impl Reader {
+    async fn open(config_path: &Path, server: Option<&str>) -> anyhow::Result<Reader> {
+        let config =
+            load_config(config_path).map_err(|_| anyhow!("the config has errors (see above)"))?;
+        let token = config
+            .server
+            .admin_token
+            .as_ref()
+            .map(|t| t.expose().to_owned());
+        let remote = |base: String| Reader::Remote {
+            base,
+            token: token.clone(),
+            http: reqwest::Client::new(),
+        };
+        if let Some(url) = server {
+            return Ok(remote(url.trim_end_matches('/').to_owned()));
+        }
+        let metrics = Arc::new(cordon::telemetry::Metrics::new());
+        match cordon::store::open(&config.store, &config.grouping, metrics).await {
+            Ok(store) => Ok(Reader::Local(store)),
+            Err(StoreError::Locked(_)) => {
+                // The running server records where it listens; else use the configured address.
+                let recorded = std::fs::read_to_string(cordon::app::address_file(&config)).ok();
+                let base = recorded.map(|b| b.trim().to_owned()).unwrap_or_else(|| {
+                    let mut addr = config.server.listen;
+                    if addr.ip().is_unspecified() {
+                        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                    }
+                    format!("http://{addr}")
+                });
+                Ok(remote(base))
+            }
+            Err(e) => Err(e).context("cannot open the store"),
+        }
+    }
+
+    async fn get(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<Option<Value>> {
+        let Reader::Remote { base, token, http } = self else {
+            bail!("not a remote reader")
+        };
+        let request = http.get(format!("{base}{path}")).query(query);
+        let (status, body) = json_answer(send(request, token.as_deref(), base).await?).await?;
+        if status == StatusCode::NOT_FOUND && body["error"] == "not_found" {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            bail!(
+                "the server answered {status}: {}",
+                body["message"].as_str().unwrap_or("")
+            );
+        }
+        Ok(Some(body))
+    }
+
+    /// The list `field` of the server's answer to `path`.
+    async fn list<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        field: &str,
+    ) -> anyhow::Result<Vec<T>> {
+        let body = self.get(path, query).await?.unwrap_or_default();
+        decode(&body, field)
+    }
+
+    async fn close(self) {
+        if let Reader::Local(store) = self {
+            let _ = store.close().await;
+        }
+    }
+
+    pub(super) async fn alerts(&self, q: &AlertQuery) -> anyhow::Result<Vec<Alert>> {
+        match self {
+            Reader::Local(store) => Ok(store.alerts(q).await?),
+            Reader::Remote { .. } => {
+                let mut query = vec![("limit", q.limit.to_string())];
+                query.extend(q.source.clone().map(|s| ("source", s)));
+                query.extend(q.incident_id.clone().map(|i| ("incident", i)));
+                self.list("/v1/alerts", &query, "alerts").await
+            }
+        }
+    }
+
+    pub(super) async fn alert(&self, id: &str) -> anyhow::Result<Option<Alert>> {
+        match self {
+            Reader::Local(store) => Ok(store.alert(id).await?),
+            Reader::Remote { .. } => self
+                .get(&format!("/v1/alerts/{id}"), &[])
+                .await?
+                .map(|body| decode(&body, "alert"))
+                .transpose(),
+        }
+    }
+
+    pub(super) async fn incidents(&self, q: &IncidentQuery) -> anyhow::Result<Vec<Incident>> {
+        match self {
+            Reader::Local(store) => Ok(store.incidents(q).await?),
+            Reader::Remote { .. } => {
+                let mut query = vec![("limit", q.limit.to_string())];
+                query.extend(q.status.map(|s| ("status", s.to_string())));
+                self.list("/v1/incidents", &query, "incidents").await
+            }
+        }
+    }
+
+    /// An incident with its alerts.
+    pub(super) async fn incident(
+        &self,
+        id: &str,
+    ) -> anyhow::Result<Option<(Incident, Vec<Alert>)>> {
+        match self {
+            Reader::Local(store) => {
+                let Some(incident) = store.incident(id).await? else {
+                    return Ok(None);
+                };
+                let query = AlertQuery {
+                    incident_id: Some(id.to_owned()),
+                    ..AlertQuery::default()
+                };
+                Ok(Some((incident, store.alerts(&query).await?)))
+            }
+            Reader::Remote { .. } => self
+                .get(&format!("/v1/incidents/{id}"), &[])
+                .await?
+                .map(|body| Ok((decode(&body, "incident")?, decode(&body, "alerts")?)))
+                .transpose(),
+        }
+    }
+
+    pub(super) async fn runs(&self, q: &RunQuery) -> anyhow::Result<Vec<Run>> {
+        match self {
+            Reader::Local(store) => Ok(store.runs(q).await?),
+            Reader::Remote { .. } => {
+                let mut query = vec![("limit", q.limit.to_string())];
+                query.extend(q.status.map(|s| ("status", s.to_string())));
+                query.extend(q.playbook.clone().map(|p| ("playbook", p)));
+                self.list("/v1/runs", &query, "runs").await
+            }
+        }
+    }
+
+    /// A run with its audit trail.
+    pub(super) async fn run(&self, id: &str) -> anyhow::Result<Option<(Run, Vec<AuditEntry>)>> {
+        match self {
+            Reader::Local(store) => match store.run(id).await? {
+                Some(run) => Ok(Some((run, store.audit_entries(Some(id), 0).await?))),
+                None => Ok(None),
+            },
+            Reader::Remote { .. } => self
+                .get(&format!("/v1/runs/{id}"), &[])
+                .await?
+                .map(|body| Ok((decode(&body, "run")?, decode(&body, "audit")?)))
+                .transpose(),
+        }
+    }
+
+    /// An incident's report, Markdown or HTML.
+    pub(super) async fn report(&self, id: &str, html: bool) -> anyhow::Result<Option<String>> {
+        use cordon::tickets::report::{Format, Report, render};
+        let format = if html { Format::Html } else { Format::Markdown };
+        match self {
+            Reader::Local(store) => Ok(Report::gather(store.as_ref(), id)
+                .await?
+                .map(|r| render(&r, format))),
+            Reader::Remote { base, token, http } => {
+                let request = http
+                    .get(format!("{base}/v1/incidents/{id}/report"))
+                    .query(&[("format", if html { "html" } else { "markdown" })]);
+                let response = send(request, token.as_deref(), base).await?;
+                let status = response.status();
+                let text = response.text().await.context("unreadable answer")?;
+                if status == StatusCode::NOT_FOUND {
+                    return Ok(None);
+                }
+                if !status.is_success() {
+                    let body: Value = serde_json::from_str(&text).unwrap_or_default();
+                    bail!(
+                        "the server answered {status}: {}",
+                        body["message"].as_str().unwrap_or("")
+                    );
+                }
+                Ok(Some(text))
+            }
+        }
+    }
+
+    /// The audit chain check, shaped as `VerifyReport::summary`.
+    pub(super) async fn audit_report(&self) -> anyhow::Result<Value> {
+        match self {
+            Reader::Local(store) => Ok(store.audit_verify().await?.summary()),
+            Reader::Remote { .. } => {
+                Ok(self.get("/v1/audit/verify", &[]).await?.unwrap_or_default())
+            }
+        }
+    }
+}
+
+/// `field` of a server answer, decoded.
+fn decode<T: serde::de::DeserializeOwned>(body: &Value, field: &str) -> anyhow::Result<T> {
+    serde_json::from_value(body[field].clone()).context("unexpected answer from the server")
+}
+
+/// POSTs to the running server's admin API (the `--server` URL, or the one the server recorded).
+pub(super) async fn post(
+    config_path: &Path,
+    server: Option<&str>,
+    path: &str,
+    body: Value,
+) -> anyhow::Result<Value> {
+    let config =
+        load_config(config_path).map_err(|_| anyhow!("the config has errors (see above)"))?;
+    let base = match server {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => std::fs::read_to_string(cordon::app::address_file(&config))
+            .map(|b| b.trim().to_owned())
+            .map_err(|_| anyhow!("no running server found for this config; start `cordon serve` or pass --server URL"))?,
+    };
+    let request = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .json(&body);
+    let token = config.server.admin_token.as_ref().map(|t| t.expose());
+    let (status, body) = json_answer(send(request, token, &base).await?).await?;
+    if !status.is_success() {
+        let mut message = body["message"].as_str().unwrap_or("").to_owned();
+        if let Some(errors) = body["errors"].as_array() {
+            for e in errors {
+                message.push('\n');
+                message.push_str(e.as_str().unwrap_or_default());
+            }
+        }
+        bail!("{message} ({status})");
+    }
+    Ok(body)
+}
+
+/// Sends `request` to the admin API at `base`, with the admin `token` when there is one.
+async fn send(
+    request: RequestBuilder,
+    token: Option<&str>,
+    base: &str,
+) -> anyhow::Result<Response> {
+    let request = match token {
+        Some(token) => request.bearer_auth(token),
+        None => request,
+    };
+    request
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the server at {base}"))
+}
+
+/// The status and JSON body of an answer of the admin API.
+async fn json_answer(response: Response) -> anyhow::Result<(StatusCode, Value)> {
+    let status = response.status();
+    let body = response
+        .json()
+        .await
+        .context("the server's answer is not JSON")?;
+    Ok((status, body))
+}
