@@ -35,12 +35,13 @@
 //! - [`audit`]: the hash-chained audit log of every decision and run step, and its verification.
 //! - [`integrations`]: integrations as files (manifest, Rhai, auth by the host), and IOC feeds.
 //! - [`outbox`]: the durable outbox and its delivery worker (what Cordon owes other systems).
-//! - [`chat`]: cards, approvals and commands on Slack, Microsoft Teams and Discord.
+//! - [`chat`]: cards, approvals and `/cordon` commands; one folder per platform (Slack, Microsoft
+//!   Teams, Discord) behind [`chat::ChatPlatform`], listed once in `chat/mod.rs`.
 //! - [`app`]: wiring (config → store → sources → router) and the server's life until shutdown.
 //! - [`api`]: the admin API; [`http`]: the JSON error answer every handler shares.
 //! - [`telemetry`]: logs (human or JSON) and Prometheus metrics.
-//! - [`tickets`]: Jira Cloud and ServiceNow tickets per incident (outbox deliverers, webhooks), and
-//!   the incident report.
+//! - [`tickets`]: a ticket per incident, kept in step both ways; one folder per system (Jira Cloud,
+//!   ServiceNow) behind [`tickets::TicketSystem`]; the incident report.
 //!
 //! The `cordon` binary is `src/main.rs` and `src/cli/`: clap types, commands, reader, printing.
 
