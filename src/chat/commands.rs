@@ -360,32 +360,35 @@ impl Commands {
     }
 }
 
+/// Plain text with backticks, for tests (and the test-only platform).
+#[cfg(test)]
+pub(crate) struct PlainText;
+
+#[cfg(test)]
+impl Dialect for PlainText {
+    fn bold(&self, text: &str) -> String {
+        text.to_owned()
+    }
+    fn code(&self, text: &str) -> String {
+        format!("`{text}`")
+    }
+    fn plain(&self, text: &str) -> String {
+        text.to_owned()
+    }
+    fn who(&self, identity: &str) -> String {
+        identity.to_owned()
+    }
+    fn prefix(&self) -> &'static str {
+        ""
+    }
+    fn usage(&self) -> String {
+        "Usage: status | runs | approve RUN STEP | deny RUN STEP | run PLAYBOOK key=value".into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    struct Plain;
-
-    impl Dialect for Plain {
-        fn bold(&self, text: &str) -> String {
-            format!("*{text}*")
-        }
-        fn code(&self, text: &str) -> String {
-            format!("`{text}`")
-        }
-        fn plain(&self, text: &str) -> String {
-            text.to_owned()
-        }
-        fn who(&self, identity: &str) -> String {
-            identity.to_owned()
-        }
-        fn prefix(&self) -> &'static str {
-            ""
-        }
-        fn usage(&self) -> String {
-            "Usage: status".to_owned()
-        }
-    }
 
     #[test]
     fn words_split_on_spaces_and_keep_quoted_values_whole() {
@@ -421,7 +424,7 @@ mod tests {
 
     #[test]
     fn words_become_commands_or_say_how_to_type_them() {
-        let read = |text: &str| Command::from_words(text, &Plain);
+        let read = |text: &str| Command::from_words(text, &PlainText);
         assert_eq!(read("STATUS"), Ok(Command::Status));
         assert_eq!(read(" runs "), Ok(Command::Runs));
         assert_eq!(
@@ -439,7 +442,7 @@ mod tests {
             (playbook.as_str(), &inputs["host"]),
             ("sweep", &json!("a b"))
         );
-        assert_eq!(read(""), Err("Usage: status".into()));
+        assert_eq!(read(""), Err(PlainText.usage()));
         assert_eq!(read("approve r1"), Err("Usage: `approve RUN STEP`".into()));
         assert_eq!(
             read("run"),
@@ -452,7 +455,7 @@ mod tests {
         );
         assert_eq!(
             read("reboot"),
-            Err("Unknown command `reboot`. Usage: status".into())
+            Err(format!("Unknown command `reboot`. {}", PlainText.usage()))
         );
     }
 }

@@ -17,7 +17,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::commands::{Command, Commands, Dialect};
+use super::commands::{Command, Commands, PlainText};
 use super::platform::{ChatDeps, ChatPlatform, PlatformConfig};
 use super::{ChatUser, POST_CARD, THREAD_NOTE, UPDATE_CARD, click};
 use crate::engine::Engine;
@@ -89,30 +89,6 @@ impl Deliver for Fake {
     }
 }
 
-/// Plain text with backticks.
-struct Text;
-
-impl Dialect for Text {
-    fn bold(&self, text: &str) -> String {
-        text.to_owned()
-    }
-    fn code(&self, text: &str) -> String {
-        format!("`{text}`")
-    }
-    fn plain(&self, text: &str) -> String {
-        text.to_owned()
-    }
-    fn who(&self, identity: &str) -> String {
-        identity.to_owned()
-    }
-    fn prefix(&self) -> &'static str {
-        ""
-    }
-    fn usage(&self) -> String {
-        "Usage: status | runs | approve RUN STEP | deny RUN STEP | run PLAYBOOK key=value".into()
-    }
-}
-
 /// A callback: a message to the bot, or a click on a card's button.
 #[derive(Deserialize)]
 struct Callback {
@@ -162,8 +138,8 @@ async fn message(
             json!({ "text": reply.text, "accepted": reply.accepted }),
         ));
     }
-    let answer = match Command::from_words(callback.text.as_deref().unwrap_or(""), &Text) {
-        Ok(command) => fake.commands.answer("fake", &user, command, &Text).await,
+    let answer = match Command::from_words(callback.text.as_deref().unwrap_or(""), &PlainText) {
+        Ok(command) => fake.commands.answer("fake", &user, command, &PlainText).await,
         Err(usage) => usage.into(),
     };
     Ok(Json(
