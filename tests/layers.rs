@@ -11,8 +11,17 @@ use std::path::{Path, PathBuf};
 /// The lower layers, as paths under `src/` (a folder or one file).
 const LOWER: &[&str] = &["model", "alert", "store", "intake", "playbook", "script"];
 
-/// The modules none of them may name.
+/// The middle: the engine and what it calls, which chat and tickets plug into from above.
+const MIDDLE: &[&str] = &["engine", "actions", "outbox", "integrations", "audit"];
+
+/// The edges: each gets what it needs passed in when it starts, and builds its own routes.
+const EDGES: &[&str] = &["chat", "tickets"];
+
+/// The modules the lower layers and the middle may not name.
 const UPPER: &[&str] = &["chat", "tickets", "app", "api"];
+
+/// The modules the edges may not name: the server's wiring and the admin API.
+const WIRING: &[&str] = &["app", "api"];
 
 fn rust_files(path: &Path, out: &mut Vec<PathBuf>) {
     if path.is_dir() {
@@ -30,15 +39,23 @@ fn rust_files(path: &Path, out: &mut Vec<PathBuf>) {
 }
 
 /// The places in `text` (line numbers, from 1) that name `crate::<upper>` for a forbidden module,
-/// also inside a grouped `use crate::{...}`.
+/// also inside a grouped `use crate::{...}`. A file's unit tests (from `#[cfg(test)] mod tests`
+/// on) may start a whole server, so they are not read.
 fn violations(text: &str) -> Vec<(usize, String)> {
+    violations_of(text, UPPER)
+}
+
+fn violations_of(text: &str, forbidden: &[&str]) -> Vec<(usize, String)> {
+    let text = text
+        .find("#[cfg(test)]\nmod tests")
+        .map_or(text, |at| &text[..at]);
     let mut out = Vec::new();
     let code: Vec<&str> = text
         .lines()
         .map(|l| l.split("//").next().unwrap_or(""))
         .collect();
     for (i, line) in code.iter().enumerate() {
-        for upper in UPPER {
+        for upper in forbidden {
             let direct = format!("crate::{upper}");
             let named = line.match_indices(&direct).any(|(at, _)| {
                 let next = line[at + direct.len()..].chars().next();
@@ -61,7 +78,7 @@ fn violations(text: &str) -> Vec<(usize, String)> {
         let end = group.find('}').unwrap_or(group.len());
         for name in group[..end].split(',') {
             let head = name.trim().split("::").next().unwrap_or("").trim();
-            if UPPER.contains(&head) {
+            if forbidden.contains(&head) {
                 out.push((line, format!("crate::{{{}}}", name.trim())));
             }
         }
@@ -70,34 +87,68 @@ fn violations(text: &str) -> Vec<(usize, String)> {
     out
 }
 
-#[test]
-fn the_lower_layers_never_import_chat_tickets_app_or_api() {
+/// Every `.rs` file of `layers` (folders or files under `src/`), failing if one is gone.
+fn files_of(layers: &[&str]) -> Vec<PathBuf> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
-    for layer in LOWER {
+    for layer in layers {
         let folder = src.join(layer);
         let file = src.join(format!("{layer}.rs"));
         assert!(
             folder.is_dir() || file.is_file(),
-            "src/{layer} is gone: update LOWER in tests/layers.rs"
+            "src/{layer} is gone: update the layers in tests/layers.rs"
         );
         rust_files(&folder, &mut files);
         rust_files(&file, &mut files);
     }
-    assert!(files.len() > 20, "found only {files:?}");
+    files
+}
+
+/// `file:line: what` for every place in `layers` that names one of `forbidden`.
+fn found(layers: &[&str], forbidden: &[&str]) -> Vec<String> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let files = files_of(layers);
+    assert!(files.len() >= layers.len(), "found only {files:?}");
     let mut found = Vec::new();
     for file in &files {
         let text = std::fs::read_to_string(file).unwrap();
-        for (line, what) in violations(&text) {
+        for (line, what) in violations_of(&text, forbidden) {
             found.push(format!(
                 "{}:{line}: {what}",
                 file.strip_prefix(&src).unwrap().display()
             ));
         }
     }
+    found
+}
+
+#[test]
+fn the_lower_layers_never_import_chat_tickets_app_or_api() {
+    assert!(files_of(LOWER).len() > 20);
+    let found = found(LOWER, UPPER);
     assert!(
         found.is_empty(),
         "lower layers name modules above them:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn the_engine_and_what_it_calls_never_import_chat_tickets_app_or_api() {
+    let found = found(MIDDLE, UPPER);
+    assert!(
+        found.is_empty(),
+        "the engine, actions, outbox, integrations or audit name modules above them:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn chat_and_tickets_never_reach_into_the_server_wiring_or_the_admin_api() {
+    let found = found(EDGES, WIRING);
+    assert!(
+        found.is_empty(),
+        "chat or tickets name the server's wiring or the admin API:\n{}",
         found.join("\n")
     );
 }
@@ -114,4 +165,11 @@ fn the_check_sees_direct_grouped_and_multi_line_imports() {
     assert!(violations("use crate::apis_of_vendors::X;").is_empty());
     assert!(violations("// see crate::chat for the cards").is_empty());
     assert!(violations("use crate::store::Store;").is_empty());
+    // A file's unit tests are not read.
+    assert!(
+        violations("fn f() {}\n#[cfg(test)]\nmod tests {\n    use crate::app::Server;\n}")
+            .is_empty()
+    );
+    assert_eq!(violations_of("use crate::app::Server;", WIRING).len(), 1);
+    assert!(violations_of("use crate::chat::Card;", WIRING).is_empty());
 }
