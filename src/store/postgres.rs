@@ -56,7 +56,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Transaction};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
@@ -69,6 +69,7 @@ use super::{Accepted, AlertQuery, IncidentQuery, Record, RunQuery, Store, StoreE
 use crate::alert::{Alert, Incident, IncidentStatus};
 use crate::audit::{AuditEntry, ChainCheck, NewEntry, VerifyReport};
 use crate::config::{GroupingConfig, StoreConfig};
+use crate::model::grouping::Grouping;
 use crate::model::outbox::OutboxEntry;
 use crate::model::run::{Run, RunStatus};
 use crate::telemetry::Metrics;
@@ -128,8 +129,8 @@ impl std::ops::DerefMut for Conn<'_> {
 /// The PostgreSQL store.
 pub struct PostgresStore {
     pool: Pool,
-    dedup_window: TimeDelta,
-    incident_window: TimeDelta,
+    /// Dedup and incident grouping's rule.
+    grouping: Grouping,
     ready: Arc<AtomicBool>,
     closed: AtomicBool,
     metrics: Option<Arc<Metrics>>,
@@ -357,8 +358,7 @@ impl PostgresStore {
         }
         Ok(PostgresStore {
             pool,
-            dedup_window: delta(grouping.dedup_window.0),
-            incident_window: delta(grouping.incident_window.0),
+            grouping: Grouping::from(grouping),
             ready,
             closed: AtomicBool::new(false),
             metrics: None,
@@ -563,11 +563,12 @@ impl PostgresStore {
         self.settle(result)
     }
 
-    /// Dedups `alert` or files it into an incident, inside `tx` (which holds the key locks).
+    /// Dedups `alert` or files it into an incident ([`Grouping`] decides), inside `tx` (which
+    /// holds the key locks).
     async fn place(
         &self,
         tx: &Transaction<'_>,
-        mut alert: Alert,
+        alert: Alert,
         now: DateTime<Utc>,
     ) -> Result<Accepted, Fail> {
         let repeat_of = tx
@@ -579,70 +580,40 @@ impl PostgresStore {
                  FOR UPDATE OF a, i",
             )
             .await?;
-        if let Some(row) = tx.query_opt(&repeat_of, &[&alert.dedup_key]).await? {
-            let mut existing: Alert = doc(&row, 0)?;
-            let mut incident: Incident = doc(&row, 1)?;
-            let last = existing.last_seen_at.unwrap_or(existing.received_at);
-            if incident.status == IncidentStatus::Open && now - last <= self.dedup_window {
-                existing.repeat_count = existing.repeat_count.saturating_add(1);
-                existing.last_seen_at = Some(now);
-                incident.event_count = incident.event_count.saturating_add(1);
-                incident.updated_at = now;
-                put_alert(tx, &existing, false).await?;
-                put_incident(tx, &incident).await?;
-                return Ok(Accepted {
-                    alert_id: existing.id,
-                    incident_id: incident.id,
-                    duplicate: true,
-                    repeat_count: existing.repeat_count,
-                    new_incident: false,
-                });
-            }
+        let earlier = match tx.query_opt(&repeat_of, &[&alert.dedup_key]).await? {
+            Some(row) => Some((doc::<Alert>(&row, 0)?, doc::<Incident>(&row, 1)?)),
+            None => None,
+        };
+        if let Some(repeat) = self.grouping.repeat(earlier, now) {
+            put_alert(tx, repeat.alert(), false).await?;
+            put_incident(tx, repeat.incident()).await?;
+            return Ok(repeat.accepted());
         }
 
-        let entity = alert.entity_key();
-        let mut joined = None;
-        if let Some(entity) = &entity {
-            let latest = tx
+        let mut latest = None;
+        if let Some(entity) = alert.entity_key() {
+            let select = tx
                 .prepare_cached(
                     "SELECT i.doc FROM entities e JOIN incidents i ON i.id = e.incident_id
                      WHERE e.entity = $1 FOR UPDATE OF i",
                 )
                 .await?;
-            if let Some(row) = tx.query_opt(&latest, &[entity]).await? {
-                let incident: Incident = doc(&row, 0)?;
-                if incident.status == IncidentStatus::Open
-                    && now - incident.updated_at <= self.incident_window
-                {
-                    joined = Some(incident);
-                }
+            if let Some(row) = tx.query_opt(&select, &[&entity]).await? {
+                latest = Some(doc::<Incident>(&row, 0)?);
             }
         }
-        let new_incident = joined.is_none();
-        let incident = match joined {
-            Some(mut incident) => {
-                incident.add(&alert);
-                incident.updated_at = now;
-                incident
-            }
-            None => {
-                let mut incident = Incident::open_for(&alert);
-                incident.created_at = now;
-                incident.updated_at = now;
-                if let Some(entity) = &entity {
-                    let point = tx
-                        .prepare_cached(
-                            "INSERT INTO entities (entity, incident_id) VALUES ($1, $2)
-                             ON CONFLICT (entity) DO UPDATE SET incident_id = EXCLUDED.incident_id",
-                        )
-                        .await?;
-                    tx.execute(&point, &[entity, &incident.id]).await?;
-                }
-                incident
-            }
-        };
-        put_incident(tx, &incident).await?;
-        alert.incident_id = incident.id.clone();
+        let placed = self.grouping.file(alert, latest, now);
+        let (alert, incident) = (placed.alert(), placed.incident());
+        if let Some((entity, incident_id)) = placed.new_entity_incident() {
+            let point = tx
+                .prepare_cached(
+                    "INSERT INTO entities (entity, incident_id) VALUES ($1, $2)
+                     ON CONFLICT (entity) DO UPDATE SET incident_id = EXCLUDED.incident_id",
+                )
+                .await?;
+            tx.execute(&point, &[&entity, &incident_id]).await?;
+        }
+        put_incident(tx, incident).await?;
         let dedup = tx
             .prepare_cached(
                 "INSERT INTO dedup_keys (dedup_key, alert_id) VALUES ($1, $2)
@@ -651,14 +622,8 @@ impl PostgresStore {
             .await?;
         tx.execute(&dedup, &[&alert.dedup_key, &alert.id]).await?;
         // Until the engine has created this alert's runs; a restart finds it here.
-        put_alert(tx, &alert, true).await?;
-        Ok(Accepted {
-            alert_id: alert.id,
-            incident_id: incident.id,
-            duplicate: false,
-            repeat_count: 1,
-            new_incident,
-        })
+        put_alert(tx, alert, true).await?;
+        Ok(placed.accepted())
     }
 
     /// Changes an incident under its row lock; with `durable` false, committed without waiting
@@ -1272,10 +1237,6 @@ fn pg_message(e: &tokio_postgres::Error) -> String {
         Some(db) => format!("PostgreSQL: {} ({})", db.message(), db.code().code()),
         None => format!("PostgreSQL: {e}"),
     }
-}
-
-fn delta(d: std::time::Duration) -> TimeDelta {
-    TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
 }
 
 /// `limit` as SQL takes it: 0 (everything) is `LIMIT NULL`.
