@@ -10,7 +10,9 @@
 
 pub mod migrate;
 mod postgres;
+mod postgres_audit;
 mod sled;
+mod sled_audit;
 pub mod stall;
 
 use async_trait::async_trait;
@@ -20,8 +22,8 @@ use serde::Serialize;
 pub use self::postgres::PostgresStore;
 pub use self::sled::SledStore;
 use crate::alert::{Alert, Incident, IncidentStatus};
-use crate::audit::{AuditEntry, NewEntry, VerifyReport};
 use crate::config::{GroupingConfig, StoreConfig, StoreKind};
+use crate::model::audit::{AuditEntry, NewEntry, VerifyReport};
 /// What became of an ingested alert; the model's, named here where it has always been.
 pub use crate::model::grouping::Accepted;
 use crate::model::run::{Run, RunStatus};

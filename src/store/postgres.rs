@@ -26,11 +26,8 @@
 //!
 //! # The audit log
 //!
-//! Entries are stored in the `audit` table exactly as [`crate::audit`] hashes and writes them, so
-//! a log copied from sled verifies the same, and `cordon audit verify` reads what is stored. An
-//! append takes one advisory lock, reads the last entry and chains on it inside the transaction
-//! that records the state change: entries and change commit together, and the chain has one order
-//! across replicas. The lock is taken last, so it is held only for the inserts and the commit.
+//! Entries go in the `audit` table, chained inside the transaction that records the state change
+//! (see `super::postgres_audit`).
 //!
 //! # Replicas
 //!
@@ -64,11 +61,12 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::{NoTls, Row};
 
+use super::postgres_audit;
 use super::stall::{self, Operation, Pending};
 use super::{Accepted, AlertQuery, IncidentQuery, Record, RunQuery, Store, StoreError};
 use crate::alert::{Alert, Incident, IncidentStatus};
-use crate::audit::{AuditEntry, ChainCheck, NewEntry, VerifyReport};
 use crate::config::{GroupingConfig, StoreConfig};
+use crate::model::audit::{AuditEntry, NewEntry, VerifyReport};
 use crate::model::grouping::Grouping;
 use crate::model::outbox::OutboxEntry;
 use crate::model::run::{Run, RunStatus};
@@ -83,11 +81,10 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
 /// Alerts claimed for matching at a time.
 const MATCH_BATCH: i64 = 1000;
 
-/// Advisory lock ids: held while migrations apply, and while an audit append picks its place.
-/// Key locks are hashes of the key (see [`key_lock`]); a collision only makes two unrelated keys
-/// wait on each other.
+/// Advisory lock ids: held while migrations apply (and while an audit append picks its place:
+/// [`postgres_audit::AUDIT_LOCK`]). Key locks are hashes of the key (see [`key_lock`]); a collision
+/// only makes two unrelated keys wait on each other.
 const MIGRATION_LOCK: i64 = 0x636f_7264_6f6e_0001;
-const AUDIT_LOCK: i64 = 0x636f_7264_6f6e_0002;
 
 /// How often a transaction PostgreSQL aborted as a deadlock or serialization failure is tried.
 const ATTEMPTS: usize = 5;
@@ -96,7 +93,7 @@ const ATTEMPTS: usize = 5;
 type ReadRecord = fn(&Row) -> Result<Record, StoreError>;
 
 /// Rows fetched at a time when reading a whole table.
-const PAGE: i32 = 1000;
+pub(super) const PAGE: i32 = 1000;
 
 /// Tasks committing run creations and saves, and how many writes one transaction carries at most.
 /// A write alone costs a commit (a WAL flush when durable) and the audit lock for its length; the
@@ -201,7 +198,7 @@ impl Leases {
 }
 
 /// Why a transaction failed: PostgreSQL said no (maybe worth another try), or the store did.
-enum Fail {
+pub(super) enum Fail {
     Pg(tokio_postgres::Error),
     Store(StoreError),
 }
@@ -833,7 +830,7 @@ impl RunWriter {
             .filter(|(_, outcome)| matches!(outcome, Some(Ok(_))))
             .flat_map(|(write, _)| write.audit.iter().cloned())
             .collect();
-        append_audit(&tx, &audit).await?;
+        postgres_audit::append(&tx, &audit).await?;
         tx.commit().await?;
         self.ready.store(true, Ordering::Relaxed);
         Ok(outcomes
@@ -1040,18 +1037,7 @@ async fn import_one(tx: &Transaction<'_>, record: Record) -> Result<(), Fail> {
             key,
             value,
         } => put_meta(tx, &namespace, &key, &value).await?,
-        Record::Audit { seq, stored } => {
-            let seq = i64::try_from(seq)
-                .map_err(|_| StoreError::Corrupt(format!("audit sequence number {seq}")))?;
-            // The run the entry names, for `audit_entries(run)`; the entry itself is copied as is.
-            let run_id = serde_json::from_str::<AuditEntry>(&stored)
-                .ok()
-                .and_then(|e| e.run_id);
-            let q = tx
-                .prepare_cached("INSERT INTO audit (seq, run_id, entry) VALUES ($1, $2, $3)")
-                .await?;
-            tx.execute(&q, &[&seq, &run_id, &stored]).await?;
-        }
+        Record::Audit { seq, stored } => postgres_audit::import(tx, seq, &stored).await?,
     }
     Ok(())
 }
@@ -1155,45 +1141,6 @@ async fn put_meta(
         )
         .await?;
     tx.execute(&q, &[&namespace, &key, &Json(value)]).await?;
-    Ok(())
-}
-
-/// Chains `entries` onto the log inside `tx`. Takes the audit lock, held until `tx` ends: call it
-/// last in a transaction.
-async fn append_audit(tx: &Transaction<'_>, entries: &[NewEntry]) -> Result<(), Fail> {
-    if entries.is_empty() {
-        return Ok(());
-    }
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK])
-        .await?;
-    let last = tx
-        .prepare_cached("SELECT seq, entry FROM audit ORDER BY seq DESC LIMIT 1")
-        .await?;
-    let last = tx.query_opt(&last, &[]).await?;
-    let last = last
-        .as_ref()
-        .map(|row| (row.get::<_, i64>(0), row.get::<_, &str>(1)));
-    let last = last.map(|(seq, entry)| (u64::try_from(seq).unwrap_or(0), entry.as_bytes()));
-    let written = crate::audit::next_entries(entries, last)
-        .map_err(|e| StoreError::Backend(e.to_string()))?;
-    let mut seqs = Vec::with_capacity(written.len());
-    let mut runs = Vec::with_capacity(written.len());
-    let mut stored = Vec::with_capacity(written.len());
-    for entry in written {
-        seqs.push(
-            i64::try_from(entry.seq)
-                .map_err(|_| StoreError::Backend("audit sequence numbers are exhausted".into()))?,
-        );
-        stored.push(serde_json::to_string(&entry).map_err(|e| StoreError::Backend(e.to_string()))?);
-        runs.push(entry.run_id);
-    }
-    let insert = tx
-        .prepare_cached(
-            "INSERT INTO audit (seq, run_id, entry)
-             SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[])",
-        )
-        .await?;
-    tx.execute(&insert, &[&seqs, &runs, &stored]).await?;
     Ok(())
 }
 
@@ -1566,7 +1513,7 @@ impl Store for PostgresStore {
     async fn append_audit(&self, entries: Vec<NewEntry>) -> Result<(), StoreError> {
         transaction!(self, client, {
             let tx = client.transaction().await?;
-            append_audit(&tx, &entries).await?;
+            postgres_audit::append(&tx, &entries).await?;
             tx.commit().await?;
             Ok(())
         })
@@ -1580,26 +1527,9 @@ impl Store for PostgresStore {
                 .read_only(true)
                 .start()
                 .await?;
-            let portal = tx
-                .bind("SELECT seq, entry FROM audit ORDER BY seq", &[])
-                .await?;
-            let mut check = ChainCheck::new();
-            loop {
-                let rows = tx.query_portal(&portal, PAGE).await?;
-                if rows.is_empty() {
-                    break;
-                }
-                for row in &rows {
-                    let seq: i64 = row.get(0);
-                    let entry: &str = row.get(1);
-                    match u64::try_from(seq) {
-                        Ok(seq) => check.entry(seq, entry.as_bytes()),
-                        Err(_) => check.bad_key(&seq.to_be_bytes()),
-                    }
-                }
-            }
+            let report = postgres_audit::verify(&tx).await?;
             tx.commit().await?;
-            Ok(check.finish())
+            Ok(report)
         })
     }
 
@@ -1610,30 +1540,9 @@ impl Store for PostgresStore {
     ) -> Result<Vec<AuditEntry>, StoreError> {
         let limit = sql_limit(limit);
         let rows = transaction!(self, client, {
-            Ok(match run_id {
-                Some(run) => {
-                    let q = client
-                        .prepare_cached(
-                            "SELECT seq, entry FROM audit WHERE run_id = $1 ORDER BY seq",
-                        )
-                        .await?;
-                    client.query(&q, &[&run]).await?
-                }
-                None => {
-                    let q = client
-                        .prepare_cached("SELECT seq, entry FROM audit ORDER BY seq LIMIT $1")
-                        .await?;
-                    client.query(&q, &[&limit]).await?
-                }
-            })
+            postgres_audit::rows(&client, run_id, limit).await
         })?;
-        rows.iter()
-            .map(|row| {
-                let seq = u64::try_from(row.get::<_, i64>(0)).unwrap_or(0);
-                crate::audit::decode_entry(seq, row.get::<_, &str>(1).as_bytes())
-                    .map_err(|e| StoreError::Backend(e.to_string()))
-            })
-            .collect()
+        postgres_audit::decode(&rows)
     }
 
     fn shared(&self) -> bool {

@@ -41,11 +41,12 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 
+use super::sled_audit::AuditLog;
 use super::stall::{self, Operation, Pending};
 use super::{Accepted, AlertQuery, IncidentQuery, Record, RunQuery, Store, StoreError};
 use crate::alert::{Alert, Incident};
-use crate::audit::{AuditEntry, AuditLog, NewEntry, VerifyReport};
 use crate::config::{GroupingConfig, StoreConfig};
+use crate::model::audit::{AuditEntry, NewEntry, VerifyReport};
 use crate::model::grouping::Grouping;
 use crate::model::outbox::OutboxEntry;
 use crate::model::run::Run;
