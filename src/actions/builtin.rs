@@ -6,8 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use super::{ActionSpec, builtin_specs};
-use crate::engine::exec::{ActionCall, ActionError, ActionRunner, glob};
+use super::{ActionCall, ActionError, ActionRunner, ActionSpec, builtin_specs, glob};
 use crate::store::{Store, StoreError};
 
 /// The built-in actions, with what they need from the server.

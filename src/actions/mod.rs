@@ -2,6 +2,11 @@
 //! has side effects and is idempotent), so playbooks are checked against it when they load.
 
 pub mod builtin;
+pub mod contract;
+pub mod guardrails;
+
+pub use contract::{ActionCall, ActionError, ActionRunner};
+pub use guardrails::{Guardrails, glob};
 
 use std::collections::BTreeMap;
 
@@ -275,7 +280,7 @@ impl Current {
 }
 
 #[async_trait::async_trait]
-impl crate::engine::exec::ActionRunner for Registry {
+impl ActionRunner for Registry {
     fn spec(&self, name: &str) -> Option<ActionSpec> {
         self.current().specs.action(name).cloned()
     }
@@ -292,8 +297,8 @@ impl crate::engine::exec::ActionRunner for Registry {
         &self,
         name: &str,
         inputs: serde_json::Value,
-        call: &crate::engine::exec::ActionCall,
-    ) -> Result<serde_json::Value, crate::engine::exec::ActionError> {
+        call: &ActionCall,
+    ) -> Result<serde_json::Value, ActionError> {
         if is_builtin(name) {
             self.builtins.call(name, inputs, call).await
         } else {

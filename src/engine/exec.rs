@@ -7,16 +7,17 @@
 //! ran) is retried when its action is idempotent and held as `needs_decision` when not: never run
 //! twice in silence.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Value, json};
 
 use super::run::{ApprovalState, Run, RunStatus, StepState, StepStatus};
-use crate::actions::ActionSpec;
+/// The action contract and the guardrails, also named here where the integrations, the server's
+/// wiring and the tests have always found them.
+pub use crate::actions::{ActionCall, ActionError, ActionRunner, Guardrails, glob};
 use crate::playbook::{Compiled, CompiledStep, OnError, StepKind};
 use crate::script::{Context, Expr, ScriptError, Scripts};
 
@@ -51,189 +52,9 @@ pub trait Persist: Send {
     async fn save(&mut self, run: &Run, events: Vec<Event>, durable: bool) -> Result<(), String>;
 }
 
-/// A call of an action.
-#[derive(Debug, Clone)]
-pub struct ActionCall {
-    pub run_id: String,
-    pub step_id: String,
-    pub playbook: String,
-    pub incident_id: Option<String>,
-    /// `run id:step id`: the same on every attempt of the step.
-    pub idempotency_key: String,
-}
-
-impl ActionCall {
-    /// The call of `step` in `run`; the idempotency key is `run id:step id` on every attempt.
-    pub fn for_step(run: &Run, playbook: &str, step: &str) -> ActionCall {
-        ActionCall {
-            run_id: run.id.clone(),
-            step_id: step.to_owned(),
-            playbook: playbook.to_owned(),
-            incident_id: run.incident_id.clone(),
-            idempotency_key: format!("{}:{step}", run.id),
-        }
-    }
-}
-
-/// An action that failed. `retryable` errors are retried per the step's `retry`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct ActionError {
-    pub message: String,
-    pub retryable: bool,
-}
-
-impl ActionError {
-    pub fn permanent(message: impl Into<String>) -> ActionError {
-        ActionError {
-            message: message.into(),
-            retryable: false,
-        }
-    }
-
-    pub fn retryable(message: impl Into<String>) -> ActionError {
-        ActionError {
-            message: message.into(),
-            retryable: true,
-        }
-    }
-}
-
-/// Runs actions by name.
-#[async_trait]
-pub trait ActionRunner: Send + Sync {
-    fn spec(&self, name: &str) -> Option<ActionSpec>;
-    /// Whether running `name` twice with these inputs is safe (the crash rule asks). Defaults to
-    /// the action's description.
-    fn idempotent(&self, name: &str, _inputs: &Value) -> bool {
-        self.spec(name).is_some_and(|s| s.idempotent)
-    }
-    async fn call(
-        &self,
-        name: &str,
-        inputs: Value,
-        call: &ActionCall,
-    ) -> Result<Value, ActionError>;
-}
-
 /// Finds playbooks for `call` steps.
 pub trait Library: Send + Sync {
     fn playbook(&self, id: &str) -> Option<Arc<Compiled>>;
-}
-
-/// Guardrails from the config: resources no side-effect action may touch, and how many side-effect
-/// calls per action a window allows before further calls wait for approval.
-#[derive(Debug, Default)]
-pub struct Guardrails {
-    /// Patterns (`*` matches any run of characters) matched against every string input of a
-    /// side-effect action: resource ids, ARNs, `key=value` tags.
-    pub protected: Vec<String>,
-    /// Per action: at most `max` calls per `window`.
-    pub blast_radius: BTreeMap<String, (u32, Duration)>,
-    /// The group that approves calls over the blast radius.
-    pub blast_radius_approvers: String,
-    calls: Mutex<HashMap<String, VecDeque<Instant>>>,
-}
-
-impl Guardrails {
-    pub fn new(
-        protected: Vec<String>,
-        blast_radius: BTreeMap<String, (u32, Duration)>,
-        approvers: String,
-    ) -> Guardrails {
-        Guardrails {
-            protected,
-            blast_radius,
-            blast_radius_approvers: approvers,
-            calls: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// The protected value and pattern an input touches, if any.
-    pub fn protected_hit(&self, inputs: &Value) -> Option<(String, String)> {
-        let mut strings = Vec::new();
-        collect_strings(inputs, &mut strings);
-        for value in strings {
-            // The whole value, and each segment of an ARN, URL or path: `i-0abc` is as protected
-            // inside `arn:aws:ec2:…:instance/i-0abc` or `https://…/isolate/i-0abc` as on its own.
-            let segments = value
-                .split(['/', ':', '?', '&', '=', ',', ' '])
-                .filter(|s| !s.is_empty());
-            for candidate in std::iter::once(value.as_str()).chain(segments) {
-                for pattern in &self.protected {
-                    if glob(pattern, candidate) {
-                        return Some((candidate.to_owned(), pattern.clone()));
-                    }
-                }
-            }
-        }
-        None
-    }
-
-    /// Counts a call of `action`; `Err` with the limit when the window is full.
-    pub fn take(&self, action: &str) -> Result<(), String> {
-        let Some((max, window)) = self.blast_radius.get(action) else {
-            return Ok(());
-        };
-        let Ok(mut calls) = self.calls.lock() else {
-            return Ok(());
-        };
-        let recent = calls.entry(action.to_owned()).or_default();
-        let now = Instant::now();
-        while recent
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > *window)
-        {
-            recent.pop_front();
-        }
-        if recent.len() >= *max as usize {
-            return Err(format!(
-                "`{action}` reached its blast radius of {max} calls per {}",
-                crate::config::HumanDuration(*window)
-            ));
-        }
-        recent.push_back(now);
-        Ok(())
-    }
-}
-
-fn collect_strings(value: &Value, out: &mut Vec<String>) {
-    match value {
-        Value::String(s) => out.push(s.clone()),
-        Value::Array(items) => items.iter().for_each(|v| collect_strings(v, out)),
-        Value::Object(map) => map.iter().for_each(|(k, v)| {
-            if let Value::String(s) = v {
-                out.push(format!("{k}={s}"));
-            }
-            collect_strings(v, out)
-        }),
-        _ => {}
-    }
-}
-
-/// `*` matches any run of characters; everything else matches itself.
-pub fn glob(pattern: &str, text: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == text;
-    }
-    let mut rest = text;
-    for (i, part) in parts.iter().enumerate() {
-        if i == 0 {
-            let Some(r) = rest.strip_prefix(part) else {
-                return false;
-            };
-            rest = r;
-        } else if i == parts.len() - 1 {
-            return rest.ends_with(part);
-        } else {
-            let Some(at) = rest.find(part) else {
-                return false;
-            };
-            rest = &rest[at + part.len()..];
-        }
-    }
-    true
 }
 
 /// What a run reads besides its own record.
@@ -1198,40 +1019,14 @@ fn script_message(e: &ScriptError) -> String {
     }
 }
 
-/// Runs nested step lists together; their outputs as a list, or the first error.
+/// Runs nested step lists together, polled on this task (nested steps are few); their outputs as
+/// a list in their order, or the first error in that order once all have finished.
 async fn join_outputs<F: std::future::Future<Output = Result<Value, ActionError>>>(
     futures: Vec<F>,
 ) -> Result<Value, ActionError> {
-    let results = futures_join_all(futures).await;
-    results
+    futures_util::future::join_all(futures)
+        .await
         .into_iter()
         .collect::<Result<Vec<Value>, _>>()
         .map(Value::Array)
-}
-
-async fn futures_join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
-    // Polls them together on this task; nested steps are few.
-    let mut pinned: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
-    let mut results: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (i, f) in pinned.iter_mut().enumerate() {
-            if results[i].is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => results[i] = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    results
-        .into_iter()
-        .map(|r| r.expect("every future finished"))
-        .collect()
 }

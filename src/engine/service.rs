@@ -14,9 +14,10 @@ use tokio::sync::{Notify, Semaphore, mpsc};
 
 use super::approval::{ApproverGroups, Decided, DecisionError, decide_with};
 use super::channel::{ApprovalChannel, decided, open_requests};
-use super::exec::{ActionCall, Event, Executor, Library, Persist, Progress, RunData};
+use super::exec::{Event, Executor, Library, Persist, Progress, RunData};
 use super::run::{Run, RunStatus, StepStatus, Trigger};
 use super::watch::{IncidentEvent, Watcher};
+use crate::actions::{ActionCall, ActionRunner, Guardrails};
 use crate::alert::new_id;
 use crate::audit::NewEntry;
 use crate::playbook::Compiled;
@@ -151,8 +152,8 @@ impl Engine {
         store: Arc<dyn Store>,
         executor_parts: (
             Arc<crate::script::Scripts>,
-            Arc<dyn super::exec::ActionRunner>,
-            Arc<super::exec::Guardrails>,
+            Arc<dyn ActionRunner>,
+            Arc<Guardrails>,
         ),
         playbooks: Playbooks,
         groups: ApproverGroups,

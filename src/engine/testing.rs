@@ -10,13 +10,10 @@ use async_trait::async_trait;
 use chrono::{TimeDelta, Utc};
 use serde_json::{Value, json};
 
-use super::exec::{
-    ActionCall, ActionError, ActionRunner, Executor, Guardrails, Library, NoPersist, Progress,
-    RunData,
-};
+use super::exec::{Executor, Library, NoPersist, Progress, RunData};
 use super::run::{Decision, Run, StepStatus, Trigger};
 use crate::actions::builtin::Builtins;
-use crate::actions::{ActionSpec, SpecCatalog};
+use crate::actions::{ActionCall, ActionError, ActionRunner, ActionSpec, Guardrails, SpecCatalog};
 use crate::alert::Incident;
 use crate::intake::formats::SourceKind;
 use crate::playbook::{Compiled, TestCase};

@@ -1,7 +1,11 @@
 //! The domain types every layer shares and nothing below imports from above: a run as stored
-//! ([`run`]) and an outbox entry ([`outbox`]). Alerts and incidents are in `crate::alert`, audit
-//! entries in `crate::audit`; none of them import the engine, chat, tickets or the server.
-//! `crate::engine::run` and `crate::outbox::OutboxEntry` re-export these for the code above.
+//! ([`run`]), an outbox entry ([`outbox`]), an audit entry and its hash chain ([`audit`]), and the
+//! rule that deduplicates alerts and groups them into incidents ([`grouping`]). Alerts and
+//! incidents are in `crate::alert`; none of them import the engine, chat, tickets or the server.
+//! `crate::engine::run`, `crate::outbox::OutboxEntry`, `crate::audit` and `crate::store::Accepted`
+//! re-export these for the code above.
 
+pub mod audit;
+pub mod grouping;
 pub mod outbox;
 pub mod run;

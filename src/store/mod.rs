@@ -10,7 +10,9 @@
 
 pub mod migrate;
 mod postgres;
+mod postgres_audit;
 mod sled;
+mod sled_audit;
 pub mod stall;
 
 use async_trait::async_trait;
@@ -20,23 +22,11 @@ use serde::Serialize;
 pub use self::postgres::PostgresStore;
 pub use self::sled::SledStore;
 use crate::alert::{Alert, Incident, IncidentStatus};
-use crate::audit::{AuditEntry, NewEntry, VerifyReport};
 use crate::config::{GroupingConfig, StoreConfig, StoreKind};
+use crate::model::audit::{AuditEntry, NewEntry, VerifyReport};
+/// What became of an ingested alert; the model's, named here where it has always been.
+pub use crate::model::grouping::Accepted;
 use crate::model::run::{Run, RunStatus};
-
-/// What happened to one alert handed to [`Store::ingest`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Accepted {
-    /// The stored alert: the new one, or the earlier one this is a repeat of.
-    pub alert_id: String,
-    pub incident_id: String,
-    /// True when the alert was a repeat of an earlier one inside the dedup window.
-    pub duplicate: bool,
-    /// Times this alert has been received so far.
-    pub repeat_count: u32,
-    /// True when the alert opened a new incident.
-    pub new_incident: bool,
-}
 
 /// Filters for listing alerts (newest first).
 #[derive(Debug, Clone, Default)]

@@ -26,11 +26,8 @@
 //!
 //! # The audit log
 //!
-//! Entries are stored in the `audit` table exactly as [`crate::audit`] hashes and writes them, so
-//! a log copied from sled verifies the same, and `cordon audit verify` reads what is stored. An
-//! append takes one advisory lock, reads the last entry and chains on it inside the transaction
-//! that records the state change: entries and change commit together, and the chain has one order
-//! across replicas. The lock is taken last, so it is held only for the inserts and the commit.
+//! Entries go in the `audit` table, chained inside the transaction that records the state change
+//! (see `super::postgres_audit`).
 //!
 //! # Replicas
 //!
@@ -56,7 +53,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Transaction};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
@@ -64,11 +61,13 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::{NoTls, Row};
 
+use super::postgres_audit;
 use super::stall::{self, Operation, Pending};
 use super::{Accepted, AlertQuery, IncidentQuery, Record, RunQuery, Store, StoreError};
 use crate::alert::{Alert, Incident, IncidentStatus};
-use crate::audit::{AuditEntry, ChainCheck, NewEntry, VerifyReport};
 use crate::config::{GroupingConfig, StoreConfig};
+use crate::model::audit::{AuditEntry, NewEntry, VerifyReport};
+use crate::model::grouping::Grouping;
 use crate::model::outbox::OutboxEntry;
 use crate::model::run::{Run, RunStatus};
 use crate::telemetry::Metrics;
@@ -82,11 +81,10 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
 /// Alerts claimed for matching at a time.
 const MATCH_BATCH: i64 = 1000;
 
-/// Advisory lock ids: held while migrations apply, and while an audit append picks its place.
-/// Key locks are hashes of the key (see [`key_lock`]); a collision only makes two unrelated keys
-/// wait on each other.
+/// Advisory lock ids: held while migrations apply (and while an audit append picks its place:
+/// [`postgres_audit::AUDIT_LOCK`]). Key locks are hashes of the key (see [`key_lock`]); a collision
+/// only makes two unrelated keys wait on each other.
 const MIGRATION_LOCK: i64 = 0x636f_7264_6f6e_0001;
-const AUDIT_LOCK: i64 = 0x636f_7264_6f6e_0002;
 
 /// How often a transaction PostgreSQL aborted as a deadlock or serialization failure is tried.
 const ATTEMPTS: usize = 5;
@@ -95,7 +93,7 @@ const ATTEMPTS: usize = 5;
 type ReadRecord = fn(&Row) -> Result<Record, StoreError>;
 
 /// Rows fetched at a time when reading a whole table.
-const PAGE: i32 = 1000;
+pub(super) const PAGE: i32 = 1000;
 
 /// Tasks committing run creations and saves, and how many writes one transaction carries at most.
 /// A write alone costs a commit (a WAL flush when durable) and the audit lock for its length; the
@@ -128,8 +126,8 @@ impl std::ops::DerefMut for Conn<'_> {
 /// The PostgreSQL store.
 pub struct PostgresStore {
     pool: Pool,
-    dedup_window: TimeDelta,
-    incident_window: TimeDelta,
+    /// Dedup and incident grouping's rule.
+    grouping: Grouping,
     ready: Arc<AtomicBool>,
     closed: AtomicBool,
     metrics: Option<Arc<Metrics>>,
@@ -200,7 +198,7 @@ impl Leases {
 }
 
 /// Why a transaction failed: PostgreSQL said no (maybe worth another try), or the store did.
-enum Fail {
+pub(super) enum Fail {
     Pg(tokio_postgres::Error),
     Store(StoreError),
 }
@@ -357,8 +355,7 @@ impl PostgresStore {
         }
         Ok(PostgresStore {
             pool,
-            dedup_window: delta(grouping.dedup_window.0),
-            incident_window: delta(grouping.incident_window.0),
+            grouping: Grouping::from(grouping),
             ready,
             closed: AtomicBool::new(false),
             metrics: None,
@@ -563,11 +560,12 @@ impl PostgresStore {
         self.settle(result)
     }
 
-    /// Dedups `alert` or files it into an incident, inside `tx` (which holds the key locks).
+    /// Dedups `alert` or files it into an incident ([`Grouping`] decides), inside `tx` (which
+    /// holds the key locks).
     async fn place(
         &self,
         tx: &Transaction<'_>,
-        mut alert: Alert,
+        alert: Alert,
         now: DateTime<Utc>,
     ) -> Result<Accepted, Fail> {
         let repeat_of = tx
@@ -579,70 +577,40 @@ impl PostgresStore {
                  FOR UPDATE OF a, i",
             )
             .await?;
-        if let Some(row) = tx.query_opt(&repeat_of, &[&alert.dedup_key]).await? {
-            let mut existing: Alert = doc(&row, 0)?;
-            let mut incident: Incident = doc(&row, 1)?;
-            let last = existing.last_seen_at.unwrap_or(existing.received_at);
-            if incident.status == IncidentStatus::Open && now - last <= self.dedup_window {
-                existing.repeat_count = existing.repeat_count.saturating_add(1);
-                existing.last_seen_at = Some(now);
-                incident.event_count = incident.event_count.saturating_add(1);
-                incident.updated_at = now;
-                put_alert(tx, &existing, false).await?;
-                put_incident(tx, &incident).await?;
-                return Ok(Accepted {
-                    alert_id: existing.id,
-                    incident_id: incident.id,
-                    duplicate: true,
-                    repeat_count: existing.repeat_count,
-                    new_incident: false,
-                });
-            }
+        let earlier = match tx.query_opt(&repeat_of, &[&alert.dedup_key]).await? {
+            Some(row) => Some((doc::<Alert>(&row, 0)?, doc::<Incident>(&row, 1)?)),
+            None => None,
+        };
+        if let Some(repeat) = self.grouping.repeat(earlier, now) {
+            put_alert(tx, repeat.alert(), false).await?;
+            put_incident(tx, repeat.incident()).await?;
+            return Ok(repeat.accepted());
         }
 
-        let entity = alert.entity_key();
-        let mut joined = None;
-        if let Some(entity) = &entity {
-            let latest = tx
+        let mut latest = None;
+        if let Some(entity) = alert.entity_key() {
+            let select = tx
                 .prepare_cached(
                     "SELECT i.doc FROM entities e JOIN incidents i ON i.id = e.incident_id
                      WHERE e.entity = $1 FOR UPDATE OF i",
                 )
                 .await?;
-            if let Some(row) = tx.query_opt(&latest, &[entity]).await? {
-                let incident: Incident = doc(&row, 0)?;
-                if incident.status == IncidentStatus::Open
-                    && now - incident.updated_at <= self.incident_window
-                {
-                    joined = Some(incident);
-                }
+            if let Some(row) = tx.query_opt(&select, &[&entity]).await? {
+                latest = Some(doc::<Incident>(&row, 0)?);
             }
         }
-        let new_incident = joined.is_none();
-        let incident = match joined {
-            Some(mut incident) => {
-                incident.add(&alert);
-                incident.updated_at = now;
-                incident
-            }
-            None => {
-                let mut incident = Incident::open_for(&alert);
-                incident.created_at = now;
-                incident.updated_at = now;
-                if let Some(entity) = &entity {
-                    let point = tx
-                        .prepare_cached(
-                            "INSERT INTO entities (entity, incident_id) VALUES ($1, $2)
-                             ON CONFLICT (entity) DO UPDATE SET incident_id = EXCLUDED.incident_id",
-                        )
-                        .await?;
-                    tx.execute(&point, &[entity, &incident.id]).await?;
-                }
-                incident
-            }
-        };
-        put_incident(tx, &incident).await?;
-        alert.incident_id = incident.id.clone();
+        let placed = self.grouping.file(alert, latest, now);
+        let (alert, incident) = (placed.alert(), placed.incident());
+        if let Some((entity, incident_id)) = placed.new_entity_incident() {
+            let point = tx
+                .prepare_cached(
+                    "INSERT INTO entities (entity, incident_id) VALUES ($1, $2)
+                     ON CONFLICT (entity) DO UPDATE SET incident_id = EXCLUDED.incident_id",
+                )
+                .await?;
+            tx.execute(&point, &[&entity, &incident_id]).await?;
+        }
+        put_incident(tx, incident).await?;
         let dedup = tx
             .prepare_cached(
                 "INSERT INTO dedup_keys (dedup_key, alert_id) VALUES ($1, $2)
@@ -651,14 +619,8 @@ impl PostgresStore {
             .await?;
         tx.execute(&dedup, &[&alert.dedup_key, &alert.id]).await?;
         // Until the engine has created this alert's runs; a restart finds it here.
-        put_alert(tx, &alert, true).await?;
-        Ok(Accepted {
-            alert_id: alert.id,
-            incident_id: incident.id,
-            duplicate: false,
-            repeat_count: 1,
-            new_incident,
-        })
+        put_alert(tx, alert, true).await?;
+        Ok(placed.accepted())
     }
 
     /// Changes an incident under its row lock; with `durable` false, committed without waiting
@@ -868,7 +830,7 @@ impl RunWriter {
             .filter(|(_, outcome)| matches!(outcome, Some(Ok(_))))
             .flat_map(|(write, _)| write.audit.iter().cloned())
             .collect();
-        append_audit(&tx, &audit).await?;
+        postgres_audit::append(&tx, &audit).await?;
         tx.commit().await?;
         self.ready.store(true, Ordering::Relaxed);
         Ok(outcomes
@@ -1075,18 +1037,7 @@ async fn import_one(tx: &Transaction<'_>, record: Record) -> Result<(), Fail> {
             key,
             value,
         } => put_meta(tx, &namespace, &key, &value).await?,
-        Record::Audit { seq, stored } => {
-            let seq = i64::try_from(seq)
-                .map_err(|_| StoreError::Corrupt(format!("audit sequence number {seq}")))?;
-            // The run the entry names, for `audit_entries(run)`; the entry itself is copied as is.
-            let run_id = serde_json::from_str::<AuditEntry>(&stored)
-                .ok()
-                .and_then(|e| e.run_id);
-            let q = tx
-                .prepare_cached("INSERT INTO audit (seq, run_id, entry) VALUES ($1, $2, $3)")
-                .await?;
-            tx.execute(&q, &[&seq, &run_id, &stored]).await?;
-        }
+        Record::Audit { seq, stored } => postgres_audit::import(tx, seq, &stored).await?,
     }
     Ok(())
 }
@@ -1193,45 +1144,6 @@ async fn put_meta(
     Ok(())
 }
 
-/// Chains `entries` onto the log inside `tx`. Takes the audit lock, held until `tx` ends: call it
-/// last in a transaction.
-async fn append_audit(tx: &Transaction<'_>, entries: &[NewEntry]) -> Result<(), Fail> {
-    if entries.is_empty() {
-        return Ok(());
-    }
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK])
-        .await?;
-    let last = tx
-        .prepare_cached("SELECT seq, entry FROM audit ORDER BY seq DESC LIMIT 1")
-        .await?;
-    let last = tx.query_opt(&last, &[]).await?;
-    let last = last
-        .as_ref()
-        .map(|row| (row.get::<_, i64>(0), row.get::<_, &str>(1)));
-    let last = last.map(|(seq, entry)| (u64::try_from(seq).unwrap_or(0), entry.as_bytes()));
-    let written = crate::audit::next_entries(entries, last)
-        .map_err(|e| StoreError::Backend(e.to_string()))?;
-    let mut seqs = Vec::with_capacity(written.len());
-    let mut runs = Vec::with_capacity(written.len());
-    let mut stored = Vec::with_capacity(written.len());
-    for entry in written {
-        seqs.push(
-            i64::try_from(entry.seq)
-                .map_err(|_| StoreError::Backend("audit sequence numbers are exhausted".into()))?,
-        );
-        stored.push(serde_json::to_string(&entry).map_err(|e| StoreError::Backend(e.to_string()))?);
-        runs.push(entry.run_id);
-    }
-    let insert = tx
-        .prepare_cached(
-            "INSERT INTO audit (seq, run_id, entry)
-             SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[])",
-        )
-        .await?;
-    tx.execute(&insert, &[&seqs, &runs, &stored]).await?;
-    Ok(())
-}
-
 /// Reads the `json` column `idx` of `row` as `T`.
 fn doc<T: DeserializeOwned>(row: &Row, idx: usize) -> Result<T, StoreError> {
     row.try_get::<_, Json<T>>(idx)
@@ -1272,10 +1184,6 @@ fn pg_message(e: &tokio_postgres::Error) -> String {
         Some(db) => format!("PostgreSQL: {} ({})", db.message(), db.code().code()),
         None => format!("PostgreSQL: {e}"),
     }
-}
-
-fn delta(d: std::time::Duration) -> TimeDelta {
-    TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
 }
 
 /// `limit` as SQL takes it: 0 (everything) is `LIMIT NULL`.
@@ -1605,7 +1513,7 @@ impl Store for PostgresStore {
     async fn append_audit(&self, entries: Vec<NewEntry>) -> Result<(), StoreError> {
         transaction!(self, client, {
             let tx = client.transaction().await?;
-            append_audit(&tx, &entries).await?;
+            postgres_audit::append(&tx, &entries).await?;
             tx.commit().await?;
             Ok(())
         })
@@ -1619,26 +1527,9 @@ impl Store for PostgresStore {
                 .read_only(true)
                 .start()
                 .await?;
-            let portal = tx
-                .bind("SELECT seq, entry FROM audit ORDER BY seq", &[])
-                .await?;
-            let mut check = ChainCheck::new();
-            loop {
-                let rows = tx.query_portal(&portal, PAGE).await?;
-                if rows.is_empty() {
-                    break;
-                }
-                for row in &rows {
-                    let seq: i64 = row.get(0);
-                    let entry: &str = row.get(1);
-                    match u64::try_from(seq) {
-                        Ok(seq) => check.entry(seq, entry.as_bytes()),
-                        Err(_) => check.bad_key(&seq.to_be_bytes()),
-                    }
-                }
-            }
+            let report = postgres_audit::verify(&tx).await?;
             tx.commit().await?;
-            Ok(check.finish())
+            Ok(report)
         })
     }
 
@@ -1649,30 +1540,9 @@ impl Store for PostgresStore {
     ) -> Result<Vec<AuditEntry>, StoreError> {
         let limit = sql_limit(limit);
         let rows = transaction!(self, client, {
-            Ok(match run_id {
-                Some(run) => {
-                    let q = client
-                        .prepare_cached(
-                            "SELECT seq, entry FROM audit WHERE run_id = $1 ORDER BY seq",
-                        )
-                        .await?;
-                    client.query(&q, &[&run]).await?
-                }
-                None => {
-                    let q = client
-                        .prepare_cached("SELECT seq, entry FROM audit ORDER BY seq LIMIT $1")
-                        .await?;
-                    client.query(&q, &[&limit]).await?
-                }
-            })
+            postgres_audit::rows(&client, run_id, limit).await
         })?;
-        rows.iter()
-            .map(|row| {
-                let seq = u64::try_from(row.get::<_, i64>(0)).unwrap_or(0);
-                crate::audit::decode_entry(seq, row.get::<_, &str>(1).as_bytes())
-                    .map_err(|e| StoreError::Backend(e.to_string()))
-            })
-            .collect()
+        postgres_audit::decode(&rows)
     }
 
     fn shared(&self) -> bool {

@@ -38,14 +38,16 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 
+use super::sled_audit::AuditLog;
 use super::stall::{self, Operation, Pending};
 use super::{Accepted, AlertQuery, IncidentQuery, Record, RunQuery, Store, StoreError};
-use crate::alert::{Alert, Incident, IncidentStatus};
-use crate::audit::{AuditEntry, AuditLog, NewEntry, VerifyReport};
+use crate::alert::{Alert, Incident};
 use crate::config::{GroupingConfig, StoreConfig};
+use crate::model::audit::{AuditEntry, NewEntry, VerifyReport};
+use crate::model::grouping::Grouping;
 use crate::model::outbox::OutboxEntry;
 use crate::model::run::Run;
 use crate::telemetry::Metrics;
@@ -246,8 +248,7 @@ impl SledStore {
             outbox: outbox.clone(),
             meta: meta.clone(),
             audit: audit.clone(),
-            dedup_window: delta(grouping.dedup_window.0),
-            incident_window: delta(grouping.incident_window.0),
+            grouping: Grouping::from(grouping),
             ready: ready.clone(),
             pending: pending.clone(),
             metrics,
@@ -386,10 +387,6 @@ fn open_db(path: &PathBuf, cache_mb: u64) -> Result<sled::Db, StoreError> {
             }
             other => backend(other),
         })
-}
-
-fn delta(d: std::time::Duration) -> TimeDelta {
-    TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
 }
 
 fn backend(e: sled::Error) -> StoreError {
@@ -729,8 +726,7 @@ struct Writer {
     outbox: sled::Tree,
     meta: sled::Tree,
     audit: Arc<AuditLog>,
-    dedup_window: TimeDelta,
-    incident_window: TimeDelta,
+    grouping: Grouping,
     ready: Arc<AtomicBool>,
     pending: Arc<Pending>,
     metrics: Option<Arc<Metrics>>,
@@ -1022,74 +1018,42 @@ impl Writer {
         Ok(())
     }
 
-    /// Dedups `alert` or files it into an incident, recording the writes in `group`.
+    /// Dedups `alert` or files it into an incident ([`Grouping`] decides), recording the writes in
+    /// `group`.
     fn place(
         &self,
         group: &mut Group<'_>,
-        mut alert: Alert,
+        alert: Alert,
         now: DateTime<Utc>,
     ) -> Result<Accepted, StoreError> {
         let dedup_key = [b"d:", alert.dedup_key.as_bytes()].concat();
-        if let Some(existing_id) = group.get_raw(&dedup_key)? {
-            let existing_key = [b"a:", existing_id.as_slice()].concat();
-            if let Some(mut existing) = group.get::<Alert>(&existing_key)? {
-                let last = existing.last_seen_at.unwrap_or(existing.received_at);
-                let incident_key = incident_key(&existing.incident_id);
-                let incident = group.get::<Incident>(&incident_key)?;
-                if let Some(mut incident) = incident.filter(|i| i.status == IncidentStatus::Open)
-                    && now - last <= self.dedup_window
-                {
-                    existing.repeat_count = existing.repeat_count.saturating_add(1);
-                    existing.last_seen_at = Some(now);
-                    incident.event_count = incident.event_count.saturating_add(1);
-                    incident.updated_at = now;
-                    group.put(existing_key, &existing);
-                    group.put(incident_key, &incident);
-                    return Ok(Accepted {
-                        alert_id: existing.id,
-                        incident_id: incident.id,
-                        duplicate: true,
-                        repeat_count: existing.repeat_count,
-                        new_incident: false,
-                    });
-                }
-            }
+        let mut earlier = None;
+        if let Some(existing_id) = group.get_raw(&dedup_key)?
+            && let Some(existing) = group.get::<Alert>(&[b"a:", existing_id.as_slice()].concat())?
+            && let Some(incident) = group.get::<Incident>(&incident_key(&existing.incident_id))?
+        {
+            earlier = Some((existing, incident));
+        }
+        if let Some(repeat) = self.grouping.repeat(earlier, now) {
+            group.put(alert_key(&repeat.alert().id), repeat.alert());
+            group.put(incident_key(&repeat.incident().id), repeat.incident());
+            return Ok(repeat.accepted());
         }
 
-        let entity = alert.entity_key();
-        let mut joined = None;
-        if let Some(entity) = &entity
+        let mut latest = None;
+        if let Some(entity) = alert.entity_key()
             && let Some(incident_id) = group.get_raw(&[b"e:", entity.as_bytes()].concat())?
         {
-            let key = [b"i:", incident_id.as_slice()].concat();
-            if let Some(incident) = group.get::<Incident>(&key)?
-                && incident.status == IncidentStatus::Open
-                && now - incident.updated_at <= self.incident_window
-            {
-                joined = Some(incident);
-            }
+            latest = group.get::<Incident>(&[b"i:", incident_id.as_slice()].concat())?;
         }
-        let new_incident = joined.is_none();
-        let incident = match joined {
-            Some(mut incident) => {
-                incident.add(&alert);
-                incident.updated_at = now;
-                incident
-            }
-            None => {
-                let mut incident = Incident::open_for(&alert);
-                incident.created_at = now;
-                incident.updated_at = now;
-                if let Some(entity) = &entity {
-                    group.put_raw(
-                        [b"e:", entity.as_bytes()].concat(),
-                        incident.id.as_bytes().to_vec(),
-                    );
-                }
-                incident
-            }
-        };
-        alert.incident_id = incident.id.clone();
+        let placed = self.grouping.file(alert, latest, now);
+        let (alert, incident) = (placed.alert(), placed.incident());
+        if let Some((entity, incident_id)) = placed.new_entity_incident() {
+            group.put_raw(
+                [b"e:", entity.as_bytes()].concat(),
+                incident_id.as_bytes().to_vec(),
+            );
+        }
         // Until the engine has created this alert's runs; a restart finds it here.
         group.put_raw([b"m:", alert.id.as_bytes()].concat(), Vec::new());
         group.put_raw(dedup_key, alert.id.as_bytes().to_vec());
@@ -1097,15 +1061,9 @@ impl Writer {
             format!("x:{}/{}", incident.id, alert.id).into_bytes(),
             Vec::new(),
         );
-        group.put(alert_key(&alert.id), &alert);
-        group.put(incident_key(&incident.id), &incident);
-        Ok(Accepted {
-            alert_id: alert.id,
-            incident_id: incident.id,
-            duplicate: false,
-            repeat_count: 1,
-            new_incident,
-        })
+        group.put(alert_key(&alert.id), alert);
+        group.put(incident_key(&incident.id), incident);
+        Ok(placed.accepted())
     }
 }
 

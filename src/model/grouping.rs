@@ -1,0 +1,406 @@
+//! Deduplication and incident grouping: whether an alert is a repeat of one already stored, and
+//! otherwise which incident it joins or whether it opens one.
+//!
+//! The rule is pure: it decides from what a store read and returns what the store must write.
+//! Every backend reads, calls [`Grouping`] and writes inside one atomic write (a sled group commit,
+//! a PostgreSQL transaction holding the keys' locks), so the rule is the same on all of them and
+//! tested here without a store. It comes in two steps because the second one's read is only needed
+//! when the first finds no repeat:
+//!
+//! 1. [`Grouping::repeat`], with the latest stored alert of the same dedup key and its incident:
+//!    a repeat while that incident is open and the alert was last seen within the dedup window.
+//! 2. Otherwise [`Grouping::file`], with the latest incident about the alert's entity
+//!    ([`Alert::entity_key`]): the alert joins it while it is open and was updated within the
+//!    incident window; else it opens an incident of its own.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::Serialize;
+
+use crate::alert::{Alert, Incident, IncidentStatus};
+use crate::config::GroupingConfig;
+
+/// What happened to one alert handed to `Store::ingest`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Accepted {
+    /// The stored alert: the new one, or the earlier one this is a repeat of.
+    pub alert_id: String,
+    pub incident_id: String,
+    /// True when the alert was a repeat of an earlier one inside the dedup window.
+    pub duplicate: bool,
+    /// Times this alert has been received so far.
+    pub repeat_count: u32,
+    /// True when the alert opened a new incident.
+    pub new_incident: bool,
+}
+
+/// The grouping rule: its two windows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grouping {
+    /// An alert whose dedup key was last seen within this long is a repeat of that alert.
+    pub dedup_window: TimeDelta,
+    /// An alert about an entity joins the entity's latest incident while that incident is open
+    /// and was updated within this long.
+    pub incident_window: TimeDelta,
+}
+
+impl From<&GroupingConfig> for Grouping {
+    fn from(config: &GroupingConfig) -> Grouping {
+        // A window too long for a TimeDelta never closes.
+        let delta = |d| TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX);
+        Grouping {
+            dedup_window: delta(config.dedup_window.0),
+            incident_window: delta(config.incident_window.0),
+        }
+    }
+}
+
+/// Where an alert went, with the records the store must write for it.
+#[derive(Debug, Clone)]
+pub enum Placement {
+    /// A repeat of `alert`, stored before: the alert (one more repeat, seen now) and its incident
+    /// (one more event) are written again; nothing else changes.
+    Repeat { alert: Alert, incident: Incident },
+    /// A new alert, in `incident`: the alert is written as pending (its runs are not created yet),
+    /// its dedup key now names it, and the incident is written. When `new_incident` and the
+    /// incident is about an entity, the entity's latest incident is now this one.
+    New {
+        alert: Alert,
+        incident: Incident,
+        new_incident: bool,
+    },
+}
+
+impl Placement {
+    /// The alert to store.
+    pub fn alert(&self) -> &Alert {
+        match self {
+            Placement::Repeat { alert, .. } | Placement::New { alert, .. } => alert,
+        }
+    }
+
+    /// The incident to store.
+    pub fn incident(&self) -> &Incident {
+        match self {
+            Placement::Repeat { incident, .. } | Placement::New { incident, .. } => incident,
+        }
+    }
+
+    /// The entity whose latest incident this placement opened, if it opened one about an entity.
+    pub fn new_entity_incident(&self) -> Option<(&str, &str)> {
+        match self {
+            Placement::New {
+                incident,
+                new_incident: true,
+                ..
+            } => incident
+                .entity
+                .as_deref()
+                .map(|entity| (entity, incident.id.as_str())),
+            _ => None,
+        }
+    }
+
+    /// The answer to the caller of `Store::ingest`.
+    pub fn accepted(&self) -> Accepted {
+        let (alert, incident) = (self.alert(), self.incident());
+        match self {
+            Placement::Repeat { .. } => Accepted {
+                alert_id: alert.id.clone(),
+                incident_id: incident.id.clone(),
+                duplicate: true,
+                repeat_count: alert.repeat_count,
+                new_incident: false,
+            },
+            Placement::New { new_incident, .. } => Accepted {
+                alert_id: alert.id.clone(),
+                incident_id: incident.id.clone(),
+                duplicate: false,
+                repeat_count: 1,
+                new_incident: *new_incident,
+            },
+        }
+    }
+}
+
+impl Grouping {
+    /// Step one: whether an alert received at `now` is a repeat of `earlier`, the latest stored
+    /// alert with its dedup key, together with the incident that alert is in (`None` when there is
+    /// no such alert, or its incident is gone). A repeat when the incident is open and `earlier`
+    /// was last seen within the dedup window; then the two, counted once more, to write.
+    pub fn repeat(
+        &self,
+        earlier: Option<(Alert, Incident)>,
+        now: DateTime<Utc>,
+    ) -> Option<Placement> {
+        let (mut alert, mut incident) = earlier?;
+        let last = alert.last_seen_at.unwrap_or(alert.received_at);
+        if incident.status != IncidentStatus::Open || now - last > self.dedup_window {
+            return None;
+        }
+        alert.repeat_count = alert.repeat_count.saturating_add(1);
+        alert.last_seen_at = Some(now);
+        incident.event_count = incident.event_count.saturating_add(1);
+        incident.updated_at = now;
+        Some(Placement::Repeat { alert, incident })
+    }
+
+    /// Step two, for an alert that is not a repeat: `latest` is the latest incident about the
+    /// alert's entity (`None` when it names none, or none was stored). The alert joins it while it
+    /// is open and was updated within the incident window, and opens an incident otherwise.
+    pub fn file(
+        &self,
+        mut alert: Alert,
+        latest: Option<Incident>,
+        now: DateTime<Utc>,
+    ) -> Placement {
+        let joined = latest.filter(|incident| {
+            incident.status == IncidentStatus::Open
+                && now - incident.updated_at <= self.incident_window
+        });
+        let new_incident = joined.is_none();
+        let incident = match joined {
+            Some(mut incident) => {
+                incident.add(&alert);
+                incident.updated_at = now;
+                incident
+            }
+            None => {
+                let mut incident = Incident::open_for(&alert);
+                incident.created_at = now;
+                incident.updated_at = now;
+                incident
+            }
+        };
+        alert.incident_id = incident.id.clone();
+        Placement::New {
+            alert,
+            incident,
+            new_incident,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::value::RawValue;
+
+    use super::*;
+    use crate::alert::{Actor, Severity};
+
+    fn t0() -> DateTime<Utc> {
+        "2024-05-01T12:00:00Z".parse().expect("time")
+    }
+
+    fn minutes(n: i64) -> TimeDelta {
+        TimeDelta::minutes(n)
+    }
+
+    /// One hour to repeat, four to join: the defaults.
+    fn rule() -> Grouping {
+        Grouping {
+            dedup_window: minutes(60),
+            incident_window: minutes(240),
+        }
+    }
+
+    fn alert(resource: Option<&str>, severity: u8, at: DateTime<Utc>) -> Alert {
+        let raw = RawValue::from_string("{}".into()).expect("raw");
+        let mut alert = Alert::new("falco", "Shell in container", raw);
+        alert.resource.kind = Some("k8s.pod".into());
+        alert.resource.id = resource.map(str::to_owned);
+        alert.severity = Severity::new(severity, "");
+        alert.received_at = at;
+        alert.observed_at = at;
+        alert.finish()
+    }
+
+    /// `alert` as the store holds it after filing it at its arrival.
+    fn stored(rule: &Grouping, alert: Alert) -> (Alert, Incident) {
+        let at = alert.received_at;
+        match rule.file(alert, None, at) {
+            Placement::New {
+                alert, incident, ..
+            } => (alert, incident),
+            other => panic!("not filed: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_repeat_inside_the_dedup_window_counts_on_the_earlier_alert_and_its_incident() {
+        let rule = rule();
+        let earlier = stored(&rule, alert(Some("pod-1"), 5, t0()));
+        let (id, incident_id) = (earlier.0.id.clone(), earlier.1.id.clone());
+        let now = t0() + minutes(59);
+        let placed = rule.repeat(Some(earlier), now).expect("a repeat");
+        assert_eq!(
+            placed.accepted(),
+            Accepted {
+                alert_id: id,
+                incident_id,
+                duplicate: true,
+                repeat_count: 2,
+                new_incident: false,
+            }
+        );
+        assert_eq!(placed.alert().last_seen_at, Some(now));
+        assert_eq!(placed.incident().event_count, 2);
+        assert_eq!(placed.incident().alert_count, 1);
+        assert_eq!(placed.incident().updated_at, now);
+        assert_eq!(placed.new_entity_incident(), None);
+    }
+
+    #[test]
+    fn the_dedup_window_runs_from_the_last_repeat() {
+        let rule = rule();
+        let mut earlier = stored(&rule, alert(Some("pod-1"), 5, t0()));
+        earlier.0.last_seen_at = Some(t0() + minutes(50));
+        assert!(
+            rule.repeat(Some(earlier.clone()), t0() + minutes(110))
+                .is_some()
+        );
+        assert!(rule.repeat(Some(earlier), t0() + minutes(111)).is_none());
+    }
+
+    #[test]
+    fn no_repeat_after_the_window_without_an_earlier_alert_or_once_its_incident_is_resolved() {
+        let rule = rule();
+        let earlier = stored(&rule, alert(Some("pod-1"), 5, t0()));
+        assert!(
+            rule.repeat(Some(earlier.clone()), t0() + minutes(60))
+                .is_some()
+        );
+        assert!(
+            rule.repeat(Some(earlier.clone()), t0() + minutes(61))
+                .is_none()
+        );
+        assert!(rule.repeat(None, t0()).is_none());
+        let (alert, mut incident) = earlier;
+        incident.status = IncidentStatus::Resolved;
+        assert!(
+            rule.repeat(Some((alert, incident)), t0() + minutes(1))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_first_alert_opens_an_incident_about_its_entity() {
+        let now = t0() + minutes(3);
+        let placed = rule().file(alert(Some("pod-1"), 4, t0()), None, now);
+        let Placement::New {
+            alert, incident, ..
+        } = &placed
+        else {
+            panic!("not new: {placed:?}");
+        };
+        assert_eq!(alert.incident_id, incident.id);
+        assert_eq!(incident.entity.as_deref(), Some("resource:k8s.pod:pod-1"));
+        assert_eq!((incident.created_at, incident.updated_at), (now, now));
+        assert_eq!((incident.alert_count, incident.event_count), (1, 1));
+        assert_eq!(incident.severity, 4);
+        assert_eq!(incident.status, IncidentStatus::Open);
+        let accepted = placed.accepted();
+        assert!(accepted.new_incident && !accepted.duplicate);
+        assert_eq!(accepted.repeat_count, 1);
+        assert_eq!(
+            placed.new_entity_incident(),
+            Some(("resource:k8s.pod:pod-1", incident.id.as_str()))
+        );
+    }
+
+    #[test]
+    fn an_alert_about_the_same_entity_joins_its_open_incident_and_raises_its_severity() {
+        let rule = rule();
+        let (_, incident) = stored(&rule, alert(Some("pod-1"), 4, t0()));
+        let mut second = alert(Some("pod-1"), 8, t0() + minutes(5));
+        second.source = "aws.guardduty".into();
+        let now = t0() + minutes(5);
+        let placed = rule.file(second, Some(incident.clone()), now);
+        let accepted = placed.accepted();
+        assert!(!accepted.new_incident && !accepted.duplicate);
+        assert_eq!(accepted.incident_id, incident.id);
+        let joined = placed.incident();
+        assert_eq!(placed.alert().incident_id, incident.id);
+        assert_eq!(joined.severity, 8);
+        assert_eq!((joined.alert_count, joined.event_count), (2, 2));
+        assert_eq!(joined.sources, ["falco", "aws.guardduty"]);
+        assert_eq!(joined.updated_at, now);
+        assert_eq!(joined.created_at, incident.created_at);
+        // The entity already names this incident.
+        assert_eq!(placed.new_entity_incident(), None);
+
+        // A lower severity does not lower the incident's.
+        let third = rule.file(
+            alert(Some("pod-1"), 2, now),
+            Some(joined.clone()),
+            now + minutes(1),
+        );
+        assert_eq!(third.incident().severity, 8);
+    }
+
+    #[test]
+    fn a_new_incident_once_the_entitys_is_past_the_incident_window_or_resolved() {
+        let rule = rule();
+        let (_, incident) = stored(&rule, alert(Some("pod-1"), 4, t0()));
+        let inside = rule.file(
+            alert(Some("pod-1"), 4, t0()),
+            Some(incident.clone()),
+            t0() + minutes(240),
+        );
+        assert_eq!(inside.incident().id, incident.id);
+        let after = rule.file(
+            alert(Some("pod-1"), 4, t0()),
+            Some(incident.clone()),
+            t0() + minutes(241),
+        );
+        assert_ne!(after.incident().id, incident.id);
+        assert!(after.accepted().new_incident);
+        assert_eq!(
+            after.new_entity_incident(),
+            Some(("resource:k8s.pod:pod-1", after.incident().id.as_str()))
+        );
+
+        let mut resolved = incident;
+        resolved.status = IncidentStatus::Resolved;
+        let placed = rule.file(
+            alert(Some("pod-1"), 4, t0()),
+            Some(resolved.clone()),
+            t0() + minutes(1),
+        );
+        assert_ne!(placed.incident().id, resolved.id);
+    }
+
+    #[test]
+    fn an_alert_naming_no_entity_gets_an_incident_of_its_own_and_no_entity_pointer() {
+        let placed = rule().file(alert(None, 3, t0()), None, t0());
+        assert!(placed.accepted().new_incident);
+        assert_eq!(placed.incident().entity, None);
+        assert_eq!(placed.new_entity_incident(), None);
+    }
+
+    #[test]
+    fn identity_alerts_group_by_actor() {
+        let mut a = alert(None, 5, t0());
+        a.resource.kind = Some("aws.iam.user".into());
+        a.actor = Some(Actor {
+            kind: Some("aws.iam.user".into()),
+            id: Some("arn:aws:iam::1:user/alice".into()),
+            name: None,
+        });
+        let placed = rule().file(a, None, t0());
+        assert_eq!(
+            placed.new_entity_incident().map(|(entity, _)| entity),
+            Some("actor:arn:aws:iam::1:user/alice")
+        );
+    }
+
+    #[test]
+    fn windows_come_from_the_config_and_a_huge_one_never_closes() {
+        let config = GroupingConfig {
+            dedup_window: crate::config::HumanDuration(std::time::Duration::from_secs(60)),
+            incident_window: crate::config::HumanDuration(std::time::Duration::MAX),
+        };
+        let rule = Grouping::from(&config);
+        assert_eq!(rule.dedup_window, TimeDelta::seconds(60));
+        assert_eq!(rule.incident_window, TimeDelta::MAX);
+    }
+}
