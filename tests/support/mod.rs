@@ -5,6 +5,7 @@
 pub mod azure;
 pub mod discord;
 pub mod moto;
+pub mod prism;
 pub mod slack;
 pub mod teams;
 
@@ -31,6 +32,14 @@ pub fn fixture(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../shared/fixtures")
         .join(rel)
+}
+
+/// A port of 127.0.0.1 free a moment ago, for a peer process that takes its port as an argument.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 pub fn read_fixture(rel: &str) -> Vec<u8> {

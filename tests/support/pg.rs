@@ -67,10 +67,7 @@ impl PrivatePg {
             .status()
             .expect("chown");
         assert!(owner.success(), "the folder could not be given to postgres");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .unwrap()
-            .port();
+        let port = super::free_port();
         let pg = PrivatePg { dir, bin, port };
         pg.as_postgres(
             "initdb",

@@ -1,6 +1,6 @@
 //! Ticket system fakes for the ticket tests, and Prism.
 //!
-//! - [`prism_jira`]: Stoplight Prism (`CORDON_TEST_PRISM`) serving the official Jira Cloud
+//! - [`prism_jira`]: Stoplight Prism ([`super::prism`]) serving the official Jira Cloud
 //!   platform REST API v3 description (`fixtures/apis/jira_cloud_v3_openapi.json`, OpenAPI 3.0.1,
 //!   info.version 1001.0.0-SNAPSHOT) in dynamic mode; one per test binary, killed with it.
 //! - [`FakeJira`]: a stateful Jira Cloud following that description (issues, labels search,
@@ -18,7 +18,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -29,74 +29,19 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
+use super::prism::{Answers, Prism};
+
 pub const JIRA_EMAIL: &str = "cordon-bot@example.com";
 pub const JIRA_TOKEN: &str = "jira-api-token-for-tests";
 pub const SN_USER: &str = "cordon.integration";
 pub const SN_PASSWORD: &str = "servicenow-password-for-tests";
 
-/// The base URL of the shared Prism serving the Jira v3 description. Panics with a clear message
-/// when `CORDON_TEST_PRISM` is unset or Prism does not start.
+/// The base URL of the test binary's Prism on the Jira v3 description, generating its answers
+/// from the schemas.
 pub fn prism_jira() -> String {
-    static PRISM: OnceLock<Result<String, String>> = OnceLock::new();
-    PRISM
-        .get_or_init(|| {
-            let bin = std::env::var("CORDON_TEST_PRISM").map_err(|_| {
-                "CORDON_TEST_PRISM is not set: it must name the prism binary (@stoplight/prism-cli 5.14.2); scripts/test installs it and sets it".to_owned()
-            })?;
-            start_prism(&bin, &super::fixture("apis/jira_cloud_v3_openapi.json"))
-        })
+    Prism::shared("apis/jira_cloud_v3_openapi.json", Answers::Dynamic)
+        .base
         .clone()
-        .unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn start_prism(bin: &str, spec: &std::path::Path) -> Result<String, String> {
-    use std::io::{BufRead, BufReader};
-    let (tx, rx) = std::sync::mpsc::channel();
-    let bin = bin.to_owned();
-    let spec = spec.to_owned();
-    // Prism lives as long as this thread, which lives as long as the test binary: the child gets
-    // SIGKILL when the thread that started it ends.
-    std::thread::spawn(move || {
-        let port = {
-            let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-            probe.local_addr().unwrap().port()
-        };
-        let mut command = std::process::Command::new(&bin);
-        command
-            .args(["mock", "-d", "-h", "127.0.0.1", "-p", &port.to_string()])
-            .arg(&spec)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null());
-        #[cfg(target_os = "linux")]
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let mut child = match command.spawn() {
-            Ok(child) => child,
-            Err(e) => {
-                let _ = tx.send(Err(format!("cannot start Prism ({bin}): {e}")));
-                return;
-            }
-        };
-        let stdout = child.stdout.take().unwrap();
-        let mut told = false;
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if !told && line.contains("Prism is listening") {
-                let _ = tx.send(Ok(format!("http://127.0.0.1:{port}")));
-                told = true;
-            }
-        }
-        let status = child.wait();
-        if !told {
-            let _ = tx.send(Err(format!("Prism exited before listening: {status:?}")));
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(90))
-        .map_err(|_| "Prism did not start within 90 s".to_owned())?
 }
 
 /// How a fake answers right now.
