@@ -4,49 +4,31 @@
 
 mod support;
 
-use std::path::Path;
-use std::sync::{Arc, Mutex};
-
 use axum::Router;
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::Path as UrlPath;
 use axum::routing::post;
 use serde_json::{Value, json};
+use std::path::Path;
 use support::*;
 
-type Calls = Arc<Mutex<Vec<(String, Value)>>>;
-
 /// A lab firewall API: isolating a host answers with the VLAN it was on; releasing takes it back.
-async fn firewall() -> (String, Calls) {
-    let calls: Calls = Arc::default();
-    let app = Router::new()
-        .route(
-            "/hosts/{id}/isolate",
-            post(
-                |State(calls): State<Calls>, UrlPath(id): UrlPath<String>| async move {
-                    calls
-                        .lock()
-                        .unwrap()
-                        .push((format!("isolate {id}"), Value::Null));
+async fn firewall() -> fake::FakeServer {
+    fake::serve(
+        Router::new()
+            .route(
+                "/hosts/{id}/isolate",
+                post(|UrlPath(id): UrlPath<String>| async move {
                     axum::Json(json!({ "host": id, "previous_vlan": "vlan-7" }))
-                },
-            ),
-        )
-        .route(
-            "/hosts/{id}/release",
-            post(
-                |State(calls): State<Calls>,
-                 UrlPath(id): UrlPath<String>,
-                 axum::Json(body): axum::Json<Value>| async move {
-                    calls.lock().unwrap().push((format!("release {id}"), body));
+                }),
+            )
+            .route(
+                "/hosts/{id}/release",
+                post(|UrlPath(id): UrlPath<String>| async move {
                     axum::Json(json!({ "host": id, "released": true }))
-                },
+                }),
             ),
-        )
-        .with_state(calls.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (base, calls)
+    )
+    .await
 }
 
 const MANIFEST: &str = r#"name: lab-fw
@@ -128,12 +110,12 @@ fn write_integration(dir: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn evidence_lands_on_the_incident_and_the_containment_is_undone_by_a_person() {
-    let (fw, calls) = firewall().await;
+    let fw = firewall().await;
     let files = tempfile::tempdir().unwrap();
     write_integration(files.path());
     std::fs::create_dir_all(files.path().join("playbooks")).unwrap();
     write_playbook(&files.path().join("playbooks"), "lab.yaml", PLAYBOOK);
-    let server = TestServer::start_with(&extra(files.path(), &fw)).await;
+    let server = TestServer::start_with(&extra(files.path(), &fw.base)).await;
 
     let alert = json!({ "title": "Beaconing", "severity": 9, "resource": { "kind": "host", "id": "h-42" } });
     let (status, body) = server.post_alert("generic", alert.to_string()).await;
@@ -147,7 +129,7 @@ async fn evidence_lands_on_the_incident_and_the_containment_is_undone_by_a_perso
         shown["run"]["steps"]["isolate"]["output"]["previous_vlan"],
         "vlan-7"
     );
-    assert_eq!(calls.lock().unwrap()[0].0, "isolate h-42");
+    assert_eq!(fw.requests()[0].line(), "POST /hosts/h-42/isolate");
 
     // The evidence is on the incident, completed with where it came from, and in the audit log.
     let incident = shown["run"]["incident_id"].as_str().unwrap().to_owned();
@@ -189,9 +171,11 @@ async fn evidence_lands_on_the_incident_and_the_containment_is_undone_by_a_perso
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["action"], "lab-fw.release");
     assert_eq!(body["output"]["released"], true);
+    let release = &fw.requests()[1];
+    assert_eq!(release.line(), "POST /hosts/h-42/release");
     assert_eq!(
-        calls.lock().unwrap()[1],
-        ("release h-42".to_owned(), json!({ "vlan": "vlan-7" }))
+        serde_json::from_slice::<Value>(&release.body).unwrap(),
+        json!({ "vlan": "vlan-7" })
     );
     let after = server.admin(&format!("/v1/runs/{run}")).await;
     assert_eq!(
@@ -228,7 +212,7 @@ async fn evidence_lands_on_the_incident_and_the_containment_is_undone_by_a_perso
         )
         .await;
     assert_eq!(status, 409, "{body}");
-    assert_eq!(calls.lock().unwrap().len(), 2, "no further call was made");
+    assert_eq!(fw.requests().len(), 2, "no further call was made");
 
     // The bearer token reached the firewall's side only: not the run, not the audit.
     let everything = server.admin(&format!("/v1/runs/{run}")).await.to_string();

@@ -136,7 +136,7 @@ async fn a_decision_on_either_replica_resumes_the_run_once() {
     .await;
     // Give a second resume, if there were one, time to show.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let calls = api.calls.lock().unwrap().clone();
+    let calls = api.calls();
     for i in 0..RUNS {
         let call = format!("POST /contain/host-{i}");
         assert_eq!(

@@ -22,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{Value, json};
 
+use super::fake;
 use super::prism::{Answers, Prism};
 use super::{TestServer, read_fixture};
 
@@ -214,7 +215,7 @@ impl FakeDiscord {
             .build()
             .unwrap();
         let (s, b, v) = (state.clone(), bucket_reset.clone(), validating.clone());
-        let app = axum::Router::new().fallback(move |request: Request| {
+        let server = fake::serve(axum::Router::new().fallback(move |request: Request| {
             let (s, b, v, forward, prism) = (
                 s.clone(),
                 b.clone(),
@@ -223,12 +224,10 @@ impl FakeDiscord {
                 prism.clone(),
             );
             async move { handle(s, b, v, forward, prism, request).await }
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}/api/v10", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        }))
+        .await;
         FakeDiscord {
-            base,
+            base: format!("{}/api/v10", server.base),
             state,
             bucket_reset,
             validating,

@@ -4,6 +4,7 @@
 
 pub mod azure;
 pub mod discord;
+pub mod fake;
 pub mod moto;
 pub mod prism;
 pub mod slack;
@@ -11,7 +12,7 @@ pub mod teams;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use cordon::app::Server;
 use serde_json::Value;
@@ -313,44 +314,42 @@ pub fn generic_alert(title: &str, resource_id: &str) -> Vec<u8> {
 }
 
 /// A fake SNS host for certificate and subscription-confirmation fetches (reached through
-/// `endpoint_override`): serves the test certificate at any `*.pem` path and records every request.
+/// `endpoint_override`): serves the test certificate at any `*.pem` path.
 pub struct FakeSns {
     pub base: String,
-    pub requests: Arc<std::sync::Mutex<Vec<String>>>,
-    pub hits: Arc<AtomicUsize>,
+    server: fake::FakeServer,
 }
 
 impl FakeSns {
     pub async fn start() -> FakeSns {
-        use axum::extract::Request;
-        let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let hits = Arc::new(AtomicUsize::new(0));
-        let (r, h) = (requests.clone(), hits.clone());
         let cert = std::fs::read_to_string(
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sns/test-signing-cert.pem"),
         )
         .unwrap();
-        let app = axum::Router::new().fallback(move |request: Request| {
-            let (r, h, cert) = (r.clone(), h.clone(), cert.clone());
+        let server = fake::serve(axum::Router::new().fallback(move |uri: axum::http::Uri| {
+            let cert = cert.clone();
             async move {
-                h.fetch_add(1, Ordering::SeqCst);
-                let uri = request.uri().to_string();
-                r.lock().unwrap().push(uri.clone());
-                if request.uri().path().ends_with(".pem") {
+                if uri.path().ends_with(".pem") {
                     cert
                 } else {
                     "<ConfirmSubscriptionResponse/>".to_owned()
                 }
             }
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        }))
+        .await;
         FakeSns {
-            base,
-            requests,
-            hits,
+            base: server.base.clone(),
+            server,
         }
+    }
+
+    /// The path and query of every request so far.
+    pub fn requests(&self) -> Vec<String> {
+        self.server
+            .requests()
+            .iter()
+            .map(|r| r.uri.to_string())
+            .collect()
     }
 }
 
@@ -390,11 +389,11 @@ pub fn sign_sns(mut envelope: Value, version: &str) -> Vec<u8> {
     serde_json::to_vec(&envelope).unwrap()
 }
 
-/// A fake cloud API for actions to call: counts requests by path, answers 200 (optionally after a
+/// A fake cloud API for actions to call: records requests, answers 200 (optionally after a
 /// delay, to keep a request in flight).
 pub struct FakeApi {
     pub base: String,
-    pub calls: Arc<std::sync::Mutex<Vec<String>>>,
+    server: fake::FakeServer,
     /// How long each answer takes, in milliseconds (change it while running).
     pub delay_ms: Arc<std::sync::atomic::AtomicU64>,
     /// Answer 503 to this many requests first.
@@ -403,17 +402,12 @@ pub struct FakeApi {
 
 impl FakeApi {
     pub async fn start(delay: std::time::Duration) -> FakeApi {
-        use axum::extract::Request;
-        let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
         let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(delay.as_millis() as u64));
         let fail_first = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (c, d, f) = (calls.clone(), delay_ms.clone(), fail_first.clone());
-        let app = axum::Router::new().fallback(move |request: Request| {
-            let (c, d, f) = (c.clone(), d.clone(), f.clone());
+        let (d, f) = (delay_ms.clone(), fail_first.clone());
+        let server = fake::serve(axum::Router::new().fallback(move || {
+            let (d, f) = (d.clone(), f.clone());
             async move {
-                c.lock()
-                    .unwrap()
-                    .push(format!("{} {}", request.method(), request.uri().path()));
                 tokio::time::sleep(std::time::Duration::from_millis(d.load(Ordering::SeqCst)))
                     .await;
                 let failing = f
@@ -426,25 +420,28 @@ impl FakeApi {
                 };
                 (status, axum::Json(serde_json::json!({ "ok": !failing })))
             }
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        }))
+        .await;
         FakeApi {
-            base,
-            calls,
+            base: server.base.clone(),
+            server,
             delay_ms,
             fail_first,
         }
     }
 
-    pub fn count(&self, what: &str) -> usize {
-        self.calls
-            .lock()
-            .unwrap()
+    /// `METHOD /path` of every request so far.
+    pub fn calls(&self) -> Vec<String> {
+        self.server
+            .requests()
             .iter()
-            .filter(|c| c.contains(what))
-            .count()
+            .map(|r| format!("{} {}", r.method, r.uri.path()))
+            .collect()
+    }
+
+    /// How many requests so far have a `METHOD /path` containing `what`.
+    pub fn count(&self, what: &str) -> usize {
+        self.calls().iter().filter(|c| c.contains(what)).count()
     }
 }
 

@@ -37,6 +37,7 @@ use sha2::Sha256;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
+use super::fake;
 use super::prism::{Answers, Prism};
 use super::read_fixture;
 
@@ -155,18 +156,18 @@ impl FakeSlack {
         let ws = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         state.lock().unwrap().ws_url = format!("ws://{}/link", ws.local_addr().unwrap());
         tokio::spawn(serve_sockets(ws, state.clone()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let api_url = format!("http://{}/api", listener.local_addr().unwrap());
+        let port = fake::Port::bind().await;
         let fake = FakeSlack {
-            api_url,
+            api_url: format!("{}/api", port.base),
             state,
             prism,
             http: reqwest::Client::new(),
         };
-        let app = axum::Router::new()
-            .fallback(handle)
-            .with_state(fake.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        port.serve(
+            axum::Router::new()
+                .fallback(handle)
+                .with_state(fake.clone()),
+        );
         fake
     }
 

@@ -28,6 +28,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde_json::{Value, json};
 
+use super::fake;
 use super::prism::{Answers, Prism};
 use super::read_fixture;
 
@@ -138,14 +139,14 @@ impl Identity {
             keys: published.iter().map(|s| s.jwk()).collect(),
             ..Default::default()
         }));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        // The metadata names the key set by this server's own address.
+        let port = fake::Port::bind().await;
+        let base = port.base.clone();
         let (s, b) = (state.clone(), base.clone());
-        let app = axum::Router::new().fallback(move |request: Request| {
+        port.serve(axum::Router::new().fallback(move |request: Request| {
             let (state, base) = (s.clone(), b.clone());
             async move { identity(state, base, request).await }
-        });
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        }));
         Identity { base, state }
     }
 
@@ -383,18 +384,16 @@ impl Connector {
             ..Default::default()
         }));
         let validated = Arc::new(AtomicUsize::new(0));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
         let (s, v, p) = (state.clone(), validated.clone(), prism.base.clone());
         let client = reqwest::Client::new();
-        let app = axum::Router::new().fallback(move |request: Request| {
+        let server = fake::serve(axum::Router::new().fallback(move |request: Request| {
             let (state, validated, prism, client) =
                 (s.clone(), v.clone(), p.clone(), client.clone());
             async move { connector(state, validated, prism, client, request).await }
-        });
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        }))
+        .await;
         Connector {
-            base,
+            base: server.base,
             state,
             validated,
         }

@@ -16,7 +16,6 @@
 //! `Retry-After` for a number of requests, lose the answer to a create (act, then answer 500), and
 //! hold the answer to a comment after acting (to kill Cordon while a call is in flight).
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,8 +26,8 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
 
+use super::fake::{self, FakeServer};
 use super::prism::{Answers, Prism};
 
 pub const JIRA_EMAIL: &str = "cordon-bot@example.com";
@@ -61,66 +60,6 @@ pub struct Control {
     pub lose_next_create: AtomicBool,
     /// After recording the next comment, wait this long (ms) before answering.
     pub hold_next_comment_ms: AtomicU64,
-}
-
-/// A fake's listener, which can stop (connections refused) and start again on the same port.
-struct Listener {
-    addr: SocketAddr,
-    app: Router,
-    stop: Mutex<Option<oneshot::Sender<()>>>,
-}
-
-impl Listener {
-    async fn start(app: Router) -> Arc<Listener> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let this = Arc::new(Listener {
-            addr,
-            app,
-            stop: Mutex::new(None),
-        });
-        this.serve(listener);
-        this
-    }
-
-    fn serve(&self, listener: tokio::net::TcpListener) {
-        let (stop, stopped) = oneshot::channel::<()>();
-        *self.stop.lock().unwrap() = Some(stop);
-        let app = self.app.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
-    }
-
-    /// Stops listening: connections are refused until [`Listener::accept`].
-    async fn refuse(&self) {
-        if let Some(stop) = self.stop.lock().unwrap().take() {
-            let _ = stop.send(());
-        }
-        // Until the port is closed, a connect would still succeed.
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(self.addr).await.is_err() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("the fake kept accepting connections");
-    }
-
-    async fn accept(&self) {
-        for _ in 0..100 {
-            if let Ok(listener) = tokio::net::TcpListener::bind(self.addr).await {
-                self.serve(listener);
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("cannot listen on {} again", self.addr);
-    }
 }
 
 /// 503s and 429s first, as the control says.
@@ -202,7 +141,7 @@ struct JiraShared {
 pub struct FakeJira {
     pub base: String,
     shared: Arc<JiraShared>,
-    listener: Arc<Listener>,
+    server: FakeServer,
 }
 
 const STATUSES: [(&str, &str, &str); 3] = [
@@ -230,11 +169,11 @@ impl FakeJira {
             .fallback(jira_handler)
             .with_state(shared.clone())
             .layer(axum::middleware::from_fn_with_state(control, outage));
-        let listener = Listener::start(app).await;
+        let server = fake::serve(app).await;
         FakeJira {
-            base: format!("http://{}", listener.addr),
+            base: server.base.clone(),
             shared,
-            listener,
+            server,
         }
     }
 
@@ -248,11 +187,11 @@ impl FakeJira {
     }
 
     pub async fn refuse(&self) {
-        self.listener.refuse().await
+        self.server.refuse().await
     }
 
     pub async fn accept(&self) {
-        self.listener.accept().await
+        self.server.accept().await
     }
 
     /// The texts of an issue's comments, oldest first.
@@ -693,7 +632,7 @@ struct ServiceNowShared {
 pub struct FakeServiceNow {
     pub base: String,
     shared: Arc<ServiceNowShared>,
-    listener: Arc<Listener>,
+    server: FakeServer,
 }
 
 impl FakeServiceNow {
@@ -712,11 +651,11 @@ impl FakeServiceNow {
             .fallback(servicenow_handler)
             .with_state(shared.clone())
             .layer(axum::middleware::from_fn_with_state(control, outage));
-        let listener = Listener::start(app).await;
+        let server = fake::serve(app).await;
         FakeServiceNow {
-            base: format!("http://{}", listener.addr),
+            base: server.base.clone(),
             shared,
-            listener,
+            server,
         }
     }
 
@@ -730,11 +669,11 @@ impl FakeServiceNow {
     }
 
     pub async fn refuse(&self) {
-        self.listener.refuse().await
+        self.server.refuse().await
     }
 
     pub async fn accept(&self) {
-        self.listener.accept().await
+        self.server.accept().await
     }
 
     pub async fn wait(&self, what: &str, done: impl Fn(&ServiceNowData) -> bool) {
