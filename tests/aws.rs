@@ -1293,24 +1293,8 @@ async fn start(server: &TestServer, source: &str, body: Vec<u8>) -> String {
 }
 
 async fn decide(server: &TestServer, run: &str, decision: &str) {
-    let (status, body) = server
-        .admin_post(
-            &format!("/v1/runs/{run}/approvals/approve"),
-            json!({ "decision": decision, "identity": "cli:analyst" }),
-        )
-        .await;
+    let (status, body) = server.decide(run, "approve", decision, "cli:analyst").await;
     assert_eq!(status, 200, "{body}");
-}
-
-fn waiting(run: &Value) -> bool {
-    run["status"] == "waiting"
-}
-
-fn finished(run: &Value) -> bool {
-    matches!(
-        run["status"].as_str(),
-        Some("succeeded" | "failed" | "cancelled")
-    )
 }
 
 #[tokio::test]
@@ -1362,10 +1346,7 @@ async fn a_guardduty_ec2_finding_is_snapshotted_then_isolated_on_approval_and_un
 
     // Undo through the admin API: the interfaces get their groups back.
     let (status, body) = server
-        .admin_post(
-            &format!("/v1/runs/{run}/steps/isolate/undo"),
-            json!({ "identity": "cli:analyst" }),
-        )
+        .act(&format!("/v1/runs/{run}/steps/isolate/undo"), "cli:analyst")
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["action"], "aws-ec2.release_instance");

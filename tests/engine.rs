@@ -92,32 +92,6 @@ async fn alert_of_kind(server: &TestServer, resource: &str, severity: u8, kind: 
     server.run_for_alert(&alert_id).await
 }
 
-fn waiting(run: &Value) -> bool {
-    run["status"] == "waiting"
-}
-
-fn finished(run: &Value) -> bool {
-    matches!(
-        run["status"].as_str(),
-        Some("succeeded" | "failed" | "cancelled")
-    )
-}
-
-async fn decide(
-    server: &TestServer,
-    run: &str,
-    step: &str,
-    decision: &str,
-    identity: &str,
-) -> (u16, Value) {
-    server
-        .admin_post(
-            &format!("/v1/runs/{run}/approvals/{step}"),
-            json!({ "decision": decision, "identity": identity }),
-        )
-        .await
-}
-
 #[tokio::test]
 async fn alert_to_approval_to_action_with_an_intact_audit_chain() {
     let s = setup("", 1, "30m", "reject", "").await;
@@ -133,7 +107,10 @@ async fn alert_to_approval_to_action_with_an_intact_audit_chain() {
         "nothing happens before the approval"
     );
 
-    let (status, body) = decide(&s.server, &run, "approve", "approve", "cli:alice").await;
+    let (status, body) = s
+        .server
+        .decide(&run, "approve", "approve", "cli:alice")
+        .await;
     assert_eq!(
         (status, body["outcome"].as_str()),
         (200, Some("approved")),
@@ -202,7 +179,10 @@ async fn only_group_members_decide_and_one_deny_ends_it() {
     let run = alert(&s.server, "host-2", 9).await;
     s.server.wait_run(&run, "waiting", waiting).await;
 
-    let (status, body) = decide(&s.server, &run, "approve", "approve", "cli:mallory").await;
+    let (status, body) = s
+        .server
+        .decide(&run, "approve", "approve", "cli:mallory")
+        .await;
     assert_eq!(
         (status, body["error"].as_str()),
         (403, Some("forbidden")),
@@ -214,13 +194,13 @@ async fn only_group_members_decide_and_one_deny_ends_it() {
             .unwrap()
             .contains("not in the approver group `soc`")
     );
-    let (status, _) = decide(&s.server, &run, "approve", "maybe", "cli:alice").await;
+    let (status, _) = s.server.decide(&run, "approve", "maybe", "cli:alice").await;
     assert_eq!(status, 400);
-    let (status, _) = decide(&s.server, &run, "nope", "approve", "cli:alice").await;
+    let (status, _) = s.server.decide(&run, "nope", "approve", "cli:alice").await;
     assert_eq!(status, 404);
 
     // Nested groups count: slack:U1 is in `leads`, which is in `soc`.
-    let (status, body) = decide(&s.server, &run, "approve", "deny", "slack:U1").await;
+    let (status, body) = s.server.decide(&run, "approve", "deny", "slack:U1").await;
     assert_eq!(
         (status, body["outcome"].as_str()),
         (200, Some("denied")),
@@ -231,7 +211,10 @@ async fn only_group_members_decide_and_one_deny_ends_it() {
     assert_eq!(done["run"]["steps"]["isolate"]["status"], "skipped");
     assert_eq!(s.api.count("/isolate/"), 0);
 
-    let (status, body) = decide(&s.server, &run, "approve", "approve", "cli:alice").await;
+    let (status, body) = s
+        .server
+        .decide(&run, "approve", "approve", "cli:alice")
+        .await;
     assert_eq!(status, 409, "{body}");
     assert!(
         body["message"]
@@ -258,15 +241,21 @@ async fn quorum_counts_distinct_people_and_the_requester_may_not_approve() {
     let s = setup("", 2, "30m", "reject", "").await;
     let run = alert(&s.server, "host-3", 9).await;
     s.server.wait_run(&run, "waiting", waiting).await;
-    let (status, body) = decide(&s.server, &run, "approve", "approve", "cli:alice").await;
+    let (status, body) = s
+        .server
+        .decide(&run, "approve", "approve", "cli:alice")
+        .await;
     assert_eq!(
         (status, body["outcome"].clone(), body["approvals"].as_u64()),
         (200, Value::Null, Some(1)),
         "{body}"
     );
-    let (status, body) = decide(&s.server, &run, "approve", "approve", "cli:alice").await;
+    let (status, body) = s
+        .server
+        .decide(&run, "approve", "approve", "cli:alice")
+        .await;
     assert_eq!(status, 409, "the same person twice is one approval: {body}");
-    let (status, body) = decide(&s.server, &run, "approve", "approve", "cli:bob").await;
+    let (status, body) = s.server.decide(&run, "approve", "approve", "cli:bob").await;
     assert_eq!(
         (status, body["outcome"].as_str()),
         (200, Some("approved")),
@@ -292,16 +281,10 @@ async fn quorum_counts_distinct_people_and_the_requester_may_not_approve() {
         .await;
     assert_eq!(status, 202, "{body}");
     let manual = body["run_id"].as_str().unwrap().to_owned();
-    let (status, body) = s
-        .server
-        .admin_post(
-            "/v1/playbooks/nope/runs",
-            json!({ "identity": "cli:alice" }),
-        )
-        .await;
+    let (status, body) = s.server.act("/v1/playbooks/nope/runs", "cli:alice").await;
     assert_eq!(status, 404, "{body}");
     s.server.wait_run(&manual, "waiting", waiting).await;
-    let (status, body) = decide(&s.server, &manual, "ok", "approve", "cli:alice").await;
+    let (status, body) = s.server.decide(&manual, "ok", "approve", "cli:alice").await;
     assert_eq!(status, 403, "{body}");
     assert!(
         body["message"]
@@ -310,7 +293,7 @@ async fn quorum_counts_distinct_people_and_the_requester_may_not_approve() {
             .contains("triggered this run"),
         "{body}"
     );
-    let (status, body) = decide(&s.server, &manual, "ok", "approve", "cli:bob").await;
+    let (status, body) = s.server.decide(&manual, "ok", "approve", "cli:bob").await;
     assert_eq!(
         (status, body["outcome"].as_str()),
         (200, Some("approved")),
@@ -334,7 +317,9 @@ async fn protected_resources_are_refused_and_nothing_is_called() {
     .await;
     let run = alert(&s.server, "host-prod-1", 9).await;
     s.server.wait_run(&run, "waiting", waiting).await;
-    decide(&s.server, &run, "approve", "approve", "cli:alice").await;
+    s.server
+        .decide(&run, "approve", "approve", "cli:alice")
+        .await;
     let done = s.server.wait_run(&run, "finished", finished).await;
     assert_eq!(done["run"]["status"], "failed", "{}", done["run"]);
     let error = done["run"]["steps"]["isolate"]["error"].as_str().unwrap();
@@ -350,7 +335,9 @@ async fn calls_over_the_blast_radius_wait_for_approval() {
     let s = setup("", 1, "30m", "reject", "guardrails:\n  blast_radius:\n    core.http: { max: 1, window: 1h }\n  blast_radius_approvers: admins\n").await;
     let first = alert(&s.server, "host-a", 9).await;
     s.server.wait_run(&first, "waiting", waiting).await;
-    decide(&s.server, &first, "approve", "approve", "cli:alice").await;
+    s.server
+        .decide(&first, "approve", "approve", "cli:alice")
+        .await;
     assert_eq!(
         s.server.wait_run(&first, "finished", finished).await["run"]["status"],
         "succeeded"
@@ -358,7 +345,9 @@ async fn calls_over_the_blast_radius_wait_for_approval() {
 
     let second = alert(&s.server, "host-b", 9).await;
     s.server.wait_run(&second, "waiting", waiting).await;
-    decide(&s.server, &second, "approve", "approve", "cli:alice").await;
+    s.server
+        .decide(&second, "approve", "approve", "cli:alice")
+        .await;
     let held = s
         .server
         .wait_run(&second, "held", |r| {
@@ -373,9 +362,15 @@ async fn calls_over_the_blast_radius_wait_for_approval() {
         "{prompt}"
     );
     assert_eq!(s.api.count("/isolate/host-b"), 0, "held, not called");
-    let (status, _) = decide(&s.server, &second, "isolate", "approve", "cli:alice").await;
+    let (status, _) = s
+        .server
+        .decide(&second, "isolate", "approve", "cli:alice")
+        .await;
     assert_eq!(status, 403, "only the blast-radius approvers decide");
-    let (status, body) = decide(&s.server, &second, "isolate", "approve", "cli:root").await;
+    let (status, body) = s
+        .server
+        .decide(&second, "isolate", "approve", "cli:root")
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         s.server.wait_run(&second, "finished", finished).await["run"]["status"],
@@ -389,7 +384,9 @@ async fn a_dry_run_records_what_it_would_do_and_calls_nothing() {
     let s = setup("dry_run: true\n", 1, "30m", "reject", "").await;
     let run = alert(&s.server, "host-4", 9).await;
     s.server.wait_run(&run, "waiting", waiting).await;
-    decide(&s.server, &run, "approve", "approve", "cli:alice").await;
+    s.server
+        .decide(&run, "approve", "approve", "cli:alice")
+        .await;
     let done = s.server.wait_run(&run, "finished", finished).await;
     assert_eq!(done["run"]["status"], "succeeded");
     let isolate = &done["run"]["steps"]["isolate"];
@@ -506,24 +503,21 @@ async fn a_cancelled_run_stops_and_frees_its_incident() {
     s.server.wait_run(&run, "waiting", waiting).await;
     let (status, body) = s
         .server
-        .admin_post(
-            &format!("/v1/runs/{run}/cancel"),
-            json!({ "identity": "cli:alice" }),
-        )
+        .act(&format!("/v1/runs/{run}/cancel"), "cli:alice")
         .await;
     assert_eq!(
         (status, body["run"]["status"].as_str()),
         (200, Some("cancelled")),
         "{body}"
     );
-    let (status, _) = decide(&s.server, &run, "approve", "approve", "cli:alice").await;
+    let (status, _) = s
+        .server
+        .decide(&run, "approve", "approve", "cli:alice")
+        .await;
     assert_eq!(status, 409, "a cancelled run takes no decisions");
     let (status, _) = s
         .server
-        .admin_post(
-            &format!("/v1/runs/{run}/cancel"),
-            json!({ "identity": "cli:alice" }),
-        )
+        .act(&format!("/v1/runs/{run}/cancel"), "cli:alice")
         .await;
     assert_eq!(status, 409);
     // The next alert about the same host (same incident) starts a new run.
@@ -757,7 +751,7 @@ async fn approval_channels_get_the_request_and_the_outcome_and_an_outage_blocks_
     }
     assert_eq!(seen.lock().unwrap()[0], "post approve soc Isolate host-7?");
 
-    let (status, _) = decide(&s.server, &run, "approve", "approve", "cli:bob").await;
+    let (status, _) = s.server.decide(&run, "approve", "approve", "cli:bob").await;
     assert_eq!(status, 200, "decisions work while a channel is down");
     assert_eq!(
         s.server.wait_run(&run, "finished", finished).await["run"]["status"],
@@ -797,36 +791,22 @@ async fn a_person_resolves_and_reopens_an_incident() {
         .unwrap()
         .to_owned();
     let (status, body) = server
-        .admin_post(
-            &format!("/v1/incidents/{incident}/resolve"),
-            json!({ "identity": "cli:alice" }),
-        )
+        .act(&format!("/v1/incidents/{incident}/resolve"), "cli:alice")
         .await;
     assert_eq!(status, 200, "{body}");
     let shown = server.admin(&format!("/v1/incidents/{incident}")).await;
     assert_eq!(shown["incident"]["status"], "resolved");
     let (status, _) = server
-        .admin_post(
-            &format!("/v1/incidents/{incident}/reopen"),
-            json!({ "identity": "cli:alice" }),
-        )
+        .act(&format!("/v1/incidents/{incident}/reopen"), "cli:alice")
         .await;
     assert_eq!(status, 200);
     let shown = server.admin(&format!("/v1/incidents/{incident}")).await;
     assert_eq!(shown["incident"]["status"], "open");
     let (status, body) = server
-        .admin_post(
-            &format!("/v1/incidents/{incident}/close"),
-            json!({ "identity": "cli:alice" }),
-        )
+        .act(&format!("/v1/incidents/{incident}/close"), "cli:alice")
         .await;
     assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
-    let (status, _) = server
-        .admin_post(
-            "/v1/incidents/nope/resolve",
-            json!({ "identity": "cli:alice" }),
-        )
-        .await;
+    let (status, _) = server.act("/v1/incidents/nope/resolve", "cli:alice").await;
     assert_eq!(status, 404);
     let (status, body) = server
         .admin_post(&format!("/v1/incidents/{incident}/resolve"), json!({}))

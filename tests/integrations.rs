@@ -163,10 +163,7 @@ async fn evidence_lands_on_the_incident_and_the_containment_is_undone_by_a_perso
 
     // A person undoes the isolation: the release gets the isolate's output as `previous`.
     let (status, body) = server
-        .admin_post(
-            &format!("/v1/runs/{run}/steps/isolate/undo"),
-            json!({ "identity": "cli:alice" }),
-        )
+        .act(&format!("/v1/runs/{run}/steps/isolate/undo"), "cli:alice")
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["action"], "lab-fw.release");
@@ -192,10 +189,7 @@ async fn evidence_lands_on_the_incident_and_the_containment_is_undone_by_a_perso
 
     // Not twice, and not for a step that has no undo.
     let (status, body) = server
-        .admin_post(
-            &format!("/v1/runs/{run}/steps/isolate/undo"),
-            json!({ "identity": "cli:alice" }),
-        )
+        .act(&format!("/v1/runs/{run}/steps/isolate/undo"), "cli:alice")
         .await;
     assert_eq!(status, 409, "{body}");
     assert!(
@@ -206,10 +200,7 @@ async fn evidence_lands_on_the_incident_and_the_containment_is_undone_by_a_perso
         "{body}"
     );
     let (status, body) = server
-        .admin_post(
-            &format!("/v1/runs/{run}/steps/capture/undo"),
-            json!({ "identity": "cli:alice" }),
-        )
+        .act(&format!("/v1/runs/{run}/steps/capture/undo"), "cli:alice")
         .await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(fw.requests().len(), 2, "no further call was made");

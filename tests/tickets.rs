@@ -333,22 +333,14 @@ async fn a_jira_issue_follows_the_incident_once_in_order_within_the_v3_contract(
     noted(&server, || jira.comments("SEC-1"), "Approval requested").await;
     let (second, joined) = post(&server, "Beaconing again", "h-42").await;
     assert_eq!(joined, incident);
-    let (status, body) = server
-        .admin_post(
-            &format!("/v1/runs/{run}/approvals/approve"),
-            json!({ "decision": "approve", "identity": "cli:lead" }),
-        )
-        .await;
+    let (status, body) = server.decide(&run, "approve", "approve", "cli:lead").await;
     assert_eq!(status, 200, "{body}");
     server
         .wait_run(&run, "succeeded", |r| r["status"] == "succeeded")
         .await;
     noted(&server, || jira.comments("SEC-1"), &format!("Run {run}")).await;
     let (status, body) = server
-        .admin_post(
-            &format!("/v1/incidents/{incident}/resolve"),
-            json!({ "identity": "cli:lead" }),
-        )
+        .act(&format!("/v1/incidents/{incident}/resolve"), "cli:lead")
         .await;
     assert_eq!(status, 200, "{body}");
     jira.wait("both report files", |d| {
@@ -649,10 +641,7 @@ async fn a_servicenow_incident_follows_the_incident_and_its_business_rule_calls_
     };
     noted(&server, notes, &format!("Run {run}")).await;
     let (status, _) = server
-        .admin_post(
-            &format!("/v1/incidents/{incident}/resolve"),
-            json!({ "identity": "cli:lead" }),
-        )
+        .act(&format!("/v1/incidents/{incident}/resolve"), "cli:lead")
         .await;
     assert_eq!(status, 200);
     sn.wait("both report files", |d| d.attachments.len() == 2)
@@ -771,10 +760,7 @@ async fn a_jira_outage_delays_updates_and_loses_none() {
         .await;
     noted(&server, Vec::new, &format!("Run {run}")).await;
     let (status, _) = server
-        .admin_post(
-            &format!("/v1/incidents/{incident}/resolve"),
-            json!({ "identity": "cli:lead" }),
-        )
+        .act(&format!("/v1/incidents/{incident}/resolve"), "cli:lead")
         .await;
     assert_eq!(status, 200);
     // Refused for a while: everything waits in the outbox.
@@ -973,28 +959,17 @@ async fn the_incident_report_has_every_alert_decision_action_and_evidence() {
         .wait_run(&run, "waiting", |r| r["status"] == "waiting")
         .await;
     let (second, _) = post(&server, "Beaconing <again> | twice", "h-42").await;
-    let (status, body) = server
-        .admin_post(
-            &format!("/v1/runs/{run}/approvals/approve"),
-            json!({ "decision": "approve", "identity": "cli:lead" }),
-        )
-        .await;
+    let (status, body) = server.decide(&run, "approve", "approve", "cli:lead").await;
     assert_eq!(status, 200, "{body}");
     server
         .wait_run(&run, "succeeded", |r| r["status"] == "succeeded")
         .await;
     let (status, body) = server
-        .admin_post(
-            &format!("/v1/runs/{run}/steps/isolate/undo"),
-            json!({ "identity": "cli:analyst" }),
-        )
+        .act(&format!("/v1/runs/{run}/steps/isolate/undo"), "cli:analyst")
         .await;
     assert_eq!(status, 200, "{body}");
     let (status, _) = server
-        .admin_post(
-            &format!("/v1/incidents/{incident}/resolve"),
-            json!({ "identity": "cli:lead" }),
-        )
+        .act(&format!("/v1/incidents/{incident}/resolve"), "cli:lead")
         .await;
     assert_eq!(status, 200);
     let evidence =

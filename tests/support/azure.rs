@@ -592,6 +592,31 @@ fn bearer_scope(state: &State, headers: &HeaderMap) -> Result<Option<String>, ()
     Ok(state.tokens.get(token).cloned())
 }
 
+/// The 401s a service answers (error code, message) when the bearer token is missing, was never
+/// issued, or was issued for another audience.
+struct Refusals {
+    missing: (&'static str, &'static str),
+    unknown: (&'static str, &'static str),
+    other_audience: (&'static str, &'static str),
+}
+
+/// The service's 401, built by `error`, unless the request's bearer token was issued for `scope`.
+fn refusal(
+    state: &State,
+    headers: &HeaderMap,
+    scope: &str,
+    refusals: &Refusals,
+    error: fn(StatusCode, &str, &str) -> Response,
+) -> Option<Response> {
+    let (code, message) = match bearer_scope(state, headers) {
+        Err(()) => refusals.missing,
+        Ok(None) => refusals.unknown,
+        Ok(Some(issued)) if issued != scope => refusals.other_audience,
+        Ok(Some(_)) => return None,
+    };
+    Some(error(StatusCode::UNAUTHORIZED, code, message))
+}
+
 // ---- ARM ---------------------------------------------------------------------------------------
 
 fn arm_error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -616,29 +641,19 @@ fn arm(
     query: &HashMap<String, String>,
     body: &Bytes,
 ) -> Response {
-    match bearer_scope(state, headers) {
-        Err(()) => {
-            return arm_error(
-                StatusCode::UNAUTHORIZED,
-                "AuthenticationFailed",
-                "Authentication failed. The 'Authorization' header is missing.",
-            );
-        }
-        Ok(None) => {
-            return arm_error(
-                StatusCode::UNAUTHORIZED,
-                "InvalidAuthenticationToken",
-                "The access token is invalid.",
-            );
-        }
-        Ok(Some(scope)) if scope != ARM_SCOPE => {
-            return arm_error(
-                StatusCode::UNAUTHORIZED,
-                "InvalidAuthenticationTokenAudience",
-                "The access token has been obtained for wrong audience or resource 'https://graph.microsoft.com'. It should exactly match with one of the allowed audiences 'https://management.core.windows.net/','https://management.core.windows.net','https://management.azure.com/','https://management.azure.com'.",
-            );
-        }
-        Ok(Some(_)) => {}
+    let refusals = Refusals {
+        missing: (
+            "AuthenticationFailed",
+            "Authentication failed. The 'Authorization' header is missing.",
+        ),
+        unknown: ("InvalidAuthenticationToken", "The access token is invalid."),
+        other_audience: (
+            "InvalidAuthenticationTokenAudience",
+            "The access token has been obtained for wrong audience or resource 'https://graph.microsoft.com'. It should exactly match with one of the allowed audiences 'https://management.core.windows.net/','https://management.core.windows.net','https://management.azure.com/','https://management.azure.com'.",
+        ),
+    };
+    if let Some(refused) = refusal(state, headers, ARM_SCOPE, &refusals, arm_error) {
+        return refused;
     }
     // /subscriptions/{sub}/resourceGroups/{rg}/providers/{namespace}/{type}/{name}
     let shape_ok = segments.len() == 8
@@ -1236,29 +1251,16 @@ fn graph(
     query: &HashMap<String, String>,
     body: &Bytes,
 ) -> Response {
-    match bearer_scope(state, headers) {
-        Err(()) => {
-            return graph_error(
-                StatusCode::UNAUTHORIZED,
-                "InvalidAuthenticationToken",
-                "Access token is empty.",
-            );
-        }
-        Ok(None) => {
-            return graph_error(
-                StatusCode::UNAUTHORIZED,
-                "InvalidAuthenticationToken",
-                "IDX14100: JWT is not well formed, there are no dots (.).",
-            );
-        }
-        Ok(Some(scope)) if scope != GRAPH_SCOPE => {
-            return graph_error(
-                StatusCode::UNAUTHORIZED,
-                "InvalidAuthenticationToken",
-                "Invalid audience.",
-            );
-        }
-        Ok(Some(_)) => {}
+    let refusals = Refusals {
+        missing: ("InvalidAuthenticationToken", "Access token is empty."),
+        unknown: (
+            "InvalidAuthenticationToken",
+            "IDX14100: JWT is not well formed, there are no dots (.).",
+        ),
+        other_audience: ("InvalidAuthenticationToken", "Invalid audience."),
+    };
+    if let Some(refused) = refusal(state, headers, GRAPH_SCOPE, &refusals, graph_error) {
+        return refused;
     }
     if segments.len() < 2 || !segments[0].eq_ignore_ascii_case("users") {
         return graph_error(

@@ -252,6 +252,28 @@ impl TestServer {
         .await
     }
 
+    /// A person's action through the admin API: POSTs `{"identity": identity}` to `path`
+    /// (`/v1/runs/{run}/steps/{step}/undo`, `/v1/incidents/{id}/resolve`, ...).
+    pub async fn act(&self, path: &str, identity: &str) -> (u16, Value) {
+        self.admin_post(path, serde_json::json!({ "identity": identity }))
+            .await
+    }
+
+    /// Decides (`approve` or `deny`) the approval step `step` of run `run` as `identity`.
+    pub async fn decide(
+        &self,
+        run: &str,
+        step: &str,
+        decision: &str,
+        identity: &str,
+    ) -> (u16, Value) {
+        self.admin_post(
+            &format!("/v1/runs/{run}/approvals/{step}"),
+            serde_json::json!({ "decision": decision, "identity": identity }),
+        )
+        .await
+    }
+
     /// Polls `GET /v1/runs/{id}` until `done` holds for the run (10 s at most).
     pub async fn wait_run(&self, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -300,6 +322,19 @@ impl TestServer {
             .await
             .unwrap()
     }
+}
+
+/// Whether a run (as the admin API shows it) waits for a decision.
+pub fn waiting(run: &Value) -> bool {
+    run["status"] == "waiting"
+}
+
+/// Whether a run (as the admin API shows it) has ended, one way or another.
+pub fn finished(run: &Value) -> bool {
+    matches!(
+        run["status"].as_str(),
+        Some("succeeded" | "failed" | "cancelled")
+    )
 }
 
 /// A minimal alert in the generic shape.
