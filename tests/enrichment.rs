@@ -894,51 +894,28 @@ steps:
         leaks(&text, &secrets).is_empty(),
         "the config file names variables only"
     );
-    let log = dir.path().join("cordon.log");
     let env = [
         ("ABUSEIPDB_API_KEY", abuse_key.as_str()),
         ("VIRUSTOTAL_API_KEY", vt_key.as_str()),
         ("GREYNOISE_API_KEY", gn_key.as_str()),
     ];
-    let mut server = support::intel::start_logged(&config, &env, &log);
+    let mut server = support::Process::start_with_env(&config, &env);
 
-    let http = reqwest::Client::new();
     let alert = json!({
         "title": "Connection to a scanner",
         "severity": 7,
         "resource": { "kind": "host", "id": "web-3" },
         "network": { "remote_ip": "203.0.113.77" }
     });
-    let answer: Value = http
-        .post(format!("{}/v1/alerts/generic", server.base))
-        .bearer_auth(INTAKE_TOKEN)
-        .body(alert.to_string())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (status, answer) = server.post_alert("generic", alert.to_string()).await;
+    assert_eq!(status, 202, "{answer}");
     let alert_id = answer["alerts"][0]["alert_id"].as_str().unwrap().to_owned();
-    let admin = |path: String| {
-        let http = http.clone();
-        let url = format!("{}{path}", server.base);
-        async move {
-            http.get(url)
-                .bearer_auth(ADMIN_TOKEN)
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        }
-    };
+    let admin = async |path: &str| server.admin(path).await.to_string();
 
     // Three runs, one per playbook, all finished.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let runs: Vec<Value> = loop {
-        let list: Value = serde_json::from_str(&admin("/v1/runs?limit=1000".into()).await).unwrap();
+        let list = server.admin("/v1/runs?limit=1000").await;
         let runs: Vec<Value> = list["runs"]
             .as_array()
             .unwrap()
@@ -963,7 +940,7 @@ steps:
     let mut shown = String::new();
     for run in &runs {
         let id = run["id"].as_str().unwrap();
-        let body = admin(format!("/v1/runs/{id}")).await;
+        let body = admin(&format!("/v1/runs/{id}")).await;
         let parsed: Value = serde_json::from_str(&body).unwrap();
         let expected = if parsed["run"]["playbook"] == "intel-ok" {
             "succeeded"
@@ -980,15 +957,15 @@ steps:
     assert!(shown.contains("Rejected request with headers"), "{shown}");
     assert!(shown.contains("**redacted**"), "{shown}");
     let incident = answer["alerts"][0]["incident_id"].as_str().unwrap();
-    shown.push_str(&admin(format!("/v1/incidents/{incident}")).await);
-    shown.push_str(&admin("/v1/audit/verify".into()).await);
-    shown.push_str(&admin("/v1/alerts?limit=1000".into()).await);
+    shown.push_str(&admin(&format!("/v1/incidents/{incident}")).await);
+    shown.push_str(&admin("/v1/audit/verify").await);
+    shown.push_str(&admin("/v1/alerts?limit=1000").await);
     assert_eq!(leaks(&shown, &secrets), Vec::<&str>::new(), "{shown}");
 
     // Stopped, then the log, the CLI's views of the audit chain and runs, and the store's files.
     server.signal("-TERM");
     assert!(server.child.wait().unwrap().success());
-    let logged = std::fs::read_to_string(&log).unwrap();
+    let logged = server.whole_log();
     // The errors reached the log (through the playbooks' core.log), so it is worth searching.
     assert!(
         logged.contains("virustotal: the API key was refused by VirusTotal")

@@ -416,39 +416,3 @@ fn custom(keys: &Keys, seen: &Seen, _headers: &HeaderMap) -> Response {
         None => json_response(StatusCode::NOT_FOUND, json!({ "error": "no such path" })),
     }
 }
-
-/// `cordon serve --config config` with `envs` set, its log lines (JSON) written to `log`.
-pub fn start_logged(config: &Path, envs: &[(&str, &str)], log: &Path) -> super::Process {
-    use std::io::{BufRead, BufReader, Write};
-    let mut child = std::process::Command::new(super::BIN)
-        .args(["serve", "--config"])
-        .arg(config)
-        .env_remove("RUST_LOG")
-        .envs(envs.iter().copied())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("cordon starts");
-    let stderr = child.stderr.take().unwrap();
-    let mut file = std::fs::File::create(log).unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = writeln!(file, "{line}");
-            let _ = file.flush();
-            if let Ok(event) = serde_json::from_str::<Value>(&line)
-                && event["message"] == "listening"
-            {
-                let _ = tx.send(event["addr"].as_str().unwrap_or_default().to_owned());
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(std::time::Duration::from_secs(30))
-        .expect("cordon logs its address");
-    super::Process {
-        child,
-        base: format!("http://{addr}"),
-        log: Default::default(),
-    }
-}

@@ -35,6 +35,18 @@ pub fn fixture(rel: &str) -> PathBuf {
         .join(rel)
 }
 
+/// A file or folder under `tests/data/`.
+pub fn data(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(rel)
+}
+
+/// The text of a file under `tests/data/`.
+pub fn read_data(rel: &str) -> String {
+    std::fs::read_to_string(data(rel)).unwrap_or_else(|e| panic!("tests/data/{rel}: {e}"))
+}
+
 /// A port of 127.0.0.1 free a moment ago, for a peer process that takes its port as an argument.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -90,10 +102,7 @@ pub fn approval_playbook(
     approvers: &str,
     quorum: u32,
 ) -> String {
-    let template = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/templates/approve-then-isolate.yaml");
-    std::fs::read_to_string(template)
-        .unwrap()
+    read_data("templates/approve-then-isolate.yaml")
         .replace("PLAYBOOK_ID", id)
         .replace("PLAYBOOK_NAME", name)
         .replace("SOURCE", source)
@@ -121,11 +130,10 @@ pub async fn wait_until(
 
 /// A running in-process server.
 pub struct TestServer {
-    pub base: String,
+    client: Client,
     /// The running server's shared state (to plug test channels into its engine).
     pub state: Arc<cordon::app::AppState>,
     pub dir: TempDir,
-    pub http: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -159,10 +167,9 @@ impl TestServer {
                 .expect("clean shutdown");
         });
         TestServer {
-            base,
+            client: Client::new(base),
             state,
             dir,
-            http: reqwest::Client::new(),
             stop: Some(stop),
             task: Some(task),
         }
@@ -178,6 +185,32 @@ impl TestServer {
         }
         let dir = tempfile::tempdir().unwrap();
         std::mem::replace(&mut self.dir, dir)
+    }
+}
+
+impl std::ops::Deref for TestServer {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+/// Requests to a running Cordon by its base URL, with the test tokens. [`TestServer`] and
+/// [`Process`] deref to one.
+#[derive(Clone)]
+pub struct Client {
+    /// `http://127.0.0.1:<port>`
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(base: String) -> Client {
+        Client {
+            base,
+            http: reqwest::Client::new(),
+        }
     }
 
     /// POSTs `body` to `/v1/alerts/{source}` with the bearer intake token.
@@ -357,10 +390,7 @@ pub struct FakeSns {
 
 impl FakeSns {
     pub async fn start() -> FakeSns {
-        let cert = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sns/test-signing-cert.pem"),
-        )
-        .unwrap();
+        let cert = read_data("sns/test-signing-cert.pem");
         let server = fake::serve(axum::Router::new().fallback(move |uri: axum::http::Uri| {
             let cert = cert.clone();
             async move {
@@ -405,10 +435,7 @@ pub fn sign_sns(mut envelope: Value, version: &str) -> Vec<u8> {
     )
     .expect("test envelope parses");
     let text = parsed.string_to_sign();
-    let pem = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sns/test-signing-key.pem"),
-    )
-    .unwrap();
+    let pem = read_data("sns/test-signing-key.pem");
     let key = rsa::RsaPrivateKey::from_pkcs8_pem(&pem).unwrap();
     let signature = match version {
         "1" => SigningKey::<sha1::Sha1>::new(key)
@@ -491,9 +518,11 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_cordon");
 /// A `cordon serve` process (its config must log JSON) and the address it reported.
 pub struct Process {
     pub child: std::process::Child,
-    pub base: String,
+    client: Client,
     /// Every line the process wrote to stderr (its JSON log), as it comes.
     pub log: Arc<std::sync::Mutex<Vec<String>>>,
+    /// The thread reading stderr; it ends with the process.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Process {
@@ -517,7 +546,7 @@ impl Process {
         let (tx, rx) = std::sync::mpsc::channel();
         let log = Arc::new(std::sync::Mutex::new(Vec::new()));
         let lines = log.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Ok(event) = serde_json::from_str::<Value>(&line)
                     && event["message"] == "listening"
@@ -532,9 +561,18 @@ impl Process {
             .expect("cordon logs its address");
         Process {
             child,
-            base: format!("http://{addr}"),
+            client: Client::new(format!("http://{addr}")),
             log,
+            reader: Some(reader),
         }
+    }
+
+    /// Every line the process logged, once it has exited (call after waiting for it).
+    pub fn whole_log(&mut self) -> String {
+        if let Some(reader) = self.reader.take() {
+            reader.join().expect("the log reader");
+        }
+        self.log.lock().unwrap().join("\n")
     }
 
     /// The log lines so far that contain `text`.
@@ -569,6 +607,14 @@ impl Process {
             .status()
             .unwrap();
         assert!(status.success());
+    }
+}
+
+impl std::ops::Deref for Process {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
     }
 }
 
