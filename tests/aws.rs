@@ -1075,12 +1075,7 @@ async fn the_activity_timeline_is_every_page_oldest_first_with_evidence() {
     )
     .await;
 
-    let names: Vec<&str> = out["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["name"].as_str().unwrap())
-        .collect();
+    let names = texts(&out["events"], "name");
     assert_eq!(
         names,
         [
@@ -1336,12 +1331,7 @@ async fn a_guardduty_ec2_finding_is_snapshotted_then_isolated_on_approval_and_un
 
     let incident = done["run"]["incident_id"].as_str().unwrap();
     let incident = server.admin(&format!("/v1/incidents/{incident}")).await;
-    let kinds: Vec<&str> = incident["incident"]["evidence"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
+    let kinds = texts(&incident["incident"]["evidence"], "kind");
     assert_eq!(kinds, ["ebs-snapshot", "ebs-snapshot"]);
 
     // Undo through the admin API: the interfaces get their groups back.
@@ -1460,12 +1450,7 @@ async fn a_guardduty_key_finding_gets_a_timeline_and_the_key_is_disabled_only_wh
 
     let incident = done["run"]["incident_id"].as_str().unwrap();
     let incident = server.admin(&format!("/v1/incidents/{incident}")).await;
-    let kinds: Vec<&str> = incident["incident"]["evidence"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
+    let kinds = texts(&incident["incident"]["evidence"], "kind");
     assert!(kinds.contains(&"activity-timeline"), "{kinds:?}");
 }
 

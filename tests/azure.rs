@@ -423,12 +423,7 @@ async fn snapshot_disks_copies_the_os_and_data_disks_as_tagged_evidence() {
     disks.sort();
     assert_eq!(sources, disks);
 
-    let roles: Vec<&str> = out["snapshots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["role"].as_str().unwrap())
-        .collect();
+    let roles = texts(&out["snapshots"], "role");
     assert_eq!(roles, ["os", "data"]);
     let evidence = out["evidence"].as_array().unwrap();
     assert_eq!(evidence.len(), 2);

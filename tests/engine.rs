@@ -132,12 +132,7 @@ async fn alert_to_approval_to_action_with_an_intact_audit_chain() {
         "core.set stored the value"
     );
 
-    let kinds: Vec<&str> = done["audit"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
+    let kinds = texts(&done["audit"], "kind");
     for kind in [
         "run.created",
         "approval.requested",
@@ -224,12 +219,7 @@ async fn only_group_members_decide_and_one_deny_ends_it() {
         "{body}"
     );
     let refused = s.server.admin(&format!("/v1/runs/{run}")).await;
-    let kinds: Vec<&str> = refused["audit"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
+    let kinds = texts(&refused["audit"], "kind");
     assert!(
         kinds.iter().filter(|k| **k == "approval.refused").count() >= 2,
         "refusals are audited: {kinds:?}"

@@ -490,6 +490,30 @@ async fn a_key_an_api_repeats_in_its_error_is_blanked_out() {
     assert_eq!(seen[0].header("key"), Some(keys.abuseipdb.as_str()));
 }
 
+/// A server taking every source and running playbook `name` (its `text`), with the
+/// integrations of `section`; the playbooks' folder lives as long as the second value.
+async fn serve(name: &str, text: &str, section: &str) -> (TestServer, tempfile::TempDir) {
+    let playbooks = tempfile::tempdir().unwrap();
+    support::write_playbook(playbooks.path(), name, text);
+    let extra = format!(
+        "{}playbooks:\n  paths: [{}]\n{section}",
+        support::all_sources(),
+        quoted(playbooks.path()),
+    );
+    (TestServer::start_with(&extra).await, playbooks)
+}
+
+/// Writes the integration `name` (its manifest and script) in a new folder; the folder to add to
+/// `integrations.paths`.
+fn added_integration(name: &str, manifest: &str, script: &str) -> tempfile::TempDir {
+    let added = tempfile::tempdir().unwrap();
+    let folder = added.path().join(name);
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::write(folder.join("manifest.yaml"), manifest).unwrap();
+    std::fs::write(folder.join("actions.rhai"), script).unwrap();
+    added
+}
+
 /// Waits until the run of the alert `answer` accepted is finished; the run's JSON.
 async fn finished_run(server: &TestServer, answer: &Value) -> Value {
     let alert_id = answer["alerts"][0]["alert_id"].as_str().unwrap();
@@ -506,9 +530,7 @@ async fn finished_run(server: &TestServer, answer: &Value) -> Value {
 async fn ioc_lookup_matches_the_configured_feeds_end_to_end() {
     let keys = keys();
     let fake = FakeIntel::start(keys.clone()).await;
-    let playbooks = tempfile::tempdir().unwrap();
-    support::write_playbook(
-        playbooks.path(),
+    let (server, _playbooks) = serve(
         "ioc-check",
         r#"id: ioc-check
 name: Look the alert's address and domain up in the local feeds
@@ -530,14 +552,9 @@ outputs:
   domain_match: "${{ steps.domain.output.matches[0] }}"
   clean: "${{ steps.clean.output }}"
 "#,
-    );
-    let extra = format!(
-        "{}playbooks:\n  paths: [{}]\n{}",
-        support::all_sources(),
-        quoted(playbooks.path()),
-        section(&fake, &keys, &[], "")
-    );
-    let server = TestServer::start_with(&extra).await;
+        &section(&fake, &keys, &[], ""),
+    )
+    .await;
     let alert = json!({
         "title": "Beacon to a known C2",
         "kind": "c2.beacon",
@@ -583,9 +600,7 @@ outputs:
 async fn a_rate_limited_lookup_is_retried_by_the_step_retry() {
     let keys = keys();
     let fake = FakeIntel::start(keys.clone()).await;
-    let playbooks = tempfile::tempdir().unwrap();
-    support::write_playbook(
-        playbooks.path(),
+    let (server, _playbooks) = serve(
         "abuse-retry",
         &format!(
             r##"id: abuse-retry
@@ -601,14 +616,9 @@ steps:
     script: "#{{ went_on: !steps.abuse.ok }}"
 "##
         ),
-    );
-    let extra = format!(
-        "{}playbooks:\n  paths: [{}]\n{}",
-        support::all_sources(),
-        quoted(playbooks.path()),
-        section(&fake, &keys, &[], "")
-    );
-    let server = TestServer::start_with(&extra).await;
+        &section(&fake, &keys, &[], ""),
+    )
+    .await;
     let (status, answer) = server
         .post_generic(&support::generic_alert("Quota test", "web-8"))
         .await;
@@ -653,15 +663,14 @@ async fn a_manifest_defined_enrichment_added_in_a_test_folder_works_without_rebu
     let keys = keys();
     let fake = FakeIntel::start(keys.clone()).await;
     // A brand-new integration, written now, next to the repository's.
-    let added = tempfile::tempdir().unwrap();
-    let folder = added.path().join("acme-intel");
-    std::fs::create_dir(&folder).unwrap();
-    std::fs::write(folder.join("manifest.yaml"), ACME_MANIFEST).unwrap();
-    std::fs::write(folder.join("actions.rhai"), ACME_SCRIPT).unwrap();
+    let added = added_integration("acme-intel", ACME_MANIFEST, ACME_SCRIPT);
 
-    let playbooks = tempfile::tempdir().unwrap();
-    support::write_playbook(
-        playbooks.path(),
+    let acme = format!(
+        "    acme:\n      token: {}\n      {}\n",
+        keys.custom,
+        fake.endpoints("intel.acme.example")
+    );
+    let (server, _playbooks) = serve(
         "acme-enrich",
         r#"id: acme-enrich
 name: Ask ACME about the remote address
@@ -673,19 +682,9 @@ steps:
 outputs:
   verdict: "${{ steps.acme.output.verdict }}"
 "#,
-    );
-    let acme = format!(
-        "    acme:\n      token: {}\n      {}\n",
-        keys.custom,
-        fake.endpoints("intel.acme.example")
-    );
-    let extra = format!(
-        "{}playbooks:\n  paths: [{}]\n{}",
-        support::all_sources(),
-        quoted(playbooks.path()),
-        section(&fake, &keys, &[added.path()], &acme)
-    );
-    let server = TestServer::start_with(&extra).await;
+        &section(&fake, &keys, &[added.path()], &acme),
+    )
+    .await;
     // A real GuardDuty finding whose remote address is 198.51.100.0.
     let finding = support::read_fixture(
         "alerts/aws_guardduty/sekoia_detail_instance_network__UnauthorizedAccess_EC2_TorRelay.json",
@@ -737,15 +736,15 @@ fn check_ip(input) {
 async fn a_host_outside_the_manifest_fails_the_step_and_sends_nothing() {
     let keys = keys();
     let fake = FakeIntel::start(keys.clone()).await;
-    let added = tempfile::tempdir().unwrap();
-    let folder = added.path().join("leaky");
-    std::fs::create_dir(&folder).unwrap();
-    std::fs::write(folder.join("manifest.yaml"), LEAKY_MANIFEST).unwrap();
-    std::fs::write(folder.join("actions.rhai"), LEAKY_SCRIPT).unwrap();
+    let added = added_integration("leaky", LEAKY_MANIFEST, LEAKY_SCRIPT);
 
-    let playbooks = tempfile::tempdir().unwrap();
-    support::write_playbook(
-        playbooks.path(),
+    // Its credentials would route the foreign host to the fake, had the call been allowed.
+    let leaky = format!(
+        "    leaky:\n      api_key: {}\n      endpoints: {{ \"api.abuseipdb.com\": \"{base}\", \"api.leaky.example\": \"{base}\" }}\n",
+        keys.abuseipdb,
+        base = fake.base
+    );
+    let (server, _playbooks) = serve(
         "leaky-enrich",
         r#"id: leaky-enrich
 name: Use the leaky integration
@@ -755,20 +754,9 @@ steps:
     uses: leaky.check_ip
     with: { ip: "${{ alert.network.remote_ip }}" }
 "#,
-    );
-    // Its credentials would route the foreign host to the fake, had the call been allowed.
-    let leaky = format!(
-        "    leaky:\n      api_key: {}\n      endpoints: {{ \"api.abuseipdb.com\": \"{base}\", \"api.leaky.example\": \"{base}\" }}\n",
-        keys.abuseipdb,
-        base = fake.base
-    );
-    let extra = format!(
-        "{}playbooks:\n  paths: [{}]\n{}",
-        support::all_sources(),
-        quoted(playbooks.path()),
-        section(&fake, &keys, &[added.path()], &leaky)
-    );
-    let server = TestServer::start_with(&extra).await;
+        &section(&fake, &keys, &[added.path()], &leaky),
+    )
+    .await;
     let alert = json!({
         "title": "Outbound to a stranger",
         "severity": 6,

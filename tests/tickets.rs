@@ -258,10 +258,7 @@ async fn a_jira_issue_follows_the_incident_once_in_order_within_the_v3_contract(
         .act(&format!("/v1/incidents/{incident}/resolve"), "cli:lead")
         .await;
     assert_eq!(status, 200, "{body}");
-    jira.wait("both report files", |d| {
-        d.ops.iter().filter(|o| o.starts_with("attach")).count() == 2
-    })
-    .await;
+    jira.wait_reports().await;
     drained(&server).await;
 
     // One issue, created once although the first answer was lost.
@@ -692,10 +689,7 @@ async fn a_jira_outage_delays_updates_and_loses_none() {
         .throttled
         .store(2, std::sync::atomic::Ordering::SeqCst);
     jira.accept().await;
-    jira.wait("both report files", |d| {
-        d.ops.iter().filter(|o| o.starts_with("attach")).count() == 2
-    })
-    .await;
+    jira.wait_reports().await;
     drained(&server).await;
     assert_eq!(
         control.served_503.load(std::sync::atomic::Ordering::SeqCst),
@@ -710,6 +704,15 @@ async fn a_jira_outage_delays_updates_and_loses_none() {
         1
     );
 
+    lab_auto_story_told_once(&jira, &run);
+    jira.assert_no_violations();
+    server.stop().await;
+}
+
+/// Jira holds the story of run `run` of `lab-auto`, each part once and in order: the issue, a
+/// comment per step, the evidence, the run and the resolution, the done transition, the report
+/// files.
+fn lab_auto_story_told_once(jira: &FakeJira, run: &str) {
     let ops = jira.data().ops.clone();
     assert_eq!(ops.len(), 9, "{ops:#?}");
     assert_eq!(ops[0], "create SEC-1");
@@ -725,8 +728,6 @@ async fn a_jira_outage_delays_updates_and_loses_none() {
     );
     assert_eq!(ops[6], "transition SEC-1 Done");
     assert!(ops[7].ends_with(".md") && ops[8].ends_with(".html"));
-    jira.assert_no_violations();
-    server.stop().await;
 }
 
 fn process_config(dir: &Path, jira: &str) -> PathBuf {
@@ -803,26 +804,9 @@ async fn updates_owed_to_jira_survive_sigkill_and_restart() {
 
     // After the restart every update arrives, in order, none twice.
     let cordon = Process::start(&config);
-    jira.wait("both report files", |d| {
-        d.ops.iter().filter(|o| o.starts_with("attach")).count() == 2
-    })
-    .await;
+    jira.wait_reports().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let ops = jira.data().ops.clone();
-    assert_eq!(ops.len(), 9, "{ops:#?}");
-    assert_eq!(ops[0], "create SEC-1");
-    in_order(
-        &jira.comments("SEC-1"),
-        &[
-            "Step `capture` of playbook lab-auto succeeded",
-            "Evidence collected by step `capture`",
-            "Step `isolate` of playbook lab-auto succeeded",
-            &format!("Run {run} of playbook lab-auto succeeded"),
-            "Incident resolved by cli:lead (via api)",
-        ],
-    );
-    assert_eq!(ops[6], "transition SEC-1 Done");
-    assert!(ops[7].ends_with(".md") && ops[8].ends_with(".html"));
+    lab_auto_story_told_once(&jira, &run);
     // The comment whose answer never came was looked up, found, and not sent again.
     assert!(
         jira.data()

@@ -370,6 +370,15 @@ pub fn finished(run: &Value) -> bool {
     )
 }
 
+/// The string `key` of every element of the JSON array `list`.
+pub fn texts<'a>(list: &'a Value, key: &str) -> Vec<&'a str> {
+    list.as_array()
+        .unwrap_or_else(|| panic!("not a list: {list}"))
+        .iter()
+        .map(|e| e[key].as_str().unwrap_or_else(|| panic!("no {key} in {e}")))
+        .collect()
+}
+
 /// A minimal alert in the generic shape.
 pub fn generic_alert(title: &str, resource_id: &str) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({

@@ -104,6 +104,92 @@ fn basic(user: &str, secret: &str) -> String {
     )
 }
 
+/// What a fake's handler holds: its data, how it answers, and what else its system needs.
+pub struct Shared<D, E> {
+    data: Mutex<D>,
+    control: Arc<Control>,
+    extra: E,
+}
+
+/// What a fake has done, in order (`create SEC-1`, `comment SEC-1 <text>`, ...).
+pub trait Ops {
+    fn ops(&self) -> &[String];
+}
+
+/// A running ticket system fake holding `D` (see [`FakeJira`], [`FakeServiceNow`]).
+pub struct Fake<D, E> {
+    pub base: String,
+    shared: Arc<Shared<D, E>>,
+    server: FakeServer,
+    /// The system's name, for messages.
+    name: &'static str,
+}
+
+impl<D, E> Fake<D, E>
+where
+    D: Clone + Ops + Send + 'static,
+    E: Send + Sync + 'static,
+{
+    /// Serves `handler` behind the outage switches of [`Control`].
+    async fn serve<H, T>(name: &'static str, data: D, extra: E, handler: H) -> Fake<D, E>
+    where
+        H: axum::handler::Handler<T, Arc<Shared<D, E>>>,
+        T: 'static,
+    {
+        let control = Arc::new(Control::default());
+        let shared = Arc::new(Shared {
+            data: Mutex::new(data),
+            control: control.clone(),
+            extra,
+        });
+        let app = Router::new()
+            .fallback(handler)
+            .with_state(shared.clone())
+            .layer(axum::middleware::from_fn_with_state(control, outage));
+        let server = fake::serve(app).await;
+        Fake {
+            base: server.base.clone(),
+            shared,
+            server,
+            name,
+        }
+    }
+
+    pub fn control(&self) -> &Control {
+        &self.shared.control
+    }
+
+    /// A snapshot of what the fake holds.
+    pub fn data(&self) -> D {
+        self.shared.data.lock().unwrap().clone()
+    }
+
+    pub async fn refuse(&self) {
+        self.server.refuse().await
+    }
+
+    pub async fn accept(&self) {
+        self.server.accept().await
+    }
+
+    /// Waits (30 s at most) until `done` holds for the data.
+    pub async fn wait(&self, what: &str, done: impl Fn(&D) -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if done(&self.data()) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the fake {} never saw {what}; ops: {:#?}",
+                self.name,
+                self.data().ops()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Jira
 
@@ -131,18 +217,16 @@ pub struct JiraData {
     pub requests: Vec<String>,
 }
 
-struct JiraShared {
-    data: Mutex<JiraData>,
-    control: Arc<Control>,
+/// What the fake Jira's handler needs besides its data: Prism, if every request is checked.
+pub struct JiraPeer {
     prism: Option<String>,
     http: reqwest::Client,
 }
 
-pub struct FakeJira {
-    pub base: String,
-    shared: Arc<JiraShared>,
-    server: FakeServer,
-}
+type JiraShared = Shared<JiraData, JiraPeer>;
+
+/// The fake Jira.
+pub type FakeJira = Fake<JiraData, JiraPeer>;
 
 const STATUSES: [(&str, &str, &str); 3] = [
     ("10000", "To Do", "new"),
@@ -158,40 +242,11 @@ fn status_json(i: usize) -> Value {
 impl FakeJira {
     /// A fake Jira; with `prism`, every request is also checked by Prism first.
     pub async fn start(prism: Option<String>) -> FakeJira {
-        let control = Arc::new(Control::default());
-        let shared = Arc::new(JiraShared {
-            data: Mutex::new(JiraData::default()),
-            control: control.clone(),
+        let peer = JiraPeer {
             prism,
             http: reqwest::Client::new(),
-        });
-        let app = Router::new()
-            .fallback(jira_handler)
-            .with_state(shared.clone())
-            .layer(axum::middleware::from_fn_with_state(control, outage));
-        let server = fake::serve(app).await;
-        FakeJira {
-            base: server.base.clone(),
-            shared,
-            server,
-        }
-    }
-
-    pub fn control(&self) -> &Control {
-        &self.shared.control
-    }
-
-    /// A snapshot of what the fake holds.
-    pub fn data(&self) -> JiraData {
-        self.shared.data.lock().unwrap().clone()
-    }
-
-    pub async fn refuse(&self) {
-        self.server.refuse().await
-    }
-
-    pub async fn accept(&self) {
-        self.server.accept().await
+        };
+        Fake::serve("Jira", JiraData::default(), peer, jira_handler).await
     }
 
     /// The texts of an issue's comments, oldest first.
@@ -209,20 +264,12 @@ impl FakeJira {
             .unwrap_or_default()
     }
 
-    /// Waits (30 s at most) until `done` holds for the data.
-    pub async fn wait(&self, what: &str, done: impl Fn(&JiraData) -> bool) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if done(&self.data()) {
-                return;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the fake Jira never saw {what}; ops: {:#?}",
-                self.data().ops
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+    /// Waits until the incident report's two files are attached.
+    pub async fn wait_reports(&self) {
+        self.wait("both report files", |d| {
+            d.ops.iter().filter(|o| o.starts_with("attach")).count() == 2
+        })
+        .await
     }
 
     /// Panics when Prism reported any violation.
@@ -250,7 +297,7 @@ async fn jira_handler(
         .unwrap()
         .requests
         .push(format!("{method} {path}"));
-    if let Some(prism) = &shared.prism {
+    if let Some(prism) = &shared.extra.prism {
         check_with_prism(&shared, prism, &method, &uri, &headers, &body).await;
     }
     if headers.get("authorization").and_then(|v| v.to_str().ok())
@@ -546,6 +593,7 @@ async fn check_with_prism(
         uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
     );
     let mut request = shared
+        .extra
         .http
         .request(
             reqwest::Method::from_bytes(method.as_str().as_bytes()).unwrap(),
@@ -610,6 +658,18 @@ async fn check_with_prism(
 // ---------------------------------------------------------------------------------------------
 // ServiceNow
 
+impl Ops for JiraData {
+    fn ops(&self) -> &[String] {
+        &self.ops
+    }
+}
+
+impl Ops for ServiceNowData {
+    fn ops(&self) -> &[String] {
+        &self.ops
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ServiceNowData {
     /// Incident records as the Table API shows them.
@@ -623,72 +683,26 @@ pub struct ServiceNowData {
     pub ops: Vec<String>,
 }
 
-struct ServiceNowShared {
-    data: Mutex<ServiceNowData>,
-    control: Arc<Control>,
-    template: Value,
-}
+/// The fake ServiceNow's handler also holds the recorded incident it answers in the shape of.
+type ServiceNowShared = Shared<ServiceNowData, Value>;
 
-pub struct FakeServiceNow {
-    pub base: String,
-    shared: Arc<ServiceNowShared>,
-    server: FakeServer,
-}
+/// The fake ServiceNow.
+pub type FakeServiceNow = Fake<ServiceNowData, Value>;
 
 impl FakeServiceNow {
     pub async fn start() -> FakeServiceNow {
-        let control = Arc::new(Control::default());
         let sample: Value = serde_json::from_slice(&super::read_fixture(
             "apis/servicenow_responses/backstage_table_incident_POST_201.json",
         ))
         .unwrap();
-        let shared = Arc::new(ServiceNowShared {
-            data: Mutex::new(ServiceNowData::default()),
-            control: control.clone(),
-            template: sample["result"].clone(),
-        });
-        let app = Router::new()
-            .fallback(servicenow_handler)
-            .with_state(shared.clone())
-            .layer(axum::middleware::from_fn_with_state(control, outage));
-        let server = fake::serve(app).await;
-        FakeServiceNow {
-            base: server.base.clone(),
-            shared,
-            server,
-        }
-    }
-
-    pub fn control(&self) -> &Control {
-        &self.shared.control
-    }
-
-    /// A snapshot of what the fake holds.
-    pub fn data(&self) -> ServiceNowData {
-        self.shared.data.lock().unwrap().clone()
-    }
-
-    pub async fn refuse(&self) {
-        self.server.refuse().await
-    }
-
-    pub async fn accept(&self) {
-        self.server.accept().await
-    }
-
-    pub async fn wait(&self, what: &str, done: impl Fn(&ServiceNowData) -> bool) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if done(&self.data()) {
-                return;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the fake ServiceNow never saw {what}; ops: {:#?}",
-                self.data().ops
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        let template = sample["result"].clone();
+        Fake::serve(
+            "ServiceNow",
+            ServiceNowData::default(),
+            template,
+            servicenow_handler,
+        )
+        .await
     }
 }
 
@@ -698,6 +712,24 @@ fn sn_error(status: StatusCode, message: &str) -> Response {
         axum::Json(json!({ "error": { "message": message, "detail": "" }, "status": "failure" })),
     )
         .into_response()
+}
+
+/// The Table API's answer to a query: the first `limit` of `all` that match `conditions`.
+fn rows(
+    all: impl Iterator<Item = Value>,
+    conditions: &[(String, &'static str, String)],
+    limit: usize,
+) -> Response {
+    let found: Vec<Value> = all.filter(|r| matches(r, conditions)).take(limit).collect();
+    axum::Json(json!({ "result": found })).into_response()
+}
+
+/// A field's value as the Table API keeps it: a string.
+fn text(value: Value) -> String {
+    match value {
+        Value::String(s) => s,
+        other => other.to_string(),
+    }
 }
 
 /// `a=b^c=d^eLIKEf` → conditions.
@@ -769,27 +801,17 @@ async fn servicenow_handler(
     match (method.as_str(), segments.as_slice()) {
         ("GET", ["api", "now", "table", "incident"]) => {
             let data = shared.data.lock().unwrap();
-            let found: Vec<Value> = data
-                .records
-                .iter()
-                .filter(|r| matches(r, &conditions))
-                .take(limit)
-                .cloned()
-                .collect();
-            axum::Json(json!({ "result": found })).into_response()
+            rows(data.records.iter().cloned(), &conditions, limit)
         }
         ("POST", ["api", "now", "table", "incident"]) => {
             let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(&body) else {
                 return sn_error(StatusCode::BAD_REQUEST, "Exception while reading request");
             };
             let mut data = shared.data.lock().unwrap();
-            let mut record = shared.template.clone();
+            let mut record = shared.extra.clone();
             let number = format!("INC{:07}", 10001 + data.records.len());
             for (k, v) in fields {
-                record[k.as_str()] = match v {
-                    Value::String(s) => Value::String(s),
-                    other => Value::String(other.to_string()),
-                };
+                record[k.as_str()] = Value::String(text(v));
             }
             record["sys_id"] = Value::String(sys_id());
             record["number"] = Value::String(number.clone());
@@ -824,10 +846,7 @@ async fn servicenow_handler(
                 .to_owned();
             let mut changed = Vec::new();
             for (k, v) in fields {
-                let v = match v {
-                    Value::String(s) => s,
-                    other => other.to_string(),
-                };
+                let v = text(v);
                 if k == "work_notes" {
                     data.journal.push(json!({ "sys_id": sys_id(), "element_id": id, "element": "work_notes", "name": "incident", "value": v, "sys_created_on": now }));
                     data.ops.push(format!("work_note {number} {v}"));
@@ -854,25 +873,12 @@ async fn servicenow_handler(
         }
         ("GET", ["api", "now", "table", "sys_journal_field"]) => {
             let data = shared.data.lock().unwrap();
-            let found: Vec<Value> = data
-                .journal
-                .iter()
-                .filter(|r| matches(r, &conditions))
-                .take(limit)
-                .cloned()
-                .collect();
-            axum::Json(json!({ "result": found })).into_response()
+            rows(data.journal.iter().cloned(), &conditions, limit)
         }
         ("GET", ["api", "now", "attachment"]) => {
             let data = shared.data.lock().unwrap();
-            let found: Vec<Value> = data
-                .attachments
-                .iter()
-                .map(|(id, table_sys_id, name, bytes)| json!({ "sys_id": id, "table_name": "incident", "table_sys_id": table_sys_id, "file_name": name, "size_bytes": bytes.len().to_string() }))
-                .filter(|r| matches(r, &conditions))
-                .take(limit)
-                .collect();
-            axum::Json(json!({ "result": found })).into_response()
+            let attachments = data.attachments.iter().map(|(id, table_sys_id, name, bytes)| json!({ "sys_id": id, "table_name": "incident", "table_sys_id": table_sys_id, "file_name": name, "size_bytes": bytes.len().to_string() }));
+            rows(attachments, &conditions, limit)
         }
         ("POST", ["api", "now", "attachment", "file"]) => {
             let (Some(table), Some(record_id), Some(name)) =
