@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use cordon::engine::exec::{ActionCall, ActionRunner};
 use cordon::integrations::Integrations;
 use serde_json::{Value, json};
-use support::moto::{ACCOUNT, Moto, xml_value, xml_values};
+use support::moto::{ACCOUNT, Moto, QueryApi, xml_value, xml_values};
 use support::*;
 
 const REGION: &str = "eu-west-2";
@@ -589,13 +589,7 @@ async fn inline_statements(
     name: &str,
 ) -> Option<Vec<Value>> {
     let (status, xml) = moto
-        .try_query(
-            "iam",
-            "us-east-1",
-            "2010-05-08",
-            action,
-            &[who, ("PolicyName", name)],
-        )
+        .try_query(QueryApi::IAM, action, &[who, ("PolicyName", name)])
         .await;
     if status == 404 {
         assert!(xml.contains("NoSuchEntity"), "{xml}");
@@ -1281,8 +1275,7 @@ fn tor_relay(instance: &str) -> Vec<u8> {
 
 /// Posts an alert; gives the id of the run it started.
 async fn start(server: &TestServer, source: &str, body: Vec<u8>) -> String {
-    let (status, answer) = server.post_alert(source, body).await;
-    assert_eq!(status, 202, "{answer}");
+    let answer = server.accept(source, body).await;
     let alert = answer["alerts"][0]["alert_id"].as_str().unwrap().to_owned();
     server.run_for_alert(&alert).await
 }

@@ -689,8 +689,7 @@ outputs:
     let finding = support::read_fixture(
         "alerts/aws_guardduty/sekoia_detail_instance_network__UnauthorizedAccess_EC2_TorRelay.json",
     );
-    let (status, answer) = server.post_alert("aws.guardduty", finding).await;
-    assert_eq!(status, 202, "{answer}");
+    let answer = server.accept("aws.guardduty", finding).await;
     let run = finished_run(&server, &answer).await;
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(
@@ -895,8 +894,7 @@ steps:
         "resource": { "kind": "host", "id": "web-3" },
         "network": { "remote_ip": "203.0.113.77" }
     });
-    let (status, answer) = server.post_alert("generic", alert.to_string()).await;
-    assert_eq!(status, 202, "{answer}");
+    let answer = server.accept("generic", alert.to_string()).await;
     let alert_id = answer["alerts"][0]["alert_id"].as_str().unwrap().to_owned();
     let admin = async |path: &str| server.admin(path).await.to_string();
 

@@ -37,13 +37,6 @@ async fn post(server: &Client, body: Vec<u8>) -> Option<Value> {
     response.json().await.ok()
 }
 
-/// Posts a generic alert the server must take; its answer.
-async fn accepted(server: &Client, body: Vec<u8>) -> Value {
-    let (status, answer) = server.post_alert("generic", body).await;
-    assert_eq!(status, 202, "{answer}");
-    answer
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_alert_survives_sigkill() {
     let dir = tempfile::tempdir().unwrap();
@@ -124,8 +117,12 @@ async fn sigterm_shuts_down_cleanly_and_the_cli_reads_the_store_either_way() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path());
     let mut server = Process::start(&config);
-    let first = accepted(&server, generic_alert("Reverse shell on web-1", "web-1")).await;
-    accepted(&server, generic_alert("Crypto miner on web-1", "web-1")).await;
+    let first = server
+        .accept("generic", generic_alert("Reverse shell on web-1", "web-1"))
+        .await;
+    server
+        .accept("generic", generic_alert("Crypto miner on web-1", "web-1"))
+        .await;
     let alert_id = first["alerts"][0]["alert_id"].as_str().unwrap().to_owned();
     let incident_id = first["alerts"][0]["incident_id"]
         .as_str()

@@ -224,6 +224,14 @@ impl Client {
         .await
     }
 
+    /// POSTs `body` to `/v1/alerts/{source}` like [`Client::post_alert`]; panics unless it is
+    /// accepted (202). The answer.
+    pub async fn accept(&self, source: &str, body: impl Into<reqwest::Body>) -> Value {
+        let (status, answer) = self.post_alert(source, body).await;
+        assert_eq!(status, 202, "{answer}");
+        answer
+    }
+
     /// POSTs `body` to the HMAC-signed `generic` source, signed now.
     pub async fn post_generic(&self, body: &[u8]) -> (u16, Value) {
         let ts = chrono::Utc::now().timestamp();
@@ -368,6 +376,14 @@ pub fn finished(run: &Value) -> bool {
         run["status"].as_str(),
         Some("succeeded" | "failed" | "cancelled")
     )
+}
+
+/// Asserts an admin API answer (status, body) is `status` and its `message` says `fragment`.
+pub fn assert_status_says(answer: &(u16, Value), status: u16, fragment: &str) {
+    let (got, body) = answer;
+    assert_eq!(*got, status, "{body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(message.contains(fragment), "{body}");
 }
 
 /// The string `key` of every element of the JSON array `list`.

@@ -309,16 +309,7 @@ async fn jira_handler(
         )
             .into_response();
     }
-    let query: Vec<(String, String)> =
-        url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
-            .into_owned()
-            .collect();
-    let q = |name: &str| {
-        query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    };
+    let q = |name: &str| param(&uri, name);
     let Some(rest) = path.strip_prefix("/rest/api/3") else {
         return StatusCode::NOT_FOUND.into_response();
     };
@@ -714,6 +705,13 @@ fn sn_error(status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
+/// The query parameter `name` of `uri`, decoded.
+fn param(uri: &Uri, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
 /// The Table API's answer to a query: the first `limit` of `all` that match `conditions`.
 fn rows(
     all: impl Iterator<Item = Value>,
@@ -780,16 +778,7 @@ async fn servicenow_handler(
     {
         return sn_error(StatusCode::UNAUTHORIZED, "User Not Authenticated");
     }
-    let query: Vec<(String, String)> =
-        url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
-            .into_owned()
-            .collect();
-    let q = |name: &str| {
-        query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    };
+    let q = |name: &str| param(&uri, name);
     let path = uri.path().to_owned();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let limit = q("sysparm_limit")
