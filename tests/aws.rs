@@ -1293,11 +1293,7 @@ async fn a_guardduty_ec2_finding_is_snapshotted_then_isolated_on_approval_and_un
         TestServer::start_with(&server_config(&moto.base, None, &["aws-ec2-compromise"])).await;
     let run = start(&server, "aws.guardduty", tor_relay(&w.instance)).await;
 
-    let shown = server.wait_run(&run, "waiting", waiting).await;
-    let prompt = shown["run"]["steps"]["approve"]["approval"]["prompt"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let prompt = server.wait_prompt(&run, "approve").await;
     assert!(
         prompt.starts_with(&format!(
             "Isolate EC2 instance {}? UnauthorizedAccess:EC2/TorRelay on {}",
@@ -1406,10 +1402,7 @@ async fn a_guardduty_key_finding_gets_a_timeline_and_the_key_is_disabled_only_wh
 
     // Approved: the first key is disabled.
     let approved = start(&server, "aws.guardduty", finding(&keys[0])).await;
-    let shown = server.wait_run(&approved, "waiting", waiting).await;
-    let prompt = shown["run"]["steps"]["approve"]["approval"]["prompt"]
-        .as_str()
-        .unwrap();
+    let prompt = server.wait_prompt(&approved, "approve").await;
     assert!(prompt.contains("4 CloudTrail event(s) in the last 24 h: StopLogging, CreateUser, CreateAccessKey, AttachUserPolicy"), "{prompt}");
     assert!(
         prompt.ends_with(&format!(

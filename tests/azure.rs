@@ -730,11 +730,7 @@ async fn defender_run() -> (TestServer, FakeAzure, SeededVm, String) {
     let answer = server.accept("azure.defender", alert).await;
     let alert_id = answer["alerts"][0]["alert_id"].as_str().unwrap().to_owned();
     let run = server.run_for_alert(&alert_id).await;
-    let shown = server.wait_run(&run, "waiting", waiting).await;
-    let prompt = shown["run"]["steps"]["approve"]["approval"]["prompt"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let prompt = server.wait_prompt(&run, "approve").await;
     assert!(
         prompt.contains("vm1") && prompt.contains("2 disk snapshot(s) taken"),
         "{prompt}"

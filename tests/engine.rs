@@ -717,14 +717,8 @@ async fn approval_channels_get_the_request_and_the_outcome_and_an_outage_blocks_
 
     let run = alert(&s.server, "host-7", 9).await;
     s.server.wait_run(&run, "waiting", waiting).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while seen.lock().unwrap().is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the request was never posted"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let posted = async || !seen.lock().unwrap().is_empty();
+    wait_until(Duration::from_secs(5), || "the request".into(), posted).await;
     assert_eq!(seen.lock().unwrap()[0], "post approve soc Isolate host-7?");
 
     let (status, _) = s.server.decide(&run, "approve", "approve", "cli:bob").await;
@@ -733,14 +727,8 @@ async fn approval_channels_get_the_request_and_the_outcome_and_an_outage_blocks_
         s.server.wait_run(&run, "finished", finished).await["run"]["status"],
         "succeeded"
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while seen.lock().unwrap().len() < 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the outcome was never announced"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let announced = async || seen.lock().unwrap().len() >= 2;
+    wait_until(Duration::from_secs(5), || "the outcome".into(), announced).await;
     assert_eq!(
         seen.lock().unwrap()[1],
         "update approve approved=true by=cli:bob"

@@ -332,6 +332,15 @@ impl Client {
         }
     }
 
+    /// Waits until run `id` waits for a decision; the prompt of its approval step `step`.
+    pub async fn wait_prompt(&self, id: &str, step: &str) -> String {
+        let shown = self.wait_run(id, "waiting", waiting).await;
+        shown["run"]["steps"][step]["approval"]["prompt"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no prompt at step {step}: {shown}"))
+            .to_owned()
+    }
+
     /// Polls until the run started for `alert_id` exists; returns its id.
     pub async fn run_for_alert(&self, alert_id: &str) -> String {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
