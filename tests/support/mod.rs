@@ -1,14 +1,26 @@
-//! Shared test support: a real server on 127.0.0.1:0 with its own store, the shared fixtures, and
-//! request helpers. Each test file uses the parts it needs.
+//! Shared test support; each test file uses the parts it needs.
+//!
+//! - Here: Cordon under test, in process ([`TestServer`], on 127.0.0.1:0 with its own store) or
+//!   as the real binary ([`Process`]), both spoken to through a [`Client`]; the shared fixtures
+//!   ([`fixture`]) and this crate's test data ([`data`]); config text; waiting helpers; a fake
+//!   SNS host and a fake cloud API.
+//! - [`fake`]: the one fake HTTP server every vendor fake is built on.
+//! - The test peers: [`prism`] (Stoplight Prism), [`moto`] (AWS), [`pg`] (PostgreSQL).
+//! - The vendor fakes: [`azure`], [`intel`], [`tickets`], [`slack`], [`teams`], [`discord`]; and
+//!   [`load`], a load generator and a sink for the fault tests.
 #![allow(dead_code)]
 
 pub mod azure;
 pub mod discord;
 pub mod fake;
+pub mod intel;
+pub mod load;
 pub mod moto;
+pub mod pg;
 pub mod prism;
 pub mod slack;
 pub mod teams;
+pub mod tickets;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,11 +30,6 @@ use cordon::app::Server;
 use serde_json::Value;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
-
-pub mod intel;
-pub mod load;
-pub mod pg;
-pub mod tickets;
 
 pub const INTAKE_TOKEN: &str = "test-intake-token";
 pub const ADMIN_TOKEN: &str = "test-admin-token";
