@@ -8,13 +8,12 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
 
 use axum::http::{HeaderMap, Method, StatusCode};
 use cordon::engine::exec::{ActionCall, ActionRunner};
 use cordon::integrations::Integrations;
 use serde_json::{Value, json};
-use support::moto::{ACCOUNT, Moto, xml_value, xml_values};
+use support::moto::{ACCOUNT, Moto, QueryApi, xml_value, xml_values};
 use support::*;
 
 const REGION: &str = "eu-west-2";
@@ -590,13 +589,7 @@ async fn inline_statements(
     name: &str,
 ) -> Option<Vec<Value>> {
     let (status, xml) = moto
-        .try_query(
-            "iam",
-            "us-east-1",
-            "2010-05-08",
-            action,
-            &[who, ("PolicyName", name)],
-        )
+        .try_query(QueryApi::IAM, action, &[who, ("PolicyName", name)])
         .await;
     if status == 404 {
         assert!(xml.contains("NoSuchEntity"), "{xml}");
@@ -959,44 +952,32 @@ async fn public_access_is_blocked_and_the_previous_settings_come_back_on_undo() 
     assert_eq!(error.message, "bucket no-such-bucket does not exist");
 }
 
-type Seen = Arc<Mutex<Vec<(String, HeaderMap, String)>>>;
-
 /// A fake S3 that checks what moto does not: the `Content-MD5` of a PUT. It has no configuration
 /// for any bucket and takes every well-formed PUT.
-async fn fake_s3() -> (String, Seen) {
-    let seen: Seen = Arc::default();
-    let record = seen.clone();
-    let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
-        let record = record.clone();
-        async move {
-            let method = request.method().clone();
-            let uri = request.uri().to_string();
-            let headers = request.headers().clone();
-            let body = axum::body::to_bytes(request.into_body(), 1 << 20).await.unwrap();
-            let body = String::from_utf8(body.to_vec()).unwrap();
-            record.lock().unwrap().push((format!("{method} {uri}"), headers.clone(), body.clone()));
-            if method == Method::GET {
-                return (StatusCode::NOT_FOUND, "<Error><Code>NoSuchPublicAccessBlockConfiguration</Code><Message>The public access block configuration was not found</Message></Error>".to_owned());
-            }
-            use base64::Engine;
-            use md5::Digest;
-            let expected = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(body.as_bytes()));
-            match headers.get("content-md5").and_then(|v| v.to_str().ok()) {
-                Some(given) if given == expected => (StatusCode::OK, String::new()),
-                _ => (StatusCode::BAD_REQUEST, "<Error><Code>InvalidDigest</Code><Message>The Content-MD5 you specified was invalid.</Message></Error>".to_owned()),
-            }
+async fn fake_s3() -> fake::FakeServer {
+    fake::serve(axum::Router::new().fallback(|method: Method, headers: HeaderMap, body: String| async move {
+        if method == Method::GET {
+            return (StatusCode::NOT_FOUND, "<Error><Code>NoSuchPublicAccessBlockConfiguration</Code><Message>The public access block configuration was not found</Message></Error>".to_owned());
         }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (base, seen)
+        use base64::Engine;
+        use md5::Digest;
+        let expected = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(body.as_bytes()));
+        match headers.get("content-md5").and_then(|v| v.to_str().ok()) {
+            Some(given) if given == expected => (StatusCode::OK, String::new()),
+            _ => (StatusCode::BAD_REQUEST, "<Error><Code>InvalidDigest</Code><Message>The Content-MD5 you specified was invalid.</Message></Error>".to_owned()),
+        }
+    }))
+    .await
 }
 
 #[tokio::test]
 async fn the_put_carries_the_content_md5_s3_insists_on() {
-    let (s3, seen) = fake_s3().await;
-    let aws = load(&integrations_yaml("http://127.0.0.1:9", None, Some(&s3)));
+    let s3 = fake_s3().await;
+    let aws = load(&integrations_yaml(
+        "http://127.0.0.1:9",
+        None,
+        Some(&s3.base),
+    ));
     run(
         &aws,
         "aws-s3.block_public_access",
@@ -1004,8 +985,8 @@ async fn the_put_carries_the_content_md5_s3_insists_on() {
         &call("block", None),
     )
     .await;
-    let seen = seen.lock().unwrap();
-    let requests: Vec<&str> = seen.iter().map(|(line, _, _)| line.as_str()).collect();
+    let seen = s3.requests();
+    let requests: Vec<String> = seen.iter().map(|r| r.line()).collect();
     assert_eq!(
         requests,
         [
@@ -1013,7 +994,7 @@ async fn the_put_carries_the_content_md5_s3_insists_on() {
             "PUT /acme-exports?publicAccessBlock"
         ]
     );
-    let (_, headers, body) = &seen[1];
+    let (headers, body) = (&seen[1].headers, seen[1].text());
     assert!(
         body.starts_with(&format!(
             "<PublicAccessBlockConfiguration xmlns=\"{BLOCK_NAMESPACE}\">"
@@ -1036,9 +1017,7 @@ async fn the_put_carries_the_content_md5_s3_insists_on() {
 
 /// A fake CloudTrail answering `LookupEvents` with the recorded pages of
 /// `integrations/aws-cloudtrail/fixtures/` (the second after the first's `NextToken`).
-async fn fake_cloudtrail() -> (String, Seen) {
-    let seen: Seen = Arc::default();
-    let record = seen.clone();
+async fn fake_cloudtrail() -> fake::FakeServer {
     let page = |n: u8| {
         std::fs::read_to_string(format!(
             "{}/integrations/aws-cloudtrail/fixtures/lookup_events_page{n}.json",
@@ -1048,12 +1027,8 @@ async fn fake_cloudtrail() -> (String, Seen) {
     };
     let (first, second) = (page(1), page(2));
     let app = axum::Router::new().fallback(move |headers: HeaderMap, body: String| {
-        let (record, first, second) = (record.clone(), first.clone(), second.clone());
+        let (first, second) = (first.clone(), second.clone());
         async move {
-            record
-                .lock()
-                .unwrap()
-                .push(("POST /".into(), headers.clone(), body.clone()));
             let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok());
             if target != Some("com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.LookupEvents")
             {
@@ -1074,18 +1049,15 @@ async fn fake_cloudtrail() -> (String, Seen) {
             }
         }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (base, seen)
+    fake::serve(app).await
 }
 
 #[tokio::test]
 async fn the_activity_timeline_is_every_page_oldest_first_with_evidence() {
-    let (cloudtrail, seen) = fake_cloudtrail().await;
+    let cloudtrail = fake_cloudtrail().await;
     let aws = load(&integrations_yaml(
         "http://127.0.0.1:9",
-        Some(&cloudtrail),
+        Some(&cloudtrail.base),
         None,
     ));
     let out = run(
@@ -1097,12 +1069,7 @@ async fn the_activity_timeline_is_every_page_oldest_first_with_evidence() {
     )
     .await;
 
-    let names: Vec<&str> = out["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["name"].as_str().unwrap())
-        .collect();
+    let names = texts(&out["events"], "name");
     assert_eq!(
         names,
         [
@@ -1146,9 +1113,9 @@ async fn the_activity_timeline_is_every_page_oldest_first_with_evidence() {
     );
     assert_eq!(evidence["incident_id"], "inc-7");
 
-    let seen = seen.lock().unwrap();
+    let seen = cloudtrail.requests();
     assert_eq!(seen.len(), 2, "two pages");
-    let (_, headers, body) = &seen[0];
+    let (headers, body) = (&seen[0].headers, seen[0].text());
     assert_eq!(headers["content-type"], "application/x-amz-json-1.1");
     assert!(
         headers["authorization"]
@@ -1156,7 +1123,7 @@ async fn the_activity_timeline_is_every_page_oldest_first_with_evidence() {
             .unwrap()
             .contains("/us-east-1/cloudtrail/aws4_request")
     );
-    let request: Value = serde_json::from_str(body).unwrap();
+    let request: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
         request["LookupAttributes"],
         json!([{ "AttributeKey": "Username", "AttributeValue": "christophe" }])
@@ -1165,7 +1132,7 @@ async fn the_activity_timeline_is_every_page_oldest_first_with_evidence() {
         (request["StartTime"].clone(), request["EndTime"].clone()),
         (json!(1722384000), json!(1722556800))
     );
-    let second: Value = serde_json::from_str(&seen[1].2).unwrap();
+    let second: Value = serde_json::from_slice(&seen[1].body).unwrap();
     assert_eq!(second["NextToken"], "cordon-test-page-2");
     assert_eq!(
         second["LookupAttributes"], request["LookupAttributes"],
@@ -1308,31 +1275,14 @@ fn tor_relay(instance: &str) -> Vec<u8> {
 
 /// Posts an alert; gives the id of the run it started.
 async fn start(server: &TestServer, source: &str, body: Vec<u8>) -> String {
-    let (status, answer) = server.post_alert(source, body).await;
-    assert_eq!(status, 202, "{answer}");
+    let answer = server.accept(source, body).await;
     let alert = answer["alerts"][0]["alert_id"].as_str().unwrap().to_owned();
     server.run_for_alert(&alert).await
 }
 
 async fn decide(server: &TestServer, run: &str, decision: &str) {
-    let (status, body) = server
-        .admin_post(
-            &format!("/v1/runs/{run}/approvals/approve"),
-            json!({ "decision": decision, "identity": "cli:analyst" }),
-        )
-        .await;
+    let (status, body) = server.decide(run, "approve", decision, "cli:analyst").await;
     assert_eq!(status, 200, "{body}");
-}
-
-fn waiting(run: &Value) -> bool {
-    run["status"] == "waiting"
-}
-
-fn finished(run: &Value) -> bool {
-    matches!(
-        run["status"].as_str(),
-        Some("succeeded" | "failed" | "cancelled")
-    )
 }
 
 #[tokio::test]
@@ -1343,11 +1293,7 @@ async fn a_guardduty_ec2_finding_is_snapshotted_then_isolated_on_approval_and_un
         TestServer::start_with(&server_config(&moto.base, None, &["aws-ec2-compromise"])).await;
     let run = start(&server, "aws.guardduty", tor_relay(&w.instance)).await;
 
-    let shown = server.wait_run(&run, "waiting", waiting).await;
-    let prompt = shown["run"]["steps"]["approve"]["approval"]["prompt"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let prompt = server.wait_prompt(&run, "approve").await;
     assert!(
         prompt.starts_with(&format!(
             "Isolate EC2 instance {}? UnauthorizedAccess:EC2/TorRelay on {}",
@@ -1374,20 +1320,12 @@ async fn a_guardduty_ec2_finding_is_snapshotted_then_isolated_on_approval_and_un
 
     let incident = done["run"]["incident_id"].as_str().unwrap();
     let incident = server.admin(&format!("/v1/incidents/{incident}")).await;
-    let kinds: Vec<&str> = incident["incident"]["evidence"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
+    let kinds = texts(&incident["incident"]["evidence"], "kind");
     assert_eq!(kinds, ["ebs-snapshot", "ebs-snapshot"]);
 
     // Undo through the admin API: the interfaces get their groups back.
     let (status, body) = server
-        .admin_post(
-            &format!("/v1/runs/{run}/steps/isolate/undo"),
-            json!({ "identity": "cli:analyst" }),
-        )
+        .act(&format!("/v1/runs/{run}/steps/isolate/undo"), "cli:analyst")
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["action"], "aws-ec2.release_instance");
@@ -1432,7 +1370,7 @@ async fn a_denied_ec2_isolation_leaves_the_network_as_it_was() {
 #[tokio::test]
 async fn a_guardduty_key_finding_gets_a_timeline_and_the_key_is_disabled_only_when_approved() {
     let moto = Moto::start().await;
-    let (cloudtrail, _) = fake_cloudtrail().await;
+    let cloudtrail = fake_cloudtrail().await;
     moto.iam("CreateUser", &[("UserName", "alice")]).await;
     let mut keys = Vec::new();
     for _ in 0..2 {
@@ -1441,7 +1379,7 @@ async fn a_guardduty_key_finding_gets_a_timeline_and_the_key_is_disabled_only_wh
     }
     let server = TestServer::start_with(&server_config(
         &moto.base,
-        Some(&cloudtrail),
+        Some(&cloudtrail.base),
         &["aws-credential-compromise"],
     ))
     .await;
@@ -1464,10 +1402,7 @@ async fn a_guardduty_key_finding_gets_a_timeline_and_the_key_is_disabled_only_wh
 
     // Approved: the first key is disabled.
     let approved = start(&server, "aws.guardduty", finding(&keys[0])).await;
-    let shown = server.wait_run(&approved, "waiting", waiting).await;
-    let prompt = shown["run"]["steps"]["approve"]["approval"]["prompt"]
-        .as_str()
-        .unwrap();
+    let prompt = server.wait_prompt(&approved, "approve").await;
     assert!(prompt.contains("4 CloudTrail event(s) in the last 24 h: StopLogging, CreateUser, CreateAccessKey, AttachUserPolicy"), "{prompt}");
     assert!(
         prompt.ends_with(&format!(
@@ -1501,12 +1436,7 @@ async fn a_guardduty_key_finding_gets_a_timeline_and_the_key_is_disabled_only_wh
 
     let incident = done["run"]["incident_id"].as_str().unwrap();
     let incident = server.admin(&format!("/v1/incidents/{incident}")).await;
-    let kinds: Vec<&str> = incident["incident"]["evidence"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
+    let kinds = texts(&incident["incident"]["evidence"], "kind");
     assert!(kinds.contains(&"activity-timeline"), "{kinds:?}");
 }
 

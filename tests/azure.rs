@@ -64,29 +64,42 @@ fn call_for(step: &str) -> ActionCall {
     }
 }
 
-async fn run(
-    integrations: &Integrations,
-    action: &str,
-    inputs: Value,
-    step: &str,
-) -> Result<Value, ActionError> {
-    integrations.call(action, inputs, &call_for(step)).await
+/// How the tests call an action, as step `step` of run `run-1`.
+trait Call {
+    async fn run(&self, action: &str, inputs: Value, step: &str) -> Result<Value, ActionError>;
+
+    /// The output of a call that must succeed.
+    async fn ok(&self, action: &str, inputs: Value, step: &str) -> Value {
+        self.run(action, inputs, step)
+            .await
+            .unwrap_or_else(|e| panic!("{action}: {e:?}"))
+    }
 }
 
-async fn ok(integrations: &Integrations, action: &str, inputs: Value, step: &str) -> Value {
-    run(integrations, action, inputs, step)
-        .await
-        .unwrap_or_else(|e| panic!("{action}: {e:?}"))
+impl Call for Integrations {
+    async fn run(&self, action: &str, inputs: Value, step: &str) -> Result<Value, ActionError> {
+        self.call(action, inputs, &call_for(step)).await
+    }
 }
 
-async fn setup() -> (FakeAzure, SeededVm, Integrations) {
-    let fake = FakeAzure::start().await;
-    let vm = fake.seed_vm(VmSeed {
+/// The VM the Defender for Cloud fixture names: `vm1` in `myRg1` of [`SUB`], in West Europe.
+fn seed_vm1(fake: &FakeAzure) -> SeededVm {
+    fake.seed_vm(VmSeed {
         subscription: SUB,
         resource_group: "myRg1",
         name: "vm1",
         location: "westeurope",
-    });
+    })
+}
+
+/// The inputs naming the VM.
+fn vm_id(vm: &SeededVm) -> Value {
+    json!({ "vm_id": vm.id })
+}
+
+async fn setup() -> (FakeAzure, SeededVm, Integrations) {
+    let fake = FakeAzure::start().await;
+    let vm = seed_vm1(&fake);
     fake.seed_user_json(read_json("integrations/azure-entra/fixtures/user.json"));
     let integrations = load(&fake, CLIENT_SECRET, "");
     (fake, vm, integrations)
@@ -107,13 +120,9 @@ fn same(a: &str, b: &str) -> bool {
 #[tokio::test]
 async fn isolate_vm_puts_every_nic_on_a_deny_all_group_and_release_puts_them_back() {
     let (fake, vm, integrations) = setup().await;
-    let out = ok(
-        &integrations,
-        "azure-compute.isolate_vm",
-        json!({ "vm_id": vm.id }),
-        "isolate",
-    )
-    .await;
+    let out = integrations
+        .ok("azure-compute.isolate_vm", vm_id(&vm), "isolate")
+        .await;
 
     let quarantine = quarantine_id("cordon-quarantine");
     assert!(
@@ -183,13 +192,13 @@ async fn isolate_vm_puts_every_nic_on_a_deny_all_group_and_release_puts_them_bac
     assert_eq!(fake.nic_tags(&vm.nics[0])["owner"], "web-team");
 
     // The undo, as `cordon runs undo` calls it: the original inputs plus `previous`.
-    let back = ok(
-        &integrations,
-        "azure-compute.release_vm",
-        json!({ "vm_id": vm.id, "previous": out }),
-        "isolate:undo",
-    )
-    .await;
+    let back = integrations
+        .ok(
+            "azure-compute.release_vm",
+            json!({ "vm_id": vm.id, "previous": out }),
+            "isolate:undo",
+        )
+        .await;
     assert_eq!(back["restored"].as_array().unwrap().len(), 2, "{back}");
     assert_eq!(
         fake.nic_nsg(&vm.nics[0]).as_deref(),
@@ -214,20 +223,12 @@ async fn isolate_vm_puts_every_nic_on_a_deny_all_group_and_release_puts_them_bac
 #[tokio::test]
 async fn a_second_isolate_never_records_the_quarantine_group_as_previous() {
     let (fake, vm, integrations) = setup().await;
-    let first = ok(
-        &integrations,
-        "azure-compute.isolate_vm",
-        json!({ "vm_id": vm.id }),
-        "isolate",
-    )
-    .await;
-    let second = ok(
-        &integrations,
-        "azure-compute.isolate_vm",
-        json!({ "vm_id": vm.id }),
-        "isolate",
-    )
-    .await;
+    let first = integrations
+        .ok("azure-compute.isolate_vm", vm_id(&vm), "isolate")
+        .await;
+    let second = integrations
+        .ok("azure-compute.isolate_vm", vm_id(&vm), "isolate")
+        .await;
 
     assert_eq!(
         second["quarantine_nsg_created"], false,
@@ -250,13 +251,13 @@ async fn a_second_isolate_never_records_the_quarantine_group_as_previous() {
     );
 
     // The second run's record restores the original groups too.
-    ok(
-        &integrations,
-        "azure-compute.release_vm",
-        json!({ "vm_id": vm.id, "previous": second }),
-        "undo",
-    )
-    .await;
+    integrations
+        .ok(
+            "azure-compute.release_vm",
+            json!({ "vm_id": vm.id, "previous": second }),
+            "undo",
+        )
+        .await;
     assert_eq!(
         fake.nic_nsg(&vm.nics[0]).as_deref(),
         Some(vm.web_nsg.as_str())
@@ -267,13 +268,9 @@ async fn a_second_isolate_never_records_the_quarantine_group_as_previous() {
 #[tokio::test]
 async fn release_without_the_record_reads_the_tags_and_leaves_moved_nics_alone() {
     let (fake, vm, integrations) = setup().await;
-    ok(
-        &integrations,
-        "azure-compute.isolate_vm",
-        json!({ "vm_id": vm.id }),
-        "isolate",
-    )
-    .await;
+    integrations
+        .ok("azure-compute.isolate_vm", vm_id(&vm), "isolate")
+        .await;
     // Someone moves the second NIC elsewhere by hand meanwhile.
     fake.seed_nsg(&quarantine_id("hand-picked"), "westeurope", vec![]);
     let nic = fake.resource(&vm.nics[1]).unwrap();
@@ -281,13 +278,9 @@ async fn release_without_the_record_reads_the_tags_and_leaves_moved_nics_alone()
     moved["properties"]["networkSecurityGroup"] = json!({ "id": quarantine_id("hand-picked") });
     put_raw(&fake, &vm.nics[1], &moved).await;
 
-    let back = ok(
-        &integrations,
-        "azure-compute.release_vm",
-        json!({ "vm_id": vm.id }),
-        "release",
-    )
-    .await;
+    let back = integrations
+        .ok("azure-compute.release_vm", vm_id(&vm), "release")
+        .await;
     assert_eq!(
         fake.nic_nsg(&vm.nics[0]).as_deref(),
         Some(vm.web_nsg.as_str())
@@ -309,25 +302,7 @@ async fn release_without_the_record_reads_the_tags_and_leaves_moved_nics_alone()
 /// PUTs a resource to the fake as another client would (with a token of its own).
 async fn put_raw(fake: &FakeAzure, id: &str, body: &Value) {
     let http = reqwest::Client::new();
-    let token: Value = http
-        .post(format!(
-            "{}/{}/oauth2/v2.0/token",
-            fake.base,
-            support::azure::TENANT
-        ))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!(
-            "grant_type=client_credentials&client_id={}&client_secret={}&scope={}",
-            support::azure::CLIENT_ID,
-            url_encode(CLIENT_SECRET),
-            url_encode(ARM_SCOPE)
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let token = arm_token(&http, fake).await;
     let status = http
         .put(format!("{}{id}?api-version=2024-05-01", fake.base))
         .bearer_auth(token["access_token"].as_str().unwrap())
@@ -337,6 +312,28 @@ async fn put_raw(fake: &FakeAzure, id: &str, body: &Value) {
         .unwrap()
         .status();
     assert!(status.is_success(), "{status}");
+}
+
+/// An ARM token from the fake's token endpoint, asked for as another client would.
+async fn arm_token(http: &reqwest::Client, fake: &FakeAzure) -> Value {
+    http.post(format!(
+        "{}/{}/oauth2/v2.0/token",
+        fake.base,
+        support::azure::TENANT
+    ))
+    .header("content-type", "application/x-www-form-urlencoded")
+    .body(format!(
+        "grant_type=client_credentials&client_id={}&client_secret={}&scope={}",
+        support::azure::CLIENT_ID,
+        url_encode(CLIENT_SECRET),
+        url_encode(ARM_SCOPE)
+    ))
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap()
 }
 
 fn url_encode(text: &str) -> String {
@@ -354,14 +351,10 @@ async fn a_group_of_that_name_without_the_deny_rules_is_refused() {
             "sourceAddressPrefix": "*", "destinationAddressPrefix": "*",
             "access": "Allow", "priority": 100, "direction": "Inbound" } })],
     );
-    let err = run(
-        &integrations,
-        "azure-compute.isolate_vm",
-        json!({ "vm_id": vm.id }),
-        "isolate",
-    )
-    .await
-    .expect_err("a leaky group must not be used");
+    let err = integrations
+        .run("azure-compute.isolate_vm", vm_id(&vm), "isolate")
+        .await
+        .expect_err("a leaky group must not be used");
     assert!(!err.retryable, "{err:?}");
     assert!(
         err.message.contains("cordon-quarantine") && err.message.contains("deny-all"),
@@ -379,12 +372,7 @@ async fn a_group_of_that_name_without_the_deny_rules_is_refused() {
 #[tokio::test]
 async fn the_group_comes_from_the_setting_and_one_per_region() {
     let fake = FakeAzure::start().await;
-    let vm = fake.seed_vm(VmSeed {
-        subscription: SUB,
-        resource_group: "myRg1",
-        name: "vm1",
-        location: "westeurope",
-    });
+    let vm = seed_vm1(&fake);
     // A group of the configured name already serves another region.
     fake.seed_nsg(&quarantine_id("soc-isolation"), "eastus", vec![]);
     let integrations = load(
@@ -392,13 +380,9 @@ async fn the_group_comes_from_the_setting_and_one_per_region() {
         CLIENT_SECRET,
         "  settings:\n    azure-compute:\n      quarantine_nsg_name: soc-isolation\n",
     );
-    let out = ok(
-        &integrations,
-        "azure-compute.isolate_vm",
-        json!({ "vm_id": vm.id }),
-        "isolate",
-    )
-    .await;
+    let out = integrations
+        .ok("azure-compute.isolate_vm", vm_id(&vm), "isolate")
+        .await;
     let expected = quarantine_id("soc-isolation-westeurope");
     assert!(
         same(out["quarantine_nsg"].as_str().unwrap(), &expected),
@@ -411,13 +395,9 @@ async fn the_group_comes_from_the_setting_and_one_per_region() {
 #[tokio::test]
 async fn snapshot_disks_copies_the_os_and_data_disks_as_tagged_evidence() {
     let (fake, vm, integrations) = setup().await;
-    let out = ok(
-        &integrations,
-        "azure-compute.snapshot_disks",
-        json!({ "vm_id": vm.id }),
-        "snapshot",
-    )
-    .await;
+    let out = integrations
+        .ok("azure-compute.snapshot_disks", vm_id(&vm), "snapshot")
+        .await;
 
     let snapshots = fake.snapshots();
     assert_eq!(snapshots.len(), 2, "{snapshots:?}");
@@ -443,12 +423,7 @@ async fn snapshot_disks_copies_the_os_and_data_disks_as_tagged_evidence() {
     disks.sort();
     assert_eq!(sources, disks);
 
-    let roles: Vec<&str> = out["snapshots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["role"].as_str().unwrap())
-        .collect();
+    let roles = texts(&out["snapshots"], "role");
     assert_eq!(roles, ["os", "data"]);
     let evidence = out["evidence"].as_array().unwrap();
     assert_eq!(evidence.len(), 2);
@@ -472,14 +447,10 @@ async fn snapshot_disks_copies_the_os_and_data_disks_as_tagged_evidence() {
 async fn snapshot_disks_is_retryable_until_azure_finishes_and_takes_no_second_copy() {
     let (fake, vm, integrations) = setup().await;
     fake.set_snapshot_pending_gets(1);
-    let err = run(
-        &integrations,
-        "azure-compute.snapshot_disks",
-        json!({ "vm_id": vm.id }),
-        "snapshot",
-    )
-    .await
-    .expect_err("the snapshots are still Updating");
+    let err = integrations
+        .run("azure-compute.snapshot_disks", vm_id(&vm), "snapshot")
+        .await
+        .expect_err("the snapshots are still Updating");
     assert!(err.retryable, "{err:?}");
     assert!(
         err.message.contains("still being created"),
@@ -489,13 +460,9 @@ async fn snapshot_disks_is_retryable_until_azure_finishes_and_takes_no_second_co
     assert_eq!(fake.snapshots().len(), 2);
 
     // The step's retry: the same idempotency key finds the same snapshots, now Succeeded.
-    let out = ok(
-        &integrations,
-        "azure-compute.snapshot_disks",
-        json!({ "vm_id": vm.id }),
-        "snapshot",
-    )
-    .await;
+    let out = integrations
+        .ok("azure-compute.snapshot_disks", vm_id(&vm), "snapshot")
+        .await;
     assert_eq!(fake.snapshots().len(), 2, "no second copy");
     assert_eq!(
         fake.count("PUT /subscriptions"),
@@ -514,14 +481,14 @@ async fn a_missing_vm_or_a_wrong_id_fails_clearly_and_is_not_retried() {
     let missing = format!(
         "/subscriptions/{SUB}/resourceGroups/myRg1/providers/Microsoft.Compute/virtualMachines/gone"
     );
-    let err = run(
-        &integrations,
-        "azure-compute.isolate_vm",
-        json!({ "vm_id": missing }),
-        "isolate",
-    )
-    .await
-    .expect_err("no such VM");
+    let err = integrations
+        .run(
+            "azure-compute.isolate_vm",
+            json!({ "vm_id": missing }),
+            "isolate",
+        )
+        .await
+        .expect_err("no such VM");
     assert!(!err.retryable);
     assert!(
         err.message.contains("was not found") && err.message.contains("gone"),
@@ -530,14 +497,14 @@ async fn a_missing_vm_or_a_wrong_id_fails_clearly_and_is_not_retried() {
     );
 
     let nsg = quarantine_id("web-nsg");
-    let err = run(
-        &integrations,
-        "azure-compute.snapshot_disks",
-        json!({ "vm_id": nsg }),
-        "snapshot",
-    )
-    .await
-    .expect_err("not a VM id");
+    let err = integrations
+        .run(
+            "azure-compute.snapshot_disks",
+            json!({ "vm_id": nsg }),
+            "snapshot",
+        )
+        .await
+        .expect_err("not a VM id");
     assert!(err.message.contains("vm_id"), "{}", err.message);
     assert!(fake.snapshots().is_empty());
 }
@@ -546,25 +513,7 @@ async fn a_missing_vm_or_a_wrong_id_fails_clearly_and_is_not_retried() {
 async fn the_fake_refuses_other_api_versions_the_way_arm_does() {
     let (fake, vm, _integrations) = setup().await;
     let http = reqwest::Client::new();
-    let token: Value = http
-        .post(format!(
-            "{}/{}/oauth2/v2.0/token",
-            fake.base,
-            support::azure::TENANT
-        ))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!(
-            "grant_type=client_credentials&client_id={}&client_secret={}&scope={}",
-            support::azure::CLIENT_ID,
-            url_encode(CLIENT_SECRET),
-            url_encode(ARM_SCOPE)
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let token = arm_token(&http, &fake).await;
     assert_eq!(token["token_type"], "Bearer");
     let get = |version: &str| {
         http.get(format!("{}{}?api-version={version}", fake.base, vm.id))
@@ -586,13 +535,13 @@ async fn the_fake_refuses_other_api_versions_the_way_arm_does() {
 #[tokio::test]
 async fn disable_user_blocks_sign_in_and_its_undo_allows_it_again() {
     let (fake, _vm, integrations) = setup().await;
-    let out = ok(
-        &integrations,
-        "azure-entra.disable_user",
-        json!({ "user_id": UPN }),
-        "disable",
-    )
-    .await;
+    let out = integrations
+        .ok(
+            "azure-entra.disable_user",
+            json!({ "user_id": UPN }),
+            "disable",
+        )
+        .await;
     assert_eq!(fake.user_enabled(USER), Some(false));
     assert_eq!(
         (out["user_id"].as_str(), out["was_enabled"].as_bool()),
@@ -600,13 +549,13 @@ async fn disable_user_blocks_sign_in_and_its_undo_allows_it_again() {
         "{out}"
     );
 
-    ok(
-        &integrations,
-        "azure-entra.enable_user",
-        json!({ "user_id": UPN, "previous": out }),
-        "disable:undo",
-    )
-    .await;
+    integrations
+        .ok(
+            "azure-entra.enable_user",
+            json!({ "user_id": UPN, "previous": out }),
+            "disable:undo",
+        )
+        .await;
     assert_eq!(fake.user_enabled(USER), Some(true));
 }
 
@@ -615,24 +564,24 @@ async fn the_undo_leaves_an_account_that_was_blocked_before_blocked() {
     let (fake, _vm, integrations) = setup().await;
     let other = "0c4f1a52-3b6d-4e8f-9a1b-2c3d4e5f6a7b";
     fake.seed_user(other, "megan.bowen@contoso.com", "Megan Bowen", false);
-    let out = ok(
-        &integrations,
-        "azure-entra.disable_user",
-        json!({ "user_id": other }),
-        "disable",
-    )
-    .await;
+    let out = integrations
+        .ok(
+            "azure-entra.disable_user",
+            json!({ "user_id": other }),
+            "disable",
+        )
+        .await;
     assert_eq!(
         (out["was_enabled"].as_bool(), out["changed"].as_bool()),
         (Some(false), Some(false))
     );
-    let undo = ok(
-        &integrations,
-        "azure-entra.enable_user",
-        json!({ "user_id": other, "previous": out }),
-        "undo",
-    )
-    .await;
+    let undo = integrations
+        .ok(
+            "azure-entra.enable_user",
+            json!({ "user_id": other, "previous": out }),
+            "undo",
+        )
+        .await;
     assert_eq!(
         fake.user_enabled(other),
         Some(false),
@@ -643,26 +592,26 @@ async fn the_undo_leaves_an_account_that_was_blocked_before_blocked() {
         "{undo}"
     );
     // Asked directly (no record), it enables.
-    ok(
-        &integrations,
-        "azure-entra.enable_user",
-        json!({ "user_id": other }),
-        "enable",
-    )
-    .await;
+    integrations
+        .ok(
+            "azure-entra.enable_user",
+            json!({ "user_id": other }),
+            "enable",
+        )
+        .await;
     assert_eq!(fake.user_enabled(other), Some(true));
 }
 
 #[tokio::test]
 async fn revoke_sessions_signs_the_user_out() {
     let (fake, _vm, integrations) = setup().await;
-    let out = ok(
-        &integrations,
-        "azure-entra.revoke_sessions",
-        json!({ "user_id": USER }),
-        "revoke",
-    )
-    .await;
+    let out = integrations
+        .ok(
+            "azure-entra.revoke_sessions",
+            json!({ "user_id": USER }),
+            "revoke",
+        )
+        .await;
     assert_eq!(out["revoked"], true);
     assert_eq!(fake.revocations(USER), 1);
     assert_eq!(
@@ -671,14 +620,14 @@ async fn revoke_sessions_signs_the_user_out() {
         "revoking does not block sign-in"
     );
 
-    let err = run(
-        &integrations,
-        "azure-entra.revoke_sessions",
-        json!({ "user_id": "nobody@contoso.com" }),
-        "revoke",
-    )
-    .await
-    .expect_err("no such user");
+    let err = integrations
+        .run(
+            "azure-entra.revoke_sessions",
+            json!({ "user_id": "nobody@contoso.com" }),
+            "revoke",
+        )
+        .await
+        .expect_err("no such user");
     assert!(
         err.message.contains("nobody@contoso.com") && err.message.contains("not found"),
         "{}",
@@ -691,41 +640,29 @@ async fn revoke_sessions_signs_the_user_out() {
 #[tokio::test]
 async fn one_token_per_audience_is_requested_and_reused_across_calls() {
     let (fake, vm, integrations) = setup().await;
-    ok(
-        &integrations,
-        "azure-compute.snapshot_disks",
-        json!({ "vm_id": vm.id }),
-        "snapshot",
-    )
-    .await;
-    ok(
-        &integrations,
-        "azure-compute.isolate_vm",
-        json!({ "vm_id": vm.id }),
-        "isolate",
-    )
-    .await;
-    ok(
-        &integrations,
-        "azure-compute.release_vm",
-        json!({ "vm_id": vm.id }),
-        "release",
-    )
-    .await;
-    ok(
-        &integrations,
-        "azure-entra.disable_user",
-        json!({ "user_id": USER }),
-        "disable",
-    )
-    .await;
-    ok(
-        &integrations,
-        "azure-entra.revoke_sessions",
-        json!({ "user_id": USER }),
-        "revoke",
-    )
-    .await;
+    integrations
+        .ok("azure-compute.snapshot_disks", vm_id(&vm), "snapshot")
+        .await;
+    integrations
+        .ok("azure-compute.isolate_vm", vm_id(&vm), "isolate")
+        .await;
+    integrations
+        .ok("azure-compute.release_vm", vm_id(&vm), "release")
+        .await;
+    integrations
+        .ok(
+            "azure-entra.disable_user",
+            json!({ "user_id": USER }),
+            "disable",
+        )
+        .await;
+    integrations
+        .ok(
+            "azure-entra.revoke_sessions",
+            json!({ "user_id": USER }),
+            "revoke",
+        )
+        .await;
     assert!(fake.count("/subscriptions/") > 10, "{:?}", fake.requests());
     assert_eq!(
         fake.token_requests(ARM_SCOPE),
@@ -742,22 +679,13 @@ async fn one_token_per_audience_is_requested_and_reused_across_calls() {
 #[tokio::test]
 async fn a_refused_token_says_why_and_never_shows_the_secret() {
     let fake = FakeAzure::start().await;
-    let vm = fake.seed_vm(VmSeed {
-        subscription: SUB,
-        resource_group: "myRg1",
-        name: "vm1",
-        location: "westeurope",
-    });
+    let vm = seed_vm1(&fake);
     let wrong = "not-the-secret-Zq8~value";
     let integrations = load(&fake, wrong, "");
-    let err = run(
-        &integrations,
-        "azure-compute.isolate_vm",
-        json!({ "vm_id": vm.id }),
-        "isolate",
-    )
-    .await
-    .expect_err("the token request is refused");
+    let err = integrations
+        .run("azure-compute.isolate_vm", vm_id(&vm), "isolate")
+        .await
+        .expect_err("the token request is refused");
     assert!(
         !err.retryable,
         "a wrong secret does not fix itself: {err:?}"
@@ -786,12 +714,7 @@ async fn a_refused_token_says_why_and_never_shows_the_secret() {
 async fn defender_run() -> (TestServer, FakeAzure, SeededVm, String) {
     let fake = FakeAzure::start().await;
     // The fixture's VM: /subscriptions/20ff…/resourceGroups/myRg1/…/virtualMachines/vm1.
-    let vm = fake.seed_vm(VmSeed {
-        subscription: SUB,
-        resource_group: "myRg1",
-        name: "vm1",
-        location: "westeurope",
-    });
+    let vm = seed_vm1(&fake);
     let extra = format!(
         "playbooks:\n  paths: [{}]\napprovers:\n  on-call: [cli:analyst]\n{}{}",
         repo("playbooks/azure-vm-compromise.yaml").display(),
@@ -804,17 +727,10 @@ async fn defender_run() -> (TestServer, FakeAzure, SeededVm, String) {
     ))
     .unwrap();
     let alert = serde_json::to_vec(&example["responses"]["200"]["body"]).unwrap();
-    let (status, answer) = server.post_alert("azure.defender", alert).await;
-    assert_eq!(status, 202, "{answer}");
+    let answer = server.accept("azure.defender", alert).await;
     let alert_id = answer["alerts"][0]["alert_id"].as_str().unwrap().to_owned();
     let run = server.run_for_alert(&alert_id).await;
-    let shown = server
-        .wait_run(&run, "waiting", |r| r["status"] == "waiting")
-        .await;
-    let prompt = shown["run"]["steps"]["approve"]["approval"]["prompt"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let prompt = server.wait_prompt(&run, "approve").await;
     assert!(
         prompt.contains("vm1") && prompt.contains("2 disk snapshot(s) taken"),
         "{prompt}"
@@ -833,21 +749,9 @@ async fn defender_run() -> (TestServer, FakeAzure, SeededVm, String) {
 }
 
 async fn decide(server: &TestServer, run: &str, decision: &str) -> Value {
-    let (status, body) = server
-        .admin_post(
-            &format!("/v1/runs/{run}/approvals/approve"),
-            json!({ "decision": decision, "identity": "cli:analyst" }),
-        )
-        .await;
+    let (status, body) = server.decide(run, "approve", decision, "cli:analyst").await;
     assert_eq!(status, 200, "{body}");
-    server
-        .wait_run(run, "finished", |r| {
-            matches!(
-                r["status"].as_str(),
-                Some("succeeded" | "failed" | "cancelled")
-            )
-        })
-        .await
+    server.wait_run(run, "finished", finished).await
 }
 
 #[tokio::test]
@@ -880,10 +784,7 @@ async fn a_defender_alert_isolates_its_vm_once_the_on_call_approves() {
 
     // `cordon runs undo RUN isolate`, over the admin API: release_vm with the step's record.
     let (status, undone) = server
-        .admin_post(
-            &format!("/v1/runs/{run}/steps/isolate/undo"),
-            json!({ "identity": "cli:analyst" }),
-        )
+        .act(&format!("/v1/runs/{run}/steps/isolate/undo"), "cli:analyst")
         .await;
     assert_eq!(status, 200, "{undone}");
     assert_eq!(undone["action"], "azure-compute.release_vm");

@@ -286,11 +286,8 @@ async fn check_incidents(base: &str, acked: &[Acked]) {
         )
         .await;
         assert_eq!(status, 200, "{listed}");
-        let listed: HashSet<&str> = listed["alerts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a["id"].as_str().unwrap())
+        let listed: HashSet<&str> = support::texts(&listed["alerts"], "id")
+            .into_iter()
             .collect();
         assert_eq!(listed, expected, "incident {incident} lists its alerts");
     }

@@ -6,6 +6,20 @@ use std::path::Path;
 use cordon::config::{self, AuthConfig, Config};
 use cordon::intake::formats::SourceKind;
 
+/// Asserts each named field of `example` equals the one of `defaults`.
+macro_rules! same_as_default {
+    ($example:ident, $defaults:ident, $($first:ident $(. $rest:ident)*),+ $(,)?) => {
+        $(
+            assert_eq!(
+                $example.$first$(.$rest)*,
+                $defaults.$first$(.$rest)*,
+                "{} differs from its default",
+                stringify!($first$(.$rest)*)
+            );
+        )+
+    };
+}
+
 fn example() -> Config {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.yaml");
     config::load(&path).unwrap_or_else(|d| panic!("config.example.yaml does not load:\n{d}"))
@@ -15,41 +29,27 @@ fn example() -> Config {
 fn the_example_config_loads_and_documents_the_defaults() {
     let example = example();
     let defaults = Config::default();
-    assert_eq!(example.server.listen, defaults.server.listen);
     assert!(
         example.server.listen.ip().is_loopback(),
         "binds 127.0.0.1 only"
     );
-    assert_eq!(
-        example.server.max_body_bytes,
-        defaults.server.max_body_bytes
-    );
-    assert_eq!(
-        example.server.shutdown_grace,
-        defaults.server.shutdown_grace
-    );
-    assert_eq!(example.store.kind, defaults.store.kind);
-    assert_eq!(example.store.path, defaults.store.path);
-    assert_eq!(example.store.cache_mb, defaults.store.cache_mb);
-    assert_eq!(
-        example.grouping.dedup_window,
-        defaults.grouping.dedup_window
-    );
-    assert_eq!(
-        example.grouping.incident_window,
-        defaults.grouping.incident_window
-    );
-    assert_eq!(example.log.format, defaults.log.format);
-    assert_eq!(example.log.level, defaults.log.level);
-    assert_eq!(example.playbooks.paths, defaults.playbooks.paths);
-    assert_eq!(example.playbooks.workers, defaults.playbooks.workers);
-    assert_eq!(
-        example.playbooks.script_timeout,
-        defaults.playbooks.script_timeout
-    );
-    assert_eq!(
-        example.guardrails.blast_radius_approvers,
-        defaults.guardrails.blast_radius_approvers
+    same_as_default!(
+        example,
+        defaults,
+        server.listen,
+        server.max_body_bytes,
+        server.shutdown_grace,
+        store.kind,
+        store.path,
+        store.cache_mb,
+        grouping.dedup_window,
+        grouping.incident_window,
+        log.format,
+        log.level,
+        playbooks.paths,
+        playbooks.workers,
+        playbooks.script_timeout,
+        guardrails.blast_radius_approvers,
     );
 }
 

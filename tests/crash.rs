@@ -10,7 +10,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{ADMIN_TOKEN, FakeApi, INTAKE_TOKEN, Process, cli, wait_until, write_playbook};
+use support::{
+    ADMIN_TOKEN, Client, FakeApi, INTAKE_TOKEN, Process, cli, data, wait_until, write_playbook,
+};
 
 /// How long the crash tests wait for runs to reach a state.
 const WAIT: Duration = Duration::from_secs(15);
@@ -68,32 +70,17 @@ fn setup(dir: &Path, api: &str) -> PathBuf {
     config
 }
 
-async fn post_alert(http: &reqwest::Client, base: &str, kind: &str) -> String {
+async fn post_alert(server: &Client, kind: &str) -> String {
     let body = json!({ "title": kind, "kind": kind, "severity": 7, "resource": { "kind": "host", "id": format!("host-{kind}") } });
-    let answer: Value = http
-        .post(format!("{base}/v1/alerts/generic"))
-        .bearer_auth(INTAKE_TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answer = server.accept("generic", body.to_string()).await;
     answer["alerts"][0]["alert_id"].as_str().unwrap().to_owned()
 }
 
-async fn runs(http: &reqwest::Client, base: &str) -> Vec<Value> {
-    let body: Value = http
-        .get(format!("{base}/v1/runs?limit=100"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
+async fn runs(server: &Client) -> Vec<Value> {
+    server.admin("/v1/runs?limit=100").await["runs"]
+        .as_array()
         .unwrap()
-        .json()
-        .await
-        .unwrap();
-    body["runs"].as_array().unwrap().clone()
+        .clone()
 }
 
 fn run_of<'a>(runs: &'a [Value], playbook: &str) -> &'a Value {
@@ -108,15 +95,14 @@ async fn runs_survive_sigkill_and_side_effects_are_never_repeated_in_silence() {
     let dir = tempfile::tempdir().unwrap();
     let config = setup(dir.path(), &api.base);
     let server = Process::start(&config);
-    let http = reqwest::Client::new();
     for kind in ["wait", "post", "get"] {
-        post_alert(&http, &server.base, kind).await;
+        post_alert(&server, kind).await;
     }
     wait_until(
         WAIT,
         || "the approval wait and both calls in flight".into(),
         async || {
-            let r = runs(&http, &server.base).await;
+            let r = runs(&server).await;
             r.len() == 3
                 && run_of(&r, "wait")["status"] == "waiting"
                 && api.count("POST /post") == 1
@@ -135,13 +121,13 @@ async fn runs_survive_sigkill_and_side_effects_are_never_repeated_in_silence() {
         WAIT,
         || "the runs to settle after the restart".into(),
         async || {
-            let r = runs(&http, &server.base).await;
+            let r = runs(&server).await;
             run_of(&r, "get")["status"] == "succeeded"
                 && run_of(&r, "post")["status"] == "needs_decision"
         },
     )
     .await;
-    let r = runs(&http, &server.base).await;
+    let r = runs(&server).await;
     assert_eq!(
         run_of(&r, "wait")["status"],
         "waiting",
@@ -184,7 +170,7 @@ async fn runs_survive_sigkill_and_side_effects_are_never_repeated_in_silence() {
         WAIT,
         || "both runs to succeed".into(),
         async || {
-            let r = runs(&http, &server.base).await;
+            let r = runs(&server).await;
             run_of(&r, "wait")["status"] == "succeeded"
                 && run_of(&r, "post")["status"] == "succeeded"
         },
@@ -264,7 +250,6 @@ fn cordon_test_passes_the_stock_playbooks_and_a_wrong_expectation_fails_readably
 
 #[test]
 fn validate_locates_every_broken_playbook_error() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("cordon.yaml");
     std::fs::write(
@@ -272,7 +257,7 @@ fn validate_locates_every_broken_playbook_error() {
         "approvers:\n  soc-l1: [cli:alice]\n  soc-l2: [cli:bob]\n",
     )
     .unwrap();
-    let broken = root.join("tests/data/playbooks/broken");
+    let broken = data("playbooks/broken");
     let (code, out, err) = cli(&config, &["validate", broken.to_str().unwrap()]);
     assert_eq!(code, 1, "{out}{err}");
     let mut checked = 0;
@@ -295,7 +280,7 @@ fn validate_locates_every_broken_playbook_error() {
         checked += 1;
     }
     assert!(checked >= 15, "one fixture per error kind");
-    let good = root.join("tests/data/playbooks/good");
+    let good = data("playbooks/good");
     let (code, out, err) = cli(&config, &["validate", good.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("guardduty-triage"), "{out}");
@@ -364,17 +349,7 @@ async fn sighup_reloads_the_playbooks() {
     let dir = tempfile::tempdir().unwrap();
     let config = setup(dir.path(), &api.base);
     let server = Process::start(&config);
-    let http = reqwest::Client::new();
-    let trigger = async || {
-        http.post(format!("{}/v1/playbooks/later/runs", server.base))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&json!({ "identity": "cli:alice" }))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
-    };
+    let trigger = async || server.act("/v1/playbooks/later/runs", "cli:alice").await.0;
     assert_eq!(trigger().await, 404, "not loaded yet");
     write_playbook(
         &dir.path().join("playbooks"),

@@ -92,32 +92,6 @@ async fn alert_of_kind(server: &TestServer, resource: &str, severity: u8, kind: 
     server.run_for_alert(&alert_id).await
 }
 
-fn waiting(run: &Value) -> bool {
-    run["status"] == "waiting"
-}
-
-fn finished(run: &Value) -> bool {
-    matches!(
-        run["status"].as_str(),
-        Some("succeeded" | "failed" | "cancelled")
-    )
-}
-
-async fn decide(
-    server: &TestServer,
-    run: &str,
-    step: &str,
-    decision: &str,
-    identity: &str,
-) -> (u16, Value) {
-    server
-        .admin_post(
-            &format!("/v1/runs/{run}/approvals/{step}"),
-            json!({ "decision": decision, "identity": identity }),
-        )
-        .await
-}
-
 #[tokio::test]
 async fn alert_to_approval_to_action_with_an_intact_audit_chain() {
     let s = setup("", 1, "30m", "reject", "").await;
@@ -133,7 +107,10 @@ async fn alert_to_approval_to_action_with_an_intact_audit_chain() {
         "nothing happens before the approval"
     );
 
-    let (status, body) = decide(&s.server, &run, "approve", "approve", "cli:alice").await;
+    let (status, body) = s
+        .server
+        .decide(&run, "approve", "approve", "cli:alice")
+        .await;
     assert_eq!(
         (status, body["outcome"].as_str()),
         (200, Some("approved")),
@@ -155,12 +132,7 @@ async fn alert_to_approval_to_action_with_an_intact_audit_chain() {
         "core.set stored the value"
     );
 
-    let kinds: Vec<&str> = done["audit"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
+    let kinds = texts(&done["audit"], "kind");
     for kind in [
         "run.created",
         "approval.requested",
@@ -202,7 +174,10 @@ async fn only_group_members_decide_and_one_deny_ends_it() {
     let run = alert(&s.server, "host-2", 9).await;
     s.server.wait_run(&run, "waiting", waiting).await;
 
-    let (status, body) = decide(&s.server, &run, "approve", "approve", "cli:mallory").await;
+    let (status, body) = s
+        .server
+        .decide(&run, "approve", "approve", "cli:mallory")
+        .await;
     assert_eq!(
         (status, body["error"].as_str()),
         (403, Some("forbidden")),
@@ -214,13 +189,13 @@ async fn only_group_members_decide_and_one_deny_ends_it() {
             .unwrap()
             .contains("not in the approver group `soc`")
     );
-    let (status, _) = decide(&s.server, &run, "approve", "maybe", "cli:alice").await;
+    let (status, _) = s.server.decide(&run, "approve", "maybe", "cli:alice").await;
     assert_eq!(status, 400);
-    let (status, _) = decide(&s.server, &run, "nope", "approve", "cli:alice").await;
+    let (status, _) = s.server.decide(&run, "nope", "approve", "cli:alice").await;
     assert_eq!(status, 404);
 
     // Nested groups count: slack:U1 is in `leads`, which is in `soc`.
-    let (status, body) = decide(&s.server, &run, "approve", "deny", "slack:U1").await;
+    let (status, body) = s.server.decide(&run, "approve", "deny", "slack:U1").await;
     assert_eq!(
         (status, body["outcome"].as_str()),
         (200, Some("denied")),
@@ -231,22 +206,13 @@ async fn only_group_members_decide_and_one_deny_ends_it() {
     assert_eq!(done["run"]["steps"]["isolate"]["status"], "skipped");
     assert_eq!(s.api.count("/isolate/"), 0);
 
-    let (status, body) = decide(&s.server, &run, "approve", "approve", "cli:alice").await;
-    assert_eq!(status, 409, "{body}");
-    assert!(
-        body["message"]
-            .as_str()
-            .unwrap()
-            .contains("already decided by slack:U1 (deny)"),
-        "{body}"
-    );
+    let answer = s
+        .server
+        .decide(&run, "approve", "approve", "cli:alice")
+        .await;
+    assert_status_says(&answer, 409, "already decided by slack:U1 (deny)");
     let refused = s.server.admin(&format!("/v1/runs/{run}")).await;
-    let kinds: Vec<&str> = refused["audit"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
+    let kinds = texts(&refused["audit"], "kind");
     assert!(
         kinds.iter().filter(|k| **k == "approval.refused").count() >= 2,
         "refusals are audited: {kinds:?}"
@@ -258,15 +224,21 @@ async fn quorum_counts_distinct_people_and_the_requester_may_not_approve() {
     let s = setup("", 2, "30m", "reject", "").await;
     let run = alert(&s.server, "host-3", 9).await;
     s.server.wait_run(&run, "waiting", waiting).await;
-    let (status, body) = decide(&s.server, &run, "approve", "approve", "cli:alice").await;
+    let (status, body) = s
+        .server
+        .decide(&run, "approve", "approve", "cli:alice")
+        .await;
     assert_eq!(
         (status, body["outcome"].clone(), body["approvals"].as_u64()),
         (200, Value::Null, Some(1)),
         "{body}"
     );
-    let (status, body) = decide(&s.server, &run, "approve", "approve", "cli:alice").await;
+    let (status, body) = s
+        .server
+        .decide(&run, "approve", "approve", "cli:alice")
+        .await;
     assert_eq!(status, 409, "the same person twice is one approval: {body}");
-    let (status, body) = decide(&s.server, &run, "approve", "approve", "cli:bob").await;
+    let (status, body) = s.server.decide(&run, "approve", "approve", "cli:bob").await;
     assert_eq!(
         (status, body["outcome"].as_str()),
         (200, Some("approved")),
@@ -292,25 +264,12 @@ async fn quorum_counts_distinct_people_and_the_requester_may_not_approve() {
         .await;
     assert_eq!(status, 202, "{body}");
     let manual = body["run_id"].as_str().unwrap().to_owned();
-    let (status, body) = s
-        .server
-        .admin_post(
-            "/v1/playbooks/nope/runs",
-            json!({ "identity": "cli:alice" }),
-        )
-        .await;
+    let (status, body) = s.server.act("/v1/playbooks/nope/runs", "cli:alice").await;
     assert_eq!(status, 404, "{body}");
     s.server.wait_run(&manual, "waiting", waiting).await;
-    let (status, body) = decide(&s.server, &manual, "ok", "approve", "cli:alice").await;
-    assert_eq!(status, 403, "{body}");
-    assert!(
-        body["message"]
-            .as_str()
-            .unwrap()
-            .contains("triggered this run"),
-        "{body}"
-    );
-    let (status, body) = decide(&s.server, &manual, "ok", "approve", "cli:bob").await;
+    let answer = s.server.decide(&manual, "ok", "approve", "cli:alice").await;
+    assert_status_says(&answer, 403, "triggered this run");
+    let (status, body) = s.server.decide(&manual, "ok", "approve", "cli:bob").await;
     assert_eq!(
         (status, body["outcome"].as_str()),
         (200, Some("approved")),
@@ -334,7 +293,9 @@ async fn protected_resources_are_refused_and_nothing_is_called() {
     .await;
     let run = alert(&s.server, "host-prod-1", 9).await;
     s.server.wait_run(&run, "waiting", waiting).await;
-    decide(&s.server, &run, "approve", "approve", "cli:alice").await;
+    s.server
+        .decide(&run, "approve", "approve", "cli:alice")
+        .await;
     let done = s.server.wait_run(&run, "finished", finished).await;
     assert_eq!(done["run"]["status"], "failed", "{}", done["run"]);
     let error = done["run"]["steps"]["isolate"]["error"].as_str().unwrap();
@@ -350,7 +311,9 @@ async fn calls_over_the_blast_radius_wait_for_approval() {
     let s = setup("", 1, "30m", "reject", "guardrails:\n  blast_radius:\n    core.http: { max: 1, window: 1h }\n  blast_radius_approvers: admins\n").await;
     let first = alert(&s.server, "host-a", 9).await;
     s.server.wait_run(&first, "waiting", waiting).await;
-    decide(&s.server, &first, "approve", "approve", "cli:alice").await;
+    s.server
+        .decide(&first, "approve", "approve", "cli:alice")
+        .await;
     assert_eq!(
         s.server.wait_run(&first, "finished", finished).await["run"]["status"],
         "succeeded"
@@ -358,7 +321,9 @@ async fn calls_over_the_blast_radius_wait_for_approval() {
 
     let second = alert(&s.server, "host-b", 9).await;
     s.server.wait_run(&second, "waiting", waiting).await;
-    decide(&s.server, &second, "approve", "approve", "cli:alice").await;
+    s.server
+        .decide(&second, "approve", "approve", "cli:alice")
+        .await;
     let held = s
         .server
         .wait_run(&second, "held", |r| {
@@ -373,9 +338,15 @@ async fn calls_over_the_blast_radius_wait_for_approval() {
         "{prompt}"
     );
     assert_eq!(s.api.count("/isolate/host-b"), 0, "held, not called");
-    let (status, _) = decide(&s.server, &second, "isolate", "approve", "cli:alice").await;
+    let (status, _) = s
+        .server
+        .decide(&second, "isolate", "approve", "cli:alice")
+        .await;
     assert_eq!(status, 403, "only the blast-radius approvers decide");
-    let (status, body) = decide(&s.server, &second, "isolate", "approve", "cli:root").await;
+    let (status, body) = s
+        .server
+        .decide(&second, "isolate", "approve", "cli:root")
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         s.server.wait_run(&second, "finished", finished).await["run"]["status"],
@@ -389,7 +360,9 @@ async fn a_dry_run_records_what_it_would_do_and_calls_nothing() {
     let s = setup("dry_run: true\n", 1, "30m", "reject", "").await;
     let run = alert(&s.server, "host-4", 9).await;
     s.server.wait_run(&run, "waiting", waiting).await;
-    decide(&s.server, &run, "approve", "approve", "cli:alice").await;
+    s.server
+        .decide(&run, "approve", "approve", "cli:alice")
+        .await;
     let done = s.server.wait_run(&run, "finished", finished).await;
     assert_eq!(done["run"]["status"], "succeeded");
     let isolate = &done["run"]["steps"]["isolate"];
@@ -506,24 +479,21 @@ async fn a_cancelled_run_stops_and_frees_its_incident() {
     s.server.wait_run(&run, "waiting", waiting).await;
     let (status, body) = s
         .server
-        .admin_post(
-            &format!("/v1/runs/{run}/cancel"),
-            json!({ "identity": "cli:alice" }),
-        )
+        .act(&format!("/v1/runs/{run}/cancel"), "cli:alice")
         .await;
     assert_eq!(
         (status, body["run"]["status"].as_str()),
         (200, Some("cancelled")),
         "{body}"
     );
-    let (status, _) = decide(&s.server, &run, "approve", "approve", "cli:alice").await;
+    let (status, _) = s
+        .server
+        .decide(&run, "approve", "approve", "cli:alice")
+        .await;
     assert_eq!(status, 409, "a cancelled run takes no decisions");
     let (status, _) = s
         .server
-        .admin_post(
-            &format!("/v1/runs/{run}/cancel"),
-            json!({ "identity": "cli:alice" }),
-        )
+        .act(&format!("/v1/runs/{run}/cancel"), "cli:alice")
         .await;
     assert_eq!(status, 409);
     // The next alert about the same host (same incident) starts a new run.
@@ -747,30 +717,18 @@ async fn approval_channels_get_the_request_and_the_outcome_and_an_outage_blocks_
 
     let run = alert(&s.server, "host-7", 9).await;
     s.server.wait_run(&run, "waiting", waiting).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while seen.lock().unwrap().is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the request was never posted"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let posted = async || !seen.lock().unwrap().is_empty();
+    wait_until(Duration::from_secs(5), || "the request".into(), posted).await;
     assert_eq!(seen.lock().unwrap()[0], "post approve soc Isolate host-7?");
 
-    let (status, _) = decide(&s.server, &run, "approve", "approve", "cli:bob").await;
+    let (status, _) = s.server.decide(&run, "approve", "approve", "cli:bob").await;
     assert_eq!(status, 200, "decisions work while a channel is down");
     assert_eq!(
         s.server.wait_run(&run, "finished", finished).await["run"]["status"],
         "succeeded"
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while seen.lock().unwrap().len() < 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the outcome was never announced"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let announced = async || seen.lock().unwrap().len() >= 2;
+    wait_until(Duration::from_secs(5), || "the outcome".into(), announced).await;
     assert_eq!(
         seen.lock().unwrap()[1],
         "update approve approved=true by=cli:bob"
@@ -785,48 +743,33 @@ async fn approval_channels_get_the_request_and_the_outcome_and_an_outage_blocks_
 #[tokio::test]
 async fn a_person_resolves_and_reopens_an_incident() {
     let server = TestServer::start().await;
-    let (status, answer) = server
-        .post_alert(
+    let answer = server
+        .accept(
             "falco",
             read_fixture("alerts/falco/falco_docs_json_output_shell_in_container.json"),
         )
         .await;
-    assert_eq!(status, 202, "{answer}");
     let incident = answer["alerts"][0]["incident_id"]
         .as_str()
         .unwrap()
         .to_owned();
     let (status, body) = server
-        .admin_post(
-            &format!("/v1/incidents/{incident}/resolve"),
-            json!({ "identity": "cli:alice" }),
-        )
+        .act(&format!("/v1/incidents/{incident}/resolve"), "cli:alice")
         .await;
     assert_eq!(status, 200, "{body}");
     let shown = server.admin(&format!("/v1/incidents/{incident}")).await;
     assert_eq!(shown["incident"]["status"], "resolved");
     let (status, _) = server
-        .admin_post(
-            &format!("/v1/incidents/{incident}/reopen"),
-            json!({ "identity": "cli:alice" }),
-        )
+        .act(&format!("/v1/incidents/{incident}/reopen"), "cli:alice")
         .await;
     assert_eq!(status, 200);
     let shown = server.admin(&format!("/v1/incidents/{incident}")).await;
     assert_eq!(shown["incident"]["status"], "open");
     let (status, body) = server
-        .admin_post(
-            &format!("/v1/incidents/{incident}/close"),
-            json!({ "identity": "cli:alice" }),
-        )
+        .act(&format!("/v1/incidents/{incident}/close"), "cli:alice")
         .await;
     assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
-    let (status, _) = server
-        .admin_post(
-            "/v1/incidents/nope/resolve",
-            json!({ "identity": "cli:alice" }),
-        )
-        .await;
+    let (status, _) = server.act("/v1/incidents/nope/resolve", "cli:alice").await;
     assert_eq!(status, 404);
     let (status, body) = server
         .admin_post(&format!("/v1/incidents/{incident}/resolve"), json!({}))

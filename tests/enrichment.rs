@@ -490,6 +490,30 @@ async fn a_key_an_api_repeats_in_its_error_is_blanked_out() {
     assert_eq!(seen[0].header("key"), Some(keys.abuseipdb.as_str()));
 }
 
+/// A server taking every source and running playbook `name` (its `text`), with the
+/// integrations of `section`; the playbooks' folder lives as long as the second value.
+async fn serve(name: &str, text: &str, section: &str) -> (TestServer, tempfile::TempDir) {
+    let playbooks = tempfile::tempdir().unwrap();
+    support::write_playbook(playbooks.path(), name, text);
+    let extra = format!(
+        "{}playbooks:\n  paths: [{}]\n{section}",
+        support::all_sources(),
+        quoted(playbooks.path()),
+    );
+    (TestServer::start_with(&extra).await, playbooks)
+}
+
+/// Writes the integration `name` (its manifest and script) in a new folder; the folder to add to
+/// `integrations.paths`.
+fn added_integration(name: &str, manifest: &str, script: &str) -> tempfile::TempDir {
+    let added = tempfile::tempdir().unwrap();
+    let folder = added.path().join(name);
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::write(folder.join("manifest.yaml"), manifest).unwrap();
+    std::fs::write(folder.join("actions.rhai"), script).unwrap();
+    added
+}
+
 /// Waits until the run of the alert `answer` accepted is finished; the run's JSON.
 async fn finished_run(server: &TestServer, answer: &Value) -> Value {
     let alert_id = answer["alerts"][0]["alert_id"].as_str().unwrap();
@@ -506,9 +530,7 @@ async fn finished_run(server: &TestServer, answer: &Value) -> Value {
 async fn ioc_lookup_matches_the_configured_feeds_end_to_end() {
     let keys = keys();
     let fake = FakeIntel::start(keys.clone()).await;
-    let playbooks = tempfile::tempdir().unwrap();
-    support::write_playbook(
-        playbooks.path(),
+    let (server, _playbooks) = serve(
         "ioc-check",
         r#"id: ioc-check
 name: Look the alert's address and domain up in the local feeds
@@ -530,14 +552,9 @@ outputs:
   domain_match: "${{ steps.domain.output.matches[0] }}"
   clean: "${{ steps.clean.output }}"
 "#,
-    );
-    let extra = format!(
-        "{}playbooks:\n  paths: [{}]\n{}",
-        support::all_sources(),
-        quoted(playbooks.path()),
-        section(&fake, &keys, &[], "")
-    );
-    let server = TestServer::start_with(&extra).await;
+        &section(&fake, &keys, &[], ""),
+    )
+    .await;
     let alert = json!({
         "title": "Beacon to a known C2",
         "kind": "c2.beacon",
@@ -583,9 +600,7 @@ outputs:
 async fn a_rate_limited_lookup_is_retried_by_the_step_retry() {
     let keys = keys();
     let fake = FakeIntel::start(keys.clone()).await;
-    let playbooks = tempfile::tempdir().unwrap();
-    support::write_playbook(
-        playbooks.path(),
+    let (server, _playbooks) = serve(
         "abuse-retry",
         &format!(
             r##"id: abuse-retry
@@ -601,14 +616,9 @@ steps:
     script: "#{{ went_on: !steps.abuse.ok }}"
 "##
         ),
-    );
-    let extra = format!(
-        "{}playbooks:\n  paths: [{}]\n{}",
-        support::all_sources(),
-        quoted(playbooks.path()),
-        section(&fake, &keys, &[], "")
-    );
-    let server = TestServer::start_with(&extra).await;
+        &section(&fake, &keys, &[], ""),
+    )
+    .await;
     let (status, answer) = server
         .post_generic(&support::generic_alert("Quota test", "web-8"))
         .await;
@@ -653,15 +663,14 @@ async fn a_manifest_defined_enrichment_added_in_a_test_folder_works_without_rebu
     let keys = keys();
     let fake = FakeIntel::start(keys.clone()).await;
     // A brand-new integration, written now, next to the repository's.
-    let added = tempfile::tempdir().unwrap();
-    let folder = added.path().join("acme-intel");
-    std::fs::create_dir(&folder).unwrap();
-    std::fs::write(folder.join("manifest.yaml"), ACME_MANIFEST).unwrap();
-    std::fs::write(folder.join("actions.rhai"), ACME_SCRIPT).unwrap();
+    let added = added_integration("acme-intel", ACME_MANIFEST, ACME_SCRIPT);
 
-    let playbooks = tempfile::tempdir().unwrap();
-    support::write_playbook(
-        playbooks.path(),
+    let acme = format!(
+        "    acme:\n      token: {}\n      {}\n",
+        keys.custom,
+        fake.endpoints("intel.acme.example")
+    );
+    let (server, _playbooks) = serve(
         "acme-enrich",
         r#"id: acme-enrich
 name: Ask ACME about the remote address
@@ -673,25 +682,14 @@ steps:
 outputs:
   verdict: "${{ steps.acme.output.verdict }}"
 "#,
-    );
-    let acme = format!(
-        "    acme:\n      token: {}\n      {}\n",
-        keys.custom,
-        fake.endpoints("intel.acme.example")
-    );
-    let extra = format!(
-        "{}playbooks:\n  paths: [{}]\n{}",
-        support::all_sources(),
-        quoted(playbooks.path()),
-        section(&fake, &keys, &[added.path()], &acme)
-    );
-    let server = TestServer::start_with(&extra).await;
+        &section(&fake, &keys, &[added.path()], &acme),
+    )
+    .await;
     // A real GuardDuty finding whose remote address is 198.51.100.0.
     let finding = support::read_fixture(
         "alerts/aws_guardduty/sekoia_detail_instance_network__UnauthorizedAccess_EC2_TorRelay.json",
     );
-    let (status, answer) = server.post_alert("aws.guardduty", finding).await;
-    assert_eq!(status, 202, "{answer}");
+    let answer = server.accept("aws.guardduty", finding).await;
     let run = finished_run(&server, &answer).await;
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(
@@ -737,15 +735,15 @@ fn check_ip(input) {
 async fn a_host_outside_the_manifest_fails_the_step_and_sends_nothing() {
     let keys = keys();
     let fake = FakeIntel::start(keys.clone()).await;
-    let added = tempfile::tempdir().unwrap();
-    let folder = added.path().join("leaky");
-    std::fs::create_dir(&folder).unwrap();
-    std::fs::write(folder.join("manifest.yaml"), LEAKY_MANIFEST).unwrap();
-    std::fs::write(folder.join("actions.rhai"), LEAKY_SCRIPT).unwrap();
+    let added = added_integration("leaky", LEAKY_MANIFEST, LEAKY_SCRIPT);
 
-    let playbooks = tempfile::tempdir().unwrap();
-    support::write_playbook(
-        playbooks.path(),
+    // Its credentials would route the foreign host to the fake, had the call been allowed.
+    let leaky = format!(
+        "    leaky:\n      api_key: {}\n      endpoints: {{ \"api.abuseipdb.com\": \"{base}\", \"api.leaky.example\": \"{base}\" }}\n",
+        keys.abuseipdb,
+        base = fake.base
+    );
+    let (server, _playbooks) = serve(
         "leaky-enrich",
         r#"id: leaky-enrich
 name: Use the leaky integration
@@ -755,20 +753,9 @@ steps:
     uses: leaky.check_ip
     with: { ip: "${{ alert.network.remote_ip }}" }
 "#,
-    );
-    // Its credentials would route the foreign host to the fake, had the call been allowed.
-    let leaky = format!(
-        "    leaky:\n      api_key: {}\n      endpoints: {{ \"api.abuseipdb.com\": \"{base}\", \"api.leaky.example\": \"{base}\" }}\n",
-        keys.abuseipdb,
-        base = fake.base
-    );
-    let extra = format!(
-        "{}playbooks:\n  paths: [{}]\n{}",
-        support::all_sources(),
-        quoted(playbooks.path()),
-        section(&fake, &keys, &[added.path()], &leaky)
-    );
-    let server = TestServer::start_with(&extra).await;
+        &section(&fake, &keys, &[added.path()], &leaky),
+    )
+    .await;
     let alert = json!({
         "title": "Outbound to a stranger",
         "severity": 6,
@@ -894,51 +881,27 @@ steps:
         leaks(&text, &secrets).is_empty(),
         "the config file names variables only"
     );
-    let log = dir.path().join("cordon.log");
     let env = [
         ("ABUSEIPDB_API_KEY", abuse_key.as_str()),
         ("VIRUSTOTAL_API_KEY", vt_key.as_str()),
         ("GREYNOISE_API_KEY", gn_key.as_str()),
     ];
-    let mut server = support::intel::start_logged(&config, &env, &log);
+    let mut server = support::Process::start_with_env(&config, &env);
 
-    let http = reqwest::Client::new();
     let alert = json!({
         "title": "Connection to a scanner",
         "severity": 7,
         "resource": { "kind": "host", "id": "web-3" },
         "network": { "remote_ip": "203.0.113.77" }
     });
-    let answer: Value = http
-        .post(format!("{}/v1/alerts/generic", server.base))
-        .bearer_auth(INTAKE_TOKEN)
-        .body(alert.to_string())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answer = server.accept("generic", alert.to_string()).await;
     let alert_id = answer["alerts"][0]["alert_id"].as_str().unwrap().to_owned();
-    let admin = |path: String| {
-        let http = http.clone();
-        let url = format!("{}{path}", server.base);
-        async move {
-            http.get(url)
-                .bearer_auth(ADMIN_TOKEN)
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        }
-    };
+    let admin = async |path: &str| server.admin(path).await.to_string();
 
     // Three runs, one per playbook, all finished.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let runs: Vec<Value> = loop {
-        let list: Value = serde_json::from_str(&admin("/v1/runs?limit=1000".into()).await).unwrap();
+        let list = server.admin("/v1/runs?limit=1000").await;
         let runs: Vec<Value> = list["runs"]
             .as_array()
             .unwrap()
@@ -963,7 +926,7 @@ steps:
     let mut shown = String::new();
     for run in &runs {
         let id = run["id"].as_str().unwrap();
-        let body = admin(format!("/v1/runs/{id}")).await;
+        let body = admin(&format!("/v1/runs/{id}")).await;
         let parsed: Value = serde_json::from_str(&body).unwrap();
         let expected = if parsed["run"]["playbook"] == "intel-ok" {
             "succeeded"
@@ -980,15 +943,15 @@ steps:
     assert!(shown.contains("Rejected request with headers"), "{shown}");
     assert!(shown.contains("**redacted**"), "{shown}");
     let incident = answer["alerts"][0]["incident_id"].as_str().unwrap();
-    shown.push_str(&admin(format!("/v1/incidents/{incident}")).await);
-    shown.push_str(&admin("/v1/audit/verify".into()).await);
-    shown.push_str(&admin("/v1/alerts?limit=1000".into()).await);
+    shown.push_str(&admin(&format!("/v1/incidents/{incident}")).await);
+    shown.push_str(&admin("/v1/audit/verify").await);
+    shown.push_str(&admin("/v1/alerts?limit=1000").await);
     assert_eq!(leaks(&shown, &secrets), Vec::<&str>::new(), "{shown}");
 
     // Stopped, then the log, the CLI's views of the audit chain and runs, and the store's files.
     server.signal("-TERM");
     assert!(server.child.wait().unwrap().success());
-    let logged = std::fs::read_to_string(&log).unwrap();
+    let logged = server.whole_log();
     // The errors reached the log (through the playbooks' core.log), so it is worth searching.
     assert!(
         logged.contains("virustotal: the API key was refused by VirusTotal")

@@ -378,9 +378,7 @@ async fn sns_notifications_with_valid_signatures_are_stored() {
     assert_eq!(alerts[0]["kind"], "UnauthorizedAccess:EC2/SSHBruteForce");
     assert_eq!(alerts[0]["repeat_count"], 2);
     assert_eq!(
-        fake.requests
-            .lock()
-            .unwrap()
+        fake.requests()
             .iter()
             .filter(|r| r.ends_with(".pem"))
             .count(),
@@ -459,12 +457,9 @@ async fn sns_subscriptions_are_confirmed_only_for_allowed_topics() {
         "{body}"
     );
     let confirmations: Vec<String> = fake
-        .requests
-        .lock()
-        .unwrap()
-        .iter()
+        .requests()
+        .into_iter()
         .filter(|r| r.contains("ConfirmSubscription"))
-        .cloned()
         .collect();
     assert_eq!(confirmations.len(), 1);
     assert!(
@@ -483,9 +478,7 @@ async fn sns_subscriptions_are_confirmed_only_for_allowed_topics() {
         .await;
     assert_refused(&server, response, 403, "topic_not_allowed", "not-ours").await;
     assert_eq!(
-        fake.requests
-            .lock()
-            .unwrap()
+        fake.requests()
             .iter()
             .filter(|r| r.contains("ConfirmSubscription"))
             .count(),

@@ -1,139 +1,52 @@
-//! Integrations through the real server: a folder written by the test (no rebuild) whose actions
-//! collect evidence and contain a host on a local fake, the evidence on the incident and in the
+//! Integrations through the real server: a folder that is not in the build
+//! (`tests/data/integrations/over-http/lab-fw`) whose actions collect evidence and contain a host on a
+//! local fake, the evidence on the incident and in the
 //! audit log, the undo of the containment by API, and playbook validation against manifests.
 
 mod support;
 
-use std::path::Path;
-use std::sync::{Arc, Mutex};
-
 use axum::Router;
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::Path as UrlPath;
 use axum::routing::post;
 use serde_json::{Value, json};
+use std::path::Path;
 use support::*;
 
-type Calls = Arc<Mutex<Vec<(String, Value)>>>;
-
 /// A lab firewall API: isolating a host answers with the VLAN it was on; releasing takes it back.
-async fn firewall() -> (String, Calls) {
-    let calls: Calls = Arc::default();
-    let app = Router::new()
-        .route(
-            "/hosts/{id}/isolate",
-            post(
-                |State(calls): State<Calls>, UrlPath(id): UrlPath<String>| async move {
-                    calls
-                        .lock()
-                        .unwrap()
-                        .push((format!("isolate {id}"), Value::Null));
+async fn firewall() -> fake::FakeServer {
+    fake::serve(
+        Router::new()
+            .route(
+                "/hosts/{id}/isolate",
+                post(|UrlPath(id): UrlPath<String>| async move {
                     axum::Json(json!({ "host": id, "previous_vlan": "vlan-7" }))
-                },
-            ),
-        )
-        .route(
-            "/hosts/{id}/release",
-            post(
-                |State(calls): State<Calls>,
-                 UrlPath(id): UrlPath<String>,
-                 axum::Json(body): axum::Json<Value>| async move {
-                    calls.lock().unwrap().push((format!("release {id}"), body));
+                }),
+            )
+            .route(
+                "/hosts/{id}/release",
+                post(|UrlPath(id): UrlPath<String>| async move {
                     axum::Json(json!({ "host": id, "released": true }))
-                },
+                }),
             ),
-        )
-        .with_state(calls.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (base, calls)
+    )
+    .await
 }
 
-const MANIFEST: &str = r#"name: lab-fw
-description: The lab firewall.
-auth: { kind: bearer, credentials: lab }
-hosts: [fw.lab.example]
-actions:
-  capture:
-    description: Record the host's state as evidence.
-    kind: evidence
-    side_effect: false
-    idempotent: true
-    inputs:
-      host: { type: string, required: true, pattern: "h-[0-9]+" }
-  isolate:
-    description: Move the host to the quarantine VLAN.
-    kind: containment
-    side_effect: true
-    idempotent: true
-    undo: release
-    inputs:
-      host: { type: string, required: true, pattern: "h-[0-9]+" }
-  release:
-    description: Put the host back on its VLAN.
-    kind: containment
-    side_effect: true
-    idempotent: true
-    undo: isolate
-    inputs:
-      host: { type: string, required: true }
-      previous: { type: map, required: true }
-"#;
-
-const SCRIPT: &str = r#"
-fn capture(input) {
-    let state = "host " + input.host + " seen at " + now();
-    #{ evidence: [#{ kind: "host-state", location: "fw://hosts/" + input.host, sha256: sha256_hex(state) }] }
-}
-fn isolate(input) {
-    let r = http(#{ method: "POST", url: "https://fw.lab.example/hosts/" + input.host + "/isolate" });
-    if r.status != 200 { throw "the firewall answered " + r.status; }
-    #{ previous_vlan: r.json.previous_vlan }
-}
-fn release(input) {
-    let r = http(#{ method: "POST", url: "https://fw.lab.example/hosts/" + input.host + "/release",
-                   json: #{ vlan: input.previous.previous_vlan } });
-    #{ released: r.json.released }
-}
-"#;
-
-const PLAYBOOK: &str = r#"id: lab-contain
-name: Contain a lab host
-on:
-  source: generic
-  when: alert.severity.score >= 7
-steps:
-  - id: capture
-    uses: lab-fw.capture
-    with: { host: "${{ alert.resource.id }}" }
-  - id: isolate
-    uses: lab-fw.isolate
-    with: { host: "${{ alert.resource.id }}" }
-"#;
-
-fn extra(dir: &Path, fw: &str) -> String {
+/// The sections loading `playbooks` and the lab firewall integration of
+/// `tests/data/integrations/over-http/lab-fw`, its bearer token and its host pointed at `fw`.
+fn extra(playbooks: &Path, fw: &str) -> String {
     format!(
         "sources:\n  generic:\n    auth:\n      bearer:\n        token: {INTAKE_TOKEN}\nplaybooks:\n  paths: [{playbooks}]\nintegrations:\n  paths: [{integrations}]\n  credentials:\n    lab:\n      token: lab-secret-token\n      endpoints: {{ fw.lab.example: \"{fw}\" }}\n",
-        playbooks = dir.join("playbooks").display(),
-        integrations = dir.join("integrations").display(),
+        playbooks = playbooks.display(),
+        integrations = data("integrations/over-http/lab-fw").display(),
     )
-}
-
-fn write_integration(dir: &Path) {
-    let folder = dir.join("integrations/lab-fw");
-    std::fs::create_dir_all(&folder).unwrap();
-    std::fs::write(folder.join("manifest.yaml"), MANIFEST).unwrap();
-    std::fs::write(folder.join("actions.rhai"), SCRIPT).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn evidence_lands_on_the_incident_and_the_containment_is_undone_by_a_person() {
-    let (fw, calls) = firewall().await;
-    let files = tempfile::tempdir().unwrap();
-    write_integration(files.path());
-    std::fs::create_dir_all(files.path().join("playbooks")).unwrap();
-    write_playbook(&files.path().join("playbooks"), "lab.yaml", PLAYBOOK);
-    let server = TestServer::start_with(&extra(files.path(), &fw)).await;
+    let fw = firewall().await;
+    let server =
+        TestServer::start_with(&extra(&data("playbooks/lab/lab-auto.yaml"), &fw.base)).await;
 
     let alert = json!({ "title": "Beaconing", "severity": 9, "resource": { "kind": "host", "id": "h-42" } });
     let (status, body) = server.post_alert("generic", alert.to_string()).await;
@@ -147,7 +60,7 @@ async fn evidence_lands_on_the_incident_and_the_containment_is_undone_by_a_perso
         shown["run"]["steps"]["isolate"]["output"]["previous_vlan"],
         "vlan-7"
     );
-    assert_eq!(calls.lock().unwrap()[0].0, "isolate h-42");
+    assert_eq!(fw.requests()[0].line(), "POST /hosts/h-42/isolate");
 
     // The evidence is on the incident, completed with where it came from, and in the audit log.
     let incident = shown["run"]["incident_id"].as_str().unwrap().to_owned();
@@ -181,17 +94,16 @@ async fn evidence_lands_on_the_incident_and_the_containment_is_undone_by_a_perso
 
     // A person undoes the isolation: the release gets the isolate's output as `previous`.
     let (status, body) = server
-        .admin_post(
-            &format!("/v1/runs/{run}/steps/isolate/undo"),
-            json!({ "identity": "cli:alice" }),
-        )
+        .act(&format!("/v1/runs/{run}/steps/isolate/undo"), "cli:alice")
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["action"], "lab-fw.release");
     assert_eq!(body["output"]["released"], true);
+    let release = &fw.requests()[1];
+    assert_eq!(release.line(), "POST /hosts/h-42/release");
     assert_eq!(
-        calls.lock().unwrap()[1],
-        ("release h-42".to_owned(), json!({ "vlan": "vlan-7" }))
+        serde_json::from_slice::<Value>(&release.body).unwrap(),
+        json!({ "vlan": "vlan-7" })
     );
     let after = server.admin(&format!("/v1/runs/{run}")).await;
     assert_eq!(
@@ -207,28 +119,15 @@ async fn evidence_lands_on_the_incident_and_the_containment_is_undone_by_a_perso
     assert_eq!(undone["actor"], "cli:alice");
 
     // Not twice, and not for a step that has no undo.
+    let answer = server
+        .act(&format!("/v1/runs/{run}/steps/isolate/undo"), "cli:alice")
+        .await;
+    assert_status_says(&answer, 409, "already undone by cli:alice");
     let (status, body) = server
-        .admin_post(
-            &format!("/v1/runs/{run}/steps/isolate/undo"),
-            json!({ "identity": "cli:alice" }),
-        )
+        .act(&format!("/v1/runs/{run}/steps/capture/undo"), "cli:alice")
         .await;
     assert_eq!(status, 409, "{body}");
-    assert!(
-        body["message"]
-            .as_str()
-            .unwrap()
-            .contains("already undone by cli:alice"),
-        "{body}"
-    );
-    let (status, body) = server
-        .admin_post(
-            &format!("/v1/runs/{run}/steps/capture/undo"),
-            json!({ "identity": "cli:alice" }),
-        )
-        .await;
-    assert_eq!(status, 409, "{body}");
-    assert_eq!(calls.lock().unwrap().len(), 2, "no further call was made");
+    assert_eq!(fw.requests().len(), 2, "no further call was made");
 
     // The bearer token reached the firewall's side only: not the run, not the audit.
     let everything = server.admin(&format!("/v1/runs/{run}")).await.to_string();
@@ -239,15 +138,15 @@ async fn evidence_lands_on_the_incident_and_the_containment_is_undone_by_a_perso
 #[test]
 fn playbooks_are_checked_against_the_manifests() {
     let files = tempfile::tempdir().unwrap();
-    write_integration(files.path());
-    std::fs::create_dir_all(files.path().join("playbooks")).unwrap();
+    let playbooks = files.path().join("playbooks");
+    std::fs::create_dir_all(&playbooks).unwrap();
     write_playbook(
-        &files.path().join("playbooks"),
+        &playbooks,
         "bad",
         "id: bad\nname: Bad\nsteps:\n  - id: a\n    uses: lab-fw.isolate\n    with: { host: server-1 }\n  - id: b\n    uses: lab-fw.isolat\n    with: { host: h-1 }\n  - id: c\n    uses: lab-fw.capture\n    with: { host: 42 }\n",
     );
     let config = files.path().join("cordon.yaml");
-    std::fs::write(&config, extra(files.path(), "http://127.0.0.1:9")).unwrap();
+    std::fs::write(&config, extra(&playbooks, "http://127.0.0.1:9")).unwrap();
     let (code, _, err) = cli(&config, &["validate"]);
     assert_eq!(code, 1, "{err}");
     let file = files.path().join("playbooks/bad.yaml");

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{ADMIN_TOKEN, INTAKE_TOKEN, Process, cli, generic_alert};
+use support::{ADMIN_TOKEN, Client, INTAKE_TOKEN, Process, cli, generic_alert};
 
 fn write_config(dir: &Path) -> PathBuf {
     let path = dir.join("cordon.yaml");
@@ -21,9 +21,11 @@ fn write_config(dir: &Path) -> PathBuf {
     path
 }
 
-async fn post(http: &reqwest::Client, base: &str, body: Vec<u8>) -> Option<Value> {
-    let response = http
-        .post(format!("{base}/v1/alerts/generic"))
+/// The answer to a generic alert, or `None` once the server refuses or is gone.
+async fn post(server: &Client, body: Vec<u8>) -> Option<Value> {
+    let response = server
+        .http
+        .post(format!("{}/v1/alerts/generic", server.base))
         .bearer_auth(INTAKE_TOKEN)
         .body(body)
         .send()
@@ -40,19 +42,13 @@ async fn every_acknowledged_alert_survives_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path());
     let mut server = Process::start(&config);
-    let http = reqwest::Client::new();
 
     // Eight senders post distinct alerts until the server is killed mid-stream.
     let killed = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
     let mut senders = Vec::new();
     for sender in 0..8 {
-        let (http, base, killed, acked) = (
-            http.clone(),
-            server.base.clone(),
-            killed.clone(),
-            acked.clone(),
-        );
+        let (client, killed, acked) = (Client::clone(&server), killed.clone(), acked.clone());
         senders.push(tokio::spawn(async move {
             let mut n = 0;
             while !killed.load(Ordering::SeqCst) {
@@ -61,7 +57,7 @@ async fn every_acknowledged_alert_survives_sigkill() {
                     &format!("alert {sender}-{n}"),
                     &format!("host-{sender}-{n}"),
                 );
-                match post(&http, &base, body).await {
+                match post(&client, body).await {
                     Some(answer) => {
                         let a = &answer["alerts"][0];
                         let ids = (
@@ -98,29 +94,21 @@ async fn every_acknowledged_alert_survives_sigkill() {
 
     let server = Process::start(&config);
     for (alert_id, incident_id) in &acked {
-        let response = http
-            .get(format!("{}/v1/alerts/{alert_id}", server.base))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap();
+        let (status, body) = server
+            .send(
+                server
+                    .http
+                    .get(format!("{}/v1/alerts/{alert_id}", server.base))
+                    .bearer_auth(ADMIN_TOKEN),
+            )
+            .await;
         assert_eq!(
-            response.status(),
-            200,
+            status, 200,
             "acknowledged alert {alert_id} lost after SIGKILL"
         );
-        let body: Value = response.json().await.unwrap();
         assert_eq!(body["alert"]["incident_id"], incident_id.as_str());
     }
-    let incidents: Value = http
-        .get(format!("{}/v1/incidents?limit=1000", server.base))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let incidents = server.admin("/v1/incidents?limit=1000").await;
     assert!(incidents["incidents"].as_array().unwrap().len() >= acked.len().min(1000));
 }
 
@@ -129,21 +117,12 @@ async fn sigterm_shuts_down_cleanly_and_the_cli_reads_the_store_either_way() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path());
     let mut server = Process::start(&config);
-    let http = reqwest::Client::new();
-    let first = post(
-        &http,
-        &server.base,
-        generic_alert("Reverse shell on web-1", "web-1"),
-    )
-    .await
-    .unwrap();
-    post(
-        &http,
-        &server.base,
-        generic_alert("Crypto miner on web-1", "web-1"),
-    )
-    .await
-    .unwrap();
+    let first = server
+        .accept("generic", generic_alert("Reverse shell on web-1", "web-1"))
+        .await;
+    server
+        .accept("generic", generic_alert("Crypto miner on web-1", "web-1"))
+        .await;
     let alert_id = first["alerts"][0]["alert_id"].as_str().unwrap().to_owned();
     let incident_id = first["alerts"][0]["incident_id"]
         .as_str()

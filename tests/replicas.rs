@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::pg::fresh_schema;
-use support::{ADMIN_TOKEN, FakeApi, INTAKE_TOKEN, Process, wait_until, write_playbook};
+use support::{ADMIN_TOKEN, Client, FakeApi, INTAKE_TOKEN, Process, wait_until, write_playbook};
 
 /// How long the replica tests wait for a state: a minute (replicas poll each second; the machine
 /// may be busy).
@@ -30,35 +30,29 @@ fn replica_config(dir: &Path, name: &str, url: &str, playbooks: &Path) -> PathBu
     config
 }
 
-async fn post_alert(http: &reqwest::Client, base: &str, kind: &str, host: &str) -> String {
+/// Playbook `id`: ask `soc` (`approval` adds to the step), then POST `{api}/contain/{host}`.
+fn contain(id: &str, api: &str, approval: &str) -> String {
+    format!(
+        "id: {id}\nname: {id}\nvars: {{ api: \"{api}\" }}\non:\n  source: generic\nsteps:\n  - id: ok\n    approval:\n      prompt: contain?\n      approvers: soc\n{approval}  - id: contain\n    uses: core.http\n    with: {{ url: \"${{{{ vars.api }}}}/contain/${{{{ alert.resource.id }}}}\", method: POST }}\n"
+    )
+}
+
+async fn post_alert(replica: &Client, kind: &str, host: &str) -> String {
     let body = json!({ "title": kind, "kind": kind, "severity": 7, "resource": { "kind": "host", "id": host } });
-    let answer: Value = http
-        .post(format!("{base}/v1/alerts/generic"))
-        .bearer_auth(INTAKE_TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, answer) = replica.post_alert("generic", body.to_string()).await;
     answer["alerts"][0]["alert_id"]
         .as_str()
         .unwrap_or_else(|| panic!("not stored: {answer}"))
         .to_owned()
 }
 
-async fn runs(http: &reqwest::Client, base: &str, playbook: &str) -> Vec<Value> {
-    let body: Value = http
-        .get(format!("{base}/v1/runs?playbook={playbook}&limit=1000"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    body["runs"].as_array().cloned().unwrap_or_default()
+async fn runs(replica: &Client, playbook: &str) -> Vec<Value> {
+    replica
+        .admin(&format!("/v1/runs?playbook={playbook}&limit=1000"))
+        .await["runs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn status(run: &Value) -> &str {
@@ -72,29 +66,21 @@ async fn a_decision_on_either_replica_resumes_the_run_once() {
     let dir = tempfile::tempdir().unwrap();
     let playbooks = dir.path().join("playbooks");
     std::fs::create_dir_all(&playbooks).unwrap();
-    write_playbook(
-        &playbooks,
-        "gate",
-        &format!(
-            "id: gate\nname: Gate\nvars: {{ api: \"{}\" }}\non:\n  source: generic\nsteps:\n  - id: ok\n    approval:\n      prompt: contain?\n      approvers: soc\n  - id: contain\n    uses: core.http\n    with: {{ url: \"${{{{ vars.api }}}}/contain/${{{{ alert.resource.id }}}}\", method: POST }}\n",
-            api.base
-        ),
-    );
+    write_playbook(&playbooks, "gate", &contain("gate", &api.base, ""));
     let a = Process::start(&replica_config(dir.path(), "a", &url, &playbooks));
     let b = Process::start(&replica_config(dir.path(), "b", &url, &playbooks));
-    let http = reqwest::Client::new();
 
     // Alerts arrive at both replicas; each replica's runs are visible from the other.
     const RUNS: usize = 20;
     for i in 0..RUNS {
-        let base = if i % 2 == 0 { &a.base } else { &b.base };
-        post_alert(&http, base, "gate", &format!("host-{i}")).await;
+        let replica = if i % 2 == 0 { &a } else { &b };
+        post_alert(replica, "gate", &format!("host-{i}")).await;
     }
     wait_until(
         WAIT,
         || "every run waiting for its approval".into(),
         async || {
-            let all = runs(&http, &b.base, "gate").await;
+            let all = runs(&b, "gate").await;
             all.len() == RUNS && all.iter().all(|r| status(r) == "waiting")
         },
     )
@@ -102,21 +88,19 @@ async fn a_decision_on_either_replica_resumes_the_run_once() {
 
     // Each decision is sent to both replicas at once, as by two analysts clicking together:
     // one decides, the other is told the approval is settled (or counts as the same person's).
-    let all = runs(&http, &a.base, "gate").await;
+    let all = runs(&a, "gate").await;
     for (i, run) in all.iter().enumerate() {
         let id = run["id"].as_str().unwrap();
-        let decide = |base: &str, who: &str| {
-            http.post(format!("{base}/v1/runs/{id}/approvals/ok"))
-                .bearer_auth(ADMIN_TOKEN)
-                .json(&json!({ "decision": "approve", "identity": who }))
-                .send()
-        };
-        let (x, y) = if i % 2 == 0 {
-            tokio::join!(decide(&a.base, "cli:alice"), decide(&b.base, "cli:bob"))
+        let (first, second) = if i % 2 == 0 {
+            ((&a, "cli:alice"), (&b, "cli:bob"))
         } else {
-            tokio::join!(decide(&b.base, "cli:alice"), decide(&a.base, "cli:alice"))
+            ((&b, "cli:alice"), (&a, "cli:alice"))
         };
-        let codes = [x.unwrap().status().as_u16(), y.unwrap().status().as_u16()];
+        let ((x, _), (y, _)) = tokio::join!(
+            first.0.decide(id, "ok", "approve", first.1),
+            second.0.decide(id, "ok", "approve", second.1)
+        );
+        let codes = [x, y];
         assert!(
             codes.contains(&200),
             "one of the two decisions was taken: {codes:?}"
@@ -127,7 +111,7 @@ async fn a_decision_on_either_replica_resumes_the_run_once() {
         WAIT,
         || "every run finished".into(),
         async || {
-            runs(&http, &a.base, "gate")
+            runs(&a, "gate")
                 .await
                 .iter()
                 .all(|r| status(r) == "succeeded")
@@ -136,7 +120,7 @@ async fn a_decision_on_either_replica_resumes_the_run_once() {
     .await;
     // Give a second resume, if there were one, time to show.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let calls = api.calls.lock().unwrap().clone();
+    let calls = api.calls();
     for i in 0..RUNS {
         let call = format!("POST /contain/host-{i}");
         assert_eq!(
@@ -146,7 +130,7 @@ async fn a_decision_on_either_replica_resumes_the_run_once() {
         );
     }
     assert_eq!(api.count("POST /contain/"), RUNS);
-    for run in runs(&http, &b.base, "gate").await {
+    for run in runs(&b, "gate").await {
         let decided = &run["steps"]["ok"]["approval"]["decisions"];
         assert_eq!(
             decided.as_array().map(Vec::len),
@@ -154,15 +138,7 @@ async fn a_decision_on_either_replica_resumes_the_run_once() {
             "one decision recorded on {run}"
         );
     }
-    let verify: Value = http
-        .get(format!("{}/v1/audit/verify", b.base))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let verify = b.admin("/v1/audit/verify").await;
     assert_eq!(verify["ok"], true, "{verify}");
 }
 
@@ -173,22 +149,15 @@ async fn a_timer_armed_by_a_replica_that_died_fires_on_the_other() {
     let dir = tempfile::tempdir().unwrap();
     let playbooks = dir.path().join("playbooks");
     std::fs::create_dir_all(&playbooks).unwrap();
-    write_playbook(
-        &playbooks,
-        "timed",
-        &format!(
-            "id: timed\nname: Timed\nvars: {{ api: \"{}\" }}\non:\n  source: generic\nsteps:\n  - id: ok\n    approval:\n      prompt: contain?\n      approvers: soc\n      timeout: 4s\n      on_timeout: approve\n  - id: contain\n    uses: core.http\n    with: {{ url: \"${{{{ vars.api }}}}/contain/${{{{ alert.resource.id }}}}\", method: POST }}\n",
-            api.base
-        ),
-    );
+    let timeout = "      timeout: 4s\n      on_timeout: approve\n";
+    write_playbook(&playbooks, "timed", &contain("timed", &api.base, timeout));
     let mut a = Process::start(&replica_config(dir.path(), "a", &url, &playbooks));
-    let http = reqwest::Client::new();
-    post_alert(&http, &a.base, "timed", "host-t").await;
+    post_alert(&a, "timed", "host-t").await;
     wait_until(
         WAIT,
         || "the run waiting on A".into(),
         async || {
-            runs(&http, &a.base, "timed")
+            runs(&a, "timed")
                 .await
                 .first()
                 .is_some_and(|r| status(r) == "waiting")
@@ -204,14 +173,14 @@ async fn a_timer_armed_by_a_replica_that_died_fires_on_the_other() {
         WAIT,
         || "the timed-out approval carried out by B".into(),
         async || {
-            runs(&http, &b.base, "timed")
+            runs(&b, "timed")
                 .await
                 .first()
                 .is_some_and(|r| status(r) == "succeeded")
         },
     )
     .await;
-    let run = runs(&http, &b.base, "timed").await.remove(0);
+    let run = runs(&b, "timed").await.remove(0);
     let approval = &run["steps"]["ok"]["approval"];
     assert_eq!(approval["outcome"], true, "{run}");
     assert_eq!(approval["decisions"][0]["via"], "timeout", "{run}");

@@ -6,6 +6,8 @@
 //! Then `cordon migrate`, as a process: a sled store copied into PostgreSQL reads back the same,
 //! keeps its audit chain, and carries on (repeats, concurrency keys) where it stopped.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,54 +24,11 @@ use cordon::store::{
     AlertQuery, IncidentQuery, PostgresStore, RunQuery, SledStore, Store, StoreError,
 };
 use serde_json::{Value, json};
+use support::pg;
 use tempfile::TempDir;
 
 // ---------------------------------------------------------------------------------------------
 // The two backends
-
-/// The database the PostgreSQL half runs in; each test gets a schema of its own there.
-fn database_url() -> String {
-    std::env::var("CORDON_TEST_DATABASE_URL").unwrap_or_else(|_| {
-        panic!(
-            "CORDON_TEST_DATABASE_URL is not set: the PostgreSQL half of the store conformance \
-             suite needs a database (scripts/test creates cordon_test on 127.0.0.1:5432 and sets it)"
-        )
-    })
-}
-
-/// `url` with its session's search_path set to `schema`, so every table the store makes and
-/// reads is in that schema.
-fn url_in_schema(url: &str, schema: &str) -> String {
-    let joiner = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{joiner}options=-csearch_path%3D{schema}")
-}
-
-async fn admin(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("cannot reach the test database ({e}); is PostgreSQL up?"));
-    tokio::spawn(connection);
-    client
-}
-
-/// A fresh, empty schema in the test database.
-async fn fresh_schema() -> (String, String) {
-    let base = database_url();
-    let schema = format!("t_{}", uuid::Uuid::now_v7().simple());
-    admin(&base)
-        .await
-        .batch_execute(&format!("CREATE SCHEMA {schema}"))
-        .await
-        .expect("create schema");
-    (schema.clone(), url_in_schema(&base, &schema))
-}
-
-async fn drop_schema(schema: &str) {
-    let _ = admin(&database_url())
-        .await
-        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
-        .await;
-}
 
 fn grouping() -> GroupingConfig {
     GroupingConfig {
@@ -116,7 +75,7 @@ impl Backend {
     }
 
     async fn postgres() -> Backend {
-        let (schema, url) = fresh_schema().await;
+        let (schema, url) = pg::named_schema().await;
         let store = open_postgres(&url).await;
         Backend {
             open: Some(store),
@@ -165,7 +124,7 @@ impl Backend {
                 self.open = Some(open_sled(dir.path()).await);
             }
             Where::Postgres { url, .. } => {
-                let changed = admin(url)
+                let changed = pg::connect(url)
                     .await
                     .execute(
                         "UPDATE audit SET entry = replace(entry, $1, $2) WHERE seq = $3",
@@ -183,7 +142,7 @@ impl Backend {
             let _ = store.close().await;
         }
         if let Where::Postgres { schema, .. } = &self.at {
-            drop_schema(schema).await;
+            pg::drop_schema(schema).await;
         }
     }
 }
@@ -1385,13 +1344,13 @@ async fn postgres_config_needs_a_url_and_keeps_it_secret() {
 
 #[tokio::test]
 async fn the_schema_is_applied_once_and_a_newer_one_is_refused() {
-    let (schema, url) = fresh_schema().await;
+    let (schema, url) = pg::named_schema().await;
     // Replicas starting together: every one opens, and each migration is recorded once.
     let opened = futures_join(&url, 3).await;
     for store in &opened {
         store.close().await.unwrap();
     }
-    let db = admin(&url).await;
+    let db = pg::connect(&url).await;
     let applied: Vec<i32> = db
         .query(
             "SELECT version FROM cordon_migrations ORDER BY version",
@@ -1415,7 +1374,7 @@ async fn the_schema_is_applied_once_and_a_newer_one_is_refused() {
         Err(e) => e.to_string(),
     };
     assert!(error.contains("version 999"), "{error}");
-    drop_schema(&schema).await;
+    pg::drop_schema(&schema).await;
 }
 
 async fn futures_join(url: &str, n: usize) -> Vec<PostgresStore> {
@@ -1574,7 +1533,7 @@ async fn migrate_copies_a_sled_store_into_postgres_and_carries_on() {
     drop(source);
     assert_eq!(want["verify"]["entries"], 3);
 
-    let (schema, url) = fresh_schema().await;
+    let (schema, url) = pg::named_schema().await;
     let output = cordon()
         .args(["migrate", "--from"])
         .arg(dir.path().join("store"))
@@ -1634,7 +1593,7 @@ async fn migrate_copies_a_sled_store_into_postgres_and_carries_on() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("already holds Cordon data"), "{stderr}");
-    drop_schema(&schema).await;
+    pg::drop_schema(&schema).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1654,7 +1613,7 @@ async fn migrate_refuses_a_broken_source_chain_and_never_prints_the_password() {
         .unwrap();
         db.flush().unwrap();
     }
-    let (schema, url) = fresh_schema().await;
+    let (schema, url) = pg::named_schema().await;
     let output = cordon()
         .args(["migrate", "--from"])
         .arg(&path)
@@ -1667,14 +1626,14 @@ async fn migrate_refuses_a_broken_source_chain_and_never_prints_the_password() {
         stderr.contains("audit chain is broken (1 problems)"),
         "{stderr}"
     );
-    let db = admin(&url).await;
+    let db = pg::connect(&url).await;
     let copied: i64 = db
         .query_one("SELECT count(*) FROM audit", &[])
         .await
         .map(|r| r.get(0))
         .unwrap_or(0);
     assert_eq!(copied, 0, "nothing copied");
-    drop_schema(&schema).await;
+    pg::drop_schema(&schema).await;
 
     // A database that is not there: the error names where, never the password.
     let output = cordon()
@@ -1701,7 +1660,7 @@ async fn migrate_refuses_a_broken_source_chain_and_never_prints_the_password() {
 
 /// Two replicas' stores on one fresh schema, their leases lasting `ttl`.
 async fn two_replicas(ttl: Duration) -> (String, PostgresStore, PostgresStore) {
-    let (schema, url) = fresh_schema().await;
+    let (schema, url) = pg::named_schema().await;
     let mut opened = futures_join(&url, 2).await;
     for store in &opened {
         store.set_lease_ttl(ttl);
@@ -1756,7 +1715,7 @@ async fn a_run_is_leased_by_one_replica_and_a_stale_writer_is_refused() {
         a.save_run(&next, Vec::new(), true).await,
         Err(StoreError::LeaseLost(_))
     ));
-    drop_schema(&schema).await;
+    pg::drop_schema(&schema).await;
 }
 
 #[tokio::test]
@@ -1793,7 +1752,7 @@ async fn a_dead_replicas_runs_are_taken_over_once_its_leases_run_out() {
         b.claim_due_runs(10).await.unwrap().is_empty(),
         "finished runs are never due"
     );
-    drop_schema(&schema).await;
+    pg::drop_schema(&schema).await;
 }
 
 #[tokio::test]
@@ -1845,7 +1804,7 @@ async fn replicas_claiming_at_once_each_get_different_due_runs() {
         b.claim_due_runs(10).await.unwrap(),
         vec![waiting.id.clone()]
     );
-    drop_schema(&schema).await;
+    pg::drop_schema(&schema).await;
 }
 
 #[tokio::test]
@@ -1883,7 +1842,7 @@ async fn pending_alerts_are_matched_by_one_replica_until_it_dies() {
         stored[1..],
         "B takes over what A left unmatched"
     );
-    drop_schema(&schema).await;
+    pg::drop_schema(&schema).await;
 }
 
 #[tokio::test]
@@ -1902,7 +1861,7 @@ async fn one_replica_holds_a_named_lease_and_closing_gives_every_lease_back() {
         "a closed replica's leases are free at once"
     );
     assert!(b.lease_run(&r.id).await.unwrap());
-    drop_schema(&schema).await;
+    pg::drop_schema(&schema).await;
 }
 
 /// The PostgreSQL store commits run creations and saves that arrive together in one transaction;
@@ -2007,5 +1966,5 @@ async fn many_run_writes_at_once_each_get_their_own_outcome_and_a_fenced_one_wri
     let report = a.audit_verify().await.unwrap();
     assert!(report.ok(), "{:?}", report.problems);
     assert_eq!(report.entries, 300, "one entry per creation and per save");
-    drop_schema(&schema).await;
+    pg::drop_schema(&schema).await;
 }

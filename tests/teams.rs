@@ -7,9 +7,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::teams::{
-    self, APP_ID, APP_PASSWORD, Connector, Identity, Prism, Signer, TENANT, claims,
-};
+use support::teams::{self, APP_ID, APP_PASSWORD, Connector, Identity, Signer, TENANT, claims};
 use support::{ADMIN_TOKEN, INTAKE_TOKEN, TestServer, read_fixture, write_playbook};
 
 /// In the approver group `soc` by identity (the person in the recorded Action.Submit click).
@@ -30,7 +28,6 @@ struct World {
     identity: Identity,
     signer: Signer,
     server: TestServer,
-    _prism: Prism,
     _playbooks: tempfile::TempDir,
 }
 
@@ -73,10 +70,9 @@ steps:
 }
 
 async fn world(setup: Setup) -> World {
-    let prism = Prism::start("apis/botframework_connector.json");
     let signer = Signer::signing();
     let identity = Identity::start(&[&signer]).await;
-    let connector = Connector::start(&prism).await;
+    let connector = Connector::start().await;
     let playbooks = tempfile::tempdir().unwrap();
     write_playbook(playbooks.path(), PLAYBOOK, &playbook(setup.quorum.max(1)));
     let mut more = String::new();
@@ -121,7 +117,6 @@ chat:
         identity,
         signer,
         server,
-        _prism: prism,
         _playbooks: playbooks,
     };
     if !setup.configured_channel {
@@ -896,8 +891,7 @@ async fn removing_the_bot_holds_cards_until_it_is_installed_again() {
 #[tokio::test]
 async fn the_connector_fake_reports_what_prism_refuses() {
     // The check the other tests rely on: a request outside the description is caught.
-    let prism = Prism::start("apis/botframework_connector.json");
-    let connector = Connector::start(&prism).await;
+    let connector = Connector::start().await;
     let response = reqwest::Client::new()
         .post(format!(
             "{}/v3/conversations/abc/activities",

@@ -21,98 +21,15 @@ const SN_WEBHOOK_TOKEN: &str = "servicenow-webhook-token-for-tests";
 /// The account that changed the issue in the recorded Jira payloads.
 const JIRA_ACCOUNT: &str = "5bcede20b3e37a158c364fef";
 
-const MANIFEST: &str = r#"name: lab-fw
-description: A lab host's state and quarantine, with nothing to reach.
-auth: { kind: none }
-hosts: []
-script: actions.rhai
-actions:
-  capture:
-    description: Record the host's state as evidence.
-    kind: evidence
-    side_effect: false
-    idempotent: true
-    inputs:
-      host: { type: string, required: true }
-  isolate:
-    description: Quarantine the host.
-    kind: containment
-    side_effect: true
-    idempotent: true
-    undo: release
-    inputs:
-      host: { type: string, required: true }
-  release:
-    description: Take the host out of quarantine.
-    kind: containment
-    side_effect: true
-    idempotent: true
-    undo: isolate
-    inputs:
-      host: { type: string, required: true }
-      previous: { type: map, required: true }
-"#;
-
-const SCRIPT: &str = r#"
-fn capture(input) {
-    let state = "host " + input.host + " seen at " + now();
-    #{ evidence: [#{ kind: "host-state", location: "fw://hosts/" + input.host, sha256: sha256_hex(state) }] }
-}
-fn isolate(input) { #{ previous_vlan: "vlan-7" } }
-fn release(input) { #{ released: true } }
-"#;
-
-/// Capture, ask the `soc` group, isolate when approved.
-const WITH_APPROVAL: &str = r#"id: lab-approve
-name: Contain a lab host after approval
-on:
-  source: generic
-  when: alert.severity.score >= 7
-steps:
-  - id: capture
-    uses: lab-fw.capture
-    with: { host: "${{ alert.resource.id }}" }
-  - id: approve
-    approval:
-      prompt: "Isolate ${{ alert.resource.id }}?"
-      approvers: soc
-      quorum: 1
-      timeout: 1h
-      on_timeout: reject
-  - id: isolate
-    if: steps.approve.approved
-    uses: lab-fw.isolate
-    with: { host: "${{ alert.resource.id }}" }
-"#;
-
-/// Capture and isolate, no one asked.
-const AUTOMATIC: &str = r#"id: lab-auto
-name: Contain a lab host
-on:
-  source: generic
-  when: alert.severity.score >= 7
-steps:
-  - id: capture
-    uses: lab-fw.capture
-    with: { host: "${{ alert.resource.id }}" }
-  - id: isolate
-    uses: lab-fw.isolate
-    with: { host: "${{ alert.resource.id }}" }
-"#;
-
-/// Writes the lab integration and `playbook` under `dir`; the config sections that load them,
-/// the `soc` approvers, the generic source, and `tickets`.
-fn lab(dir: &Path, playbook: &str, tickets: &str) -> String {
-    let integration = dir.join("integrations/lab-fw");
-    std::fs::create_dir_all(&integration).unwrap();
-    std::fs::write(integration.join("manifest.yaml"), MANIFEST).unwrap();
-    std::fs::write(integration.join("actions.rhai"), SCRIPT).unwrap();
-    std::fs::create_dir_all(dir.join("playbooks")).unwrap();
-    write_playbook(&dir.join("playbooks"), "lab", playbook);
+/// The sections loading the lab playbook `playbook` (`lab-approve`: capture, ask the `soc`
+/// group, isolate when approved; `lab-auto`: capture and isolate) of `tests/data/playbooks/lab/`
+/// and its offline lab firewall integration, the `soc` approvers, the generic source, and
+/// `tickets`.
+fn lab(playbook: &str, tickets: &str) -> String {
     format!(
         "sources:\n  generic:\n    auth:\n      bearer:\n        token: {INTAKE_TOKEN}\nplaybooks:\n  paths: [{}]\nintegrations:\n  paths: [{}]\napprovers:\n  soc: [cli:lead]\n{tickets}",
-        dir.join("playbooks").display(),
-        dir.join("integrations").display(),
+        data(&format!("playbooks/lab/{playbook}.yaml")).display(),
+        data("integrations/offline/lab-fw").display(),
     )
 }
 
@@ -321,9 +238,7 @@ async fn a_jira_issue_follows_the_incident_once_in_order_within_the_v3_contract(
     jira.control()
         .lose_next_create
         .store(true, std::sync::atomic::Ordering::SeqCst);
-    let files = tempfile::tempdir().unwrap();
-    let server =
-        TestServer::start_with(&lab(files.path(), WITH_APPROVAL, &jira_tickets(&jira.base))).await;
+    let server = TestServer::start_with(&lab("lab-approve", &jira_tickets(&jira.base))).await;
 
     let (first, incident) = post(&server, "Beaconing to 203.0.113.7", "h-42").await;
     let run = server.run_for_alert(&first).await;
@@ -333,28 +248,17 @@ async fn a_jira_issue_follows_the_incident_once_in_order_within_the_v3_contract(
     noted(&server, || jira.comments("SEC-1"), "Approval requested").await;
     let (second, joined) = post(&server, "Beaconing again", "h-42").await;
     assert_eq!(joined, incident);
-    let (status, body) = server
-        .admin_post(
-            &format!("/v1/runs/{run}/approvals/approve"),
-            json!({ "decision": "approve", "identity": "cli:lead" }),
-        )
-        .await;
+    let (status, body) = server.decide(&run, "approve", "approve", "cli:lead").await;
     assert_eq!(status, 200, "{body}");
     server
         .wait_run(&run, "succeeded", |r| r["status"] == "succeeded")
         .await;
     noted(&server, || jira.comments("SEC-1"), &format!("Run {run}")).await;
     let (status, body) = server
-        .admin_post(
-            &format!("/v1/incidents/{incident}/resolve"),
-            json!({ "identity": "cli:lead" }),
-        )
+        .act(&format!("/v1/incidents/{incident}/resolve"), "cli:lead")
         .await;
     assert_eq!(status, 200, "{body}");
-    jira.wait("both report files", |d| {
-        d.ops.iter().filter(|o| o.starts_with("attach")).count() == 2
-    })
-    .await;
+    jira.wait_reports().await;
     drained(&server).await;
 
     // One issue, created once although the first answer was lost.
@@ -459,9 +363,7 @@ async fn a_jira_issue_follows_the_incident_once_in_order_within_the_v3_contract(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jira_webhooks_resolve_reopen_record_assignees_and_decide_approvals() {
     let jira = FakeJira::start(Some(prism_jira())).await;
-    let files = tempfile::tempdir().unwrap();
-    let server =
-        TestServer::start_with(&lab(files.path(), WITH_APPROVAL, &jira_tickets(&jira.base))).await;
+    let server = TestServer::start_with(&lab("lab-approve", &jira_tickets(&jira.base))).await;
     let (first, incident) = post(&server, "Beaconing", "h-7").await;
     let run = server.run_for_alert(&first).await;
     server
@@ -632,9 +534,7 @@ async fn a_servicenow_incident_follows_the_incident_and_its_business_rule_calls_
     sn.control()
         .lose_next_create
         .store(true, std::sync::atomic::Ordering::SeqCst);
-    let files = tempfile::tempdir().unwrap();
-    let server =
-        TestServer::start_with(&lab(files.path(), AUTOMATIC, &servicenow_tickets(&sn.base))).await;
+    let server = TestServer::start_with(&lab("lab-auto", &servicenow_tickets(&sn.base))).await;
     let (first, incident) = post(&server, "Beaconing", "h-9").await;
     let run = server.run_for_alert(&first).await;
     server
@@ -649,10 +549,7 @@ async fn a_servicenow_incident_follows_the_incident_and_its_business_rule_calls_
     };
     noted(&server, notes, &format!("Run {run}")).await;
     let (status, _) = server
-        .admin_post(
-            &format!("/v1/incidents/{incident}/resolve"),
-            json!({ "identity": "cli:lead" }),
-        )
+        .act(&format!("/v1/incidents/{incident}/resolve"), "cli:lead")
         .await;
     assert_eq!(status, 200);
     sn.wait("both report files", |d| d.attachments.len() == 2)
@@ -761,9 +658,7 @@ async fn a_servicenow_incident_follows_the_incident_and_its_business_rule_calls_
 async fn a_jira_outage_delays_updates_and_loses_none() {
     let jira = FakeJira::start(Some(prism_jira())).await;
     jira.refuse().await;
-    let files = tempfile::tempdir().unwrap();
-    let server =
-        TestServer::start_with(&lab(files.path(), AUTOMATIC, &jira_tickets(&jira.base))).await;
+    let server = TestServer::start_with(&lab("lab-auto", &jira_tickets(&jira.base))).await;
     let (first, incident) = post(&server, "Beaconing", "h-3").await;
     let run = server.run_for_alert(&first).await;
     server
@@ -771,10 +666,7 @@ async fn a_jira_outage_delays_updates_and_loses_none() {
         .await;
     noted(&server, Vec::new, &format!("Run {run}")).await;
     let (status, _) = server
-        .admin_post(
-            &format!("/v1/incidents/{incident}/resolve"),
-            json!({ "identity": "cli:lead" }),
-        )
+        .act(&format!("/v1/incidents/{incident}/resolve"), "cli:lead")
         .await;
     assert_eq!(status, 200);
     // Refused for a while: everything waits in the outbox.
@@ -797,10 +689,7 @@ async fn a_jira_outage_delays_updates_and_loses_none() {
         .throttled
         .store(2, std::sync::atomic::Ordering::SeqCst);
     jira.accept().await;
-    jira.wait("both report files", |d| {
-        d.ops.iter().filter(|o| o.starts_with("attach")).count() == 2
-    })
-    .await;
+    jira.wait_reports().await;
     drained(&server).await;
     assert_eq!(
         control.served_503.load(std::sync::atomic::Ordering::SeqCst),
@@ -815,6 +704,15 @@ async fn a_jira_outage_delays_updates_and_loses_none() {
         1
     );
 
+    lab_auto_story_told_once(&jira, &run);
+    jira.assert_no_violations();
+    server.stop().await;
+}
+
+/// Jira holds the story of run `run` of `lab-auto`, each part once and in order: the issue, a
+/// comment per step, the evidence, the run and the resolution, the done transition, the report
+/// files.
+fn lab_auto_story_told_once(jira: &FakeJira, run: &str) {
     let ops = jira.data().ops.clone();
     assert_eq!(ops.len(), 9, "{ops:#?}");
     assert_eq!(ops[0], "create SEC-1");
@@ -830,30 +728,17 @@ async fn a_jira_outage_delays_updates_and_loses_none() {
     );
     assert_eq!(ops[6], "transition SEC-1 Done");
     assert!(ops[7].ends_with(".md") && ops[8].ends_with(".html"));
-    jira.assert_no_violations();
-    server.stop().await;
 }
 
-fn process_config(dir: &Path, files: &Path, jira: &str) -> PathBuf {
+fn process_config(dir: &Path, jira: &str) -> PathBuf {
     let path = dir.join("cordon.yaml");
     let text = format!(
         "server:\n  listen: 127.0.0.1:0\n  admin_token: {ADMIN_TOKEN}\nstore:\n  path: {}\nlog:\n  format: json\n{}",
         dir.join("store").display(),
-        lab(files, AUTOMATIC, &jira_tickets(jira))
+        lab("lab-auto", &jira_tickets(jira))
     );
     std::fs::write(&path, text).unwrap();
     path
-}
-
-async fn admin_get(http: &reqwest::Client, base: &str, path: &str) -> Value {
-    http.get(format!("{base}{path}"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -861,28 +746,18 @@ async fn updates_owed_to_jira_survive_sigkill_and_restart() {
     let jira = FakeJira::start(Some(prism_jira())).await;
     jira.refuse().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = process_config(dir.path(), dir.path(), &jira.base);
-    let http = reqwest::Client::new();
+    let config = process_config(dir.path(), &jira.base);
 
     // Everything happens while Jira is down; then the process is killed.
     let mut cordon = Process::start(&config);
-    let answer: Value = http
-        .post(format!("{}/v1/alerts/generic", cordon.base))
-        .bearer_auth(INTAKE_TOKEN)
-        .body(alert("Beaconing", "h-5"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answer = cordon.accept("generic", alert("Beaconing", "h-5")).await;
     let incident = answer["alerts"][0]["incident_id"]
         .as_str()
         .unwrap()
         .to_owned();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let run = loop {
-        let runs = admin_get(&http, &cordon.base, "/v1/runs").await;
+        let runs = cordon.admin("/v1/runs").await;
         if let Some(run) = runs["runs"]
             .as_array()
             .unwrap()
@@ -899,14 +774,10 @@ async fn updates_owed_to_jira_survive_sigkill_and_restart() {
     };
     // The run's last update is queued right after its state is stored.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let resolved = http
-        .post(format!("{}/v1/incidents/{incident}/resolve", cordon.base))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({ "identity": "cli:lead" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resolved.status(), 200);
+    let (status, resolved) = cordon
+        .act(&format!("/v1/incidents/{incident}/resolve"), "cli:lead")
+        .await;
+    assert_eq!(status, 200, "{resolved}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     cordon.child.kill().unwrap();
     cordon.child.wait().unwrap();
@@ -930,26 +801,9 @@ async fn updates_owed_to_jira_survive_sigkill_and_restart() {
 
     // After the restart every update arrives, in order, none twice.
     let cordon = Process::start(&config);
-    jira.wait("both report files", |d| {
-        d.ops.iter().filter(|o| o.starts_with("attach")).count() == 2
-    })
-    .await;
+    jira.wait_reports().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let ops = jira.data().ops.clone();
-    assert_eq!(ops.len(), 9, "{ops:#?}");
-    assert_eq!(ops[0], "create SEC-1");
-    in_order(
-        &jira.comments("SEC-1"),
-        &[
-            "Step `capture` of playbook lab-auto succeeded",
-            "Evidence collected by step `capture`",
-            "Step `isolate` of playbook lab-auto succeeded",
-            &format!("Run {run} of playbook lab-auto succeeded"),
-            "Incident resolved by cli:lead (via api)",
-        ],
-    );
-    assert_eq!(ops[6], "transition SEC-1 Done");
-    assert!(ops[7].ends_with(".md") && ops[8].ends_with(".html"));
+    lab_auto_story_told_once(&jira, &run);
     // The comment whose answer never came was looked up, found, and not sent again.
     assert!(
         jira.data()
@@ -965,36 +819,24 @@ async fn updates_owed_to_jira_survive_sigkill_and_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_incident_report_has_every_alert_decision_action_and_evidence() {
-    let files = tempfile::tempdir().unwrap();
-    let server = TestServer::start_with(&lab(files.path(), WITH_APPROVAL, "")).await;
+    let server = TestServer::start_with(&lab("lab-approve", "")).await;
     let (first, incident) = post(&server, "Beaconing to 203.0.113.7", "h-42").await;
     let run = server.run_for_alert(&first).await;
     server
         .wait_run(&run, "waiting", |r| r["status"] == "waiting")
         .await;
     let (second, _) = post(&server, "Beaconing <again> | twice", "h-42").await;
-    let (status, body) = server
-        .admin_post(
-            &format!("/v1/runs/{run}/approvals/approve"),
-            json!({ "decision": "approve", "identity": "cli:lead" }),
-        )
-        .await;
+    let (status, body) = server.decide(&run, "approve", "approve", "cli:lead").await;
     assert_eq!(status, 200, "{body}");
     server
         .wait_run(&run, "succeeded", |r| r["status"] == "succeeded")
         .await;
     let (status, body) = server
-        .admin_post(
-            &format!("/v1/runs/{run}/steps/isolate/undo"),
-            json!({ "identity": "cli:analyst" }),
-        )
+        .act(&format!("/v1/runs/{run}/steps/isolate/undo"), "cli:analyst")
         .await;
     assert_eq!(status, 200, "{body}");
     let (status, _) = server
-        .admin_post(
-            &format!("/v1/incidents/{incident}/resolve"),
-            json!({ "identity": "cli:lead" }),
-        )
+        .act(&format!("/v1/incidents/{incident}/resolve"), "cli:lead")
         .await;
     assert_eq!(status, 200);
     let evidence =

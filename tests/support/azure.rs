@@ -33,6 +33,8 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::fake::{self, FakeServer};
+
 /// The tenant, client id and secret the fake's token endpoint accepts.
 pub const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 pub const CLIENT_ID: &str = "5b8f5a3e-1c2d-4e6f-8a9b-0c1d2e3f4a5b";
@@ -83,10 +85,6 @@ struct State {
     users: BTreeMap<String, Value>,
     /// `revokeSignInSessions` calls per user object id.
     revocations: HashMap<String, u32>,
-    /// `METHOD path?query` of every request.
-    requests: Vec<String>,
-    /// `METHOD path` and JSON body of every request that had one.
-    bodies: Vec<(String, Value)>,
     counter: u64,
 }
 
@@ -94,20 +92,23 @@ struct State {
 pub struct FakeAzure {
     pub base: String,
     state: Arc<Mutex<State>>,
+    server: FakeServer,
 }
 
 impl FakeAzure {
     pub async fn start() -> FakeAzure {
         let state = Arc::new(Mutex::new(State::default()));
         let shared = state.clone();
-        let app = axum::Router::new().fallback(move |request: Request| {
+        let server = fake::serve(axum::Router::new().fallback(move |request: Request| {
             let state = shared.clone();
             async move { handle(state, request).await }
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        FakeAzure { base, state }
+        }))
+        .await;
+        FakeAzure {
+            base: server.base.clone(),
+            state,
+            server,
+        }
     }
 
     /// The `credentials.azure` block of a Cordon config pointing every Azure host at this fake;
@@ -369,16 +370,16 @@ impl FakeAzure {
 
     /// `METHOD path?query` of every request so far.
     pub fn requests(&self) -> Vec<String> {
-        self.lock().requests.clone()
+        self.server.requests().iter().map(|r| r.line()).collect()
     }
 
     /// The JSON bodies sent with requests whose `METHOD path` contains `what`, in order.
     pub fn bodies(&self, what: &str) -> Vec<Value> {
-        self.lock()
-            .bodies
+        self.server
+            .requests()
             .iter()
-            .filter(|(r, _)| r.contains(what))
-            .map(|(_, b)| b.clone())
+            .filter(|r| format!("{} {}", r.method, r.uri.path()).contains(what))
+            .filter_map(|r| serde_json::from_slice(&r.body).ok())
             .collect()
     }
 
@@ -388,13 +389,9 @@ impl FakeAzure {
         self.lock().users.insert(id, user);
     }
 
-    /// Requests whose method and path contain `what`.
+    /// Requests whose `METHOD path?query` contains `what`.
     pub fn count(&self, what: &str) -> usize {
-        self.lock()
-            .requests
-            .iter()
-            .filter(|r| r.contains(what))
-            .count()
+        self.server.count(what)
     }
 }
 
@@ -410,21 +407,6 @@ async fn handle(state: Arc<Mutex<State>>, request: Request) -> Response {
             .into_owned()
             .collect();
     let mut state = state.lock().unwrap();
-    state.requests.push(format!(
-        "{} {}{}",
-        parts.method,
-        path,
-        parts
-            .uri
-            .query()
-            .map(|q| format!("?{q}"))
-            .unwrap_or_default()
-    ));
-    if let Ok(json) = serde_json::from_slice::<Value>(&body) {
-        state
-            .bodies
-            .push((format!("{} {}", parts.method, path), json));
-    }
     let segments: Vec<String> = path
         .trim_start_matches('/')
         .split('/')
@@ -610,6 +592,31 @@ fn bearer_scope(state: &State, headers: &HeaderMap) -> Result<Option<String>, ()
     Ok(state.tokens.get(token).cloned())
 }
 
+/// The 401s a service answers (error code, message) when the bearer token is missing, was never
+/// issued, or was issued for another audience.
+struct Refusals {
+    missing: (&'static str, &'static str),
+    unknown: (&'static str, &'static str),
+    other_audience: (&'static str, &'static str),
+}
+
+/// The service's 401, built by `error`, unless the request's bearer token was issued for `scope`.
+fn refusal(
+    state: &State,
+    headers: &HeaderMap,
+    scope: &str,
+    refusals: &Refusals,
+    error: fn(StatusCode, &str, &str) -> Response,
+) -> Option<Response> {
+    let (code, message) = match bearer_scope(state, headers) {
+        Err(()) => refusals.missing,
+        Ok(None) => refusals.unknown,
+        Ok(Some(issued)) if issued != scope => refusals.other_audience,
+        Ok(Some(_)) => return None,
+    };
+    Some(error(StatusCode::UNAUTHORIZED, code, message))
+}
+
 // ---- ARM ---------------------------------------------------------------------------------------
 
 fn arm_error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -634,29 +641,19 @@ fn arm(
     query: &HashMap<String, String>,
     body: &Bytes,
 ) -> Response {
-    match bearer_scope(state, headers) {
-        Err(()) => {
-            return arm_error(
-                StatusCode::UNAUTHORIZED,
-                "AuthenticationFailed",
-                "Authentication failed. The 'Authorization' header is missing.",
-            );
-        }
-        Ok(None) => {
-            return arm_error(
-                StatusCode::UNAUTHORIZED,
-                "InvalidAuthenticationToken",
-                "The access token is invalid.",
-            );
-        }
-        Ok(Some(scope)) if scope != ARM_SCOPE => {
-            return arm_error(
-                StatusCode::UNAUTHORIZED,
-                "InvalidAuthenticationTokenAudience",
-                "The access token has been obtained for wrong audience or resource 'https://graph.microsoft.com'. It should exactly match with one of the allowed audiences 'https://management.core.windows.net/','https://management.core.windows.net','https://management.azure.com/','https://management.azure.com'.",
-            );
-        }
-        Ok(Some(_)) => {}
+    let refusals = Refusals {
+        missing: (
+            "AuthenticationFailed",
+            "Authentication failed. The 'Authorization' header is missing.",
+        ),
+        unknown: ("InvalidAuthenticationToken", "The access token is invalid."),
+        other_audience: (
+            "InvalidAuthenticationTokenAudience",
+            "The access token has been obtained for wrong audience or resource 'https://graph.microsoft.com'. It should exactly match with one of the allowed audiences 'https://management.core.windows.net/','https://management.core.windows.net','https://management.azure.com/','https://management.azure.com'.",
+        ),
+    };
+    if let Some(refused) = refusal(state, headers, ARM_SCOPE, &refusals, arm_error) {
+        return refused;
     }
     // /subscriptions/{sub}/resourceGroups/{rg}/providers/{namespace}/{type}/{name}
     let shape_ok = segments.len() == 8
@@ -1254,29 +1251,16 @@ fn graph(
     query: &HashMap<String, String>,
     body: &Bytes,
 ) -> Response {
-    match bearer_scope(state, headers) {
-        Err(()) => {
-            return graph_error(
-                StatusCode::UNAUTHORIZED,
-                "InvalidAuthenticationToken",
-                "Access token is empty.",
-            );
-        }
-        Ok(None) => {
-            return graph_error(
-                StatusCode::UNAUTHORIZED,
-                "InvalidAuthenticationToken",
-                "IDX14100: JWT is not well formed, there are no dots (.).",
-            );
-        }
-        Ok(Some(scope)) if scope != GRAPH_SCOPE => {
-            return graph_error(
-                StatusCode::UNAUTHORIZED,
-                "InvalidAuthenticationToken",
-                "Invalid audience.",
-            );
-        }
-        Ok(Some(_)) => {}
+    let refusals = Refusals {
+        missing: ("InvalidAuthenticationToken", "Access token is empty."),
+        unknown: (
+            "InvalidAuthenticationToken",
+            "IDX14100: JWT is not well formed, there are no dots (.).",
+        ),
+        other_audience: ("InvalidAuthenticationToken", "Invalid audience."),
+    };
+    if let Some(refused) = refusal(state, headers, GRAPH_SCOPE, &refusals, graph_error) {
+        return refused;
     }
     if segments.len() < 2 || !segments[0].eq_ignore_ascii_case("users") {
         return graph_error(

@@ -12,7 +12,6 @@
 //! violation, is recorded, and [`FakeDiscord::assert_valid`] fails the test.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::io::{BufRead, BufReader};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -23,6 +22,8 @@ use axum::response::{IntoResponse, Response};
 use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{Value, json};
 
+use super::fake;
+use super::prism::{Answers, Prism};
 use super::{TestServer, read_fixture};
 
 pub const APP_ID: &str = "1457469483726668048";
@@ -38,73 +39,12 @@ pub const BOT_TOKEN: &str = "test-discord-bot-token";
 // ---------------------------------------------------------------------------------------------
 // Prism
 
-/// Prism serving Discord's description, started once for the whole test binary. Its process dies
-/// with the test process (PR_SET_PDEATHSIG, set from a thread that lives as long as the process).
+/// The test binary's Prism on Discord's description, warmed up before its first use.
 pub fn prism() -> &'static str {
-    static BASE: OnceLock<String> = OnceLock::new();
-    BASE.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let result = start_prism();
-            let ok = result.is_ok();
-            let _ = tx.send(result);
-            if ok {
-                // Prism is this thread's child: keep the thread alive while the tests run.
-                loop {
-                    std::thread::park();
-                }
-            }
-        });
-        match rx.recv() {
-            Ok(Ok(base)) => base,
-            Ok(Err(e)) => panic!("{e}"),
-            Err(_) => panic!("Prism's starter thread died"),
-        }
-    })
-}
-
-fn start_prism() -> Result<String, String> {
-    use std::os::unix::process::CommandExt;
-    let prism = std::env::var("CORDON_TEST_PRISM").map_err(|_| {
-        "CORDON_TEST_PRISM is not set: the Discord tests validate Cordon's calls with Stoplight Prism; run scripts/test, or set CORDON_TEST_PRISM to the prism binary (npm @stoplight/prism-cli@5.14.2)".to_owned()
-    })?;
-    let spec = super::fixture("apis/discord_openapi.json");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| e.to_string())?
-        .port();
-    let mut command = std::process::Command::new(&prism);
-    command
-        .args(["mock", "-h", "127.0.0.1", "-p", &port.to_string()])
-        .arg(&spec)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null());
-    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-    unsafe {
-        command.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-            Ok(())
-        });
-    }
-    let mut child = command
-        .spawn()
-        .map_err(|e| format!("cannot start Prism ({prism}): {e}"))?;
-    let stdout = child.stdout.take().ok_or("Prism has no stdout")?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains("Prism is listening") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(180))
-        .map_err(|_| "Prism did not start listening within 180 s".to_owned())?;
-    // The child handle is dropped without waiting: the process lives on until the tests end.
-    std::mem::forget(child);
-    let base = format!("http://127.0.0.1:{port}");
-    warm_up(&base);
-    Ok(base)
+    static WARM: OnceLock<()> = OnceLock::new();
+    let prism = Prism::shared("apis/discord_openapi.json", Answers::Examples);
+    WARM.get_or_init(|| warm_up(&prism.base));
+    &prism.base
 }
 
 /// Prism builds each operation's validator on its first request, which takes seconds with
@@ -275,7 +215,7 @@ impl FakeDiscord {
             .build()
             .unwrap();
         let (s, b, v) = (state.clone(), bucket_reset.clone(), validating.clone());
-        let app = axum::Router::new().fallback(move |request: Request| {
+        let server = fake::serve(axum::Router::new().fallback(move |request: Request| {
             let (s, b, v, forward, prism) = (
                 s.clone(),
                 b.clone(),
@@ -284,12 +224,10 @@ impl FakeDiscord {
                 prism.clone(),
             );
             async move { handle(s, b, v, forward, prism, request).await }
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}/api/v10", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        }))
+        .await;
         FakeDiscord {
-            base,
+            base: format!("{}/api/v10", server.base),
             state,
             bucket_reset,
             validating,

@@ -23,12 +23,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::extract::Request;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+
+use super::fake::{self, FakeServer};
 
 /// Answers 429 (quota used up) on every API.
 pub const QUOTA_IP: &str = "198.51.100.29";
@@ -55,6 +57,34 @@ pub struct Seen {
 }
 
 impl Seen {
+    fn of(method: &Method, uri: &Uri, headers: &HeaderMap) -> Seen {
+        let path = uri.path().to_owned();
+        let vendor = if path.starts_with("/api/v2/") {
+            "abuseipdb"
+        } else if path.starts_with("/api/v3/") {
+            "virustotal"
+        } else if path.starts_with("/v3/community/") {
+            "greynoise"
+        } else {
+            "custom"
+        };
+        Seen {
+            vendor,
+            method: method.to_string(),
+            path,
+            query: uri.query().unwrap_or_default().to_owned(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_ascii_lowercase(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+        }
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .get(&name.to_ascii_lowercase())
@@ -83,26 +113,30 @@ pub struct Keys {
 pub struct FakeIntel {
     /// `http://127.0.0.1:PORT`: the base URL every vendor host is pointed at.
     pub base: String,
-    pub seen: Arc<Mutex<Vec<Seen>>>,
+    server: FakeServer,
 }
 
 impl FakeIntel {
     pub async fn start(keys: Keys) -> FakeIntel {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let state = Arc::new((keys, seen.clone()));
-        let app = axum::Router::new().fallback(move |request: Request| {
-            let state = state.clone();
-            async move { answer(&state.0, &state.1, request) }
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        FakeIntel { base, seen }
+        let keys = Arc::new(keys);
+        let server = fake::serve(axum::Router::new().fallback(move |request: Request| {
+            let keys = keys.clone();
+            async move { answer(&keys, request) }
+        }))
+        .await;
+        FakeIntel {
+            base: server.base.clone(),
+            server,
+        }
     }
 
     /// Every request so far.
     pub fn requests(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
+        self.server
+            .requests()
+            .iter()
+            .map(|r| Seen::of(&r.method, &r.uri, &r.headers))
+            .collect()
     }
 
     /// The requests to one vendor.
@@ -138,44 +172,16 @@ fn json_response(status: StatusCode, body: Value) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-fn answer(keys: &Keys, seen: &Mutex<Vec<Seen>>, request: Request) -> Response {
-    let path = request.uri().path().to_owned();
-    let query = request.uri().query().unwrap_or_default().to_owned();
-    let headers: BTreeMap<String, String> = request
-        .headers()
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_ascii_lowercase(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
-    let vendor = if path.starts_with("/api/v2/") {
-        "abuseipdb"
-    } else if path.starts_with("/api/v3/") {
-        "virustotal"
-    } else if path.starts_with("/v3/community/") {
-        "greynoise"
-    } else {
-        "custom"
-    };
-    let record = Seen {
-        vendor,
-        method: request.method().to_string(),
-        path: path.clone(),
-        query,
-        headers,
-    };
-    seen.lock().unwrap().push(record.clone());
-    if request.method() != axum::http::Method::GET {
+fn answer(keys: &Keys, request: Request) -> Response {
+    let record = Seen::of(request.method(), request.uri(), request.headers());
+    if request.method() != Method::GET {
         return json_response(
             StatusCode::METHOD_NOT_ALLOWED,
             json!({ "message": "GET only" }),
         );
     }
     let headers = request.headers();
-    match vendor {
+    match record.vendor {
         "abuseipdb" => abuseipdb(keys, &record, headers),
         "virustotal" => virustotal(keys, &record, headers),
         "greynoise" => greynoise(keys, &record, headers),
@@ -408,41 +414,5 @@ fn custom(keys: &Keys, seen: &Seen, _headers: &HeaderMap) -> Response {
             json!({ "ip": ip, "verdict": "malicious", "score": 87 }),
         ),
         None => json_response(StatusCode::NOT_FOUND, json!({ "error": "no such path" })),
-    }
-}
-
-/// `cordon serve --config config` with `envs` set, its log lines (JSON) written to `log`.
-pub fn start_logged(config: &Path, envs: &[(&str, &str)], log: &Path) -> super::Process {
-    use std::io::{BufRead, BufReader, Write};
-    let mut child = std::process::Command::new(super::BIN)
-        .args(["serve", "--config"])
-        .arg(config)
-        .env_remove("RUST_LOG")
-        .envs(envs.iter().copied())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("cordon starts");
-    let stderr = child.stderr.take().unwrap();
-    let mut file = std::fs::File::create(log).unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = writeln!(file, "{line}");
-            let _ = file.flush();
-            if let Ok(event) = serde_json::from_str::<Value>(&line)
-                && event["message"] == "listening"
-            {
-                let _ = tx.send(event["addr"].as_str().unwrap_or_default().to_owned());
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(std::time::Duration::from_secs(30))
-        .expect("cordon logs its address");
-    super::Process {
-        child,
-        base: format!("http://{addr}"),
-        log: Default::default(),
     }
 }

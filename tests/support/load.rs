@@ -10,53 +10,46 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::INTAKE_TOKEN;
+use super::fake::{self, FakeServer};
 
-/// An HTTP server on 127.0.0.1:0 counting the POSTs it receives, by path, with when they came.
+/// An HTTP server on 127.0.0.1:0 counting the requests it receives, by path, with when they came.
 pub struct Sink {
     pub base: String,
-    posts: Arc<Mutex<Vec<(String, Instant)>>>,
+    server: FakeServer,
 }
 
 impl Sink {
     pub async fn start() -> Sink {
-        let posts = Arc::new(Mutex::new(Vec::new()));
-        let seen = posts.clone();
-        let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
-            let seen = seen.clone();
-            async move {
-                seen.lock()
-                    .unwrap()
-                    .push((request.uri().path().to_owned(), Instant::now()));
-                axum::Json(json!({ "ok": true }))
-            }
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Sink { base, posts }
+        let server = fake::serve(
+            axum::Router::new().fallback(|| async { axum::Json(json!({ "ok": true })) }),
+        )
+        .await;
+        Sink {
+            base: server.base.clone(),
+            server,
+        }
     }
 
-    /// How many POSTs each path received.
+    /// How many requests each path received.
     pub fn counts(&self) -> HashMap<String, usize> {
         let mut counts = HashMap::new();
-        for (path, _) in self.posts.lock().unwrap().iter() {
-            *counts.entry(path.clone()).or_default() += 1;
+        for request in self.server.requests() {
+            *counts.entry(request.uri.path().to_owned()).or_default() += 1;
         }
         counts
     }
 
     pub fn total(&self) -> usize {
-        self.posts.lock().unwrap().len()
+        self.server.requests().len()
     }
 
-    /// Paths that received a POST after `instant`.
+    /// Paths that received a request after `instant`.
     pub fn since(&self, instant: Instant) -> Vec<String> {
-        self.posts
-            .lock()
-            .unwrap()
+        self.server
+            .requests()
             .iter()
-            .filter(|(_, at)| *at > instant)
-            .map(|(path, _)| path.clone())
+            .filter(|r| r.at > instant)
+            .map(|r| r.uri.path().to_owned())
             .collect()
     }
 }

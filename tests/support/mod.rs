@@ -1,26 +1,35 @@
-//! Shared test support: a real server on 127.0.0.1:0 with its own store, the shared fixtures, and
-//! request helpers. Each test file uses the parts it needs.
+//! Shared test support; each test file uses the parts it needs.
+//!
+//! - Here: Cordon under test, in process ([`TestServer`], on 127.0.0.1:0 with its own store) or
+//!   as the real binary ([`Process`]), both spoken to through a [`Client`]; the shared fixtures
+//!   ([`fixture`]) and this crate's test data ([`data`]); config text; waiting helpers; a fake
+//!   SNS host and a fake cloud API.
+//! - [`fake`]: the one fake HTTP server every vendor fake is built on.
+//! - The test peers: [`prism`] (Stoplight Prism), [`moto`] (AWS), [`pg`] (PostgreSQL).
+//! - The vendor fakes: [`azure`], [`intel`], [`tickets`], [`slack`], [`teams`], [`discord`]; and
+//!   [`load`], a load generator and a sink for the fault tests.
 #![allow(dead_code)]
 
 pub mod azure;
 pub mod discord;
+pub mod fake;
+pub mod intel;
+pub mod load;
 pub mod moto;
+pub mod pg;
+pub mod prism;
 pub mod slack;
 pub mod teams;
+pub mod tickets;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use cordon::app::Server;
 use serde_json::Value;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
-
-pub mod intel;
-pub mod load;
-pub mod pg;
-pub mod tickets;
 
 pub const INTAKE_TOKEN: &str = "test-intake-token";
 pub const ADMIN_TOKEN: &str = "test-admin-token";
@@ -31,6 +40,26 @@ pub fn fixture(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../shared/fixtures")
         .join(rel)
+}
+
+/// A file or folder under `tests/data/`.
+pub fn data(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(rel)
+}
+
+/// The text of a file under `tests/data/`.
+pub fn read_data(rel: &str) -> String {
+    std::fs::read_to_string(data(rel)).unwrap_or_else(|e| panic!("tests/data/{rel}: {e}"))
+}
+
+/// A port of 127.0.0.1 free a moment ago, for a peer process that takes its port as an argument.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 pub fn read_fixture(rel: &str) -> Vec<u8> {
@@ -80,10 +109,7 @@ pub fn approval_playbook(
     approvers: &str,
     quorum: u32,
 ) -> String {
-    let template = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/templates/approve-then-isolate.yaml");
-    std::fs::read_to_string(template)
-        .unwrap()
+    read_data("templates/approve-then-isolate.yaml")
         .replace("PLAYBOOK_ID", id)
         .replace("PLAYBOOK_NAME", name)
         .replace("SOURCE", source)
@@ -111,11 +137,10 @@ pub async fn wait_until(
 
 /// A running in-process server.
 pub struct TestServer {
-    pub base: String,
+    client: Client,
     /// The running server's shared state (to plug test channels into its engine).
     pub state: Arc<cordon::app::AppState>,
     pub dir: TempDir,
-    pub http: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -149,10 +174,9 @@ impl TestServer {
                 .expect("clean shutdown");
         });
         TestServer {
-            base,
+            client: Client::new(base),
             state,
             dir,
-            http: reqwest::Client::new(),
             stop: Some(stop),
             task: Some(task),
         }
@@ -169,6 +193,32 @@ impl TestServer {
         let dir = tempfile::tempdir().unwrap();
         std::mem::replace(&mut self.dir, dir)
     }
+}
+
+impl std::ops::Deref for TestServer {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+/// Requests to a running Cordon by its base URL, with the test tokens. [`TestServer`] and
+/// [`Process`] deref to one.
+#[derive(Clone)]
+pub struct Client {
+    /// `http://127.0.0.1:<port>`
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(base: String) -> Client {
+        Client {
+            base,
+            http: reqwest::Client::new(),
+        }
+    }
 
     /// POSTs `body` to `/v1/alerts/{source}` with the bearer intake token.
     pub async fn post_alert(&self, source: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
@@ -179,6 +229,14 @@ impl TestServer {
                 .body(body),
         )
         .await
+    }
+
+    /// POSTs `body` to `/v1/alerts/{source}` like [`Client::post_alert`]; panics unless it is
+    /// accepted (202). The answer.
+    pub async fn accept(&self, source: &str, body: impl Into<reqwest::Body>) -> Value {
+        let (status, answer) = self.post_alert(source, body).await;
+        assert_eq!(status, 202, "{answer}");
+        answer
     }
 
     /// POSTs `body` to the HMAC-signed `generic` source, signed now.
@@ -242,6 +300,28 @@ impl TestServer {
         .await
     }
 
+    /// A person's action through the admin API: POSTs `{"identity": identity}` to `path`
+    /// (`/v1/runs/{run}/steps/{step}/undo`, `/v1/incidents/{id}/resolve`, ...).
+    pub async fn act(&self, path: &str, identity: &str) -> (u16, Value) {
+        self.admin_post(path, serde_json::json!({ "identity": identity }))
+            .await
+    }
+
+    /// Decides (`approve` or `deny`) the approval step `step` of run `run` as `identity`.
+    pub async fn decide(
+        &self,
+        run: &str,
+        step: &str,
+        decision: &str,
+        identity: &str,
+    ) -> (u16, Value) {
+        self.admin_post(
+            &format!("/v1/runs/{run}/approvals/{step}"),
+            serde_json::json!({ "decision": decision, "identity": identity }),
+        )
+        .await
+    }
+
     /// Polls `GET /v1/runs/{id}` until `done` holds for the run (10 s at most).
     pub async fn wait_run(&self, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -257,6 +337,15 @@ impl TestServer {
             );
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
+    }
+
+    /// Waits until run `id` waits for a decision; the prompt of its approval step `step`.
+    pub async fn wait_prompt(&self, id: &str, step: &str) -> String {
+        let shown = self.wait_run(id, "waiting", waiting).await;
+        shown["run"]["steps"][step]["approval"]["prompt"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no prompt at step {step}: {shown}"))
+            .to_owned()
     }
 
     /// Polls until the run started for `alert_id` exists; returns its id.
@@ -292,6 +381,36 @@ impl TestServer {
     }
 }
 
+/// Whether a run (as the admin API shows it) waits for a decision.
+pub fn waiting(run: &Value) -> bool {
+    run["status"] == "waiting"
+}
+
+/// Whether a run (as the admin API shows it) has ended, one way or another.
+pub fn finished(run: &Value) -> bool {
+    matches!(
+        run["status"].as_str(),
+        Some("succeeded" | "failed" | "cancelled")
+    )
+}
+
+/// Asserts an admin API answer (status, body) is `status` and its `message` says `fragment`.
+pub fn assert_status_says(answer: &(u16, Value), status: u16, fragment: &str) {
+    let (got, body) = answer;
+    assert_eq!(*got, status, "{body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(message.contains(fragment), "{body}");
+}
+
+/// The string `key` of every element of the JSON array `list`.
+pub fn texts<'a>(list: &'a Value, key: &str) -> Vec<&'a str> {
+    list.as_array()
+        .unwrap_or_else(|| panic!("not a list: {list}"))
+        .iter()
+        .map(|e| e[key].as_str().unwrap_or_else(|| panic!("no {key} in {e}")))
+        .collect()
+}
+
 /// A minimal alert in the generic shape.
 pub fn generic_alert(title: &str, resource_id: &str) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
@@ -304,44 +423,39 @@ pub fn generic_alert(title: &str, resource_id: &str) -> Vec<u8> {
 }
 
 /// A fake SNS host for certificate and subscription-confirmation fetches (reached through
-/// `endpoint_override`): serves the test certificate at any `*.pem` path and records every request.
+/// `endpoint_override`): serves the test certificate at any `*.pem` path.
 pub struct FakeSns {
     pub base: String,
-    pub requests: Arc<std::sync::Mutex<Vec<String>>>,
-    pub hits: Arc<AtomicUsize>,
+    server: fake::FakeServer,
 }
 
 impl FakeSns {
     pub async fn start() -> FakeSns {
-        use axum::extract::Request;
-        let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let hits = Arc::new(AtomicUsize::new(0));
-        let (r, h) = (requests.clone(), hits.clone());
-        let cert = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sns/test-signing-cert.pem"),
-        )
-        .unwrap();
-        let app = axum::Router::new().fallback(move |request: Request| {
-            let (r, h, cert) = (r.clone(), h.clone(), cert.clone());
+        let cert = read_data("sns/test-signing-cert.pem");
+        let server = fake::serve(axum::Router::new().fallback(move |uri: axum::http::Uri| {
+            let cert = cert.clone();
             async move {
-                h.fetch_add(1, Ordering::SeqCst);
-                let uri = request.uri().to_string();
-                r.lock().unwrap().push(uri.clone());
-                if request.uri().path().ends_with(".pem") {
+                if uri.path().ends_with(".pem") {
                     cert
                 } else {
                     "<ConfirmSubscriptionResponse/>".to_owned()
                 }
             }
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        }))
+        .await;
         FakeSns {
-            base,
-            requests,
-            hits,
+            base: server.base.clone(),
+            server,
         }
+    }
+
+    /// The path and query of every request so far.
+    pub fn requests(&self) -> Vec<String> {
+        self.server
+            .requests()
+            .iter()
+            .map(|r| r.uri.to_string())
+            .collect()
     }
 }
 
@@ -362,10 +476,7 @@ pub fn sign_sns(mut envelope: Value, version: &str) -> Vec<u8> {
     )
     .expect("test envelope parses");
     let text = parsed.string_to_sign();
-    let pem = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sns/test-signing-key.pem"),
-    )
-    .unwrap();
+    let pem = read_data("sns/test-signing-key.pem");
     let key = rsa::RsaPrivateKey::from_pkcs8_pem(&pem).unwrap();
     let signature = match version {
         "1" => SigningKey::<sha1::Sha1>::new(key)
@@ -381,11 +492,11 @@ pub fn sign_sns(mut envelope: Value, version: &str) -> Vec<u8> {
     serde_json::to_vec(&envelope).unwrap()
 }
 
-/// A fake cloud API for actions to call: counts requests by path, answers 200 (optionally after a
+/// A fake cloud API for actions to call: records requests, answers 200 (optionally after a
 /// delay, to keep a request in flight).
 pub struct FakeApi {
     pub base: String,
-    pub calls: Arc<std::sync::Mutex<Vec<String>>>,
+    server: fake::FakeServer,
     /// How long each answer takes, in milliseconds (change it while running).
     pub delay_ms: Arc<std::sync::atomic::AtomicU64>,
     /// Answer 503 to this many requests first.
@@ -394,17 +505,12 @@ pub struct FakeApi {
 
 impl FakeApi {
     pub async fn start(delay: std::time::Duration) -> FakeApi {
-        use axum::extract::Request;
-        let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
         let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(delay.as_millis() as u64));
         let fail_first = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (c, d, f) = (calls.clone(), delay_ms.clone(), fail_first.clone());
-        let app = axum::Router::new().fallback(move |request: Request| {
-            let (c, d, f) = (c.clone(), d.clone(), f.clone());
+        let (d, f) = (delay_ms.clone(), fail_first.clone());
+        let server = fake::serve(axum::Router::new().fallback(move || {
+            let (d, f) = (d.clone(), f.clone());
             async move {
-                c.lock()
-                    .unwrap()
-                    .push(format!("{} {}", request.method(), request.uri().path()));
                 tokio::time::sleep(std::time::Duration::from_millis(d.load(Ordering::SeqCst)))
                     .await;
                 let failing = f
@@ -417,25 +523,28 @@ impl FakeApi {
                 };
                 (status, axum::Json(serde_json::json!({ "ok": !failing })))
             }
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        }))
+        .await;
         FakeApi {
-            base,
-            calls,
+            base: server.base.clone(),
+            server,
             delay_ms,
             fail_first,
         }
     }
 
-    pub fn count(&self, what: &str) -> usize {
-        self.calls
-            .lock()
-            .unwrap()
+    /// `METHOD /path` of every request so far.
+    pub fn calls(&self) -> Vec<String> {
+        self.server
+            .requests()
             .iter()
-            .filter(|c| c.contains(what))
-            .count()
+            .map(|r| format!("{} {}", r.method, r.uri.path()))
+            .collect()
+    }
+
+    /// How many requests so far have a `METHOD /path` containing `what`.
+    pub fn count(&self, what: &str) -> usize {
+        self.calls().iter().filter(|c| c.contains(what)).count()
     }
 }
 
@@ -450,9 +559,11 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_cordon");
 /// A `cordon serve` process (its config must log JSON) and the address it reported.
 pub struct Process {
     pub child: std::process::Child,
-    pub base: String,
+    client: Client,
     /// Every line the process wrote to stderr (its JSON log), as it comes.
     pub log: Arc<std::sync::Mutex<Vec<String>>>,
+    /// The thread reading stderr; it ends with the process.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Process {
@@ -476,7 +587,7 @@ impl Process {
         let (tx, rx) = std::sync::mpsc::channel();
         let log = Arc::new(std::sync::Mutex::new(Vec::new()));
         let lines = log.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Ok(event) = serde_json::from_str::<Value>(&line)
                     && event["message"] == "listening"
@@ -491,9 +602,18 @@ impl Process {
             .expect("cordon logs its address");
         Process {
             child,
-            base: format!("http://{addr}"),
+            client: Client::new(format!("http://{addr}")),
             log,
+            reader: Some(reader),
         }
+    }
+
+    /// Every line the process logged, once it has exited (call after waiting for it).
+    pub fn whole_log(&mut self) -> String {
+        if let Some(reader) = self.reader.take() {
+            reader.join().expect("the log reader");
+        }
+        self.log.lock().unwrap().join("\n")
     }
 
     /// The log lines so far that contain `text`.
@@ -528,6 +648,14 @@ impl Process {
             .status()
             .unwrap();
         assert!(status.success());
+    }
+}
+
+impl std::ops::Deref for Process {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
     }
 }
 

@@ -14,6 +14,31 @@ use serde_json::Value;
 /// The account id moto reports for every resource.
 pub const ACCOUNT: &str = "123456789012";
 
+/// An AWS Query API (a service, the region it is signed for, its version), as EC2 and IAM are.
+#[derive(Clone, Copy)]
+pub struct QueryApi<'a> {
+    pub service: &'a str,
+    pub region: &'a str,
+    pub version: &'a str,
+}
+
+impl<'a> QueryApi<'a> {
+    /// IAM, global (signed for us-east-1).
+    pub const IAM: QueryApi<'static> = QueryApi {
+        service: "iam",
+        region: "us-east-1",
+        version: "2010-05-08",
+    };
+
+    pub fn ec2(region: &'a str) -> QueryApi<'a> {
+        QueryApi {
+            service: "ec2",
+            region,
+            version: "2016-11-15",
+        }
+    }
+}
+
 pub struct Moto {
     /// `http://127.0.0.1:<port>`
     pub base: String,
@@ -92,20 +117,12 @@ impl Moto {
     }
 
     /// A Query API call (EC2, IAM); panics unless moto answers 2xx. Gives the XML.
-    pub async fn query(
-        &self,
-        service: &str,
-        region: &str,
-        version: &str,
-        action: &str,
-        params: &[(&str, &str)],
-    ) -> String {
-        let (status, body) = self
-            .try_query(service, region, version, action, params)
-            .await;
+    pub async fn query(&self, api: QueryApi<'_>, action: &str, params: &[(&str, &str)]) -> String {
+        let (status, body) = self.try_query(api, action, params).await;
         assert!(
             (200..300).contains(&status),
-            "moto {service} {action} answered {status}: {body}"
+            "moto {} {action} answered {status}: {body}",
+            api.service
         );
         body
     }
@@ -113,18 +130,19 @@ impl Moto {
     /// A Query API call; gives the status and the XML whatever they are.
     pub async fn try_query(
         &self,
-        service: &str,
-        region: &str,
-        version: &str,
+        api: QueryApi<'_>,
         action: &str,
         params: &[(&str, &str)],
     ) -> (u16, String) {
-        let mut form = vec![("Action", action), ("Version", version)];
+        let mut form = vec![("Action", action), ("Version", api.version)];
         form.extend_from_slice(params);
         let response = self
             .http
             .post(format!("{}/", self.base))
-            .header("Authorization", Moto::authorization(service, region))
+            .header(
+                "Authorization",
+                Moto::authorization(api.service, api.region),
+            )
             .form(&form)
             .send()
             .await
@@ -134,13 +152,11 @@ impl Moto {
     }
 
     pub async fn ec2(&self, region: &str, action: &str, params: &[(&str, &str)]) -> String {
-        self.query("ec2", region, "2016-11-15", action, params)
-            .await
+        self.query(QueryApi::ec2(region), action, params).await
     }
 
     pub async fn iam(&self, action: &str, params: &[(&str, &str)]) -> String {
-        self.query("iam", "us-east-1", "2010-05-08", action, params)
-            .await
+        self.query(QueryApi::IAM, action, params).await
     }
 
     /// An S3 REST call on a path (`/bucket?publicAccessBlock`); gives status and body.

@@ -15,24 +15,41 @@ pub fn database_url() -> String {
     })
 }
 
-/// A fresh schema in the database at `base`, and the URL whose sessions work in it.
-pub async fn fresh_schema_of(base: &str) -> String {
-    let schema = format!("r_{}", uuid::Uuid::now_v7().simple());
-    let (client, connection) = tokio_postgres::connect(base, tokio_postgres::NoTls)
+/// A client of the database at `url`, its connection driven on the test's runtime.
+pub async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .unwrap_or_else(|e| panic!("cannot reach the test database ({e}); is PostgreSQL up?"));
     tokio::spawn(connection);
     client
+}
+
+/// A fresh, empty schema in the test database: its name, and the URL whose sessions work in it
+/// (their search_path is the schema, so every table a store makes and reads is there).
+pub async fn named_schema() -> (String, String) {
+    let base = database_url();
+    let schema = format!("t_{}", uuid::Uuid::now_v7().simple());
+    connect(&base)
+        .await
         .batch_execute(&format!("CREATE SCHEMA {schema}"))
         .await
         .expect("create schema");
     let joiner = if base.contains('?') { '&' } else { '?' };
-    format!("{base}{joiner}options=-csearch_path%3D{schema}")
+    let url = format!("{base}{joiner}options=-csearch_path%3D{schema}");
+    (schema, url)
 }
 
-/// A fresh schema in the test database.
+/// The URL of a fresh schema in the test database.
 pub async fn fresh_schema() -> String {
-    fresh_schema_of(&database_url()).await
+    named_schema().await.1
+}
+
+/// Drops a schema of the test database with everything in it.
+pub async fn drop_schema(schema: &str) {
+    let _ = connect(&database_url())
+        .await
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await;
 }
 
 /// A PostgreSQL server of the test's own, on a free port of 127.0.0.1, in a temporary folder:
@@ -67,10 +84,7 @@ impl PrivatePg {
             .status()
             .expect("chown");
         assert!(owner.success(), "the folder could not be given to postgres");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .unwrap()
-            .port();
+        let port = super::free_port();
         let pg = PrivatePg { dir, bin, port };
         pg.as_postgres(
             "initdb",

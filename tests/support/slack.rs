@@ -23,8 +23,7 @@
 //! - Failure switches: an outage (every call answers a status) and 429 with `Retry-After`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::io::{BufRead, BufReader};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -38,6 +37,8 @@ use sha2::Sha256;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
+use super::fake;
+use super::prism::{Answers, Prism};
 use super::read_fixture;
 
 pub const BOT_TOKEN: &str = "xoxb-test-bot-token";
@@ -45,70 +46,9 @@ pub const APP_TOKEN: &str = "xapp-test-app-token";
 pub const SIGNING_SECRET: &str = "test-slack-signing-secret";
 pub const CHANNEL: &str = "C0SOCCARDS";
 
-/// A running Prism on Slack's Web API description.
-pub struct Prism {
-    /// `http://127.0.0.1:<port>`
-    pub base: String,
-}
-
-/// The test binary's Prism, started on first use. It runs from a thread that lives as long as
-/// the process and is set to die with it, so no Prism outlives the tests.
+/// The test binary's Prism on Slack's Web API description.
 pub fn prism() -> &'static Prism {
-    static PRISM: OnceLock<Prism> = OnceLock::new();
-    PRISM.get_or_init(|| {
-        let program = std::env::var("CORDON_TEST_PRISM").unwrap_or_else(|_| {
-            panic!(
-                "CORDON_TEST_PRISM is not set: point it at Stoplight Prism's `prism` binary \
-                 (npm @stoplight/prism-cli@5.14.2), or run the tests with scripts/test, which installs it"
-            )
-        });
-        let spec = super::fixture("apis/slack_web_openapi.json");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::os::unix::process::CommandExt;
-            let mut command = std::process::Command::new(&program);
-            command
-                .args(["mock", "-h", "127.0.0.1", "-p", &port.to_string()])
-                .arg(&spec)
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::null());
-            // SAFETY: prctl is async-signal-safe; it only asks the kernel to end the child when
-            // this thread (which never returns while Prism runs) goes away with the process.
-            unsafe {
-                command.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                    Ok(())
-                });
-            }
-            let mut child = match command.spawn() {
-                Ok(child) => child,
-                Err(e) => {
-                    let _ = tx.send(Err(format!("cannot start {program}: {e}")));
-                    return;
-                }
-            };
-            let stdout = child.stdout.take().expect("stdout is piped");
-            // Prism logs every request: read to the end so it never blocks on a full pipe.
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.contains("Prism is listening") {
-                    let _ = tx.send(Ok(()));
-                }
-            }
-            let _ = child.wait();
-        });
-        match rx.recv_timeout(Duration::from_secs(90)) {
-            Ok(Ok(())) => Prism {
-                base: format!("http://127.0.0.1:{port}"),
-            },
-            Ok(Err(e)) => panic!("{e}"),
-            Err(_) => panic!("Prism did not start listening within 90 s"),
-        }
-    })
+    Prism::shared("apis/slack_web_openapi.json", Answers::Examples)
 }
 
 /// One Web API call as the fake received it.
@@ -216,18 +156,18 @@ impl FakeSlack {
         let ws = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         state.lock().unwrap().ws_url = format!("ws://{}/link", ws.local_addr().unwrap());
         tokio::spawn(serve_sockets(ws, state.clone()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let api_url = format!("http://{}/api", listener.local_addr().unwrap());
+        let port = fake::Port::bind().await;
         let fake = FakeSlack {
-            api_url,
+            api_url: format!("{}/api", port.base),
             state,
             prism,
             http: reqwest::Client::new(),
         };
-        let app = axum::Router::new()
-            .fallback(handle)
-            .with_state(fake.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        port.serve(
+            axum::Router::new()
+                .fallback(handle)
+                .with_state(fake.clone()),
+        );
         fake
     }
 

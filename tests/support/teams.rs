@@ -14,9 +14,8 @@
 //!   (`../shared/fixtures/apis/botframework_connector.json`): SendToConversation, ReplyToActivity
 //!   and UpdateActivity with `ResourceResponse` answers and `ErrorResponse` errors, keeping the
 //!   messages so a test can read the channel as a person would. Every request is also replayed to
-//!   Prism serving the same description, and Prism's `sl-violations` are collected: a test fails
-//!   on any.
-//! - [`Prism`]: the Prism mock server process (`CORDON_TEST_PRISM`).
+//!   Prism ([`super::prism`]) serving the same description, and Prism's `sl-violations` are
+//!   collected: a test fails on any.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -29,7 +28,9 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde_json::{Value, json};
 
-use super::{fixture, read_fixture};
+use super::fake;
+use super::prism::{Answers, Prism};
+use super::read_fixture;
 
 pub const APP_ID: &str = "11111111-2222-3333-4444-555555555555";
 pub const APP_PASSWORD: &str = "test-teams-app-password";
@@ -39,66 +40,6 @@ pub const ISSUER: &str = "https://api.botframework.com";
 pub const KID: &str = "cordon-test-1";
 /// The kid tokens signed with `rotated-key.pem` carry.
 pub const ROTATED_KID: &str = "cordon-test-2";
-
-/// The Prism mock server, stopped (by its process id) when dropped.
-pub struct Prism {
-    pub base: String,
-    child: std::process::Child,
-}
-
-impl Prism {
-    /// Starts Prism on a free port serving `spec` (a path under the shared fixtures). Fails the
-    /// test when `CORDON_TEST_PRISM` does not name the prism binary.
-    pub fn start(spec: &str) -> Prism {
-        use std::io::{BufRead, BufReader};
-        let bin = std::env::var("CORDON_TEST_PRISM").unwrap_or_else(|_| {
-            panic!(
-                "CORDON_TEST_PRISM is not set: these tests validate Cordon's Connector API calls \
-                 with Stoplight Prism. Run scripts/test, or install it with `npm install --prefix \
-                 .tools/prism @stoplight/prism-cli@5.14.2` and set \
-                 CORDON_TEST_PRISM=.tools/prism/node_modules/.bin/prism"
-            )
-        });
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut child = std::process::Command::new(&bin)
-            .args(["mock", "-h", "127.0.0.1", "-p", &port.to_string()])
-            .arg(fixture(spec))
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("CORDON_TEST_PRISM={bin} does not start: {e}"));
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            // Keeps reading, so Prism never blocks on a full pipe.
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.contains("Prism is listening") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        if rx.recv_timeout(std::time::Duration::from_secs(60)).is_err() {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("Prism did not start listening on port {port} within 60 s");
-        }
-        Prism {
-            base: format!("http://127.0.0.1:{port}"),
-            child,
-        }
-    }
-}
-
-impl Drop for Prism {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// One test RSA key: signs tokens and describes itself as a JWK.
 pub struct Signer {
@@ -198,14 +139,14 @@ impl Identity {
             keys: published.iter().map(|s| s.jwk()).collect(),
             ..Default::default()
         }));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        // The metadata names the key set by this server's own address.
+        let port = fake::Port::bind().await;
+        let base = port.base.clone();
         let (s, b) = (state.clone(), base.clone());
-        let app = axum::Router::new().fallback(move |request: Request| {
+        port.serve(axum::Router::new().fallback(move |request: Request| {
             let (state, base) = (s.clone(), b.clone());
             async move { identity(state, base, request).await }
-        });
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        }));
         Identity { base, state }
     }
 
@@ -435,24 +376,24 @@ pub struct Connector {
 }
 
 impl Connector {
-    pub async fn start(prism: &Prism) -> Connector {
+    /// A fake whose every request the test binary's Prism checks.
+    pub async fn start() -> Connector {
+        let prism = Prism::shared("apis/botframework_connector.json", Answers::Examples);
         let state = Arc::new(Mutex::new(ConnectorState {
             next_id: 1_767_000_000_000,
             ..Default::default()
         }));
         let validated = Arc::new(AtomicUsize::new(0));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
         let (s, v, p) = (state.clone(), validated.clone(), prism.base.clone());
         let client = reqwest::Client::new();
-        let app = axum::Router::new().fallback(move |request: Request| {
+        let server = fake::serve(axum::Router::new().fallback(move |request: Request| {
             let (state, validated, prism, client) =
                 (s.clone(), v.clone(), p.clone(), client.clone());
             async move { connector(state, validated, prism, client, request).await }
-        });
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        }))
+        .await;
         Connector {
-            base,
+            base: server.base,
             state,
             validated,
         }

@@ -1,6 +1,6 @@
 //! Ticket system fakes for the ticket tests, and Prism.
 //!
-//! - [`prism_jira`]: Stoplight Prism (`CORDON_TEST_PRISM`) serving the official Jira Cloud
+//! - [`prism_jira`]: Stoplight Prism ([`super::prism`]) serving the official Jira Cloud
 //!   platform REST API v3 description (`fixtures/apis/jira_cloud_v3_openapi.json`, OpenAPI 3.0.1,
 //!   info.version 1001.0.0-SNAPSHOT) in dynamic mode; one per test binary, killed with it.
 //! - [`FakeJira`]: a stateful Jira Cloud following that description (issues, labels search,
@@ -16,9 +16,8 @@
 //! `Retry-After` for a number of requests, lose the answer to a create (act, then answer 500), and
 //! hold the answer to a comment after acting (to kill Cordon while a call is in flight).
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -27,76 +26,21 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
+
+use super::fake::{self, FakeServer};
+use super::prism::{Answers, Prism};
 
 pub const JIRA_EMAIL: &str = "cordon-bot@example.com";
 pub const JIRA_TOKEN: &str = "jira-api-token-for-tests";
 pub const SN_USER: &str = "cordon.integration";
 pub const SN_PASSWORD: &str = "servicenow-password-for-tests";
 
-/// The base URL of the shared Prism serving the Jira v3 description. Panics with a clear message
-/// when `CORDON_TEST_PRISM` is unset or Prism does not start.
+/// The base URL of the test binary's Prism on the Jira v3 description, generating its answers
+/// from the schemas.
 pub fn prism_jira() -> String {
-    static PRISM: OnceLock<Result<String, String>> = OnceLock::new();
-    PRISM
-        .get_or_init(|| {
-            let bin = std::env::var("CORDON_TEST_PRISM").map_err(|_| {
-                "CORDON_TEST_PRISM is not set: it must name the prism binary (@stoplight/prism-cli 5.14.2); scripts/test installs it and sets it".to_owned()
-            })?;
-            start_prism(&bin, &super::fixture("apis/jira_cloud_v3_openapi.json"))
-        })
+    Prism::shared("apis/jira_cloud_v3_openapi.json", Answers::Dynamic)
+        .base
         .clone()
-        .unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn start_prism(bin: &str, spec: &std::path::Path) -> Result<String, String> {
-    use std::io::{BufRead, BufReader};
-    let (tx, rx) = std::sync::mpsc::channel();
-    let bin = bin.to_owned();
-    let spec = spec.to_owned();
-    // Prism lives as long as this thread, which lives as long as the test binary: the child gets
-    // SIGKILL when the thread that started it ends.
-    std::thread::spawn(move || {
-        let port = {
-            let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-            probe.local_addr().unwrap().port()
-        };
-        let mut command = std::process::Command::new(&bin);
-        command
-            .args(["mock", "-d", "-h", "127.0.0.1", "-p", &port.to_string()])
-            .arg(&spec)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null());
-        #[cfg(target_os = "linux")]
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let mut child = match command.spawn() {
-            Ok(child) => child,
-            Err(e) => {
-                let _ = tx.send(Err(format!("cannot start Prism ({bin}): {e}")));
-                return;
-            }
-        };
-        let stdout = child.stdout.take().unwrap();
-        let mut told = false;
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if !told && line.contains("Prism is listening") {
-                let _ = tx.send(Ok(format!("http://127.0.0.1:{port}")));
-                told = true;
-            }
-        }
-        let status = child.wait();
-        if !told {
-            let _ = tx.send(Err(format!("Prism exited before listening: {status:?}")));
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(90))
-        .map_err(|_| "Prism did not start within 90 s".to_owned())?
 }
 
 /// How a fake answers right now.
@@ -116,66 +60,6 @@ pub struct Control {
     pub lose_next_create: AtomicBool,
     /// After recording the next comment, wait this long (ms) before answering.
     pub hold_next_comment_ms: AtomicU64,
-}
-
-/// A fake's listener, which can stop (connections refused) and start again on the same port.
-struct Listener {
-    addr: SocketAddr,
-    app: Router,
-    stop: Mutex<Option<oneshot::Sender<()>>>,
-}
-
-impl Listener {
-    async fn start(app: Router) -> Arc<Listener> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let this = Arc::new(Listener {
-            addr,
-            app,
-            stop: Mutex::new(None),
-        });
-        this.serve(listener);
-        this
-    }
-
-    fn serve(&self, listener: tokio::net::TcpListener) {
-        let (stop, stopped) = oneshot::channel::<()>();
-        *self.stop.lock().unwrap() = Some(stop);
-        let app = self.app.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
-    }
-
-    /// Stops listening: connections are refused until [`Listener::accept`].
-    async fn refuse(&self) {
-        if let Some(stop) = self.stop.lock().unwrap().take() {
-            let _ = stop.send(());
-        }
-        // Until the port is closed, a connect would still succeed.
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(self.addr).await.is_err() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("the fake kept accepting connections");
-    }
-
-    async fn accept(&self) {
-        for _ in 0..100 {
-            if let Ok(listener) = tokio::net::TcpListener::bind(self.addr).await {
-                self.serve(listener);
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("cannot listen on {} again", self.addr);
-    }
 }
 
 /// 503s and 429s first, as the control says.
@@ -220,6 +104,92 @@ fn basic(user: &str, secret: &str) -> String {
     )
 }
 
+/// What a fake's handler holds: its data, how it answers, and what else its system needs.
+pub struct Shared<D, E> {
+    data: Mutex<D>,
+    control: Arc<Control>,
+    extra: E,
+}
+
+/// What a fake has done, in order (`create SEC-1`, `comment SEC-1 <text>`, ...).
+pub trait Ops {
+    fn ops(&self) -> &[String];
+}
+
+/// A running ticket system fake holding `D` (see [`FakeJira`], [`FakeServiceNow`]).
+pub struct Fake<D, E> {
+    pub base: String,
+    shared: Arc<Shared<D, E>>,
+    server: FakeServer,
+    /// The system's name, for messages.
+    name: &'static str,
+}
+
+impl<D, E> Fake<D, E>
+where
+    D: Clone + Ops + Send + 'static,
+    E: Send + Sync + 'static,
+{
+    /// Serves `handler` behind the outage switches of [`Control`].
+    async fn serve<H, T>(name: &'static str, data: D, extra: E, handler: H) -> Fake<D, E>
+    where
+        H: axum::handler::Handler<T, Arc<Shared<D, E>>>,
+        T: 'static,
+    {
+        let control = Arc::new(Control::default());
+        let shared = Arc::new(Shared {
+            data: Mutex::new(data),
+            control: control.clone(),
+            extra,
+        });
+        let app = Router::new()
+            .fallback(handler)
+            .with_state(shared.clone())
+            .layer(axum::middleware::from_fn_with_state(control, outage));
+        let server = fake::serve(app).await;
+        Fake {
+            base: server.base.clone(),
+            shared,
+            server,
+            name,
+        }
+    }
+
+    pub fn control(&self) -> &Control {
+        &self.shared.control
+    }
+
+    /// A snapshot of what the fake holds.
+    pub fn data(&self) -> D {
+        self.shared.data.lock().unwrap().clone()
+    }
+
+    pub async fn refuse(&self) {
+        self.server.refuse().await
+    }
+
+    pub async fn accept(&self) {
+        self.server.accept().await
+    }
+
+    /// Waits (30 s at most) until `done` holds for the data.
+    pub async fn wait(&self, what: &str, done: impl Fn(&D) -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if done(&self.data()) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the fake {} never saw {what}; ops: {:#?}",
+                self.name,
+                self.data().ops()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Jira
 
@@ -247,18 +217,16 @@ pub struct JiraData {
     pub requests: Vec<String>,
 }
 
-struct JiraShared {
-    data: Mutex<JiraData>,
-    control: Arc<Control>,
+/// What the fake Jira's handler needs besides its data: Prism, if every request is checked.
+pub struct JiraPeer {
     prism: Option<String>,
     http: reqwest::Client,
 }
 
-pub struct FakeJira {
-    pub base: String,
-    shared: Arc<JiraShared>,
-    listener: Arc<Listener>,
-}
+type JiraShared = Shared<JiraData, JiraPeer>;
+
+/// The fake Jira.
+pub type FakeJira = Fake<JiraData, JiraPeer>;
 
 const STATUSES: [(&str, &str, &str); 3] = [
     ("10000", "To Do", "new"),
@@ -274,40 +242,11 @@ fn status_json(i: usize) -> Value {
 impl FakeJira {
     /// A fake Jira; with `prism`, every request is also checked by Prism first.
     pub async fn start(prism: Option<String>) -> FakeJira {
-        let control = Arc::new(Control::default());
-        let shared = Arc::new(JiraShared {
-            data: Mutex::new(JiraData::default()),
-            control: control.clone(),
+        let peer = JiraPeer {
             prism,
             http: reqwest::Client::new(),
-        });
-        let app = Router::new()
-            .fallback(jira_handler)
-            .with_state(shared.clone())
-            .layer(axum::middleware::from_fn_with_state(control, outage));
-        let listener = Listener::start(app).await;
-        FakeJira {
-            base: format!("http://{}", listener.addr),
-            shared,
-            listener,
-        }
-    }
-
-    pub fn control(&self) -> &Control {
-        &self.shared.control
-    }
-
-    /// A snapshot of what the fake holds.
-    pub fn data(&self) -> JiraData {
-        self.shared.data.lock().unwrap().clone()
-    }
-
-    pub async fn refuse(&self) {
-        self.listener.refuse().await
-    }
-
-    pub async fn accept(&self) {
-        self.listener.accept().await
+        };
+        Fake::serve("Jira", JiraData::default(), peer, jira_handler).await
     }
 
     /// The texts of an issue's comments, oldest first.
@@ -325,20 +264,12 @@ impl FakeJira {
             .unwrap_or_default()
     }
 
-    /// Waits (30 s at most) until `done` holds for the data.
-    pub async fn wait(&self, what: &str, done: impl Fn(&JiraData) -> bool) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if done(&self.data()) {
-                return;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the fake Jira never saw {what}; ops: {:#?}",
-                self.data().ops
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+    /// Waits until the incident report's two files are attached.
+    pub async fn wait_reports(&self) {
+        self.wait("both report files", |d| {
+            d.ops.iter().filter(|o| o.starts_with("attach")).count() == 2
+        })
+        .await
     }
 
     /// Panics when Prism reported any violation.
@@ -366,7 +297,7 @@ async fn jira_handler(
         .unwrap()
         .requests
         .push(format!("{method} {path}"));
-    if let Some(prism) = &shared.prism {
+    if let Some(prism) = &shared.extra.prism {
         check_with_prism(&shared, prism, &method, &uri, &headers, &body).await;
     }
     if headers.get("authorization").and_then(|v| v.to_str().ok())
@@ -378,16 +309,7 @@ async fn jira_handler(
         )
             .into_response();
     }
-    let query: Vec<(String, String)> =
-        url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
-            .into_owned()
-            .collect();
-    let q = |name: &str| {
-        query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    };
+    let q = |name: &str| param(&uri, name);
     let Some(rest) = path.strip_prefix("/rest/api/3") else {
         return StatusCode::NOT_FOUND.into_response();
     };
@@ -662,6 +584,7 @@ async fn check_with_prism(
         uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
     );
     let mut request = shared
+        .extra
         .http
         .request(
             reqwest::Method::from_bytes(method.as_str().as_bytes()).unwrap(),
@@ -726,6 +649,18 @@ async fn check_with_prism(
 // ---------------------------------------------------------------------------------------------
 // ServiceNow
 
+impl Ops for JiraData {
+    fn ops(&self) -> &[String] {
+        &self.ops
+    }
+}
+
+impl Ops for ServiceNowData {
+    fn ops(&self) -> &[String] {
+        &self.ops
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ServiceNowData {
     /// Incident records as the Table API shows them.
@@ -739,72 +674,26 @@ pub struct ServiceNowData {
     pub ops: Vec<String>,
 }
 
-struct ServiceNowShared {
-    data: Mutex<ServiceNowData>,
-    control: Arc<Control>,
-    template: Value,
-}
+/// The fake ServiceNow's handler also holds the recorded incident it answers in the shape of.
+type ServiceNowShared = Shared<ServiceNowData, Value>;
 
-pub struct FakeServiceNow {
-    pub base: String,
-    shared: Arc<ServiceNowShared>,
-    listener: Arc<Listener>,
-}
+/// The fake ServiceNow.
+pub type FakeServiceNow = Fake<ServiceNowData, Value>;
 
 impl FakeServiceNow {
     pub async fn start() -> FakeServiceNow {
-        let control = Arc::new(Control::default());
         let sample: Value = serde_json::from_slice(&super::read_fixture(
             "apis/servicenow_responses/backstage_table_incident_POST_201.json",
         ))
         .unwrap();
-        let shared = Arc::new(ServiceNowShared {
-            data: Mutex::new(ServiceNowData::default()),
-            control: control.clone(),
-            template: sample["result"].clone(),
-        });
-        let app = Router::new()
-            .fallback(servicenow_handler)
-            .with_state(shared.clone())
-            .layer(axum::middleware::from_fn_with_state(control, outage));
-        let listener = Listener::start(app).await;
-        FakeServiceNow {
-            base: format!("http://{}", listener.addr),
-            shared,
-            listener,
-        }
-    }
-
-    pub fn control(&self) -> &Control {
-        &self.shared.control
-    }
-
-    /// A snapshot of what the fake holds.
-    pub fn data(&self) -> ServiceNowData {
-        self.shared.data.lock().unwrap().clone()
-    }
-
-    pub async fn refuse(&self) {
-        self.listener.refuse().await
-    }
-
-    pub async fn accept(&self) {
-        self.listener.accept().await
-    }
-
-    pub async fn wait(&self, what: &str, done: impl Fn(&ServiceNowData) -> bool) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if done(&self.data()) {
-                return;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the fake ServiceNow never saw {what}; ops: {:#?}",
-                self.data().ops
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        let template = sample["result"].clone();
+        Fake::serve(
+            "ServiceNow",
+            ServiceNowData::default(),
+            template,
+            servicenow_handler,
+        )
+        .await
     }
 }
 
@@ -814,6 +703,31 @@ fn sn_error(status: StatusCode, message: &str) -> Response {
         axum::Json(json!({ "error": { "message": message, "detail": "" }, "status": "failure" })),
     )
         .into_response()
+}
+
+/// The query parameter `name` of `uri`, decoded.
+fn param(uri: &Uri, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// The Table API's answer to a query: the first `limit` of `all` that match `conditions`.
+fn rows(
+    all: impl Iterator<Item = Value>,
+    conditions: &[(String, &'static str, String)],
+    limit: usize,
+) -> Response {
+    let found: Vec<Value> = all.filter(|r| matches(r, conditions)).take(limit).collect();
+    axum::Json(json!({ "result": found })).into_response()
+}
+
+/// A field's value as the Table API keeps it: a string.
+fn text(value: Value) -> String {
+    match value {
+        Value::String(s) => s,
+        other => other.to_string(),
+    }
 }
 
 /// `a=b^c=d^eLIKEf` → conditions.
@@ -864,16 +778,7 @@ async fn servicenow_handler(
     {
         return sn_error(StatusCode::UNAUTHORIZED, "User Not Authenticated");
     }
-    let query: Vec<(String, String)> =
-        url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
-            .into_owned()
-            .collect();
-    let q = |name: &str| {
-        query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    };
+    let q = |name: &str| param(&uri, name);
     let path = uri.path().to_owned();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let limit = q("sysparm_limit")
@@ -885,27 +790,17 @@ async fn servicenow_handler(
     match (method.as_str(), segments.as_slice()) {
         ("GET", ["api", "now", "table", "incident"]) => {
             let data = shared.data.lock().unwrap();
-            let found: Vec<Value> = data
-                .records
-                .iter()
-                .filter(|r| matches(r, &conditions))
-                .take(limit)
-                .cloned()
-                .collect();
-            axum::Json(json!({ "result": found })).into_response()
+            rows(data.records.iter().cloned(), &conditions, limit)
         }
         ("POST", ["api", "now", "table", "incident"]) => {
             let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(&body) else {
                 return sn_error(StatusCode::BAD_REQUEST, "Exception while reading request");
             };
             let mut data = shared.data.lock().unwrap();
-            let mut record = shared.template.clone();
+            let mut record = shared.extra.clone();
             let number = format!("INC{:07}", 10001 + data.records.len());
             for (k, v) in fields {
-                record[k.as_str()] = match v {
-                    Value::String(s) => Value::String(s),
-                    other => Value::String(other.to_string()),
-                };
+                record[k.as_str()] = Value::String(text(v));
             }
             record["sys_id"] = Value::String(sys_id());
             record["number"] = Value::String(number.clone());
@@ -940,10 +835,7 @@ async fn servicenow_handler(
                 .to_owned();
             let mut changed = Vec::new();
             for (k, v) in fields {
-                let v = match v {
-                    Value::String(s) => s,
-                    other => other.to_string(),
-                };
+                let v = text(v);
                 if k == "work_notes" {
                     data.journal.push(json!({ "sys_id": sys_id(), "element_id": id, "element": "work_notes", "name": "incident", "value": v, "sys_created_on": now }));
                     data.ops.push(format!("work_note {number} {v}"));
@@ -970,25 +862,12 @@ async fn servicenow_handler(
         }
         ("GET", ["api", "now", "table", "sys_journal_field"]) => {
             let data = shared.data.lock().unwrap();
-            let found: Vec<Value> = data
-                .journal
-                .iter()
-                .filter(|r| matches(r, &conditions))
-                .take(limit)
-                .cloned()
-                .collect();
-            axum::Json(json!({ "result": found })).into_response()
+            rows(data.journal.iter().cloned(), &conditions, limit)
         }
         ("GET", ["api", "now", "attachment"]) => {
             let data = shared.data.lock().unwrap();
-            let found: Vec<Value> = data
-                .attachments
-                .iter()
-                .map(|(id, table_sys_id, name, bytes)| json!({ "sys_id": id, "table_name": "incident", "table_sys_id": table_sys_id, "file_name": name, "size_bytes": bytes.len().to_string() }))
-                .filter(|r| matches(r, &conditions))
-                .take(limit)
-                .collect();
-            axum::Json(json!({ "result": found })).into_response()
+            let attachments = data.attachments.iter().map(|(id, table_sys_id, name, bytes)| json!({ "sys_id": id, "table_name": "incident", "table_sys_id": table_sys_id, "file_name": name, "size_bytes": bytes.len().to_string() }));
+            rows(attachments, &conditions, limit)
         }
         ("POST", ["api", "now", "attachment", "file"]) => {
             let (Some(table), Some(record_id), Some(name)) =
