@@ -22,6 +22,7 @@ use crate::engine::approval::ApproverGroups;
 use crate::engine::channel::open_requests;
 use crate::engine::run::RunStatus;
 use crate::engine::{Engine, EngineError};
+use crate::model::event::EventKind;
 use crate::store::{IncidentQuery, RunQuery, Store};
 
 /// A command, read from any platform's syntax.
@@ -311,7 +312,7 @@ impl Commands {
                 .iter()
                 .any(|g| self.approvers.is_member(group, g));
         if !member {
-            let entry = NewEntry::new("trigger.refused")
+            let entry = NewEntry::new(EventKind::TriggerRefused)
                 .actor(user.identity.clone())
                 .detail(json!({ "playbook": playbook, "via": via, "reason": format!("not in the trigger group `{group}`") }));
             if let Err(e) = self.store.append_audit(vec![entry]).await {

@@ -509,39 +509,39 @@ impl ChatWatcher {
 
     /// The thread line for an event, if it is one chat shows.
     fn note(event: &IncidentEvent) -> Option<String> {
-        match event.kind.as_str() {
-            "alert.added" => Some(format!(
-                "New alert in this incident: {}",
-                event.detail["alert_id"].as_str().unwrap_or("?")
+        use crate::model::event::Detail;
+        use crate::model::run::{RunStatus, StepStatus};
+        let step = event.step.as_deref().unwrap_or("?");
+        let actor = event.actor.as_deref().unwrap_or("?");
+        match event.typed_detail() {
+            Detail::AlertAdded(added) => {
+                Some(format!("New alert in this incident: {}", added.alert_id))
+            }
+            Detail::StepFinished(finished) if finished.status == StepStatus::Failed => {
+                Some(format!(
+                    "Step `{step}` failed: {}",
+                    finished.error.as_deref().unwrap_or("")
+                ))
+            }
+            Detail::StepUndone(undone) => Some(format!(
+                "Step `{step}` undone by {actor} with `{}`",
+                undone.action
             )),
-            "step.finished" if event.detail["status"] == "failed" => Some(format!(
-                "Step `{}` failed: {}",
-                event.step.as_deref().unwrap_or("?"),
-                event.detail["error"].as_str().unwrap_or("")
-            )),
-            "step.finished" => None,
-            "step.undone" => Some(format!(
-                "Step `{}` undone by {} with `{}`",
-                event.step.as_deref().unwrap_or("?"),
-                event.actor.as_deref().unwrap_or("?"),
-                event.detail["action"].as_str().unwrap_or("?")
-            )),
-            "evidence.collected" => Some(format!(
+            Detail::EvidenceCollected(evidence) => Some(format!(
                 "Evidence: {} at {}",
-                event.detail["kind"].as_str().unwrap_or("?"),
-                event.detail["location"].as_str().unwrap_or("?")
+                evidence.kind().unwrap_or("?"),
+                evidence.location().unwrap_or("?")
             )),
-            "run.state" if matches!(event.detail["to"].as_str(), Some("succeeded" | "failed")) => {
+            Detail::RunState(state)
+                if matches!(state.to, RunStatus::Succeeded | RunStatus::Failed) =>
+            {
                 Some(format!(
                     "Playbook `{}` {}",
                     event.playbook.as_deref().unwrap_or("?"),
-                    event.detail["to"].as_str().unwrap_or("?")
+                    state.to
                 ))
             }
-            "incident.resolved" => Some(format!(
-                "Incident resolved by {}",
-                event.actor.as_deref().unwrap_or("?")
-            )),
+            Detail::IncidentResolved(_) => Some(format!("Incident resolved by {actor}")),
             _ => None,
         }
     }
@@ -555,7 +555,7 @@ impl Watcher for ChatWatcher {
             let Some(mut text) = ChatWatcher::note(event) else {
                 continue;
             };
-            if event.kind == "incident.resolved"
+            if event.kind == crate::model::event::EventKind::IncidentResolved
                 && let Some(report) = self.report(&event.incident_id).await
             {
                 text = format!("{text}\n\n{report}");

@@ -18,27 +18,38 @@ use super::run::{ApprovalState, Run, RunStatus, StepState, StepStatus};
 /// The action contract and the guardrails, also named here where the integrations, the server's
 /// wiring and the tests have always found them.
 pub use crate::actions::{ActionCall, ActionError, ActionRunner, Guardrails, glob};
+use crate::model::event::{
+    ApprovalRequested, ApprovalTimedOut, Detail, EventKind, EvidenceCollected, RunState,
+    StepFinished, StepStarted,
+};
 use crate::playbook::{Compiled, CompiledStep, OnError, StepKind};
 use crate::script::{Context, Expr, ScriptError, Scripts};
 
 /// One audit-worthy thing that happened in a run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
-    /// `run.state`, `step.started`, `step.finished`, `step.skipped`, `approval.requested`, ...
-    pub kind: &'static str,
+    pub kind: EventKind,
     pub step: Option<String>,
     pub actor: Option<String>,
+    /// As stored; shaped by the kind (see [`Detail`]).
     pub detail: Value,
 }
 
 impl Event {
-    pub fn new(kind: &'static str, step: Option<&str>, detail: Value) -> Event {
+    /// An event of a kind whose detail nobody reads field by field.
+    pub fn new(kind: EventKind, step: Option<&str>, detail: Value) -> Event {
         Event {
             kind,
             step: step.map(str::to_owned),
             actor: None,
             detail,
         }
+    }
+
+    /// An event with a typed detail, which names its kind.
+    pub fn of(detail: Detail, step: Option<&str>) -> Event {
+        let (kind, detail) = detail.into_parts();
+        Event::new(kind, step, detail)
     }
 }
 
@@ -177,17 +188,17 @@ impl Executor {
         }
         let mut events = Vec::new();
         for step in super::approval::expire(run, now) {
-            events.push(Event::new(
-                "approval.timed_out",
+            events.push(Event::of(
+                Detail::ApprovalTimedOut(ApprovalTimedOut {
+                    outcome: run.steps[&step].approval.as_ref().and_then(|a| a.outcome),
+                }),
                 Some(&step),
-                json!({ "outcome": run.steps[&step].approval.as_ref().and_then(|a| a.outcome) }),
             ));
         }
         if run.status != RunStatus::Running {
-            events.push(Event::new(
-                "run.state",
+            events.push(Event::of(
+                Detail::RunState(RunState::moved(run.status, RunStatus::Running)),
                 None,
-                json!({ "from": run.status, "to": "running" }),
             ));
             run.status = RunStatus::Running;
         }
@@ -234,18 +245,26 @@ impl Executor {
                 StepOutcome::Done(state) => {
                     let failed = state.status == StepStatus::Failed;
                     let error = state.error.clone();
-                    events.push(Event::new(
-                        if state.status == StepStatus::Skipped { "step.skipped" } else { "step.finished" },
+                    let finished = StepFinished {
+                        status: state.status,
+                        attempts: state.attempts,
+                        error: state.error.clone(),
+                        dry_run: state.dry_run,
+                    };
+                    events.push(Event::of(
+                        if state.status == StepStatus::Skipped {
+                            Detail::StepSkipped(finished)
+                        } else {
+                            Detail::StepFinished(finished)
+                        },
                         Some(&step.id),
-                        json!({ "status": state.status, "attempts": state.attempts, "error": state.error, "dry_run": state.dry_run }),
                     ));
                     // Evidence an action collected is written to the audit log, a record each.
                     if let Some(records) = state.output.get("evidence").and_then(Value::as_array) {
                         for record in records {
-                            events.push(Event::new(
-                                "evidence.collected",
+                            events.push(Event::of(
+                                Detail::EvidenceCollected(EvidenceCollected(record.clone())),
                                 Some(&step.id),
-                                record.clone(),
                             ));
                         }
                     }
@@ -272,10 +291,9 @@ impl Executor {
                 }
                 StepOutcome::Wait(state) => {
                     record(run, &step.id, state);
-                    events.push(Event::new(
-                        "run.state",
+                    events.push(Event::of(
+                        Detail::RunState(RunState::moved(RunStatus::Running, RunStatus::Waiting)),
                         None,
-                        json!({ "from": "running", "to": "waiting" }),
                     ));
                     run.status = RunStatus::Waiting;
                     run.updated_at = now;
@@ -284,10 +302,12 @@ impl Executor {
                 }
                 StepOutcome::Hold(state) => {
                     record(run, &step.id, state);
-                    events.push(Event::new(
-                        "run.state",
+                    events.push(Event::of(
+                        Detail::RunState(RunState {
+                            step: Some(step.id.clone()),
+                            ..RunState::moved(RunStatus::Running, RunStatus::NeedsDecision)
+                        }),
                         None,
-                        json!({ "from": "running", "to": "needs_decision", "step": step.id }),
                     ));
                     run.status = RunStatus::NeedsDecision;
                     run.updated_at = now;
@@ -335,8 +355,10 @@ impl Executor {
             }
             run.outputs = Value::Object(outputs);
         }
+        // The shape of `RunState`, with `error` written also when it is `null`, as a finish always
+        // has been.
         events.push(Event::new(
-            "run.state",
+            EventKind::RunState,
             None,
             json!({ "from": run.status, "to": status, "error": error }),
         ));
@@ -404,10 +426,14 @@ impl Executor {
                     outcome: None,
                     plan,
                 });
-                events.push(Event::new(
-                    "approval.requested",
+                events.push(Event::of(
+                    Detail::ApprovalRequested(ApprovalRequested {
+                        prompt: prompt.clone(),
+                        group: spec.approvers.clone(),
+                        quorum: spec.quorum,
+                        timeout: spec.timeout.to_string(),
+                    }),
                     Some(&step.id),
-                    json!({ "prompt": prompt, "group": spec.approvers, "quorum": spec.quorum, "timeout": spec.timeout.to_string() }),
                 ));
                 Ok(StepOutcome::Wait(state))
             }
@@ -499,7 +525,7 @@ impl Executor {
                             state.output = json!({ "approved": approved });
                             state.finished_at = Some(now);
                             events.push(Event::new(
-                                "approval.closed",
+                                EventKind::ApprovalClosed,
                                 Some(&step.id),
                                 json!({ "approved": approved }),
                             ));
@@ -536,7 +562,7 @@ impl Executor {
                             "`{name}` may have run when the process stopped; it is not idempotent, so a person must retry or skip it"
                         ));
                         events.push(Event::new(
-                            "step.needs_decision",
+                            EventKind::StepNeedsDecision,
                             Some(&step.id),
                             json!({ "action": name }),
                         ));
@@ -544,7 +570,7 @@ impl Executor {
                     }
                 }
                 events.push(Event::new(
-                    "step.resumed",
+                    EventKind::StepResumed,
                     Some(&step.id),
                     json!({ "attempts": state.attempts }),
                 ));
@@ -671,7 +697,7 @@ impl Executor {
                     state.status = StepStatus::Retrying;
                     state.error = Some(error.message.clone());
                     state.due_at = Some(now + TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX));
-                    events.push(Event::new("step.retrying", Some(&step.id), json!({ "attempt": state.attempts, "error": error.message, "delay": crate::config::HumanDuration(delay).to_string() })));
+                    events.push(Event::new(EventKind::StepRetrying, Some(&step.id), json!({ "attempt": state.attempts, "error": error.message, "delay": crate::config::HumanDuration(delay).to_string() })));
                     return Ok(StepOutcome::Wait(state));
                 }
                 Ok(StepOutcome::Done(failed(state, error.message, Utc::now())))
@@ -701,7 +727,7 @@ impl Executor {
         if spec.side_effect {
             if let Some((value, pattern)) = self.guardrails.protected_hit(&inputs) {
                 events.push(Event::new(
-                    "guardrail.protected",
+                    EventKind::GuardrailProtected,
                     Some(&step.id),
                     json!({ "action": name, "value": value, "pattern": pattern }),
                 ));
@@ -731,7 +757,7 @@ impl Executor {
                     ],
                 });
                 events.push(Event::new(
-                    "guardrail.blast_radius",
+                    EventKind::GuardrailBlastRadius,
                     Some(&step.id),
                     json!({ "action": name, "limit": limit }),
                 ));
@@ -743,7 +769,14 @@ impl Executor {
             state.inputs = inputs.clone();
             state.idempotency_key = Some(format!("{}:{}", run.id, step.id));
             record(run, &step.id, state.clone());
-            events.push(Event::new("step.started", Some(&step.id), json!({ "action": name, "attempt": state.attempts, "idempotency_key": state.idempotency_key })));
+            events.push(Event::of(
+                Detail::StepStarted(StepStarted {
+                    action: name.to_owned(),
+                    attempt: state.attempts,
+                    idempotency_key: state.idempotency_key.clone(),
+                }),
+                Some(&step.id),
+            ));
             store.save(run, std::mem::take(events), true).await?;
         }
         let call = ActionCall::for_step(run, &playbook.spec.id, &step.id);

@@ -20,6 +20,10 @@ use super::watch::{IncidentEvent, Watcher};
 use crate::actions::{ActionCall, ActionRunner, Guardrails};
 use crate::alert::new_id;
 use crate::audit::NewEntry;
+use crate::model::event::{
+    AlertAdded, ApprovalDecided, ApprovalRefused, Detail, EventKind, IncidentStatusChanged,
+    RunState, StepUndoFailed, StepUndone,
+};
 use crate::playbook::Compiled;
 use crate::store::{AlertQuery, Store};
 
@@ -339,14 +343,18 @@ impl Engine {
             .await
             .map_err(store_error)?;
         incident.status = status;
-        let kind = match status {
-            crate::alert::IncidentStatus::Resolved => "incident.resolved",
-            crate::alert::IncidentStatus::Open => "incident.reopened",
+        let changed = IncidentStatusChanged {
+            incident: incident_id.to_owned(),
+            via: via.to_owned(),
         };
-        let detail = json!({ "incident": incident_id, "via": via });
+        let (kind, detail) = match status {
+            crate::alert::IncidentStatus::Resolved => Detail::IncidentResolved(changed),
+            crate::alert::IncidentStatus::Open => Detail::IncidentReopened(changed),
+        }
+        .into_parts();
         self.store
             .append_audit(vec![
-                NewEntry::new(kind)
+                NewEntry::new(kind.clone())
                     .actor(by.to_owned())
                     .detail(detail.clone()),
             ])
@@ -354,7 +362,7 @@ impl Engine {
             .map_err(store_error)?;
         let event = IncidentEvent {
             incident_id: incident_id.to_owned(),
-            kind: kind.to_owned(),
+            kind,
             run_id: None,
             playbook: None,
             step: None,
@@ -389,20 +397,26 @@ impl Engine {
         let events: Vec<IncidentEvent> = accepted
             .iter()
             .filter(|a| !a.duplicate)
-            .map(|a| IncidentEvent {
-                incident_id: a.incident_id.clone(),
-                kind: if a.new_incident {
-                    "incident.opened"
+            .map(|a| {
+                let added = AlertAdded {
+                    alert_id: a.alert_id.clone(),
+                };
+                let (kind, detail) = if a.new_incident {
+                    Detail::IncidentOpened(added)
                 } else {
-                    "alert.added"
+                    Detail::AlertAdded(added)
                 }
-                .to_owned(),
-                run_id: None,
-                playbook: None,
-                step: None,
-                actor: None,
-                detail: json!({ "alert_id": a.alert_id }),
-                at,
+                .into_parts();
+                IncidentEvent {
+                    incident_id: a.incident_id.clone(),
+                    kind,
+                    run_id: None,
+                    playbook: None,
+                    step: None,
+                    actor: None,
+                    detail,
+                    at,
+                }
             })
             .collect();
         if events.is_empty() {
@@ -631,7 +645,7 @@ impl Engine {
     /// Stores a new run and starts it; `Ok(Some(id))` when an active run already holds its key.
     async fn create(self: &Arc<Self>, run: Run) -> Result<Option<String>, EngineError> {
         let event = Event::new(
-            "run.created",
+            EventKind::RunCreated,
             None,
             json!({ "playbook": run.playbook, "trigger": run.trigger, "alert": run.alert_id, "incident": run.incident_id, "dry_run": run.dry_run }),
         );
@@ -930,10 +944,15 @@ impl Engine {
                 Utc::now(),
             ) {
                 Ok(decided) => {
-                    let mut event = Event::new(
-                        "approval.decided",
+                    let mut event = Event::of(
+                        Detail::ApprovalDecided(ApprovalDecided {
+                            approve,
+                            via: via.to_owned(),
+                            outcome: decided.outcome,
+                            approvals: decided.approvals,
+                            quorum: decided.quorum,
+                        }),
                         Some(step),
-                        json!({ "approve": approve, "via": via, "outcome": decided.outcome, "approvals": decided.approvals, "quorum": decided.quorum }),
                     );
                     event.actor = Some(identity.to_owned());
                     run.updated_at = Utc::now();
@@ -944,10 +963,13 @@ impl Engine {
                     Ok(decided)
                 }
                 Err(error) => {
-                    let mut event = Event::new(
-                        "approval.refused",
+                    let mut event = Event::of(
+                        Detail::ApprovalRefused(ApprovalRefused {
+                            approve,
+                            via: via.to_owned(),
+                            reason: error.to_string(),
+                        }),
                         Some(step),
-                        json!({ "approve": approve, "via": via, "reason": error.to_string() }),
                     );
                     event.actor = Some(identity.to_owned());
                     self.store
@@ -990,10 +1012,9 @@ impl Engine {
                 run.status
             )));
         }
-        let mut event = Event::new(
-            "run.state",
+        let mut event = Event::of(
+            Detail::RunState(RunState::moved(run.status, RunStatus::Cancelled)),
             None,
-            json!({ "from": run.status, "to": "cancelled" }),
         );
         event.actor = Some(by.to_owned());
         run.status = RunStatus::Cancelled;
@@ -1059,9 +1080,9 @@ impl Engine {
             run.updated_at = Utc::now();
             let mut event = Event::new(
                 if retry {
-                    "step.retried_by_person"
+                    EventKind::StepRetriedByPerson
                 } else {
-                    "step.skipped_by_person"
+                    EventKind::StepSkippedByPerson
                 },
                 Some(step),
                 Value::Null,
@@ -1160,14 +1181,17 @@ impl Engine {
         };
         let result = actions.call(&undo, Value::Object(inputs), &call).await;
         let now = Utc::now();
-        let (kind, detail) = match &result {
-            Ok(output) => ("step.undone", json!({ "action": undo, "output": output })),
-            Err(e) => (
-                "step.undo_failed",
-                json!({ "action": undo, "error": e.message }),
-            ),
+        let detail = match &result {
+            Ok(output) => Detail::StepUndone(StepUndone {
+                action: undo.clone(),
+                output: output.clone(),
+            }),
+            Err(e) => Detail::StepUndoFailed(StepUndoFailed {
+                action: undo.clone(),
+                error: e.message.clone(),
+            }),
         };
-        let mut event = Event::new(kind, Some(step), detail);
+        let mut event = Event::of(detail, Some(step));
         event.actor = Some(by.to_owned());
         if let (Ok(output), Some(state)) = (&result, run.steps.get_mut(step)) {
             state.undone = Some(json!({

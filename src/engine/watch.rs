@@ -9,15 +9,15 @@ use serde_json::Value;
 
 use super::exec::Event;
 use super::run::Run;
+use crate::model::event::{Detail, EventKind};
 
 /// One thing that happened to an incident.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct IncidentEvent {
     pub incident_id: String,
-    /// The audit kind: `run.created`, `run.state`, `step.started`, `step.finished`,
-    /// `step.skipped`, `approval.requested`, `approval.decided`, `evidence.collected`,
-    /// `step.undone`, `incident.resolved`, `incident.reopened`, ...
-    pub kind: String,
+    /// The audit kind: `run.created`, `run.state`, `step.finished`, `approval.requested`,
+    /// `evidence.collected`, `incident.resolved`, ...
+    pub kind: EventKind,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -31,6 +31,11 @@ pub struct IncidentEvent {
 }
 
 impl IncidentEvent {
+    /// The kind with the detail read into its shape.
+    pub fn typed_detail(&self) -> Detail {
+        Detail::parse(&self.kind, &self.detail)
+    }
+
     /// The incident events of `events` in `run` (none when the run has no incident).
     pub fn of_run(run: &Run, events: &[Event]) -> Vec<IncidentEvent> {
         let Some(incident) = &run.incident_id else {
@@ -41,7 +46,7 @@ impl IncidentEvent {
             .iter()
             .map(|e| IncidentEvent {
                 incident_id: incident.clone(),
-                kind: e.kind.to_owned(),
+                kind: e.kind.clone(),
                 run_id: Some(run.id.clone()),
                 playbook: Some(run.playbook.clone()),
                 step: e.step.clone(),

@@ -33,6 +33,9 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::event::Detail;
+pub use super::event::EventKind;
+
 /// The `prev_hash` of the first entry: 64 zeros.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -40,20 +43,16 @@ pub const GENESIS_HASH: &str = "000000000000000000000000000000000000000000000000
 /// anything much deeper, so a deeper entry could be written but never read back or verified.
 pub const MAX_DETAIL_DEPTH: usize = 64;
 
-/// The kinds of entry Cordon writes, so callers do not misspell them.
+/// A few kinds by the names callers used before [`EventKind`] had them all.
 pub mod kind {
-    /// A run changed state (`detail` says from what to what).
-    pub const RUN_STATE: &str = "run.state";
-    /// A step of a run started.
-    pub const STEP_STARTED: &str = "step.started";
-    /// A step of a run finished, successfully or not.
-    pub const STEP_FINISHED: &str = "step.finished";
-    /// A run asked a person to approve a step.
-    pub const APPROVAL_REQUESTED: &str = "approval.requested";
-    /// A person approved or rejected a step.
-    pub const APPROVAL_DECIDED: &str = "approval.decided";
-    /// A decision was turned away, for example because its author may not approve.
-    pub const APPROVAL_REFUSED: &str = "approval.refused";
+    use super::EventKind;
+
+    pub const RUN_STATE: EventKind = EventKind::RunState;
+    pub const STEP_STARTED: EventKind = EventKind::StepStarted;
+    pub const STEP_FINISHED: EventKind = EventKind::StepFinished;
+    pub const APPROVAL_REQUESTED: EventKind = EventKind::ApprovalRequested;
+    pub const APPROVAL_DECIDED: EventKind = EventKind::ApprovalDecided;
+    pub const APPROVAL_REFUSED: EventKind = EventKind::ApprovalRefused;
 }
 
 /// One audit entry, as stored.
@@ -84,13 +83,16 @@ pub struct AuditEntry {
     /// When the entry was appended, to the microsecond.
     #[serde(with = "micros")]
     pub at: DateTime<Utc>,
-    /// What happened: one of the [`kind`] constants.
+    /// What happened: an [`EventKind`]'s name, kept as the string it was stored as (any kind,
+    /// also one this version does not know, reads, hashes and copies unchanged);
+    /// [`AuditEntry::event_kind`] reads it.
     pub kind: String,
     pub run_id: Option<String>,
     pub step: Option<String>,
     /// Who: `cli:alice`, `slack:U123`, `system`.
     pub actor: Option<String>,
-    /// The facts of the event (state from/to, outcome, reason). Never a secret.
+    /// The facts of the event (state from/to, outcome, reason), shaped by the kind
+    /// ([`AuditEntry::typed_detail`]). Never a secret.
     pub detail: Value,
     /// The `hash` of the entry before this one; [`GENESIS_HASH`] for the first.
     pub prev_hash: String,
@@ -129,6 +131,16 @@ impl AuditEntry {
     /// The hash this entry's content calls for, to compare with the stored [`AuditEntry::hash`].
     pub fn computed_hash(&self) -> Result<String, AuditError> {
         Ok(hex::encode(Sha256::digest(self.canonical_bytes()?)))
+    }
+
+    /// What happened.
+    pub fn event_kind(&self) -> EventKind {
+        EventKind::parse(&self.kind)
+    }
+
+    /// The kind with the detail read into its shape.
+    pub fn typed_detail(&self) -> Detail {
+        Detail::parse(&self.event_kind(), &self.detail)
     }
 }
 
@@ -186,8 +198,7 @@ mod micros {
 /// Never put a secret in any field: the log is read by auditors and cannot forget.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEntry {
-    /// One of the [`kind`] constants.
-    pub kind: String,
+    pub kind: EventKind,
     pub run_id: Option<String>,
     pub step: Option<String>,
     /// Who: `cli:alice`, `slack:U123`, `system`.
@@ -198,7 +209,7 @@ pub struct NewEntry {
 
 impl NewEntry {
     /// An entry of `kind` with no run, step or actor and `null` detail.
-    pub fn new(kind: impl Into<String>) -> NewEntry {
+    pub fn new(kind: impl Into<EventKind>) -> NewEntry {
         NewEntry {
             kind: kind.into(),
             run_id: None,
@@ -472,7 +483,7 @@ pub fn chain(
         let mut entry = AuditEntry {
             seq,
             at,
-            kind: new.kind.clone(),
+            kind: new.kind.as_str().to_owned(),
             run_id: new.run_id.clone(),
             step: new.step.clone(),
             actor: new.actor.clone(),
@@ -524,7 +535,7 @@ mod tests {
         let entry = AuditEntry {
             seq: 7,
             at: "2024-05-01T12:00:00.123456Z".parse().expect("time"),
-            kind: kind::APPROVAL_DECIDED.into(),
+            kind: "approval.decided".into(),
             run_id: Some("run-1".into()),
             step: Some("isolate".into()),
             actor: Some("slack:U123".into()),

@@ -63,6 +63,26 @@ pub enum StepStatus {
     Skipped,
 }
 
+impl StepStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Started => "started",
+            StepStatus::Retrying => "retrying",
+            StepStatus::Waiting => "waiting",
+            StepStatus::NeedsDecision => "needs_decision",
+            StepStatus::Succeeded => "succeeded",
+            StepStatus::Failed => "failed",
+            StepStatus::Skipped => "skipped",
+        }
+    }
+}
+
+impl std::fmt::Display for StepStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One decision on an approval.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decision {
@@ -313,5 +333,38 @@ impl Run {
                 _ => s.due_at,
             })
             .min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_named_as_they_are_stored() {
+        let steps = [
+            StepStatus::Started,
+            StepStatus::Retrying,
+            StepStatus::Waiting,
+            StepStatus::NeedsDecision,
+            StepStatus::Succeeded,
+            StepStatus::Failed,
+            StepStatus::Skipped,
+        ];
+        for status in steps {
+            assert_eq!(json!(status), json!(status.to_string()));
+        }
+        let runs = [
+            RunStatus::Queued,
+            RunStatus::Running,
+            RunStatus::Waiting,
+            RunStatus::NeedsDecision,
+            RunStatus::Succeeded,
+            RunStatus::Failed,
+            RunStatus::Cancelled,
+        ];
+        for status in runs {
+            assert_eq!(json!(status), json!(status.to_string()));
+        }
     }
 }

@@ -39,6 +39,7 @@ pub use system::TicketSystem;
 
 use crate::engine::Engine;
 use crate::engine::watch::{IncidentEvent, Watcher};
+use crate::model::event::EventKind;
 use crate::outbox::{DeliveryError, Outbox, OutboxEntry};
 use crate::script::{CompiledValue, Context, Scripts, Template};
 use crate::store::{AlertQuery, Store, StoreError};
@@ -152,24 +153,21 @@ impl Watcher for TicketWatcher {
 
 /// The sync event an incident event is, if any.
 pub fn sync_event(event: &IncidentEvent) -> Option<SyncEvent> {
-    Some(match event.kind.as_str() {
-        "incident.opened" => SyncEvent::Created,
-        "alert.added" => SyncEvent::AlertAdded,
-        "step.finished" => SyncEvent::StepFinished,
-        "approval.requested" => SyncEvent::ApprovalRequested,
-        "approval.decided" | "approval.timed_out" => SyncEvent::ApprovalDecided,
-        "evidence.collected" => SyncEvent::EvidenceAdded,
-        "step.undone" => SyncEvent::ActionUndone,
-        "run.state"
-            if matches!(
-                event.detail["to"].as_str(),
-                Some("succeeded" | "failed" | "cancelled")
-            ) =>
-        {
-            SyncEvent::RunFinished
-        }
-        "incident.resolved" => SyncEvent::Resolved,
-        "incident.reopened" => SyncEvent::Reopened,
+    use crate::model::event::{Detail, EventKind};
+    Some(match &event.kind {
+        EventKind::IncidentOpened => SyncEvent::Created,
+        EventKind::AlertAdded => SyncEvent::AlertAdded,
+        EventKind::StepFinished => SyncEvent::StepFinished,
+        EventKind::ApprovalRequested => SyncEvent::ApprovalRequested,
+        EventKind::ApprovalDecided | EventKind::ApprovalTimedOut => SyncEvent::ApprovalDecided,
+        EventKind::EvidenceCollected => SyncEvent::EvidenceAdded,
+        EventKind::StepUndone => SyncEvent::ActionUndone,
+        EventKind::RunState => match event.typed_detail() {
+            Detail::RunState(state) if state.to.is_finished() => SyncEvent::RunFinished,
+            _ => return None,
+        },
+        EventKind::IncidentResolved => SyncEvent::Resolved,
+        EventKind::IncidentReopened => SyncEvent::Reopened,
         _ => return None,
     })
 }
@@ -249,7 +247,7 @@ impl TicketWatcher {
         let key = system.key(incident);
         let target = system.name();
         let mut out = Vec::new();
-        let note = self.note(event, sync).await;
+        let note = self.note(event).await;
         if let Some(text) = note {
             out.push(OutboxEntry::new(
                 target,
@@ -285,20 +283,14 @@ impl TicketWatcher {
     }
 
     /// The comment text for an event; `None` when the event is the ticket's creation itself.
-    async fn note(&self, event: &IncidentEvent, sync: SyncEvent) -> Option<String> {
-        let d = &event.detail;
+    async fn note(&self, event: &IncidentEvent) -> Option<String> {
+        use crate::model::event::Detail;
         let step = event.step.as_deref().unwrap_or("?");
         let playbook = event.playbook.as_deref().unwrap_or("?");
         let actor = event.actor.as_deref().unwrap_or("system");
-        let text = |v: &Value| match v {
-            Value::String(s) => s.clone(),
-            Value::Null => String::new(),
-            other => other.to_string(),
-        };
-        Some(match sync {
-            SyncEvent::Created => return None,
-            SyncEvent::AlertAdded => {
-                let id = d["alert_id"].as_str().unwrap_or_default();
+        Some(match event.typed_detail() {
+            Detail::AlertAdded(added) => {
+                let id = added.alert_id.as_str();
                 match self.store.alert(id).await.ok().flatten() {
                     Some(a) => format!(
                         "New alert joined the incident: {} (source {}, severity {}/10, alert {}).",
@@ -307,91 +299,91 @@ impl TicketWatcher {
                     None => format!("New alert joined the incident: {id}."),
                 }
             }
-            SyncEvent::StepFinished => {
-                let status = d["status"].as_str().unwrap_or("finished");
+            Detail::StepFinished(finished) => {
                 let mut line = format!(
-                    "Step `{step}` of playbook {playbook} {status} (attempts: {}).",
-                    text(&d["attempts"])
+                    "Step `{step}` of playbook {playbook} {} (attempts: {}).",
+                    finished.status, finished.attempts
                 );
-                if let Some(error) = d["error"].as_str() {
+                if let Some(error) = &finished.error {
                     line.push_str(&format!("\nError: {error}"));
                 }
-                if d["dry_run"] == true {
+                if finished.dry_run {
                     line.push_str("\n(Dry run: the action was recorded, not performed.)");
                 }
                 line
             }
-            SyncEvent::ApprovalRequested => format!(
+            Detail::ApprovalRequested(asked) => format!(
                 "Approval requested at step `{step}` of playbook {playbook}: {}\nApprovers: {} (quorum {}), timeout {}.\nTo decide here, comment `/cordon approve` or `/cordon deny` (or `/cordon approve {} {step}` when several approvals are open).",
-                text(&d["prompt"]),
-                text(&d["group"]),
-                text(&d["quorum"]),
-                text(&d["timeout"]),
+                asked.prompt,
+                asked.group,
+                asked.quorum,
+                asked.timeout,
                 event.run_id.as_deref().unwrap_or("RUN"),
             ),
-            SyncEvent::ApprovalDecided if event.kind == "approval.timed_out" => {
-                let outcome = match d["outcome"].as_bool() {
+            Detail::ApprovalTimedOut(timed_out) => {
+                let outcome = match timed_out.outcome {
                     Some(true) => "approved",
                     Some(false) => "rejected",
                     None => "closed",
                 };
                 format!("Approval `{step}` of playbook {playbook} timed out and was {outcome}.")
             }
-            SyncEvent::ApprovalDecided => {
-                let decision = if d["approve"] == true {
+            Detail::ApprovalDecided(decided) => {
+                let decision = if decided.approve {
                     "approved"
                 } else {
                     "denied"
                 };
-                let outcome = match d["outcome"].as_bool() {
+                let outcome = match decided.outcome {
                     Some(true) => " The approval is granted.".to_owned(),
                     Some(false) => " The approval is rejected.".to_owned(),
                     None => format!(
                         " {} of {} approvals so far.",
-                        text(&d["approvals"]),
-                        text(&d["quorum"])
+                        decided.approvals, decided.quorum
                     ),
                 };
                 format!(
                     "{actor} {decision} `{step}` of playbook {playbook} (via {}) at {}.{outcome}",
-                    text(&d["via"]),
+                    decided.via,
                     event.at.format("%Y-%m-%d %H:%M:%S UTC")
                 )
             }
-            SyncEvent::EvidenceAdded => {
+            Detail::EvidenceCollected(evidence) => {
                 let mut line = format!(
                     "Evidence collected by step `{step}`: {} at {}",
-                    text(&d["kind"]),
-                    text(&d["location"])
+                    evidence.kind().unwrap_or_default(),
+                    evidence.location().unwrap_or_default()
                 );
-                if let Some(sha) = d["sha256"].as_str() {
+                if let Some(sha) = evidence.sha256() {
                     line.push_str(&format!(" (sha256 {sha})"));
                 }
                 line.push('.');
                 line
             }
-            SyncEvent::ActionUndone => format!(
+            Detail::StepUndone(undone) => format!(
                 "Step `{step}` of playbook {playbook} was undone by {actor} with {}.",
-                text(&d["action"])
+                undone.action
             ),
-            SyncEvent::RunFinished => {
+            Detail::RunState(state) => {
                 let mut line = format!(
                     "Run {} of playbook {playbook} {}.",
                     event.run_id.as_deref().unwrap_or("?"),
-                    text(&d["to"])
+                    state.to
                 );
-                if let Some(error) = d["error"].as_str() {
+                if let Some(error) = &state.error {
                     line.push_str(&format!("\nError: {error}"));
                 }
                 line
             }
-            SyncEvent::Resolved => format!(
+            Detail::IncidentResolved(changed) => format!(
                 "Incident resolved by {actor} (via {}). The incident report is attached.",
-                text(&d["via"])
+                changed.via
             ),
-            SyncEvent::Reopened => {
-                format!("Incident reopened by {actor} (via {}).", text(&d["via"]))
+            Detail::IncidentReopened(changed) => {
+                format!("Incident reopened by {actor} (via {}).", changed.via)
             }
+            // `incident.opened` is the ticket's creation itself.
+            _ => return None,
         })
     }
 
@@ -612,7 +604,7 @@ impl Connection {
     ) {
         audit(
             &*self.store,
-            "ticket.created",
+            EventKind::TicketCreated,
             serde_json::json!({ "incident": incident, "system": system, "ticket": ticket, "url": url, "found_existing": found }),
         )
         .await;
@@ -693,12 +685,12 @@ pub(crate) fn incident_of(entry: &OutboxEntry) -> Result<&str, DeliveryError> {
 }
 
 /// Records a ticket event in the audit log (who filed what where), for the report.
-pub(crate) async fn audit(store: &dyn Store, kind: &str, detail: Value) {
-    let entry = crate::audit::NewEntry::new(kind)
+pub(crate) async fn audit(store: &dyn Store, kind: EventKind, detail: Value) {
+    let entry = crate::audit::NewEntry::new(kind.clone())
         .actor("system".to_owned())
         .detail(detail);
     if let Err(e) = store.append_audit(vec![entry]).await {
-        tracing::warn!(error = %e, kind, "cannot audit a ticket event");
+        tracing::warn!(error = %e, %kind, "cannot audit a ticket event");
     }
 }
 

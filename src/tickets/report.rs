@@ -475,13 +475,14 @@ impl Report {
                     None => entries
                         .iter()
                         .rev()
-                        .find(|e| e.kind == "step.undo_failed" && e.step.as_deref() == Some(id))
-                        .map(|e| {
-                            format!(
+                        .filter(|e| e.step.as_deref() == Some(id))
+                        .find_map(|e| match e.typed_detail() {
+                            crate::model::event::Detail::StepUndoFailed(failed) => Some(format!(
                                 "undo by {} failed: {}",
                                 e.actor.as_deref().unwrap_or("?"),
-                                e.detail["error"].as_str().unwrap_or("?")
-                            )
+                                failed.error
+                            )),
+                            _ => None,
                         })
                         .unwrap_or_else(|| "-".into()),
                 };
@@ -568,82 +569,68 @@ impl Report {
 
 /// One audit entry in a line.
 fn summarize(e: &AuditEntry) -> String {
-    let d = &e.detail;
-    let s = |k: &str| match &d[k] {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    };
-    match e.kind.as_str() {
-        "run.state" => format!(
+    use crate::model::event::Detail;
+    let approve_or_deny = |approve: bool| if approve { "approve" } else { "deny" };
+    let text = |value: Option<&str>| value.unwrap_or("-").to_owned();
+    match e.typed_detail() {
+        Detail::RunState(state) => format!(
             "{} → {}{}",
-            s("from"),
-            s("to"),
-            d["error"]
-                .as_str()
-                .map(|x| format!(" ({x})"))
-                .unwrap_or_default()
+            state.from,
+            state.to,
+            state.error.map(|x| format!(" ({x})")).unwrap_or_default()
         ),
-        "step.started" => format!("{} started (attempt {})", s("action"), s("attempt")),
-        "step.finished" | "step.skipped" => format!(
+        Detail::StepStarted(started) => {
+            format!("{} started (attempt {})", started.action, started.attempt)
+        }
+        Detail::StepFinished(finished) | Detail::StepSkipped(finished) => format!(
             "{} after {} attempt(s){}",
-            s("status"),
-            s("attempts"),
-            d["error"]
-                .as_str()
-                .map(|x| format!(": {x}"))
-                .unwrap_or_default()
+            finished.status,
+            finished.attempts,
+            finished.error.map(|x| format!(": {x}")).unwrap_or_default()
         ),
-        "approval.requested" => format!(
+        Detail::ApprovalRequested(asked) => format!(
             "\"{}\" to {} (quorum {}, timeout {})",
-            s("prompt"),
-            s("group"),
-            s("quorum"),
-            s("timeout")
+            asked.prompt, asked.group, asked.quorum, asked.timeout
         ),
-        "approval.decided" => format!(
+        Detail::ApprovalDecided(decided) => format!(
             "{} via {} ({} of {}{})",
-            if d["approve"] == true {
-                "approve"
-            } else {
-                "deny"
-            },
-            s("via"),
-            s("approvals"),
-            s("quorum"),
-            match d["outcome"].as_bool() {
+            approve_or_deny(decided.approve),
+            decided.via,
+            decided.approvals,
+            decided.quorum,
+            match decided.outcome {
                 Some(true) => ", approved",
                 Some(false) => ", rejected",
                 None => "",
             }
         ),
-        "approval.refused" => format!(
+        Detail::ApprovalRefused(refused) => format!(
             "{} via {} refused: {}",
-            if d["approve"] == true {
-                "approve"
-            } else {
-                "deny"
-            },
-            s("via"),
-            s("reason")
+            approve_or_deny(refused.approve),
+            refused.via,
+            refused.reason
         ),
-        "evidence.collected" => format!(
+        Detail::EvidenceCollected(evidence) => format!(
             "{} at {} (sha256 {})",
-            s("kind"),
-            s("location"),
-            s("sha256")
+            text(evidence.kind()),
+            text(evidence.location()),
+            text(evidence.sha256())
         ),
-        "step.undone" => format!("undone with {}", s("action")),
-        "step.undo_failed" => format!("undo with {} failed: {}", s("action"), s("error")),
-        "incident.resolved" | "incident.reopened" => format!("via {}", s("via")),
-        "ticket.created" => format!("{} ticket {} {}", s("system"), s("ticket"), s("url")),
-        "ticket.assigned" => format!(
+        Detail::StepUndone(undone) => format!("undone with {}", undone.action),
+        Detail::StepUndoFailed(failed) => {
+            format!("undo with {} failed: {}", failed.action, failed.error)
+        }
+        Detail::IncidentResolved(changed) | Detail::IncidentReopened(changed) => {
+            format!("via {}", changed.via)
+        }
+        Detail::TicketCreated(ticket) => {
+            format!("{} ticket {} {}", ticket.system, ticket.ticket, ticket.url)
+        }
+        Detail::TicketAssigned(ticket) => format!(
             "{} ticket {} assigned to {}",
-            s("system"),
-            s("ticket"),
-            s("to")
+            ticket.system, ticket.ticket, ticket.to
         ),
-        _ => compact(d, 300),
+        _ => compact(&e.detail, 300),
     }
 }
 

@@ -215,7 +215,7 @@ pub(crate) async fn record_assignee(
     to: &str,
     to_account: Option<&str>,
 ) -> Result<(), ApiError> {
-    let entry = crate::audit::NewEntry::new("ticket.assigned")
+    let entry = crate::audit::NewEntry::new(crate::model::event::EventKind::TicketAssigned)
         .actor(actor.to_owned())
         .detail(
             json!({ "incident": incident, "system": system, "ticket": ticket,

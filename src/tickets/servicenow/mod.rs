@@ -24,6 +24,7 @@ pub use payload::{create_payload, marker, urgency_impact};
 use super::webhook::Inbound;
 use super::{Rendered, TicketDeps, TicketProfile, TicketSystem};
 use crate::engine::watch::IncidentEvent;
+use crate::model::event::Detail;
 use crate::outbox::Deliver;
 
 /// ServiceNow, as a [`TicketSystem`].
@@ -44,10 +45,14 @@ impl TicketSystem for ServiceNow {
 
     fn resolved(&self, profile: &TicketProfile, event: &IncidentEvent) -> Value {
         let sn = profile.servicenow.as_ref();
+        let via = match event.typed_detail() {
+            Detail::IncidentResolved(changed) => changed.via,
+            _ => "cordon".to_owned(),
+        };
         json!({ "incident": event.incident_id, "to": "done",
             "state": sn.map(|s| s.resolved_state.clone()),
             "close_code": sn.map(|s| s.close_code.clone()),
-            "close_notes": format!("Resolved in Cordon by {} (via {}).", event.actor.as_deref().unwrap_or("system"), event.detail["via"].as_str().unwrap_or("cordon")) })
+            "close_notes": format!("Resolved in Cordon by {} (via {via}).", event.actor.as_deref().unwrap_or("system")) })
     }
 
     fn reopened(&self, profile: &TicketProfile, event: &IncidentEvent) -> Option<Value> {
