@@ -426,12 +426,15 @@ async fn reload_playbooks(State(app): State<Arc<AppState>>, _admin: crate::api::
 
 /// Reloads playbooks on every SIGHUP, for as long as the server runs.
 pub fn reload_on_sighup(state: Arc<AppState>) {
+    // The handler is installed before this returns (not inside the task), so a SIGHUP sent as
+    // soon as the server says it listens reloads instead of killing the process.
+    #[cfg(unix)]
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reload playbooks with `cordon reload`");
+        return;
+    };
     #[cfg(unix)]
     tokio::spawn(async move {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        else {
-            return;
-        };
         while hup.recv().await.is_some() {
             match reload(&state) {
                 Ok(count) => tracing::info!(playbooks = count, "playbooks reloaded (SIGHUP)"),
