@@ -11,6 +11,7 @@
 //!                    ├─ intake::sns               SNS envelope, signature, subscription confirmation
 //!                    └─ intake::formats::<source> the source's payload ─▶ alert::Alert(s)
 //!                 ─▶ store::Store::ingest         dedup, incident grouping, durable write
+//!                    ├─ model::grouping           the one rule: repeat, join an incident, or open one
 //!                    ├─ store::sled               group commit: one store thread writes and fsyncs
 //!                    └─ store::postgres           one transaction, per-entity advisory locks
 //!                 ◀─ 202 {alert_id, incident_id}
@@ -26,13 +27,17 @@
 //!
 //! - [`config`]: the YAML config, `${VAR}` secrets, and errors located at `file:line:column`.
 //! - [`alert`]: the normalized [`alert::Alert`] and the [`alert::Incident`] alerts group into.
-//! - [`model`]: the other stored domain types: a run ([`model::run::Run`]) and an outbox entry.
+//! - [`model`]: the other domain types, importing nothing above them: a run
+//!   ([`model::run::Run`]), an outbox entry, audit entries and their hash chain, the event kinds
+//!   with their typed details ([`model::event::EventKind`]), and the incident-grouping rule both
+//!   store backends call ([`model::grouping`]).
 //! - [`intake`]: everything between the HTTP request and a list of alerts.
 //! - [`store`]: the [`store::Store`] trait and its backends.
 //! - [`playbook`]: the format, loading, validation with every error at `file:line:column`, schema.
 //! - [`script`]: the one hardened Rhai engine; [`actions`]: what steps call.
 //! - [`engine`]: runs as persisted state machines, the executor, approvals, `cordon test`.
-//! - [`audit`]: the hash-chained audit log of every decision and run step, and its verification.
+//! - [`audit`]: the hash-chained audit log of every decision and run step (the entries in
+//!   `model::audit`, each backend's half in `store/`), and its verification.
 //! - [`integrations`]: integrations as files (manifest, Rhai, auth by the host), and IOC feeds.
 //! - [`outbox`]: the durable outbox and its delivery worker (what Cordon owes other systems).
 //! - [`chat`]: cards, approvals and `/cordon` commands; one folder per platform (Slack, Microsoft
