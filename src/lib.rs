@@ -35,6 +35,7 @@
 //! - [`audit`]: the hash-chained audit log of every decision and run step, and its verification.
 //! - [`integrations`]: integrations as files (manifest, Rhai, auth by the host), and IOC feeds.
 //! - [`outbox`]: the durable outbox and its delivery worker (what Cordon owes other systems).
+//! - [`failure`]: what a failed call to another system means (retry, wait, credentials, give up).
 //! - [`chat`]: cards, approvals and commands on Slack, Microsoft Teams and Discord.
 //! - [`app`]: wiring (config → store → sources → router) and the server's life until shutdown.
 //! - [`api`]: the admin API; [`http`]: the JSON error answer every handler shares.
@@ -52,6 +53,7 @@ pub mod audit;
 pub mod chat;
 pub mod config;
 pub mod engine;
+pub mod failure;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;

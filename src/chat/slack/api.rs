@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use reqwest::header::HeaderMap;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use slack_morphism::errors::SlackClientError;
@@ -15,6 +16,7 @@ use slack_morphism::hyper_tokio::{SlackClientHyperConnector, SlackHyperClient};
 use slack_morphism::prelude::*;
 
 use crate::config::Secret;
+use crate::failure::Failure;
 use crate::outbox::DeliveryError;
 
 /// The client for `api_url`: TLS with the system's roots, and plain HTTP too, so that a local API
@@ -67,22 +69,49 @@ const PERMANENT_CODES: &[&str] = &[
     "is_archived",
 ];
 
+/// Slack error codes for a token that is revoked, expired or lacks a scope: an operator fixes it.
+const AUTH_CODES: &[&str] = &[
+    "invalid_auth",
+    "not_authed",
+    "account_inactive",
+    "token_revoked",
+    "token_expired",
+    "missing_scope",
+];
+
 impl WebError {
-    /// The outbox's view: 429 waits for Retry-After; a malformed request is set aside; anything
-    /// else (an outage, a revoked token an operator will replace, a channel the bot is not in
-    /// yet) is retried with backoff, so no card is lost.
-    pub(super) fn delivery(&self) -> DeliveryError {
+    /// What the failure means: 429 (and the `ratelimited` code) waits for Retry-After; a
+    /// malformed request is permanent; a refused token is for an operator; anything else (an
+    /// outage, a channel the bot is not in yet) passes by itself. An HTTP error status is classed
+    /// by the shared table.
+    pub(super) fn failure(&self) -> Failure {
         match self {
-            WebError::RateLimited {
-                retry_after: Some(after),
-                ..
-            } => DeliveryError::retry_after(self.to_string(), *after),
+            WebError::RateLimited { retry_after, .. } => Failure::RateLimited {
+                retry_after: *retry_after,
+            },
             WebError::Api { code, .. } if PERMANENT_CODES.contains(&code.as_str()) => {
-                DeliveryError::permanent(self.to_string())
+                Failure::Permanent
             }
-            WebError::Status { status, .. } => DeliveryError::from_status(*status, None, "Slack"),
-            _ => DeliveryError::retry(self.to_string()),
+            WebError::Api { code, .. } if AUTH_CODES.contains(&code.as_str()) => Failure::Auth,
+            WebError::Api { code, .. } if code == "ratelimited" => {
+                Failure::RateLimited { retry_after: None }
+            }
+            WebError::Status { status, .. } => {
+                Failure::from_response(*status, &HeaderMap::new()).unwrap_or(Failure::Retryable)
+            }
+            WebError::Api { .. } | WebError::Transport { .. } => Failure::Retryable,
         }
+    }
+
+    /// The outbox's view: a malformed request is set aside; everything else is tried again (as
+    /// told, or with backoff), so no card is lost. A 401 or 403 status (Slack itself answers
+    /// `ok: false` with a code instead) is set aside like any other 4xx.
+    pub(super) fn delivery(&self) -> DeliveryError {
+        let failure = match (self, self.failure()) {
+            (WebError::Status { .. }, Failure::Auth) => Failure::Permanent,
+            (_, failure) => failure,
+        };
+        DeliveryError::new(failure, self.to_string())
     }
 
     fn from_client(method: &str, error: SlackClientError) -> WebError {
@@ -268,21 +297,40 @@ mod tests {
             method: "chat.postMessage".into(),
             retry_after: Some(Duration::from_secs(7)),
         };
-        assert_eq!(limited.delivery().retry_after, Some(Duration::from_secs(7)));
+        assert_eq!(
+            limited.delivery().failure.retry_after(),
+            Some(Duration::from_secs(7))
+        );
         let bad = WebError::Api {
             method: "chat.update".into(),
             code: "invalid_blocks".into(),
         };
-        assert!(bad.delivery().permanent);
+        assert!(bad.delivery().is_permanent());
         let outage = WebError::Status {
             method: "chat.update".into(),
             status: 503,
         };
-        assert!(!outage.delivery().permanent);
+        assert!(!outage.delivery().is_permanent());
         let not_in_channel = WebError::Api {
             method: "chat.postMessage".into(),
             code: "not_in_channel".into(),
         };
-        assert!(!not_in_channel.delivery().permanent);
+        assert!(!not_in_channel.delivery().is_permanent());
+        let revoked = WebError::Api {
+            method: "chat.postMessage".into(),
+            code: "token_revoked".into(),
+        };
+        assert_eq!(revoked.failure(), Failure::Auth);
+        assert!(!revoked.delivery().is_permanent(), "waits for a new token");
+        let slowed = WebError::Api {
+            method: "chat.postMessage".into(),
+            code: "ratelimited".into(),
+        };
+        assert!(slowed.failure().is_transient());
+        let proxy = WebError::Status {
+            method: "chat.update".into(),
+            status: 403,
+        };
+        assert!(proxy.delivery().is_permanent());
     }
 }

@@ -187,7 +187,7 @@ impl Deliverer {
                 tracing::info!(run = %card.run_id, step = %card.step, "Teams card updated");
                 Ok(())
             }
-            Err(e) if e.permanent => {
+            Err(e) if e.is_permanent() => {
                 // The message is gone (deleted in Teams): say the outcome in a new card instead.
                 tracing::warn!(run = %card.run_id, error = %e, "Teams card could not be updated; posting the outcome");
                 let root: Option<MessageRef> = self.meta(&format!("card:{}", card.key())).await?;
