@@ -35,7 +35,7 @@ use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 
 pub use config::{SyncEvent, TicketProfile, TicketsConfig};
-pub use system::TicketSystem;
+pub use system::{ConnectionError, TicketSystem};
 
 use crate::engine::Engine;
 use crate::engine::watch::{IncidentEvent, Watcher};

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::commands::{Command, Commands, Dialect};
-use super::platform::{ChatDeps, ChatPlatform, PlatformConfig};
+use super::platform::{ChatDeps, ChatPlatform, PlatformConfig, PlatformError};
 use super::{ChatUser, POST_CARD, THREAD_NOTE, UPDATE_CARD, click};
 use crate::engine::Engine;
 use crate::http::ApiError;
@@ -46,7 +46,7 @@ impl PlatformConfig for Config {
         Vec::new()
     }
 
-    async fn start(&self, deps: &ChatDeps) -> Result<Arc<dyn ChatPlatform>, String> {
+    async fn start(&self, deps: &ChatDeps) -> Result<Arc<dyn ChatPlatform>, PlatformError> {
         Ok(Arc::new(Fake {
             token: self.token.clone(),
             delivered: Mutex::new(Vec::new()),

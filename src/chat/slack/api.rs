@@ -15,16 +15,20 @@ use slack_morphism::errors::SlackClientError;
 use slack_morphism::hyper_tokio::{SlackClientHyperConnector, SlackHyperClient};
 use slack_morphism::prelude::*;
 
+use crate::chat::platform::PlatformError;
 use crate::config::Secret;
 use crate::failure::Failure;
 use crate::outbox::DeliveryError;
 
 /// The client for `api_url`: TLS with the system's roots, and plain HTTP too, so that a local API
 /// (tests, a proxy on the host) works with the same client type.
-pub(super) fn client(api_url: &str) -> Result<SlackHyperClient, String> {
+pub(super) fn client(api_url: &str) -> Result<SlackHyperClient, PlatformError> {
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_native_roots()
-        .map_err(|e| format!("no system root certificates for Slack's TLS: {e}"))?
+        .map_err(|source| PlatformError::Tls {
+            platform: "Slack",
+            source,
+        })?
         .https_or_http()
         .enable_http1()
         .enable_http2()
