@@ -300,6 +300,18 @@ mod tests {
         Arc::new(SledStore::open(&config, &GroupingConfig::default()).unwrap())
     }
 
+    /// An outbox on a new store, with backoffs from `base_ms` to `max_ms` milliseconds.
+    fn started(base_ms: u64, max_ms: u64) -> (tempfile::TempDir, Arc<dyn Store>, Arc<Outbox>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let outbox = Outbox::start_with(
+            store.clone(),
+            Duration::from_millis(base_ms),
+            Duration::from_millis(max_ms),
+        );
+        (dir, store, outbox)
+    }
+
     fn entries(key: &str, texts: &[&str]) -> Vec<OutboxEntry> {
         texts
             .iter()
@@ -317,13 +329,7 @@ mod tests {
 
     #[tokio::test]
     async fn failures_delay_deliveries_in_order_and_lose_none() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store(dir.path());
-        let outbox = Outbox::start_with(
-            store.clone(),
-            Duration::from_millis(20),
-            Duration::from_millis(80),
-        );
+        let (_dir, store, outbox) = started(20, 80);
         let target = recorder(3, DeliveryError::retry("down"));
         outbox.register("t", target.clone());
         outbox
@@ -346,13 +352,7 @@ mod tests {
 
     #[tokio::test]
     async fn retry_after_is_honoured_and_a_permanent_error_sets_the_entry_aside() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store(dir.path());
-        let outbox = Outbox::start_with(
-            store.clone(),
-            Duration::from_millis(1),
-            Duration::from_millis(5),
-        );
+        let (_dir, store, outbox) = started(1, 5);
         let slow = recorder(
             1,
             DeliveryError::retry_after("429", Duration::from_millis(300)),
@@ -394,13 +394,7 @@ mod tests {
 
     #[tokio::test]
     async fn refused_credentials_hold_entries_until_fixed_and_lose_none() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store(dir.path());
-        let outbox = Outbox::start_with(
-            store.clone(),
-            Duration::from_millis(10),
-            Duration::from_millis(20),
-        );
+        let (_dir, store, outbox) = started(10, 20);
         let refusing = recorder(3, DeliveryError::new(Failure::Auth, "401 from Jira"));
         outbox.register("t", refusing.clone());
         outbox.push(entries("k", &["x", "y"])).await.unwrap();
@@ -409,6 +403,10 @@ mod tests {
         })
         .await;
         assert_eq!(*refusing.delivered.lock().unwrap(), ["x", "y"]);
+        until("none set aside", || {
+            futures_now(store.outbox_pending()).is_some_and(|p| p.unwrap().is_empty())
+        })
+        .await;
     }
 
     #[tokio::test]

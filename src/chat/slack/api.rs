@@ -295,6 +295,20 @@ mod tests {
         assert_eq!(pairs["blocks"], r#"[{"type":"divider"}]"#);
     }
 
+    fn refused(code: &str) -> WebError {
+        WebError::Api {
+            method: "chat.postMessage".into(),
+            code: code.into(),
+        }
+    }
+
+    fn answered(status: u16) -> WebError {
+        WebError::Status {
+            method: "chat.update".into(),
+            status,
+        }
+    }
+
     #[test]
     fn rate_limits_wait_and_malformed_requests_are_set_aside() {
         let limited = WebError::RateLimited {
@@ -305,36 +319,15 @@ mod tests {
             limited.delivery().failure.retry_after(),
             Some(Duration::from_secs(7))
         );
-        let bad = WebError::Api {
-            method: "chat.update".into(),
-            code: "invalid_blocks".into(),
-        };
-        assert!(bad.delivery().is_permanent());
-        let outage = WebError::Status {
-            method: "chat.update".into(),
-            status: 503,
-        };
-        assert!(!outage.delivery().is_permanent());
-        let not_in_channel = WebError::Api {
-            method: "chat.postMessage".into(),
-            code: "not_in_channel".into(),
-        };
-        assert!(!not_in_channel.delivery().is_permanent());
-        let revoked = WebError::Api {
-            method: "chat.postMessage".into(),
-            code: "token_revoked".into(),
-        };
-        assert_eq!(revoked.failure(), Failure::Auth);
-        assert!(!revoked.delivery().is_permanent(), "waits for a new token");
-        let slowed = WebError::Api {
-            method: "chat.postMessage".into(),
-            code: "ratelimited".into(),
-        };
-        assert!(slowed.failure().is_transient());
-        let proxy = WebError::Status {
-            method: "chat.update".into(),
-            status: 403,
-        };
-        assert!(proxy.delivery().is_permanent());
+        assert!(refused("invalid_blocks").delivery().is_permanent());
+        assert!(!answered(503).delivery().is_permanent());
+        assert!(!refused("not_in_channel").delivery().is_permanent());
+        assert_eq!(refused("token_revoked").failure(), Failure::Auth);
+        assert!(
+            !refused("token_revoked").delivery().is_permanent(),
+            "waits for a new token"
+        );
+        assert!(refused("ratelimited").failure().is_transient());
+        assert!(answered(403).delivery().is_permanent());
     }
 }
