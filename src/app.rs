@@ -60,6 +60,8 @@ pub enum StartError {
     },
     #[error("cannot build the HTTP client: {0}")]
     Http(String),
+    #[error("a chat platform cannot start: {0}")]
+    Chat(#[from] chat::PlatformError),
     #[error("playbooks have errors:\n{0}")]
     Playbooks(crate::config::Diagnostics),
     #[error("the engine could not resume: {0}")]
@@ -125,9 +127,7 @@ impl Server {
                 commands,
                 max_body_bytes: config.server.max_body_bytes,
             };
-            platforms = chat::platforms(&config.chat, &deps)
-                .await
-                .map_err(StartError::Http)?;
+            platforms = chat::platforms(&config.chat, &deps).await?;
         }
         let addr = config.server.listen;
         let listener = TcpListener::bind(addr)

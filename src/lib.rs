@@ -40,6 +40,7 @@
 //!   `model::audit`, each backend's half in `store/`), and its verification.
 //! - [`integrations`]: integrations as files (manifest, Rhai, auth by the host), and IOC feeds.
 //! - [`outbox`]: the durable outbox and its delivery worker (what Cordon owes other systems).
+//! - [`failure`]: what a failed call to another system means (retry, wait, credentials, give up).
 //! - [`chat`]: cards, approvals and `/cordon` commands; one folder per platform (Slack, Microsoft
 //!   Teams, Discord) behind [`chat::ChatPlatform`], listed once in `chat/mod.rs`.
 //! - [`app`]: wiring (config → store → sources → router) and the server's life until shutdown.
@@ -58,6 +59,7 @@ pub mod audit;
 pub mod chat;
 pub mod config;
 pub mod engine;
+pub mod failure;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;

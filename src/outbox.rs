@@ -14,61 +14,62 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
+use reqwest::header::HeaderMap;
 use tokio::sync::Notify;
 
+pub use crate::failure::Failure;
 pub use crate::model::outbox::OutboxEntry;
 use crate::store::{Store, StoreError};
 
-/// Why a delivery failed.
+/// Why a delivery failed: what happened, in words for the operator, and its [`Failure`] class,
+/// which decides what the worker does with the entry: a permanent failure sets it aside, anything
+/// else tries it again after `Retry-After` or a backoff. Refused credentials are tried again too:
+/// an operator fixes them, after which the entries must still go out, in order.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct DeliveryError {
     pub message: String,
-    /// Never going to work (a 400, a 404 on a deleted ticket): the entry is set aside.
-    pub permanent: bool,
-    /// The other side said when to come back (429 / 503 with Retry-After).
-    pub retry_after: Option<Duration>,
+    pub failure: Failure,
 }
 
 impl DeliveryError {
-    pub fn retry(message: impl Into<String>) -> DeliveryError {
+    pub fn new(failure: Failure, message: impl Into<String>) -> DeliveryError {
         DeliveryError {
             message: message.into(),
-            permanent: false,
-            retry_after: None,
+            failure,
         }
+    }
+
+    pub fn retry(message: impl Into<String>) -> DeliveryError {
+        DeliveryError::new(Failure::Retryable, message)
     }
 
     pub fn retry_after(message: impl Into<String>, after: Duration) -> DeliveryError {
-        DeliveryError {
-            message: message.into(),
-            permanent: false,
-            retry_after: Some(after),
-        }
+        DeliveryError::new(
+            Failure::RateLimited {
+                retry_after: Some(after),
+            },
+            message,
+        )
     }
 
     pub fn permanent(message: impl Into<String>) -> DeliveryError {
-        DeliveryError {
-            message: message.into(),
-            permanent: true,
-            retry_after: None,
-        }
+        DeliveryError::new(Failure::Permanent, message)
     }
 
-    /// The error for an HTTP answer that is not a success: 429 and 5xx are retried (after
-    /// `Retry-After` seconds when given), 408 too, anything else is permanent.
-    pub fn from_status(status: u16, retry_after: Option<&str>, what: &str) -> DeliveryError {
-        let after = retry_after
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let message = format!("{what} answered {status}");
-        match status {
-            429 | 503 if after.is_some() => {
-                DeliveryError::retry_after(message, after.unwrap_or_default())
-            }
-            408 | 429 | 500..=599 => DeliveryError::retry(message),
-            _ => DeliveryError::permanent(message),
-        }
+    /// The error for an HTTP answer (`{what} answered {status}`), `None` for a success; classed by
+    /// [`Failure::from_response`].
+    pub fn from_response(status: u16, headers: &HeaderMap, what: &str) -> Option<DeliveryError> {
+        let failure = Failure::from_response(status, headers)?;
+        Some(DeliveryError::new(
+            failure,
+            format!("{what} answered {status}"),
+        ))
+    }
+
+    /// Never going to work (a 400, a 404 on a deleted ticket): the entry is set aside.
+    pub fn is_permanent(&self) -> bool {
+        self.failure == Failure::Permanent
     }
 }
 
@@ -217,12 +218,13 @@ impl Outbox {
                 Err(error) => {
                     entry.attempts += 1;
                     entry.last_error = Some(error.message.clone());
-                    if error.permanent {
+                    if error.is_permanent() {
                         entry.dead = true;
                         tracing::error!(target = %entry.target, key = %entry.key, kind = %entry.kind, error = %error, "an outbox entry failed for good and is set aside");
                     } else {
                         let backoff = error
-                            .retry_after
+                            .failure
+                            .retry_after()
                             .unwrap_or_else(|| self.backoff(entry.attempts));
                         entry.next_at = Some(
                             Utc::now() + chrono::Duration::from_std(backoff).unwrap_or_default(),
@@ -298,6 +300,18 @@ mod tests {
         Arc::new(SledStore::open(&config, &GroupingConfig::default()).unwrap())
     }
 
+    /// An outbox on a new store, with backoffs from `base_ms` to `max_ms` milliseconds.
+    fn started(base_ms: u64, max_ms: u64) -> (tempfile::TempDir, Arc<dyn Store>, Arc<Outbox>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let outbox = Outbox::start_with(
+            store.clone(),
+            Duration::from_millis(base_ms),
+            Duration::from_millis(max_ms),
+        );
+        (dir, store, outbox)
+    }
+
     fn entries(key: &str, texts: &[&str]) -> Vec<OutboxEntry> {
         texts
             .iter()
@@ -315,13 +329,7 @@ mod tests {
 
     #[tokio::test]
     async fn failures_delay_deliveries_in_order_and_lose_none() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store(dir.path());
-        let outbox = Outbox::start_with(
-            store.clone(),
-            Duration::from_millis(20),
-            Duration::from_millis(80),
-        );
+        let (_dir, store, outbox) = started(20, 80);
         let target = recorder(3, DeliveryError::retry("down"));
         outbox.register("t", target.clone());
         outbox
@@ -344,13 +352,7 @@ mod tests {
 
     #[tokio::test]
     async fn retry_after_is_honoured_and_a_permanent_error_sets_the_entry_aside() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store(dir.path());
-        let outbox = Outbox::start_with(
-            store.clone(),
-            Duration::from_millis(1),
-            Duration::from_millis(5),
-        );
+        let (_dir, store, outbox) = started(1, 5);
         let slow = recorder(
             1,
             DeliveryError::retry_after("429", Duration::from_millis(300)),
@@ -388,6 +390,23 @@ mod tests {
         let pending = store.outbox_pending().await.unwrap();
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].last_error.as_deref(), Some("400 bad request"));
+    }
+
+    #[tokio::test]
+    async fn refused_credentials_hold_entries_until_fixed_and_lose_none() {
+        let (_dir, store, outbox) = started(10, 20);
+        let refusing = recorder(3, DeliveryError::new(Failure::Auth, "401 from Jira"));
+        outbox.register("t", refusing.clone());
+        outbox.push(entries("k", &["x", "y"])).await.unwrap();
+        until("delivered once the credentials work", || {
+            refusing.delivered.lock().unwrap().len() == 2
+        })
+        .await;
+        assert_eq!(*refusing.delivered.lock().unwrap(), ["x", "y"]);
+        until("none set aside", || {
+            futures_now(store.outbox_pending()).is_some_and(|p| p.unwrap().is_empty())
+        })
+        .await;
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@ mod support;
 
 use std::time::Duration;
 
+use cordon::engine::channel::ChannelError;
 use serde_json::{Value, json};
 use support::*;
 use tempfile::TempDir;
@@ -646,6 +647,11 @@ async fn a_broken_reload_is_refused_and_the_old_playbooks_keep_running() {
     );
 }
 
+/// The failure of a channel whose store is down.
+fn down() -> ChannelError {
+    cordon::store::StoreError::Backend("chat is down".into()).into()
+}
+
 /// A chat channel stand-in that records what the engine asks of it (the chat issue brings the real
 /// ones); `fail` makes every call fail, as an outage would.
 struct Recorder {
@@ -659,23 +665,22 @@ impl cordon::engine::channel::ApprovalChannel for Recorder {
         "recorder"
     }
 
-    async fn post(&self, request: &cordon::engine::channel::ApprovalRequest) -> Result<(), String> {
+    async fn post(
+        &self,
+        request: &cordon::engine::channel::ApprovalRequest,
+    ) -> Result<(), ChannelError> {
         self.seen.lock().unwrap().push(format!(
             "post {} {} {}",
             request.step, request.group, request.prompt
         ));
-        if self.fail {
-            Err("chat is down".into())
-        } else {
-            Ok(())
-        }
+        if self.fail { Err(down()) } else { Ok(()) }
     }
 
     async fn update(
         &self,
         request: &cordon::engine::channel::ApprovalRequest,
         outcome: &cordon::engine::channel::ApprovalOutcome,
-    ) -> Result<(), String> {
+    ) -> Result<(), ChannelError> {
         let by: Vec<&str> = outcome
             .decisions
             .iter()
@@ -687,11 +692,7 @@ impl cordon::engine::channel::ApprovalChannel for Recorder {
             outcome.approved,
             by.join(",")
         ));
-        if self.fail {
-            Err("chat is down".into())
-        } else {
-            Ok(())
-        }
+        if self.fail { Err(down()) } else { Ok(()) }
     }
 }
 

@@ -20,11 +20,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 pub use commands::{Answer, Command, Commands, Dialect};
-pub use platform::{ChatDeps, ChatPlatform, PlatformConfig};
+pub use platform::{ChatDeps, ChatPlatform, PlatformConfig, PlatformError};
 
 use crate::engine::EngineError;
 use crate::engine::approval::DecisionError;
-use crate::engine::channel::{ApprovalChannel, ApprovalOutcome, ApprovalRequest};
+use crate::engine::channel::{ApprovalChannel, ApprovalOutcome, ApprovalRequest, ChannelError};
 use crate::engine::service::Engine;
 use crate::engine::watch::{IncidentEvent, Watcher};
 use crate::http::ApiError;
@@ -104,7 +104,7 @@ impl ChatConfig {
 pub async fn platforms(
     config: &ChatConfig,
     deps: &ChatDeps,
-) -> Result<Vec<Arc<dyn ChatPlatform>>, String> {
+) -> Result<Vec<Arc<dyn ChatPlatform>>, PlatformError> {
     let mut out = Vec::new();
     for (name, section) in config.sections() {
         let platform = section.start(deps).await?;
@@ -440,14 +440,14 @@ impl ChatChannel {
         }
     }
 
-    async fn push(&self, kind: &str, card: &Card) -> Result<(), String> {
-        let payload = serde_json::to_value(card).map_err(|e| e.to_string())?;
+    async fn push(&self, kind: &str, card: &Card) -> Result<(), ChannelError> {
+        let payload = serde_json::to_value(card)?;
         let entries = self
             .platforms
             .iter()
             .map(|p| OutboxEntry::new(p, &card.key(), kind, payload.clone()))
             .collect();
-        self.outbox.push(entries).await.map_err(|e| e.to_string())
+        Ok(self.outbox.push(entries).await?)
     }
 }
 
@@ -457,7 +457,7 @@ impl ApprovalChannel for ChatChannel {
         "chat"
     }
 
-    async fn post(&self, request: &ApprovalRequest) -> Result<(), String> {
+    async fn post(&self, request: &ApprovalRequest) -> Result<(), ChannelError> {
         let card = Card::build(&*self.store, request).await;
         self.push(POST_CARD, &card).await
     }
@@ -466,7 +466,7 @@ impl ApprovalChannel for ChatChannel {
         &self,
         request: &ApprovalRequest,
         outcome: &ApprovalOutcome,
-    ) -> Result<(), String> {
+    ) -> Result<(), ChannelError> {
         let card = Card::build(&*self.store, request).await.decided(outcome);
         self.push(UPDATE_CARD, &card).await
     }

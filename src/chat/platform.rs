@@ -43,6 +43,17 @@ pub struct ChatDeps {
     pub max_body_bytes: usize,
 }
 
+/// Why a platform could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PlatformError {
+    /// Its HTTPS client found no root certificates on the system to trust.
+    #[error("no system root certificates for {platform}'s TLS: {source}")]
+    Tls {
+        platform: &'static str,
+        source: std::io::Error,
+    },
+}
+
 /// A platform's config section: what it keeps secret and how it starts.
 #[async_trait]
 pub trait PlatformConfig: Send + Sync {
@@ -50,7 +61,7 @@ pub trait PlatformConfig: Send + Sync {
     fn secrets(&self) -> Vec<&Secret>;
 
     /// Starts the platform: builds its clients and starts what runs in the background.
-    async fn start(&self, deps: &ChatDeps) -> Result<Arc<dyn ChatPlatform>, String>;
+    async fn start(&self, deps: &ChatDeps) -> Result<Arc<dyn ChatPlatform>, PlatformError>;
 }
 
 /// A started platform.

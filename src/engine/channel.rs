@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::run::{Decision, Run};
+use crate::store::StoreError;
 
 /// An approval request as channels show it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -31,19 +32,32 @@ pub struct ApprovalOutcome {
     pub decisions: Vec<Decision>,
 }
 
+/// Why a channel could not take a request or an outcome. The chat channel queues both for its
+/// platforms in the outbox, so what can fail is the queueing; an outage of the platform only
+/// delays the delivery.
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    /// The store did not take the entries.
+    #[error(transparent)]
+    Queue(#[from] StoreError),
+    /// What was to be shown could not be written as an entry's payload.
+    #[error("cannot encode the card: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
 /// A place approval requests are posted to and updated in (Slack, Teams, Discord).
 #[async_trait]
 pub trait ApprovalChannel: Send + Sync {
     /// `slack`, `teams`, `discord`.
     fn name(&self) -> &str;
     /// Shows a new request (a card with Approve / Deny).
-    async fn post(&self, request: &ApprovalRequest) -> Result<(), String>;
+    async fn post(&self, request: &ApprovalRequest) -> Result<(), ChannelError>;
     /// Shows the outcome where the request was posted (the card updated, its buttons gone).
     async fn update(
         &self,
         request: &ApprovalRequest,
         outcome: &ApprovalOutcome,
-    ) -> Result<(), String>;
+    ) -> Result<(), ChannelError>;
 }
 
 /// The approval requests of `run` that are open, for posting.

@@ -15,28 +15,33 @@ use aws_sigv4::http_request::{
 };
 use aws_sigv4::sign::v4;
 use base64::Engine as _;
-use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue};
 use tokio::time::Instant;
 use url::Url;
 
 use crate::config::Secret;
+use crate::failure::Failure;
 
 /// Why auth could not be applied. The message never contains a secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct AuthError {
     pub message: String,
-    /// True when trying again later may succeed (the token service is down or throttling).
-    pub retryable: bool,
+    /// What it means for trying again: the token service may be down or throttling.
+    pub failure: Failure,
 }
 
 impl AuthError {
-    fn permanent(message: impl Into<String>) -> AuthError {
+    pub(crate) fn permanent(message: impl Into<String>) -> AuthError {
         AuthError {
             message: message.into(),
-            retryable: false,
+            failure: Failure::Permanent,
         }
+    }
+
+    /// True when trying again later may succeed by itself.
+    pub fn retryable(&self) -> bool {
+        self.failure.is_transient()
     }
 }
 
@@ -262,8 +267,9 @@ impl AzureTokens {
     /// POST {login}/{tenant}/oauth2/v2.0/token, form grant_type=client_credentials, client_id, client_secret, scope.
     /// Answer JSON {token_type, expires_in, access_token}. Cached until expires_in - 60 s, or half its life
     /// when that is shorter (a token is never reused past its expiry, nor cached without `expires_in`);
-    /// concurrent callers for the same scope share one request. 5xx/429/transport errors → retryable AuthError,
-    /// 4xx → permanent with the AAD `error`/`error_description` (never the secret).
+    /// concurrent callers for the same scope share one request. Errors are classed by [`Failure`]
+    /// (5xx/408/429/transport: retryable; other 4xx: not), with the AAD `error`/`error_description`
+    /// (never the secret).
     pub async fn token(&self, scope: &str) -> Result<Secret, AuthError> {
         let slot = {
             let mut scopes = self.scopes.lock().unwrap_or_else(PoisonError::into_inner);
@@ -304,7 +310,7 @@ impl AzureTokens {
                 "Entra ID token request failed: {}",
                 error_chain(&e)
             )),
-            retryable: true,
+            failure: Failure::from_transport(&e),
         };
         let response = self
             .http
@@ -316,15 +322,16 @@ impl AzureTokens {
             .await
             .map_err(transport)?;
         let status = response.status();
+        let failure = Failure::from_response(status.as_u16(), response.headers());
         let body = response.text().await.map_err(transport)?;
         let answer: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-        if !status.is_success() {
+        if let Some(failure) = failure {
             return Err(AuthError {
                 message: self.scrub(format!(
                     "Entra ID refused the token request ({status}){}",
                     aad_error(&answer, &body)
                 )),
-                retryable: status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS,
+                failure,
             });
         }
         let token = answer["access_token"]
@@ -725,7 +732,7 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            error.message.contains("x-note") && !error.retryable,
+            error.message.contains("x-note") && !error.retryable(),
             "{error}"
         );
         let error = sign_sigv4(&mut fresh, &temporary, "", "ec2", SystemTime::now()).unwrap_err();
@@ -914,7 +921,7 @@ mod tests {
             tokens.token(SCOPE)
         );
         for result in [results.0, results.1, results.2] {
-            assert!(result.unwrap_err().retryable);
+            assert!(result.unwrap_err().retryable());
         }
         assert_eq!(down.count(), 1);
         assert!(tokens.token(SCOPE).await.is_err());
@@ -933,7 +940,7 @@ mod tests {
         )
         .await;
         let error = refused.tokens().token(SCOPE).await.unwrap_err();
-        assert!(!error.retryable, "{error}");
+        assert!(!error.retryable(), "{error}");
         assert!(
             error
                 .message
@@ -953,7 +960,7 @@ mod tests {
             let login = FakeLogin::start(reply, Duration::ZERO).await;
             let error = login.tokens().token(SCOPE).await.unwrap_err();
             assert!(
-                error.retryable && error.message.contains(&status.to_string()),
+                error.retryable() && error.message.contains(&status.to_string()),
                 "{error}"
             );
         }
@@ -971,7 +978,7 @@ mod tests {
         );
         let error = tokens.token(SCOPE).await.unwrap_err();
         assert!(
-            error.retryable && !error.message.contains(CLIENT_SECRET),
+            error.retryable() && !error.message.contains(CLIENT_SECRET),
             "{error}"
         );
     }

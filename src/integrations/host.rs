@@ -14,8 +14,10 @@ use serde_json::{Value, json};
 use sha2::Digest;
 
 use super::Integration;
+use super::auth::AuthError;
 use super::ioc::IocIndex;
 use crate::engine::exec::ActionCall;
+use crate::failure::Failure;
 use crate::script::Limits;
 
 /// What a running call may reach.
@@ -35,32 +37,40 @@ thread_local! {
     static RETRYABLE: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
-/// An error a host function raises: its message, and whether trying again later may succeed.
+/// An error a host function raises: its message, and what it means for trying again (the run
+/// retries the step when it may pass by itself).
 #[derive(Debug, Clone)]
 pub(crate) struct HostError {
     pub message: String,
-    pub retryable: bool,
+    pub failure: Failure,
 }
 
 impl HostError {
-    pub fn permanent(message: impl Into<String>) -> HostError {
+    pub fn new(failure: Failure, message: impl Into<String>) -> HostError {
         HostError {
             message: message.into(),
-            retryable: false,
+            failure,
         }
     }
 
+    pub fn permanent(message: impl Into<String>) -> HostError {
+        HostError::new(Failure::Permanent, message)
+    }
+
     pub fn retryable(message: impl Into<String>) -> HostError {
-        HostError {
-            message: message.into(),
-            retryable: true,
-        }
+        HostError::new(Failure::Retryable, message)
+    }
+}
+
+impl From<AuthError> for HostError {
+    fn from(error: AuthError) -> Self {
+        HostError::new(error.failure, error.message)
     }
 }
 
 impl From<HostError> for Box<EvalAltResult> {
     fn from(error: HostError) -> Self {
-        if error.retryable {
+        if error.failure.is_transient() {
             RETRYABLE.with(|r| *r.borrow_mut() = Some(error.message.clone()));
         }
         Box::new(EvalAltResult::ErrorRuntime(

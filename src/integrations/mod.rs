@@ -25,9 +25,10 @@ use serde_json::{Map, Value, json};
 use crate::actions::{ActionSpec, Catalog};
 use crate::config::{Credentials, Diagnostic, IntegrationsConfig, Secret};
 use crate::engine::exec::{ActionCall, ActionError, ActionRunner, glob};
+use crate::failure::Failure;
 use crate::script::Limits;
 use crate::store::Store;
-use auth::{Auth, AwsCredentials, AzureTokens};
+use auth::{Auth, AuthError, AwsCredentials, AzureTokens};
 use host::{CallEnv, HostError};
 use ioc::IocIndex;
 use manifest::{AuthKind, Manifest};
@@ -43,7 +44,7 @@ pub struct Integration {
     pub folder: PathBuf,
     ast: AST,
     /// The auth to apply, or why there is none (credentials not configured).
-    auth: Result<Auth, String>,
+    auth: Result<Auth, AuthError>,
     endpoints: BTreeMap<String, String>,
     settings: BTreeMap<String, Value>,
     /// The secret values of its credentials, blanked out of whatever a call returns or raises.
@@ -497,14 +498,15 @@ impl Integration {
             (_, Some((_, c))) if manifest.auth.optional && secrets_of(c).is_empty() => {
                 Ok(Auth::None)
             }
-            (_, None) => Err(format!(
+            (_, None) => Err(AuthError::permanent(format!(
                 "integration `{}` has no credentials: set integrations.credentials.{} in the config",
                 manifest.name,
                 manifest.auth.credentials.as_deref().unwrap_or("?")
-            )),
+            ))),
             (kind, Some((key, credentials))) => build_auth(kind, &manifest, key, credentials, http)
-                .inspect_err(|message| {
-                    problems.push(Diagnostic::new(&manifest_file, 0, 0, message.clone()));
+                .map_err(AuthError::permanent)
+                .inspect_err(|error| {
+                    problems.push(Diagnostic::new(&manifest_file, 0, 0, error.message.clone()));
                 }),
         };
         let endpoints = credentials
@@ -648,32 +650,29 @@ impl Integration {
                 e.without_url()
             ))
         })?;
-        let auth = self
-            .auth
-            .as_ref()
-            .map_err(|why| HostError::permanent(why.clone()))?;
+        let auth = self.auth.as_ref().map_err(|e| HostError::from(e.clone()))?;
         let region = text("region")
             .map(str::to_owned)
             .or_else(|| auth::aws_region_from_host(&host))
             .unwrap_or_else(|| "us-east-1".to_owned());
         let scope = format!("https://{host}/.default");
-        auth.apply(&mut built, &region, &scope)
-            .await
-            .map_err(|e| HostError {
-                message: e.message,
-                retryable: e.retryable,
-            })?;
+        auth.apply(&mut built, &region, &scope).await?;
         let response = http.execute(built).await.map_err(|e| {
-            HostError::retryable(format!(
-                "http: the request to `{host}` failed: {}",
-                e.without_url()
-            ))
+            HostError::new(
+                Failure::from_transport(&e),
+                format!("http: the request to `{host}` failed: {}", e.without_url()),
+            )
         })?;
         let status = response.status();
-        if status.as_u16() == 429 || status.is_server_error() {
-            return Err(HostError::retryable(format!(
-                "`{host}` answered {status}; try again later"
-            )));
+        // An outage or a rate limit fails the call, for the run to retry; any other answer
+        // (refused credentials, a 404) is the script's to read.
+        if let Some(failure) = Failure::from_response(status.as_u16(), response.headers())
+            && failure.is_transient()
+        {
+            return Err(HostError::new(
+                failure,
+                format!("`{host}` answered {status}; try again later"),
+            ));
         }
         let headers: Map<String, Value> = response
             .headers()

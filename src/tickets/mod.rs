@@ -35,10 +35,11 @@ use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 
 pub use config::{SyncEvent, TicketProfile, TicketsConfig};
-pub use system::TicketSystem;
+pub use system::{ConnectionError, TicketSystem};
 
 use crate::engine::Engine;
 use crate::engine::watch::{IncidentEvent, Watcher};
+use crate::failure::Failure;
 use crate::model::event::EventKind;
 use crate::outbox::{DeliveryError, Outbox, OutboxEntry};
 use crate::script::{CompiledValue, Context, Scripts, Template};
@@ -502,8 +503,8 @@ pub(crate) fn store_failed(e: StoreError) -> DeliveryError {
     DeliveryError::retry(format!("store: {e}"))
 }
 
-/// An HTTP failure before any answer (refused, reset, timed out): retried. The message names the
-/// system and what failed, never a credential.
+/// An HTTP failure before any answer (refused, reset, timed out), classed by
+/// [`Failure::from_transport`]. The message names the system and what failed, never a credential.
 pub(crate) fn unreachable(system: &str, e: &reqwest::Error) -> DeliveryError {
     let what = if e.is_timeout() {
         "timed out"
@@ -512,47 +513,38 @@ pub(crate) fn unreachable(system: &str, e: &reqwest::Error) -> DeliveryError {
     } else {
         "failed"
     };
-    DeliveryError::retry(format!("{system} {what}"))
+    DeliveryError::new(Failure::from_transport(e), format!("{system} {what}"))
 }
 
-/// Turns a non-success answer into the outbox's error (429 and 5xx retried, `Retry-After` kept).
+/// Turns a non-success answer into the outbox's error, classed by [`Failure::from_response`]
+/// (`Retry-After` kept).
 pub(crate) async fn check(
     system: &str,
     what: &str,
     response: reqwest::Response,
 ) -> Result<reqwest::Response, DeliveryError> {
-    let status = response.status();
-    if status.is_success() {
+    let status = response.status().as_u16();
+    let Some(mut error) =
+        DeliveryError::from_response(status, response.headers(), &format!("{system} ({what})"))
+    else {
         return Ok(response);
-    }
-    let retry_after = response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    };
     let body = response.text().await.unwrap_or_default();
-    let mut error = DeliveryError::from_status(
-        status.as_u16(),
-        retry_after.as_deref(),
-        &format!("{system} ({what})"),
-    );
     // The other side's reason helps an operator (a missing field, a workflow rule); it holds no
     // credential of ours.
     let reason: String = body.chars().take(300).collect();
     if !reason.trim().is_empty() {
         error.message = format!("{}: {}", error.message, reason.trim());
     }
-    // Refused credentials or permissions are fixed by an operator, after which the updates must
-    // still go out, in order: they are retried (at the longest backoff), not given up on.
-    if matches!(status.as_u16(), 401 | 403) {
+    // Refused credentials or permissions wait for an operator (the outbox retries them with its
+    // backoff, so the updates still go out, in order); they say so where an operator looks.
+    if error.failure == Failure::Auth {
         tracing::error!(
             system,
             what,
-            status = status.as_u16(),
+            status,
             "the ticket system refused Cordon's credentials or permissions; updates wait until they are fixed"
         );
-        error.permanent = false;
-        error.retry_after = None;
     }
     Err(error)
 }

@@ -21,6 +21,14 @@ use super::{Rendered, TicketDeps, TicketProfile};
 use crate::engine::watch::IncidentEvent;
 use crate::outbox::Deliver;
 
+/// Why a configured connection cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectionError {
+    /// Its credentials do not make one way to sign in (the config check says the same at load).
+    #[error("{0}")]
+    Credentials(String),
+}
+
 /// One ticket system.
 pub trait TicketSystem: Send + Sync {
     /// Its name: the outbox target of its entries and the prefix of its people's identities
@@ -46,7 +54,7 @@ pub trait TicketSystem: Send + Sync {
 
     /// The deliverer of its outbox entries, when its connection is configured (an error when the
     /// connection is unusable).
-    fn deliverer(&self, deps: &TicketDeps) -> Option<Result<Arc<dyn Deliver>, String>>;
+    fn deliverer(&self, deps: &TicketDeps) -> Option<Result<Arc<dyn Deliver>, ConnectionError>>;
 
     /// Its webhook route (which answers 404 while the system is not configured).
     fn routes(&self, inbound: Arc<Inbound>) -> axum::Router;

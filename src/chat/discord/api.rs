@@ -2,7 +2,8 @@
 //! the rate limits Discord announces. A route whose bucket is spent (`X-RateLimit-Remaining: 0`)
 //! is not called again before `X-RateLimit-Reset-After`; a 429 says when to come back
 //! (`retry_after` in its body, `Retry-After` in its headers) for the route or, when `global`, for
-//! every route. Callers get that wait as [`CallError::retry_after`], which the outbox honours.
+//! every route. Callers get that wait in [`CallError::failure`], which the outbox honours; any
+//! other answer is classed by the shared table ([`Failure::from_response`]).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -14,10 +15,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::config::Secret;
+use crate::failure::{self, Failure};
 use crate::outbox::DeliveryError;
-
-/// The longest wait Cordon accepts from a rate-limit answer (a longer one is clamped).
-const MAX_WAIT: Duration = Duration::from_secs(3600);
 
 /// Discord's error codes Cordon acts on.
 pub mod codes {
@@ -59,21 +58,26 @@ pub struct CallError {
     /// Discord's JSON error code (`10008` unknown message, `160004` thread exists, ...).
     pub code: Option<u64>,
     pub message: String,
-    /// How long to wait before calling again (a rate limit).
-    pub retry_after: Option<Duration>,
+    /// What it means for calling again; a rate limit carries how long to wait.
+    pub failure: Failure,
 }
 
 impl CallError {
-    /// The outbox's view: rate limits wait as told, network errors, 408, 429 and 5xx are
-    /// retried, anything else (a 400, a 403 for a missing permission) is set aside.
+    /// Whether calling again later may work by itself: no answer, 408, 429 and 5xx.
+    pub fn retryable(&self) -> bool {
+        self.failure.is_transient()
+    }
+
+    /// The outbox's view: rate limits wait as told, what is [`CallError::retryable`] is retried,
+    /// and anything else is set aside. That includes a 401 or 403: Discord answers 403 for a
+    /// permission the bot lacks in one channel (`code` 50013), which holding back the incident's
+    /// other entries would not fix.
     pub fn into_delivery(self) -> DeliveryError {
-        if let Some(after) = self.retry_after {
-            return DeliveryError::retry_after(self.message, after);
-        }
-        match self.status {
-            None | Some(408 | 429 | 500..=599) => DeliveryError::retry(self.message),
-            Some(_) => DeliveryError::permanent(self.message),
-        }
+        let failure = match self.failure {
+            Failure::Auth => Failure::Permanent,
+            other => other,
+        };
+        DeliveryError::new(failure, self.message)
     }
 }
 
@@ -105,7 +109,9 @@ impl Api {
                 status: None,
                 code: None,
                 message: format!("{what}: waiting for Discord's rate limit"),
-                retry_after: Some(wait),
+                failure: Failure::RateLimited {
+                    retry_after: Some(wait),
+                },
             });
         }
         let mut request = self
@@ -121,9 +127,9 @@ impl Api {
         let response = request.send().await.map_err(|e| CallError {
             status: None,
             code: None,
+            failure: Failure::from_transport(&e),
             // Without the URL: an interaction webhook's path holds its token.
             message: format!("{what}: {}", e.without_url()),
-            retry_after: None,
         })?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
@@ -134,9 +140,9 @@ impl Api {
             serde_json::from_str(&text).unwrap_or(Value::Null)
         };
         self.note_limits(route, status, &headers, &json);
-        if (200..300).contains(&status) {
+        let Some(failure) = Failure::from_response(status, &headers) else {
             return Ok(json);
-        }
+        };
         let code = json["code"].as_u64();
         let detail = json["message"].as_str().unwrap_or("").trim();
         let mut message = format!("{what}: Discord answered {status}");
@@ -146,12 +152,19 @@ impl Api {
         if let Some(code) = code {
             message.push_str(&format!(" (code {code})"));
         }
-        let retry_after = (status == 429).then(|| rate_limit_wait(&headers, &json));
+        // A 429 always waits: as long as its body says, which its headers may not.
+        let failure = if status == 429 {
+            Failure::RateLimited {
+                retry_after: Some(rate_limit_wait(&headers, &json)),
+            }
+        } else {
+            failure
+        };
         Err(CallError {
             status: Some(status),
             code,
             message,
-            retry_after,
+            failure,
         })
     }
 
@@ -197,11 +210,10 @@ impl Api {
 fn rate_limit_wait(headers: &HeaderMap, json: &Value) -> Duration {
     json["retry_after"]
         .as_f64()
-        .and_then(bounded)
-        .or_else(|| header(headers, "retry-after").and_then(seconds))
+        .and_then(failure::seconds)
+        .or_else(|| failure::retry_after(headers))
         .or_else(|| header(headers, "x-ratelimit-reset-after").and_then(seconds))
         .unwrap_or(Duration::from_secs(1))
-        .min(MAX_WAIT)
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -210,15 +222,7 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// Seconds as Discord writes them (`"1"`, `"0.35"`), never negative or endless.
 fn seconds(text: &str) -> Option<Duration> {
-    bounded(text.trim().parse().ok()?)
-}
-
-/// `secs` as a wait of at most [`MAX_WAIT`]; nothing for a negative or not-a-number value.
-fn bounded(secs: f64) -> Option<Duration> {
-    if secs.is_nan() || secs < 0.0 {
-        return None;
-    }
-    Some(Duration::from_secs_f64(secs.min(MAX_WAIT.as_secs_f64())))
+    failure::seconds(text.trim().parse().ok()?)
 }
 
 /// At most `max` characters of `text`, with `…` when cut.
@@ -227,6 +231,7 @@ pub use crate::chat::cut as clip;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::failure::MAX_WAIT;
 
     #[test]
     fn waits_come_from_the_body_then_the_headers_and_stay_bounded() {

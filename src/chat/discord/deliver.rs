@@ -180,11 +180,7 @@ impl DiscordDelivery {
             Err(e) if e.code == Some(codes::THREAD_EXISTS) => {
                 card.thread_id = Some(message.clone());
             }
-            Err(e)
-                if e.retry_after.is_none()
-                    && matches!(e.status, Some(400..=499))
-                    && e.status != Some(429) =>
-            {
+            Err(e) if matches!(e.status, Some(400..=499)) && !e.retryable() => {
                 tracing::warn!(error = %e.message, "Discord refused the card's thread; notes go to the channel as replies to the card");
                 card.no_thread = true;
             }

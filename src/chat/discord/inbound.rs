@@ -61,11 +61,7 @@ pub struct Inbound {
 }
 
 impl Inbound {
-    pub fn new(
-        config: DiscordConfig,
-        api: Arc<Api>,
-        deps: &crate::chat::ChatDeps,
-    ) -> Inbound {
+    pub fn new(config: DiscordConfig, api: Arc<Api>, deps: &crate::chat::ChatDeps) -> Inbound {
         Inbound {
             config,
             api,
@@ -425,10 +421,8 @@ impl Inbound {
             {
                 Ok(_) => return,
                 Err(e) => {
-                    let retryable = e.retry_after.is_some()
-                        || matches!(e.status, None | Some(408 | 429 | 500..=599));
-                    let wait = e.retry_after.unwrap_or(backoff);
-                    if !retryable || attempt == 4 || wait > Duration::from_secs(60) {
+                    let wait = e.failure.retry_after().unwrap_or(backoff);
+                    if !e.retryable() || attempt == 4 || wait > Duration::from_secs(60) {
                         tracing::warn!(error = %e.message, "could not answer a Discord interaction");
                         return;
                     }

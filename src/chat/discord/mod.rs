@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::platform::{ChatDeps, ChatPlatform, PlatformConfig};
+use super::platform::{ChatDeps, ChatPlatform, PlatformConfig, PlatformError};
 use crate::outbox::Deliver;
 
 pub use config::DiscordConfig;
@@ -43,7 +43,7 @@ impl PlatformConfig for DiscordConfig {
         vec![&self.bot_token]
     }
 
-    async fn start(&self, deps: &ChatDeps) -> Result<Arc<dyn ChatPlatform>, String> {
+    async fn start(&self, deps: &ChatDeps) -> Result<Arc<dyn ChatPlatform>, PlatformError> {
         let api = Arc::new(api::Api::new(
             deps.http.clone(),
             &self.api_base_url,

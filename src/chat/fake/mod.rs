@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::commands::{Command, Commands, PlainText};
-use super::platform::{ChatDeps, ChatPlatform, PlatformConfig};
+use super::platform::{ChatDeps, ChatPlatform, PlatformConfig, PlatformError};
 use super::{ChatUser, POST_CARD, THREAD_NOTE, UPDATE_CARD, click};
 use crate::engine::Engine;
 use crate::http::ApiError;
@@ -46,7 +46,7 @@ impl PlatformConfig for Config {
         Vec::new()
     }
 
-    async fn start(&self, deps: &ChatDeps) -> Result<Arc<dyn ChatPlatform>, String> {
+    async fn start(&self, deps: &ChatDeps) -> Result<Arc<dyn ChatPlatform>, PlatformError> {
         Ok(Arc::new(Fake {
             token: self.token.clone(),
             delivered: Mutex::new(Vec::new()),
@@ -83,7 +83,8 @@ impl Deliver for Fake {
             )));
         }
         if let Ok(mut delivered) = self.delivered.lock() {
-            delivered.push(json!({ "kind": entry.kind, "key": entry.key, "payload": entry.payload }));
+            delivered
+                .push(json!({ "kind": entry.kind, "key": entry.key, "payload": entry.payload }));
         }
         Ok(())
     }
@@ -139,7 +140,11 @@ async fn message(
         ));
     }
     let answer = match Command::from_words(callback.text.as_deref().unwrap_or(""), &PlainText) {
-        Ok(command) => fake.commands.answer("fake", &user, command, &PlainText).await,
+        Ok(command) => {
+            fake.commands
+                .answer("fake", &user, command, &PlainText)
+                .await
+        }
         Err(usage) => usage.into(),
     };
     Ok(Json(
@@ -261,7 +266,10 @@ steps:
                 {
                     return entry;
                 }
-                assert!(Instant::now() < deadline, "no `{kind}` reached the fake platform");
+                assert!(
+                    Instant::now() < deadline,
+                    "no `{kind}` reached the fake platform"
+                );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
@@ -319,17 +327,28 @@ steps:
             card["payload"]["step"].as_str().unwrap().to_owned(),
         );
 
-        let status = server.say(json!({ "user": "alice", "text": "status" })).await;
+        let status = server
+            .say(json!({ "user": "alice", "text": "status" }))
+            .await;
         let text = status["text"].as_str().unwrap();
-        assert!(text.starts_with("1 open incident, 1 approval waiting."), "{text}");
-        assert!(text.contains(&format!("run `{run}` step `approve`")), "{text}");
+        assert!(
+            text.starts_with("1 open incident, 1 approval waiting."),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("run `{run}` step `approve`")),
+            "{text}"
+        );
 
         // Someone outside the group: refused by the shared rules.
         let mallory = server
             .say(json!({ "user": "mallory", "click": { "run": run, "step": step, "approve": true } }))
             .await;
         assert_eq!(mallory["accepted"], false);
-        assert!(mallory["text"].as_str().unwrap().starts_with("Not allowed"), "{mallory}");
+        assert!(
+            mallory["text"].as_str().unwrap().starts_with("Not allowed"),
+            "{mallory}"
+        );
         let trigger = server
             .say(json!({ "user": "mallory", "text": "run fake-contain x=1" }))
             .await;
@@ -346,7 +365,10 @@ steps:
         assert_eq!(updated["payload"]["outcome"]["approved"], true);
         let runs = server.say(json!({ "user": "alice", "text": "runs" })).await;
         assert!(
-            runs["text"].as_str().unwrap().contains(&format!("`{run}` fake-contain")),
+            runs["text"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("`{run}` fake-contain")),
             "{runs}"
         );
         server.stop().await;

@@ -8,21 +8,27 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use reqwest::header::HeaderMap;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use slack_morphism::errors::SlackClientError;
 use slack_morphism::hyper_tokio::{SlackClientHyperConnector, SlackHyperClient};
 use slack_morphism::prelude::*;
 
+use crate::chat::platform::PlatformError;
 use crate::config::Secret;
+use crate::failure::Failure;
 use crate::outbox::DeliveryError;
 
 /// The client for `api_url`: TLS with the system's roots, and plain HTTP too, so that a local API
 /// (tests, a proxy on the host) works with the same client type.
-pub(super) fn client(api_url: &str) -> Result<SlackHyperClient, String> {
+pub(super) fn client(api_url: &str) -> Result<SlackHyperClient, PlatformError> {
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_native_roots()
-        .map_err(|e| format!("no system root certificates for Slack's TLS: {e}"))?
+        .map_err(|source| PlatformError::Tls {
+            platform: "Slack",
+            source,
+        })?
         .https_or_http()
         .enable_http1()
         .enable_http2()
@@ -67,22 +73,49 @@ const PERMANENT_CODES: &[&str] = &[
     "is_archived",
 ];
 
+/// Slack error codes for a token that is revoked, expired or lacks a scope: an operator fixes it.
+const AUTH_CODES: &[&str] = &[
+    "invalid_auth",
+    "not_authed",
+    "account_inactive",
+    "token_revoked",
+    "token_expired",
+    "missing_scope",
+];
+
 impl WebError {
-    /// The outbox's view: 429 waits for Retry-After; a malformed request is set aside; anything
-    /// else (an outage, a revoked token an operator will replace, a channel the bot is not in
-    /// yet) is retried with backoff, so no card is lost.
-    pub(super) fn delivery(&self) -> DeliveryError {
+    /// What the failure means: 429 (and the `ratelimited` code) waits for Retry-After; a
+    /// malformed request is permanent; a refused token is for an operator; anything else (an
+    /// outage, a channel the bot is not in yet) passes by itself. An HTTP error status is classed
+    /// by the shared table.
+    pub(super) fn failure(&self) -> Failure {
         match self {
-            WebError::RateLimited {
-                retry_after: Some(after),
-                ..
-            } => DeliveryError::retry_after(self.to_string(), *after),
+            WebError::RateLimited { retry_after, .. } => Failure::RateLimited {
+                retry_after: *retry_after,
+            },
             WebError::Api { code, .. } if PERMANENT_CODES.contains(&code.as_str()) => {
-                DeliveryError::permanent(self.to_string())
+                Failure::Permanent
             }
-            WebError::Status { status, .. } => DeliveryError::from_status(*status, None, "Slack"),
-            _ => DeliveryError::retry(self.to_string()),
+            WebError::Api { code, .. } if AUTH_CODES.contains(&code.as_str()) => Failure::Auth,
+            WebError::Api { code, .. } if code == "ratelimited" => {
+                Failure::RateLimited { retry_after: None }
+            }
+            WebError::Status { status, .. } => {
+                Failure::from_response(*status, &HeaderMap::new()).unwrap_or(Failure::Retryable)
+            }
+            WebError::Api { .. } | WebError::Transport { .. } => Failure::Retryable,
         }
+    }
+
+    /// The outbox's view: a malformed request is set aside; everything else is tried again (as
+    /// told, or with backoff), so no card is lost. A 401 or 403 status (Slack itself answers
+    /// `ok: false` with a code instead) is set aside like any other 4xx.
+    pub(super) fn delivery(&self) -> DeliveryError {
+        let failure = match (self, self.failure()) {
+            (WebError::Status { .. }, Failure::Auth) => Failure::Permanent,
+            (_, failure) => failure,
+        };
+        DeliveryError::new(failure, self.to_string())
     }
 
     fn from_client(method: &str, error: SlackClientError) -> WebError {
@@ -262,27 +295,39 @@ mod tests {
         assert_eq!(pairs["blocks"], r#"[{"type":"divider"}]"#);
     }
 
+    fn refused(code: &str) -> WebError {
+        WebError::Api {
+            method: "chat.postMessage".into(),
+            code: code.into(),
+        }
+    }
+
+    fn answered(status: u16) -> WebError {
+        WebError::Status {
+            method: "chat.update".into(),
+            status,
+        }
+    }
+
     #[test]
     fn rate_limits_wait_and_malformed_requests_are_set_aside() {
         let limited = WebError::RateLimited {
             method: "chat.postMessage".into(),
             retry_after: Some(Duration::from_secs(7)),
         };
-        assert_eq!(limited.delivery().retry_after, Some(Duration::from_secs(7)));
-        let bad = WebError::Api {
-            method: "chat.update".into(),
-            code: "invalid_blocks".into(),
-        };
-        assert!(bad.delivery().permanent);
-        let outage = WebError::Status {
-            method: "chat.update".into(),
-            status: 503,
-        };
-        assert!(!outage.delivery().permanent);
-        let not_in_channel = WebError::Api {
-            method: "chat.postMessage".into(),
-            code: "not_in_channel".into(),
-        };
-        assert!(!not_in_channel.delivery().permanent);
+        assert_eq!(
+            limited.delivery().failure.retry_after(),
+            Some(Duration::from_secs(7))
+        );
+        assert!(refused("invalid_blocks").delivery().is_permanent());
+        assert!(!answered(503).delivery().is_permanent());
+        assert!(!refused("not_in_channel").delivery().is_permanent());
+        assert_eq!(refused("token_revoked").failure(), Failure::Auth);
+        assert!(
+            !refused("token_revoked").delivery().is_permanent(),
+            "waits for a new token"
+        );
+        assert!(refused("ratelimited").failure().is_transient());
+        assert!(answered(403).delivery().is_permanent());
     }
 }

@@ -241,10 +241,7 @@ impl Slack {
         let user = self
             .chat_user(&call.user_id, call.user_name.as_deref())
             .await;
-        let answer = self
-            .commands
-            .answer("slack", &user, command, &Mrkdwn)
-            .await;
+        let answer = self.commands.answer("slack", &user, command, &Mrkdwn).await;
         match answer.announce {
             Some(text) => CommandReply { text, public: true },
             None => private(answer.text),

@@ -27,7 +27,7 @@ use slack_morphism::SlackSigningSecret;
 use slack_morphism::signature_verifier::SlackEventSignatureVerifier;
 
 use super::commands::Commands;
-use super::platform::{ChatDeps, ChatPlatform, PlatformConfig};
+use super::platform::{ChatDeps, ChatPlatform, PlatformConfig, PlatformError};
 use crate::config::Secret;
 use crate::engine::Engine;
 use crate::outbox::Deliver;
@@ -78,7 +78,7 @@ impl PlatformConfig for SlackConfig {
 
     /// Builds the client and starts Socket Mode when configured. Fails only when the HTTPS
     /// client cannot be built (no system root certificates).
-    async fn start(&self, deps: &ChatDeps) -> Result<Arc<dyn ChatPlatform>, String> {
+    async fn start(&self, deps: &ChatDeps) -> Result<Arc<dyn ChatPlatform>, PlatformError> {
         let client = Arc::new(api::client(&self.api_url)?);
         let user_groups = deps
             .approvers

@@ -5,6 +5,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::token::TokenSource;
+use crate::failure::Failure;
 use crate::outbox::DeliveryError;
 
 /// The Connector API client.
@@ -36,30 +37,33 @@ impl Connector {
             .send()
             .await
             .map_err(|e| {
-                DeliveryError::retry(format!(
-                    "Teams Connector at {service_url} unreachable: {}",
-                    e.without_url()
-                ))
+                DeliveryError::new(
+                    Failure::from_transport(&e),
+                    format!(
+                        "Teams Connector at {service_url} unreachable: {}",
+                        e.without_url()
+                    ),
+                )
             })?;
         let status = response.status().as_u16();
-        if status == 401 || status == 403 {
-            // An expired or revoked token: fetch a new one next time.
-            self.token.forget().await;
-            return Err(DeliveryError::retry(format!(
-                "Teams Connector refused the bot's token ({status}) for {method} {path}"
-            )));
-        }
-        if !response.status().is_success() {
-            let retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            return Err(DeliveryError::from_status(
-                status,
-                retry_after.as_deref(),
-                &format!("Teams Connector ({method} {path})"),
-            ));
+        match Failure::from_response(status, response.headers()) {
+            None => {}
+            Some(Failure::Auth) => {
+                // An expired or revoked token: fetch a new one next time.
+                self.token.forget().await;
+                return Err(DeliveryError::new(
+                    Failure::Auth,
+                    format!(
+                        "Teams Connector refused the bot's token ({status}) for {method} {path}"
+                    ),
+                ));
+            }
+            Some(failure) => {
+                return Err(DeliveryError::new(
+                    failure,
+                    format!("Teams Connector ({method} {path}) answered {status}"),
+                ));
+            }
         }
         let text = response.text().await.unwrap_or_default();
         Ok(serde_json::from_str(&text).unwrap_or(Value::Null))

@@ -151,7 +151,10 @@ impl Deliverer {
             Some(root) => self.reply_in_thread(&root, &activity).await?,
             None => {
                 let (service_url, conversation, channel) = self.destination().await?;
-                let id = self.api.send(&service_url, &conversation, &activity).await?;
+                let id = self
+                    .api
+                    .send(&service_url, &conversation, &activity)
+                    .await?;
                 let root = MessageRef {
                     service_url,
                     conversation_id: conversation,
@@ -187,7 +190,7 @@ impl Deliverer {
                 tracing::info!(run = %card.run_id, step = %card.step, "Teams card updated");
                 Ok(())
             }
-            Err(e) if e.permanent => {
+            Err(e) if e.is_permanent() => {
                 // The message is gone (deleted in Teams): say the outcome in a new card instead.
                 tracing::warn!(run = %card.run_id, error = %e, "Teams card could not be updated; posting the outcome");
                 let root: Option<MessageRef> = self.meta(&format!("card:{}", card.key())).await?;
@@ -198,7 +201,8 @@ impl Deliverer {
                     }
                     _ => {
                         let (service_url, conversation, _) = self.destination().await?;
-                        self.api.send(&service_url, &conversation, &render::activity(card))
+                        self.api
+                            .send(&service_url, &conversation, &render::activity(card))
                             .await?;
                         Ok(())
                     }
@@ -215,12 +219,13 @@ impl Deliverer {
         else {
             if note.standalone {
                 let (service_url, conversation, _) = self.destination().await?;
-                self.api.send(
-                    &service_url,
-                    &conversation,
-                    &render::text_activity(&note.text),
-                )
-                .await?;
+                self.api
+                    .send(
+                        &service_url,
+                        &conversation,
+                        &render::text_activity(&note.text),
+                    )
+                    .await?;
                 return Ok(());
             }
             tracing::debug!(incident = %note.incident_id, "no Teams card for this incident; thread note dropped");
@@ -253,13 +258,14 @@ impl Deliver for Deliverer {
             }
             REPLY => {
                 let reply: Reply = serde_json::from_value(entry.payload.clone()).map_err(bad)?;
-                self.api.reply(
-                    &reply.service_url,
-                    &reply.conversation_id,
-                    &reply.reply_to,
-                    &render::text_activity(&reply.text),
-                )
-                .await?;
+                self.api
+                    .reply(
+                        &reply.service_url,
+                        &reply.conversation_id,
+                        &reply.reply_to,
+                        &render::text_activity(&reply.text),
+                    )
+                    .await?;
                 Ok(())
             }
             other => Err(DeliveryError::permanent(format!(

@@ -63,7 +63,11 @@ impl Inbound {
             &config.issuer,
             &config.app_id,
         );
-        let groups = Groups::new(&config, deps.http.clone(), deps.approvers.0.values().flatten());
+        let groups = Groups::new(
+            &config,
+            deps.http.clone(),
+            deps.approvers.0.values().flatten(),
+        );
         Inbound {
             config,
             validator,
@@ -84,11 +88,7 @@ pub fn routes(inbound: Arc<Inbound>) -> Router {
         .with_state(inbound)
 }
 
-async fn messages(
-    State(inbound): State<Arc<Inbound>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+async fn messages(State(inbound): State<Arc<Inbound>>, headers: HeaderMap, body: Body) -> Response {
     receive(&inbound, &headers, body)
         .await
         .unwrap_or_else(IntoResponse::into_response)
@@ -212,11 +212,7 @@ fn acknowledged() -> Response {
     (StatusCode::OK, Json(json!({}))).into_response()
 }
 
-async fn receive(
-    inbound: &Inbound,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
+async fn receive(inbound: &Inbound, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
     // The token first: nothing of the body is looked at for a request that is not Teams'.
     let token = jwt::bearer(
         headers
@@ -254,10 +250,7 @@ async fn receive(
 }
 
 /// An `Action.Execute` click.
-async fn execute(
-    inbound: &Inbound,
-    activity: &Activity,
-) -> Result<Response, ApiError> {
+async fn execute(inbound: &Inbound, activity: &Activity) -> Result<Response, ApiError> {
     let (run_id, step, approve) = ButtonData::from_value(&activity.value["action"]["data"])
         .map_err(|e| ApiError::bad_request("bad_button", e))?
         .ok_or_else(|| {
@@ -273,7 +266,9 @@ async fn execute(
         .into_response());
     };
     let Some(engine) = inbound.engine.upgrade() else {
-        return Ok(Json(card::invoke_message(crate::chat::commands::SHUTTING_DOWN)).into_response());
+        return Ok(
+            Json(card::invoke_message(crate::chat::commands::SHUTTING_DOWN)).into_response(),
+        );
     };
     let reply = click(&engine, "teams", &user, &run_id, &step, approve).await;
     if reply.accepted

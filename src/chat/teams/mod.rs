@@ -35,7 +35,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::platform::{ChatDeps, ChatPlatform, PlatformConfig};
+use super::platform::{ChatDeps, ChatPlatform, PlatformConfig, PlatformError};
 use crate::outbox::Deliver;
 
 pub use config::TeamsConfig;
@@ -57,7 +57,7 @@ impl PlatformConfig for TeamsConfig {
         vec![&self.app_password]
     }
 
-    async fn start(&self, deps: &ChatDeps) -> Result<Arc<dyn ChatPlatform>, String> {
+    async fn start(&self, deps: &ChatDeps) -> Result<Arc<dyn ChatPlatform>, PlatformError> {
         let config = Arc::new(self.clone());
         Ok(Arc::new(Teams {
             deliverer: Arc::new(Deliverer::new(

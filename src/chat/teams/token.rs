@@ -8,6 +8,7 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 
 use crate::config::Secret;
+use crate::failure;
 use crate::outbox::DeliveryError;
 
 /// A token is renewed this long before its stated expiry.
@@ -84,11 +85,7 @@ impl TokenSource {
             })?;
         let status = response.status();
         if !status.is_success() {
-            let retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok());
+            let retry_after = failure::retry_after(response.headers());
             // The identity platform names what is wrong (`invalid_client`, `unauthorized_client`).
             let code = response
                 .json::<TokenRefusal>()
@@ -101,8 +98,10 @@ impl TokenSource {
                 self.url,
                 status.as_u16()
             );
+            // Whatever the refusal, the delivery waits: wrong credentials are fixed by an
+            // operator, and then the cards must still go out.
             return Err(match retry_after {
-                Some(seconds) => DeliveryError::retry_after(message, Duration::from_secs(seconds)),
+                Some(after) => DeliveryError::retry_after(message, after),
                 None => DeliveryError::retry(message),
             });
         }

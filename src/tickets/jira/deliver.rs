@@ -20,8 +20,8 @@ use super::payload::{MAX_TEXT, SYSTEM, adf, label, truncate};
 use crate::outbox::{Deliver, DeliveryError, OutboxEntry};
 use crate::store::Store;
 use crate::tickets::{
-    NS_JIRA, NS_JIRA_ISSUE, check, incident_of, reference, report_file, store_failed, tried_before,
-    unreachable,
+    ConnectionError, NS_JIRA, NS_JIRA_ISSUE, check, incident_of, reference, report_file,
+    store_failed, tried_before, unreachable,
 };
 
 /// Delivers `jira` outbox entries.
@@ -34,12 +34,12 @@ impl JiraDeliverer {
         config: &super::config::JiraConfig,
         http: reqwest::Client,
         store: Arc<dyn Store>,
-    ) -> Result<JiraDeliverer, String> {
+    ) -> Result<JiraDeliverer, ConnectionError> {
         Ok(JiraDeliverer {
             conn: crate::tickets::Connection::new(
                 &config.base_url,
                 "/rest/api/3",
-                config.auth()?,
+                config.auth().map_err(ConnectionError::Credentials)?,
                 http,
                 store,
             ),

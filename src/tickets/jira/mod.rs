@@ -22,7 +22,7 @@ pub use deliver::JiraDeliverer;
 pub use payload::{adf, adf_text, create_payload, label};
 
 use super::webhook::Inbound;
-use super::{Rendered, TicketDeps, TicketProfile, TicketSystem};
+use super::{ConnectionError, Rendered, TicketDeps, TicketProfile, TicketSystem};
 use crate::engine::watch::IncidentEvent;
 use crate::outbox::Deliver;
 
@@ -52,7 +52,7 @@ impl TicketSystem for Jira {
         Some(json!({ "incident": event.incident_id, "to": "reopen", "status": status }))
     }
 
-    fn deliverer(&self, deps: &TicketDeps) -> Option<Result<Arc<dyn Deliver>, String>> {
+    fn deliverer(&self, deps: &TicketDeps) -> Option<Result<Arc<dyn Deliver>, ConnectionError>> {
         let config = deps.config.jira.as_ref()?;
         Some(
             JiraDeliverer::new(config, deps.http.clone(), deps.store.clone())

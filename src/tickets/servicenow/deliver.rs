@@ -21,8 +21,8 @@ use super::payload::{SYSTEM, marker};
 use crate::outbox::{Deliver, DeliveryError, OutboxEntry};
 use crate::store::Store;
 use crate::tickets::{
-    NS_SERVICENOW, check, incident_of, reference, report_file, store_failed, tried_before,
-    unreachable,
+    ConnectionError, NS_SERVICENOW, check, incident_of, reference, report_file, store_failed,
+    tried_before, unreachable,
 };
 
 /// Delivers `servicenow` outbox entries.
@@ -35,9 +35,15 @@ impl ServiceNowDeliverer {
         config: &super::config::ServiceNowConfig,
         http: reqwest::Client,
         store: Arc<dyn Store>,
-    ) -> Result<ServiceNowDeliverer, String> {
+    ) -> Result<ServiceNowDeliverer, ConnectionError> {
         Ok(ServiceNowDeliverer {
-            conn: crate::tickets::Connection::new(&config.base_url, "/api/now", config.auth()?, http, store),
+            conn: crate::tickets::Connection::new(
+                &config.base_url,
+                "/api/now",
+                config.auth().map_err(ConnectionError::Credentials)?,
+                http,
+                store,
+            ),
         })
     }
 
@@ -200,8 +206,7 @@ impl ServiceNowDeliverer {
                 return Ok(());
             }
         }
-        let (body, content_type) =
-            report_file(&*self.conn.store, incident, entry).await?;
+        let (body, content_type) = report_file(&*self.conn.store, incident, entry).await?;
         self.json(
             "attach report",
             self.conn

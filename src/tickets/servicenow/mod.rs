@@ -22,7 +22,7 @@ pub use deliver::ServiceNowDeliverer;
 pub use payload::{create_payload, marker, urgency_impact};
 
 use super::webhook::Inbound;
-use super::{Rendered, TicketDeps, TicketProfile, TicketSystem};
+use super::{ConnectionError, Rendered, TicketDeps, TicketProfile, TicketSystem};
 use crate::engine::watch::IncidentEvent;
 use crate::model::event::Detail;
 use crate::outbox::Deliver;
@@ -60,7 +60,7 @@ impl TicketSystem for ServiceNow {
         Some(json!({ "incident": event.incident_id, "to": "reopen", "state": sn.reopen_state }))
     }
 
-    fn deliverer(&self, deps: &TicketDeps) -> Option<Result<Arc<dyn Deliver>, String>> {
+    fn deliverer(&self, deps: &TicketDeps) -> Option<Result<Arc<dyn Deliver>, ConnectionError>> {
         let config = deps.config.servicenow.as_ref()?;
         Some(
             ServiceNowDeliverer::new(config, deps.http.clone(), deps.store.clone())
