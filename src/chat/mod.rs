@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use axum::Router;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 pub use commands::{Answer, Command, Commands, Dialect};
 pub use platform::{ChatDeps, ChatPlatform, PlatformConfig, PlatformError};
@@ -158,17 +158,15 @@ impl crate::actions::builtin::Notifier for Notes {
     }
 
     async fn note(&self, incident_id: &str, text: &str) -> Result<(), crate::store::StoreError> {
+        let note = ChatOp::ThreadNote(Note {
+            incident_id: incident_id.to_owned(),
+            text: text.to_owned(),
+            standalone: true,
+        });
         let entries = self
             .platforms
             .iter()
-            .map(|p| {
-                OutboxEntry::new(
-                    p,
-                    incident_id,
-                    THREAD_NOTE,
-                    json!({ "incident_id": incident_id, "text": text, "standalone": true }),
-                )
-            })
+            .filter_map(|p| note.entry(p, incident_id).ok())
             .collect();
         self.outbox.push(entries).await
     }
@@ -423,6 +421,69 @@ pub const POST_CARD: &str = "post_card";
 pub const UPDATE_CARD: &str = "update_card";
 pub const THREAD_NOTE: &str = "thread_note";
 
+/// A thread note's payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Note {
+    pub incident_id: String,
+    pub text: String,
+    /// From `chat.notify`: posted in the channel when the incident has no card yet (other notes
+    /// are dropped then: the card, when it comes, shows what the incident holds).
+    #[serde(default)]
+    pub standalone: bool,
+}
+
+/// What a chat outbox entry asks of a platform: its kind and payload, read once for every
+/// deliverer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChatOp {
+    /// The incident's card (or, for a later request of the incident, a card in its thread).
+    PostCard(Card),
+    /// The decided card, in place of the request's message.
+    UpdateCard(Card),
+    /// A reply in the incident card's thread.
+    ThreadNote(Note),
+}
+
+impl ChatOp {
+    /// The entry's `kind`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ChatOp::PostCard(_) => POST_CARD,
+            ChatOp::UpdateCard(_) => UPDATE_CARD,
+            ChatOp::ThreadNote(_) => THREAD_NOTE,
+        }
+    }
+
+    /// The outbox entry asking `platform` for this (entries of one `key` go out in order).
+    pub fn entry(&self, platform: &str, key: &str) -> Result<OutboxEntry, serde_json::Error> {
+        let payload = match self {
+            ChatOp::PostCard(card) | ChatOp::UpdateCard(card) => serde_json::to_value(card)?,
+            ChatOp::ThreadNote(note) => serde_json::to_value(note)?,
+        };
+        Ok(OutboxEntry::new(platform, key, self.kind(), payload))
+    }
+
+    /// The operation `entry` asks for; `None` for a kind of the platform's own. A payload that
+    /// does not read is a permanent failure: retrying cannot fix it.
+    pub fn read(entry: &OutboxEntry) -> Result<Option<ChatOp>, crate::outbox::DeliveryError> {
+        let bad = |e: serde_json::Error| {
+            crate::outbox::DeliveryError::permanent(format!(
+                "a `{}` entry that does not read: {e}",
+                entry.kind
+            ))
+        };
+        let card = || serde_json::from_value::<Card>(entry.payload.clone()).map_err(bad);
+        Ok(Some(match entry.kind.as_str() {
+            POST_CARD => ChatOp::PostCard(card()?),
+            UPDATE_CARD => ChatOp::UpdateCard(card()?),
+            THREAD_NOTE => {
+                ChatOp::ThreadNote(serde_json::from_value(entry.payload.clone()).map_err(bad)?)
+            }
+            _ => return Ok(None),
+        }))
+    }
+}
+
 /// The engine's approval channel for chat: posts and updates go to the outbox, one entry per
 /// configured platform.
 pub struct ChatChannel {
@@ -440,13 +501,12 @@ impl ChatChannel {
         }
     }
 
-    async fn push(&self, kind: &str, card: &Card) -> Result<(), ChannelError> {
-        let payload = serde_json::to_value(card)?;
+    async fn push(&self, op: ChatOp, key: &str) -> Result<(), ChannelError> {
         let entries = self
             .platforms
             .iter()
-            .map(|p| OutboxEntry::new(p, &card.key(), kind, payload.clone()))
-            .collect();
+            .map(|p| op.entry(p, key))
+            .collect::<Result<_, _>>()?;
         Ok(self.outbox.push(entries).await?)
     }
 }
@@ -459,7 +519,8 @@ impl ApprovalChannel for ChatChannel {
 
     async fn post(&self, request: &ApprovalRequest) -> Result<(), ChannelError> {
         let card = Card::build(&*self.store, request).await;
-        self.push(POST_CARD, &card).await
+        let key = card.key();
+        self.push(ChatOp::PostCard(card), &key).await
     }
 
     async fn update(
@@ -468,7 +529,8 @@ impl ApprovalChannel for ChatChannel {
         outcome: &ApprovalOutcome,
     ) -> Result<(), ChannelError> {
         let card = Card::build(&*self.store, request).await.decided(outcome);
-        self.push(UPDATE_CARD, &card).await
+        let key = card.key();
+        self.push(ChatOp::UpdateCard(card), &key).await
     }
 }
 
@@ -560,13 +622,13 @@ impl Watcher for ChatWatcher {
             {
                 text = format!("{text}\n\n{report}");
             }
+            let note = ChatOp::ThreadNote(Note {
+                incident_id: event.incident_id.clone(),
+                text,
+                standalone: false,
+            });
             for platform in &self.platforms {
-                entries.push(OutboxEntry::new(
-                    platform,
-                    &event.incident_id,
-                    THREAD_NOTE,
-                    json!({ "incident_id": event.incident_id, "text": text }),
-                ));
+                entries.extend(note.entry(platform, &event.incident_id).ok());
             }
         }
         if let Err(e) = self.outbox.push(entries).await {
@@ -642,5 +704,32 @@ pub async fn click(
             accepted: false,
             text: format!("Could not record your {verb}: {other}"),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_operation_reads_back_from_its_entry_and_others_are_the_platforms_own() {
+        let note = ChatOp::ThreadNote(Note {
+            incident_id: "inc-1".into(),
+            text: "Step `isolate` failed".into(),
+            standalone: true,
+        });
+        let entry = note.entry("slack", "inc-1").unwrap();
+        assert_eq!(
+            (entry.target.as_str(), entry.kind.as_str()),
+            ("slack", THREAD_NOTE)
+        );
+        assert_eq!(ChatOp::read(&entry).unwrap(), Some(note));
+
+        let reply = OutboxEntry::new("teams", "reply:1", "reply", serde_json::json!({}));
+        assert_eq!(ChatOp::read(&reply).unwrap(), None);
+
+        let broken = OutboxEntry::new("discord", "inc-1", POST_CARD, serde_json::json!({"x": 1}));
+        let error = ChatOp::read(&broken).unwrap_err();
+        assert!(error.is_permanent(), "{error}");
     }
 }

@@ -35,7 +35,7 @@ use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 
 pub use config::{SyncEvent, TicketProfile, TicketsConfig};
-pub use system::{ConnectionError, TicketSystem};
+pub use system::{ConnectionError, TicketOp, TicketSystem};
 
 use crate::engine::Engine;
 use crate::engine::watch::{IncidentEvent, Watcher};
@@ -212,7 +212,7 @@ impl TicketWatcher {
             {
                 let fields = self.render(profile, incident).await?;
                 let payload = system.create(profile, incident, fields);
-                entries.push(OutboxEntry::new(system.name(), &key, "create", payload));
+                entries.push(TicketOp::Create.entry(system, incident, payload));
                 queued.push(key.clone());
             }
             entries.extend(self.entries_for(system, profile, event, sync).await);
@@ -245,37 +245,25 @@ impl TicketWatcher {
         sync: SyncEvent,
     ) -> Vec<OutboxEntry> {
         let incident = &event.incident_id;
-        let key = system.key(incident);
-        let target = system.name();
         let mut out = Vec::new();
-        let note = self.note(event).await;
-        if let Some(text) = note {
-            out.push(OutboxEntry::new(
-                target,
-                &key,
-                "comment",
-                json!({ "incident": incident, "text": text }),
-            ));
+        if let Some(text) = self.note(event).await {
+            let comment = json!({ "incident": incident, "text": text });
+            out.push(TicketOp::Comment.entry(system, incident, comment));
         }
         match sync {
             SyncEvent::Resolved => {
                 let transition = system.resolved(profile, event);
-                out.push(OutboxEntry::new(target, &key, "transition", transition));
+                out.push(TicketOp::Transition.entry(system, incident, transition));
                 let stamp = event.at.format("%Y%m%dT%H%M%SZ");
                 for (format, ext) in [("markdown", "md"), ("html", "html")] {
-                    out.push(OutboxEntry::new(
-                        target,
-                        &key,
-                        "attach",
-                        json!({ "incident": incident, "format": format,
-                            "filename": format!("cordon-incident-report-{stamp}.{ext}") }),
-                    ));
+                    let report = json!({ "incident": incident, "format": format,
+                        "filename": format!("cordon-incident-report-{stamp}.{ext}") });
+                    out.push(TicketOp::Attach.entry(system, incident, report));
                 }
             }
             SyncEvent::Reopened => {
-                let transition = system.reopened(profile, event);
-                if let Some(transition) = transition {
-                    out.push(OutboxEntry::new(target, &key, "transition", transition));
+                if let Some(transition) = system.reopened(profile, event) {
+                    out.push(TicketOp::Transition.entry(system, incident, transition));
                 }
             }
             _ => {}

@@ -20,6 +20,7 @@ use super::webhook::Inbound;
 use super::{Rendered, TicketDeps, TicketProfile};
 use crate::engine::watch::IncidentEvent;
 use crate::outbox::Deliver;
+use crate::outbox::{DeliveryError, OutboxEntry};
 
 /// Why a configured connection cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -58,4 +59,65 @@ pub trait TicketSystem: Send + Sync {
 
     /// Its webhook route (which answers 404 while the system is not configured).
     fn routes(&self, inbound: Arc<Inbound>) -> axum::Router;
+}
+
+/// What a ticket outbox entry asks of a system. Entries of one ticket share its key
+/// ([`TicketSystem::key`]), so they go out one at a time, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TicketOp {
+    /// File the ticket (once: a retry finds the ticket filed before).
+    Create,
+    /// A comment (Jira) or work note (ServiceNow) for a synced event.
+    Comment,
+    /// Move the ticket to done, or back.
+    Transition,
+    /// Attach the incident report.
+    Attach,
+}
+
+impl TicketOp {
+    const ALL: [TicketOp; 4] = [
+        TicketOp::Create,
+        TicketOp::Comment,
+        TicketOp::Transition,
+        TicketOp::Attach,
+    ];
+
+    /// The entry's `kind`.
+    pub fn kind(self) -> &'static str {
+        match self {
+            TicketOp::Create => "create",
+            TicketOp::Comment => "comment",
+            TicketOp::Transition => "transition",
+            TicketOp::Attach => "attach",
+        }
+    }
+
+    /// The entry for `system`'s ticket of `incident_id`.
+    pub fn entry(
+        self,
+        system: &dyn TicketSystem,
+        incident_id: &str,
+        payload: Value,
+    ) -> OutboxEntry {
+        OutboxEntry::new(
+            system.name(),
+            &system.key(incident_id),
+            self.kind(),
+            payload,
+        )
+    }
+
+    /// What `entry` asks; a kind no ticket system knows is a permanent failure.
+    pub fn of(entry: &OutboxEntry, system: &str) -> Result<TicketOp, DeliveryError> {
+        TicketOp::ALL
+            .into_iter()
+            .find(|op| op.kind() == entry.kind)
+            .ok_or_else(|| {
+                DeliveryError::permanent(format!(
+                    "unknown {system} outbox entry kind `{}`",
+                    entry.kind
+                ))
+            })
+    }
 }

@@ -25,11 +25,11 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::config::WebhookAuth;
-use super::{NS_INBOUND, NS_PROFILE, TicketSystem, TicketsConfig};
+use super::{NS_INBOUND, NS_PROFILE, TicketOp, TicketSystem, TicketsConfig};
 use crate::alert::IncidentStatus;
 use crate::engine::Engine;
 use crate::http::ApiError;
-use crate::outbox::{Outbox, OutboxEntry};
+use crate::outbox::Outbox;
 use crate::store::RunQuery;
 use crate::store::Store;
 
@@ -270,12 +270,8 @@ pub(crate) async fn command(
                 "`/cordon{line}` by {author} was not applied: {reason}",
                 line = line.trim_end()
             );
-            let entry = OutboxEntry::new(
-                system.name(),
-                &system.key(incident),
-                "comment",
-                json!({ "incident": incident, "text": text }),
-            );
+            let comment = json!({ "incident": incident, "text": text });
+            let entry = TicketOp::Comment.entry(system, incident, comment);
             if let Err(e) = app.outbox.push(vec![entry]).await {
                 tracing::warn!(error = %e, "cannot queue the reply to a ticket command");
             }

@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 
 use super::api::{Api, Auth, CallError, clip, codes};
 use super::render;
-use crate::chat::{Card, POST_CARD, THREAD_NOTE, UPDATE_CARD};
+use crate::chat::{Card, ChatOp, Note};
 use crate::outbox::{Deliver, DeliveryError, OutboxEntry};
 use crate::store::Store;
 
@@ -302,18 +302,13 @@ impl DiscordDelivery {
         }
     }
 
-    async fn thread_note(&self, entry: &OutboxEntry) -> Result<(), DeliveryError> {
-        let Some(incident) = entry.payload["incident_id"].as_str() else {
-            return Err(DeliveryError::permanent(
-                "a thread note without incident_id",
-            ));
-        };
-        let text = entry.payload["text"].as_str().unwrap_or_default();
+    async fn thread_note(&self, entry: &OutboxEntry, note: &Note) -> Result<(), DeliveryError> {
+        let (incident, text) = (note.incident_id.as_str(), note.text.as_str());
         if text.trim().is_empty() {
             return Ok(());
         }
         let Some(mut card) = self.get::<CardRef>(&format!("card:{incident}")).await? else {
-            if entry.payload["standalone"] == true {
+            if note.standalone {
                 // `chat.notify` before any card: a message of its own in the channel.
                 let channel = self.channel_id.clone();
                 return self
@@ -352,20 +347,13 @@ impl DiscordDelivery {
 #[async_trait]
 impl Deliver for DiscordDelivery {
     async fn deliver(&self, entry: &OutboxEntry) -> Result<(), DeliveryError> {
-        match entry.kind.as_str() {
-            POST_CARD | UPDATE_CARD => {
-                let card: Card = serde_json::from_value(entry.payload.clone()).map_err(|e| {
-                    DeliveryError::permanent(format!("the card does not read: {e}"))
-                })?;
-                if entry.kind == POST_CARD {
-                    self.post_card(entry, &card).await
-                } else {
-                    self.update_card(entry, &card).await
-                }
-            }
-            THREAD_NOTE => self.thread_note(entry).await,
-            other => Err(DeliveryError::permanent(format!(
-                "Discord does not deliver `{other}` entries"
+        match ChatOp::read(entry)? {
+            Some(ChatOp::PostCard(card)) => self.post_card(entry, &card).await,
+            Some(ChatOp::UpdateCard(card)) => self.update_card(entry, &card).await,
+            Some(ChatOp::ThreadNote(note)) => self.thread_note(entry, &note).await,
+            None => Err(DeliveryError::permanent(format!(
+                "Discord does not deliver `{}` entries",
+                entry.kind
             ))),
         }
     }

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use super::commands::{Command, Commands, PlainText};
 use super::platform::{ChatDeps, ChatPlatform, PlatformConfig, PlatformError};
-use super::{ChatUser, POST_CARD, THREAD_NOTE, UPDATE_CARD, click};
+use super::{ChatOp, ChatUser, click};
 use crate::engine::Engine;
 use crate::http::ApiError;
 use crate::outbox::{Deliver, DeliveryError, OutboxEntry};
@@ -76,7 +76,7 @@ impl ChatPlatform for Fake {
 #[async_trait]
 impl Deliver for Fake {
     async fn deliver(&self, entry: &OutboxEntry) -> Result<(), DeliveryError> {
-        if ![POST_CARD, UPDATE_CARD, THREAD_NOTE].contains(&entry.kind.as_str()) {
+        if ChatOp::read(entry)?.is_none() {
             return Err(DeliveryError::permanent(format!(
                 "the fake platform delivers no `{}` entries",
                 entry.kind
@@ -167,6 +167,7 @@ mod tests {
 
     use super::*;
     use crate::app::Server;
+    use crate::chat::{POST_CARD, UPDATE_CARD};
 
     const PLAYBOOK: &str = r#"
 id: fake-contain

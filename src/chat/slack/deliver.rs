@@ -14,7 +14,7 @@ use slack_morphism::prelude::*;
 
 use super::Slack;
 use super::render;
-use crate::chat::{Card, POST_CARD, THREAD_NOTE, UPDATE_CARD};
+use crate::chat::{Card, ChatOp, Note};
 use crate::outbox::{Deliver, DeliveryError, OutboxEntry};
 
 /// Where a posted message is.
@@ -102,16 +102,10 @@ impl Slack {
         Ok(())
     }
 
-    async fn thread_note(&self, payload: &Value) -> Result<(), DeliveryError> {
-        let (Some(incident), Some(text)) =
-            (payload["incident_id"].as_str(), payload["text"].as_str())
-        else {
-            return Err(DeliveryError::permanent(
-                "a thread note needs incident_id and text",
-            ));
-        };
+    async fn thread_note(&self, note: &Note) -> Result<(), DeliveryError> {
+        let (incident, text) = (note.incident_id.as_str(), note.text.as_str());
         let Some(root) = self.reference(&format!("card:{incident}")).await? else {
-            if payload["standalone"] == true {
+            if note.standalone {
                 // `chat.notify` before any card: a message of its own in the channel.
                 let request = SlackApiChatPostMessageRequest::new(
                     self.config.channel.clone().into(),
@@ -150,20 +144,16 @@ fn approval_key(card: &Card) -> String {
     format!("approval:{}:{}", card.run_id, card.step)
 }
 
-fn card_of(entry: &OutboxEntry) -> Result<Card, DeliveryError> {
-    serde_json::from_value(entry.payload.clone())
-        .map_err(|e| DeliveryError::permanent(format!("unreadable card: {e}")))
-}
-
 #[async_trait]
 impl Deliver for Slack {
     async fn deliver(&self, entry: &OutboxEntry) -> Result<(), DeliveryError> {
-        match entry.kind.as_str() {
-            POST_CARD => self.post_card(&card_of(entry)?).await,
-            UPDATE_CARD => self.update_card(&card_of(entry)?).await,
-            THREAD_NOTE => self.thread_note(&entry.payload).await,
-            other => Err(DeliveryError::permanent(format!(
-                "Slack does not deliver `{other}`"
+        match ChatOp::read(entry)? {
+            Some(ChatOp::PostCard(card)) => self.post_card(&card).await,
+            Some(ChatOp::UpdateCard(card)) => self.update_card(&card).await,
+            Some(ChatOp::ThreadNote(note)) => self.thread_note(&note).await,
+            None => Err(DeliveryError::permanent(format!(
+                "Slack does not deliver `{}`",
+                entry.kind
             ))),
         }
     }

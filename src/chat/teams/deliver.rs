@@ -25,7 +25,7 @@ use super::api::Connector;
 use super::render;
 use super::token::TokenSource;
 use super::{Install, META, MessageRef, REPLY, TeamsConfig, is_channel};
-use crate::chat::{Card, POST_CARD, THREAD_NOTE, UPDATE_CARD};
+use crate::chat::{Card, ChatOp, Note};
 use crate::outbox::{Deliver, DeliveryError, OutboxEntry};
 use crate::store::Store;
 
@@ -34,15 +34,6 @@ pub struct Deliverer {
     config: Arc<TeamsConfig>,
     store: Arc<dyn Store>,
     api: Connector,
-}
-
-#[derive(Deserialize)]
-struct Note {
-    incident_id: String,
-    text: String,
-    /// From `chat.notify`: posted in the channel when the incident has no card yet.
-    #[serde(default)]
-    standalone: bool,
 }
 
 #[derive(Deserialize)]
@@ -243,19 +234,13 @@ impl Deliver for Deliverer {
         let bad = |e: serde_json::Error| {
             DeliveryError::permanent(format!("a `{}` entry Teams cannot read: {e}", entry.kind))
         };
+        match ChatOp::read(entry)? {
+            Some(ChatOp::PostCard(card)) => return self.post_card(&card).await,
+            Some(ChatOp::UpdateCard(card)) => return self.update_card(&card).await,
+            Some(ChatOp::ThreadNote(note)) => return self.thread_note(&note).await,
+            None => {}
+        }
         match entry.kind.as_str() {
-            POST_CARD => {
-                let card: Card = serde_json::from_value(entry.payload.clone()).map_err(bad)?;
-                self.post_card(&card).await
-            }
-            UPDATE_CARD => {
-                let card: Card = serde_json::from_value(entry.payload.clone()).map_err(bad)?;
-                self.update_card(&card).await
-            }
-            THREAD_NOTE => {
-                let note: Note = serde_json::from_value(entry.payload.clone()).map_err(bad)?;
-                self.thread_note(&note).await
-            }
             REPLY => {
                 let reply: Reply = serde_json::from_value(entry.payload.clone()).map_err(bad)?;
                 self.api

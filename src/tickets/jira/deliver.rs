@@ -20,7 +20,7 @@ use super::payload::{MAX_TEXT, SYSTEM, adf, label, truncate};
 use crate::outbox::{Deliver, DeliveryError, OutboxEntry};
 use crate::store::Store;
 use crate::tickets::{
-    ConnectionError, NS_JIRA, NS_JIRA_ISSUE, check, incident_of, reference, report_file,
+    ConnectionError, NS_JIRA, NS_JIRA_ISSUE, TicketOp, check, incident_of, reference, report_file,
     store_failed, tried_before, unreachable,
 };
 
@@ -292,14 +292,11 @@ impl JiraDeliverer {
 #[async_trait]
 impl Deliver for JiraDeliverer {
     async fn deliver(&self, entry: &OutboxEntry) -> Result<(), DeliveryError> {
-        match entry.kind.as_str() {
-            "create" => self.create(entry).await,
-            "comment" => self.comment(entry).await,
-            "transition" => self.transition(entry).await,
-            "attach" => self.attach(entry).await,
-            other => Err(DeliveryError::permanent(format!(
-                "unknown Jira outbox entry kind `{other}`"
-            ))),
+        match TicketOp::of(entry, SYSTEM)? {
+            TicketOp::Create => self.create(entry).await,
+            TicketOp::Comment => self.comment(entry).await,
+            TicketOp::Transition => self.transition(entry).await,
+            TicketOp::Attach => self.attach(entry).await,
         }
     }
 }

@@ -21,8 +21,8 @@ use super::payload::{SYSTEM, marker};
 use crate::outbox::{Deliver, DeliveryError, OutboxEntry};
 use crate::store::Store;
 use crate::tickets::{
-    ConnectionError, NS_SERVICENOW, check, incident_of, reference, report_file, store_failed,
-    tried_before, unreachable,
+    ConnectionError, NS_SERVICENOW, TicketOp, check, incident_of, reference, report_file,
+    store_failed, tried_before, unreachable,
 };
 
 /// Delivers `servicenow` outbox entries.
@@ -227,14 +227,11 @@ impl ServiceNowDeliverer {
 #[async_trait]
 impl Deliver for ServiceNowDeliverer {
     async fn deliver(&self, entry: &OutboxEntry) -> Result<(), DeliveryError> {
-        match entry.kind.as_str() {
-            "create" => self.create(entry).await,
-            "comment" => self.comment(entry).await,
-            "transition" => self.transition(entry).await,
-            "attach" => self.attach(entry).await,
-            other => Err(DeliveryError::permanent(format!(
-                "unknown ServiceNow outbox entry kind `{other}`"
-            ))),
+        match TicketOp::of(entry, SYSTEM)? {
+            TicketOp::Create => self.create(entry).await,
+            TicketOp::Comment => self.comment(entry).await,
+            TicketOp::Transition => self.transition(entry).await,
+            TicketOp::Attach => self.attach(entry).await,
         }
     }
 }
