@@ -60,7 +60,17 @@ pub trait Persist: Send {
     /// returns. The executor asks for durability before and after every side effect, when a run
     /// waits, holds or finishes; the states between pure steps (scripts, logs) are written but not
     /// waited on, since repeating a pure step after a crash changes nothing outside.
-    async fn save(&mut self, run: &Run, events: Vec<Event>, durable: bool) -> Result<(), String>;
+    async fn save(
+        &mut self,
+        run: &Run,
+        events: Vec<Event>,
+        durable: bool,
+    ) -> Result<(), crate::store::StoreError>;
+}
+
+/// The executor's words for a run it could not save (its errors are text for the run's record).
+fn save_failed(e: crate::store::StoreError) -> String {
+    e.to_string()
 }
 
 /// Finds playbooks for `call` steps.
@@ -229,7 +239,7 @@ impl Executor {
                 }
                 Some(s) if s.status == StepStatus::NeedsDecision => {
                     run.status = RunStatus::NeedsDecision;
-                    store.save(run, events, true).await?;
+                    store.save(run, events, true).await.map_err(save_failed)?;
                     return Ok(Progress::NeedsDecision(step.id.clone()));
                 }
                 Some(s) => {
@@ -287,7 +297,8 @@ impl Executor {
                     };
                     store
                         .save(run, std::mem::take(&mut events), durable)
-                        .await?;
+                        .await
+                        .map_err(save_failed)?;
                 }
                 StepOutcome::Wait(state) => {
                     record(run, &step.id, state);
@@ -297,7 +308,7 @@ impl Executor {
                     ));
                     run.status = RunStatus::Waiting;
                     run.updated_at = now;
-                    store.save(run, events, true).await?;
+                    store.save(run, events, true).await.map_err(save_failed)?;
                     return Ok(Progress::Waiting(run.wake_at()));
                 }
                 StepOutcome::Hold(state) => {
@@ -311,7 +322,7 @@ impl Executor {
                     ));
                     run.status = RunStatus::NeedsDecision;
                     run.updated_at = now;
-                    store.save(run, events, true).await?;
+                    store.save(run, events, true).await.map_err(save_failed)?;
                     return Ok(Progress::NeedsDecision(step.id.clone()));
                 }
             }
@@ -367,7 +378,7 @@ impl Executor {
         let now = Utc::now();
         run.finished_at = Some(now);
         run.updated_at = now;
-        store.save(run, events, true).await?;
+        store.save(run, events, true).await.map_err(save_failed)?;
         Ok(Progress::Finished(status))
     }
 
@@ -777,7 +788,10 @@ impl Executor {
                 }),
                 Some(&step.id),
             ));
-            store.save(run, std::mem::take(events), true).await?;
+            store
+                .save(run, std::mem::take(events), true)
+                .await
+                .map_err(save_failed)?;
         }
         let call = ActionCall::for_step(run, &playbook.spec.id, &step.id);
         let future = self.actions.call(name, inputs, &call);
@@ -1025,7 +1039,12 @@ pub struct NoPersist;
 
 #[async_trait]
 impl Persist for NoPersist {
-    async fn save(&mut self, _: &Run, _: Vec<Event>, _: bool) -> Result<(), String> {
+    async fn save(
+        &mut self,
+        _: &Run,
+        _: Vec<Event>,
+        _: bool,
+    ) -> Result<(), crate::store::StoreError> {
         Ok(())
     }
 }

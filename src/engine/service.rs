@@ -139,12 +139,16 @@ pub fn audit_entries(run_id: &str, events: Vec<Event>) -> Vec<NewEntry> {
 
 #[async_trait]
 impl Persist for StorePersist {
-    async fn save(&mut self, run: &Run, events: Vec<Event>, durable: bool) -> Result<(), String> {
+    async fn save(
+        &mut self,
+        run: &Run,
+        events: Vec<Event>,
+        durable: bool,
+    ) -> Result<(), crate::store::StoreError> {
         let told = events.clone();
         self.0
             .save_run(run, audit_entries(&run.id, events), durable)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         self.1.tell(run, &told).await;
         Ok(())
     }
