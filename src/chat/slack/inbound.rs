@@ -262,17 +262,10 @@ async fn interactions(
     State(slack): State<Arc<Slack>>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    let text = match slack.verify(&headers, &body) {
-        Ok(text) => text,
-        Err(reject) => return reject.into_response(),
-    };
-    let event = match read_interaction(text) {
-        Ok(event) => event,
-        Err(reject) => return reject.into_response(),
-    };
+) -> Result<StatusCode, Reject> {
+    let event = read_interaction(slack.verify(&headers, &body)?)?;
     slack.interaction(event).await;
-    StatusCode::OK.into_response()
+    Ok(StatusCode::OK)
 }
 
 /// `POST /v1/chat/slack/commands`: the `/cordon` slash command's request URL.
@@ -280,16 +273,9 @@ async fn slash_commands(
     State(slack): State<Arc<Slack>>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    let text = match slack.verify(&headers, &body) {
-        Ok(text) => text,
-        Err(reject) => return reject.into_response(),
-    };
-    let call = match read_command(text) {
-        Ok(call) => call,
-        Err(reject) => return reject.into_response(),
-    };
-    reply_json(&slack.command(&call).await).into_response()
+) -> Result<axum::Json<serde_json::Value>, Reject> {
+    let call = read_command(slack.verify(&headers, &body)?)?;
+    Ok(reply_json(&slack.command(&call).await))
 }
 
 /// The interaction in a verified interactivity request's form body (its `payload` field).
