@@ -541,3 +541,74 @@ pub async fn shutdown_signal() {
         _ = term => {},
     }
 }
+
+/// The router answered without a socket: the request goes straight to the service.
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::Service;
+
+    use super::*;
+
+    async fn server() -> (Server, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "server:\n  listen: 127.0.0.1:0\n  admin_token: t0ken\nstore:\n  path: {}/store\nplaybooks:\n  paths: []\n",
+            dir.path().display()
+        );
+        let config = crate::config::parse(&text, std::path::Path::new("test.yaml"))
+            .unwrap_or_else(|d| panic!("{d}"));
+        (Server::bind(config).await.expect("binds"), dir)
+    }
+
+    async fn answer(server: &Server, request: Request<Body>) -> (StatusCode, serde_json::Value) {
+        let mut router = router(server.state.clone());
+        let response = router.call(request).await.unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&body).unwrap_or_default())
+    }
+
+    #[tokio::test]
+    async fn routes_of_unconfigured_platforms_and_systems_say_so_and_the_admin_api_wants_its_token()
+    {
+        let (server, _dir) = server().await;
+        let get = |uri: &str| Request::get(uri).body(Body::empty()).unwrap();
+        let post = |uri: &str| Request::post(uri).body(Body::from("{}")).unwrap();
+
+        assert_eq!(
+            answer(&server, get("/healthz")).await,
+            (StatusCode::OK, serde_json::json!({ "status": "ok" }))
+        );
+        let (status, body) = answer(&server, post("/v1/chat/discord/interactions")).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (StatusCode::NOT_FOUND, Some("discord_not_configured"))
+        );
+        let (status, body) = answer(&server, post("/v1/chat/irc/messages")).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (StatusCode::NOT_FOUND, Some("not_found"))
+        );
+        let (status, body) = answer(&server, post("/v1/tickets/jira/webhook")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        // The admin API refuses a request without the token before reading anything else.
+        let (status, body) = answer(&server, get("/v1/runs/nope")).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("unauthorized"))
+        );
+        let (status, _) = answer(
+            &server,
+            Request::get("/v1/runs/nope")
+                .header("authorization", "Bearer t0ken")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+}
