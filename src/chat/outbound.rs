@@ -1,0 +1,298 @@
+//! What Cordon sends to chat, through the durable outbox: approval cards and their updates (the
+//! engine's [`ChatChannel`]), thread notes about the incident ([`ChatWatcher`]) and `chat.notify`
+//! ([`Notes`]), each a [`ChatOp`] per configured platform.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use super::Card;
+use crate::engine::channel::{ApprovalChannel, ApprovalOutcome, ApprovalRequest, ChannelError};
+use crate::engine::watch::{IncidentEvent, Watcher};
+use crate::outbox::{Outbox, OutboxEntry};
+use crate::store::Store;
+
+/// Outbox entry kinds the platform deliverers handle. Payloads: `post_card`/`update_card` carry
+/// a [`Card`]; `thread_note` carries `{ "incident_id", "text" }` (posted in the incident's card
+/// thread when there is one, dropped otherwise).
+pub const POST_CARD: &str = "post_card";
+pub const UPDATE_CARD: &str = "update_card";
+pub const THREAD_NOTE: &str = "thread_note";
+
+/// A thread note's payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Note {
+    pub incident_id: String,
+    pub text: String,
+    /// From `chat.notify`: posted in the channel when the incident has no card yet (other notes
+    /// are dropped then: the card, when it comes, shows what the incident holds).
+    #[serde(default)]
+    pub standalone: bool,
+}
+
+/// What a chat outbox entry asks of a platform: its kind and payload, read once for every
+/// deliverer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChatOp {
+    /// The incident's card (or, for a later request of the incident, a card in its thread).
+    PostCard(Card),
+    /// The decided card, in place of the request's message.
+    UpdateCard(Card),
+    /// A reply in the incident card's thread.
+    ThreadNote(Note),
+}
+
+impl ChatOp {
+    /// The entry's `kind`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ChatOp::PostCard(_) => POST_CARD,
+            ChatOp::UpdateCard(_) => UPDATE_CARD,
+            ChatOp::ThreadNote(_) => THREAD_NOTE,
+        }
+    }
+
+    /// The outbox entry asking `platform` for this (entries of one `key` go out in order).
+    pub fn entry(&self, platform: &str, key: &str) -> Result<OutboxEntry, serde_json::Error> {
+        let payload = match self {
+            ChatOp::PostCard(card) | ChatOp::UpdateCard(card) => serde_json::to_value(card)?,
+            ChatOp::ThreadNote(note) => serde_json::to_value(note)?,
+        };
+        Ok(OutboxEntry::new(platform, key, self.kind(), payload))
+    }
+
+    /// The operation `entry` asks for; `None` for a kind of the platform's own. A payload that
+    /// does not read is a permanent failure: retrying cannot fix it.
+    pub fn read(entry: &OutboxEntry) -> Result<Option<ChatOp>, crate::outbox::DeliveryError> {
+        let bad = |e: serde_json::Error| {
+            crate::outbox::DeliveryError::permanent(format!(
+                "a `{}` entry that does not read: {e}",
+                entry.kind
+            ))
+        };
+        let card = || serde_json::from_value::<Card>(entry.payload.clone()).map_err(bad);
+        Ok(Some(match entry.kind.as_str() {
+            POST_CARD => ChatOp::PostCard(card()?),
+            UPDATE_CARD => ChatOp::UpdateCard(card()?),
+            THREAD_NOTE => {
+                ChatOp::ThreadNote(serde_json::from_value(entry.payload.clone()).map_err(bad)?)
+            }
+            _ => return Ok(None),
+        }))
+    }
+}
+
+/// The engine's approval channel for chat: posts and updates go to the outbox, one entry per
+/// configured platform.
+pub struct ChatChannel {
+    store: Arc<dyn Store>,
+    outbox: Arc<Outbox>,
+    platforms: Vec<&'static str>,
+}
+
+impl ChatChannel {
+    pub fn new(store: Arc<dyn Store>, outbox: Arc<Outbox>, platforms: Vec<&'static str>) -> Self {
+        ChatChannel {
+            store,
+            outbox,
+            platforms,
+        }
+    }
+
+    async fn push(&self, op: ChatOp, key: &str) -> Result<(), ChannelError> {
+        let entries = self
+            .platforms
+            .iter()
+            .map(|p| op.entry(p, key))
+            .collect::<Result<_, _>>()?;
+        Ok(self.outbox.push(entries).await?)
+    }
+}
+
+#[async_trait]
+impl ApprovalChannel for ChatChannel {
+    fn name(&self) -> &str {
+        "chat"
+    }
+
+    async fn post(&self, request: &ApprovalRequest) -> Result<(), ChannelError> {
+        let card = Card::build(&*self.store, request).await;
+        let key = card.key();
+        self.push(ChatOp::PostCard(card), &key).await
+    }
+
+    async fn update(
+        &self,
+        request: &ApprovalRequest,
+        outcome: &ApprovalOutcome,
+    ) -> Result<(), ChannelError> {
+        let card = Card::build(&*self.store, request).await.decided(outcome);
+        let key = card.key();
+        self.push(ChatOp::UpdateCard(card), &key).await
+    }
+}
+
+/// Thread replies: later alerts of an incident, the results of its actions, and its report when
+/// it is resolved.
+pub struct ChatWatcher {
+    store: Arc<dyn Store>,
+    outbox: Arc<Outbox>,
+    platforms: Vec<&'static str>,
+}
+
+/// How much of the report goes into a thread (chat messages have limits; the whole report is in
+/// `cordon incidents report` and on the ticket).
+const REPORT_IN_THREAD: usize = 2800;
+
+impl ChatWatcher {
+    pub fn new(store: Arc<dyn Store>, outbox: Arc<Outbox>, platforms: Vec<&'static str>) -> Self {
+        ChatWatcher {
+            store,
+            outbox,
+            platforms,
+        }
+    }
+
+    /// The resolved incident's report, cut to fit a message.
+    async fn report(&self, incident_id: &str) -> Option<String> {
+        let report = crate::tickets::report::markdown(&*self.store, incident_id)
+            .await
+            .ok()??;
+        if report.chars().count() <= REPORT_IN_THREAD {
+            return Some(report);
+        }
+        let cut: String = report.chars().take(REPORT_IN_THREAD).collect();
+        Some(format!(
+            "{cut}\n\n… (the full report: `cordon incidents report {incident_id}`)"
+        ))
+    }
+
+    /// The thread line for an event, if it is one chat shows.
+    fn note(event: &IncidentEvent) -> Option<String> {
+        use crate::model::event::Detail;
+        use crate::model::run::{RunStatus, StepStatus};
+        let step = event.step.as_deref().unwrap_or("?");
+        let actor = event.actor.as_deref().unwrap_or("?");
+        match event.typed_detail() {
+            Detail::AlertAdded(added) => {
+                Some(format!("New alert in this incident: {}", added.alert_id))
+            }
+            Detail::StepFinished(finished) if finished.status == StepStatus::Failed => {
+                Some(format!(
+                    "Step `{step}` failed: {}",
+                    finished.error.as_deref().unwrap_or("")
+                ))
+            }
+            Detail::StepUndone(undone) => Some(format!(
+                "Step `{step}` undone by {actor} with `{}`",
+                undone.action
+            )),
+            Detail::EvidenceCollected(evidence) => Some(format!(
+                "Evidence: {} at {}",
+                evidence.kind().unwrap_or("?"),
+                evidence.location().unwrap_or("?")
+            )),
+            Detail::RunState(state)
+                if matches!(state.to, RunStatus::Succeeded | RunStatus::Failed) =>
+            {
+                Some(format!(
+                    "Playbook `{}` {}",
+                    event.playbook.as_deref().unwrap_or("?"),
+                    state.to
+                ))
+            }
+            Detail::IncidentResolved(_) => Some(format!("Incident resolved by {actor}")),
+            _ => None,
+        }
+    }
+}
+
+#[async_trait]
+impl Watcher for ChatWatcher {
+    async fn incident_events(&self, events: &[IncidentEvent]) {
+        let mut entries = Vec::new();
+        for event in events {
+            let Some(mut text) = ChatWatcher::note(event) else {
+                continue;
+            };
+            if event.kind == crate::model::event::EventKind::IncidentResolved
+                && let Some(report) = self.report(&event.incident_id).await
+            {
+                text = format!("{text}\n\n{report}");
+            }
+            let note = ChatOp::ThreadNote(Note {
+                incident_id: event.incident_id.clone(),
+                text,
+                standalone: false,
+            });
+            for platform in &self.platforms {
+                entries.extend(note.entry(platform, &event.incident_id).ok());
+            }
+        }
+        if let Err(e) = self.outbox.push(entries).await {
+            tracing::error!(error = %e, "could not record chat thread notes");
+        }
+    }
+}
+
+/// Posts a text to incidents' chat threads on every configured platform: `chat.notify` in
+/// playbooks.
+pub struct Notes {
+    outbox: Arc<Outbox>,
+    platforms: Vec<&'static str>,
+}
+
+impl Notes {
+    pub fn new(outbox: Arc<Outbox>, platforms: Vec<&'static str>) -> Notes {
+        Notes { outbox, platforms }
+    }
+}
+
+#[async_trait]
+impl crate::actions::builtin::Notifier for Notes {
+    fn platforms(&self) -> Vec<&'static str> {
+        self.platforms.clone()
+    }
+
+    async fn note(&self, incident_id: &str, text: &str) -> Result<(), crate::store::StoreError> {
+        let note = ChatOp::ThreadNote(Note {
+            incident_id: incident_id.to_owned(),
+            text: text.to_owned(),
+            standalone: true,
+        });
+        let entries = self
+            .platforms
+            .iter()
+            .filter_map(|p| note.entry(p, incident_id).ok())
+            .collect();
+        self.outbox.push(entries).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_operation_reads_back_from_its_entry_and_others_are_the_platforms_own() {
+        let note = ChatOp::ThreadNote(Note {
+            incident_id: "inc-1".into(),
+            text: "Step `isolate` failed".into(),
+            standalone: true,
+        });
+        let entry = note.entry("slack", "inc-1").unwrap();
+        assert_eq!(
+            (entry.target.as_str(), entry.kind.as_str()),
+            ("slack", THREAD_NOTE)
+        );
+        assert_eq!(ChatOp::read(&entry).unwrap(), Some(note));
+
+        let reply = OutboxEntry::new("teams", "reply:1", "reply", serde_json::json!({}));
+        assert_eq!(ChatOp::read(&reply).unwrap(), None);
+
+        let broken = OutboxEntry::new("discord", "inc-1", POST_CARD, serde_json::json!({"x": 1}));
+        let error = ChatOp::read(&broken).unwrap_err();
+        assert!(error.is_permanent(), "{error}");
+    }
+}
