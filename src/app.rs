@@ -314,9 +314,15 @@ async fn start_engine(
     let scripts = scripts(config);
     let integrations = load_integrations(config, http.clone(), Some(store.clone()))
         .map_err(StartError::Playbooks)?;
+    // `core.http` follows redirects itself, checking each hop against `http_allow`.
+    let no_redirects = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| StartError::Http(e.to_string()))?;
     let builtins = Arc::new(Builtins::new(
         Some(store.clone()),
-        http,
+        no_redirects,
         config.playbooks.http_allow.clone(),
         notifier,
     ));

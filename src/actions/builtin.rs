@@ -32,6 +32,8 @@ pub trait Notifier: Send + Sync {
 }
 
 impl Builtins {
+    /// `http` must follow no redirects (`redirect::Policy::none()`): `core.http` follows them
+    /// itself, checking every hop against `http_allow`.
     pub fn new(
         store: Option<Arc<dyn Store>>,
         http: reqwest::Client,
@@ -68,50 +70,91 @@ impl Builtins {
         Ok(json!({ "text": text, "platforms": notifier.platforms() }))
     }
 
-    async fn http(&self, inputs: &Value, call: &ActionCall) -> Result<Value, ActionError> {
-        let url = str_input(inputs, "url")?;
-        let parsed = url::Url::parse(url)
-            .map_err(|e| ActionError::permanent(format!("url `{url}` is not valid: {e}")))?;
-        let host = parsed.host_str().unwrap_or_default();
+    /// Refuses `url` unless its host is in the playbook's `http_allow`.
+    fn allowed(&self, url: &url::Url, call: &ActionCall) -> Result<(), ActionError> {
+        let host = url.host_str().unwrap_or_default();
         let allowed = self
             .http_allow
             .get(&call.playbook)
             .is_some_and(|hosts| hosts.iter().any(|h| glob(h, host)));
-        if !allowed {
-            return Err(ActionError::permanent(format!(
-                "host `{host}` is not allowed for playbook `{}` (config: playbooks.http_allow)",
-                call.playbook
-            )));
+        if allowed {
+            return Ok(());
         }
+        Err(ActionError::permanent(format!(
+            "host `{host}` is not allowed for playbook `{}` (config: playbooks.http_allow)",
+            call.playbook
+        )))
+    }
+
+    /// `core.http`. Redirects are followed here, not by the HTTP client, so that every hop's host
+    /// is checked against `http_allow` before anything is sent to it: an allowed host answering
+    /// `302 Location: http://169.254.169.254/...` does not reach the metadata service. Headers the
+    /// step set (credentials among them) go only to the host the step named.
+    async fn http(&self, inputs: &Value, call: &ActionCall) -> Result<Value, ActionError> {
+        let url = str_input(inputs, "url")?;
+        let first = url::Url::parse(url)
+            .map_err(|e| ActionError::permanent(format!("url `{url}` is not valid: {e}")))?;
         let method = inputs
             .get("method")
             .and_then(Value::as_str)
             .unwrap_or("GET")
             .to_ascii_uppercase();
-        let method = reqwest::Method::from_bytes(method.as_bytes())
+        let mut method = reqwest::Method::from_bytes(method.as_bytes())
             .map_err(|_| ActionError::permanent(format!("`{method}` is not an HTTP method")))?;
-        let mut request = self
-            .http
-            .request(method, parsed)
-            .timeout(std::time::Duration::from_secs(30));
-        if let Some(headers) = inputs.get("headers").and_then(Value::as_object) {
-            for (name, value) in headers {
-                request = request.header(
-                    name,
-                    value
-                        .as_str()
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| value.to_string()),
-                );
+        let mut body = inputs.get("json").cloned();
+        let mut url = first.clone();
+        let mut hops = 0;
+        let response = loop {
+            self.allowed(&url, call)?;
+            let mut request = self
+                .http
+                .request(method.clone(), url.clone())
+                .timeout(std::time::Duration::from_secs(30));
+            let same_origin = url.origin() == first.origin();
+            if let Some(headers) = inputs.get("headers").and_then(Value::as_object)
+                && same_origin
+            {
+                for (name, value) in headers {
+                    request = request.header(
+                        name,
+                        value
+                            .as_str()
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| value.to_string()),
+                    );
+                }
             }
-        }
-        if let Some(body) = inputs.get("json") {
-            request = request.json(body);
-        }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| ActionError::retryable(format!("request failed: {}", e.without_url())))?;
+            if let Some(body) = &body {
+                request = request.json(body);
+            }
+            let response = request.send().await.map_err(|e| {
+                ActionError::retryable(format!("request failed: {}", e.without_url()))
+            })?;
+            let status = response.status();
+            let location = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok());
+            let (true, Some(location)) = (status.is_redirection(), location) else {
+                break response;
+            };
+            hops += 1;
+            if hops > MAX_REDIRECTS {
+                return Err(ActionError::permanent(format!(
+                    "more than {MAX_REDIRECTS} redirects"
+                )));
+            }
+            url = url.join(location).map_err(|e| {
+                ActionError::permanent(format!("the redirect to `{location}` is not a URL: {e}"))
+            })?;
+            // 301, 302 and 303 continue as a GET without the body; 307 and 308 repeat the request.
+            if matches!(status.as_u16(), 301..=303) {
+                if method != reqwest::Method::HEAD {
+                    method = reqwest::Method::GET;
+                }
+                body = None;
+            }
+        };
         let status = response.status();
         let text = response.text().await.map_err(|e| {
             ActionError::retryable(format!("reading the answer failed: {}", e.without_url()))
@@ -130,6 +173,9 @@ impl Builtins {
         Ok(json!({ "status": status.as_u16(), "body": body }))
     }
 }
+
+/// How many redirects `core.http` follows.
+const MAX_REDIRECTS: usize = 5;
 
 fn str_input<'a>(inputs: &'a Value, name: &str) -> Result<&'a str, ActionError> {
     inputs
@@ -212,5 +258,116 @@ impl ActionRunner for Builtins {
             "chat.notify" => self.notify(&inputs, call).await,
             other => Err(ActionError::permanent(format!("unknown action `{other}`"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::Router;
+    use axum::http::{HeaderMap, StatusCode, header};
+    use axum::routing::get;
+
+    use super::*;
+
+    /// A server on 127.0.0.1:0; its base URL.
+    async fn serve(router: Router) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        base
+    }
+
+    fn call() -> ActionCall {
+        ActionCall {
+            run_id: "r1".into(),
+            step_id: "fetch".into(),
+            playbook: "pb".into(),
+            incident_id: None,
+            idempotency_key: "r1:fetch".into(),
+        }
+    }
+
+    fn builtins(allow: &[&str]) -> Builtins {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let allow = BTreeMap::from([(
+            "pb".to_owned(),
+            allow.iter().map(|h| (*h).to_owned()).collect(),
+        )]);
+        Builtins::new(None, http, allow, None)
+    }
+
+    /// The attacker controls an allowed host and answers with a redirect to a host that is not
+    /// allowed (a cloud metadata service, here a local stand-in under the name `localhost`).
+    #[tokio::test]
+    async fn a_redirect_to_a_host_outside_http_allow_is_refused_before_it_is_sent() {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counted = hits.clone();
+        let metadata = serve(Router::new().fallback(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async { "AKIA-secret-role-credentials" }
+        }))
+        .await;
+        let inside = metadata.replace("127.0.0.1", "localhost");
+        let allowed = serve(
+            Router::new()
+                .route(
+                    "/out",
+                    get(move || {
+                        let to = format!("{inside}/latest/meta-data/iam/security-credentials/");
+                        async move { (StatusCode::FOUND, [(header::LOCATION, to)]) }
+                    }),
+                )
+                .route(
+                    "/in",
+                    get(|| async { (StatusCode::FOUND, [(header::LOCATION, "/final")]) }),
+                )
+                .route(
+                    "/final",
+                    get(|headers: HeaderMap| async move {
+                        axum::Json(json!({ "token": headers.contains_key("x-api-key") }))
+                    }),
+                )
+                .route(
+                    "/loop",
+                    get(|| async { (StatusCode::FOUND, [(header::LOCATION, "/loop")]) }),
+                ),
+        )
+        .await;
+        let core = builtins(&["127.0.0.1"]);
+
+        let error = core
+            .call(
+                "core.http",
+                json!({ "url": format!("{allowed}/out") }),
+                &call(),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            error.message.contains("host `localhost` is not allowed") && !error.retryable,
+            "{}",
+            error.message
+        );
+        assert_eq!(hits.load(Ordering::SeqCst), 0, "the redirect was followed");
+
+        // A redirect within the allowed host is followed, with the step's headers.
+        let inputs = json!({ "url": format!("{allowed}/in"), "headers": { "x-api-key": "k" } });
+        let answer = core.call("core.http", inputs, &call()).await.unwrap();
+        assert_eq!(answer, json!({ "status": 200, "body": { "token": true } }));
+
+        let error = core
+            .call(
+                "core.http",
+                json!({ "url": format!("{allowed}/loop") }),
+                &call(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(error.message, "more than 5 redirects");
     }
 }
