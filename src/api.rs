@@ -39,12 +39,6 @@ impl axum::extract::FromRequestParts<Arc<AppState>> for Admin {
 }
 
 /// A store failure, as every admin route answers it: logged, and a 503 that names no detail.
-impl From<crate::store::StoreError> for ApiError {
-    fn from(e: crate::store::StoreError) -> ApiError {
-        store_error(e)
-    }
-}
-
 /// Checks the admin token.
 pub fn authorize(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let token = app.config.server.admin_token.as_ref().ok_or_else(|| {
@@ -56,11 +50,6 @@ pub fn authorize(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     })?;
     verify::bearer(headers, token)
         .map_err(|e| ApiError::unauthorized("unauthorized", e.to_string()))
-}
-
-fn store_error(e: crate::store::StoreError) -> ApiError {
-    tracing::error!(error = %e, "admin API read failed");
-    ApiError::unavailable()
 }
 
 #[derive(Debug, Deserialize)]

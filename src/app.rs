@@ -90,7 +90,10 @@ impl Server {
         // `chat.notify` in playbooks posts through the same.
         let chat_names = config.chat.platforms();
         let notifier = (!chat_names.is_empty()).then(|| {
-            Arc::new(chat::Notes::new(outbox.clone(), chat_names.clone())) as Arc<dyn Notifier>
+            Arc::new(chat::Notes(chat::Fanout::new(
+                outbox.clone(),
+                chat_names.clone(),
+            ))) as Arc<dyn Notifier>
         });
         let (engine, actions) = start_engine(
             &config,
@@ -102,16 +105,12 @@ impl Server {
         .await?;
         let mut platforms = Vec::new();
         if !chat_names.is_empty() {
+            let fanout = chat::Fanout::new(outbox.clone(), chat_names);
             engine.add_channel(Arc::new(chat::ChatChannel::new(
                 store.clone(),
-                outbox.clone(),
-                chat_names.clone(),
+                fanout.clone(),
             )));
-            engine.add_watcher(Arc::new(chat::ChatWatcher::new(
-                store.clone(),
-                outbox.clone(),
-                chat_names,
-            )));
+            engine.add_watcher(Arc::new(chat::ChatWatcher::new(store.clone(), fanout)));
             let commands = Arc::new(chat::Commands::new(
                 store.clone(),
                 Arc::downgrade(&engine),

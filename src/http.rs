@@ -55,3 +55,12 @@ impl IntoResponse for ApiError {
             .into_response()
     }
 }
+
+/// A store that failed is the server's trouble, not the caller's: logged, and answered 503 with
+/// nothing of the store's error in the body. Handlers use `?`.
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> ApiError {
+        tracing::error!(error = %e, "the store failed; answering 503");
+        ApiError::unavailable()
+    }
+}

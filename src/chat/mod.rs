@@ -22,7 +22,7 @@ use serde::Deserialize;
 pub use card::{Card, CardOutcome};
 pub use commands::{Answer, Command, Commands, Dialect};
 pub use outbound::{
-    ChatChannel, ChatOp, ChatWatcher, Note, Notes, POST_CARD, THREAD_NOTE, UPDATE_CARD,
+    ChatChannel, ChatOp, ChatWatcher, Fanout, Note, Notes, POST_CARD, THREAD_NOTE, UPDATE_CARD,
 };
 pub use platform::{ChatDeps, ChatPlatform, PlatformConfig, PlatformError};
 

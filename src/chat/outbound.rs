@@ -53,13 +53,12 @@ impl ChatOp {
         }
     }
 
-    /// The outbox entry asking `platform` for this (entries of one `key` go out in order).
-    pub fn entry(&self, platform: &str, key: &str) -> Result<OutboxEntry, serde_json::Error> {
-        let payload = match self {
-            ChatOp::PostCard(card) | ChatOp::UpdateCard(card) => serde_json::to_value(card)?,
-            ChatOp::ThreadNote(note) => serde_json::to_value(note)?,
-        };
-        Ok(OutboxEntry::new(platform, key, self.kind(), payload))
+    /// The entry's payload.
+    fn payload(&self) -> Result<serde_json::Value, serde_json::Error> {
+        match self {
+            ChatOp::PostCard(card) | ChatOp::UpdateCard(card) => serde_json::to_value(card),
+            ChatOp::ThreadNote(note) => serde_json::to_value(note),
+        }
     }
 
     /// The operation `entry` asks for; `None` for a kind of the platform's own. A payload that
@@ -83,30 +82,45 @@ impl ChatOp {
     }
 }
 
-/// The engine's approval channel for chat: posts and updates go to the outbox, one entry per
-/// configured platform.
-pub struct ChatChannel {
-    store: Arc<dyn Store>,
+/// Where chat operations go: the outbox, one entry per configured platform.
+#[derive(Clone)]
+pub struct Fanout {
     outbox: Arc<Outbox>,
     platforms: Vec<&'static str>,
 }
 
+impl Fanout {
+    pub fn new(outbox: Arc<Outbox>, platforms: Vec<&'static str>) -> Fanout {
+        Fanout { outbox, platforms }
+    }
+
+    /// The entries asking every platform for `op` (entries of one `key` go out in order); the
+    /// payload is serialized once.
+    pub fn entries(&self, op: &ChatOp, key: &str) -> Result<Vec<OutboxEntry>, serde_json::Error> {
+        let payload = op.payload()?;
+        Ok(self
+            .platforms
+            .iter()
+            .map(|p| OutboxEntry::new(p, key, op.kind(), payload.clone()))
+            .collect())
+    }
+}
+
+/// The engine's approval channel for chat: posts and updates go to the outbox, one entry per
+/// configured platform.
+pub struct ChatChannel {
+    store: Arc<dyn Store>,
+    fanout: Fanout,
+}
+
 impl ChatChannel {
-    pub fn new(store: Arc<dyn Store>, outbox: Arc<Outbox>, platforms: Vec<&'static str>) -> Self {
-        ChatChannel {
-            store,
-            outbox,
-            platforms,
-        }
+    pub fn new(store: Arc<dyn Store>, fanout: Fanout) -> Self {
+        ChatChannel { store, fanout }
     }
 
     async fn push(&self, op: ChatOp, key: &str) -> Result<(), ChannelError> {
-        let entries = self
-            .platforms
-            .iter()
-            .map(|p| op.entry(p, key))
-            .collect::<Result<_, _>>()?;
-        Ok(self.outbox.push(entries).await?)
+        let entries = self.fanout.entries(&op, key)?;
+        Ok(self.fanout.outbox.push(entries).await?)
     }
 }
 
@@ -137,8 +151,7 @@ impl ApprovalChannel for ChatChannel {
 /// it is resolved.
 pub struct ChatWatcher {
     store: Arc<dyn Store>,
-    outbox: Arc<Outbox>,
-    platforms: Vec<&'static str>,
+    fanout: Fanout,
 }
 
 /// How much of the report goes into a thread (chat messages have limits; the whole report is in
@@ -146,12 +159,8 @@ pub struct ChatWatcher {
 const REPORT_IN_THREAD: usize = 2800;
 
 impl ChatWatcher {
-    pub fn new(store: Arc<dyn Store>, outbox: Arc<Outbox>, platforms: Vec<&'static str>) -> Self {
-        ChatWatcher {
-            store,
-            outbox,
-            platforms,
-        }
+    pub fn new(store: Arc<dyn Store>, fanout: Fanout) -> Self {
+        ChatWatcher { store, fanout }
     }
 
     /// The resolved incident's report, cut to fit a message.
@@ -226,11 +235,13 @@ impl Watcher for ChatWatcher {
                 text,
                 standalone: false,
             });
-            for platform in &self.platforms {
-                entries.extend(note.entry(platform, &event.incident_id).ok());
-            }
+            entries.extend(
+                self.fanout
+                    .entries(&note, &event.incident_id)
+                    .unwrap_or_default(),
+            );
         }
-        if let Err(e) = self.outbox.push(entries).await {
+        if let Err(e) = self.fanout.outbox.push(entries).await {
             tracing::error!(error = %e, "could not record chat thread notes");
         }
     }
@@ -238,21 +249,12 @@ impl Watcher for ChatWatcher {
 
 /// Posts a text to incidents' chat threads on every configured platform: `chat.notify` in
 /// playbooks.
-pub struct Notes {
-    outbox: Arc<Outbox>,
-    platforms: Vec<&'static str>,
-}
-
-impl Notes {
-    pub fn new(outbox: Arc<Outbox>, platforms: Vec<&'static str>) -> Notes {
-        Notes { outbox, platforms }
-    }
-}
+pub struct Notes(pub Fanout);
 
 #[async_trait]
 impl crate::actions::builtin::Notifier for Notes {
     fn platforms(&self) -> Vec<&'static str> {
-        self.platforms.clone()
+        self.0.platforms.clone()
     }
 
     async fn note(&self, incident_id: &str, text: &str) -> Result<(), crate::store::StoreError> {
@@ -261,12 +263,8 @@ impl crate::actions::builtin::Notifier for Notes {
             text: text.to_owned(),
             standalone: true,
         });
-        let entries = self
-            .platforms
-            .iter()
-            .filter_map(|p| note.entry(p, incident_id).ok())
-            .collect();
-        self.outbox.push(entries).await
+        let entries = self.0.entries(&note, incident_id).unwrap_or_default();
+        self.0.outbox.push(entries).await
     }
 }
 
@@ -281,7 +279,7 @@ mod tests {
             text: "Step `isolate` failed".into(),
             standalone: true,
         });
-        let entry = note.entry("slack", "inc-1").unwrap();
+        let entry = OutboxEntry::new("slack", "inc-1", note.kind(), note.payload().unwrap());
         assert_eq!(
             (entry.target.as_str(), entry.kind.as_str()),
             ("slack", THREAD_NOTE)

@@ -540,6 +540,8 @@ pub(crate) async fn check(
 /// A ticket system's REST API as the deliverers reach it: the base URL with the API's path prefix,
 /// the `Authorization` value, the HTTP client and the store for ticket references.
 pub(crate) struct Connection {
+    /// The system's name in messages (`Jira`, `ServiceNow`).
+    pub system: &'static str,
     pub base: String,
     pub authorization: crate::config::Secret,
     pub http: reqwest::Client,
@@ -549,6 +551,7 @@ pub(crate) struct Connection {
 impl Connection {
     /// `api` is the API's path under the base URL (`/rest/api/3`, `/api/now`).
     pub fn new(
+        system: &'static str,
         base_url: &url::Url,
         api: &str,
         auth: config::Auth<'_>,
@@ -556,11 +559,40 @@ impl Connection {
         store: std::sync::Arc<dyn crate::store::Store>,
     ) -> Connection {
         Connection {
+            system,
             base: format!("{}{api}", base_url.as_str().trim_end_matches('/')),
             authorization: authorization(auth),
             http,
             store,
         }
+    }
+
+    /// Sends `request` (what it does: `what`); the answer when it is a success, else the failure
+    /// it is.
+    pub async fn send(
+        &self,
+        what: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, DeliveryError> {
+        let response = request
+            .send()
+            .await
+            .map_err(|e| unreachable(self.system, &e))?;
+        check(self.system, what, response).await
+    }
+
+    /// [`Connection::send`], and the answer's JSON.
+    pub async fn json(
+        &self,
+        what: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Value, DeliveryError> {
+        let system = self.system;
+        self.send(what, request)
+            .await?
+            .json()
+            .await
+            .map_err(|_| DeliveryError::retry(format!("{system} ({what}) answered with no JSON")))
     }
 
     /// Whether the incident already has its ticket (its reference is stored under `namespace`).

@@ -41,11 +41,6 @@ pub struct Inbound {
     pub outbox: Arc<Outbox>,
 }
 
-pub(crate) fn store_error(e: crate::store::StoreError) -> ApiError {
-    tracing::error!(error = %e, "ticket webhook: the store failed");
-    ApiError::unavailable()
-}
-
 fn equal_secret(a: &[u8], b: &[u8]) -> bool {
     Sha256::digest(a).ct_eq(&Sha256::digest(b)).into()
 }
@@ -162,11 +157,7 @@ pub(crate) async fn profile_of(
     app: &Inbound,
     incident: &str,
 ) -> Result<Option<super::TicketProfile>, ApiError> {
-    let name = app
-        .store
-        .meta_get(NS_PROFILE, incident)
-        .await
-        .map_err(store_error)?;
+    let name = app.store.meta_get(NS_PROFILE, incident).await?;
     Ok(name
         .as_ref()
         .and_then(Value::as_str)
@@ -182,12 +173,7 @@ pub(crate) async fn set_status(
     actor: &str,
     via: &str,
 ) -> Result<Option<String>, ApiError> {
-    let current = app
-        .store
-        .incident(incident)
-        .await
-        .map_err(store_error)?
-        .map(|i| i.status);
+    let current = app.store.incident(incident).await?.map(|i| i.status);
     if current.is_none_or(|c| c == wanted) {
         return Ok(None);
     }
@@ -224,7 +210,7 @@ pub(crate) async fn record_assignee(
     app.store
         .append_audit(vec![entry])
         .await
-        .map_err(store_error)
+        .map_err(ApiError::from)
 }
 
 /// Applies a `/cordon approve|deny [RUN [STEP]]` comment. `None` when the text is no command or
@@ -240,13 +226,7 @@ pub(crate) async fn command(
     let Some(line) = command_line(text) else {
         return Ok(None);
     };
-    if app
-        .store
-        .meta_get(NS_INBOUND, seen)
-        .await
-        .map_err(store_error)?
-        .is_some()
-    {
+    if app.store.meta_get(NS_INBOUND, seen).await?.is_some() {
         return Ok(None);
     }
     let words = command_words(line);
@@ -260,8 +240,7 @@ pub(crate) async fn command(
     };
     app.store
         .meta_put(NS_INBOUND, seen, Value::Bool(true))
-        .await
-        .map_err(store_error)?;
+        .await?;
     Ok(Some(match result {
         Ok(outcome) => outcome,
         Err(reason) => {

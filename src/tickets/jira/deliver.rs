@@ -20,8 +20,8 @@ use super::payload::{MAX_TEXT, SYSTEM, adf, label, truncate};
 use crate::outbox::{Deliver, DeliveryError, OutboxEntry};
 use crate::store::Store;
 use crate::tickets::{
-    ConnectionError, NS_JIRA, NS_JIRA_ISSUE, TicketOp, check, incident_of, reference, report_file,
-    store_failed, tried_before, unreachable,
+    ConnectionError, NS_JIRA, NS_JIRA_ISSUE, TicketOp, incident_of, reference, report_file,
+    store_failed, tried_before,
 };
 
 /// Delivers `jira` outbox entries.
@@ -37,6 +37,7 @@ impl JiraDeliverer {
     ) -> Result<JiraDeliverer, ConnectionError> {
         Ok(JiraDeliverer {
             conn: crate::tickets::Connection::new(
+                SYSTEM,
                 &config.base_url,
                 "/rest/api/3",
                 config.auth().map_err(ConnectionError::Credentials)?,
@@ -44,27 +45,6 @@ impl JiraDeliverer {
                 store,
             ),
         })
-    }
-
-    async fn send(
-        &self,
-        what: &str,
-        request: reqwest::RequestBuilder,
-    ) -> Result<reqwest::Response, DeliveryError> {
-        let response = request.send().await.map_err(|e| unreachable(SYSTEM, &e))?;
-        check(SYSTEM, what, response).await
-    }
-
-    async fn json(
-        &self,
-        what: &str,
-        request: reqwest::RequestBuilder,
-    ) -> Result<Value, DeliveryError> {
-        self.send(what, request)
-            .await?
-            .json()
-            .await
-            .map_err(|_| DeliveryError::retry(format!("{SYSTEM} ({what}) answered with no JSON")))
     }
 
     /// The issue key of an incident.
@@ -112,6 +92,7 @@ impl JiraDeliverer {
         // A create that reached Jira before a crash or a lost answer left an issue with the label.
         let jql = format!("labels = \"{}\"", label(incident));
         let found = self
+            .conn
             .json(
                 "search",
                 self.conn
@@ -129,6 +110,7 @@ impl JiraDeliverer {
             return self.remember(incident, id, key, true).await;
         }
         let created = self
+            .conn
             .json(
                 "create issue",
                 self.conn
@@ -149,6 +131,7 @@ impl JiraDeliverer {
         let key = self.issue(incident).await?;
         if tried_before(&*self.conn.store, entry).await? {
             let comments = self
+                .conn
                 .json(
                     "list comments",
                     self.conn
@@ -174,16 +157,17 @@ impl JiraDeliverer {
             }
         }
         let text = entry.payload["text"].as_str().unwrap_or_default();
-        self.send(
-            "add comment",
-            self.conn
-                .request(reqwest::Method::POST, &format!("/issue/{key}/comment"))
-                .json(&json!({
-                    "body": adf(&truncate(text, MAX_TEXT)),
-                    "properties": [{ "key": "cordon", "value": { "entry": entry.id } }],
-                })),
-        )
-        .await?;
+        self.conn
+            .send(
+                "add comment",
+                self.conn
+                    .request(reqwest::Method::POST, &format!("/issue/{key}/comment"))
+                    .json(&json!({
+                        "body": adf(&truncate(text, MAX_TEXT)),
+                        "properties": [{ "key": "cordon", "value": { "entry": entry.id } }],
+                    })),
+            )
+            .await?;
         Ok(())
     }
 
@@ -201,6 +185,7 @@ impl JiraDeliverer {
             }
         };
         let issue = self
+            .conn
             .json(
                 "read status",
                 self.conn
@@ -212,6 +197,7 @@ impl JiraDeliverer {
             return Ok(());
         }
         let available = self
+            .conn
             .json(
                 "list transitions",
                 self.conn
@@ -229,13 +215,14 @@ impl JiraDeliverer {
                 issue["fields"]["status"]["name"].as_str().unwrap_or("?")
             )));
         };
-        self.send(
-            "transition",
-            self.conn
-                .request(reqwest::Method::POST, &format!("/issue/{key}/transitions"))
-                .json(&json!({ "transition": { "id": id } })),
-        )
-        .await?;
+        self.conn
+            .send(
+                "transition",
+                self.conn
+                    .request(reqwest::Method::POST, &format!("/issue/{key}/transitions"))
+                    .json(&json!({ "transition": { "id": id } })),
+            )
+            .await?;
         Ok(())
     }
 
@@ -248,6 +235,7 @@ impl JiraDeliverer {
             .to_owned();
         if tried_before(&*self.conn.store, entry).await? {
             let issue = self
+                .conn
                 .json(
                     "list attachments",
                     self.conn
@@ -273,18 +261,19 @@ impl JiraDeliverer {
         );
         multipart.extend_from_slice(&body);
         multipart.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-        self.send(
-            "attach report",
-            self.conn
-                .request(reqwest::Method::POST, &format!("/issue/{key}/attachments"))
-                .header("X-Atlassian-Token", "no-check")
-                .header(
-                    reqwest::header::CONTENT_TYPE,
-                    format!("multipart/form-data; boundary={boundary}"),
-                )
-                .body(multipart),
-        )
-        .await?;
+        self.conn
+            .send(
+                "attach report",
+                self.conn
+                    .request(reqwest::Method::POST, &format!("/issue/{key}/attachments"))
+                    .header("X-Atlassian-Token", "no-check")
+                    .header(
+                        reqwest::header::CONTENT_TYPE,
+                        format!("multipart/form-data; boundary={boundary}"),
+                    )
+                    .body(multipart),
+            )
+            .await?;
         Ok(())
     }
 }

@@ -13,7 +13,7 @@ use crate::http::ApiError;
 use crate::tickets::NS_JIRA_ISSUE;
 use crate::tickets::webhook::{
     Inbound, authenticate, command, ignored, not_configured, profile_of, read_call,
-    record_assignee, set_status, store_error,
+    record_assignee, set_status,
 };
 
 /// `POST /v1/tickets/jira/webhook`.
@@ -112,12 +112,7 @@ async fn jira_incident(
     issue_id: &str,
     issue: &Value,
 ) -> Result<Option<String>, ApiError> {
-    if let Some(Value::String(incident)) = app
-        .store
-        .meta_get(NS_JIRA_ISSUE, issue_id)
-        .await
-        .map_err(store_error)?
-    {
+    if let Some(Value::String(incident)) = app.store.meta_get(NS_JIRA_ISSUE, issue_id).await? {
         return Ok(Some(incident));
     }
     let labels = issue["fields"]["labels"]
@@ -126,7 +121,7 @@ async fn jira_incident(
         .unwrap_or_default();
     for label in labels.iter().filter_map(Value::as_str) {
         if let Some(id) = label.strip_prefix("cordon-")
-            && app.store.incident(id).await.map_err(store_error)?.is_some()
+            && app.store.incident(id).await?.is_some()
         {
             return Ok(Some(id.to_owned()));
         }

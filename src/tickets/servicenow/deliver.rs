@@ -21,8 +21,8 @@ use super::payload::{SYSTEM, marker};
 use crate::outbox::{Deliver, DeliveryError, OutboxEntry};
 use crate::store::Store;
 use crate::tickets::{
-    ConnectionError, NS_SERVICENOW, TicketOp, check, incident_of, reference, report_file,
-    store_failed, tried_before, unreachable,
+    ConnectionError, NS_SERVICENOW, TicketOp, incident_of, reference, report_file, store_failed,
+    tried_before,
 };
 
 /// Delivers `servicenow` outbox entries.
@@ -38,6 +38,7 @@ impl ServiceNowDeliverer {
     ) -> Result<ServiceNowDeliverer, ConnectionError> {
         Ok(ServiceNowDeliverer {
             conn: crate::tickets::Connection::new(
+                SYSTEM,
                 &config.base_url,
                 "/api/now",
                 config.auth().map_err(ConnectionError::Credentials)?,
@@ -45,19 +46,6 @@ impl ServiceNowDeliverer {
                 store,
             ),
         })
-    }
-
-    async fn json(
-        &self,
-        what: &str,
-        request: reqwest::RequestBuilder,
-    ) -> Result<Value, DeliveryError> {
-        let response = request.send().await.map_err(|e| unreachable(SYSTEM, &e))?;
-        check(SYSTEM, what, response)
-            .await?
-            .json()
-            .await
-            .map_err(|_| DeliveryError::retry(format!("{SYSTEM} ({what}) answered with no JSON")))
     }
 
     async fn record(&self, incident: &str) -> Result<String, DeliveryError> {
@@ -108,6 +96,7 @@ impl ServiceNowDeliverer {
         }
         let query = format!("correlation_id={incident}");
         let found = self
+            .conn
             .json(
                 "find incident",
                 self.conn
@@ -123,6 +112,7 @@ impl ServiceNowDeliverer {
             return self.remember(incident, record, true).await;
         }
         let created = self
+            .conn
             .json(
                 "create incident",
                 self.conn
@@ -140,6 +130,7 @@ impl ServiceNowDeliverer {
         if tried_before(&*self.conn.store, entry).await? {
             let query = format!("element_id={sys_id}^element=work_notes^valueLIKE{marker}");
             let found = self
+                .conn
                 .json(
                     "find work note",
                     self.conn
@@ -156,13 +147,14 @@ impl ServiceNowDeliverer {
             }
         }
         let text = entry.payload["text"].as_str().unwrap_or_default();
-        self.json(
-            "add work note",
-            self.conn
-                .request(reqwest::Method::PATCH, &format!("/table/incident/{sys_id}"))
-                .json(&json!({ "work_notes": format!("{text}\n\n{marker}") })),
-        )
-        .await?;
+        self.conn
+            .json(
+                "add work note",
+                self.conn
+                    .request(reqwest::Method::PATCH, &format!("/table/incident/{sys_id}"))
+                    .json(&json!({ "work_notes": format!("{text}\n\n{marker}") })),
+            )
+            .await?;
         Ok(())
     }
 
@@ -175,13 +167,14 @@ impl ServiceNowDeliverer {
             fields["close_code"] = p["close_code"].clone();
             fields["close_notes"] = p["close_notes"].clone();
         }
-        self.json(
-            "set state",
-            self.conn
-                .request(reqwest::Method::PATCH, &format!("/table/incident/{sys_id}"))
-                .json(&fields),
-        )
-        .await?;
+        self.conn
+            .json(
+                "set state",
+                self.conn
+                    .request(reqwest::Method::PATCH, &format!("/table/incident/{sys_id}"))
+                    .json(&fields),
+            )
+            .await?;
         Ok(())
     }
 
@@ -195,6 +188,7 @@ impl ServiceNowDeliverer {
         if tried_before(&*self.conn.store, entry).await? {
             let query = format!("table_sys_id={sys_id}^file_name={filename}");
             let found = self
+                .conn
                 .json(
                     "find attachment",
                     self.conn
@@ -207,19 +201,20 @@ impl ServiceNowDeliverer {
             }
         }
         let (body, content_type) = report_file(&*self.conn.store, incident, entry).await?;
-        self.json(
-            "attach report",
-            self.conn
-                .request(reqwest::Method::POST, "/attachment/file")
-                .query(&[
-                    ("table_name", "incident"),
-                    ("table_sys_id", sys_id.as_str()),
-                    ("file_name", filename.as_str()),
-                ])
-                .header(reqwest::header::CONTENT_TYPE, content_type)
-                .body(body),
-        )
-        .await?;
+        self.conn
+            .json(
+                "attach report",
+                self.conn
+                    .request(reqwest::Method::POST, "/attachment/file")
+                    .query(&[
+                        ("table_name", "incident"),
+                        ("table_sys_id", sys_id.as_str()),
+                        ("file_name", filename.as_str()),
+                    ])
+                    .header(reqwest::header::CONTENT_TYPE, content_type)
+                    .body(body),
+            )
+            .await?;
         Ok(())
     }
 }

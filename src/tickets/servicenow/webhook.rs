@@ -13,7 +13,7 @@ use crate::alert::IncidentStatus;
 use crate::http::ApiError;
 use crate::tickets::webhook::{
     Inbound, authenticate, command, ignored, not_configured, profile_of, read_call,
-    record_assignee, set_status, store_error,
+    record_assignee, set_status,
 };
 
 /// `POST /v1/tickets/servicenow/webhook`: the business rule's call (payload in
@@ -44,13 +44,7 @@ pub(super) async fn webhook(
         ));
     };
     let number = text("number").or(text("sys_id")).unwrap_or("?").to_owned();
-    if app
-        .store
-        .incident(correlation)
-        .await
-        .map_err(store_error)?
-        .is_none()
-    {
+    if app.store.incident(correlation).await?.is_none() {
         return Ok(ignored(format!("{number} is not a Cordon incident")));
     }
     let incident = correlation.to_owned();
