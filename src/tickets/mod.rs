@@ -567,6 +567,22 @@ impl Connection {
         }
     }
 
+    /// Field `field` of the stored reference to the incident's ticket (`key`, `sys_id`).
+    pub async fn ticket_field(
+        &self,
+        namespace: &str,
+        incident: &str,
+        field: &str,
+    ) -> Result<String, DeliveryError> {
+        let reference = reference(&*self.store, namespace, incident).await?;
+        reference[field].as_str().map(str::to_owned).ok_or_else(|| {
+            DeliveryError::permanent(format!(
+                "the stored {} reference has no {field}",
+                self.system
+            ))
+        })
+    }
+
     /// Sends `request` (what it does: `what`); the answer when it is a success, else the failure
     /// it is.
     pub async fn send(

@@ -20,8 +20,8 @@ use super::payload::{MAX_TEXT, SYSTEM, adf, label, truncate};
 use crate::outbox::{Deliver, DeliveryError, OutboxEntry};
 use crate::store::Store;
 use crate::tickets::{
-    ConnectionError, NS_JIRA, NS_JIRA_ISSUE, TicketOp, incident_of, reference, report_file,
-    store_failed, tried_before,
+    ConnectionError, NS_JIRA, NS_JIRA_ISSUE, TicketOp, incident_of, report_file, store_failed,
+    tried_before,
 };
 
 /// Delivers `jira` outbox entries.
@@ -49,11 +49,7 @@ impl JiraDeliverer {
 
     /// The issue key of an incident.
     async fn issue(&self, incident: &str) -> Result<String, DeliveryError> {
-        let reference = reference(&*self.conn.store, NS_JIRA, incident).await?;
-        reference["key"]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| DeliveryError::permanent("the stored Jira reference has no key"))
+        self.conn.ticket_field(NS_JIRA, incident, "key").await
     }
 
     async fn remember(

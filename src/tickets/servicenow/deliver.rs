@@ -21,8 +21,7 @@ use super::payload::{SYSTEM, marker};
 use crate::outbox::{Deliver, DeliveryError, OutboxEntry};
 use crate::store::Store;
 use crate::tickets::{
-    ConnectionError, NS_SERVICENOW, TicketOp, incident_of, reference, report_file, store_failed,
-    tried_before,
+    ConnectionError, NS_SERVICENOW, TicketOp, incident_of, report_file, store_failed, tried_before,
 };
 
 /// Delivers `servicenow` outbox entries.
@@ -49,13 +48,9 @@ impl ServiceNowDeliverer {
     }
 
     async fn record(&self, incident: &str) -> Result<String, DeliveryError> {
-        let reference = reference(&*self.conn.store, NS_SERVICENOW, incident).await?;
-        reference["sys_id"]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| {
-                DeliveryError::permanent("the stored ServiceNow reference has no sys_id")
-            })
+        self.conn
+            .ticket_field(NS_SERVICENOW, incident, "sys_id")
+            .await
     }
 
     async fn remember(
