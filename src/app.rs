@@ -338,11 +338,16 @@ async fn start_engine(
         g.blast_radius_approvers.clone(),
     ));
     let count = playbooks.len();
+    let store_for_people = store.clone();
     let engine = Engine::start(
         store,
         (scripts, actions.clone(), guardrails),
         Playbooks::new(playbooks),
-        approver_groups(config),
+        crate::engine::service::Trust {
+            groups: approver_groups(config),
+            people: Arc::new(crate::trust::Directory::new(config, store_for_people)),
+            undo_approvers: config.guardrails.undo_approvers.clone(),
+        },
         config.playbooks.workers,
         metrics,
     );
@@ -381,6 +386,20 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/playbooks/{id}/runs", post(api::trigger_playbook))
         .route("/v1/audit/verify", get(api::verify_audit))
+        .route("/v1/whoami", get(api::people::whoami))
+        .route("/v1/people", get(api::people::list_people))
+        .route(
+            "/v1/people/{id}",
+            axum::routing::put(api::people::put_person).delete(api::people::remove_person),
+        )
+        .route(
+            "/v1/tokens",
+            get(api::people::list_tokens).post(api::people::create_token),
+        )
+        .route(
+            "/v1/tokens/{id}",
+            axum::routing::delete(api::people::revoke_token),
+        )
         .route("/v1/playbooks/reload", post(reload_playbooks))
         .route("/v1/incidents/{id}", get(api::show_incident))
         .route("/v1/incidents/{id}/{change}", post(api::incident_status))
@@ -412,7 +431,20 @@ pub fn reload(state: &AppState) -> Result<usize, crate::config::Diagnostics> {
     Ok(count)
 }
 
-async fn reload_playbooks(State(app): State<Arc<AppState>>, _admin: crate::api::Admin) -> Response {
+async fn reload_playbooks(
+    State(app): State<Arc<AppState>>,
+    caller: crate::api::Authed,
+) -> Response {
+    if let Err(refused) = caller
+        .require(
+            &app,
+            crate::model::people::Role::Author,
+            "reloading playbooks",
+        )
+        .await
+    {
+        return refused.into_response();
+    }
     match reload(&app) {
         Ok(count) => {
             tracing::info!(playbooks = count, "playbooks reloaded");
@@ -600,13 +632,14 @@ mod tests {
         );
         let (status, body) = answer(&server, post("/v1/tickets/jira/webhook")).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
-        // The admin API refuses a request without the token before reading anything else.
+        // The API refuses a request without a credential before reading anything else; the
+        // bootstrap token manages people and tokens, and reads nothing else.
         let (status, body) = answer(&server, get("/v1/runs/nope")).await;
         assert_eq!(
             (status, body["error"].as_str()),
             (StatusCode::UNAUTHORIZED, Some("unauthorized"))
         );
-        let (status, _) = answer(
+        let (status, body) = answer(
             &server,
             Request::get("/v1/runs/nope")
                 .header("authorization", "Bearer t0ken")
@@ -614,6 +647,10 @@ mod tests {
                 .unwrap(),
         )
         .await;
-        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            (status, body["missing_role"].as_str()),
+            (StatusCode::FORBIDDEN, Some("viewer")),
+            "{body}"
+        );
     }
 }

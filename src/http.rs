@@ -13,6 +13,8 @@ pub struct ApiError {
     /// A stable code for scripts and metrics: `unauthorized`, `too_large`, `bad_payload`, ...
     pub code: &'static str,
     pub message: String,
+    /// For a refusal for want of a role: the role, in the body as `missing_role`.
+    pub missing_role: Option<&'static str>,
 }
 
 impl ApiError {
@@ -21,6 +23,15 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            missing_role: None,
+        }
+    }
+
+    /// A 403 for a caller who lacks `role` for `what`.
+    pub fn missing_role(role: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            missing_role: Some(role),
+            ..ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
         }
     }
 
@@ -48,11 +59,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(json!({ "error": self.code, "message": self.message })),
-        )
-            .into_response()
+        let mut body = json!({ "error": self.code, "message": self.message });
+        if let Some(role) = self.missing_role {
+            body["missing_role"] = json!(role);
+        }
+        (self.status, Json(body)).into_response()
     }
 }
 

@@ -39,6 +39,8 @@
 //! - [`audit`]: the hash-chained audit log of every decision and run step (the entries in
 //!   `model::audit`, each backend's half in `store/`), and its verification.
 //! - [`integrations`]: integrations as files (manifest, Rhai, auth by the host), and IOC feeds.
+//! - [`trust`]: who is acting: people, personal tokens, OIDC tokens, the bootstrap token; every
+//!   credential and platform identity becomes a person here or is refused (docs/security.md).
 //! - [`outbox`]: the durable outbox and its delivery worker (what Cordon owes other systems).
 //! - [`failure`]: what a failed call to another system means (retry, wait, credentials, give up).
 //! - [`chat`]: cards, approvals and `/cordon` commands; one folder per platform (Slack, Microsoft
@@ -72,3 +74,4 @@ pub mod script;
 pub mod store;
 pub mod telemetry;
 pub mod tickets;
+pub mod trust;

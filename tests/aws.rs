@@ -1248,7 +1248,7 @@ fn server_config(moto: &str, cloudtrail: Option<&str>, playbooks: &[&str]) -> St
         .map(|p| format!("\"{}/playbooks/{p}.yaml\"", env!("CARGO_MANIFEST_DIR")))
         .collect();
     format!(
-        "playbooks:\n  paths: [{}]\napprovers:\n  on-call: [cli:analyst]\n{}{}",
+        "playbooks:\n  paths: [{}]\napprovers:\n  on-call: [cli:analyst, cli:lead]\n{}{}",
         files.join(", "),
         integrations_yaml(moto, cloudtrail, None),
         all_sources()
@@ -1323,12 +1323,15 @@ async fn a_guardduty_ec2_finding_is_snapshotted_then_isolated_on_approval_and_un
     let kinds = texts(&incident["incident"]["evidence"], "kind");
     assert_eq!(kinds, ["ebs-snapshot", "ebs-snapshot"]);
 
-    // Undo through the admin API: the interfaces get their groups back.
-    let (status, body) = server
-        .act(&format!("/v1/runs/{run}/steps/isolate/undo"), "cli:analyst")
+    // Undo through the API, approved by a second person: the interfaces get their groups back.
+    let undo = server
+        .undo(&run, "isolate", "cli:analyst", "cli:lead")
         .await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["action"], "aws-ec2.release_instance");
+    assert_eq!(undo["run"]["status"], "succeeded", "{undo}");
+    assert_eq!(
+        undo["run"]["steps"]["undo"]["action"],
+        "aws-ec2.release_instance"
+    );
     assert_eq!(
         interface_groups(&moto, &w.eth0).await,
         set(&[&w.web, &w.db])

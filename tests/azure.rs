@@ -716,7 +716,7 @@ async fn defender_run() -> (TestServer, FakeAzure, SeededVm, String) {
     // The fixture's VM: /subscriptions/20ff…/resourceGroups/myRg1/…/virtualMachines/vm1.
     let vm = seed_vm1(&fake);
     let extra = format!(
-        "playbooks:\n  paths: [{}]\napprovers:\n  on-call: [cli:analyst]\n{}{}",
+        "playbooks:\n  paths: [{}]\napprovers:\n  on-call: [cli:analyst, cli:lead]\n{}{}",
         repo("playbooks/azure-vm-compromise.yaml").display(),
         integrations_yaml(&fake, CLIENT_SECRET, ""),
         all_sources()
@@ -783,11 +783,14 @@ async fn a_defender_alert_isolates_its_vm_once_the_on_call_approves() {
     assert_eq!(tagged, vec![json!(incident); 2]);
 
     // `cordon runs undo RUN isolate`, over the admin API: release_vm with the step's record.
-    let (status, undone) = server
-        .act(&format!("/v1/runs/{run}/steps/isolate/undo"), "cli:analyst")
+    let undo = server
+        .undo(&run, "isolate", "cli:analyst", "cli:lead")
         .await;
-    assert_eq!(status, 200, "{undone}");
-    assert_eq!(undone["action"], "azure-compute.release_vm");
+    assert_eq!(undo["run"]["status"], "succeeded", "{undo}");
+    assert_eq!(
+        undo["run"]["steps"]["undo"]["action"],
+        "azure-compute.release_vm"
+    );
     assert_eq!(
         fake.nic_nsg(&vm.nics[0]).as_deref(),
         Some(vm.web_nsg.as_str())

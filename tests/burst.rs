@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use support::discord::{self, FakeDiscord};
 use support::slack::{self, FakeSlack};
 use support::tickets::{FakeJira, JIRA_EMAIL, JIRA_TOKEN};
-use support::{ADMIN_TOKEN, INTAKE_TOKEN, Process, wait_until, write_playbook};
+use support::{ADMIN_TOKEN, Client, INTAKE_TOKEN, Process, TESTER, wait_until, write_playbook};
 
 /// Instances the alerts are about: one incident each.
 const INSTANCES: usize = 5;
@@ -218,15 +218,24 @@ async fn wave(base: &str, tag: &str, total: usize, at_once: usize) -> Vec<Acked>
 }
 
 async fn get(http: &reqwest::Client, base: &str, path: &str) -> (u16, Value) {
-    let answer = tokio::time::timeout(
-        ANSWER_WITHIN,
-        http.get(format!("{base}{path}"))
-            .bearer_auth(ADMIN_TOKEN)
-            .send(),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("no answer to GET {path} within {ANSWER_WITHIN:?}"))
-    .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    get_with(http, base, path, None).await
+}
+
+/// As [`get`], with a personal token.
+async fn get_with(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, Value) {
+    let mut request = http.get(format!("{base}{path}"));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let answer = tokio::time::timeout(ANSWER_WITHIN, request.send())
+        .await
+        .unwrap_or_else(|_| panic!("no answer to GET {path} within {ANSWER_WITHIN:?}"))
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
     let status = answer.status().as_u16();
     let text = answer.text().await.unwrap();
     (
@@ -259,10 +268,17 @@ async fn settle(peers: &Peers, quiet: Duration, within: Duration) {
 /// lists every alert about its instance.
 async fn check_incidents(base: &str, acked: &[Acked]) {
     let http = reqwest::Client::new();
+    let token = Client::new(base.to_owned()).token_of(TESTER).await;
     let mut incident_of: HashMap<&str, String> = HashMap::new();
     let mut alerts_of: HashMap<String, HashSet<&str>> = HashMap::new();
     for a in acked {
-        let (status, alert) = get(&http, base, &format!("/v1/alerts/{}", a.alert_id)).await;
+        let (status, alert) = get_with(
+            &http,
+            base,
+            &format!("/v1/alerts/{}", a.alert_id),
+            Some(&token),
+        )
+        .await;
         assert_eq!(
             status, 200,
             "alert {} acknowledged but not stored: {alert}",
@@ -279,10 +295,11 @@ async fn check_incidents(base: &str, acked: &[Acked]) {
     }
     assert_eq!(incident_of.len(), INSTANCES, "one incident per instance");
     for (incident, expected) in alerts_of {
-        let (status, listed) = get(
+        let (status, listed) = get_with(
             &http,
             base,
             &format!("/v1/alerts?incident={incident}&limit=1000"),
+            Some(&token),
         )
         .await;
         assert_eq!(status, 200, "{listed}");
@@ -628,10 +645,12 @@ async fn held_store(store: String, dir: &Path) {
 
     // What was acknowledged is there after a restart.
     let server = Process::start(&config);
-    let (status, alert) = get(
+    let token = server.token_of(TESTER).await;
+    let (status, alert) = get_with(
         &reqwest::Client::new(),
         &server.base,
         &format!("/v1/alerts/{}", acked.alert_id),
+        Some(&token),
     )
     .await;
     assert_eq!(status, 200, "{alert}");

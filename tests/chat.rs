@@ -26,8 +26,14 @@ async fn quorum_two_is_met_across_slack_and_discord_and_both_cards_follow() {
     );
     // One `chat:` section with both platforms.
     let discord_section = discord::chat_section(&discord_api, None);
+    // Alice on Slack and Dmitri on Discord are two people.
+    let dmitri = format!("discord:{}", discord::USER_ID);
     let config = format!(
-        "playbooks:\n  paths: [\"{}\"]\napprovers:\n  soc: [slack:U0ALICE, \"discord-role:{}\"]\n{}{}{}",
+        "{}playbooks:\n  paths: [\"{}\"]\napprovers:\n  soc: [slack:U0ALICE, \"discord-role:{}\"]\n{}{}{}",
+        people_yaml(&[
+            ("alice", &["slack:U0ALICE"], &["responder"]),
+            ("dmitri", &[dmitri.as_str()], &["responder"]),
+        ]),
         playbooks.path().display(),
         discord::SOC_ROLE,
         all_sources(),

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::{
-    ADMIN_TOKEN, Client, FakeApi, INTAKE_TOKEN, Process, cli, data, wait_until, write_playbook,
+    ADMIN_TOKEN, Client, FakeApi, INTAKE_TOKEN, Process, cli, cli_with, data, wait_until,
+    write_playbook,
 };
 
 /// How long the crash tests wait for runs to reach a state.
@@ -146,24 +147,23 @@ async fn runs_survive_sigkill_and_side_effects_are_never_repeated_in_silence() {
 
     // People decide through the CLI, which finds the running server.
     let wait_id = run_of(&r, "wait")["id"].as_str().unwrap().to_owned();
-    let (code, out, err) = cli(&config, &["approve", &wait_id, "ok", "--as", "cli:alice"]);
+    let alice = server.token_of("cli:alice").await;
+    let alice = Some(alice.as_str());
+    let (code, out, err) = cli_with(&config, alice, &["approve", &wait_id, "ok"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("approved"), "{out}");
-    let (code, _, err) = cli(&config, &["approve", &wait_id, "ok", "--as", "cli:alice"]);
-    assert_eq!(code, 1);
-    assert!(err.contains("already decided by cli:alice"), "{err}");
-    let post_id = post["id"].as_str().unwrap().to_owned();
-    let (code, out, err) = cli(
+    let (code, _, err) = cli_with(
         &config,
-        &[
-            "runs",
-            "resolve",
-            &post_id,
-            "call",
-            "--skip",
-            "--as",
-            "cli:alice",
-        ],
+        alice,
+        &["approve", &wait_id, "ok", "--as", "cli:alice"],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("already decided by cli-alice"), "{err}");
+    let post_id = post["id"].as_str().unwrap().to_owned();
+    let (code, out, err) = cli_with(
+        &config,
+        alice,
+        &["runs", "resolve", &post_id, "call", "--skip"],
     );
     assert_eq!(code, 0, "{out}{err}");
     wait_until(
@@ -178,13 +178,13 @@ async fn runs_survive_sigkill_and_side_effects_are_never_repeated_in_silence() {
     .await;
     assert_eq!(api.count("POST /post"), 1);
 
-    let (code, out, err) = cli(&config, &["runs", "show", &post_id]);
+    let (code, out, err) = cli_with(&config, alice, &["runs", "show", &post_id]);
     assert_eq!(code, 0, "{err}");
     assert!(
-        out.contains("step.skipped_by_person") && out.contains("cli:alice"),
+        out.contains("step.skipped_by_person") && out.contains("cli-alice"),
         "{out}"
     );
-    let (code, out, err) = cli(&config, &["audit", "verify"]);
+    let (code, out, err) = cli_with(&config, alice, &["audit", "verify"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("audit chain intact"), "{out}");
 

@@ -57,8 +57,15 @@ async fn setup(quorum: u32, step: &str) -> Setup {
     let playbooks = tempfile::tempdir().unwrap();
     write_playbook(playbooks.path(), "contain-ec2", &contain(quorum, step));
     write_playbook(playbooks.path(), "sweep", SWEEP);
+    // Dmitri and Olga have Discord accounts Cordon knows; only Dmitri holds the SOC role.
+    let dmitri = format!("discord:{USER_ID}");
+    let olga = format!("discord:{OTHER_USER_ID}");
     let config = format!(
-        "playbooks:\n  paths: [\"{}\"]\napprovers:\n  soc: [\"discord-role:{SOC_ROLE}\", cli:lead]\n{}{}",
+        "{}playbooks:\n  paths: [\"{}\"]\napprovers:\n  soc: [\"discord-role:{SOC_ROLE}\", cli:lead]\n{}{}",
+        people_yaml(&[
+            ("dmitri", &[dmitri.as_str()], &["responder"]),
+            ("olga", &[olga.as_str()], &["viewer"]),
+        ]),
         playbooks.path().display(),
         all_sources(),
         chat_section(&discord, Some("soc")),
@@ -412,7 +419,7 @@ async fn refused_callbacks_decide_nothing() {
     assert_eq!(status, 200);
     assert_eq!(
         followup(&s.discord, &late_token).await.0,
-        format!("Already decided by discord:{USER_ID} (deny).")
+        "Already decided by dmitri (deny).".to_owned()
     );
     let body = run_of(&s.server, &run).await;
     let decided = decisions(&body, "approve");
@@ -456,7 +463,7 @@ async fn quorum_of_two_counts_distinct_people_across_discord_and_the_api() {
     interact(&s, &again).await;
     assert_eq!(
         followup(&s.discord, &token).await.0,
-        format!("discord:{USER_ID} has already decided on this approval")
+        "dmitri has already decided on this approval"
     );
     assert_eq!(run_of(&s.server, &run).await["run"]["status"], "waiting");
     // A second person, through the admin API, completes the quorum.
@@ -482,7 +489,7 @@ async fn quorum_of_two_counts_distinct_people_across_discord_and_the_api() {
     let by = updated.field("Decided by").unwrap();
     assert!(
         by.contains(&format!("discord:{USER_ID} (approve via discord"))
-            && by.contains("cli:lead (approve via api"),
+            && by.contains("cli-lead (approve via api"),
         "{by}"
     );
     s.discord.assert_valid().await;
@@ -691,7 +698,7 @@ async fn a_chat_outage_delays_the_card_loses_none_and_approvals_still_work() {
                 .filter(|m| m.content.starts_with("Approved:") && m.button_ids().is_empty())
         })
         .await;
-    assert!(card.field("Decided by").unwrap().contains("cli:lead"));
+    assert!(card.field("Decided by").unwrap().contains("cli-lead"));
     s.discord
         .wait("the result in the thread", |d| {
             d.messages_in(&card.id)

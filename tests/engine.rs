@@ -163,7 +163,12 @@ async fn alert_to_approval_to_action_with_an_intact_audit_chain() {
         .iter()
         .find(|e| e["kind"] == "approval.decided")
         .unwrap();
-    assert_eq!(decided["actor"], "cli:alice");
+    // The audit names the person and the credential they used (a personal token).
+    assert_eq!(decided["detail"]["person"], "cli-alice");
+    assert!(
+        decided["actor"].as_str().unwrap().starts_with("token:"),
+        "{decided}"
+    );
     let verify = s.server.admin("/v1/audit/verify").await;
     assert_eq!(verify["ok"], true, "{verify}");
     assert!(verify["entries"].as_u64().unwrap() >= 8);
@@ -211,7 +216,7 @@ async fn only_group_members_decide_and_one_deny_ends_it() {
         .server
         .decide(&run, "approve", "approve", "cli:alice")
         .await;
-    assert_status_says(&answer, 409, "already decided by slack:U1 (deny)");
+    assert_status_says(&answer, 409, "already decided by slack-U1 (deny)");
     let refused = s.server.admin(&format!("/v1/runs/{run}")).await;
     let kinds = texts(&refused["audit"], "kind");
     assert!(
@@ -269,7 +274,7 @@ async fn quorum_counts_distinct_people_and_the_requester_may_not_approve() {
     assert_eq!(status, 404, "{body}");
     s.server.wait_run(&manual, "waiting", waiting).await;
     let answer = s.server.decide(&manual, "ok", "approve", "cli:alice").await;
-    assert_status_says(&answer, 403, "triggered this run");
+    assert_status_says(&answer, 403, "started this run");
     let (status, body) = s.server.decide(&manual, "ok", "approve", "cli:bob").await;
     assert_eq!(
         (status, body["outcome"].as_str()),
@@ -681,11 +686,7 @@ impl cordon::engine::channel::ApprovalChannel for Recorder {
         request: &cordon::engine::channel::ApprovalRequest,
         outcome: &cordon::engine::channel::ApprovalOutcome,
     ) -> Result<(), ChannelError> {
-        let by: Vec<&str> = outcome
-            .decisions
-            .iter()
-            .map(|d| d.identity.as_str())
-            .collect();
+        let by: Vec<&str> = outcome.decisions.iter().map(|d| d.who()).collect();
         self.seen.lock().unwrap().push(format!(
             "update {} approved={} by={}",
             request.step,
@@ -732,7 +733,7 @@ async fn approval_channels_get_the_request_and_the_outcome_and_an_outage_blocks_
     wait_until(Duration::from_secs(5), || "the outcome".into(), announced).await;
     assert_eq!(
         seen.lock().unwrap()[1],
-        "update approve approved=true by=cli:bob"
+        "update approve approved=true by=cli-bob"
     );
     assert_eq!(
         down.lock().unwrap().len(),
@@ -773,7 +774,10 @@ async fn a_person_resolves_and_reopens_an_incident() {
     let (status, _) = server.act("/v1/incidents/nope/resolve", "cli:alice").await;
     assert_eq!(status, 404);
     let (status, body) = server
-        .admin_post(&format!("/v1/incidents/{incident}/resolve"), json!({}))
+        .admin_post(
+            &format!("/v1/incidents/{incident}/resolve"),
+            json!({ "reason": "no such field" }),
+        )
         .await;
     assert_eq!(status, 400, "{body}");
     let shown = server.admin(&format!("/v1/incidents/{incident}")).await;

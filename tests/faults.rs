@@ -21,7 +21,7 @@ use cordon::store::{RunQuery, Store};
 use serde_json::Value;
 use support::load::{self, Acked, Load, Sink, Targets};
 use support::pg::{PrivatePg, fresh_schema};
-use support::{ADMIN_TOKEN, INTAKE_TOKEN, Process, write_playbook};
+use support::{ADMIN_TOKEN, Client, INTAKE_TOKEN, Process, TESTER, write_playbook};
 
 /// The load the issue names.
 const ALERTS: usize = 10_000;
@@ -80,12 +80,17 @@ async fn open_store(config: &Path) -> Arc<dyn Store> {
     .unwrap()
 }
 
-async fn count_runs(http: &reqwest::Client, base: &str, status: &str) -> Option<usize> {
+async fn count_runs(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    status: &str,
+) -> Option<usize> {
     let body: Value = http
         .get(format!(
             "{base}/v1/runs?playbook=effect&status={status}&limit=1000"
         ))
-        .bearer_auth(ADMIN_TOKEN)
+        .bearer_auth(token)
         .send()
         .await
         .ok()?
@@ -99,10 +104,11 @@ async fn count_runs(http: &reqwest::Client, base: &str, status: &str) -> Option<
 async fn settle(http: &reqwest::Client, base: &str, sink: &Sink, within: Duration) {
     let deadline = Instant::now() + within;
     let mut quiet_since: Option<(Instant, usize)> = None;
+    let token = Client::new(base.to_owned()).token_of(TESTER).await;
     loop {
         assert!(Instant::now() < deadline, "the runs never settled");
-        let busy = count_runs(http, base, "queued").await != Some(0)
-            || count_runs(http, base, "running").await != Some(0);
+        let busy = count_runs(http, base, &token, "queued").await != Some(0)
+            || count_runs(http, base, &token, "running").await != Some(0);
         let posts = sink.total();
         match quiet_since {
             Some((since, seen)) if !busy && seen == posts => {

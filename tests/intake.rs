@@ -552,7 +552,7 @@ async fn the_admin_api_needs_its_token() {
             server
                 .http
                 .get(format!("{}/v1/alerts/nope", server.base))
-                .bearer_auth(ADMIN_TOKEN),
+                .bearer_auth(server.token_of(support::TESTER).await),
         )
         .await;
     assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));

@@ -36,7 +36,7 @@ async fn firewall() -> fake::FakeServer {
 /// `tests/data/integrations/over-http/lab-fw`, its bearer token and its host pointed at `fw`.
 fn extra(playbooks: &Path, fw: &str) -> String {
     format!(
-        "sources:\n  generic:\n    auth:\n      bearer:\n        token: {INTAKE_TOKEN}\nplaybooks:\n  paths: [{playbooks}]\nintegrations:\n  paths: [{integrations}]\n  credentials:\n    lab:\n      token: lab-secret-token\n      endpoints: {{ fw.lab.example: \"{fw}\" }}\n",
+        "sources:\n  generic:\n    auth:\n      bearer:\n        token: {INTAKE_TOKEN}\napprovers:\n  admins: [cli:lead]\nplaybooks:\n  paths: [{playbooks}]\nintegrations:\n  paths: [{integrations}]\n  credentials:\n    lab:\n      token: lab-secret-token\n      endpoints: {{ fw.lab.example: \"{fw}\" }}\n",
         playbooks = playbooks.display(),
         integrations = data("integrations/over-http/lab-fw").display(),
     )
@@ -84,31 +84,52 @@ async fn evidence_lands_on_the_incident_and_the_containment_is_undone_by_a_perso
     // `cordon incidents show` lists it.
     let config = server.dir.path().join("cli.yaml");
     std::fs::write(&config, config_text(server.dir.path(), "")).unwrap();
-    let (code, out, err) = cli(
+    let token = server.token_of(TESTER).await;
+    let (code, out, err) = cli_with(
         &config,
+        Some(&token),
         &["incidents", "show", &incident, "--server", &server.base],
     );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("EVIDENCE"), "{out}");
     assert!(out.contains("fw://hosts/h-42"), "{out}");
 
-    // A person undoes the isolation: the release gets the isolate's output as `previous`.
-    let (status, body) = server
+    // A person asks to undo the isolation: nothing is released until the undo group approves.
+    let (status, asked) = server
         .act(&format!("/v1/runs/{run}/steps/isolate/undo"), "cli:alice")
         .await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["action"], "lab-fw.release");
-    assert_eq!(body["output"]["released"], true);
+    assert_eq!(status, 202, "{asked}");
+    assert_eq!(asked["approvers"], "admins", "{asked}");
+    let undo_run = asked["undo_run"].as_str().unwrap().to_owned();
+    server
+        .wait_run(&undo_run, "waiting", |r| r["status"] == "waiting")
+        .await;
+    assert_eq!(fw.requests().len(), 1, "nothing released before approval");
+    // The asker may not approve their own undo.
+    let (status, refused) = server
+        .decide(&undo_run, "approve", "approve", "cli:alice")
+        .await;
+    assert_eq!(status, 403, "{refused}");
+    // Approved by the lead: the release gets the isolate's output as `previous`.
+    let undo = server.undo(&run, "isolate", "cli:alice", "cli:lead").await;
+    assert_eq!(undo["run"]["id"], undo_run.as_str(), "the same undo run");
+    assert_eq!(undo["run"]["status"], "succeeded", "{undo}");
+    assert_eq!(undo["run"]["steps"]["undo"]["action"], "lab-fw.release");
+    assert_eq!(undo["run"]["steps"]["undo"]["output"]["released"], true);
     let release = &fw.requests()[1];
     assert_eq!(release.line(), "POST /hosts/h-42/release");
     assert_eq!(
         serde_json::from_slice::<Value>(&release.body).unwrap(),
         json!({ "vlan": "vlan-7" })
     );
-    let after = server.admin(&format!("/v1/runs/{run}")).await;
+    let after = server
+        .wait_run(&run, "undone", |r| {
+            !r["steps"]["isolate"]["undone"].is_null()
+        })
+        .await;
     assert_eq!(
         after["run"]["steps"]["isolate"]["undone"]["by"],
-        "cli:alice"
+        "cli-alice"
     );
     let undone = after["audit"]
         .as_array()
@@ -116,13 +137,13 @@ async fn evidence_lands_on_the_incident_and_the_containment_is_undone_by_a_perso
         .iter()
         .find(|e| e["kind"] == "step.undone")
         .expect("the undo is audited");
-    assert_eq!(undone["actor"], "cli:alice");
+    assert_eq!(undone["detail"]["person"], "cli-alice");
 
     // Not twice, and not for a step that has no undo.
     let answer = server
         .act(&format!("/v1/runs/{run}/steps/isolate/undo"), "cli:alice")
         .await;
-    assert_status_says(&answer, 409, "already undone by cli:alice");
+    assert_status_says(&answer, 409, "already undone by cli-alice");
     let (status, body) = server
         .act(&format!("/v1/runs/{run}/steps/capture/undo"), "cli:alice")
         .await;

@@ -15,7 +15,14 @@ const LOWER: &[&str] = &["model", "alert", "store", "intake", "playbook", "scrip
 const UPPER: &[&str] = &["chat", "tickets", "app", "api"];
 
 /// The middle: the engine and what it calls, which chat and tickets plug into from above.
-const MIDDLE: &[&str] = &["engine", "actions", "outbox", "integrations", "audit"];
+const MIDDLE: &[&str] = &[
+    "engine",
+    "actions",
+    "outbox",
+    "integrations",
+    "audit",
+    "trust",
+];
 
 /// The edges: each gets what it needs passed in when it starts, and builds its own routes.
 const EDGES: &[&str] = &["chat", "tickets"];

@@ -93,13 +93,14 @@ async fn every_acknowledged_alert_survives_sigkill() {
     assert!(acked.len() >= 400);
 
     let server = Process::start(&config);
+    let token = server.token_of(support::TESTER).await;
     for (alert_id, incident_id) in &acked {
         let (status, body) = server
             .send(
                 server
                     .http
                     .get(format!("{}/v1/alerts/{alert_id}", server.base))
-                    .bearer_auth(ADMIN_TOKEN),
+                    .bearer_auth(&token),
             )
             .await;
         assert_eq!(

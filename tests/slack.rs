@@ -17,7 +17,7 @@ use support::slack::{
     CHANNEL, FakeSlack, Posted, SIGNING_SECRET, chat_yaml, click_payload, command_body,
     command_payload, envelope, interaction_body, sign,
 };
-use support::{TestServer, all_sources, read_fixture, write_playbook};
+use support::{TestServer, all_sources, people_yaml, read_fixture, write_playbook};
 use tempfile::TempDir;
 
 const ALICE: &str = "U0ALICE";
@@ -66,8 +66,15 @@ async fn env(quorum: u32, approvers: &str, triggers: Option<&str>, socket_mode: 
         ),
     );
     write_playbook(playbooks.path(), "manual-contain", MANUAL);
+    // Alice, Bob and Carol have Slack accounts Cordon knows; Mallory may only read.
     let config = format!(
-        "playbooks:\n  paths: [{}]\napprovers:\n{approvers}{}{}",
+        "{}playbooks:\n  paths: [{}]\napprovers:\n{approvers}{}{}",
+        people_yaml(&[
+            ("alice", &["slack:U0ALICE"], &["responder"]),
+            ("bob", &["slack:U0BOB"], &["responder"]),
+            ("carol", &["slack:U0CAROL"], &["responder"]),
+            ("mallory", &["slack:U0MALLORY"], &["viewer"]),
+        ]),
         playbooks.path().display(),
         chat_yaml(&fake, triggers, socket_mode),
         all_sources()
@@ -398,7 +405,7 @@ async fn every_rejected_click_changes_nothing_and_says_why() {
     let (status, _) = e.click(BOB, &card, false).await;
     assert_eq!(status, 200);
     let told = e.told(BOB, "Already decided by").await;
-    assert!(told.contains("slack:U0ALICE (approve)"), "{told}");
+    assert!(told.contains("alice (approve)"), "{told}");
     assert_eq!(e.decisions(&run).await.len(), 1);
     assert_eq!(e.run(&run).await["status"], "succeeded");
     e.fake.assert_no_violations();
@@ -437,7 +444,7 @@ async fn quorum_two_counts_distinct_people_across_slack_and_the_api() {
         .await;
     let shown = e.updated(&card.ts).await.blocks_text();
     assert!(
-        shown.contains("<@U0ALICE>") && shown.contains("`cli:bob`"),
+        shown.contains("<@U0ALICE>") && shown.contains("`cli-bob`"),
         "{shown}"
     );
     e.fake.assert_no_violations();
@@ -474,7 +481,7 @@ async fn cordon_slash_command_status_runs_decisions_and_gated_triggers() {
     assert!(
         audit
             .iter()
-            .any(|a| a.kind == "trigger.refused" && a.actor.as_deref() == Some("slack:U0MALLORY"))
+            .any(|a| a.kind == "access.refused" && a.actor.as_deref() == Some("slack:U0MALLORY"))
     );
 
     // Alice (through her user group) starts it; the channel sees it; its card is posted.
@@ -505,7 +512,7 @@ async fn cordon_slash_command_status_runs_decisions_and_gated_triggers() {
 
     // The requester may not approve her own run, by button or by command.
     e.click(ALICE, &card, true).await;
-    e.told(ALICE, "triggered this run and may not approve it")
+    e.told(ALICE, "started this run and may not approve it")
         .await;
     let answer = e.command(ALICE, &format!("approve {run} approve")).await;
     assert!(
@@ -541,7 +548,7 @@ async fn cordon_slash_command_status_runs_decisions_and_gated_triggers() {
         answer["text"]
             .as_str()
             .unwrap()
-            .contains("Already decided by slack:U0BOB"),
+            .contains("Already decided by bob"),
         "{answer}"
     );
 
@@ -668,7 +675,7 @@ async fn a_slack_outage_and_rate_limits_delay_cards_and_lose_none() {
         "decided meanwhile: {}",
         card.blocks_text()
     );
-    assert!(card.blocks_text().contains("`cli:bob` (approve via api"));
+    assert!(card.blocks_text().contains("`cli-bob` (approve via api"));
     e.fake
         .wait("the result in the thread", |f| {
             f.replies(&card.ts)

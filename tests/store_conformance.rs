@@ -297,6 +297,7 @@ fn run(playbook: &str, key: &str, alert: Option<&str>, incident: Option<&str>) -
         Trigger {
             kind: "alert".into(),
             by: None,
+            person: None,
         },
         incident.map(str::to_owned),
         alert.map(str::to_owned),
@@ -825,6 +826,7 @@ fn run_with_approval(playbook: &str, key: &str) -> Run {
         on_timeout_approve: false,
         decisions: vec![Decision {
             identity: "slack:U1".into(),
+            person: Some("alice".into()),
             approve: true,
             at: t0() + minutes(1),
             via: "slack".into(),
@@ -860,6 +862,7 @@ async fn saved_runs_keep_their_steps_and_approvals_and_resume_until_finished(b: 
     {
         approval.decisions.push(Decision {
             identity: "teams:bob".into(),
+            person: Some("bob".into()),
             approve: true,
             at: t0() + minutes(2),
             via: "teams".into(),
@@ -889,7 +892,11 @@ async fn saved_runs_keep_their_steps_and_approvals_and_resume_until_finished(b: 
     assert_eq!(store.unfinished_runs().await.unwrap(), [queued.id.as_str()]);
     let stored = store.run(&succeeded.id).await.unwrap().unwrap();
     let approval = stored.steps["approve"].approval.as_ref().unwrap();
-    assert_eq!(approval.approvers(), ["slack:U1", "teams:bob"]);
+    assert_eq!(
+        approval.approvers(),
+        ["alice", "bob"],
+        "people, not identities"
+    );
     assert_eq!(stored.steps["intel"].output["score"], 87);
 }
 
@@ -1115,6 +1122,28 @@ async fn meta_values_by_namespace(b: &mut Backend) {
         Some(json!({ "channel": "C1", "ts": "1.2" }))
     );
     assert_eq!(store.meta_get("slack", "inc-2").await.unwrap(), None);
+
+    // A namespace lists in key order and holds only its own keys; a forgotten key is gone, and
+    // forgetting it again is no error.
+    store
+        .meta_put("jira", "inc-0", json!("SEC-1"))
+        .await
+        .unwrap();
+    store.meta_put("jiraz", "x", json!(1)).await.unwrap();
+    assert_eq!(
+        store.meta_list("jira").await.unwrap(),
+        [
+            ("inc-0".to_owned(), json!("SEC-1")),
+            ("inc-1".to_owned(), json!("SEC-43"))
+        ]
+    );
+    store.meta_delete("jira", "inc-0").await.unwrap();
+    store.meta_delete("jira", "inc-0").await.unwrap();
+    assert_eq!(store.meta_get("jira", "inc-0").await.unwrap(), None);
+    assert_eq!(
+        store.meta_list("jira").await.unwrap(),
+        [("inc-1".to_owned(), json!("SEC-43"))]
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -94,6 +94,19 @@ async fn world(setup: Setup) -> World {
     auth:
       bearer:
         token: {INTAKE_TOKEN}
+people:
+  ann:
+    roles: [responder]
+    identities: ["teams:{APPROVER}"]
+  sam:
+    roles: [responder]
+    identities: ["teams:{SECOND}"]
+  gus:
+    roles: [responder]
+    identities: ["teams:{GROUP_MEMBER}"]
+  otto:
+    roles: [viewer]
+    identities: ["teams:{OUTSIDER}"]
 playbooks:
   paths: ["{playbooks}"]
 approvers:
@@ -614,7 +627,7 @@ async fn a_replayed_click_counts_once_and_a_late_click_hears_who_decided() {
     assert_eq!(status, 200);
     let text = answer["value"].as_str().unwrap_or_default();
     assert!(text.starts_with("Already decided by"), "{answer}");
-    assert!(text.contains(&format!("teams:{APPROVER}")), "{text}");
+    assert!(text.contains("ann (approve)"), "{text}");
     assert_eq!(w.decisions(&run).await.len(), 2);
     assert_eq!(w.run(&run).await["status"], "succeeded");
     w.connector.assert_valid();
@@ -656,7 +669,7 @@ async fn a_quorum_of_two_is_met_across_teams_and_the_api_and_the_card_shows_both
         .await;
     let text = messages.iter().find(|m| m.id == card_id).unwrap().text();
     assert!(
-        text.contains(&format!("teams:{APPROVER}")) && text.contains("cli:lead"),
+        text.contains(&format!("teams:{APPROVER}")) && text.contains("cli-lead"),
         "{text}"
     );
     w.connector.assert_valid();

@@ -218,7 +218,7 @@ async fn report(server: &TestServer, id: &str, format: &str) -> (u16, String, St
             "{}/v1/incidents/{id}/report?format={format}",
             server.base
         ))
-        .bearer_auth(ADMIN_TOKEN)
+        .bearer_auth(server.token_of(support::TESTER).await)
         .send()
         .await
         .unwrap();
@@ -292,11 +292,11 @@ async fn a_jira_issue_follows_the_incident_once_in_order_within_the_v3_contract(
             "Evidence collected by step `capture`: host-state at fw://hosts/h-42 (sha256 ",
             "Approval requested at step `approve` of playbook lab-approve: Isolate h-42?",
             "New alert joined the incident: Beaconing again",
-            "cli:lead approved `approve` of playbook lab-approve (via api)",
+            "cli-lead approved `approve` of playbook lab-approve (via api)",
             "Step `approve` of playbook lab-approve succeeded",
             "Step `isolate` of playbook lab-approve succeeded",
             &format!("Run {run} of playbook lab-approve succeeded"),
-            "Incident resolved by cli:lead (via api)",
+            "Incident resolved by cli-lead (via api)",
         ],
     );
     let entries: std::collections::HashSet<String> = issue
@@ -326,7 +326,7 @@ async fn a_jira_issue_follows_the_incident_once_in_order_within_the_v3_contract(
         .collect();
     assert_eq!(
         tail[0],
-        "comment SEC-1 Incident resolved by cli:lead (via api). The incident report is attached."
+        "comment SEC-1 Incident resolved by cli-lead (via api). The incident report is attached."
     );
     assert_eq!(tail[1], "transition SEC-1 Done");
     assert!(
@@ -341,7 +341,7 @@ async fn a_jira_issue_follows_the_incident_once_in_order_within_the_v3_contract(
         &first,
         &second,
         &run,
-        "cli:lead",
+        "cli-lead",
         "lab-fw.isolate",
         "fw://hosts/h-42",
     ] {
@@ -596,7 +596,7 @@ async fn a_servicenow_incident_follows_the_incident_and_its_business_rule_calls_
             "Evidence collected by step `capture`: host-state at fw://hosts/h-9",
             "Step `isolate` of playbook lab-auto succeeded",
             &format!("Run {run} of playbook lab-auto succeeded"),
-            "Incident resolved by cli:lead (via api)",
+            "Incident resolved by cli-lead (via api)",
         ],
     );
     let refs: std::collections::HashSet<&str> = notes
@@ -723,7 +723,7 @@ fn lab_auto_story_told_once(jira: &FakeJira, run: &str) {
             "Evidence collected by step `capture`",
             "Step `isolate` of playbook lab-auto succeeded",
             &format!("Run {run} of playbook lab-auto succeeded"),
-            "Incident resolved by cli:lead (via api)",
+            "Incident resolved by cli-lead (via api)",
         ],
     );
     assert_eq!(ops[6], "transition SEC-1 Done");
@@ -831,10 +831,10 @@ async fn the_incident_report_has_every_alert_decision_action_and_evidence() {
     server
         .wait_run(&run, "succeeded", |r| r["status"] == "succeeded")
         .await;
-    let (status, body) = server
-        .act(&format!("/v1/runs/{run}/steps/isolate/undo"), "cli:analyst")
+    let undo = server
+        .undo(&run, "isolate", "cli:analyst", "cli:lead")
         .await;
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(undo["run"]["status"], "succeeded", "{undo}");
     let (status, _) = server
         .act(&format!("/v1/incidents/{incident}/resolve"), "cli:lead")
         .await;

@@ -23,6 +23,7 @@ use crate::engine::channel::open_requests;
 use crate::engine::run::RunStatus;
 use crate::engine::{Engine, EngineError};
 use crate::model::event::EventKind;
+use crate::model::people::{Actor, Role};
 use crate::store::{IncidentQuery, RunQuery, Store};
 
 /// A command, read from any platform's syntax.
@@ -207,8 +208,19 @@ impl Commands {
         dialect: &dyn Dialect,
     ) -> Answer {
         match command {
-            Command::Status => self.status(dialect).await.into(),
-            Command::Runs => self.runs(dialect).await.into(),
+            Command::Status | Command::Runs => {
+                if let Err(refusal) = self
+                    .allowed(via, user, Role::Viewer, "status", dialect)
+                    .await
+                {
+                    return refusal;
+                }
+                if command == Command::Status {
+                    self.status(dialect).await.into()
+                } else {
+                    self.runs(dialect).await.into()
+                }
+            }
             Command::Decide { run, step, approve } => {
                 let Some(engine) = self.engine.upgrade() else {
                     return SHUTTING_DOWN.to_owned().into();
@@ -220,6 +232,46 @@ impl Commands {
                 self.trigger(via, user, &playbook, inputs, dialect).await
             }
         }
+    }
+
+    /// The person behind `user` when they have `role`; otherwise the answer that says why not,
+    /// audited.
+    async fn allowed(
+        &self,
+        via: &str,
+        user: &ChatUser,
+        role: Role,
+        what: &str,
+        d: &dyn Dialect,
+    ) -> Result<Actor, Answer> {
+        let Some(engine) = self.engine.upgrade() else {
+            return Err(SHUTTING_DOWN.to_owned().into());
+        };
+        let actor = match engine.people().actor(&user.identity, &user.groups).await {
+            Ok(actor) => actor,
+            Err(_) => {
+                return Err("The store cannot be read right now; try again shortly."
+                    .to_owned()
+                    .into());
+            }
+        };
+        let reason = match &actor {
+            Some(actor) if actor.roles.has(role) => return Ok(actor.clone()),
+            Some(actor) => format!("{} lacks the role `{role}`", actor.person),
+            None => format!("`{}` is no person known to Cordon", user.identity),
+        };
+        let entry = NewEntry::new(EventKind::AccessRefused)
+            .actor(user.identity.clone())
+            .detail(json!({ "role": role, "what": what, "via": via, "reason": reason, "person": actor.map(|a| a.person) }));
+        if let Err(e) = self.store.append_audit(vec![entry]).await {
+            tracing::warn!(error = %e, "cannot audit a refused chat command");
+        }
+        Err(format!(
+            "Not allowed: {what} needs the role {} in Cordon, and {}.",
+            d.code(role.as_str()),
+            d.plain(&reason)
+        )
+        .into())
     }
 
     async fn status(&self, d: &dyn Dialect) -> String {
@@ -306,12 +358,14 @@ impl Commands {
                 "Starting playbooks from chat is off: the config names no `chat.triggers` group.";
             return off.to_owned().into();
         };
-        let member = self.approvers.is_member(group, &user.identity)
-            || user
-                .groups
-                .iter()
-                .any(|g| self.approvers.is_member(group, g));
-        if !member {
+        let actor = match self
+            .allowed(via, user, Role::Responder, "starting playbooks", d)
+            .await
+        {
+            Ok(actor) => actor,
+            Err(refusal) => return refusal,
+        };
+        if !self.approvers.admits(group, &actor) {
             let entry = NewEntry::new(EventKind::TriggerRefused)
                 .actor(user.identity.clone())
                 .detail(json!({ "playbook": playbook, "via": via, "reason": format!("not in the trigger group `{group}`") }));
@@ -328,7 +382,7 @@ impl Commands {
             return SHUTTING_DOWN.to_owned().into();
         };
         match engine
-            .trigger(playbook, Value::Object(inputs), &user.identity, None, false)
+            .trigger(playbook, Value::Object(inputs), &actor, None, false)
             .await
         {
             Ok((id, true)) => Answer {

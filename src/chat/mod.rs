@@ -179,17 +179,36 @@ pub async fn click(
     approve: bool,
 ) -> ClickReply {
     let verb = if approve { "approval" } else { "denial" };
-    match engine
-        .decide_as(
-            run_id,
-            step,
-            &user.identity,
-            &user.groups,
-            approve,
-            platform,
-        )
-        .await
-    {
+    let actor = match engine.people().actor(&user.identity, &user.groups).await {
+        Ok(Some(actor)) => actor,
+        Ok(None) => {
+            let reason = format!("`{}` is no person known to Cordon", user.identity);
+            let entry = crate::model::audit::NewEntry::new(
+                crate::model::event::EventKind::ApprovalRefused,
+            )
+            .run(run_id.to_owned())
+            .step(step.to_owned())
+            .actor(user.identity.clone())
+            .detail(serde_json::json!({ "approve": approve, "via": platform, "reason": reason }));
+            if let Err(e) = engine.store().append_audit(vec![entry]).await {
+                tracing::warn!(error = %e, "cannot audit a refused decision");
+            }
+            return ClickReply {
+                accepted: false,
+                text: format!(
+                    "Not allowed: your {platform} account is not linked to a person in Cordon; ask an admin to add `{}` to your identities.",
+                    user.identity
+                ),
+            };
+        }
+        Err(e) => {
+            return ClickReply {
+                accepted: false,
+                text: format!("Could not record your {verb}: {e}"),
+            };
+        }
+    };
+    match engine.decide(run_id, step, &actor, approve, platform).await {
         Ok(decided) => ClickReply {
             accepted: true,
             text: match decided.outcome {

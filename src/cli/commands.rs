@@ -190,9 +190,12 @@ pub(super) async fn reload(config: &Path, server: Option<&str>) -> anyhow::Resul
     Ok(ExitCode::SUCCESS)
 }
 
-/// POSTs `body` with the identity acting added to the running server's admin API.
+/// POSTs `body` to the running server's API; `--as`, when given, goes along for the server to
+/// check that it is the caller's own identity.
 async fn act(config: &Path, by: &Acting, path: &str, mut body: Value) -> anyhow::Result<Value> {
-    body["identity"] = Value::String(by.identity.clone());
+    if let Some(identity) = &by.identity {
+        body["identity"] = Value::String(identity.clone());
+    }
     post(config, by.server.as_deref(), path, body).await
 }
 
@@ -201,8 +204,10 @@ pub(super) async fn decision(
     args: DecisionArgs,
     approve: bool,
 ) -> anyhow::Result<ExitCode> {
-    let body =
-        json!({ "decision": if approve { "approve" } else { "deny" }, "identity": args.identity });
+    let mut body = json!({ "decision": if approve { "approve" } else { "deny" } });
+    if let Some(identity) = &args.identity {
+        body["identity"] = json!(identity);
+    }
     let answer = post(
         config,
         args.server.as_deref(),
@@ -274,9 +279,10 @@ pub(super) async fn runs(config: &Path, command: RunsCommand) -> anyhow::Result<
             let path = format!("/v1/runs/{id}/steps/{step}/undo");
             let body = act(config, &by, &path, json!({})).await?;
             println!(
-                "{id} {step}: undone with {}\n{}",
-                body["action"].as_str().unwrap_or("?"),
-                serde_json::to_string_pretty(&body["output"])?
+                "{id} {step}: undo requested as run {}; it waits for approval by `{}` (approve it like any other: `cordon approve {} approve`)",
+                body["undo_run"].as_str().unwrap_or("?"),
+                body["approvers"].as_str().unwrap_or("?"),
+                body["undo_run"].as_str().unwrap_or("?"),
             );
         }
     }

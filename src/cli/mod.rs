@@ -3,6 +3,7 @@
 //! admin API of the server holding it) and show what they read with [`print`].
 
 mod commands;
+mod people;
 mod print;
 mod reader;
 
@@ -66,6 +67,20 @@ enum Command {
         /// What to describe: `playbook`.
         what: String,
     },
+    /// Personal tokens: create (printed once), list, revoke. Needs `admin` or the bootstrap token.
+    #[command(subcommand)]
+    Tokens(people::TokensCommand),
+    /// People stored on the server (those in the config are listed too). Needs `admin`.
+    #[command(subcommand)]
+    People(people::PeopleCommand),
+    /// Save a credential for the CLI: a personal token (pasted, or `--token-stdin`), or an OIDC
+    /// login through the device authorization grant when the config names an `oidc` issuer.
+    Login(people::LoginArgs),
+    /// Who the server says you are, and your roles.
+    Whoami {
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+    },
     /// Reload the running server's playbooks (like SIGHUP); refused whole if any has an error.
     Reload {
         #[arg(long, value_name = "URL")]
@@ -103,9 +118,10 @@ enum ActionsCommand {
 struct DecisionArgs {
     run: String,
     step: String,
-    /// The identity deciding, as approver groups list it: `cli:alice`.
+    /// Optional, and only your own identity: the server takes who decides from your credential
+    /// (`CORDON_TOKEN`, or what `cordon login` saved) and refuses any other.
     #[arg(long = "as", value_name = "IDENTITY")]
-    identity: String,
+    identity: Option<String>,
     #[arg(long, value_name = "URL")]
     server: Option<String>,
 }
@@ -147,8 +163,8 @@ enum RunsCommand {
         #[command(flatten)]
         by: Acting,
     },
-    /// Reverse a finished step with its action's undo (release an isolated instance, enable a
-    /// disabled key...).
+    /// Ask to reverse a finished step with its action's undo (release an isolated instance,
+    /// enable a disabled key...): the undo waits for approval in a run of its own.
     Undo {
         id: String,
         step: String,
@@ -166,12 +182,14 @@ enum AuditCommand {
     },
 }
 
-/// Who acts, and which server to ask (default: the one running with this config): the arguments
-/// of the commands that change something through the running server's admin API.
+/// Which server to ask (default: the one running with this config): the arguments of the commands
+/// that change something through the running server's API. Who acts is the person behind the
+/// CLI's credential (`CORDON_TOKEN`, or what `cordon login` saved).
 #[derive(Debug, Args)]
 struct Acting {
+    /// Optional, and only your own identity; the server refuses any other.
     #[arg(long = "as", value_name = "IDENTITY")]
-    identity: String,
+    identity: Option<String>,
     #[arg(long, value_name = "URL")]
     server: Option<String>,
 }
@@ -286,5 +304,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Schema { what } => commands::schema(config, &what),
         Command::Migrate { from, to } => commands::migrate(&from, &to).await,
         Command::Reload { server } => commands::reload(config, server.as_deref()).await,
+        Command::Tokens(command) => people::tokens(config, command).await,
+        Command::People(command) => people::people(config, command).await,
+        Command::Login(args) => people::login(config, args).await,
+        Command::Whoami { server } => people::whoami(config, server.as_deref()).await,
     }
 }

@@ -354,3 +354,11 @@ fn clip(text: &str, max: usize) -> String {
 fn when(t: chrono::DateTime<chrono::Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S").to_string()
 }
+
+/// `text` without control characters (terminal escapes, carriage returns, bells), each shown as
+/// U+FFFD: alert fields and names come from senders, and must not drive the terminal.
+pub(super) fn clean(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect()
+}

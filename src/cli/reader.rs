@@ -53,11 +53,7 @@ impl Reader {
     async fn open(config_path: &Path, server: Option<&str>) -> anyhow::Result<Reader> {
         let config =
             load_config(config_path).map_err(|_| anyhow!("the config has errors (see above)"))?;
-        let token = config
-            .server
-            .admin_token
-            .as_ref()
-            .map(|t| t.expose().to_owned());
+        let token = credential(&config);
         let remote = |base: String| Reader::Remote {
             base,
             token: token.clone(),
@@ -258,19 +254,27 @@ pub(super) async fn post(
     path: &str,
     body: Value,
 ) -> anyhow::Result<Value> {
+    call(config_path, server, reqwest::Method::POST, path, Some(body)).await
+}
+
+/// Sends a request to the running server's API with the CLI's credential; the JSON answer, or an
+/// error with the server's message.
+pub(super) async fn call(
+    config_path: &Path,
+    server: Option<&str>,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<Value> {
     let config =
         load_config(config_path).map_err(|_| anyhow!("the config has errors (see above)"))?;
-    let base = match server {
-        Some(url) => url.trim_end_matches('/').to_owned(),
-        None => std::fs::read_to_string(cordon::app::address_file(&config))
-            .map(|b| b.trim().to_owned())
-            .map_err(|_| anyhow!("no running server found for this config; start `cordon serve` or pass --server URL"))?,
-    };
-    let request = reqwest::Client::new()
-        .post(format!("{base}{path}"))
-        .json(&body);
-    let token = config.server.admin_token.as_ref().map(|t| t.expose());
-    let (status, body) = json_answer(send(request, token, &base).await?).await?;
+    let base = server_base(&config, server)?;
+    let mut request = reqwest::Client::new().request(method, format!("{base}{path}"));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let token = credential(&config);
+    let (status, body) = json_answer(send(request, token.as_deref(), &base).await?).await?;
     if !status.is_success() {
         let mut message = body["message"].as_str().unwrap_or("").to_owned();
         if let Some(errors) = body["errors"].as_array() {
@@ -282,6 +286,68 @@ pub(super) async fn post(
         bail!("{message} ({status})");
     }
     Ok(body)
+}
+
+/// The running server's address: `--server`, the credentials file's, or the one the server
+/// recorded beside its store.
+pub(super) fn server_base(
+    config: &cordon::config::Config,
+    server: Option<&str>,
+) -> anyhow::Result<String> {
+    if let Some(url) = server {
+        return Ok(url.trim_end_matches('/').to_owned());
+    }
+    std::fs::read_to_string(cordon::app::address_file(config))
+        .map(|b| b.trim().to_owned())
+        .or_else(|_| saved_credentials().and_then(|c| c.server).ok_or(()))
+        .map_err(|_| {
+            anyhow!(
+                "no running server found for this config; start `cordon serve` or pass --server URL"
+            )
+        })
+}
+
+/// What `cordon login` saves.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(super) struct SavedCredentials {
+    pub token: String,
+    #[serde(default)]
+    pub server: Option<String>,
+}
+
+/// Where `cordon login` saves the credential: `CORDON_CREDENTIALS`, else
+/// `$XDG_CONFIG_HOME/cordon/credentials.json`, else `~/.config/cordon/credentials.json`.
+pub(super) fn credentials_path() -> Option<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os("CORDON_CREDENTIALS") {
+        return Some(path.into());
+    }
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".config"))
+        })?;
+    Some(base.join("cordon").join("credentials.json"))
+}
+
+pub(super) fn saved_credentials() -> Option<SavedCredentials> {
+    let text = std::fs::read_to_string(credentials_path()?).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// The credential the CLI sends: `CORDON_TOKEN`, else the one `cordon login` saved, else the
+/// config's bootstrap admin token (which manages people and tokens only).
+pub(super) fn credential(config: &cordon::config::Config) -> Option<String> {
+    std::env::var("CORDON_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+        .or_else(|| saved_credentials().map(|c| c.token))
+        .or_else(|| {
+            config
+                .server
+                .admin_token
+                .as_ref()
+                .map(|t| t.expose().to_owned())
+        })
 }
 
 /// Sends `request` to the admin API at `base`, with the admin `token` when there is one.

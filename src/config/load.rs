@@ -23,6 +23,8 @@ const TOP_KEYS: &[&str] = &[
     "grouping",
     "log",
     "playbooks",
+    "people",
+    "oidc",
     "approvers",
     "guardrails",
     "integrations",
@@ -70,8 +72,14 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, Diagnostics> {
     }
     if found.is_empty() {
         // What the passes cannot see (a duplicated key, say) still fails the full parse.
-        return serde_yaml::from_str::<Config>(text)
-            .map_err(|e| Diagnostics(vec![Diagnostics::from_yaml(file, &e)]));
+        let config = serde_yaml::from_str::<Config>(text)
+            .map_err(|e| Diagnostics(vec![Diagnostics::from_yaml(file, &e)]))?;
+        let problems = super::people::check(&config, text, file);
+        return if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(Diagnostics(problems))
+        };
     }
     found.sort_by(|a, b| (a.line, a.column, &a.message).cmp(&(b.line, b.column, &b.message)));
     found.dedup();
@@ -164,6 +172,12 @@ impl<'de> Visitor<'de> for FocusSeed<'_> {
                 }
                 (Focus::TopKey(k), "playbooks") if k == "playbooks" => {
                     map.next_value::<super::PlaybooksConfig>()?;
+                }
+                (Focus::TopKey(k), "people") if k == "people" => {
+                    map.next_value::<std::collections::BTreeMap<String, super::PersonConfig>>()?;
+                }
+                (Focus::TopKey(k), "oidc") if k == "oidc" => {
+                    map.next_value::<Option<super::OidcConfig>>()?;
                 }
                 (Focus::TopKey(k), "approvers") if k == "approvers" => {
                     map.next_value::<std::collections::BTreeMap<String, Vec<String>>>()?;

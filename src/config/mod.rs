@@ -7,6 +7,7 @@
 mod diagnostic;
 mod duration;
 mod load;
+mod people;
 mod secret;
 
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ use serde::Deserialize;
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use duration::HumanDuration;
 pub use load::{load, parse};
+pub use people::{OidcConfig, PersonConfig};
 pub use secret::Secret;
 
 /// The whole config file.
@@ -39,9 +41,16 @@ pub struct Config {
     /// Where playbooks are and how they run.
     #[serde(default)]
     pub playbooks: PlaybooksConfig,
-    /// Approver groups: who may decide approvals, by group name. Members are identities
-    /// (`cli:alice`, `slack:U123`, `teams:<aad object id>`, `discord:<user id>`) or other groups
-    /// (`group:soc-l1`).
+    /// People, by id: who they are, their roles, and their identities on each platform
+    /// (docs/security.md). Every decision is made by a person.
+    #[serde(default)]
+    pub people: BTreeMap<String, people::PersonConfig>,
+    /// An OpenID Connect issuer whose tokens the API accepts, mapped to people by `oidc:` identities.
+    #[serde(default)]
+    pub oidc: Option<people::OidcConfig>,
+    /// Approver groups: who may decide approvals, by group name. Members are people (`alice`),
+    /// identities a person has (`slack:U123`), other groups (`group:soc-l1`) or platform groups
+    /// (`slack-group:S0123`, `teams-group:<Entra group id>`, `discord-role:<role id>`).
     #[serde(default)]
     pub approvers: BTreeMap<String, Vec<String>>,
     /// Limits on what side-effect actions may do.
@@ -195,6 +204,11 @@ pub struct GuardrailsConfig {
     /// The approver group for calls over a blast radius (default `admins`).
     #[serde(default = "default_blast_approvers")]
     pub blast_radius_approvers: String,
+    /// The approver group that approves undoing a step (an undo is an approval of its own, and its
+    /// action passes the guardrails as the original did). Default: the group of the approval
+    /// before the step in its run, else `blast_radius_approvers`.
+    #[serde(default)]
+    pub undo_approvers: Option<String>,
 }
 
 impl Default for GuardrailsConfig {
@@ -203,6 +217,7 @@ impl Default for GuardrailsConfig {
             protected: Vec::new(),
             blast_radius: BTreeMap::new(),
             blast_radius_approvers: default_blast_approvers(),
+            undo_approvers: None,
         }
     }
 }

@@ -1,37 +1,54 @@
 //! Who may decide an approval, and what a decision does. The same rules apply whatever the decision
-//! came through (API, CLI, chat): only members of the approver group decide; the identity that
-//! triggered a manual run may not approve it; quorum counts distinct people; one deny ends it; a
-//! decision after the outcome is refused with who decided.
+//! came through (API, CLI, chat, console): only people in the approver group decide, with a
+//! credential that carries the `approver` role; the person who started a run may not approve it,
+//! from any platform; quorum counts distinct people, so one person deciding from two platforms
+//! counts once; one deny ends it; a decision after the outcome is refused with who decided.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 
 use super::run::{Decision, Run, StepStatus};
+use crate::model::people::{Actor, Role};
 
-/// Approver groups from the config: a group lists identities (`cli:alice`, `slack:U123`,
-/// `teams:<aad object id>`, `discord:<user id>`) and other groups (`group:<name>`).
+/// Approver groups from the config: a group lists people (by id; identities in the config are
+/// turned into the person who has them), other groups (`group:<name>`) and platform groups
+/// (`slack-group:S0123`, `teams-group:<id>`, `discord-role:<id>`).
 #[derive(Debug, Clone, Default)]
 pub struct ApproverGroups(pub BTreeMap<String, Vec<String>>);
 
 impl ApproverGroups {
-    /// Whether `identity` belongs to `group`, following `group:` references (cycles are harmless).
-    pub fn is_member(&self, group: &str, identity: &str) -> bool {
+    /// Whether `actor` belongs to `group`: listed by person id, in a platform group the platform
+    /// vouched for, or through a group the person joined in the store; following `group:`
+    /// references (cycles are harmless).
+    pub fn admits(&self, group: &str, actor: &Actor) -> bool {
         let mut seen = BTreeSet::new();
         let mut todo = vec![group.to_owned()];
         while let Some(g) = todo.pop() {
             if !seen.insert(g.clone()) {
                 continue;
             }
+            if actor
+                .also
+                .iter()
+                .any(|a| a.strip_prefix("group:") == Some(&g))
+            {
+                return true;
+            }
             for member in self.0.get(&g).into_iter().flatten() {
                 match member.strip_prefix("group:") {
                     Some(inner) => todo.push(inner.to_owned()),
-                    None if member == identity => return true,
+                    None if *member == actor.person || actor.also.contains(member) => return true,
                     None => {}
                 }
             }
         }
         false
+    }
+
+    /// Whether a group of this name exists.
+    pub fn has(&self, group: &str) -> bool {
+        self.0.contains_key(group)
     }
 }
 
@@ -48,7 +65,9 @@ pub enum DecisionError {
     AlreadyDecided(String),
     #[error("{0} is not in the approver group `{1}`")]
     NotAllowed(String, String),
-    #[error("{0} triggered this run and may not approve it")]
+    #[error("{0} decides no approvals with this credential: it lacks the role `approver`")]
+    NoApproverRole(String),
+    #[error("{0} started this run and may not approve it")]
     Requester(String),
     #[error("{0} has already decided on this approval")]
     Repeated(String),
@@ -63,7 +82,9 @@ impl DecisionError {
             | DecisionError::RunFinished(_)
             | DecisionError::AlreadyDecided(_)
             | DecisionError::Repeated(_) => "conflict",
-            DecisionError::NotAllowed(..) | DecisionError::Requester(_) => "forbidden",
+            DecisionError::NotAllowed(..)
+            | DecisionError::NoApproverRole(_)
+            | DecisionError::Requester(_) => "forbidden",
         }
     }
 }
@@ -77,34 +98,17 @@ pub struct Decided {
     pub quorum: u32,
 }
 
-/// Applies a decision by `identity` to approval `step` of `run`.
+/// Applies `actor`'s decision to approval `step` of `run`.
 pub fn decide(
     run: &mut Run,
     step: &str,
-    identity: &str,
+    actor: &Actor,
     approve: bool,
     via: &str,
     groups: &ApproverGroups,
     now: DateTime<Utc>,
 ) -> Result<Decided, DecisionError> {
-    decide_with(run, step, identity, &[], approve, via, groups, now)
-}
-
-/// As [`decide`], for a person who is also a member of the platform groups `also` (a Slack user
-/// group `slack-group:S0123`, a Discord role `discord-role:<id>`, a Teams AAD group
-/// `teams-group:<object id>`), which approver groups may list. Quorum still counts `identity`.
-#[allow(clippy::too_many_arguments)]
-pub fn decide_with(
-    run: &mut Run,
-    step: &str,
-    identity: &str,
-    also: &[String],
-    approve: bool,
-    via: &str,
-    groups: &ApproverGroups,
-    now: DateTime<Utc>,
-) -> Result<Decided, DecisionError> {
-    let requester = run.trigger.by.clone();
+    let requester = run.trigger.person.clone();
     let finished = run.status.is_finished().then(|| run.status.to_string());
     let state = run
         .steps
@@ -121,7 +125,7 @@ pub fn decide_with(
             .map(|d| {
                 format!(
                     "{} ({})",
-                    d.identity,
+                    d.who(),
                     if d.approve { "approve" } else { "deny" }
                 )
             })
@@ -134,22 +138,24 @@ pub fn decide_with(
     if state.status != StepStatus::Waiting {
         return Err(DecisionError::NotWaiting(step.to_owned()));
     }
-    let member = groups.is_member(&approval.group, identity)
-        || also.iter().any(|m| groups.is_member(&approval.group, m));
-    if !member {
+    if !groups.admits(&approval.group, actor) {
         return Err(DecisionError::NotAllowed(
-            identity.to_owned(),
+            actor.person.clone(),
             approval.group.clone(),
         ));
     }
-    if approve && requester.as_deref() == Some(identity) {
-        return Err(DecisionError::Requester(identity.to_owned()));
+    if !actor.roles.has(Role::Approver) {
+        return Err(DecisionError::NoApproverRole(actor.person.clone()));
     }
-    if approval.decisions.iter().any(|d| d.identity == identity) {
-        return Err(DecisionError::Repeated(identity.to_owned()));
+    if approve && requester.as_deref() == Some(actor.person.as_str()) {
+        return Err(DecisionError::Requester(actor.person.clone()));
+    }
+    if approval.decisions.iter().any(|d| d.who() == actor.person) {
+        return Err(DecisionError::Repeated(actor.person.clone()));
     }
     approval.decisions.push(Decision {
-        identity: identity.to_owned(),
+        identity: actor.identity.clone(),
+        person: Some(actor.person.clone()),
         approve,
         at: now,
         via: via.to_owned(),
@@ -180,6 +186,7 @@ pub fn expire(run: &mut Run, now: DateTime<Utc>) -> Vec<String> {
         {
             approval.decisions.push(Decision {
                 identity: "system".into(),
+                person: None,
                 approve: approval.on_timeout_approve,
                 at: now,
                 via: "timeout".into(),
@@ -197,6 +204,7 @@ mod tests {
 
     use super::*;
     use crate::engine::run::{ApprovalState, RunStatus, StepState, Trigger};
+    use crate::model::people::Roles;
 
     fn waiting_run(quorum: u32, by: Option<&str>) -> Run {
         let now = Utc::now();
@@ -217,7 +225,8 @@ mod tests {
             status: RunStatus::Waiting,
             trigger: Trigger {
                 kind: if by.is_some() { "manual" } else { "alert" }.into(),
-                by: by.map(str::to_owned),
+                by: by.map(|p| format!("cli:{p}")),
+                person: by.map(str::to_owned),
             },
             incident_id: None,
             alert_id: None,
@@ -242,86 +251,176 @@ mod tests {
                 (
                     "soc".to_owned(),
                     vec![
-                        "cli:alice".to_owned(),
-                        "cli:bob".to_owned(),
+                        "alice".to_owned(),
+                        "bob".to_owned(),
                         "group:leads".to_owned(),
                     ],
                 ),
                 (
                     "leads".to_owned(),
-                    vec!["teams:42".to_owned(), "group:soc".to_owned()],
+                    vec![
+                        "carol".to_owned(),
+                        "slack-group:S1".to_owned(),
+                        "group:soc".to_owned(),
+                    ],
                 ),
             ]
             .into(),
         )
     }
 
-    #[test]
-    fn members_decide_through_nested_groups_and_cycles_are_harmless() {
-        let g = groups();
-        assert!(g.is_member("soc", "teams:42"));
-        assert!(g.is_member("leads", "cli:alice"));
-        assert!(!g.is_member("soc", "cli:mallory"));
-        assert!(!g.is_member("nope", "cli:alice"));
+    fn as_(person: &str, identity: &str) -> Actor {
+        Actor {
+            person: person.into(),
+            identity: identity.into(),
+            roles: Roles::of([Role::Approver]),
+            also: vec![],
+        }
     }
 
     #[test]
-    fn quorum_counts_distinct_people_and_one_deny_ends_it() {
+    fn members_decide_through_nested_groups_platform_groups_and_stored_groups() {
+        let g = groups();
+        assert!(g.admits("soc", &as_("carol", "teams:42")));
+        assert!(g.admits("leads", &as_("alice", "cli:alice")));
+        assert!(!g.admits("soc", &as_("mallory", "cli:mallory")));
+        assert!(!g.admits("nope", &as_("alice", "cli:alice")));
+        let mut dave = as_("dave", "slack:UDAVE");
+        assert!(!g.admits("soc", &dave));
+        dave.also = vec!["slack-group:S1".into()];
+        assert!(
+            g.admits("soc", &dave),
+            "through a Slack user group in leads"
+        );
+        let erin = Actor {
+            also: vec!["group:leads".into()],
+            ..as_("erin", "oidc:erin")
+        };
+        assert!(g.admits("soc", &erin), "a group joined in the store");
+    }
+
+    #[test]
+    fn quorum_counts_people_not_identities_and_one_deny_ends_it() {
         let now = Utc::now();
         let mut run = waiting_run(2, None);
+        let alice_slack = as_("alice", "slack:UALICE");
+        let alice_discord = as_("alice", "discord:111");
         assert_eq!(
-            decide(&mut run, "ok", "cli:alice", true, "api", &groups(), now)
+            decide(&mut run, "ok", &alice_slack, true, "slack", &groups(), now)
                 .unwrap()
                 .outcome,
             None
         );
         assert_eq!(
-            decide(&mut run, "ok", "cli:alice", true, "api", &groups(), now),
-            Err(DecisionError::Repeated("cli:alice".into()))
+            decide(
+                &mut run,
+                "ok",
+                &alice_discord,
+                true,
+                "discord",
+                &groups(),
+                now
+            ),
+            Err(DecisionError::Repeated("alice".into()))
         );
         assert_eq!(
-            decide(&mut run, "ok", "teams:42", true, "teams", &groups(), now)
-                .unwrap()
-                .outcome,
+            decide(
+                &mut run,
+                "ok",
+                &as_("carol", "teams:42"),
+                true,
+                "teams",
+                &groups(),
+                now
+            )
+            .unwrap()
+            .outcome,
             Some(true)
         );
-        let late = decide(&mut run, "ok", "cli:bob", false, "api", &groups(), now).unwrap_err();
+        let late = decide(
+            &mut run,
+            "ok",
+            &as_("bob", "cli:bob"),
+            false,
+            "api",
+            &groups(),
+            now,
+        )
+        .unwrap_err();
         assert!(
             late.to_string()
-                .contains("already decided by cli:alice (approve), teams:42 (approve)"),
+                .contains("already decided by alice (approve), carol (approve)"),
             "{late}"
         );
 
         let mut run = waiting_run(3, None);
-        decide(&mut run, "ok", "cli:alice", true, "api", &groups(), now).unwrap();
+        decide(&mut run, "ok", &alice_slack, true, "slack", &groups(), now).unwrap();
         assert_eq!(
-            decide(&mut run, "ok", "cli:bob", false, "api", &groups(), now)
-                .unwrap()
-                .outcome,
+            decide(
+                &mut run,
+                "ok",
+                &as_("bob", "cli:bob"),
+                false,
+                "api",
+                &groups(),
+                now
+            )
+            .unwrap()
+            .outcome,
             Some(false)
         );
     }
 
     #[test]
-    fn outsiders_and_requesters_are_refused() {
+    fn outsiders_requesters_on_any_platform_and_narrow_credentials_are_refused() {
         let now = Utc::now();
-        let mut run = waiting_run(1, Some("cli:alice"));
+        let mut run = waiting_run(1, Some("alice"));
         assert_eq!(
-            decide(&mut run, "ok", "cli:mallory", true, "api", &groups(), now),
-            Err(DecisionError::NotAllowed(
-                "cli:mallory".into(),
-                "soc".into()
-            ))
+            decide(
+                &mut run,
+                "ok",
+                &as_("mallory", "cli:mallory"),
+                true,
+                "api",
+                &groups(),
+                now
+            ),
+            Err(DecisionError::NotAllowed("mallory".into(), "soc".into()))
         );
+        // Alice started the run from the CLI; her Discord identity is still Alice.
         assert_eq!(
-            decide(&mut run, "ok", "cli:alice", true, "api", &groups(), now),
-            Err(DecisionError::Requester("cli:alice".into()))
+            decide(
+                &mut run,
+                "ok",
+                &as_("alice", "discord:111"),
+                true,
+                "discord",
+                &groups(),
+                now
+            ),
+            Err(DecisionError::Requester("alice".into()))
+        );
+        let viewer_token = Actor {
+            roles: Roles::of([Role::Viewer]),
+            ..as_("bob", "token:t1")
+        };
+        assert_eq!(
+            decide(&mut run, "ok", &viewer_token, true, "api", &groups(), now),
+            Err(DecisionError::NoApproverRole("bob".into()))
         );
         // The requester may still deny their own run.
         assert_eq!(
-            decide(&mut run, "ok", "cli:alice", false, "api", &groups(), now)
-                .unwrap()
-                .outcome,
+            decide(
+                &mut run,
+                "ok",
+                &as_("alice", "cli:alice"),
+                false,
+                "api",
+                &groups(),
+                now
+            )
+            .unwrap()
+            .outcome,
             Some(false)
         );
         assert!(run.steps["ok"].approval.as_ref().unwrap().decisions.len() == 1);
@@ -343,7 +442,7 @@ mod tests {
             decide(
                 &mut run,
                 "ok",
-                "cli:alice",
+                &as_("alice", "cli:alice"),
                 true,
                 "api",
                 &groups(),

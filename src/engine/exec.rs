@@ -51,6 +51,26 @@ impl Event {
         let (kind, detail) = detail.into_parts();
         Event::new(kind, step, detail)
     }
+
+    /// The event as done by `actor`: the audit entry's actor is the identity they used, and its
+    /// detail names the person (`"person": "alice"`).
+    pub fn by(mut self, actor: &crate::model::people::Actor) -> Event {
+        self.actor = Some(actor.identity.clone());
+        self.detail = with_person(self.detail, &actor.person);
+        self
+    }
+}
+
+/// `detail` with `"person": person` added (an object is made of `null`).
+pub fn with_person(detail: Value, person: &str) -> Value {
+    match detail {
+        Value::Object(mut map) => {
+            map.insert("person".into(), Value::String(person.to_owned()));
+            Value::Object(map)
+        }
+        Value::Null => json!({ "person": person }),
+        other => json!({ "person": person, "value": other }),
+    }
 }
 
 /// Where runs are kept between steps.
@@ -1001,6 +1021,7 @@ impl Executor {
             super::run::Trigger {
                 kind: "call".into(),
                 by: run.trigger.by.clone(),
+                person: run.trigger.person.clone(),
             },
             run.incident_id.clone(),
             run.alert_id.clone(),

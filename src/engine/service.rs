@@ -12,18 +12,21 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, Semaphore, mpsc};
 
-use super::approval::{ApproverGroups, Decided, DecisionError, decide_with};
+mod undo;
+
+use super::approval::{ApproverGroups, Decided, DecisionError, decide};
 use super::channel::{ApprovalChannel, decided, open_requests};
 use super::exec::{Event, Executor, Library, Persist, Progress, RunData};
 use super::run::{Run, RunStatus, StepStatus, Trigger};
 use super::watch::{IncidentEvent, Watcher};
-use crate::actions::{ActionCall, ActionRunner, Guardrails};
+use crate::actions::{ActionRunner, Guardrails};
 use crate::alert::new_id;
 use crate::audit::NewEntry;
 use crate::model::event::{
     AlertAdded, ApprovalDecided, ApprovalRefused, Detail, EventKind, IncidentStatusChanged,
     RunState, StepUndoFailed, StepUndone,
 };
+use crate::model::people::Actor;
 use crate::playbook::Compiled;
 use crate::store::{AlertQuery, Store};
 
@@ -69,12 +72,25 @@ impl Library for Shared {
     }
 }
 
+/// Who decides: the approver groups, the people behind identities and credentials, and who
+/// approves undo.
+pub struct Trust {
+    pub groups: ApproverGroups,
+    pub people: Arc<crate::trust::Directory>,
+    pub undo_approvers: Option<String>,
+}
+
 /// The engine.
 pub struct Engine {
     store: Arc<dyn Store>,
     executor: Executor,
     playbooks: Arc<Shared>,
     groups: ApproverGroups,
+    /// People and credentials: who an identity or a token is.
+    people: Arc<crate::trust::Directory>,
+    /// The group that approves undo requests (`guardrails.undo_approvers`); `None`: the group of
+    /// the approval before the step, else the blast-radius approvers.
+    undo_approvers: Option<String>,
     workers: Arc<Semaphore>,
     worker_count: u32,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -164,7 +180,7 @@ impl Engine {
             Arc<Guardrails>,
         ),
         playbooks: Playbooks,
-        groups: ApproverGroups,
+        trust: Trust,
         workers: usize,
         metrics: Arc<crate::telemetry::Metrics>,
     ) -> Arc<Engine> {
@@ -182,7 +198,9 @@ impl Engine {
                 library: shared.clone(),
             },
             playbooks: shared,
-            groups,
+            groups: trust.groups,
+            people: trust.people,
+            undo_approvers: trust.undo_approvers,
             workers: Arc::new(Semaphore::new(workers.max(1))),
             worker_count: u32::try_from(workers.max(1)).unwrap_or(u32::MAX),
             locks: Mutex::new(HashMap::new()),
@@ -331,6 +349,7 @@ impl Engine {
         incident_id: &str,
         status: crate::alert::IncidentStatus,
         by: &str,
+        person: Option<&str>,
         via: &str,
     ) -> Result<crate::alert::Incident, EngineError> {
         let mut incident = self
@@ -360,7 +379,10 @@ impl Engine {
             .append_audit(vec![
                 NewEntry::new(kind.clone())
                     .actor(by.to_owned())
-                    .detail(detail.clone()),
+                    .detail(match person {
+                        Some(person) => super::exec::with_person(detail.clone(), person),
+                        None => detail.clone(),
+                    }),
             ])
             .await
             .map_err(store_error)?;
@@ -370,7 +392,7 @@ impl Engine {
             run_id: None,
             playbook: None,
             step: None,
-            actor: Some(by.to_owned()),
+            actor: crate::model::people::shown_as(Some(by), &json!({ "person": person })),
             detail,
             at: Utc::now(),
         };
@@ -598,6 +620,7 @@ impl Engine {
             let trigger = Trigger {
                 kind: "alert".into(),
                 by: None,
+                person: None,
             };
             let run = self
                 .new_run(
@@ -678,7 +701,7 @@ impl Engine {
         self: &Arc<Self>,
         playbook_id: &str,
         inputs: Value,
-        by: &str,
+        by: &Actor,
         incident_id: Option<String>,
         dry_run: bool,
     ) -> Result<(String, bool), EngineError> {
@@ -692,7 +715,8 @@ impl Engine {
         let key = incident_id.clone().unwrap_or_else(new_id);
         let trigger = Trigger {
             kind: "manual".into(),
-            by: Some(by.to_owned()),
+            by: Some(by.identity.clone()),
+            person: Some(by.person.clone()),
         };
         let mut run = self
             .new_run(&playbook, trigger, None, incident_id, key, inputs, &data)
@@ -799,7 +823,7 @@ impl Engine {
                 }
                 return Ok(run.wake_at());
             }
-            let Some(playbook) = self.current().by_id.get(&run.playbook).cloned() else {
+            let Some(playbook) = self.playbook_for(&run) else {
                 tracing::warn!(run = run_id, playbook = %run.playbook, "the run's playbook is not loaded; the run waits for a reload");
                 return Ok(Some(Utc::now() + chrono::Duration::seconds(60)));
             };
@@ -824,6 +848,9 @@ impl Engine {
                 Progress::Finished(status) => {
                     let labels = crate::telemetry::RunLabels { playbook: run.playbook.clone(), status: status.to_string() };
                     self.metrics.runs_finished.get_or_create(&labels).inc();
+                    if run.playbook == undo::UNDO_PLAYBOOK {
+                        self.undo_finished(&run).await;
+                    }
                 }
                 _ => {}
             }
@@ -881,27 +908,27 @@ impl Engine {
         }
     }
 
-    /// A person's decision on an approval.
+    /// The store the engine keeps runs in.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// People and credentials: who an identity or a bearer token is.
+    pub fn people(&self) -> &crate::trust::Directory {
+        &self.people
+    }
+
+    /// The approver groups, to check membership outside a decision (chat triggers).
+    pub fn groups(&self) -> &ApproverGroups {
+        &self.groups
+    }
+
+    /// A person's decision on an approval ([`super::approval::decide`] has the rules).
     pub async fn decide(
         self: &Arc<Self>,
         run_id: &str,
         step: &str,
-        identity: &str,
-        approve: bool,
-        via: &str,
-    ) -> Result<Decided, EngineError> {
-        self.decide_as(run_id, step, identity, &[], approve, via)
-            .await
-    }
-
-    /// As [`Engine::decide`], for a person the chat platform says is also in the groups `also`
-    /// (see [`super::approval::decide_with`]).
-    pub async fn decide_as(
-        self: &Arc<Self>,
-        run_id: &str,
-        step: &str,
-        identity: &str,
-        also: &[String],
+        actor: &Actor,
         approve: bool,
         via: &str,
     ) -> Result<Decided, EngineError> {
@@ -909,9 +936,7 @@ impl Engine {
         let guard = lock.lock().await;
         let result = async {
             self.lease_waiting(run_id).await?;
-            let result = self
-                .decide_leased(run_id, step, identity, also, approve, via)
-                .await;
+            let result = self.decide_leased(run_id, step, actor, approve, via).await;
             // Due now: the decision is taken up by whichever replica claims the run first.
             self.release(run_id, Some(Utc::now())).await;
             result
@@ -930,25 +955,23 @@ impl Engine {
         self: &Arc<Self>,
         run_id: &str,
         step: &str,
-        identity: &str,
-        also: &[String],
+        actor: &Actor,
         approve: bool,
         via: &str,
     ) -> Result<Decided, EngineError> {
         {
             let mut run = self.load_run(run_id).await?;
-            match decide_with(
+            match decide(
                 &mut run,
                 step,
-                identity,
-                also,
+                actor,
                 approve,
                 via,
                 &self.groups,
                 Utc::now(),
             ) {
                 Ok(decided) => {
-                    let mut event = Event::of(
+                    let event = Event::of(
                         Detail::ApprovalDecided(ApprovalDecided {
                             approve,
                             via: via.to_owned(),
@@ -957,8 +980,8 @@ impl Engine {
                             quorum: decided.quorum,
                         }),
                         Some(step),
-                    );
-                    event.actor = Some(identity.to_owned());
+                    )
+                    .by(actor);
                     run.updated_at = Utc::now();
                     self.save_and_tell(&run, vec![event]).await?;
                     if decided.outcome.is_some() {
@@ -967,15 +990,15 @@ impl Engine {
                     Ok(decided)
                 }
                 Err(error) => {
-                    let mut event = Event::of(
+                    let event = Event::of(
                         Detail::ApprovalRefused(ApprovalRefused {
                             approve,
                             via: via.to_owned(),
                             reason: error.to_string(),
                         }),
                         Some(step),
-                    );
-                    event.actor = Some(identity.to_owned());
+                    )
+                    .by(actor);
                     self.store
                         .append_audit(audit_entries(run_id, vec![event]))
                         .await
@@ -995,7 +1018,7 @@ impl Engine {
     }
 
     /// Cancels a run that has not finished.
-    pub async fn cancel(self: &Arc<Self>, run_id: &str, by: &str) -> Result<Run, EngineError> {
+    pub async fn cancel(self: &Arc<Self>, run_id: &str, by: &Actor) -> Result<Run, EngineError> {
         let lock = self.lock_for(run_id);
         let _guard = lock.lock().await;
         self.lease_waiting(run_id).await?;
@@ -1008,7 +1031,7 @@ impl Engine {
         result
     }
 
-    async fn cancel_leased(self: &Arc<Self>, run_id: &str, by: &str) -> Result<Run, EngineError> {
+    async fn cancel_leased(self: &Arc<Self>, run_id: &str, by: &Actor) -> Result<Run, EngineError> {
         let mut run = self.load_run(run_id).await?;
         if run.status.is_finished() {
             return Err(EngineError::Conflict(format!(
@@ -1016,11 +1039,11 @@ impl Engine {
                 run.status
             )));
         }
-        let mut event = Event::of(
+        let event = Event::of(
             Detail::RunState(RunState::moved(run.status, RunStatus::Cancelled)),
             None,
-        );
-        event.actor = Some(by.to_owned());
+        )
+        .by(by);
         run.status = RunStatus::Cancelled;
         let now = Utc::now();
         run.finished_at = Some(now);
@@ -1035,7 +1058,7 @@ impl Engine {
         run_id: &str,
         step: &str,
         retry: bool,
-        by: &str,
+        by: &Actor,
     ) -> Result<(), EngineError> {
         let lock = self.lock_for(run_id);
         let guard = lock.lock().await;
@@ -1058,7 +1081,7 @@ impl Engine {
         run_id: &str,
         step: &str,
         retry: bool,
-        by: &str,
+        by: &Actor,
     ) -> Result<(), EngineError> {
         {
             let mut run = self.load_run(run_id).await?;
@@ -1077,12 +1100,13 @@ impl Engine {
             } else {
                 state.status = StepStatus::Skipped;
                 state.error = Some(format!(
-                    "skipped by {by} after the process stopped during it"
+                    "skipped by {} after the process stopped during it",
+                    by.person
                 ));
             }
             run.status = RunStatus::Running;
             run.updated_at = Utc::now();
-            let mut event = Event::new(
+            let event = Event::new(
                 if retry {
                     EventKind::StepRetriedByPerson
                 } else {
@@ -1090,126 +1114,14 @@ impl Engine {
                 },
                 Some(step),
                 Value::Null,
-            );
-            event.actor = Some(by.to_owned());
+            )
+            .by(by);
             self.store
                 .save_run(&run, audit_entries(run_id, vec![event]), true)
                 .await
                 .map_err(store_error)?;
             Ok(())
         }
-    }
-}
-
-impl Engine {
-    /// Reverses a finished step with its action's undo (docs/integrations.md): the undo action gets
-    /// the step's inputs and `previous`, the step's output, limited to the inputs it declares. Who
-    /// asked, and what came of it, go to the audit log and onto the step (`undone`).
-    pub async fn undo(
-        self: &Arc<Self>,
-        run_id: &str,
-        step: &str,
-        by: &str,
-    ) -> Result<(String, Value), EngineError> {
-        let lock = self.lock_for(run_id);
-        let _guard = lock.lock().await;
-        self.lease_waiting(run_id).await?;
-        let result = self.undo_leased(run_id, step, by).await;
-        let due = match self.store.run(run_id).await {
-            Ok(Some(run)) => run.due_at(Utc::now()),
-            _ => Some(Utc::now()),
-        };
-        self.release(run_id, due).await;
-        result
-    }
-
-    async fn undo_leased(
-        self: &Arc<Self>,
-        run_id: &str,
-        step: &str,
-        by: &str,
-    ) -> Result<(String, Value), EngineError> {
-        let mut run = self.load_run(run_id).await?;
-        let state = run
-            .steps
-            .get(step)
-            .ok_or_else(|| EngineError::Conflict(format!("run has no step `{step}`")))?;
-        let Some(action) = state.action.clone() else {
-            return Err(EngineError::Conflict(format!(
-                "step `{step}` called no action with side effects, so there is nothing to undo"
-            )));
-        };
-        if state.status != StepStatus::Succeeded || state.dry_run {
-            return Err(EngineError::Conflict(format!(
-                "step `{step}` did not succeed for real (it is {}{}), so there is nothing to undo",
-                serde_json::to_value(state.status)
-                    .unwrap_or_default()
-                    .as_str()
-                    .unwrap_or("?"),
-                if state.dry_run { ", a dry run" } else { "" }
-            )));
-        }
-        if let Some(undone) = &state.undone {
-            return Err(EngineError::Conflict(format!(
-                "step `{step}` was already undone by {} at {}",
-                undone["by"].as_str().unwrap_or("?"),
-                undone["at"].as_str().unwrap_or("?")
-            )));
-        }
-        let actions = &self.executor.actions;
-        let Some(undo) = actions.spec(&action).and_then(|s| s.undo) else {
-            return Err(EngineError::Conflict(format!(
-                "`{action}` has no undo action"
-            )));
-        };
-        let undo_spec = actions.spec(&undo).ok_or_else(|| {
-            EngineError::Conflict(format!("the undo action `{undo}` is not loaded"))
-        })?;
-        let mut inputs = serde_json::Map::new();
-        for name in undo_spec.inputs.keys() {
-            let value = if name == "previous" {
-                Some(state.output.clone())
-            } else {
-                state.inputs.get(name).cloned()
-            };
-            if let Some(value) = value {
-                inputs.insert(name.clone(), value);
-            }
-        }
-        let call = ActionCall {
-            run_id: run.id.clone(),
-            step_id: step.to_owned(),
-            playbook: run.playbook.clone(),
-            incident_id: run.incident_id.clone(),
-            idempotency_key: format!("{}:{step}:undo", run.id),
-        };
-        let result = actions.call(&undo, Value::Object(inputs), &call).await;
-        let now = Utc::now();
-        let detail = match &result {
-            Ok(output) => Detail::StepUndone(StepUndone {
-                action: undo.clone(),
-                output: output.clone(),
-            }),
-            Err(e) => Detail::StepUndoFailed(StepUndoFailed {
-                action: undo.clone(),
-                error: e.message.clone(),
-            }),
-        };
-        let mut event = Event::of(detail, Some(step));
-        event.actor = Some(by.to_owned());
-        if let (Ok(output), Some(state)) = (&result, run.steps.get_mut(step)) {
-            state.undone = Some(json!({
-                "action": undo,
-                "by": by,
-                "at": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                "output": output,
-            }));
-        }
-        run.updated_at = now;
-        self.save_and_tell(&run, vec![event]).await?;
-        result
-            .map(|output| (undo.clone(), output))
-            .map_err(|e| EngineError::Conflict(format!("the undo `{undo}` failed: {}", e.message)))
     }
 }
 

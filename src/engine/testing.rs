@@ -187,6 +187,7 @@ async fn run_case(
             "alert".into()
         },
         by: Some("test:runner".into()),
+        person: Some("test-runner".into()),
     };
     let mut run = Run::new(
         format!("test-{}", case.name.replace(' ', "-")),
@@ -230,6 +231,7 @@ async fn run_case(
                             for i in 0..needed {
                                 state.decisions.push(Decision {
                                     identity: format!("test:approver-{i}"),
+                                    person: Some(format!("test-approver-{i}")),
                                     approve,
                                     at: clock,
                                     via: "test".into(),

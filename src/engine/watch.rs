@@ -50,7 +50,7 @@ impl IncidentEvent {
                 run_id: Some(run.id.clone()),
                 playbook: Some(run.playbook.clone()),
                 step: e.step.clone(),
-                actor: e.actor.clone(),
+                actor: crate::model::people::shown_as(e.actor.as_deref(), &e.detail),
                 detail: e.detail.clone(),
                 at,
             })

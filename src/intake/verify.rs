@@ -31,6 +31,16 @@ impl AuthError {
 
 /// Checks `Authorization: Bearer <token>`.
 pub fn bearer(headers: &HeaderMap, token: &Secret) -> Result<(), AuthError> {
+    let presented = bearer_token(headers)?;
+    if equal_secret(presented.as_bytes(), token.expose().as_bytes()) {
+        Ok(())
+    } else {
+        Err(AuthError::Invalid("bearer token is not valid".into()))
+    }
+}
+
+/// The token of `Authorization: Bearer <token>`, not yet checked.
+pub fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
     let value = headers
         .get(axum::http::header::AUTHORIZATION)
         .ok_or_else(|| {
@@ -44,11 +54,7 @@ pub fn bearer(headers: &HeaderMap, token: &Secret) -> Result<(), AuthError> {
                 .or_else(|| v.strip_prefix("bearer "))
         })
         .ok_or_else(|| AuthError::Invalid("Authorization header is not `Bearer <token>`".into()))?;
-    if equal_secret(presented.trim().as_bytes(), token.expose().as_bytes()) {
-        Ok(())
-    } else {
-        Err(AuthError::Invalid("bearer token is not valid".into()))
-    }
+    Ok(presented.trim())
 }
 
 /// Checks an HMAC-SHA256 signature over `timestamp.body` and that the timestamp is within the

@@ -103,6 +103,18 @@ event_kinds! {
     IncidentReopened = "incident.reopened",
     /// A chat command was refused (who may not trigger what).
     TriggerRefused = "trigger.refused",
+    /// A request or command was refused for want of a role (`{"role", "what", "via"}`).
+    AccessRefused = "access.refused",
+    /// A person was added or changed through the API (`{"person", "roles", "identities"}`).
+    PersonSaved = "person.saved",
+    /// A stored person was removed, and their tokens revoked.
+    PersonRemoved = "person.removed",
+    /// A personal token was created (`{"token", "person", "roles", "expires_at"}`; never the secret).
+    TokenCreated = "token.created",
+    /// A personal token was revoked.
+    TokenRevoked = "token.revoked",
+    /// A person asked to undo a finished step; the undo waits for approval in its own run.
+    UndoRequested = "undo.requested",
     /// A ticket was filed for an incident ([`TicketCreated`]).
     TicketCreated = "ticket.created",
     /// A ticket was assigned in its system ([`TicketAssigned`]).

@@ -10,4 +10,5 @@ pub mod audit;
 pub mod event;
 pub mod grouping;
 pub mod outbox;
+pub mod people;
 pub mod run;

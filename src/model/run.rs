@@ -86,12 +86,23 @@ impl std::fmt::Display for StepStatus {
 /// One decision on an approval.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decision {
-    /// `cli:alice`, `slack:U123`, `system` (timeouts).
+    /// The identity the person decided with: `slack:U123`, `token:<id>`, `oidc:<subject>`;
+    /// `system` for timeouts.
     pub identity: String,
+    /// The person who decided (absent for timeouts, and on decisions stored before people).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub person: Option<String>,
     pub approve: bool,
     pub at: DateTime<Utc>,
     /// Where it came from: `api`, `cli`, `slack`, `teams`, `discord`, `timeout`.
     pub via: String,
+}
+
+impl Decision {
+    /// The person who decided, or the identity where no person is recorded.
+    pub fn who(&self) -> &str {
+        self.person.as_deref().unwrap_or(&self.identity)
+    }
 }
 
 /// An approval request inside a run.
@@ -112,13 +123,14 @@ pub struct ApprovalState {
 }
 
 impl ApprovalState {
-    /// Distinct identities that approved.
+    /// Distinct people that approved (an identity stands for itself on decisions stored before
+    /// people were known).
     pub fn approvers(&self) -> Vec<&str> {
         let mut ids: Vec<&str> = self
             .decisions
             .iter()
             .filter(|d| d.approve)
-            .map(|d| d.identity.as_str())
+            .map(Decision::who)
             .collect();
         ids.sort_unstable();
         ids.dedup();
@@ -198,9 +210,12 @@ impl StepState {
 pub struct Trigger {
     /// `alert`, `manual`, `call`.
     pub kind: String,
-    /// Who, for manual runs (may not approve their own run).
+    /// The identity that started a manual run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<String>,
+    /// The person who started a manual run: they may not approve it, from any platform.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub person: Option<String>,
 }
 
 /// One execution of a playbook.

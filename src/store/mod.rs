@@ -232,6 +232,13 @@ pub trait Store: Send + Sync + 'static {
         key: &str,
         value: serde_json::Value,
     ) -> Result<(), StoreError>;
+    /// Every value of a namespace, by key in byte order (people, personal tokens: small sets).
+    async fn meta_list(
+        &self,
+        namespace: &str,
+    ) -> Result<Vec<(String, serde_json::Value)>, StoreError>;
+    /// Forgets a small durable value (fsynced); forgetting one that is not there is no error.
+    async fn meta_delete(&self, namespace: &str, key: &str) -> Result<(), StoreError>;
     /// Appends audit entries (for events outside a run's state change).
     async fn append_audit(&self, entries: Vec<NewEntry>) -> Result<(), StoreError>;
     async fn audit_verify(&self) -> Result<VerifyReport, StoreError>;

@@ -1510,6 +1510,32 @@ impl Store for PostgresStore {
         })
     }
 
+    async fn meta_list(
+        &self,
+        namespace: &str,
+    ) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+        transaction!(self, client, {
+            let q = client
+                .prepare_cached("SELECT key, value FROM meta WHERE namespace = $1 ORDER BY key")
+                .await?;
+            let mut values = Vec::new();
+            for row in client.query(&q, &[&namespace]).await? {
+                values.push((row.get::<_, String>(0), doc(&row, 1)?));
+            }
+            Ok(values)
+        })
+    }
+
+    async fn meta_delete(&self, namespace: &str, key: &str) -> Result<(), StoreError> {
+        transaction!(self, client, {
+            let q = client
+                .prepare_cached("DELETE FROM meta WHERE namespace = $1 AND key = $2")
+                .await?;
+            client.execute(&q, &[&namespace, &key]).await?;
+            Ok(())
+        })
+    }
+
     async fn append_audit(&self, entries: Vec<NewEntry>) -> Result<(), StoreError> {
         transaction!(self, client, {
             let tx = client.transaction().await?;

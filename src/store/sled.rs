@@ -101,9 +101,10 @@ enum Job {
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
     /// A small value (`namespace\0key`).
+    /// A small value set, or forgotten (`None`).
     Meta {
         key: Vec<u8>,
-        value: Vec<u8>,
+        value: Option<Vec<u8>>,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
     /// Audit entries of their own.
@@ -640,8 +641,32 @@ impl Store for SledStore {
         key: &str,
         value: serde_json::Value,
     ) -> Result<(), StoreError> {
-        let (key, value) = (meta_key(namespace, key), encode(&value));
+        let (key, value) = (meta_key(namespace, key), Some(encode(&value)));
         self.ask(|reply| Job::Meta { key, value, reply }).await
+    }
+
+    async fn meta_list(
+        &self,
+        namespace: &str,
+    ) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+        let prefix = meta_key(namespace, "");
+        let mut values = Vec::new();
+        for item in self.meta.scan_prefix(&prefix) {
+            let (key, bytes) = item.map_err(backend)?;
+            let key = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+            values.push((key, decode(&bytes)?));
+        }
+        Ok(values)
+    }
+
+    async fn meta_delete(&self, namespace: &str, key: &str) -> Result<(), StoreError> {
+        let key = meta_key(namespace, key);
+        self.ask(|reply| Job::Meta {
+            key,
+            value: None,
+            reply,
+        })
+        .await
     }
 
     async fn append_audit(&self, entries: Vec<NewEntry>) -> Result<(), StoreError> {
@@ -904,7 +929,12 @@ impl Writer {
             Job::Outbox { change, reply } => done(reply, self.change_outbox(change)),
             Job::Meta { key, value, reply } => done(
                 reply,
-                self.meta.insert(key, value).map(drop).map_err(backend),
+                match value {
+                    Some(value) => self.meta.insert(key, value),
+                    None => self.meta.remove(key),
+                }
+                .map(drop)
+                .map_err(backend),
             ),
             Job::Audit { entries, reply } => done(reply, self.append_audit(entries)),
             Job::Matched { alert_id, reply } => {

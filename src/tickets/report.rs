@@ -246,7 +246,8 @@ impl Report {
                 vec![
                     time(&e.at),
                     e.kind.clone(),
-                    e.actor.clone().unwrap_or_else(|| "-".into()),
+                    crate::model::people::shown_as(e.actor.as_deref(), &e.detail)
+                        .unwrap_or_else(|| "-".into()),
                     what,
                 ],
             ));
@@ -427,7 +428,11 @@ impl Report {
                 for d in &approval.decisions {
                     head(
                         &mut rows,
-                        d.identity.clone(),
+                        crate::model::people::shown_as(
+                            Some(&d.identity),
+                            &serde_json::json!({ "person": d.person }),
+                        )
+                        .unwrap_or_default(),
                         if d.approve { "approve" } else { "deny" }.into(),
                         time(&d.at),
                         d.via.clone(),
@@ -479,7 +484,8 @@ impl Report {
                         .find_map(|e| match e.typed_detail() {
                             crate::model::event::Detail::StepUndoFailed(failed) => Some(format!(
                                 "undo by {} failed: {}",
-                                e.actor.as_deref().unwrap_or("?"),
+                                crate::model::people::shown_as(e.actor.as_deref(), &e.detail)
+                                    .unwrap_or_else(|| "?".into()),
                                 failed.error
                             )),
                             _ => None,

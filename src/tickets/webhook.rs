@@ -178,7 +178,7 @@ pub(crate) async fn set_status(
         return Ok(None);
     }
     app.engine
-        .set_incident_status(incident, wanted, actor, via)
+        .set_incident_status(incident, wanted, actor, None, via)
         .await
         .map_err(|e| {
             tracing::error!(error = %e, incident, "ticket webhook: cannot change the incident");
@@ -349,9 +349,18 @@ async fn decide(
             ));
         }
     };
+    let actor = match app.engine.people().actor(author, &[]).await {
+        Ok(Some(actor)) => actor,
+        Ok(None) => {
+            return Err(format!(
+                "`{author}` is no person known to Cordon; it decides nothing"
+            ));
+        }
+        Err(_) => return Err("the store is unavailable; try again".to_owned()),
+    };
     match app
         .engine
-        .decide_as(&run, &step, author, &[], approve, system.name())
+        .decide(&run, &step, &actor, approve, system.name())
         .await
     {
         Ok(decided) => Ok(format!(

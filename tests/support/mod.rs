@@ -99,6 +99,20 @@ pub fn config_text(dir: &Path, extra: &str) -> String {
     )
 }
 
+/// A `people:` section: each person by id with their identities and roles.
+pub fn people_yaml(people: &[(&str, &[&str], &[&str])]) -> String {
+    let mut yaml = String::from("people:\n");
+    for (id, identities, roles) in people {
+        let quoted: Vec<String> = identities.iter().map(|i| format!("\"{i}\"")).collect();
+        yaml.push_str(&format!(
+            "  {id}:\n    roles: [{}]\n    identities: [{}]\n",
+            roles.join(", "),
+            quoted.join(", ")
+        ));
+    }
+    yaml
+}
+
 /// The approval playbook the chat tests share (`tests/data/templates/approve-then-isolate.yaml`):
 /// playbook `id` named `name` on `source`, asking `approvers` (a group) with `prompt` for a
 /// quorum of `quorum` in step `approve`, then recording the isolation in step `isolate`.
@@ -205,19 +219,89 @@ impl std::ops::Deref for TestServer {
 
 /// Requests to a running Cordon by its base URL, with the test tokens. [`TestServer`] and
 /// [`Process`] deref to one.
+///
+/// People act through personal tokens, as they do in production: the first time a test acts as
+/// an identity (`cli:alice`), the client finds the person who has it (in the config or the store)
+/// or adds one to the store with the bootstrap admin token, creates a token for them the same way,
+/// and keeps it. Reads go through the token of `tester`, a stored person with every role.
 #[derive(Clone)]
 pub struct Client {
     /// `http://127.0.0.1:<port>`
     pub base: String,
     pub http: reqwest::Client,
+    tokens: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
 }
+
+/// The identity of the stored person the test client reads with.
+pub const TESTER: &str = "cli:tester";
 
 impl Client {
     pub fn new(base: String) -> Client {
         Client {
             base,
             http: reqwest::Client::new(),
+            tokens: Arc::default(),
         }
+    }
+
+    /// A personal token of the person who has `identity`, made on first use (see [`Client`]).
+    pub async fn token_of(&self, identity: &str) -> String {
+        if let Some(token) = self.tokens.lock().unwrap().get(identity) {
+            return token.clone();
+        }
+        let (status, people) = self
+            .send(
+                self.http
+                    .get(format!("{}/v1/people", self.base))
+                    .bearer_auth(ADMIN_TOKEN),
+            )
+            .await;
+        assert_eq!(status, 200, "GET /v1/people: {people}");
+        let found = people["people"].as_array().unwrap().iter().find(|p| {
+            p["identities"]
+                .as_array()
+                .is_some_and(|ids| ids.iter().any(|i| i == identity))
+        });
+        let person = match found {
+            Some(p) => p["id"].as_str().unwrap().to_owned(),
+            None => {
+                // `cli:alice` is `cli-alice`: never one of the people a test's config names.
+                let id: String = identity
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                    .collect();
+                let roles: &[&str] = if identity == TESTER {
+                    &["admin", "responder", "author"]
+                } else {
+                    &["responder"]
+                };
+                let (status, body) = self
+                    .send(
+                        self.http
+                            .put(format!("{}/v1/people/{id}", self.base))
+                            .bearer_auth(ADMIN_TOKEN)
+                            .json(&serde_json::json!({ "identities": [identity], "roles": roles })),
+                    )
+                    .await;
+                assert_eq!(status, 200, "PUT /v1/people/{id}: {body}");
+                id
+            }
+        };
+        let (status, body) = self
+            .send(
+                self.http
+                    .post(format!("{}/v1/tokens", self.base))
+                    .bearer_auth(ADMIN_TOKEN)
+                    .json(&serde_json::json!({ "person": person })),
+            )
+            .await;
+        assert_eq!(status, 201, "POST /v1/tokens for {person}: {body}");
+        let token = body["token"].as_str().unwrap().to_owned();
+        self.tokens
+            .lock()
+            .unwrap()
+            .insert(identity.to_owned(), token.clone());
+        token
     }
 
     /// POSTs `body` to `/v1/alerts/{source}` with the bearer intake token.
@@ -261,13 +345,14 @@ impl Client {
         (status, body)
     }
 
-    /// GETs an admin API path with the admin token; panics unless 200.
+    /// GETs an API path as [`TESTER`]; panics unless 200.
     pub async fn admin(&self, path: &str) -> Value {
+        let token = self.token_of(TESTER).await;
         let (status, body) = self
             .send(
                 self.http
                     .get(format!("{}{path}", self.base))
-                    .bearer_auth(ADMIN_TOKEN),
+                    .bearer_auth(token),
             )
             .await;
         assert_eq!(status, 200, "GET {path}: {body}");
@@ -289,25 +374,33 @@ impl Client {
             .clone()
     }
 
-    /// POSTs JSON to an admin API path with the admin token.
+    /// POSTs JSON to an API path as the person whose identity the body names (`"identity"`), or
+    /// as [`TESTER`].
     pub async fn admin_post(&self, path: &str, body: Value) -> (u16, Value) {
+        let identity = body["identity"].as_str().unwrap_or(TESTER).to_owned();
+        self.post_as(&identity, path, body).await
+    }
+
+    /// POSTs JSON to an API path with the personal token of the person who has `identity`.
+    pub async fn post_as(&self, identity: &str, path: &str, body: Value) -> (u16, Value) {
+        let token = self.token_of(identity).await;
         self.send(
             self.http
                 .post(format!("{}{path}", self.base))
-                .bearer_auth(ADMIN_TOKEN)
+                .bearer_auth(token)
                 .json(&body),
         )
         .await
     }
 
-    /// A person's action through the admin API: POSTs `{"identity": identity}` to `path`
+    /// A person's action through the API, with their own token: POSTs `{}` to `path`
     /// (`/v1/runs/{run}/steps/{step}/undo`, `/v1/incidents/{id}/resolve`, ...).
     pub async fn act(&self, path: &str, identity: &str) -> (u16, Value) {
-        self.admin_post(path, serde_json::json!({ "identity": identity }))
-            .await
+        self.post_as(identity, path, serde_json::json!({})).await
     }
 
-    /// Decides (`approve` or `deny`) the approval step `step` of run `run` as `identity`.
+    /// Decides (`approve` or `deny`) the approval step `step` of run `run` as the person who has
+    /// `identity`, with their own token.
     pub async fn decide(
         &self,
         run: &str,
@@ -315,10 +408,30 @@ impl Client {
         decision: &str,
         identity: &str,
     ) -> (u16, Value) {
-        self.admin_post(
+        self.post_as(
+            identity,
             &format!("/v1/runs/{run}/approvals/{step}"),
-            serde_json::json!({ "decision": decision, "identity": identity }),
+            serde_json::json!({ "decision": decision }),
         )
+        .await
+    }
+
+    /// Undoes step `step` of run `run` as people do: `asker` asks (202, an undo run waiting for
+    /// approval), `approver` approves the undo run, and the undo run ends. Returns the undo run as
+    /// `GET /v1/runs/{id}` shows it.
+    pub async fn undo(&self, run: &str, step: &str, asker: &str, approver: &str) -> Value {
+        let (status, asked) = self
+            .act(&format!("/v1/runs/{run}/steps/{step}/undo"), asker)
+            .await;
+        assert_eq!(status, 202, "undo of {run} {step}: {asked}");
+        let undo = asked["undo_run"].as_str().unwrap().to_owned();
+        self.wait_run(&undo, "waiting for approval", |r| r["status"] == "waiting")
+            .await;
+        let (status, decided) = self.decide(&undo, "approve", "approve", approver).await;
+        assert_eq!(status, 200, "approving the undo {undo}: {decided}");
+        self.wait_run(&undo, "finished", |r| {
+            ["succeeded", "failed"].contains(&r["status"].as_str().unwrap_or(""))
+        })
         .await
     }
 
@@ -668,13 +781,27 @@ impl Drop for Process {
 
 /// Runs the CLI with `--config config`: exit code, stdout, stderr.
 pub fn cli(config: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(BIN)
+    cli_with(config, None, args)
+}
+
+/// Runs the `cordon` binary with `token` as its credential (`CORDON_TOKEN`). Neither form reads
+/// a credential saved by `cordon login` on this machine.
+pub fn cli_with(config: &Path, token: Option<&str>, args: &[&str]) -> (i32, String, String) {
+    let mut command = std::process::Command::new(BIN);
+    command
         .arg("--config")
         .arg(config)
         .args(args)
         .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
+        .env_remove("CORDON_TOKEN")
+        .env(
+            "CORDON_CREDENTIALS",
+            "/nonexistent/cordon-test-credentials.json",
+        );
+    if let Some(token) = token {
+        command.env("CORDON_TOKEN", token);
+    }
+    let out = command.output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -205,7 +205,9 @@ steps:
                  store:\n  path: {dir}/store\n\
                  sources:\n  generic:\n    auth:\n      bearer:\n        token: in\n\
                  playbooks:\n  paths: [{dir}]\n\
-                 approvers:\n  soc: [\"fake:alice\"]\n\
+                 people:\n  alice:\n    roles: [responder]\n    identities: [\"fake:alice\"]\n\
+                 \x20 mallory:\n    roles: [responder]\n    identities: [\"fake:mallory\"]\n\
+                 approvers:\n  soc: [alice]\n\
                  chat:\n  triggers: soc\n  fake:\n    token: s3cret\n",
                 dir = dir.path().display()
             );

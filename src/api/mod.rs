@@ -1,5 +1,10 @@
-//! The admin API: read alerts and incidents (`/v1/alerts`, `/v1/incidents`), behind the bearer
-//! token in `server.admin_token`. The CLI uses it when a server holds the store.
+//! The API: incidents, alerts, runs and the audit log to read; decisions, triggers, cancels and
+//! undo to act; people and personal tokens to manage (`api/people.rs`). Every route takes a
+//! bearer credential and checks the caller's role (docs/security.md has the table); who acts is
+//! the person behind the credential, never a body field. The CLI uses it when a server holds the
+//! store.
+
+pub mod people;
 
 use std::sync::Arc;
 
@@ -9,11 +14,17 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use chrono::Utc;
+
 use crate::alert::IncidentStatus;
 use crate::app::AppState;
 use crate::http::ApiError;
 use crate::intake::verify;
+use crate::model::audit::NewEntry;
+use crate::model::event::EventKind;
+use crate::model::people::{Actor, Role};
 use crate::store::{AlertQuery, IncidentQuery};
+use crate::trust::{Caller, TrustError};
 
 /// The most a list answers at once.
 const MAX_LIMIT: usize = 1000;
@@ -23,33 +34,85 @@ fn page(limit: Option<usize>) -> usize {
     limit.unwrap_or(50).clamp(1, MAX_LIMIT)
 }
 
-/// A request that carried the admin token: a handler taking `Admin` runs only for its holder, and
-/// the check runs before anything else of the request is read.
-pub struct Admin;
+/// The caller of an API request, as its bearer credential proves (a personal token, an OIDC token
+/// from the configured issuer, or the bootstrap admin token): checked before anything else of the
+/// request is read. Who acts is never read from the body.
+pub struct Authed(pub Caller);
 
-impl axum::extract::FromRequestParts<Arc<AppState>> for Admin {
+impl axum::extract::FromRequestParts<Arc<AppState>> for Authed {
     type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut axum::http::request::Parts,
         app: &Arc<AppState>,
-    ) -> Result<Admin, ApiError> {
-        authorize(app, &parts.headers).map(|()| Admin)
+    ) -> Result<Authed, ApiError> {
+        authenticate(app, &parts.headers).await.map(Authed)
     }
 }
 
-/// A store failure, as every admin route answers it: logged, and a 503 that names no detail.
-/// Checks the admin token.
-pub fn authorize(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let token = app.config.server.admin_token.as_ref().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::FORBIDDEN,
-            "admin_api_off",
-            "the admin API is off: set server.admin_token",
+/// The caller behind the request's `Authorization: Bearer` credential.
+pub async fn authenticate(app: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let bearer = verify::bearer_token(headers).map_err(|e| {
+        ApiError::unauthorized(
+            "unauthorized",
+            format!("{e}: send `Authorization: Bearer <token>` with a personal token (`cordon tokens create`), an OIDC token, or the bootstrap admin token"),
         )
     })?;
-    verify::bearer(headers, token)
-        .map_err(|e| ApiError::unauthorized("unauthorized", e.to_string()))
+    match app.engine.people().authenticate(bearer, Utc::now()).await {
+        Ok(caller) => Ok(caller),
+        Err(TrustError::Store(e)) => Err(e.into()),
+        Err(e) => Err(ApiError::unauthorized("unauthorized", e.to_string())),
+    }
+}
+
+impl Authed {
+    /// The person calling, when their credential carries `role` for `what`; otherwise a 403 that
+    /// names the missing role, and an audit entry.
+    pub async fn require(
+        &self,
+        app: &AppState,
+        role: Role,
+        what: &str,
+    ) -> Result<&Actor, ApiError> {
+        match &self.0 {
+            Caller::Person(actor) if actor.roles.has(role) => Ok(actor),
+            caller => {
+                let message = match caller {
+                    Caller::Bootstrap => format!(
+                        "{what} needs the role `{role}`; the bootstrap admin token only manages people and tokens (create a personal token: `cordon tokens create`)"
+                    ),
+                    Caller::Person(actor) => format!(
+                        "{what} needs the role `{role}`, which {} lacks with this credential",
+                        actor.person
+                    ),
+                };
+                refuse(app, caller, role, what, "api").await;
+                Err(ApiError::missing_role(role.as_str(), message))
+            }
+        }
+    }
+
+    /// As [`Authed::require`], for what the bootstrap token may also do: people and tokens.
+    pub async fn require_admin(&self, app: &AppState, what: &str) -> Result<String, ApiError> {
+        match &self.0 {
+            Caller::Bootstrap => Ok(self.0.label()),
+            _ => self.require(app, Role::Admin, what).await.map(Actor::label),
+        }
+    }
+}
+
+/// Audits a refusal for want of a role.
+pub async fn refuse(app: &AppState, caller: &Caller, role: Role, what: &str, via: &str) {
+    let (actor, person) = match caller {
+        Caller::Bootstrap => ("bootstrap-admin-token".to_owned(), None),
+        Caller::Person(a) => (a.identity.clone(), Some(a.person.clone())),
+    };
+    let entry = NewEntry::new(EventKind::AccessRefused)
+        .actor(actor)
+        .detail(json!({ "role": role, "what": what, "via": via, "person": person }));
+    if let Err(e) = app.store.append_audit(vec![entry]).await {
+        tracing::warn!(error = %e, "cannot audit a refused request");
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -63,9 +126,10 @@ pub struct AlertParams {
 /// `GET /v1/alerts?source=&incident=&limit=`: newest first.
 pub async fn list_alerts(
     State(app): State<Arc<AppState>>,
-    _admin: Admin,
+    caller: Authed,
     Query(params): Query<AlertParams>,
 ) -> Result<Json<Value>, ApiError> {
+    caller.require(&app, Role::Viewer, "reading alerts").await?;
     let query = AlertQuery {
         source: params.source,
         incident_id: params.incident,
@@ -78,9 +142,10 @@ pub async fn list_alerts(
 /// `GET /v1/alerts/{id}`.
 pub async fn show_alert(
     State(app): State<Arc<AppState>>,
-    _admin: Admin,
+    caller: Authed,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    caller.require(&app, Role::Viewer, "reading alerts").await?;
     let alert = app.store.alert(&id).await?;
     let alert =
         alert.ok_or_else(|| ApiError::not_found("not_found", format!("no alert `{id}`")))?;
@@ -97,9 +162,12 @@ pub struct IncidentParams {
 /// `GET /v1/incidents?status=&limit=`: newest first.
 pub async fn list_incidents(
     State(app): State<Arc<AppState>>,
-    _admin: Admin,
+    caller: Authed,
     Query(params): Query<IncidentParams>,
 ) -> Result<Json<Value>, ApiError> {
+    caller
+        .require(&app, Role::Viewer, "reading incidents")
+        .await?;
     let query = IncidentQuery {
         status: params.status,
         limit: page(params.limit),
@@ -111,9 +179,12 @@ pub async fn list_incidents(
 /// `GET /v1/incidents/{id}`: the incident and its alerts.
 pub async fn show_incident(
     State(app): State<Arc<AppState>>,
-    _admin: Admin,
+    caller: Authed,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    caller
+        .require(&app, Role::Viewer, "reading incidents")
+        .await?;
     let incident = app.store.incident(&id).await?;
     let incident =
         incident.ok_or_else(|| ApiError::not_found("not_found", format!("no incident `{id}`")))?;
@@ -168,9 +239,10 @@ pub struct RunParams {
 /// `GET /v1/runs?status=&playbook=&incident=&limit=`: newest first.
 pub async fn list_runs(
     State(app): State<Arc<AppState>>,
-    _admin: Admin,
+    caller: Authed,
     Query(params): Query<RunParams>,
 ) -> Result<Json<Value>, ApiError> {
+    caller.require(&app, Role::Viewer, "reading runs").await?;
     let query = crate::store::RunQuery {
         status: params.status,
         playbook: params.playbook,
@@ -184,36 +256,61 @@ pub async fn list_runs(
 /// `GET /v1/runs/{id}`: the run and its audit trail.
 pub async fn show_run(
     State(app): State<Arc<AppState>>,
-    _admin: Admin,
+    caller: Authed,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    caller.require(&app, Role::Viewer, "reading runs").await?;
     let run = app.store.run(&id).await?;
     let run = run.ok_or_else(|| ApiError::not_found("not_found", format!("no run `{id}`")))?;
     let audit = app.store.audit_entries(Some(&id), 0).await?;
     Ok(Json(json!({ "run": run, "audit": audit })))
 }
 
-/// Who a request acts for: the `identity` field of its body (the admin token vouches for it).
+/// A decision. Who decides is the person behind the credential.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionBody {
     /// `approve` or `deny`.
     decision: String,
-    /// `cli:alice`, `slack:U123`, ...
-    identity: String,
+    /// Optional, and only ever the caller's own identity (see [`acting_as`]).
+    #[serde(default)]
+    identity: Option<String>,
+}
+
+/// Refuses a body that names someone other than the caller: clients written for the old API sent
+/// an `identity` the admin token vouched for; now the credential says who acts, and a body naming
+/// another person is an attempt to act as them.
+async fn acting_as(app: &AppState, actor: &Actor, named: Option<&str>) -> Result<(), ApiError> {
+    let Some(named) = named else { return Ok(()) };
+    if named == actor.identity {
+        return Ok(());
+    }
+    let person = app.engine.people().person_of(named).await?;
+    if person.is_some_and(|p| p.id == actor.person) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "impersonation",
+        format!(
+            "this credential is {}'s; it cannot act as `{named}` (leave `identity` out: the credential says who acts)",
+            actor.person
+        ),
+    ))
 }
 
 /// `POST /v1/runs/{id}/approvals/{step}` with `{"decision": "approve"|"deny", "identity": "..."}`.
 pub async fn decide_approval(
     State(app): State<Arc<AppState>>,
-    _admin: Admin,
+    caller: Authed,
     Path((id, step)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let body: DecisionBody = parse(
-        &body,
-        "expected {\"decision\": \"approve\"|\"deny\", \"identity\": \"...\"}",
-    )?;
+    let actor = caller
+        .require(&app, Role::Approver, "deciding approvals")
+        .await?;
+    let body: DecisionBody = parse(&body, "expected {\"decision\": \"approve\"|\"deny\"}")?;
+    acting_as(&app, actor, body.identity.as_deref()).await?;
     let approve = match body.decision.as_str() {
         "approve" => true,
         "deny" => false,
@@ -224,15 +321,9 @@ pub async fn decide_approval(
             ));
         }
     };
-    if body.identity.trim().is_empty() || !body.identity.contains(':') {
-        return Err(ApiError::bad_request(
-            "bad_request",
-            "identity must be `<platform>:<id>`, e.g. `cli:alice`",
-        ));
-    }
     let decided = app
         .engine
-        .decide(&id, &step, &body.identity, approve, "api")
+        .decide(&id, &step, actor, approve, "api")
         .await
         .map_err(engine_error)?;
     Ok(Json(json!({
@@ -244,32 +335,41 @@ pub async fn decide_approval(
     })))
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of a request that needs nothing but who acts: empty, `{}`, or naming the caller.
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ActorBody {
-    identity: String,
+    #[serde(default)]
+    identity: Option<String>,
 }
 
-/// `POST /v1/runs/{id}/cancel` with `{"identity": "..."}`.
+/// An [`ActorBody`], where an empty body is `{}`.
+fn actor_body(body: &[u8]) -> Result<ActorBody, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(ActorBody::default());
+    }
+    parse(body, "expected {} (the credential says who acts)")
+}
+
+/// `POST /v1/runs/{id}/cancel` (responder).
 pub async fn cancel_run(
     State(app): State<Arc<AppState>>,
-    _admin: Admin,
+    caller: Authed,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let body: ActorBody = parse(&body, "expected {\"identity\": \"...\"}")?;
-    let run = app
-        .engine
-        .cancel(&id, &body.identity)
-        .await
-        .map_err(engine_error)?;
+    let actor = caller
+        .require(&app, Role::Responder, "cancelling runs")
+        .await?;
+    acting_as(&app, actor, actor_body(&body)?.identity.as_deref()).await?;
+    let run = app.engine.cancel(&id, actor).await.map_err(engine_error)?;
     Ok(Json(json!({ "run": run })))
 }
 
-/// `POST /v1/incidents/{id}/resolve` and `/reopen` with `{"identity": "..."}`.
+/// `POST /v1/incidents/{id}/resolve` and `/reopen` (responder).
 pub async fn incident_status(
     State(app): State<Arc<AppState>>,
-    _admin: Admin,
+    caller: Authed,
     Path((id, change)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
@@ -283,40 +383,41 @@ pub async fn incident_status(
             ));
         }
     };
-    set_status(&app, &id, &body, status).await
-}
-
-async fn set_status(
-    app: &AppState,
-    id: &str,
-    body: &[u8],
-    status: crate::alert::IncidentStatus,
-) -> Result<Json<Value>, ApiError> {
-    let body: ActorBody = parse(body, "expected {\"identity\": \"...\"}")?;
+    let actor = caller
+        .require(&app, Role::Responder, "resolving and reopening incidents")
+        .await?;
+    acting_as(&app, actor, actor_body(&body)?.identity.as_deref()).await?;
     let incident = app
         .engine
-        .set_incident_status(id, status, &body.identity, "api")
+        .set_incident_status(&id, status, &actor.identity, Some(&actor.person), "api")
         .await
         .map_err(engine_error)?;
     Ok(Json(json!({ "incident": incident })))
 }
 
-/// `POST /v1/runs/{id}/steps/{step}/undo` with `{"identity": "..."}`: reverses a finished step with
-/// its action's undo.
+/// `POST /v1/runs/{id}/steps/{step}/undo` (responder): asks to reverse a finished step with its
+/// action's undo. The undo is an approval of its own: 202 with the undo run, which waits for the
+/// undo group (the asker may not approve it) and then runs the undo action through the guardrails.
 pub async fn undo_step(
     State(app): State<Arc<AppState>>,
-    _admin: Admin,
+    caller: Authed,
     Path((id, step)): Path<(String, String)>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let body: ActorBody = parse(&body, "expected {\"identity\": \"...\"}")?;
-    let (action, output) = app
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let actor = caller
+        .require(&app, Role::Responder, "undoing steps")
+        .await?;
+    acting_as(&app, actor, actor_body(&body)?.identity.as_deref()).await?;
+    let (undo_run, created, group) = app
         .engine
-        .undo(&id, &step, &body.identity)
+        .undo(&id, &step, actor)
         .await
         .map_err(engine_error)?;
-    Ok(Json(
-        json!({ "run": id, "step": step, "action": action, "output": output }),
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(
+            json!({ "run": id, "step": step, "undo_run": undo_run, "created": created, "approvers": group }),
+        ),
     ))
 }
 
@@ -325,21 +426,23 @@ pub async fn undo_step(
 pub struct ResolveBody {
     /// `retry` or `skip`.
     action: String,
-    identity: String,
+    #[serde(default)]
+    identity: Option<String>,
 }
 
-/// `POST /v1/runs/{id}/steps/{step}/resolve` with `{"action": "retry"|"skip", "identity": "..."}`:
-/// a person's choice for a step held as `needs_decision`.
+/// `POST /v1/runs/{id}/steps/{step}/resolve` with `{"action": "retry"|"skip"}` (responder): a
+/// person's choice for a step held as `needs_decision`.
 pub async fn resolve_step(
     State(app): State<Arc<AppState>>,
-    _admin: Admin,
+    caller: Authed,
     Path((id, step)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let body: ResolveBody = parse(
-        &body,
-        "expected {\"action\": \"retry\"|\"skip\", \"identity\": \"...\"}",
-    )?;
+    let actor = caller
+        .require(&app, Role::Responder, "settling held steps")
+        .await?;
+    let body: ResolveBody = parse(&body, "expected {\"action\": \"retry\"|\"skip\"}")?;
+    acting_as(&app, actor, body.identity.as_deref()).await?;
     let retry = match body.action.as_str() {
         "retry" => true,
         "skip" => false,
@@ -351,7 +454,7 @@ pub async fn resolve_step(
         }
     };
     app.engine
-        .resolve(&id, &step, retry, &body.identity)
+        .resolve(&id, &step, retry, actor)
         .await
         .map_err(engine_error)?;
     Ok(Json(
@@ -362,7 +465,8 @@ pub async fn resolve_step(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TriggerBody {
-    identity: String,
+    #[serde(default)]
+    identity: Option<String>,
     #[serde(default)]
     inputs: Value,
     #[serde(default)]
@@ -372,25 +476,22 @@ pub struct TriggerBody {
     dry_run: bool,
 }
 
-/// `POST /v1/playbooks/{id}/runs` with `{"identity": "...", "inputs": {...}, "incident": "...",
-/// "dry_run": false}`:
-/// starts a playbook by hand. 202 with the run id (or the active run holding its key).
+/// `POST /v1/playbooks/{id}/runs` with `{"inputs": {...}, "incident": "...", "dry_run": false}`
+/// (responder): starts a playbook by hand. 202 with the run id (or the active run holding its key).
 pub async fn trigger_playbook(
     State(app): State<Arc<AppState>>,
-    _admin: Admin,
+    caller: Authed,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let body: TriggerBody = parse(&body, "expected {\"identity\": \"...\", \"inputs\": {...}}")?;
+    let actor = caller
+        .require(&app, Role::Responder, "starting playbooks")
+        .await?;
+    let body: TriggerBody = parse(&body, "expected {\"inputs\": {...}}")?;
+    acting_as(&app, actor, body.identity.as_deref()).await?;
     let (run, created) = app
         .engine
-        .trigger(
-            &id,
-            body.inputs,
-            &body.identity,
-            body.incident,
-            body.dry_run,
-        )
+        .trigger(&id, body.inputs, actor, body.incident, body.dry_run)
         .await
         .map_err(engine_error)?;
     Ok((
@@ -402,19 +503,25 @@ pub async fn trigger_playbook(
 /// `GET /v1/audit/verify`: checks the audit chain.
 pub async fn verify_audit(
     State(app): State<Arc<AppState>>,
-    _admin: Admin,
+    caller: Authed,
 ) -> Result<Json<Value>, ApiError> {
+    caller
+        .require(&app, Role::Viewer, "verifying the audit log")
+        .await?;
     let report = app.store.audit_verify().await?;
     Ok(Json(report.summary()))
 }
 
-/// `GET /v1/incidents/{id}/report?format=markdown|html` (admin token).
+/// `GET /v1/incidents/{id}/report?format=markdown|html` (viewer).
 pub async fn report(
     State(app): State<Arc<AppState>>,
-    _admin: Admin,
+    caller: Authed,
     axum::extract::Path(id): axum::extract::Path<String>,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Result<axum::response::Response, ApiError> {
+    caller
+        .require(&app, Role::Viewer, "reading incident reports")
+        .await?;
     use axum::response::IntoResponse;
     let format = query
         .as_deref()
