@@ -170,12 +170,19 @@ async fn post_jira(server: &TestServer, body: &Value, secret: Option<&str>) -> (
     server.send(request.body(bytes)).await
 }
 
-/// A recorded Jira payload, about `issue` (id, key).
+/// A recorded Jira payload, about `issue` (id, key), sent now: Jira Cloud's `timestamp` is epoch
+/// milliseconds (the recording's is a string), and each change has its own changelog id.
 fn jira_payload(name: &str, issue: (&str, &str)) -> Value {
+    static CHANGES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(50_000);
     let mut payload: Value =
         serde_json::from_slice(&read_fixture(&format!("callbacks/jira/{name}"))).unwrap();
     payload["issue"]["id"] = Value::String(issue.0.to_owned());
     payload["issue"]["key"] = Value::String(issue.1.to_owned());
+    payload["timestamp"] = json!(chrono::Utc::now().timestamp_millis());
+    if payload["changelog"].is_object() {
+        let id = CHANGES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        payload["changelog"]["id"] = json!(id.to_string());
+    }
     payload
 }
 
