@@ -147,6 +147,8 @@ impl Server {
             http: http.clone(),
             scripts: scripts(&config),
         });
+        // Audit checkpoints: their sinks' deliverer, and the periodic signing.
+        crate::audit::sink::start(&config, store.clone(), outbox.clone(), http.clone());
         let state = Arc::new(AppState {
             config: Arc::new(config),
             store,
@@ -400,6 +402,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/tokens/{id}",
             axum::routing::delete(api::people::revoke_token),
         )
+        .route("/v1/audit/checkpoints", post(api::audit_checkpoint))
         .route("/v1/playbooks/reload", post(reload_playbooks))
         .route("/v1/incidents/{id}", get(api::show_incident))
         .route("/v1/incidents/{id}/{change}", post(api::incident_status))

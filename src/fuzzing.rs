@@ -121,7 +121,10 @@ pub fn ticket_auth(hmac: bool, query: &str, header: (&str, &str), body: &[u8]) -
     use crate::config::Secret;
     use crate::tickets::config::WebhookAuth;
     let auth = if hmac {
-        WebhookAuth::Hmac(Secret::new("fuzz-secret"))
+        WebhookAuth::Hmac {
+            secret: Secret::new("fuzz-secret"),
+            max_age: std::time::Duration::from_secs(3600),
+        }
     } else {
         WebhookAuth::Token(Secret::new("fuzz-token"))
     };

@@ -231,6 +231,7 @@ conformance!(
     meta_values_by_namespace,
     the_audit_chain_appends_verifies_and_lists,
     a_tampered_audit_entry_is_reported,
+    one_audit_entry_is_read_by_its_sequence_number,
     everything_survives_a_restart,
     a_closed_store_refuses_work,
 );
@@ -1254,6 +1255,25 @@ async fn a_tampered_audit_entry_is_reported(b: &mut Backend) {
         report.problems
     );
     assert_eq!(report.last_hash, before.last_hash, "only entry 3 changed");
+}
+
+async fn one_audit_entry_is_read_by_its_sequence_number(b: &mut Backend) {
+    assert!(b.store().audit_entry(1).await.unwrap().is_none());
+    for i in 1..=3 {
+        b.store()
+            .append_audit(vec![
+                NewEntry::new(kind::STEP_FINISHED).detail(json!({ "n": i })),
+            ])
+            .await
+            .unwrap();
+    }
+    let all = b.store().audit_entries(None, 0).await.unwrap();
+    let second = b.store().audit_entry(2).await.unwrap().expect("entry 2");
+    assert_eq!(second, all[1]);
+    assert_eq!(second.detail, json!({ "n": 2 }));
+    assert!(b.store().audit_entry(4).await.unwrap().is_none());
+    assert!(b.store().audit_entry(0).await.unwrap().is_none());
+    assert!(b.store().audit_entry(u64::MAX).await.unwrap().is_none());
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ const JIRA_ACCOUNT: &str = "5bcede20b3e37a158c364fef";
 /// `tickets`.
 fn lab(playbook: &str, tickets: &str) -> String {
     format!(
-        "sources:\n  generic:\n    auth:\n      bearer:\n        token: {INTAKE_TOKEN}\nplaybooks:\n  paths: [{}]\nintegrations:\n  paths: [{}]\napprovers:\n  soc: [cli:lead]\n{tickets}",
+        "sources:\n  generic:\n    auth:\n      bearer:\n        token: {INTAKE_TOKEN}\nplaybooks:\n  paths: [{}]\nintegrations:\n  paths: [{}]\npeople:\n  lead:\n    roles: [responder]\n    identities: [cli:lead]\napprovers:\n  soc: [lead]\n{tickets}",
         data(&format!("playbooks/lab/{playbook}.yaml")).display(),
         data("integrations/offline/lab-fw").display(),
     )
@@ -170,12 +170,19 @@ async fn post_jira(server: &TestServer, body: &Value, secret: Option<&str>) -> (
     server.send(request.body(bytes)).await
 }
 
-/// A recorded Jira payload, about `issue` (id, key).
+/// A recorded Jira payload, about `issue` (id, key), sent now: Jira Cloud's `timestamp` is epoch
+/// milliseconds (the recording's is a string), and each change has its own changelog id.
 fn jira_payload(name: &str, issue: (&str, &str)) -> Value {
+    static CHANGES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(50_000);
     let mut payload: Value =
         serde_json::from_slice(&read_fixture(&format!("callbacks/jira/{name}"))).unwrap();
     payload["issue"]["id"] = Value::String(issue.0.to_owned());
     payload["issue"]["key"] = Value::String(issue.1.to_owned());
+    payload["timestamp"] = json!(chrono::Utc::now().timestamp_millis());
+    if payload["changelog"].is_object() {
+        let id = CHANGES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        payload["changelog"]["id"] = json!(id.to_string());
+    }
     payload
 }
 
@@ -292,11 +299,11 @@ async fn a_jira_issue_follows_the_incident_once_in_order_within_the_v3_contract(
             "Evidence collected by step `capture`: host-state at fw://hosts/h-42 (sha256 ",
             "Approval requested at step `approve` of playbook lab-approve: Isolate h-42?",
             "New alert joined the incident: Beaconing again",
-            "cli-lead approved `approve` of playbook lab-approve (via api)",
+            "lead approved `approve` of playbook lab-approve (via api)",
             "Step `approve` of playbook lab-approve succeeded",
             "Step `isolate` of playbook lab-approve succeeded",
             &format!("Run {run} of playbook lab-approve succeeded"),
-            "Incident resolved by cli-lead (via api)",
+            "Incident resolved by lead (via api)",
         ],
     );
     let entries: std::collections::HashSet<String> = issue
@@ -326,7 +333,7 @@ async fn a_jira_issue_follows_the_incident_once_in_order_within_the_v3_contract(
         .collect();
     assert_eq!(
         tail[0],
-        "comment SEC-1 Incident resolved by cli-lead (via api). The incident report is attached."
+        "comment SEC-1 Incident resolved by lead (via api). The incident report is attached."
     );
     assert_eq!(tail[1], "transition SEC-1 Done");
     assert!(
@@ -341,7 +348,7 @@ async fn a_jira_issue_follows_the_incident_once_in_order_within_the_v3_contract(
         &first,
         &second,
         &run,
-        "cli-lead",
+        "lead",
         "lab-fw.isolate",
         "fw://hosts/h-42",
     ] {
@@ -576,7 +583,7 @@ async fn a_servicenow_incident_follows_the_incident_and_its_business_rule_calls_
     assert_eq!(record["cmdb_ci"], "h-9");
     assert_eq!(record["state"], "6");
     assert_eq!(record["close_code"], "Solution provided");
-    assert!(record["close_notes"].as_str().unwrap().contains("cli:lead"));
+    assert!(record["close_notes"].as_str().unwrap().contains("by lead"));
     let notes: Vec<String> = data
         .journal
         .iter()
@@ -596,7 +603,7 @@ async fn a_servicenow_incident_follows_the_incident_and_its_business_rule_calls_
             "Evidence collected by step `capture`: host-state at fw://hosts/h-9",
             "Step `isolate` of playbook lab-auto succeeded",
             &format!("Run {run} of playbook lab-auto succeeded"),
-            "Incident resolved by cli-lead (via api)",
+            "Incident resolved by lead (via api)",
         ],
     );
     let refs: std::collections::HashSet<&str> = notes
@@ -605,7 +612,7 @@ async fn a_servicenow_incident_follows_the_incident_and_its_business_rule_calls_
         .collect();
     assert_eq!(refs.len(), notes.len(), "{notes:#?}");
     assert_eq!(ops.iter().filter(|o| o.starts_with("create")).count(), 1);
-    assert!(ops.iter().any(|o| o == &format!("update {number} close_code=Solution provided close_notes=Resolved in Cordon by cli:lead (via api). state=6")), "{ops:#?}");
+    assert!(ops.iter().any(|o| o == &format!("update {number} close_code=Solution provided close_notes=Resolved in Cordon by lead (via api). state=6")), "{ops:#?}");
     assert!(attachments[0].0.ends_with(".md") && attachments[1].0.ends_with(".html"));
     assert!(String::from_utf8_lossy(&attachments[0].1).contains(&first));
 
@@ -723,7 +730,7 @@ fn lab_auto_story_told_once(jira: &FakeJira, run: &str) {
             "Evidence collected by step `capture`",
             "Step `isolate` of playbook lab-auto succeeded",
             &format!("Run {run} of playbook lab-auto succeeded"),
-            "Incident resolved by cli-lead (via api)",
+            "Incident resolved by lead (via api)",
         ],
     );
     assert_eq!(ops[6], "transition SEC-1 Done");
@@ -857,17 +864,17 @@ async fn the_incident_report_has_every_alert_decision_action_and_evidence() {
         "| alert received | generic | Beaconing to 203.0.113.7",
         "Beaconing &lt;again&gt; \\| twice",
         // The decision: who, when, where, on what.
-        "| Isolate h-42? | soc (quorum 1) | cli:lead | approve |",
+        "| Isolate h-42? | soc (quorum 1) | lead | approve |",
         "| api | approved |",
         // The action and its undo.
         "| isolate | lab-fw.isolate | succeeded |",
         &format!("{run}:isolate"),
-        "undone by cli:analyst at ",
+        "undone by cli-analyst at ",
         "with lab-fw.release",
         // The evidence with its hash.
         &format!("| host-state | fw://hosts/h-42 | {sha} |"),
         // The resolution.
-        "| incident.resolved | cli:lead | via api |",
+        "| incident.resolved | lead | via api |",
     ] {
         assert!(
             markdown.contains(needle),
@@ -902,8 +909,10 @@ async fn the_incident_report_has_every_alert_decision_action_and_evidence() {
     // `cordon incidents report` through the running server, then on the store it left.
     let config = server.dir.path().join("cli.yaml");
     std::fs::write(&config, config_text(server.dir.path(), "")).unwrap();
-    let (code, out, err) = cli(
+    let reader = server.token_of(TESTER).await;
+    let (code, out, err) = cli_with(
         &config,
+        Some(&reader),
         &["incidents", "report", &incident, "--server", &server.base],
     );
     assert_eq!(code, 0, "{err}");
@@ -912,8 +921,9 @@ async fn the_incident_report_has_every_alert_decision_action_and_evidence() {
         "{out}"
     );
     assert!(out.contains(&format!("| host-state | fw://hosts/h-42 | {sha} |")));
-    let (code, out, err) = cli(
+    let (code, out, err) = cli_with(
         &config,
+        Some(&reader),
         &[
             "incidents",
             "report",
@@ -930,7 +940,7 @@ async fn the_incident_report_has_every_alert_decision_action_and_evidence() {
     let (code, out, err) = cli(&config, &["incidents", "report", &incident]);
     assert_eq!(code, 0, "{err}");
     assert!(
-        out.contains(&second) && out.contains("undone by cli:analyst"),
+        out.contains(&second) && out.contains("undone by cli-analyst"),
         "{out}"
     );
     let (code, _, err) = cli(&config, &["incidents", "report", "no-such-incident"]);

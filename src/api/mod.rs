@@ -500,16 +500,61 @@ pub async fn trigger_playbook(
     ))
 }
 
-/// `GET /v1/audit/verify`: checks the audit chain.
+/// `GET /v1/audit/verify[?seq=N]`: checks the audit chain; with `seq`, also names the entry
+/// stored there (`at_seq`: its `seq` and `hash`, `null` when there is none), which
+/// `cordon audit verify --checkpoint` compares with a signed checkpoint.
 pub async fn verify_audit(
     State(app): State<Arc<AppState>>,
     caller: Authed,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     caller
         .require(&app, Role::Viewer, "verifying the audit log")
         .await?;
+    let seq =
+        match query.as_deref().and_then(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "seq")
+                .map(|(_, v)| v.into_owned())
+        }) {
+            None => None,
+            Some(text) => Some(text.parse::<u64>().map_err(|_| {
+                ApiError::bad_request("bad_request", "`seq` must be a whole number")
+            })?),
+        };
     let report = app.store.audit_verify().await?;
-    Ok(Json(report.summary()))
+    let mut summary = report.summary();
+    if let Some(seq) = seq {
+        let entry = app.store.audit_entry(seq).await?;
+        summary["at_seq"] = entry.map_or(Value::Null, |e| json!({ "seq": e.seq, "hash": e.hash }));
+    }
+    Ok(Json(summary))
+}
+
+/// `POST /v1/audit/checkpoints`: signs the audit chain's head with `audit.signing_key`, queues it
+/// for the configured sinks, and answers it (`checkpoint`) with the sinks (`queued`).
+pub async fn audit_checkpoint(
+    State(app): State<Arc<AppState>>,
+    caller: Authed,
+) -> Result<Json<Value>, ApiError> {
+    caller
+        .require(&app, Role::Admin, "signing audit checkpoints")
+        .await?;
+    use crate::audit::sink::{AnchorError, checkpoint_now};
+    match checkpoint_now(&app.config.audit, &*app.store, Some(&app.outbox)).await {
+        Ok((checkpoint, queued)) => Ok(Json(json!({ "checkpoint": checkpoint, "queued": queued }))),
+        Err(AnchorError::Store(e)) => Err(e.into()),
+        Err(e @ (AnchorError::NoKey | AnchorError::Key(_))) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "no_signing_key",
+            e.to_string(),
+        )),
+        Err(e @ AnchorError::Broken(_)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "audit_chain_broken",
+            e.to_string(),
+        )),
+    }
 }
 
 /// `GET /v1/incidents/{id}/report?format=markdown|html` (viewer).

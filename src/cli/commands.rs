@@ -289,15 +289,116 @@ pub(super) async fn runs(config: &Path, command: RunsCommand) -> anyhow::Result<
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) async fn audit_verify(config: &Path, from: Source) -> anyhow::Result<ExitCode> {
-    let report = from.read(config, async |r| r.audit_report().await).await?;
-    let ok = report["ok"].as_bool() == Some(true);
-    output(from.json, &report, |report| print::audit_report(report, ok))?;
+pub(super) async fn audit_verify(
+    config: &Path,
+    from: Source,
+    checkpoint: Option<PathBuf>,
+    public_key: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    use cordon::audit::checkpoint::Checkpoint;
+    let Some(path) = checkpoint else {
+        let report = from.read(config, async |r| r.audit_report().await).await?;
+        let ok = report["ok"].as_bool() == Some(true);
+        output(from.json, &report, |report| print::audit_report(report, ok))?;
+        return Ok(if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let checkpoint = Checkpoint::parse(&text).with_context(|| path.display().to_string())?;
+    let trusted = match public_key {
+        Some(key) => key,
+        None => {
+            let loaded =
+                load_config(config).map_err(|_| anyhow!("the config has errors (see above)"))?;
+            loaded.audit.trusted_key()?.ok_or_else(|| {
+                anyhow!("no public key to check the checkpoint with: set audit.public_key (or audit.signing_key), or pass --public-key")
+            })?
+        }
+    };
+    // The signature first: an unsigned claim about the log is not worth reading the log for.
+    if let Err(e) = checkpoint.verify_signature(&trusted) {
+        let report = json!({ "ok": false, "checkpoint": { "seq": checkpoint.seq, "at": checkpoint.at },
+            "problems": [{ "seq": checkpoint.seq, "what": e.to_string() }] });
+        output(from.json, &report, |_| {
+            println!("checkpoint REFUSED: {e}");
+        })?;
+        return Ok(ExitCode::FAILURE);
+    }
+    let (mut report, at_seq) = from
+        .read(config, async |r| r.audit_report_at(checkpoint.seq).await)
+        .await?;
+    let chain: cordon::audit::VerifyReport =
+        serde_json::from_value(report.clone()).context("unexpected answer from the server")?;
+    let problems = checkpoint.problems(&chain, at_seq.as_ref().map(|(_, hash)| hash.as_str()));
+    let ok = problems.is_empty();
+    report["ok"] = json!(ok);
+    report["checkpoint"] =
+        json!({ "seq": checkpoint.seq, "hash": checkpoint.hash, "at": checkpoint.at });
+    report["checkpoint_problems"] = json!(problems);
+    output(from.json, &report, |report| {
+        if ok {
+            println!(
+                "audit chain intact and holds the checkpoint of {}: entry #{} {}",
+                checkpoint.at.to_rfc3339(),
+                checkpoint.seq,
+                checkpoint.hash
+            );
+            print::audit_report(report, true);
+        } else {
+            for p in &problems {
+                println!("{p}");
+            }
+            println!(
+                "audit log does NOT hold the checkpoint: {} problems",
+                problems.len()
+            );
+        }
+    })?;
     Ok(if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+pub(super) async fn audit_checkpoint(
+    config: &Path,
+    out: Option<PathBuf>,
+    server: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let checkpoint = read(config, server.as_deref(), async |r| {
+        r.checkpoint(config).await
+    })
+    .await?;
+    let text = serde_json::to_string_pretty(&checkpoint)? + "\n";
+    match out {
+        Some(path) => {
+            std::fs::write(&path, &text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!(
+                "checkpoint of entry #{} written to {}",
+                checkpoint["seq"],
+                path.display()
+            );
+        }
+        None => print!("{text}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn audit_keygen() -> ExitCode {
+    use cordon::audit::checkpoint::SigningKey;
+    let seed = SigningKey::generate();
+    let public = SigningKey::from_secret(&cordon::config::Secret::new(seed.clone()))
+        .map(|k| k.public())
+        .unwrap_or_default();
+    println!("signing_key: {seed}");
+    println!("public_key: {public}");
+    ExitCode::SUCCESS
 }
 
 pub(super) async fn alerts(config: &Path, command: AlertsCommand) -> anyhow::Result<ExitCode> {

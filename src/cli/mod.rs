@@ -175,11 +175,34 @@ enum RunsCommand {
 
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
-    /// Verify the hash chain; exit 1 when an entry was changed, removed or inserted.
+    /// Verify the hash chain; exit 1 when an entry was changed, removed or inserted. With
+    /// --checkpoint, also that the log still holds the signed head: a cut or rewritten tail.
     Verify {
         #[command(flatten)]
         from: Source,
+        /// A checkpoint file (`cordon audit checkpoint`): its signature must verify with the
+        /// trusted public key, and the log must still hold its entry with its hash.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<PathBuf>,
+        /// The public key (base64) to check the checkpoint with, instead of the config's
+        /// `audit.public_key` or the public half of `audit.signing_key`.
+        #[arg(long, value_name = "BASE64", requires = "checkpoint")]
+        public_key: Option<String>,
     },
+    /// Sign the chain's head with `audit.signing_key` and write the checkpoint (JSON) to FILE or
+    /// stdout; it is also queued for the configured sinks (`audit.checkpoints`). Reads the local
+    /// store, or asks the server holding it.
+    Checkpoint {
+        /// Where to write the checkpoint (default: stdout).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Ask the admin API of the server at URL instead of the local store.
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+    },
+    /// Print a new signing key (for `audit.signing_key`, keep it secret) and its public key (for
+    /// `audit.public_key` where logs are verified).
+    Keygen,
 }
 
 /// Which server to ask (default: the one running with this config): the arguments of the commands
@@ -299,7 +322,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Runs(command) => commands::runs(config, command).await,
         Command::Approve(args) => commands::decision(config, args, true).await,
         Command::Deny(args) => commands::decision(config, args, false).await,
-        Command::Audit(AuditCommand::Verify { from }) => commands::audit_verify(config, from).await,
+        Command::Audit(AuditCommand::Verify {
+            from,
+            checkpoint,
+            public_key,
+        }) => commands::audit_verify(config, from, checkpoint, public_key).await,
+        Command::Audit(AuditCommand::Checkpoint { out, server }) => {
+            commands::audit_checkpoint(config, out, server).await
+        }
+        Command::Audit(AuditCommand::Keygen) => Ok(commands::audit_keygen()),
         Command::Actions(ActionsCommand::List { json }) => commands::actions(config, json),
         Command::Schema { what } => commands::schema(config, &what),
         Command::Migrate { from, to } => commands::migrate(&from, &to).await,

@@ -242,6 +242,59 @@ impl Reader {
     }
 }
 
+impl Reader {
+    /// The audit chain check, and the entry stored under `seq` (its sequence number and hash).
+    pub(super) async fn audit_report_at(
+        &self,
+        seq: u64,
+    ) -> anyhow::Result<(Value, Option<(u64, String)>)> {
+        match self {
+            Reader::Local(store) => {
+                let report = store.audit_verify().await?.summary();
+                let entry = store.audit_entry(seq).await?;
+                Ok((report, entry.map(|e| (e.seq, e.hash))))
+            }
+            Reader::Remote { .. } => {
+                let body = self
+                    .get("/v1/audit/verify", &[("seq", seq.to_string())])
+                    .await?
+                    .unwrap_or_default();
+                let at = &body["at_seq"];
+                let entry = at["seq"]
+                    .as_u64()
+                    .zip(at["hash"].as_str().map(str::to_owned));
+                Ok((body, entry))
+            }
+        }
+    }
+
+    /// A signed checkpoint of the chain's head, queued for the sinks: made here with the config's
+    /// key, or by the server holding the store.
+    pub(super) async fn checkpoint(&self, config_path: &Path) -> anyhow::Result<Value> {
+        match self {
+            Reader::Local(store) => {
+                let config = load_config(config_path)
+                    .map_err(|_| anyhow!("the config has errors (see above)"))?;
+                let (checkpoint, _) =
+                    cordon::audit::sink::checkpoint_now(&config.audit, &**store, None).await?;
+                Ok(serde_json::to_value(checkpoint)?)
+            }
+            Reader::Remote { base, token, http } => {
+                let request = http.post(format!("{base}/v1/audit/checkpoints"));
+                let (status, body) =
+                    json_answer(send(request, token.as_deref(), base).await?).await?;
+                if !status.is_success() {
+                    bail!(
+                        "the server answered {status}: {}",
+                        body["message"].as_str().unwrap_or("")
+                    );
+                }
+                Ok(body["checkpoint"].clone())
+            }
+        }
+    }
+}
+
 /// `field` of a server answer, decoded.
 fn decode<T: serde::de::DeserializeOwned>(body: &Value, field: &str) -> anyhow::Result<T> {
     serde_json::from_value(body[field].clone()).context("unexpected answer from the server")

@@ -31,6 +31,7 @@ const TOP_KEYS: &[&str] = &[
     "chat",
     "sources",
     "tickets",
+    "audit",
 ];
 
 /// Reads and parses the config at `path`.
@@ -193,6 +194,9 @@ impl<'de> Visitor<'de> for FocusSeed<'_> {
                 }
                 (Focus::TopKey(k), "tickets") if k == "tickets" => {
                     map.next_value::<crate::tickets::TicketsConfig>()?;
+                }
+                (Focus::TopKey(k), "audit") if k == "audit" => {
+                    map.next_value::<crate::audit::AuditConfig>()?;
                 }
                 (Focus::TopKey(k), "log") if k == "log" => {
                     map.next_value::<LogConfig>()?;

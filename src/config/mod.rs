@@ -69,6 +69,9 @@ pub struct Config {
     /// Ticket sync with Jira Cloud and ServiceNow, and the outbox's retry backoff.
     #[serde(default)]
     pub tickets: crate::tickets::TicketsConfig,
+    /// Signed checkpoints of the audit chain, and where they are pushed.
+    #[serde(default)]
+    pub audit: crate::audit::AuditConfig,
 }
 
 /// Where playbooks are and how they run.
@@ -617,6 +620,7 @@ impl Config {
         }
         self.chat.secrets().into_iter().for_each(&mut note);
         self.tickets.secrets().into_iter().for_each(&mut note);
+        self.audit.secrets().into_iter().for_each(&mut note);
         names.sort();
         names.dedup();
         names

@@ -172,6 +172,12 @@ impl Serialize for Sorted<'_> {
     }
 }
 
+/// A time as the log writes it (`at` of entries, and of signed checkpoints): RFC 3339, UTC, six
+/// fractional digits, `Z`.
+pub fn format_time(at: &DateTime<Utc>) -> String {
+    micros::format(at)
+}
+
 /// `at` as stored and hashed: RFC 3339, UTC, six fractional digits, `Z`. Reading accepts any
 /// RFC 3339 time.
 mod micros {
@@ -270,7 +276,7 @@ pub enum AuditError {
 }
 
 /// One thing wrong in the stored log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Problem {
     /// The sequence number (the key) where it was found; 0 for a key that is not one.
     pub seq: u64,
@@ -285,7 +291,7 @@ impl std::fmt::Display for Problem {
 }
 
 /// The result of verifying a stored log ([`ChainCheck`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerifyReport {
     /// How many entries are stored, readable or not.
     pub entries: u64,

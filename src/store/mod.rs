@@ -247,6 +247,9 @@ pub trait Store: Send + Sync + 'static {
         run_id: Option<&str>,
         limit: usize,
     ) -> Result<Vec<AuditEntry>, StoreError>;
+    /// The entry stored under sequence number `seq`, if any (what a signed checkpoint of the log
+    /// is compared with: `cordon audit verify --checkpoint`).
+    async fn audit_entry(&self, seq: u64) -> Result<Option<AuditEntry>, StoreError>;
     /// Whether several processes share this store. Then runs are leased: a process advances,
     /// decides or cancels a run only while it holds the run's lease, and [`Store::save_run`]
     /// refuses a write from a process whose lease another has taken over. A store one process

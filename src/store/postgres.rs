@@ -1571,6 +1571,14 @@ impl Store for PostgresStore {
         postgres_audit::decode(&rows)
     }
 
+    async fn audit_entry(&self, seq: u64) -> Result<Option<AuditEntry>, StoreError> {
+        let Ok(seq) = i64::try_from(seq) else {
+            return Ok(None);
+        };
+        let rows = transaction!(self, client, postgres_audit::row(&client, seq).await)?;
+        Ok(postgres_audit::decode(&rows)?.into_iter().next())
+    }
+
     fn shared(&self) -> bool {
         true
     }

@@ -118,6 +118,14 @@ pub(super) async fn rows(
     })
 }
 
+/// The row of entry `seq`, if stored.
+pub(super) async fn row(client: &Client, seq: i64) -> Result<Vec<Row>, Fail> {
+    let q = client
+        .prepare_cached("SELECT seq, entry FROM audit WHERE seq = $1")
+        .await?;
+    Ok(client.query(&q, &[&seq]).await?)
+}
+
 /// The entries of rows [`rows`] read.
 pub(super) fn decode(rows: &[Row]) -> Result<Vec<AuditEntry>, StoreError> {
     rows.iter()

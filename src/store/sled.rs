@@ -691,6 +691,12 @@ impl Store for SledStore {
         .map_err(|e| StoreError::Backend(e.to_string()))
     }
 
+    async fn audit_entry(&self, seq: u64) -> Result<Option<AuditEntry>, StoreError> {
+        self.audit
+            .entry(seq)
+            .map_err(|e| StoreError::Backend(e.to_string()))
+    }
+
     fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
             && self.queue.read().map(|q| q.is_some()).unwrap_or(false)

@@ -166,6 +166,14 @@ impl AuditLog {
             .collect()
     }
 
+    /// The entry stored under `seq`, if any.
+    pub fn entry(&self, seq: u64) -> Result<Option<AuditEntry>, AuditError> {
+        match self.tree.get(key(seq)).map_err(backend)? {
+            Some(v) => decode(&key(seq), &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// Every stored entry as its sequence number and stored bytes, in order: for copying the log
     /// to another store byte for byte. A key that is not a sequence number is an
     /// [`AuditError::Corrupt`] with `seq` 0.

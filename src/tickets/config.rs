@@ -170,33 +170,61 @@ pub enum Auth<'a> {
     Bearer(&'a Secret),
 }
 
-/// How an inbound ticket webhook is authenticated: a shared `token` (sent as `?token=`,
-/// `Authorization: Bearer`, or `X-Cordon-Token`), or an `hmac_secret` (an HMAC-SHA256 of the raw
+/// How an inbound ticket webhook is authenticated: an `hmac_secret` (an HMAC-SHA256 of the raw
 /// body in `X-Hub-Signature: sha256=<hex>`, which is how Jira signs webhooks that have a secret;
-/// for ServiceNow, in `X-Cordon-Signature` as hex or base64). Exactly one of them.
+/// for ServiceNow, in `X-Cordon-Signature` as hex or base64), or a shared `token` (sent as
+/// `?token=`, `Authorization: Bearer`, or `X-Cordon-Token`). Exactly one of them.
+///
+/// Only a signature proves what the body says, so only a signed webhook may decide approvals (as
+/// the user the platform names in the body); a token-authenticated call may still move the
+/// incident's status, which is then recorded as done by the ticket system, not by a person.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(try_from = "RawWebhookAuth")]
 pub enum WebhookAuth {
     Token(Secret),
-    Hmac(Secret),
+    Hmac {
+        secret: Secret,
+        /// How far the call's signed timestamp may be from now.
+        max_age: std::time::Duration,
+    },
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawWebhookAuth {
+    /// A shared token; the body it comes with is not signed (decisions are refused).
     #[serde(default)]
     token: Option<Secret>,
+    /// The secret the platform signs each call's body with (recommended).
     #[serde(default)]
     hmac_secret: Option<Secret>,
+    /// With `hmac_secret`: how old (or how far ahead) a call's signed timestamp (Jira's
+    /// `timestamp`, the business rule's `sent_at`) may be; older calls are refused as replays
+    /// (default `1h`).
+    #[serde(default)]
+    max_age: Option<HumanDuration>,
 }
+
+/// The default of `max_age`: long enough for a ticket system's retries after a short outage.
+pub const DEFAULT_WEBHOOK_MAX_AGE: HumanDuration = HumanDuration::secs(3600);
 
 impl TryFrom<RawWebhookAuth> for WebhookAuth {
     type Error = String;
 
     fn try_from(raw: RawWebhookAuth) -> Result<WebhookAuth, String> {
-        match (raw.token, raw.hmac_secret) {
-            (Some(t), None) => Ok(WebhookAuth::Token(t)),
-            (None, Some(h)) => Ok(WebhookAuth::Hmac(h)),
+        match (raw.token, raw.hmac_secret, raw.max_age) {
+            (Some(_), None, Some(_)) => Err(
+                "webhook: `max_age` needs `hmac_secret` (a token-authenticated body carries no signed time)"
+                    .to_owned(),
+            ),
+            (Some(t), None, None) => Ok(WebhookAuth::Token(t)),
+            (None, Some(secret), max_age) => {
+                let max_age = max_age.unwrap_or(DEFAULT_WEBHOOK_MAX_AGE).0;
+                if max_age.is_zero() {
+                    return Err("webhook: `max_age` must be above zero".to_owned());
+                }
+                Ok(WebhookAuth::Hmac { secret, max_age })
+            }
             _ => Err("webhook takes exactly one of `token`, `hmac_secret`".to_owned()),
         }
     }
@@ -205,7 +233,7 @@ impl TryFrom<RawWebhookAuth> for WebhookAuth {
 impl WebhookAuth {
     fn secrets(&self) -> Vec<&Secret> {
         match self {
-            WebhookAuth::Token(s) | WebhookAuth::Hmac(s) => vec![s],
+            WebhookAuth::Token(s) | WebhookAuth::Hmac { secret: s, .. } => vec![s],
         }
     }
 }
@@ -410,5 +438,18 @@ mod tests {
         )
         .unwrap_err();
         assert!(webhook.contains("exactly one"), "{webhook}");
+        let window = parse(
+            "servicenow: { base_url: https://x.service-now.com, bearer: b, webhook: { token: a, max_age: 5m } }\n",
+        )
+        .unwrap_err();
+        assert!(window.contains("needs `hmac_secret`"), "{window}");
+        let signed = parse(
+            "servicenow: { base_url: https://x.service-now.com, bearer: b, webhook: { hmac_secret: s } }\n",
+        )
+        .unwrap();
+        let auth = signed.servicenow.unwrap().webhook.unwrap();
+        assert!(
+            matches!(auth, WebhookAuth::Hmac { max_age, .. } if max_age == DEFAULT_WEBHOOK_MAX_AGE.0)
+        );
     }
 }

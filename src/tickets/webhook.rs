@@ -12,8 +12,24 @@
 //!   a run id (or its first characters) and a step, decides that approval as the comment's author
 //!   (mapped through `users`); when it cannot be applied, the reason is posted back as a comment.
 //!
-//! Calls about tickets Cordon does not know are answered 200 with `ignored`, since ticket systems
-//! retry failed calls and these would never succeed.
+//! # What a call is trusted with
+//! - **Which ticket.** A call counts only for the ticket Cordon filed: the Jira issue id, or the
+//!   ServiceNow `sys_id`, stored when the ticket was created. A label (`cordon-<incident>`) or a
+//!   `correlation_id` anyone can type into another ticket names nothing by itself; calls about
+//!   other tickets are answered 200 with `ignored`, since ticket systems retry failed calls and
+//!   these would never succeed.
+//! - **Who acted.** With `hmac_secret` the platform signs the body, so the user it names (Jira's
+//!   `user` / `comment.author`, ServiceNow's `updated_by` as the instance's business rule reads it)
+//!   is the platform's word: decisions are made as that user. With a shared `token` nothing in the
+//!   body is proven (the token also travels in URLs and proxy logs), so `/cordon approve|deny` is
+//!   refused, audited as `approval.refused` and answered on the ticket; status changes still
+//!   apply, bound to the filed ticket, and are recorded as done by the ticket system (`jira`,
+//!   `servicenow`), never by the user the body names.
+//! - **When.** A signed call carries a signed time (Jira's `timestamp`, the business rule's
+//!   `sent_at`, epoch milliseconds); one further than `max_age` from now is refused with 401, so
+//!   an old copy cannot be replayed. Within the window, every change is applied once: a status or
+//!   assignee change by its id (Jira's `changelog.id`, ServiceNow's `sys_id` + `sys_mod_count`),
+//!   a command by its comment (Jira's comment id, the record's `sys_mod_count`).
 
 use std::sync::Arc;
 
@@ -45,6 +61,15 @@ fn equal_secret(a: &[u8], b: &[u8]) -> bool {
     Sha256::digest(a).ct_eq(&Sha256::digest(b)).into()
 }
 
+/// What a webhook call's credential proves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proof {
+    /// The platform signed the raw body: what the body says, including who acted, is its word.
+    Signed,
+    /// The caller knows the shared token; nothing in the body is proven.
+    Token,
+}
+
 /// Checks a webhook's credential: the shared token (`?token=`, `X-Cordon-Token`, or
 /// `Authorization: Bearer`), or the HMAC-SHA256 of the raw body in `signature_header`
 /// (`sha256=`-prefixed or not, hex or base64).
@@ -54,7 +79,7 @@ pub fn authenticate(
     query: Option<&str>,
     body: &[u8],
     signature_header: &str,
-) -> Result<(), ApiError> {
+) -> Result<Proof, ApiError> {
     let header = |name: &str| {
         headers
             .get(name)
@@ -83,7 +108,7 @@ pub fn authenticate(
                     )
                 })?;
             if equal_secret(presented.as_bytes(), token.expose().as_bytes()) {
-                Ok(())
+                Ok(Proof::Token)
             } else {
                 Err(ApiError::unauthorized(
                     "unauthorized",
@@ -91,7 +116,7 @@ pub fn authenticate(
                 ))
             }
         }
-        WebhookAuth::Hmac(secret) => {
+        WebhookAuth::Hmac { secret, .. } => {
             let signature = header(signature_header).ok_or_else(|| {
                 ApiError::unauthorized(
                     "unauthorized",
@@ -116,9 +141,65 @@ pub fn authenticate(
             mac.update(body);
             mac.verify_slice(&presented).map_err(|_| {
                 ApiError::unauthorized("unauthorized", "the signature does not match the body")
-            })
+            })?;
+            Ok(Proof::Signed)
         }
     }
+}
+
+/// Refuses a signed call whose signed time (`field` of the body, epoch milliseconds as a number or
+/// a string) is missing or further than the webhook's `max_age` from `now`: a copy of an old call
+/// taken from a log or a proxy is worth nothing. Token-authenticated calls carry no signed time.
+pub(crate) fn check_fresh(
+    auth: &WebhookAuth,
+    payload: &Value,
+    field: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), ApiError> {
+    let WebhookAuth::Hmac { max_age, .. } = auth else {
+        return Ok(());
+    };
+    let millis = match &payload[field] {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse::<i64>().ok(),
+        _ => None,
+    };
+    let Some(millis) = millis else {
+        return Err(ApiError::unauthorized(
+            "unauthorized",
+            format!("the signed body has no `{field}` (epoch milliseconds), so its age is unknown"),
+        ));
+    };
+    let age_ms = (now.timestamp_millis() as i128 - millis as i128).unsigned_abs();
+    if age_ms > max_age.as_millis() {
+        return Err(ApiError::unauthorized(
+            "stale",
+            format!(
+                "the signed `{field}` is {}s away from now; calls further than {}s are refused as replays",
+                age_ms / 1000,
+                max_age.as_secs()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether the change `key` (in [`NS_INBOUND`]) has been applied before. [`applied`] records it.
+pub(crate) async fn seen_before(app: &Inbound, key: &str) -> Result<bool, ApiError> {
+    Ok(app.store.meta_get(NS_INBOUND, key).await?.is_some())
+}
+
+/// Records that the change `key` was applied, so a repeat of the call applies it no more.
+pub(crate) async fn applied(app: &Inbound, key: &str) -> Result<(), ApiError> {
+    app.store
+        .meta_put(NS_INBOUND, key, Value::Bool(true))
+        .await
+        .map_err(ApiError::from)
+}
+
+/// A key naming a call by its body, for calls that carry no id of their change.
+pub(crate) fn body_key(system: &str, body: &[u8]) -> String {
+    format!("{system}:body:{}", hex::encode(Sha256::digest(body)))
 }
 
 /// The signature a sender puts in the signature header: `sha256=<hex HMAC-SHA256 of body>`.
@@ -213,34 +294,42 @@ pub(crate) async fn record_assignee(
         .map_err(ApiError::from)
 }
 
-/// Applies a `/cordon approve|deny [RUN [STEP]]` comment. `None` when the text is no command or
-/// was handled before.
+/// Applies a `/cordon approve|deny [RUN [STEP]]` comment by `author`; `proven` says whether the
+/// platform signed the call (else the decision is refused and audited). `None` when the text is
+/// no command or was handled before.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn command(
     app: &Inbound,
     system: &dyn TicketSystem,
     incident: &str,
     text: &str,
     author: &str,
+    proven: bool,
     seen: &str,
 ) -> Result<Option<String>, ApiError> {
     let Some(line) = command_line(text) else {
         return Ok(None);
     };
-    if app.store.meta_get(NS_INBOUND, seen).await?.is_some() {
+    if seen_before(app, seen).await? {
         return Ok(None);
     }
     let words = command_words(line);
-    let result = match words.first().copied() {
-        Some("approve") => decide(app, system, incident, &words[1..], author, true).await,
-        Some("deny") => decide(app, system, incident, &words[1..], author, false).await,
-        _ => Err(
+    let approve = match words.first().copied() {
+        Some("approve") => Some(true),
+        Some("deny") => Some(false),
+        _ => None,
+    };
+    let result = match approve {
+        None => Err(
             "the commands are `/cordon approve [RUN [STEP]]` and `/cordon deny [RUN [STEP]]`"
                 .to_owned(),
         ),
+        Some(approve) if !proven => {
+            Err(refuse_unproven(app, system, incident, &words[1..], author, approve).await?)
+        }
+        Some(approve) => decide(app, system, incident, &words[1..], author, approve).await,
     };
-    app.store
-        .meta_put(NS_INBOUND, seen, Value::Bool(true))
-        .await?;
+    applied(app, seen).await?;
     Ok(Some(match result {
         Ok(outcome) => outcome,
         Err(reason) => {
@@ -257,6 +346,36 @@ pub(crate) async fn command(
             format!("command refused: {reason}")
         }
     }))
+}
+
+/// Audits a decision that came through a token-authenticated webhook as refused, and says why:
+/// the body that names its author is not signed. The entry's actor is the ticket system, since
+/// nothing shows who sent it; the claimed author is in the reason.
+async fn refuse_unproven(
+    app: &Inbound,
+    system: &dyn TicketSystem,
+    incident: &str,
+    args: &[&str],
+    author: &str,
+    approve: bool,
+) -> Result<String, ApiError> {
+    let name = system.name();
+    let reason = format!(
+        "the {name} webhook is authenticated by a shared token, which does not sign the call, so nothing proves {author} wrote this; decisions from {name} need its signed webhook (`tickets.{name}.webhook.hmac_secret`)"
+    );
+    let mut entry = crate::audit::NewEntry::new(crate::model::event::EventKind::ApprovalRefused)
+        .actor(name)
+        .detail(json!({ "approve": approve, "via": name, "reason": reason, "incident": incident }));
+    if let Ok((run, step)) = open_approval(app, incident, args).await {
+        entry = entry.run(run).step(step);
+    }
+    app.store.append_audit(vec![entry]).await?;
+    tracing::warn!(
+        system = name,
+        incident,
+        "ticket webhook: a decision by an unproven author was refused"
+    );
+    Ok(reason)
 }
 
 /// What follows `/cordon` on the first non-empty line of a ticket comment, if it is a command.
@@ -308,14 +427,12 @@ pub(crate) fn read_offline(jira: bool, body: &[u8]) -> Result<Vec<String>, ApiEr
         .collect())
 }
 
-async fn decide(
+/// The one open approval of `incident` that `args` (`[RUN [STEP]]`) name.
+async fn open_approval(
     app: &Inbound,
-    system: &dyn TicketSystem,
     incident: &str,
     args: &[&str],
-    author: &str,
-    approve: bool,
-) -> Result<String, String> {
+) -> Result<(String, String), String> {
     let runs = app
         .store
         .runs(&RunQuery {
@@ -338,17 +455,28 @@ async fn decide(
             }
         }
     }
-    let (run, step) = match open.as_slice() {
-        [one] => one.clone(),
-        [] => return Err("no open approval matches".to_owned()),
+    match open.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err("no open approval matches".to_owned()),
         many => {
             let list: Vec<String> = many.iter().map(|(r, s)| format!("{r} {s}")).collect();
-            return Err(format!(
+            Err(format!(
                 "several approvals are open; name one: {}",
                 list.join(", ")
-            ));
+            ))
         }
-    };
+    }
+}
+
+async fn decide(
+    app: &Inbound,
+    system: &dyn TicketSystem,
+    incident: &str,
+    args: &[&str],
+    author: &str,
+    approve: bool,
+) -> Result<String, String> {
+    let (run, step) = open_approval(app, incident, args).await?;
     let actor = match app.engine.people().actor(author, &[]).await {
         Ok(Some(actor)) => actor,
         Ok(None) => {
@@ -400,8 +528,35 @@ mod tests {
     }
 
     #[test]
+    fn a_signed_call_must_carry_a_time_within_the_window() {
+        let auth = WebhookAuth::Hmac {
+            secret: Secret::new("k"),
+            max_age: std::time::Duration::from_secs(600),
+        };
+        let now = chrono::Utc::now();
+        let at = |ms: i64| json!({ "timestamp": now.timestamp_millis() + ms });
+        assert!(check_fresh(&auth, &at(-599_000), "timestamp", now).is_ok());
+        assert!(check_fresh(&auth, &at(599_000), "timestamp", now).is_ok());
+        let old = check_fresh(&auth, &at(-601_000), "timestamp", now).unwrap_err();
+        assert_eq!(old.status, axum::http::StatusCode::UNAUTHORIZED);
+        assert!(old.message.contains("replay"), "{}", old.message);
+        assert!(check_fresh(&auth, &at(601_000), "timestamp", now).is_err());
+        // ServiceNow's business rule sends strings.
+        let text = json!({ "sent_at": now.timestamp_millis().to_string() });
+        assert!(check_fresh(&auth, &text, "sent_at", now).is_ok());
+        let missing = check_fresh(&auth, &json!({}), "sent_at", now).unwrap_err();
+        assert!(missing.message.contains("`sent_at`"), "{}", missing.message);
+        // A token signs nothing, so there is no time to check.
+        let token = WebhookAuth::Token(Secret::new("t"));
+        assert!(check_fresh(&token, &json!({}), "timestamp", now).is_ok());
+    }
+
+    #[test]
     fn an_hmac_covers_the_raw_body_in_hex_or_base64() {
-        let auth = WebhookAuth::Hmac(Secret::new("k"));
+        let auth = WebhookAuth::Hmac {
+            secret: Secret::new("k"),
+            max_age: std::time::Duration::from_secs(60),
+        };
         let sig = signature("k", b"{\"a\":1}");
         let h = headers(&[("x-hub-signature", sig.clone())]);
         assert!(authenticate(&auth, &h, None, b"{\"a\":1}", "x-hub-signature").is_ok());

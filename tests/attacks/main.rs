@@ -3,6 +3,9 @@
 //! and passes after; the module says which surface it attacks. docs/security.md is the trust model
 //! these tests hold Cordon to.
 
-mod people;
 #[path = "../support/mod.rs"]
 mod support;
+
+mod audit;
+mod people;
+mod tickets;

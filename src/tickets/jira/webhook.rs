@@ -12,8 +12,8 @@ use crate::alert::IncidentStatus;
 use crate::http::ApiError;
 use crate::tickets::NS_JIRA_ISSUE;
 use crate::tickets::webhook::{
-    Inbound, authenticate, command, ignored, not_configured, profile_of, read_call,
-    record_assignee, set_status,
+    Inbound, Proof, applied, authenticate, body_key, check_fresh, command, ignored, not_configured,
+    profile_of, read_call, record_assignee, seen_before, set_status,
 };
 
 /// `POST /v1/tickets/jira/webhook`.
@@ -27,8 +27,9 @@ pub(super) async fn webhook(
     let Some((jira, auth)) = config.and_then(|j| j.webhook.as_ref().map(|w| (j, w))) else {
         return Err(not_configured("jira"));
     };
-    authenticate(auth, &headers, query.as_deref(), &body, "x-hub-signature")?;
+    let proof = authenticate(auth, &headers, query.as_deref(), &body, "x-hub-signature")?;
     let payload = read_call(&body)?;
+    check_fresh(auth, &payload, "timestamp", chrono::Utc::now())?;
     let event = payload["webhookEvent"]
         .as_str()
         .ok_or_else(|| ApiError::bad_request("bad_payload", "the body has no `webhookEvent`"))?;
@@ -42,8 +43,10 @@ pub(super) async fn webhook(
             "the body has no `issue` with `id` and `key`",
         ));
     };
-    let Some(incident) = jira_incident(&app, issue_id, issue).await? else {
-        return Ok(ignored(format!("issue {key} is not a Cordon incident")));
+    // Only the issue Cordon filed, by the id Jira gave it then: a label or a key can be put on
+    // any issue by anyone who can edit one.
+    let Some(Value::String(incident)) = app.store.meta_get(NS_JIRA_ISSUE, issue_id).await? else {
+        return Ok(ignored(format!("issue {key} is not an issue Cordon filed")));
     };
     let who = |account: &Value| -> String {
         match account.as_str() {
@@ -51,80 +54,76 @@ pub(super) async fn webhook(
             None => "jira:unknown".to_owned(),
         }
     };
-    let actor = who(&payload["user"]["accountId"]);
-    let mut applied = Vec::new();
+    let proven = proof == Proof::Signed;
+    // Unsigned, the body's `user` is a claim: the change is the ticket system's.
+    let actor = if proven {
+        who(&payload["user"]["accountId"])
+    } else {
+        "jira".to_owned()
+    };
+    let mut applied_now = Vec::new();
     let items = payload["changelog"]["items"]
         .as_array()
         .cloned()
         .unwrap_or_default();
-    if items
-        .iter()
-        .any(|i| i["field"] == "status" || i["fieldId"] == "status")
-    {
-        let done_status = profile_of(&app, &incident)
-            .await?
-            .and_then(|p| p.jira.as_ref().and_then(|j| j.done_status.clone()));
-        let status = &issue["fields"]["status"];
-        let done = status["statusCategory"]["key"] == "done"
-            || done_status.is_some_and(|d| {
-                status["name"]
-                    .as_str()
-                    .is_some_and(|n| n.eq_ignore_ascii_case(&d))
-            });
-        let wanted = if done {
-            IncidentStatus::Resolved
-        } else {
-            IncidentStatus::Open
-        };
-        applied.extend(set_status(&app, &incident, wanted, &actor, "jira").await?);
-    }
-    for item in items.iter().filter(|i| i["field"] == "assignee") {
-        let to = item["toString"].as_str().unwrap_or("nobody");
-        record_assignee(
-            &app,
-            &incident,
-            "jira",
-            key,
-            &actor,
-            item["fromString"].as_str(),
-            to,
-            item["to"].as_str(),
-        )
-        .await?;
-        applied.push(format!("assignee recorded: {to}"));
+    let change = match payload["changelog"]["id"].as_str() {
+        Some(id) => format!("jira:changelog:{issue_id}:{id}"),
+        None => body_key("jira", &body),
+    };
+    if !items.is_empty() && !seen_before(&app, &change).await? {
+        if items
+            .iter()
+            .any(|i| i["field"] == "status" || i["fieldId"] == "status")
+        {
+            let done_status = profile_of(&app, &incident)
+                .await?
+                .and_then(|p| p.jira.as_ref().and_then(|j| j.done_status.clone()));
+            let status = &issue["fields"]["status"];
+            let done = status["statusCategory"]["key"] == "done"
+                || done_status.is_some_and(|d| {
+                    status["name"]
+                        .as_str()
+                        .is_some_and(|n| n.eq_ignore_ascii_case(&d))
+                });
+            let wanted = if done {
+                IncidentStatus::Resolved
+            } else {
+                IncidentStatus::Open
+            };
+            applied_now.extend(set_status(&app, &incident, wanted, &actor, "jira").await?);
+        }
+        for item in items.iter().filter(|i| i["field"] == "assignee") {
+            let to = item["toString"].as_str().unwrap_or("nobody");
+            record_assignee(
+                &app,
+                &incident,
+                "jira",
+                key,
+                &actor,
+                item["fromString"].as_str(),
+                to,
+                item["to"].as_str(),
+            )
+            .await?;
+            applied_now.push(format!("assignee recorded: {to}"));
+        }
+        applied(&app, &change).await?;
     }
     let comment = &payload["comment"];
     if comment.is_object() {
         let text = super::payload::adf_text(&comment["body"]);
-        let seen = format!("jira:{}", comment["id"].as_str().unwrap_or_default());
+        let seen = match comment["id"].as_str() {
+            Some(id) => format!("jira:{id}"),
+            None => body_key("jira", &body),
+        };
         let author = who(&comment["author"]["accountId"]);
-        if let Some(outcome) = command(&app, &super::Jira, &incident, &text, &author, &seen).await?
+        if let Some(outcome) =
+            command(&app, &super::Jira, &incident, &text, &author, proven, &seen).await?
         {
-            applied.push(outcome);
+            applied_now.push(outcome);
         }
     }
-    Ok(Json(json!({ "incident": incident, "applied": applied })))
-}
-
-/// The incident of a Jira issue: by the stored issue id, else by its `cordon-<incident>` label.
-async fn jira_incident(
-    app: &Inbound,
-    issue_id: &str,
-    issue: &Value,
-) -> Result<Option<String>, ApiError> {
-    if let Some(Value::String(incident)) = app.store.meta_get(NS_JIRA_ISSUE, issue_id).await? {
-        return Ok(Some(incident));
-    }
-    let labels = issue["fields"]["labels"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    for label in labels.iter().filter_map(Value::as_str) {
-        if let Some(id) = label.strip_prefix("cordon-")
-            && app.store.incident(id).await?.is_some()
-        {
-            return Ok(Some(id.to_owned()));
-        }
-    }
-    Ok(None)
+    Ok(Json(
+        json!({ "incident": incident, "applied": applied_now }),
+    ))
 }
