@@ -232,6 +232,18 @@ pub trait Store: Send + Sync + 'static {
         key: &str,
         value: serde_json::Value,
     ) -> Result<(), StoreError>;
+    /// Takes one of `max` slots counted under `key` in the sliding `window` ending at `now` (a
+    /// blast-radius limit, [`crate::actions::Guardrails`]): true, and the slot recorded durably,
+    /// when fewer than `max` were taken in the window; false, and nothing recorded, otherwise.
+    /// Atomic across the processes sharing the store, so N replicas allow `max` in all, and kept
+    /// across restarts. Slots older than the window are forgotten as new ones are taken.
+    async fn take_slot(
+        &self,
+        key: &str,
+        max: u32,
+        window: std::time::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
     /// Appends audit entries (for events outside a run's state change).
     async fn append_audit(&self, entries: Vec<NewEntry>) -> Result<(), StoreError>;
     async fn audit_verify(&self) -> Result<VerifyReport, StoreError>;
