@@ -3,5 +3,6 @@
 //! and passes after; the module says which surface it attacks. docs/security.md is the trust model
 //! these tests hold Cordon to.
 
+mod guardrails;
 #[path = "../support/mod.rs"]
 mod support;
