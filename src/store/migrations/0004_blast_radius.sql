@@ -8,3 +8,7 @@ CREATE TABLE blast_radius_slots (
     taken_at timestamptz NOT NULL
 );
 CREATE INDEX blast_radius_slots_by_key ON blast_radius_slots (key, taken_at);
+
+-- Discord interaction ids were kept one record each in `meta`, never deleted; they are now kept in
+-- a ring of a few records (`ring:<n>`, src/chat/discord/inbound.rs). The old records go.
+DELETE FROM meta WHERE namespace = 'chat.discord.seen' AND key NOT LIKE 'ring:%';
