@@ -94,6 +94,20 @@ pub fn escape(text: &str) -> String {
         .replace("@here", "@\u{200B}here")
 }
 
+/// `text` with what could make a masked link, an autolink or a mention escaped (`\\`, `[`, `]`,
+/// `<`, `>`, `@everyone`, `@here`), and Markdown emphasis and code left to show.
+pub fn escape_links(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if matches!(c, '\\' | '[' | ']' | '<' | '>') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.replace("@everyone", "@\u{200B}everyone")
+        .replace("@here", "@\u{200B}here")
+}
+
 /// Discord's markdown, for the answers to `/cordon` (messages allow no mentions, so none pings).
 pub struct Markdown;
 
@@ -109,8 +123,10 @@ impl Dialect for Markdown {
         format!("`{}`", text.replace('`', "'"))
     }
 
+    /// Links and mentions escaped; emphasis and code left alone, since answers put values the
+    /// engine wrote in `code` and alert text here is a line in a list, not a card.
     fn plain(&self, text: &str) -> String {
-        escape(text)
+        escape_links(text)
     }
 
     /// `<@id>` for a Discord identity: shown as the person's name.

@@ -220,9 +220,12 @@ impl Dialect for TeamsMarkdown {
         )
     }
 
-    /// Markdown-escaped as on cards, then HTML-escaped: Teams text messages take both.
+    /// Links escaped (`[`, `]`, and `\\` so no escape is undone), then HTML-escaped: Teams text
+    /// messages take both. Emphasis and code are left to show, as the engine's answers use them.
     fn plain(&self, text: &str) -> String {
-        escape(text)
+        text.replace('\\', "\\\\")
+            .replace('[', "\\[")
+            .replace(']', "\\]")
             .replace('&', "&amp;")
             .replace('<', "&lt;")
             .replace('>', "&gt;")
