@@ -331,14 +331,17 @@ async fn start_engine(
     let playbooks =
         load_playbooks(config, &scripts, &*actions.catalog()).map_err(StartError::Playbooks)?;
     let g = &config.guardrails;
-    let guardrails = Arc::new(Guardrails::new(
-        g.protected.clone(),
-        g.blast_radius
-            .iter()
-            .map(|(k, v)| (k.clone(), (v.max, v.window.0)))
-            .collect(),
-        g.blast_radius_approvers.clone(),
-    ));
+    let guardrails = Arc::new(
+        Guardrails::new(
+            g.protected.clone(),
+            g.blast_radius
+                .iter()
+                .map(|(k, v)| (k.clone(), (v.max, v.window.0)))
+                .collect(),
+            g.blast_radius_approvers.clone(),
+        )
+        .counted_in(store.clone()),
+    );
     let count = playbooks.len();
     let store_for_people = store.clone();
     let engine = Engine::start(

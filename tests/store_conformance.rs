@@ -229,6 +229,7 @@ conformance!(
     an_update_of_an_unknown_incident_is_refused_alone,
     outbox_keeps_push_order_and_delivery_state,
     meta_values_by_namespace,
+    blast_radius_slots_fill_their_window_survive_a_restart_and_are_shared,
     the_audit_chain_appends_verifies_and_lists,
     a_tampered_audit_entry_is_reported,
     one_audit_entry_is_read_by_its_sequence_number,
@@ -1147,6 +1148,80 @@ async fn meta_values_by_namespace(b: &mut Backend) {
     );
 }
 
+async fn blast_radius_slots_fill_their_window_survive_a_restart_and_are_shared(b: &mut Backend) {
+    let hour = Duration::from_secs(3600);
+    let isolate = "aws-ec2.isolate_instance";
+    let store = b.handle();
+    assert!(store.take_slot(isolate, 2, hour, t0()).await.unwrap());
+    assert!(
+        store
+            .take_slot(isolate, 2, hour, t0() + minutes(10))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .take_slot(isolate, 2, hour, t0() + minutes(20))
+            .await
+            .unwrap(),
+        "a third call inside the hour finds the window full"
+    );
+    // Another key counts on its own.
+    assert!(
+        store
+            .take_slot("azure-entra.disable_user", 1, hour, t0())
+            .await
+            .unwrap()
+    );
+
+    // A restart keeps the count.
+    drop(store);
+    b.reopen().await;
+    let store = b.handle();
+    assert!(
+        !store
+            .take_slot(isolate, 2, hour, t0() + minutes(30))
+            .await
+            .unwrap()
+    );
+    // Once the first slot is older than the window, one call is free again, and only one.
+    assert!(
+        store
+            .take_slot(isolate, 2, hour, t0() + minutes(61))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .take_slot(isolate, 2, hour, t0() + minutes(62))
+            .await
+            .unwrap()
+    );
+
+    // Processes sharing the store, racing for the last free slots, get exactly that many.
+    let other = b.another_process().await;
+    let at = t0() + minutes(200);
+    let mut racers = Vec::new();
+    for i in 0..20 {
+        let store = if i % 2 == 0 {
+            b.handle()
+        } else {
+            other.clone()
+        };
+        racers.push(tokio::spawn(async move {
+            store.take_slot("shared", 5, hour, at).await.unwrap()
+        }));
+    }
+    let mut taken = 0;
+    for racer in racers {
+        taken += usize::from(racer.await.unwrap());
+    }
+    assert_eq!(taken, 5, "five slots in all, whichever process asked");
+    if !Arc::ptr_eq(&other, &store) {
+        other.close().await.unwrap();
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The audit log
 
@@ -1410,7 +1485,7 @@ async fn the_schema_is_applied_once_and_a_newer_one_is_refused() {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(applied, [1, 2], "each migration once, in order");
+    assert_eq!(applied, [1, 2, 4], "each migration once, in order");
 
     db.execute(
         "INSERT INTO cordon_migrations (version, name) VALUES (999, 'from the future')",

@@ -63,6 +63,10 @@ pub struct InputSpec {
     /// The values allowed, when the input is one of a list.
     #[serde(rename = "enum", skip_serializing_if = "Option::is_none")]
     pub allowed: Option<Vec<serde_json::Value>>,
+    /// The system behind the action compares this input without case (an Entra UPN, an Azure
+    /// resource id, an IAM user name): protected patterns match it case-insensitively.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub case_insensitive: bool,
 }
 
 impl InputSpec {
@@ -143,6 +147,7 @@ pub fn builtin_specs() -> Vec<ActionSpec> {
         description: description.to_owned(),
         pattern: None,
         allowed: None,
+        case_insensitive: false,
     };
     vec![
         ActionSpec {

@@ -209,7 +209,7 @@ pub(super) async fn tokens(config: &Path, command: TokensCommand) -> anyhow::Res
                     println!(
                         "{:<14} {:<16} {:<8} {:<26} {:<26} {:<26} {}",
                         s("id"),
-                        super::print::clean(&s("person")),
+                        super::print::safe(&s("person")),
                         s("state"),
                         s("created_at"),
                         s("last_used_at"),
@@ -263,14 +263,14 @@ pub(super) async fn people(config: &Path, command: PeopleCommand) -> anyhow::Res
                             .into_iter()
                             .flatten()
                             .filter_map(Value::as_str)
-                            .map(super::print::clean)
+                            .map(super::print::safe)
                             .collect::<Vec<_>>()
                             .join(", ")
                     };
                     println!(
                         "{} ({}, {}): roles {}; identities {}",
-                        super::print::clean(p["id"].as_str().unwrap_or("?")),
-                        super::print::clean(p["name"].as_str().unwrap_or("-")),
+                        super::print::safe(p["id"].as_str().unwrap_or("?")),
+                        super::print::safe(p["name"].as_str().unwrap_or("-")),
                         p["defined_in"].as_str().unwrap_or("?"),
                         list("roles"),
                         list("identities")
@@ -356,8 +356,8 @@ pub(super) async fn whoami(config: &Path, server: Option<&str>) -> anyhow::Resul
     match me["person"].as_str() {
         Some(person) => println!(
             "{} as {} (roles: {})",
-            super::print::clean(person),
-            super::print::clean(me["identity"].as_str().unwrap_or("?")),
+            super::print::safe(person),
+            super::print::safe(me["identity"].as_str().unwrap_or("?")),
             me["roles"]
                 .as_array()
                 .into_iter()
@@ -416,7 +416,7 @@ pub(super) async fn login(config_path: &Path, args: LoginArgs) -> anyhow::Result
         }
         eprintln!(
             "logged in as {}",
-            super::print::clean(
+            super::print::safe(
                 body["person"]
                     .as_str()
                     .unwrap_or("the bootstrap admin token")

@@ -1,10 +1,31 @@
 //! How the commands show what they read: tables, one record's fields, or JSON with `--json`.
+//!
+//! Alert text is the sender's: a title holding `ESC [2J` would clear the analyst's terminal, and
+//! other escape sequences can retitle the window, hide text or forge a line. Every value printed
+//! here goes through [`safe`], which shows control and bidirectional-override characters as
+//! visible escapes (`\u{1b}[2J`) instead of sending them to the terminal. `--json` needs nothing:
+//! JSON escapes control characters itself.
 
 use cordon::actions::ActionSpec;
 use cordon::alert::{Alert, Incident};
 use cordon::audit::AuditEntry;
 use cordon::engine::run::Run;
 use serde_json::Value;
+
+/// `text` with every control character (C0, DEL, C1) and every bidirectional override or isolate
+/// written as a visible escape (`\u{1b}`), so nothing in it acts on the terminal.
+pub(super) fn safe(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if c.is_control() || bidi {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
 
 /// Prints `value` as JSON with `--json`, else with `print`.
 pub(super) fn output<T: serde::Serialize + ?Sized>(
@@ -28,7 +49,11 @@ pub(super) fn actions(specs: &[ActionSpec]) {
             (true, true) => "side effect, idempotent",
             (true, false) => "side effect, not idempotent",
         };
-        println!("{}  ({effect})\n    {}", spec.name, spec.description);
+        println!(
+            "{}  ({effect})\n    {}",
+            safe(&spec.name),
+            safe(&spec.description)
+        );
         for (name, input) in &spec.inputs {
             let required = if input.required {
                 "required"
@@ -36,9 +61,10 @@ pub(super) fn actions(specs: &[ActionSpec]) {
                 "optional"
             };
             println!(
-                "    {name:<12} {:<7} {required:<9} {}",
+                "    {:<12} {:<7} {required:<9} {}",
+                safe(name),
                 input.kind.name(),
-                input.description
+                safe(&input.description)
             );
         }
         println!();
@@ -59,7 +85,7 @@ pub(super) fn audit_report(report: &Value, ok: bool) {
             println!(
                 "entry {}: {}",
                 p["seq"],
-                p["what"].as_str().unwrap_or_default()
+                safe(p["what"].as_str().unwrap_or_default())
             );
         }
         println!(
@@ -102,21 +128,21 @@ pub(super) fn runs(runs: &[Run]) {
 
 /// One run: its fields, its steps, and its audit trail.
 pub(super) fn run(run: &Run, audit: &[AuditEntry]) {
-    println!("{:<10}{}", "run", run.id);
-    println!("{:<10}{}", "playbook", run.playbook);
+    println!("{:<10}{}", "run", safe(&run.id));
+    println!("{:<10}{}", "playbook", safe(&run.playbook));
     println!(
         "{:<10}{}{}",
         "status",
         run.status,
         run.error
             .as_ref()
-            .map(|e| format!(" ({e})"))
+            .map(|e| format!(" ({})", safe(e)))
             .unwrap_or_default()
     );
     println!(
         "{:<10}{}",
         "incident",
-        run.incident_id.as_deref().unwrap_or("-")
+        safe(run.incident_id.as_deref().unwrap_or("-"))
     );
     println!("{:<10}{}", "started", when(run.created_at));
     if run.dry_run {
@@ -202,7 +228,7 @@ pub(super) fn alerts(alerts: &[Alert]) {
 pub(super) fn alert(a: &Alert) {
     let field = |name: &str, value: Option<&str>| {
         if let Some(v) = value {
-            println!("{name:<13}{v}");
+            println!("{name:<13}{}", safe(v));
         }
     };
     field("id", Some(&a.id));
@@ -211,7 +237,9 @@ pub(super) fn alert(a: &Alert) {
     field("kind", Some(&a.kind));
     println!(
         "{:<13}{} (source: {})",
-        "severity", a.severity.score, a.severity.native
+        "severity",
+        a.severity.score,
+        safe(&a.severity.native)
     );
     field("title", Some(&a.title));
     field("description", a.description.as_deref());
@@ -229,14 +257,16 @@ pub(super) fn alert(a: &Alert) {
     field("remote ip", a.network.remote_ip.as_deref());
     field("domain", a.network.domain.as_deref());
     for (k, v) in &a.labels {
-        println!("{:<13}{k}={v}", "label");
+        println!("{:<13}{}={}", "label", safe(k), safe(v));
     }
     println!("raw:");
     let pretty = serde_json::from_str::<Value>(a.raw.get())
         .ok()
         .and_then(|v| serde_json::to_string_pretty(&v).ok())
         .unwrap_or_else(|| a.raw.get().to_owned());
-    println!("{pretty}");
+    // Pretty JSON escapes control characters already; the line breaks it adds are kept.
+    let shown: Vec<String> = pretty.lines().map(safe).collect();
+    println!("{}", shown.join("\n"));
 }
 
 /// Incidents as a table, a row each.
@@ -275,12 +305,16 @@ pub(super) fn incident(incident: &Incident, alerts: &[Alert]) {
 
 /// An incident's own fields.
 fn incident_fields(i: &Incident) {
-    println!("{:<10}{}", "id", i.id);
-    println!("{:<10}{}", "title", i.title);
+    println!("{:<10}{}", "id", safe(&i.id));
+    println!("{:<10}{}", "title", safe(&i.title));
     println!("{:<10}{}", "status", i.status);
     println!("{:<10}{}", "severity", i.severity);
-    println!("{:<10}{}", "entity", i.entity.as_deref().unwrap_or("-"));
-    println!("{:<10}{}", "sources", i.sources.join(", "));
+    println!(
+        "{:<10}{}",
+        "entity",
+        safe(i.entity.as_deref().unwrap_or("-"))
+    );
+    println!("{:<10}{}", "sources", safe(&i.sources.join(", ")));
     println!(
         "{:<10}{} ({} events)",
         "alerts", i.alert_count, i.event_count
@@ -321,6 +355,10 @@ fn list<T>(items: &[T], none: &str, headers: &[&str], row: impl Fn(&T) -> Vec<St
 
 /// `rows` under `headers`, each column as wide as its widest cell.
 fn table(headers: &[&str], rows: Vec<Vec<String>>) {
+    let rows: Vec<Vec<String>> = rows
+        .into_iter()
+        .map(|row| row.iter().map(|cell| safe(cell)).collect())
+        .collect();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (i, cell) in row.iter().enumerate() {
@@ -355,10 +393,18 @@ fn when(t: chrono::DateTime<chrono::Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
-/// `text` without control characters (terminal escapes, carriage returns, bells), each shown as
-/// U+FFFD: alert fields and names come from senders, and must not drive the terminal.
-pub(super) fn clean(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
-        .collect()
+#[cfg(test)]
+mod tests {
+    use super::safe;
+
+    #[test]
+    fn control_and_bidi_characters_show_as_escapes() {
+        assert_eq!(safe("a\u{1b}[2Jb"), "a\\u{1b}[2Jb");
+        assert_eq!(safe("x\u{9b}31m\ny\u{7}"), "x\\u{9b}31m\\u{a}y\\u{7}");
+        assert_eq!(safe("evil\u{202e}gpj.exe"), "evil\\u{202e}gpj.exe");
+        assert_eq!(
+            safe("Reverse shell on web-1 — ünïcode"),
+            "Reverse shell on web-1 — ünïcode"
+        );
+    }
 }

@@ -499,11 +499,13 @@ impl Executor {
                         }
                     }
                     let rendered = Value::Object(rendered);
-                    let side_effect = self.actions.spec(name).is_none_or(|s| s.side_effect);
+                    let spec = self.actions.spec(name);
+                    let side_effect = spec.as_ref().is_none_or(|s| s.side_effect);
                     let mut entry = json!({ "step": next.id, "action": name, "inputs": rendered });
                     if side_effect
-                        && let Some((value, pattern)) =
-                            self.guardrails.protected_hit(&entry["inputs"])
+                        && let Some((value, pattern)) = self
+                            .guardrails
+                            .protected_hit(&entry["inputs"], spec.as_ref())
                     {
                         entry["note"] = json!(format!(
                             "`{value}` is protected (guardrail `{pattern}`): this step will be refused"
@@ -756,7 +758,7 @@ impl Executor {
             )))));
         };
         if spec.side_effect {
-            if let Some((value, pattern)) = self.guardrails.protected_hit(&inputs) {
+            if let Some((value, pattern)) = self.guardrails.protected_hit(&inputs, Some(&spec)) {
                 events.push(Event::new(
                     EventKind::GuardrailProtected,
                     Some(&step.id),
@@ -772,7 +774,7 @@ impl Executor {
                     json!({ "dry_run": true, "action": name, "inputs": inputs }),
                 )));
             }
-            if !approved_over_limit && let Err(limit) = self.guardrails.take(name) {
+            if !approved_over_limit && let Err(limit) = self.guardrails.take(name).await {
                 let mut held = state.clone();
                 held.status = StepStatus::Waiting;
                 held.approval = Some(ApprovalState {
@@ -925,10 +927,12 @@ impl Executor {
                         })?;
                         rendered.insert(key.clone(), v);
                     }
-                    let side_effect = self.actions.spec(name).is_none_or(|s| s.side_effect);
+                    let spec = self.actions.spec(name);
+                    let side_effect = spec.as_ref().is_none_or(|s| s.side_effect);
                     let inputs = Value::Object(rendered);
                     if side_effect
-                        && let Some((value, pattern)) = self.guardrails.protected_hit(&inputs)
+                        && let Some((value, pattern)) =
+                            self.guardrails.protected_hit(&inputs, spec.as_ref())
                     {
                         return Err(ActionError::permanent(format!(
                             "`{value}` is a protected resource (guardrail `{pattern}`)"
@@ -938,7 +942,10 @@ impl Executor {
                         Ok(json!({ "dry_run": true, "action": name, "inputs": inputs }))
                     } else {
                         if side_effect {
-                            self.guardrails.take(name).map_err(ActionError::permanent)?;
+                            self.guardrails
+                                .take(name)
+                                .await
+                                .map_err(ActionError::permanent)?;
                         }
                         let call = ActionCall::for_step(run, &playbook.spec.id, &step.id);
                         self.actions.call(name, inputs, &call).await

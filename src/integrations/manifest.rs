@@ -140,6 +140,11 @@ pub struct InputDef {
     pub allowed: Option<Vec<Value>>,
     #[serde(default)]
     pub description: String,
+    /// The system behind the action compares this input without case (Entra UPNs, Azure
+    /// resource ids, IAM user and role names): `guardrails.protected` patterns then match it
+    /// case-insensitively. Default false: case counts.
+    #[serde(default)]
+    pub case_insensitive: bool,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -337,6 +342,7 @@ impl Manifest {
                                 description: input.description.clone(),
                                 pattern: input.pattern.clone(),
                                 allowed: input.allowed.clone(),
+                                case_insensitive: input.case_insensitive,
                             },
                         )
                     })

@@ -239,6 +239,18 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<(String, serde_json::Value)>, StoreError>;
     /// Forgets a small durable value (fsynced); forgetting one that is not there is no error.
     async fn meta_delete(&self, namespace: &str, key: &str) -> Result<(), StoreError>;
+    /// Takes one of `max` slots counted under `key` in the sliding `window` ending at `now` (a
+    /// blast-radius limit, [`crate::actions::Guardrails`]): true, and the slot recorded durably,
+    /// when fewer than `max` were taken in the window; false, and nothing recorded, otherwise.
+    /// Atomic across the processes sharing the store, so N replicas allow `max` in all, and kept
+    /// across restarts. Slots older than the window are forgotten as new ones are taken.
+    async fn take_slot(
+        &self,
+        key: &str,
+        max: u32,
+        window: std::time::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
     /// Appends audit entries (for events outside a run's state change).
     async fn append_audit(&self, entries: Vec<NewEntry>) -> Result<(), StoreError>;
     async fn audit_verify(&self) -> Result<VerifyReport, StoreError>;

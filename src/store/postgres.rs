@@ -76,6 +76,11 @@ use crate::telemetry::Metrics;
 const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "init", include_str!("migrations/0001_init.sql")),
     (2, "leases", include_str!("migrations/0002_leases.sql")),
+    (
+        4,
+        "blast_radius",
+        include_str!("migrations/0004_blast_radius.sql"),
+    ),
 ];
 
 /// Alerts claimed for matching at a time.
@@ -1533,6 +1538,45 @@ impl Store for PostgresStore {
                 .await?;
             client.execute(&q, &[&namespace, &key]).await?;
             Ok(())
+        })
+    }
+
+    async fn take_slot(
+        &self,
+        key: &str,
+        max: u32,
+        window: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let since = now - chrono::TimeDelta::from_std(window).unwrap_or(chrono::TimeDelta::MAX);
+        let lock = key_lock("blast_radius", key);
+        let max = i64::from(max);
+        transaction!(self, client, {
+            let tx = client.transaction().await?;
+            // One taker per key at a time, on every replica: the count and the insert are one step.
+            let q = tx
+                .prepare_cached("SELECT pg_advisory_xact_lock($1)")
+                .await?;
+            tx.execute(&q, &[&lock]).await?;
+            let q = tx
+                .prepare_cached("DELETE FROM blast_radius_slots WHERE key = $1 AND taken_at <= $2")
+                .await?;
+            tx.execute(&q, &[&key, &since]).await?;
+            let q = tx
+                .prepare_cached("SELECT count(*) FROM blast_radius_slots WHERE key = $1")
+                .await?;
+            let held: i64 = tx.query_one(&q, &[&key]).await?.get(0);
+            let free = held < max;
+            if free {
+                let q = tx
+                    .prepare_cached(
+                        "INSERT INTO blast_radius_slots (key, taken_at) VALUES ($1, $2)",
+                    )
+                    .await?;
+                tx.execute(&q, &[&key, &now]).await?;
+            }
+            tx.commit().await?;
+            Ok(free)
         })
     }
 

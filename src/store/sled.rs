@@ -112,6 +112,14 @@ enum Job {
         entries: Vec<NewEntry>,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
+    /// A blast-radius slot under `key`, taken if fewer than `max` were in the window.
+    Slot {
+        key: String,
+        max: u32,
+        window: Duration,
+        now: DateTime<Utc>,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
 }
 
 /// A change to the outbox tree.
@@ -136,6 +144,8 @@ enum Answer {
         Option<String>,
     ),
     Done(oneshot::Sender<Result<(), StoreError>>),
+    /// A yes or no (a slot taken or not).
+    Decided(oneshot::Sender<Result<bool, StoreError>>, bool),
     /// Already answered (refused on its own, without failing the group).
     Answered,
 }
@@ -146,6 +156,7 @@ impl Answer {
             Answer::Ingest(reply, accepted) => drop(reply.send(Ok(accepted))),
             Answer::Created(reply, existing) => drop(reply.send(Ok(existing))),
             Answer::Done(reply) => drop(reply.send(Ok(()))),
+            Answer::Decided(reply, yes) => drop(reply.send(Ok(yes))),
             Answer::Answered => {}
         }
     }
@@ -156,6 +167,7 @@ impl Answer {
             Answer::Ingest(reply, _) => drop(reply.send(Err(e()))),
             Answer::Created(reply, _) => drop(reply.send(Err(e()))),
             Answer::Done(reply) => drop(reply.send(Err(e()))),
+            Answer::Decided(reply, _) => drop(reply.send(Err(e()))),
             Answer::Answered => {}
         }
     }
@@ -169,7 +181,8 @@ impl Job {
             | Job::CreateRun { .. }
             | Job::Outbox { .. }
             | Job::Meta { .. }
-            | Job::Audit { .. } => true,
+            | Job::Audit { .. }
+            | Job::Slot { .. } => true,
             Job::IncidentValue {
                 update: IncidentUpdate::Status(_),
                 ..
@@ -184,6 +197,7 @@ impl Job {
         match self {
             Job::Ingest { reply, .. } => drop(reply.send(Err(e()))),
             Job::CreateRun { reply, .. } => drop(reply.send(Err(e()))),
+            Job::Slot { reply, .. } => drop(reply.send(Err(e()))),
             Job::SaveRun { reply, .. }
             | Job::Matched { reply, .. }
             | Job::IncidentValue { reply, .. }
@@ -239,6 +253,7 @@ impl SledStore {
         let tree = db.open_tree("v1").map_err(backend)?;
         let outbox = db.open_tree("outbox").map_err(backend)?;
         let meta = db.open_tree("meta").map_err(backend)?;
+        let slots = db.open_tree("slots").map_err(backend)?;
         let audit = Arc::new(AuditLog::open(&db).map_err(|e| StoreError::Backend(e.to_string()))?);
         let (tx, rx) = mpsc::channel(MAX_JOBS * 4);
         let ready = Arc::new(AtomicBool::new(true));
@@ -248,6 +263,7 @@ impl SledStore {
             tree: tree.clone(),
             outbox: outbox.clone(),
             meta: meta.clone(),
+            slots,
             audit: audit.clone(),
             grouping: Grouping::from(grouping),
             ready: ready.clone(),
@@ -364,6 +380,11 @@ fn main_record(key: &[u8], value: &[u8]) -> Result<Option<Record>, StoreError> {
         }
     };
     Ok(Some(record))
+}
+
+/// A slot key's time (milliseconds, stored with the sign bit flipped so keys sort by time).
+fn slot_time(stored: u64) -> i64 {
+    (stored ^ (1 << 63)) as i64
 }
 
 fn meta_key(namespace: &str, key: &str) -> Vec<u8> {
@@ -669,6 +690,24 @@ impl Store for SledStore {
         .await
     }
 
+    async fn take_slot(
+        &self,
+        key: &str,
+        max: u32,
+        window: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let key = key.to_owned();
+        self.ask(|reply| Job::Slot {
+            key,
+            max,
+            window,
+            now,
+            reply,
+        })
+        .await
+    }
+
     async fn append_audit(&self, entries: Vec<NewEntry>) -> Result<(), StoreError> {
         self.ask(|reply| Job::Audit { entries, reply }).await
     }
@@ -756,6 +795,9 @@ struct Writer {
     tree: sled::Tree,
     outbox: sled::Tree,
     meta: sled::Tree,
+    /// Blast-radius slots: `<key>\0<taken at, ms, sign bit flipped><unique id>`, big-endian, so
+    /// a key's slots are in time order.
+    slots: sled::Tree,
     audit: Arc<AuditLog>,
     grouping: Grouping,
     ready: Arc<AtomicBool>,
@@ -943,6 +985,16 @@ impl Writer {
                 .map_err(backend),
             ),
             Job::Audit { entries, reply } => done(reply, self.append_audit(entries)),
+            Job::Slot {
+                key,
+                max,
+                window,
+                now,
+                reply,
+            } => match self.take_slot(&key, max, window, now) {
+                Ok(taken) => Ok(Answer::Decided(reply, taken)),
+                Err(e) => Err((Answer::Decided(reply, false), e)),
+            },
             Job::Matched { alert_id, reply } => {
                 group.delete([b"m:", alert_id.as_bytes()].concat());
                 Ok(Answer::Done(reply))
@@ -988,6 +1040,45 @@ impl Writer {
             .append_batch(entries)
             .map(drop)
             .map_err(|e| StoreError::Backend(e.to_string()))
+    }
+
+    /// Takes a slot under `key` if fewer than `max` are in the window, forgetting older ones.
+    /// Only the store thread writes, so the count and the insert are one step.
+    fn take_slot(
+        &self,
+        key: &str,
+        max: u32,
+        window: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let prefix = [key.as_bytes(), b"\0"].concat();
+        let since = now.timestamp_millis() - i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        let mut expired = sled::Batch::default();
+        let mut held = 0u64;
+        for row in self.slots.scan_prefix(&prefix) {
+            let (k, _) = row.map_err(backend)?;
+            let at = k
+                .get(prefix.len()..prefix.len() + 8)
+                .and_then(|b| b.try_into().ok())
+                .map(|b| slot_time(u64::from_be_bytes(b)))
+                .unwrap_or(i64::MIN);
+            if at <= since {
+                expired.remove(k);
+            } else {
+                held += 1;
+            }
+        }
+        let free = held < u64::from(max);
+        if free {
+            let id = self.db.generate_id().map_err(backend)?;
+            let at = (now.timestamp_millis() as u64) ^ (1 << 63);
+            expired.insert(
+                [prefix.as_slice(), &at.to_be_bytes(), &id.to_be_bytes()].concat(),
+                &[][..],
+            );
+        }
+        self.slots.apply_batch(expired).map_err(backend)?;
+        Ok(free)
     }
 
     fn change_outbox(&self, change: OutboxChange) -> Result<(), StoreError> {

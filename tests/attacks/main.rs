@@ -3,6 +3,8 @@
 //! and passes after; the module says which surface it attacks. docs/security.md is the trust model
 //! these tests hold Cordon to.
 
+mod chat;
+mod guardrails;
 #[path = "../support/mod.rs"]
 mod support;
 

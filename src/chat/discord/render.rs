@@ -1,8 +1,9 @@
 //! Cards as Discord messages: one embed (what happened, what is asked, who decided) and, while the
 //! approval is open, an Approve and a Deny button whose `custom_id` names the run and step.
 //!
-//! Every text that comes from an alert is clipped to Discord's limits (the embed's 6000 characters
-//! in all), and messages allow no mentions, so an alert titled `@everyone` pings nobody.
+//! Every text that comes from an alert is escaped ([`escape`]: `[click](https://…)` shows as
+//! written, not as a masked link, and `@everyone` as text) and clipped to Discord's limits (the
+//! embed's 6000 characters in all), and messages allow no mentions, so nothing pings anyone.
 
 use serenity::all::{
     ButtonStyle, CreateActionRow, CreateAllowedMentions, CreateButton, CreateEmbed,
@@ -66,6 +67,47 @@ pub fn parse_button(custom_id: &str) -> Option<ButtonTarget> {
     })
 }
 
+/// `text` as Discord markdown that shows exactly `text`: a backslash before every character that
+/// could open a masked link, a mention or timestamp (`<@…>`, `<t:…>`), emphasis, a spoiler, code
+/// or a quote, and before a list or heading marker at the start of a line; `@everyone` and
+/// `@here` get a zero-width space after the `@`. An `_` between two letters or digits opens
+/// nothing, so ids such as `instance_id` stay as they are.
+pub fn escape(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len() + 8);
+    let mut line_start = true;
+    for (i, &c) in chars.iter().enumerate() {
+        let word = |at: Option<&char>| at.is_some_and(|c| c.is_alphanumeric());
+        let special = match c {
+            '\\' | '[' | ']' | '<' | '>' | '*' | '`' | '~' | '|' => true,
+            '_' => !(word(i.checked_sub(1).and_then(|p| chars.get(p))) && word(chars.get(i + 1))),
+            '-' | '+' | '#' => line_start,
+            _ => false,
+        };
+        if special {
+            out.push('\\');
+        }
+        out.push(c);
+        line_start = c == '\n' || c == '\r' || (line_start && c == ' ');
+    }
+    out.replace("@everyone", "@\u{200B}everyone")
+        .replace("@here", "@\u{200B}here")
+}
+
+/// `text` with what could make a masked link, an autolink or a mention escaped (`\\`, `[`, `]`,
+/// `<`, `>`, `@everyone`, `@here`), and Markdown emphasis and code left to show.
+pub fn escape_links(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if matches!(c, '\\' | '[' | ']' | '<' | '>') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.replace("@everyone", "@\u{200B}everyone")
+        .replace("@here", "@\u{200B}here")
+}
+
 /// Discord's markdown, for the answers to `/cordon` (messages allow no mentions, so none pings).
 pub struct Markdown;
 
@@ -81,8 +123,10 @@ impl Dialect for Markdown {
         format!("`{}`", text.replace('`', "'"))
     }
 
+    /// Links and mentions escaped; emphasis and code left alone, since answers put values the
+    /// engine wrote in `code` and alert text here is a line in a list, not a card.
     fn plain(&self, text: &str) -> String {
-        text.to_owned()
+        escape_links(text)
     }
 
     /// `<@id>` for a Discord identity: shown as the person's name.
@@ -110,9 +154,9 @@ pub fn no_mentions() -> CreateAllowedMentions {
 /// The first line of the message (what notifications show).
 fn headline(card: &Card) -> String {
     let text = match &card.outcome {
-        None => format!("Approval needed: {}", card.title),
-        Some(o) if o.approved => format!("Approved: {}", card.title),
-        Some(_) => format!("Denied: {}", card.title),
+        None => format!("Approval needed: {}", escape(&card.title)),
+        Some(o) if o.approved => format!("Approved: {}", escape(&card.title)),
+        Some(_) => format!("Denied: {}", escape(&card.title)),
     };
     clip(&text, 300)
 }
@@ -127,19 +171,25 @@ pub fn embed(card: &Card) -> CreateEmbed {
         Some(_) => (0x95A5A6, "Denied"),
     };
     let mut embed = CreateEmbed::new()
-        .title(clip(&card.title, 256))
-        .description(clip(&format!("**{status}:** {}", card.prompt), 1000))
+        .title(clip(&escape(&card.title), 256))
+        .description(clip(
+            &format!("**{status}:** {}", escape(&card.prompt)),
+            1000,
+        ))
         .colour(color)
         .field("Severity", format!("{}/10", card.severity), true);
     if let Some(resource) = &card.resource {
-        embed = embed.field("Resource", clip(resource, 200), true);
+        embed = embed.field("Resource", clip(&escape(resource), 200), true);
     }
     if let Some(actor) = &card.actor {
-        embed = embed.field("Actor", clip(actor, 200), true);
+        embed = embed.field("Actor", clip(&escape(actor), 200), true);
     }
     embed = embed.field(
         "Approvers",
-        clip(&format!("{} (quorum {})", card.group, card.quorum), 200),
+        clip(
+            &format!("{} (quorum {})", escape(&card.group), card.quorum),
+            200,
+        ),
         true,
     );
     if card.outcome.is_none() {
@@ -187,7 +237,7 @@ fn discord_time(at: chrono::DateTime<chrono::Utc>) -> String {
 fn lines(items: &[String], max: usize) -> String {
     let text = items
         .iter()
-        .map(|l| format!("• {}", clip(l, 300)))
+        .map(|l| format!("• {}", clip(&escape(l), 300)))
         .collect::<Vec<_>>()
         .join("\n");
     clip(&text, max)
@@ -364,6 +414,30 @@ mod tests {
         );
         let json = serde_json::to_value(message(&c, Some(("a".into(), "d".into())))).unwrap();
         assert!(json.get("components").is_none());
+    }
+
+    #[test]
+    fn alert_text_shows_as_written_not_as_masked_links_or_mentions() {
+        let mut c = card();
+        c.title = "[click](https://evil.example) @everyone".into();
+        c.actor = Some("<@123> ||spoiler|| `code`".into());
+        let json = serde_json::to_value(message(&c, None)).unwrap();
+        let embed = &json["embeds"][0];
+        assert_eq!(
+            embed["title"],
+            "\\[click\\](https://evil.example) @\u{200B}everyone"
+        );
+        assert_eq!(
+            json["content"],
+            "Approval needed: \\[click\\](https://evil.example) @\u{200B}everyone"
+        );
+        let text = json.to_string();
+        assert!(!text.contains("[click]("), "{text}");
+        assert!(text.contains("\\\\<@123\\\\> \\\\|\\\\|spoiler"), "{text}");
+        assert_eq!(
+            escape("aws-ec2.isolate_instance"),
+            "aws-ec2.isolate_instance"
+        );
     }
 
     #[test]

@@ -16,10 +16,13 @@ pub struct TeamsConfig {
     pub app_password: Secret,
     /// The Entra tenant (directory) id. When set, activities from other tenants are refused, and
     /// tokens come from the tenant's endpoint (single-tenant bots; required for Entra groups).
+    /// Unset: the tenant of the first team the bot is installed in is the only one whose installs
+    /// move the cards.
     #[serde(default)]
     pub tenant_id: Option<String>,
-    /// Where cards are posted: a channel's conversation id (`19:…@thread.tacv2`). Unset: the
-    /// conversation the bot was last installed in (remembered when Teams tells the bot).
+    /// Where cards are posted: a channel's conversation id (`19:…@thread.tacv2`). Unset: the team
+    /// channel of the bot's tenant the bot was last installed in (remembered when Teams tells the
+    /// bot; personal and group chats and other tenants never move the cards).
     #[serde(default)]
     pub channel_id: Option<String>,
     /// The Connector service URL to post to before Teams has told the bot its own (it does when the

@@ -11,8 +11,12 @@
 //! - `message` carrying a Cordon button's data (an `Action.Submit` click from an older client):
 //!   decided the same way; the answer is posted as a reply in the card's thread through the outbox,
 //!   since Teams has no private answer for these.
-//! - `conversationUpdate` adding the bot, or `installationUpdate` `add`: the conversation is
-//!   remembered as where cards go ([`super::Install`]); removing the bot forgets it.
+//! - `conversationUpdate` adding the bot, or `installationUpdate` `add`, in a team channel of the
+//!   bot's tenant: the conversation is remembered as where cards go ([`super::Install`]); removing
+//!   the bot forgets it. An install in a personal chat or a group chat, or from another tenant,
+//!   never moves the cards: anyone can add a bot to their own chat, and a multi-tenant bot can be
+//!   installed by any organization. The bot's tenant is `chat.teams.tenant_id`, or, without it,
+//!   the tenant of the first team install (kept under `install:tenant`).
 //! - anything else is acknowledged and ignored.
 
 use std::sync::{Arc, Weak};
@@ -244,7 +248,14 @@ async fn receive(inbound: &Inbound, headers: &HeaderMap, body: Body) -> Result<R
             execute(inbound, &activity).await
         }
         "message" => message(inbound, &activity).await,
-        "conversationUpdate" | "installationUpdate" => install(&*inbound.store, &activity).await,
+        "conversationUpdate" | "installationUpdate" => {
+            install(
+                &*inbound.store,
+                inbound.config.tenant_id.as_deref(),
+                &activity,
+            )
+            .await
+        }
         _ => Ok(acknowledged()),
     }
 }
@@ -361,7 +372,11 @@ fn base_conversation(conversation: &str) -> &str {
 }
 
 /// The bot added to or removed from a conversation.
-async fn install(store: &dyn Store, activity: &Activity) -> Result<Response, ApiError> {
+async fn install(
+    store: &dyn Store,
+    configured_tenant: Option<&str>,
+    activity: &Activity,
+) -> Result<Response, ApiError> {
     let bot = activity.recipient.id.as_deref();
     let is_bot = |a: &Account| bot.is_some() && a.id.as_deref() == bot;
     let added = match activity.kind.as_str() {
@@ -388,11 +403,44 @@ async fn install(store: &dyn Store, activity: &Activity) -> Result<Response, Api
     };
     let key = format!("install:{conversation}");
     if added {
+        let team_channel = match activity.conversation.conversation_type.as_deref() {
+            Some(kind) => kind == "channel",
+            None => activity.channel_data["team"]["id"].is_string(),
+        };
+        if !team_channel {
+            tracing::info!(conversation = %conversation, kind = ?activity.conversation.conversation_type, "Teams bot added outside a team channel; cards still go to the team channel");
+            return Ok(acknowledged());
+        }
+        let tenant = activity.tenant().map(str::to_owned);
+        // With `tenant_id` configured, other tenants were refused before this point.
+        if configured_tenant.is_none() {
+            let pinned = store
+                .meta_get(META, "install:tenant")
+                .await
+                .map_err(store_error)?;
+            match (pinned.as_ref().and_then(Value::as_str), tenant.as_deref()) {
+                (Some(pinned), Some(tenant)) if pinned == tenant => {}
+                (None, Some(tenant)) => {
+                    store
+                        .meta_put(META, "install:tenant", Value::from(tenant))
+                        .await
+                        .map_err(store_error)?;
+                    tracing::info!(
+                        tenant,
+                        "Teams bot installed in its first team; cards stay in this tenant (set chat.teams.tenant_id to choose)"
+                    );
+                }
+                (pinned, tenant) => {
+                    tracing::warn!(?pinned, ?tenant, conversation = %conversation, "Teams bot installed by another tenant; cards still go to the bot's own tenant");
+                    return Ok(acknowledged());
+                }
+            }
+        }
         let install = Install {
             service_url: service_url.to_owned(),
             conversation_id: conversation.to_owned(),
             conversation_type: activity.conversation.conversation_type.clone(),
-            tenant_id: activity.tenant().map(str::to_owned),
+            tenant_id: tenant,
             team_id: activity.channel_data["team"]["id"]
                 .as_str()
                 .map(str::to_owned),

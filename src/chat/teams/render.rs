@@ -4,6 +4,10 @@
 //! `adaptiveCard/action` invoke that the bot answers with the refreshed card or a message only the
 //! clicker sees). Clients that predate Universal Actions use each button's `fallback`, an
 //! `Action.Submit` with the same data, which arrives as a `message` activity.
+//!
+//! Teams reads a TextBlock's text and a fact's value as Markdown, where `[click](https://…)` is a
+//! link showing only `click`. Everything on the card that comes from an alert or a playbook's
+//! values (title, prompt, facts, who decided) goes through [`escape`], so it shows as written.
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -53,6 +57,36 @@ impl ButtonData {
     }
 }
 
+/// `text` as Adaptive Card Markdown that shows exactly `text`: CommonMark's backslash escape before
+/// every character that could open a link, an autolink, emphasis or code, and before a list or
+/// heading marker at the start of a line. An `_` between two letters or digits opens nothing in
+/// CommonMark, so ids such as `instance_id` stay as they are.
+pub fn escape(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len() + 8);
+    let mut line_start = true;
+    for (i, &c) in chars.iter().enumerate() {
+        let word = |at: Option<&char>| at.is_some_and(|c| c.is_alphanumeric());
+        let special = match c {
+            '\\' | '[' | ']' | '<' | '>' | '*' | '`' | '~' => true,
+            '_' => !(word(i.checked_sub(1).and_then(|p| chars.get(p))) && word(chars.get(i + 1))),
+            '-' | '+' | '#' | '=' => line_start,
+            _ => false,
+        };
+        if special {
+            out.push('\\');
+        }
+        out.push(c);
+        line_start = c == '\n' || c == '\r' || (line_start && c == ' ');
+    }
+    out
+}
+
+/// `text` inside a code span: a backtick in it cannot close the span.
+fn code(text: &str) -> String {
+    format!("`{}`", text.replace('`', "'"))
+}
+
 /// The Adaptive Card showing `card`: the incident, what is asked, then either the buttons or the
 /// outcome.
 pub fn adaptive(card: &Card) -> Value {
@@ -64,23 +98,28 @@ pub fn adaptive(card: &Card) -> Value {
     let mut body = vec![
         json!({
             "type": "TextBlock",
-            "text": format!("{marker} {}", card.title),
+            "text": format!("{marker} {}", escape(&card.title)),
             "weight": "Bolder",
             "size": "Medium",
             "wrap": true,
         }),
-        json!({ "type": "TextBlock", "text": card.prompt, "wrap": true }),
+        json!({ "type": "TextBlock", "text": escape(&card.prompt), "wrap": true }),
         json!({
             "type": "FactSet",
             "facts": card
                 .facts()
                 .into_iter()
-                .map(|(title, value)| json!({ "title": title, "value": value }))
+                .map(|(title, value)| json!({ "title": title, "value": escape(&value) }))
                 .collect::<Vec<_>>(),
         }),
         json!({
             "type": "TextBlock",
-            "text": format!("Playbook `{}`, run {} step `{}`", card.playbook, card.run_id, card.step),
+            "text": format!(
+                "Playbook {}, run {} step {}",
+                code(&card.playbook),
+                code(&card.run_id),
+                code(&card.step)
+            ),
             "isSubtle": true,
             "size": "Small",
             "wrap": true,
@@ -104,7 +143,7 @@ pub fn adaptive(card: &Card) -> Value {
                 "text": format!(
                     "{verdict} at {} by {}",
                     outcome.at.format("%Y-%m-%d %H:%M UTC"),
-                    outcome.decided_by.join("; ")
+                    escape(&outcome.decided_by.join("; "))
                 ),
                 "weight": "Bolder",
                 "color": if outcome.approved { "Good" } else { "Attention" },
@@ -172,11 +211,22 @@ impl Dialect for TeamsMarkdown {
     }
 
     fn code(&self, text: &str) -> String {
-        format!("`{}`", self.plain(text).replace('`', "'"))
+        format!(
+            "`{}`",
+            text.replace('`', "'")
+                .replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+        )
     }
 
+    /// Links escaped (`[`, `]`, and `\\` so no escape is undone), then HTML-escaped: Teams text
+    /// messages take both. Emphasis and code are left to show, as the engine's answers use them.
     fn plain(&self, text: &str) -> String {
-        text.replace('&', "&amp;")
+        text.replace('\\', "\\\\")
+            .replace('[', "\\[")
+            .replace(']', "\\]")
+            .replace('&', "&amp;")
             .replace('<', "&lt;")
             .replace('>', "&gt;")
     }
@@ -264,6 +314,28 @@ mod tests {
         assert!(content.get("actions").is_none());
         assert!(content.to_string().contains("Approved at"));
         assert!(content.to_string().contains("teams:abc"));
+    }
+
+    #[test]
+    fn alert_text_shows_as_written_not_as_links_or_emphasis() {
+        let mut c = card();
+        c.title = "[click](https://evil.example) **now**".into();
+        c.resource = Some("<https://evil.example>".into());
+        c.prompt = "- list\n# heading".into();
+        let content = adaptive(&c);
+        let title = content["body"][0]["text"].as_str().unwrap();
+        assert_eq!(
+            title,
+            "🔴 \\[click\\](https://evil.example) \\*\\*now\\*\\*"
+        );
+        assert_eq!(content["body"][1]["text"], "\\- list\n\\# heading");
+        let text = content.to_string();
+        assert!(
+            !text.contains("[click](") && !text.contains("\"<https"),
+            "{text}"
+        );
+        assert_eq!(escape("i-0abc (us-east-1)"), "i-0abc (us-east-1)");
+        assert_eq!(escape("instance_id=_x_"), "instance_id=\\_x\\_");
     }
 
     #[test]
