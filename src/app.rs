@@ -313,18 +313,17 @@ async fn start_engine(
     let scripts = scripts(config);
     let integrations = load_integrations(config, http.clone(), Some(store.clone()))
         .map_err(StartError::Playbooks)?;
-    // `core.http` follows redirects itself, checking each hop against `http_allow`.
-    let no_redirects = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(10))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| StartError::Http(e.to_string()))?;
-    let builtins = Arc::new(Builtins::new(
-        Some(store.clone()),
-        no_redirects,
-        config.playbooks.http_allow.clone(),
-        notifier,
-    ));
+    // `core.http` follows redirects itself, checking each hop against `http_allow`, on clients
+    // that reach only the addresses `http_allow` allows (src/actions/egress.rs).
+    let builtins = Arc::new(
+        Builtins::new(
+            Some(store.clone()),
+            config.playbooks.http_allow.clone(),
+            config.playbooks.http_max_response_bytes,
+            notifier,
+        )
+        .map_err(StartError::Http)?,
+    );
     let actions = Arc::new(Registry::new(builtins, integrations));
     let playbooks =
         load_playbooks(config, &scripts, &*actions.catalog()).map_err(StartError::Playbooks)?;

@@ -80,6 +80,10 @@ pub struct PlaybooksConfig {
     /// may call no host.
     #[serde(default)]
     pub http_allow: BTreeMap<String, Vec<String>>,
+    /// Largest answer `core.http` reads, in bytes (default 10 MiB); reading stops there and the
+    /// step fails naming this key.
+    #[serde(default = "default_max_response_bytes")]
+    pub http_max_response_bytes: usize,
 }
 
 impl Default for PlaybooksConfig {
@@ -89,8 +93,13 @@ impl Default for PlaybooksConfig {
             workers: default_workers(),
             script_timeout: default_script_timeout(),
             http_allow: BTreeMap::new(),
+            http_max_response_bytes: default_max_response_bytes(),
         }
     }
+}
+
+fn default_max_response_bytes() -> usize {
+    10 * 1024 * 1024
 }
 
 fn default_playbook_paths() -> Vec<PathBuf> {
@@ -122,6 +131,10 @@ pub struct IntegrationsConfig {
     /// Local indicator feeds (CSV, STIX 2.1 bundles) the `ioc` integration matches against.
     #[serde(default)]
     pub ioc_feeds: Vec<PathBuf>,
+    /// Largest answer an integration's `http` call reads, in bytes (default 10 MiB); reading
+    /// stops there and the call fails naming this key.
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: usize,
 }
 
 impl Default for IntegrationsConfig {
@@ -131,6 +144,7 @@ impl Default for IntegrationsConfig {
             credentials: BTreeMap::new(),
             settings: BTreeMap::new(),
             ioc_feeds: Vec::new(),
+            max_response_bytes: default_max_response_bytes(),
         }
     }
 }
@@ -517,6 +531,15 @@ pub struct SnsAuth {
     /// the message is still checked to be `sns.<region>.amazonaws.com`.
     #[serde(default)]
     pub endpoint_override: Option<url::Url>,
+    /// Messages whose signed `Timestamp` is older than this (or more than 5 minutes ahead) are
+    /// refused, and each `MessageId` is remembered in the store for this long, so a copy of a
+    /// delivery sent again is refused, also after a restart and on another replica (default `1h`).
+    #[serde(default = "default_sns_replay_window")]
+    pub replay_window: HumanDuration,
+}
+
+fn default_sns_replay_window() -> HumanDuration {
+    HumanDuration::secs(3600)
 }
 
 #[derive(Deserialize)]

@@ -166,6 +166,39 @@ async fn accept(
             verifier.verify(&envelope).await.map_err(|e| {
                 ApiError::unauthorized("bad_signature", format!("SNS signature check failed: {e}"))
             })?;
+            // Signed, so the sender cannot move it: a copy of a delivery taken from any other
+            // subscriber of the topic is refused once the window has passed, and inside the
+            // window by its remembered MessageId.
+            let now = Utc::now();
+            let sent = envelope
+                .sent_within(sns.replay_window.0, now)
+                .map_err(|e| ApiError::unauthorized("stale_message", e.to_string()))?;
+            let until = sent
+                + chrono::TimeDelta::from_std(sns.replay_window.0)
+                    .unwrap_or(chrono::TimeDelta::MAX);
+            let first = app
+                .store
+                .remember_once(
+                    "sns",
+                    &format!("{}/{}", envelope.topic_arn, envelope.message_id),
+                    until.max(now + chrono::TimeDelta::seconds(1)),
+                    now,
+                )
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, source = name, "could not remember the SNS MessageId");
+                    ApiError::unavailable()
+                })?;
+            if !first {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "replayed_message",
+                    format!(
+                        "SNS message `{}` was already received; a delivery is accepted once",
+                        envelope.message_id
+                    ),
+                ));
+            }
             match envelope.kind {
                 SnsMessageType::Notification => Bytes::from(envelope.message.into_bytes()),
                 SnsMessageType::SubscriptionConfirmation => {

@@ -58,6 +58,9 @@ const MAX_JOBS: usize = 1024;
 /// How long written but not yet durable changes wait for a quiet moment before they are fsynced.
 const IDLE_FLUSH: Duration = Duration::from_millis(100);
 
+/// At most this many expired remembered keys are pruned per [`Store::remember_once`] call.
+const PRUNE_PER_CALL: usize = 64;
+
 /// Where a request waits for its answer.
 type Reply = oneshot::Sender<Result<Vec<Accepted>, StoreError>>;
 
@@ -111,6 +114,13 @@ enum Job {
         entries: Vec<NewEntry>,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
+    /// A key to remember until a time, unless it is remembered already (`namespace\0key`).
+    Once {
+        key: Vec<u8>,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
 }
 
 /// A change to the outbox tree.
@@ -135,6 +145,8 @@ enum Answer {
         Option<String>,
     ),
     Done(oneshot::Sender<Result<(), StoreError>>),
+    /// Whether a key was new ([`Job::Once`]).
+    Once(oneshot::Sender<Result<bool, StoreError>>, bool),
     /// Already answered (refused on its own, without failing the group).
     Answered,
 }
@@ -145,6 +157,7 @@ impl Answer {
             Answer::Ingest(reply, accepted) => drop(reply.send(Ok(accepted))),
             Answer::Created(reply, existing) => drop(reply.send(Ok(existing))),
             Answer::Done(reply) => drop(reply.send(Ok(()))),
+            Answer::Once(reply, first) => drop(reply.send(Ok(first))),
             Answer::Answered => {}
         }
     }
@@ -155,6 +168,7 @@ impl Answer {
             Answer::Ingest(reply, _) => drop(reply.send(Err(e()))),
             Answer::Created(reply, _) => drop(reply.send(Err(e()))),
             Answer::Done(reply) => drop(reply.send(Err(e()))),
+            Answer::Once(reply, _) => drop(reply.send(Err(e()))),
             Answer::Answered => {}
         }
     }
@@ -168,6 +182,7 @@ impl Job {
             | Job::CreateRun { .. }
             | Job::Outbox { .. }
             | Job::Meta { .. }
+            | Job::Once { .. }
             | Job::Audit { .. } => true,
             Job::IncidentValue {
                 update: IncidentUpdate::Status(_),
@@ -189,6 +204,7 @@ impl Job {
             | Job::Outbox { reply, .. }
             | Job::Meta { reply, .. }
             | Job::Audit { reply, .. } => drop(reply.send(Err(e()))),
+            Job::Once { reply, .. } => drop(reply.send(Err(e()))),
         }
     }
 }
@@ -238,6 +254,7 @@ impl SledStore {
         let tree = db.open_tree("v1").map_err(backend)?;
         let outbox = db.open_tree("outbox").map_err(backend)?;
         let meta = db.open_tree("meta").map_err(backend)?;
+        let once = db.open_tree("once").map_err(backend)?;
         let audit = Arc::new(AuditLog::open(&db).map_err(|e| StoreError::Backend(e.to_string()))?);
         let (tx, rx) = mpsc::channel(MAX_JOBS * 4);
         let ready = Arc::new(AtomicBool::new(true));
@@ -247,6 +264,7 @@ impl SledStore {
             tree: tree.clone(),
             outbox: outbox.clone(),
             meta: meta.clone(),
+            once,
             audit: audit.clone(),
             grouping: Grouping::from(grouping),
             ready: ready.clone(),
@@ -644,6 +662,23 @@ impl Store for SledStore {
         self.ask(|reply| Job::Meta { key, value, reply }).await
     }
 
+    async fn remember_once(
+        &self,
+        namespace: &str,
+        key: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let key = meta_key(namespace, key);
+        self.ask(|reply| Job::Once {
+            key,
+            until,
+            now,
+            reply,
+        })
+        .await
+    }
+
     async fn append_audit(&self, entries: Vec<NewEntry>) -> Result<(), StoreError> {
         self.ask(|reply| Job::Audit { entries, reply }).await
     }
@@ -725,6 +760,9 @@ struct Writer {
     tree: sled::Tree,
     outbox: sled::Tree,
     meta: sled::Tree,
+    /// Remembered keys: `k:<namespace>\0<key>` → until (Unix ms, big-endian), and the expiry
+    /// index `t:<until><namespace>\0<key>` that pruning walks in time order.
+    once: sled::Tree,
     audit: Arc<AuditLog>,
     grouping: Grouping,
     ready: Arc<AtomicBool>,
@@ -907,6 +945,15 @@ impl Writer {
                 self.meta.insert(key, value).map(drop).map_err(backend),
             ),
             Job::Audit { entries, reply } => done(reply, self.append_audit(entries)),
+            Job::Once {
+                key,
+                until,
+                now,
+                reply,
+            } => match self.remember_once(&key, until, now) {
+                Ok(first) => Ok(Answer::Once(reply, first)),
+                Err(e) => Err((Answer::Once(reply, false), e)),
+            },
             Job::Matched { alert_id, reply } => {
                 group.delete([b"m:", alert_id.as_bytes()].concat());
                 Ok(Answer::Done(reply))
@@ -952,6 +999,50 @@ impl Writer {
             .append_batch(entries)
             .map(drop)
             .map_err(|e| StoreError::Backend(e.to_string()))
+    }
+
+    /// Remembers `key` until `until` unless it is remembered past `now`; prunes what expired.
+    /// Only the store thread writes, so the check and the write cannot interleave with another's.
+    fn remember_once(
+        &self,
+        key: &[u8],
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let millis = |t: DateTime<Utc>| t.timestamp_millis().max(0) as u64;
+        let now_ms = millis(now);
+        // Pruning is bounded per call so one call never walks a large backlog at once.
+        let mut batch = sled::Batch::default();
+        let end = [b"t:".as_slice(), &(now_ms + 1).to_be_bytes()].concat();
+        for row in self.once.range(b"t:".to_vec()..end).take(PRUNE_PER_CALL) {
+            let (index, _) = row.map_err(backend)?;
+            batch.remove(index.clone());
+            batch.remove([b"k:".as_slice(), &index[10..]].concat());
+        }
+        self.once.apply_batch(batch).map_err(backend)?;
+        let k = [b"k:".as_slice(), key].concat();
+        if let Some(stored) = self.once.get(&k).map_err(backend)? {
+            let stored_until = stored
+                .as_ref()
+                .try_into()
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            if stored_until > now_ms {
+                return Ok(false);
+            }
+            self.once
+                .remove([b"t:".as_slice(), &stored_until.to_be_bytes(), key].concat())
+                .map_err(backend)?;
+        }
+        let until_ms = millis(until);
+        let mut batch = sled::Batch::default();
+        batch.insert(k, until_ms.to_be_bytes().to_vec());
+        batch.insert(
+            [b"t:".as_slice(), &until_ms.to_be_bytes(), key].concat(),
+            Vec::new(),
+        );
+        self.once.apply_batch(batch).map_err(backend)?;
+        Ok(true)
     }
 
     fn change_outbox(&self, change: OutboxChange) -> Result<(), StoreError> {
