@@ -250,6 +250,22 @@ pub struct ServerConfig {
     /// How long a graceful shutdown waits for requests in flight (default `30s`).
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace: HumanDuration,
+    /// How long a client may take to send a request's headers, counted from when the connection
+    /// opens or the previous answer was sent (default `10s`). A slower (or idle) connection is
+    /// closed.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout: HumanDuration,
+    /// How long a client may take to send a request's body once its headers are in (default
+    /// `30s`). A slower body is answered 408 and its connection closed.
+    #[serde(default = "default_body_read_timeout")]
+    pub body_read_timeout: HumanDuration,
+    /// Connections served at once (default 1024). Further ones wait, unaccepted, until one closes.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Requests each alert source takes (every sender together), unless the source sets its own
+    /// `rate_limit` (default 1000 per second, bursts of 2000). Over it: 429 with `Retry-After`.
+    #[serde(default)]
+    pub rate_limit: RateLimit,
 }
 
 impl Default for ServerConfig {
@@ -259,8 +275,43 @@ impl Default for ServerConfig {
             admin_token: None,
             max_body_bytes: default_max_body(),
             shutdown_grace: default_shutdown_grace(),
+            header_read_timeout: default_header_read_timeout(),
+            body_read_timeout: default_body_read_timeout(),
+            max_connections: default_max_connections(),
+            rate_limit: RateLimit::default(),
         }
     }
+}
+
+/// A request rate: `per_second` on average, and up to `burst` at once after a quiet spell.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Requests per second, on average.
+    pub per_second: std::num::NonZeroU32,
+    /// Requests taken at once after a quiet spell.
+    pub burst: std::num::NonZeroU32,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        RateLimit {
+            per_second: std::num::NonZeroU32::new(1000).unwrap_or(std::num::NonZeroU32::MIN),
+            burst: std::num::NonZeroU32::new(2000).unwrap_or(std::num::NonZeroU32::MIN),
+        }
+    }
+}
+
+fn default_header_read_timeout() -> HumanDuration {
+    HumanDuration::secs(10)
+}
+
+fn default_body_read_timeout() -> HumanDuration {
+    HumanDuration::secs(30)
+}
+
+fn default_max_connections() -> usize {
+    1024
 }
 
 fn default_listen() -> SocketAddr {
@@ -476,6 +527,9 @@ pub struct SourceConfig {
     /// Largest body for this source in bytes; defaults to `server.max_body_bytes`.
     #[serde(default)]
     pub max_body_bytes: Option<usize>,
+    /// Requests this source takes; defaults to `server.rate_limit`.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
 }
 
 fn yes() -> bool {

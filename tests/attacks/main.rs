@@ -5,3 +5,5 @@
 
 #[path = "../support/mod.rs"]
 mod support;
+
+mod net;
