@@ -198,7 +198,7 @@ async fn accept(
             let now = Utc::now();
             let sent = envelope
                 .sent_within(sns.replay_window.0, now)
-                .map_err(|e| ApiError::unauthorized("stale_message", e.to_string()))?;
+                .map_err(|e| ApiError::unauthorized("stale_timestamp", e.to_string()))?;
             let until = sent
                 + chrono::TimeDelta::from_std(sns.replay_window.0)
                     .unwrap_or(chrono::TimeDelta::MAX);

@@ -179,7 +179,7 @@ async fn an_sns_delivery_older_than_the_window_is_refused() {
     let (status, answer) = deliver(&server, old).await;
     assert_eq!(
         (status, answer["error"].as_str()),
-        (401, Some("stale_message")),
+        (401, Some("stale_timestamp")),
         "{answer}"
     );
     assert!(
@@ -193,7 +193,7 @@ async fn an_sns_delivery_older_than_the_window_is_refused() {
     let (status, answer) = deliver(&server, ahead).await;
     assert_eq!(
         (status, answer["error"].as_str()),
-        (401, Some("stale_message")),
+        (401, Some("stale_timestamp")),
         "{answer}"
     );
     assert!(server.stored_alerts().await.is_empty());
