@@ -410,4 +410,32 @@ mod tests {
             .unwrap_err();
         assert_eq!(error.message, "more than 5 redirects");
     }
+
+    /// A host pattern opens names, not internal addresses; answers stop at the cap.
+    #[tokio::test]
+    async fn internal_addresses_need_an_entry_naming_them_and_answers_are_capped() {
+        let big = serve(Router::new().fallback(|| async { "x".repeat(4096) })).await;
+        let everything = builtins(&["*"]);
+        for url in [format!("{big}/"), big.replace("127.0.0.1", "localhost")] {
+            let error = everything
+                .call("core.http", json!({ "url": url }), &call())
+                .await
+                .unwrap_err();
+            assert!(
+                error.message.contains("a loopback address") && !error.retryable,
+                "{url}: {}",
+                error.message
+            );
+        }
+        let named = builtins(&["127.0.0.1"]);
+        let error = named
+            .call("core.http", json!({ "url": format!("{big}/") }), &call())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error.message,
+            "the answer is larger than 1024 bytes (config: playbooks.http_max_response_bytes)"
+        );
+        assert!(!error.retryable);
+    }
 }
