@@ -194,13 +194,14 @@ impl Server {
         }
         let grace = state.config.server.shutdown_grace.0;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let serving = tokio::spawn(
-            axum::serve(self.listener, router(state.clone()))
-                .with_graceful_shutdown(async move {
-                    let _ = stop_rx.await;
-                })
-                .into_future(),
-        );
+        let serving = tokio::spawn(serve(
+            self.listener,
+            router(state.clone()),
+            ConnectionLimits::of(&state.config),
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
         shutdown.await;
         tracing::info!("shutting down: no new connections, finishing requests in flight");
         let deadline = tokio::time::Instant::now() + grace;
@@ -236,6 +237,179 @@ impl Server {
         }
         tracing::info!("store flushed and closed");
         Ok(())
+    }
+}
+
+/// What one connection may take (`server:` in the config).
+#[derive(Debug, Clone, Copy)]
+struct ConnectionLimits {
+    header_read_timeout: std::time::Duration,
+    max_connections: usize,
+}
+
+impl ConnectionLimits {
+    fn of(config: &Config) -> ConnectionLimits {
+        ConnectionLimits {
+            header_read_timeout: config.server.header_read_timeout.0,
+            max_connections: config.server.max_connections.max(1),
+        }
+    }
+}
+
+/// Serves `app` on `listener` over HTTP/1.1 until `stop` completes, then lets the requests in
+/// flight finish (the caller bounds how long).
+///
+/// Our own accept loop instead of `axum::serve`, which takes no settings: hyper's
+/// `header_read_timeout` needs a timer, which only a hand-built connection gets, and it is what
+/// closes a connection whose headers trickle in (slowloris) or never come. HTTP/1.1 only: hyper's
+/// HTTP/2 detection waits for the first bytes with no time limit, and every sender Cordon serves
+/// (cloud notification services, chat platforms, ticket systems, the CLI) speaks HTTP/1.1.
+/// At most `max_connections` are served at once; the next is accepted when one closes, so a
+/// flood of idle connections waits in the kernel's backlog instead of holding file descriptors.
+/// A body that is too slow is [`body_deadline`]'s, in the router.
+async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnectionLimits,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let (closing, _) = tokio::sync::watch::channel(false);
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            () = &mut stop => break,
+        };
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, or a connection reset before it was taken: wait a
+                    // little instead of spinning, and go on.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        let app = app.clone();
+        let mut closing = closing.subscribe();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let service =
+                hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                    let mut app = app.clone();
+                    async move {
+                        tower::Service::call(&mut app, request.map(axum::body::Body::new)).await
+                    }
+                });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout);
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                    return;
+                }
+                _ = closing.wait_for(|closing| *closing) => {}
+            }
+            connection.as_mut().graceful_shutdown();
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let _ = closing.send(true);
+    // Every connection holds a slot until it ends: all slots back means all requests answered.
+    let _ = slots.acquire_many(limits.max_connections as u32).await;
+    Ok(())
+}
+
+/// Cuts off a request body that has not fully arrived `server.body_read_timeout` after its
+/// headers: the body ends in an error for whoever reads it, and whatever the handler answers
+/// then is replaced by 408 with a JSON body and `Connection: close`. A body nobody reads costs
+/// nothing and is not timed.
+async fn body_deadline(State(app): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let expired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let limit = app.config.server.body_read_timeout.0;
+    let request = request.map(|body| {
+        axum::body::Body::new(Deadline {
+            body,
+            sleep: Box::pin(tokio::time::sleep(limit)),
+            expired: expired.clone(),
+        })
+    });
+    let response = next.run(request).await;
+    if !expired.load(std::sync::atomic::Ordering::Relaxed) {
+        return response;
+    }
+    let mut response = crate::http::ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "body_timeout",
+        format!(
+            "the request body did not arrive within {} s (server.body_read_timeout)",
+            limit.as_secs_f64()
+        ),
+    )
+    .into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    response
+}
+
+/// A request body that fails once its time is up ([`body_deadline`]).
+struct Deadline {
+    body: axum::body::Body,
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    expired: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// What reading a body past its deadline fails with.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive in time")]
+struct BodyTimeout;
+
+impl hyper::body::Body for Deadline {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        if let Poll::Ready(frame) = std::pin::Pin::new(&mut this.body).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        if this.sleep.as_mut().poll(cx).is_ready() {
+            this.expired
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            return Poll::Ready(Some(Err(axum::Error::new(BodyTimeout))));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -315,18 +489,17 @@ async fn start_engine(
     let scripts = scripts(config);
     let integrations = load_integrations(config, http.clone(), Some(store.clone()))
         .map_err(StartError::Playbooks)?;
-    // `core.http` follows redirects itself, checking each hop against `http_allow`.
-    let no_redirects = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(10))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| StartError::Http(e.to_string()))?;
-    let builtins = Arc::new(Builtins::new(
-        Some(store.clone()),
-        no_redirects,
-        config.playbooks.http_allow.clone(),
-        notifier,
-    ));
+    // `core.http` follows redirects itself, checking each hop against `http_allow`, on clients
+    // that reach only the addresses `http_allow` allows (src/actions/egress.rs).
+    let builtins = Arc::new(
+        Builtins::new(
+            Some(store.clone()),
+            config.playbooks.http_allow.clone(),
+            config.playbooks.http_max_response_bytes,
+            notifier,
+        )
+        .map_err(StartError::Http)?,
+    );
     let actions = Arc::new(Registry::new(builtins, integrations));
     let playbooks =
         load_playbooks(config, &scripts, &*actions.catalog()).map_err(StartError::Playbooks)?;
@@ -421,6 +594,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             state.clone(),
             record_latency,
         ))
+        .layer(middleware::from_fn_with_state(state.clone(), body_deadline))
 }
 
 /// Reloads the playbooks from the configured paths. A set with any error is refused whole and the

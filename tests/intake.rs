@@ -337,14 +337,17 @@ fn sns_source(topic: &str, fake: &FakeSns, confirm: bool) -> String {
 
 const TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:cordon-guardduty";
 
-/// The recorded SNS delivery, re-addressed to our topic and signed with the test key, so the real
-/// GuardDuty payload goes through the real verification path.
+/// The recorded SNS delivery, re-addressed to our topic, sent now as a new message (its own
+/// `MessageId`) and signed with the test key, so the real GuardDuty payload goes through the real
+/// verification path.
 fn signed_guardduty_notification(version: &str, topic: &str) -> Vec<u8> {
     let mut envelope: Value = serde_json::from_slice(&read_fixture(
         "alerts/aws_guardduty/sns_wrapped_eventbridge_ec2_sshbruteforce_sample.json",
     ))
     .unwrap();
     envelope["TopicArn"] = json!(topic);
+    envelope["MessageId"] = json!(uuid::Uuid::now_v7().to_string());
+    envelope["Timestamp"] = json!(sns_now());
     envelope["SigningCertURL"] =
         json!("https://sns.us-east-1.amazonaws.com/SimpleNotificationService-test.pem");
     envelope.as_object_mut().unwrap().remove("Signature");
@@ -421,6 +424,11 @@ async fn sns_refuses_bad_signatures_and_foreign_topics() {
     assert_refused(&server, response, 400, "bad_envelope", "SNS").await;
 }
 
+/// Now, as SNS writes its `Timestamp`.
+fn sns_now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 fn subscription_confirmation(topic: &str) -> Vec<u8> {
     sign_sns(
         json!({
@@ -430,7 +438,7 @@ fn subscription_confirmation(topic: &str) -> Vec<u8> {
             "TopicArn": topic,
             "Message": format!("You have chosen to subscribe to the topic {topic}.\nTo confirm the subscription, visit the SubscribeURL included in this message."),
             "SubscribeURL": format!("https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription&TopicArn={topic}&Token=2336412f37fb"),
-            "Timestamp": "2026-11-26T10:00:00.000Z",
+            "Timestamp": sns_now(),
             "SigningCertURL": "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-test.pem",
         }),
         "1",

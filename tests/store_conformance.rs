@@ -230,6 +230,7 @@ conformance!(
     outbox_keeps_push_order_and_delivery_state,
     meta_values_by_namespace,
     blast_radius_slots_fill_their_window_survive_a_restart_and_are_shared,
+    a_key_is_remembered_once_until_its_time_across_processes_and_restarts,
     the_audit_chain_appends_verifies_and_lists,
     a_tampered_audit_entry_is_reported,
     one_audit_entry_is_read_by_its_sequence_number,
@@ -1096,6 +1097,84 @@ async fn outbox_keeps_push_order_and_delivery_state(b: &mut Backend) {
     );
 }
 
+/// Replay memory (SNS MessageIds): a key is new once, stays taken until its time, for another
+/// process too and after a restart; then it may be used again, and namespaces are apart.
+async fn a_key_is_remembered_once_until_its_time_across_processes_and_restarts(b: &mut Backend) {
+    let store = b.store();
+    let until = t0() + minutes(60);
+    assert!(
+        store
+            .remember_once("sns", "m-1", until, t0())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .remember_once("sns", "m-1", until, t0() + minutes(1))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .remember_once("other", "m-1", until, t0())
+            .await
+            .unwrap()
+    );
+    let other = b.another_process().await;
+    assert!(
+        !other
+            .remember_once("sns", "m-1", until, t0() + minutes(2))
+            .await
+            .unwrap()
+    );
+    // Many keys at once, from two processes: each is new exactly once.
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        for s in [b.handle(), other.clone()] {
+            tasks.push(tokio::spawn(async move {
+                s.remember_once("sns", &format!("burst-{i}"), until, t0())
+                    .await
+                    .unwrap()
+            }));
+        }
+    }
+    let mut firsts = 0;
+    for task in tasks {
+        firsts += usize::from(task.await.unwrap());
+    }
+    assert_eq!(firsts, 40, "each key is new exactly once");
+    // sled lets go of its lock with the last handle.
+    drop(other);
+    b.reopen().await;
+    let store = b.store();
+    assert!(
+        !store
+            .remember_once("sns", "m-1", until, t0() + minutes(3))
+            .await
+            .unwrap()
+    );
+    // Past its time, the key is forgotten (and pruned as new keys come).
+    let later = t0() + minutes(61);
+    assert!(
+        store
+            .remember_once("sns", "m-2", later + minutes(60), later)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .remember_once("sns", "m-1", later + minutes(60), later)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .remember_once("sns", "m-1", later + minutes(60), later)
+            .await
+            .unwrap()
+    );
+}
+
 async fn meta_values_by_namespace(b: &mut Backend) {
     let store = b.store();
     assert_eq!(store.meta_get("jira", "inc-1").await.unwrap(), None);
@@ -1485,7 +1564,7 @@ async fn the_schema_is_applied_once_and_a_newer_one_is_refused() {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(applied, [1, 2, 4], "each migration once, in order");
+    assert_eq!(applied, [1, 2, 3, 4], "each migration once, in order");
 
     db.execute(
         "INSERT INTO cordon_migrations (version, name) VALUES (999, 'from the future')",

@@ -182,7 +182,7 @@ fn start_one(dir: &std::path::Path, i: usize, extra: &str, backend: Backend) -> 
     std::fs::write(
         &config,
         format!(
-            "server:\n  listen: 127.0.0.1:0\n  admin_token: {TOKEN}\n{store}log:\n  format: json\n  level: \"info,cordon::engine=warn,cordon::actions=warn\"\n{}sources:\n  aws.guardduty:\n    auth:\n      bearer:\n        token: {TOKEN}\n  generic:\n    auth:\n      bearer:\n        token: {TOKEN}\n",
+            "server:\n  listen: 127.0.0.1:0\n  admin_token: {TOKEN}\n  rate_limit: {{ per_second: 1000000, burst: 1000000 }}\n{store}log:\n  format: json\n  level: \"info,cordon::engine=warn,cordon::actions=warn\"\n{}sources:\n  aws.guardduty:\n    auth:\n      bearer:\n        token: {TOKEN}\n  generic:\n    auth:\n      bearer:\n        token: {TOKEN}\n",
             if extra.is_empty() { "playbooks:\n  paths: []\n" } else { extra },
         ),
     )

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
+use super::egress::{self, Egress};
 use super::{ActionCall, ActionError, ActionRunner, ActionSpec, builtin_specs, glob};
 use crate::store::{Store, StoreError};
 
@@ -13,9 +14,11 @@ use crate::store::{Store, StoreError};
 pub struct Builtins {
     specs: BTreeMap<String, ActionSpec>,
     store: Option<Arc<dyn Store>>,
-    http: reqwest::Client,
-    /// Hosts `core.http` may call, per playbook id.
-    http_allow: BTreeMap<String, Vec<String>>,
+    /// Per playbook id: the hosts `core.http` may call, and the client that reaches only the
+    /// addresses its entries allow (src/actions/egress.rs).
+    http_allow: BTreeMap<String, (Vec<String>, reqwest::Client)>,
+    /// The largest answer `core.http` reads, in bytes.
+    max_response_bytes: usize,
     /// Where `chat.notify` posts, when chat is configured.
     notifier: Option<Arc<dyn Notifier>>,
 }
@@ -32,24 +35,30 @@ pub trait Notifier: Send + Sync {
 }
 
 impl Builtins {
-    /// `http` must follow no redirects (`redirect::Policy::none()`): `core.http` follows them
-    /// itself, checking every hop against `http_allow`.
+    /// Builds one HTTP client per playbook in `http_allow`, each reaching only public addresses
+    /// and the addresses its playbook's entries name (`127.0.0.1`, `10.0.0.0/8`). An error only
+    /// when the TLS backend cannot start.
     pub fn new(
         store: Option<Arc<dyn Store>>,
-        http: reqwest::Client,
         http_allow: BTreeMap<String, Vec<String>>,
+        max_response_bytes: usize,
         notifier: Option<Arc<dyn Notifier>>,
-    ) -> Builtins {
-        Builtins {
+    ) -> Result<Builtins, String> {
+        let mut allow = BTreeMap::new();
+        for (playbook, hosts) in http_allow {
+            let client = Egress::from_entries(&hosts).client(HTTP_ALLOW_HINT)?;
+            allow.insert(playbook, (hosts, client));
+        }
+        Ok(Builtins {
             specs: builtin_specs()
                 .into_iter()
                 .map(|s| (s.name.clone(), s))
                 .collect(),
             store,
-            http,
-            http_allow,
+            http_allow: allow,
+            max_response_bytes,
             notifier,
-        }
+        })
     }
 
     async fn notify(&self, inputs: &Value, call: &ActionCall) -> Result<Value, ActionError> {
@@ -70,20 +79,21 @@ impl Builtins {
         Ok(json!({ "text": text, "platforms": notifier.platforms() }))
     }
 
-    /// Refuses `url` unless its host is in the playbook's `http_allow`.
-    fn allowed(&self, url: &url::Url, call: &ActionCall) -> Result<(), ActionError> {
+    /// Refuses `url` unless its host is in the playbook's `http_allow` and, when the host is an
+    /// address, the address may be called; the client of the playbook, which checks the addresses
+    /// names resolve to.
+    fn allowed(&self, url: &url::Url, call: &ActionCall) -> Result<&reqwest::Client, ActionError> {
         let host = url.host_str().unwrap_or_default();
-        let allowed = self
-            .http_allow
-            .get(&call.playbook)
-            .is_some_and(|hosts| hosts.iter().any(|h| glob(h, host)));
-        if allowed {
-            return Ok(());
+        let Some((hosts, client)) = self.http_allow.get(&call.playbook) else {
+            return Err(not_allowed(host, call));
+        };
+        if !hosts.iter().any(|h| glob(h, host) || same_address(h, url)) {
+            return Err(not_allowed(host, call));
         }
-        Err(ActionError::permanent(format!(
-            "host `{host}` is not allowed for playbook `{}` (config: playbooks.http_allow)",
-            call.playbook
-        )))
+        Egress::from_entries(hosts)
+            .check_url(url, HTTP_ALLOW_HINT)
+            .map_err(|e| ActionError::permanent(e.to_string()))?;
+        Ok(client)
     }
 
     /// `core.http`. Redirects are followed here, not by the HTTP client, so that every hop's host
@@ -105,9 +115,8 @@ impl Builtins {
         let mut url = first.clone();
         let mut hops = 0;
         let response = loop {
-            self.allowed(&url, call)?;
-            let mut request = self
-                .http
+            let client = self.allowed(&url, call)?;
+            let mut request = client
                 .request(method.clone(), url.clone())
                 .timeout(std::time::Duration::from_secs(30));
             let same_origin = url.origin() == first.origin();
@@ -127,9 +136,13 @@ impl Builtins {
             if let Some(body) = &body {
                 request = request.json(body);
             }
-            let response = request.send().await.map_err(|e| {
-                ActionError::retryable(format!("request failed: {}", e.without_url()))
-            })?;
+            let response = request
+                .send()
+                .await
+                .map_err(|e| match egress::refused(&e) {
+                    Some(refused) => ActionError::permanent(refused.to_string()),
+                    None => ActionError::retryable(format!("request failed: {}", e.without_url())),
+                })?;
             let status = response.status();
             let location = response
                 .headers()
@@ -156,9 +169,17 @@ impl Builtins {
             }
         };
         let status = response.status();
-        let text = response.text().await.map_err(|e| {
-            ActionError::retryable(format!("reading the answer failed: {}", e.without_url()))
+        let bytes = egress::read_capped(
+            response,
+            self.max_response_bytes,
+            "playbooks.http_max_response_bytes",
+        )
+        .await
+        .map_err(|e| match e {
+            egress::ReadError::TooLarge { .. } => ActionError::permanent(e.to_string()),
+            egress::ReadError::Transport(_) => ActionError::retryable(e.to_string()),
         })?;
+        let text = String::from_utf8_lossy(&bytes).into_owned();
         let body = serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text));
         if status.is_server_error() || status.as_u16() == 429 {
             return Err(ActionError::retryable(format!(
@@ -176,6 +197,29 @@ impl Builtins {
 
 /// How many redirects `core.http` follows.
 const MAX_REDIRECTS: usize = 5;
+
+/// Where `core.http`'s allowed addresses are configured, for refusals.
+const HTTP_ALLOW_HINT: &str = "playbooks.http_allow";
+
+fn not_allowed(host: &str, call: &ActionCall) -> ActionError {
+    ActionError::permanent(format!(
+        "host `{host}` is not allowed for playbook `{}` (config: playbooks.http_allow)",
+        call.playbook
+    ))
+}
+
+/// Whether the allowlist entry `entry` is a range holding the address `url` names
+/// (`10.0.0.0/8` allows `http://10.1.2.3/`).
+fn same_address(entry: &str, url: &url::Url) -> bool {
+    let address = match url.host() {
+        Some(url::Host::Ipv4(ip)) => std::net::IpAddr::V4(ip),
+        Some(url::Host::Ipv6(ip)) => std::net::IpAddr::V6(ip),
+        _ => return false,
+    };
+    entry
+        .parse::<ipnet::IpNet>()
+        .is_ok_and(|net| net.contains(&address))
+}
 
 fn str_input<'a>(inputs: &'a Value, name: &str) -> Result<&'a str, ActionError> {
     inputs
@@ -290,15 +334,11 @@ mod tests {
     }
 
     fn builtins(allow: &[&str]) -> Builtins {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
         let allow = BTreeMap::from([(
             "pb".to_owned(),
             allow.iter().map(|h| (*h).to_owned()).collect(),
         )]);
-        Builtins::new(None, http, allow, None)
+        Builtins::new(None, allow, 1024, None).unwrap()
     }
 
     /// The attacker controls an allowed host and answers with a redirect to a host that is not
@@ -369,5 +409,33 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(error.message, "more than 5 redirects");
+    }
+
+    /// A host pattern opens names, not internal addresses; answers stop at the cap.
+    #[tokio::test]
+    async fn internal_addresses_need_an_entry_naming_them_and_answers_are_capped() {
+        let big = serve(Router::new().fallback(|| async { "x".repeat(4096) })).await;
+        let everything = builtins(&["*"]);
+        for url in [format!("{big}/"), big.replace("127.0.0.1", "localhost")] {
+            let error = everything
+                .call("core.http", json!({ "url": url }), &call())
+                .await
+                .unwrap_err();
+            assert!(
+                error.message.contains("a loopback address") && !error.retryable,
+                "{url}: {}",
+                error.message
+            );
+        }
+        let named = builtins(&["127.0.0.1"]);
+        let error = named
+            .call("core.http", json!({ "url": format!("{big}/") }), &call())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error.message,
+            "the answer is larger than 1024 bytes (config: playbooks.http_max_response_bytes)"
+        );
+        assert!(!error.retryable);
     }
 }

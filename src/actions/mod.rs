@@ -3,6 +3,7 @@
 
 pub mod builtin;
 pub mod contract;
+pub mod egress;
 pub mod guardrails;
 
 pub use contract::{ActionCall, ActionError, ActionRunner};

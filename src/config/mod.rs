@@ -92,6 +92,10 @@ pub struct PlaybooksConfig {
     /// may call no host.
     #[serde(default)]
     pub http_allow: BTreeMap<String, Vec<String>>,
+    /// Largest answer `core.http` reads, in bytes (default 10 MiB); reading stops there and the
+    /// step fails naming this key.
+    #[serde(default = "default_max_response_bytes")]
+    pub http_max_response_bytes: usize,
 }
 
 impl Default for PlaybooksConfig {
@@ -101,8 +105,13 @@ impl Default for PlaybooksConfig {
             workers: default_workers(),
             script_timeout: default_script_timeout(),
             http_allow: BTreeMap::new(),
+            http_max_response_bytes: default_max_response_bytes(),
         }
     }
+}
+
+fn default_max_response_bytes() -> usize {
+    10 * 1024 * 1024
 }
 
 fn default_playbook_paths() -> Vec<PathBuf> {
@@ -134,6 +143,10 @@ pub struct IntegrationsConfig {
     /// Local indicator feeds (CSV, STIX 2.1 bundles) the `ioc` integration matches against.
     #[serde(default)]
     pub ioc_feeds: Vec<PathBuf>,
+    /// Largest answer an integration's `http` call reads, in bytes (default 10 MiB); reading
+    /// stops there and the call fails naming this key.
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: usize,
 }
 
 impl Default for IntegrationsConfig {
@@ -143,6 +156,7 @@ impl Default for IntegrationsConfig {
             credentials: BTreeMap::new(),
             settings: BTreeMap::new(),
             ioc_feeds: Vec::new(),
+            max_response_bytes: default_max_response_bytes(),
         }
     }
 }
@@ -254,6 +268,22 @@ pub struct ServerConfig {
     /// How long a graceful shutdown waits for requests in flight (default `30s`).
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace: HumanDuration,
+    /// How long a client may take to send a request's headers, counted from when the connection
+    /// opens or the previous answer was sent (default `10s`). A slower (or idle) connection is
+    /// closed.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout: HumanDuration,
+    /// How long a client may take to send a request's body once its headers are in (default
+    /// `30s`). A slower body is answered 408 and its connection closed.
+    #[serde(default = "default_body_read_timeout")]
+    pub body_read_timeout: HumanDuration,
+    /// Connections served at once (default 1024). Further ones wait, unaccepted, until one closes.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Requests each alert source takes (every sender together), unless the source sets its own
+    /// `rate_limit` (default 1000 per second, bursts of 2000). Over it: 429 with `Retry-After`.
+    #[serde(default)]
+    pub rate_limit: RateLimit,
 }
 
 impl Default for ServerConfig {
@@ -263,8 +293,43 @@ impl Default for ServerConfig {
             admin_token: None,
             max_body_bytes: default_max_body(),
             shutdown_grace: default_shutdown_grace(),
+            header_read_timeout: default_header_read_timeout(),
+            body_read_timeout: default_body_read_timeout(),
+            max_connections: default_max_connections(),
+            rate_limit: RateLimit::default(),
         }
     }
+}
+
+/// A request rate: `per_second` on average, and up to `burst` at once after a quiet spell.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Requests per second, on average.
+    pub per_second: std::num::NonZeroU32,
+    /// Requests taken at once after a quiet spell.
+    pub burst: std::num::NonZeroU32,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        RateLimit {
+            per_second: std::num::NonZeroU32::new(1000).unwrap_or(std::num::NonZeroU32::MIN),
+            burst: std::num::NonZeroU32::new(2000).unwrap_or(std::num::NonZeroU32::MIN),
+        }
+    }
+}
+
+fn default_header_read_timeout() -> HumanDuration {
+    HumanDuration::secs(10)
+}
+
+fn default_body_read_timeout() -> HumanDuration {
+    HumanDuration::secs(30)
+}
+
+fn default_max_connections() -> usize {
+    1024
 }
 
 fn default_listen() -> SocketAddr {
@@ -480,6 +545,9 @@ pub struct SourceConfig {
     /// Largest body for this source in bytes; defaults to `server.max_body_bytes`.
     #[serde(default)]
     pub max_body_bytes: Option<usize>,
+    /// Requests this source takes; defaults to `server.rate_limit`.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
 }
 
 fn yes() -> bool {
@@ -535,6 +603,15 @@ pub struct SnsAuth {
     /// the message is still checked to be `sns.<region>.amazonaws.com`.
     #[serde(default)]
     pub endpoint_override: Option<url::Url>,
+    /// Messages whose signed `Timestamp` is older than this (or more than 5 minutes ahead) are
+    /// refused, and each `MessageId` is remembered in the store for this long, so a copy of a
+    /// delivery sent again is refused, also after a restart and on another replica (default `1h`).
+    #[serde(default = "default_sns_replay_window")]
+    pub replay_window: HumanDuration,
+}
+
+fn default_sns_replay_window() -> HumanDuration {
+    HumanDuration::secs(3600)
 }
 
 #[derive(Deserialize)]

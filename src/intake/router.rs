@@ -50,6 +50,8 @@ pub struct IntakeSource {
     pub max_body_bytes: usize,
     /// Present when the source takes SNS deliveries.
     pub sns: Option<SnsVerifier>,
+    /// Its request rate limit (`rate_limit`, or `server.rate_limit`).
+    pub limit: super::limit::Bucket,
 }
 
 /// The enabled sources by name, built once from the config.
@@ -79,6 +81,9 @@ pub fn sources(config: &Config, http: &reqwest::Client) -> HashMap<String, Arc<I
                     .max_body_bytes
                     .unwrap_or(config.server.max_body_bytes),
                 sns,
+                limit: super::limit::Bucket::new(
+                    source.rate_limit.unwrap_or(config.server.rate_limit),
+                ),
             }),
         );
     }
@@ -92,6 +97,27 @@ pub async fn receive(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    // Counted before anything is read or checked: a flood costs no more than this.
+    if let Some(source) = app.sources.get(&name)
+        && let Err(wait) = source.limit.take(std::time::Instant::now())
+    {
+        app.metrics.reject(&name, "rate_limited");
+        let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+        let limit = source.limit.limit();
+        let mut response = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "source `{name}` takes {} requests per second (bursts of {}); retry in {seconds} s",
+                limit.per_second, limit.burst
+            ),
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+        return response;
+    }
     match accept(&app, &name, &headers, body).await {
         Ok(response) => response,
         Err(error) => {
@@ -166,6 +192,39 @@ async fn accept(
             verifier.verify(&envelope).await.map_err(|e| {
                 ApiError::unauthorized("bad_signature", format!("SNS signature check failed: {e}"))
             })?;
+            // Signed, so the sender cannot move it: a copy of a delivery taken from any other
+            // subscriber of the topic is refused once the window has passed, and inside the
+            // window by its remembered MessageId.
+            let now = Utc::now();
+            let sent = envelope
+                .sent_within(sns.replay_window.0, now)
+                .map_err(|e| ApiError::unauthorized("stale_timestamp", e.to_string()))?;
+            let until = sent
+                + chrono::TimeDelta::from_std(sns.replay_window.0)
+                    .unwrap_or(chrono::TimeDelta::MAX);
+            let first = app
+                .store
+                .remember_once(
+                    "sns",
+                    &format!("{}/{}", envelope.topic_arn, envelope.message_id),
+                    until.max(now + chrono::TimeDelta::seconds(1)),
+                    now,
+                )
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, source = name, "could not remember the SNS MessageId");
+                    ApiError::unavailable()
+                })?;
+            if !first {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "replayed_message",
+                    format!(
+                        "SNS message `{}` was already received; a delivery is accepted once",
+                        envelope.message_id
+                    ),
+                ));
+            }
             match envelope.kind {
                 SnsMessageType::Notification => Bytes::from(envelope.message.into_bytes()),
                 SnsMessageType::SubscriptionConfirmation => {

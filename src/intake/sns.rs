@@ -50,6 +50,9 @@ const CERT_CACHE_CAPACITY: usize = 64;
 /// Longest piece of sender-supplied text quoted back in an error message.
 const MAX_QUOTED: usize = 64;
 
+/// How far ahead of this server's clock an SNS `Timestamp` may be (clocks drift a little).
+pub const FUTURE_SKEW: Duration = Duration::from_secs(300);
+
 /// The header SNS sets on every HTTPS delivery.
 const MESSAGE_TYPE_HEADER: &str = "x-amz-sns-message-type";
 
@@ -75,6 +78,10 @@ pub enum SnsError {
     /// The subscription could not be confirmed.
     #[error("SNS subscription confirmation failed: {0}")]
     Confirm(String),
+    /// `Timestamp` is outside the accepted window: a copy kept and sent again later, or a clock
+    /// far off.
+    #[error("SNS message {0}")]
+    Stale(String),
 }
 
 /// The kind of SNS delivery, from the envelope's `Type` (and the `x-amz-sns-message-type` header).
@@ -294,6 +301,34 @@ impl SnsEnvelope {
             ));
         }
         Ok((algorithm, signature, cert_url))
+    }
+
+    /// When the message was sent (its signed `Timestamp`), refused when it is older than `window`
+    /// or more than [`FUTURE_SKEW`] ahead of `now`.
+    pub fn sent_within(
+        &self,
+        window: Duration,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<chrono::DateTime<chrono::Utc>, SnsError> {
+        let sent = chrono::DateTime::parse_from_rfc3339(&self.timestamp)
+            .map_err(|_| SnsError::Malformed("`Timestamp` is not an ISO 8601 time".into()))?
+            .to_utc();
+        let age = now.signed_duration_since(sent);
+        if age > chrono::TimeDelta::from_std(window).unwrap_or(chrono::TimeDelta::MAX) {
+            return Err(SnsError::Stale(format!(
+                "was sent at {}, longer ago than the replay window of {} s",
+                self.timestamp,
+                window.as_secs()
+            )));
+        }
+        if -age > chrono::TimeDelta::from_std(FUTURE_SKEW).unwrap_or(chrono::TimeDelta::MAX) {
+            return Err(SnsError::Stale(format!(
+                "claims to be sent at {}, more than {} s from now",
+                self.timestamp,
+                FUTURE_SKEW.as_secs()
+            )));
+        }
+        Ok(sent)
     }
 
     fn check_confirmation_fields(&self) -> Result<(), SnsError> {
@@ -562,21 +597,37 @@ fn trusted_sns_url(field: &str, raw: &str) -> Result<Url, SnsError> {
     }
 }
 
-/// `sns.<region>.amazonaws.com` or `sns.<region>.amazonaws.com.cn`, region made of lowercase
-/// letters, digits and dashes (`url` has already lowercased the host).
+/// Exactly `sns.<region>.amazonaws.com` (commercial and GovCloud regions, `us-gov-west-1`) or
+/// `sns.<cn region>.amazonaws.com.cn` (China), a region being `<area>[-gov]-<direction>-<n>`
+/// (`url` has already lowercased the host). Anything else under `amazonaws.com`, where other
+/// customers' names live, is refused.
 fn is_sns_host(host: &str) -> bool {
     let Some(rest) = host.strip_prefix("sns.") else {
         return false;
     };
-    let region = rest
-        .strip_suffix(".amazonaws.com.cn")
-        .or_else(|| rest.strip_suffix(".amazonaws.com"));
-    region.is_some_and(|region| {
-        !region.is_empty()
-            && region
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    })
+    if let Some(region) = rest.strip_suffix(".amazonaws.com.cn") {
+        return region.starts_with("cn-") && is_region(region);
+    }
+    rest.strip_suffix(".amazonaws.com")
+        .is_some_and(|region| !region.starts_with("cn-") && is_region(region))
+}
+
+/// An AWS region name: `us-east-1`, `ap-southeast-2`, `us-gov-west-1`, `cn-northwest-1`.
+fn is_region(region: &str) -> bool {
+    let parts: Vec<&str> = region.split('-').collect();
+    let (area, middle, number) = match parts.as_slice() {
+        [area, direction, number] => (area, vec![*direction], number),
+        [area, "gov", direction, number] => (area, vec!["gov", *direction], number),
+        _ => return false,
+    };
+    area.len() == 2
+        && area.bytes().all(|b| b.is_ascii_lowercase())
+        && middle
+            .iter()
+            .all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase()))
+        && !number.is_empty()
+        && number.len() <= 2
+        && number.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Signing certificates by URL, oldest evicted first once full.
@@ -918,6 +969,13 @@ mod tests {
             "https://sns.evil.com.amazonaws.com/SimpleNotificationService-test.pem",
             "https://sns..amazonaws.com/SimpleNotificationService-test.pem",
             "https://sqs.us-east-1.amazonaws.com/SimpleNotificationService-test.pem",
+            "https://sns.a.amazonaws.com/SimpleNotificationService-test.pem",
+            "https://sns.attacker-bucket.amazonaws.com/SimpleNotificationService-test.pem",
+            "https://sns.us-east-1-evil.amazonaws.com/SimpleNotificationService-test.pem",
+            "https://sns.us-east-1.amazonaws.com.cn/SimpleNotificationService-test.pem",
+            "https://sns.cn-north-1.amazonaws.com/SimpleNotificationService-test.pem",
+            "https://x.sns.us-east-1.amazonaws.com/SimpleNotificationService-test.pem",
+            "https://sns.us-east-1.amazonaws.com./SimpleNotificationService-test.pem",
             "https://127.0.0.1/SimpleNotificationService-test.pem",
             "https://sns.us-east-1.amazonaws.com/?Action=ListTopics",
             "not a url",
@@ -940,12 +998,44 @@ mod tests {
         for url in [
             CERT_URL,
             "https://sns.us-gov-west-1.amazonaws.com/a.pem",
+            "https://sns.us-gov-east-1.amazonaws.com/a.pem",
             "https://sns.cn-north-1.amazonaws.com.cn/a.pem",
+            "https://sns.cn-northwest-1.amazonaws.com.cn/a.pem",
+            "https://sns.ap-southeast-2.amazonaws.com/a.pem",
             "https://sns.eu-west-3.amazonaws.com:443/a.pem",
             "https://SNS.AP-SOUTHEAST-2.AMAZONAWS.COM/a.pem",
         ] {
             assert!(trusted_sns_url("SigningCertURL", url).is_ok(), "{url}");
         }
+    }
+
+    #[test]
+    fn only_timestamps_inside_the_window_are_accepted() {
+        let mut env = signed(notification_json("2", None), signing_key());
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-01T12:00:00Z")
+            .unwrap()
+            .to_utc();
+        let hour = Duration::from_secs(3600);
+        for (timestamp, fresh) in [
+            ("2026-12-01T12:00:00.000Z", true),
+            ("2026-12-01T11:00:00.000Z", true),
+            ("2026-12-01T10:59:59.999Z", false),
+            ("2026-12-01T12:05:00.000Z", true),
+            ("2026-12-01T12:05:01.000Z", false),
+            ("2025-01-01T00:00:00.000Z", false),
+        ] {
+            env.timestamp = timestamp.to_owned();
+            let result = env.sent_within(hour, now);
+            assert_eq!(result.is_ok(), fresh, "{timestamp}: {result:?}");
+            if let Err(e) = result {
+                assert!(matches!(e, SnsError::Stale(_)), "{e}");
+            }
+        }
+        env.timestamp = "yesterday".into();
+        assert!(matches!(
+            env.sent_within(hour, now),
+            Err(SnsError::Malformed(_))
+        ));
     }
 
     #[tokio::test]

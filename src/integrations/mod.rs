@@ -35,8 +35,9 @@ use manifest::{AuthKind, Manifest};
 
 /// How long one action's script may run, HTTP calls included.
 const ACTION_DEADLINE: Duration = Duration::from_secs(300);
-/// The largest response body a script is given.
-const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
+
+/// Where integrations' internal addresses are allowed, for refusals (docs/integrations.md).
+const ENDPOINTS_HINT: &str = "integrations.credentials.<name>.endpoints";
 
 /// One loaded integration.
 pub struct Integration {
@@ -49,6 +50,11 @@ pub struct Integration {
     settings: BTreeMap<String, Value>,
     /// The secret values of its credentials, blanked out of whatever a call returns or raises.
     secrets: Vec<Secret>,
+    /// The egress rules its requests pass (for addresses written in a URL; names are checked by
+    /// the client's resolver).
+    egress: Arc<crate::actions::egress::Egress>,
+    /// The largest answer a script is given (`integrations.max_response_bytes`).
+    max_response_bytes: usize,
 }
 
 /// Every loaded integration, as a catalog of actions and the runner of their scripts.
@@ -89,6 +95,35 @@ impl Integrations {
     ) -> Result<Integrations, Vec<Diagnostic>> {
         let engine = host::engine(&Limits::default());
         let mut problems = Vec::new();
+        // Scripts reach public addresses, and internal ones only through an endpoint override:
+        // the operator wrote that URL, so its host is explicitly allowed, whatever it resolves to
+        // (docs/integrations.md, "Where requests may go").
+        let mut egress = crate::actions::egress::Egress::default();
+        for credentials in config.credentials.values() {
+            for base in credentials.endpoints.values() {
+                if let Some(host) = url::Url::parse(base).ok().and_then(|u| {
+                    u.host_str()
+                        .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_owned())
+                }) {
+                    egress.allow_host(&host);
+                }
+            }
+        }
+        // Scripts' requests never follow redirects (docs/integrations.md): a redirect would take
+        // the API-key header to a host the manifest does not list, past the host check.
+        let scripts_http = match egress.clone().client(ENDPOINTS_HINT) {
+            Ok(client) => client,
+            Err(e) => {
+                problems.push(Diagnostic::new(
+                    Path::new("integrations"),
+                    0,
+                    0,
+                    format!("cannot build the HTTP client for integrations: {e}"),
+                ));
+                http
+            }
+        };
+        let egress = Arc::new(egress);
         let mut folders = Vec::new();
         for path in &config.paths {
             if path.join("manifest.yaml").is_file() {
@@ -139,7 +174,7 @@ impl Integrations {
         let mut by_name = BTreeMap::new();
         let mut specs = BTreeMap::new();
         for folder in folders {
-            match Integration::load(&folder, &engine, config, &http) {
+            match Integration::load(&folder, &engine, config, (&scripts_http, &egress)) {
                 Ok(integration) => {
                     let name = integration.manifest.name.clone();
                     if by_name.contains_key(&name) {
@@ -171,23 +206,6 @@ impl Integrations {
                 ));
             }
         }
-        // Scripts' requests never follow redirects (docs/integrations.md): a redirect would take
-        // the API-key header to a host the manifest does not list, past the host check.
-        let scripts_http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build();
-        let scripts_http = match scripts_http {
-            Ok(client) => client,
-            Err(e) => {
-                problems.push(Diagnostic::new(
-                    Path::new("integrations"),
-                    0,
-                    0,
-                    format!("cannot build the HTTP client for integrations: {e}"),
-                ));
-                http
-            }
-        };
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -419,7 +437,7 @@ impl Integration {
         folder: &Path,
         engine: &Engine,
         config: &IntegrationsConfig,
-        http: &reqwest::Client,
+        (http, egress): (&reqwest::Client, &Arc<crate::actions::egress::Egress>),
     ) -> Result<Integration, Vec<Diagnostic>> {
         let (manifest, _) = Manifest::load(folder)?;
         let manifest_file = folder.join("manifest.yaml");
@@ -524,6 +542,8 @@ impl Integration {
             endpoints,
             settings,
             secrets,
+            egress: egress.clone(),
+            max_response_bytes: config.max_response_bytes,
         })
     }
 
@@ -629,7 +649,11 @@ impl Integration {
             .map_or(Duration::from_secs(30), |t| {
                 Duration::from_secs_f64(t.min(300.0))
             });
-        let mut builder = http.request(method, self.route(&url)?).timeout(timeout);
+        let target = self.route(&url)?;
+        self.egress
+            .check_url(&target, ENDPOINTS_HINT)
+            .map_err(|e| HostError::permanent(format!("http: {e}")))?;
+        let mut builder = http.request(method, target).timeout(timeout);
         if let Some(headers) = request.get("headers").and_then(Value::as_object) {
             for (name, value) in headers {
                 builder = builder.header(name.as_str(), plain(value));
@@ -658,6 +682,9 @@ impl Integration {
         let scope = format!("https://{host}/.default");
         auth.apply(&mut built, &region, &scope).await?;
         let response = http.execute(built).await.map_err(|e| {
+            if let Some(refused) = crate::actions::egress::refused(&e) {
+                return HostError::permanent(format!("http: {refused}"));
+            }
             HostError::new(
                 Failure::from_transport(&e),
                 format!("http: the request to `{host}` failed: {}", e.without_url()),
@@ -679,17 +706,20 @@ impl Integration {
             .iter()
             .filter_map(|(k, v)| Some((k.as_str().to_owned(), json!(v.to_str().ok()?))))
             .collect();
-        let bytes = response.bytes().await.map_err(|e| {
-            HostError::retryable(format!(
-                "http: reading the answer of `{host}` failed: {}",
-                e.without_url()
-            ))
+        let bytes = crate::actions::egress::read_capped(
+            response,
+            self.max_response_bytes,
+            "integrations.max_response_bytes",
+        )
+        .await
+        .map_err(|e| match e {
+            crate::actions::egress::ReadError::TooLarge { .. } => {
+                HostError::permanent(format!("http: from `{host}`: {e}"))
+            }
+            crate::actions::egress::ReadError::Transport(_) => {
+                HostError::retryable(format!("http: from `{host}`: {e}"))
+            }
         })?;
-        if bytes.len() > MAX_RESPONSE_BYTES {
-            return Err(HostError::permanent(format!(
-                "the answer of `{host}` is larger than {MAX_RESPONSE_BYTES} bytes"
-            )));
-        }
         let body = String::from_utf8_lossy(&bytes).into_owned();
         let parsed = serde_json::from_str::<Value>(&body).unwrap_or(Value::Null);
         Ok(json!({ "status": status.as_u16(), "headers": headers, "json": parsed, "body": body }))

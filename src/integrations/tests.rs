@@ -279,6 +279,85 @@ async fn an_integration_without_its_credentials_loads_but_says_what_to_set() {
     );
 }
 
+const LOCAL_MANIFEST: &str = r#"name: local
+description: Reaches whatever URL it is given, among its hosts.
+auth: { kind: none, credentials: lab }
+hosts: [localhost, "127.0.0.1", internal.example]
+actions:
+  peek:
+    description: GETs a URL.
+    kind: query
+    side_effect: false
+    idempotent: true
+    inputs:
+      url: { type: string, required: true }
+"#;
+
+/// A manifest may list any host, but its scripts reach internal addresses only through an
+/// endpoint override the operator wrote.
+#[tokio::test]
+async fn a_script_reaches_an_internal_address_only_through_an_endpoint_override() {
+    let (base, seen) = server().await;
+    let port = base.rsplit(':').next().unwrap().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "local",
+        LOCAL_MANIFEST,
+        "fn peek(input) { http(#{ url: input.url }).json }",
+    );
+    let config = IntegrationsConfig {
+        paths: vec![dir.path().to_owned()],
+        ..IntegrationsConfig::default()
+    };
+    let integrations = Integrations::load(&config, reqwest::Client::new(), None).unwrap();
+    for (url, says) in [
+        (
+            format!("http://localhost:{port}/v1/ip?address=1"),
+            "`localhost` is",
+        ),
+        (
+            format!("http://127.0.0.1:{port}/v1/ip?address=1"),
+            "`127.0.0.1` is 127.0.0.1",
+        ),
+    ] {
+        let error = integrations
+            .call("local.peek", json!({ "url": url }), &call())
+            .await
+            .unwrap_err();
+        assert!(
+            error.message.contains(says)
+                && error.message.contains("a loopback address")
+                && error
+                    .message
+                    .contains("integrations.credentials.<name>.endpoints")
+                && !error.retryable,
+            "{}",
+            error.message
+        );
+    }
+    assert!(seen.lock().unwrap().is_empty(), "a request was sent");
+
+    let text = format!(
+        "integrations:\n  paths: [{}]\n  credentials:\n    lab:\n      endpoints: {{ internal.example: \"{base}\" }}\n",
+        dir.path().display()
+    );
+    let config = crate::config::parse(&text, Path::new("test.yaml"))
+        .unwrap()
+        .integrations;
+    let integrations = Integrations::load(&config, reqwest::Client::new(), None).unwrap();
+    let out = integrations
+        .call(
+            "local.peek",
+            json!({ "url": "http://internal.example/v1/ip?address=2" }),
+            &call(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out["score"], 87);
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}
+
 /// A manifest that aliases its way to millions of values is refused at the alias that goes over.
 #[test]
 fn an_alias_bomb_in_a_manifest_is_a_located_error() {

@@ -251,6 +251,17 @@ pub trait Store: Send + Sync + 'static {
         window: std::time::Duration,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
+    /// Remembers `key` in `namespace` until `until`, durably (fsynced, committed): true the first
+    /// time, false while an earlier call's memory of it lasts (at `now`). Once its time has passed
+    /// a key may be remembered again, and expired keys are pruned as new ones come. For replay
+    /// protection that outlives a restart and holds across replicas (SNS `MessageId`s).
+    async fn remember_once(
+        &self,
+        namespace: &str,
+        key: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
     /// Appends audit entries (for events outside a run's state change).
     async fn append_audit(&self, entries: Vec<NewEntry>) -> Result<(), StoreError>;
     async fn audit_verify(&self) -> Result<VerifyReport, StoreError>;

@@ -76,6 +76,7 @@ use crate::telemetry::Metrics;
 const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "init", include_str!("migrations/0001_init.sql")),
     (2, "leases", include_str!("migrations/0002_leases.sql")),
+    (3, "once", include_str!("migrations/0003_once.sql")),
     (
         4,
         "blast_radius",
@@ -1577,6 +1578,37 @@ impl Store for PostgresStore {
             }
             tx.commit().await?;
             Ok(free)
+        })
+    }
+
+    async fn remember_once(
+        &self,
+        namespace: &str,
+        key: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        transaction!(self, client, {
+            let tx = client.transaction().await?;
+            let prune = tx
+                .prepare_cached("DELETE FROM once WHERE until <= $1")
+                .await?;
+            tx.execute(&prune, &[&now]).await?;
+            // The row is written when the key is new or its memory has run out; a replica racing
+            // for the same key waits on the row lock and then finds it remembered.
+            let remember = tx
+                .prepare_cached(
+                    "INSERT INTO once (namespace, key, until) VALUES ($1, $2, $3)
+                     ON CONFLICT (namespace, key) DO UPDATE SET until = EXCLUDED.until
+                     WHERE once.until <= $4",
+                )
+                .await?;
+            let first = tx
+                .execute(&remember, &[&namespace, &key, &until, &now])
+                .await?
+                == 1;
+            tx.commit().await?;
+            Ok(first)
         })
     }
 

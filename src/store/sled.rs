@@ -58,6 +58,9 @@ const MAX_JOBS: usize = 1024;
 /// How long written but not yet durable changes wait for a quiet moment before they are fsynced.
 const IDLE_FLUSH: Duration = Duration::from_millis(100);
 
+/// At most this many expired remembered keys are pruned per [`Store::remember_once`] call.
+const PRUNE_PER_CALL: usize = 64;
+
 /// Where a request waits for its answer.
 type Reply = oneshot::Sender<Result<Vec<Accepted>, StoreError>>;
 
@@ -120,6 +123,13 @@ enum Job {
         now: DateTime<Utc>,
         reply: oneshot::Sender<Result<bool, StoreError>>,
     },
+    /// A key to remember until a time, unless it is remembered already (`namespace\0key`).
+    Once {
+        key: Vec<u8>,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
 }
 
 /// A change to the outbox tree.
@@ -146,6 +156,8 @@ enum Answer {
     Done(oneshot::Sender<Result<(), StoreError>>),
     /// A yes or no (a slot taken or not).
     Decided(oneshot::Sender<Result<bool, StoreError>>, bool),
+    /// Whether a key was new ([`Job::Once`]).
+    Once(oneshot::Sender<Result<bool, StoreError>>, bool),
     /// Already answered (refused on its own, without failing the group).
     Answered,
 }
@@ -157,6 +169,7 @@ impl Answer {
             Answer::Created(reply, existing) => drop(reply.send(Ok(existing))),
             Answer::Done(reply) => drop(reply.send(Ok(()))),
             Answer::Decided(reply, yes) => drop(reply.send(Ok(yes))),
+            Answer::Once(reply, first) => drop(reply.send(Ok(first))),
             Answer::Answered => {}
         }
     }
@@ -168,6 +181,7 @@ impl Answer {
             Answer::Created(reply, _) => drop(reply.send(Err(e()))),
             Answer::Done(reply) => drop(reply.send(Err(e()))),
             Answer::Decided(reply, _) => drop(reply.send(Err(e()))),
+            Answer::Once(reply, _) => drop(reply.send(Err(e()))),
             Answer::Answered => {}
         }
     }
@@ -181,6 +195,7 @@ impl Job {
             | Job::CreateRun { .. }
             | Job::Outbox { .. }
             | Job::Meta { .. }
+            | Job::Once { .. }
             | Job::Audit { .. }
             | Job::Slot { .. } => true,
             Job::IncidentValue {
@@ -204,6 +219,7 @@ impl Job {
             | Job::Outbox { reply, .. }
             | Job::Meta { reply, .. }
             | Job::Audit { reply, .. } => drop(reply.send(Err(e()))),
+            Job::Once { reply, .. } => drop(reply.send(Err(e()))),
         }
     }
 }
@@ -254,6 +270,7 @@ impl SledStore {
         let outbox = db.open_tree("outbox").map_err(backend)?;
         let meta = db.open_tree("meta").map_err(backend)?;
         let slots = db.open_tree("slots").map_err(backend)?;
+        let once = db.open_tree("once").map_err(backend)?;
         let audit = Arc::new(AuditLog::open(&db).map_err(|e| StoreError::Backend(e.to_string()))?);
         let (tx, rx) = mpsc::channel(MAX_JOBS * 4);
         let ready = Arc::new(AtomicBool::new(true));
@@ -264,6 +281,7 @@ impl SledStore {
             outbox: outbox.clone(),
             meta: meta.clone(),
             slots,
+            once,
             audit: audit.clone(),
             grouping: Grouping::from(grouping),
             ready: ready.clone(),
@@ -708,6 +726,23 @@ impl Store for SledStore {
         .await
     }
 
+    async fn remember_once(
+        &self,
+        namespace: &str,
+        key: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let key = meta_key(namespace, key);
+        self.ask(|reply| Job::Once {
+            key,
+            until,
+            now,
+            reply,
+        })
+        .await
+    }
+
     async fn append_audit(&self, entries: Vec<NewEntry>) -> Result<(), StoreError> {
         self.ask(|reply| Job::Audit { entries, reply }).await
     }
@@ -798,6 +833,9 @@ struct Writer {
     /// Blast-radius slots: `<key>\0<taken at, ms, sign bit flipped><unique id>`, big-endian, so
     /// a key's slots are in time order.
     slots: sled::Tree,
+    /// Remembered keys: `k:<namespace>\0<key>` → until (Unix ms, big-endian), and the expiry
+    /// index `t:<until><namespace>\0<key>` that pruning walks in time order.
+    once: sled::Tree,
     audit: Arc<AuditLog>,
     grouping: Grouping,
     ready: Arc<AtomicBool>,
@@ -995,6 +1033,15 @@ impl Writer {
                 Ok(taken) => Ok(Answer::Decided(reply, taken)),
                 Err(e) => Err((Answer::Decided(reply, false), e)),
             },
+            Job::Once {
+                key,
+                until,
+                now,
+                reply,
+            } => match self.remember_once(&key, until, now) {
+                Ok(first) => Ok(Answer::Once(reply, first)),
+                Err(e) => Err((Answer::Once(reply, false), e)),
+            },
             Job::Matched { alert_id, reply } => {
                 group.delete([b"m:", alert_id.as_bytes()].concat());
                 Ok(Answer::Done(reply))
@@ -1079,6 +1126,50 @@ impl Writer {
         }
         self.slots.apply_batch(expired).map_err(backend)?;
         Ok(free)
+    }
+
+    /// Remembers `key` until `until` unless it is remembered past `now`; prunes what expired.
+    /// Only the store thread writes, so the check and the write cannot interleave with another's.
+    fn remember_once(
+        &self,
+        key: &[u8],
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let millis = |t: DateTime<Utc>| t.timestamp_millis().max(0) as u64;
+        let now_ms = millis(now);
+        // Pruning is bounded per call so one call never walks a large backlog at once.
+        let mut batch = sled::Batch::default();
+        let end = [b"t:".as_slice(), &(now_ms + 1).to_be_bytes()].concat();
+        for row in self.once.range(b"t:".to_vec()..end).take(PRUNE_PER_CALL) {
+            let (index, _) = row.map_err(backend)?;
+            batch.remove(index.clone());
+            batch.remove([b"k:".as_slice(), &index[10..]].concat());
+        }
+        self.once.apply_batch(batch).map_err(backend)?;
+        let k = [b"k:".as_slice(), key].concat();
+        if let Some(stored) = self.once.get(&k).map_err(backend)? {
+            let stored_until = stored
+                .as_ref()
+                .try_into()
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            if stored_until > now_ms {
+                return Ok(false);
+            }
+            self.once
+                .remove([b"t:".as_slice(), &stored_until.to_be_bytes(), key].concat())
+                .map_err(backend)?;
+        }
+        let until_ms = millis(until);
+        let mut batch = sled::Batch::default();
+        batch.insert(k, until_ms.to_be_bytes().to_vec());
+        batch.insert(
+            [b"t:".as_slice(), &until_ms.to_be_bytes(), key].concat(),
+            Vec::new(),
+        );
+        self.once.apply_batch(batch).map_err(backend)?;
+        Ok(true)
     }
 
     fn change_outbox(&self, change: OutboxChange) -> Result<(), StoreError> {

@@ -9,5 +9,6 @@ mod guardrails;
 mod support;
 
 mod audit;
+mod net;
 mod people;
 mod tickets;
