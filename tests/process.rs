@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{ADMIN_TOKEN, Client, INTAKE_TOKEN, Process, cli, generic_alert};
+use support::{ADMIN_TOKEN, Client, INTAKE_TOKEN, Process, cli, cli_with, generic_alert};
 
 fn write_config(dir: &Path) -> PathBuf {
     let path = dir.join("cordon.yaml");
@@ -131,14 +131,17 @@ async fn sigterm_shuts_down_cleanly_and_the_cli_reads_the_store_either_way() {
         .to_owned();
 
     // While the server holds the store, the CLI asks its admin API.
-    let (code, out, err) = cli(
+    // As a person, with a personal token: the bootstrap token reads nothing.
+    let reader = server.token_of(support::TESTER).await;
+    let (code, out, err) = cli_with(
         &config,
+        Some(&reader),
         &["alerts", "list", "--json", "--server", &server.base],
     );
     assert_eq!(code, 0, "{err}");
     let listed: Vec<Value> = serde_json::from_str(&out).unwrap();
     assert_eq!(listed.len(), 2);
-    let (code, out, err) = cli(&config, &["incidents", "list"]);
+    let (code, out, err) = cli_with(&config, Some(&reader), &["incidents", "list"]);
     assert_eq!(
         code, 0,
         "falls back to the server when the store is held: {err}"

@@ -10,8 +10,8 @@
 //! can recompute every hash after what they change. [`checkpoint`] anchors the chain outside the
 //! store: signed statements of its head (`cordon audit checkpoint`), pushed by [`sink`] through
 //! the outbox to a file and/or an S3 object under Object Lock, against which
-//! `cordon audit verify --checkpoint FILE` checks the log (docs/security-audit.md says what that
-//! proves).
+//! `cordon audit verify --checkpoint FILE` checks the log (docs/security.md, "Audit anchoring",
+//! says what that proves).
 
 pub mod checkpoint;
 pub mod sink;

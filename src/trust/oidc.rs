@@ -5,7 +5,7 @@
 //! key in that set, its `iss` is the configured issuer exactly, its `aud` names the configured
 //! audience, and it is inside its lifetime with the configured clock skew. Keys are kept for
 //! `jwks_refresh`; a token naming a key not yet known makes Cordon read the set again at once
-//! (the issuer rotated its keys), at most every 30 s, so made-up key ids cannot make Cordon
+//! (the issuer rotated its keys), at most every 5 s, so made-up key ids cannot make Cordon
 //! hammer the issuer.
 //!
 //! The person is found by `oidc:<sub>`, then by `oidc:<email>` when the token says the email is
@@ -21,7 +21,7 @@ use tokio::sync::Mutex;
 use crate::config::OidcConfig;
 
 /// The least time between two key-set reads prompted by an unknown key id.
-const MIN_REFETCH: Duration = Duration::from_secs(30);
+const MIN_REFETCH: Duration = Duration::from_secs(5);
 
 /// The claims Cordon reads from a verified token.
 #[derive(Debug, Clone, Deserialize)]

@@ -3,12 +3,14 @@
 //! and passes after; the module says which surface it attacks. docs/security.md is the trust model
 //! these tests hold Cordon to.
 
-mod chat;
-mod guardrails;
 #[path = "../support/mod.rs"]
 mod support;
 
 mod audit;
+mod chat;
+mod credentials;
+mod guardrails;
+mod matrix;
 mod net;
 mod people;
 mod tickets;

@@ -411,3 +411,103 @@ async fn chat_status_and_runs_are_refused_to_anyone_who_is_not_a_viewer() {
     );
     w.server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undo_does_nothing_until_someone_other_than_the_asker_approves_it() {
+    use axum::Router;
+    use axum::extract::Path as UrlPath;
+    use axum::routing::post;
+    // A lab firewall: isolating a host answers with the VLAN it was on; releasing takes it back.
+    let fw = fake::serve(
+        Router::new()
+            .route(
+                "/hosts/{id}/isolate",
+                post(|UrlPath(id): UrlPath<String>| async move {
+                    axum::Json(json!({ "host": id, "previous_vlan": "vlan-7" }))
+                }),
+            )
+            .route(
+                "/hosts/{id}/release",
+                post(|UrlPath(id): UrlPath<String>| async move {
+                    axum::Json(json!({ "host": id, "released": true }))
+                }),
+            ),
+    )
+    .await;
+    let server = TestServer::start_with(&format!(
+        "{}sources:\n  generic:\n    auth:\n      bearer:\n        token: {INTAKE_TOKEN}\napprovers:\n  admins: [lead]\nplaybooks:\n  paths: [{}]\nintegrations:\n  paths: [{}]\n  credentials:\n    lab:\n      token: lab-secret-token\n      endpoints: {{ fw.lab.example: \"{}\" }}\n",
+        people_yaml(&[
+            ("alice", &["cli:alice"], &["responder"]),
+            ("lead", &["cli:lead"], &["responder"]),
+        ]),
+        data("playbooks/lab/lab-auto.yaml").display(),
+        data("integrations/over-http/lab-fw").display(),
+        fw.base,
+    ))
+    .await;
+    let alert = json!({ "title": "Beaconing", "severity": 9, "resource": { "kind": "host", "id": "h-42" } });
+    let body = server.accept("generic", alert.to_string()).await;
+    let run = server
+        .run_for_alert(body["alerts"][0]["alert_id"].as_str().unwrap())
+        .await;
+    server
+        .wait_run(&run, "succeeded", |r| r["status"] == "succeeded")
+        .await;
+    assert_eq!(fw.requests().len(), 1, "isolated once");
+
+    // Alice asks: an undo run waits for the undo group; the firewall hears nothing.
+    let (status, asked) = server
+        .act(&format!("/v1/runs/{run}/steps/isolate/undo"), "cli:alice")
+        .await;
+    assert_eq!(status, 202, "{asked}");
+    let undo = asked["undo_run"].as_str().unwrap().to_owned();
+    server
+        .wait_run(&undo, "waiting", |r| r["status"] == "waiting")
+        .await;
+    // Asking again finds the same undo; Alice may not approve her own; a viewer-less stranger
+    // cannot either.
+    let (status, again) = server
+        .act(&format!("/v1/runs/{run}/steps/isolate/undo"), "cli:alice")
+        .await;
+    assert_eq!(
+        (status, again["undo_run"].as_str()),
+        (202, Some(undo.as_str()))
+    );
+    let (status, body) = server
+        .decide(&undo, "approve", "approve", "cli:alice")
+        .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = server
+        .decide(&undo, "approve", "approve", "cli:mallory")
+        .await;
+    assert_eq!(status, 403, "{body}");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(fw.requests().len(), 1, "nothing released without approval");
+    let original = server.admin(&format!("/v1/runs/{run}")).await;
+    assert!(original["run"]["steps"]["isolate"]["undone"].is_null());
+
+    // A denial ends it: still nothing released, and the original step is not undone.
+    let (status, body) = server.decide(&undo, "approve", "deny", "cli:lead").await;
+    assert_eq!(
+        (status, body["outcome"].as_str()),
+        (200, Some("denied")),
+        "{body}"
+    );
+    let denied = server
+        .wait_run(&undo, "finished", |r| r["status"] == "succeeded")
+        .await;
+    assert_eq!(denied["run"]["steps"]["undo"]["status"], "skipped");
+    assert_eq!(fw.requests().len(), 1);
+
+    // Asked again and approved by the lead: released once, marked undone by Alice's request.
+    let done = server.undo(&run, "isolate", "cli:alice", "cli:lead").await;
+    assert_eq!(done["run"]["status"], "succeeded", "{done}");
+    assert_eq!(fw.requests()[1].line(), "POST /hosts/h-42/release");
+    let original = server
+        .wait_run(&run, "undone", |r| {
+            !r["steps"]["isolate"]["undone"].is_null()
+        })
+        .await;
+    assert_eq!(original["run"]["steps"]["isolate"]["undone"]["by"], "alice");
+    server.stop().await;
+}

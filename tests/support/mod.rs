@@ -5,7 +5,8 @@
 //!   ([`fixture`]) and this crate's test data ([`data`]); config text; waiting helpers; a fake
 //!   SNS host and a fake cloud API.
 //! - [`fake`]: the one fake HTTP server every vendor fake is built on.
-//! - The test peers: [`prism`] (Stoplight Prism), [`moto`] (AWS), [`pg`] (PostgreSQL).
+//! - The test peers: [`prism`] (Stoplight Prism), [`moto`] (AWS), [`pg`] (PostgreSQL), [`oidc`]
+//!   (an OIDC issuer).
 //! - The vendor fakes: [`azure`], [`intel`], [`tickets`], [`slack`], [`teams`], [`discord`]; and
 //!   [`load`], a load generator and a sink for the fault tests.
 #![allow(dead_code)]
@@ -16,6 +17,7 @@ pub mod fake;
 pub mod intel;
 pub mod load;
 pub mod moto;
+pub mod oidc;
 pub mod pg;
 pub mod prism;
 pub mod slack;

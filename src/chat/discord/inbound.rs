@@ -569,7 +569,10 @@ mod tests {
         let stored = serde_json::to_value(&bucket).unwrap();
         // The same span: the bucket and its ids.
         let (again, same) = SeenBucket::for_time(Some(stored.clone()), at + 1);
-        assert_eq!((again.as_str(), same.ids.as_slice()), (key.as_str(), &["1".to_owned()][..]));
+        assert_eq!(
+            (again.as_str(), same.ids.as_slice()),
+            (key.as_str(), &["1".to_owned()][..])
+        );
         // A replay is looked for in its own span's slot, which no span the window still admits
         // shares: the next three spans use other slots.
         for later in 1..RING {

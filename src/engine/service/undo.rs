@@ -194,6 +194,12 @@ impl Engine {
                         output: s.output.clone(),
                     })
                 }
+                (_, Some(s)) if s.status == StepStatus::Skipped => {
+                    Detail::StepUndoFailed(StepUndoFailed {
+                        action: action.to_owned(),
+                        error: format!("the undo was not approved (run {})", undo.id),
+                    })
+                }
                 _ => Detail::StepUndoFailed(StepUndoFailed {
                     action: action.to_owned(),
                     error: undo.error.clone().unwrap_or_else(|| {
@@ -247,14 +253,19 @@ fn undo_playbook(scripts: &crate::script::Scripts, inputs: &Value) -> Result<Com
         .flatten()
         .map(|(k, v)| (k.clone(), CompiledValue::Literal(v.clone())))
         .collect();
-    let step_of = |id: &str, kind: StepKind| CompiledStep {
+    let step_of = |id: &str, kind: StepKind, condition| CompiledStep {
         id: id.to_owned(),
-        condition: None,
+        condition,
         kind,
         retry: None,
         timeout: None,
         on_error: OnError::Fail,
     };
+    // A denied (or timed out) approval skips the undo: an approval step records its outcome and
+    // the run goes on, so the action step asks for it.
+    let approved = scripts
+        .compile_expr("steps.approve.approved", &[])
+        .map_err(|e| e.message)?;
     Ok(Compiled {
         spec,
         file: PathBuf::from("<cordon.undo>"),
@@ -276,6 +287,7 @@ fn undo_playbook(scripts: &crate::script::Scripts, inputs: &Value) -> Result<Com
                         on_timeout: TimeoutDecision::Reject,
                     },
                 },
+                None,
             ),
             step_of(
                 "undo",
@@ -283,6 +295,7 @@ fn undo_playbook(scripts: &crate::script::Scripts, inputs: &Value) -> Result<Com
                     name: action,
                     inputs: with,
                 },
+                Some(approved),
             ),
         ],
         outputs: BTreeMap::new(),
