@@ -299,7 +299,21 @@ async fn acting_as(app: &AppState, actor: &Actor, named: Option<&str>) -> Result
     ))
 }
 
-/// `POST /v1/runs/{id}/approvals/{step}` with `{"decision": "approve"|"deny", "identity": "..."}`.
+/// Whether `value` of `field` is the first of its two words (`true`) or the second; a 400 names
+/// both otherwise.
+fn either(field: &str, value: &str, (yes, no): (&str, &str)) -> Result<bool, ApiError> {
+    match value {
+        v if v == yes => Ok(true),
+        v if v == no => Ok(false),
+        other => Err(ApiError::bad_request(
+            "bad_request",
+            format!("{field} must be `{yes}` or `{no}`, not `{other}`"),
+        )),
+    }
+}
+
+/// `POST /v1/runs/{id}/approvals/{step}` with `{"decision": "approve"|"deny"}` (approver, in the
+/// step's group).
 pub async fn decide_approval(
     State(app): State<Arc<AppState>>,
     caller: Authed,
@@ -311,16 +325,7 @@ pub async fn decide_approval(
         .await?;
     let body: DecisionBody = parse(&body, "expected {\"decision\": \"approve\"|\"deny\"}")?;
     acting_as(&app, actor, body.identity.as_deref()).await?;
-    let approve = match body.decision.as_str() {
-        "approve" => true,
-        "deny" => false,
-        other => {
-            return Err(ApiError::bad_request(
-                "bad_request",
-                format!("decision must be `approve` or `deny`, not `{other}`"),
-            ));
-        }
-    };
+    let approve = either("decision", &body.decision, ("approve", "deny"))?;
     let decided = app
         .engine
         .decide(&id, &step, actor, approve, "api")
@@ -443,16 +448,7 @@ pub async fn resolve_step(
         .await?;
     let body: ResolveBody = parse(&body, "expected {\"action\": \"retry\"|\"skip\"}")?;
     acting_as(&app, actor, body.identity.as_deref()).await?;
-    let retry = match body.action.as_str() {
-        "retry" => true,
-        "skip" => false,
-        other => {
-            return Err(ApiError::bad_request(
-                "bad_request",
-                format!("action must be `retry` or `skip`, not `{other}`"),
-            ));
-        }
-    };
+    let retry = either("action", &body.action, ("retry", "skip"))?;
     app.engine
         .resolve(&id, &step, retry, actor)
         .await

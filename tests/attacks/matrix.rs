@@ -117,65 +117,13 @@ impl World {
     }
 
     async fn slack_click(&self, user: &str, run: &str) {
-        let card = self
-            .slack
-            .wait("the Slack card", |f| {
-                f.messages().into_iter().find(|m| {
-                    m.button_value()
-                        .is_some_and(|v| v.contains(&format!("\"{run}\"")))
-                })
-            })
-            .await;
-        let body = slack::interaction_body(&slack::click_payload(
-            user,
-            &card,
-            &card.button_value().unwrap(),
-            true,
-        ));
-        let ts = chrono::Utc::now().timestamp();
-        let (status, answer) = self
-            .server
-            .send(
-                self.server
-                    .http
-                    .post(format!("{}/v1/chat/slack/interactions", self.server.base))
-                    .header("content-type", "application/x-www-form-urlencoded")
-                    .header("x-slack-request-timestamp", ts.to_string())
-                    .header(
-                        "x-slack-signature",
-                        slack::sign(slack::SIGNING_SECRET, ts, &body),
-                    )
-                    .body(body),
-            )
-            .await;
+        let (status, answer) = slack::approve_run(&self.slack, &self.server, user, run).await;
         assert_eq!(status, 200, "{answer}");
     }
 
     /// Bob clicks in Discord; what he is told.
     async fn discord_click(&self, run: &str) -> String {
-        let card = self
-            .discord
-            .wait("the Discord card of the run", |d| {
-                d.messages_in(discord::CHANNEL_ID).into_iter().find(|m| {
-                    m.button_ids()
-                        .iter()
-                        .any(|b| b == &format!("approve:{run}:approve"))
-                })
-            })
-            .await;
-        let (click, token) = discord::click(
-            &format!("approve:{run}:approve"),
-            discord::USER_ID,
-            &[],
-            &card.id,
-        );
-        let (status, answer) = discord::send(&self.server, &click).await;
-        assert_eq!(status, 200, "{answer}");
-        self.discord
-            .wait("the answer to the click", |d| {
-                d.followups(&token).into_iter().next().map(|(t, _)| t)
-            })
-            .await
+        discord::approve_run(&self.discord, &self.server, discord::USER_ID, run).await
     }
 
     /// A decision through the API with an OIDC token of Carol's.

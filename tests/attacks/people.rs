@@ -101,38 +101,11 @@ impl World {
 
     /// `user` clicks Approve on the Slack card of `run`.
     async fn slack_approve(&self, user: &str, run: &str) -> (u16, Value) {
-        let card = self
-            .slack
-            .wait("the Slack card", |f| {
-                f.messages().into_iter().find(|m| {
-                    m.button_value()
-                        .is_some_and(|v| v.contains(&format!("\"{run}\"")))
-                })
-            })
-            .await;
-        let body = slack::interaction_body(&slack::click_payload(
-            user,
-            &card,
-            &card.button_value().unwrap(),
-            true,
-        ));
-        self.slack_signed("/v1/chat/slack/interactions", body).await
+        slack::approve_run(&self.slack, &self.server, user, run).await
     }
 
     async fn slack_signed(&self, path: &str, body: String) -> (u16, Value) {
-        let ts = chrono::Utc::now().timestamp();
-        let signature = slack::sign(slack::SIGNING_SECRET, ts, &body);
-        self.server
-            .send(
-                self.server
-                    .http
-                    .post(format!("{}{path}", self.server.base))
-                    .header("content-type", "application/x-www-form-urlencoded")
-                    .header("x-slack-request-timestamp", ts.to_string())
-                    .header("x-slack-signature", signature)
-                    .body(body),
-            )
-            .await
+        slack::send_signed(&self.server, path, body).await
     }
 
     /// What Slack shows `user` only, once it contains `text`.
@@ -149,20 +122,7 @@ impl World {
 
     /// Alice clicks Approve on the Discord card of `run`; the answer she is given.
     async fn discord_approve(&self, run: &str) -> String {
-        let card = self.discord.card().await;
-        let (click, token) = discord::click(
-            &format!("approve:{run}:approve"),
-            discord::USER_ID,
-            &[],
-            &card.id,
-        );
-        let (status, answer) = discord::send(&self.server, &click).await;
-        assert_eq!(status, 200, "{answer}");
-        self.discord
-            .wait("the answer to the click", |d| {
-                d.followups(&token).into_iter().next().map(|(text, _)| text)
-            })
-            .await
+        discord::approve_run(&self.discord, &self.server, discord::USER_ID, run).await
     }
 
     async fn audit(&self) -> Vec<cordon::audit::AuditEntry> {

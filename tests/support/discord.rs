@@ -871,3 +871,23 @@ pub async fn send_raw(
     }
     server.send(request).await
 }
+
+/// `user` clicks Approve on the card of `run` (step `approve`) that `fake` received; what they are
+/// told.
+pub async fn approve_run(fake: &FakeDiscord, server: &TestServer, user: &str, run: &str) -> String {
+    let button = format!("approve:{run}:approve");
+    let card = fake
+        .wait("the Discord card of the run", |d| {
+            d.messages_in(CHANNEL_ID)
+                .into_iter()
+                .find(|m| m.button_ids().contains(&button))
+        })
+        .await;
+    let (click, token) = click(&button, user, &[], &card.id);
+    let (status, answer) = send(server, &click).await;
+    assert_eq!(status, 200, "{answer}");
+    fake.wait("the answer to the click", |d| {
+        d.followups(&token).into_iter().next().map(|(text, _)| text)
+    })
+    .await
+}

@@ -706,3 +706,40 @@ pub fn chat_yaml(fake: &FakeSlack, triggers: Option<&str>, socket_mode: bool) ->
     }
     yaml
 }
+
+/// POSTs the form `body` to `path` on `server`, signed with [`SIGNING_SECRET`] now.
+pub async fn send_signed(server: &super::Client, path: &str, body: String) -> (u16, Value) {
+    let ts = chrono::Utc::now().timestamp();
+    let signature = sign(SIGNING_SECRET, ts, &body);
+    server
+        .send(
+            server
+                .http
+                .post(format!("{}{path}", server.base))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("x-slack-request-timestamp", ts.to_string())
+                .header("x-slack-signature", signature)
+                .body(body),
+        )
+        .await
+}
+
+/// `user` clicks Approve on the card of `run` that `fake` received.
+pub async fn approve_run(
+    fake: &FakeSlack,
+    server: &super::Client,
+    user: &str,
+    run: &str,
+) -> (u16, Value) {
+    let card = fake
+        .wait("the Slack card of the run", |f| {
+            f.messages().into_iter().find(|m| {
+                m.button_value()
+                    .is_some_and(|v| v.contains(&format!("\"{run}\"")))
+            })
+        })
+        .await;
+    let value = card.button_value().unwrap();
+    let body = interaction_body(&click_payload(user, &card, &value, true));
+    send_signed(server, "/v1/chat/slack/interactions", body).await
+}
