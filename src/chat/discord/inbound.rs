@@ -7,10 +7,9 @@
 //! signed request cannot be played twice. A refused request gets a 4xx with a JSON error and
 //! changes nothing.
 //!
-//! Interaction ids are kept only as long as their signed timestamp could still pass the window: in
-//! a ring of [`RING`] buckets of [`WINDOW_SECS`] each, by the timestamp's bucket, a bucket being
-//! replaced when its slot comes round again. So the store holds at most [`RING`] small records
-//! however many interactions arrive (each id used to be a record of its own, kept for ever).
+//! Interaction ids are remembered with the store's `remember_once` only as long as their signed
+//! timestamp could still pass the window, then pruned; the check and the record are one step on
+//! every backend, so two replicas cannot both take the same replayed request.
 //!
 //! Discord wants an answer within three seconds, so nothing slow happens before it:
 //! - PING → PONG;
@@ -50,42 +49,8 @@ use crate::store::Store;
 /// How far an interaction's timestamp may be from now.
 const WINDOW_SECS: u64 = 300;
 
-/// Where seen interaction ids are kept: `ring:<n>`, `n` in `0..RING`, each a [`SeenBucket`].
+/// Where seen interaction ids are remembered.
 const SEEN_NAMESPACE: &str = "chat.discord.seen";
-
-/// Buckets of seen ids kept. A replay carries its original signed timestamp, so it is looked for in
-/// that timestamp's bucket (span `e`); the window admits it until span `e + 2` starts. The slot is
-/// taken over by an interaction signed in span `e + RING`, which the window admits from span
-/// `e + RING - 1` at the earliest. Three would just do; four leaves a span to spare.
-const RING: i64 = 4;
-
-/// The interaction ids signed within one [`WINDOW_SECS`] span (`epoch` = timestamp / span).
-#[derive(Debug, Default, serde::Serialize, Deserialize)]
-struct SeenBucket {
-    epoch: i64,
-    ids: Vec<String>,
-}
-
-impl SeenBucket {
-    /// The bucket an interaction signed at `sent` goes in, given what its slot holds: the
-    /// stored bucket if it is the same span, else a new one (the old span has expired).
-    fn for_time(stored: Option<Value>, sent: i64) -> (String, SeenBucket) {
-        let epoch = sent.div_euclid(WINDOW_SECS as i64);
-        let key = format!("ring:{}", epoch.rem_euclid(RING));
-        let bucket = stored
-            .and_then(|v| serde_json::from_value::<SeenBucket>(v).ok())
-            .filter(|b| b.epoch == epoch)
-            .unwrap_or(SeenBucket {
-                epoch,
-                ids: Vec::new(),
-            });
-        (key, bucket)
-    }
-
-    fn key(sent: i64) -> String {
-        Self::for_time(None, sent).0
-    }
-}
 
 /// What the endpoint keeps between requests.
 pub struct Inbound {
@@ -95,8 +60,6 @@ pub struct Inbound {
     /// Held weakly: the engine holds the outbox, which holds the platform.
     engine: Weak<Engine>,
     commands: Arc<Commands>,
-    /// Serializes the check-and-record of interaction ids within this process.
-    seen: tokio::sync::Mutex<()>,
 }
 
 impl Inbound {
@@ -107,7 +70,6 @@ impl Inbound {
             store: deps.store.clone(),
             engine: deps.engine.clone(),
             commands: deps.commands.clone(),
-            seen: tokio::sync::Mutex::new(()),
         }
     }
 }
@@ -319,34 +281,28 @@ impl Inbound {
         }
     }
 
-    /// Records the interaction id; refuses one seen before (a replayed request).
+    /// Records the interaction id, signed at `sent` (Unix seconds); refuses one seen before (a
+    /// replayed request). It is remembered while the window could still admit its timestamp.
     async fn first_time(&self, id: &str, sent: i64) -> Result<(), ApiError> {
-        let _one_at_a_time = self.seen.lock().await;
-        let stored = self
+        let until = chrono::DateTime::from_timestamp(sent, 0).unwrap_or_default()
+            + chrono::TimeDelta::seconds(WINDOW_SECS as i64 + 60);
+        let first = self
             .store
-            .meta_get(SEEN_NAMESPACE, &SeenBucket::key(sent))
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "cannot read seen Discord interactions");
-                ApiError::unavailable()
-            })?;
-        let (key, mut bucket) = SeenBucket::for_time(stored, sent);
-        if bucket.ids.iter().any(|known| known == id) {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "replayed",
-                "this interaction was received before",
-            ));
-        }
-        bucket.ids.push(id.to_owned());
-        let value = serde_json::to_value(&bucket).unwrap_or(Value::Null);
-        self.store
-            .meta_put(SEEN_NAMESPACE, &key, value)
+            .remember_once(SEEN_NAMESPACE, id, until, chrono::Utc::now())
             .await
             .map_err(|e| {
                 tracing::error!(error = %e, "cannot record a Discord interaction");
                 ApiError::unavailable()
-            })
+            })?;
+        if first {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "replayed",
+                "this interaction was received before",
+            ))
+        }
     }
 
     /// A button click: acknowledged at once, decided in the background.
@@ -560,29 +516,6 @@ pub(crate) fn read_offline(body: &[u8]) -> Result<(), ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn seen_ids_are_kept_by_their_signed_time_in_a_ring_that_forgets_old_buckets() {
-        let at = 1_767_000_000_i64;
-        let (key, mut bucket) = SeenBucket::for_time(None, at);
-        bucket.ids.push("1".into());
-        let stored = serde_json::to_value(&bucket).unwrap();
-        // The same span: the bucket and its ids.
-        let (again, same) = SeenBucket::for_time(Some(stored.clone()), at + 1);
-        assert_eq!(
-            (again.as_str(), same.ids.as_slice()),
-            (key.as_str(), &["1".to_owned()][..])
-        );
-        // A replay is looked for in its own span's slot, which no span the window still admits
-        // shares: the next three spans use other slots.
-        for later in 1..RING {
-            assert_ne!(SeenBucket::key(at + later * WINDOW_SECS as i64), key);
-        }
-        // Once the slot comes round again, the old span is forgotten.
-        let (round, fresh) = SeenBucket::for_time(Some(stored), at + RING * WINDOW_SECS as i64);
-        assert_eq!(round, key);
-        assert!(fresh.ids.is_empty());
-    }
 
     /// Every recorded button click reads, including one without the member fields (`deaf`,
     /// `mute`) serenity's `Member` model requires, which Discord left out.
