@@ -408,3 +408,88 @@ async fn cordon_login_checks_the_token_and_saves_it_for_its_owner_only() {
     assert!(said.starts_with("alice as token:"), "{said}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cordon_tokens_creates_lists_and_revokes_through_the_server_and_on_the_store() {
+    let server = TestServer::start_with(PEOPLE).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cli.yaml");
+    std::fs::write(&config, config_text(server.dir.path(), PEOPLE)).unwrap();
+    let base = server.base.clone();
+    // The CLI's credential here is the config's bootstrap token (no CORDON_TOKEN, nothing saved).
+    let run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--server", &base]);
+        cli(&config, &all)
+    };
+
+    let (code, out, err) = run(&[
+        "tokens",
+        "create",
+        "--person",
+        "alice",
+        "--role",
+        "viewer",
+        "--expires",
+        "1h",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let token = out.trim().to_owned();
+    assert!(
+        token.starts_with("cordon_"),
+        "only the token on stdout: {out}"
+    );
+    assert!(err.contains("shown this once"), "{err}");
+    let (status, me) = whoami(&server, &token).await;
+    assert_eq!(
+        (status, me["person"].as_str()),
+        (200, Some("alice")),
+        "{me}"
+    );
+
+    let (code, out, err) = run(&["tokens", "list", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    let id = token.split('_').nth(1).unwrap();
+    let row = listed["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == id)
+        .unwrap();
+    assert_eq!(
+        (row["person"].as_str(), row["state"].as_str()),
+        (Some("alice"), Some("active"))
+    );
+    assert!(
+        !out.contains(&token[token.len() - 20..]),
+        "no secret listed"
+    );
+
+    let (code, out, err) = run(&["tokens", "revoke", id]);
+    assert_eq!(
+        (code, out.trim()),
+        (0, format!("{id}: revoked").as_str()),
+        "{err}"
+    );
+    assert_eq!(whoami(&server, &token).await.0, 401);
+    // A role the person lacks, or no such person: refused, saying so.
+    let (code, _, err) = run(&["tokens", "create", "--person", "bob", "--role", "admin"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("does not have the role `admin`"), "{err}");
+    let (code, _, err) = run(&["tokens", "create", "--person", "nobody"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no person `nobody`"), "{err}");
+
+    // With the server stopped, the same commands work on the store itself; the server started
+    // again knows the token.
+    let dir_kept = server.stop().await;
+    let config = dir.path().join("cli.yaml");
+    let (code, out, err) = cli(&config, &["tokens", "create", "--person", "bob"]);
+    assert_eq!(code, 0, "{err}");
+    let offline = out.trim().to_owned();
+    let again = TestServer::start_in(dir_kept, PEOPLE).await;
+    let (status, me) = whoami(&again, &offline).await;
+    assert_eq!((status, me["person"].as_str()), (200, Some("bob")), "{me}");
+    again.stop().await;
+}
