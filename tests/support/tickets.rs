@@ -325,9 +325,12 @@ async fn jira_handler(
     match (method.as_str(), segments.as_slice()) {
         ("GET", ["search", "jql"]) => {
             let jql = q("jql").unwrap_or_default();
+            // `labels = "<label>"`, optionally `AND reporter = currentUser()`: every issue here was
+            // created by the API user, so the reporter clause matches them all.
             let wanted = jql
                 .strip_prefix("labels = \"")
-                .and_then(|l| l.strip_suffix('"'))
+                .and_then(|l| l.split_once('"'))
+                .map(|(label, _)| label)
                 .unwrap_or("")
                 .to_owned();
             let data = shared.data.lock().unwrap();

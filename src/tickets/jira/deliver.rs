@@ -2,8 +2,9 @@
 //! transition on resolution, and the incident report attached.
 //!
 //! Calls, all under `{base_url}/rest/api/3`:
-//! - `GET /search/jql?jql=labels = "cordon-<incident>"` and `POST /issue`: the create, after
-//!   looking for the issue by the stored key and then by its label;
+//! - `GET /search/jql?jql=labels = "cordon-<incident>" AND reporter = currentUser()` and
+//!   `POST /issue`: the create, after looking for the issue by the stored key and, on a retry, by
+//!   its label among the issues Cordon reported;
 //! - `POST /issue/{key}/comment` with the text in Atlassian Document Format and a `cordon` comment
 //!   property naming the outbox entry; `GET /issue/{key}/comment?expand=properties` finds it again
 //!   when an earlier try may have reached Jira;
@@ -86,24 +87,31 @@ impl JiraDeliverer {
             return Ok(());
         }
         // A create that reached Jira before a crash or a lost answer left an issue with the label.
-        let jql = format!("labels = \"{}\"", label(incident));
-        let found = self
-            .conn
-            .json(
-                "search",
-                self.conn
-                    .request(reqwest::Method::GET, "/search/jql")
-                    .query(&[
-                        ("jql", jql.as_str()),
-                        ("fields", "summary"),
-                        ("maxResults", "1"),
-                    ]),
-            )
-            .await?;
-        if let Some(issue) = found["issues"].as_array().and_then(|i| i.first())
-            && let (Some(id), Some(key)) = (issue["id"].as_str(), issue["key"].as_str())
-        {
-            return self.remember(incident, id, key, true).await;
+        // Only a retry looks for it, and only among issues Cordon's own account reported: a
+        // labelled issue someone else filed is never taken for the incident's.
+        if tried_before(&*self.conn.store, entry).await? {
+            let jql = format!(
+                "labels = \"{}\" AND reporter = currentUser()",
+                label(incident)
+            );
+            let found = self
+                .conn
+                .json(
+                    "search",
+                    self.conn
+                        .request(reqwest::Method::GET, "/search/jql")
+                        .query(&[
+                            ("jql", jql.as_str()),
+                            ("fields", "summary"),
+                            ("maxResults", "1"),
+                        ]),
+                )
+                .await?;
+            if let Some(issue) = found["issues"].as_array().and_then(|i| i.first())
+                && let (Some(id), Some(key)) = (issue["id"].as_str(), issue["key"].as_str())
+            {
+                return self.remember(incident, id, key, true).await;
+            }
         }
         let created = self
             .conn
