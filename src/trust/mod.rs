@@ -39,15 +39,6 @@ pub enum Caller {
 }
 
 impl Caller {
-    /// Whether the caller may do what needs `role`. The bootstrap token has only what managing
-    /// people and tokens needs.
-    pub fn has(&self, role: Role) -> bool {
-        match self {
-            Caller::Bootstrap => false,
-            Caller::Person(actor) => actor.roles.has(role),
-        }
-    }
-
     /// How the audit names the caller.
     pub fn label(&self) -> String {
         match self {
