@@ -103,10 +103,7 @@ impl Authed {
 
 /// Audits a refusal for want of a role.
 pub async fn refuse(app: &AppState, caller: &Caller, role: Role, what: &str, via: &str) {
-    let (actor, person) = match caller {
-        Caller::Bootstrap => ("bootstrap-admin-token".to_owned(), None),
-        Caller::Person(a) => (a.identity.clone(), Some(a.person.clone())),
-    };
+    let (actor, person) = caller.audit_actor();
     let entry = NewEntry::new(EventKind::AccessRefused)
         .actor(actor)
         .detail(json!({ "role": role, "what": what, "via": via, "person": person }));

@@ -36,10 +36,7 @@ async fn audit(
     by: &Caller,
     detail: Value,
 ) -> Result<(), ApiError> {
-    let (actor, person) = match by {
-        Caller::Bootstrap => ("bootstrap-admin-token".to_owned(), None),
-        Caller::Person(a) => (a.identity.clone(), Some(a.person.clone())),
-    };
+    let (actor, person) = by.audit_actor();
     let mut detail = detail;
     detail["by_person"] = json!(person);
     app.store
@@ -275,10 +272,9 @@ pub async fn revoke_token(
         && !a.roles.has(Role::Admin)
     {
         let mine = people
-            .tokens()
+            .token(&id)
             .await?
-            .iter()
-            .any(|t| t.id == id && t.person == a.person);
+            .is_some_and(|t| t.person == a.person);
         if !mine {
             return Err(ApiError::missing_role(
                 "admin",

@@ -139,20 +139,9 @@ impl Card {
                 .decisions
                 .iter()
                 .map(|d| {
-                    // A chat identity reads as the person on that platform; a token or an OIDC
-                    // login is shown as the person it belongs to.
-                    let who = match &d.person {
-                        Some(person)
-                            if d.identity.starts_with("token:")
-                                || d.identity.starts_with("oidc:") =>
-                        {
-                            person.as_str()
-                        }
-                        _ => d.identity.as_str(),
-                    };
                     format!(
                         "{} ({} via {} at {})",
-                        who,
+                        d.shown(),
                         if d.approve { "approve" } else { "deny" },
                         d.via,
                         d.at.format("%Y-%m-%d %H:%M UTC")

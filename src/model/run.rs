@@ -103,6 +103,13 @@ impl Decision {
     pub fn who(&self) -> &str {
         self.person.as_deref().unwrap_or(&self.identity)
     }
+
+    /// How messages and reports name who decided ([`crate::model::people::shown_as`]): a chat
+    /// identity as itself, a token or OIDC login as its person.
+    pub fn shown(&self) -> String {
+        let person = serde_json::json!({ "person": self.person });
+        crate::model::people::shown_as(Some(&self.identity), &person).unwrap_or_default()
+    }
 }
 
 /// An approval request inside a run.

@@ -428,11 +428,7 @@ impl Report {
                 for d in &approval.decisions {
                     head(
                         &mut rows,
-                        crate::model::people::shown_as(
-                            Some(&d.identity),
-                            &serde_json::json!({ "person": d.person }),
-                        )
-                        .unwrap_or_default(),
+                        d.shown(),
                         if d.approve { "approve" } else { "deny" }.into(),
                         time(&d.at),
                         d.via.clone(),

@@ -42,11 +42,23 @@ impl Caller {
     /// How the audit names the caller.
     pub fn label(&self) -> String {
         match self {
-            Caller::Bootstrap => "bootstrap-admin-token".to_owned(),
+            Caller::Bootstrap => BOOTSTRAP.to_owned(),
             Caller::Person(actor) => actor.label(),
         }
     }
+
+    /// The audit entry's `actor` for the caller (the identity or credential used), and the person
+    /// behind it (none for the bootstrap token).
+    pub fn audit_actor(&self) -> (String, Option<String>) {
+        match self {
+            Caller::Bootstrap => (BOOTSTRAP.to_owned(), None),
+            Caller::Person(a) => (a.identity.clone(), Some(a.person.clone())),
+        }
+    }
 }
+
+/// How the audit names the bootstrap admin token.
+const BOOTSTRAP: &str = "bootstrap-admin-token";
 
 /// Why a credential or a change to people or tokens was refused.
 #[derive(Debug, thiserror::Error)]
@@ -340,7 +352,8 @@ impl Directory {
         Ok(record)
     }
 
-    async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+    /// The token with id `id`, active or not.
+    pub async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
         Ok(self
             .store
             .meta_get(TOKENS, id)
