@@ -21,14 +21,15 @@ pub struct ActionCall {
 }
 
 impl ActionCall {
-    /// The call of `step` in `run`; the idempotency key is `run id:step id` on every attempt.
+    /// The call of the step at address `step` in `run`; the idempotency key is `run id:step id`
+    /// (`run id:step id:index` in a foreach item) on every attempt.
     pub fn for_step(run: &Run, playbook: &str, step: &str) -> ActionCall {
         ActionCall {
             run_id: run.id.clone(),
             step_id: step.to_owned(),
             playbook: playbook.to_owned(),
             incident_id: run.incident_id.clone(),
-            idempotency_key: format!("{}:{step}", run.id),
+            idempotency_key: crate::model::run::idempotency_key(&run.id, step),
         }
     }
 }

@@ -7,7 +7,7 @@ use anyhow::{Context, anyhow, bail};
 use cordon::alert::IncidentStatus;
 use cordon::app::{Server, shutdown_signal};
 use cordon::config::{self, Config};
-use cordon::engine::run::RunStatus;
+use cordon::engine::run::{Run, RunStatus};
 use cordon::store::{AlertQuery, IncidentQuery, RunQuery, Store, StoreError};
 use serde_json::{Value, json};
 
@@ -253,8 +253,21 @@ pub(super) async fn runs(config: &Path, command: RunsCommand) -> anyhow::Result<
         RunsCommand::Show(One { id, from }) => {
             let found = from.read(config, async |r| r.run(&id).await).await?;
             let (run, audit) = found.ok_or_else(|| anyhow!("no run `{id}`"))?;
-            let shown = json!({ "run": run, "audit": audit });
-            output(from.json, &shown, |_| print::run(&run, &audit))?;
+            // The runs its `call` steps started, and theirs: shown as `step@call_step`.
+            let mut called: Vec<Run> = Vec::new();
+            let mut next: Vec<String> =
+                run.steps.values().filter_map(|s| s.child.clone()).collect();
+            while let Some(child) = next.pop() {
+                if called.len() >= 100 || called.iter().any(|r| r.id == child) {
+                    continue;
+                }
+                if let Some((child, _)) = from.read(config, async |r| r.run(&child).await).await? {
+                    next.extend(child.steps.values().filter_map(|s| s.child.clone()));
+                    called.push(child);
+                }
+            }
+            let shown = json!({ "run": run, "called": called, "audit": audit });
+            output(from.json, &shown, |_| print::run(&run, &called, &audit))?;
         }
         RunsCommand::Cancel { id, by } => {
             act(config, &by, &format!("/v1/runs/{id}/cancel"), json!({})).await?;
@@ -271,12 +284,12 @@ pub(super) async fn runs(config: &Path, command: RunsCommand) -> anyhow::Result<
                 bail!("say --retry or --skip");
             }
             let action = if retry { "retry" } else { "skip" };
-            let path = format!("/v1/runs/{id}/steps/{step}/resolve");
+            let path = format!("/v1/runs/{id}/steps/{}/resolve", step_segment(&step));
             act(config, &by, &path, json!({ "action": action })).await?;
             println!("{id} {step}: {action}");
         }
         RunsCommand::Undo { id, step, by } => {
-            let path = format!("/v1/runs/{id}/steps/{step}/undo");
+            let path = format!("/v1/runs/{id}/steps/{}/undo", step_segment(&step));
             let body = act(config, &by, &path, json!({})).await?;
             println!(
                 "{id} {step}: undo requested as run {}; it waits for approval by `{}` (approve it like any other: `cordon approve {} approve`)",
@@ -287,6 +300,11 @@ pub(super) async fn runs(config: &Path, command: RunsCommand) -> anyhow::Result<
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A step address as one URL path segment: `isolate[2]` has brackets, which paths do not carry.
+fn step_segment(address: &str) -> String {
+    address.replace('[', "%5B").replace(']', "%5D")
 }
 
 pub(super) async fn audit_verify(

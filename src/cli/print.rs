@@ -126,8 +126,9 @@ pub(super) fn runs(runs: &[Run]) {
     );
 }
 
-/// One run: its fields, its steps, and its audit trail.
-pub(super) fn run(run: &Run, audit: &[AuditEntry]) {
+/// One run: its fields, its steps (those of the runs its `call` steps started as
+/// `step@call_step`), and its audit trail.
+pub(super) fn run(run: &Run, called: &[Run], audit: &[AuditEntry]) {
     println!("{:<10}{}", "run", safe(&run.id));
     println!("{:<10}{}", "playbook", safe(&run.playbook));
     println!(
@@ -152,10 +153,10 @@ pub(super) fn run(run: &Run, audit: &[AuditEntry]) {
         );
     }
     println!();
-    let rows = run
-        .order
-        .iter()
-        .filter_map(|id| run.steps.get(id).map(|s| (id, s)))
+    let mut steps = Vec::new();
+    steps_of(run, "", called, &mut steps);
+    let rows = steps
+        .into_iter()
         .map(|(id, s)| {
             let detail = match (&s.approval, &s.error) {
                 (Some(a), _) => format!(
@@ -176,8 +177,8 @@ pub(super) fn run(run: &Run, audit: &[AuditEntry]) {
                 (None, None) => clip(&s.output.to_string(), 70),
             };
             vec![
-                id.clone(),
-                format!("{:?}", s.status).to_lowercase(),
+                safe(&id),
+                s.status.to_string(),
                 s.attempts.to_string(),
                 detail,
             ]
@@ -199,6 +200,29 @@ pub(super) fn run(run: &Run, audit: &[AuditEntry]) {
             })
             .collect();
         table(&["AUDIT", "AT", "EVENT", "STEP", "BY"], rows);
+    }
+}
+
+/// The steps of `run` in the order they were reached, by address (`suffix` is `@call_step` for a
+/// called run), each followed by the steps of the run it called, if any.
+fn steps_of<'a>(
+    run: &'a Run,
+    suffix: &str,
+    called: &'a [Run],
+    out: &mut Vec<(String, &'a cordon::engine::run::StepState)>,
+) {
+    for id in &run.order {
+        let Some(state) = run.steps.get(id) else {
+            continue;
+        };
+        out.push((format!("{id}{suffix}"), state));
+        if let Some(child) = state
+            .child
+            .as_ref()
+            .and_then(|c| called.iter().find(|r| &r.id == c))
+        {
+            steps_of(child, &format!("@{id}{suffix}"), called, out);
+        }
     }
 }
 

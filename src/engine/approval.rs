@@ -220,6 +220,7 @@ mod tests {
             plan: vec![],
         });
         Run {
+            parent: None,
             id: "r1".into(),
             playbook: "p".into(),
             status: RunStatus::Waiting,

@@ -111,8 +111,9 @@ const POLL: std::time::Duration = std::time::Duration::from_secs(1);
 /// advancing before it is answered with a conflict to try again.
 const LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Persists runs through the store, with their events as audit entries, and tells the watchers.
-struct StorePersist(Arc<dyn Store>, Watchers);
+/// Persists runs through the store, with their events as audit entries, and tells the watchers;
+/// keeps the ids of the child runs it created, for the engine to start.
+struct StorePersist(Arc<dyn Store>, Watchers, Vec<String>);
 
 /// The registered watchers.
 #[derive(Clone, Default)]
@@ -166,6 +167,23 @@ impl Persist for StorePersist {
             .save_run(run, audit_entries(&run.id, events), durable)
             .await?;
         self.1.tell(run, &told).await;
+        Ok(())
+    }
+
+    async fn load(&mut self, id: &str) -> Result<Option<Run>, crate::store::StoreError> {
+        self.0.run(id).await
+    }
+
+    async fn create(
+        &mut self,
+        run: &Run,
+        events: Vec<Event>,
+    ) -> Result<(), crate::store::StoreError> {
+        // A child's concurrency key is its own id: nothing else holds it.
+        self.0
+            .create_run(run, audit_entries(&run.id, events))
+            .await?;
+        self.2.push(run.id.clone());
         Ok(())
     }
 }
@@ -784,12 +802,22 @@ impl Engine {
 
     /// Advances a run on a worker (now, or when a worker is free).
     pub fn kick(self: &Arc<Self>, run_id: String) {
+        self.spawn_advance(run_id, false);
+    }
+
+    /// Advances a parent run whose called run ended: its `call` step looks at the child now,
+    /// whenever the parent would next have woken by itself.
+    fn wake(self: &Arc<Self>, run_id: String) {
+        self.spawn_advance(run_id, true);
+    }
+
+    fn spawn_advance(self: &Arc<Self>, run_id: String, force: bool) {
         let engine = self.clone();
         tokio::spawn(async move {
             let Ok(_permit) = engine.workers.clone().acquire_owned().await else {
                 return;
             };
-            if let Err(error) = engine.advance(&run_id).await {
+            if let Err(error) = engine.advance(&run_id, force).await {
                 if engine.shared {
                     tracing::warn!(run = %run_id, %error, "advancing the run failed; a replica claims it again when it is due");
                 } else {
@@ -799,7 +827,7 @@ impl Engine {
         });
     }
 
-    async fn advance(self: &Arc<Self>, run_id: &str) -> Result<(), EngineError> {
+    async fn advance(self: &Arc<Self>, run_id: &str, force: bool) -> Result<(), EngineError> {
         let lock = self.lock_for(run_id);
         let guard = lock.lock().await;
         // On a shared store another replica may hold the run: then it advances it, not this one.
@@ -817,7 +845,7 @@ impl Engine {
             if run.status.is_finished() || run.status == RunStatus::NeedsDecision {
                 return Ok(None);
             }
-            if run.status == RunStatus::Waiting && !run.ready(Utc::now()) {
+            if run.status == RunStatus::Waiting && !run.ready(Utc::now()) && !force {
                 if let Some(at) = run.wake_at() {
                     let _ = self.timers.send((at, run.id.clone()));
                 }
@@ -830,8 +858,13 @@ impl Engine {
             let data = self.data_for(run.alert_id.as_deref(), run.incident_id.as_deref()).await?;
             let open_before: Vec<String> = open_requests(&run).into_iter().map(|r| r.step).collect();
             let closed_before: Vec<String> = run.steps.iter().filter(|(_, s)| s.approval.as_ref().is_some_and(|a| a.outcome.is_some())).map(|(id, _)| id.clone()).collect();
-            let mut persist = StorePersist(self.store.clone(), self.watchers.clone());
-            let progress = self.executor.advance(&playbook, &mut run, &data, &mut persist, Utc::now()).await.map_err(EngineError::Store)?;
+            let mut persist = StorePersist(self.store.clone(), self.watchers.clone(), Vec::new());
+            let progress = self.executor.advance(&playbook, &mut run, &data, &mut persist, Utc::now()).await;
+            // Children created before a failure are started all the same: they are stored.
+            for child in std::mem::take(&mut persist.2) {
+                self.kick(child);
+            }
+            let progress = progress.map_err(EngineError::Store)?;
             self.metrics.run_advances.inc();
             self.post_requests(&open_before, &run);
             // Approvals settled inside the run (timeouts) are announced here; decisions by people
@@ -850,6 +883,9 @@ impl Engine {
                     self.metrics.runs_finished.get_or_create(&labels).inc();
                     if run.playbook == undo::UNDO_PLAYBOOK {
                         self.undo_finished(&run).await;
+                    }
+                    if let Some(parent) = &run.parent {
+                        self.wake(parent.run.clone());
                     }
                 }
                 _ => {}
@@ -1009,6 +1045,26 @@ impl Engine {
         }
     }
 
+    /// The run and step an address names: `step@call_step` is `step` of the run that `call_step`
+    /// started (and so on, for calls in called playbooks); any other address is in `run_id`.
+    pub async fn locate(&self, run_id: &str, step: &str) -> Result<(String, String), EngineError> {
+        let (mut run_id, mut step) = (run_id.to_owned(), step.to_owned());
+        while let Some((inner, call)) = step.rsplit_once('@') {
+            let run = self.load_run(&run_id).await?;
+            let child = run
+                .steps
+                .get(call)
+                .and_then(|s| s.child.clone())
+                .ok_or_else(|| {
+                    EngineError::Conflict(format!(
+                        "run has no call step `{call}` that started a run"
+                    ))
+                })?;
+            (run_id, step) = (child, inner.to_owned());
+        }
+        Ok((run_id, step))
+    }
+
     async fn load_run(&self, run_id: &str) -> Result<Run, EngineError> {
         self.store
             .run(run_id)
@@ -1049,6 +1105,19 @@ impl Engine {
         run.finished_at = Some(now);
         run.updated_at = now;
         self.save_and_tell(&run, vec![event]).await?;
+        // A cancelled parent cancels the runs it called; a cancelled child wakes its parent, whose
+        // call step fails.
+        for child in run.steps.values().filter_map(|s| s.child.clone()) {
+            match Box::pin(self.cancel(&child, by)).await {
+                Ok(_) | Err(EngineError::Conflict(_)) | Err(EngineError::NoRun(_)) => {}
+                Err(error) => {
+                    tracing::warn!(run = %run.id, %child, %error, "could not cancel the called run")
+                }
+            }
+        }
+        if let Some(parent) = &run.parent {
+            self.wake(parent.run.clone());
+        }
         Ok(run)
     }
 
@@ -1060,6 +1129,8 @@ impl Engine {
         retry: bool,
         by: &Actor,
     ) -> Result<(), EngineError> {
+        let (run_id, step) = self.locate(run_id, step).await?;
+        let (run_id, step) = (run_id.as_str(), step.as_str());
         let lock = self.lock_for(run_id);
         let guard = lock.lock().await;
         let result = async {

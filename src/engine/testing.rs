@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use chrono::{TimeDelta, Utc};
 use serde_json::{Value, json};
 
-use super::exec::{Executor, Library, NoPersist, Progress, RunData};
+use super::exec::{Executor, Library, Memory, Progress, RunData};
 use super::run::{Decision, Run, StepStatus, Trigger};
 use crate::actions::builtin::Builtins;
 use crate::actions::{ActionCall, ActionError, ActionRunner, ActionSpec, Guardrails, SpecCatalog};
@@ -70,7 +70,13 @@ impl ActionRunner for TestActions {
         inputs: Value,
         call: &ActionCall,
     ) -> Result<Value, ActionError> {
-        if let Some(canned) = self.canned.get(&call.step_id) {
+        // Canned by the step's address (`isolate[2]`) or by its id (every item alike).
+        let id = crate::model::run::Address::parse(&call.step_id).id;
+        if let Some(canned) = self
+            .canned
+            .get(&call.step_id)
+            .or_else(|| self.canned.get(id))
+        {
             return match &canned.error {
                 Some(error) => Err(ActionError::permanent(error.clone())),
                 None => Ok(canned.output.clone().unwrap_or(Value::Null)),
@@ -206,54 +212,24 @@ async fn run_case(
     );
     executor.start(playbook, &mut run, &data).await?;
     let mut clock = now;
-    let mut sink = NoPersist;
-    // Bounded: a playbook that never settles is reported, not looped on.
-    for _ in 0..1000 {
-        match executor
-            .advance(playbook, &mut run, &data, &mut sink, clock)
-            .await?
-        {
-            Progress::Finished(_) | Progress::NeedsDecision(_) => break,
-            Progress::Waiting(wake) => {
-                if let Some((step, _)) = run.open_approval() {
-                    let step = step.to_owned();
-                    match case.approvals.get(&step).map(String::as_str) {
-                        Some("approve") | Some("deny") => {
-                            let approve = case.approvals[&step] == "approve";
-                            let state = run
-                                .steps
-                                .get_mut(&step)
-                                .and_then(|s| s.approval.as_mut())
-                                .ok_or("approval vanished")?;
-                            let needed = if approve { state.quorum as usize } else { 1 };
-                            for i in 0..needed {
-                                state.decisions.push(Decision {
-                                    identity: format!("test:approver-{i}"),
-                                    person: Some(format!("test-approver-{i}")),
-                                    approve,
-                                    at: clock,
-                                    via: "test".into(),
-                                });
-                            }
-                            state.outcome = Some(approve);
-                        }
-                        Some("timeout") => clock = wake.unwrap_or(clock) + TimeDelta::seconds(1),
-                        Some(other) => {
-                            return Err(format!(
-                                "approvals.{step}: `{other}` is not approve, deny or timeout"
-                            ));
-                        }
-                        None => break,
-                    }
-                } else {
-                    clock = wake.unwrap_or(clock) + TimeDelta::milliseconds(1);
-                }
-            }
-        }
-    }
+    let mut memory = Memory::default();
+    drive(
+        &executor,
+        playbook,
+        &mut run,
+        &data,
+        &mut memory,
+        &mut clock,
+        case,
+        "",
+    )
+    .await?;
+    // `steps` and `skipped` name the top-level steps; nested ones are recorded by address.
+    let top = |id: &&String| !id.contains(['.', '[', '@']);
     let taken: Vec<String> = run
         .order
         .iter()
+        .filter(top)
         .filter(|id| {
             run.steps
                 .get(*id)
@@ -264,6 +240,7 @@ async fn run_case(
     let skipped: Vec<String> = run
         .order
         .iter()
+        .filter(top)
         .filter(|id| {
             run.steps
                 .get(*id)
@@ -279,6 +256,111 @@ async fn run_case(
         &run.outputs,
         run.error.as_deref(),
     ))
+}
+
+/// Advances `run` with virtual time until it finishes, is held, or waits for an approval the case
+/// does not answer; the runs its `call` steps start are driven the same way, their approvals named
+/// `step@call_step` (or by the step's id alone). `suffix` is `@call_step` for a called run.
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    executor: &Executor,
+    playbook: &Compiled,
+    run: &mut Run,
+    data: &RunData,
+    memory: &mut Memory,
+    clock: &mut chrono::DateTime<Utc>,
+    case: &TestCase,
+    suffix: &str,
+) -> Result<(), String> {
+    // Bounded: a playbook that never settles is reported, not looped on.
+    for _ in 0..1000 {
+        let wake = match executor
+            .advance(playbook, run, data, memory, *clock)
+            .await?
+        {
+            Progress::Finished(_) | Progress::NeedsDecision(_) => return Ok(()),
+            Progress::Waiting(wake) => wake,
+        };
+        if let Some((step, _)) = run.open_approval() {
+            let step = step.to_owned();
+            let named = format!("{step}{suffix}");
+            let answer = case
+                .approvals
+                .get(&named)
+                .or_else(|| case.approvals.get(&step))
+                .map(String::as_str);
+            match answer {
+                Some(answer @ ("approve" | "deny")) => {
+                    let approve = answer == "approve";
+                    let state = run
+                        .steps
+                        .get_mut(&step)
+                        .and_then(|s| s.approval.as_mut())
+                        .ok_or("approval vanished")?;
+                    let needed = if approve { state.quorum as usize } else { 1 };
+                    for i in 0..needed {
+                        state.decisions.push(Decision {
+                            identity: format!("test:approver-{i}"),
+                            person: Some(format!("test-approver-{i}")),
+                            approve,
+                            at: *clock,
+                            via: "test".into(),
+                        });
+                    }
+                    state.outcome = Some(approve);
+                }
+                Some("timeout") => *clock = wake.unwrap_or(*clock) + TimeDelta::seconds(1),
+                Some(other) => {
+                    return Err(format!(
+                        "approvals.{named}: `{other}` is not approve, deny or timeout"
+                    ));
+                }
+                None => return Ok(()),
+            }
+            continue;
+        }
+        // Called runs: each is driven until it ends (or stops on an unanswered approval).
+        let children: Vec<(String, String)> = run
+            .steps
+            .iter()
+            .filter(|(_, s)| s.status == StepStatus::Waiting)
+            .filter_map(|(address, s)| Some((address.clone(), s.child.clone()?)))
+            .collect();
+        let mut progressed = false;
+        for (address, child_id) in children {
+            let Some(mut child) = memory.runs.get(&child_id).cloned() else {
+                continue;
+            };
+            if child.status.is_finished() {
+                progressed = true;
+                continue;
+            }
+            let callee = executor
+                .library
+                .playbook(&child.playbook)
+                .ok_or_else(|| format!("no playbook `{}` to call", child.playbook))?;
+            let inner = format!("@{address}{suffix}");
+            Box::pin(drive(
+                executor, &callee, &mut child, data, memory, clock, case, &inner,
+            ))
+            .await?;
+            progressed |= child.status.is_finished();
+            memory.runs.insert(child_id, child);
+        }
+        if progressed {
+            continue;
+        }
+        if run
+            .steps
+            .values()
+            .any(|s| s.child.is_some() && s.status == StepStatus::Waiting)
+        {
+            // A called run stopped on an approval the case does not answer.
+            return Ok(());
+        }
+        *clock = wake.unwrap_or(*clock) + TimeDelta::milliseconds(1);
+    }
+    Ok(())
 }
 
 /// The alert (normalized from the case's file) and its incident, as expressions see them.

@@ -58,6 +58,8 @@ event_kinds! {
     RunState = "run.state",
     /// A side-effect step is about to call its action ([`StepStarted`]).
     StepStarted = "step.started",
+    /// A `call` step started its child run (`detail`: playbook, child run id).
+    StepCalled = "step.called",
     /// A step finished, successfully or not ([`StepFinished`]).
     StepFinished = "step.finished",
     /// A step was skipped by its condition ([`StepFinished`]).

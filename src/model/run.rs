@@ -178,6 +178,9 @@ pub struct StepState {
     /// The step's undo, once a person asked for it: the undo action, who, when, its output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub undone: Option<Value>,
+    /// A `call` step: the id of the child run it started and waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child: Option<String>,
 }
 
 impl StepState {
@@ -196,6 +199,7 @@ impl StepState {
             approval: None,
             dry_run: false,
             undone: None,
+            child: None,
         }
     }
 
@@ -225,11 +229,22 @@ pub struct Trigger {
     pub person: Option<String>,
 }
 
+/// The run and step that started a child run (a `call` step), which waits for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Parent {
+    pub run: String,
+    /// The call step's address in the parent run.
+    pub step: String,
+}
+
 /// One execution of a playbook.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Run {
     pub id: String,
     pub playbook: String,
+    /// Set on the child run of a `call` step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Parent>,
     pub status: RunStatus,
     pub trigger: Trigger,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -279,6 +294,7 @@ impl Run {
         Run {
             id,
             playbook: playbook.to_owned(),
+            parent: None,
             status: RunStatus::Queued,
             trigger,
             incident_id,
@@ -298,12 +314,38 @@ impl Run {
         }
     }
 
-    /// `steps` as expressions see it.
+    /// `steps` as the top level's expressions see it.
     pub fn steps_view(&self) -> Value {
+        self.steps_view_at("")
+    }
+
+    /// `steps` as expressions see it inside the `foreach` items `indices` (`""` at the top level,
+    /// `"[2]"` in item 2, `"[2][0]"` one level deeper): every step by its id, a nested step's state
+    /// being the one of this item (or of the enclosing items it is in), never another item's.
+    pub fn steps_view_at(&self, indices: &str) -> Value {
+        let mut chosen: BTreeMap<&str, (usize, &StepState)> = BTreeMap::new();
+        for (address, state) in &self.steps {
+            let parts = Address::parse(address);
+            if parts.called.is_some() {
+                continue;
+            }
+            let level = parts.indices;
+            let within = indices.starts_with(level)
+                && (level.len() == indices.len() || indices[level.len()..].starts_with('['));
+            if !within {
+                continue;
+            }
+            match chosen.get(parts.id) {
+                Some((depth, _)) if *depth > level.len() => {}
+                _ => {
+                    chosen.insert(parts.id, (level.len(), state));
+                }
+            }
+        }
         Value::Object(
-            self.steps
-                .iter()
-                .map(|(id, s)| (id.clone(), s.view()))
+            chosen
+                .into_iter()
+                .map(|(id, (_, s))| (id.to_owned(), s.view()))
                 .collect(),
         )
     }
@@ -358,9 +400,126 @@ impl Run {
     }
 }
 
+/// A step's address in a run, split into its parts. A top-level step's address is its id; a step
+/// in a `parallel` branch has the parallel step and the branch before it (`contain.branch_1.isolate`);
+/// a step in a `foreach` item has the item's index after it (`isolate[2]`, and `[2][0]` one level
+/// deeper); a step of a called playbook is named through its caller's call step
+/// (`disable_key@contain_user`, where the called run holds `disable_key`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Address<'a> {
+    /// The step's id in its playbook.
+    pub id: &'a str,
+    /// The parallel branches around it, with the trailing dot: `contain.branch_1.`.
+    pub path: &'a str,
+    /// The foreach indices around it: `[2]`.
+    pub indices: &'a str,
+    /// For `callee@call`: the call step's address in this run (the part after `@`), the rest being
+    /// the address in the called run.
+    pub called: Option<(&'a str, &'a str)>,
+}
+
+impl<'a> Address<'a> {
+    pub fn parse(address: &'a str) -> Address<'a> {
+        if let Some((inner, call)) = address.rsplit_once('@') {
+            let mut parts = Address::parse(call);
+            parts.called = Some((inner, call));
+            return parts;
+        }
+        let (head, indices) = match address.find('[') {
+            Some(at) => address.split_at(at),
+            None => (address, ""),
+        };
+        let (path, id) = match head.rfind('.') {
+            Some(at) => (&head[..=at], &head[at + 1..]),
+            None => ("", head),
+        };
+        Address {
+            id,
+            path,
+            indices,
+            called: None,
+        }
+    }
+}
+
+/// The idempotency key of the step at `address` in run `run`: `run:step` at the top level,
+/// `run:step:2` for item 2 of a foreach, `run:contain.branch_1.step` in a parallel branch.
+pub fn idempotency_key(run: &str, address: &str) -> String {
+    let mut key = format!("{run}:");
+    for c in address.chars() {
+        match c {
+            '[' => key.push(':'),
+            ']' => {}
+            c => key.push(c),
+        }
+    }
+    key
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_split_into_their_parts() {
+        let a = Address::parse("isolate[2]");
+        assert_eq!(
+            (a.path, a.id, a.indices, a.called),
+            ("", "isolate", "[2]", None)
+        );
+        let a = Address::parse("contain.branch_1.isolate");
+        assert_eq!(
+            (a.path, a.id, a.indices),
+            ("contain.branch_1.", "isolate", "")
+        );
+        let a = Address::parse("p.b.s[1][0]");
+        assert_eq!((a.path, a.id, a.indices), ("p.b.", "s", "[1][0]"));
+        let a = Address::parse("disable@contain[3]");
+        assert_eq!(a.called, Some(("disable", "contain[3]")));
+        assert_eq!((a.id, a.indices), ("contain", "[3]"));
+        let a = Address::parse("x@inner@outer");
+        assert_eq!(a.called, Some(("x@inner", "outer")));
+        assert_eq!(idempotency_key("r1", "isolate[2]"), "r1:isolate:2");
+        assert_eq!(idempotency_key("r1", "s[1][0]"), "r1:s:1:0");
+        assert_eq!(idempotency_key("r1", "isolate"), "r1:isolate");
+    }
+
+    #[test]
+    fn a_foreach_item_sees_its_own_nested_steps_and_the_top_level() {
+        let mut run = Run::new(
+            "r".into(),
+            "p",
+            Trigger {
+                kind: "alert".into(),
+                by: None,
+                person: None,
+            },
+            None,
+            None,
+            String::new(),
+            Value::Null,
+            false,
+            Utc::now(),
+        );
+        let mut done = |address: &str, output: Value| {
+            let mut s = StepState::new(StepStatus::Succeeded);
+            s.output = output;
+            run.steps.insert(address.to_owned(), s);
+        };
+        done("first", json!("top"));
+        done("inner[0]", json!(0));
+        done("inner[1]", json!(1));
+        done("inner[1][0]", json!(10));
+        done("inner[12]", json!(12));
+        done("p.branch_1.leaf", json!("leaf"));
+        let view = run.steps_view_at("[1]");
+        assert_eq!(view["inner"]["output"], json!(1));
+        assert_eq!(view["first"]["output"], json!("top"));
+        assert_eq!(view["leaf"]["output"], json!("leaf"));
+        assert_eq!(run.steps_view_at("[1][0]")["inner"]["output"], json!(10));
+        assert_eq!(run.steps_view_at("[12]")["inner"]["output"], json!(12));
+        assert!(run.steps_view().get("inner").is_none());
+    }
 
     #[test]
     fn statuses_are_named_as_they_are_stored() {

@@ -616,18 +616,26 @@ pub struct FakeApi {
     pub delay_ms: Arc<std::sync::atomic::AtomicU64>,
     /// Answer 503 to this many requests first.
     pub fail_first: Arc<std::sync::atomic::AtomicU64>,
+    /// Answer this many requests at once before the delay applies (0: the delay applies to all).
+    pub quick: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl FakeApi {
     pub async fn start(delay: std::time::Duration) -> FakeApi {
         let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(delay.as_millis() as u64));
         let fail_first = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (d, f) = (delay_ms.clone(), fail_first.clone());
+        let quick = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (d, f, q) = (delay_ms.clone(), fail_first.clone(), quick.clone());
         let server = fake::serve(axum::Router::new().fallback(move || {
-            let (d, f) = (d.clone(), f.clone());
+            let (d, f, q) = (d.clone(), f.clone(), q.clone());
             async move {
-                tokio::time::sleep(std::time::Duration::from_millis(d.load(Ordering::SeqCst)))
-                    .await;
+                let at_once = q
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+                if !at_once {
+                    tokio::time::sleep(std::time::Duration::from_millis(d.load(Ordering::SeqCst)))
+                        .await;
+                }
                 let failing = f
                     .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                     .is_ok();
@@ -645,6 +653,7 @@ impl FakeApi {
             server,
             delay_ms,
             fail_first,
+            quick,
         }
     }
 

@@ -38,6 +38,8 @@ impl Engine {
         step: &str,
         by: &Actor,
     ) -> Result<(String, bool, String), EngineError> {
+        let (run_id, step) = self.locate(run_id, step).await?;
+        let (run_id, step) = (run_id.as_str(), step.as_str());
         let run = self.load_run(run_id).await?;
         let state = run
             .steps
