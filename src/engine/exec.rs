@@ -95,9 +95,10 @@ pub trait Persist: Send {
     ) -> Result<(), crate::store::StoreError>;
 
     /// Stores the run with the events that led to this state; with `durable`, fsynced before it
-    /// returns. The executor asks for durability before and after every side effect, when a run
-    /// waits, holds or finishes; the states between pure steps (scripts, logs) are written but not
-    /// waited on, since repeating a pure step after a crash changes nothing outside.
+    /// returns. The executor writes before and after every side effect, when a run waits, holds
+    /// or finishes, always durably; the states between pure steps (scripts, logs) are not written
+    /// on their own but with the next write, since repeating a pure step after a crash changes
+    /// nothing outside.
     async fn save(
         &mut self,
         run: &Run,
@@ -498,12 +499,17 @@ impl Executor {
                 };
                 if failed && step.on_error == OnError::Fail {
                     // The run (or the container) records the failure; the top level saves it.
-                    if !frame.is_top() {
-                        live.save(durable).await?;
+                    if !frame.is_top() && durable {
+                        live.save(true).await?;
                     }
                     return Ok(Flow::Failed(failure(frame, &address, error)));
                 }
-                live.save(durable).await?;
+                // A pure step's result is written with the next write the run needs (before a
+                // side effect, a wait, the end): repeating a pure step after a crash changes
+                // nothing outside, and a run of pure steps costs one write instead of one each.
+                if durable {
+                    live.save(true).await?;
+                }
                 Ok(Flow::Done)
             }
             StepOutcome::Wait(state) => {

@@ -651,7 +651,7 @@ impl Engine {
                     &data,
                 )
                 .await;
-            self.create(run).await?;
+            self.create_with(run, Some(data.clone())).await?;
         }
         Ok(())
     }
@@ -689,6 +689,16 @@ impl Engine {
 
     /// Stores a new run and starts it; `Ok(Some(id))` when an active run already holds its key.
     async fn create(self: &Arc<Self>, run: Run) -> Result<Option<String>, EngineError> {
+        self.create_with(run, None).await
+    }
+
+    /// [`Engine::create`], with what the run reads when the caller has it at hand: the first
+    /// advance then starts from the run and data in memory instead of reading them back.
+    async fn create_with(
+        self: &Arc<Self>,
+        run: Run,
+        data: Option<RunData>,
+    ) -> Result<Option<String>, EngineError> {
         let event = Event::new(
             EventKind::RunCreated,
             None,
@@ -708,7 +718,15 @@ impl Engine {
                         playbook: run.playbook.clone(),
                     })
                     .inc();
-                self.kick(run.id.clone());
+                match data {
+                    // On a shared store another replica may claim the run as soon as it is
+                    // stored, so what is in memory may be behind: it is read back under the lease.
+                    Some(data) if !self.shared => {
+                        let id = run.id.clone();
+                        self.spawn_advance(id, false, Some(Box::new((run, data))));
+                    }
+                    _ => self.kick(run.id.clone()),
+                }
                 Ok(None)
             }
         }
@@ -802,22 +820,28 @@ impl Engine {
 
     /// Advances a run on a worker (now, or when a worker is free).
     pub fn kick(self: &Arc<Self>, run_id: String) {
-        self.spawn_advance(run_id, false);
+        self.spawn_advance(run_id, false, None);
     }
 
     /// Advances a parent run whose called run ended: its `call` step looks at the child now,
     /// whenever the parent would next have woken by itself.
     fn wake(self: &Arc<Self>, run_id: String) {
-        self.spawn_advance(run_id, true);
+        self.spawn_advance(run_id, true, None);
     }
 
-    fn spawn_advance(self: &Arc<Self>, run_id: String, force: bool) {
+    /// Advances `run_id` on a worker; `preloaded` is the run as just created and what it reads.
+    fn spawn_advance(
+        self: &Arc<Self>,
+        run_id: String,
+        force: bool,
+        preloaded: Option<Box<(Run, RunData)>>,
+    ) {
         let engine = self.clone();
         tokio::spawn(async move {
             let Ok(_permit) = engine.workers.clone().acquire_owned().await else {
                 return;
             };
-            if let Err(error) = engine.advance(&run_id, force).await {
+            if let Err(error) = engine.advance(&run_id, force, preloaded).await {
                 if engine.shared {
                     tracing::warn!(run = %run_id, %error, "advancing the run failed; a replica claims it again when it is due");
                 } else {
@@ -827,7 +851,12 @@ impl Engine {
         });
     }
 
-    async fn advance(self: &Arc<Self>, run_id: &str, force: bool) -> Result<(), EngineError> {
+    async fn advance(
+        self: &Arc<Self>,
+        run_id: &str,
+        force: bool,
+        preloaded: Option<Box<(Run, RunData)>>,
+    ) -> Result<(), EngineError> {
         let lock = self.lock_for(run_id);
         let guard = lock.lock().await;
         // On a shared store another replica may hold the run: then it advances it, not this one.
@@ -841,7 +870,14 @@ impl Engine {
             if !leased? {
                 return Ok(None);
             }
-            let Some(mut run) = self.store.run(run_id).await.map_err(store_error)? else { return Ok(None) };
+            let (run, data) = match preloaded {
+                Some(both) => {
+                    let (run, data) = *both;
+                    (Some(run), Some(data))
+                }
+                None => (self.store.run(run_id).await.map_err(store_error)?, None),
+            };
+            let Some(mut run) = run else { return Ok(None) };
             if run.status.is_finished() || run.status == RunStatus::NeedsDecision {
                 return Ok(None);
             }
@@ -855,7 +891,10 @@ impl Engine {
                 tracing::warn!(run = run_id, playbook = %run.playbook, "the run's playbook is not loaded; the run waits for a reload");
                 return Ok(Some(Utc::now() + chrono::Duration::seconds(60)));
             };
-            let data = self.data_for(run.alert_id.as_deref(), run.incident_id.as_deref()).await?;
+            let data = match data {
+                Some(data) => data,
+                None => self.data_for(run.alert_id.as_deref(), run.incident_id.as_deref()).await?,
+            };
             let open_before: Vec<String> = open_requests(&run).into_iter().map(|r| r.step).collect();
             let closed_before: Vec<String> = run.steps.iter().filter(|(_, s)| s.approval.as_ref().is_some_and(|a| a.outcome.is_some())).map(|(id, _)| id.clone()).collect();
             let mut persist = StorePersist(self.store.clone(), self.watchers.clone(), Vec::new());

@@ -84,6 +84,7 @@ impl Scripts {
         Ok(Expr {
             ast: std::sync::Arc::new(ast),
             source: source.to_owned(),
+            reads: super::names_in(source),
         })
     }
 
@@ -97,6 +98,7 @@ impl Scripts {
         Ok(Expr {
             ast: std::sync::Arc::new(ast),
             source: source.to_owned(),
+            reads: super::names_in(source),
         })
     }
 
@@ -105,14 +107,21 @@ impl Scripts {
     /// async task.
     pub fn eval(&self, expr: &Expr, ctx: &Context) -> Result<Value, ScriptError> {
         let mut scope = Scope::new();
-        for (name, value) in [
-            ("alert", &ctx.alert),
-            ("incident", &ctx.incident),
-            ("steps", &ctx.steps),
-            ("vars", &ctx.vars),
-            ("inputs", &ctx.inputs),
-        ] {
-            scope.push(name, to_dynamic(value)?);
+        let values = [
+            &ctx.alert,
+            &ctx.incident,
+            &ctx.steps,
+            &ctx.vars,
+            &ctx.inputs,
+        ];
+        for (i, (name, value)) in NAMES.iter().zip(values).enumerate() {
+            // Converting the context is most of an evaluation's cost: only what the text names.
+            let value = if expr.reads & (1 << i) != 0 {
+                to_dynamic(value)?
+            } else {
+                Dynamic::UNIT
+            };
+            scope.push(*name, value);
         }
         if let Some((name, value)) = &ctx.item {
             scope.push(name.clone(), to_dynamic(value)?);
@@ -230,6 +239,23 @@ pub fn describe(value: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use serde_json::json;
+
+    #[test]
+    fn only_the_names_an_expression_writes_are_read() {
+        use super::super::names_in;
+        assert_eq!(names_in("alert.kind == \"x\""), 0b00001);
+        assert_eq!(names_in("steps.a.output + incident.alert_count"), 0b00110);
+        assert_eq!(names_in("my_alert + alerts + inputs_x"), 0);
+        assert_eq!(names_in("vars.x + inputs.y"), 0b11000);
+        let scripts = super::Scripts::default();
+        let expr = scripts.compile_expr("steps.a.output + 1", &[]).unwrap();
+        let ctx = super::Context {
+            steps: json!({ "a": { "output": 41 } }),
+            alert: json!({ "huge": "not converted" }),
+            ..Default::default()
+        };
+        assert_eq!(scripts.eval(&expr, &ctx).unwrap(), json!(42));
+    }
 
     use super::*;
 

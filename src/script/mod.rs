@@ -69,6 +69,32 @@ pub struct Expr {
     pub(crate) ast: std::sync::Arc<rhai::AST>,
     /// The source, for messages.
     pub source: String,
+    /// Which of [`NAMES`] the source mentions (bit `i` for `NAMES[i]`): only those are converted
+    /// into the scope when it runs, the others stand there as `()`. A name can only be read by
+    /// writing it (there is no `eval`), so a name the text does not hold is never read.
+    pub(crate) reads: u8,
+}
+
+/// Which of [`NAMES`] `source` mentions as a whole word (see [`Expr::reads`]).
+pub(crate) fn names_in(source: &str) -> u8 {
+    let bytes = source.as_bytes();
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let mut reads = 0;
+    for (i, name) in NAMES.iter().enumerate() {
+        let mut from = 0;
+        while let Some(at) = source[from..].find(name) {
+            let start = from + at;
+            let end = start + name.len();
+            let before = start == 0 || !word(bytes[start - 1]);
+            let after = end == bytes.len() || !word(bytes[end]);
+            if before && after {
+                reads |= 1 << i;
+                break;
+            }
+            from = end;
+        }
+    }
+    reads
 }
 
 /// A script that would not compile or failed at run time. `line` and `column` are 1-based within

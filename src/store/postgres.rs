@@ -142,7 +142,26 @@ pub struct PostgresStore {
     run_writes: tokio::sync::mpsc::UnboundedSender<RunWrite>,
     /// Queries and run batches under way, for `/readyz`.
     pending: Arc<Pending>,
+    /// Alerts waiting for the next ingest commit (see [`PostgresStore::ingest`]).
+    ingest_queue: std::sync::Mutex<std::collections::VecDeque<IngestWrite>>,
+    /// Ingest commits that may be under way at once.
+    ingest_slots: tokio::sync::Semaphore,
+    /// Told when an ingest commit ends: callers whose alerts wait take the next one.
+    ingest_done: tokio::sync::Notify,
 }
+
+/// One [`Store::ingest`] call's alerts, waiting to be committed with others.
+struct IngestWrite {
+    alerts: Vec<Alert>,
+    now: DateTime<Utc>,
+    done: tokio::sync::oneshot::Sender<Result<Vec<Accepted>, Fail>>,
+}
+
+/// Ingest commits side by side, and the alerts one commit carries at most. Each alert is a few
+/// statements in its transaction; the commit (a WAL flush) and its round trips are what one
+/// transaction per request paid for each alert, and now a batch shares.
+const INGEST_WRITERS: usize = 4;
+const INGEST_BATCH: usize = 128;
 
 /// This replica's identity and lease length, shared with the task that renews its leases (which
 /// ends when the store is dropped).
@@ -368,6 +387,9 @@ impl PostgresStore {
             leases,
             run_writes,
             pending,
+            ingest_queue: std::sync::Mutex::default(),
+            ingest_slots: tokio::sync::Semaphore::new(INGEST_WRITERS),
+            ingest_done: tokio::sync::Notify::new(),
         })
     }
 
@@ -658,6 +680,93 @@ impl PostgresStore {
             tx.commit().await?;
             Ok(())
         })
+    }
+
+    fn lock_ingest_queue(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::VecDeque<IngestWrite>> {
+        self.ingest_queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The queued ingest calls one commit takes: in order, up to [`INGEST_BATCH`] alerts (and at
+    /// least one call).
+    fn take_ingest_batch(&self) -> Vec<IngestWrite> {
+        let mut queue = self.lock_ingest_queue();
+        let mut batch = Vec::new();
+        let mut alerts = 0;
+        while let Some(next) = queue.front() {
+            if !batch.is_empty() && alerts + next.alerts.len() > INGEST_BATCH {
+                break;
+            }
+            alerts += next.alerts.len();
+            batch.extend(queue.pop_front());
+        }
+        batch
+    }
+
+    /// Commits `batch` in one transaction and answers each call; when that fails, each call
+    /// alone (tried again as every transaction is).
+    async fn commit_ingest(&self, batch: Vec<IngestWrite>) {
+        if batch.len() > 1 {
+            let writes: Vec<&IngestWrite> = batch.iter().collect();
+            if let Ok(outcomes) = self.ingest_transaction(&writes).await {
+                for (write, outcome) in batch.into_iter().zip(outcomes) {
+                    let _ = write.done.send(Ok(outcome));
+                }
+                return;
+            }
+        }
+        for write in batch {
+            let mut attempt = 1;
+            let outcome = loop {
+                match self.ingest_transaction(&[&write]).await {
+                    Ok(mut outcomes) => break Ok(outcomes.pop().unwrap_or_default()),
+                    Err(e) if e.retryable() && attempt < ATTEMPTS => {
+                        attempt += 1;
+                        tokio::time::sleep(Duration::from_millis(5 * attempt as u64)).await;
+                    }
+                    Err(e) => break Err(e),
+                }
+            };
+            let _ = write.done.send(outcome);
+        }
+    }
+
+    /// One transaction placing the alerts of `writes`: what each call's alerts became.
+    async fn ingest_transaction(
+        &self,
+        writes: &[&IngestWrite],
+    ) -> Result<Vec<Vec<Accepted>>, Fail> {
+        // Every key the alerts may read or move, locked in one order.
+        let mut locks: Vec<i64> = Vec::new();
+        for alert in writes.iter().flat_map(|w| &w.alerts) {
+            locks.push(key_lock("dedup", &alert.dedup_key));
+            if let Some(entity) = alert.entity_key() {
+                locks.push(key_lock("entity", &entity));
+            }
+        }
+        locks.sort_unstable();
+        locks.dedup();
+        let started = Instant::now();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let lock = tx
+            .prepare_cached("SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS k")
+            .await?;
+        tx.query_one(&lock, &[&locks]).await?;
+        let mut outcomes = Vec::with_capacity(writes.len());
+        for write in writes {
+            let mut accepted = Vec::with_capacity(write.alerts.len());
+            for alert in write.alerts.iter().cloned() {
+                accepted.push(self.place(&tx, alert, write.now).await?);
+            }
+            outcomes.push(accepted);
+        }
+        tx.commit().await?;
+        self.observe_commit(started);
+        Ok(outcomes)
     }
 
     /// Queues a run write for the [`RunWriter`]s and waits for its own outcome.
@@ -1234,6 +1343,10 @@ impl<'a> Filtered<'a> {
 
 #[async_trait]
 impl Store for PostgresStore {
+    /// Alerts are committed in batches: the call queues its alerts, and whichever caller finds a
+    /// commit slot free takes what is queued (its own alerts or others') into one transaction;
+    /// the others wait for their answer. A batch that fails is committed again one call at a
+    /// time, so one bad alert answers only its own caller.
     async fn ingest(
         &self,
         alerts: Vec<Alert>,
@@ -1242,34 +1355,35 @@ impl Store for PostgresStore {
         if alerts.is_empty() {
             return Ok(Vec::new());
         }
-        // Every key the alerts may read or move, locked in one order.
-        let mut locks: Vec<i64> = Vec::with_capacity(alerts.len() * 2);
-        for alert in &alerts {
-            locks.push(key_lock("dedup", &alert.dedup_key));
-            if let Some(entity) = alert.entity_key() {
-                locks.push(key_lock("entity", &entity));
-            }
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(StoreError::Closed);
         }
-        locks.sort_unstable();
-        locks.dedup();
-        let started = Instant::now();
-        let accepted = transaction!(self, client, {
-            let tx = client.transaction().await?;
-            let lock = tx
-                .prepare_cached(
-                    "SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS k",
-                )
-                .await?;
-            tx.query_one(&lock, &[&locks]).await?;
-            let mut accepted = Vec::with_capacity(alerts.len());
-            for alert in alerts.iter().cloned() {
-                accepted.push(self.place(&tx, alert, now).await?);
+        let (done, mut outcome) = tokio::sync::oneshot::channel();
+        self.lock_ingest_queue()
+            .push_back(IngestWrite { alerts, now, done });
+        loop {
+            if let Ok(slot) = self.ingest_slots.try_acquire() {
+                let batch = self.take_ingest_batch();
+                if !batch.is_empty() {
+                    self.commit_ingest(batch).await;
+                    drop(slot);
+                    self.ingest_done.notify_waiters();
+                }
             }
-            tx.commit().await?;
-            Ok(accepted)
-        })?;
-        self.observe_commit(started);
-        Ok(accepted)
+            // Registered before looking, so an end of commit after the look still wakes it.
+            let ended = self.ingest_done.notified();
+            match outcome.try_recv() {
+                Ok(result) => return self.settle(result),
+                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                    return Err(StoreError::Closed);
+                }
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
+            }
+            if self.ingest_slots.available_permits() > 0 && !self.lock_ingest_queue().is_empty() {
+                continue;
+            }
+            ended.await;
+        }
     }
 
     async fn alert(&self, id: &str) -> Result<Option<Alert>, StoreError> {
