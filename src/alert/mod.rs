@@ -396,6 +396,35 @@ impl Incident {
             .saturating_sub(self.at_source.suppressed)
     }
 
+    /// Where its alerts stand at their sources, in a line for cards and reports: `None` while
+    /// every alert fires (the usual case, and the only one for sources with no lifecycle), else
+    /// `1 firing, 1 resolved at the source`, or, once none fires,
+    /// `1 resolved, 1 suppressed at the source; none firing since 2024-05-01 12:05 UTC`.
+    pub fn at_source_summary(&self) -> Option<String> {
+        let s = &self.at_source;
+        if s.resolved == 0 && s.suppressed == 0 {
+            return None;
+        }
+        let firing = self.firing();
+        let parts: Vec<String> = [
+            (firing, "firing"),
+            (s.resolved, "resolved"),
+            (s.suppressed, "suppressed"),
+        ]
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, word)| format!("{n} {word}"))
+        .collect();
+        let mut line = format!("{} at the source", parts.join(", "));
+        if let Some(since) = s.quiet_since {
+            line.push_str(&format!(
+                "; none firing since {}",
+                since.format("%Y-%m-%d %H:%M UTC")
+            ));
+        }
+        Some(line)
+    }
+
     /// Counts one of its alerts moving at the source from `from` (`None`: a new alert) to `to`,
     /// at `at`. The incident is quiet at the source from the moment its last firing alert stops
     /// firing until one fires again.
@@ -417,4 +446,55 @@ impl Incident {
 /// A new time-ordered id.
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert(state: AlertState) -> Alert {
+        let raw = RawValue::from_string("{}".into()).expect("raw");
+        let mut alert = Alert::new("alertmanager", "HighCPU", raw);
+        alert.state = state;
+        alert.received_at = "2024-05-01T12:00:00Z".parse().expect("time");
+        alert.finish()
+    }
+
+    #[test]
+    fn the_state_is_stored_by_name_and_an_alert_stored_before_it_existed_is_firing() {
+        let resolved = serde_json::to_value(alert(AlertState::Resolved)).expect("JSON");
+        assert_eq!(resolved["state"], "resolved");
+        let mut old = resolved.clone();
+        old.as_object_mut().expect("object").remove("state");
+        let old: Alert = serde_json::from_value(old).expect("reads");
+        assert_eq!(old.state, AlertState::Firing);
+        let incident: Incident = serde_json::from_value(serde_json::json!({
+            "id": "i", "title": "t", "severity": 5, "status": "open", "sources": ["falco"],
+            "alert_count": 3, "event_count": 3,
+            "created_at": "2024-05-01T12:00:00Z", "updated_at": "2024-05-01T12:00:00Z"
+        }))
+        .expect("an incident stored before states were counted");
+        assert_eq!(incident.firing(), 3);
+        assert_eq!(incident.at_source_summary(), None);
+    }
+
+    #[test]
+    fn the_summary_says_how_many_alerts_stand_where_and_since_when_none_fires() {
+        let mut incident = Incident::open_for(&alert(AlertState::Firing));
+        assert_eq!(incident.at_source_summary(), None);
+        incident.add(&alert(AlertState::Resolved));
+        assert_eq!(
+            incident.at_source_summary().as_deref(),
+            Some("1 firing, 1 resolved at the source")
+        );
+        let at = "2024-05-01T12:05:00Z".parse().expect("time");
+        incident.count_state(Some(AlertState::Firing), AlertState::Suppressed, at);
+        assert_eq!(
+            incident.at_source_summary().as_deref(),
+            Some("1 resolved, 1 suppressed at the source; none firing since 2024-05-01 12:05 UTC")
+        );
+        incident.count_state(Some(AlertState::Suppressed), AlertState::Firing, at);
+        assert_eq!(incident.at_source.quiet_since, None);
+        assert_eq!(incident.firing(), 1);
+    }
 }

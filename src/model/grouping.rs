@@ -669,6 +669,7 @@ mod tests {
         let config = GroupingConfig {
             dedup_window: crate::config::HumanDuration(std::time::Duration::from_secs(60)),
             incident_window: crate::config::HumanDuration(std::time::Duration::MAX),
+            ..GroupingConfig::default()
         };
         let rule = Grouping::from(&config);
         assert_eq!(rule.dedup_window, TimeDelta::seconds(60));
