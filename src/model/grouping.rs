@@ -80,17 +80,8 @@ pub enum Placement {
         alert: Alert,
         incident: Incident,
         new_incident: bool,
-        follows: Option<Alert>,
+        follows: Option<Box<Alert>>,
     },
-}
-
-/// The outcome of [`Grouping::repeat`]: placed, or handed back for [`Grouping::file`].
-#[derive(Debug, Clone)]
-pub enum Dedup {
-    /// A repeat, or a change of state of the earlier alert.
-    Placed(Placement),
-    /// Neither: the alert, to file.
-    File(Alert),
 }
 
 impl Placement {
@@ -114,7 +105,7 @@ impl Placement {
             Placement::New {
                 follows: Some(earlier),
                 ..
-            } => Some(earlier),
+            } => Some(earlier.as_ref()),
             _ => None,
         }
     }
@@ -168,35 +159,35 @@ impl Grouping {
     /// Step one: what `alert`, received at `now`, is to `earlier`, the latest stored alert with its
     /// dedup key, together with the incident that alert is in (`None` when there is no such
     /// alert, or its incident is gone): a repeat of it, a change of its state at the source (see
-    /// the module's rules), or neither, and then the alert is handed back to be filed.
+    /// the module's rules), or neither (`None`: file it with [`Grouping::file`]).
     pub fn repeat(
         &self,
-        mut alert: Alert,
+        alert: &Alert,
         earlier: Option<(Alert, Incident)>,
         now: DateTime<Utc>,
-    ) -> Dedup {
-        let Some((mut earlier, mut incident)) = earlier else {
-            return Dedup::File(alert);
-        };
+    ) -> Option<Placement> {
+        let (mut earlier, mut incident) = earlier?;
         let open = incident.status == IncidentStatus::Open;
         if alert.state == earlier.state {
             let last = earlier.last_seen_at.unwrap_or(earlier.received_at);
             let counted = !alert.state.is_firing() || (open && now - last <= self.dedup_window);
             if !counted {
-                return Dedup::File(alert);
+                return None;
             }
             earlier.repeat_count = earlier.repeat_count.saturating_add(1);
             earlier.last_seen_at = Some(now);
             incident.event_count = incident.event_count.saturating_add(1);
             incident.updated_at = now;
-            return Dedup::Placed(Placement::Repeat {
+            return Some(Placement::Repeat {
                 alert: earlier,
                 incident,
             });
         }
         if !open && alert.state.is_firing() {
-            return Dedup::File(alert);
+            return None;
         }
+        // Changes of state are rare next to repeats: only they pay for a copy.
+        let mut alert = alert.clone();
         alert.follows = Some(earlier.id.clone());
         alert.incident_id = incident.id.clone();
         earlier.followed_by = Some(alert.id.clone());
@@ -206,11 +197,11 @@ impl Grouping {
             incident.severity = incident.severity.max(alert.severity.score);
         }
         incident.updated_at = now;
-        Dedup::Placed(Placement::New {
+        Some(Placement::New {
             alert,
             incident,
             new_incident: false,
-            follows: Some(earlier),
+            follows: Some(Box::new(earlier)),
         })
     }
 
@@ -288,21 +279,13 @@ mod tests {
         alert.finish()
     }
 
-    /// The placement of step one, if it placed the alert.
-    fn placed(dedup: Dedup) -> Option<Placement> {
-        match dedup {
-            Dedup::Placed(placement) => Some(placement),
-            Dedup::File(_) => None,
-        }
-    }
-
     /// Step one for the same firing alert about `pod-1` received again at `now`.
     fn again(
         rule: &Grouping,
         earlier: Option<(Alert, Incident)>,
         now: DateTime<Utc>,
     ) -> Option<Placement> {
-        placed(rule.repeat(alert(Some("pod-1"), 5, now), earlier, now))
+        rule.repeat(&alert(Some("pod-1"), 5, now), earlier, now)
     }
 
     /// The alert about `pod-1` received at `at` in `state` at the source.
@@ -329,7 +312,8 @@ mod tests {
         let earlier = stored(&rule, alert(Some("pod-1"), 5, t0()));
         let (id, incident_id) = (earlier.0.id.clone(), earlier.1.id.clone());
         let now = t0() + minutes(59);
-        let placed = placed(rule.repeat(alert(Some("pod-1"), 5, now), Some(earlier), now))
+        let placed = rule
+            .repeat(&alert(Some("pod-1"), 5, now), Some(earlier), now)
             .expect("a repeat");
         assert_eq!(
             placed.accepted(),
@@ -489,7 +473,8 @@ mod tests {
         let (firing_id, incident_id) = (earlier.0.id.clone(), earlier.1.id.clone());
         // Days later, long past both windows: still the same alert's life.
         let now = t0() + TimeDelta::days(3);
-        let placed = placed(rule.repeat(in_state(AlertState::Resolved, now), Some(earlier), now))
+        let placed = rule
+            .repeat(&in_state(AlertState::Resolved, now), Some(earlier), now)
             .expect("placed with the earlier alert");
         let accepted = placed.accepted();
         assert!(!accepted.duplicate && !accepted.new_incident);
@@ -527,18 +512,19 @@ mod tests {
             alert: resolved,
             mut incident,
             ..
-        }) = placed(rule.repeat(in_state(AlertState::Resolved, now), Some(earlier), now))
+        }) = rule.repeat(&in_state(AlertState::Resolved, now), Some(earlier), now)
         else {
             panic!("not a change of state");
         };
         incident.status = IncidentStatus::Resolved;
         let later = now + TimeDelta::days(2);
-        let placed = placed(rule.repeat(
-            in_state(AlertState::Resolved, later),
-            Some((resolved.clone(), incident)),
-            later,
-        ))
-        .expect("a repeat");
+        let placed = rule
+            .repeat(
+                &in_state(AlertState::Resolved, later),
+                Some((resolved.clone(), incident)),
+                later,
+            )
+            .expect("a repeat");
         let accepted = placed.accepted();
         assert!(accepted.duplicate);
         assert_eq!(accepted.alert_id, resolved.id);
@@ -555,17 +541,18 @@ mod tests {
             alert: resolved,
             incident,
             ..
-        }) = placed(rule.repeat(in_state(AlertState::Resolved, t1), Some(earlier), t1))
+        }) = rule.repeat(&in_state(AlertState::Resolved, t1), Some(earlier), t1)
         else {
             panic!("not a change of state");
         };
         let t2 = t1 + minutes(5);
-        let refired = placed(rule.repeat(
-            in_state(AlertState::Firing, t2),
-            Some((resolved.clone(), incident.clone())),
-            t2,
-        ))
-        .expect("follows the resolved alert");
+        let refired = rule
+            .repeat(
+                &in_state(AlertState::Firing, t2),
+                Some((resolved.clone(), incident.clone())),
+                t2,
+            )
+            .expect("follows the resolved alert");
         assert_eq!(
             refired.accepted().follows.as_deref(),
             Some(resolved.id.as_str())
@@ -577,15 +564,11 @@ mod tests {
 
         let mut closed = incident;
         closed.status = IncidentStatus::Resolved;
-        let dedup = rule.repeat(
-            in_state(AlertState::Firing, t2),
-            Some((resolved, closed)),
-            t2,
-        );
-        assert!(
-            matches!(dedup, Dedup::File(ref a) if a.follows.is_none()),
-            "{dedup:?}"
-        );
+        let refired = in_state(AlertState::Firing, t2);
+        let placed = rule.repeat(&refired, Some((resolved, closed)), t2);
+        assert!(placed.is_none(), "filed like any new alert: {placed:?}");
+        let filed = rule.file(refired, None, t2);
+        assert!(filed.accepted().new_incident && filed.follows().is_none());
     }
 
     #[test]
@@ -594,12 +577,13 @@ mod tests {
         let (firing, mut incident) = stored(&rule, alert(Some("pod-1"), 5, t0()));
         incident.status = IncidentStatus::Resolved;
         let now = t0() + minutes(30);
-        let placed = placed(rule.repeat(
-            in_state(AlertState::Resolved, now),
-            Some((firing, incident.clone())),
-            now,
-        ))
-        .expect("follows");
+        let placed = rule
+            .repeat(
+                &in_state(AlertState::Resolved, now),
+                Some((firing, incident.clone())),
+                now,
+            )
+            .expect("follows");
         assert_eq!(placed.incident().id, incident.id);
         assert_eq!(placed.incident().status, IncidentStatus::Resolved);
         assert_eq!(placed.incident().at_source.resolved, 1);
@@ -609,9 +593,11 @@ mod tests {
     fn an_alert_first_heard_of_as_resolved_is_filed_and_counted_resolved() {
         let rule = rule();
         let now = t0();
-        let Dedup::File(alert) = rule.repeat(in_state(AlertState::Resolved, now), None, now) else {
-            panic!("nothing to follow");
-        };
+        let alert = in_state(AlertState::Resolved, now);
+        assert!(
+            rule.repeat(&alert, None, now).is_none(),
+            "nothing to follow"
+        );
         let placed = rule.file(alert, None, now);
         assert!(placed.accepted().new_incident);
         assert_eq!(placed.incident().at_source.resolved, 1);
@@ -637,7 +623,9 @@ mod tests {
         let t2 = t0() + minutes(2);
         let mut suppressed = in_state(AlertState::Suppressed, t2);
         suppressed.dedup_key = first.dedup_key.clone();
-        let placed = placed_or_panic(rule.repeat(suppressed, Some((first, incident)), t2));
+        let placed = rule
+            .repeat(&suppressed, Some((first, incident)), t2)
+            .expect("placed");
         let incident = placed.incident().clone();
         assert_eq!((incident.firing(), incident.at_source.suppressed), (1, 1));
         assert_eq!(incident.at_source.quiet_since, None);
@@ -646,7 +634,9 @@ mod tests {
         let mut resolved = second.clone();
         resolved.id = crate::alert::new_id();
         resolved.state = AlertState::Resolved;
-        let placed = placed_or_panic(rule.repeat(resolved, Some((second, incident)), t3));
+        let placed = rule
+            .repeat(&resolved, Some((second, incident)), t3)
+            .expect("placed");
         let incident = placed.incident();
         assert_eq!(
             (
@@ -658,10 +648,6 @@ mod tests {
         );
         assert_eq!(incident.at_source.quiet_since, Some(t3));
         assert_eq!(incident.alert_count, 2);
-    }
-
-    fn placed_or_panic(dedup: Dedup) -> Placement {
-        placed(dedup).expect("placed")
     }
 
     #[test]

@@ -67,7 +67,7 @@ use super::{Accepted, AlertQuery, IncidentQuery, Record, RunQuery, Store, StoreE
 use crate::alert::{Alert, Incident, IncidentStatus};
 use crate::config::{GroupingConfig, StoreConfig};
 use crate::model::audit::{AuditEntry, NewEntry, VerifyReport};
-use crate::model::grouping::{Dedup, Grouping, Placement};
+use crate::model::grouping::{Grouping, Placement};
 use crate::model::outbox::OutboxEntry;
 use crate::model::run::{Run, RunStatus};
 use crate::telemetry::Metrics;
@@ -587,14 +587,9 @@ impl PostgresStore {
             Some(row) => Some((doc::<Alert>(&row, 0)?, doc::<Incident>(&row, 1)?)),
             None => None,
         };
-        let placed = match self.grouping.repeat(alert, earlier, now) {
-            Dedup::Placed(placed @ Placement::Repeat { .. }) => {
-                put_alert(tx, placed.alert(), false).await?;
-                put_incident(tx, placed.incident()).await?;
-                return Ok(placed.accepted());
-            }
-            Dedup::Placed(placed) => placed,
-            Dedup::File(alert) => {
+        let placed = match self.grouping.repeat(&alert, earlier, now) {
+            Some(placed) => placed,
+            None => {
                 let mut latest = None;
                 if let Some(entity) = alert.entity_key() {
                     let select = tx
@@ -610,6 +605,11 @@ impl PostgresStore {
                 self.grouping.file(alert, latest, now)
             }
         };
+        if let Placement::Repeat { alert, incident } = &placed {
+            put_alert(tx, alert, false).await?;
+            put_incident(tx, incident).await?;
+            return Ok(placed.accepted());
+        }
         if let Some(earlier) = placed.follows() {
             // Keeps its own pending marker: its runs are its own.
             put_alert(tx, earlier, false).await?;

@@ -47,7 +47,7 @@ use super::{Accepted, AlertQuery, IncidentQuery, Record, RunQuery, Store, StoreE
 use crate::alert::{Alert, Incident};
 use crate::config::{GroupingConfig, StoreConfig};
 use crate::model::audit::{AuditEntry, NewEntry, VerifyReport};
-use crate::model::grouping::{Dedup, Grouping, Placement};
+use crate::model::grouping::{Grouping, Placement};
 use crate::model::outbox::OutboxEntry;
 use crate::model::run::Run;
 use crate::telemetry::Metrics;
@@ -1252,14 +1252,9 @@ impl Writer {
         {
             earlier = Some((existing, incident));
         }
-        let placed = match self.grouping.repeat(alert, earlier, now) {
-            Dedup::Placed(placed @ Placement::Repeat { .. }) => {
-                group.put(alert_key(&placed.alert().id), placed.alert());
-                group.put(incident_key(&placed.incident().id), placed.incident());
-                return Ok(placed.accepted());
-            }
-            Dedup::Placed(placed) => placed,
-            Dedup::File(alert) => {
+        let placed = match self.grouping.repeat(&alert, earlier, now) {
+            Some(placed) => placed,
+            None => {
                 let mut latest = None;
                 if let Some(entity) = alert.entity_key()
                     && let Some(incident_id) =
@@ -1270,6 +1265,11 @@ impl Writer {
                 self.grouping.file(alert, latest, now)
             }
         };
+        if let Placement::Repeat { alert, incident } = &placed {
+            group.put(alert_key(&alert.id), alert);
+            group.put(incident_key(&incident.id), incident);
+            return Ok(placed.accepted());
+        }
         if let Some(earlier) = placed.follows() {
             group.put(alert_key(&earlier.id), earlier);
         }
