@@ -6,8 +6,12 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use cordon::config::{GroupingConfig, StoreConfig, StoreKind};
+use cordon::intake::formats::SourceKind;
+use cordon::store::Store;
 use serde_json::{Value, json};
 use support::alertmanager::Alertmanager;
 use support::*;
@@ -332,4 +336,99 @@ async fn by_default_a_resolution_at_the_source_is_noted_and_the_incident_stays_o
     assert_eq!(shown["incident"]["status"], "open");
     assert_eq!(shown["incident"]["alert_count"], 2);
     assert!(shown["incident"]["at_source"]["quiet_since"].is_null());
+}
+
+/// An Alertmanager notification for `HighCPU` on web-1 in `status`, as Alertmanager 0.25 sends it.
+fn notification(status: &str) -> Vec<u8> {
+    let ends = if status == "resolved" {
+        "2026-01-02T03:09:00Z"
+    } else {
+        "0001-01-01T00:00:00Z"
+    };
+    serde_json::to_vec(&json!({
+        "receiver": "cordon", "status": status, "version": "4", "truncatedAlerts": 0,
+        "groupKey": "{}:{alertname=\"HighCPU\"}", "groupLabels": { "alertname": "HighCPU" },
+        "alerts": [{ "status": status, "labels": labels("HighCPU"), "annotations": annotations("HighCPU"),
+                     "startsAt": "2026-01-02T03:04:00Z", "endsAt": ends, "generatorURL": "",
+                     "fingerprint": "cc6e49118c0ea32b" }]
+    }))
+    .unwrap()
+}
+
+/// What the embedded store and PostgreSQL both write for a resolution: the resolved alert, waiting
+/// to be matched, following the firing one, which names it; one alert counted resolved in the
+/// incident; and the resolution again only counted.
+async fn a_change_of_state_is_stored_as_an_alert_following_the_earlier(store: Arc<dyn Store>) {
+    let now = chrono::Utc::now();
+    let normalize = |status| {
+        SourceKind::Alertmanager
+            .normalize(&notification(status))
+            .unwrap()
+    };
+    let firing = store.ingest(normalize("firing"), now).await.unwrap();
+    let firing_id = firing[0].alert_id.clone();
+    store.matched(&firing_id).await.unwrap();
+
+    let resolved = store.ingest(normalize("resolved"), now).await.unwrap();
+    let answer = serde_json::to_value(&resolved[0]).unwrap();
+    assert_eq!(answer["duplicate"], false, "{answer}");
+    assert_eq!(answer["state"], "resolved");
+    assert_eq!(answer["follows"], firing_id.as_str());
+    assert_eq!(answer["incident_id"], firing[0].incident_id.as_str());
+    let resolved_id = resolved[0].alert_id.clone();
+    assert_ne!(resolved_id, firing_id);
+    assert_eq!(
+        store.pending_matches().await.unwrap(),
+        [resolved_id.clone()]
+    );
+
+    let earlier = store.alert(&firing_id).await.unwrap().unwrap();
+    assert_eq!(earlier.followed_by.as_deref(), Some(resolved_id.as_str()));
+    let later = store.alert(&resolved_id).await.unwrap().unwrap();
+    assert_eq!(later.follows.as_deref(), Some(firing_id.as_str()));
+    assert_eq!(later.observed_at.to_rfc3339(), "2026-01-02T03:09:00+00:00");
+    let incident = store.incident(&later.incident_id).await.unwrap().unwrap();
+    assert_eq!((incident.alert_count, incident.event_count), (1, 2));
+    assert_eq!((incident.firing(), incident.at_source.resolved), (0, 1));
+    assert!(incident.at_source.quiet_since.is_some());
+
+    let again = store.ingest(normalize("resolved"), now).await.unwrap();
+    assert!(again[0].duplicate);
+    assert_eq!(
+        (again[0].alert_id.as_str(), again[0].repeat_count),
+        (resolved_id.as_str(), 2)
+    );
+    assert_eq!(store.pending_matches().await.unwrap(), [resolved_id]);
+    store.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_of_state_is_stored_alike_on_sled() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        path: dir.path().join("store"),
+        ..StoreConfig::default()
+    };
+    let metrics = Arc::new(cordon::telemetry::Metrics::new());
+    let store = cordon::store::open(&config, &GroupingConfig::default(), metrics)
+        .await
+        .unwrap();
+    a_change_of_state_is_stored_as_an_alert_following_the_earlier(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_of_state_is_stored_alike_on_postgres() {
+    let (schema, url) = pg::named_schema().await;
+    let config = StoreConfig {
+        kind: StoreKind::Postgres,
+        url: Some(cordon::config::Secret::new(&url)),
+        pool_size: 2,
+        ..StoreConfig::default()
+    };
+    let metrics = Arc::new(cordon::telemetry::Metrics::new());
+    let store = cordon::store::open(&config, &GroupingConfig::default(), metrics)
+        .await
+        .unwrap_or_else(|e| panic!("open postgres: {e}"));
+    a_change_of_state_is_stored_as_an_alert_following_the_earlier(store).await;
+    pg::drop_schema(&schema).await;
 }
