@@ -310,7 +310,8 @@ pub struct Incident {
     pub entity: Option<String>,
     /// Sources that contributed alerts.
     pub sources: Vec<String>,
-    /// Distinct alerts in the incident.
+    /// Distinct alerts in the incident. An alert whose state changed at its source counts once,
+    /// though each change is stored as an alert of its own (see [`Alert::follows`]).
     pub alert_count: u32,
     /// Alerts received including repeats.
     pub event_count: u32,

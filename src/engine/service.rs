@@ -651,8 +651,8 @@ impl Engine {
 
     /// Once an alert that is not firing is matched: resolves its incident when the policy says so
     /// (`resolve`; `note` leaves it to people, the incident's `at_source` and its card and report
-    /// saying it) and no alert of the incident fires at its source any more. Runs of `state: resolved`
-    /// playbooks are created first, so they start before the incident's resolution is told.
+    /// saying it) and no alert of the incident fires at its source any more. Runs of
+    /// `state: resolved` playbooks are created first, so they start before the resolution is told.
     /// Matching is repeated after a crash until it is recorded, so this happens at least once;
     /// resolving a resolved incident changes nothing.
     async fn after_source_state(&self, alert: &crate::alert::Alert) -> Result<(), EngineError> {

@@ -1,5 +1,6 @@
 //! Deduplication and incident grouping: whether an alert is a repeat of one already stored, a
-//! change of its state at the source, and otherwise which incident it joins or whether it opens one.
+//! change of its state at the source, and otherwise which incident it joins or whether it opens
+//! one.
 //!
 //! The rule is pure: it decides from what a store read and returns what the store must write.
 //! Every backend reads, calls [`Grouping`] and writes inside one atomic write (a sled group commit,

@@ -1,6 +1,6 @@
 //! Prometheus Alertmanager for the tests: Debian 12's `prometheus-alertmanager` 0.25, which
-//! scripts/peers extracts under `.tools/` and names in `CORDON_TEST_ALERTMANAGER`. It runs on a free
-//! port of 127.0.0.1 with clustering off, its data in a temporary folder, and one receiver: a
+//! scripts/peers extracts under `.tools/` and names in `CORDON_TEST_ALERTMANAGER`. It runs on a
+//! free port of 127.0.0.1 with clustering off, its data in a temporary folder, and one receiver: a
 //! webhook (`send_resolved: true`) to the Cordon under test, with the test intake token as its
 //! bearer credential. Alerts are posted to its own API (`POST /api/v2/alerts`), as Prometheus
 //! posts them. Dropping it stops it.
