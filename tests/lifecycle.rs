@@ -379,7 +379,7 @@ async fn a_change_of_state_is_stored_as_an_alert_following_the_earlier(store: Ar
     assert_ne!(resolved_id, firing_id);
     assert_eq!(
         store.pending_matches().await.unwrap(),
-        [resolved_id.clone()]
+        std::slice::from_ref(&resolved_id)
     );
 
     let earlier = store.alert(&firing_id).await.unwrap().unwrap();
