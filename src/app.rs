@@ -526,6 +526,7 @@ async fn start_engine(
             people: Arc::new(crate::trust::Directory::new(config, store_for_people)),
             undo_approvers: config.guardrails.undo_approvers.clone(),
         },
+        config.grouping.resolved_at_source,
         config.playbooks.workers,
         metrics,
     );

@@ -44,6 +44,7 @@ fn the_example_config_loads_and_documents_the_defaults() {
         store.cache_mb,
         grouping.dedup_window,
         grouping.incident_window,
+        grouping.resolved_at_source,
         log.format,
         log.level,
         playbooks.paths,

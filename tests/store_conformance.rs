@@ -34,6 +34,7 @@ fn grouping() -> GroupingConfig {
     GroupingConfig {
         dedup_window: HumanDuration::secs(3600),
         incident_window: HumanDuration::secs(4 * 3600),
+        ..GroupingConfig::default()
     }
 }
 

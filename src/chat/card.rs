@@ -20,6 +20,10 @@ pub struct Card {
     pub severity: u8,
     pub resource: Option<String>,
     pub actor: Option<String>,
+    /// Where the incident's alerts stand at their sources, once one of them is no longer firing
+    /// there (see [`crate::alert::Incident::at_source_summary`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_source: Option<String>,
     /// What is asked (the playbook's prompt, with its values filled in).
     pub prompt: String,
     pub group: String,
@@ -64,6 +68,7 @@ impl Card {
             severity: 0,
             resource: None,
             actor: None,
+            at_source: None,
             prompt: request.prompt.clone(),
             group: request.group.clone(),
             quorum: request.quorum,
@@ -83,6 +88,7 @@ impl Card {
         {
             card.title = incident.title.clone();
             card.severity = incident.severity;
+            card.at_source = incident.at_source_summary();
             card.evidence = incident
                 .evidence
                 .iter()
@@ -172,6 +178,9 @@ impl Card {
         }
         if let Some(actor) = &self.actor {
             facts.push(("Actor".into(), actor.clone()));
+        }
+        if let Some(at_source) = &self.at_source {
+            facts.push(("At the source".into(), at_source.clone()));
         }
         facts.push((
             "Approvers".into(),

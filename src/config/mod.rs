@@ -480,6 +480,11 @@ pub struct GroupingConfig {
     /// updated within this window joins that incident (default `4h`).
     #[serde(default = "default_incident_window")]
     pub incident_window: HumanDuration,
+    /// What becomes of an incident once every alert in it is resolved or suppressed at its source
+    /// (Alertmanager's `resolved`, an archived GuardDuty finding, ...): `note` (default) or
+    /// `resolve`.
+    #[serde(default)]
+    pub resolved_at_source: SourceResolution,
 }
 
 impl Default for GroupingConfig {
@@ -487,8 +492,25 @@ impl Default for GroupingConfig {
         GroupingConfig {
             dedup_window: default_dedup_window(),
             incident_window: default_incident_window(),
+            resolved_at_source: SourceResolution::default(),
         }
     }
+}
+
+/// What becomes of an incident once none of its alerts fires at its source any more.
+///
+/// `note` is the default because a source's "resolved" says its condition ended, not that the
+/// incident is handled: the metric is back to normal, the finding was archived, while the
+/// compromise it pointed at may still need containment, evidence and a ticket closed by a person.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceResolution {
+    /// Noted on the incident (`at_source.quiet_since`), its card and its report; people resolve it.
+    #[default]
+    Note,
+    /// Resolved, as a person resolving it would: audited (by `source:<name>`), its ticket
+    /// transitioned and its report attached, its chat thread told.
+    Resolve,
 }
 
 fn default_dedup_window() -> HumanDuration {

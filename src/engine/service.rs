@@ -22,9 +22,10 @@ use super::watch::{IncidentEvent, Watcher};
 use crate::actions::{ActionRunner, Guardrails};
 use crate::alert::new_id;
 use crate::audit::NewEntry;
+use crate::config::SourceResolution;
 use crate::model::event::{
-    AlertAdded, ApprovalDecided, ApprovalRefused, Detail, EventKind, IncidentStatusChanged,
-    RunState, StepUndoFailed, StepUndone,
+    AlertAdded, AlertStateChanged, ApprovalDecided, ApprovalRefused, Detail, EventKind,
+    IncidentStatusChanged, RunState, StepUndoFailed, StepUndone,
 };
 use crate::model::people::Actor;
 use crate::playbook::Compiled;
@@ -101,6 +102,9 @@ pub struct Engine {
     watchers: Watchers,
     /// The store is shared with other replicas: runs are leased (see [`Engine::poll_loop`]).
     shared: bool,
+    /// What becomes of an incident none of whose alerts fires at its source any more
+    /// (`grouping.resolved_at_source`; see [`Engine::after_source_state`]).
+    quiet_at_source: SourceResolution,
 }
 
 /// How often a replica on a shared store looks for runs that are due and free, and alerts left
@@ -199,6 +203,7 @@ impl Engine {
         ),
         playbooks: Playbooks,
         trust: Trust,
+        quiet_at_source: SourceResolution,
         workers: usize,
         metrics: Arc<crate::telemetry::Metrics>,
     ) -> Arc<Engine> {
@@ -227,6 +232,7 @@ impl Engine {
             metrics,
             channels: RwLock::new(Vec::new()),
             watchers: Watchers::default(),
+            quiet_at_source,
         });
         tokio::spawn(Engine::timer_loop(Arc::downgrade(&engine), timer_rx));
         tokio::spawn(Engine::matcher_loop(
@@ -426,7 +432,8 @@ impl Engine {
         Ok(incident)
     }
 
-    /// Tells the watchers of alerts that joined incidents (repeats are not news).
+    /// Tells the watchers of alerts that joined incidents, and of alerts whose source changed
+    /// their state (repeats are not news).
     pub async fn alerts_added(&self, accepted: &[crate::store::Accepted]) {
         let watchers = self
             .watchers
@@ -445,10 +452,14 @@ impl Engine {
                 let added = AlertAdded {
                     alert_id: a.alert_id.clone(),
                 };
-                let (kind, detail) = if a.new_incident {
-                    Detail::IncidentOpened(added)
-                } else {
-                    Detail::AlertAdded(added)
+                let (kind, detail) = match &a.follows {
+                    Some(earlier) => Detail::AlertStateChanged(AlertStateChanged {
+                        alert_id: a.alert_id.clone(),
+                        follows: earlier.clone(),
+                        state: a.state,
+                    }),
+                    None if a.new_incident => Detail::IncidentOpened(added),
+                    None => Detail::AlertAdded(added),
                 }
                 .into_parts();
                 IncidentEvent {
@@ -596,10 +607,10 @@ impl Engine {
         let mut candidates: Vec<&Arc<Compiled>> = playbooks
             .by_id
             .values()
-            .filter(|p| p.listens_to(&alert.source))
+            .filter(|p| p.listens_to(&alert.source) && p.takes_state(alert.state))
             .collect();
         if candidates.is_empty() {
-            return Ok(());
+            return self.after_source_state(&alert).await;
         }
         let data = self
             .data_for(Some(alert_id), Some(&alert.incident_id))
@@ -653,7 +664,39 @@ impl Engine {
                 .await;
             self.create_with(run, Some(data.clone())).await?;
         }
-        Ok(())
+        self.after_source_state(&alert).await
+    }
+
+    /// Once an alert that is not firing is matched: resolves its incident when the policy says so
+    /// (`resolve`; `note` leaves it to people, the incident's `at_source` and its card and report
+    /// saying it) and no alert of the incident fires at its source any more. Runs of
+    /// `state: resolved` playbooks are created first, so they start before the resolution is told.
+    /// Matching is repeated after a crash until it is recorded, so this happens at least once;
+    /// resolving a resolved incident changes nothing.
+    async fn after_source_state(&self, alert: &crate::alert::Alert) -> Result<(), EngineError> {
+        if alert.state.is_firing() || self.quiet_at_source != SourceResolution::Resolve {
+            return Ok(());
+        }
+        let Some(incident) = self
+            .store
+            .incident(&alert.incident_id)
+            .await
+            .map_err(store_error)?
+        else {
+            return Ok(());
+        };
+        if incident.status != crate::alert::IncidentStatus::Open || incident.firing() > 0 {
+            return Ok(());
+        }
+        self.set_incident_status(
+            &incident.id,
+            crate::alert::IncidentStatus::Resolved,
+            &format!("source:{}", alert.source),
+            None,
+            &alert.source,
+        )
+        .await
+        .map(drop)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -810,7 +853,7 @@ impl Engine {
             let summaries: Vec<Value> = alerts
                 .iter()
                 .rev()
-                .map(|a| json!({ "id": a.id, "source": a.source, "kind": a.kind, "title": a.title, "severity": a.severity.score, "resource": a.resource, "actor": a.actor, "network": a.network, "repeat_count": a.repeat_count }))
+                .map(|a| json!({ "id": a.id, "source": a.source, "kind": a.kind, "title": a.title, "severity": a.severity.score, "state": a.state, "resource": a.resource, "actor": a.actor, "network": a.network, "repeat_count": a.repeat_count }))
                 .collect();
             value["alerts"] = Value::Array(summaries);
             data.incident = value;

@@ -173,6 +173,16 @@ async fn run_case(
         incident: data.incident.clone(),
         ..Default::default()
     };
+    // As the matcher does: the alert's state at its source first (`on.state`, by default firing).
+    let state = data
+        .alert
+        .get("state")
+        .and_then(Value::as_str)
+        .and_then(crate::alert::AlertState::from_name)
+        .unwrap_or_default();
+    if !data.alert.is_null() && playbook.spec.on.is_some() && !playbook.takes_state(state) {
+        return Ok(compare(case, "not_matched", &[], &[], &Value::Null, None));
+    }
     let matched = match &playbook.when {
         Some(when) => scripts
             .eval_bool(when, &ctx)
@@ -394,7 +404,7 @@ fn case_data(playbook: &Compiled, case: &TestCase) -> Result<RunData, String> {
     let incident = Incident::open_for(&alert);
     alert.incident_id = incident.id.clone();
     let mut incident_value = serde_json::to_value(&incident).unwrap_or(Value::Null);
-    incident_value["alerts"] = json!([{ "id": alert.id, "source": alert.source, "kind": alert.kind, "title": alert.title, "severity": alert.severity.score }]);
+    incident_value["alerts"] = json!([{ "id": alert.id, "source": alert.source, "kind": alert.kind, "title": alert.title, "severity": alert.severity.score, "state": alert.state }]);
     Ok(RunData {
         alert: serde_json::to_value(&alert).unwrap_or(Value::Null),
         incident: incident_value,

@@ -99,6 +99,9 @@ event_kinds! {
     IncidentOpened = "incident.opened",
     /// A new alert joined an open incident ([`AlertAdded`]).
     AlertAdded = "alert.added",
+    /// An alert's source changed its state: resolved, suppressed, firing again
+    /// ([`AlertStateChanged`]).
+    AlertStateChanged = "alert.state_changed",
     /// A person (or a ticket) resolved an incident ([`IncidentStatusChanged`]).
     IncidentResolved = "incident.resolved",
     /// A person (or a ticket) reopened an incident ([`IncidentStatusChanged`]).
@@ -169,6 +172,15 @@ impl<'de> Deserialize<'de> for EventKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlertAdded {
     pub alert_id: String,
+}
+
+/// `alert.state_changed`: the source of one of the incident's alerts says it is now in `state`.
+/// The notification saying so is the alert `alert_id`, which follows the earlier alert `follows`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertStateChanged {
+    pub alert_id: String,
+    pub follows: String,
+    pub state: crate::alert::AlertState,
 }
 
 /// `run.state`: a run moved from one status to another.
@@ -361,6 +373,7 @@ details! {
     EvidenceCollected(EvidenceCollected),
     IncidentOpened(AlertAdded),
     AlertAdded(AlertAdded),
+    AlertStateChanged(AlertStateChanged),
     IncidentResolved(IncidentStatusChanged),
     IncidentReopened(IncidentStatusChanged),
     TicketCreated(TicketCreated),
@@ -416,6 +429,10 @@ mod tests {
     fn details_read_into_their_kinds_shape_and_write_back_the_same_json() {
         let cases = [
             (EventKind::AlertAdded, json!({ "alert_id": "a-1" })),
+            (
+                EventKind::AlertStateChanged,
+                json!({ "alert_id": "a-2", "follows": "a-1", "state": "resolved" }),
+            ),
             (
                 EventKind::RunState,
                 json!({ "from": "running", "to": "needs_decision", "step": "isolate" }),

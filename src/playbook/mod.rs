@@ -45,6 +45,12 @@ impl Compiled {
             .as_ref()
             .is_some_and(|on| on.source.iter().any(|s| s == source))
     }
+
+    /// Whether an alert in `state` at its source may start it: `on.state` names it, or, without
+    /// `on.state`, the alert is firing.
+    pub fn takes_state(&self, state: crate::alert::AlertState) -> bool {
+        self.spec.on.as_ref().is_some_and(|on| on.takes(state))
+    }
 }
 
 /// One compiled step.

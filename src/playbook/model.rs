@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::alert::AlertState;
 use crate::config::HumanDuration;
 
 /// One playbook file.
@@ -54,9 +55,24 @@ pub struct Trigger {
     /// Source names (`aws.guardduty`, ...); one name or a list.
     #[serde(deserialize_with = "one_or_many")]
     pub source: Vec<String>,
+    /// The alert's state at its source that starts it: `firing`, `resolved` or `suppressed`, one
+    /// or a list. Absent means `firing` only, so a source's "resolved" starts no playbook written
+    /// for the alert itself.
+    #[serde(default, deserialize_with = "one_state_or_many")]
+    pub state: Option<Vec<AlertState>>,
     /// Rhai condition over `alert` and `incident`; absent means every alert of those sources.
     #[serde(default)]
     pub when: Option<String>,
+}
+
+impl Trigger {
+    /// Whether an alert in `state` at its source may start the playbook (see [`Trigger::state`]).
+    pub fn takes(&self, state: AlertState) -> bool {
+        match &self.state {
+            Some(states) => states.contains(&state),
+            None => state == AlertState::Firing,
+        }
+    }
 }
 
 /// An input of a called playbook.
@@ -320,4 +336,44 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<
     }
 
     deserializer.deserialize_any(OneOrMany)
+}
+
+/// `state: resolved` or `state: [resolved, suppressed]`; an unknown name says which are known.
+fn one_state_or_many<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Vec<AlertState>>, D::Error> {
+    struct OneOrMany;
+
+    fn state<E: serde::de::Error>(name: &str) -> Result<AlertState, E> {
+        AlertState::from_name(name).ok_or_else(|| {
+            E::custom(format!(
+                "unknown state `{name}`; states are `firing`, `resolved` and `suppressed`"
+            ))
+        })
+    }
+
+    impl<'de> serde::de::Visitor<'de> for OneOrMany {
+        type Value = Vec<AlertState>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a state (`firing`, `resolved`, `suppressed`) or a list of states")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Vec<AlertState>, E> {
+            Ok(vec![state(name)?])
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Vec<AlertState>, A::Error> {
+            let mut states = Vec::new();
+            while let Some(name) = seq.next_element::<String>()? {
+                states.push(state(&name)?);
+            }
+            Ok(states)
+        }
+    }
+
+    deserializer.deserialize_any(OneOrMany).map(Some)
 }

@@ -132,11 +132,22 @@ pub fn playbook_schema(catalog: &dyn Catalog) -> Value {
                             { "type": "array", "minItems": 1, "items": { "$ref": "#/$defs/source" } },
                         ],
                     },
+                    "state": {
+                        "description": "The alert's state at its source that starts it: `firing`, `resolved` or `suppressed`, one or a list. Absent means `firing` only, so a source's \"resolved\" starts no playbook written for the alert itself.",
+                        "oneOf": [
+                            { "$ref": "#/$defs/alert_state" },
+                            { "type": "array", "minItems": 1, "items": { "$ref": "#/$defs/alert_state" } },
+                        ],
+                    },
                     "when": {
                         "type": ["string", "null"],
                         "description": "Rhai condition over `alert` and `incident`; absent means every alert of those sources.",
                     },
                 },
+            },
+            "alert_state": {
+                "enum": ["firing", "resolved", "suppressed"],
+                "description": "An alert's state at its source (docs/alerts.md lists each source's words for it).",
             },
             "input": {
                 "type": "object",

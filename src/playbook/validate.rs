@@ -230,10 +230,50 @@ impl<'a> Checker<'a> {
             let at = source.and_then(|s| s.at(i)).or(source).unwrap_or(node);
             self.source(name, at);
         }
+        self.states(on, node);
         let at = node.get("when").unwrap_or(node);
         on.when
             .as_ref()
             .map(|when| self.rhai(when, at, "`on.when`", scope, false))
+    }
+
+    /// A state in `on.state` that none of the trigger's sources ever sends would never start the
+    /// playbook: Falco alerts never resolve, GuardDuty findings are archived, not resolved.
+    fn states(&mut self, on: &Trigger, node: &Node) {
+        let Some(states) = &on.state else { return };
+        let sources: Vec<SourceKind> = on
+            .source
+            .iter()
+            .filter_map(|s| SourceKind::from_name(s))
+            .collect();
+        if sources.is_empty() {
+            return;
+        }
+        let list_node = node.get("state");
+        for (i, state) in states.iter().enumerate() {
+            if sources.iter().any(|s| s.states().contains(state)) {
+                continue;
+            }
+            let at = list_node
+                .and_then(|l| l.at(i))
+                .or(list_node)
+                .unwrap_or(node);
+            let says: Vec<String> = sources
+                .iter()
+                .map(|s| {
+                    let names: Vec<&str> = s.states().iter().map(|s| s.name()).collect();
+                    format!("`{s}`: {}", names.join(", "))
+                })
+                .collect();
+            self.report(
+                at.pos(),
+                format!("no source of this playbook sends alerts in state `{state}`"),
+                Some(format!(
+                    "the states each source sends are {}",
+                    says.join("; ")
+                )),
+            );
+        }
     }
 
     fn source(&mut self, name: &str, at: &Node) {
@@ -1093,6 +1133,48 @@ outputs:
                 "16:11 `outputs.x` reads `steps.zz`, but there is no step `zz`",
             ],
         );
+    }
+
+    #[test]
+    fn a_trigger_state_is_checked_against_what_its_sources_send() {
+        let on = |source: &str, state: &str| {
+            problems(&format!(
+                "id: s\nname: States\non:\n  source: {source}\n  state: {state}\nsteps:\n  - id: a\n    uses: core.log\n    with: {{ message: hi }}\n"
+            ))
+        };
+        assert_eq!(on("alertmanager", "resolved"), Vec::<String>::new());
+        assert_eq!(
+            on("[falco, alertmanager]", "[firing, resolved]"),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            on("falco", "[firing, resolved]"),
+            ["5:19 no source of this playbook sends alerts in state `resolved`"]
+        );
+        assert_eq!(
+            on("aws.guardduty", "resolved"),
+            ["5:10 no source of this playbook sends alerts in state `resolved`"]
+        );
+        let unknown = on("alertmanager", "resolvd");
+        assert_eq!(unknown.len(), 1, "{unknown:?}");
+        assert!(
+            unknown[0].starts_with("5:10")
+                && unknown[0].contains(
+                    "unknown state `resolvd`; states are `firing`, `resolved` and `suppressed`"
+                ),
+            "{unknown:?}"
+        );
+        let compiled = compiles(
+            "id: s\nname: S\non: { source: alertmanager, state: resolved }\nsteps:\n  - id: a\n    uses: core.log\n    with: { message: hi }\n",
+        );
+        assert!(compiled.takes_state(crate::alert::AlertState::Resolved));
+        assert!(!compiled.takes_state(crate::alert::AlertState::Firing));
+        let without = compiles(
+            "id: s\nname: S\non: { source: alertmanager }\nsteps:\n  - id: a\n    uses: core.log\n    with: { message: hi }\n",
+        );
+        assert!(without.takes_state(crate::alert::AlertState::Firing));
+        assert!(!without.takes_state(crate::alert::AlertState::Resolved));
+        assert!(!without.takes_state(crate::alert::AlertState::Suppressed));
     }
 
     #[test]

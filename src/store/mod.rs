@@ -74,6 +74,8 @@ pub enum StoreError {
 /// the markers that dedup, grouping, run creation and resumption read.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "record", rename_all = "snake_case")]
+// One record at a time goes through a migration's stream, so the size of the largest is no cost.
+#[allow(clippy::large_enum_variant)]
 pub enum Record {
     Alert(Alert),
     /// The alert's runs are not created yet.

@@ -67,7 +67,7 @@ use super::{Accepted, AlertQuery, IncidentQuery, Record, RunQuery, Store, StoreE
 use crate::alert::{Alert, Incident, IncidentStatus};
 use crate::config::{GroupingConfig, StoreConfig};
 use crate::model::audit::{AuditEntry, NewEntry, VerifyReport};
-use crate::model::grouping::Grouping;
+use crate::model::grouping::{Grouping, Placement};
 use crate::model::outbox::OutboxEntry;
 use crate::model::run::{Run, RunStatus};
 use crate::telemetry::Metrics;
@@ -609,25 +609,33 @@ impl PostgresStore {
             Some(row) => Some((doc::<Alert>(&row, 0)?, doc::<Incident>(&row, 1)?)),
             None => None,
         };
-        if let Some(repeat) = self.grouping.repeat(earlier, now) {
-            put_alert(tx, repeat.alert(), false).await?;
-            put_incident(tx, repeat.incident()).await?;
-            return Ok(repeat.accepted());
-        }
-
-        let mut latest = None;
-        if let Some(entity) = alert.entity_key() {
-            let select = tx
-                .prepare_cached(
-                    "SELECT i.doc FROM entities e JOIN incidents i ON i.id = e.incident_id
-                     WHERE e.entity = $1 FOR UPDATE OF i",
-                )
-                .await?;
-            if let Some(row) = tx.query_opt(&select, &[&entity]).await? {
-                latest = Some(doc::<Incident>(&row, 0)?);
+        let placed = match self.grouping.repeat(&alert, earlier, now) {
+            Some(placed) => placed,
+            None => {
+                let mut latest = None;
+                if let Some(entity) = alert.entity_key() {
+                    let select = tx
+                        .prepare_cached(
+                            "SELECT i.doc FROM entities e JOIN incidents i ON i.id = e.incident_id
+                             WHERE e.entity = $1 FOR UPDATE OF i",
+                        )
+                        .await?;
+                    if let Some(row) = tx.query_opt(&select, &[&entity]).await? {
+                        latest = Some(doc::<Incident>(&row, 0)?);
+                    }
+                }
+                self.grouping.file(alert, latest, now)
             }
+        };
+        if let Placement::Repeat { alert, incident } = &placed {
+            put_alert(tx, alert, false).await?;
+            put_incident(tx, incident).await?;
+            return Ok(placed.accepted());
         }
-        let placed = self.grouping.file(alert, latest, now);
+        if let Some(earlier) = placed.follows() {
+            // Keeps its own pending marker: its runs are its own.
+            put_alert(tx, earlier, false).await?;
+        }
         let (alert, incident) = (placed.alert(), placed.incident());
         if let Some((entity, incident_id)) = placed.new_entity_incident() {
             let point = tx

@@ -47,7 +47,7 @@ use super::{Accepted, AlertQuery, IncidentQuery, Record, RunQuery, Store, StoreE
 use crate::alert::{Alert, Incident};
 use crate::config::{GroupingConfig, StoreConfig};
 use crate::model::audit::{AuditEntry, NewEntry, VerifyReport};
-use crate::model::grouping::Grouping;
+use crate::model::grouping::{Grouping, Placement};
 use crate::model::outbox::OutboxEntry;
 use crate::model::run::Run;
 use crate::telemetry::Metrics;
@@ -1252,19 +1252,27 @@ impl Writer {
         {
             earlier = Some((existing, incident));
         }
-        if let Some(repeat) = self.grouping.repeat(earlier, now) {
-            group.put(alert_key(&repeat.alert().id), repeat.alert());
-            group.put(incident_key(&repeat.incident().id), repeat.incident());
-            return Ok(repeat.accepted());
+        let placed = match self.grouping.repeat(&alert, earlier, now) {
+            Some(placed) => placed,
+            None => {
+                let mut latest = None;
+                if let Some(entity) = alert.entity_key()
+                    && let Some(incident_id) =
+                        group.get_raw(&[b"e:", entity.as_bytes()].concat())?
+                {
+                    latest = group.get::<Incident>(&[b"i:", incident_id.as_slice()].concat())?;
+                }
+                self.grouping.file(alert, latest, now)
+            }
+        };
+        if let Placement::Repeat { alert, incident } = &placed {
+            group.put(alert_key(&alert.id), alert);
+            group.put(incident_key(&incident.id), incident);
+            return Ok(placed.accepted());
         }
-
-        let mut latest = None;
-        if let Some(entity) = alert.entity_key()
-            && let Some(incident_id) = group.get_raw(&[b"e:", entity.as_bytes()].concat())?
-        {
-            latest = group.get::<Incident>(&[b"i:", incident_id.as_slice()].concat())?;
+        if let Some(earlier) = placed.follows() {
+            group.put(alert_key(&earlier.id), earlier);
         }
-        let placed = self.grouping.file(alert, latest, now);
         let (alert, incident) = (placed.alert(), placed.incident());
         if let Some((entity, incident_id)) = placed.new_entity_incident() {
             group.put_raw(

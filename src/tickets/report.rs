@@ -9,7 +9,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::Value;
 
-use crate::alert::{Alert, Incident};
+use crate::alert::{Alert, AlertState, Incident};
 use crate::audit::AuditEntry;
 use crate::engine::run::Run;
 use crate::store::{AlertQuery, RunQuery, Store, StoreError};
@@ -145,11 +145,17 @@ impl Report {
     /// The report as a format-neutral document.
     fn blocks(&self) -> Vec<Block> {
         let i = &self.incident;
+        let mut facts = vec![
+            format!("Incident: {}", i.id),
+            format!("Status: {}", i.status),
+        ];
+        if let Some(at_source) = i.at_source_summary() {
+            facts.push(format!("At the source: {at_source}"));
+        }
         let mut out = vec![
             Block::Heading(1, format!("Incident report: {}", i.title)),
+            Block::List(facts),
             Block::List(vec![
-                format!("Incident: {}", i.id),
-                format!("Status: {}", i.status),
                 format!("Severity: {}/10", i.severity),
                 format!("Entity: {}", i.entity.as_deref().unwrap_or("-")),
                 format!("Sources: {}", i.sources.join(", ")),
@@ -206,23 +212,35 @@ impl Report {
     fn timeline(&self) -> Vec<Block> {
         let mut rows: Vec<(DateTime<Utc>, Vec<String>)> = Vec::new();
         for a in &self.alerts {
+            // A notification that changed an earlier alert's state says so; any other alert is
+            // received, in whatever state its source sent it.
+            let event = match (&a.follows, a.state) {
+                (Some(_), AlertState::Firing) => "alert firing again".to_owned(),
+                (Some(_), state) => format!("alert {state} at the source"),
+                (None, _) => "alert received".to_owned(),
+            };
             rows.push((
                 a.received_at,
                 vec![
                     time(&a.received_at),
-                    "alert received".into(),
+                    event,
                     a.source.clone(),
                     format!(
-                        "{} ({}, severity {}/10{}), alert {}",
+                        "{} ({}, severity {}/10, {}{}), alert {}{}",
                         a.title,
                         a.kind,
                         a.severity.score,
+                        state_of(a),
                         if a.repeat_count > 1 {
                             format!(", seen {} times", a.repeat_count)
                         } else {
                             String::new()
                         },
-                        a.id
+                        a.id,
+                        a.follows
+                            .as_deref()
+                            .map(|earlier| format!(", follows alert {earlier}"))
+                            .unwrap_or_default()
                     ),
                 ],
             ));
@@ -290,6 +308,15 @@ impl Report {
                     },
                     actor,
                     a.network.remote_ip.clone().unwrap_or_else(|| "-".into()),
+                    match (&a.follows, &a.followed_by) {
+                        (_, Some(next)) => {
+                            format!("{}, then changed by {}", state_of(a), short(next))
+                        }
+                        (Some(earlier), None) => {
+                            format!("{}, follows {}", state_of(a), short(earlier))
+                        }
+                        (None, None) => state_of(a),
+                    },
                     a.repeat_count.to_string(),
                     a.id.clone(),
                 ]
@@ -307,6 +334,7 @@ impl Report {
                     "Resource",
                     "Actor",
                     "Remote IP",
+                    "At the source",
                     "Seen",
                     "Alert id",
                 ],
@@ -569,6 +597,15 @@ impl Report {
     }
 }
 
+/// An alert's state at its source as this notification gave it, with the source's own word when
+/// that is another: `resolved`, `suppressed (archived)`.
+fn state_of(a: &Alert) -> String {
+    match &a.source_state {
+        Some(word) if !word.eq_ignore_ascii_case(a.state.name()) => format!("{} ({word})", a.state),
+        _ => a.state.to_string(),
+    }
+}
+
 /// One audit entry in a line.
 fn summarize(e: &AuditEntry) -> String {
     use crate::model::event::Detail;
@@ -808,6 +845,68 @@ mod tests {
             "{page}"
         );
         assert!(!page.contains("<img"));
+    }
+
+    #[test]
+    fn the_report_shows_an_alert_firing_then_resolved_at_its_source() {
+        let at = |t: &str| -> DateTime<Utc> { t.parse().expect("time") };
+        let raw = || serde_json::value::RawValue::from_string("{}".into()).expect("raw");
+        let mut firing = Alert::new("alertmanager", "HighCPU", raw());
+        firing.title = "CPU above 90% on web-1".into();
+        firing.received_at = at("2024-05-01T12:00:00Z");
+        firing.source_state = Some("firing".into());
+        let mut resolved = firing.clone();
+        resolved.id = crate::alert::new_id();
+        resolved.received_at = at("2024-05-01T12:05:00Z");
+        resolved.state = AlertState::Resolved;
+        resolved.source_state = Some("resolved".into());
+        resolved.follows = Some(firing.id.clone());
+        firing.followed_by = Some(resolved.id.clone());
+        let mut incident = Incident::open_for(&firing);
+        incident.count_state(
+            Some(AlertState::Firing),
+            AlertState::Resolved,
+            resolved.received_at,
+        );
+        let report = Report {
+            incident,
+            alerts: vec![firing.clone(), resolved.clone()],
+            runs: Vec::new(),
+            entries: Vec::new(),
+            tickets: Vec::new(),
+            generated_at: at("2024-05-01T13:00:00Z"),
+        };
+        let text = report.markdown();
+        assert!(
+            text.contains(
+                "- At the source: 1 resolved at the source; none firing since 2024-05-01 12:05 UTC"
+            ),
+            "{text}"
+        );
+        let received = text.find("| 2024-05-01 12:00:00 | alert received | alertmanager | CPU above 90% on web-1 (HighCPU, severity 0/10, firing)").expect(&text);
+        let resolution = text.find(&format!("| 2024-05-01 12:05:00 | alert resolved at the source | alertmanager | CPU above 90% on web-1 (HighCPU, severity 0/10, resolved), alert {}, follows alert {}", resolved.id, firing.id)).expect(&text);
+        assert!(received < resolution, "the timeline is in order: {text}");
+        assert!(
+            text.contains(&format!(
+                "| firing, then changed by {} |",
+                short(&resolved.id)
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("| resolved, follows {} |", short(&firing.id))),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_source_word_other_than_the_state_is_shown_beside_it() {
+        let raw = serde_json::value::RawValue::from_string("{}".into()).expect("raw");
+        let mut a = Alert::new("aws.guardduty", "Recon:EC2/PortProbeUnprotectedPort", raw);
+        assert_eq!(state_of(&a), "firing");
+        a.state = AlertState::Suppressed;
+        a.source_state = Some("archived".into());
+        assert_eq!(state_of(&a), "suppressed (archived)");
     }
 
     #[test]

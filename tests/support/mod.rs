@@ -6,11 +6,12 @@
 //!   SNS host and a fake cloud API.
 //! - [`fake`]: the one fake HTTP server every vendor fake is built on.
 //! - The test peers: [`prism`] (Stoplight Prism), [`moto`] (AWS), [`pg`] (PostgreSQL), [`oidc`]
-//!   (an OIDC issuer).
+//!   (an OIDC issuer), [`alertmanager`] (Prometheus Alertmanager).
 //! - The vendor fakes: [`azure`], [`intel`], [`tickets`], [`slack`], [`teams`], [`discord`]; and
 //!   [`load`], a load generator and a sink for the fault tests.
 #![allow(dead_code)]
 
+pub mod alertmanager;
 pub mod azure;
 pub mod discord;
 pub mod fake;

@@ -184,6 +184,9 @@ pub fn embed(card: &Card) -> CreateEmbed {
     if let Some(actor) = &card.actor {
         embed = embed.field("Actor", clip(&escape(actor), 200), true);
     }
+    if let Some(at_source) = &card.at_source {
+        embed = embed.field("At the source", clip(&escape(at_source), 200), true);
+    }
     embed = embed.field(
         "Approvers",
         clip(
@@ -303,6 +306,7 @@ mod tests {
             severity: 8,
             resource: Some("aws.ec2.instance i-0abc (us-east-1, 123456789012)".into()),
             actor: None,
+            at_source: None,
             prompt: "Isolate i-0abc in us-east-1?".into(),
             group: "soc-l2".into(),
             quorum: 1,
@@ -367,6 +371,27 @@ mod tests {
     }
 
     #[test]
+    fn a_card_says_where_the_alerts_stand_at_their_source_once_one_stopped_firing() {
+        let field = |c: &Card| {
+            let embed = serde_json::to_value(embed(c)).unwrap();
+            embed["fields"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|f| f["name"] == "At the source")
+                .map(|f| f["value"].as_str().unwrap().to_owned())
+        };
+        assert_eq!(field(&card()), None, "nothing to say while all fire");
+        let mut c = card();
+        c.at_source =
+            Some("1 resolved at the source; none firing since 2026-01-02 03:04 UTC".into());
+        assert_eq!(
+            field(&c).as_deref(),
+            Some("1 resolved at the source; none firing since 2026-01-02 03:04 UTC")
+        );
+    }
+
+    #[test]
     fn the_longest_card_fits_in_one_embed() {
         let long = |n: usize| (0..n).map(|i| format!("{i} {}", "y".repeat(400))).collect();
         let mut c = card();
@@ -374,6 +399,7 @@ mod tests {
         c.prompt = "p".repeat(10_000);
         c.resource = Some("r".repeat(1000));
         c.actor = Some("a".repeat(1000));
+        c.at_source = Some("s".repeat(1000));
         c.group = "g".repeat(1000);
         c.plan = long(20);
         c.notes = long(20);

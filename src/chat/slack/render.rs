@@ -131,6 +131,12 @@ pub(super) fn card_blocks(card: &Card) -> Vec<SlackBlock> {
     if let Some(actor) = &card.actor {
         fields.push(markdown(cut(&format!("*Actor*\n{}", escape(actor)), 2000)));
     }
+    if let Some(at_source) = &card.at_source {
+        fields.push(markdown(cut(
+            &format!("*At the source*\n{}", escape(at_source)),
+            2000,
+        )));
+    }
     fields.push(markdown(cut(
         &format!(
             "*Approvers*\n`{}` (quorum {})",
@@ -253,6 +259,7 @@ mod tests {
             severity: 8,
             resource: Some("aws.ec2.instance i-0abc (us-east-1)".into()),
             actor: None,
+            at_source: None,
             prompt: "Isolate i-0abc in us-east-1, detaching sg-1, sg-2?".into(),
             group: "on-call".into(),
             quorum: 1,
@@ -271,6 +278,18 @@ mod tests {
 
     fn json(card: &Card) -> String {
         serde_json::to_string(&card_blocks(card)).unwrap()
+    }
+
+    #[test]
+    fn a_card_says_where_the_alerts_stand_at_their_source_once_one_stopped_firing() {
+        assert!(!json(&card()).contains("At the source"));
+        let mut c = card();
+        c.at_source = Some("1 firing, 1 resolved at the source".into());
+        let text = json(&c);
+        assert!(
+            text.contains("*At the source*\\n1 firing, 1 resolved at the source"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -259,6 +259,7 @@ mod tests {
             severity: 8,
             resource: Some("aws.ec2.instance i-0abc (us-east-1)".into()),
             actor: None,
+            at_source: None,
             prompt: "Isolate i-0abc in us-east-1?".into(),
             group: "soc".into(),
             quorum: 1,
@@ -277,6 +278,21 @@ mod tests {
         assert!(
             text.contains(
                 r#"{"title":"Will do","value":"aws-ec2.isolate_instance instance_id=i-0abc"}"#
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_card_says_where_the_alerts_stand_at_their_source_once_one_stopped_firing() {
+        assert!(!adaptive(&card()).to_string().contains("At the source"));
+        let mut c = card();
+        c.at_source =
+            Some("2 resolved at the source; none firing since 2026-01-02 03:04 UTC".into());
+        let text = adaptive(&c).to_string();
+        assert!(
+            text.contains(
+                r#"{"title":"At the source","value":"2 resolved at the source; none firing since 2026-01-02 03:04 UTC"}"#
             ),
             "{text}"
         );

@@ -4,7 +4,8 @@
 //! "groupLabels", "commonLabels", "commonAnnotations", "externalURL", "alerts": [...]}`. Each entry
 //! of `alerts` (`status`, `labels`, `annotations`, `startsAt`, `endsAt`, `generatorURL`,
 //! `fingerprint`) becomes one alert whose `raw` is that entry's exact text. Resolved entries are
-//! alerts too, labelled `status=resolved`.
+//! alerts too, in state `resolved`: with the same fingerprint, each follows its firing alert
+//! (see `model::grouping`).
 //!
 //! Follows the `webhook_config` payload in Alertmanager's configuration reference
 //! (<https://prometheus.io/docs/alerting/latest/configuration/#webhook_config>).
@@ -17,7 +18,8 @@
 //! | description | `annotations.description` |
 //! | resource | `k8s.pod` (`<namespace>/<pod>`) when the labels name a pod, else `host` from `instance` (or `node`) |
 //! | labels | every label, plus `status` (the entry's, else the group's) |
-//! | observed_at | `startsAt` |
+//! | state | `status`: `firing` or `resolved` (the entry's, else the group's; `firing` when neither says) |
+//! | observed_at | `endsAt` when resolved, else `startsAt` |
 //! | dedup_key | `alertmanager:` + `fingerprint` when present, else Cordon's fingerprint |
 
 use serde_json::Value;
@@ -25,7 +27,7 @@ use serde_json::value::RawValue;
 
 use super::json::{self, first_text, get, text};
 use super::{FormatError, SourceKind};
-use crate::alert::{Alert, Resource, Severity};
+use crate::alert::{Alert, AlertState, Resource, Severity};
 
 pub(super) fn normalize(raw: &RawValue) -> Result<Vec<Alert>, FormatError> {
     let body = json::parse(raw)?;
@@ -92,6 +94,14 @@ fn entry(
 
     alert.labels = json::labels_of(labels);
     if let Some(status) = text(e, "status").or_else(|| group_status.map(str::to_owned)) {
+        if status.eq_ignore_ascii_case("resolved") {
+            alert.state = AlertState::Resolved;
+            // Alertmanager writes the zero time when an alert has no end.
+            if let Some(at) = json::first_time(e, &["endsAt"]).filter(|at| at.timestamp() > 0) {
+                alert.observed_at = at;
+            }
+        }
+        alert.source_state = Some(status.clone());
         alert.labels.insert("status".to_owned(), status);
     }
     if let Some(fingerprint) = text(e, "fingerprint") {
@@ -105,6 +115,7 @@ mod tests {
     use serde_json::json;
 
     use super::super::json::testing::{assert_raw, error_of, fixture, value};
+    use crate::alert::AlertState;
     use crate::intake::formats::SourceKind;
 
     #[test]
@@ -182,9 +193,60 @@ mod tests {
         assert_eq!(a.labels.get("restarts").map(String::as_str), Some("12"));
         assert_eq!(a.dedup_key, "alertmanager:a1b2");
         assert_eq!(b.labels.get("status").map(String::as_str), Some("resolved"));
+        assert_eq!(a.state, AlertState::Firing);
+        assert_eq!(b.state, AlertState::Resolved);
+        assert_eq!(b.source_state.as_deref(), Some("resolved"));
         assert_eq!((b.severity.score, b.severity.native.as_str()), (5, ""));
         assert_eq!(b.title, "NodeDown");
         assert_eq!(b.resource.id.as_deref(), Some("10.0.0.7:9100"));
+    }
+
+    #[test]
+    fn the_fixture_resolved_is_the_same_alert_in_state_resolved_observed_when_it_ended() {
+        let firing = fixture("alertmanager/prometheus_msteams_webhook_v4_firing.json");
+        let mut payload = value(&firing);
+        // What Alertmanager sends for the same group once the alert ends (`send_resolved`).
+        payload["status"] = json!("resolved");
+        payload["alerts"][0]["status"] = json!("resolved");
+        payload["alerts"][0]["endsAt"] = json!("2018-03-07T11:48:21.873077559Z");
+        let body = serde_json::to_vec(&payload).expect("JSON");
+        let before = &SourceKind::Alertmanager.normalize(&firing).expect("firing")[0];
+        let after = &SourceKind::Alertmanager.normalize(&body).expect("resolved")[0];
+        assert_eq!(before.state, AlertState::Firing);
+        assert_eq!(before.source_state.as_deref(), Some("firing"));
+        assert_eq!(after.state, AlertState::Resolved);
+        assert_eq!(after.source_state.as_deref(), Some("resolved"));
+        assert_eq!(
+            after.dedup_key, before.dedup_key,
+            "follows the firing alert"
+        );
+        assert_eq!(
+            after.observed_at.to_rfc3339(),
+            "2018-03-07T11:48:21.873077559+00:00"
+        );
+    }
+
+    #[test]
+    fn an_entry_without_a_status_takes_the_groups_and_a_zero_end_is_no_end() {
+        let payload = json!({"version": "4", "status": "resolved", "alerts": [
+            {"labels": {"alertname": "NodeDown"}, "startsAt": "2024-01-01T00:00:00Z",
+             "endsAt": "0001-01-01T00:00:00Z"}
+        ]});
+        let body = serde_json::to_vec(&payload).expect("JSON");
+        let a = &SourceKind::Alertmanager
+            .normalize(&body)
+            .expect("normalizes")[0];
+        assert_eq!(a.state, AlertState::Resolved);
+        assert_eq!(a.observed_at.to_rfc3339(), "2024-01-01T00:00:00+00:00");
+        let payload = json!({"alerts": [{"labels": {"alertname": "NodeDown"}}]});
+        let body = serde_json::to_vec(&payload).expect("JSON");
+        let a = &SourceKind::Alertmanager
+            .normalize(&body)
+            .expect("normalizes")[0];
+        assert_eq!(
+            (a.state, a.source_state.as_deref()),
+            (AlertState::Firing, None)
+        );
     }
 
     #[test]

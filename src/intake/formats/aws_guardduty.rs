@@ -22,6 +22,7 @@
 //! | resource | by `resource.resourceType`, see [`resource`] |
 //! | actor | `resource.accessKeyDetails`, or the Kubernetes user of an EKS finding |
 //! | network | `service.action.*.remoteIpDetails` (the first port probe for port probes) |
+//! | state | `suppressed` when `service.archived` is true (archived by hand or by a suppression rule), else `firing` |
 //! | observed_at | `updatedAt`, else `service.eventLastSeen`, else the event's `time` |
 //! | dedup_key | `aws.guardduty:` + finding `id` |
 
@@ -30,7 +31,7 @@ use serde_json::value::RawValue;
 
 use super::json::{self, first_text, get, path, text};
 use super::{FormatError, SourceKind};
-use crate::alert::{Actor, Alert, Network, Resource, Severity};
+use crate::alert::{Actor, Alert, AlertState, Network, Resource, Severity};
 
 pub(super) fn normalize(raw: &RawValue) -> Result<Vec<Alert>, FormatError> {
     let event = json::parse(raw)?;
@@ -101,6 +102,13 @@ pub(super) fn normalize(raw: &RawValue) -> Result<Vec<Alert>, FormatError> {
                 labels.insert(format!("tag:{key}"), value);
             }
         }
+    }
+
+    // GuardDuty has no "resolved": a finding someone looked at, or a suppression rule matched, is
+    // archived, and its later updates say so.
+    if path(finding, "service.archived").and_then(Value::as_bool) == Some(true) {
+        alert.state = AlertState::Suppressed;
+        alert.source_state = Some("archived".to_owned());
     }
 
     if let Some(id) = text(finding, "id") {
@@ -308,8 +316,26 @@ mod tests {
     use serde_json::Value;
 
     use super::super::json::testing::{assert_raw_is_body, error_of, fixture, value};
-    use crate::alert::Alert;
+    use crate::alert::{Alert, AlertState};
     use crate::intake::formats::SourceKind;
+
+    #[test]
+    fn an_archived_finding_is_suppressed_and_follows_its_active_self() {
+        let name =
+            "aws_guardduty/sekoia_detail_instance_network__UnauthorizedAccess_EC2_TorRelay.json";
+        let body = fixture(name);
+        let active = &SourceKind::AwsGuardDuty.normalize(&body).expect("active")[0];
+        assert_eq!(active.state, AlertState::Firing);
+        assert_eq!(active.source_state, None);
+        // The same finding once archived: GuardDuty's `service.archived` turns true.
+        let mut archived = value(&body);
+        archived["service"]["archived"] = Value::Bool(true);
+        let body = serde_json::to_vec(&archived).expect("JSON");
+        let a = &SourceKind::AwsGuardDuty.normalize(&body).expect("archived")[0];
+        assert_eq!(a.state, AlertState::Suppressed);
+        assert_eq!(a.source_state.as_deref(), Some("archived"));
+        assert_eq!(a.dedup_key, active.dedup_key);
+    }
 
     fn one(name: &str) -> (Alert, Vec<u8>) {
         let body = fixture(&format!("aws_guardduty/{name}"));

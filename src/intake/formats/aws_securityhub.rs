@@ -22,6 +22,7 @@
 //! | resource | `Resources[0]`, see [`resource_kind`] and [`resource_id`] |
 //! | actor | the principal of an `AwsIamAccessKey` resource |
 //! | network | `Network` (its direction decides which side is remote), else `Action.*.RemoteIpDetails` |
+//! | state | `Workflow.Status` (else the older `WorkflowState`): `RESOLVED` is `resolved`, `SUPPRESSED` `suppressed`; else `RecordState` `ARCHIVED` (the product no longer reports it) is `resolved`; else `firing` |
 //! | observed_at | `LastObservedAt`, else `UpdatedAt`, else `CreatedAt` |
 //! | dedup_key | `aws.securityhub:` + `Id` |
 
@@ -30,7 +31,7 @@ use serde_json::value::RawValue;
 
 use super::json::{self, first_text, get, path, text};
 use super::{FormatError, SourceKind};
-use crate::alert::{Actor, Alert, Network, Resource, Severity};
+use crate::alert::{Actor, Alert, AlertState, Network, Resource, Severity};
 
 /// What the EventBridge envelope knows when a finding does not say.
 #[derive(Default)]
@@ -126,8 +127,28 @@ fn finding(
             alert.labels.insert(label.to_owned(), value);
         }
     }
+    (alert.state, alert.source_state) = state(f);
     alert.dedup_key = format!("aws.securityhub:{id}");
     Ok(alert)
+}
+
+/// The finding's state at the source and the word that decided it: the workflow status a person
+/// or automation set, else the record state the product set.
+fn state(f: &Value) -> (AlertState, Option<String>) {
+    let workflow = first_text(f, &["Workflow.Status", "WorkflowState"]);
+    match workflow.as_deref().map(str::to_ascii_uppercase).as_deref() {
+        Some("RESOLVED") => return (AlertState::Resolved, workflow),
+        Some("SUPPRESSED") => return (AlertState::Suppressed, workflow),
+        _ => {}
+    }
+    let record = text(f, "RecordState");
+    if record
+        .as_deref()
+        .is_some_and(|r| r.eq_ignore_ascii_case("ARCHIVED"))
+    {
+        return (AlertState::Resolved, record);
+    }
+    (AlertState::Firing, workflow.or(record))
 }
 
 /// `Severity.Normalized` on its 0–100 scale, else the label's word. The label (`MEDIUM`) is what
@@ -281,8 +302,53 @@ mod tests {
     use serde_json::json;
 
     use super::super::json::testing::{assert_raw, assert_raw_is_body, error_of, fixture, value};
-    use crate::alert::Alert;
+    use crate::alert::{Alert, AlertState};
     use crate::intake::formats::SourceKind;
+
+    /// The bare IAM.3 fixture with `change` applied to it, normalized.
+    fn changed(change: impl Fn(&mut serde_json::Value)) -> Alert {
+        let mut finding = value(&fixture(
+            "aws_securityhub/asff_finding_afsbp_iam.3_access_keys.json",
+        ));
+        change(&mut finding);
+        let body = serde_json::to_vec(&finding).expect("JSON");
+        let mut alerts = SourceKind::AwsSecurityHub
+            .normalize(&body)
+            .expect("normalizes");
+        alerts.remove(0)
+    }
+
+    #[test]
+    fn the_workflow_status_and_record_state_say_where_the_finding_stands() {
+        let new = changed(|_| {});
+        assert_eq!(
+            (new.state, new.source_state.as_deref()),
+            (AlertState::Firing, Some("NEW"))
+        );
+        let resolved = changed(|f| f["Workflow"]["Status"] = json!("RESOLVED"));
+        assert_eq!(
+            (resolved.state, resolved.source_state.as_deref()),
+            (AlertState::Resolved, Some("RESOLVED"))
+        );
+        assert_eq!(resolved.dedup_key, new.dedup_key, "follows the new finding");
+        let suppressed = changed(|f| f["Workflow"]["Status"] = json!("SUPPRESSED"));
+        assert_eq!(suppressed.state, AlertState::Suppressed);
+        let notified = changed(|f| f["Workflow"]["Status"] = json!("NOTIFIED"));
+        assert_eq!(notified.state, AlertState::Firing);
+        // The product archived it (the control passes, the resource is gone) while the workflow
+        // still says NEW.
+        let archived = changed(|f| f["RecordState"] = json!("ARCHIVED"));
+        assert_eq!(
+            (archived.state, archived.source_state.as_deref()),
+            (AlertState::Resolved, Some("ARCHIVED"))
+        );
+        // The older field, before `Workflow` existed.
+        let older = changed(|f| {
+            f.as_object_mut().expect("object").remove("Workflow");
+            f["WorkflowState"] = json!("RESOLVED");
+        });
+        assert_eq!(older.state, AlertState::Resolved);
+    }
 
     fn normalize(name: &str) -> (Vec<Alert>, Vec<u8>) {
         let body = fixture(&format!("aws_securityhub/{name}"));

@@ -19,6 +19,7 @@
 //! | resource | the `AzureResource` identifier (else a `host` entity's `azureID`): `azure.vm` for a virtual machine, else `azure.resource`; named after `compromisedEntity` |
 //! | actor | the first `account` entity |
 //! | network | the first `ip` entity's `address`, the first `dns` entity's `domainName` |
+//! | state | `status`: `Resolved` is `resolved`, `Dismissed` `suppressed`, `Active` and `InProgress` `firing` |
 //! | observed_at | `timeGeneratedUtc`, else `startTimeUtc` |
 //! | dedup_key | `azure.defender:` + `systemAlertId` (else the resource `name`) |
 
@@ -27,7 +28,7 @@ use serde_json::value::RawValue;
 
 use super::json::{self, first_text, get, text};
 use super::{FormatError, SourceKind};
-use crate::alert::{Actor, Alert, Network, Resource, Severity};
+use crate::alert::{Actor, Alert, AlertState, Network, Resource, Severity};
 
 pub(super) fn normalize(raw: &RawValue) -> Result<Vec<Alert>, FormatError> {
     let body = json::parse(raw)?;
@@ -85,6 +86,13 @@ fn alert(raw: Box<RawValue>, resource: &Value, at: &str) -> Result<Alert, Format
                 .insert("techniques".to_owned(), techniques.join(","));
         }
     }
+    let status = text(props, "status");
+    alert.state = match status.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        Some("resolved") => AlertState::Resolved,
+        Some("dismissed") => AlertState::Suppressed,
+        _ => AlertState::Firing,
+    };
+    alert.source_state = status;
     if let Some(id) = text(props, "systemAlertId").or_else(|| text(resource, "name")) {
         alert.dedup_key = format!("azure.defender:{id}");
     }
@@ -176,7 +184,38 @@ mod tests {
     use serde_json::json;
 
     use super::super::json::testing::{assert_raw, error_of, fixture, value};
+    use crate::alert::AlertState;
     use crate::intake::formats::SourceKind;
+
+    #[test]
+    fn the_status_says_whether_the_alert_is_active_resolved_or_dismissed() {
+        let state_of = |status: &str| {
+            let mut alert = example_alert();
+            alert["properties"]["status"] = json!(status);
+            let body = serde_json::to_vec(&alert).expect("JSON");
+            let a = SourceKind::AzureDefender
+                .normalize(&body)
+                .expect("normalizes")
+                .remove(0);
+            (a.state, a.source_state.unwrap_or_default(), a.dedup_key)
+        };
+        let (active, word, key) = state_of("Active");
+        assert_eq!((active, word.as_str()), (AlertState::Firing, "Active"));
+        assert_eq!(state_of("InProgress").0, AlertState::Firing);
+        let (resolved, word, resolved_key) = state_of("Resolved");
+        assert_eq!(
+            (resolved, word.as_str()),
+            (AlertState::Resolved, "Resolved")
+        );
+        assert_eq!(resolved_key, key, "follows the active alert");
+        assert_eq!(state_of("Dismissed").0, AlertState::Suppressed);
+        // The example as published is active.
+        let body = serde_json::to_vec(&example_alert()).expect("JSON");
+        let a = &SourceKind::AzureDefender
+            .normalize(&body)
+            .expect("normalizes")[0];
+        assert_eq!(a.state, AlertState::Firing);
+    }
 
     /// The fixture is the API example `{parameters, responses: {"200": {body}}}`; the alert is
     /// the body.

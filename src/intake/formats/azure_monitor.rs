@@ -15,14 +15,15 @@
 //! | description | `description` |
 //! | resource | the first of `alertTargetIDs` (`azure.vm` for a virtual machine, else `azure.resource`), named after the first of `configurationItems` |
 //! | labels | `signal_type`, `monitor_condition`, `monitoring_service`, and `customProperties` |
-//! | observed_at | `firedDateTime` |
+//! | state | `monitorCondition`: `Resolved` is `resolved`, `Fired` (or none) `firing` |
+//! | observed_at | `resolvedDateTime` when resolved, else `firedDateTime` |
 //! | dedup_key | `azure.monitor:` + `alertId` |
 
 use serde_json::value::RawValue;
 
 use super::json::{self, get, path, text};
 use super::{FormatError, SourceKind, azure_defender};
-use crate::alert::{Alert, Resource, Severity};
+use crate::alert::{Alert, AlertState, Resource, Severity};
 
 const COMMON_SCHEMA: &str = "azureMonitorCommonAlertSchema";
 
@@ -77,8 +78,13 @@ pub(super) fn normalize(raw: &RawValue) -> Result<Vec<Alert>, FormatError> {
     };
     if resolved {
         title.push_str(" (resolved)");
+        alert.state = AlertState::Resolved;
+        if let Some(at) = json::first_time(essentials, &["resolvedDateTime"]) {
+            alert.observed_at = at;
+        }
     }
     alert.title = title;
+    alert.source_state = condition;
 
     // Custom properties are the rule author's own labels; Cordon's own names win on a clash.
     if let Some(custom) = path(&body, "data.customProperties") {
@@ -115,7 +121,33 @@ mod tests {
     use serde_json::json;
 
     use super::super::json::testing::{assert_raw_is_body, error_of, fixture, value};
+    use crate::alert::AlertState;
     use crate::intake::formats::SourceKind;
+
+    #[test]
+    fn the_same_alert_fired_is_firing_and_its_resolution_follows_it() {
+        let body = fixture("azure/azure_monitor_common_alert_schema_metric_sample.json");
+        let resolved = &SourceKind::AzureMonitor.normalize(&body).expect("resolved")[0];
+        // The notification the action group sent first, when the alert fired.
+        let mut fired = value(&body);
+        fired["data"]["essentials"]["monitorCondition"] = json!("Fired");
+        fired["data"]["essentials"]
+            .as_object_mut()
+            .expect("essentials")
+            .remove("resolvedDateTime");
+        let fired = serde_json::to_vec(&fired).expect("JSON");
+        let a = &SourceKind::AzureMonitor.normalize(&fired).expect("fired")[0];
+        assert_eq!(
+            (a.state, a.source_state.as_deref()),
+            (AlertState::Firing, Some("Fired"))
+        );
+        assert_eq!(a.title, "WCUS-R2-Gen2 on wcus-r2-gen2");
+        assert_eq!(
+            a.observed_at.to_rfc3339(),
+            "2019-03-22T13:58:24.371321300+00:00"
+        );
+        assert_eq!(a.dedup_key, resolved.dedup_key, "one alert id for both");
+    }
 
     #[test]
     fn common_schema_metric_alert_resolved() {
@@ -153,8 +185,13 @@ mod tests {
         );
         assert_eq!(a.labels.get("Key1").map(String::as_str), Some("Value1"));
         assert_eq!(
+            (a.state, a.source_state.as_deref()),
+            (AlertState::Resolved, Some("Resolved"))
+        );
+        assert_eq!(
             a.observed_at.to_rfc3339(),
-            "2019-03-22T13:58:24.371321300+00:00"
+            "2019-03-22T14:03:16.224631300+00:00",
+            "when it was resolved"
         );
         assert_eq!(
             a.dedup_key,

@@ -22,6 +22,7 @@
 //! | title | `title` |
 //! | resource | the incident: `azure.sentinel.incident`, its subscription as the account |
 //! | labels | `status`, `classification`, `incident_number`, `owner`, `tactics`, `products`, `tags` |
+//! | state | `status`: `Closed` is `resolved`, or `suppressed` when classified `FalsePositive` or `BenignPositive`; `New` and `Active` are `firing` |
 //! | observed_at | `lastActivityTimeUtc`, else `firstActivityTimeUtc`, else `createdTimeUtc` |
 //! | dedup_key | `azure.sentinel:` + the incident `name` (its GUID), else its `id` |
 
@@ -30,7 +31,7 @@ use serde_json::value::RawValue;
 
 use super::json::{self, first_text, get, path, text};
 use super::{FormatError, SourceKind};
-use crate::alert::{Alert, Resource, Severity};
+use crate::alert::{Alert, AlertState, Resource, Severity};
 
 pub(super) fn normalize(raw: &RawValue) -> Result<Vec<Alert>, FormatError> {
     let body = json::parse(raw)?;
@@ -132,6 +133,19 @@ fn incident(
         }
     }
 
+    let status = text(props, "status");
+    let closed = status
+        .as_deref()
+        .is_some_and(|s| s.eq_ignore_ascii_case("Closed"));
+    let dismissed = text(props, "classification").is_some_and(|c| {
+        c.eq_ignore_ascii_case("FalsePositive") || c.eq_ignore_ascii_case("BenignPositive")
+    });
+    alert.state = match (closed, dismissed) {
+        (false, _) => AlertState::Firing,
+        (true, false) => AlertState::Resolved,
+        (true, true) => AlertState::Suppressed,
+    };
+    alert.source_state = status;
     if let Some(id) = text(resource, "name").or(arm_id) {
         alert.dedup_key = format!("azure.sentinel:{id}");
     }
@@ -143,6 +157,7 @@ mod tests {
     use serde_json::json;
 
     use super::super::json::testing::{assert_raw, error_of, fixture, value};
+    use crate::alert::AlertState;
     use crate::intake::formats::SourceKind;
 
     /// The fixture is the API example `{parameters, responses: {"200": {body}}}`; the incident
@@ -226,6 +241,39 @@ mod tests {
             alerts[1].labels.get("products").map(String::as_str),
             Some("Microsoft Defender for Cloud")
         );
+    }
+
+    #[test]
+    fn a_closed_incident_is_resolved_or_suppressed_by_its_classification() {
+        // The example is closed as a false positive.
+        let state_of = |incident: &serde_json::Value| {
+            let body = serde_json::to_vec(incident).expect("JSON");
+            let a = SourceKind::AzureSentinel
+                .normalize(&body)
+                .expect("normalizes")
+                .remove(0);
+            (a.state, a.source_state, a.dedup_key)
+        };
+        let closed = example_incident();
+        let (state, word, key) = state_of(&closed);
+        assert_eq!(
+            (state, word.as_deref()),
+            (AlertState::Suppressed, Some("Closed"))
+        );
+        let mut true_positive = closed.clone();
+        true_positive["properties"]["classification"] = json!("TruePositive");
+        assert_eq!(state_of(&true_positive).0, AlertState::Resolved);
+        let mut active = closed.clone();
+        active["properties"]["status"] = json!("Active");
+        let (state, word, active_key) = state_of(&active);
+        assert_eq!(
+            (state, word.as_deref()),
+            (AlertState::Firing, Some("Active"))
+        );
+        assert_eq!(active_key, key, "one incident's updates follow each other");
+        let mut new = closed;
+        new["properties"]["status"] = json!("New");
+        assert_eq!(state_of(&new).0, AlertState::Firing);
     }
 
     #[test]

@@ -22,6 +22,7 @@
 //! | resource | see [`resource`] |
 //! | actor | `access.principalEmail` (or Event Threat Detection's `sourceProperties.properties.principalEmail`) |
 //! | network | `indicator.ipAddresses`, `connections[0]`, or Event Threat Detection's `sourceProperties.properties.ip` / `ipConnection` |
+//! | state | `state` `INACTIVE` is `resolved`; else `mute` `MUTED` is `suppressed`; else `firing` |
 //! | observed_at | `eventTime`, else `createTime` |
 //! | dedup_key | `gcp.scc:` + finding `name` |
 
@@ -33,7 +34,7 @@ use serde_json::value::RawValue;
 
 use super::json::{self, first_text, get, path, text};
 use super::{FormatError, SourceKind};
-use crate::alert::{Actor, Alert, Network, Resource, Severity};
+use crate::alert::{Actor, Alert, AlertState, Network, Resource, Severity};
 
 /// Pub/Sub writes standard, padded base64; relays differ on padding and some use the URL-safe
 /// alphabet, and neither changes what the data says.
@@ -101,6 +102,21 @@ pub(super) fn normalize(raw: &RawValue) -> Result<Vec<Alert>, FormatError> {
             labels.insert(format!("mark:{key}"), value);
         }
     }
+    let state = text(finding, "state");
+    let mute = text(finding, "mute");
+    (alert.state, alert.source_state) = if state
+        .as_deref()
+        .is_some_and(|s| s.eq_ignore_ascii_case("INACTIVE"))
+    {
+        (AlertState::Resolved, state)
+    } else if mute
+        .as_deref()
+        .is_some_and(|m| m.eq_ignore_ascii_case("MUTED"))
+    {
+        (AlertState::Suppressed, mute)
+    } else {
+        (AlertState::Firing, state)
+    };
     alert.dedup_key = format!("gcp.scc:{name}");
     Ok(vec![alert])
 }
@@ -332,6 +348,33 @@ mod tests {
     use super::super::json::testing::{assert_raw_is_body, error_of, fixture};
     use super::*;
     use crate::intake::formats::SourceKind;
+
+    #[test]
+    fn an_inactive_finding_is_resolved_and_a_muted_one_suppressed() {
+        let body = fixture("gcp_scc/sra_notification_sha_public_bucket_acl.json");
+        let active = &SourceKind::GcpScc.normalize(&body).expect("active")[0];
+        assert_eq!(
+            (active.state, active.source_state.as_deref()),
+            (AlertState::Firing, Some("ACTIVE"))
+        );
+        let mut notification: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        notification["finding"]["state"] = json!("INACTIVE");
+        let inactive = serde_json::to_vec(&notification).expect("JSON");
+        let a = &SourceKind::GcpScc.normalize(&inactive).expect("inactive")[0];
+        assert_eq!(
+            (a.state, a.source_state.as_deref()),
+            (AlertState::Resolved, Some("INACTIVE"))
+        );
+        assert_eq!(a.dedup_key, active.dedup_key);
+        notification["finding"]["state"] = json!("ACTIVE");
+        notification["finding"]["mute"] = json!("MUTED");
+        let muted = serde_json::to_vec(&notification).expect("JSON");
+        let a = &SourceKind::GcpScc.normalize(&muted).expect("muted")[0];
+        assert_eq!(
+            (a.state, a.source_state.as_deref()),
+            (AlertState::Suppressed, Some("MUTED"))
+        );
+    }
 
     /// Normalizes the fixture as decoded and as a Pub/Sub push request, checks both agree, and
     /// returns the decoded form's alert.

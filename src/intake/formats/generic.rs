@@ -33,6 +33,7 @@
 //! | `network` | object | `remote_ip` and `local_ip` (IPv4 or IPv6), `remote_port` (0–65535), `domain`. An address or port that is not one is refused. |
 //! | `labels` | object | Free-form labels. Values should be strings; numbers and booleans are written as text, arrays and objects as JSON, `null` is dropped. |
 //! | `dedup_key` | string | Alerts with the same key inside the dedup window count as repeats of one alert. Default: Cordon's fingerprint of source, kind, resource id and actor id. |
+//! | `state` | string | Where the alert stands at the sender: `firing` (the default), `resolved` or `suppressed`. A `resolved` alert with the dedup key of a firing one follows it (docs/alerts.md). Another word is refused. |
 //!
 //! Other top-level keys are ignored, and kept: each alert's raw payload is its object exactly as
 //! sent. Inside `resource`, `actor` and `network`, numbers are accepted where text is expected.
@@ -46,7 +47,7 @@ use serde_json::value::RawValue;
 
 use super::json::{self, get, text};
 use super::{FormatError, SourceKind};
-use crate::alert::{Actor, Alert, Network, Resource, Severity};
+use crate::alert::{Actor, Alert, AlertState, Network, Resource, Severity};
 
 pub(super) fn normalize(raw: &RawValue) -> Result<Vec<Alert>, FormatError> {
     let body = json::parse(raw)?;
@@ -112,6 +113,15 @@ fn alert(raw: Box<RawValue>, a: &Value, at: &str) -> Result<Alert, FormatError> 
     if let Some(key) = text(a, "dedup_key") {
         alert.dedup_key = key;
     }
+    if let Some(state) = text(a, "state") {
+        alert.state = AlertState::from_name(&state.to_ascii_lowercase()).ok_or_else(|| {
+            FormatError::new(format!(
+                "`{}` must be `firing`, `resolved` or `suppressed`, got `{state}`",
+                shown("state")
+            ))
+        })?;
+        alert.source_state = Some(state);
+    }
     Ok(alert)
 }
 
@@ -158,7 +168,30 @@ mod tests {
     use serde_json::json;
 
     use super::super::json::testing::{assert_raw, error_of};
+    use crate::alert::AlertState;
     use crate::intake::formats::SourceKind;
+
+    #[test]
+    fn a_sender_can_say_an_alert_is_resolved_and_a_wrong_state_is_refused() {
+        let alerts = SourceKind::Generic
+            .normalize(br#"[{"title": "t", "dedup_key": "k"}, {"title": "t", "dedup_key": "k", "state": "Resolved"}]"#)
+            .expect("normalizes");
+        assert_eq!(
+            (alerts[0].state, alerts[0].source_state.as_deref()),
+            (AlertState::Firing, None)
+        );
+        assert_eq!(
+            (alerts[1].state, alerts[1].source_state.as_deref()),
+            (AlertState::Resolved, Some("Resolved"))
+        );
+        let err = error_of(
+            SourceKind::Generic.normalize(br#"[{"title": "t"}, {"title": "t", "state": "gone"}]"#),
+        );
+        assert!(
+            err.contains("`[1].state` must be `firing`, `resolved` or `suppressed`, got `gone`"),
+            "{err}"
+        );
+    }
 
     /// The example in the format's documentation, which users copy.
     const DOC_EXAMPLE: &str = r#"{

@@ -7,7 +7,7 @@
 
 use serde_json::value::RawValue;
 
-use crate::alert::Alert;
+use crate::alert::{Alert, AlertState};
 
 mod alertmanager;
 mod aws_cloudtrail;
@@ -70,6 +70,22 @@ impl SourceKind {
     /// The source named `name`, if Cordon knows it.
     pub fn from_name(name: &str) -> Option<SourceKind> {
         SourceKind::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// The states at the source its alerts can be in (see [`AlertState`]): Falco and CloudTrail
+    /// report events, which never resolve; the others have a lifecycle.
+    pub fn states(self) -> &'static [AlertState] {
+        use AlertState::{Firing, Resolved, Suppressed};
+        match self {
+            SourceKind::AwsCloudTrail | SourceKind::Falco => &[Firing],
+            SourceKind::Alertmanager | SourceKind::AzureMonitor => &[Firing, Resolved],
+            SourceKind::AwsGuardDuty => &[Firing, Suppressed],
+            SourceKind::AwsSecurityHub
+            | SourceKind::AzureDefender
+            | SourceKind::AzureSentinel
+            | SourceKind::GcpScc
+            | SourceKind::Generic => &[Firing, Resolved, Suppressed],
+        }
     }
 
     /// Whether AWS may deliver this source through SNS (an SNS envelope around the payload).
