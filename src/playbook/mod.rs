@@ -6,6 +6,7 @@ pub mod load;
 pub mod model;
 pub(crate) mod position;
 pub(crate) mod rhai_scan;
+pub(crate) mod samples;
 pub mod schema;
 pub(crate) mod validate;
 

@@ -433,7 +433,7 @@ mod tests {
 id: full
 name: Every field
 description: Each struct of the model, filled in.
-on: { source: [aws.guardduty], when: "alert.severity > 5" }
+on: { source: [aws.guardduty], when: "alert.severity.score > 5" }
 concurrency: incident.id
 dry_run: true
 inputs:
