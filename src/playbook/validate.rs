@@ -18,7 +18,9 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::model::{ApprovalSpec, Branch, Call, Foreach, Playbook, Step, TestCase, Trigger};
+use super::model::{
+    ApprovalSpec, Branch, Call, Foreach, Playbook, Step, TEST_STATUSES, TestCase, Trigger,
+};
 use super::position::{self, Node, Pos};
 use super::rhai_scan::{step_reads, template_exprs};
 use super::samples;
@@ -698,19 +700,70 @@ impl<'a> Checker<'a> {
             }
         }
         let actions = node.get("actions");
-        for id in test.actions.keys() {
+        for (id, results) in &test.actions {
             let at = actions.and_then(|a| a.key(id)).unwrap_or(node).pos();
             self.step_of_kind(id, "uses", "an action step", at);
+            let value = actions.and_then(|a| a.get(id)).unwrap_or(node);
+            if results.0.is_empty() {
+                self.report(value.pos(), format!("no canned result for `{id}`"), None);
+            }
+            let one = results.0.len() == 1 && !matches!(value.kind, position::Kind::Seq(_));
+            for (i, result) in results.0.iter().enumerate() {
+                let at = if one { value } else { value.at(i).unwrap_or(value) };
+                if result.output.is_some() && result.error.is_some() {
+                    self.report(
+                        at.pos(),
+                        "a canned result has both `output` and `error`",
+                        Some("give one: the action either succeeded or failed".into()),
+                    );
+                }
+                if result.retryable && result.error.is_none() {
+                    self.report(
+                        at.key("retryable").unwrap_or(at).pos(),
+                        "`retryable` says how an `error` fails, but this result has no `error`",
+                        None,
+                    );
+                }
+            }
         }
         let expect = node.get("expect").unwrap_or(node);
-        const STATUSES: [&str; 6] = [
-            "succeeded",
-            "failed",
-            "cancelled",
-            "waiting",
-            "needs_decision",
-            "not_matched",
-        ];
+        const STATUSES: [&str; 6] = TEST_STATUSES;
+        for (key, ids, kind) in [
+            ("inputs", test.expect.inputs.keys().collect::<Vec<_>>(), true),
+            ("inputs_exact", test.expect.inputs_exact.keys().collect(), true),
+            ("attempts", test.expect.attempts.keys().collect(), false),
+        ] {
+            let map = expect.get(key);
+            for id in ids {
+                let at = map.and_then(|m| m.key(id)).unwrap_or(expect).pos();
+                if kind {
+                    self.step_of_kind(id, "uses", "an action step", at);
+                } else if !self.order.contains_key(id.as_str()) {
+                    let hint = did_you_mean(id, self.ids.iter().map(|(id, _)| id.as_str()));
+                    self.report(at, format!("no step `{id}`"), hint);
+                }
+            }
+        }
+        for (key, inputs) in [
+            ("inputs", &test.expect.inputs),
+            ("inputs_exact", &test.expect.inputs_exact),
+        ] {
+            for (id, want) in inputs {
+                let fits = match want {
+                    Value::Object(_) => true,
+                    Value::Array(calls) => calls.iter().all(Value::is_object),
+                    _ => false,
+                };
+                if !fits {
+                    let at = expect.get(key).and_then(|m| m.get(id)).unwrap_or(expect);
+                    self.report(
+                        at.pos(),
+                        format!("`expect.{key}.{id}` is {}", a_json_type(want)),
+                        Some("give the inputs as a map, or a list of maps (one per call)".into()),
+                    );
+                }
+            }
+        }
         if !STATUSES.contains(&test.expect.status.as_str()) {
             let status = &test.expect.status;
             self.report(
@@ -1403,6 +1456,45 @@ tests:
                 "13:16 no step `sya`",
                 "15:15 unknown status `succeded`",
                 "16:20 no step `sey`",
+            ],
+        );
+    }
+
+    #[test]
+    fn polling_test_cases_name_action_steps_and_give_sound_results() {
+        let found = problems(
+            "\
+id: t
+name: Tests
+steps:
+  - id: poll
+    uses: core.log
+    with: { message: hi }
+    retry: { attempts: 5 }
+  - id: think
+    script: 1
+tests:
+  - name: one
+    actions:
+      poll: [{ error: pending, retryable: true }, { output: 1, error: x }]
+      think: { output: 1, retryable: true }
+    expect:
+      status: succeeded
+      inputs: { pol: { message: hi }, poll: 3 }
+      inputs_exact: { think: {} }
+      attempts: { poll: 3, thnk: 1 }
+",
+        );
+        assert_eq!(
+            found,
+            [
+                "13:51 a canned result has both `output` and `error`",
+                "14:7 step `think` is not an action step",
+                "14:27 `retryable` says how an `error` fails, but this result has no `error`",
+                "17:17 no step `pol`",
+                "17:45 `expect.inputs.poll` is a number",
+                "18:23 step `think` is not an action step",
+                "19:28 no step `thnk`",
             ],
         );
     }
