@@ -600,7 +600,10 @@ impl Engine {
                     Ok(Ok(false)) => continue,
                     Ok(Err(error)) => {
                         // Counted every time, logged once per playbook version.
-                        if self.metrics.when_failed(&playbook.spec.id, playbook.version()) {
+                        if self
+                            .metrics
+                            .when_failed(&playbook.spec.id, playbook.version())
+                        {
                             tracing::warn!(playbook = %playbook.spec.id, file = %playbook.file.display(), alert = alert_id, %error, "`on.when` failed; the playbook does not start for such alerts (logged once per playbook version; cordon_playbook_when_errors_total counts them)");
                         }
                         continue;

@@ -337,7 +337,12 @@ async fn run_case(
         values: seen.values,
         attempts,
     };
-    Ok(compare(case, &ran, run.status.as_str(), run.error.as_deref()))
+    Ok(compare(
+        case,
+        &ran,
+        run.status.as_str(),
+        run.error.as_deref(),
+    ))
 }
 
 /// What a case's run did, for its expectations.
@@ -422,7 +427,13 @@ fn compare(case: &TestCase, ran: &Ran, status: &str, error: Option<&str>) -> Vec
     }
     for (key, want) in &expect.outputs {
         let got = ran.outputs.get(key);
-        diff(&format!("outputs.{key}"), want, got, false, &mut differences);
+        diff(
+            &format!("outputs.{key}"),
+            want,
+            got,
+            false,
+            &mut differences,
+        );
     }
     for (inputs, exact) in [(&expect.inputs, false), (&expect.inputs_exact, true)] {
         let what = if exact { "inputs_exact" } else { "inputs" };
@@ -446,7 +457,13 @@ fn compare(case: &TestCase, ran: &Ran, status: &str, error: Option<&str>) -> Vec
                         ));
                     }
                     for (i, (want, got)) in each.iter().zip(&calls).enumerate() {
-                        diff(&format!("{path}[{i}]"), want, Some(got), exact, &mut differences);
+                        diff(
+                            &format!("{path}[{i}]"),
+                            want,
+                            Some(got),
+                            exact,
+                            &mut differences,
+                        );
                     }
                 }
                 (want, Some(last)) => diff(&path, want, Some(last), exact, &mut differences),
@@ -542,7 +559,13 @@ mod tests {
             ]
         );
         out.clear();
-        diff("inputs_exact.poll", &json!({ "more": 1 }), Some(&got), true, &mut out);
+        diff(
+            "inputs_exact.poll",
+            &json!({ "more": 1 }),
+            Some(&got),
+            true,
+            &mut out,
+        );
         assert_eq!(
             out,
             [
@@ -554,7 +577,12 @@ mod tests {
 
     #[test]
     fn a_call_address_names_its_step() {
-        for address in ["isolate", "isolate[2]", "contain.branch_1.isolate", "isolate@call_step"] {
+        for address in [
+            "isolate",
+            "isolate[2]",
+            "contain.branch_1.isolate",
+            "isolate@call_step",
+        ] {
             assert!(is_step(address, "isolate"), "{address}");
         }
         assert!(!is_step("isolated", "isolate"));

@@ -317,7 +317,8 @@ impl<'de> Deserialize<'de> for CannedResults {
                 self,
                 map: A,
             ) -> Result<CannedResults, A::Error> {
-                let one = CannedResult::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                let one =
+                    CannedResult::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
                 Ok(CannedResults(vec![one]))
             }
 

@@ -709,7 +709,11 @@ impl<'a> Checker<'a> {
             }
             let one = results.0.len() == 1 && !matches!(value.kind, position::Kind::Seq(_));
             for (i, result) in results.0.iter().enumerate() {
-                let at = if one { value } else { value.at(i).unwrap_or(value) };
+                let at = if one {
+                    value
+                } else {
+                    value.at(i).unwrap_or(value)
+                };
                 if result.output.is_some() && result.error.is_some() {
                     self.report(
                         at.pos(),
@@ -729,8 +733,16 @@ impl<'a> Checker<'a> {
         let expect = node.get("expect").unwrap_or(node);
         const STATUSES: [&str; 6] = TEST_STATUSES;
         for (key, ids, kind) in [
-            ("inputs", test.expect.inputs.keys().collect::<Vec<_>>(), true),
-            ("inputs_exact", test.expect.inputs_exact.keys().collect(), true),
+            (
+                "inputs",
+                test.expect.inputs.keys().collect::<Vec<_>>(),
+                true,
+            ),
+            (
+                "inputs_exact",
+                test.expect.inputs_exact.keys().collect(),
+                true,
+            ),
             ("attempts", test.expect.attempts.keys().collect(), false),
         ] {
             let map = expect.get(key);
