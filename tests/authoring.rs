@@ -364,7 +364,7 @@ async fn the_walkthrough_integration_polls_until_the_verdict_is_ready() {
     let answer = server.accept("generic", body).await;
     let alert = answer["alerts"][0]["alert_id"].as_str().unwrap().to_owned();
     let run = server.run_for_alert(&alert).await;
-    let shown = server.wait_run(&run, "finished", |r| finished(r)).await;
+    let shown = server.wait_run(&run, "finished", finished).await;
     let steps = &shown["run"]["steps"];
     assert_eq!(shown["run"]["status"], "succeeded", "{shown}");
     assert_eq!(steps["verdict"]["attempts"], 3, "{steps}");

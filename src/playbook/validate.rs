@@ -10,6 +10,11 @@
 //!   syntax error or an undefined variable is mapped from the Rhai text into the file, inside a
 //!   `script: |` block too, and each `steps.<id>` it reads ([`super::rhai_scan`]) must be a step
 //!   that has finished by then;
+//! - every Rhai part is also checked for what it reads and calls ([`Checker::types`]): each field
+//!   of `alert` and `incident` against their shapes, operators against their operands' types
+//!   (`alert.severity >= 7` compares a map with a number), the functions called, and conditions
+//!   and templates evaluated on a sample alert of each source listened to ([`super::samples`]);
+//! - test cases name steps of the right kinds, and canned results and expectations are sound;
 //! - across files, a `call` names a playbook that is there and gives it the inputs it takes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

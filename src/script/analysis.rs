@@ -346,7 +346,8 @@ impl Reader<'_> {
                 Segment::Method => return None,
                 Segment::Property(key, pos) => (Some(key), pos),
                 Segment::Index(Expr::StringConstant(key, pos)) => (Some(key.as_str()), *pos),
-                Segment::Index(index) => {
+                Segment::Index(_) => {
+                    // An index computed at run time: any item of a list, any value of a map.
                     shape = match shape {
                         Shape::List(item) => *item,
                         Shape::Dict(value) => *value,
@@ -354,7 +355,6 @@ impl Reader<'_> {
                         _ => Shape::Any,
                     };
                     name.push_str("[…]");
-                    let _ = index;
                     continue;
                 }
             };

@@ -18,8 +18,11 @@ use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, Visit
 pub enum Shape {
     /// Anything: free-form, or not known.
     Any,
+    /// `true` or `false`.
     Bool,
+    /// An integer or a decimal.
     Number,
+    /// Text (times are RFC 3339 text).
     String,
     /// A list whose items have this shape.
     List(Box<Shape>),
