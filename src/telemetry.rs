@@ -69,6 +69,10 @@ pub struct Metrics {
     pub store_stalled: Family<StallLabels, Gauge>,
     /// How long the oldest store operation under way has been (0 when none is).
     pub store_oldest_pending_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// `on.when` conditions that failed with an error (the playbook did not start), by playbook.
+    pub when_errors: Family<PlaybookLabels, Counter>,
+    /// The playbook versions (id, fingerprint) whose failing `when` has been logged.
+    when_logged: std::sync::Mutex<std::collections::HashSet<(String, u64)>>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -171,6 +175,12 @@ impl Metrics {
             "How long the oldest store operation under way has been",
             store_oldest_pending_seconds.clone(),
         );
+        let when_errors = Family::<PlaybookLabels, Counter>::default();
+        registry.register(
+            "playbook_when_errors",
+            "Alerts whose playbook trigger condition (on.when) failed with an error, by playbook",
+            when_errors.clone(),
+        );
         Metrics {
             registry,
             alerts_accepted,
@@ -185,7 +195,22 @@ impl Metrics {
             runs_claimed,
             store_stalled,
             store_oldest_pending_seconds,
+            when_errors,
+            when_logged: Default::default(),
         }
+    }
+
+    /// Counts a failed `on.when` of `playbook` at `version` ([`crate::playbook::Compiled::version`]);
+    /// true the first time for that version, when the caller logs it. An alert storm would
+    /// otherwise log the same error once per alert; a reload that changes the playbook logs again.
+    pub fn when_failed(&self, playbook: &str, version: u64) -> bool {
+        self.when_errors
+            .get_or_create(&PlaybookLabels {
+                playbook: playbook.to_owned(),
+            })
+            .inc();
+        let mut logged = self.when_logged.lock().unwrap_or_else(|e| e.into_inner());
+        logged.insert((playbook.to_owned(), version))
     }
 
     /// Records what the store has under way; the stalled operation, if any, once it has been
@@ -230,4 +255,23 @@ impl Metrics {
 /// 100 µs to about 3 s.
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 15))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_when_is_counted_every_time_and_logged_once_per_version() {
+        let metrics = Metrics::new();
+        assert!(metrics.when_failed("triage", 1));
+        assert!(!metrics.when_failed("triage", 1));
+        assert!(metrics.when_failed("triage", 2));
+        assert!(metrics.when_failed("other", 1));
+        let text = metrics.render();
+        assert!(
+            text.contains("cordon_playbook_when_errors_total{playbook=\"triage\"} 3"),
+            "{text}"
+        );
+    }
 }

@@ -628,7 +628,13 @@ impl Engine {
                     Ok(Ok(true)) => {}
                     Ok(Ok(false)) => continue,
                     Ok(Err(error)) => {
-                        tracing::warn!(playbook = %playbook.spec.id, alert = alert_id, %error, "`on.when` failed; the playbook does not start");
+                        // Counted every time, logged once per playbook version.
+                        if self
+                            .metrics
+                            .when_failed(&playbook.spec.id, playbook.version())
+                        {
+                            tracing::warn!(playbook = %playbook.spec.id, file = %playbook.file.display(), alert = alert_id, %error, "`on.when` failed; the playbook does not start for such alerts (logged once per playbook version; cordon_playbook_when_errors_total counts them)");
+                        }
                         continue;
                     }
                     Err(_) => continue,

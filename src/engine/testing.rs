@@ -1,10 +1,12 @@
-//! `cordon test`: runs playbooks' `tests:` offline, with the real executor, canned action results,
-//! canned approval decisions, and virtual time (sleeps, retries and timeouts pass at once). No
-//! network, no store.
+//! `cordon test`: runs playbooks' `tests:` offline, with the real executor, canned action results
+//! (one per call, so polling with retryable errors can be tested), canned approval decisions, and
+//! virtual time (sleeps, retries and timeouts pass at once). No network, no store. Besides the
+//! run's status, steps and outputs, a case may expect the inputs each action was called with, the
+//! attempts a step took and the values set with `core.set`; a difference is shown path by path.
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{TimeDelta, Utc};
@@ -16,6 +18,7 @@ use crate::actions::builtin::Builtins;
 use crate::actions::{ActionCall, ActionError, ActionRunner, ActionSpec, Guardrails, SpecCatalog};
 use crate::alert::Incident;
 use crate::intake::formats::SourceKind;
+use crate::playbook::model::CannedResults;
 use crate::playbook::{Compiled, TestCase};
 use crate::script::Scripts;
 
@@ -39,7 +42,29 @@ impl CaseResult {
 struct TestActions {
     core: Arc<Builtins>,
     specs: Arc<SpecCatalog>,
-    canned: BTreeMap<String, crate::playbook::model::CannedResult>,
+    canned: BTreeMap<String, CannedResults>,
+    seen: Mutex<Seen>,
+}
+
+/// What the actions of a case were asked, for its expectations.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Every call, in order: the step (as the executor names it) and the rendered inputs.
+    calls: Vec<(String, Value)>,
+    /// Values set with `core.set`, the last by key.
+    values: BTreeMap<String, Value>,
+}
+
+/// Whether `address`, as the executor names a step's call (`isolate`, or a nested one's
+/// `isolate[2]`, `contain.branch_1.isolate`, `isolate@call_step`), is a call of step `id`.
+fn is_step(address: &str, id: &str) -> bool {
+    if address == id {
+        return true;
+    }
+    let own = address.split('@').next().unwrap_or(address);
+    let own = own.rsplit('.').next().unwrap_or(own);
+    let own = own.split('[').next().unwrap_or(own);
+    own == id
 }
 
 #[async_trait]
@@ -70,22 +95,42 @@ impl ActionRunner for TestActions {
         inputs: Value,
         call: &ActionCall,
     ) -> Result<Value, ActionError> {
-        // Canned by the step's address (`isolate[2]`) or by its id (every item alike).
-        let id = crate::model::run::Address::parse(&call.step_id).id;
-        if let Some(canned) = self
-            .canned
-            .get(&call.step_id)
-            .or_else(|| self.canned.get(id))
-        {
+        let earlier = {
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            let earlier = seen
+                .calls
+                .iter()
+                .filter(|(address, _)| *address == call.step_id)
+                .count();
+            seen.calls.push((call.step_id.clone(), inputs.clone()));
+            earlier
+        };
+        let canned = self.canned.get(&call.step_id).or_else(|| {
+            self.canned
+                .iter()
+                .find(|(id, _)| is_step(&call.step_id, id))
+                .map(|(_, c)| c)
+        });
+        if let Some(canned) = canned.and_then(|c| c.nth(earlier)) {
             return match &canned.error {
+                Some(error) if canned.retryable => Err(ActionError::retryable(error.clone())),
                 Some(error) => Err(ActionError::permanent(error.clone())),
                 None => Ok(canned.output.clone().unwrap_or(Value::Null)),
             };
         }
         match name {
             // The core actions that touch nothing outside run for real (no store: `core.set`
-            // records its value in the step output only).
-            "core.log" | "core.set" | "core.sleep" => self.core.call(name, inputs, call).await,
+            // records its value in the step output, and here for `expect.values`).
+            "core.set" => {
+                let output = self.core.call(name, inputs, call).await?;
+                if let Some(key) = output.get("key").and_then(Value::as_str) {
+                    let value = output.get("value").cloned().unwrap_or(Value::Null);
+                    let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+                    seen.values.insert(key.to_owned(), value);
+                }
+                Ok(output)
+            }
+            "core.log" | "core.sleep" => self.core.call(name, inputs, call).await,
             // Chat is not reached offline: the message is what the step shows.
             "chat.notify" => Ok(serde_json::json!({ "text": inputs.get("text"), "platforms": [] })),
             other => Err(ActionError::permanent(format!(
@@ -156,14 +201,15 @@ async fn run_case(
     specs: &Arc<SpecCatalog>,
 ) -> Result<Vec<String>, String> {
     let data = case_data(playbook, case)?;
-    let actions = TestActions {
+    let actions = Arc::new(TestActions {
         core: core.clone(),
         specs: specs.clone(),
         canned: case.actions.clone(),
-    };
+        seen: Mutex::default(),
+    });
     let executor = Executor {
         scripts: scripts.clone(),
-        actions: Arc::new(actions),
+        actions: actions.clone(),
         guardrails: Arc::new(Guardrails::default()),
         library,
     };
@@ -181,7 +227,7 @@ async fn run_case(
         .and_then(crate::alert::AlertState::from_name)
         .unwrap_or_default();
     if !data.alert.is_null() && playbook.spec.on.is_some() && !playbook.takes_state(state) {
-        return Ok(compare(case, "not_matched", &[], &[], &Value::Null, None));
+        return Ok(compare(case, &Ran::default(), "not_matched", None));
     }
     let matched = match &playbook.when {
         Some(when) => scripts
@@ -190,7 +236,7 @@ async fn run_case(
         None => true,
     };
     if !matched {
-        return Ok(compare(case, "not_matched", &[], &[], &Value::Null, None));
+        return Ok(compare(case, &Ran::default(), "not_matched", None));
     }
 
     let now = Utc::now();
@@ -258,12 +304,24 @@ async fn run_case(
         })
         .cloned()
         .collect();
+    let seen = std::mem::take(&mut *actions.seen.lock().unwrap_or_else(|e| e.into_inner()));
+    let attempts = run
+        .steps
+        .iter()
+        .map(|(id, state)| (id.clone(), state.attempts))
+        .collect();
+    let ran = Ran {
+        taken,
+        skipped,
+        outputs: run.outputs.clone(),
+        calls: seen.calls,
+        values: seen.values,
+        attempts,
+    };
     Ok(compare(
         case,
+        &ran,
         run.status.as_str(),
-        &taken,
-        &skipped,
-        &run.outputs,
         run.error.as_deref(),
     ))
 }
@@ -373,6 +431,20 @@ async fn drive(
     Ok(())
 }
 
+/// What a case's run did, for its expectations.
+#[derive(Debug, Default)]
+struct Ran {
+    /// Step ids that ran, in order, and those skipped.
+    taken: Vec<String>,
+    skipped: Vec<String>,
+    outputs: Value,
+    /// Every action call: the step's address and its rendered inputs.
+    calls: Vec<(String, Value)>,
+    values: BTreeMap<String, Value>,
+    /// Attempts by step (as the run records it).
+    attempts: BTreeMap<String, u32>,
+}
+
 /// The alert (normalized from the case's file) and its incident, as expressions see them.
 fn case_data(playbook: &Compiled, case: &TestCase) -> Result<RunData, String> {
     let Some(file) = &case.alert else {
@@ -411,14 +483,7 @@ fn case_data(playbook: &Compiled, case: &TestCase) -> Result<RunData, String> {
     })
 }
 
-fn compare(
-    case: &TestCase,
-    status: &str,
-    taken: &[String],
-    skipped: &[String],
-    outputs: &Value,
-    error: Option<&str>,
-) -> Vec<String> {
+fn compare(case: &TestCase, ran: &Ran, status: &str, error: Option<&str>) -> Vec<String> {
     let mut differences = Vec::new();
     let expect = &case.expect;
     if expect.status != status {
@@ -429,28 +494,184 @@ fn compare(
         ));
     }
     if let Some(steps) = &expect.steps
-        && steps.as_slice() != taken
+        && steps.as_slice() != ran.taken
     {
         differences.push(format!(
             "steps: expected [{}], got [{}]",
             steps.join(", "),
-            taken.join(", ")
+            ran.taken.join(", ")
         ));
     }
     if let Some(want) = &expect.skipped
-        && want.as_slice() != skipped
+        && want.as_slice() != ran.skipped
     {
         differences.push(format!(
             "skipped: expected [{}], got [{}]",
             want.join(", "),
-            skipped.join(", ")
+            ran.skipped.join(", ")
         ));
     }
     for (key, want) in &expect.outputs {
-        let got = outputs.get(key).unwrap_or(&Value::Null);
-        if got != want {
-            differences.push(format!("outputs.{key}: expected {want}, got {got}"));
+        let got = ran.outputs.get(key);
+        diff(
+            &format!("outputs.{key}"),
+            want,
+            got,
+            false,
+            &mut differences,
+        );
+    }
+    for (inputs, exact) in [(&expect.inputs, false), (&expect.inputs_exact, true)] {
+        let what = if exact { "inputs_exact" } else { "inputs" };
+        for (step, want) in inputs {
+            let calls: Vec<&Value> = ran
+                .calls
+                .iter()
+                .filter(|(address, _)| is_step(address, step))
+                .map(|(_, inputs)| inputs)
+                .collect();
+            let path = format!("{what}.{step}");
+            match (want, calls.last()) {
+                (_, None) => differences.push(format!("{path}: the step called no action")),
+                (Value::Array(each), Some(_)) => {
+                    if each.len() != calls.len() {
+                        differences.push(format!(
+                            "{path}: expected {} calls, got {}: {}",
+                            each.len(),
+                            calls.len(),
+                            shown(&Value::Array(calls.iter().map(|v| (*v).clone()).collect()))
+                        ));
+                    }
+                    for (i, (want, got)) in each.iter().zip(&calls).enumerate() {
+                        diff(
+                            &format!("{path}[{i}]"),
+                            want,
+                            Some(got),
+                            exact,
+                            &mut differences,
+                        );
+                    }
+                }
+                (want, Some(last)) => diff(&path, want, Some(last), exact, &mut differences),
+            }
         }
     }
+    for (step, want) in &expect.attempts {
+        let got = ran.attempts.get(step).copied().unwrap_or_else(|| {
+            // A step the run does not record on its own (nested in the executor): its calls.
+            ran.calls.iter().filter(|(a, _)| is_step(a, step)).count() as u32
+        });
+        if got != *want {
+            differences.push(format!("attempts.{step}: expected {want}, got {got}"));
+        }
+    }
+    for (key, want) in &expect.values {
+        let got = ran.values.get(key);
+        if got.is_none() {
+            let set: Vec<&str> = ran.values.keys().map(String::as_str).collect();
+            differences.push(format!(
+                "values.{key}: expected {}, but no step set it (set: [{}])",
+                shown(want),
+                set.join(", ")
+            ));
+            continue;
+        }
+        diff(&format!("values.{key}"), want, got, false, &mut differences);
+    }
     differences
+}
+
+/// The differences between `want` and `got` at `path`, one line each, naming the place: maps key
+/// by key (with `exact`, keys `want` does not list are differences too), lists item by item,
+/// numbers by value (`3` equals `3.0`).
+fn diff(path: &str, want: &Value, got: Option<&Value>, exact: bool, out: &mut Vec<String>) {
+    let Some(got) = got else {
+        out.push(format!("{path}: expected {}, got nothing", shown(want)));
+        return;
+    };
+    match (want, got) {
+        (Value::Object(want), Value::Object(got)) => {
+            for (key, w) in want {
+                diff(&format!("{path}.{key}"), w, got.get(key), exact, out);
+            }
+            if exact {
+                for (key, g) in got {
+                    if !want.contains_key(key) {
+                        out.push(format!("{path}.{key}: not expected, got {}", shown(g)));
+                    }
+                }
+            }
+        }
+        (Value::Array(want), Value::Array(got)) if want.len() == got.len() => {
+            for (i, (w, g)) in want.iter().zip(got).enumerate() {
+                diff(&format!("{path}[{i}]"), w, Some(g), exact, out);
+            }
+        }
+        (Value::Number(w), Value::Number(g)) if w.as_f64() == g.as_f64() => {}
+        (w, g) if w == g => {}
+        (w, g) => out.push(format!("{path}: expected {}, got {}", shown(w), shown(g))),
+    }
+}
+
+/// A value as compact JSON, cut to a readable length.
+fn shown(value: &Value) -> String {
+    let text = value.to_string();
+    if text.chars().count() > 200 {
+        let cut: String = text.chars().take(200).collect();
+        format!("{cut}…")
+    } else {
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn differences_name_each_place() {
+        let mut out = Vec::new();
+        let want = json!({ "job": "j-1", "opts": { "region": "eu-west-1", "tags": [1, 2] } });
+        let got = json!({ "job": "j-2", "opts": { "tags": [1, 3], "extra": true }, "more": 1.0 });
+        diff("inputs.poll", &want, Some(&got), false, &mut out);
+        assert_eq!(
+            out,
+            [
+                "inputs.poll.job: expected \"j-1\", got \"j-2\"",
+                "inputs.poll.opts.region: expected \"eu-west-1\", got nothing",
+                "inputs.poll.opts.tags[1]: expected 2, got 3",
+            ]
+        );
+        out.clear();
+        diff(
+            "inputs_exact.poll",
+            &json!({ "more": 1 }),
+            Some(&got),
+            true,
+            &mut out,
+        );
+        assert_eq!(
+            out,
+            [
+                "inputs_exact.poll.job: not expected, got \"j-2\"",
+                "inputs_exact.poll.opts: not expected, got {\"extra\":true,\"tags\":[1,3]}",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_call_address_names_its_step() {
+        for address in [
+            "isolate",
+            "isolate[2]",
+            "contain.branch_1.isolate",
+            "isolate@call_step",
+        ] {
+            assert!(is_step(address, "isolate"), "{address}");
+        }
+        assert!(!is_step("isolated", "isolate"));
+        assert!(!is_step("call_step@isolate", "isolate"));
+    }
 }

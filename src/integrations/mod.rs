@@ -27,6 +27,7 @@ use crate::config::{Credentials, Diagnostic, IntegrationsConfig, Secret};
 use crate::engine::exec::{ActionCall, ActionError, ActionRunner, glob};
 use crate::failure::Failure;
 use crate::script::Limits;
+use crate::script::analysis::{self, KnownFunctions};
 use crate::store::Store;
 use auth::{Auth, AuthError, AwsCredentials, AzureTokens};
 use host::{CallEnv, HostError};
@@ -94,6 +95,8 @@ impl Integrations {
         store: Option<Arc<dyn Store>>,
     ) -> Result<Integrations, Vec<Diagnostic>> {
         let engine = host::engine(&Limits::default());
+        // What scripts may call: the host functions and Rhai's own (checked at load).
+        let known = KnownFunctions::of(&engine);
         let mut problems = Vec::new();
         // Scripts reach public addresses, and internal ones only through an endpoint override:
         // the operator wrote that URL, so its host is explicitly allowed, whatever it resolves to
@@ -173,8 +176,11 @@ impl Integrations {
         };
         let mut by_name = BTreeMap::new();
         let mut specs = BTreeMap::new();
+        // Integrations that did not load: their settings in the config are not "for no
+        // integration", they wait for it to be fixed.
+        let mut broken = std::collections::BTreeSet::new();
         for folder in folders {
-            match Integration::load(&folder, &engine, config, (&scripts_http, &egress)) {
+            match Integration::load(&folder, &engine, &known, config, (&scripts_http, &egress)) {
                 Ok(integration) => {
                     let name = integration.manifest.name.clone();
                     if by_name.contains_key(&name) {
@@ -191,11 +197,14 @@ impl Integrations {
                     }
                     by_name.insert(name, Arc::new(integration));
                 }
-                Err(mut found) => problems.append(&mut found),
+                Err(mut found) => {
+                    problems.append(&mut found);
+                    broken.extend(folder.file_name().map(|n| n.to_string_lossy().into_owned()));
+                }
             }
         }
         for name in config.settings.keys() {
-            if !by_name.contains_key(name) {
+            if !by_name.contains_key(name) && !broken.contains(name) {
                 problems.push(Diagnostic::new(
                     Path::new("integrations.settings"),
                     0,
@@ -436,11 +445,21 @@ impl Integration {
     fn load(
         folder: &Path,
         engine: &Engine,
+        known: &KnownFunctions,
         config: &IntegrationsConfig,
         (http, egress): (&reqwest::Client, &Arc<crate::actions::egress::Egress>),
     ) -> Result<Integration, Vec<Diagnostic>> {
-        let (manifest, _) = Manifest::load(folder)?;
+        let (manifest, text) = Manifest::load(folder)?;
         let manifest_file = folder.join("manifest.yaml");
+        // The manifest parsed, so its position index does too; without it, places are 0:0.
+        let index = crate::playbook::position::index(&text).ok();
+        let place = |path: &[&str], key: bool| -> (usize, usize) {
+            let Some(root) = &index else { return (0, 0) };
+            let (last, parents) = path.split_last().expect("a path");
+            let parent = parents.iter().try_fold(root, |node, k| node.get(k));
+            let node = parent.and_then(|p| if key { p.key(last) } else { p.get(last) });
+            node.map_or((0, 0), |n| (n.pos().line, n.pos().column))
+        };
         let script_file = folder.join(&manifest.script);
         let source = std::fs::read_to_string(&script_file).map_err(|e| {
             vec![Diagnostic::new(
@@ -460,21 +479,47 @@ impl Integration {
             )]
         })?;
         let mut problems = Vec::new();
+        for found in analysis::check_calls(&ast, known) {
+            let mut d = Diagnostic::new(&script_file, found.line, found.column, found.message);
+            d.hint = found.hint;
+            problems.push(d);
+        }
         for action in manifest.actions.keys() {
             let defined = ast
                 .iter_functions()
                 .any(|f| f.name == action.as_str() && f.params.len() == 1);
             if !defined {
+                let script = &manifest.script;
+                let same_name = ast.iter_functions().find(|f| f.name == action.as_str());
+                let hint = match same_name {
+                    Some(f) => format!(
+                        "{script} has `fn {action}({})`; an action's function takes one parameter, the inputs",
+                        f.params.join(", ")
+                    ),
+                    None => {
+                        let names: Vec<&str> = ast.iter_functions().map(|f| f.name).collect();
+                        names
+                            .iter()
+                            .map(|n| (strsim::jaro_winkler(action, n), *n))
+                            .filter(|(score, _)| *score > 0.8)
+                            .max_by(|a, b| a.0.total_cmp(&b.0))
+                            .map(|(_, best)| format!("{script} has `fn {best}`: did you mean it?"))
+                            .unwrap_or_else(|| {
+                                format!("add `fn {action}(input) {{ ... }}` to {script}")
+                            })
+                    }
+                };
+                let (line, column) = place(&["actions", action], true);
                 problems.push(
                     Diagnostic::new(
-                        &script_file,
-                        0,
-                        0,
+                        &manifest_file,
+                        line,
+                        column,
                         format!(
-                            "action `{action}` has no function `fn {action}(input)` in the script"
+                            "action `{action}` has no function `fn {action}(input)` in {script}"
                         ),
                     )
-                    .with_hint(format!("declared in {}", manifest_file.display())),
+                    .with_hint(hint),
                 );
             }
         }
@@ -524,7 +569,13 @@ impl Integration {
             (kind, Some((key, credentials))) => build_auth(kind, &manifest, key, credentials, http)
                 .map_err(AuthError::permanent)
                 .inspect_err(|error| {
-                    problems.push(Diagnostic::new(&manifest_file, 0, 0, error.message.clone()));
+                    let (line, column) = place(&["auth"], false);
+                    problems.push(Diagnostic::new(
+                        &manifest_file,
+                        line,
+                        column,
+                        error.message.clone(),
+                    ));
                 }),
         };
         let endpoints = credentials

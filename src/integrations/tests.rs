@@ -426,8 +426,110 @@ fn manifest_mistakes_are_reported_where_they_are() {
 
     write(dir.path(), "broken", manifest, "fn lookup() { 1 }");
     let problems = Integrations::load(&config, reqwest::Client::new(), None).unwrap_err();
+    let found: Vec<String> = problems
+        .iter()
+        .map(|d| format!("{}:{}: {}", d.line, d.column, d.message))
+        .collect();
+    // At the action's line in the manifest, where it is declared.
     assert_eq!(
-        problems[0].message,
-        "action `lookup` has no function `fn lookup(input)` in the script"
+        found,
+        ["4:3: action `lookup` has no function `fn lookup(input)` in actions.rhai"]
     );
+    assert!(problems[0].file.ends_with("broken/manifest.yaml"));
+    assert_eq!(
+        problems[0].hint.as_deref(),
+        Some(
+            "actions.rhai has `fn lookup()`; an action's function takes one parameter, the inputs"
+        )
+    );
+}
+
+#[test]
+fn a_script_calls_only_functions_that_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = "name: poller\ndescription: x\nactions:\n  poll:\n    description: x\n    kind: query\n    side_effect: false\n    idempotent: true\n";
+    let script = "fn poll(input) {\n    let r = #{ done: false };\n    if !r.done { retry_latr(\"still running\"); }\n    helper(1, 2)\n}\nfn helper(a) { a }\n";
+    write(dir.path(), "poller", manifest, script);
+    let config = IntegrationsConfig {
+        paths: vec![dir.path().to_owned()],
+        ..IntegrationsConfig::default()
+    };
+    let problems = Integrations::load(&config, reqwest::Client::new(), None).unwrap_err();
+    let found: Vec<String> = problems
+        .iter()
+        .map(|d| format!("{}:{}: {}", d.line, d.column, d.message))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            "3:18: no function `retry_latr`",
+            "4:5: `helper` takes 1 argument, not 2",
+        ]
+    );
+    assert!(problems[0].file.ends_with("poller/actions.rhai"));
+    assert_eq!(
+        problems[0].hint.as_deref(),
+        Some("did you mean `retry_later`?")
+    );
+}
+
+#[test]
+fn settings_of_a_broken_integration_are_not_reported_as_for_no_integration() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = "name: poller\ndescription: x\nsettings:\n  every: { default: 30 }\nactions:\n  poll:\n    description: x\n    kind: query\n    side_effect: false\n    idempotent: true\n";
+    write(
+        dir.path(),
+        "poller",
+        manifest,
+        "fn poll(input) { retry_latr(\"x\") }",
+    );
+    let text = format!(
+        "integrations:\n  paths: [{}]\n  settings:\n    poller: {{ every: 60 }}\n",
+        dir.path().display()
+    );
+    let config = crate::config::parse(&text, Path::new("test.yaml"))
+        .unwrap()
+        .integrations;
+    let problems = Integrations::load(&config, reqwest::Client::new(), None).unwrap_err();
+    let found: Vec<String> = problems
+        .iter()
+        .map(|d| {
+            format!(
+                "{}:{}:{}: {}",
+                d.file.display(),
+                d.line,
+                d.column,
+                d.message
+            )
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(
+        found[0].ends_with("poller/actions.rhai:1:18: no function `retry_latr`"),
+        "{found:#?}"
+    );
+
+    // Settings for an integration that is not there at all are still reported.
+    let text = text.replace("    poller:", "    pollr:");
+    let config = crate::config::parse(&text, Path::new("test.yaml"))
+        .unwrap()
+        .integrations;
+    let problems = Integrations::load(&config, reqwest::Client::new(), None).unwrap_err();
+    assert!(
+        problems.iter().any(|d| d
+            .message
+            .contains("settings for `pollr`, but no such integration")),
+        "{problems:#?}"
+    );
+}
+
+#[test]
+fn the_stock_integrations_load_with_every_call_checked() {
+    let config = IntegrationsConfig {
+        paths: vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("integrations")],
+        ..IntegrationsConfig::default()
+    };
+    let loaded = Integrations::load(&config, reqwest::Client::new(), None)
+        .unwrap_or_else(|problems| panic!("{}", crate::config::Diagnostics(problems)));
+    assert!(loaded.names().count() >= 10);
 }

@@ -6,6 +6,7 @@ pub mod load;
 pub mod model;
 pub(crate) mod position;
 pub(crate) mod rhai_scan;
+pub(crate) mod samples;
 pub mod schema;
 pub(crate) mod validate;
 
@@ -36,6 +37,18 @@ pub struct Compiled {
 impl Compiled {
     pub fn id(&self) -> &str {
         &self.spec.id
+    }
+
+    /// A fingerprint of the playbook as written (and where): a reload that changes it gives
+    /// another. Failing `when`s are logged once per version.
+    pub fn version(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.file.hash(&mut hasher);
+        serde_json::to_vec(&self.spec)
+            .unwrap_or_default()
+            .hash(&mut hasher);
+        hasher.finish()
     }
 
     /// Whether alerts of `source` may start it (the `when` condition is checked separately).

@@ -266,9 +266,11 @@ pub struct TestCase {
     /// ... of this source (default: the playbook's first trigger source).
     #[serde(default)]
     pub source: Option<String>,
-    /// Canned results per action step id: `{output: ...}` or `{error: "..."}`.
+    /// Canned results per action step id: `{output: ...}` or `{error: "..."}`, or a list of them,
+    /// one per call in order (each attempt is a call; the last is used again when the list runs
+    /// out), to test polling: `[{error: pending, retryable: true}, {output: {...}}]`.
     #[serde(default)]
-    pub actions: BTreeMap<String, CannedResult>,
+    pub actions: BTreeMap<String, CannedResults>,
     /// Decisions per approval step id: `approve`, `deny` or `timeout`.
     #[serde(default)]
     pub approvals: BTreeMap<String, String>,
@@ -279,7 +281,7 @@ pub struct TestCase {
 }
 
 /// A canned action result in a test.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CannedResult {
     /// The action's output, as if it succeeded.
@@ -288,13 +290,76 @@ pub struct CannedResult {
     /// The action's error, as if it failed.
     #[serde(default)]
     pub error: Option<String>,
+    /// With `error`: a failure that may pass by itself (an outage, a rate limit, an integration's
+    /// `retry_later`), so the step's `retry` applies. Default false: the step fails at once.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retryable: bool,
+}
+
+/// One canned result for every call of a step, or one per call in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CannedResults(pub Vec<CannedResult>);
+
+impl CannedResults {
+    /// The result of call `n` (0-based) of the step: the `n`th, or the last when there are fewer.
+    pub fn nth(&self, n: usize) -> Option<&CannedResult> {
+        self.0.get(n).or(self.0.last())
+    }
+}
+
+impl Serialize for CannedResults {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0.as_slice() {
+            [one] => one.serialize(serializer),
+            many => many.serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for CannedResults {
+    /// A map (one result) or a list of maps. A visitor rather than an untagged enum, so a wrong
+    /// value gets a message saying what is expected, at the value.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct OneOrList;
+
+        impl<'de> serde::de::Visitor<'de> for OneOrList {
+            type Value = CannedResults;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a canned result ({output: ...} or {error: ...}) or a list of them")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<CannedResults, A::Error> {
+                let one =
+                    CannedResult::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(CannedResults(vec![one]))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<CannedResults, A::Error> {
+                let mut all = Vec::new();
+                while let Some(one) = seq.next_element::<CannedResult>()? {
+                    all.push(one);
+                }
+                Ok(CannedResults(all))
+            }
+        }
+
+        deserializer.deserialize_any(OneOrList)
+    }
 }
 
 /// What a test case expects.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Expectation {
-    /// Final run status: `succeeded`, `failed`, `cancelled` or `waiting`.
+    /// Final run status: `succeeded`, `failed`, `cancelled`, `waiting`, `needs_decision`, or
+    /// `not_matched` (the trigger's `when` was false).
     pub status: String,
     /// Step ids that ran (not skipped), in order. Absent: not checked.
     #[serde(default)]
@@ -305,7 +370,32 @@ pub struct Expectation {
     /// Outputs the run must return (only the keys listed are checked).
     #[serde(default)]
     pub outputs: BTreeMap<String, Value>,
+    /// Per action step id, the inputs its action was called with, templates rendered: the keys
+    /// listed are compared (in maps within too), others may be there. A map is the last call's
+    /// inputs; a list gives one map per call, in order (each attempt and each `foreach` item is a
+    /// call).
+    #[serde(default)]
+    pub inputs: BTreeMap<String, Value>,
+    /// As `inputs`, compared whole: no key may be missing or added.
+    #[serde(default)]
+    pub inputs_exact: BTreeMap<String, Value>,
+    /// Per step id, the attempts it took (the first included).
+    #[serde(default)]
+    pub attempts: BTreeMap<String, u32>,
+    /// Values set with `core.set`, by key (the last value set; only the keys listed are checked).
+    #[serde(default)]
+    pub values: BTreeMap<String, Value>,
 }
+
+/// Every status a test case may expect.
+pub const TEST_STATUSES: [&str; 6] = [
+    "succeeded",
+    "failed",
+    "cancelled",
+    "waiting",
+    "needs_decision",
+    "not_matched",
+];
 
 /// One name or a list of names. A visitor rather than an untagged enum, so a wrong value gets a
 /// message saying what is expected, at the value, instead of "data did not match any variant".

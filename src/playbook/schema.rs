@@ -6,6 +6,7 @@
 
 use serde_json::{Map, Value, json};
 
+use super::model::TEST_STATUSES;
 use crate::actions::{Catalog, InputType};
 use crate::intake::formats::SourceKind;
 
@@ -184,7 +185,7 @@ pub fn playbook_schema(catalog: &dyn Catalog) -> Value {
                         "description": "Rhai condition; the step is skipped when false.",
                     },
                     "uses": {
-                        "description": "An action by name (`core.log`, `aws-ec2.isolate_instance`) ...",
+                        "description": "An action by name (`core.log`, `aws-ec2.isolate_instance`) ... This schema lists the actions of the config it was printed with: for integrations of your own, print yours with `cordon --config <your config> schema playbook`.",
                         "anyOf": [uses, { "type": "null" }],
                     },
                     "with": {
@@ -358,8 +359,13 @@ pub fn playbook_schema(catalog: &dyn Catalog) -> Value {
                     },
                     "actions": {
                         "type": "object",
-                        "description": "Canned results per action step id: `{output: ...}` or `{error: \"...\"}`.",
-                        "additionalProperties": { "$ref": "#/$defs/canned" },
+                        "description": "Canned results per action step id: `{output: ...}` or `{error: \"...\"}`, or a list of them, one per call in order (each attempt is a call; the last is used again when the list runs out), to test polling: `[{error: pending, retryable: true}, {output: {...}}]`.",
+                        "additionalProperties": {
+                            "anyOf": [
+                                { "$ref": "#/$defs/canned" },
+                                { "type": "array", "minItems": 1, "items": { "$ref": "#/$defs/canned" } },
+                            ],
+                        },
                     },
                     "approvals": {
                         "type": "object",
@@ -384,6 +390,11 @@ pub fn playbook_schema(catalog: &dyn Catalog) -> Value {
                         "type": ["string", "null"],
                         "description": "The action's error, as if it failed.",
                     },
+                    "retryable": {
+                        "type": "boolean",
+                        "default": false,
+                        "description": "With `error`: a failure that may pass by itself (an outage, a rate limit, an integration's `retry_later`), so the step's `retry` applies. Default false: the step fails at once.",
+                    },
                 },
             },
             "expect": {
@@ -393,8 +404,8 @@ pub fn playbook_schema(catalog: &dyn Catalog) -> Value {
                 "required": ["status"],
                 "properties": {
                     "status": {
-                        "enum": ["succeeded", "failed", "cancelled", "waiting"],
-                        "description": "Final run status: `succeeded`, `failed`, `cancelled` or `waiting`.",
+                        "enum": TEST_STATUSES,
+                        "description": "Final run status: `succeeded`, `failed`, `cancelled`, `waiting`, `needs_decision`, or `not_matched` (the trigger's `when` was false).",
                     },
                     "steps": {
                         "type": ["array", "null"],
@@ -409,6 +420,26 @@ pub fn playbook_schema(catalog: &dyn Catalog) -> Value {
                     "outputs": {
                         "type": "object",
                         "description": "Outputs the run must return (only the keys listed are checked).",
+                        "additionalProperties": true,
+                    },
+                    "inputs": {
+                        "type": "object",
+                        "description": "Per action step id, the inputs its action was called with, templates rendered: the keys listed are compared (in maps within too), others may be there. A map is the last call's inputs; a list gives one map per call, in order (each attempt and each `foreach` item is a call).",
+                        "additionalProperties": { "type": ["object", "array"] },
+                    },
+                    "inputs_exact": {
+                        "type": "object",
+                        "description": "As `inputs`, compared whole: no key may be missing or added.",
+                        "additionalProperties": { "type": ["object", "array"] },
+                    },
+                    "attempts": {
+                        "type": "object",
+                        "description": "Per step id, the attempts it took (the first included).",
+                        "additionalProperties": { "type": "integer", "minimum": 0 },
+                    },
+                    "values": {
+                        "type": "object",
+                        "description": "Values set with `core.set`, by key (the last value set; only the keys listed are checked).",
                         "additionalProperties": true,
                     },
                 },
@@ -444,7 +475,7 @@ mod tests {
 id: full
 name: Every field
 description: Each struct of the model, filled in.
-on: { source: [aws.guardduty], when: "alert.severity > 5" }
+on: { source: [aws.guardduty], when: "alert.severity.score > 5" }
 concurrency: incident.id
 dry_run: true
 inputs:
@@ -473,10 +504,20 @@ tests:
   - name: it runs
     alert: a.json
     source: aws.guardduty
-    actions: { ask: { output: { ok: true }, error: boom } }
+    actions:
+      ask: { output: { ok: true }, error: boom, retryable: true }
+      poll: [{ error: pending, retryable: true }, { output: { done: true } }]
     approvals: { ask: approve }
     inputs: { who: me }
-    expect: { status: succeeded, steps: [ask], skipped: [], outputs: { done: "yes" } }
+    expect:
+      status: succeeded
+      steps: [ask]
+      skipped: []
+      outputs: { done: "yes" }
+      inputs: { ask: { message: hi } }
+      inputs_exact: { ask: [{ message: hi }] }
+      attempts: { ask: 1 }
+      values: { verdict: bad }
 "#;
 
     fn schema() -> Value {

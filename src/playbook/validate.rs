@@ -10,6 +10,11 @@
 //!   syntax error or an undefined variable is mapped from the Rhai text into the file, inside a
 //!   `script: |` block too, and each `steps.<id>` it reads ([`super::rhai_scan`]) must be a step
 //!   that has finished by then;
+//! - every Rhai part is also checked for what it reads and calls ([`Checker::types`]): each field
+//!   of `alert` and `incident` against their shapes, operators against their operands' types
+//!   (`alert.severity >= 7` compares a map with a number), the functions called, and conditions
+//!   and templates evaluated on a sample alert of each source listened to ([`super::samples`]);
+//! - test cases name steps of the right kinds, and canned results and expectations are sound;
 //! - across files, a `call` names a playbook that is there and gives it the inputs it takes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -18,14 +23,18 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::model::{ApprovalSpec, Branch, Call, Foreach, Playbook, Step, TestCase, Trigger};
+use super::model::{
+    ApprovalSpec, Branch, Call, Foreach, Playbook, Step, TEST_STATUSES, TestCase, Trigger,
+};
 use super::position::{self, Node, Pos};
 use super::rhai_scan::{step_reads, template_exprs};
+use super::samples;
 use super::{Compiled, CompiledStep, StepKind};
 use crate::actions::{Catalog, InputType};
 use crate::config::{Diagnostic, HumanDuration};
 use crate::intake::formats::SourceKind;
-use crate::script::{CompiledValue, Expr, NAMES, ScriptError, Scripts, Template};
+use crate::script::analysis::Want;
+use crate::script::{CompiledValue, Context, Expr, NAMES, ScriptError, Scripts, Template};
 
 /// What may be read at one place of a playbook.
 #[derive(Debug, Clone, Default)]
@@ -65,6 +74,19 @@ fn kinds(step: &Step) -> Vec<&'static str> {
     .collect()
 }
 
+/// What a piece of Rhai is, for its checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rhai {
+    /// `on.when`, `if`: true or false.
+    Condition,
+    /// `foreach.items`: a list.
+    Items,
+    /// `concurrency`: any value.
+    Value,
+    /// A `script:` step's statements.
+    Script,
+}
+
 /// One file's checks and compilation.
 pub(super) struct Checker<'a> {
     text: &'a str,
@@ -78,6 +100,9 @@ pub(super) struct Checker<'a> {
     order: HashMap<String, usize>,
     diagnostics: Vec<Diagnostic>,
     calls: Vec<CallSite>,
+    /// What expressions are evaluated on: per source the playbook listens to that has a sample,
+    /// its sample alert and incident (and, once known, `vars` rendered on them).
+    contexts: Vec<(&'static str, Context)>,
 }
 
 impl<'a> Checker<'a> {
@@ -100,6 +125,7 @@ impl<'a> Checker<'a> {
             order: HashMap::new(),
             diagnostics: Vec::new(),
             calls: Vec::new(),
+            contexts: Vec::new(),
         }
     }
 
@@ -144,6 +170,7 @@ impl<'a> Checker<'a> {
             }
         }
 
+        self.contexts = sample_contexts(&spec);
         let start = Scope::default();
         let when = spec
             .on
@@ -152,8 +179,22 @@ impl<'a> Checker<'a> {
         let concurrency = spec
             .concurrency
             .as_ref()
-            .map(|c| self.rhai(c, at("concurrency"), "`concurrency`", &start, false));
+            .map(|c| self.rhai(c, at("concurrency"), "`concurrency`", &start, Rhai::Value));
         let vars = self.values(&spec.vars, at("vars"), "vars", "", &start);
+        if let Some(vars) = &vars {
+            for (_, ctx) in &mut self.contexts {
+                let rendered: serde_json::Map<String, Value> = vars
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            v.render(self.scripts, ctx).unwrap_or(Value::Null),
+                        )
+                    })
+                    .collect();
+                ctx.vars = Value::Object(rendered);
+            }
+        }
 
         if spec.steps.is_empty() {
             let key = root.key("steps").unwrap_or(root);
@@ -234,7 +275,7 @@ impl<'a> Checker<'a> {
         let at = node.get("when").unwrap_or(node);
         on.when
             .as_ref()
-            .map(|when| self.rhai(when, at, "`on.when`", scope, false))
+            .map(|when| self.rhai(when, at, "`on.when`", scope, Rhai::Condition))
     }
 
     /// A state in `on.state` that none of the trigger's sources ever sends would never start the
@@ -332,10 +373,15 @@ impl<'a> Checker<'a> {
             ),
         }
 
-        let condition = step
-            .condition
-            .as_ref()
-            .map(|c| self.rhai(c, at("if"), &format!("`if`{owner}"), &scope, false));
+        let condition = step.condition.as_ref().map(|c| {
+            self.rhai(
+                c,
+                at("if"),
+                &format!("`if`{owner}"),
+                &scope,
+                Rhai::Condition,
+            )
+        });
         if step.uses.is_none() && !step.inputs.is_empty() {
             self.report(
                 node.key("with").unwrap_or(node).pos(),
@@ -347,10 +393,15 @@ impl<'a> Checker<'a> {
             .uses
             .as_ref()
             .map(|name| self.action(step, name, node, &owner, &scope));
-        let script = step
-            .script
-            .as_ref()
-            .map(|s| self.rhai(s, at("script"), &format!("`script`{owner}"), &scope, true));
+        let script = step.script.as_ref().map(|s| {
+            self.rhai(
+                s,
+                at("script"),
+                &format!("`script`{owner}"),
+                &scope,
+                Rhai::Script,
+            )
+        });
         let approval = step
             .approval
             .as_ref()
@@ -632,7 +683,7 @@ impl<'a> Checker<'a> {
             node.get("items").unwrap_or(node),
             &format!("`foreach.items`{owner}"),
             scope,
-            false,
+            Rhai::Items,
         );
         let name = &foreach.name;
         let name_at = node.get("as").unwrap_or(node).pos();
@@ -694,19 +745,82 @@ impl<'a> Checker<'a> {
             }
         }
         let actions = node.get("actions");
-        for id in test.actions.keys() {
+        for (id, results) in &test.actions {
             let at = actions.and_then(|a| a.key(id)).unwrap_or(node).pos();
             self.step_of_kind(id, "uses", "an action step", at);
+            let value = actions.and_then(|a| a.get(id)).unwrap_or(node);
+            if results.0.is_empty() {
+                self.report(value.pos(), format!("no canned result for `{id}`"), None);
+            }
+            let one = results.0.len() == 1 && !matches!(value.kind, position::Kind::Seq(_));
+            for (i, result) in results.0.iter().enumerate() {
+                let at = if one {
+                    value
+                } else {
+                    value.at(i).unwrap_or(value)
+                };
+                if result.output.is_some() && result.error.is_some() {
+                    self.report(
+                        at.pos(),
+                        "a canned result has both `output` and `error`",
+                        Some("give one: the action either succeeded or failed".into()),
+                    );
+                }
+                if result.retryable && result.error.is_none() {
+                    self.report(
+                        at.key("retryable").unwrap_or(at).pos(),
+                        "`retryable` says how an `error` fails, but this result has no `error`",
+                        None,
+                    );
+                }
+            }
         }
         let expect = node.get("expect").unwrap_or(node);
-        const STATUSES: [&str; 6] = [
-            "succeeded",
-            "failed",
-            "cancelled",
-            "waiting",
-            "needs_decision",
-            "not_matched",
-        ];
+        const STATUSES: [&str; 6] = TEST_STATUSES;
+        for (key, ids, kind) in [
+            (
+                "inputs",
+                test.expect.inputs.keys().collect::<Vec<_>>(),
+                true,
+            ),
+            (
+                "inputs_exact",
+                test.expect.inputs_exact.keys().collect(),
+                true,
+            ),
+            ("attempts", test.expect.attempts.keys().collect(), false),
+        ] {
+            let map = expect.get(key);
+            for id in ids {
+                let at = map.and_then(|m| m.key(id)).unwrap_or(expect).pos();
+                if kind {
+                    self.step_of_kind(id, "uses", "an action step", at);
+                } else if !self.order.contains_key(id.as_str()) {
+                    let hint = did_you_mean(id, self.ids.iter().map(|(id, _)| id.as_str()));
+                    self.report(at, format!("no step `{id}`"), hint);
+                }
+            }
+        }
+        for (key, inputs) in [
+            ("inputs", &test.expect.inputs),
+            ("inputs_exact", &test.expect.inputs_exact),
+        ] {
+            for (id, want) in inputs {
+                let fits = match want {
+                    Value::Object(_) => true,
+                    Value::Array(calls) => calls.iter().all(Value::is_object),
+                    _ => false,
+                };
+                if !fits {
+                    let at = expect.get(key).and_then(|m| m.get(id)).unwrap_or(expect);
+                    self.report(
+                        at.pos(),
+                        format!("`expect.{key}.{id}` is {}", a_json_type(want)),
+                        Some("give the inputs as a map, or a list of maps (one per call)".into()),
+                    );
+                }
+            }
+        }
         if !STATUSES.contains(&test.expect.status.as_str()) {
             let status = &test.expect.status;
             self.report(
@@ -753,18 +867,18 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// Compiles a Rhai expression (or, with `script`, statements) and checks the steps it reads.
-    /// `what` names the place in messages.
+    /// Compiles a Rhai expression (or a script's statements), checks the steps it reads, and checks
+    /// its types ([`Checker::types`]). `what` names the place in messages.
     fn rhai(
         &mut self,
         source: &str,
         node: &Node,
         what: &str,
         scope: &Scope,
-        script: bool,
+        kind: Rhai,
     ) -> Option<Expr> {
         let extra = scope.extra();
-        let compiled = if script {
+        let compiled = if kind == Rhai::Script {
             self.scripts.compile_script(source, &extra)
         } else {
             self.scripts.compile_expr(source, &extra)
@@ -772,6 +886,22 @@ impl<'a> Checker<'a> {
         match compiled {
             Ok(expr) => {
                 self.reads(source, std::iter::once(0..source.len()), node, what, scope);
+                let want = match kind {
+                    Rhai::Condition => Want::Bool,
+                    Rhai::Items => Want::List,
+                    Rhai::Value | Rhai::Script => Want::Any,
+                };
+                // Scripts are checked but not run: they may loop, and the checks cannot know what
+                // the steps before them gave.
+                self.types(
+                    &expr,
+                    node,
+                    what,
+                    scope,
+                    want,
+                    kind != Rhai::Script,
+                    |l, c| (l, c),
+                );
                 Some(expr)
             }
             Err(e) => {
@@ -781,11 +911,18 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// Compiles a `${{ }}` template and checks the steps its expressions read.
+    /// Compiles a `${{ }}` template and checks the steps its expressions read and their types.
     fn template(&mut self, text: &str, node: &Node, what: &str, scope: &Scope) -> Option<Template> {
         match Template::compile(self.scripts, text, &scope.extra()) {
             Ok(template) => {
                 self.reads(text, template_exprs(text), node, what, scope);
+                for (offset, expr) in template.exprs() {
+                    // A place in the expression is a place in the template's text.
+                    let place = |line, column| {
+                        line_col(text, offset + byte_offset(&expr.source, line, column))
+                    };
+                    self.types(expr, node, what, scope, Want::Any, true, place);
+                }
                 Some(template)
             }
             Err(e) => {
@@ -857,6 +994,50 @@ impl<'a> Checker<'a> {
                     .map(CompiledValue::Map)
             }
             other => Some(CompiledValue::Literal(other.clone())),
+        }
+    }
+
+    /// The checks of the types `expr` reads and combines: statically (every field read from
+    /// `alert` and `incident` against their shapes, operators whose operands' types are known,
+    /// the functions called), then, when `evaluate` and nothing was found, by evaluating it on the
+    /// sample alert of each source the playbook listens to ([`super::samples`]). `place` maps a
+    /// place in `expr`'s text to one in the scalar's text.
+    #[allow(clippy::too_many_arguments)]
+    fn types(
+        &mut self,
+        expr: &Expr,
+        node: &Node,
+        what: &str,
+        scope: &Scope,
+        want: Want,
+        evaluate: bool,
+        place: impl Fn(usize, usize) -> (usize, usize),
+    ) {
+        let found = self.scripts.check(expr, samples::roots(), want);
+        let clean = found.is_empty();
+        for finding in found {
+            let (line, column) = place(finding.line, finding.column);
+            let at = node.locate(self.text, line, column);
+            self.report(at, format!("{what}: {}", finding.message), finding.hint);
+        }
+        if !clean || !evaluate {
+            return;
+        }
+        let extra = scope.extra();
+        let failed = self.contexts.iter().find_map(|(source, ctx)| {
+            let error = self.scripts.type_error(expr, ctx, &extra, want)?;
+            Some((*source, error))
+        });
+        if let Some((source, error)) = failed {
+            let (line, column) = place(error.line, error.column);
+            let at = node.locate(self.text, line, column);
+            self.report(
+                at,
+                format!("{what}: {}", error.message),
+                Some(format!(
+                    "found by evaluating it on the sample `{source}` alert (docs/playbooks.md, \"Validation\")"
+                )),
+            );
         }
     }
 
@@ -935,6 +1116,40 @@ impl<'a> Checker<'a> {
             ),
         })
     }
+}
+
+/// The contexts of [`Checker::types`]'s evaluations: each source `spec` listens to that has a
+/// sample, with `steps` empty (what a step gives is not known before it runs: reading it gives
+/// `()`, whose errors are not reported) and `inputs` at their defaults.
+fn sample_contexts(spec: &Playbook) -> Vec<(&'static str, Context)> {
+    let inputs: serde_json::Map<String, Value> = spec
+        .inputs
+        .iter()
+        .filter_map(|(name, input)| Some((name.clone(), input.default.clone()?)))
+        .collect();
+    let mut contexts: Vec<(&'static str, Context)> = Vec::new();
+    for source in spec.on.iter().flat_map(|on| &on.source) {
+        let Some(kind) = SourceKind::from_name(source) else {
+            continue;
+        };
+        if contexts.iter().any(|(s, _)| *s == kind.name()) {
+            continue;
+        }
+        if let Some(sample) = samples::sample(kind.name()) {
+            contexts.push((
+                kind.name(),
+                Context {
+                    alert: sample.alert.clone(),
+                    incident: sample.incident.clone(),
+                    steps: Value::Object(serde_json::Map::new()),
+                    vars: Value::Null,
+                    inputs: Value::Object(inputs.clone()),
+                    item: None,
+                },
+            ));
+        }
+    }
+    contexts
 }
 
 /// A `call` step, for the checks against the called playbook.
@@ -1035,6 +1250,21 @@ fn items(node: Option<&Node>) -> &[Node] {
         Some(position::Kind::Seq(items)) => items,
         _ => &[],
     }
+}
+
+/// The byte offset of 1-based `line`:`column` (in characters) in `text`; 0:0 is its start.
+fn byte_offset(text: &str, line: usize, column: usize) -> usize {
+    let mut offset = 0;
+    for (i, l) in text.split('\n').enumerate() {
+        if i + 1 == line.max(1) {
+            return offset
+                + l.char_indices()
+                    .nth(column.max(1) - 1)
+                    .map_or(l.len(), |(b, _)| b);
+        }
+        offset += l.len() + 1;
+    }
+    text.len()
 }
 
 /// 1-based line and column (in characters) of byte `offset` in `text`.
@@ -1186,7 +1416,7 @@ name: Durations
 steps:
   - id: each
     foreach:
-      items: alert.entities
+      items: incident.alerts
       steps:
         - id: wait
           uses: core.sleep
@@ -1330,6 +1560,45 @@ tests:
     }
 
     #[test]
+    fn polling_test_cases_name_action_steps_and_give_sound_results() {
+        let found = problems(
+            "\
+id: t
+name: Tests
+steps:
+  - id: poll
+    uses: core.log
+    with: { message: hi }
+    retry: { attempts: 5 }
+  - id: think
+    script: 1
+tests:
+  - name: one
+    actions:
+      poll: [{ error: pending, retryable: true }, { output: 1, error: x }]
+      think: { output: 1, retryable: true }
+    expect:
+      status: succeeded
+      inputs: { pol: { message: hi }, poll: 3 }
+      inputs_exact: { think: {} }
+      attempts: { poll: 3, thnk: 1 }
+",
+        );
+        assert_eq!(
+            found,
+            [
+                "13:51 a canned result has both `output` and `error`",
+                "14:7 step `think` is not an action step",
+                "14:27 `retryable` says how an `error` fails, but this result has no `error`",
+                "17:17 no step `pol`",
+                "17:45 `expect.inputs.poll` is a number",
+                "18:23 step `think` is not an action step",
+                "19:28 no step `thnk`",
+            ],
+        );
+    }
+
+    #[test]
     fn a_foreach_item_is_readable_only_inside_it() {
         let text = "\
 id: f
@@ -1337,7 +1606,7 @@ name: Foreach
 steps:
   - id: each
     foreach:
-      items: alert.entities
+      items: incident.alerts
       as: entity
       steps:
         - id: look

@@ -1,12 +1,15 @@
 //! The hardened engine: limits, a deadline, and a scope with exactly the playbook's names.
 
 use std::cell::Cell;
+use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
 use rhai::{Dynamic, Engine, EvalAltResult, OptimizationLevel, ParseError, Position, Scope};
 use serde_json::Value;
 
+use super::analysis::{self, Finding, KnownFunctions, Want};
+use super::shape::Shape;
 use super::{Context, Expr, Limits, ScriptError};
 
 /// The names every playbook expression may read.
@@ -22,6 +25,8 @@ thread_local! {
 pub struct Scripts {
     engine: Engine,
     limits: Limits,
+    /// The engine's functions, for `cordon validate`'s check of what scripts call.
+    known: KnownFunctions,
 }
 
 impl std::fmt::Debug for Scripts {
@@ -58,7 +63,12 @@ impl Scripts {
             }
             None
         });
-        Scripts { engine, limits }
+        let known = KnownFunctions::of(&engine);
+        Scripts {
+            engine,
+            limits,
+            known,
+        }
     }
 
     pub fn limits(&self) -> &Limits {
@@ -146,6 +156,77 @@ impl Scripts {
         from_dynamic(&value)
     }
 
+    /// The static checks of `expr` (see [`analysis`]): the fields it reads from `roots`, the types
+    /// its operators combine, the functions it calls, and whether it gives what is wanted.
+    pub fn check(&self, expr: &Expr, roots: &BTreeMap<&str, Shape>, want: Want) -> Vec<Finding> {
+        let mut found = analysis::check_reads(&expr.ast, roots, &self.known, want);
+        found.extend(analysis::check_calls(&expr.ast, &self.known));
+        found.sort_by_key(|f| (f.line, f.column));
+        found
+    }
+
+    /// Evaluates `expr` on sample data, for `cordon validate`: the error, if the data's types cause
+    /// one (a function or operator that does not take them, a condition that is not a bool).
+    /// Errors that only a missing value (`()`) causes are left out: whether a field is set depends
+    /// on the alert. `extra` names the `foreach` items readable here, which are `()` in a check.
+    pub fn type_error(
+        &self,
+        expr: &Expr,
+        ctx: &Context,
+        extra: &[&str],
+        want: Want,
+    ) -> Option<ScriptError> {
+        let mut scope = Scope::new();
+        for (name, value) in [
+            ("alert", &ctx.alert),
+            ("incident", &ctx.incident),
+            ("steps", &ctx.steps),
+            ("vars", &ctx.vars),
+            ("inputs", &ctx.inputs),
+        ] {
+            scope.push(name, to_dynamic(value).ok()?);
+        }
+        for name in extra {
+            scope.push(name.to_string(), Dynamic::UNIT);
+        }
+        DEADLINE.with(|d| d.set(Some(Instant::now() + self.limits.timeout)));
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            self.engine
+                .eval_ast_with_scope::<Dynamic>(&mut scope, &expr.ast)
+        }));
+        DEADLINE.with(|d| d.set(None));
+        match outcome {
+            Ok(Ok(value)) => {
+                let unit = value.is_unit();
+                let wrong = match want {
+                    Want::Bool => !value.is_bool(),
+                    Want::List => !value.is_array(),
+                    Want::Any => false,
+                };
+                (wrong && !unit).then(|| ScriptError {
+                    message: format!(
+                        "{} must give {}, but it gave {}",
+                        if want == Want::Bool {
+                            "a condition"
+                        } else {
+                            "this"
+                        },
+                        if want == Want::Bool {
+                            "true or false"
+                        } else {
+                            "a list"
+                        },
+                        a_type(value.type_name())
+                    ),
+                    line: 0,
+                    column: 0,
+                })
+            }
+            Ok(Err(error)) => type_error(*error),
+            Err(_) => None,
+        }
+    }
+
     /// Evaluates a condition: it must give `true` or `false`.
     pub fn eval_bool(&self, expr: &Expr, ctx: &Context) -> Result<bool, ScriptError> {
         match self.eval(expr, ctx)? {
@@ -184,6 +265,53 @@ impl Scripts {
             line,
             column,
         }
+    }
+}
+
+/// The error's type problem, in words, when the data's types (not a missing value) caused it.
+fn type_error(error: EvalAltResult) -> Option<ScriptError> {
+    let (line, column) = position(error.position());
+    let message = match error {
+        EvalAltResult::ErrorInFunctionCall(_, _, inner, _) => return type_error(*inner),
+        EvalAltResult::ErrorFunctionNotFound(signature, _) => {
+            let (name, types) = signature.split_once(" (")?;
+            let types = types.strip_suffix(')').unwrap_or(types);
+            if types.split(", ").any(|t| t == "()") {
+                return None;
+            }
+            let types: Vec<&str> = types.split(", ").map(a_type).collect();
+            format!("`{name}` cannot take {}", types.join(" and "))
+        }
+        EvalAltResult::ErrorMismatchDataType(expected, actual, _) => {
+            if actual == "()" {
+                return None;
+            }
+            format!(
+                "expected {}, but it is {}",
+                a_type(&expected),
+                a_type(&actual)
+            )
+        }
+        EvalAltResult::ErrorDotExpr(message, _) if !message.contains("'()'") => message,
+        _ => return None,
+    };
+    Some(ScriptError {
+        message,
+        line,
+        column,
+    })
+}
+
+/// A Rhai type name in words: `a map`, `a number`.
+fn a_type(name: &str) -> &str {
+    match name {
+        "i64" | "f64" | "i32" | "u8" | "int" | "float" | "INT" | "FLOAT" => "a number",
+        "string" | "&str | ImmutableString | String" | "ImmutableString" | "char" => "a string",
+        "map" | "Map" => "a map",
+        "array" | "Array" => "a list",
+        "bool" => "a bool",
+        "()" => "nothing (())",
+        other => other,
     }
 }
 

@@ -8,8 +8,14 @@
 //! files, modules, network or `eval`; a runaway script fails its step with a clear error in bounded
 //! time. Positions in [`ScriptError`] are within the Rhai source; `playbook::load` maps them to the
 //! YAML file.
+//!
+//! For `cordon validate`, [`analysis`] checks compiled Rhai statically (the fields read, against
+//! the data's [`shape::Shape`]; the types operators combine; the functions called), and
+//! [`Scripts::type_error`] evaluates it on sample data for what only a run shows.
 
+pub mod analysis;
 mod engine;
+pub mod shape;
 mod template;
 
 use std::time::Duration;

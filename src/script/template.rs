@@ -15,7 +15,8 @@ pub struct Template {
 #[derive(Debug, Clone)]
 enum Part {
     Text(String),
-    Expr(Expr),
+    /// An expression, with the byte offset of its text (inside `${{ }}`) in the template's text.
+    Expr(usize, Expr),
 }
 
 impl Template {
@@ -50,7 +51,7 @@ impl Template {
                     column,
                 }
             })?;
-            parts.push(Part::Expr(expr));
+            parts.push(Part::Expr(offset + inner_start, expr));
             let consumed = inner_start + len + 2;
             offset += consumed;
             rest = &rest[consumed..];
@@ -66,17 +67,25 @@ impl Template {
         self.parts.iter().all(|p| matches!(p, Part::Text(_)))
     }
 
+    /// The template's expressions, each with the byte offset of its text in the template's text.
+    pub fn exprs(&self) -> impl Iterator<Item = (usize, &Expr)> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Expr(offset, expr) => Some((*offset, expr)),
+            Part::Text(_) => None,
+        })
+    }
+
     /// Renders the template. A text that is exactly one `${{ expr }}` keeps the value's type (a map
     /// stays a map, a number a number); otherwise the parts are joined as text.
     pub fn render(&self, scripts: &Scripts, ctx: &Context) -> Result<Value, ScriptError> {
-        if let [Part::Expr(expr)] = self.parts.as_slice() {
+        if let [Part::Expr(_, expr)] = self.parts.as_slice() {
             return scripts.eval(expr, ctx);
         }
         let mut out = String::new();
         for part in &self.parts {
             match part {
                 Part::Text(text) => out.push_str(text),
-                Part::Expr(expr) => match scripts.eval(expr, ctx)? {
+                Part::Expr(_, expr) => match scripts.eval(expr, ctx)? {
                     Value::String(s) => out.push_str(&s),
                     Value::Null => {}
                     other => out.push_str(&other.to_string()),
