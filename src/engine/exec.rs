@@ -240,19 +240,27 @@ impl Executor {
         }
     }
 
-    async fn context_of(cell: &Cell<'_>, data: &RunData, frame: &Frame) -> Context {
+    async fn context_of(cell: &Cell<'_>, data: &RunData, frame: &Frame) -> Arc<Context> {
         let live = cell.lock().await;
-        Executor::context_in(live.run, data, frame)
+        Arc::new(Executor::context_in(live.run, data, frame))
     }
 
-    async fn eval(&self, expr: &Expr, ctx: Context) -> Result<Value, ScriptError> {
+    /// Evaluations of straight-line expressions run on the calling task (a thread hop costs more
+    /// than they do); the others on a blocking thread, where a long script stalls nothing else.
+    async fn eval(&self, expr: &Expr, ctx: Arc<Context>) -> Result<Value, ScriptError> {
+        if expr.is_straight() {
+            return self.scripts.eval(expr, &ctx);
+        }
         let (scripts, expr) = (self.scripts.clone(), expr.clone());
         tokio::task::spawn_blocking(move || scripts.eval(&expr, &ctx))
             .await
             .unwrap_or_else(|_| Err(worker_failed()))
     }
 
-    async fn eval_bool(&self, expr: &Expr, ctx: Context) -> Result<bool, ScriptError> {
+    async fn eval_bool(&self, expr: &Expr, ctx: Arc<Context>) -> Result<bool, ScriptError> {
+        if expr.is_straight() {
+            return self.scripts.eval_bool(expr, &ctx);
+        }
         let (scripts, expr) = (self.scripts.clone(), expr.clone());
         tokio::task::spawn_blocking(move || scripts.eval_bool(&expr, &ctx))
             .await
@@ -262,8 +270,11 @@ impl Executor {
     async fn render(
         &self,
         value: &crate::script::CompiledValue,
-        ctx: Context,
+        ctx: Arc<Context>,
     ) -> Result<Value, ScriptError> {
+        if value.is_straight() {
+            return value.render(&self.scripts, &ctx);
+        }
         let (scripts, value) = (self.scripts.clone(), value.clone());
         tokio::task::spawn_blocking(move || value.render(&scripts, &ctx))
             .await
@@ -274,7 +285,7 @@ impl Executor {
     async fn render_all(
         &self,
         inputs: &BTreeMap<String, crate::script::CompiledValue>,
-        ctx: &Context,
+        ctx: &Arc<Context>,
         what: &str,
     ) -> Result<Value, String> {
         let mut rendered = serde_json::Map::new();
@@ -297,7 +308,7 @@ impl Executor {
     ) -> Result<(), String> {
         let mut vars = serde_json::Map::new();
         for (name, value) in &playbook.vars {
-            let ctx = Executor::context(run, data);
+            let ctx = Arc::new(Executor::context(run, data));
             let rendered = self
                 .render(value, ctx)
                 .await
@@ -543,7 +554,10 @@ impl Executor {
         if status == RunStatus::Succeeded {
             let mut outputs = serde_json::Map::new();
             for (name, value) in &playbook.outputs {
-                match self.render(value, Executor::context(run, data)).await {
+                match self
+                    .render(value, Arc::new(Executor::context(run, data)))
+                    .await
+                {
                     Ok(v) => {
                         outputs.insert(name.clone(), v);
                     }
@@ -703,7 +717,10 @@ impl Executor {
                 StepKind::Action { name, inputs } => {
                     let mut rendered = serde_json::Map::new();
                     for (key, value) in inputs {
-                        if let Ok(v) = self.render(value, Executor::context(run, data)).await {
+                        if let Ok(v) = self
+                            .render(value, Arc::new(Executor::context(run, data)))
+                            .await
+                        {
                             rendered.insert(key.clone(), v);
                         }
                     }

@@ -617,14 +617,13 @@ impl Engine {
             .await?;
         candidates.sort_by(|a, b| a.spec.id.cmp(&b.spec.id));
         for playbook in candidates {
-            let ctx = crate::script::Context {
+            let ctx = Arc::new(crate::script::Context {
                 alert: data.alert.clone(),
                 incident: data.incident.clone(),
                 ..Default::default()
-            };
+            });
             if let Some(when) = &playbook.when {
-                let (scripts, when, c) = (self.executor.scripts.clone(), when.clone(), ctx.clone());
-                match tokio::task::spawn_blocking(move || scripts.eval_bool(&when, &c)).await {
+                match self.evaluate(when, &ctx, |s, e, c| s.eval_bool(e, c)).await {
                     Ok(Ok(true)) => {}
                     Ok(Ok(false)) => continue,
                     Ok(Err(error)) => {
@@ -641,15 +640,11 @@ impl Engine {
                 }
             }
             let key = match &playbook.concurrency {
-                Some(expr) => {
-                    let (scripts, expr, c) =
-                        (self.executor.scripts.clone(), expr.clone(), ctx.clone());
-                    match tokio::task::spawn_blocking(move || scripts.eval(&expr, &c)).await {
-                        Ok(Ok(Value::String(s))) => s,
-                        Ok(Ok(other)) => other.to_string(),
-                        _ => alert.incident_id.clone(),
-                    }
-                }
+                Some(expr) => match self.evaluate(expr, &ctx, |s, e, c| s.eval(e, c)).await {
+                    Ok(Ok(Value::String(s))) => s,
+                    Ok(Ok(other)) => other.to_string(),
+                    _ => alert.incident_id.clone(),
+                },
                 None => alert.incident_id.clone(),
             };
             let trigger = Trigger {
@@ -703,6 +698,27 @@ impl Engine {
         )
         .await
         .map(drop)
+    }
+
+    /// Evaluates `expr` with `how`: on this task when it is straight-line, else on a blocking
+    /// thread (as the executor does). `Err(())` when the thread failed.
+    async fn evaluate<T: Send + 'static>(
+        &self,
+        expr: &crate::script::Expr,
+        ctx: &Arc<crate::script::Context>,
+        how: fn(
+            &crate::script::Scripts,
+            &crate::script::Expr,
+            &crate::script::Context,
+        ) -> Result<T, crate::script::ScriptError>,
+    ) -> Result<Result<T, crate::script::ScriptError>, ()> {
+        if expr.is_straight() {
+            return Ok(how(&self.executor.scripts, expr, ctx));
+        }
+        let (scripts, expr, ctx) = (self.executor.scripts.clone(), expr.clone(), ctx.clone());
+        tokio::task::spawn_blocking(move || how(&scripts, &expr, &ctx))
+            .await
+            .map_err(|_| ())
     }
 
     #[allow(clippy::too_many_arguments)]

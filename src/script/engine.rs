@@ -95,6 +95,7 @@ impl Scripts {
             ast: std::sync::Arc::new(ast),
             source: source.to_owned(),
             reads: super::names_in(source),
+            straight: super::is_straight(source),
         })
     }
 
@@ -109,6 +110,7 @@ impl Scripts {
             ast: std::sync::Arc::new(ast),
             source: source.to_owned(),
             reads: super::names_in(source),
+            straight: super::is_straight(source),
         })
     }
 
@@ -367,6 +369,19 @@ pub fn describe(value: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use serde_json::json;
+
+    #[test]
+    fn scripts_that_may_run_long_are_told_from_straight_ones() {
+        use super::super::is_straight;
+        assert!(is_straight("alert.kind == \"x\" && steps.a.ok"));
+        assert!(is_straight("steps.each.output.map(|o| o.label.output)"));
+        assert!(is_straight("alert.format + alert.done + alert.fnord"));
+        assert!(!is_straight("let n = 0; for x in 0..10 { n += x } n"));
+        assert!(!is_straight("while true {}"));
+        assert!(!is_straight("loop { break; }"));
+        assert!(!is_straight("fn twice(x) { x * 2 } twice(2)"));
+        assert!(!is_straight("do { x += 1 } while x < 3"));
+    }
 
     #[test]
     fn only_the_names_an_expression_writes_are_read() {

@@ -79,6 +79,37 @@ pub struct Expr {
     /// into the scope when it runs, the others stand there as `()`. A name can only be read by
     /// writing it (there is no `eval`), so a name the text does not hold is never read.
     pub(crate) reads: u8,
+    /// Whether the source is straight-line: no loop and no function of its own, so its work is
+    /// bounded by its length (and the sizes of what it maps over). The engine evaluates those on
+    /// the task that needs them; the others on a blocking thread, where a long script stalls no
+    /// other work.
+    pub(crate) straight: bool,
+}
+
+impl Expr {
+    pub fn is_straight(&self) -> bool {
+        self.straight
+    }
+}
+
+/// Whether `source` holds none of the words that can make a script run long (see
+/// [`Expr::straight`]). A string that happens to hold one only sends the script to a thread.
+pub(crate) fn is_straight(source: &str) -> bool {
+    let bytes = source.as_bytes();
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    ["for", "while", "loop", "do", "fn"].iter().all(|keyword| {
+        let mut from = 0;
+        while let Some(at) = source[from..].find(keyword) {
+            let start = from + at;
+            let end = start + keyword.len();
+            if (start == 0 || !word(bytes[start - 1])) && (end == bytes.len() || !word(bytes[end]))
+            {
+                return false;
+            }
+            from = end;
+        }
+        true
+    })
 }
 
 /// Which of [`NAMES`] `source` mentions as a whole word (see [`Expr::reads`]).

@@ -20,6 +20,14 @@ enum Part {
 }
 
 impl Template {
+    /// Whether every expression in it is straight-line ([`Expr::is_straight`]).
+    pub fn is_straight(&self) -> bool {
+        self.parts.iter().all(|p| match p {
+            Part::Text(_) => true,
+            Part::Expr(_, e) => e.is_straight(),
+        })
+    }
+
     /// Compiles `text`. An error's position is within `text` (line 1-based, column 1-based), so the
     /// loader can map it into the YAML file.
     pub fn compile(scripts: &Scripts, text: &str, extra: &[&str]) -> Result<Template, ScriptError> {
@@ -198,6 +206,16 @@ impl CompiledValue {
         match self {
             CompiledValue::Literal(v) => Some(v),
             _ => None,
+        }
+    }
+
+    /// Whether rendering it evaluates only straight-line expressions ([`Expr::is_straight`]).
+    pub fn is_straight(&self) -> bool {
+        match self {
+            CompiledValue::Literal(_) => true,
+            CompiledValue::Template(t) => t.is_straight(),
+            CompiledValue::List(items) => items.iter().all(CompiledValue::is_straight),
+            CompiledValue::Map(map) => map.values().all(CompiledValue::is_straight),
         }
     }
 
