@@ -418,6 +418,25 @@ impl<'a> Checker<'a> {
             .call
             .as_ref()
             .map(|call| self.call(id, call, at("call"), &owner, &scope));
+        // Only actions and scripts have attempts: a container's steps retry on their own.
+        let container = if step.foreach.is_some() || step.parallel.is_some() {
+            Some("put `retry` on the steps inside, which retry each on its own")
+        } else if step.call.is_some() {
+            Some("put `retry` on the called playbook's steps, which retry each on its own")
+        } else if step.approval.is_some() {
+            Some("an approval is asked once; its `timeout` and `on_timeout` say what happens then")
+        } else {
+            None
+        };
+        if step.retry.is_some()
+            && let Some(hint) = container
+        {
+            self.report(
+                at("retry").pos(),
+                format!("`retry` has no effect on step `{id}`, which has no attempts of its own"),
+                Some(hint.into()),
+            );
+        }
         if let Some(retry) = &step.retry
             && retry.attempts == 0
         {
@@ -1361,6 +1380,34 @@ outputs:
                 "13:13 `script` of step `b` reads `steps.c`, a step that runs later",
                 "14:5 step `c` does nothing",
                 "16:11 `outputs.x` reads `steps.zz`, but there is no step `zz`",
+            ],
+        );
+    }
+
+    #[test]
+    fn retry_on_a_step_without_attempts_of_its_own_is_reported() {
+        let found = problems(
+            "id: p
+name: P
+steps:
+  - id: each
+    foreach:
+      items: '[1, 2]'
+      steps:
+        - id: inner
+          script: '1'
+          retry: { attempts: 3 }
+    retry: { attempts: 3 }
+  - id: ask
+    approval: { prompt: go, approvers: soc-l2 }
+    retry: { attempts: 2 }
+",
+        );
+        assert_eq!(
+            found,
+            [
+                "11:12 `retry` has no effect on step `each`, which has no attempts of its own",
+                "14:12 `retry` has no effect on step `ask`, which has no attempts of its own",
             ],
         );
     }
