@@ -769,12 +769,14 @@ impl Engine {
             None,
             json!({ "playbook": run.playbook, "trigger": run.trigger, "alert": run.alert_id, "incident": run.incident_id, "dry_run": run.dry_run }),
         );
-        match self
-            .store
-            .create_run(&run, audit_entries(&run.id, vec![event]))
-            .await
-            .map_err(store_error)?
-        {
+        let audit = audit_entries(&run.id, vec![event]);
+        // A run an alert started need not be durable at once (see the store's word on it).
+        let created = if run.trigger.kind == "alert" {
+            self.store.create_run_for_alert(&run, audit).await
+        } else {
+            self.store.create_run(&run, audit).await
+        };
+        match created.map_err(store_error)? {
             Some(existing) => Ok(Some(existing)),
             None => {
                 self.metrics

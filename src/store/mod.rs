@@ -166,6 +166,18 @@ pub trait Store: Send + Sync + 'static {
         run: &Run,
         audit: Vec<NewEntry>,
     ) -> Result<Option<String>, StoreError>;
+    /// [`Store::create_run`] for a run an alert started, answered once it is written rather than
+    /// durable: the alert stays pending until the engine marks it matched, a later write, so a
+    /// creation lost to a crash is made again when the alert is matched at the next start, and
+    /// whatever the run does next that matters (a side effect, a wait, its end) is durable and
+    /// makes its creation durable with it (a store whose log is written in order).
+    async fn create_run_for_alert(
+        &self,
+        run: &Run,
+        audit: Vec<NewEntry>,
+    ) -> Result<Option<String>, StoreError> {
+        self.create_run(run, audit).await
+    }
     /// Saves a run's new state with the audit entries that led to it (entries first, so a saved
     /// state always has its entries). A finished run frees its concurrency key. With `durable`, it
     /// returns once the state is fsynced; without, once it is written (a later durable write, or

@@ -78,6 +78,8 @@ enum Job {
     CreateRun {
         run: Box<Run>,
         audit: Vec<NewEntry>,
+        /// Answered after the fsync ([`Store::create_run_for_alert`] says when it need not be).
+        durable: bool,
         reply: oneshot::Sender<Result<Option<String>, StoreError>>,
     },
     /// A run's new state, and its audit entries; a finished run frees its concurrency key.
@@ -192,7 +194,6 @@ impl Job {
     fn durable(&self) -> bool {
         match self {
             Job::Ingest { .. }
-            | Job::CreateRun { .. }
             | Job::Outbox { .. }
             | Job::Meta { .. }
             | Job::Once { .. }
@@ -202,7 +203,7 @@ impl Job {
                 update: IncidentUpdate::Status(_),
                 ..
             } => true,
-            Job::SaveRun { durable, .. } => *durable,
+            Job::SaveRun { durable, .. } | Job::CreateRun { durable, .. } => *durable,
             Job::Matched { .. } | Job::IncidentValue { .. } => false,
         }
     }
@@ -529,7 +530,28 @@ impl Store for SledStore {
         audit: Vec<NewEntry>,
     ) -> Result<Option<String>, StoreError> {
         let run = Box::new(run.clone());
-        self.ask(|reply| Job::CreateRun { run, audit, reply }).await
+        self.ask(|reply| Job::CreateRun {
+            run,
+            audit,
+            durable: true,
+            reply,
+        })
+        .await
+    }
+
+    async fn create_run_for_alert(
+        &self,
+        run: &Run,
+        audit: Vec<NewEntry>,
+    ) -> Result<Option<String>, StoreError> {
+        let run = Box::new(run.clone());
+        self.ask(|reply| Job::CreateRun {
+            run,
+            audit,
+            durable: false,
+            reply,
+        })
+        .await
     }
 
     async fn save_run(
@@ -912,6 +934,7 @@ impl Writer {
         let mut group = Group {
             tree: &self.tree,
             writes: HashMap::new(),
+            audit: Vec::new(),
         };
         let mut answers = Vec::with_capacity(jobs.len());
         let mut written_only = Vec::new();
@@ -933,7 +956,10 @@ impl Writer {
         }
         let result = match failed {
             Some(e) => Err(StoreError::Backend(e)),
-            None => group.commit(),
+            None => {
+                let audit = std::mem::take(&mut group.audit);
+                self.append_audit(audit).and_then(|()| group.commit())
+            }
         };
         match result {
             Ok(()) => {
@@ -996,22 +1022,21 @@ impl Writer {
                 }
                 Ok(Answer::Ingest(reply, accepted))
             }
-            Job::CreateRun { run, audit, reply } => {
-                match self
-                    .append_audit(audit)
-                    .and_then(|()| self.create_run(group, *run))
-                {
+            Job::CreateRun {
+                run, audit, reply, ..
+            } => {
+                group.audit.extend(audit);
+                match self.create_run(group, *run) {
                     Ok(existing) => Ok(Answer::Created(reply, existing)),
                     Err(e) => Err((Answer::Created(reply, None), e)),
                 }
             }
             Job::SaveRun {
                 run, audit, reply, ..
-            } => done(
-                reply,
-                self.append_audit(audit)
-                    .and_then(|()| self.save_run(group, &run)),
-            ),
+            } => {
+                group.audit.extend(audit);
+                done(reply, self.save_run(group, &run))
+            }
             Job::Outbox { change, reply } => done(reply, self.change_outbox(change)),
             Job::Meta { key, value, reply } => done(
                 reply,
@@ -1022,7 +1047,10 @@ impl Writer {
                 .map(drop)
                 .map_err(backend),
             ),
-            Job::Audit { entries, reply } => done(reply, self.append_audit(entries)),
+            Job::Audit { entries, reply } => {
+                group.audit.extend(entries);
+                done(reply, Ok(()))
+            }
             Job::Slot {
                 key,
                 max,
@@ -1308,6 +1336,9 @@ fn done(
 struct Group<'a> {
     tree: &'a sled::Tree,
     writes: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// The group's audit entries, in the order of its jobs: appended in one batch before the
+    /// group's writes, so every state written has its entries before it.
+    audit: Vec<NewEntry>,
 }
 
 impl Group<'_> {
