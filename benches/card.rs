@@ -5,7 +5,8 @@
 //! chat.update and the rest answered `ok` in the shapes of Slack's Web API description), and posts
 //! alerts open loop at `BENCH_RATE` per second (default 500) for `BENCH_SECS` seconds (default 10),
 //! each about its own host, whose playbook stops at an approval. For every alert it times the POST
-//! to the first `chat.postMessage` carrying that alert's approval prompt, and reports the
+//! to the first `chat.postMessage` carrying that alert's approval prompt (`BENCH_DUMP=1` prints every
+//! call the fake takes), and reports the
 //! percentiles, with the cards that never came within 30 s after the last post.
 
 mod common;
@@ -40,6 +41,9 @@ fn env(name: &str, default: u64) -> u64 {
 /// When the first message carrying each alert's prompt arrived, by alert number.
 type Arrivals = Arc<Mutex<HashMap<u64, Instant>>>;
 
+/// The Web API methods called, with how often.
+static METHODS: Mutex<Vec<(String, u64)>> = Mutex::new(Vec::new());
+
 /// The fake Slack Web API: every method answers `ok`; `chat.postMessage` records the prompts it
 /// carries (`Contain card-<n>?`).
 async fn fake_slack(arrivals: Arrivals) -> SocketAddr {
@@ -52,9 +56,21 @@ async fn fake_slack(arrivals: Arrivals) -> SocketAddr {
             let (arrivals, counter) = (arrivals.clone(), counter.clone());
             async move {
                 let now = Instant::now();
+                {
+                    let mut methods = METHODS.lock().unwrap();
+                    match methods.iter_mut().find(|(m, _)| *m == method) {
+                        Some((_, n)) => *n += 1,
+                        None => methods.push((method.clone(), 1)),
+                    }
+                }
                 let text = String::from_utf8_lossy(&body);
+                if std::env::var("BENCH_DUMP").is_ok() {
+                    eprintln!("{method}: {text}");
+                }
                 if method == "chat.postMessage" {
-                    let mut rest = text.as_ref();
+                    // Form-encoded by the Slack client: the prompt reads `Contain+card-<n>%3F`.
+                    let text = text.replace('+', " ");
+                    let mut rest = text.as_str();
                     while let Some(at) = rest.find("Contain card-") {
                         rest = &rest[at + "Contain card-".len()..];
                         let digits: String =
@@ -115,7 +131,7 @@ fn main() {
     std::fs::create_dir_all(&playbooks).unwrap();
     std::fs::write(playbooks.join("card.yaml"), ASKS).unwrap();
     let extra = format!(
-        "playbooks:\n  paths: [{}]\n  workers: 64\napprovers:\n  soc: [cli:alice]\nchat:\n  slack:\n    bot_token: xoxb-bench\n    channel: C0BENCH\n    api_url: http://{slack}/api\n",
+        "playbooks:\n  paths: [{}]\n  workers: 64\napprovers:\n  soc: [cli:alice]\nchat:\n  slack:\n    bot_token: xoxb-bench\n    signing_secret: bench-signing-secret\n    channel: C0BENCH\n    api_url: http://{slack}/api\n",
         playbooks.display()
     );
     let cluster = Cluster::start(dir.path(), &extra, backend, true);
@@ -179,6 +195,7 @@ fn main() {
             percentile(&latencies, 0.99).as_secs_f64() * 1000.0,
             latencies.last().copied().unwrap_or_default().as_secs_f64() * 1000.0,
         );
+        println!("card: Web API calls {:?}", METHODS.lock().unwrap());
     });
     cluster.kill();
 }
