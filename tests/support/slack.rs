@@ -125,6 +125,10 @@ pub struct FakeState {
     pub outage: Option<u16>,
     /// The next calls answer 429 with these `Retry-After` seconds, one each.
     pub rate_limits: VecDeque<u64>,
+    /// How long every Web API call takes to answer: a Slack across the internet rather than on
+    /// the same machine (Socket Mode's `apps.connections.open` included, which Cordon waits for
+    /// at start).
+    pub latency: Duration,
     next_ts: u64,
     sockets: Vec<mpsc::UnboundedSender<String>>,
     /// Socket Mode connections open now.
@@ -228,6 +232,11 @@ impl FakeSlack {
 
     pub fn set_outage(&self, status: Option<u16>) {
         self.state.lock().unwrap().outage = status;
+    }
+
+    /// Every Web API call answers `latency` later (see [`FakeState::latency`]).
+    pub fn set_latency(&self, latency: Duration) {
+        self.state.lock().unwrap().latency = latency;
     }
 
     pub fn rate_limit_next(&self, retry_after: &[u64]) {
@@ -399,6 +408,10 @@ async fn handle(State(fake): State<FakeSlack>, request: Request) -> Response {
         answered: 200,
     };
     let p = call.params.clone();
+    let latency = fake.state.lock().unwrap().latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     let mut state = fake.state.lock().unwrap();
     state.calls.push(call.clone());
     if let Some(status) = state.outage {
