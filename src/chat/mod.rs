@@ -106,7 +106,7 @@ impl ChatConfig {
     /// How often an incident's thread gets a note at most, per platform (`chat.note_interval`,
     /// default 10 s). What happens in between (more alerts, failed steps, evidence) waits and is
     /// summed up in the next note, so a storm of alerts cannot flood a channel; cards and their
-    /// updates are not held back.
+    /// updates are not held back. `0s` turns this off: a note per event, as they come.
     pub fn note_interval(&self) -> std::time::Duration {
         self.note_interval
             .map_or(DEFAULT_NOTE_INTERVAL, |interval| interval.0)
@@ -116,7 +116,8 @@ impl ChatConfig {
 /// `chat.note_interval` when the config does not say.
 pub const DEFAULT_NOTE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Starts every configured platform and registers its deliverer with the outbox.
+/// Starts every configured platform, registers its deliverer with the outbox and has its thread
+/// notes coalesced (`chat.note_interval`).
 pub async fn platforms(
     config: &ChatConfig,
     deps: &ChatDeps,
@@ -126,14 +127,16 @@ pub async fn platforms(
         let platform = section.start(deps).await?;
         debug_assert_eq!(platform.name(), name, "a platform's name is its config key");
         deps.outbox.register(name, platform.clone().deliverer());
-        deps.outbox.coalesce(
-            name,
-            THREAD_NOTE,
-            crate::outbox::Coalesce {
-                every: config.note_interval(),
-                merge: outbound::merge_notes,
-            },
-        );
+        if !config.note_interval().is_zero() {
+            deps.outbox.coalesce(
+                name,
+                THREAD_NOTE,
+                crate::outbox::Coalesce {
+                    every: config.note_interval(),
+                    merge: outbound::merge_notes,
+                },
+            );
+        }
         out.push(platform);
     }
     Ok(out)

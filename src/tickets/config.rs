@@ -120,7 +120,8 @@ impl TicketsConfig {
     /// default 10 s). What happens in between waits and goes into the next one, opening with a
     /// tally ("12 more alerts from 3 sources, 2 steps finished") and listing every event, so a
     /// storm of alerts is a few comments per ticket rather than one per alert. The ticket's
-    /// creation, transitions and attachments are not held back.
+    /// creation, transitions and attachments are not held back. `0s` turns this off: a comment
+    /// per event, as they come.
     pub fn comment_interval(&self) -> std::time::Duration {
         self.comment_interval
             .map_or(DEFAULT_COMMENT_INTERVAL, |interval| interval.0)

@@ -109,14 +109,17 @@ pub fn start(deps: TicketDeps) -> axum::Router {
         match system.deliverer(&deps) {
             Some(Ok(deliverer)) => {
                 deps.outbox.register(system.name(), deliverer);
-                deps.outbox.coalesce(
-                    system.name(),
-                    TicketOp::Comment.kind(),
-                    crate::outbox::Coalesce {
-                        every: deps.config.comment_interval(),
-                        merge: merge_comments,
-                    },
-                );
+                let every = deps.config.comment_interval();
+                if !every.is_zero() {
+                    deps.outbox.coalesce(
+                        system.name(),
+                        TicketOp::Comment.kind(),
+                        crate::outbox::Coalesce {
+                            every,
+                            merge: merge_comments,
+                        },
+                    );
+                }
             }
             Some(Err(e)) => {
                 tracing::error!(system = system.name(), error = %e, "the ticket system's connection is unusable")

@@ -55,6 +55,9 @@ impl Connector {
         body: &Value,
         ticket: &str,
     ) -> Result<Value, DeliveryError> {
+        let url = format!("{}{path}", trim_service_url(service_url));
+        let token = self.token.get().await?;
+        // Paced as late as can be, so that the call leaves when its turn says.
         self.limits
             .turn(conversation, PER_THREAD, ticket)
             .map_err(|wait| {
@@ -63,8 +66,6 @@ impl Connector {
                     wait,
                 )
             })?;
-        let url = format!("{}{path}", trim_service_url(service_url));
-        let token = self.token.get().await?;
         let response = self
             .http
             .request(method.clone(), &url)
