@@ -469,7 +469,6 @@ async fn a_storm_of_1000_alerts_about_20_instances_is_20_cards_20_tickets_and_a_
         }
     }
 
-    eprintln!("settled at {:?}", started.elapsed());
     // What a SOC sees in chat: a card per incident, updated in place, and a few thread messages.
     let shown = [
         ("Slack", slack_shown(&peers)),
@@ -489,7 +488,7 @@ async fn a_storm_of_1000_alerts_about_20_instances_is_20_cards_20_tickets_and_a_
         );
         assert!(
             shown.most_in_a_thread() <= MOST_PER_INCIDENT,
-            "{platform}: at most {MOST_PER_INCIDENT} thread messages per incident: {shown:?}"
+            "{platform}: at most {MOST_PER_INCIDENT} thread messages per incident (the storm took {replayed:?} to replay): {shown:?}"
         );
     }
     // Every call over a limit was answered 429 and tried again later; nothing broke a contract
@@ -498,7 +497,6 @@ async fn a_storm_of_1000_alerts_about_20_instances_is_20_cards_20_tickets_and_a_
     peers.teams.assert_valid();
     peers.jira.assert_no_violations();
 
-    eprintln!("chat checked at {:?}", started.elapsed());
     // Tickets: one per incident in each system, a few comments each, naming every alert.
     let (jira, sn) = ticket_texts(&peers);
     assert_eq!(jira.len(), ENTITIES, "Jira issues");
@@ -514,7 +512,7 @@ async fn a_storm_of_1000_alerts_about_20_instances_is_20_cards_20_tickets_and_a_
         for (incident, comments) in texts {
             assert!(
                 comments.len() <= MOST_PER_INCIDENT,
-                "{system}: {} comments on the ticket of {incident}: {comments:#?}",
+                "{system}: {} comments on the ticket of {incident} (the storm took {replayed:?} to replay): {comments:#?}",
                 comments.len()
             );
             let all = comments.join("\n");
@@ -530,7 +528,6 @@ async fn a_storm_of_1000_alerts_about_20_instances_is_20_cards_20_tickets_and_a_
         }
     }
 
-    eprintln!("tickets checked at {:?}", started.elapsed());
     // Nothing dropped in Cordon either: every alert in its incident and its report.
     for (incident, expected) in &alerts_of {
         let listed = server
@@ -560,27 +557,7 @@ async fn a_storm_of_1000_alerts_about_20_instances_is_20_cards_20_tickets_and_a_
         );
     }
 
-    eprintln!("incidents checked at {:?}", started.elapsed());
     peers.discord.assert_valid().await;
-    let limited: Vec<String> = peers
-        .slack
-        .state
-        .lock()
-        .unwrap()
-        .calls
-        .iter()
-        .filter(|c| c.answered == 429)
-        .map(|c| format!("slack {} {:?}", c.method, c.params.get("channel")))
-        .chain(
-            peers
-                .discord
-                .calls()
-                .iter()
-                .filter(|c| c.status == 429)
-                .map(|c| format!("discord {} {}", c.method, c.path)),
-        )
-        .collect();
-    eprintln!("limited: {limited:#?}");
     let jira_data = peers.jira.data();
     let comments = |t: &HashMap<String, Vec<String>>| t.values().map(Vec::len).sum::<usize>();
     let most = |t: &HashMap<String, Vec<String>>| t.values().map(Vec::len).max().unwrap_or(0);
