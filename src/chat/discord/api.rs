@@ -225,23 +225,25 @@ impl Api {
         if let Some(until) = held {
             return Some(until - now);
         }
-        let bucket = limits
-            .buckets
-            .entry(route.to_owned())
-            .or_insert(Bucket {
-                // Unknown: one call finds it out while the others wait a little.
-                limit: 1,
-                remaining: 1,
-                reset_at: now + PROBE,
-                window: PROBE,
-                in_flight: 0,
-            });
+        let bucket = limits.buckets.entry(route.to_owned()).or_insert(Bucket {
+            // Unknown: one call finds it out while the others wait a little.
+            limit: 1,
+            remaining: 1,
+            reset_at: now + PROBE,
+            window: PROBE,
+            in_flight: 0,
+        });
         if now >= bucket.reset_at {
             bucket.remaining = bucket.limit;
             bucket.reset_at = now + bucket.window;
         }
         if bucket.remaining == 0 {
-            return Some(bucket.reset_at.saturating_duration_since(now).max(Duration::from_millis(10)));
+            return Some(
+                bucket
+                    .reset_at
+                    .saturating_duration_since(now)
+                    .max(Duration::from_millis(10)),
+            );
         }
         bucket.remaining -= 1;
         bucket.in_flight += 1;

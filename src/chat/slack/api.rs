@@ -193,7 +193,12 @@ impl Web {
 
     /// The turn of the outbox entry `ticket` to call `method` in `channel` under Slack's limits:
     /// now, or a wait that sends nothing (the entry comes back for its turn).
-    pub(super) fn turn(&self, method: &str, channel: &str, ticket: &str) -> Result<(), DeliveryError> {
+    pub(super) fn turn(
+        &self,
+        method: &str,
+        channel: &str,
+        ticket: &str,
+    ) -> Result<(), DeliveryError> {
         let limits = match method {
             "chat.postMessage" => POST_MESSAGE,
             "chat.update" => UPDATE,

@@ -123,7 +123,14 @@ impl Connector {
             path_segment(conversation)
         );
         let answer = self
-            .call(Method::POST, service_url, conversation, &path, activity, ticket)
+            .call(
+                Method::POST,
+                service_url,
+                conversation,
+                &path,
+                activity,
+                ticket,
+            )
             .await?;
         message_id(&answer)
     }
@@ -145,7 +152,14 @@ impl Connector {
             path_segment(reply_to)
         );
         let answer = self
-            .call(Method::POST, service_url, conversation, &path, &activity, ticket)
+            .call(
+                Method::POST,
+                service_url,
+                conversation,
+                &path,
+                &activity,
+                ticket,
+            )
             .await?;
         message_id(&answer)
     }
