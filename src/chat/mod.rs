@@ -133,6 +133,8 @@ pub async fn platforms(
                 THREAD_NOTE,
                 crate::outbox::Coalesce {
                     every: config.note_interval(),
+                    // A merged note names a few new alerts and counts the rest.
+                    most: 500,
                     merge: outbound::merge_notes,
                 },
             );

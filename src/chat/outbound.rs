@@ -73,11 +73,8 @@ pub fn merge_notes(entries: &[OutboxEntry]) -> Result<serde_json::Value, Deliver
     let Some(first) = notes.first() else {
         return Err(DeliveryError::permanent("no thread notes to merge"));
     };
-    let mut lines = vec![format!(
-        "{}:",
-        capitalized(&digest::tally(
-            notes.iter().map(|n| (n.topic, n.source.as_deref()))
-        ))
+    let mut lines = vec![digest::headline(
+        notes.iter().map(|n| (n.topic, n.source.as_deref())),
     )];
     let alerts: Vec<&Note> = notes.iter().filter(|n| n.topic == Topic::Alert).collect();
     lines.extend(alerts.iter().take(ALERTS_NAMED).map(|n| n.text.clone()));
@@ -103,14 +100,6 @@ pub fn merge_notes(entries: &[OutboxEntry]) -> Result<serde_json::Value, Deliver
     };
     serde_json::to_value(merged)
         .map_err(|e| DeliveryError::permanent(format!("cannot encode a merged note: {e}")))
-}
-
-fn capitalized(text: &str) -> String {
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect(),
-        None => String::new(),
-    }
 }
 
 /// What a chat outbox entry asks of a platform: its kind and payload, read once for every
@@ -392,5 +381,51 @@ mod tests {
         let broken = OutboxEntry::new("discord", "inc-1", POST_CARD, serde_json::json!({"x": 1}));
         let error = ChatOp::read(&broken).unwrap_err();
         assert!(error.is_permanent(), "{error}");
+    }
+
+    fn entry(note: Note) -> OutboxEntry {
+        let op = ChatOp::ThreadNote(note);
+        OutboxEntry::new("slack", "inc-1", op.kind(), op.payload().unwrap())
+    }
+
+    #[test]
+    fn a_storm_of_notes_is_one_note_with_a_tally_a_few_alerts_and_everything_else() {
+        let mut entries: Vec<OutboxEntry> = (0..12)
+            .map(|i| {
+                let source = ["aws.guardduty", "aws.securityhub", "falco"][i % 3];
+                entry(Note {
+                    source: Some(source.into()),
+                    ..Note::new(
+                        "inc-1",
+                        format!("New alert in this incident: a{i} ({source})"),
+                        Topic::Alert,
+                    )
+                })
+            })
+            .collect();
+        entries.insert(
+            3,
+            entry(Note::new(
+                "inc-1",
+                "Step `isolate` failed: denied".into(),
+                Topic::StepFailed,
+            )),
+        );
+        let merged: Note = serde_json::from_value(merge_notes(&entries).unwrap()).unwrap();
+        let lines: Vec<&str> = merged.text.lines().collect();
+        assert_eq!(lines[0], "12 more alerts from 3 sources, 1 step failed:");
+        assert_eq!(lines[1], "New alert in this incident: a0 (aws.guardduty)");
+        assert_eq!(
+            lines[6],
+            "… and 7 more (`cordon incidents report inc-1` lists every alert)"
+        );
+        assert_eq!(lines[7], "Step `isolate` failed: denied");
+        assert_eq!(lines.len(), 8);
+        assert_eq!(merged.incident_id, "inc-1");
+        assert!(!merged.standalone);
+
+        // One note stands for itself.
+        let one = &entries[..1];
+        assert_eq!(merge_notes(one).unwrap(), one[0].payload);
     }
 }

@@ -71,6 +71,19 @@ pub fn tally<'a>(items: impl IntoIterator<Item = (Topic, Option<&'a str>)>) -> S
         .join(", ")
 }
 
+/// The first line of a coalesced message: the tally, capitalized, with a colon (`12 more alerts
+/// from 3 sources, 2 steps finished:`).
+pub fn headline<'a>(items: impl IntoIterator<Item = (Topic, Option<&'a str>)>) -> String {
+    let tally = tally(items);
+    let mut chars = tally.chars();
+    let mut line: String = match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    };
+    line.push(':');
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,5 +112,9 @@ mod tests {
             "resolved, 1 message"
         );
         assert_eq!(tally([]), "");
+        assert_eq!(
+            headline([(Topic::Alert, Some("falco")), (Topic::Alert, Some("falco"))]),
+            "2 more alerts from falco:"
+        );
     }
 }

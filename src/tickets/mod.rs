@@ -116,6 +116,7 @@ pub fn start(deps: TicketDeps) -> axum::Router {
                         TicketOp::Comment.kind(),
                         crate::outbox::Coalesce {
                             every,
+                            most: COMMENT_EVENTS,
                             merge: merge_comments,
                         },
                     );
@@ -529,6 +530,10 @@ impl Rendered {
     }
 }
 
+/// The most events one comment lists: each is a line or a few (about 200 characters for a new
+/// alert), and the comment must stay within Jira's 32 767 characters. More wait for the next one.
+const COMMENT_EVENTS: usize = 60;
+
 /// The payload of one comment standing for the `comment` entries `entries` of one ticket (oldest
 /// first): the tally of what they say ("12 more alerts from 3 sources, 2 steps finished"), then
 /// every one of them, so the ticket still lists each alert and step. One entry stands for itself.
@@ -542,17 +547,11 @@ pub fn merge_comments(entries: &[OutboxEntry]) -> Result<Value, DeliveryError> {
     let topic = |e: &OutboxEntry| {
         serde_json::from_value::<Topic>(e.payload["topic"].clone()).unwrap_or_default()
     };
-    let tally = crate::outbox::digest::tally(
+    let mut text = crate::outbox::digest::headline(
         entries
             .iter()
             .map(|e| (topic(e), e.payload["source"].as_str())),
     );
-    let mut text = String::new();
-    let mut chars = tally.chars();
-    if let Some(c) = chars.next() {
-        text.extend(c.to_uppercase().chain(chars));
-    }
-    text.push(':');
     for entry in entries {
         let item = entry.payload["text"].as_str().unwrap_or_default();
         for (i, line) in item.lines().enumerate() {
@@ -842,4 +841,56 @@ pub(crate) async fn report_file(
             "text/markdown; charset=utf-8",
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn comment(text: &str, topic: Topic, source: Option<&str>) -> OutboxEntry {
+        let mut payload = json!({ "incident": "inc-1", "text": text, "topic": topic });
+        if let Some(source) = source {
+            payload["source"] = json!(source);
+        }
+        OutboxEntry::new("jira", "jira:inc-1", TicketOp::Comment.kind(), payload)
+    }
+
+    #[test]
+    fn coalesced_comments_open_with_a_tally_and_list_every_event() {
+        let entries = [
+            comment(
+                "New alert joined the incident: a (alert 1).",
+                Topic::Alert,
+                Some("falco"),
+            ),
+            comment(
+                "Approval requested at step `approve`: Isolate?\nApprovers: soc (quorum 1).",
+                Topic::ApprovalRequested,
+                None,
+            ),
+            comment(
+                "New alert joined the incident: b (alert 2).",
+                Topic::Alert,
+                Some("generic"),
+            ),
+            // Written before topics: counted as a message.
+            OutboxEntry::new(
+                "jira",
+                "jira:inc-1",
+                "comment",
+                json!({ "incident": "inc-1", "text": "Old note." }),
+            ),
+        ];
+        let merged = merge_comments(&entries).unwrap();
+        assert_eq!(merged["incident"], "inc-1");
+        assert_eq!(
+            merged["text"],
+            "2 more alerts from 2 sources, 1 approval requested, 1 message:\n\
+             - New alert joined the incident: a (alert 1).\n\
+             - Approval requested at step `approve`: Isolate?\n  Approvers: soc (quorum 1).\n\
+             - New alert joined the incident: b (alert 2).\n\
+             - Old note."
+        );
+        assert_eq!(merge_comments(&entries[..1]).unwrap(), entries[0].payload);
+    }
 }

@@ -388,6 +388,50 @@ mod tests {
         assert!(api.wait_for("POST /channels/2/messages").is_some());
     }
 
+    fn bucket(limit: u32, remaining: u32, reset_after: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-ratelimit-limit", limit.into());
+        headers.insert("x-ratelimit-remaining", remaining.into());
+        headers.insert("x-ratelimit-reset-after", reset_after.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn calls_beyond_a_bucket_wait_uncalled_and_a_new_route_is_called_once_first() {
+        let api = Api::new(
+            reqwest::Client::new(),
+            &url::Url::parse("http://127.0.0.1:9/api/v10").unwrap(),
+            Secret::new("t"),
+        );
+        let route = "POST /channels/1/messages";
+        assert_eq!(
+            api.take_turn(route),
+            None,
+            "the first call finds the bucket out"
+        );
+        assert!(
+            api.take_turn(route).is_some(),
+            "the others wait for its answer"
+        );
+        // Discord: 5 per 5 s, 4 left after that call.
+        api.note_limits(route, 200, &bucket(5, 4, "5"), &Value::Null);
+        for _ in 0..2 {
+            assert_eq!(api.take_turn(route), None);
+        }
+        // An answer to one of them says 3 left; the other is still under way, so 2 are.
+        api.note_limits(route, 200, &bucket(5, 3, "4.9"), &Value::Null);
+        for _ in 0..2 {
+            assert_eq!(api.take_turn(route), None);
+        }
+        let wait = api.take_turn(route).expect("the bucket is spent");
+        assert!(
+            wait > Duration::from_secs(4) && wait <= Duration::from_millis(4900),
+            "{wait:?}"
+        );
+        // Another channel is another bucket.
+        assert_eq!(api.take_turn("POST /channels/2/messages"), None);
+    }
+
     #[test]
     fn clipping_counts_characters_not_bytes() {
         assert_eq!(clip("héllo", 5), "héllo");
