@@ -28,7 +28,7 @@ impl Limit {
 
 /// Added to every window: calls leave Cordon paced, but reach the other side with a little
 /// jitter, and one that arrives early must not count in the window before.
-const MARGIN: Duration = Duration::from_millis(50);
+const MARGIN: Duration = Duration::from_millis(100);
 
 /// How long a turn is kept for a ticket that does not come back for it (its entry went out with
 /// others, or was set aside): then it is forgotten, its slot still counted until it ages out.

@@ -406,14 +406,6 @@ async fn handle(State(fake): State<FakeSlack>, request: Request) -> Response {
         return StatusCode::NOT_FOUND.into_response();
     };
     let query = parts.uri.query().unwrap_or_default().to_owned();
-    fake.validate(
-        &method,
-        parts.method.as_str(),
-        &query,
-        &parts.headers,
-        &body,
-    )
-    .await;
     let header = |name: &str| {
         parts
             .headers
@@ -432,6 +424,23 @@ async fn handle(State(fake): State<FakeSlack>, request: Request) -> Response {
         answered: 200,
     };
     let p = call.params.clone();
+    // Counted against the limits as it arrives, before Prism (whose pace varies) sees it.
+    let over = {
+        let mut state = fake.state.lock().unwrap();
+        if state.enforce_limits {
+            over_limit(&mut state, &method, &p)
+        } else {
+            None
+        }
+    };
+    fake.validate(
+        &method,
+        parts.method.as_str(),
+        &query,
+        &parts.headers,
+        &body,
+    )
+    .await;
     let latency = fake.state.lock().unwrap().latency;
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
@@ -459,9 +468,7 @@ async fn handle(State(fake): State<FakeSlack>, request: Request) -> Response {
         )
             .into_response();
     }
-    if state.enforce_limits
-        && let Some(after) = over_limit(&mut state, &method, &p)
-    {
+    if let Some(after) = over {
         state.limited += 1;
         if let Some(last) = state.calls.last_mut() {
             last.answered = 429;

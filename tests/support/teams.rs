@@ -569,6 +569,20 @@ async fn connector(
         .map(|i| raw_path[i..].to_owned())
         .unwrap_or_else(|| raw_path.clone());
 
+    // Counted against the limits as it arrives, before Prism (whose pace varies) sees it.
+    let over = {
+        let mut s = state.lock().unwrap();
+        let conversation = api_path
+            .trim_start_matches('/')
+            .split('/')
+            .nth(2)
+            .map(decode)
+            .filter(|_| api_path.starts_with("/v3/conversations/"));
+        match conversation {
+            Some(conversation) if s.enforce => over_thread_limit(&mut s, &conversation),
+            _ => None,
+        }
+    };
     // Prism checks the request against the official description.
     let replay = client
         .request(method.parse().unwrap(), format!("{prism}{api_path}"))
@@ -625,10 +639,7 @@ async fn connector(
         .collect();
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     let mut s = state.lock().unwrap();
-    if s.enforce
-        && let ["v3", "conversations", conversation, ..] = segments.as_slice()
-        && let Some(after) = over_thread_limit(&mut s, conversation)
-    {
+    if let Some(after) = over {
         s.limited += 1;
         let mut response = error(
             StatusCode::TOO_MANY_REQUESTS,
