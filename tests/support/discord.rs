@@ -400,9 +400,10 @@ impl FakeDiscord {
         );
     }
 
-    /// Polls until `what` holds (10 s at most), then returns its value.
+    /// Polls until `what` holds (25 s at most: a thread note may wait for `chat.note_interval`,
+    /// 10 s by default, after the one before), then returns its value.
     pub async fn wait<T>(&self, what: &str, f: impl Fn(&FakeDiscord) -> Option<T>) -> T {
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + Duration::from_secs(25);
         loop {
             if let Some(value) = f(self) {
                 return value;

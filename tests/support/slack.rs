@@ -271,9 +271,10 @@ impl FakeSlack {
             .extend(retry_after.iter().copied());
     }
 
-    /// Polls until `check` holds on the fake (10 s at most).
+    /// Polls until `check` holds on the fake (20 s at most: a thread note may wait for
+    /// `chat.note_interval`, 10 s by default, after the one before).
     pub async fn wait<T>(&self, what: &str, check: impl Fn(&FakeSlack) -> Option<T>) -> T {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(found) = check(self) {
                 return found;

@@ -480,9 +480,10 @@ impl Connector {
         }
     }
 
-    /// Polls until `check` holds on the messages (15 s at most).
+    /// Polls until `check` holds on the messages (25 s at most: a thread note may wait for
+    /// `chat.note_interval`, 10 s by default, after the one before).
     pub async fn wait_for(&self, what: &str, check: impl Fn(&[Message]) -> bool) -> Vec<Message> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(25);
         loop {
             let messages = self.messages();
             if check(&messages) {
