@@ -95,7 +95,7 @@ impl Server {
                 chat_names.clone(),
             ))) as Arc<dyn Notifier>
         });
-        let (engine, actions) = start_engine(
+        let (engine, actions, playbooks) = start_engine(
             &config,
             store.clone(),
             http.clone(),
@@ -149,6 +149,14 @@ impl Server {
         });
         // Audit checkpoints: their sinks' deliverer, and the periodic signing.
         crate::audit::sink::start(&config, store.clone(), outbox.clone(), http.clone());
+        // Only now do runs move: the chat channels, the watchers (chat threads, tickets) and the
+        // outbox deliverers above all exist, so a resumed run's first card or comment has
+        // somewhere to go (tests/restart_order.rs).
+        let resumed = engine
+            .recover()
+            .await
+            .map_err(|e| StartError::Engine(e.to_string()))?;
+        tracing::info!(playbooks, resumed_runs = resumed, "engine started");
         let state = Arc::new(AppState {
             config: Arc::new(config),
             store,
@@ -485,7 +493,7 @@ async fn start_engine(
     http: reqwest::Client,
     metrics: Arc<Metrics>,
     notifier: Option<Arc<dyn Notifier>>,
-) -> Result<(Arc<Engine>, Arc<Registry>), StartError> {
+) -> Result<(Arc<Engine>, Arc<Registry>, usize), StartError> {
     let scripts = scripts(config);
     let integrations = load_integrations(config, http.clone(), Some(store.clone()))
         .map_err(StartError::Playbooks)?;
@@ -530,12 +538,7 @@ async fn start_engine(
         config.playbooks.workers,
         metrics,
     );
-    let resumed = engine
-        .recover()
-        .await
-        .map_err(|e| StartError::Engine(e.to_string()))?;
-    tracing::info!(playbooks = count, resumed_runs = resumed, "engine started");
-    Ok((engine, actions))
+    Ok((engine, actions, count))
 }
 
 /// Where a running server records its address: beside the store folder, as `<store path>.addr`.

@@ -3,18 +3,30 @@
 //! delivers it with retries. An outage of the other side delays deliveries and loses none; a
 //! restart picks up where the last process stopped.
 //!
-//! Entries with the same `key` (a ticket, a chat card) are delivered one at a time in the order
-//! they were pushed; a failing entry holds back the ones behind it on its key and no others.
-//! Deliverers make each delivery idempotent in effect (look up before create, idempotency keys),
-//! since a crash after the other side acted and before the entry was removed repeats it.
+//! Entries of one target with the same `key` (a ticket, an incident's chat thread) are delivered
+//! one at a time in the order they were pushed; a failing entry holds back the ones behind it on
+//! its target and key and no others. Deliverers make each delivery idempotent in effect (look up
+//! before create, idempotency keys), since a crash after the other side acted and before the entry
+//! was removed repeats it.
+//!
+//! Storms are calmed here too. Kinds registered with [`Outbox::coalesce`] (chat thread notes,
+//! ticket comments) go out as one delivery for a run of entries of one key, at most once per
+//! interval and key, the entries merged into one message ([`digest`]). And the other side's rate
+//! limits are honoured: a 429's `Retry-After` delays the entry (never drops it), and a deliverer
+//! that knows a call would break a documented limit says [`DeliveryError::wait`] without calling,
+//! which delays the key without counting an attempt ([`pace`]).
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Weak};
-use std::time::Duration;
+pub mod digest;
+pub mod pace;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::Utc;
 use reqwest::header::HeaderMap;
+use serde_json::Value;
 use tokio::sync::Notify;
 
 pub use crate::failure::Failure;
@@ -30,6 +42,9 @@ use crate::store::{Store, StoreError};
 pub struct DeliveryError {
     pub message: String,
     pub failure: Failure,
+    /// Nothing was sent: a rate limit of the other side (as documented, or as its last 429 said)
+    /// leaves no room yet. The entry waits that long without counting an attempt.
+    pub not_sent: bool,
 }
 
 impl DeliveryError {
@@ -37,6 +52,16 @@ impl DeliveryError {
         DeliveryError {
             message: message.into(),
             failure,
+            not_sent: false,
+        }
+    }
+
+    /// The call was not made: the other side's rate limit has no room for `after` (see
+    /// [`pace`]).
+    pub fn wait(message: impl Into<String>, after: Duration) -> DeliveryError {
+        DeliveryError {
+            not_sent: true,
+            ..DeliveryError::retry_after(message, after)
         }
     }
 
@@ -79,16 +104,39 @@ pub trait Deliver: Send + Sync {
     async fn deliver(&self, entry: &OutboxEntry) -> Result<(), DeliveryError>;
 }
 
+/// How the entries of one target and kind are coalesced (see [`Outbox::coalesce`]).
+#[derive(Clone, Copy)]
+pub struct Coalesce {
+    /// At most one delivery of the kind per key this often; what comes in between waits and goes
+    /// out together.
+    pub every: Duration,
+    /// The most entries one delivery stands for (what one message can hold); the rest go in the
+    /// next.
+    pub most: usize,
+    /// The payload standing for a run of entries (oldest first, never empty; one entry's own
+    /// payload when alone). An error sets the first entry aside.
+    pub merge: fn(&[OutboxEntry]) -> Result<Value, DeliveryError>,
+}
+
 /// The named lease of the replica delivering the outbox, on a store replicas share.
 const OUTBOX_LEASE: &str = "outbox";
 
 /// How often the outbox is looked at on a shared store.
 const SHARED_POLL: Duration = Duration::from_secs(1);
 
+/// A target and key: the entries delivered one at a time, in order.
+type Lane = (String, String);
+
 /// The worker. Push with [`Outbox::push`]; it wakes and delivers.
 pub struct Outbox {
     store: Arc<dyn Store>,
     deliverers: std::sync::RwLock<BTreeMap<String, Arc<dyn Deliver>>>,
+    /// By target and kind.
+    coalescing: std::sync::RwLock<HashMap<(String, String), Coalesce>>,
+    /// In memory, since a restart may well forget them: until when a lane waits for a rate limit
+    /// (nothing was sent), and until when it sends no other coalesced delivery.
+    waits: Mutex<HashMap<Lane, Instant>>,
+    quiet: Mutex<HashMap<Lane, Instant>>,
     wake: Arc<Notify>,
     /// First retry delay; doubles per attempt up to `max_backoff`.
     pub base_backoff: Duration,
@@ -106,6 +154,9 @@ impl Outbox {
         let outbox = Arc::new(Outbox {
             store,
             deliverers: std::sync::RwLock::new(BTreeMap::new()),
+            coalescing: std::sync::RwLock::new(HashMap::new()),
+            waits: Mutex::new(HashMap::new()),
+            quiet: Mutex::new(HashMap::new()),
             wake: Arc::new(Notify::new()),
             base_backoff: base,
             max_backoff: max,
@@ -120,6 +171,23 @@ impl Outbox {
             all.insert(target.to_owned(), deliverer);
         }
         self.wake.notify_one();
+    }
+
+    /// Coalesces `target`'s entries of `kind`: a run of them on one key (nothing of another kind
+    /// in between) goes out as one delivery of their merged payload, and a key gets at most one
+    /// such delivery per `how.every`. Entries wait for that, and are never dropped.
+    pub fn coalesce(&self, target: &str, kind: &str, how: Coalesce) {
+        if let Ok(mut all) = self.coalescing.write() {
+            all.insert((target.to_owned(), kind.to_owned()), how);
+        }
+    }
+
+    fn coalescing(&self, target: &str, kind: &str) -> Option<Coalesce> {
+        self.coalescing
+            .read()
+            .ok()?
+            .get(&(target.to_owned(), kind.to_owned()))
+            .copied()
     }
 
     /// Records entries durably, then wakes the worker. Once this returns, they will be delivered.
@@ -181,43 +249,122 @@ impl Outbox {
 
     async fn deliver_round(&self) -> Result<Option<Duration>, StoreError> {
         let pending = self.store.outbox_pending().await?;
-        let mut seen = HashSet::new();
-        let mut heads = Vec::new();
+        // The live entries of each lane, oldest first.
+        let mut lanes: Vec<Vec<OutboxEntry>> = Vec::new();
+        let mut lane_of: HashMap<Lane, usize> = HashMap::new();
         for entry in pending {
-            if entry.dead || !seen.insert(entry.key.clone()) {
+            if entry.dead {
                 continue;
             }
-            heads.push(entry);
+            let lane = (entry.target.clone(), entry.key.clone());
+            let i = *lane_of.entry(lane).or_insert_with(|| {
+                lanes.push(Vec::new());
+                lanes.len() - 1
+            });
+            lanes[i].push(entry);
         }
         let now = Utc::now();
+        let instant = Instant::now();
         let mut next: Option<Duration> = None;
         let mut sooner = |d: Duration| next = Some(next.map_or(d, |n: Duration| n.min(d)));
+        for held in [&self.waits, &self.quiet] {
+            if let Ok(mut held) = held.lock() {
+                held.retain(|_, until| *until > instant);
+            }
+        }
         let mut tasks = Vec::new();
-        for entry in heads {
-            if let Some(at) = entry.next_at
+        for lane in lanes {
+            let head = &lane[0];
+            if let Some(at) = head.next_at
                 && at > now
             {
                 sooner((at - now).to_std().unwrap_or_default());
                 continue;
             }
-            let Some(deliverer) = self.deliverer(&entry.target) else {
+            let key = (head.target.clone(), head.key.clone());
+            if let Some(left) = left(&self.waits, &key, instant) {
+                sooner(left);
+                continue;
+            }
+            let Some(deliverer) = self.deliverer(&head.target) else {
                 continue;
             };
-            // Keys are delivered side by side, so a slow system holds back only its own entries.
+            let coalesce = self.coalescing(&head.target, &head.kind);
+            let batch: Vec<OutboxEntry> = match coalesce {
+                None => vec![head.clone()],
+                Some(how) => {
+                    if let Some(left) = left(&self.quiet, &key, instant) {
+                        sooner(left);
+                        continue;
+                    }
+                    // A retry stands for the entries the failed try stood for, no more: the
+                    // other side may show that try already, and the deliverer looks for it.
+                    let most = head
+                        .covers
+                        .map_or(how.most, |n| n as usize)
+                        .clamp(1, how.most.max(1));
+                    lane.iter()
+                        .take_while(|e| e.kind == head.kind)
+                        .take(most)
+                        .cloned()
+                        .collect()
+                }
+            };
+            let mut delivery = head.clone();
+            let merged = match coalesce {
+                Some(how) if batch.len() > 1 => (how.merge)(&batch).map(|p| delivery.payload = p),
+                _ => Ok(()),
+            };
+            let covers = u32::try_from(batch.len()).ok();
+            if coalesce.is_some() && batch.len() > 1 && head.covers != covers {
+                // Recorded before the call, so that after a crash the retry stands for the same
+                // entries as the try the other side may already show.
+                let mut head = head.clone();
+                head.covers = covers;
+                self.store.outbox_save(&head).await?;
+            }
+            // Lanes are delivered side by side, so a slow system holds back only its own entries.
             tasks.push(tokio::spawn(async move {
-                (deliverer.deliver(&entry).await, entry)
+                let result = match merged {
+                    Ok(()) => deliverer.deliver(&delivery).await,
+                    Err(e) => Err(e),
+                };
+                (result, batch, coalesce)
             }));
         }
-        let delivered = tasks.len();
+        let mut delivered = 0;
         for task in tasks {
-            let Ok((result, mut entry)) = task.await else {
+            let Ok((result, batch, coalesce)) = task.await else {
                 continue;
             };
+            let mut entry = batch[0].clone();
+            let lane = (entry.target.clone(), entry.key.clone());
             match result {
-                Ok(()) => self.store.outbox_remove(&entry.id).await?,
+                Ok(()) => {
+                    delivered += 1;
+                    for e in &batch {
+                        self.store.outbox_remove(&e.id).await?;
+                    }
+                    if let Some(how) = coalesce
+                        && let Ok(mut quiet) = self.quiet.lock()
+                    {
+                        quiet.insert(lane, Instant::now() + how.every);
+                    }
+                }
+                Err(error) if error.not_sent => {
+                    let wait = error.failure.retry_after().unwrap_or(self.base_backoff);
+                    if let Ok(mut waits) = self.waits.lock() {
+                        waits.insert(lane, Instant::now() + wait);
+                    }
+                    sooner(wait);
+                    tracing::debug!(target = %entry.target, key = %entry.key, kind = %entry.kind, wait = ?wait, reason = %error, "delivery waits for a rate limit");
+                }
                 Err(error) => {
                     entry.attempts += 1;
                     entry.last_error = Some(error.message.clone());
+                    if coalesce.is_some() && batch.len() > 1 {
+                        entry.covers = u32::try_from(batch.len()).ok();
+                    }
                     if error.is_permanent() {
                         entry.dead = true;
                         tracing::error!(target = %entry.target, key = %entry.key, kind = %entry.kind, error = %error, "an outbox entry failed for good and is set aside");
@@ -237,7 +384,7 @@ impl Outbox {
             }
         }
         if delivered > 0 {
-            // Deliveries may have unblocked the next entries of their keys.
+            // Deliveries may have unblocked the next entries of their lanes.
             return Ok(Some(Duration::ZERO));
         }
         Ok(next)
@@ -249,6 +396,12 @@ impl Outbox {
             .saturating_mul(factor)
             .min(self.max_backoff)
     }
+}
+
+/// How long `lane` still waits in `held`, if it does.
+fn left(held: &Mutex<HashMap<Lane, Instant>>, lane: &Lane, now: Instant) -> Option<Duration> {
+    let until = *held.lock().ok()?.get(lane)?;
+    (until > now).then(|| until - now)
 }
 
 #[cfg(test)]
@@ -434,6 +587,96 @@ mod tests {
             target.delivered.lock().unwrap().as_slice() == ["kept"]
         })
         .await;
+    }
+
+    /// Joins the texts of a run of entries, for a coalesced delivery.
+    fn joined(entries: &[OutboxEntry]) -> Result<Value, DeliveryError> {
+        let texts: Vec<&str> = entries
+            .iter()
+            .map(|e| e.payload.as_str().unwrap_or_default())
+            .collect();
+        Ok(Value::String(texts.join("+")))
+    }
+
+    #[tokio::test]
+    async fn coalesced_entries_go_out_together_at_most_once_per_interval_and_none_is_lost() {
+        let (_dir, store, outbox) = started(10, 50);
+        let every = Duration::from_millis(400);
+        outbox.coalesce(
+            "t",
+            "note",
+            Coalesce {
+                every,
+                most: 10,
+                merge: joined,
+            },
+        );
+        let target = recorder(0, DeliveryError::retry("unused"));
+        outbox.register("t", target.clone());
+        outbox.push(entries("inc", &["a1"])).await.unwrap();
+        until("the first note, at once", || {
+            target.delivered.lock().unwrap().len() == 1
+        })
+        .await;
+        let first = std::time::Instant::now();
+        // A storm: notes on two incidents, and an entry of another kind in between on one.
+        outbox.push(entries("inc", &["a2", "a3"])).await.unwrap();
+        let mut card = entries("inc", &["card"]);
+        card[0].kind = "card".into();
+        outbox.push(card).await.unwrap();
+        outbox.push(entries("inc", &["a4", "a5"])).await.unwrap();
+        outbox.push(entries("other", &["b1", "b2"])).await.unwrap();
+        until("everything", || target.delivered.lock().unwrap().len() == 5).await;
+        let delivered = target.delivered.lock().unwrap().clone();
+        // The other incident's notes were not held back by this one's interval.
+        assert!(delivered.contains(&"b1+b2".to_owned()), "{delivered:?}");
+        let of_inc: Vec<&String> = delivered.iter().filter(|d| !d.starts_with('b')).collect();
+        assert_eq!(
+            of_inc,
+            ["a1", "a2+a3", "card", "a4+a5"],
+            "in order, a run of notes as one, none lost"
+        );
+        assert!(
+            first.elapsed() >= every,
+            "the second note waited for the interval: {:?}",
+            first.elapsed()
+        );
+        until("forgotten", || {
+            futures_now(store.outbox_pending()).is_some_and(|p| p.unwrap().is_empty())
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_wait_for_a_rate_limit_sends_nothing_and_counts_no_attempt() {
+        let (_dir, store, outbox) = started(5, 20);
+        let paced = recorder(
+            3,
+            DeliveryError::wait("no room in the channel", Duration::from_millis(200)),
+        );
+        outbox.register("t", paced.clone());
+        let started = std::time::Instant::now();
+        outbox.push(entries("k", &["x"])).await.unwrap();
+        until("told to wait twice", || {
+            paced.attempts.lock().unwrap().values().any(|n| *n >= 2)
+        })
+        .await;
+        // Waiting is no failed attempt: the stored entry is as it was pushed.
+        let pending = store.outbox_pending().await.unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(
+            (
+                pending[0].attempts,
+                &pending[0].last_error,
+                pending[0].next_at
+            ),
+            (0, &None, None)
+        );
+        until("delivered once there is room", || {
+            paced.delivered.lock().unwrap().len() == 1
+        })
+        .await;
+        assert!(started.elapsed() >= Duration::from_millis(600));
     }
 
     /// Polls a store future once on a throwaway runtime-free executor (the sled store answers at

@@ -68,7 +68,8 @@ async fn setup(quorum: u32, step: &str) -> Setup {
         ]),
         playbooks.path().display(),
         all_sources(),
-        chat_section(&discord, Some("soc")),
+        // A thread note per event, each its own message (coalescing is tests/storm.rs's).
+        chat_section(&discord, Some("soc")).replacen("chat:\n", "chat:\n  note_interval: 0s\n", 1),
     );
     let server = TestServer::start_with(&config).await;
     Setup {

@@ -37,6 +37,7 @@ fn jira_tickets(base: &str) -> String {
     format!(
         r#"tickets:
   retry: {{ base: 50ms, max: 500ms }}
+  comment_interval: 0s
   jira:
     base_url: {base}
     email: {JIRA_EMAIL}
@@ -56,6 +57,7 @@ fn servicenow_tickets(base: &str) -> String {
     format!(
         r#"tickets:
   retry: {{ base: 50ms, max: 500ms }}
+  comment_interval: 0s
   servicenow:
     base_url: {base}
     username: {SN_USER}

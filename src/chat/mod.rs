@@ -47,6 +47,10 @@ macro_rules! chat_platforms {
             /// (`/cordon run <playbook> key=value ...`); nobody when unset.
             #[serde(default)]
             pub triggers: Option<String>,
+            /// At most one thread note per incident and platform this often (default `10s`; see
+            /// [`ChatConfig::note_interval`]).
+            #[serde(default)]
+            pub note_interval: Option<crate::config::HumanDuration>,
         }
 
         impl ChatConfig {
@@ -98,9 +102,22 @@ impl ChatConfig {
     pub fn platforms(&self) -> Vec<&'static str> {
         self.sections().into_iter().map(|(name, _)| name).collect()
     }
+
+    /// How often an incident's thread gets a note at most, per platform (`chat.note_interval`,
+    /// default 10 s). What happens in between (more alerts, failed steps, evidence) waits and is
+    /// summed up in the next note, so a storm of alerts cannot flood a channel; cards and their
+    /// updates are not held back. `0s` turns this off: a note per event, as they come.
+    pub fn note_interval(&self) -> std::time::Duration {
+        self.note_interval
+            .map_or(DEFAULT_NOTE_INTERVAL, |interval| interval.0)
+    }
 }
 
-/// Starts every configured platform and registers its deliverer with the outbox.
+/// `chat.note_interval` when the config does not say.
+pub const DEFAULT_NOTE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Starts every configured platform, registers its deliverer with the outbox and has its thread
+/// notes coalesced (`chat.note_interval`).
 pub async fn platforms(
     config: &ChatConfig,
     deps: &ChatDeps,
@@ -110,6 +127,18 @@ pub async fn platforms(
         let platform = section.start(deps).await?;
         debug_assert_eq!(platform.name(), name, "a platform's name is its config key");
         deps.outbox.register(name, platform.clone().deliverer());
+        if !config.note_interval().is_zero() {
+            deps.outbox.coalesce(
+                name,
+                THREAD_NOTE,
+                crate::outbox::Coalesce {
+                    every: config.note_interval(),
+                    // A merged note names a few new alerts and counts the rest.
+                    most: 500,
+                    merge: outbound::merge_notes,
+                },
+            );
+        }
         out.push(platform);
     }
     Ok(out)

@@ -10,12 +10,14 @@ use serde::{Deserialize, Serialize};
 use super::Card;
 use crate::engine::channel::{ApprovalChannel, ApprovalOutcome, ApprovalRequest, ChannelError};
 use crate::engine::watch::{IncidentEvent, Watcher};
-use crate::outbox::{Outbox, OutboxEntry};
+use crate::outbox::digest::{self, Topic};
+use crate::outbox::{DeliveryError, Outbox, OutboxEntry};
 use crate::store::Store;
 
 /// Outbox entry kinds the platform deliverers handle. Payloads: `post_card`/`update_card` carry
-/// a [`Card`]; `thread_note` carries `{ "incident_id", "text" }` (posted in the incident's card
-/// thread when there is one, dropped otherwise).
+/// a [`Card`]; `thread_note` carries a [`Note`] (posted in the incident's card thread when there
+/// is one, dropped otherwise). Thread notes are coalesced: a run of them on one incident goes out
+/// as one note ([`merge_notes`]), at most one per `chat.note_interval`.
 pub const POST_CARD: &str = "post_card";
 pub const UPDATE_CARD: &str = "update_card";
 pub const THREAD_NOTE: &str = "thread_note";
@@ -29,6 +31,75 @@ pub struct Note {
     /// are dropped then: the card, when it comes, shows what the incident holds).
     #[serde(default)]
     pub standalone: bool,
+    /// What the note is about, for the tally of a coalesced note.
+    #[serde(default)]
+    pub topic: Topic,
+    /// For a new alert: its source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+impl Note {
+    /// A note of `text` about `topic` in `incident_id`'s thread.
+    pub fn new(incident_id: &str, text: String, topic: Topic) -> Note {
+        Note {
+            incident_id: incident_id.to_owned(),
+            text,
+            standalone: false,
+            topic,
+            source: None,
+        }
+    }
+}
+
+/// New alerts a coalesced note names one by one; the rest are counted.
+const ALERTS_NAMED: usize = 5;
+
+/// The payload of one note standing for the `thread_note` entries `entries` (oldest first):
+/// the tally of what they say ("12 more alerts from 3 sources, 1 step failed"), the first few new
+/// alerts, and everything else line by line (failures, evidence, results, the report). One entry
+/// stands for itself.
+pub fn merge_notes(entries: &[OutboxEntry]) -> Result<serde_json::Value, DeliveryError> {
+    if let [one] = entries {
+        return Ok(one.payload.clone());
+    }
+    let notes = entries
+        .iter()
+        .map(|e| serde_json::from_value::<Note>(e.payload.clone()))
+        .collect::<Result<Vec<Note>, _>>()
+        .map_err(|e| {
+            DeliveryError::permanent(format!("a `thread_note` that does not read: {e}"))
+        })?;
+    let Some(first) = notes.first() else {
+        return Err(DeliveryError::permanent("no thread notes to merge"));
+    };
+    let mut lines = vec![digest::headline(
+        notes.iter().map(|n| (n.topic, n.source.as_deref())),
+    )];
+    let alerts: Vec<&Note> = notes.iter().filter(|n| n.topic == Topic::Alert).collect();
+    lines.extend(alerts.iter().take(ALERTS_NAMED).map(|n| n.text.clone()));
+    if alerts.len() > ALERTS_NAMED {
+        lines.push(format!(
+            "… and {} more (`cordon incidents report {}` lists every alert)",
+            alerts.len() - ALERTS_NAMED,
+            first.incident_id
+        ));
+    }
+    lines.extend(
+        notes
+            .iter()
+            .filter(|n| n.topic != Topic::Alert)
+            .map(|n| n.text.clone()),
+    );
+    let merged = Note {
+        incident_id: first.incident_id.clone(),
+        text: lines.join("\n"),
+        standalone: notes.iter().any(|n| n.standalone),
+        topic: Topic::Message,
+        source: None,
+    };
+    serde_json::to_value(merged)
+        .map_err(|e| DeliveryError::permanent(format!("cannot encode a merged note: {e}")))
 }
 
 /// What a chat outbox entry asks of a platform: its kind and payload, read once for every
@@ -177,41 +248,65 @@ impl ChatWatcher {
         ))
     }
 
-    /// The thread line for an event, if it is one chat shows.
-    fn note(event: &IncidentEvent) -> Option<String> {
+    /// The thread note for an event, if it is one chat shows.
+    async fn note(&self, event: &IncidentEvent) -> Option<Note> {
         use crate::model::event::Detail;
         use crate::model::run::{RunStatus, StepStatus};
         let step = event.step.as_deref().unwrap_or("?");
         let actor = event.actor.as_deref().unwrap_or("?");
+        let note = |text: String, topic: Topic| Some(Note::new(&event.incident_id, text, topic));
         match event.typed_detail() {
             Detail::AlertAdded(added) => {
-                Some(format!("New alert in this incident: {}", added.alert_id))
+                // The source, for the tally of a coalesced note ("from 3 sources").
+                let source = match self.store.alert(&added.alert_id).await {
+                    Ok(Some(alert)) => Some(alert.source),
+                    _ => None,
+                };
+                let text = match &source {
+                    Some(source) => {
+                        format!("New alert in this incident: {} ({source})", added.alert_id)
+                    }
+                    None => format!("New alert in this incident: {}", added.alert_id),
+                };
+                Some(Note {
+                    source,
+                    ..Note::new(&event.incident_id, text, Topic::Alert)
+                })
             }
-            Detail::StepFinished(finished) if finished.status == StepStatus::Failed => {
-                Some(format!(
+            Detail::StepFinished(finished) if finished.status == StepStatus::Failed => note(
+                format!(
                     "Step `{step}` failed: {}",
                     finished.error.as_deref().unwrap_or("")
-                ))
-            }
-            Detail::StepUndone(undone) => Some(format!(
-                "Step `{step}` undone by {actor} with `{}`",
-                undone.action
-            )),
-            Detail::EvidenceCollected(evidence) => Some(format!(
-                "Evidence: {} at {}",
-                evidence.kind().unwrap_or("?"),
-                evidence.location().unwrap_or("?")
-            )),
+                ),
+                Topic::StepFailed,
+            ),
+            Detail::StepUndone(undone) => note(
+                format!("Step `{step}` undone by {actor} with `{}`", undone.action),
+                Topic::Undone,
+            ),
+            Detail::EvidenceCollected(evidence) => note(
+                format!(
+                    "Evidence: {} at {}",
+                    evidence.kind().unwrap_or("?"),
+                    evidence.location().unwrap_or("?")
+                ),
+                Topic::Evidence,
+            ),
             Detail::RunState(state)
                 if matches!(state.to, RunStatus::Succeeded | RunStatus::Failed) =>
             {
-                Some(format!(
-                    "Playbook `{}` {}",
-                    event.playbook.as_deref().unwrap_or("?"),
-                    state.to
-                ))
+                note(
+                    format!(
+                        "Playbook `{}` {}",
+                        event.playbook.as_deref().unwrap_or("?"),
+                        state.to
+                    ),
+                    Topic::RunFinished,
+                )
             }
-            Detail::IncidentResolved(_) => Some(format!("Incident resolved by {actor}")),
+            Detail::IncidentResolved(_) => {
+                note(format!("Incident resolved by {actor}"), Topic::Resolved)
+            }
             _ => None,
         }
     }
@@ -222,19 +317,15 @@ impl Watcher for ChatWatcher {
     async fn incident_events(&self, events: &[IncidentEvent]) {
         let mut entries = Vec::new();
         for event in events {
-            let Some(mut text) = ChatWatcher::note(event) else {
+            let Some(mut note) = self.note(event).await else {
                 continue;
             };
             if event.kind == crate::model::event::EventKind::IncidentResolved
                 && let Some(report) = self.report(&event.incident_id).await
             {
-                text = format!("{text}\n\n{report}");
+                note.text = format!("{}\n\n{report}", note.text);
             }
-            let note = ChatOp::ThreadNote(Note {
-                incident_id: event.incident_id.clone(),
-                text,
-                standalone: false,
-            });
+            let note = ChatOp::ThreadNote(note);
             entries.extend(
                 self.fanout
                     .entries(&note, &event.incident_id)
@@ -259,9 +350,8 @@ impl crate::actions::builtin::Notifier for Notes {
 
     async fn note(&self, incident_id: &str, text: &str) -> Result<(), crate::store::StoreError> {
         let note = ChatOp::ThreadNote(Note {
-            incident_id: incident_id.to_owned(),
-            text: text.to_owned(),
             standalone: true,
+            ..Note::new(incident_id, text.to_owned(), Topic::Message)
         });
         let entries = self.0.entries(&note, incident_id).unwrap_or_default();
         self.0.outbox.push(entries).await
@@ -275,9 +365,8 @@ mod tests {
     #[test]
     fn an_operation_reads_back_from_its_entry_and_others_are_the_platforms_own() {
         let note = ChatOp::ThreadNote(Note {
-            incident_id: "inc-1".into(),
-            text: "Step `isolate` failed".into(),
             standalone: true,
+            ..Note::new("inc-1", "Step `isolate` failed".into(), Topic::StepFailed)
         });
         let entry = OutboxEntry::new("slack", "inc-1", note.kind(), note.payload().unwrap());
         assert_eq!(
@@ -292,5 +381,51 @@ mod tests {
         let broken = OutboxEntry::new("discord", "inc-1", POST_CARD, serde_json::json!({"x": 1}));
         let error = ChatOp::read(&broken).unwrap_err();
         assert!(error.is_permanent(), "{error}");
+    }
+
+    fn entry(note: Note) -> OutboxEntry {
+        let op = ChatOp::ThreadNote(note);
+        OutboxEntry::new("slack", "inc-1", op.kind(), op.payload().unwrap())
+    }
+
+    #[test]
+    fn a_storm_of_notes_is_one_note_with_a_tally_a_few_alerts_and_everything_else() {
+        let mut entries: Vec<OutboxEntry> = (0..12)
+            .map(|i| {
+                let source = ["aws.guardduty", "aws.securityhub", "falco"][i % 3];
+                entry(Note {
+                    source: Some(source.into()),
+                    ..Note::new(
+                        "inc-1",
+                        format!("New alert in this incident: a{i} ({source})"),
+                        Topic::Alert,
+                    )
+                })
+            })
+            .collect();
+        entries.insert(
+            3,
+            entry(Note::new(
+                "inc-1",
+                "Step `isolate` failed: denied".into(),
+                Topic::StepFailed,
+            )),
+        );
+        let merged: Note = serde_json::from_value(merge_notes(&entries).unwrap()).unwrap();
+        let lines: Vec<&str> = merged.text.lines().collect();
+        assert_eq!(lines[0], "12 more alerts from 3 sources, 1 step failed:");
+        assert_eq!(lines[1], "New alert in this incident: a0 (aws.guardduty)");
+        assert_eq!(
+            lines[6],
+            "… and 7 more (`cordon incidents report inc-1` lists every alert)"
+        );
+        assert_eq!(lines[7], "Step `isolate` failed: denied");
+        assert_eq!(lines.len(), 8);
+        assert_eq!(merged.incident_id, "inc-1");
+        assert!(!merged.standalone);
+
+        // One note stands for itself.
+        let one = &entries[..1];
+        assert_eq!(merge_notes(one).unwrap(), one[0].payload);
     }
 }

@@ -105,6 +105,8 @@ pub struct Engine {
     /// What becomes of an incident none of whose alerts fires at its source any more
     /// (`grouping.resolved_at_source`; see [`Engine::after_source_state`]).
     quiet_at_source: SourceResolution,
+    /// Whether [`Engine::recover`] has started the matcher (and the poll loop).
+    started: std::sync::atomic::AtomicBool,
 }
 
 /// How often a replica on a shared store looks for runs that are due and free, and alerts left
@@ -193,7 +195,8 @@ impl Persist for StorePersist {
 }
 
 impl Engine {
-    /// Builds the engine and starts its matcher and timer tasks (call from inside a runtime).
+    /// Builds the engine and starts its timer task (call from inside a runtime). Nothing advances
+    /// a run until [`Engine::recover`]: the owner adds its channels and watchers first.
     pub fn start(
         store: Arc<dyn Store>,
         executor_parts: (
@@ -233,15 +236,9 @@ impl Engine {
             channels: RwLock::new(Vec::new()),
             watchers: Watchers::default(),
             quiet_at_source,
+            started: std::sync::atomic::AtomicBool::new(false),
         });
         tokio::spawn(Engine::timer_loop(Arc::downgrade(&engine), timer_rx));
-        tokio::spawn(Engine::matcher_loop(
-            Arc::downgrade(&engine),
-            engine.matcher.clone(),
-        ));
-        if store_shared {
-            tokio::spawn(Engine::poll_loop(Arc::downgrade(&engine)));
-        }
         engine
     }
 
@@ -309,7 +306,19 @@ impl Engine {
 
     /// Resumes every unfinished run and matches every unmatched alert (at start). A run waiting on
     /// an open approval or a future time only gets its timer back; nothing is written for it.
+    ///
+    /// Call it once the channels and watchers are added: the matcher (and, on a shared store, the
+    /// poll loop claiming due runs) starts here, so no run moves before they can hear of it.
     pub async fn recover(self: &Arc<Self>) -> Result<usize, EngineError> {
+        if !self.started.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            tokio::spawn(Engine::matcher_loop(
+                Arc::downgrade(self),
+                self.matcher.clone(),
+            ));
+            if self.shared {
+                tokio::spawn(Engine::poll_loop(Arc::downgrade(self)));
+            }
+        }
         if self.shared {
             // Replicas share the runs: they are claimed as they come due (poll_loop), the ones
             // another replica still holds included once its leases run out.

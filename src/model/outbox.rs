@@ -28,6 +28,11 @@ pub struct OutboxEntry {
     /// Given up on (a permanent error): kept for operators, no longer holding its key back.
     #[serde(default)]
     pub dead: bool,
+    /// For the first entry of a coalesced delivery that failed: how many entries (this one and the
+    /// next of its kind on its key) that try stood for. A retry stands for the same ones, since
+    /// the other side may already show the first try and is looked up for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub covers: Option<u32>,
 }
 
 impl OutboxEntry {
@@ -43,6 +48,7 @@ impl OutboxEntry {
             next_at: None,
             last_error: None,
             dead: false,
+            covers: None,
         }
     }
 }

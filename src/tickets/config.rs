@@ -29,7 +29,16 @@ pub struct TicketsConfig {
     pub default: Option<TicketProfile>,
     /// Profiles by playbook id, used instead of `default` for incidents a listed playbook runs on.
     pub playbooks: BTreeMap<String, TicketProfile>,
+    /// At most one comment (work note) per ticket this often (default `10s`; see
+    /// [`TicketsConfig::comment_interval`]).
+    pub comment_interval: Option<HumanDuration>,
 }
+
+/// `tickets.comment_interval` when the config does not say.
+pub const DEFAULT_COMMENT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The longest `tickets.comment_interval`: longer would keep a ticket hours behind its incident.
+const MAX_COMMENT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -44,6 +53,8 @@ struct RawTicketsConfig {
     default: Option<TicketProfile>,
     #[serde(default)]
     playbooks: BTreeMap<String, TicketProfile>,
+    #[serde(default)]
+    comment_interval: Option<HumanDuration>,
 }
 
 impl TryFrom<RawTicketsConfig> for TicketsConfig {
@@ -87,17 +98,35 @@ impl TryFrom<RawTicketsConfig> for TicketsConfig {
                 "tickets.retry: `base` must be above zero and `max` at least `base`".to_owned(),
             );
         }
+        if raw
+            .comment_interval
+            .is_some_and(|i| i.0 > MAX_COMMENT_INTERVAL)
+        {
+            return Err("tickets.comment_interval: at most `1h`".to_owned());
+        }
         Ok(TicketsConfig {
             jira: raw.jira,
             servicenow: raw.servicenow,
             retry: raw.retry,
             default: raw.default,
             playbooks: raw.playbooks,
+            comment_interval: raw.comment_interval,
         })
     }
 }
 
 impl TicketsConfig {
+    /// How often a ticket gets a comment (a work note) at most (`tickets.comment_interval`,
+    /// default 10 s). What happens in between waits and goes into the next one, opening with a
+    /// tally ("12 more alerts from 3 sources, 2 steps finished") and listing every event, so a
+    /// storm of alerts is a few comments per ticket rather than one per alert. The ticket's
+    /// creation, transitions and attachments are not held back. `0s` turns this off: a comment
+    /// per event, as they come.
+    pub fn comment_interval(&self) -> std::time::Duration {
+        self.comment_interval
+            .map_or(DEFAULT_COMMENT_INTERVAL, |interval| interval.0)
+    }
+
     /// The profile for events of `playbook` (`None` for events outside a run).
     pub fn profile_for(&self, playbook: Option<&str>) -> Option<(&str, &TicketProfile)> {
         if let Some(id) = playbook

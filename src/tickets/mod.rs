@@ -10,6 +10,10 @@
 //! correlation id, before it creates; a comment or attachment whose earlier try may have reached
 //! the other side is looked up by its marker before it is sent again.
 //!
+//! Comments are coalesced: a ticket gets at most one per `tickets.comment_interval`, standing for
+//! every event since the last one ([`merge_comments`]). A 429 from a system holds every call to it
+//! for its `Retry-After` ([`Connection::send`]); the entries wait, none is dropped.
+//!
 //! Inbound, [`webhook`] takes Jira's `jira:issue_updated` calls and ServiceNow business-rule calls:
 //! a ticket moved to done resolves the incident, moved back reopens it, assignee changes are
 //! audited, and a `/cordon approve|deny` comment by an approver decides an approval.
@@ -41,6 +45,7 @@ use crate::engine::Engine;
 use crate::engine::watch::{IncidentEvent, Watcher};
 use crate::failure::Failure;
 use crate::model::event::EventKind;
+use crate::outbox::digest::Topic;
 use crate::outbox::{DeliveryError, Outbox, OutboxEntry};
 use crate::script::{CompiledValue, Context, Scripts, Template};
 use crate::store::{AlertQuery, Store, StoreError};
@@ -102,7 +107,21 @@ pub fn start(deps: TicketDeps) -> axum::Router {
     // (`Config::secrets_using_defaults`).
     for system in SYSTEMS {
         match system.deliverer(&deps) {
-            Some(Ok(deliverer)) => deps.outbox.register(system.name(), deliverer),
+            Some(Ok(deliverer)) => {
+                deps.outbox.register(system.name(), deliverer);
+                let every = deps.config.comment_interval();
+                if !every.is_zero() {
+                    deps.outbox.coalesce(
+                        system.name(),
+                        TicketOp::Comment.kind(),
+                        crate::outbox::Coalesce {
+                            every,
+                            most: COMMENT_EVENTS,
+                            merge: merge_comments,
+                        },
+                    );
+                }
+            }
             Some(Err(e)) => {
                 tracing::error!(system = system.name(), error = %e, "the ticket system's connection is unusable")
             }
@@ -246,8 +265,11 @@ impl TicketWatcher {
     ) -> Vec<OutboxEntry> {
         let incident = &event.incident_id;
         let mut out = Vec::new();
-        if let Some(text) = self.note(event).await {
-            let comment = json!({ "incident": incident, "text": text });
+        if let Some((text, topic, source)) = self.note(event).await {
+            let mut comment = json!({ "incident": incident, "text": text, "topic": topic });
+            if let Some(source) = source {
+                comment["source"] = Value::String(source);
+            }
             out.push(TicketOp::Comment.entry(system, incident, comment));
         }
         match sync {
@@ -271,20 +293,41 @@ impl TicketWatcher {
         out
     }
 
-    /// The comment text for an event; `None` when the event is the ticket's creation itself.
-    async fn note(&self, event: &IncidentEvent) -> Option<String> {
+    /// The comment for an event: its text, what it is about and (for an alert) the source;
+    /// `None` when the event is the ticket's creation itself.
+    async fn note(&self, event: &IncidentEvent) -> Option<(String, Topic, Option<String>)> {
         use crate::model::event::Detail;
         let step = event.step.as_deref().unwrap_or("?");
         let playbook = event.playbook.as_deref().unwrap_or("?");
         let actor = event.actor.as_deref().unwrap_or("system");
-        Some(match event.typed_detail() {
+        let detail = event.typed_detail();
+        let topic = match &detail {
+            Detail::AlertAdded(_) => Topic::Alert,
+            Detail::StepFinished(f) if f.status == crate::model::run::StepStatus::Failed => {
+                Topic::StepFailed
+            }
+            Detail::StepFinished(_) => Topic::StepFinished,
+            Detail::ApprovalRequested(_) => Topic::ApprovalRequested,
+            Detail::ApprovalTimedOut(_) | Detail::ApprovalDecided(_) => Topic::ApprovalDecided,
+            Detail::EvidenceCollected(_) => Topic::Evidence,
+            Detail::StepUndone(_) => Topic::Undone,
+            Detail::RunState(_) => Topic::RunFinished,
+            Detail::IncidentResolved(_) => Topic::Resolved,
+            Detail::IncidentReopened(_) => Topic::Reopened,
+            _ => Topic::Message,
+        };
+        let mut source = None;
+        let text = match detail {
             Detail::AlertAdded(added) => {
                 let id = added.alert_id.as_str();
                 match self.store.alert(id).await.ok().flatten() {
-                    Some(a) => format!(
-                        "New alert joined the incident: {} (source {}, severity {}/10, alert {}).",
-                        a.title, a.source, a.severity.score, a.id
-                    ),
+                    Some(a) => {
+                        source = Some(a.source.clone());
+                        format!(
+                            "New alert joined the incident: {} (source {}, severity {}/10, alert {}).",
+                            a.title, a.source, a.severity.score, a.id
+                        )
+                    }
                     None => format!("New alert joined the incident: {id}."),
                 }
             }
@@ -373,7 +416,8 @@ impl TicketWatcher {
             }
             // `incident.opened` is the ticket's creation itself.
             _ => return None,
-        })
+        };
+        Some((text, topic, source))
     }
 
     /// Renders the profile's templates for an incident (on a blocking thread: Rhai is CPU work).
@@ -486,6 +530,38 @@ impl Rendered {
     }
 }
 
+/// The most events one comment lists: each is a line or a few (about 200 characters for a new
+/// alert), and the comment must stay within Jira's 32 767 characters. More wait for the next one.
+const COMMENT_EVENTS: usize = 60;
+
+/// The payload of one comment standing for the `comment` entries `entries` of one ticket (oldest
+/// first): the tally of what they say ("12 more alerts from 3 sources, 2 steps finished"), then
+/// every one of them, so the ticket still lists each alert and step. One entry stands for itself.
+pub fn merge_comments(entries: &[OutboxEntry]) -> Result<Value, DeliveryError> {
+    if let [one] = entries {
+        return Ok(one.payload.clone());
+    }
+    let Some(first) = entries.first() else {
+        return Err(DeliveryError::permanent("no comments to merge"));
+    };
+    let topic = |e: &OutboxEntry| {
+        serde_json::from_value::<Topic>(e.payload["topic"].clone()).unwrap_or_default()
+    };
+    let mut text = crate::outbox::digest::headline(
+        entries
+            .iter()
+            .map(|e| (topic(e), e.payload["source"].as_str())),
+    );
+    for entry in entries {
+        let item = entry.payload["text"].as_str().unwrap_or_default();
+        for (i, line) in item.lines().enumerate() {
+            text.push_str(if i == 0 { "\n- " } else { "\n  " });
+            text.push_str(line);
+        }
+    }
+    Ok(json!({ "incident": first.payload["incident"], "text": text, "topic": Topic::Message }))
+}
+
 /// A store failure while delivering: retried, since the store comes back.
 pub(crate) fn store_failed(e: StoreError) -> DeliveryError {
     DeliveryError::retry(format!("store: {e}"))
@@ -546,7 +622,17 @@ pub(crate) struct Connection {
     pub authorization: crate::config::Secret,
     pub http: reqwest::Client,
     pub store: std::sync::Arc<dyn crate::store::Store>,
+    /// The system's last 429: no call before its `Retry-After` is over.
+    limits: crate::outbox::pace::Pacer,
 }
+
+/// The scope of a ticket system's rate limit: Jira Cloud and ServiceNow both limit per user (Jira
+/// by cost per account, ServiceNow by the instance's rate limit rules), so one 429 holds every call
+/// Cordon makes there. Neither publishes fixed numbers to pace by, so Cordon waits when told.
+const API: &str = "api";
+
+/// The wait after a 429 that does not say how long (both systems normally say).
+const UNSAID_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Connection {
     /// `api` is the API's path under the base URL (`/rest/api/3`, `/api/now`).
@@ -564,6 +650,7 @@ impl Connection {
             authorization: authorization(auth),
             http,
             store,
+            limits: crate::outbox::pace::Pacer::new(),
         }
     }
 
@@ -584,17 +671,30 @@ impl Connection {
     }
 
     /// Sends `request` (what it does: `what`); the answer when it is a success, else the failure
-    /// it is.
+    /// it is. While the system's last 429 holds, nothing is sent: the entry waits its
+    /// `Retry-After` out.
     pub async fn send(
         &self,
         what: &str,
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, DeliveryError> {
+        if let Some(wait) = self.limits.held(API) {
+            return Err(DeliveryError::wait(
+                format!("{} asked Cordon to slow down ({what} waits)", self.system),
+                wait,
+            ));
+        }
         let response = request
             .send()
             .await
             .map_err(|e| unreachable(self.system, &e))?;
-        check(self.system, what, response).await
+        let checked = check(self.system, what, response).await;
+        if let Err(error) = &checked
+            && let Failure::RateLimited { retry_after } = error.failure
+        {
+            self.limits.hold(API, retry_after.unwrap_or(UNSAID_WAIT));
+        }
+        checked
     }
 
     /// [`Connection::send`], and the answer's JSON.
@@ -741,4 +841,56 @@ pub(crate) async fn report_file(
             "text/markdown; charset=utf-8",
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn comment(text: &str, topic: Topic, source: Option<&str>) -> OutboxEntry {
+        let mut payload = json!({ "incident": "inc-1", "text": text, "topic": topic });
+        if let Some(source) = source {
+            payload["source"] = json!(source);
+        }
+        OutboxEntry::new("jira", "jira:inc-1", TicketOp::Comment.kind(), payload)
+    }
+
+    #[test]
+    fn coalesced_comments_open_with_a_tally_and_list_every_event() {
+        let entries = [
+            comment(
+                "New alert joined the incident: a (alert 1).",
+                Topic::Alert,
+                Some("falco"),
+            ),
+            comment(
+                "Approval requested at step `approve`: Isolate?\nApprovers: soc (quorum 1).",
+                Topic::ApprovalRequested,
+                None,
+            ),
+            comment(
+                "New alert joined the incident: b (alert 2).",
+                Topic::Alert,
+                Some("generic"),
+            ),
+            // Written before topics: counted as a message.
+            OutboxEntry::new(
+                "jira",
+                "jira:inc-1",
+                "comment",
+                json!({ "incident": "inc-1", "text": "Old note." }),
+            ),
+        ];
+        let merged = merge_comments(&entries).unwrap();
+        assert_eq!(merged["incident"], "inc-1");
+        assert_eq!(
+            merged["text"],
+            "2 more alerts from 2 sources, 1 approval requested, 1 message:\n\
+             - New alert joined the incident: a (alert 1).\n\
+             - Approval requested at step `approve`: Isolate?\n  Approvers: soc (quorum 1).\n\
+             - New alert joined the incident: b (alert 2).\n\
+             - Old note."
+        );
+        assert_eq!(merge_comments(&entries[..1]).unwrap(), entries[0].payload);
+    }
 }

@@ -10,6 +10,16 @@
 //! rate limits its `X-RateLimit-*` headers and 429 body. Every request it receives is first
 //! forwarded to Prism; a request Prism refuses, or whose `sl-violations` header names a request
 //! violation, is recorded, and [`FakeDiscord::assert_valid`] fails the test.
+//!
+//! Rate limits as Discord documents them (discord.com/developers/docs/topics/rate-limits), once
+//! [`FakeDiscord::enforce_rate_limits`] turns them on: every bot call counts in a bucket per route
+//! and major parameter (the channel), announced on every answer by `X-RateLimit-Limit`,
+//! `-Remaining`, `-Reset`, `-Reset-After` and `-Bucket`; a call on a spent bucket answers 429 with
+//! `{"message", "retry_after", "global": false}`, `Retry-After` and the same headers, doing
+//! nothing; and more than 50 bot calls in a second answer a global 429 (`"global": true`,
+//! `X-RateLimit-Global`, `X-RateLimit-Scope: global`). Discord publishes no per-route numbers
+//! (clients must read the headers); the fake gives every route 5 calls per 5 seconds, the limit
+//! Discord's message routes commonly announce. Interaction webhooks are not counted.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -186,7 +196,21 @@ struct State {
     bucket_overruns: usize,
     /// Until when every call answers 503.
     outage_until: Option<Instant>,
+    /// Discord's rate limits are enforced (see the module notes).
+    enforce: bool,
+    /// Per bucket: calls counted in its window and when the window started.
+    windows: HashMap<String, (u32, Instant)>,
+    /// Bot calls of the last second, for the global limit.
+    recent: VecDeque<Instant>,
+    /// Calls the enforced limits answered 429.
+    limited: usize,
 }
+
+/// Calls per route bucket and window when limits are enforced.
+const BUCKET_LIMIT: u32 = 5;
+const BUCKET_WINDOW: Duration = Duration::from_secs(5);
+/// Bot calls per second, all routes together.
+const GLOBAL_PER_SECOND: usize = 50;
 
 /// The stateful fake of Discord's HTTP API, every request validated by Prism.
 #[derive(Clone)]
@@ -255,6 +279,16 @@ impl FakeDiscord {
 
     pub fn bucket_overruns(&self) -> usize {
         self.state.lock().unwrap().bucket_overruns
+    }
+
+    /// Enforces Discord's rate limits from now on (see the module notes).
+    pub fn enforce_rate_limits(&self) {
+        self.state.lock().unwrap().enforce = true;
+    }
+
+    /// Calls the enforced limits answered 429.
+    pub fn limited(&self) -> usize {
+        self.state.lock().unwrap().limited
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -366,9 +400,10 @@ impl FakeDiscord {
         );
     }
 
-    /// Polls until `what` holds (10 s at most), then returns its value.
+    /// Polls until `what` holds (25 s at most: a thread note may wait for `chat.note_interval`,
+    /// 10 s by default, after the one before), then returns its value.
     pub async fn wait<T>(&self, what: &str, f: impl Fn(&FakeDiscord) -> Option<T>) -> T {
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + Duration::from_secs(25);
         loop {
             if let Some(value) = f(self) {
                 return value;
@@ -517,7 +552,124 @@ async fn validate(
     }
 }
 
+/// The bucket a bot call counts in: its route with the channel as major parameter and other ids
+/// left out (`POST /channels/1/messages`, `PATCH /channels/1/messages/:id`); `None` for calls not
+/// counted (interaction webhooks).
+fn bucket_of(method: &str, route: &str) -> Option<String> {
+    let segments: Vec<&str> = route.trim_start_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["channels", channel, rest @ ..] => {
+            let rest: Vec<&str> = rest
+                .iter()
+                .map(|s| {
+                    if s.bytes().all(|b| b.is_ascii_digit()) {
+                        ":id"
+                    } else {
+                        s
+                    }
+                })
+                .collect();
+            Some(format!("{method} /channels/{channel}/{}", rest.join("/")))
+        }
+        _ => None,
+    }
+}
+
+/// Answers with Discord's rate limits applied when they are enforced: a 429 for a call over them,
+/// else the answer with its bucket's headers.
 fn answer(
+    state: &Mutex<State>,
+    bucket_reset: &Mutex<Duration>,
+    method: &str,
+    route: &str,
+    headers: &HeaderMap,
+    body: &Value,
+) -> Response {
+    let counted = {
+        let mut s = state.lock().unwrap();
+        match bucket_of(method, route).filter(|_| s.enforce) {
+            None => None,
+            Some(bucket) => {
+                let now = Instant::now();
+                while s
+                    .recent
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+                {
+                    s.recent.pop_front();
+                }
+                let window = s.windows.entry(bucket.clone()).or_insert((0, now));
+                if now.duration_since(window.1) >= BUCKET_WINDOW {
+                    *window = (0, now);
+                }
+                let reset_after = BUCKET_WINDOW.saturating_sub(now.duration_since(window.1));
+                let (count, global) = (window.0, s.recent.len() >= GLOBAL_PER_SECOND);
+                if count >= BUCKET_LIMIT || global {
+                    s.limited += 1;
+                    let wait = if global {
+                        1.0
+                    } else {
+                        reset_after.as_secs_f64()
+                    };
+                    let mut response = (
+                        StatusCode::TOO_MANY_REQUESTS,
+                        axum::Json(json!({ "message": "You are being rate limited.", "retry_after": wait, "global": global })),
+                    )
+                        .into_response();
+                    let h = response.headers_mut();
+                    h.insert(
+                        "retry-after",
+                        HeaderValue::from(wait.ceil().max(1.0) as u64),
+                    );
+                    if global {
+                        h.insert("x-ratelimit-global", HeaderValue::from_static("true"));
+                        h.insert("x-ratelimit-scope", HeaderValue::from_static("global"));
+                    } else {
+                        h.insert("x-ratelimit-scope", HeaderValue::from_static("user"));
+                        bucket_headers(h, &bucket, 0, reset_after);
+                    }
+                    return response;
+                }
+                if let Some(window) = s.windows.get_mut(&bucket) {
+                    window.0 += 1;
+                }
+                s.recent.push_back(now);
+                Some((bucket, BUCKET_LIMIT - count - 1, reset_after))
+            }
+        }
+    };
+    let mut response = scripted_or_state(state, bucket_reset, method, route, headers, body);
+    if let Some((bucket, remaining, reset_after)) = counted
+        && !response.headers().contains_key("x-ratelimit-bucket")
+    {
+        bucket_headers(response.headers_mut(), &bucket, remaining, reset_after);
+    }
+    response
+}
+
+/// The `X-RateLimit-*` headers of a bucket with `remaining` calls until `reset_after`.
+fn bucket_headers(h: &mut HeaderMap, bucket: &str, remaining: u32, reset_after: Duration) {
+    use sha2::Digest;
+    let reset = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        + reset_after;
+    let hash = sha2::Sha256::digest(bucket.as_bytes());
+    let id: String = hash.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    h.insert("x-ratelimit-limit", HeaderValue::from(BUCKET_LIMIT));
+    h.insert("x-ratelimit-remaining", HeaderValue::from(remaining));
+    h.insert(
+        "x-ratelimit-reset",
+        HeaderValue::from_str(&format!("{:.3}", reset.as_secs_f64())).unwrap(),
+    );
+    h.insert(
+        "x-ratelimit-reset-after",
+        HeaderValue::from_str(&format!("{:.3}", reset_after.as_secs_f64())).unwrap(),
+    );
+    h.insert("x-ratelimit-bucket", HeaderValue::from_str(&id).unwrap());
+}
+
+fn scripted_or_state(
     state: &Mutex<State>,
     bucket_reset: &Mutex<Duration>,
     method: &str,

@@ -175,3 +175,13 @@ async fn record(
     });
     next.run(Request::from_parts(parts, Body::from(body))).await
 }
+
+/// The HTTP client a fake forwards requests to Prism with. It keeps no idle connection past four
+/// seconds: Prism (Node's HTTP server) closes one idle for five, and a request sent on a
+/// connection as it closes fails ("error sending request") although nothing was wrong with it.
+pub fn prism_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(4))
+        .build()
+        .expect("an HTTP client")
+}

@@ -21,6 +21,12 @@
 //!   for a request that carries `Authorization: Bearer xoxb-…`; Prism still checks that header
 //!   (its security scheme), and every other property, type and content type.
 //! - Failure switches: an outage (every call answers a status) and 429 with `Retry-After`.
+//! - Slack's documented rate limits, once [`FakeSlack::enforce_rate_limits`] turns them on
+//!   (<https://api.slack.com/apis/rate-limits> and each method's page, as of 2025):
+//!   `chat.postMessage` one message per second per channel, threads included, "short bursts over
+//!   1 allowed" (the fake allows a burst of 3, refilled at one a second); `chat.update` Tier 3,
+//!   50 a minute for the workspace. Beyond them a call answers 429 with `Retry-After` (whole
+//!   seconds, as Slack sends it) and `{"ok": false, "error": "ratelimited"}`, changing nothing.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -125,6 +131,18 @@ pub struct FakeState {
     pub outage: Option<u16>,
     /// The next calls answer 429 with these `Retry-After` seconds, one each.
     pub rate_limits: VecDeque<u64>,
+    /// Slack's documented rate limits (see the module notes) are enforced.
+    pub enforce_limits: bool,
+    /// Per channel: the `chat.postMessage` burst left and when it was last counted.
+    post_buckets: HashMap<String, (f64, Instant)>,
+    /// When recent `chat.update` calls were accepted (the last minute's).
+    updates: VecDeque<Instant>,
+    /// Calls answered 429 by the enforced limits.
+    pub limited: usize,
+    /// How long every Web API call takes to answer: a Slack across the internet rather than on
+    /// the same machine (Socket Mode's `apps.connections.open` included, which Cordon waits for
+    /// at start).
+    pub latency: Duration,
     next_ts: u64,
     sockets: Vec<mpsc::UnboundedSender<String>>,
     /// Socket Mode connections open now.
@@ -161,7 +179,7 @@ impl FakeSlack {
             api_url: format!("{}/api", port.base),
             state,
             prism,
-            http: reqwest::Client::new(),
+            http: super::fake::prism_client(),
         };
         port.serve(
             axum::Router::new()
@@ -230,6 +248,21 @@ impl FakeSlack {
         self.state.lock().unwrap().outage = status;
     }
 
+    /// Enforces Slack's documented rate limits from now on (see the module notes).
+    pub fn enforce_rate_limits(&self) {
+        self.state.lock().unwrap().enforce_limits = true;
+    }
+
+    /// Calls the enforced limits answered 429.
+    pub fn limited(&self) -> usize {
+        self.state.lock().unwrap().limited
+    }
+
+    /// Every Web API call answers `latency` later (see [`FakeState::latency`]).
+    pub fn set_latency(&self, latency: Duration) {
+        self.state.lock().unwrap().latency = latency;
+    }
+
     pub fn rate_limit_next(&self, retry_after: &[u64]) {
         self.state
             .lock()
@@ -238,9 +271,10 @@ impl FakeSlack {
             .extend(retry_after.iter().copied());
     }
 
-    /// Polls until `check` holds on the fake (10 s at most).
+    /// Polls until `check` holds on the fake (20 s at most: a thread note may wait for
+    /// `chat.note_interval`, 10 s by default, after the one before).
     pub async fn wait<T>(&self, what: &str, check: impl Fn(&FakeSlack) -> Option<T>) -> T {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(found) = check(self) {
                 return found;
@@ -373,14 +407,6 @@ async fn handle(State(fake): State<FakeSlack>, request: Request) -> Response {
         return StatusCode::NOT_FOUND.into_response();
     };
     let query = parts.uri.query().unwrap_or_default().to_owned();
-    fake.validate(
-        &method,
-        parts.method.as_str(),
-        &query,
-        &parts.headers,
-        &body,
-    )
-    .await;
     let header = |name: &str| {
         parts
             .headers
@@ -399,6 +425,27 @@ async fn handle(State(fake): State<FakeSlack>, request: Request) -> Response {
         answered: 200,
     };
     let p = call.params.clone();
+    // Counted against the limits as it arrives, before Prism (whose pace varies) sees it.
+    let over = {
+        let mut state = fake.state.lock().unwrap();
+        if state.enforce_limits {
+            over_limit(&mut state, &method, &p)
+        } else {
+            None
+        }
+    };
+    fake.validate(
+        &method,
+        parts.method.as_str(),
+        &query,
+        &parts.headers,
+        &body,
+    )
+    .await;
+    let latency = fake.state.lock().unwrap().latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     let mut state = fake.state.lock().unwrap();
     state.calls.push(call.clone());
     if let Some(status) = state.outage {
@@ -412,6 +459,18 @@ async fn handle(State(fake): State<FakeSlack>, request: Request) -> Response {
             .into_response();
     }
     if let Some(after) = state.rate_limits.pop_front() {
+        if let Some(last) = state.calls.last_mut() {
+            last.answered = 429;
+        }
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", after.to_string())],
+            axum::Json(json!({ "ok": false, "error": "ratelimited" })),
+        )
+            .into_response();
+    }
+    if let Some(after) = over {
+        state.limited += 1;
         if let Some(last) = state.calls.last_mut() {
             last.answered = 429;
         }
@@ -529,6 +588,47 @@ async fn handle(State(fake): State<FakeSlack>, request: Request) -> Response {
             axum::Json(json!({ "ok": true, "url": state.ws_url })).into_response()
         }
         _ => slack_error("unknown_method"),
+    }
+}
+
+/// The `Retry-After` seconds for a call over Slack's documented limits, or `None` when the call
+/// is within them (and then counted).
+fn over_limit(state: &mut FakeState, method: &str, p: &BTreeMap<String, String>) -> Option<u64> {
+    /// `chat.postMessage`: the burst a channel allows, refilled at one message a second.
+    const BURST: f64 = 3.0;
+    /// `chat.update`, Tier 3.
+    const PER_MINUTE: usize = 50;
+    let now = Instant::now();
+    match method {
+        "chat.postMessage" => {
+            let channel = p.get("channel").cloned().unwrap_or_default();
+            let (tokens, since) = state.post_buckets.entry(channel).or_insert((BURST, now));
+            *tokens = (*tokens + now.duration_since(*since).as_secs_f64()).min(BURST);
+            *since = now;
+            if *tokens < 1.0 {
+                return Some((1.0 - *tokens).ceil().max(1.0) as u64);
+            }
+            *tokens -= 1.0;
+            None
+        }
+        "chat.update" => {
+            let minute = Duration::from_secs(60);
+            while state
+                .updates
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= minute)
+            {
+                state.updates.pop_front();
+            }
+            if state.updates.len() >= PER_MINUTE {
+                let oldest = state.updates.front().copied().unwrap_or(now);
+                let left = minute.saturating_sub(now.duration_since(oldest));
+                return Some(left.as_secs_f64().ceil().max(1.0) as u64);
+            }
+            state.updates.push_back(now);
+            None
+        }
+        _ => None,
     }
 }
 

@@ -15,7 +15,12 @@
 //!   and UpdateActivity with `ResourceResponse` answers and `ErrorResponse` errors, keeping the
 //!   messages so a test can read the channel as a person would. Every request is also replayed to
 //!   Prism ([`super::prism`]) serving the same description, and Prism's `sl-violations` are
-//!   collected: a test fails on any.
+//!   collected: a test fails on any. [`Connector::enforce_rate_limits`] turns on the limits Teams
+//!   documents for a bot in one conversation thread ("Rate limiting for bots",
+//!   learn.microsoft.com/microsoftteams/platform/bots/how-to/rate-limit, as of 2025): 7
+//!   operations per second, 8 per 2 seconds, 60 per 30 seconds, 1800 per hour, a reply chain
+//!   (`<channel>;messageid=<id>`) being a conversation of its own; a call beyond them answers 429
+//!   with `Retry-After` and an `ErrorResponse`, doing nothing.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -365,7 +370,16 @@ struct ConnectorState {
     /// Failures to answer the next requests with, in order: status and `Retry-After` seconds.
     failures: std::collections::VecDeque<(u16, Option<u64>)>,
     next_id: u64,
+    /// Teams' per-thread limits are enforced (see the module notes).
+    enforce: bool,
+    /// Accepted calls per conversation, oldest first (the last hour's).
+    calls_in: BTreeMap<String, std::collections::VecDeque<std::time::Instant>>,
+    /// Calls the enforced limits answered 429.
+    limited: usize,
 }
+
+/// Teams' limits for a bot in one conversation thread: calls per window.
+const PER_THREAD: [(usize, u64); 4] = [(7, 1), (8, 2), (60, 30), (1800, 3600)];
 
 /// The stateful fake of the Bot Connector API (see the module docs).
 pub struct Connector {
@@ -385,7 +399,7 @@ impl Connector {
         }));
         let validated = Arc::new(AtomicUsize::new(0));
         let (s, v, p) = (state.clone(), validated.clone(), prism.base.clone());
-        let client = reqwest::Client::new();
+        let client = super::fake::prism_client();
         let server = fake::serve(axum::Router::new().fallback(move |request: Request| {
             let (state, validated, prism, client) =
                 (s.clone(), v.clone(), p.clone(), client.clone());
@@ -447,6 +461,16 @@ impl Connector {
         );
     }
 
+    /// Enforces Teams' per-thread rate limits from now on (see the module notes).
+    pub fn enforce_rate_limits(&self) {
+        self.state.lock().unwrap().enforce = true;
+    }
+
+    /// Calls the enforced limits answered 429.
+    pub fn limited(&self) -> usize {
+        self.state.lock().unwrap().limited
+    }
+
     /// Answers `n` more requests with `status` (and `Retry-After` seconds, if given), after the
     /// failures already queued.
     pub fn fail_next(&self, n: usize, status: u16, retry_after: Option<u64>) {
@@ -456,9 +480,10 @@ impl Connector {
         }
     }
 
-    /// Polls until `check` holds on the messages (15 s at most).
+    /// Polls until `check` holds on the messages (25 s at most: a thread note may wait for
+    /// `chat.note_interval`, 10 s by default, after the one before).
     pub async fn wait_for(&self, what: &str, check: impl Fn(&[Message]) -> bool) -> Vec<Message> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(25);
         loop {
             let messages = self.messages();
             if check(&messages) {
@@ -473,6 +498,38 @@ impl Connector {
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
         }
     }
+}
+
+/// The `Retry-After` seconds for a call in `conversation` over Teams' per-thread limits, or
+/// `None` when it is within them (and then counted).
+fn over_thread_limit(s: &mut ConnectorState, conversation: &str) -> Option<u64> {
+    let now = std::time::Instant::now();
+    let calls = s.calls_in.entry(conversation.to_owned()).or_default();
+    let hour = std::time::Duration::from_secs(3600);
+    while calls
+        .front()
+        .is_some_and(|t| now.duration_since(*t) >= hour)
+    {
+        calls.pop_front();
+    }
+    let mut wait = std::time::Duration::ZERO;
+    for (most, secs) in PER_THREAD {
+        let window = std::time::Duration::from_secs(secs);
+        let within: Vec<&std::time::Instant> = calls
+            .iter()
+            .filter(|t| now.duration_since(**t) < window)
+            .collect();
+        if within.len() >= most {
+            // Room again once the oldest call that fills the window leaves it.
+            let oldest = *within[within.len() - most];
+            wait = wait.max(window.saturating_sub(now.duration_since(oldest)));
+        }
+    }
+    if wait.is_zero() {
+        calls.push_back(now);
+        return None;
+    }
+    Some(wait.as_secs_f64().ceil().max(1.0) as u64)
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -513,6 +570,20 @@ async fn connector(
         .map(|i| raw_path[i..].to_owned())
         .unwrap_or_else(|| raw_path.clone());
 
+    // Counted against the limits as it arrives, before Prism (whose pace varies) sees it.
+    let over = {
+        let mut s = state.lock().unwrap();
+        let conversation = api_path
+            .trim_start_matches('/')
+            .split('/')
+            .nth(2)
+            .map(decode)
+            .filter(|_| api_path.starts_with("/v3/conversations/"));
+        match conversation {
+            Some(conversation) if s.enforce => over_thread_limit(&mut s, &conversation),
+            _ => None,
+        }
+    };
     // Prism checks the request against the official description.
     let replay = client
         .request(method.parse().unwrap(), format!("{prism}{api_path}"))
@@ -569,6 +640,18 @@ async fn connector(
         .collect();
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     let mut s = state.lock().unwrap();
+    if let Some(after) = over {
+        s.limited += 1;
+        let mut response = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequests",
+            "The bot is sending too many messages to this conversation.",
+        );
+        response
+            .headers_mut()
+            .insert("retry-after", after.to_string().parse().unwrap());
+        return response;
+    }
     match (method.as_str(), segments.as_slice()) {
         ("POST", ["v3", "conversations", conversation, "activities"]) => {
             s.next_id += 1;

@@ -15,6 +15,14 @@
 //! Both can refuse connections (stop listening on their port), answer 503 or 429 with
 //! `Retry-After` for a number of requests, lose the answer to a create (act, then answer 500), and
 //! hold the answer to a comment after acting (to kill Cordon while a call is in flight).
+//!
+//! Both also enforce a rate limit once [`Control::limit_rate`] sets one, answering as each system
+//! documents a request over its limit: 429 with `Retry-After` (whole seconds) and the
+//! `X-RateLimit-Limit`, `X-RateLimit-Remaining: 0` and `X-RateLimit-Reset` headers, doing nothing.
+//! Jira Cloud (developer.atlassian.com/cloud/jira/platform/rate-limiting, as of 2025) limits by a
+//! cost budget per account and per-second bursts without publishing numbers; ServiceNow
+//! (docs.servicenow.com, "Rate limiting", Vancouver) by rate limit rules an admin sets per user
+//! and window. A test sets the number of requests per window, as an admin would.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -60,6 +68,79 @@ pub struct Control {
     pub lose_next_create: AtomicBool,
     /// After recording the next comment, wait this long (ms) before answering.
     pub hold_next_comment_ms: AtomicU64,
+    /// The rate limit rule in force, if any: requests per window.
+    rate: Mutex<Option<RateRule>>,
+    /// Requests the rate limit rule answered 429.
+    pub served_rate_limited: AtomicU64,
+    /// The system's name, for its own header formats.
+    system: std::sync::OnceLock<&'static str>,
+}
+
+/// At most `requests` requests in any `window`; the accepted ones of the last window.
+struct RateRule {
+    requests: usize,
+    window: Duration,
+    accepted: std::collections::VecDeque<std::time::Instant>,
+}
+
+impl Control {
+    /// From now on, at most `requests` requests in any `window` (see the module notes).
+    pub fn limit_rate(&self, requests: usize, window: Duration) {
+        *self.rate.lock().unwrap() = Some(RateRule {
+            requests,
+            window,
+            accepted: Default::default(),
+        });
+    }
+
+    /// The 429 for a request over the rate limit rule, or `None` when it is within (and counted).
+    fn over_rate(&self) -> Option<Response> {
+        let mut rule = self.rate.lock().unwrap();
+        let rule = rule.as_mut()?;
+        let now = std::time::Instant::now();
+        while rule
+            .accepted
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= rule.window)
+        {
+            rule.accepted.pop_front();
+        }
+        if rule.accepted.len() < rule.requests {
+            rule.accepted.push_back(now);
+            return None;
+        }
+        let oldest = rule.accepted.front().copied().unwrap_or(now);
+        let left = rule.window.saturating_sub(now.duration_since(oldest));
+        let reset = chrono::Utc::now() + chrono::Duration::from_std(left).unwrap_or_default();
+        // Jira writes the reset as an ISO 8601 time, ServiceNow as seconds since the epoch.
+        let (reset, body) = match self.system.get() {
+            Some(&"ServiceNow") => (
+                reset.timestamp().to_string(),
+                json!({ "error": { "message": "Rate limit exceeded", "detail": "The rate limit rule for this user allows no more requests in this window" }, "status": "failure" }),
+            ),
+            _ => (
+                reset.to_rfc3339(),
+                json!({ "errorMessages": ["Rate limit exceeded."] }),
+            ),
+        };
+        self.served_rate_limited.fetch_add(1, Ordering::SeqCst);
+        Some(
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                [
+                    (
+                        "retry-after",
+                        (left.as_secs_f64().ceil().max(1.0) as u64).to_string(),
+                    ),
+                    ("x-ratelimit-limit", rule.requests.to_string()),
+                    ("x-ratelimit-remaining", "0".to_owned()),
+                    ("x-ratelimit-reset", reset),
+                ],
+                axum::Json(body),
+            )
+                .into_response(),
+        )
+    }
 }
 
 /// 503s and 429s first, as the control says.
@@ -83,6 +164,9 @@ async fn outage(
             axum::Json(json!({ "errorMessages": ["You are not authenticated."] })),
         )
             .into_response();
+    }
+    if let Some(limited) = control.over_rate() {
+        return limited;
     }
     if take(&control.throttled) {
         control.served_429.fetch_add(1, Ordering::SeqCst);
@@ -137,6 +221,7 @@ where
         T: 'static,
     {
         let control = Arc::new(Control::default());
+        let _ = control.system.set(name);
         let shared = Arc::new(Shared {
             data: Mutex::new(data),
             control: control.clone(),
@@ -244,7 +329,7 @@ impl FakeJira {
     pub async fn start(prism: Option<String>) -> FakeJira {
         let peer = JiraPeer {
             prism,
-            http: reqwest::Client::new(),
+            http: super::fake::prism_client(),
         };
         Fake::serve("Jira", JiraData::default(), peer, jira_handler).await
     }

@@ -1,9 +1,13 @@
 //! Discord's HTTP API through Cordon's own HTTP client: the configured base URL, the bot token, and
-//! the rate limits Discord announces. A route whose bucket is spent (`X-RateLimit-Remaining: 0`)
-//! is not called again before `X-RateLimit-Reset-After`; a 429 says when to come back
-//! (`retry_after` in its body, `Retry-After` in its headers) for the route or, when `global`, for
-//! every route. Callers get that wait in [`CallError::failure`], which the outbox honours; any
-//! other answer is classed by the shared table ([`Failure::from_response`]).
+//! the rate limits Discord announces (discord.com/developers/docs/topics/rate-limits). Discord
+//! publishes no fixed numbers; each answer's `X-RateLimit-Limit`, `-Remaining` and `-Reset-After`
+//! describe the route's bucket, and Cordon keeps count of it: calls go while the bucket has room
+//! (counting the calls still under way), and the rest wait for `Reset-After` without calling. A
+//! route not called yet is called once before any other call on it, so its bucket is known before
+//! several go at once. A 429 says when to come back (`retry_after` in its body, `Retry-After` in
+//! its headers) for the route or, when `global`, for every route. Callers get that wait in
+//! [`CallError::failure`], which the outbox honours; any other answer is classed by the shared
+//! table ([`Failure::from_response`]).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -34,12 +38,36 @@ pub struct Api {
     limits: Mutex<Limits>,
 }
 
-/// Until when routes (and all of them, for the global limit) must not be called.
+/// Until when routes (and all of them, for the global limit) must not be called, and what Cordon
+/// knows of each route's bucket.
 #[derive(Default)]
 struct Limits {
     routes: HashMap<String, Instant>,
     global: Option<Instant>,
+    buckets: HashMap<String, Bucket>,
 }
+
+/// A route's bucket as its last answer described it, counted down by the calls made since.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    limit: u32,
+    remaining: u32,
+    reset_at: Instant,
+    /// How long a spent bucket took to refill, last time it said.
+    window: Duration,
+    /// Calls on the route still waiting for their answer.
+    in_flight: u32,
+}
+
+/// How long the calls of a route wait while its first call finds out its bucket.
+const PROBE: Duration = Duration::from_millis(250);
+
+/// How long after its reset a bucket nobody calls is kept.
+const FORGET_BUCKET: Duration = Duration::from_secs(60);
+
+/// Added to a bucket's reset: Discord counts a call when it arrives, a little after Cordon sends
+/// it, so its window starts and ends a little later than Cordon sees.
+const RESET_MARGIN: Duration = Duration::from_millis(100);
 
 /// Who a call authenticates as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +102,10 @@ impl CallError {
     /// other entries would not fix.
     pub fn into_delivery(self) -> DeliveryError {
         let failure = match self.failure {
+            // Not called: the bucket had no room (an attempt only when Discord answered).
+            Failure::RateLimited {
+                retry_after: Some(wait),
+            } if self.status.is_none() => return DeliveryError::wait(self.message, wait),
             Failure::Auth => Failure::Permanent,
             other => other,
         };
@@ -104,7 +136,7 @@ impl Api {
         auth: Auth,
         what: &str,
     ) -> Result<Value, CallError> {
-        if let Some(wait) = self.wait_for(route) {
+        if let Some(wait) = self.take_turn(route) {
             return Err(CallError {
                 status: None,
                 code: None,
@@ -124,12 +156,15 @@ impl Api {
                 format!("Bot {}", self.token.expose()),
             );
         }
-        let response = request.send().await.map_err(|e| CallError {
-            status: None,
-            code: None,
-            failure: Failure::from_transport(&e),
-            // Without the URL: an interaction webhook's path holds its token.
-            message: format!("{what}: {}", e.without_url()),
+        let response = request.send().await.map_err(|e| {
+            self.answered(route);
+            CallError {
+                status: None,
+                code: None,
+                failure: Failure::from_transport(&e),
+                // Without the URL: an interaction webhook's path holds its token.
+                message: format!("{what}: {}", e.without_url()),
+            }
         })?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
@@ -169,6 +204,7 @@ impl Api {
     }
 
     /// How long `route` must still wait, if at all.
+    #[cfg(test)]
     fn wait_for(&self, route: &str) -> Option<Duration> {
         let limits = self.limits.lock().ok()?;
         let now = Instant::now();
@@ -179,13 +215,94 @@ impl Api {
         (until > now).then(|| until - now)
     }
 
+    /// Takes a call on `route` from its bucket, or says how long to wait: while a 429 holds the
+    /// route (or every route), while its bucket is spent, and while its first call is finding the
+    /// bucket out.
+    fn take_turn(&self, route: &str) -> Option<Duration> {
+        let mut limits = self.limits.lock().ok()?;
+        let now = Instant::now();
+        let held = [limits.routes.get(route).copied(), limits.global]
+            .into_iter()
+            .flatten()
+            .max()
+            .filter(|until| *until > now);
+        if let Some(until) = held {
+            return Some(until - now);
+        }
+        let bucket = limits.buckets.entry(route.to_owned()).or_insert(Bucket {
+            // Unknown: one call finds it out while the others wait a little.
+            limit: 1,
+            remaining: 1,
+            reset_at: now + PROBE,
+            window: PROBE,
+            in_flight: 0,
+        });
+        if now >= bucket.reset_at {
+            bucket.remaining = bucket.limit;
+            bucket.reset_at = now + bucket.window + RESET_MARGIN;
+        }
+        if bucket.remaining == 0 {
+            return Some(
+                bucket
+                    .reset_at
+                    .saturating_duration_since(now)
+                    .max(Duration::from_millis(10)),
+            );
+        }
+        bucket.remaining -= 1;
+        bucket.in_flight += 1;
+        None
+    }
+
+    /// A call on `route` has its answer (or none will come).
+    fn answered(&self, route: &str) {
+        if let Ok(mut limits) = self.limits.lock()
+            && let Some(bucket) = limits.buckets.get_mut(route)
+        {
+            bucket.in_flight = bucket.in_flight.saturating_sub(1);
+        }
+    }
+
     /// Records what a response says of the route's bucket and of the global limit.
     fn note_limits(&self, route: &str, status: u16, headers: &HeaderMap, json: &Value) {
+        self.answered(route);
         let Ok(mut limits) = self.limits.lock() else {
             return;
         };
         let now = Instant::now();
         limits.routes.retain(|_, until| *until > now);
+        // Interaction webhooks are a route per interaction: forget buckets long refilled.
+        limits
+            .buckets
+            .retain(|_, b| b.in_flight > 0 || b.reset_at + FORGET_BUCKET > now);
+        let described = (
+            header(headers, "x-ratelimit-limit").and_then(|v| v.trim().parse::<u32>().ok()),
+            header(headers, "x-ratelimit-remaining").and_then(|v| v.trim().parse::<u32>().ok()),
+            header(headers, "x-ratelimit-reset-after").and_then(seconds),
+        );
+        match described {
+            (Some(limit), Some(remaining), Some(after)) => {
+                let bucket = limits.buckets.entry(route.to_owned()).or_insert(Bucket {
+                    limit,
+                    remaining,
+                    reset_at: now + after,
+                    window: after,
+                    in_flight: 0,
+                });
+                bucket.limit = limit.max(1);
+                // Calls still under way were made after this one was counted.
+                bucket.remaining = remaining.saturating_sub(bucket.in_flight);
+                bucket.reset_at = now + after + RESET_MARGIN;
+                if remaining == 0 || after > bucket.window {
+                    bucket.window = after;
+                }
+            }
+            // A route Discord says nothing about is not counted.
+            _ if status != 429 => {
+                limits.buckets.remove(route);
+            }
+            _ => {}
+        }
         if status == 429 {
             let until = now + rate_limit_wait(headers, json);
             let global = json["global"].as_bool().unwrap_or(false)
@@ -273,6 +390,50 @@ mod tests {
             &global,
         );
         assert!(api.wait_for("POST /channels/2/messages").is_some());
+    }
+
+    fn bucket(limit: u32, remaining: u32, reset_after: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-ratelimit-limit", limit.into());
+        headers.insert("x-ratelimit-remaining", remaining.into());
+        headers.insert("x-ratelimit-reset-after", reset_after.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn calls_beyond_a_bucket_wait_uncalled_and_a_new_route_is_called_once_first() {
+        let api = Api::new(
+            reqwest::Client::new(),
+            &url::Url::parse("http://127.0.0.1:9/api/v10").unwrap(),
+            Secret::new("t"),
+        );
+        let route = "POST /channels/1/messages";
+        assert_eq!(
+            api.take_turn(route),
+            None,
+            "the first call finds the bucket out"
+        );
+        assert!(
+            api.take_turn(route).is_some(),
+            "the others wait for its answer"
+        );
+        // Discord: 5 per 5 s, 4 left after that call.
+        api.note_limits(route, 200, &bucket(5, 4, "5"), &Value::Null);
+        for _ in 0..2 {
+            assert_eq!(api.take_turn(route), None);
+        }
+        // An answer to one of them says 3 left; the other is still under way, so 2 are.
+        api.note_limits(route, 200, &bucket(5, 3, "4.9"), &Value::Null);
+        for _ in 0..2 {
+            assert_eq!(api.take_turn(route), None);
+        }
+        let wait = api.take_turn(route).expect("the bucket is spent");
+        assert!(
+            wait > Duration::from_secs(4) && wait <= Duration::from_millis(4900) + RESET_MARGIN,
+            "{wait:?}"
+        );
+        // Another channel is another bucket.
+        assert_eq!(api.take_turn("POST /channels/2/messages"), None);
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::chat::platform::PlatformError;
 use crate::config::Secret;
 use crate::failure::Failure;
 use crate::outbox::DeliveryError;
+use crate::outbox::pace::{Limit, Pacer};
 
 /// The client for `api_url`: TLS with the system's roots, and plain HTTP too, so that a local API
 /// (tests, a proxy on the host) works with the same client type.
@@ -154,6 +155,24 @@ pub(super) struct Web {
     base: String,
     token: Secret,
     timeout: Duration,
+    /// Slack's rate limits, as documented, and as its 429s say.
+    limits: Arc<Pacer>,
+}
+
+/// What Slack documents (<https://api.slack.com/apis/rate-limits>, each method's page):
+/// `chat.postMessage` takes one message per second in a channel (threads are in their channel;
+/// Slack allows short bursts over that, Cordon does not lean on them); `chat.update` is Tier 3,
+/// 50 calls a minute for the workspace. The outbox's calls are paced to these; interactive answers
+/// (`chat.postEphemeral`, Tier 4, a person waiting) are not held back.
+const POST_MESSAGE: &[Limit] = &[Limit::new(1, Duration::from_secs(1))];
+const UPDATE: &[Limit] = &[Limit::new(50, Duration::from_secs(60))];
+
+/// The pacing scope of a call: per channel for `chat.postMessage`, the workspace for the rest.
+fn scope(method: &str, channel: &str) -> String {
+    match method {
+        "chat.postMessage" => format!("{method} {channel}"),
+        _ => method.to_owned(),
+    }
 }
 
 impl Web {
@@ -168,7 +187,27 @@ impl Web {
             base: base.to_owned(),
             token,
             timeout,
+            limits: Arc::new(Pacer::new()),
         }
+    }
+
+    /// The turn of the outbox entry `ticket` to call `method` in `channel` under Slack's limits:
+    /// now, or a wait that sends nothing (the entry comes back for its turn).
+    pub(super) fn turn(
+        &self,
+        method: &str,
+        channel: &str,
+        ticket: &str,
+    ) -> Result<(), DeliveryError> {
+        let limits = match method {
+            "chat.postMessage" => POST_MESSAGE,
+            "chat.update" => UPDATE,
+            _ => &[],
+        };
+        let scope = scope(method, channel);
+        self.limits.turn(&scope, limits, ticket).map_err(|wait| {
+            DeliveryError::wait(format!("waiting for Slack's rate limit on {scope}"), wait)
+        })
     }
 
     /// POSTs `request` to `method` form-encoded and reads the answer.
@@ -195,14 +234,29 @@ impl Web {
             form.as_bytes(),
             None,
         );
-        match tokio::time::timeout(self.timeout, call).await {
+        let answer = match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(error)) => Err(WebError::from_client(method, error)),
             Err(_) => Err(WebError::Transport {
                 method: method.to_owned(),
                 reason: format!("no answer in {:?}", self.timeout),
             }),
+        };
+        if let Err(error) = &answer
+            && let Failure::RateLimited { retry_after } = error.failure()
+        {
+            // Every call of the scope waits, not only this one (Slack says one second when it
+            // says nothing).
+            let channel = url::form_urlencoded::parse(form.as_bytes())
+                .find(|(name, _)| name == "channel")
+                .map(|(_, value)| value.into_owned())
+                .unwrap_or_default();
+            self.limits.hold(
+                &scope(method, &channel),
+                retry_after.unwrap_or(Duration::from_secs(1)),
+            );
         }
+        answer
     }
 
     /// `chat.postMessage`: the new message's channel and ts.

@@ -53,7 +53,7 @@ impl Slack {
     }
 
     /// Posts `card`: as the incident's card, or in its thread when the incident has one.
-    async fn post(&self, card: &Card) -> Result<(), DeliveryError> {
+    async fn post(&self, card: &Card, ticket: &str) -> Result<(), DeliveryError> {
         let root_key = format!("card:{}", card.key());
         let root = self.reference(&root_key).await?;
         let mut request =
@@ -65,6 +65,8 @@ impl Slack {
                 .with_channel(root.channel.clone().into())
                 .with_thread_ts(root.ts.clone().into());
         }
+        self.web
+            .turn("chat.postMessage", request.channel.as_ref(), ticket)?;
         let (channel, ts) = self
             .web
             .post_message(&request)
@@ -79,30 +81,31 @@ impl Slack {
         Ok(())
     }
 
-    async fn post_card(&self, card: &Card) -> Result<(), DeliveryError> {
+    async fn post_card(&self, card: &Card, ticket: &str) -> Result<(), DeliveryError> {
         // Delivered already (a repeat after a crash, or the engine asking again on resume).
         if self.reference(&approval_key(card)).await?.is_some() {
             return Ok(());
         }
-        self.post(card).await
+        self.post(card, ticket).await
     }
 
-    async fn update_card(&self, card: &Card) -> Result<(), DeliveryError> {
+    async fn update_card(&self, card: &Card, ticket: &str) -> Result<(), DeliveryError> {
         let Some(message) = self.reference(&approval_key(card)).await? else {
             // The request's card never made it (set aside): post the outcome instead.
-            return self.post(card).await;
+            return self.post(card, ticket).await;
         };
         let request = SlackApiChatUpdateRequest::new(
             message.channel.clone().into(),
             content(card),
             message.ts.clone().into(),
         );
+        self.web.turn("chat.update", &message.channel, ticket)?;
         self.web.update(&request).await.map_err(|e| e.delivery())?;
         tracing::info!(run = %card.run_id, step = %card.step, ts = %message.ts, "Slack card updated");
         Ok(())
     }
 
-    async fn thread_note(&self, note: &Note) -> Result<(), DeliveryError> {
+    async fn thread_note(&self, note: &Note, ticket: &str) -> Result<(), DeliveryError> {
         let (incident, text) = (note.incident_id.as_str(), note.text.as_str());
         let Some(root) = self.reference(&format!("card:{incident}")).await? else {
             if note.standalone {
@@ -113,6 +116,8 @@ impl Slack {
                 )
                 .with_unfurl_links(false)
                 .with_unfurl_media(false);
+                self.web
+                    .turn("chat.postMessage", &self.config.channel, ticket)?;
                 self.web
                     .post_message(&request)
                     .await
@@ -125,6 +130,7 @@ impl Slack {
             );
             return Ok(());
         };
+        self.web.turn("chat.postMessage", &root.channel, ticket)?;
         let request = SlackApiChatPostMessageRequest::new(
             root.channel.clone().into(),
             SlackMessageContent::new().with_text(render::cut(&render::escape(text), 3000)),
@@ -148,9 +154,9 @@ fn approval_key(card: &Card) -> String {
 impl Deliver for Slack {
     async fn deliver(&self, entry: &OutboxEntry) -> Result<(), DeliveryError> {
         match ChatOp::read(entry)? {
-            Some(ChatOp::PostCard(card)) => self.post_card(&card).await,
-            Some(ChatOp::UpdateCard(card)) => self.update_card(&card).await,
-            Some(ChatOp::ThreadNote(note)) => self.thread_note(&note).await,
+            Some(ChatOp::PostCard(card)) => self.post_card(&card, &entry.id).await,
+            Some(ChatOp::UpdateCard(card)) => self.update_card(&card, &entry.id).await,
+            Some(ChatOp::ThreadNote(note)) => self.thread_note(&note, &entry.id).await,
             None => Err(DeliveryError::permanent(format!(
                 "Slack does not deliver `{}`",
                 entry.kind

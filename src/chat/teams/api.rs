@@ -1,5 +1,8 @@
 //! The Bot Framework Connector API (`{serviceUrl}/v3/conversations/...`): the calls the
-//! deliverer makes, with the bot's client-credentials token ([`super::token`]).
+//! deliverer makes, with the bot's client-credentials token ([`super::token`]), paced to the
+//! limits Teams documents for bots.
+
+use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -7,28 +10,62 @@ use serde_json::{Value, json};
 use super::token::TokenSource;
 use crate::failure::Failure;
 use crate::outbox::DeliveryError;
+use crate::outbox::pace::{Limit, Pacer};
+
+/// What Teams allows one bot in one conversation thread ("Rate limiting for bots",
+/// learn.microsoft.com/microsoftteams/platform/bots/how-to/rate-limit): 7 operations a second,
+/// 8 in two seconds, 60 in thirty seconds and 1800 an hour. A reply chain is a conversation of
+/// its own (`<channel>;messageid=<card>`). Beyond them Teams answers 429, whose `Retry-After`
+/// holds the conversation.
+const PER_THREAD: &[Limit] = &[
+    Limit::new(7, Duration::from_secs(1)),
+    Limit::new(8, Duration::from_secs(2)),
+    Limit::new(60, Duration::from_secs(30)),
+    Limit::new(1800, Duration::from_secs(3600)),
+];
+
+/// The wait after a 429 that does not say how long: Teams asks for backoff, not a time.
+const UNSAID_WAIT: Duration = Duration::from_secs(2);
 
 /// The Connector API client.
 pub struct Connector {
     http: reqwest::Client,
     token: TokenSource,
+    limits: Pacer,
 }
 
 impl Connector {
     pub fn new(http: reqwest::Client, token: TokenSource) -> Connector {
-        Connector { http, token }
+        Connector {
+            http,
+            token,
+            limits: Pacer::new(),
+        }
     }
 
-    /// One Connector API call; the answer's JSON (or `null`).
+    /// One Connector API call in `conversation` for the outbox entry `ticket`; the answer's JSON
+    /// (or `null`). A call the conversation's limits have no room for is not made: the error says
+    /// how long to wait.
     async fn call(
         &self,
         method: Method,
         service_url: &str,
+        conversation: &str,
         path: &str,
         body: &Value,
+        ticket: &str,
     ) -> Result<Value, DeliveryError> {
         let url = format!("{}{path}", trim_service_url(service_url));
         let token = self.token.get().await?;
+        // Paced as late as can be, so that the call leaves when its turn says.
+        self.limits
+            .turn(conversation, PER_THREAD, ticket)
+            .map_err(|wait| {
+                DeliveryError::wait(
+                    format!("waiting for Teams' rate limit in conversation {conversation}"),
+                    wait,
+                )
+            })?;
         let response = self
             .http
             .request(method.clone(), &url)
@@ -59,6 +96,10 @@ impl Connector {
                 ));
             }
             Some(failure) => {
+                if let Failure::RateLimited { retry_after } = failure {
+                    self.limits
+                        .hold(conversation, retry_after.unwrap_or(UNSAID_WAIT));
+                }
                 return Err(DeliveryError::new(
                     failure,
                     format!("Teams Connector ({method} {path}) answered {status}"),
@@ -75,13 +116,21 @@ impl Connector {
         service_url: &str,
         conversation: &str,
         activity: &Value,
+        ticket: &str,
     ) -> Result<String, DeliveryError> {
         let path = format!(
             "/v3/conversations/{}/activities",
             path_segment(conversation)
         );
         let answer = self
-            .call(Method::POST, service_url, &path, activity)
+            .call(
+                Method::POST,
+                service_url,
+                conversation,
+                &path,
+                activity,
+                ticket,
+            )
             .await?;
         message_id(&answer)
     }
@@ -93,6 +142,7 @@ impl Connector {
         conversation: &str,
         reply_to: &str,
         activity: &Value,
+        ticket: &str,
     ) -> Result<String, DeliveryError> {
         let mut activity = activity.clone();
         activity["replyToId"] = json!(reply_to);
@@ -102,7 +152,14 @@ impl Connector {
             path_segment(reply_to)
         );
         let answer = self
-            .call(Method::POST, service_url, &path, &activity)
+            .call(
+                Method::POST,
+                service_url,
+                conversation,
+                &path,
+                &activity,
+                ticket,
+            )
             .await?;
         message_id(&answer)
     }
@@ -114,6 +171,7 @@ impl Connector {
         conversation: &str,
         activity_id: &str,
         activity: &Value,
+        ticket: &str,
     ) -> Result<(), DeliveryError> {
         let mut activity = activity.clone();
         activity["id"] = json!(activity_id);
@@ -122,9 +180,16 @@ impl Connector {
             path_segment(conversation),
             path_segment(activity_id)
         );
-        self.call(Method::PUT, service_url, &path, &activity)
-            .await
-            .map(drop)
+        self.call(
+            Method::PUT,
+            service_url,
+            conversation,
+            &path,
+            &activity,
+            ticket,
+        )
+        .await
+        .map(drop)
     }
 }
 

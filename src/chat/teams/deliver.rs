@@ -116,11 +116,12 @@ impl Deliverer {
         &self,
         to: &MessageRef,
         activity: &Value,
+        ticket: &str,
     ) -> Result<MessageRef, DeliveryError> {
         let thread = to.thread();
         let id = self
             .api
-            .reply(&to.service_url, &thread, &to.activity_id, activity)
+            .reply(&to.service_url, &thread, &to.activity_id, activity, ticket)
             .await?;
         Ok(MessageRef {
             service_url: to.service_url.clone(),
@@ -130,7 +131,7 @@ impl Deliverer {
         })
     }
 
-    async fn post_card(&self, card: &Card) -> Result<(), DeliveryError> {
+    async fn post_card(&self, card: &Card, ticket: &str) -> Result<(), DeliveryError> {
         let request_key = format!("request:{}:{}", card.run_id, card.step);
         if self.meta::<MessageRef>(&request_key).await?.is_some() {
             return Ok(());
@@ -139,12 +140,12 @@ impl Deliverer {
         let activity = render::activity(card);
         let posted = match self.meta::<MessageRef>(&card_key).await? {
             // A later request of an incident that has its card: in the card's thread.
-            Some(root) => self.reply_in_thread(&root, &activity).await?,
+            Some(root) => self.reply_in_thread(&root, &activity, ticket).await?,
             None => {
                 let (service_url, conversation, channel) = self.destination().await?;
                 let id = self
                     .api
-                    .send(&service_url, &conversation, &activity)
+                    .send(&service_url, &conversation, &activity, ticket)
                     .await?;
                 let root = MessageRef {
                     service_url,
@@ -160,12 +161,12 @@ impl Deliverer {
         self.remember(&request_key, &posted).await
     }
 
-    async fn update_card(&self, card: &Card) -> Result<(), DeliveryError> {
+    async fn update_card(&self, card: &Card, ticket: &str) -> Result<(), DeliveryError> {
         let request_key = format!("request:{}:{}", card.run_id, card.step);
         let Some(message) = self.meta::<MessageRef>(&request_key).await? else {
             // The request never reached Teams (its post was given up on): post the outcome as
             // the card, so the channel still learns it.
-            return self.post_card(card).await;
+            return self.post_card(card, ticket).await;
         };
         match self
             .api
@@ -174,6 +175,7 @@ impl Deliverer {
                 &message.conversation_id,
                 &message.activity_id,
                 &render::activity(card),
+                ticket,
             )
             .await
         {
@@ -187,13 +189,14 @@ impl Deliverer {
                 let root: Option<MessageRef> = self.meta(&format!("card:{}", card.key())).await?;
                 match root {
                     Some(root) if root != message => {
-                        self.reply_in_thread(&root, &render::activity(card)).await?;
+                        self.reply_in_thread(&root, &render::activity(card), ticket)
+                            .await?;
                         Ok(())
                     }
                     _ => {
                         let (service_url, conversation, _) = self.destination().await?;
                         self.api
-                            .send(&service_url, &conversation, &render::activity(card))
+                            .send(&service_url, &conversation, &render::activity(card), ticket)
                             .await?;
                         Ok(())
                     }
@@ -203,7 +206,7 @@ impl Deliverer {
         }
     }
 
-    async fn thread_note(&self, note: &Note) -> Result<(), DeliveryError> {
+    async fn thread_note(&self, note: &Note, ticket: &str) -> Result<(), DeliveryError> {
         let Some(root) = self
             .meta::<MessageRef>(&format!("card:{}", note.incident_id))
             .await?
@@ -215,6 +218,7 @@ impl Deliverer {
                         &service_url,
                         &conversation,
                         &render::text_activity(&note.text),
+                        ticket,
                     )
                     .await?;
                 return Ok(());
@@ -222,7 +226,7 @@ impl Deliverer {
             tracing::debug!(incident = %note.incident_id, "no Teams card for this incident; thread note dropped");
             return Ok(());
         };
-        self.reply_in_thread(&root, &render::text_activity(&note.text))
+        self.reply_in_thread(&root, &render::text_activity(&note.text), ticket)
             .await?;
         Ok(())
     }
@@ -235,9 +239,9 @@ impl Deliver for Deliverer {
             DeliveryError::permanent(format!("a `{}` entry Teams cannot read: {e}", entry.kind))
         };
         match ChatOp::read(entry)? {
-            Some(ChatOp::PostCard(card)) => return self.post_card(&card).await,
-            Some(ChatOp::UpdateCard(card)) => return self.update_card(&card).await,
-            Some(ChatOp::ThreadNote(note)) => return self.thread_note(&note).await,
+            Some(ChatOp::PostCard(card)) => return self.post_card(&card, &entry.id).await,
+            Some(ChatOp::UpdateCard(card)) => return self.update_card(&card, &entry.id).await,
+            Some(ChatOp::ThreadNote(note)) => return self.thread_note(&note, &entry.id).await,
             None => {}
         }
         match entry.kind.as_str() {
@@ -249,6 +253,7 @@ impl Deliver for Deliverer {
                         &reply.conversation_id,
                         &reply.reply_to,
                         &render::text_activity(&reply.text),
+                        &entry.id,
                     )
                     .await?;
                 Ok(())
