@@ -72,14 +72,16 @@ impl Peers {
     /// The `chat:` and `tickets:` sections pointing at the fakes.
     fn sections(&self) -> String {
         let discord = discord::chat_section(&self.discord, None);
+        // Notes and comments are coalesced as in production, over 1 s instead of the default 10 s:
+        // a burst is about hangs and counts, not about the wait for the next note.
         let mut yaml = format!(
-            "{}{}",
-            slack::chat_yaml(&self.slack, None, false),
+            "chat:\n  note_interval: 1s\n{}{}",
+            slack::chat_yaml(&self.slack, None, false).trim_start_matches("chat:\n"),
             discord.trim_start_matches("chat:\n"),
         );
         if let Some(jira) = &self.jira {
             yaml.push_str(&format!(
-                "tickets:\n  retry: {{ base: 50ms, max: 1s }}\n  jira:\n    base_url: {}\n    email: {JIRA_EMAIL}\n    api_token: {JIRA_TOKEN}\n  default:\n    jira:\n      project: SEC\n",
+                "tickets:\n  comment_interval: 1s\n  retry: {{ base: 50ms, max: 1s }}\n  jira:\n    base_url: {}\n    email: {JIRA_EMAIL}\n    api_token: {JIRA_TOKEN}\n  default:\n    jira:\n      project: SEC\n",
                 jira.base
             ));
         }
