@@ -113,16 +113,11 @@ fn main() {
     let rate = env("BENCH_RATE", 500);
     let secs = env("BENCH_SECS", 10);
     let backend = Backend::from_env();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     println!(
         "store: {}; machine: {} cores",
         backend.label(),
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0)
+        common::cores()
     );
     let arrivals: Arrivals = Arc::default();
     let slack = rt.block_on(fake_slack(arrivals.clone()));

@@ -103,16 +103,11 @@ fn main() {
     let runs = env("BENCH_RUNS", 20_000);
     let waiting = env("BENCH_WAITING", 100_000);
     let backend = Backend::from_env();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     println!(
         "store: {}; machine: {} cores",
         backend.label(),
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0)
+        common::cores()
     );
 
     // 1. End to end.

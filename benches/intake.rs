@@ -61,16 +61,11 @@ fn main() {
     println!(
         "store: {}; each run: {secs} s; machine: {} cores",
         backend.label(),
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0)
+        common::cores()
     );
     println!();
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = common::runtime();
     let dir = tempfile::tempdir().unwrap();
     let mut results = Vec::new();
     let durable = format!("cordon ({}, durable)", backend.label());
@@ -133,10 +128,7 @@ fn main() {
 
 /// A bare axum handler: parse the JSON, answer 202. What the machine can do with no storage at all.
 fn ceiling_server() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = common::runtime();
     runtime.block_on(async {
         let app = axum::Router::new().route(
             "/v1/alerts/{source}",

@@ -383,3 +383,18 @@ pub async fn post_n(
     }
     errors.load(Ordering::Relaxed)
 }
+
+/// The load generator's runtime.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The machine's cores, for the report's first line.
+pub fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0)
+}

@@ -686,7 +686,7 @@ impl Executor {
                 playbook: callee,
                 inputs,
             } => {
-                self.start_call(step, address, frame, cell, data, callee, inputs, state, now)
+                self.start_call(address, frame, cell, data, callee, inputs, state, now)
                     .await
             }
             StepKind::Script(_) | StepKind::Action { .. } => {
@@ -758,9 +758,7 @@ impl Executor {
         now: DateTime<Utc>,
     ) -> Result<StepOutcome, String> {
         if let Some(child) = state.child.clone() {
-            return self
-                .resume_call(step, address, cell, state, &child, now)
-                .await;
+            return self.resume_call(step, cell, state, &child, now).await;
         }
         if matches!(step.kind, StepKind::Foreach { .. } | StepKind::Parallel(_)) {
             // A container in progress: its nested steps say where it stands.
@@ -1014,7 +1012,6 @@ impl Executor {
     #[allow(clippy::too_many_arguments)]
     async fn start_call(
         &self,
-        step: &CompiledStep,
         address: &str,
         frame: &Frame,
         cell: &Cell<'_>,
@@ -1088,7 +1085,6 @@ impl Executor {
             json!({ "playbook": callee_id, "child": child_id }),
         ));
         drop(live);
-        let _ = step;
         Ok(StepOutcome::Wait(state))
     }
 
@@ -1096,7 +1092,6 @@ impl Executor {
     async fn resume_call(
         &self,
         step: &CompiledStep,
-        address: &str,
         cell: &Cell<'_>,
         mut state: StepState,
         child_id: &str,
@@ -1142,7 +1137,6 @@ impl Executor {
                 )))
             }
             _ => {
-                let _ = address;
                 state.status = StepStatus::Waiting;
                 state.due_at = Some(now + CHILD_POLL);
                 Ok(StepOutcome::Wait(state))
@@ -1343,15 +1337,7 @@ enum Called {
 /// The id of the child run the `call` step at `address` of run `parent` starts: the same on every
 /// attempt, so a call is made once.
 pub fn child_run_id(parent: &str, address: &str) -> String {
-    let mut id = format!("{parent}.");
-    for c in address.chars() {
-        match c {
-            '[' => id.push('.'),
-            ']' => {}
-            c => id.push(c),
-        }
-    }
-    id
+    super::run::joined(parent, '.', address, '.')
 }
 
 /// Runs kept in memory (`cordon test`, and what calls in tests start): every save keeps a copy.

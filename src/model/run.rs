@@ -445,15 +445,21 @@ impl<'a> Address<'a> {
 /// The idempotency key of the step at `address` in run `run`: `run:step` at the top level,
 /// `run:step:2` for item 2 of a foreach, `run:contain.branch_1.step` in a parallel branch.
 pub fn idempotency_key(run: &str, address: &str) -> String {
-    let mut key = format!("{run}:");
+    joined(run, ':', address, ':')
+}
+
+/// `run`, `join`, then `address` with each foreach index `[i]` written `<index>i`: the address as
+/// part of a key or an id, where brackets do not go.
+pub fn joined(run: &str, join: char, address: &str, index: char) -> String {
+    let mut out = format!("{run}{join}");
     for c in address.chars() {
         match c {
-            '[' => key.push(':'),
+            '[' => out.push(index),
             ']' => {}
-            c => key.push(c),
+            c => out.push(c),
         }
     }
-    key
+    out
 }
 
 #[cfg(test)]

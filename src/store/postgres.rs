@@ -727,17 +727,10 @@ impl PostgresStore {
             }
         }
         for write in batch {
-            let mut attempt = 1;
-            let outcome = loop {
-                match self.ingest_transaction(&[&write]).await {
-                    Ok(mut outcomes) => break Ok(outcomes.pop().unwrap_or_default()),
-                    Err(e) if e.retryable() && attempt < ATTEMPTS => {
-                        attempt += 1;
-                        tokio::time::sleep(Duration::from_millis(5 * attempt as u64)).await;
-                    }
-                    Err(e) => break Err(e),
-                }
-            };
+            let one = [&write];
+            let outcome = retried(|| self.ingest_transaction(&one))
+                .await
+                .map(|mut outcomes| outcomes.pop().unwrap_or_default());
             let _ = write.done.send(outcome);
         }
     }
@@ -875,17 +868,10 @@ impl RunWriter {
             }
         }
         for write in batch {
-            let mut attempt = 1;
-            let outcome = loop {
-                match self.transaction(&[&write]).await {
-                    Ok(mut outcomes) => break outcomes.pop().unwrap_or(Ok(None)),
-                    Err(e) if e.retryable() && attempt < ATTEMPTS => {
-                        attempt += 1;
-                        tokio::time::sleep(Duration::from_millis(5 * attempt as u64)).await;
-                    }
-                    Err(e) => break Err(e),
-                }
-            };
+            let one = [&write];
+            let outcome = retried(|| self.transaction(&one))
+                .await
+                .and_then(|mut outcomes| outcomes.pop().unwrap_or(Ok(None)));
             let _ = write.done.send(outcome);
         }
     }
@@ -960,6 +946,23 @@ impl RunWriter {
             .into_iter()
             .map(|o| o.unwrap_or(Ok(None)))
             .collect())
+    }
+}
+
+/// Runs `transaction` until it commits or fails for good: a deadlock or serialization failure is
+/// tried again, up to [`ATTEMPTS`] times, after a short wait.
+async fn retried<T, F: std::future::Future<Output = Result<T, Fail>>>(
+    mut transaction: impl FnMut() -> F,
+) -> Result<T, Fail> {
+    let mut attempt = 1;
+    loop {
+        match transaction().await {
+            Err(e) if e.retryable() && attempt < ATTEMPTS => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(5 * attempt as u64)).await;
+            }
+            other => return other,
+        }
     }
 }
 

@@ -239,6 +239,23 @@ pub struct SledStore {
 }
 
 impl SledStore {
+    /// A run creation for the store thread, answered after the fsync when `durable`.
+    async fn create(
+        &self,
+        run: &Run,
+        audit: Vec<NewEntry>,
+        durable: bool,
+    ) -> Result<Option<String>, StoreError> {
+        let run = Box::new(run.clone());
+        self.ask(|reply| Job::CreateRun {
+            run,
+            audit,
+            durable,
+            reply,
+        })
+        .await
+    }
+
     async fn send(&self, job: Job) -> Result<(), StoreError> {
         let queue = self.queue.read().map_err(|_| StoreError::Closed)?.clone();
         let queue = queue.ok_or(StoreError::Closed)?;
@@ -529,14 +546,7 @@ impl Store for SledStore {
         run: &Run,
         audit: Vec<NewEntry>,
     ) -> Result<Option<String>, StoreError> {
-        let run = Box::new(run.clone());
-        self.ask(|reply| Job::CreateRun {
-            run,
-            audit,
-            durable: true,
-            reply,
-        })
-        .await
+        self.create(run, audit, true).await
     }
 
     async fn create_run_for_alert(
@@ -544,14 +554,7 @@ impl Store for SledStore {
         run: &Run,
         audit: Vec<NewEntry>,
     ) -> Result<Option<String>, StoreError> {
-        let run = Box::new(run.clone());
-        self.ask(|reply| Job::CreateRun {
-            run,
-            audit,
-            durable: false,
-            reply,
-        })
-        .await
+        self.create(run, audit, false).await
     }
 
     async fn save_run(
