@@ -63,6 +63,7 @@ fn call(step: &str, incident: Option<&str>) -> ActionCall {
         incident_id: incident.map(str::to_owned),
         idempotency_key: format!("{RUN}:{step}"),
         dry_run: false,
+        account: None,
     }
 }
 

@@ -72,6 +72,7 @@ async fn call(
         incident_id: None,
         idempotency_key: "r1:s1".into(),
         dry_run: false,
+        account: None,
     };
     integrations.call(action, input, &call).await
 }

@@ -331,6 +331,7 @@ mod tests {
             incident_id: None,
             idempotency_key: "r1:fetch".into(),
             dry_run: false,
+            account: None,
         }
     }
 

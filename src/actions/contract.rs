@@ -21,6 +21,9 @@ pub struct ActionCall {
     /// A dry run's call of an action that plans (`ActionSpec::plans`): the action describes what
     /// it would do and changes nothing; integrations' hosts refuse every request that writes.
     pub dry_run: bool,
+    /// The cloud account of the resource the run's alert is about (`alert.resource.account`):
+    /// the AWS integrations assume the role configured for it.
+    pub account: Option<String>,
 }
 
 impl ActionCall {
@@ -34,6 +37,7 @@ impl ActionCall {
             incident_id: run.incident_id.clone(),
             idempotency_key: crate::model::run::idempotency_key(&run.id, step),
             dry_run: false,
+            account: None,
         }
     }
 }

@@ -182,10 +182,31 @@ pub struct Credentials {
     pub username: Option<String>,
     pub password: Option<Secret>,
     pub api_key: Option<Secret>,
+    /// aws_sigv4 without keys: the profile of the shared config and credentials files (default:
+    /// `AWS_PROFILE`, else `default`) in the default credential chain.
+    pub profile: Option<String>,
+    /// aws_sigv4: the region of the STS endpoint roles are assumed through (default: `AWS_REGION`,
+    /// else us-east-1).
+    pub region: Option<String>,
+    /// aws_sigv4: the role to assume for resources in an account (12 digits), or in any other
+    /// account (`*`). Without one, Cordon's own identity acts.
+    #[serde(default)]
+    pub roles: BTreeMap<String, AwsRole>,
     /// Host pattern → base URL: requests to a matching host go to the base URL instead (an
     /// emulator in tests, a VPC endpoint, a sovereign cloud).
     #[serde(default)]
     pub endpoints: BTreeMap<String, String>,
+}
+
+/// A role Cordon assumes in another account (`sts:AssumeRole`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsRole {
+    pub role_arn: String,
+    /// The external id the role's trust policy asks for.
+    pub external_id: Option<String>,
+    /// The session name CloudTrail shows for Cordon's actions (default `cordon`).
+    pub session_name: Option<String>,
 }
 
 impl Credentials {

@@ -479,6 +479,11 @@ impl Executor {
                     attempts: state.attempts,
                     error: state.error.clone(),
                     dry_run: state.dry_run,
+                    acted_as: state
+                        .output
+                        .get("acted_as")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
                 };
                 live.events.push(Event::of(
                     if state.status == StepStatus::Skipped {
@@ -1181,6 +1186,9 @@ impl Executor {
                                 &mut state,
                                 now,
                                 approved_over_limit,
+                                data.alert
+                                    .pointer("/resource/account")
+                                    .and_then(Value::as_str),
                             )
                             .await?
                         {
@@ -1248,6 +1256,7 @@ impl Executor {
         state: &mut StepState,
         now: DateTime<Utc>,
         approved_over_limit: bool,
+        account: Option<&str>,
     ) -> Result<Called, String> {
         let Some(spec) = self.actions.spec(name) else {
             return Ok(Called::Result(Err(ActionError::permanent(format!(
@@ -1279,6 +1288,7 @@ impl Executor {
                     // refuses any write it tries.
                     let mut call = ActionCall::for_step(live.run, &playbook.spec.id, address);
                     call.dry_run = true;
+                    call.account = account.map(str::to_owned);
                     drop(live);
                     let plan = self.actions.call(name, inputs.clone(), &call).await;
                     return Ok(Called::Result(plan.map(|plan| {
@@ -1323,7 +1333,9 @@ impl Executor {
                 ));
                 live.save(true).await?;
             }
-            ActionCall::for_step(live.run, &playbook.spec.id, address)
+            let mut call = ActionCall::for_step(live.run, &playbook.spec.id, address);
+            call.account = account.map(str::to_owned);
+            call
         };
         let future = self.actions.call(name, inputs, &call);
         let result = match step.timeout {

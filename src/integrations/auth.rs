@@ -422,7 +422,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 pub enum Auth {
     None,
     AwsSigV4 {
-        creds: AwsCredentials,
+        provider: Arc<super::aws_credentials::AwsProvider>,
         service: String,
     },
     AzureOAuth(Arc<AzureTokens>),
@@ -439,17 +439,28 @@ pub enum Auth {
 
 impl Auth {
     /// Applies the auth to a request already at its final URL. `region`: the SigV4 signing region;
-    /// `scope`: the OAuth scope for AzureOAuth (e.g. "https://management.azure.com/.default").
+    /// `scope`: the OAuth scope for AzureOAuth (e.g. "https://management.azure.com/.default");
+    /// `account`: the AWS account of the resource, which picks the role to assume. Gives the
+    /// role assumed, when one was.
     pub async fn apply(
         &self,
         request: &mut reqwest::Request,
         region: &str,
         scope: &str,
-    ) -> Result<(), AuthError> {
+        account: Option<&str>,
+    ) -> Result<Option<String>, AuthError> {
         let (name, value) = match self {
-            Auth::None => return Ok(()),
-            Auth::AwsSigV4 { creds, service } => {
-                return sign_sigv4(request, creds, region, service, SystemTime::now());
+            Auth::None => return Ok(None),
+            Auth::AwsSigV4 { provider, service } => {
+                let signing = provider.signing(account).await?;
+                sign_sigv4(
+                    request,
+                    &signing.credentials,
+                    region,
+                    service,
+                    SystemTime::now(),
+                )?;
+                return Ok(signing.role);
             }
             Auth::AzureOAuth(tokens) => {
                 if scope.is_empty() {
@@ -487,7 +498,7 @@ impl Auth {
         })?;
         value.set_sensitive(true);
         request.headers_mut().insert(name, value);
-        Ok(())
+        Ok(None)
     }
 }
 
@@ -878,7 +889,7 @@ mod tests {
         // Applied as the Authorization header, marked sensitive.
         let mut req = request("GET", "https://management.azure.com/subscriptions", &[], "");
         Auth::AzureOAuth(Arc::new(tokens))
-            .apply(&mut req, "", SCOPE)
+            .apply(&mut req, "", SCOPE, None)
             .await
             .unwrap();
         assert_eq!(header(&req, "authorization"), "Bearer tok-0");
@@ -1013,7 +1024,7 @@ mod tests {
         ];
         for (auth, name, expected) in cases {
             let mut req = request("GET", "https://api.example.com/v2/check", &[], "");
-            auth.apply(&mut req, "", "").await.unwrap();
+            auth.apply(&mut req, "", "", None).await.unwrap();
             assert_eq!(header(&req, name), expected, "{auth:?}");
             assert!(req.headers()[name].is_sensitive(), "{auth:?}");
             let printed = format!("{auth:?} {req:?}");
@@ -1021,8 +1032,19 @@ mod tests {
                 assert!(!printed.contains(secret), "{printed}");
             }
         }
+        let keys: crate::config::Credentials = serde_yaml::from_str(
+            "{ access_key_id: AKIDPRINT, secret_access_key: aws-secret-value, session_token: tok-value }",
+        )
+        .unwrap();
         let aws = Auth::AwsSigV4 {
-            creds: creds("AKIDPRINT", "aws-secret-value", Some("tok-value")),
+            provider: Arc::new(
+                super::super::aws_credentials::AwsProvider::new(
+                    reqwest::Client::new(),
+                    &keys,
+                    Default::default(),
+                )
+                .unwrap(),
+            ),
             service: "ec2".into(),
         };
         let mut req = request(
@@ -1031,7 +1053,7 @@ mod tests {
             &[],
             "Action=DescribeInstances",
         );
-        aws.apply(&mut req, "eu-west-1", "").await.unwrap();
+        aws.apply(&mut req, "eu-west-1", "", None).await.unwrap();
         assert!(header(&req, "authorization").contains("/eu-west-1/ec2/aws4_request"));
         let printed = format!("{aws:?} {req:?}");
         assert!(
@@ -1043,13 +1065,13 @@ mod tests {
             header: "bad header".into(),
             key: Secret::new("key-value"),
         };
-        let error = bad.apply(&mut req, "", "").await.unwrap_err();
+        let error = bad.apply(&mut req, "", "", None).await.unwrap_err();
         assert!(error.message.contains("bad header") && !error.message.contains("key-value"));
         let newline = Auth::Bearer(Secret::new("line\nbreak-value"));
-        let error = newline.apply(&mut req, "", "").await.unwrap_err();
+        let error = newline.apply(&mut req, "", "", None).await.unwrap_err();
         assert!(!error.message.contains("break-value"), "{error}");
         let mut none = request("GET", "https://api.example.com/", &[], "");
-        Auth::None.apply(&mut none, "", "").await.unwrap();
+        Auth::None.apply(&mut none, "", "", None).await.unwrap();
         assert!(none.headers().is_empty());
     }
 }

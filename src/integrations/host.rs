@@ -27,6 +27,11 @@ pub(crate) struct CallEnv {
     pub handle: tokio::runtime::Handle,
     pub http: reqwest::Client,
     pub ioc: Arc<IocIndex>,
+    /// The cloud account the call acts in: the action's `account` input when it has one, else
+    /// the account of the run's alert.
+    pub account: Option<String>,
+    /// The identities the call's requests were signed as (assumed roles), for the audit.
+    pub acted_as: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 thread_local! {
@@ -169,9 +174,7 @@ pub(crate) fn engine(limits: &Limits) -> Engine {
             .and_then(Value::as_str)
             .unwrap_or("GET");
         refuse_write_in_dry_run(&env.call, method)?;
-        let response = env
-            .handle
-            .block_on(env.integration.send(&env.http, &request))?;
+        let response = env.handle.block_on(env.integration.send(&env, &request))?;
         to_dynamic(&response)?
             .try_cast::<Map>()
             .ok_or_else(|| HostError::permanent("the response is not a map").into())
@@ -185,7 +188,7 @@ pub(crate) fn engine(limits: &Limits) -> Engine {
             refuse_write_in_dry_run(&env.call, &format!("aws_query {action}"))?;
             let answer = env
                 .handle
-                .block_on(env.integration.aws_query(&env.http, &request))?;
+                .block_on(env.integration.aws_query(&env, &request))?;
             to_dynamic(&answer)
         },
     );

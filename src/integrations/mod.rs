@@ -4,6 +4,7 @@
 //! manifest lists, with credentials applied by the host where the script cannot see them.
 
 pub mod auth;
+pub mod aws_credentials;
 mod host;
 pub mod ioc;
 pub mod manifest;
@@ -15,7 +16,7 @@ mod tests;
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -29,7 +30,7 @@ use crate::failure::Failure;
 use crate::script::Limits;
 use crate::script::analysis::{self, KnownFunctions};
 use crate::store::Store;
-use auth::{Auth, AuthError, AwsCredentials, AzureTokens};
+use auth::{Auth, AuthError, AzureTokens};
 use host::{CallEnv, HostError};
 use ioc::IocIndex;
 use manifest::{AuthKind, Manifest};
@@ -352,6 +353,13 @@ impl ActionRunner for Integrations {
         let integration = self.by_name[integration_name].clone();
         let redactor = integration.clone();
         let input = Self::checked_inputs(spec, inputs)?;
+        // An action that takes an `account` acts there; any other acts in the alert's account.
+        let account = input
+            .get("account")
+            .and_then(Value::as_str)
+            .filter(|a| !a.is_empty())
+            .map(str::to_owned)
+            .or_else(|| call.account.clone());
         let input = rhai::serde::to_dynamic(Value::Object(input))
             .map_err(|e| ActionError::permanent(format!("the inputs do not fit a script: {e}")))?;
         let env = Arc::new(CallEnv {
@@ -360,7 +368,10 @@ impl ActionRunner for Integrations {
             handle: tokio::runtime::Handle::current(),
             http: self.http.clone(),
             ioc: self.ioc.clone(),
+            account,
+            acted_as: Mutex::default(),
         });
+        let used = env.clone();
         let engine = self.engine.clone();
         let action = action.to_owned();
         let outcome = tokio::task::spawn_blocking(move || {
@@ -397,6 +408,18 @@ impl ActionRunner for Integrations {
         redactor.redact_value(&mut output);
         if output.is_null() {
             output = json!({});
+        }
+        // Who the requests were signed as (an assumed role), recorded with the step's output and
+        // in the audit's `step.finished`.
+        let acted_as: Vec<String> = used
+            .acted_as
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect();
+        if let (false, Some(fields)) = (acted_as.is_empty(), output.as_object_mut()) {
+            fields.insert("acted_as".to_owned(), json!(acted_as.join(", ")));
         }
         self.record_evidence(name, &mut output, call).await?;
         Ok(output)
@@ -671,7 +694,8 @@ impl Integration {
     }
 
     /// Sends the request a script described (docs/integrations.md, `http`).
-    async fn send(&self, http: &reqwest::Client, request: &Value) -> Result<Value, HostError> {
+    async fn send(&self, env: &CallEnv, request: &Value) -> Result<Value, HostError> {
+        let http = &env.http;
         let text = |key: &str| request.get(key).and_then(Value::as_str);
         let url = text("url").ok_or_else(|| HostError::permanent("http: `url` is required"))?;
         let mut url = url::Url::parse(url)
@@ -735,7 +759,15 @@ impl Integration {
             .or_else(|| auth::aws_region_from_host(&host))
             .unwrap_or_else(|| "us-east-1".to_owned());
         let scope = format!("https://{host}/.default");
-        auth.apply(&mut built, &region, &scope).await?;
+        if let Some(identity) = auth
+            .apply(&mut built, &region, &scope, env.account.as_deref())
+            .await?
+        {
+            env.acted_as
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(identity);
+        }
         let response = http.execute(built).await.map_err(|e| {
             if let Some(refused) = crate::actions::egress::refused(&e) {
                 return HostError::permanent(format!("http: {refused}"));
@@ -782,7 +814,7 @@ impl Integration {
 
     /// An AWS Query API call: a signed form POST; the answer's root element's content, or an
     /// error with AWS's code and message.
-    async fn aws_query(&self, http: &reqwest::Client, request: &Value) -> Result<Value, HostError> {
+    async fn aws_query(&self, env: &CallEnv, request: &Value) -> Result<Value, HostError> {
         let text = |key: &str| request.get(key).and_then(Value::as_str);
         let url =
             text("url").ok_or_else(|| HostError::permanent("aws_query: `url` is required"))?;
@@ -802,7 +834,7 @@ impl Integration {
         if let Some(region) = text("region") {
             call["region"] = json!(region);
         }
-        let answer = self.send(http, &call).await?;
+        let answer = self.send(env, &call).await?;
         let status = answer["status"].as_u64().unwrap_or(0);
         let body = answer["body"].as_str().unwrap_or_default();
         let parsed = xml::parse(body).map_err(|e| {
@@ -888,17 +920,10 @@ fn build_auth(
     Ok(match kind {
         AuthKind::None => Auth::None,
         AuthKind::AwsSigv4 => Auth::AwsSigV4 {
-            creds: AwsCredentials {
-                access_key_id: c
-                    .access_key_id
-                    .clone()
-                    .ok_or_else(|| missing("access_key_id"))?,
-                secret_access_key: c
-                    .secret_access_key
-                    .clone()
-                    .ok_or_else(|| missing("secret_access_key"))?,
-                session_token: c.session_token.clone(),
-            },
+            provider: Arc::new(
+                aws_credentials::AwsProvider::new(http.clone(), c, std::env::vars().collect())
+                    .map_err(|e| format!("integrations.credentials.{key}: {e}"))?,
+            ),
             service: manifest.auth.service.clone().unwrap_or_default(),
         },
         AuthKind::AzureOauth => {

@@ -166,6 +166,7 @@ fn call() -> ActionCall {
         incident_id: None,
         idempotency_key: "run-1:step-1".into(),
         dry_run: false,
+        account: None,
     }
 }
 

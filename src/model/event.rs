@@ -226,6 +226,10 @@ pub struct StepFinished {
     pub error: Option<String>,
     /// The action was recorded, not performed.
     pub dry_run: bool,
+    /// The identity the action's requests were signed as, when an integration says (the AWS role
+    /// assumed in the resource's account).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acted_as: Option<String>,
 }
 
 /// `step.undone`: the undo action that reversed a step, and what it returned.

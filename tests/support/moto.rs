@@ -110,10 +110,63 @@ impl Moto {
 
     /// The signature header moto reads the service and region from.
     fn authorization(service: &str, region: &str) -> String {
+        Moto::authorization_as("AKIAIOSFODNN7EXAMPLE", service, region)
+    }
+
+    /// The same with another access key id: moto acts in the account a key from STS belongs to.
+    fn authorization_as(key: &str, service: &str, region: &str) -> String {
         format!(
-            "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20240101/{region}/{service}/aws4_request, \
+            "AWS4-HMAC-SHA256 Credential={key}/20240101/{region}/{service}/aws4_request, \
              SignedHeaders=host, Signature=0"
         )
+    }
+
+    /// An access key id of `role_arn` (moto's STS `AssumeRole`): requests with it act in the
+    /// role's account.
+    pub async fn key_in(&self, role_arn: &str) -> String {
+        let xml = self
+            .query(
+                QueryApi {
+                    service: "sts",
+                    region: "us-east-1",
+                    version: "2011-06-15",
+                },
+                "AssumeRole",
+                &[("RoleArn", role_arn), ("RoleSessionName", "test-setup")],
+            )
+            .await;
+        xml_value(&xml, "AccessKeyId")
+    }
+
+    /// A Query API call signed with the access key id `key`; panics unless moto answers 2xx.
+    pub async fn query_as(
+        &self,
+        key: &str,
+        api: QueryApi<'_>,
+        action: &str,
+        params: &[(&str, &str)],
+    ) -> String {
+        let mut form = vec![("Action", action), ("Version", api.version)];
+        form.extend_from_slice(params);
+        let response = self
+            .http
+            .post(format!("{}/", self.base))
+            .header(
+                "Authorization",
+                Moto::authorization_as(key, api.service, api.region),
+            )
+            .form(&form)
+            .send()
+            .await
+            .expect("moto answers");
+        let status = response.status().as_u16();
+        let body = response.text().await.unwrap();
+        assert!(
+            (200..300).contains(&status),
+            "moto {} {action} answered {status}: {body}",
+            api.service
+        );
+        body
     }
 
     /// A Query API call (EC2, IAM); panics unless moto answers 2xx. Gives the XML.
