@@ -4,6 +4,7 @@
 //! manifest lists, with credentials applied by the host where the script cannot see them.
 
 pub mod auth;
+pub mod gcp;
 mod host;
 pub mod ioc;
 pub mod manifest;
@@ -581,7 +582,11 @@ impl Integration {
         let endpoints = credentials
             .map(|(_, c)| c.endpoints.clone())
             .unwrap_or_default();
-        let secrets = credentials.map(|(_, c)| secrets_of(c)).unwrap_or_default();
+        let mut secrets = credentials.map(|(_, c)| secrets_of(c)).unwrap_or_default();
+        if let Ok(Auth::GcpOAuth(tokens)) = &auth {
+            // A key read from a file is in no config field; its private key is a secret still.
+            secrets.extend(tokens.secrets());
+        }
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -916,6 +921,9 @@ fn build_auth(
                     .clone()
                     .ok_or_else(|| missing("client_secret"))?,
             )))
+        }
+        AuthKind::GcpOauth => {
+            Auth::GcpOAuth(Arc::new(gcp::GcpTokens::from_credentials(key, c, http)?))
         }
         AuthKind::Bearer => Auth::Bearer(c.token.clone().ok_or_else(|| missing("token"))?),
         AuthKind::Basic => Auth::Basic {
