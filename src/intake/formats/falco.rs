@@ -18,10 +18,15 @@
 //! | severity | `priority` (`Emergency` … `Debug`) |
 //! | title | `rule`, then the pod or container it fired in |
 //! | description | `output` |
-//! | resource | `k8s.pod` (`<k8s.ns.name>/<k8s.pod.name>`), else `container` (`container.id`), else `host` (`hostname`) |
+//! | resource | `k8s.pod` (`<cluster>/<k8s.ns.name>/<k8s.pod.name>`, see [`super::kubernetes`]), else `container` (`container.id`), else `host` (`hostname`) |
 //! | actor | `user.name` (`unix.user`); for Kubernetes audit events `ka.user.name` (`k8s.user`) |
 //! | network | `fd.rip`/`fd.rport`/`fd.lip`, else `fd.sip`/`fd.sport`/`fd.cip`; `fd.sip.name` |
-//! | labels | `tags`, `source`, `hostname`, `uuid`, and the `k8s.*` and `container.*` output fields |
+//! | labels | `tags`, `source`, `hostname`, `uuid`, the `k8s.*` and `container.*` output fields, and `k8s.cluster` |
+//!
+//! Falco does not know which cluster it runs in; the cluster is the output field `k8s.cluster.name`
+//! or `cluster`, which Falco's `append_output` (`extra_output_fields`) or Falcosidekick's
+//! `customfields` add. Without it the pod is `<namespace>/<pod>`, which does not join alerts
+//! that name the cluster.
 //! | observed_at | `time` |
 //! | dedup_key | none: Cordon's fingerprint (rule, resource and user) |
 //!
@@ -32,7 +37,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::json::{self, get, text};
-use super::{FormatError, SourceKind};
+use super::{FormatError, SourceKind, kubernetes};
 use crate::alert::{Actor, Alert, Network, Resource, Severity};
 
 pub(super) fn normalize(raw: &RawValue) -> Result<Vec<Alert>, FormatError> {
@@ -64,20 +69,22 @@ fn event(raw: Box<RawValue>, e: &Value, at: &str) -> Result<Alert, FormatError> 
 
     let hostname = text(e, "hostname");
     let container = field("container.id").filter(|id| id != "host");
+    let cluster = kubernetes::cluster(field("k8s.cluster.name").or_else(|| field("cluster")));
     let pod = match (field("k8s.ns.name"), field("k8s.pod.name")) {
-        (Some(ns), Some(pod)) => Some((format!("{ns}/{pod}"), pod)),
+        (Some(ns), Some(pod)) => Some(
+            kubernetes::Workload {
+                cluster: cluster.as_deref(),
+                namespace: &ns,
+                kind: "pod",
+                name: &pod,
+            }
+            .resource(&mut alert.labels),
+        ),
         _ => None,
     };
-    let (resource, where_) = if let Some((id, pod)) = pod {
-        (
-            Resource {
-                kind: Some("k8s.pod".into()),
-                name: Some(pod),
-                id: Some(id.clone()),
-                ..Resource::default()
-            },
-            Some(format!("pod {id}")),
-        )
+    let (resource, where_) = if let Some(pod) = pod {
+        let shown = format!("pod {}", pod.id.as_deref().unwrap_or_default());
+        (pod, Some(shown))
     } else if let Some(id) = container {
         let name = field("container.name");
         let shown = format!("container {}", name.as_deref().unwrap_or(&id));
