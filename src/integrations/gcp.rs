@@ -284,8 +284,13 @@ impl ServiceAccountKey {
             .unwrap_or_default()
             .as_secs();
         let assertion = self.assertion(now)?;
+        // An answer may echo the request; the assertion is a credential for an hour. Each of its
+        // parts is taken out, since a message may hold only a piece of it.
         let scrub = |message: String| {
-            let mut message = message.replace(assertion.expose(), "**redacted**");
+            let mut message = message;
+            for part in assertion.expose().split('.').filter(|p| p.len() >= 16) {
+                message = message.replace(part, "**redacted**");
+            }
             for line in self.private_key.expose().lines() {
                 let line = line.trim();
                 if line.len() >= 16 && !line.starts_with("-----") {
@@ -323,7 +328,7 @@ impl ServiceAccountKey {
             .map_err(transport)?;
         let status = response.status();
         let failure = Failure::from_response(status.as_u16(), response.headers());
-        let body = response.text().await.map_err(transport)?;
+        let body = scrub(response.text().await.map_err(transport)?);
         let answer: Value = serde_json::from_str(&body).unwrap_or_default();
         if let Some(failure) = failure {
             return Err(AuthError {

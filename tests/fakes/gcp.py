@@ -190,6 +190,7 @@ class Fake:
         self.token_lifetime = 3599
         self.operation_pending_polls = 0
         self.snapshot_pending_gets = 0
+        self.page_cap = 1000     # entries.list may answer fewer than pageSize, as Logging does
         self.injected = []       # {method, path_contains, status, reason, count}
         self.requests = []       # {method, path, query, body, status}
         self.invalid = []        # {method, path, reason}
@@ -459,7 +460,7 @@ class Fake:
         size = body.get("pageSize", 50)
         if size < 0 or size > 1000:
             raise ApiError(400, "pageSize must be between 0 and 1000", "badRequest", "INVALID_ARGUMENT")
-        size = size or 50
+        size = min(size or 50, self.page_cap)
         start = int(body.get("pageToken") or 0)
         page = found[start:start + size]
         answer = {"entries": page} if page else {}
@@ -542,11 +543,16 @@ class Fake:
             self.firewalls[f"projects/{body['_project']}/global/firewalls/{body['name']}"] = {
                 k: v for k, v in body.items() if k != "_project"}
             return 200, {}
+        if method == "POST" and path == "/_fake/tags":
+            # Another client changing the tags (a new fingerprint).
+            instance = self.instance(body["instance"])
+            instance["tags"] = {"items": body["items"], "fingerprint": fingerprint(body["items"])}
+            return 200, instance
         if method == "POST" and path == "/_fake/credentials":
             self.credentials[body["client_email"]] = body
             return 200, {}
         if method == "POST" and path == "/_fake/config":
-            for name in ("token_lifetime", "operation_pending_polls", "snapshot_pending_gets"):
+            for name in ("token_lifetime", "operation_pending_polls", "snapshot_pending_gets", "page_cap"):
                 if name in body:
                     setattr(self, name, body[name])
             return 200, {}

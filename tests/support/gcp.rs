@@ -136,7 +136,10 @@ impl FakeGcp {
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("the GCP fake ({python} {}) did not print its port within 30 s", script.display());
+                panic!(
+                    "the GCP fake ({python} {}) did not print its port within 30 s",
+                    script.display()
+                );
             }
         };
         FakeGcp {
@@ -273,7 +276,10 @@ impl FakeGcp {
     /// Asserts that every request Cordon sent matched the Discovery documents.
     pub async fn assert_all_valid(&self) {
         let invalid = self.invalid().await;
-        assert!(invalid.is_empty(), "requests the Discovery documents refuse: {invalid:#?}");
+        assert!(
+            invalid.is_empty(),
+            "requests the Discovery documents refuse: {invalid:#?}"
+        );
     }
 }
 
