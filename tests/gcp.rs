@@ -166,7 +166,10 @@ async fn the_signed_jwt_is_exchanged_once_and_the_token_reused_across_integratio
         .await;
     // Each integration holds its own token: one verified exchange each, for all their calls.
     let tokens = s.fake.tokens().await;
-    assert_eq!(tokens, [json!({ "kind": "jwt", "ok": true, "iss": SA }); 2]);
+    assert_eq!(
+        tokens,
+        vec![json!({ "kind": "jwt", "ok": true, "iss": SA }); 2]
+    );
     assert!(s.fake.count("", "/compute/v1/").await >= 4);
     s.fake.assert_all_valid().await;
 }
@@ -499,7 +502,11 @@ async fn a_rule_of_that_name_that_is_not_cordons_is_refused_and_nothing_is_tagge
         err.message
     );
     assert_eq!(s.tags(VM).await, ["web", "ssh"]);
-    assert_eq!(s.fake.count("POST", "/compute/").await, 0, "nothing written");
+    assert_eq!(
+        s.fake.count("POST", "/compute/").await,
+        0,
+        "nothing written"
+    );
 }
 
 #[tokio::test]
@@ -879,4 +886,326 @@ async fn list_audit_logs_reads_every_page_of_the_window_oldest_first_up_to_the_c
         .await;
     assert_eq!(out["count"], 0, "{out}");
     s.fake.assert_all_valid().await;
+}
+
+// ---- the stock playbooks, end to end --------------------------------------------------------------
+
+/// A server running `playbooks` (files under playbooks/) against the fake, with `extra` config.
+async fn server(s: &Setup, playbooks: &[&str], extra: &str) -> TestServer {
+    let paths: Vec<String> = playbooks
+        .iter()
+        .map(|p| repo(&format!("playbooks/{p}")).display().to_string())
+        .collect();
+    let config = format!(
+        "playbooks:\n  paths: [{}]\napprovers:\n  on-call: [cli:analyst, cli:lead]\n  admins: [cli:root]\n{extra}{}{}",
+        paths.join(", "),
+        s.yaml(None, ""),
+        all_sources()
+    );
+    TestServer::start_with(&config).await
+}
+
+/// The shared SCC fixture (Event Threat Detection, `C2: Bad IP` on bad-ip-caller), with `edit`
+/// applied to its text.
+fn etd_finding(edit: impl Fn(String) -> String) -> Vec<u8> {
+    let text = String::from_utf8(read_fixture(
+        "alerts/gcp_scc/sra_notification_etd_bad_ip.json",
+    ))
+    .unwrap();
+    edit(text).into_bytes()
+}
+
+/// Posts an SCC notification; the run it started, waiting at `approve`, and its prompt.
+async fn start_run(server: &TestServer, body: Vec<u8>) -> (String, String) {
+    let answer = server.accept("gcp.scc", body).await;
+    let alert_id = answer["alerts"][0]["alert_id"].as_str().unwrap().to_owned();
+    let run = server.run_for_alert(&alert_id).await;
+    let prompt = server.wait_prompt(&run, "approve").await;
+    (run, prompt)
+}
+
+async fn decide(server: &TestServer, run: &str, decision: &str) -> Value {
+    let (status, body) = server.decide(run, "approve", decision, "cli:analyst").await;
+    assert_eq!(status, 200, "{body}");
+    server.wait_run(run, "finished", finished).await
+}
+
+async fn seed_vm_timeline(s: &Setup) {
+    let vm = instance_path(VM);
+    s.fake
+        .seed_entries(json!([
+            audit_entry(1, &ago(7200), CI, &vm, "v1.compute.instances.setMetadata"),
+            audit_entry(
+                2,
+                &ago(3600),
+                CI,
+                &format!("{vm}/serviceAccounts"),
+                "v1.compute.instances.setServiceAccount"
+            ),
+        ]))
+        .await;
+}
+
+#[tokio::test]
+async fn an_scc_finding_isolates_its_instance_once_the_on_call_approves_and_the_undo_releases_it() {
+    let s = Setup::start().await;
+    seed_vm_timeline(&s).await;
+    let server = server(&s, &["gcp-vm-compromise.yaml"], "").await;
+    let (run, prompt) = start_run(&server, etd_finding(|t| t)).await;
+    assert!(
+        prompt.contains(VM)
+            && prompt.contains("2 disk snapshot(s) taken")
+            && prompt.contains("2 audit-log entries"),
+        "{prompt}"
+    );
+    // Evidence first: the snapshots exist, nothing is isolated yet.
+    let state = s.fake.state().await;
+    assert_eq!(state["snapshots"].as_object().unwrap().len(), 2);
+    assert!(state["firewalls"].as_object().unwrap().is_empty());
+    assert_eq!(s.tags(VM).await, ["web", "ssh"]);
+
+    let done = decide(&server, &run, "approve").await;
+    assert_eq!(done["run"]["status"], "succeeded", "{}", done["run"]);
+    assert_eq!(s.tags(VM).await, ["web", "ssh", TAG]);
+    assert_eq!(s.firewalls().await.len(), 4);
+    let incident = done["run"]["incident_id"].as_str().unwrap();
+    let shown = server.admin(&format!("/v1/incidents/{incident}")).await;
+    let kinds: Vec<&str> = texts(&shown["incident"]["evidence"], "kind");
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "disk-snapshot").count(),
+        2,
+        "{shown}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "activity-timeline").count(),
+        1,
+        "{shown}"
+    );
+
+    // `cordon runs undo RUN isolate`: release_instance with the step's record.
+    let undo = server
+        .undo(&run, "isolate", "cli:analyst", "cli:lead")
+        .await;
+    assert_eq!(undo["run"]["status"], "succeeded", "{undo}");
+    assert_eq!(
+        undo["run"]["steps"]["undo"]["action"],
+        "gcp-compute.release_instance"
+    );
+    assert_eq!(s.tags(VM).await, ["web", "ssh"]);
+    s.fake.assert_all_valid().await;
+}
+
+#[tokio::test]
+async fn a_denied_approval_leaves_the_instance_connected() {
+    let s = Setup::start().await;
+    let server = server(&s, &["gcp-vm-compromise.yaml"], "").await;
+    let (run, _) = start_run(&server, etd_finding(|t| t)).await;
+    let done = decide(&server, &run, "deny").await;
+    assert_eq!(done["run"]["status"], "succeeded", "{}", done["run"]);
+    assert_eq!(s.tags(VM).await, ["web", "ssh"]);
+    assert!(s.firewalls().await.is_empty(), "no rule was even made");
+    assert_eq!(
+        s.fake.state().await["snapshots"].as_object().unwrap().len(),
+        2,
+        "the evidence is kept"
+    );
+}
+
+#[tokio::test]
+async fn a_leaked_key_finding_disables_the_key_once_approved_and_the_undo_enables_it() {
+    let s = Setup::start().await;
+    s.fake
+        .seed_entries(json!([audit_entry(
+            1,
+            &ago(1800),
+            CI,
+            "projects/test-project-15511551515/global/firewalls/allow-all",
+            "v1.compute.firewalls.insert"
+        ),]))
+        .await;
+    let server = server(&s, &["gcp-key-compromise.yaml"], "").await;
+    let body = std::fs::read(repo("playbooks/fixtures/gcp-scc-leaked-sa-key.json")).unwrap();
+    let (run, prompt) = start_run(&server, body).await;
+    assert!(
+        prompt.contains(KEY_ID) && prompt.contains(CI) && prompt.contains("1 audit-log entries"),
+        "{prompt}"
+    );
+    let key = |state: &Value| state["keys"][key_name()]["disabled"].clone();
+    assert_eq!(
+        key(&s.fake.state().await),
+        false,
+        "nothing disabled before the decision"
+    );
+
+    let done = decide(&server, &run, "approve").await;
+    assert_eq!(done["run"]["status"], "succeeded", "{}", done["run"]);
+    assert_eq!(key(&s.fake.state().await), true);
+    assert_eq!(
+        s.fake.state().await["service_accounts"][CI]["disabled"],
+        false,
+        "the account keeps working"
+    );
+
+    let undo = server
+        .undo(&run, "disable_key", "cli:analyst", "cli:lead")
+        .await;
+    assert_eq!(undo["run"]["status"], "succeeded", "{undo}");
+    assert_eq!(key(&s.fake.state().await), false);
+    s.fake.assert_all_valid().await;
+}
+
+#[tokio::test]
+async fn guardrails_refuse_a_protected_project_and_count_the_blast_radius() {
+    let s = Setup::start().await;
+    for (project, name) in [("prod-project-1", VM), (PROJECT, "second-vm")] {
+        s.fake
+            .seed_instance(
+                json!({ "project": project, "zone": ZONE, "name": name, "tags": ["web"] }),
+            )
+            .await;
+    }
+    let guardrails = "guardrails:\n  protected: [\"prod-project-*\"]\n  blast_radius:\n    gcp-compute.isolate_instance: { max: 1, window: 1h }\n  blast_radius_approvers: admins\n";
+    let server = server(&s, &["gcp-vm-compromise.yaml"], guardrails).await;
+
+    // A protected project: even the snapshots are refused, and so is the isolation.
+    let (run, prompt) = start_run(
+        &server,
+        etd_finding(|t| {
+            t.replace("test-project-15511551515", "prod-project-1")
+                .replace("6a30ce60", "5c2f9b11")
+        }),
+    )
+    .await;
+    assert!(
+        prompt.contains("disk snapshots FAILED") && prompt.contains("protected"),
+        "{prompt}"
+    );
+    let done = decide(&server, &run, "approve").await;
+    assert_eq!(done["run"]["status"], "failed", "{}", done["run"]);
+    let error = done["run"]["steps"]["isolate"]["error"].as_str().unwrap();
+    assert!(
+        error.contains("protected resource") && error.contains("prod-project-*"),
+        "{error}"
+    );
+    let prod = format!("projects/prod-project-1/zones/{ZONE}/instances/{VM}");
+    assert_eq!(
+        s.fake.state().await["instances"][&prod]["tags"]["items"],
+        json!(["web"])
+    );
+    assert!(
+        s.fake.state().await["snapshots"]
+            .as_object()
+            .unwrap()
+            .is_empty()
+    );
+
+    // One isolation an hour: the first goes through, the second waits for the admins.
+    let (first, _) = start_run(&server, etd_finding(|t| t)).await;
+    assert_eq!(
+        decide(&server, &first, "approve").await["run"]["status"],
+        "succeeded"
+    );
+    assert_eq!(s.tags(VM).await, ["web", "ssh", TAG]);
+    let (second, _) = start_run(
+        &server,
+        etd_finding(|t| {
+            t.replace("instances/bad-ip-caller", "instances/second-vm")
+                .replace("6a30ce60", "7b41df71")
+        }),
+    )
+    .await;
+    server
+        .decide(&second, "approve", "approve", "cli:analyst")
+        .await;
+    let held = server
+        .wait_run(&second, "held", |r| {
+            r["steps"]["isolate"]["status"] == "waiting"
+        })
+        .await;
+    let prompt = held["run"]["steps"]["isolate"]["approval"]["prompt"]
+        .as_str()
+        .unwrap();
+    assert!(
+        prompt.contains("blast radius of 1 calls per 1h"),
+        "{prompt}"
+    );
+    assert_eq!(s.tags("second-vm").await, ["web"], "held, not called");
+}
+
+#[tokio::test]
+async fn a_dry_run_shows_the_firewall_rules_and_the_tag_change_and_changes_nothing() {
+    let s = Setup::start().await;
+    let playbook = s.dir.path().join("dry.yaml");
+    std::fs::write(
+        &playbook,
+        "id: gcp-dry\nname: Plan an isolation\ndry_run: true\non:\n  source: gcp.scc\nsteps:\n  - id: isolate\n    uses: gcp-compute.isolate_instance\n    with:\n      instance: \"${{ alert.resource.id }}\"\n",
+    )
+    .unwrap();
+    let config = format!(
+        "playbooks:\n  paths: [{}]\n{}{}",
+        playbook.display(),
+        s.yaml(None, ""),
+        all_sources()
+    );
+    let server = TestServer::start_with(&config).await;
+    let answer = server.accept("gcp.scc", etd_finding(|t| t)).await;
+    let run = server
+        .run_for_alert(answer["alerts"][0]["alert_id"].as_str().unwrap())
+        .await;
+    let done = server.wait_run(&run, "finished", finished).await;
+    assert_eq!(done["run"]["status"], "succeeded", "{}", done["run"]);
+    let output = &done["run"]["steps"]["isolate"]["output"];
+    assert_eq!(output["dry_run"], true, "{output}");
+    let plan = &output["plan"];
+    let rules = plan["firewall_rules_to_create"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{output}"));
+    assert_eq!(rules.len(), 4, "{plan}");
+    for rule in rules {
+        assert_eq!(
+            (rule["priority"].as_i64(), &rule["denied"]),
+            (Some(0), &json!([{ "IPProtocol": "all" }]))
+        );
+        assert_eq!(rule["targetTags"], json!([TAG]));
+    }
+    assert_eq!(plan["tags"]["before"], json!(["web", "ssh"]));
+    assert_eq!(plan["tags"]["after"], json!(["web", "ssh", TAG]));
+    assert_eq!(
+        s.fake.count("POST", "/compute/").await,
+        0,
+        "nothing written"
+    );
+    assert!(s.firewalls().await.is_empty());
+    assert_eq!(s.tags(VM).await, ["web", "ssh"]);
+}
+
+#[test]
+fn cordon_actions_list_shows_the_gcp_actions() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "playbooks:\n  paths: []\nintegrations:\n  paths: [{}, {}]\n",
+            repo("integrations/gcp-compute").display(),
+            repo("integrations/gcp-iam").display()
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = cli(&config, &["actions", "list"]);
+    assert_eq!(code, 0, "{err}");
+    for action in [
+        "gcp-compute.isolate_instance  (side effect, idempotent)",
+        "gcp-compute.release_instance",
+        "gcp-compute.snapshot_disks",
+        "gcp-compute.stop_instance",
+        "gcp-compute.start_instance",
+        "gcp-iam.disable_service_account_key",
+        "gcp-iam.enable_service_account_key",
+        "gcp-iam.disable_service_account",
+        "gcp-iam.enable_service_account",
+        "gcp-iam.list_audit_logs  (no side effect)",
+    ] {
+        assert!(out.contains(action), "{action} missing from:\n{out}");
+    }
 }

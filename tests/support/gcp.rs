@@ -246,12 +246,15 @@ impl FakeGcp {
             .unwrap_or_default()
     }
 
-    /// How many API requests were `method` to a path containing `path`.
+    /// How many API requests were `method` (any, when empty) to a path containing `path`.
     pub async fn count(&self, method: &str, path: &str) -> usize {
         self.requests()
             .await
             .iter()
-            .filter(|r| r["method"] == method && r["path"].as_str().unwrap_or("").contains(path))
+            .filter(|r| {
+                (method.is_empty() || r["method"] == method)
+                    && r["path"].as_str().unwrap_or("").contains(path)
+            })
             .count()
     }
 
