@@ -214,7 +214,7 @@ fn workload(r: &Value, labels: &mut BTreeMap<String, String>) -> Option<Resource
     Some(
         kubernetes::Workload {
             cluster: cluster.as_deref(),
-            namespace: &namespace,
+            namespace: Some(&namespace),
             kind: &kind,
             name: &name,
         }

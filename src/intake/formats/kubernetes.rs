@@ -8,9 +8,11 @@
 //! | `k8s.namespace` | `<cluster>/<namespace>` |
 //! | `k8s.node` | `<cluster>/<node>` |
 //!
+//! (each without `<cluster>/` when the source does not say which cluster).
+//!
 //! An alert about a workload also carries the labels the stock playbooks and the `kubernetes`
 //! integration read: `k8s.cluster` (when known), `k8s.ns.name`, `k8s.pod.name` (for a pod), and
-//! `k8s.workload.kind`/`k8s.workload.name` (for a workload other than a pod). The cluster is the name
+//! `k8s.node.name` (for a node), `k8s.workload.kind`/`k8s.workload.name` (for other workloads). The cluster is the name
 //! the `kubernetes` integration's config gives it (`clusters.<name>`), so that an action reaches the
 //! cluster the alert came from: an EKS finding names its cluster; a Falco event names it when Falco
 //! or Falcosidekick adds it as an output field (docs/integrations.md, "Kubernetes").
@@ -19,10 +21,11 @@ use std::collections::BTreeMap;
 
 use crate::alert::Resource;
 
-/// A workload in a namespace, named by the source.
+/// A Kubernetes object named by the source: a workload in a namespace, or a node or namespace
+/// (`namespace: None`).
 pub(super) struct Workload<'a> {
     pub cluster: Option<&'a str>,
-    pub namespace: &'a str,
+    pub namespace: Option<&'a str>,
     /// `pod`, `deployment`, ... (singular, any case: GuardDuty writes `pods`, `Deployment`).
     pub kind: &'a str,
     pub name: &'a str,
@@ -32,16 +35,23 @@ impl Workload<'_> {
     /// The resource, and its labels added to `labels`.
     pub fn resource(&self, labels: &mut BTreeMap<String, String>) -> Resource {
         let kind = workload_kind(self.kind);
-        let id = match self.cluster {
-            Some(cluster) => format!("{cluster}/{}/{}", self.namespace, self.name),
-            None => format!("{}/{}", self.namespace, self.name),
-        };
+        let id = [self.cluster, self.namespace, Some(self.name)]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join("/");
         if let Some(cluster) = self.cluster {
             labels.insert("k8s.cluster".to_owned(), cluster.to_owned());
         }
-        labels.insert("k8s.ns.name".to_owned(), self.namespace.to_owned());
+        if let Some(namespace) = self.namespace {
+            labels.insert("k8s.ns.name".to_owned(), namespace.to_owned());
+        }
         if kind == "pod" {
             labels.insert("k8s.pod.name".to_owned(), self.name.to_owned());
+        } else if kind == "namespace" {
+            labels.insert("k8s.ns.name".to_owned(), self.name.to_owned());
+        } else if kind == "node" {
+            labels.insert("k8s.node.name".to_owned(), self.name.to_owned());
         } else {
             labels.insert("k8s.workload.kind".to_owned(), kind.clone());
             labels.insert("k8s.workload.name".to_owned(), self.name.to_owned());
@@ -80,7 +90,7 @@ mod tests {
         let mut labels = BTreeMap::new();
         let pod = Workload {
             cluster: Some("prod-eu"),
-            namespace: "shop",
+            namespace: Some("shop"),
             kind: "pods",
             name: "web-7d9f",
         }
@@ -94,7 +104,7 @@ mod tests {
         let mut labels = BTreeMap::new();
         let unknown = Workload {
             cluster: None,
-            namespace: "shop",
+            namespace: Some("shop"),
             kind: "Pod",
             name: "web-7d9f",
         }
@@ -108,7 +118,7 @@ mod tests {
         let mut labels = BTreeMap::new();
         let deployment = Workload {
             cluster: Some("c"),
-            namespace: "ns",
+            namespace: Some("ns"),
             kind: "Deployments",
             name: "api",
         }
@@ -118,6 +128,18 @@ mod tests {
         assert_eq!(labels["k8s.workload.kind"], "deployment");
         assert!(!labels.contains_key("k8s.pod.name"));
         assert_eq!(workload_kind("daemonsets"), "daemonset");
+
+        let mut labels = BTreeMap::new();
+        let node = Workload {
+            cluster: Some("c"),
+            namespace: None,
+            kind: "nodes",
+            name: "ip-10-0-1-7",
+        }
+        .resource(&mut labels);
+        assert_eq!(node.kind.as_deref(), Some("k8s.node"));
+        assert_eq!(node.id.as_deref(), Some("c/ip-10-0-1-7"));
+        assert_eq!(labels["k8s.node.name"], "ip-10-0-1-7");
         assert_eq!(cluster(Some(" <NA> ".into())), None);
     }
 }
