@@ -167,8 +167,9 @@ fn default_integration_paths() -> Vec<PathBuf> {
 
 /// One set of credentials. Which fields are needed depends on the auth kind of the integrations
 /// that name it: `aws_sigv4` (access_key_id, secret_access_key, session_token), `azure_oauth`
-/// (tenant_id, client_id, client_secret), `bearer` (token), `basic` (username, password),
-/// `api_key` (api_key).
+/// (tenant_id, client_id, client_secret), `gcp_oauth` (service_account_key or
+/// service_account_key_file; neither: the metadata server), `bearer` (token), `basic` (username,
+/// password), `api_key` (api_key).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
@@ -192,6 +193,10 @@ pub struct Credentials {
     /// account (`*`). Without one, Cordon's own identity acts.
     #[serde(default)]
     pub roles: BTreeMap<String, AwsRole>,
+    /// `gcp_oauth`: a Google service-account key, the JSON file's content (`${GCP_SA_KEY}`).
+    pub service_account_key: Option<Secret>,
+    /// `gcp_oauth`: the path of a Google service-account key JSON file, read at start.
+    pub service_account_key_file: Option<PathBuf>,
     /// Host pattern → base URL: requests to a matching host go to the base URL instead (an
     /// emulator in tests, a VPC endpoint, a sovereign cloud).
     #[serde(default)]
@@ -220,6 +225,7 @@ impl Credentials {
             &self.token,
             &self.password,
             &self.api_key,
+            &self.service_account_key,
         ]
         .into_iter()
         .flatten()

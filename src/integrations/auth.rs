@@ -1,5 +1,6 @@
 //! Auth providers the host applies to integration requests after the script has built them:
-//! AWS SigV4, Microsoft Entra ID client-credentials tokens, bearer, basic and API-key headers.
+//! AWS SigV4, Microsoft Entra ID client-credentials tokens, Google OAuth tokens ([`super::gcp`]),
+//! bearer, basic and API-key headers.
 //! No secret reaches an error or a `Debug` output, and every header that carries one is marked
 //! sensitive so the HTTP stack never prints it either.
 
@@ -220,7 +221,7 @@ fn is_region(label: &str) -> bool {
 }
 
 /// How long a token request may take before it counts as a transport failure.
-const TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Microsoft Entra ID client-credentials tokens, cached per scope until shortly before they expire.
 pub struct AzureTokens {
@@ -228,7 +229,16 @@ pub struct AzureTokens {
     token_url: Result<Url, AuthError>,
     client_id: String,
     client_secret: Secret,
-    scopes: Mutex<HashMap<String, Arc<ScopeSlot>>>,
+    scopes: TokenCache,
+}
+
+/// Access tokens cached per key (an OAuth scope) until shortly before they expire, shared by the
+/// token providers (Entra ID here, Google in [`super::gcp`]): concurrent callers for the same key
+/// share one request, and callers that waited through a failed request take its error rather
+/// than asking again at once.
+#[derive(Default)]
+pub(crate) struct TokenCache {
+    slots: Mutex<HashMap<String, Arc<ScopeSlot>>>,
 }
 
 /// One scope's token. Callers queue on `state`, so only one request is in flight per scope.
@@ -260,7 +270,7 @@ impl AzureTokens {
             token_url,
             client_id,
             client_secret,
-            scopes: Mutex::default(),
+            scopes: TokenCache::default(),
         }
     }
 
@@ -271,30 +281,7 @@ impl AzureTokens {
     /// (5xx/408/429/transport: retryable; other 4xx: not), with the AAD `error`/`error_description`
     /// (never the secret).
     pub async fn token(&self, scope: &str) -> Result<Secret, AuthError> {
-        let slot = {
-            let mut scopes = self.scopes.lock().unwrap_or_else(PoisonError::into_inner);
-            Arc::clone(scopes.entry(scope.to_owned()).or_default())
-        };
-        let seen = slot.requests.load(Ordering::Acquire);
-        let mut state = slot.state.lock().await;
-        if let Some((token, until)) = &state.token
-            && Instant::now() < *until
-        {
-            return Ok(token.clone());
-        }
-        if slot.requests.load(Ordering::Acquire) != seen
-            && let Some(error) = &state.last_error
-        {
-            return Err(error.clone());
-        }
-        let result = self.request(scope).await;
-        slot.requests.fetch_add(1, Ordering::Release);
-        state.token = result
-            .as_ref()
-            .ok()
-            .map(|(token, lifetime)| (token.clone(), Instant::now() + *lifetime));
-        state.last_error = result.as_ref().err().cloned();
-        result.map(|(token, _)| token)
+        self.scopes.get(scope, || self.request(scope)).await
     }
 
     async fn request(&self, scope: &str) -> Result<(Secret, Duration), AuthError> {
@@ -365,6 +352,41 @@ impl AzureTokens {
     }
 }
 
+impl TokenCache {
+    /// The cached token for `key`, or a new one from `fetch` (the token and how long to reuse
+    /// it, see [`cache_for`]).
+    pub(crate) async fn get<F, Fut>(&self, key: &str, fetch: F) -> Result<Secret, AuthError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<(Secret, Duration), AuthError>>,
+    {
+        let slot = {
+            let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+            Arc::clone(slots.entry(key.to_owned()).or_default())
+        };
+        let seen = slot.requests.load(Ordering::Acquire);
+        let mut state = slot.state.lock().await;
+        if let Some((token, until)) = &state.token
+            && Instant::now() < *until
+        {
+            return Ok(token.clone());
+        }
+        if slot.requests.load(Ordering::Acquire) != seen
+            && let Some(error) = &state.last_error
+        {
+            return Err(error.clone());
+        }
+        let result = fetch().await;
+        slot.requests.fetch_add(1, Ordering::Release);
+        state.token = result
+            .as_ref()
+            .ok()
+            .map(|(token, lifetime)| (token.clone(), Instant::now() + *lifetime));
+        state.last_error = result.as_ref().err().cloned();
+        result.map(|(token, _)| token)
+    }
+}
+
 /// `{login}/{tenant}/oauth2/v2.0/token`, the tenant encoded as one path segment.
 fn token_url(login: &Url, tenant_id: &str) -> Result<Url, AuthError> {
     if tenant_id.is_empty() {
@@ -383,13 +405,13 @@ fn token_url(login: &Url, tenant_id: &str) -> Result<Url, AuthError> {
 /// How long to reuse a token that expires in `expires_in` seconds: a minute less, but never
 /// less than half its life, so a short-lived token is neither reused after it expires nor
 /// thrown away at once.
-fn cache_for(expires_in: u64) -> Duration {
+pub(crate) fn cache_for(expires_in: u64) -> Duration {
     let secs = expires_in.min(24 * 3600);
     Duration::from_secs(secs.saturating_sub(60).max(secs / 2))
 }
 
 /// `: <error>: <error_description>` from an AAD error answer, else a short piece of the body.
-fn aad_error(answer: &serde_json::Value, body: &str) -> String {
+pub(crate) fn aad_error(answer: &serde_json::Value, body: &str) -> String {
     let fields: Vec<&str> = ["error", "error_description"]
         .iter()
         .filter_map(|f| answer[f].as_str())
@@ -408,7 +430,7 @@ fn aad_error(answer: &serde_json::Value, body: &str) -> String {
     }
 }
 
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -426,6 +448,8 @@ pub enum Auth {
         service: String,
     },
     AzureOAuth(Arc<AzureTokens>),
+    /// Google OAuth 2.0 access tokens (a service-account key or the metadata server).
+    GcpOAuth(Arc<super::gcp::GcpTokens>),
     Bearer(Secret),
     Basic {
         username: String,
@@ -471,6 +495,10 @@ impl Auth {
                     format!("Bearer {}", tokens.token(scope).await?.expose()),
                 )
             }
+            Auth::GcpOAuth(tokens) => (
+                AUTHORIZATION,
+                format!("Bearer {}", tokens.token().await?.expose()),
+            ),
             Auth::Bearer(token) => (AUTHORIZATION, format!("Bearer {}", token.expose())),
             Auth::Basic { username, password } => {
                 let pair = format!("{username}:{}", password.expose());
@@ -508,6 +536,7 @@ impl fmt::Debug for Auth {
             Auth::None => "Auth::None",
             Auth::AwsSigV4 { .. } => "Auth::AwsSigV4",
             Auth::AzureOAuth(_) => "Auth::AzureOAuth",
+            Auth::GcpOAuth(_) => "Auth::GcpOAuth",
             Auth::Bearer(_) => "Auth::Bearer",
             Auth::Basic { .. } => "Auth::Basic",
             Auth::ApiKey { .. } => "Auth::ApiKey",

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod aws_credentials;
+pub mod gcp;
 mod host;
 pub mod ioc;
 pub mod manifest;
@@ -608,7 +609,11 @@ impl Integration {
         let endpoints = credentials
             .map(|(_, c)| c.endpoints.clone())
             .unwrap_or_default();
-        let secrets = credentials.map(|(_, c)| secrets_of(c)).unwrap_or_default();
+        let mut secrets = credentials.map(|(_, c)| secrets_of(c)).unwrap_or_default();
+        if let Ok(Auth::GcpOAuth(tokens)) = &auth {
+            // A key read from a file is in no config field; its private key is a secret still.
+            secrets.extend(tokens.secrets());
+        }
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -945,6 +950,9 @@ fn build_auth(
                     .clone()
                     .ok_or_else(|| missing("client_secret"))?,
             )))
+        }
+        AuthKind::GcpOauth => {
+            Auth::GcpOAuth(Arc::new(gcp::GcpTokens::from_credentials(key, c, http)?))
         }
         AuthKind::Bearer => Auth::Bearer(c.token.clone().ok_or_else(|| missing("token"))?),
         AuthKind::Basic => Auth::Basic {
