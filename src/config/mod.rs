@@ -168,7 +168,7 @@ fn default_integration_paths() -> Vec<PathBuf> {
 /// One set of credentials. Which fields are needed depends on the auth kind of the integrations
 /// that name it: `aws_sigv4` (access_key_id, secret_access_key, session_token), `azure_oauth`
 /// (tenant_id, client_id, client_secret), `bearer` (token), `basic` (username, password),
-/// `api_key` (api_key).
+/// `api_key` (api_key), `kubernetes` (clusters, default_cluster).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
@@ -186,6 +186,11 @@ pub struct Credentials {
     /// emulator in tests, a VPC endpoint, a sovereign cloud).
     #[serde(default)]
     pub endpoints: BTreeMap<String, String>,
+    /// `kubernetes`: the clusters, by name (integrations/kubernetes/README.md).
+    #[serde(default)]
+    pub clusters: BTreeMap<String, crate::integrations::kubernetes::ClusterConfig>,
+    /// `kubernetes`: the cluster used when an action names none (default: the only one).
+    pub default_cluster: Option<String>,
 }
 
 impl Credentials {
@@ -202,6 +207,7 @@ impl Credentials {
         ]
         .into_iter()
         .flatten()
+        .chain(self.clusters.values().flat_map(|c| c.secrets()))
         .collect()
     }
 }

@@ -435,6 +435,8 @@ pub enum Auth {
         header: String,
         key: Secret,
     },
+    /// Kubernetes clusters, reached through `kube()` only.
+    Kubernetes(Arc<crate::integrations::kubernetes::Clusters>),
 }
 
 impl Auth {
@@ -448,6 +450,11 @@ impl Auth {
     ) -> Result<(), AuthError> {
         let (name, value) = match self {
             Auth::None => return Ok(()),
+            Auth::Kubernetes(_) => {
+                return Err(AuthError::permanent(
+                    "auth `kubernetes` applies to kube() requests only",
+                ));
+            }
             Auth::AwsSigV4 { creds, service } => {
                 return sign_sigv4(request, creds, region, service, SystemTime::now());
             }
@@ -500,6 +507,7 @@ impl fmt::Debug for Auth {
             Auth::Bearer(_) => "Auth::Bearer",
             Auth::Basic { .. } => "Auth::Basic",
             Auth::ApiKey { .. } => "Auth::ApiKey",
+            Auth::Kubernetes(_) => "Auth::Kubernetes",
         })
     }
 }

@@ -149,6 +149,14 @@ pub(crate) fn engine(limits: &Limits) -> Engine {
             .try_cast::<Map>()
             .ok_or_else(|| HostError::permanent("the response is not a map").into())
     });
+    engine.register_fn("kube", |request: Map| -> Result<Map, Box<EvalAltResult>> {
+        let env = current()?;
+        let request = from_dynamic(&request.into())?;
+        let response = env.handle.block_on(env.integration.kube(&request))?;
+        to_dynamic(&response)?
+            .try_cast::<Map>()
+            .ok_or_else(|| HostError::permanent("the response is not a map").into())
+    });
     engine.register_fn(
         "aws_query",
         |request: Map| -> Result<Dynamic, Box<EvalAltResult>> {

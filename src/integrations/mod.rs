@@ -6,6 +6,7 @@
 pub mod auth;
 mod host;
 pub mod ioc;
+pub mod kubernetes;
 pub mod manifest;
 pub mod xml;
 
@@ -922,6 +923,11 @@ fn build_auth(
             username: c.username.clone().ok_or_else(|| missing("username"))?,
             password: c.password.clone().ok_or_else(|| missing("password"))?,
         },
+        AuthKind::Kubernetes => Auth::Kubernetes(Arc::new(kubernetes::Clusters::build(
+            key,
+            &c.clusters,
+            c.default_cluster.as_deref(),
+        )?)),
         AuthKind::ApiKey => Auth::ApiKey {
             header: manifest
                 .auth
