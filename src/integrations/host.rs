@@ -158,6 +158,12 @@ pub(crate) fn engine(limits: &Limits) -> Engine {
             .ok_or_else(|| HostError::permanent("the response is not a map").into())
     });
     engine.register_fn(
+        "kube_cluster",
+        |name: &str| -> Result<String, Box<EvalAltResult>> {
+            Ok(current()?.integration.kube_cluster(name)?)
+        },
+    );
+    engine.register_fn(
         "aws_query",
         |request: Map| -> Result<Dynamic, Box<EvalAltResult>> {
             let env = current()?;

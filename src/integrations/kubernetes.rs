@@ -544,18 +544,26 @@ fn chain(error: &dyn std::error::Error) -> String {
 }
 
 impl Integration {
+    fn clusters(&self) -> Result<&Clusters, HostError> {
+        match &self.auth {
+            Ok(super::auth::Auth::Kubernetes(clusters)) => Ok(clusters),
+            Ok(_) => Err(HostError::permanent(format!(
+                "kube: integration `{}` does not use auth `kubernetes`",
+                self.manifest.name
+            ))),
+            Err(e) => Err(HostError::from(e.clone())),
+        }
+    }
+
+    /// The configured name of the cluster `name` picks (`""`: the default one), without a request.
+    pub(super) fn kube_cluster(&self, name: &str) -> Result<String, HostError> {
+        let (name, _) = self.clusters()?.pick(Some(name))?;
+        Ok(name.to_owned())
+    }
+
     /// A request to a configured cluster's API (docs/integrations.md, `kube`).
     pub(super) async fn kube(&self, request: &Value) -> Result<Value, HostError> {
-        let clusters = match &self.auth {
-            Ok(super::auth::Auth::Kubernetes(clusters)) => clusters,
-            Ok(_) => {
-                return Err(HostError::permanent(format!(
-                    "kube: integration `{}` does not use auth `kubernetes`",
-                    self.manifest.name
-                )));
-            }
-            Err(e) => return Err(HostError::from(e.clone())),
-        };
+        let clusters = self.clusters()?;
         let text = |key: &str| request.get(key).and_then(Value::as_str);
         let (name, cluster) = clusters.pick(text("cluster"))?;
         let path = checked_path(text("path").ok_or_else(|| {
@@ -676,7 +684,13 @@ impl Integration {
         })?;
         let body = scrub(String::from_utf8_lossy(&bytes).into_owned());
         let parsed = serde_json::from_str::<Value>(&body).unwrap_or(Value::Null);
-        Ok(json!({ "status": status.as_u16(), "json": parsed, "body": body, "cluster": name }))
+        Ok(json!({
+            "status": status.as_u16(),
+            "json": parsed,
+            "body": body,
+            "bytes": bytes.len(),
+            "cluster": name,
+        }))
     }
 }
 
