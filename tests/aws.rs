@@ -62,6 +62,7 @@ fn call(step: &str, incident: Option<&str>) -> ActionCall {
         playbook: "test".into(),
         incident_id: incident.map(str::to_owned),
         idempotency_key: format!("{RUN}:{step}"),
+        dry_run: false,
     }
 }
 

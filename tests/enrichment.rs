@@ -71,6 +71,7 @@ async fn call(
         playbook: "p".into(),
         incident_id: None,
         idempotency_key: "r1:s1".into(),
+        dry_run: false,
     };
     integrations.call(action, input, &call).await
 }

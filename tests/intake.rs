@@ -328,6 +328,71 @@ async fn alerts_about_one_entity_join_one_incident() {
     assert_eq!(shown["alerts"].as_array().unwrap().len(), 2);
 }
 
+/// A Falco event and a GuardDuty EKS Runtime Monitoring finding about one pod: the shared fixtures,
+/// with the cluster name Falcosidekick's `customfields` would add, and with the workload that
+/// EKS Runtime Monitoring findings carry (`resource.kubernetesDetails.kubernetesWorkloadDetails`,
+/// as GuardDuty's finding reference describes it) in place of the sample's null.
+fn pod_alerts(cluster: &str, guardduty_cluster: &str) -> (Vec<u8>, Vec<u8>) {
+    let mut falco: Value = serde_json::from_slice(
+        &std::fs::read(fixture(
+            "alerts/falco/falco_docs_json_output_shell_in_container.json",
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    falco["output_fields"]["k8s.cluster.name"] = json!(cluster);
+    let mut finding: Value = serde_json::from_slice(
+        &std::fs::read(fixture(
+            "alerts/aws_guardduty/sekoia_detail_ekscluster__Policy_Kubernetes_AdminAccessToDefaultServiceAccount.json",
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let resource = &mut finding["resource"];
+    resource["eksClusterDetails"]["name"] = json!(guardduty_cluster);
+    resource["kubernetesDetails"]["kubernetesWorkloadDetails"] = json!({
+        "name": "kubecon", "type": "pods", "uid": "4b6c8f1e-1f0e-4a57-9d0c-2d6a0c1f9a11",
+        "namespace": "default", "hostNetwork": false,
+        "containers": [{ "name": "kubecon", "image": "docker.io/library/alpine" }]
+    });
+    finding["type"] = json!("Execution:Runtime/ReverseShell");
+    finding["id"] = json!(format!("runtime-{guardduty_cluster}"));
+    (
+        serde_json::to_vec(&falco).unwrap(),
+        serde_json::to_vec(&finding).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn falco_and_guardduty_alerts_about_one_pod_join_one_incident() {
+    let server = TestServer::start().await;
+    let incident = |v: &Value| v["alerts"][0]["incident_id"].as_str().unwrap().to_owned();
+    let (falco, guardduty) = pod_alerts("prod-eu", "prod-eu");
+    let (status, a) = server.post_alert("falco", falco).await;
+    assert_eq!(status, 202, "{a}");
+    let (status, b) = server.post_alert("aws.guardduty", guardduty).await;
+    assert_eq!(status, 202, "{b}");
+    assert_eq!(incident(&a), incident(&b), "one pod, one incident");
+    assert_eq!(b["alerts"][0]["new_incident"], false);
+    let shown = server
+        .admin(&format!("/v1/incidents/{}", incident(&a)))
+        .await;
+    assert_eq!(
+        shown["incident"]["entity"],
+        "resource:k8s.pod:prod-eu/default/kubecon"
+    );
+    for alert in shown["alerts"].as_array().unwrap() {
+        assert_eq!(alert["labels"]["k8s.cluster"], "prod-eu", "{alert}");
+        assert_eq!(alert["labels"]["k8s.pod.name"], "kubecon", "{alert}");
+    }
+
+    // The same namespace and pod name in another cluster is another pod.
+    let (_, elsewhere) = pod_alerts("prod-eu", "staging");
+    let (status, c) = server.post_alert("aws.guardduty", elsewhere).await;
+    assert_eq!(status, 202, "{c}");
+    assert_ne!(incident(&a), incident(&c));
+}
+
 fn sns_source(topic: &str, fake: &FakeSns, confirm: bool) -> String {
     format!(
         "sources:\n  aws.guardduty:\n    auth:\n      sns:\n        topics: [\"{topic}\"]\n        confirm_subscriptions: {confirm}\n        endpoint_override: {}\n",

@@ -330,6 +330,7 @@ mod tests {
             playbook: "pb".into(),
             incident_id: None,
             idempotency_key: "r1:fetch".into(),
+            dry_run: false,
         }
     }
 

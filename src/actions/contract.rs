@@ -10,7 +10,7 @@ use super::ActionSpec;
 use crate::model::run::Run;
 
 /// A call of an action.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ActionCall {
     pub run_id: String,
     pub step_id: String,
@@ -18,6 +18,9 @@ pub struct ActionCall {
     pub incident_id: Option<String>,
     /// `run id:step id`: the same on every attempt of the step.
     pub idempotency_key: String,
+    /// A dry run's call of an action that plans (`ActionSpec::plans`): the action describes what
+    /// it would do and changes nothing; integrations' hosts refuse every request that writes.
+    pub dry_run: bool,
 }
 
 impl ActionCall {
@@ -30,6 +33,7 @@ impl ActionCall {
             playbook: playbook.to_owned(),
             incident_id: run.incident_id.clone(),
             idempotency_key: crate::model::run::idempotency_key(&run.id, step),
+            dry_run: false,
         }
     }
 }

@@ -112,6 +112,11 @@ pub struct ActionSpec {
     /// What the output holds, in words.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outputs: Option<String>,
+    /// In a dry run the action is called to describe what it would do (reads only; the host
+    /// refuses writes), and its answer is the step's `plan`. Otherwise a dry run records only the
+    /// inputs.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub plans: bool,
 }
 
 /// The actions a playbook may name, for validation. The engine's registry implements it.
@@ -163,6 +168,7 @@ pub fn builtin_specs() -> Vec<ActionSpec> {
             kind: None,
             undo: None,
             outputs: None,
+            plans: false,
         },
         ActionSpec {
             name: "core.http".into(),
@@ -179,6 +185,7 @@ pub fn builtin_specs() -> Vec<ActionSpec> {
             kind: None,
             undo: None,
             outputs: None,
+            plans: false,
         },
         ActionSpec {
             name: "core.sleep".into(),
@@ -189,6 +196,7 @@ pub fn builtin_specs() -> Vec<ActionSpec> {
             kind: None,
             undo: None,
             outputs: None,
+            plans: false,
         },
         ActionSpec {
             name: "core.set".into(),
@@ -202,6 +210,7 @@ pub fn builtin_specs() -> Vec<ActionSpec> {
             kind: None,
             undo: None,
             outputs: None,
+            plans: false,
         },
         ActionSpec {
             name: "chat.notify".into(),
@@ -212,6 +221,7 @@ pub fn builtin_specs() -> Vec<ActionSpec> {
             kind: None,
             undo: None,
             outputs: None,
+            plans: false,
         },
     ]
 }

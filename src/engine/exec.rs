@@ -1270,9 +1270,20 @@ impl Executor {
                 }
                 if live.run.dry_run {
                     state.dry_run = true;
-                    return Ok(Called::Result(Ok(
-                        json!({ "dry_run": true, "action": name, "inputs": inputs }),
-                    )));
+                    if !spec.plans {
+                        return Ok(Called::Result(Ok(
+                            json!({ "dry_run": true, "action": name, "inputs": inputs }),
+                        )));
+                    }
+                    // The action reads what it needs and answers what it would do; the host
+                    // refuses any write it tries.
+                    let mut call = ActionCall::for_step(live.run, &playbook.spec.id, address);
+                    call.dry_run = true;
+                    drop(live);
+                    let plan = self.actions.call(name, inputs.clone(), &call).await;
+                    return Ok(Called::Result(plan.map(|plan| {
+                        json!({ "dry_run": true, "action": name, "inputs": inputs, "plan": plan })
+                    })));
                 }
                 if !approved_over_limit && let Err(limit) = self.guardrails.take(name).await {
                     let mut held = state.clone();

@@ -85,6 +85,7 @@ impl ActionRunner for TestActions {
                     kind: None,
                     undo: None,
                     outputs: None,
+                    plans: false,
                 })
             })
     }

@@ -110,6 +110,28 @@ fn current() -> Result<Arc<CallEnv>, Box<EvalAltResult>> {
     })
 }
 
+/// In a dry run, refuses a request that may change something: only `GET` and `HEAD` go out, and
+/// for the AWS Query API only `Describe*`, `List*` and `Get*` actions. Every host function that
+/// sends a request asks this first (docs/integrations.md, "Dry runs").
+pub(crate) fn refuse_write_in_dry_run(call: &ActionCall, what: &str) -> Result<(), HostError> {
+    if !call.dry_run {
+        return Ok(());
+    }
+    let read = match what.split_once(' ') {
+        Some(("aws_query", action)) => ["Describe", "List", "Get"]
+            .iter()
+            .any(|prefix| action.starts_with(prefix)),
+        _ => what.eq_ignore_ascii_case("GET") || what.eq_ignore_ascii_case("HEAD"),
+    };
+    if read {
+        Ok(())
+    } else {
+        Err(HostError::permanent(format!(
+            "dry run: {what} was not sent (a dry run only reads; the action should return its plan instead)"
+        )))
+    }
+}
+
 fn to_dynamic(value: &Value) -> Result<Dynamic, Box<EvalAltResult>> {
     rhai::serde::to_dynamic(value)
 }
@@ -142,6 +164,11 @@ pub(crate) fn engine(limits: &Limits) -> Engine {
     engine.register_fn("http", |request: Map| -> Result<Map, Box<EvalAltResult>> {
         let env = current()?;
         let request = from_dynamic(&request.into())?;
+        let method = request
+            .get("method")
+            .and_then(Value::as_str)
+            .unwrap_or("GET");
+        refuse_write_in_dry_run(&env.call, method)?;
         let response = env
             .handle
             .block_on(env.integration.send(&env.http, &request))?;
@@ -168,6 +195,8 @@ pub(crate) fn engine(limits: &Limits) -> Engine {
         |request: Map| -> Result<Dynamic, Box<EvalAltResult>> {
             let env = current()?;
             let request = from_dynamic(&request.into())?;
+            let action = request.get("action").and_then(Value::as_str).unwrap_or("");
+            refuse_write_in_dry_run(&env.call, &format!("aws_query {action}"))?;
             let answer = env
                 .handle
                 .block_on(env.integration.aws_query(&env.http, &request))?;
@@ -270,7 +299,11 @@ pub(crate) fn engine(limits: &Limits) -> Engine {
             "playbook": call.playbook,
             "incident_id": call.incident_id,
             "idempotency_key": call.idempotency_key,
+            "dry_run": call.dry_run,
         }))
+    });
+    engine.register_fn("dry_run", || -> Result<bool, Box<EvalAltResult>> {
+        Ok(current()?.call.dry_run)
     });
     engine.register_fn(
         "ioc_lookup",

@@ -128,6 +128,9 @@ pub struct ActionDef {
     #[serde(default)]
     pub inputs: BTreeMap<String, InputDef>,
     pub outputs: Option<String>,
+    /// The action describes, in a dry run, what it would do (docs/integrations.md, "Dry runs").
+    #[serde(default)]
+    pub plans: bool,
 }
 
 /// One input.
@@ -356,6 +359,7 @@ impl Manifest {
                 kind: Some(def.kind.name().to_owned()),
                 undo: def.undo.as_ref().map(|u| format!("{}.{u}", self.name)),
                 outputs: def.outputs.clone(),
+                plans: def.plans,
             })
             .collect()
     }

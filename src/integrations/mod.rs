@@ -282,6 +282,10 @@ impl Integrations {
         let Some(records) = output.get_mut("evidence") else {
             return Ok(());
         };
+        if call.dry_run {
+            // A plan collects nothing: what it lists is what would be collected.
+            return Ok(());
+        }
         let Some(records) = records.as_array_mut() else {
             return Err(ActionError::permanent(format!(
                 "`{name}` returned `evidence` that is not a list"

@@ -95,6 +95,20 @@ actions:
     kind: evidence
     side_effect: true
     idempotent: true
+  block:
+    description: Reads, then writes unless it is a dry run.
+    kind: notify
+    side_effect: true
+    idempotent: true
+    plans: true
+    inputs:
+      address: { type: string, required: true }
+  careless:
+    description: Writes even in a dry run.
+    kind: notify
+    side_effect: true
+    idempotent: true
+    plans: true
 "#;
 
 const SCRIPT: &str = r#"
@@ -108,6 +122,17 @@ fn refuse(input) { throw "the address is reserved" }
 fn later(input) { retry_later("not yet") }
 fn describe(input) {
     aws_query(#{ url: "https://ec2.eu-west-1.amazonaws.com/", action: "DescribeInstances",
+                 version: "2016-11-15", params: #{ "InstanceId.1": "i-0" } })
+}
+fn block(input) {
+    let seen = http(#{ url: "https://api.example.com/v1/ip", query: #{ address: input.address } });
+    let rule = #{ deny: input.address, score: seen.json.score };
+    if dry_run() { return #{ plan: [rule], evidence: [#{ kind: "note", location: "memo://plan" }] }; }
+    http(#{ method: "POST", url: "https://api.example.com/", body: json_encode(rule) });
+    #{ blocked: rule }
+}
+fn careless(input) {
+    aws_query(#{ url: "https://ec2.eu-west-1.amazonaws.com/", action: "TerminateInstances",
                  version: "2016-11-15", params: #{ "InstanceId.1": "i-0" } })
 }
 fn collect(input) {
@@ -140,6 +165,7 @@ fn call() -> ActionCall {
         playbook: "p".into(),
         incident_id: None,
         idempotency_key: "run-1:step-1".into(),
+        dry_run: false,
     }
 }
 
@@ -532,4 +558,54 @@ fn the_stock_integrations_load_with_every_call_checked() {
     let loaded = Integrations::load(&config, reqwest::Client::new(), None)
         .unwrap_or_else(|problems| panic!("{}", crate::config::Diagnostics(problems)));
     assert!(loaded.names().count() >= 10);
+}
+
+#[tokio::test]
+async fn a_dry_run_reads_and_plans_but_never_writes() {
+    let (integrations, seen, _dir) = loaded().await;
+    let dry = ActionCall {
+        dry_run: true,
+        ..call()
+    };
+    let plan = integrations
+        .call("probe.block", json!({ "address": "203.0.113.7" }), &dry)
+        .await
+        .unwrap();
+    assert_eq!(
+        plan["plan"],
+        json!([{ "deny": "203.0.113.7", "score": 87 }])
+    );
+    // A plan's evidence is what would be collected: nothing is recorded as collected.
+    assert!(plan["evidence"][0].get("run_id").is_none(), "{plan}");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["ip 203.0.113.7 key=Some(\"probe-key-123\")"]
+    );
+
+    // An action that writes anyway is stopped before the request leaves.
+    let error = integrations
+        .call("probe.careless", json!({}), &dry)
+        .await
+        .unwrap_err();
+    assert!(
+        error
+            .message
+            .contains("dry run: aws_query TerminateInstances was not sent"),
+        "{error:?}"
+    );
+    assert!(!error.retryable);
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        1,
+        "only the read reached the server"
+    );
+
+    // The same action outside a dry run writes.
+    integrations
+        .call("probe.block", json!({ "address": "203.0.113.7" }), &call())
+        .await
+        .unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 3);
+    assert_eq!(seen[2], r#"{"deny":"203.0.113.7","score":87}"#);
 }

@@ -26,11 +26,13 @@
 //! | observed_at | `updatedAt`, else `service.eventLastSeen`, else the event's `time` |
 //! | dedup_key | `aws.guardduty:` + finding `id` |
 
+use std::collections::BTreeMap;
+
 use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::json::{self, first_text, get, path, text};
-use super::{FormatError, SourceKind};
+use super::{FormatError, SourceKind, kubernetes};
 use crate::alert::{Actor, Alert, AlertState, Network, Resource, Severity};
 
 pub(super) fn normalize(raw: &RawValue) -> Result<Vec<Alert>, FormatError> {
@@ -68,7 +70,7 @@ pub(super) fn normalize(raw: &RawValue) -> Result<Vec<Alert>, FormatError> {
         alert.observed_at = at;
     }
 
-    alert.resource = resource(finding);
+    alert.resource = resource(finding, &mut alert.labels);
     if alert.resource.region.is_none() && is_event {
         alert.resource.region = text(&event, "region");
     }
@@ -118,11 +120,14 @@ pub(super) fn normalize(raw: &RawValue) -> Result<Vec<Alert>, FormatError> {
 }
 
 /// The resource by `resource.resourceType`: an EC2 instance by instance id, an access key by key
-/// id (named after its user), an S3 bucket by name, an EKS cluster by name, an ECS task by ARN, a
-/// container by the pod it runs in (`namespace/name`) or else its container id, an RDS instance by
-/// identifier, a Lambda function by name. Other types become `aws.<type>` without an id; a finding
-/// without a resource is about the account.
-fn resource(finding: &Value) -> Resource {
+/// id (named after its user), an S3 bucket by name, an EKS cluster by name unless the finding names
+/// a workload in it, an ECS task by ARN, a container by the pod it runs in or else its container
+/// id, an RDS instance by identifier, a Lambda function by name. Other types become `aws.<type>`
+/// without an id; a finding without a resource is about the account. A Kubernetes workload
+/// (`kubernetesDetails.kubernetesWorkloadDetails`, as EKS Runtime Monitoring and EKS audit log
+/// findings give it) is named as every source names it ([`super::kubernetes`]), with the EKS
+/// cluster's name as the cluster.
+fn resource(finding: &Value, labels: &mut BTreeMap<String, String>) -> Resource {
     let region = text(finding, "region");
     let account = text(finding, "accountId");
     let Some(r) = get(finding, "resource") else {
@@ -135,6 +140,13 @@ fn resource(finding: &Value) -> Resource {
         };
     };
     let resource_type = text(r, "resourceType").unwrap_or_default();
+    if let Some(workload) = workload(r, labels) {
+        return Resource {
+            region,
+            account,
+            ..workload
+        };
+    }
     let (kind, id, name) = match resource_type.to_ascii_lowercase().as_str() {
         "instance" => (
             "aws.ec2.instance".to_owned(),
@@ -191,19 +203,29 @@ fn resource(finding: &Value) -> Resource {
     }
 }
 
-/// A container: the Kubernetes pod or ECS task it belongs to when the finding says, else the
-/// container itself (as GuardDuty's malware scans of EBS volumes report it).
+/// The Kubernetes workload a finding names (`kubernetesWorkloadDetails`: name, namespace, type),
+/// in the EKS cluster it names.
+fn workload(r: &Value, labels: &mut BTreeMap<String, String>) -> Option<Resource> {
+    let workload = path(r, "kubernetesDetails.kubernetesWorkloadDetails")?;
+    let name = text(workload, "name")?;
+    let namespace = text(workload, "namespace")?;
+    let kind = text(workload, "type").unwrap_or_default();
+    let cluster = kubernetes::cluster(text(r, "eksClusterDetails.name"));
+    Some(
+        kubernetes::Workload {
+            cluster: cluster.as_deref(),
+            namespace: Some(&namespace),
+            kind: &kind,
+            name: &name,
+        }
+        .resource(labels),
+    )
+}
+
+/// A container: the ECS task it belongs to when the finding says, else the container itself (as
+/// GuardDuty's malware scans of EBS volumes report it). A container in a Kubernetes pod is the pod
+/// ([`workload`]).
 fn container(r: &Value) -> (String, Option<String>, Option<String>) {
-    let workload = path(r, "kubernetesDetails.kubernetesWorkloadDetails");
-    let pod = workload.and_then(|w| text(w, "name"));
-    let namespace = workload.and_then(|w| text(w, "namespace"));
-    if let (Some(pod), Some(namespace)) = (pod, namespace) {
-        return (
-            "k8s.pod".to_owned(),
-            Some(format!("{namespace}/{pod}")),
-            Some(pod),
-        );
-    }
     if let Some(task) = text(r, "ecsClusterDetails.taskDetails.arn") {
         return (
             "aws.ecs.task".to_owned(),

@@ -18,10 +18,15 @@
 //! | severity | `priority` (`Emergency` … `Debug`) |
 //! | title | `rule`, then the pod or container it fired in |
 //! | description | `output` |
-//! | resource | `k8s.pod` (`<k8s.ns.name>/<k8s.pod.name>`), else `container` (`container.id`), else `host` (`hostname`) |
+//! | resource | for Kubernetes audit events the object named by `ka.target.resource`, `ka.target.namespace`, `ka.target.name` (`k8s.pod`, `k8s.namespace`, `k8s.node`, ...); else `k8s.pod` (`<cluster>/<k8s.ns.name>/<k8s.pod.name>`); ids as [`super::kubernetes`] says; else `container` (`container.id`), else `host` (`hostname`) |
 //! | actor | `user.name` (`unix.user`); for Kubernetes audit events `ka.user.name` (`k8s.user`) |
 //! | network | `fd.rip`/`fd.rport`/`fd.lip`, else `fd.sip`/`fd.sport`/`fd.cip`; `fd.sip.name` |
-//! | labels | `tags`, `source`, `hostname`, `uuid`, and the `k8s.*` and `container.*` output fields |
+//! | labels | `tags`, `source`, `hostname`, `uuid`, the `k8s.*` and `container.*` output fields, and `k8s.cluster` |
+//!
+//! Falco does not know which cluster it runs in; the cluster is the output field `k8s.cluster.name`
+//! or `cluster`, which Falco's `append_output` (`extra_output_fields`) or Falcosidekick's
+//! `customfields` add. Without it the pod is `<namespace>/<pod>`, which does not join alerts
+//! that name the cluster.
 //! | observed_at | `time` |
 //! | dedup_key | none: Cordon's fingerprint (rule, resource and user) |
 //!
@@ -32,7 +37,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::json::{self, get, text};
-use super::{FormatError, SourceKind};
+use super::{FormatError, SourceKind, kubernetes};
 use crate::alert::{Actor, Alert, Network, Resource, Severity};
 
 pub(super) fn normalize(raw: &RawValue) -> Result<Vec<Alert>, FormatError> {
@@ -63,21 +68,52 @@ fn event(raw: Box<RawValue>, e: &Value, at: &str) -> Result<Alert, FormatError> 
     }
 
     let hostname = text(e, "hostname");
+    let source = text(e, "source");
     let container = field("container.id").filter(|id| id != "host");
+    let cluster = kubernetes::cluster(field("k8s.cluster.name").or_else(|| field("cluster")));
     let pod = match (field("k8s.ns.name"), field("k8s.pod.name")) {
-        (Some(ns), Some(pod)) => Some((format!("{ns}/{pod}"), pod)),
+        (Some(ns), Some(pod)) => Some(
+            kubernetes::Workload {
+                cluster: cluster.as_deref(),
+                namespace: Some(&ns),
+                kind: "pod",
+                name: &pod,
+            }
+            .resource(&mut alert.labels),
+        ),
         _ => None,
     };
-    let (resource, where_) = if let Some((id, pod)) = pod {
-        (
-            Resource {
-                kind: Some("k8s.pod".into()),
-                name: Some(pod),
-                id: Some(id.clone()),
-                ..Resource::default()
-            },
-            Some(format!("pod {id}")),
-        )
+    // A Kubernetes audit event is about the object the request named (`ka.target.*`).
+    let audited = if source.as_deref() == Some("k8s_audit") {
+        match (field("ka.target.resource"), field("ka.target.name")) {
+            (Some(kind), Some(name)) => {
+                let namespace = field("ka.target.namespace");
+                Some(
+                    kubernetes::Workload {
+                        cluster: cluster.as_deref(),
+                        namespace: namespace.as_deref(),
+                        kind: &kind,
+                        name: &name,
+                    }
+                    .resource(&mut alert.labels),
+                )
+            }
+            _ => None,
+        }
+    } else {
+        None
+    };
+    let (resource, where_) = if let Some(object) = audited.or(pod) {
+        let shown = format!(
+            "{} {}",
+            object
+                .kind
+                .as_deref()
+                .and_then(|k| k.strip_prefix("k8s."))
+                .unwrap_or_default(),
+            object.id.as_deref().unwrap_or_default()
+        );
+        (object, Some(shown))
     } else if let Some(id) = container {
         let name = field("container.name");
         let shown = format!("container {}", name.as_deref().unwrap_or(&id));
@@ -106,7 +142,6 @@ fn event(raw: Box<RawValue>, e: &Value, at: &str) -> Result<Alert, FormatError> 
         None => rule,
     };
 
-    let source = text(e, "source");
     alert.actor = if source.as_deref() == Some("k8s_audit") {
         field("ka.user.name").map(|user| Actor {
             kind: Some("k8s.user".into()),
@@ -221,6 +256,46 @@ mod tests {
             a.dedup_key,
             "falco|Terminal shell in container|default/kubecon|root"
         );
+    }
+
+    /// A Kubernetes audit event as the k8saudit plugin's rules print it ("Attach/Exec Pod", with
+    /// the fields its output names), from a cluster Falcosidekick's `customfields` name.
+    #[test]
+    fn an_audit_event_is_about_the_object_it_names() {
+        let body = json!({
+            "output": "Attach/Exec to pod (user=alice pod=web-1 resource=pods ns=shop action=exec command=sh)",
+            "priority": "Notice",
+            "rule": "Attach/Exec Pod",
+            "time": "2026-11-30T08:00:00.000000000Z",
+            "source": "k8s_audit",
+            "output_fields": {
+                "ka.user.name": "alice",
+                "ka.target.resource": "pods",
+                "ka.target.name": "web-1",
+                "ka.target.namespace": "shop",
+                "ka.uri.param[command]": "sh",
+                "cluster": "prod-eu"
+            }
+        });
+        let a = &SourceKind::Falco
+            .normalize(body.to_string().as_bytes())
+            .expect("normalizes")[0];
+        assert_eq!(a.resource.kind.as_deref(), Some("k8s.pod"));
+        assert_eq!(a.resource.id.as_deref(), Some("prod-eu/shop/web-1"));
+        assert_eq!(a.title, "Attach/Exec Pod (pod prod-eu/shop/web-1)");
+        assert_eq!(a.labels["k8s.cluster"], "prod-eu");
+        assert_eq!(a.labels["k8s.pod.name"], "web-1");
+        assert_eq!(a.actor.as_ref().unwrap().id.as_deref(), Some("alice"));
+
+        let mut node = body.clone();
+        node["output_fields"]["ka.target.resource"] = json!("nodes");
+        node["output_fields"]["ka.target.name"] = json!("ip-10-0-1-7");
+        node["output_fields"]["ka.target.namespace"] = json!("<NA>");
+        let a = &SourceKind::Falco
+            .normalize(node.to_string().as_bytes())
+            .expect("normalizes")[0];
+        assert_eq!(a.resource.kind.as_deref(), Some("k8s.node"));
+        assert_eq!(a.resource.id.as_deref(), Some("prod-eu/ip-10-0-1-7"));
     }
 
     #[test]

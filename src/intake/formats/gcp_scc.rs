@@ -64,6 +64,19 @@ pub(super) fn normalize(raw: &RawValue) -> Result<Vec<Alert>, FormatError> {
     let mut alert = Alert::new(SourceKind::GcpScc.name(), category.clone(), raw.to_owned());
     alert.severity = severity(finding);
     alert.resource = resource(finding, notification);
+    // A finding about a service-account key is about the account: it joins the account's incident,
+    // and the key is a label for the actions that disable it.
+    if let Some((account, key)) = alert.resource.id.as_deref().and_then(service_account_key) {
+        alert
+            .labels
+            .insert("gcp.service_account_key".to_owned(), key);
+        alert.resource.id = Some(account);
+    }
+    if alert.resource.kind.as_deref() == Some("gcp.service_account")
+        && let Some(email) = alert.resource.name.clone()
+    {
+        alert.labels.insert("gcp.service_account".to_owned(), email);
+    }
     alert.title = match alert
         .resource
         .name
@@ -182,6 +195,23 @@ fn resource(finding: &Value, notification: &Value) -> Resource {
     }
 }
 
+/// `(//iam.googleapis.com/projects/P/serviceAccounts/E, the whole key name)` when `full_name` names
+/// a service-account key (`…/serviceAccounts/E/keys/K`).
+fn service_account_key(full_name: &str) -> Option<(String, String)> {
+    let rest = full_name.strip_prefix("//iam.googleapis.com/")?;
+    let (account, key) = rest.split_once("/keys/")?;
+    let segments: Vec<&str> = account.split('/').collect();
+    let [_, _, accounts, _] = segments.as_slice() else {
+        return None;
+    };
+    (*accounts == "serviceAccounts" && !key.is_empty() && !key.contains('/')).then(|| {
+        (
+            format!("//iam.googleapis.com/{account}"),
+            full_name.to_owned(),
+        )
+    })
+}
+
 /// What a full resource name says.
 #[derive(Default, Debug, PartialEq)]
 struct ResourceName {
@@ -247,6 +277,15 @@ fn parse_resource_name(full_name: &str) -> ResourceName {
             let kind = match collection {
                 // The one identity SCC names as a resource; `gcp.service_account` across Cordon.
                 Some("serviceAccounts") if service == "iam" => "gcp.service_account".to_owned(),
+                // A key is named after its account (`…/serviceAccounts/E/keys/K`).
+                Some("keys") if service == "iam" && segments.len() >= 4 => {
+                    return ResourceName {
+                        kind: Some("gcp.service_account".to_owned()),
+                        name: segments.get(segments.len() - 3).map(|s| (*s).to_owned()),
+                        project,
+                        location,
+                    };
+                }
                 Some(collection) => format!("gcp.{service}.{}", singular(collection)),
                 None => format!("gcp.{service}"),
             };
@@ -585,5 +624,40 @@ mod tests {
                 .normalize(format!(r#"{{"message":{{"data":"{data}"}}}}"#).as_bytes()),
         );
         assert!(err.contains("does not hold JSON"), "{err}");
+    }
+
+    #[test]
+    fn a_finding_about_a_service_account_key_is_about_its_account() {
+        let key = "//iam.googleapis.com/projects/shop-prod/serviceAccounts/ci@shop-prod.iam.gserviceaccount.com/keys/0123abcd";
+        let body = json!({ "finding": {
+            "name": "organizations/1/sources/2/findings/3",
+            "category": "Initial Access: Leaked service account key",
+            "resourceName": key,
+            "state": "ACTIVE",
+        }});
+        let a = &SourceKind::GcpScc
+            .normalize(body.to_string().as_bytes())
+            .expect("normalizes")[0];
+        assert_eq!(a.resource.kind.as_deref(), Some("gcp.service_account"));
+        assert_eq!(
+            a.resource.id.as_deref(),
+            Some(
+                "//iam.googleapis.com/projects/shop-prod/serviceAccounts/ci@shop-prod.iam.gserviceaccount.com"
+            )
+        );
+        assert_eq!(
+            a.resource.name.as_deref(),
+            Some("ci@shop-prod.iam.gserviceaccount.com")
+        );
+        assert_eq!(a.resource.account.as_deref(), Some("shop-prod"));
+        assert_eq!(a.labels["gcp.service_account_key"], key);
+        assert_eq!(
+            a.labels["gcp.service_account"],
+            "ci@shop-prod.iam.gserviceaccount.com"
+        );
+        assert_eq!(
+            service_account_key("//iam.googleapis.com/projects/p/roles/r/keys/k"),
+            None
+        );
     }
 }

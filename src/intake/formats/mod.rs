@@ -20,6 +20,7 @@ mod falco;
 mod gcp_scc;
 mod generic;
 mod json;
+mod kubernetes;
 
 /// The sources Cordon understands, by the name used in `POST /v1/alerts/{source}` and in config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
