@@ -88,6 +88,7 @@ fn call_for(step: &str) -> ActionCall {
         playbook: "test".into(),
         incident_id: Some("inc-1".into()),
         idempotency_key: format!("run-1:{step}"),
+        dry_run: false,
     }
 }
 

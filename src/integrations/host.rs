@@ -179,6 +179,11 @@ pub(crate) fn engine(limits: &Limits) -> Engine {
     engine.register_fn("kube", |request: Map| -> Result<Map, Box<EvalAltResult>> {
         let env = current()?;
         let request = from_dynamic(&request.into())?;
+        let method = request
+            .get("method")
+            .and_then(Value::as_str)
+            .unwrap_or("GET");
+        refuse_write_in_dry_run(&env.call, method)?;
         let response = env.handle.block_on(env.integration.kube(&request))?;
         to_dynamic(&response)?
             .try_cast::<Map>()
