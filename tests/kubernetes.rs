@@ -1129,3 +1129,830 @@ async fn an_outage_is_retryable_and_says_which_cluster() {
         )
         .await;
 }
+
+// ---- dry run -----------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_dry_run_shows_the_network_policy_and_the_patch_and_writes_nothing() {
+    let s = Setup::new().await;
+    seed_calico(&s.fake).await;
+    s.fake.seed(&[web("shop", "web-1")]).await;
+    let mut call = call_for("isolate");
+    call.dry_run = true;
+    let plan = s
+        .integrations
+        .call(
+            "kubernetes.isolate_pod",
+            json!({ "namespace": "shop", "pod": "web-1", "keep_dns": true }),
+            &call,
+        )
+        .await
+        .unwrap();
+    let create = plan["create_policies"].as_array().unwrap();
+    assert_eq!(create.len(), 2, "{plan}");
+    assert_eq!(create[0]["kind"], "NetworkPolicy");
+    assert_eq!(create[0]["metadata"]["name"], "cordon-quarantine");
+    assert_eq!(
+        create[0]["spec"]["policyTypes"],
+        json!(["Ingress", "Egress"])
+    );
+    assert_eq!(create[1]["metadata"]["name"], "cordon-quarantine-dns");
+    assert_eq!(
+        plan["pod_patch"],
+        json!({
+            "method": "PATCH",
+            "path": "/api/v1/namespaces/shop/pods/web-1",
+            "content_type": "application/merge-patch+json",
+            "patch": { "metadata": {
+                "labels": { "cordon.io/quarantine": "isolated-dns" },
+                "annotations": { "cordon.io/quarantined-by": "run-1/isolate" },
+            } },
+        })
+    );
+    let methods: Vec<String> = s
+        .fake
+        .requests()
+        .await
+        .iter()
+        .map(|r| r["method"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(methods.iter().all(|m| m == "GET"), "{methods:?}");
+    assert!(
+        s.fake
+            .object(&policy_path("shop", "cordon-quarantine"))
+            .await
+            .is_none()
+    );
+
+    // The planned policy is what a real run then creates.
+    s.integrations
+        .ok(
+            "isolate_pod",
+            json!({ "namespace": "shop", "pod": "web-1", "keep_dns": true }),
+        )
+        .await;
+    let made = s
+        .fake
+        .object(&policy_path("shop", "cordon-quarantine"))
+        .await
+        .unwrap();
+    assert_eq!(made["spec"], create[0]["spec"]);
+    let plan = s
+        .integrations
+        .call(
+            "kubernetes.isolate_pod",
+            json!({ "namespace": "shop", "pod": "web-1" }),
+            &call,
+        )
+        .await
+        .unwrap();
+    assert_eq!(plan["create_policies"], json!([]), "it exists now: {plan}");
+    assert_eq!(plan["existing_policies"], json!(["cordon-quarantine"]));
+
+    // Every other write action plans too, and sends no write.
+    let before = s.fake.requests().await.len();
+    for (action, inputs) in [
+        (
+            "terminate_pod",
+            json!({ "namespace": "shop", "pod": "web-1" }),
+        ),
+        (
+            "label_pod",
+            json!({ "namespace": "shop", "pod": "web-1", "labels": { "a": "b" } }),
+        ),
+        (
+            "release_pod",
+            json!({ "namespace": "shop", "pod": "web-1" }),
+        ),
+    ] {
+        let plan = s
+            .integrations
+            .call(&format!("kubernetes.{action}"), inputs, &call)
+            .await;
+        assert!(plan.is_ok(), "{action}: {plan:?}");
+    }
+    let after = s.fake.requests().await;
+    assert!(
+        after[before..].iter().all(|r| r["method"] == "GET"),
+        "{:?}",
+        &after[before..]
+    );
+    assert!(s.fake.object(&pod_path("shop", "web-1")).await.is_some());
+}
+
+// ---- auth and attackers ------------------------------------------------------------------------
+
+/// An integration whose one action hands the test's request to kube() as it is, as a hostile or
+/// buggy script would.
+fn probe(dir: &Path) -> PathBuf {
+    let folder = dir.join("kube-probe");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(
+        folder.join("manifest.yaml"),
+        "name: kube-probe\ndescription: Sends what it is given.\nauth: { kind: kubernetes, credentials: kubernetes }\nactions:\n  send:\n    description: One kube() request.\n    kind: query\n    side_effect: false\n    idempotent: true\n    inputs:\n      request: { type: map, required: true }\n  fetch:\n    description: One http() request.\n    kind: query\n    side_effect: false\n    idempotent: true\n    inputs:\n      url: { type: string, required: true }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        folder.join("actions.rhai"),
+        "fn send(input) { kube(input.request) }\nfn fetch(input) { http(#{ url: input.url }) }\n",
+    )
+    .unwrap();
+    folder
+}
+
+fn load_probe(fake: &FakeKube, dir: &Path) -> Integrations {
+    let text = format!(
+        "integrations:\n  paths: [{}]\n  credentials:\n    kubernetes:\n{}",
+        probe(dir).display(),
+        clusters_yaml(fake, dir)
+    );
+    let config = cordon::config::parse(&text, Path::new("test.yaml")).unwrap();
+    Integrations::load(&config.integrations, reqwest::Client::new(), None).unwrap()
+}
+
+async fn probe_call(integrations: &Integrations, request: Value) -> Result<Value, ActionError> {
+    integrations
+        .call(
+            "kube-probe.send",
+            json!({ "request": request }),
+            &call_for("probe"),
+        )
+        .await
+}
+
+#[tokio::test]
+async fn a_script_cannot_send_a_request_or_the_token_anywhere_but_the_configured_cluster() {
+    let s = Setup::new().await;
+    let probe = load_probe(&s.fake, s.dir.path());
+    let mut pod = web("shop", "web-1");
+    // The API echoes the token (as an annotation here): the script and the output never see it.
+    pod["metadata"]["annotations"] = json!({ "note": format!("token was {TOKEN}") });
+    s.fake.seed(&[pod]).await;
+
+    for (request, expected) in [
+        (
+            json!({ "path": format!("{}/api/v1/pods", s.fake.base) }),
+            "must start with /api/ or /apis/",
+        ),
+        (
+            json!({ "path": "https://evil.example.com/api/v1/pods" }),
+            "must start with /api/ or /apis/",
+        ),
+        (
+            json!({ "path": "//evil.example.com/api/v1/pods" }),
+            "must start with /api/ or /apis/",
+        ),
+        (json!({ "path": "/api/v1/../../_fake/reset" }), "`..`"),
+        (
+            json!({ "path": "/api/v1/namespaces/shop/pods/web-1?watch=1" }),
+            "may hold only",
+        ),
+        (json!({ "path": "/api/v1/pods/%2e%2e/x" }), "may hold only"),
+        (
+            json!({ "path": "/healthz" }),
+            "must start with /api/ or /apis/",
+        ),
+        (
+            json!({ "path": "/api/v1/pods", "cluster": "staging" }),
+            "unknown cluster `staging`; the configured clusters are `prod`",
+        ),
+        (
+            json!({ "path": "/api/v1/pods", "method": "CONNECT" }),
+            "is not one of GET",
+        ),
+        (
+            json!({ "path": "/api/v1/pods", "method": "POST", "json": {}, "content_type": "text/x-evil" }),
+            "content_type",
+        ),
+    ] {
+        let error = probe_call(&probe, request.clone()).await.unwrap_err();
+        assert!(error.message.contains(expected), "{request}: {error:?}");
+        assert!(!error.retryable, "{request}");
+        assert!(!error.message.contains(TOKEN));
+    }
+    assert!(
+        s.fake.requests().await.is_empty(),
+        "none of them reached the API server"
+    );
+
+    // http() is not a way around it: the integration lists no hosts.
+    let error = probe
+        .call(
+            "kube-probe.fetch",
+            json!({ "url": format!("{}/api/v1/pods", s.fake.base) }),
+            &call_for("probe"),
+        )
+        .await
+        .unwrap_err();
+    assert!(error.message.contains("is not in the hosts"), "{error:?}");
+    assert!(s.fake.requests().await.is_empty());
+
+    // A request that does reach it: whatever comes back holding the token is redacted.
+    let answer = probe_call(
+        &probe,
+        json!({ "path": "/api/v1/namespaces/shop/pods/web-1" }),
+    )
+    .await
+    .unwrap();
+    assert!(!answer.to_string().contains(TOKEN), "{answer}");
+    assert_eq!(
+        answer["json"]["metadata"]["annotations"]["note"],
+        "token was **redacted**"
+    );
+    let snapshot = s
+        .integrations
+        .ok(
+            "snapshot_pod",
+            json!({ "namespace": "shop", "pod": "web-1" }),
+        )
+        .await;
+    assert!(!snapshot.to_string().contains(TOKEN));
+    let requests = s.fake.requests().await;
+    assert!(
+        requests
+            .iter()
+            .all(|r| r["user"] == "system:serviceaccount:cordon:cordon-responder")
+    );
+
+    // A refused token: the error says so without the token.
+    s.fake.accept_tokens(&["another"]).await;
+    let error = s
+        .integrations
+        .fails(
+            "label_pod",
+            json!({ "namespace": "shop", "pod": "web-1", "labels": { "a": "b" } }),
+        )
+        .await;
+    assert!(error.message.contains("401 Unauthorized"), "{error:?}");
+    assert!(!error.message.contains(TOKEN));
+}
+
+#[tokio::test]
+async fn a_rotated_token_file_is_read_again_on_the_next_request() {
+    let s = Setup::new().await;
+    s.fake.seed(&[web("shop", "web-1")]).await;
+    let label = json!({ "namespace": "shop", "pod": "web-1", "labels": { "step": "one" } });
+    s.integrations.ok("label_pod", label).await;
+    // The kubelet rotates the projected token; the API server takes only the new one.
+    std::fs::write(s.token_file(), "rotated-token-77aa\n").unwrap();
+    s.fake.accept_tokens(&["rotated-token-77aa"]).await;
+    s.integrations
+        .ok(
+            "label_pod",
+            json!({ "namespace": "shop", "pod": "web-1", "labels": { "step": "two" } }),
+        )
+        .await;
+    let pod = s.fake.object(&pod_path("shop", "web-1")).await.unwrap();
+    assert_eq!(pod["metadata"]["labels"]["step"], "two");
+    let refused = s
+        .fake
+        .requests()
+        .await
+        .iter()
+        .filter(|r| r["status"] == 401)
+        .count();
+    assert_eq!(
+        refused, 0,
+        "the old token was never sent after the rotation"
+    );
+}
+
+fn b64(path: &Path) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(std::fs::read(path).unwrap())
+}
+
+#[tokio::test]
+async fn a_kubeconfig_context_with_a_client_certificate_reaches_its_cluster() {
+    let s = Setup::new().await;
+    s.fake.seed(&[web("shop", "web-1")]).await;
+    std::fs::copy(kube::pem("client.pem"), s.dir.path().join("client.pem")).unwrap();
+    let kubeconfig = s.dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: admin@other\nclusters:\n- name: lab\n  cluster:\n    server: {}\n    certificate-authority-data: {}\n- name: other\n  cluster:\n    server: https://other.example.com\nusers:\n- name: cordon\n  user:\n    client-certificate: client.pem\n    client-key-data: {}\n- name: admin\n  user:\n    token: not-used\ncontexts:\n- name: cordon@lab\n  context: {{ cluster: lab, user: cordon }}\n- name: admin@other\n  context: {{ cluster: other, user: admin }}\n",
+            s.fake.base,
+            b64(&kube::pem("ca.pem")),
+            b64(&kube::pem("client-key.pem")),
+        ),
+    )
+    .unwrap();
+    let integrations = load(&format!(
+        "{}        lab:\n          kubeconfig: {}\n          context: cordon@lab\n",
+        clusters_yaml(&s.fake, s.dir.path()),
+        kubeconfig.display()
+    ))
+    .unwrap();
+    let out = integrations
+        .ok("label_pod", json!({ "cluster": "lab", "namespace": "shop", "pod": "web-1", "labels": { "via": "cert" } }))
+        .await;
+    assert_eq!(out["cluster"], "lab");
+    let patch = &s.fake.calls("PATCH").await[0];
+    assert_eq!(
+        patch["user"], "cordon",
+        "authenticated by the client certificate"
+    );
+}
+
+#[tokio::test]
+async fn the_in_cluster_service_account_is_used_with_its_files() {
+    let s = Setup::new().await;
+    s.fake.seed(&[web("shop", "web-1")]).await;
+    let integrations = load(&format!(
+        "      clusters:\n        here:\n          in_cluster: true\n          server: {}\n          ca_file: {}\n          token_file: {}\n",
+        s.fake.base,
+        kube::pem("ca.pem").display(),
+        s.token_file().display()
+    ))
+    .unwrap();
+    let out = integrations
+        .ok(
+            "label_pod",
+            json!({ "namespace": "shop", "pod": "web-1", "labels": { "a": "b" } }),
+        )
+        .await;
+    assert_eq!(out["cluster"], "here", "the only cluster is the default");
+    assert_eq!(
+        s.fake.calls("PATCH").await[0]["user"],
+        "system:serviceaccount:cordon:cordon-responder"
+    );
+}
+
+#[tokio::test]
+async fn bad_cluster_configs_are_refused_when_the_config_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), "t\n").unwrap();
+    let write = |name: &str, user: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters:\n- name: k\n  cluster:\n    server: https://10.0.0.1:6443\n    certificate-authority-data: {}\nusers:\n- name: u\n  user:\n{user}contexts:\n- name: c\n  context: {{ cluster: k, user: u }}\n",
+                b64(&kube::pem("ca.pem"))
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let exec = write(
+        "exec",
+        "    exec:\n      apiVersion: client.authentication.k8s.io/v1beta1\n      command: aws\n      args: [eks, get-token, --cluster-name, prod]\n",
+    );
+    let provider = write("provider", "    auth-provider:\n      name: gcp\n");
+    let basic = write(
+        "basic",
+        "    username: admin\n    password: hunter2-secret\n",
+    );
+    let cases = [
+        (format!("          kubeconfig: {}\n", exec.display()), "gets its credentials by running `aws` (an exec plugin); Cordon does not run programs named in a kubeconfig"),
+        (format!("          kubeconfig: {}\n", provider.display()), "auth-provider plugin"),
+        (format!("          kubeconfig: {}\n", basic.display()), "removed basic auth"),
+        (format!("          kubeconfig: {}\n          context: nope\n", exec.display()), "no context named `nope`"),
+        (format!("          server: http://10.0.0.1:6443\n          token_file: {}\n", dir.path().join("token").display()), "is not https"),
+        (format!("          server: https://10.0.0.1:6443\n          token_file: {}\n", dir.path().join("missing").display()), "cannot read the token file"),
+        ("          server: https://10.0.0.1:6443\n".to_owned(), "has no credentials"),
+        (format!("          server: https://10.0.0.1:6443\n          ca_file: {}\n          token: x\n", dir.path().join("token").display()), "holds no PEM certificate"),
+        ("          in_cluster: true\n          server: https://10.0.0.1\n          token_file: /nonexistent\n          ca_file: /nonexistent\n".to_owned(), "cannot read the CA file /nonexistent"),
+    ];
+    for (cluster, expected) in cases {
+        let error = load(&format!("      clusters:\n        prod:\n{cluster}")).unwrap_err();
+        assert!(error.contains(expected), "{cluster}\n{error}");
+        assert!(
+            error.contains("integrations.credentials.kubernetes.clusters.prod"),
+            "{error}"
+        );
+        assert!(!error.contains("hunter2-secret"), "{error}");
+    }
+    let error = load(&format!(
+        "      default_cluster: staging\n      clusters:\n        prod:\n          server: https://10.0.0.1\n          token_file: {}\n",
+        dir.path().join("token").display()
+    ))
+    .unwrap_err();
+    assert!(
+        error.contains("default_cluster is `staging`, which is not one of its clusters (`prod`)"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_server_certificate_from_another_ca_is_refused() {
+    let s = Setup::new().await;
+    s.fake.seed(&[web("shop", "web-1")]).await;
+    let integrations = load(&format!(
+        "      clusters:\n        prod:\n          server: {}\n          ca_file: {}\n          token_file: {}\n",
+        s.fake.base,
+        kube::pem("other-ca.pem").display(),
+        s.token_file().display()
+    ))
+    .unwrap();
+    let error = integrations
+        .fails(
+            "label_pod",
+            json!({ "namespace": "shop", "pod": "web-1", "labels": { "a": "b" } }),
+        )
+        .await;
+    assert!(error.message.contains("certificate"), "{error:?}");
+    assert!(!error.message.contains(TOKEN));
+    assert!(
+        s.fake.requests().await.is_empty(),
+        "nothing was sent to a server Cordon does not trust"
+    );
+}
+
+#[test]
+fn the_actions_are_listed_with_their_kind_and_undo() {
+    let (code, out, _) = cli(Path::new("none.yaml"), &["actions", "list", "--json"]);
+    assert_eq!(code, 0);
+    let specs: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let find = |name: &str| {
+        specs
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("{name} not listed"))
+    };
+    for (action, undo) in [
+        ("label_pod", Some("unlabel_pod")),
+        ("isolate_pod", Some("release_pod")),
+        ("cordon_node", Some("uncordon_node")),
+        ("scale_to_zero", Some("restore_scale")),
+        ("terminate_pod", None),
+        ("evict_pods", None),
+        ("collect_pod_logs", None),
+        ("snapshot_pod", None),
+    ] {
+        let spec = find(&format!("kubernetes.{action}"));
+        assert_eq!(
+            spec["undo"],
+            json!(undo.map(|u| format!("kubernetes.{u}"))),
+            "{spec}"
+        );
+        assert!(
+            spec["inputs"]["cluster"].is_object(),
+            "every action takes a cluster: {spec}"
+        );
+    }
+    assert_eq!(find("kubernetes.collect_pod_logs")["kind"], "evidence");
+    let (_, text, _) = cli(Path::new("none.yaml"), &["actions", "list"]);
+    assert!(
+        text.contains("kubernetes.isolate_pod  (side effect, idempotent)"),
+        "{text}"
+    );
+}
+
+// ---- through the server: guardrails and the stock playbooks ------------------------------------
+
+/// The shared Falco fixture (a shell in pod default/kubecon), moved to `namespace`/`pod`.
+fn falco_shell(namespace: &str, pod: &str) -> Vec<u8> {
+    let mut event: Value = serde_json::from_slice(&read_fixture(
+        "alerts/falco/falco_docs_json_output_shell_in_container.json",
+    ))
+    .unwrap();
+    event["output_fields"]["k8s.ns.name"] = json!(namespace);
+    event["output_fields"]["k8s.pod.name"] = json!(pod);
+    serde_json::to_vec(&event).unwrap()
+}
+
+/// A server with `playbooks`, the on-call group, the integration pointed at the fake, and `extra`.
+async fn server(s: &Setup, playbooks: &str, extra: &str) -> TestServer {
+    let config = format!(
+        "playbooks:\n  paths: [{playbooks}]\napprovers:\n  on-call: [cli:analyst, cli:lead]\n  admins: [cli:root]\n{}{extra}{}",
+        integrations_yaml(&clusters_yaml(&s.fake, s.dir.path())),
+        all_sources()
+    );
+    TestServer::start_with(&config).await
+}
+
+async fn run_of(server: &TestServer, alert: Vec<u8>) -> String {
+    let answer = server.accept("falco", alert).await;
+    let alert_id = answer["alerts"][0]["alert_id"].as_str().unwrap().to_owned();
+    server.run_for_alert(&alert_id).await
+}
+
+#[tokio::test]
+async fn guardrails_refuse_a_protected_namespace_and_count_the_blast_radius() {
+    let s = Setup::new().await;
+    seed_calico(&s.fake).await;
+    s.fake
+        .seed(&[
+            web("shop", "web-1"),
+            web("shop", "web-2"),
+            kube::pod("kube-system", "coredns-5d78c", "node-1", &["coredns"], None),
+        ])
+        .await;
+    let playbooks = tempfile::tempdir().unwrap();
+    write_playbook(
+        playbooks.path(),
+        "isolate",
+        "id: k8s-isolate\nname: Isolate the pod\non:\n  source: falco\n  when: alert.resource.kind == \"k8s.pod\"\nsteps:\n  - id: isolate\n    uses: kubernetes.isolate_pod\n    with:\n      namespace: \"${{ alert.labels[\\\"k8s.ns.name\\\"] }}\"\n      pod: \"${{ alert.labels[\\\"k8s.pod.name\\\"] }}\"\n",
+    );
+    let server = server(
+        &s,
+        &playbooks.path().display().to_string(),
+        "guardrails:\n  protected: [\"kube-system\"]\n  blast_radius:\n    kubernetes.isolate_pod: { max: 1, window: 1h }\n  blast_radius_approvers: admins\n",
+    )
+    .await;
+
+    let run = run_of(&server, falco_shell("kube-system", "coredns-5d78c")).await;
+    let done = server.wait_run(&run, "finished", finished).await;
+    assert_eq!(done["run"]["status"], "failed", "{}", done["run"]);
+    let error = done["run"]["steps"]["isolate"]["error"].as_str().unwrap();
+    assert!(
+        error.contains("protected resource") && error.contains("kube-system"),
+        "{error}"
+    );
+    assert!(
+        s.fake.calls("kube-system").await.is_empty(),
+        "nothing was asked of the cluster"
+    );
+
+    let first = run_of(&server, falco_shell("shop", "web-1")).await;
+    assert_eq!(
+        server.wait_run(&first, "finished", finished).await["run"]["status"],
+        "succeeded"
+    );
+    let second = run_of(&server, falco_shell("shop", "web-2")).await;
+    let held = server
+        .wait_run(&second, "held", |r| {
+            r["steps"]["isolate"]["status"] == "waiting"
+        })
+        .await;
+    let prompt = held["run"]["steps"]["isolate"]["approval"]["prompt"]
+        .as_str()
+        .unwrap();
+    assert!(
+        prompt.contains("blast radius of 1 calls per 1h"),
+        "{prompt}"
+    );
+    let web2 = s.fake.object(&pod_path("shop", "web-2")).await.unwrap();
+    assert!(
+        web2["metadata"]["labels"]
+            .get("cordon.io/quarantine")
+            .is_none(),
+        "held: not isolated yet"
+    );
+    let (status, body) = server
+        .decide(&second, "isolate", "approve", "cli:root")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        server.wait_run(&second, "finished", finished).await["run"]["status"],
+        "succeeded"
+    );
+    let web2 = s.fake.object(&pod_path("shop", "web-2")).await.unwrap();
+    assert_eq!(
+        web2["metadata"]["labels"]["cordon.io/quarantine"],
+        "isolated"
+    );
+}
+
+/// The stock `k8s-falco-shell` run for the shared Falco fixture (pod default/kubecon), waiting
+/// for its first approval once the evidence is taken.
+async fn shell_run(s: &Setup) -> (TestServer, String) {
+    seed_calico(&s.fake).await;
+    let [deployment, replicaset] = kube::deployment("default", "kubecon", 2);
+    s.fake
+        .seed(&[
+            deployment,
+            replicaset,
+            kube::pod(
+                "default",
+                "kubecon",
+                "node-1",
+                &["kubecon"],
+                Some(("ReplicaSet", "kubecon-7d9f8b")),
+            ),
+            kube::node("node-1"),
+        ])
+        .await;
+    s.fake
+        .log(
+            "default",
+            "kubecon",
+            "kubecon",
+            false,
+            "listening on :8080\n",
+        )
+        .await;
+    let server = server(
+        s,
+        &repo("playbooks/k8s-falco-shell.yaml").display().to_string(),
+        "",
+    )
+    .await;
+    let run = run_of(
+        &server,
+        read_fixture("alerts/falco/falco_docs_json_output_shell_in_container.json"),
+    )
+    .await;
+    let prompt = server.wait_prompt(&run, "contain").await;
+    assert!(
+        prompt.contains("pod default/kubecon") && prompt.contains("1 log(s), 19 bytes"),
+        "{prompt}"
+    );
+    assert!(
+        s.fake.calls("PATCH").await.is_empty(),
+        "nothing is changed before the approval"
+    );
+    (server, run)
+}
+
+#[tokio::test]
+async fn a_falco_shell_alert_takes_evidence_then_isolates_and_labels_the_pod_and_undo_releases_it()
+{
+    let s = Setup::new().await;
+    let (server, run) = shell_run(&s).await;
+    let (status, body) = server
+        .decide(&run, "contain", "approve", "cli:analyst")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    server.wait_prompt(&run, "terminate_approval").await;
+    let pod = s
+        .fake
+        .object(&pod_path("default", "kubecon"))
+        .await
+        .unwrap();
+    assert_eq!(
+        pod["metadata"]["labels"]["cordon.io/quarantine"],
+        "isolated"
+    );
+    assert_eq!(pod["metadata"]["labels"]["cordon.io/compromised"], "true");
+    assert!(
+        s.fake
+            .object(&policy_path("default", "cordon-quarantine"))
+            .await
+            .is_some()
+    );
+
+    // The second approval is denied: the pod keeps running, isolated.
+    let (status, _) = server
+        .decide(&run, "terminate_approval", "deny", "cli:analyst")
+        .await;
+    assert_eq!(status, 200);
+    let done = server.wait_run(&run, "finished", finished).await;
+    assert_eq!(done["run"]["status"], "succeeded", "{}", done["run"]);
+    assert!(
+        s.fake
+            .object(&pod_path("default", "kubecon"))
+            .await
+            .is_some()
+    );
+
+    // The evidence is on the incident, with its digests.
+    let incident = done["run"]["incident_id"].as_str().unwrap();
+    let shown = server.admin(&format!("/v1/incidents/{incident}")).await;
+    let evidence = shown["incident"]["evidence"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{shown}"));
+    let kinds: Vec<&str> = evidence
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["pod-snapshot", "pod-log"], "{shown}");
+    assert_eq!(evidence[1]["sha256"], sha256("listening on :8080\n"));
+
+    // `cordon runs undo RUN isolate` and `... label`: the pod gets its network and labels back.
+    let undo = server
+        .undo(&run, "isolate", "cli:analyst", "cli:lead")
+        .await;
+    assert_eq!(undo["run"]["status"], "succeeded", "{undo}");
+    let undo = server.undo(&run, "label", "cli:analyst", "cli:lead").await;
+    assert_eq!(undo["run"]["status"], "succeeded", "{undo}");
+    let pod = s
+        .fake
+        .object(&pod_path("default", "kubecon"))
+        .await
+        .unwrap();
+    assert_eq!(pod["metadata"]["labels"], json!({ "app": "web" }), "{pod}");
+    s.fake.assert_all_valid().await;
+}
+
+#[tokio::test]
+async fn a_second_approval_terminates_the_isolated_pod() {
+    let s = Setup::new().await;
+    let (server, run) = shell_run(&s).await;
+    server
+        .decide(&run, "contain", "approve", "cli:analyst")
+        .await;
+    server.wait_prompt(&run, "terminate_approval").await;
+    server
+        .decide(&run, "terminate_approval", "approve", "cli:lead")
+        .await;
+    let done = server.wait_run(&run, "finished", finished).await;
+    assert_eq!(done["run"]["status"], "succeeded", "{}", done["run"]);
+    assert!(
+        s.fake
+            .object(&pod_path("default", "kubecon"))
+            .await
+            .is_none(),
+        "the pod is gone"
+    );
+    assert_eq!(
+        done["run"]["outputs"]["terminated"], true,
+        "{}",
+        done["run"]
+    );
+}
+
+#[tokio::test]
+async fn a_denied_shell_alert_leaves_the_pod_alone() {
+    let s = Setup::new().await;
+    let (server, run) = shell_run(&s).await;
+    server.decide(&run, "contain", "deny", "cli:analyst").await;
+    let done = server.wait_run(&run, "finished", finished).await;
+    assert_eq!(done["run"]["status"], "succeeded");
+    let pod = s
+        .fake
+        .object(&pod_path("default", "kubecon"))
+        .await
+        .unwrap();
+    assert_eq!(pod["metadata"]["labels"], json!({ "app": "web" }));
+    assert!(
+        s.fake
+            .object(&policy_path("default", "cordon-quarantine"))
+            .await
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn a_crypto_miner_is_isolated_and_its_deployment_scaled_to_zero_and_both_are_undone() {
+    let s = Setup::new().await;
+    seed_calico(&s.fake).await;
+    let [deployment, replicaset] = kube::deployment("shop", "web", 3);
+    s.fake
+        .seed(&[
+            deployment,
+            replicaset,
+            web("shop", "web-7d9f8b-x2x4q"),
+            kube::node("node-1"),
+        ])
+        .await;
+    let server = server(
+        &s,
+        &repo("playbooks/k8s-falco-crypto-miner.yaml")
+            .display()
+            .to_string(),
+        "",
+    )
+    .await;
+    let fixture =
+        std::fs::read(repo("playbooks/fixtures/falco-crypto-miner-stratum.json")).unwrap();
+    let run = run_of(&server, fixture).await;
+    let prompt = server.wait_prompt(&run, "contain").await;
+    assert!(
+        prompt.contains("stratum+tcp://pool.supportxmr.com:3333"),
+        "{prompt}"
+    );
+    server
+        .decide(&run, "contain", "approve", "cli:analyst")
+        .await;
+    let done = server.wait_run(&run, "finished", finished).await;
+    assert_eq!(done["run"]["status"], "succeeded", "{}", done["run"]);
+    assert_eq!(done["run"]["outputs"]["workload"], "Deployment/web");
+    // The alert names cluster `prod` (k8s.cluster.name): the actions went there.
+    assert_eq!(done["run"]["steps"]["isolate"]["output"]["cluster"], "prod");
+    let deployment_path = "/apis/apps/v1/namespaces/shop/deployments/web";
+    assert_eq!(
+        s.fake.object(deployment_path).await.unwrap()["spec"]["replicas"],
+        0
+    );
+    let pod = s
+        .fake
+        .object(&pod_path("shop", "web-7d9f8b-x2x4q"))
+        .await
+        .unwrap();
+    assert_eq!(
+        pod["metadata"]["labels"]["cordon.io/quarantine"],
+        "isolated"
+    );
+
+    let undo = server.undo(&run, "scale", "cli:analyst", "cli:lead").await;
+    assert_eq!(undo["run"]["status"], "succeeded", "{undo}");
+    assert_eq!(
+        undo["run"]["steps"]["undo"]["action"],
+        "kubernetes.restore_scale"
+    );
+    let deployment = s.fake.object(deployment_path).await.unwrap();
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    assert!(
+        deployment["metadata"]["annotations"]
+            .get("cordon.io/previous-replicas")
+            .is_none()
+    );
+    let undo = server
+        .undo(&run, "isolate", "cli:analyst", "cli:lead")
+        .await;
+    assert_eq!(undo["run"]["status"], "succeeded", "{undo}");
+    let pod = s
+        .fake
+        .object(&pod_path("shop", "web-7d9f8b-x2x4q"))
+        .await
+        .unwrap();
+    assert!(
+        pod["metadata"]["labels"]
+            .get("cordon.io/quarantine")
+            .is_none()
+    );
+    s.fake.assert_all_valid().await;
+}
