@@ -1623,6 +1623,14 @@ async fn server(s: &Setup, playbooks: &str, extra: &str) -> TestServer {
     TestServer::start_with(&config).await
 }
 
+/// Waits until step `step` of the run waits for a decision (the run itself may still show the
+/// previous one's "waiting" for a moment after a decision).
+async fn wait_for_step(server: &TestServer, run: &str, step: &str) {
+    server
+        .wait_run(run, step, |r| r["steps"][step]["status"] == "waiting")
+        .await;
+}
+
 async fn run_of(server: &TestServer, alert: Vec<u8>) -> String {
     let answer = server.accept("falco", alert).await;
     let alert_id = answer["alerts"][0]["alert_id"].as_str().unwrap().to_owned();
@@ -1766,7 +1774,7 @@ async fn a_falco_shell_alert_takes_evidence_then_isolates_and_labels_the_pod_and
         .decide(&run, "contain", "approve", "cli:analyst")
         .await;
     assert_eq!(status, 200, "{body}");
-    server.wait_prompt(&run, "terminate_approval").await;
+    wait_for_step(&server, &run, "terminate_approval").await;
     let pod = s
         .fake
         .object(&pod_path("default", "kubecon"))
@@ -1834,7 +1842,7 @@ async fn a_second_approval_terminates_the_isolated_pod() {
     server
         .decide(&run, "contain", "approve", "cli:analyst")
         .await;
-    server.wait_prompt(&run, "terminate_approval").await;
+    wait_for_step(&server, &run, "terminate_approval").await;
     server
         .decide(&run, "terminate_approval", "approve", "cli:lead")
         .await;
@@ -1955,4 +1963,42 @@ async fn a_crypto_miner_is_isolated_and_its_deployment_scaled_to_zero_and_both_a
             .is_none()
     );
     s.fake.assert_all_valid().await;
+}
+
+#[tokio::test]
+async fn other_policies_that_still_let_traffic_reach_the_pod_are_named() {
+    let s = Setup::new().await;
+    seed_calico(&s.fake).await;
+    let policy = |name: &str, selector: Value| {
+        json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": { "name": name, "namespace": "shop" },
+            "spec": { "podSelector": selector, "policyTypes": ["Ingress"], "ingress": [{ "from": [{ "podSelector": {} }] }] },
+        })
+    };
+    s.fake
+        .seed(&[
+            web("shop", "web-1"),
+            policy("allow-web", json!({ "matchLabels": { "app": "web" } })),
+            policy("allow-all-pods", json!({})),
+            policy("allow-db", json!({ "matchLabels": { "app": "db" } })),
+            policy("allow-unquarantined", json!({ "matchExpressions": [{ "key": "cordon.io/quarantine", "operator": "DoesNotExist" }] })),
+        ])
+        .await;
+    let out = s
+        .integrations
+        .ok(
+            "isolate_pod",
+            json!({ "namespace": "shop", "pod": "web-1" }),
+        )
+        .await;
+    assert_eq!(
+        out["other_policies"],
+        json!(["allow-all-pods", "allow-web"])
+    );
+    let warning = out["warning"].as_str().unwrap();
+    assert!(
+        warning.contains("other NetworkPolicies select the pod") && warning.contains("allow-web"),
+        "{warning}"
+    );
 }
