@@ -125,6 +125,7 @@ fn call_for(step: &str) -> ActionCall {
         incident_id: Some("inc-1".into()),
         idempotency_key: format!("run-1:{step}"),
         dry_run: false,
+        account: None,
     }
 }
 

@@ -101,6 +101,14 @@ impl Egress {
     /// hop) and ignores `HTTP(S)_PROXY`, since through a proxy the address check would see the
     /// proxy's address and not the destination's.
     pub fn client(self, hint: &'static str) -> Result<reqwest::Client, String> {
+        self.builder(hint)
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))
+    }
+
+    /// The builder of [`Egress::client`], for a caller that adds TLS settings of its own (a
+    /// Kubernetes cluster's CA and client certificate).
+    pub fn builder(self, hint: &'static str) -> reqwest::ClientBuilder {
         reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
@@ -108,8 +116,6 @@ impl Egress {
                 egress: Arc::new(self),
                 hint,
             }))
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))
     }
 }
 

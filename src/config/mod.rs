@@ -169,7 +169,7 @@ fn default_integration_paths() -> Vec<PathBuf> {
 /// that name it: `aws_sigv4` (access_key_id, secret_access_key, session_token), `azure_oauth`
 /// (tenant_id, client_id, client_secret), `gcp_oauth` (service_account_key or
 /// service_account_key_file; neither: the metadata server), `bearer` (token), `basic` (username,
-/// password), `api_key` (api_key).
+/// password), `api_key` (api_key), `kubernetes` (clusters, default_cluster).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
@@ -201,6 +201,11 @@ pub struct Credentials {
     /// emulator in tests, a VPC endpoint, a sovereign cloud).
     #[serde(default)]
     pub endpoints: BTreeMap<String, String>,
+    /// `kubernetes`: the clusters, by name (integrations/kubernetes/README.md).
+    #[serde(default)]
+    pub clusters: BTreeMap<String, crate::integrations::kubernetes::ClusterConfig>,
+    /// `kubernetes`: the cluster used when an action names none (default: the only one).
+    pub default_cluster: Option<String>,
 }
 
 /// A role Cordon assumes in another account (`sts:AssumeRole`).
@@ -229,6 +234,7 @@ impl Credentials {
         ]
         .into_iter()
         .flatten()
+        .chain(self.clusters.values().flat_map(|c| c.secrets()))
         .collect()
     }
 }

@@ -459,6 +459,8 @@ pub enum Auth {
         header: String,
         key: Secret,
     },
+    /// Kubernetes clusters, reached through `kube()` only.
+    Kubernetes(Arc<crate::integrations::kubernetes::Clusters>),
 }
 
 impl Auth {
@@ -475,6 +477,11 @@ impl Auth {
     ) -> Result<Option<String>, AuthError> {
         let (name, value) = match self {
             Auth::None => return Ok(None),
+            Auth::Kubernetes(_) => {
+                return Err(AuthError::permanent(
+                    "auth `kubernetes` applies to kube() requests only",
+                ));
+            }
             Auth::AwsSigV4 { provider, service } => {
                 let signing = provider.signing(account).await?;
                 sign_sigv4(
@@ -540,6 +547,7 @@ impl fmt::Debug for Auth {
             Auth::Bearer(_) => "Auth::Bearer",
             Auth::Basic { .. } => "Auth::Basic",
             Auth::ApiKey { .. } => "Auth::ApiKey",
+            Auth::Kubernetes(_) => "Auth::Kubernetes",
         })
     }
 }

@@ -179,6 +179,25 @@ pub(crate) fn engine(limits: &Limits) -> Engine {
             .try_cast::<Map>()
             .ok_or_else(|| HostError::permanent("the response is not a map").into())
     });
+    engine.register_fn("kube", |request: Map| -> Result<Map, Box<EvalAltResult>> {
+        let env = current()?;
+        let request = from_dynamic(&request.into())?;
+        let method = request
+            .get("method")
+            .and_then(Value::as_str)
+            .unwrap_or("GET");
+        refuse_write_in_dry_run(&env.call, method)?;
+        let response = env.handle.block_on(env.integration.kube(&request))?;
+        to_dynamic(&response)?
+            .try_cast::<Map>()
+            .ok_or_else(|| HostError::permanent("the response is not a map").into())
+    });
+    engine.register_fn(
+        "kube_cluster",
+        |name: &str| -> Result<String, Box<EvalAltResult>> {
+            Ok(current()?.integration.kube_cluster(name)?)
+        },
+    );
     engine.register_fn(
         "aws_query",
         |request: Map| -> Result<Dynamic, Box<EvalAltResult>> {

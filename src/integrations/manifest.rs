@@ -65,6 +65,8 @@ pub enum AuthKind {
     Bearer,
     Basic,
     ApiKey,
+    /// Kubernetes API servers, through `kube()` (src/integrations/kubernetes.rs).
+    Kubernetes,
 }
 
 impl AuthKind {
@@ -77,6 +79,7 @@ impl AuthKind {
             AuthKind::Bearer => "bearer",
             AuthKind::Basic => "basic",
             AuthKind::ApiKey => "api_key",
+            AuthKind::Kubernetes => "kubernetes",
         }
     }
 }
@@ -270,7 +273,8 @@ impl Manifest {
                 None,
             );
         }
-        if needs_credentials && self.hosts.is_empty() {
+        // `kube()` reaches only the clusters in the config; `hosts` is for `http()`.
+        if needs_credentials && self.auth.kind != AuthKind::Kubernetes && self.hosts.is_empty() {
             report(
                 root.key("auth"),
                 "an integration that authenticates must list the `hosts` it may reach".into(),

@@ -8,6 +8,7 @@ pub mod aws_credentials;
 pub mod gcp;
 mod host;
 pub mod ioc;
+pub mod kubernetes;
 pub mod manifest;
 pub mod xml;
 
@@ -959,6 +960,11 @@ fn build_auth(
             username: c.username.clone().ok_or_else(|| missing("username"))?,
             password: c.password.clone().ok_or_else(|| missing("password"))?,
         },
+        AuthKind::Kubernetes => Auth::Kubernetes(Arc::new(kubernetes::Clusters::build(
+            key,
+            &c.clusters,
+            c.default_cluster.as_deref(),
+        )?)),
         AuthKind::ApiKey => Auth::ApiKey {
             header: manifest
                 .auth

@@ -7,7 +7,7 @@
 //! - [`fake`]: the one fake HTTP server every vendor fake is built on.
 //! - The test peers: [`prism`] (Stoplight Prism), [`moto`] (AWS), [`pg`] (PostgreSQL), [`oidc`]
 //!   (an OIDC issuer), [`alertmanager`] (Prometheus Alertmanager).
-//! - The vendor fakes: [`azure`], [`gcp`] (a Python process), [`intel`], [`tickets`], [`slack`], [`teams`], [`discord`]; and
+//! - The vendor fakes: [`azure`], [`gcp`] (a Python process), [`kube`] (Kubernetes), [`intel`], [`tickets`], [`slack`], [`teams`], [`discord`]; and
 //!   [`load`], a load generator and a sink for the fault tests.
 #![allow(dead_code)]
 
@@ -17,6 +17,7 @@ pub mod discord;
 pub mod fake;
 pub mod gcp;
 pub mod intel;
+pub mod kube;
 pub mod load;
 pub mod moto;
 pub mod oidc;
