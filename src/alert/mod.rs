@@ -115,7 +115,25 @@ pub struct Actor {
     /// A display name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The principal's one key across sources, account-qualified (`aws:<account>:user/<name>`,
+    /// `aws:<account>:role/<name>` for a role and its sessions, `aws:<account>:root`,
+    /// `azure:<tenant>:<object id>`, `gcp:<project>:<service account email>`): alerts about one
+    /// principal from different sources group by it. Absent when the source does not say enough
+    /// (no account, say); the alert then groups by `id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
+
+/// Resource kinds that only say where something happened (an account, subscription or project; a
+/// Sentinel incident, which names no resource of its own): an alert about one of them that names
+/// an actor with a key is about the actor.
+const PLACES: [&str; 5] = [
+    "aws.account",
+    "azure.subscription",
+    "gcp.project",
+    "gcp.organization",
+    "azure.sentinel.incident",
+];
 
 /// Network facts of an alert.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,7 +207,9 @@ impl Alert {
     }
 
     /// Whether the alert is about an identity (a user, role, key or sign-in) rather than a workload.
-    /// Identity alerts group into incidents by actor, the rest by resource.
+    /// Identity alerts group into incidents by actor, the rest by resource. An alert whose resource
+    /// is only a place (an account, subscription, project, Sentinel incident) and whose actor has a
+    /// key ([`Actor::key`]) is about the actor too.
     pub fn is_identity(&self) -> bool {
         let kind = self.resource.kind.as_deref().unwrap_or("");
         let identity_kind = kind.starts_with("aws.iam.")
@@ -197,7 +217,10 @@ impl Alert {
             || kind == "azure.user"
             || kind == "gcp.service_account"
             || kind == "k8s.user";
-        identity_kind || (self.resource.id.is_none() && self.actor_id().is_some())
+        let keyed_actor = self.actor.as_ref().is_some_and(|a| a.key.is_some());
+        identity_kind
+            || (self.resource.id.is_none() && self.actor_id().is_some())
+            || (keyed_actor && PLACES.contains(&kind))
     }
 
     /// The actor's id, if the alert names one.
@@ -205,13 +228,15 @@ impl Alert {
         self.actor.as_ref().and_then(|a| a.id.as_deref())
     }
 
-    /// The entity this alert is about, as an incident grouping key: `actor:<id>` for identity
-    /// alerts, `resource:<kind>:<id>` otherwise; `None` when the alert names neither.
+    /// The entity this alert is about, as an incident grouping key: `actor:<key>` (else
+    /// `actor:<id>`) for identity alerts, `resource:<kind>:<id>` otherwise; `None` when the alert
+    /// names neither.
     pub fn entity_key(&self) -> Option<String> {
         if self.is_identity()
-            && let Some(actor) = self.actor_id()
+            && let Some(actor) = self.actor.as_ref()
+            && let Some(key) = actor.key.as_deref().or(actor.id.as_deref())
         {
-            return Some(format!("actor:{actor}"));
+            return Some(format!("actor:{key}"));
         }
         let id = self.resource.id.as_deref()?;
         Some(format!(

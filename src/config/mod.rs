@@ -609,12 +609,138 @@ fn yes() -> bool {
     true
 }
 
-/// How a source authenticates its requests: exactly one of `bearer`, `hmac`, `sns`.
+/// How a source authenticates its requests: exactly one of `bearer`, `hmac`, `sns`,
+/// `google_oidc`, `entra_id`, `query_token`.
 #[derive(Debug, Clone)]
 pub enum AuthConfig {
     Bearer(BearerAuth),
     Hmac(HmacAuth),
     Sns(SnsAuth),
+    GoogleOidc(GoogleOidcAuth),
+    EntraId(EntraIdAuth),
+    QueryToken(QueryTokenAuth),
+}
+
+/// Google Cloud Pub/Sub push with authentication: Pub/Sub sends a Google-signed OIDC token (RS256)
+/// for the push subscription's service account in `Authorization: Bearer`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GoogleOidcAuth {
+    /// The audience the push subscription puts in its tokens (`--push-auth-token-audience`; by
+    /// default Pub/Sub uses the push endpoint's URL).
+    pub audience: String,
+    /// The push subscription's service account (`--push-auth-service-account`): tokens must carry
+    /// this `email`, verified.
+    pub service_account: String,
+    /// Where Google publishes its signing keys (default
+    /// `https://www.googleapis.com/oauth2/v3/certs`).
+    #[serde(default = "default_google_jwks")]
+    pub jwks_url: url::Url,
+    /// Clock skew allowed on the token's `exp`, `nbf` and `iat` (default `60s`).
+    #[serde(default = "default_token_skew")]
+    pub clock_skew: HumanDuration,
+}
+
+/// Azure Monitor action groups with "secure webhook": an Entra ID access token (RS256) that Azure
+/// Monitor obtains for the configured app registration, in `Authorization: Bearer`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntraIdAuth {
+    /// The directory (tenant) id: tokens must be issued by
+    /// `https://sts.windows.net/<tenant>/` (v1) or `https://login.microsoftonline.com/<tenant>/v2.0`.
+    #[serde(deserialize_with = "tenant_id")]
+    pub tenant: String,
+    /// The app registration the action group names: its Application ID URI and/or its application
+    /// (client) id; a token's `aud` must be one of them. One value or a list.
+    #[serde(deserialize_with = "one_or_many")]
+    pub audience: Vec<String>,
+    /// The application id of the caller, the token's `appid` (v1) or `azp` (v2). Default
+    /// `461e8683-5575-4561-ac7f-899cc907d62a`, Azure Monitor's action groups ("AzNS AAD Webhook").
+    #[serde(default = "default_azure_monitor_app")]
+    pub caller_app_id: String,
+    /// Where the tenant's signing keys are published (default
+    /// `https://login.microsoftonline.com/<tenant>/discovery/v2.0/keys`).
+    #[serde(default)]
+    pub jwks_url: Option<url::Url>,
+    /// Clock skew allowed on the token's `exp`, `nbf` and `iat` (default `60s`).
+    #[serde(default = "default_token_skew")]
+    pub clock_skew: HumanDuration,
+}
+
+impl EntraIdAuth {
+    /// The key set URL: the configured one, else the tenant's.
+    pub fn keys_url(&self) -> Result<url::Url, url::ParseError> {
+        match &self.jwks_url {
+            Some(url) => Ok(url.clone()),
+            None => url::Url::parse(&format!(
+                "https://login.microsoftonline.com/{}/discovery/v2.0/keys",
+                self.tenant
+            )),
+        }
+    }
+}
+
+/// A shared token in the query string (`?token=...`), for senders that can only call a URL (an
+/// Azure Monitor action group's plain webhook). Prefer a signed token (`entra_id`) where the
+/// sender has one: proxies and load balancers log query strings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryTokenAuth {
+    /// The shared token.
+    pub token: Secret,
+    /// The query parameter carrying it (default `token`).
+    #[serde(default = "default_query_param")]
+    pub param: String,
+}
+
+fn default_google_jwks() -> url::Url {
+    url::Url::parse("https://www.googleapis.com/oauth2/v3/certs").expect("a valid URL")
+}
+
+fn default_token_skew() -> HumanDuration {
+    HumanDuration::secs(60)
+}
+
+fn default_azure_monitor_app() -> String {
+    "461e8683-5575-4561-ac7f-899cc907d62a".to_owned()
+}
+
+fn default_query_param() -> String {
+    "token".to_owned()
+}
+
+fn tenant_id<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let tenant = String::deserialize(deserializer)?;
+    let fits = !tenant.is_empty()
+        && tenant
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    if fits {
+        Ok(tenant)
+    } else {
+        Err(serde::de::Error::custom(
+            "`tenant` is a directory (tenant) id, a GUID such as `72f988bf-86f1-41af-91ab-2d7cd011db47`",
+        ))
+    }
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    let list = match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(one) => vec![one],
+        OneOrMany::Many(many) => many,
+    };
+    if list.is_empty() || list.iter().any(|a| a.trim().is_empty()) {
+        return Err(serde::de::Error::custom(
+            "`audience` needs at least one non-empty value",
+        ));
+    }
+    Ok(list)
 }
 
 /// `Authorization: Bearer <token>`.
@@ -678,7 +804,15 @@ struct AuthFields {
     hmac: Option<HmacAuth>,
     #[serde(default)]
     sns: Option<SnsAuth>,
+    #[serde(default)]
+    google_oidc: Option<GoogleOidcAuth>,
+    #[serde(default)]
+    entra_id: Option<EntraIdAuth>,
+    #[serde(default)]
+    query_token: Option<QueryTokenAuth>,
 }
+
+const AUTH_KINDS: &str = "`bearer`, `hmac`, `sns`, `google_oidc`, `entra_id`, `query_token`";
 
 impl<'de> Deserialize<'de> for AuthConfig {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<AuthConfig, D::Error> {
@@ -686,7 +820,7 @@ impl<'de> Deserialize<'de> for AuthConfig {
         impl<'de> serde::de::Visitor<'de> for AuthVisitor {
             type Value = AuthConfig;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("one of `bearer`, `hmac`, `sns`")
+                write!(f, "one of {AUTH_KINDS}")
             }
             // The check runs inside serde_yaml's own call, so its error carries the node's position.
             fn visit_map<A: serde::de::MapAccess<'de>>(
@@ -695,16 +829,21 @@ impl<'de> Deserialize<'de> for AuthConfig {
             ) -> Result<AuthConfig, A::Error> {
                 let fields =
                     AuthFields::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
-                match (fields.bearer, fields.hmac, fields.sns) {
-                    (Some(b), None, None) => Ok(AuthConfig::Bearer(b)),
-                    (None, Some(h), None) => Ok(AuthConfig::Hmac(h)),
-                    (None, None, Some(s)) => Ok(AuthConfig::Sns(s)),
-                    (None, None, None) => Err(serde::de::Error::custom(
-                        "auth needs one of `bearer`, `hmac`, `sns`",
-                    )),
-                    _ => Err(serde::de::Error::custom(
-                        "auth takes exactly one of `bearer`, `hmac`, `sns`",
-                    )),
+                let mut given = Vec::new();
+                given.extend(fields.bearer.map(AuthConfig::Bearer));
+                given.extend(fields.hmac.map(AuthConfig::Hmac));
+                given.extend(fields.sns.map(AuthConfig::Sns));
+                given.extend(fields.google_oidc.map(AuthConfig::GoogleOidc));
+                given.extend(fields.entra_id.map(AuthConfig::EntraId));
+                given.extend(fields.query_token.map(AuthConfig::QueryToken));
+                match given.len() {
+                    1 => Ok(given.remove(0)),
+                    0 => Err(serde::de::Error::custom(format!(
+                        "auth needs one of {AUTH_KINDS}"
+                    ))),
+                    _ => Err(serde::de::Error::custom(format!(
+                        "auth takes exactly one of {AUTH_KINDS}"
+                    ))),
                 }
             }
         }
@@ -744,7 +883,8 @@ impl Config {
             match &source.auth {
                 AuthConfig::Bearer(bearer) => note(&bearer.token),
                 AuthConfig::Hmac(hmac) => note(&hmac.secret),
-                AuthConfig::Sns(_) => {}
+                AuthConfig::QueryToken(query) => note(&query.token),
+                AuthConfig::Sns(_) | AuthConfig::GoogleOidc(_) | AuthConfig::EntraId(_) => {}
             }
         }
         for c in self.integrations.credentials.values() {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -20,6 +20,7 @@ use chrono::Utc;
 use serde_json::json;
 
 use super::formats::SourceKind;
+use super::sender::{SenderError, TokenCheck};
 use super::sns::{SnsEnvelope, SnsMessageType, SnsVerifier};
 use super::verify;
 use crate::config::{AuthConfig, Config, SourceConfig};
@@ -50,6 +51,8 @@ pub struct IntakeSource {
     pub max_body_bytes: usize,
     /// Present when the source takes SNS deliveries.
     pub sns: Option<SnsVerifier>,
+    /// Present when the source's senders send a signed token (`google_oidc`, `entra_id`).
+    pub token: Option<TokenCheck>,
     /// Its request rate limit (`rate_limit`, or `server.rate_limit`).
     pub limit: super::limit::Bucket,
 }
@@ -72,6 +75,19 @@ pub fn sources(config: &Config, http: &reqwest::Client) -> HashMap<String, Arc<I
             )),
             _ => None,
         };
+        let token = match &source.auth {
+            AuthConfig::GoogleOidc(google) => Some(TokenCheck::google(http.clone(), google)),
+            AuthConfig::EntraId(entra) => match TokenCheck::entra(http.clone(), entra) {
+                Ok(check) => Some(check),
+                // The tenant was checked when the config was loaded; a source that cannot check
+                // tokens takes none (503).
+                Err(e) => {
+                    tracing::error!(source = %name, error = %e, "no key set URL for the Entra ID tenant");
+                    None
+                }
+            },
+            _ => None,
+        };
         out.insert(
             name.clone(),
             Arc::new(IntakeSource {
@@ -81,6 +97,7 @@ pub fn sources(config: &Config, http: &reqwest::Client) -> HashMap<String, Arc<I
                     .max_body_bytes
                     .unwrap_or(config.server.max_body_bytes),
                 sns,
+                token,
                 limit: super::limit::Bucket::new(
                     source.rate_limit.unwrap_or(config.server.rate_limit),
                 ),
@@ -94,6 +111,7 @@ pub fn sources(config: &Config, http: &reqwest::Client) -> HashMap<String, Arc<I
 pub async fn receive(
     State(app): State<Arc<Intake>>,
     Path(name): Path<String>,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -118,7 +136,7 @@ pub async fn receive(
             .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
         return response;
     }
-    match accept(&app, &name, &headers, body).await {
+    match accept(&app, &name, uri.query(), &headers, body).await {
         Ok(response) => response,
         Err(error) => {
             // Unknown names are not echoed into metric labels, which would let anyone add series.
@@ -131,6 +149,10 @@ pub async fn receive(
             app.metrics.reject(label, error.code);
             if error.status.is_server_error() {
                 tracing::warn!(source = label, code = error.code, "intake request failed");
+            } else if error.status == StatusCode::UNAUTHORIZED {
+                // Senders' credentials fail here: operators see which source and why, never the
+                // token (messages do not quote it).
+                tracing::info!(source = label, code = error.code, message = %error.message, "intake request not authenticated");
             } else {
                 tracing::debug!(source = label, code = error.code, message = %error.message, "intake request refused");
             }
@@ -142,6 +164,7 @@ pub async fn receive(
 async fn accept(
     app: &Intake,
     name: &str,
+    query: Option<&str>,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -171,6 +194,21 @@ async fn accept(
         }
         AuthConfig::Hmac(hmac) => {
             verify::hmac(headers, &body, hmac, Utc::now().timestamp())
+                .map_err(|e| ApiError::unauthorized(e.code(), e.to_string()))?;
+            body
+        }
+        AuthConfig::GoogleOidc(_) | AuthConfig::EntraId(_) => {
+            let check = source.token.as_ref().ok_or_else(ApiError::unavailable)?;
+            check.verify(headers).await.map_err(|e| match e {
+                SenderError::KeysUnavailable => {
+                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.code(), e.to_string())
+                }
+                e => ApiError::unauthorized(e.code(), e.to_string()),
+            })?;
+            body
+        }
+        AuthConfig::QueryToken(query_token) => {
+            verify::query_token(query, &query_token.param, &query_token.token)
                 .map_err(|e| ApiError::unauthorized(e.code(), e.to_string()))?;
             body
         }

@@ -39,6 +39,24 @@ pub fn bearer(headers: &HeaderMap, token: &Secret) -> Result<(), AuthError> {
     }
 }
 
+/// Checks a token in the query string (`?<param>=<token>`). Only the parameter's name appears in
+/// errors.
+pub fn query_token(query: Option<&str>, param: &str, token: &Secret) -> Result<(), AuthError> {
+    let presented = query
+        .into_iter()
+        .flat_map(|q| url::form_urlencoded::parse(q.as_bytes()))
+        .find(|(name, _)| name == param)
+        .map(|(_, value)| value)
+        .ok_or_else(|| AuthError::Missing(format!("`{param}` query parameter")))?;
+    if equal_secret(presented.as_bytes(), token.expose().as_bytes()) {
+        Ok(())
+    } else {
+        Err(AuthError::Invalid(format!(
+            "the `{param}` query parameter is not valid"
+        )))
+    }
+}
+
 /// The token of `Authorization: Bearer <token>`, not yet checked.
 pub fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
     let value = headers
@@ -154,6 +172,26 @@ mod tests {
         ));
         assert!(matches!(
             bearer(&HeaderMap::new(), &token),
+            Err(AuthError::Missing(_))
+        ));
+    }
+
+    #[test]
+    fn query_token_accepts_only_the_token_in_its_parameter() {
+        let token = Secret::new("q-tok/+=");
+        assert_eq!(
+            query_token(Some("a=1&token=q-tok%2F%2B%3D"), "token", &token),
+            Ok(())
+        );
+        let wrong = query_token(Some("token=q-tok"), "token", &token).unwrap_err();
+        assert!(matches!(wrong, AuthError::Invalid(_)));
+        assert!(!wrong.to_string().contains("q-tok"), "{wrong}");
+        assert!(matches!(
+            query_token(Some("key=q-tok%2F%2B%3D"), "token", &token),
+            Err(AuthError::Missing(_))
+        ));
+        assert!(matches!(
+            query_token(None, "token", &token),
             Err(AuthError::Missing(_))
         ));
     }

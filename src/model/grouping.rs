@@ -459,6 +459,7 @@ mod tests {
             kind: Some("aws.iam.user".into()),
             id: Some("arn:aws:iam::1:user/alice".into()),
             name: None,
+            key: None,
         });
         let placed = rule().file(a, None, t0());
         assert_eq!(

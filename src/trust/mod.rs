@@ -9,6 +9,7 @@
 //! SHA-256 of the secret, never the secret. Each use reads the token's record, so a revocation
 //! holds at once on every replica.
 
+pub mod jwks;
 pub mod oidc;
 
 use std::collections::BTreeMap;

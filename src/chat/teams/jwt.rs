@@ -11,13 +11,12 @@
 //! again (Microsoft rolls keys), at most once a second, so tokens with made-up key ids cannot make
 //! Cordon hammer the metadata endpoint.
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde::Deserialize;
+use jsonwebtoken::{Algorithm, Validation};
 use serde_json::Value;
-use tokio::sync::Mutex;
+
+use crate::trust::jwks::{KeyError, KeySet, KeySource};
 
 /// How long fetched keys are trusted without a refetch.
 const KEYS_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -117,48 +116,11 @@ impl Verified {
     }
 }
 
-struct Key {
-    decoding: DecodingKey,
-    endorsements: Vec<String>,
-}
-
-#[derive(Default)]
-struct Cache {
-    keys: HashMap<String, Key>,
-    fetched_at: Option<Instant>,
-}
-
 /// The inbound token validator: the key set (cached) and what tokens must say.
 pub struct Validator {
-    http: reqwest::Client,
-    metadata_url: url::Url,
+    keys: KeySet,
     issuer: String,
     audience: String,
-    cache: Mutex<Cache>,
-}
-
-#[derive(Deserialize)]
-struct Metadata {
-    jwks_uri: url::Url,
-}
-
-#[derive(Deserialize)]
-struct KeySet {
-    keys: Vec<Jwk>,
-}
-
-#[derive(Deserialize)]
-struct Jwk {
-    #[serde(default)]
-    kid: Option<String>,
-    #[serde(default)]
-    kty: Option<String>,
-    #[serde(default)]
-    n: Option<String>,
-    #[serde(default)]
-    e: Option<String>,
-    #[serde(default)]
-    endorsements: Vec<String>,
 }
 
 impl Validator {
@@ -169,11 +131,14 @@ impl Validator {
         audience: &str,
     ) -> Validator {
         Validator {
-            http,
-            metadata_url,
+            keys: KeySet::new(
+                http,
+                KeySource::OpenIdMetadata(metadata_url),
+                KEYS_TTL,
+                MIN_REFETCH,
+            ),
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
-            cache: Mutex::new(Cache::default()),
         }
     }
 
@@ -185,7 +150,13 @@ impl Validator {
             return Err(TokenError::Algorithm(format!("{:?}", header.alg)));
         }
         let kid = header.kid.ok_or(TokenError::NoKeyId)?;
-        let (decoding, endorsements) = self.key(&kid).await?;
+        let key = self.keys.key(&kid).await.map_err(|e| match e {
+            KeyError::Unknown(kid) => TokenError::UnknownKey(kid),
+            KeyError::Unavailable(e) => TokenError::KeysUnavailable(e),
+        })?;
+        if key.algorithm != Algorithm::RS256 {
+            return Err(TokenError::UnknownKey(kid));
+        }
         let mut validation = Validation::new(Algorithm::RS256);
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.audience]);
@@ -193,7 +164,7 @@ impl Validator {
         validation.leeway = LEEWAY_SECS;
         validation.validate_nbf = true;
         let data =
-            jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &decoding, &validation)
+            jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &key.decoding, &validation)
                 .map_err(|e| {
                 use jsonwebtoken::errors::ErrorKind;
                 match e.kind() {
@@ -219,91 +190,8 @@ impl Validator {
             .map(str::to_owned);
         Ok(Verified {
             service_url,
-            endorsements,
+            endorsements: key.endorsements.clone(),
         })
-    }
-
-    /// The key `kid`, from the cache or a fresh fetch of the key set.
-    async fn key(&self, kid: &str) -> Result<(DecodingKey, Vec<String>), TokenError> {
-        let mut cache = self.cache.lock().await;
-        let age = cache.fetched_at.map(|at| at.elapsed());
-        let fresh = age.is_some_and(|a| a < KEYS_TTL);
-        if fresh && let Some(key) = cache.keys.get(kid) {
-            return Ok((key.decoding.clone(), key.endorsements.clone()));
-        }
-        let may_fetch = age.is_none_or(|a| a >= MIN_REFETCH);
-        if may_fetch {
-            match self.fetch().await {
-                Ok(keys) => {
-                    tracing::info!(keys = keys.len(), "Bot Framework signing keys fetched");
-                    cache.keys = keys;
-                    cache.fetched_at = Some(Instant::now());
-                }
-                // Stale keys beat none while the metadata endpoint is down.
-                Err(e) if cache.keys.is_empty() => return Err(e),
-                Err(e) => {
-                    tracing::warn!(error = %e, "Bot Framework signing keys could not be refreshed; using the cached ones")
-                }
-            }
-        }
-        cache
-            .keys
-            .get(kid)
-            .map(|key| (key.decoding.clone(), key.endorsements.clone()))
-            .ok_or_else(|| TokenError::UnknownKey(kid.to_owned()))
-    }
-
-    async fn fetch(&self) -> Result<HashMap<String, Key>, TokenError> {
-        let unavailable =
-            |what: &str, e: String| TokenError::KeysUnavailable(format!("{what}: {e}"));
-        let metadata: Metadata = self
-            .get_json(self.metadata_url.clone())
-            .await
-            .map_err(|e| unavailable("OpenID metadata", e))?;
-        let set: KeySet = self
-            .get_json(metadata.jwks_uri)
-            .await
-            .map_err(|e| unavailable("key set", e))?;
-        let mut keys = HashMap::new();
-        for jwk in set.keys {
-            let (Some(kid), Some(n), Some(e)) = (jwk.kid, jwk.n, jwk.e) else {
-                continue;
-            };
-            if jwk.kty.as_deref().is_some_and(|k| k != "RSA") {
-                continue;
-            }
-            match DecodingKey::from_rsa_components(&n, &e) {
-                Ok(decoding) => {
-                    keys.insert(
-                        kid,
-                        Key {
-                            decoding,
-                            endorsements: jwk.endorsements,
-                        },
-                    );
-                }
-                Err(error) => {
-                    tracing::warn!(kid = %kid, error = %error, "unusable key in the Bot Framework key set")
-                }
-            }
-        }
-        Ok(keys)
-    }
-
-    async fn get_json<T: serde::de::DeserializeOwned>(&self, url: url::Url) -> Result<T, String> {
-        let response = self
-            .http
-            .get(url.clone())
-            .send()
-            .await
-            .map_err(|e| format!("{url}: {}", e.without_url()))?;
-        if !response.status().is_success() {
-            return Err(format!("{url} answered {}", response.status().as_u16()));
-        }
-        response
-            .json()
-            .await
-            .map_err(|e| format!("{url}: {}", e.without_url()))
     }
 }
 

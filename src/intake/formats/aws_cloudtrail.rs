@@ -31,7 +31,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::json::{self, first_text, get, path, text};
-use super::{FormatError, SourceKind};
+use super::{FormatError, SourceKind, identity};
 use crate::alert::{Actor, Alert, Network, Resource, Severity};
 
 /// What the EventBridge envelope knows when the record does not say.
@@ -154,6 +154,7 @@ fn principal(r: &Value) -> Option<Principal> {
     let principal_id = text(identity, "principalId");
     let account = text(identity, "accountId");
     let user_name = text(identity, "userName");
+    let (key_account, key_user) = (account.clone(), user_name.clone());
     let (kind, id, name, said) = match identity_type.as_str() {
         "IAMUser" => {
             let said = format!(
@@ -216,10 +217,25 @@ fn principal(r: &Value) -> Option<Principal> {
             ("aws.principal", id, user_name, said)
         }
     };
+    let key = match identity_type.as_str() {
+        // `id` is the session issuer's ARN, else the session's own (`assumed-role/<role>/…`).
+        "AssumedRole" => id.as_deref().and_then(identity::aws_from_arn).or_else(|| {
+            let issuer_account = path(identity, "sessionContext.sessionIssuer.accountId")
+                .and_then(json::as_text)
+                .or_else(|| key_account.clone());
+            identity::aws(kind, issuer_account.as_deref(), name.as_deref())
+        }),
+        "IAMUser" | "Root" => id
+            .as_deref()
+            .and_then(identity::aws_from_arn)
+            .or_else(|| identity::aws(kind, key_account.as_deref(), key_user.as_deref())),
+        _ => None,
+    };
     let actor = Actor {
         kind: Some(kind.into()),
         id,
         name,
+        key,
     };
     Some(Principal {
         actor,
@@ -548,9 +564,10 @@ mod tests {
             "aws.cloudtrail:d38ce1b3-4575-4cb8-a632-611b8243bfc3"
         );
         assert!(a.is_identity());
+        // The record has no ARN, but its account and user name make the user's key.
         assert_eq!(
             a.entity_key().as_deref(),
-            Some("actor:AIDACKCEVSQ6C2EXAMPLE")
+            Some("actor:aws:111122223333:user/anaya")
         );
     }
 
@@ -701,10 +718,10 @@ mod tests {
             assert_eq!(a.resource.region.as_deref(), Some("ap-isob-central-3r"));
             assert_eq!(a.resource.account.as_deref(), Some("229654561268"));
             assert_eq!(a.network.remote_ip.as_deref(), Some("75.50.255.67"));
-            // Identity alerts: all three group under the caller.
+            // Identity alerts: all three group under the caller's key.
             assert_eq!(
                 a.entity_key().as_deref(),
-                Some("actor:arn:aws:iam::229654561268:user/christophe")
+                Some("actor:aws:229654561268:user/christophe")
             );
         }
         let [attach, key, user] = [&alerts[0], &alerts[1], &alerts[2]];
@@ -787,6 +804,26 @@ mod tests {
         assert_eq!(
             a.network.remote_ip, None,
             "a service name is not an address"
+        );
+        // Every session of the role is the role; the account is only where it happened, so the
+        // alert is about the role.
+        assert_eq!(
+            a.entity_key().as_deref(),
+            Some("actor:aws:123456789012:role/Admin")
+        );
+        // Without the session issuer, the session's own ARN gives the role.
+        let mut bare = record.clone();
+        bare["userIdentity"]
+            .as_object_mut()
+            .unwrap()
+            .remove("sessionContext");
+        let b = SourceKind::AwsCloudTrail
+            .normalize(bare.to_string().as_bytes())
+            .expect("normalizes")
+            .remove(0);
+        assert_eq!(
+            b.actor.and_then(|x| x.key).as_deref(),
+            Some("aws:123456789012:role/Admin")
         );
     }
 

@@ -32,7 +32,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::json::{self, first_text, get, path, text};
-use super::{FormatError, SourceKind, kubernetes};
+use super::{FormatError, SourceKind, identity, kubernetes};
 use crate::alert::{Actor, Alert, AlertState, Network, Resource, Severity};
 
 pub(super) fn normalize(raw: &RawValue) -> Result<Vec<Alert>, FormatError> {
@@ -259,6 +259,7 @@ fn actor(finding: &Value) -> Option<Actor> {
             kind: Some("k8s.user".into()),
             id: Some(user.clone()),
             name: Some(user),
+            ..Actor::default()
         });
     }
     let key = get(r, "accessKeyDetails")?;
@@ -275,8 +276,10 @@ fn actor(finding: &Value) -> Option<Actor> {
         "federateduser" => "aws.sts.federated_user",
         _ => "aws.principal",
     };
+    let account = text(finding, "accountId");
     Some(Actor {
         kind: Some(kind.into()),
+        key: identity::aws(kind, account.as_deref(), name.as_deref()),
         id: Some(id),
         name,
     })
@@ -456,8 +459,17 @@ mod tests {
         let actor = a.actor.as_ref().expect("actor");
         assert_eq!(actor.kind.as_deref(), Some("aws.iam.user"));
         assert_eq!(actor.id.as_deref(), Some("GeneratedFindingUserName"));
+        // The finding's account qualifies the user name, as CloudTrail's ARN does.
+        assert_eq!(
+            actor.key.as_deref(),
+            Some("aws:111111111111:user/GeneratedFindingUserName")
+        );
         assert_eq!(a.network.remote_ip.as_deref(), Some("198.51.100.0"));
         assert!(a.is_identity());
+        assert_eq!(
+            a.entity_key().as_deref(),
+            Some("actor:aws:111111111111:user/GeneratedFindingUserName")
+        );
         assert_eq!(
             a.dedup_key,
             "aws.guardduty:16dd674a4cb5437c9a66d14f11839b02"

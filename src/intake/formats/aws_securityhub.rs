@@ -30,7 +30,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::json::{self, first_text, get, path, text};
-use super::{FormatError, SourceKind};
+use super::{FormatError, SourceKind, identity};
 use crate::alert::{Actor, Alert, AlertState, Network, Resource, Severity};
 
 /// What the EventBridge envelope knows when a finding does not say.
@@ -253,8 +253,11 @@ fn actor(f: &Value) -> Option<Actor> {
         "federateduser" => "aws.sts.federated_user",
         _ => "aws.principal",
     };
+    let account =
+        first_text(r, &["Details.AwsIamAccessKey.AccountId"]).or_else(|| text(f, "AwsAccountId"));
     Some(Actor {
         kind: Some(kind.into()),
+        key: identity::aws(kind, account.as_deref(), name.as_deref()),
         id: Some(id),
         name,
     })
@@ -535,6 +538,19 @@ mod tests {
         assert_eq!(
             (actor.kind.as_deref(), actor.id.as_deref()),
             (Some("aws.iam.user"), Some("alice"))
+        );
+        assert_eq!(actor.key, None, "no account, no key");
+
+        // With the finding's account, the key GuardDuty and CloudTrail give the same user.
+        let mut in_account = finding.clone();
+        in_account["AwsAccountId"] = json!("123456789012");
+        let a = SourceKind::AwsSecurityHub
+            .normalize(in_account.to_string().as_bytes())
+            .expect("normalizes")
+            .remove(0);
+        assert_eq!(
+            a.entity_key().as_deref(),
+            Some("actor:aws:123456789012:user/alice")
         );
     }
 

@@ -27,7 +27,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::json::{self, first_text, get, text};
-use super::{FormatError, SourceKind};
+use super::{FormatError, SourceKind, identity};
 use crate::alert::{Actor, Alert, AlertState, Network, Resource, Severity};
 
 pub(super) fn normalize(raw: &RawValue) -> Result<Vec<Alert>, FormatError> {
@@ -143,29 +143,42 @@ fn of_type<'a>(items: &'a [Value], kind: &'static str) -> impl Iterator<Item = &
         .filter(move |e| text(e, "type").is_some_and(|t| t.eq_ignore_ascii_case(kind)))
 }
 
-/// `azure.vm` for a virtual machine's resource id, `azure.resource` for any other.
+/// `azure.vm` for a virtual machine's resource id, `azure.subscription` for a subscription's
+/// (`/subscriptions/<id>`, what Defender for Resource Manager alerts name), `azure.resource` for
+/// any other.
 pub(super) fn resource_kind(id: Option<&str>) -> &'static str {
-    let is_vm = id.is_some_and(|id| {
-        id.to_ascii_lowercase()
-            .contains("/providers/microsoft.compute/virtualmachines/")
-    });
-    if is_vm { "azure.vm" } else { "azure.resource" }
+    let id = id.unwrap_or_default().to_ascii_lowercase();
+    let segments: Vec<&str> = id.split('/').filter(|s| !s.is_empty()).collect();
+    if id.contains("/providers/microsoft.compute/virtualmachines/") {
+        "azure.vm"
+    } else if matches!(segments.as_slice(), ["subscriptions", _]) {
+        "azure.subscription"
+    } else {
+        "azure.resource"
+    }
 }
 
-/// An `account` entity: an Entra ID user (by UPN, else object id) is `azure.user`; a local or
-/// domain account on a machine is `host.user` (`DOMAIN\name`).
-fn account(entity: &Value) -> Option<Actor> {
-    let name = text(entity, "name");
+/// An `account` entity: an Entra ID user (by UPN, else object id) is `azure.user`, keyed
+/// `azure:<tenant>:<object id>` (`aadTenantId`, `aadUserId`); a local or domain account on a
+/// machine is `host.user` (`DOMAIN\name`).
+pub(super) fn account(entity: &Value) -> Option<Actor> {
+    let name = first_text(entity, &["name", "accountName"]);
     let upn = match (&name, text(entity, "upnSuffix")) {
         (Some(name), Some(suffix)) => Some(format!("{name}@{suffix}")),
         _ => None,
     };
     let aad = first_text(entity, &["aadUserId", "objectGuid"]);
     if upn.is_some() || aad.is_some() {
+        let key = identity::azure(
+            text(entity, "aadTenantId").as_deref(),
+            text(entity, "aadUserId").as_deref(),
+            upn.as_deref(),
+        );
         return Some(Actor {
             kind: Some("azure.user".into()),
             id: upn.or(aad),
             name,
+            key,
         });
     }
     let id = match (text(entity, "ntDomain"), &name) {
@@ -176,6 +189,7 @@ fn account(entity: &Value) -> Option<Actor> {
         kind: Some("host.user".into()),
         id: Some(id),
         name,
+        key: None,
     })
 }
 
@@ -270,6 +284,31 @@ mod tests {
         assert_eq!(
             a.dedup_key,
             "azure.defender:2518298467986649999_4d25bfef-2d77-4a08-adc0-3e35715cc92a"
+        );
+    }
+
+    #[test]
+    fn an_entra_user_is_keyed_by_tenant_and_object_id_and_a_subscription_is_only_a_place() {
+        let mut alert = example_alert();
+        alert["properties"]["alertType"] = json!("ARM_AnomalousOperation.Persistence");
+        alert["properties"]["resourceIdentifiers"] = json!([{"type": "AzureResource",
+            "azureResourceId": "/subscriptions/20ff7fc3-e762-44dd-bd96-b71116dcdc23"}]);
+        alert["properties"]["entities"] = json!([{"type": "account", "name": "Alice",
+            "upnSuffix": "contoso.com", "aadTenantId": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+            "aadUserId": "b0b2c3d4-0000-1111-2222-333344445555"}]);
+        let a = SourceKind::AzureDefender
+            .normalize(&serde_json::to_vec(&alert).expect("JSON"))
+            .expect("normalizes")
+            .remove(0);
+        assert_eq!(a.resource.kind.as_deref(), Some("azure.subscription"));
+        let actor = a.actor.as_ref().expect("actor");
+        // The UPN stays the id playbooks use; the key is the object id.
+        assert_eq!(actor.id.as_deref(), Some("Alice@contoso.com"));
+        assert_eq!(
+            a.entity_key().as_deref(),
+            Some(
+                "actor:azure:72f988bf-86f1-41af-91ab-2d7cd011db47:b0b2c3d4-0000-1111-2222-333344445555"
+            )
         );
     }
 

@@ -13,7 +13,9 @@
 //!
 //! A Sentinel incident names no single resource, and Sentinel sends the same incident again when
 //! it changes; so the alert's resource is the incident itself (`azure.sentinel.incident`, by ARM
-//! id), which keeps every update of one incident in one Cordon incident.
+//! id), which keeps every update of one incident in one Cordon incident. An incident about an Entra
+//! ID user (an `Account` among its related entities) is about that user instead: it joins the
+//! user's incident, where updates of it follow it by its dedup key.
 //!
 //! | Alert field | From |
 //! |---|---|
@@ -21,6 +23,7 @@
 //! | severity | `severity` (`High`, `Medium`, `Low`, `Informational`) |
 //! | title | `title` |
 //! | resource | the incident: `azure.sentinel.incident`, its subscription as the account |
+//! | actor | the first Entra ID user among `relatedEntities` (`kind` `Account`), as the Logic App incident trigger sends them; keyed `azure:<tenant>:<object id>` (`aadTenantId`, `aadUserId`), so the incident joins other sources' alerts about the user |
 //! | labels | `status`, `classification`, `incident_number`, `owner`, `tactics`, `products`, `tags` |
 //! | state | `status`: `Closed` is `resolved`, or `suppressed` when classified `FalsePositive` or `BenignPositive`; `New` and `Active` are `firing` |
 //! | observed_at | `lastActivityTimeUtc`, else `firstActivityTimeUtc`, else `createdTimeUtc` |
@@ -30,7 +33,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::json::{self, first_text, get, path, text};
-use super::{FormatError, SourceKind};
+use super::{FormatError, SourceKind, azure_defender};
 use crate::alert::{Alert, AlertState, Resource, Severity};
 
 pub(super) fn normalize(raw: &RawValue) -> Result<Vec<Alert>, FormatError> {
@@ -146,6 +149,13 @@ fn incident(
         (true, true) => AlertState::Suppressed,
     };
     alert.source_state = status;
+    alert.actor = get(props, "relatedEntities")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|e| text(e, "kind").is_some_and(|k| k.eq_ignore_ascii_case("Account")))
+        .filter_map(|e| azure_defender::account(get(e, "properties").unwrap_or(e)))
+        .find(|actor| actor.kind.as_deref() == Some("azure.user"));
     if let Some(id) = text(resource, "name").or(arm_id) {
         alert.dedup_key = format!("azure.sentinel:{id}");
     }

@@ -147,12 +147,14 @@ fn event(raw: Box<RawValue>, e: &Value, at: &str) -> Result<Alert, FormatError> 
             kind: Some("k8s.user".into()),
             id: Some(user.clone()),
             name: Some(user),
+            ..Actor::default()
         })
     } else {
         field("user.name").map(|user| Actor {
             kind: Some("unix.user".into()),
             id: Some(user.clone()),
             name: Some(user),
+            ..Actor::default()
         })
     };
 

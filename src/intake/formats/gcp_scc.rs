@@ -33,7 +33,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::json::{self, first_text, get, path, text};
-use super::{FormatError, SourceKind};
+use super::{FormatError, SourceKind, identity};
 use crate::alert::{Actor, Alert, AlertState, Network, Resource, Severity};
 
 /// Pub/Sub writes standard, padded base64; relays differ on padding and some use the URL-safe
@@ -340,6 +340,7 @@ fn actor(finding: &Value) -> Option<Actor> {
     };
     Some(Actor {
         kind: Some(kind.into()),
+        key: identity::gcp(&email),
         id: Some(email.clone()),
         name: Some(email),
     })
@@ -563,6 +564,11 @@ mod tests {
         assert_eq!(a.network.remote_ip.as_deref(), Some("203.0.113.5"));
         let actor = a.actor.as_ref().expect("actor");
         assert_eq!(actor.kind.as_deref(), Some("gcp.service_account"));
+        // A project is only where it happened: the finding is about the service account.
+        assert_eq!(
+            a.entity_key().as_deref(),
+            Some("actor:gcp:proj:evil@proj.iam.gserviceaccount.com")
+        );
     }
 
     #[test]

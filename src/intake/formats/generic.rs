@@ -29,7 +29,7 @@
 //! | `description` | string | Longer text. |
 //! | `observed_at` | RFC 3339 time | When it happened. Absent or unreadable: when Cordon received it. |
 //! | `resource` | object | What the alert is about: `kind` (Cordon's resource kinds such as `aws.ec2.instance`, `aws.iam.user`, `azure.vm`, `gcp.project`, `k8s.pod`, `container`, `host`), `id`, `region`, `account`, `name`. |
-//! | `actor` | object | Who did it: `kind` (`aws.iam.user`, `azure.user`, `gcp.service_account`, `k8s.user`, `unix.user`, ...), `id`, `name`. |
+//! | `actor` | object | Who did it: `kind` (`aws.iam.user`, `azure.user`, `gcp.service_account`, `k8s.user`, `unix.user`, ...), `id`, `name`, and `key`, the principal's key across sources (docs/alerts.md, "Identity keys": `aws:123456789012:user/alice`) for the alert to join other sources' alerts about the principal. |
 //! | `network` | object | `remote_ip` and `local_ip` (IPv4 or IPv6), `remote_port` (0–65535), `domain`. An address or port that is not one is refused. |
 //! | `labels` | object | Free-form labels. Values should be strings; numbers and booleans are written as text, arrays and objects as JSON, `null` is dropped. |
 //! | `dedup_key` | string | Alerts with the same key inside the dedup window count as repeats of one alert. Default: Cordon's fingerprint of source, kind, resource id and actor id. |
@@ -87,6 +87,7 @@ fn alert(raw: Box<RawValue>, a: &Value, at: &str) -> Result<Alert, FormatError> 
             kind: text(actor, "kind"),
             id: text(actor, "id"),
             name: text(actor, "name"),
+            key: text(actor, "key"),
         };
         if actor != Actor::default() {
             alert.actor = Some(actor);

@@ -19,6 +19,7 @@ mod azure_sentinel;
 mod falco;
 mod gcp_scc;
 mod generic;
+mod identity;
 mod json;
 mod kubernetes;
 
