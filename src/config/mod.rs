@@ -72,6 +72,10 @@ pub struct Config {
     /// Signed checkpoints of the audit chain, and where they are pushed.
     #[serde(default)]
     pub audit: crate::audit::AuditConfig,
+    /// Email over SMTP: the server, and profiles (a sender and recipients) that `email.send`
+    /// steps and incident notifications name (README, "Email").
+    #[serde(default)]
+    pub email: crate::email::EmailConfig,
 }
 
 /// Where playbooks are and how they run.
@@ -168,7 +172,7 @@ fn default_integration_paths() -> Vec<PathBuf> {
 /// One set of credentials. Which fields are needed depends on the auth kind of the integrations
 /// that name it: `aws_sigv4` (access_key_id, secret_access_key, session_token), `azure_oauth`
 /// (tenant_id, client_id, client_secret), `bearer` (token), `basic` (username, password),
-/// `api_key` (api_key).
+/// `api_key` (api_key), `json_field` (keys).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
@@ -182,6 +186,10 @@ pub struct Credentials {
     pub username: Option<String>,
     pub password: Option<Secret>,
     pub api_key: Option<Secret>,
+    /// Named keys an integration picks per request (`json_field` auth): PagerDuty's routing key
+    /// per service, `default` for a step that names none.
+    #[serde(default)]
+    pub keys: BTreeMap<String, Secret>,
     /// Host pattern → base URL: requests to a matching host go to the base URL instead (an
     /// emulator in tests, a VPC endpoint, a sovereign cloud).
     #[serde(default)]
@@ -202,6 +210,7 @@ impl Credentials {
         ]
         .into_iter()
         .flatten()
+        .chain(self.keys.values())
         .collect()
     }
 }
