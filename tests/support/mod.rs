@@ -19,6 +19,7 @@ pub mod intel;
 pub mod load;
 pub mod moto;
 pub mod oidc;
+pub mod paging;
 pub mod pg;
 pub mod prism;
 pub mod slack;
