@@ -491,15 +491,18 @@ pub fn load_playbooks(
     }
 }
 
+/// Where the built-in `chat.notify` and `email.send` hand their messages, when configured.
+type Outlets = (
+    Option<Arc<dyn Notifier>>,
+    Option<Arc<dyn crate::actions::builtin::Mailer>>,
+);
+
 async fn start_engine(
     config: &Config,
     store: Arc<dyn Store>,
     http: reqwest::Client,
     metrics: Arc<Metrics>,
-    (notifier, mailer): (
-        Option<Arc<dyn Notifier>>,
-        Option<Arc<dyn crate::actions::builtin::Mailer>>,
-    ),
+    (notifier, mailer): Outlets,
 ) -> Result<(Arc<Engine>, Arc<Registry>, usize), StartError> {
     let scripts = scripts(config);
     let integrations = load_integrations(config, http.clone(), Some(store.clone()))

@@ -551,12 +551,21 @@ mod tests {
             "multipart/alternative",
             "text/plain",
             "text/html",
-            "a &lt; b",
             "filename=\"incident-inc-1.md\"",
             "Cc: lead@example.com",
         ] {
             assert!(text.contains(needle), "{needle} in {text}");
         }
+    }
+
+    #[test]
+    fn text_without_html_is_escaped_into_the_html_part() {
+        let html = html_of_text("<script>alert(1)</script> & \"x\"");
+        assert!(
+            html.contains("&lt;script&gt;alert(1)&lt;/script&gt; &amp; &quot;x&quot;"),
+            "{html}"
+        );
+        assert!(!html.contains("<script>"));
     }
 
     #[test]

@@ -358,10 +358,10 @@ fn pagerduty_errors(event: &Map<String, Value>) -> Vec<String> {
             Some(s) if !s.is_empty() && s.chars().count() <= 1024 => {}
             _ => errors.push("'payload.summary' must be 1 to 1024 characters".into()),
         }
-        if !payload
+        if payload
             .get("source")
             .and_then(Value::as_str)
-            .is_some_and(|s| !s.is_empty())
+            .is_none_or(str::is_empty)
         {
             errors.push("'payload.source' is required".into());
         }
@@ -373,9 +373,9 @@ fn pagerduty_errors(event: &Map<String, Value>) -> Vec<String> {
             errors.push("'payload.severity' must be one of critical, error, warning, info".into());
         }
         if let Some(ts) = payload.get("timestamp")
-            && !ts
+            && ts
                 .as_str()
-                .is_some_and(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok())
+                .is_none_or(|t| chrono::DateTime::parse_from_rfc3339(t).is_err())
         {
             errors.push("'payload.timestamp' must be an ISO 8601 time".into());
         }
@@ -657,10 +657,10 @@ fn action_errors(request: &Map<String, Value>, note_required: bool) -> Vec<Strin
         }
     }
     if note_required
-        && !request
+        && request
             .get("note")
             .and_then(Value::as_str)
-            .is_some_and(|n| !n.trim().is_empty())
+            .is_none_or(|n| n.trim().is_empty())
     {
         errors.push("Note can not be empty.".into());
     }
