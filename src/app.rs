@@ -95,12 +95,14 @@ impl Server {
                 chat_names.clone(),
             ))) as Arc<dyn Notifier>
         });
+        // Email: `email.send` steps queue mail in the outbox, whose SMTP deliverer sends it.
+        let mailer = crate::email::mailer(&config.email, outbox.clone(), store.clone());
         let (engine, actions, playbooks) = start_engine(
             &config,
             store.clone(),
             http.clone(),
             metrics.clone(),
-            notifier,
+            (notifier, mailer),
         )
         .await?;
         let mut platforms = Vec::new();
@@ -149,6 +151,8 @@ impl Server {
         });
         // Audit checkpoints: their sinks' deliverer, and the periodic signing.
         crate::audit::sink::start(&config, store.clone(), outbox.clone(), http.clone());
+        // Email: the SMTP deliverer, and the watcher of `email.notify`.
+        crate::email::start(&config.email, store.clone(), outbox.clone(), &engine);
         // Only now do runs move: the chat channels, the watchers (chat threads, tickets) and the
         // outbox deliverers above all exist, so a resumed run's first card or comment has
         // somewhere to go (tests/restart_order.rs).
@@ -487,12 +491,18 @@ pub fn load_playbooks(
     }
 }
 
+/// Where the built-in `chat.notify` and `email.send` hand their messages, when configured.
+type Outlets = (
+    Option<Arc<dyn Notifier>>,
+    Option<Arc<dyn crate::actions::builtin::Mailer>>,
+);
+
 async fn start_engine(
     config: &Config,
     store: Arc<dyn Store>,
     http: reqwest::Client,
     metrics: Arc<Metrics>,
-    notifier: Option<Arc<dyn Notifier>>,
+    (notifier, mailer): Outlets,
 ) -> Result<(Arc<Engine>, Arc<Registry>, usize), StartError> {
     let scripts = scripts(config);
     let integrations = load_integrations(config, http.clone(), Some(store.clone()))
@@ -506,7 +516,8 @@ async fn start_engine(
             config.playbooks.http_max_response_bytes,
             notifier,
         )
-        .map_err(StartError::Http)?,
+        .map_err(StartError::Http)?
+        .with_mailer(mailer),
     );
     let actions = Arc::new(Registry::new(builtins, integrations));
     let playbooks =

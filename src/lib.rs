@@ -48,6 +48,8 @@
 //! - [`app`]: wiring (config → store → sources → router) and the server's life until shutdown.
 //! - [`api`]: the admin API; [`http`]: the JSON error answer every handler shares.
 //! - [`telemetry`]: logs (human or JSON) and Prometheus metrics.
+//! - [`email`]: mail over SMTP through the outbox (`email.send` steps, incident notifications,
+//!   the incident report attached).
 //! - [`tickets`]: a ticket per incident, kept in step both ways; one folder per system (Jira Cloud,
 //!   ServiceNow) behind [`tickets::TicketSystem`]; the incident report.
 //!
@@ -60,6 +62,7 @@ pub mod app;
 pub mod audit;
 pub mod chat;
 pub mod config;
+pub mod email;
 pub mod engine;
 pub mod failure;
 #[doc(hidden)]

@@ -1,4 +1,5 @@
-//! The built-in actions: `core.log`, `core.http`, `core.sleep`, `core.set`.
+//! The built-in actions: `core.log`, `core.http`, `core.sleep`, `core.set`, `chat.notify`,
+//! `email.send`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,6 +22,17 @@ pub struct Builtins {
     max_response_bytes: usize,
     /// Where `chat.notify` posts, when chat is configured.
     notifier: Option<Arc<dyn Notifier>>,
+    /// Where `email.send` queues mail, when email is configured.
+    mailer: Option<Arc<dyn Mailer>>,
+}
+
+/// Where `email.send` queues mail: the outbox's SMTP target (`crate::email::StepMailer`); built-in
+/// actions know nothing of SMTP.
+#[async_trait]
+pub trait Mailer: Send + Sync {
+    /// Queues the mail a step's inputs describe (profile, subject, text, html, attach_report); what
+    /// was queued, for the step's output.
+    async fn send(&self, inputs: &Value, call: &ActionCall) -> Result<Value, ActionError>;
 }
 
 /// Where `chat.notify` posts: the incident's chat threads on the configured platforms. Chat
@@ -58,7 +70,14 @@ impl Builtins {
             http_allow: allow,
             max_response_bytes,
             notifier,
+            mailer: None,
         })
+    }
+
+    /// Gives `email.send` somewhere to queue mail.
+    pub fn with_mailer(mut self, mailer: Option<Arc<dyn Mailer>>) -> Builtins {
+        self.mailer = mailer;
+        self
     }
 
     async fn notify(&self, inputs: &Value, call: &ActionCall) -> Result<Value, ActionError> {
@@ -300,6 +319,12 @@ impl ActionRunner for Builtins {
             }
             "core.http" => self.http(&inputs, call).await,
             "chat.notify" => self.notify(&inputs, call).await,
+            "email.send" => match &self.mailer {
+                Some(mailer) => mailer.send(&inputs, call).await,
+                None => Err(ActionError::permanent(
+                    "email is not configured (config: email.smtp and email.profiles)",
+                )),
+            },
             other => Err(ActionError::permanent(format!("unknown action `{other}`"))),
         }
     }

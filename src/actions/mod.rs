@@ -223,6 +223,27 @@ pub fn builtin_specs() -> Vec<ActionSpec> {
             outputs: None,
             plans: false,
         },
+        ActionSpec {
+            name: "email.send".into(),
+            description: "Send an email to a profile's recipients (config: email.profiles), through the outbox: an SMTP outage delays it and loses nothing. Text and HTML bodies; the incident report attached on request.".into(),
+            inputs: BTreeMap::from([
+                ("profile".into(), input(InputType::String, true, "the email profile: sender and recipients")),
+                ("subject".into(), input(InputType::String, true, "the subject line")),
+                ("text".into(), input(InputType::String, true, "the plain-text body")),
+                ("html".into(), input(InputType::String, false, "the HTML body (default: the text, escaped)")),
+                ("attach_report".into(), input(InputType::Bool, false, "attach the incident report (default false)")),
+                ("report_format".into(), InputSpec {
+                    allowed: Some(vec!["markdown".into(), "html".into()]),
+                    ..input(InputType::String, false, "the attached report's format: markdown (default) or html")
+                }),
+            ]),
+            side_effect: true,
+            idempotent: true,
+            kind: Some("notify".into()),
+            undo: None,
+            outputs: Some("profile, to, cc, subject, message_id, report_attached".into()),
+            plans: false,
+        },
     ]
 }
 
@@ -324,7 +345,7 @@ impl ActionRunner for Registry {
     }
 }
 
-/// Whether `name` is one of the built-in actions (`core.*`, `chat.notify`).
+/// Whether `name` is one of the built-in actions (`core.*`, `chat.notify`, `email.send`).
 fn is_builtin(name: &str) -> bool {
-    name.starts_with("core.") || name == "chat.notify"
+    name.starts_with("core.") || name == "chat.notify" || name == "email.send"
 }

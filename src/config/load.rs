@@ -32,6 +32,7 @@ const TOP_KEYS: &[&str] = &[
     "sources",
     "tickets",
     "audit",
+    "email",
 ];
 
 /// Reads and parses the config at `path`.
@@ -75,7 +76,8 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, Diagnostics> {
         // What the passes cannot see (a duplicated key, say) still fails the full parse.
         let config = serde_yaml::from_str::<Config>(text)
             .map_err(|e| Diagnostics(vec![Diagnostics::from_yaml(file, &e)]))?;
-        let problems = super::people::check(&config, text, file);
+        let mut problems = super::people::check(&config, text, file);
+        problems.extend(crate::email::config::check(&config, text, file));
         return if problems.is_empty() {
             Ok(config)
         } else {
@@ -197,6 +199,9 @@ impl<'de> Visitor<'de> for FocusSeed<'_> {
                 }
                 (Focus::TopKey(k), "audit") if k == "audit" => {
                     map.next_value::<crate::audit::AuditConfig>()?;
+                }
+                (Focus::TopKey(k), "email") if k == "email" => {
+                    map.next_value::<crate::email::EmailConfig>()?;
                 }
                 (Focus::TopKey(k), "log") if k == "log" => {
                     map.next_value::<LogConfig>()?;

@@ -72,6 +72,10 @@ pub struct Config {
     /// Signed checkpoints of the audit chain, and where they are pushed.
     #[serde(default)]
     pub audit: crate::audit::AuditConfig,
+    /// Email over SMTP: the server, and profiles (a sender and recipients) that `email.send`
+    /// steps and incident notifications name (README, "Email").
+    #[serde(default)]
+    pub email: crate::email::EmailConfig,
 }
 
 /// Where playbooks are and how they run.
@@ -169,7 +173,7 @@ fn default_integration_paths() -> Vec<PathBuf> {
 /// that name it: `aws_sigv4` (access_key_id, secret_access_key, session_token), `azure_oauth`
 /// (tenant_id, client_id, client_secret), `gcp_oauth` (service_account_key or
 /// service_account_key_file; neither: the metadata server), `bearer` (token), `basic` (username,
-/// password), `api_key` (api_key), `kubernetes` (clusters, default_cluster).
+/// password), `api_key` (api_key), `kubernetes` (clusters, default_cluster), `json_field` (keys).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
@@ -197,6 +201,10 @@ pub struct Credentials {
     pub service_account_key: Option<Secret>,
     /// `gcp_oauth`: the path of a Google service-account key JSON file, read at start.
     pub service_account_key_file: Option<PathBuf>,
+    /// Named keys an integration picks per request (`json_field` auth): PagerDuty's routing key
+    /// per service, `default` for a step that names none.
+    #[serde(default)]
+    pub keys: BTreeMap<String, Secret>,
     /// Host pattern → base URL: requests to a matching host go to the base URL instead (an
     /// emulator in tests, a VPC endpoint, a sovereign cloud).
     #[serde(default)]
@@ -235,6 +243,7 @@ impl Credentials {
         .into_iter()
         .flatten()
         .chain(self.clusters.values().flat_map(|c| c.secrets()))
+        .chain(self.keys.values())
         .collect()
     }
 }

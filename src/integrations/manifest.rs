@@ -48,6 +48,11 @@ pub struct AuthSpec {
     pub service: Option<String>,
     /// `api_key`: the header carrying the key (default `X-API-Key`).
     pub header: Option<String>,
+    /// `api_key`: written before the key in the header (`"GenieKey "` for Opsgenie).
+    pub prefix: Option<String>,
+    /// `json_field`: the top-level field of the JSON body the host puts the key in
+    /// (`routing_key` for PagerDuty).
+    pub field: Option<String>,
     /// Without credentials in the config, send requests unauthenticated instead of failing (for
     /// APIs with a keyless tier, such as GreyNoise Community).
     #[serde(default)]
@@ -67,6 +72,9 @@ pub enum AuthKind {
     ApiKey,
     /// Kubernetes API servers, through `kube()` (src/integrations/kubernetes.rs).
     Kubernetes,
+    /// A key in the JSON body rather than a header (PagerDuty's `routing_key`): one of the named
+    /// `keys` of the credentials, picked by the request's `key` (`default` when it names none).
+    JsonField,
 }
 
 impl AuthKind {
@@ -80,6 +88,7 @@ impl AuthKind {
             AuthKind::Basic => "basic",
             AuthKind::ApiKey => "api_key",
             AuthKind::Kubernetes => "kubernetes",
+            AuthKind::JsonField => "json_field",
         }
     }
 }
@@ -270,6 +279,13 @@ impl Manifest {
             report(
                 auth,
                 "auth `aws_sigv4` needs `service`: the signing name (ec2, iam, s3...)".into(),
+                None,
+            );
+        }
+        if self.auth.kind == AuthKind::JsonField && self.auth.field.is_none() {
+            report(
+                auth,
+                "auth `json_field` needs `field`: the JSON body field that carries the key".into(),
                 None,
             );
         }

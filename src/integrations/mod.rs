@@ -54,6 +54,8 @@ pub struct Integration {
     settings: BTreeMap<String, Value>,
     /// The secret values of its credentials, blanked out of whatever a call returns or raises.
     secrets: Vec<Secret>,
+    /// `json_field` auth: the body field, and the named keys a request picks from.
+    body_keys: Option<(String, BTreeMap<String, Secret>)>,
     /// The egress rules its requests pass (for addresses written in a URL; names are checked by
     /// the client's resolver).
     egress: Arc<crate::actions::egress::Egress>,
@@ -615,6 +617,12 @@ impl Integration {
             // A key read from a file is in no config field; its private key is a secret still.
             secrets.extend(tokens.secrets());
         }
+        let body_keys = match (manifest.auth.kind, &manifest.auth.field, credentials) {
+            (AuthKind::JsonField, Some(field), Some((_, c))) => {
+                Some((field.clone(), c.keys.clone()))
+            }
+            _ => None,
+        };
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -626,6 +634,7 @@ impl Integration {
             endpoints,
             settings,
             secrets,
+            body_keys,
             egress: egress.clone(),
             max_response_bytes: config.max_response_bytes,
         })
@@ -699,6 +708,37 @@ impl Integration {
         })
     }
 
+    /// For `json_field` auth: `body` with the key the request names (`key`, else `default`) in the
+    /// manifest's field. The script never holds the key; an unknown name is refused naming the
+    /// names there are, never a key.
+    fn with_body_key(&self, body: &Value, name: Option<&str>) -> Result<Option<Value>, HostError> {
+        if self.manifest.auth.kind != AuthKind::JsonField {
+            return Ok(None);
+        }
+        self.auth.as_ref().map_err(|e| HostError::from(e.clone()))?;
+        let Some((field, keys)) = &self.body_keys else {
+            return Ok(None);
+        };
+        let name = name.unwrap_or("default");
+        let key = keys.get(name).ok_or_else(|| {
+            let names: Vec<&str> = keys.keys().map(String::as_str).collect();
+            HostError::permanent(format!(
+                "integrations.credentials.{}.keys has no `{name}` (it has {})",
+                self.manifest.auth.credentials.as_deref().unwrap_or("?"),
+                names.join(", ")
+            ))
+        })?;
+        let mut body = body.clone();
+        let Some(map) = body.as_object_mut() else {
+            return Err(HostError::permanent(format!(
+                "http: auth `json_field` of integration `{}` needs a JSON object body",
+                self.manifest.name
+            )));
+        };
+        map.insert(field.clone(), Value::String(key.expose().to_owned()));
+        Ok(Some(body))
+    }
+
     /// Sends the request a script described (docs/integrations.md, `http`).
     async fn send(&self, env: &CallEnv, request: &Value) -> Result<Value, HostError> {
         let http = &env.http;
@@ -745,7 +785,10 @@ impl Integration {
             }
         }
         if let Some(body) = request.get("json") {
-            builder = builder.json(body);
+            match self.with_body_key(body, text("key"))? {
+                Some(keyed) => builder = builder.json(&keyed),
+                None => builder = builder.json(body),
+            }
         } else if let Some(form) = request.get("form").and_then(Value::as_object) {
             let pairs: Vec<(String, String)> =
                 form.iter().map(|(k, v)| (k.clone(), plain(v))).collect();
@@ -965,13 +1008,24 @@ fn build_auth(
             &c.clusters,
             c.default_cluster.as_deref(),
         )?)),
-        AuthKind::ApiKey => Auth::ApiKey {
-            header: manifest
-                .auth
-                .header
-                .clone()
-                .unwrap_or_else(|| "X-API-Key".to_owned()),
-            key: c.api_key.clone().ok_or_else(|| missing("api_key"))?,
-        },
+        AuthKind::ApiKey => {
+            let key = c.api_key.clone().ok_or_else(|| missing("api_key"))?;
+            Auth::ApiKey {
+                header: manifest
+                    .auth
+                    .header
+                    .clone()
+                    .unwrap_or_else(|| "X-API-Key".to_owned()),
+                // `Authorization: GenieKey <key>`: the prefix joins the key in the header value;
+                // the bare key stays among the secrets redacted from what a call returns.
+                key: match &manifest.auth.prefix {
+                    Some(prefix) => Secret::new(format!("{prefix}{}", key.expose())),
+                    None => key,
+                },
+            }
+        }
+        // The key goes into the body (`Integration::with_body_key`), not a header.
+        AuthKind::JsonField if c.keys.is_empty() => return Err(missing("keys")),
+        AuthKind::JsonField => Auth::None,
     })
 }

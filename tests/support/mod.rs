@@ -21,6 +21,7 @@ pub mod kube;
 pub mod load;
 pub mod moto;
 pub mod oidc;
+pub mod paging;
 pub mod pg;
 pub mod prism;
 pub mod slack;
