@@ -163,25 +163,24 @@ impl Validator {
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         validation.leeway = LEEWAY_SECS;
         validation.validate_nbf = true;
-        let data =
-            jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &key.decoding, &validation)
-                .map_err(|e| {
-                use jsonwebtoken::errors::ErrorKind;
-                match e.kind() {
-                    ErrorKind::InvalidSignature => TokenError::BadSignature,
-                    ErrorKind::ExpiredSignature => TokenError::Expired,
-                    ErrorKind::ImmatureSignature => TokenError::NotYetValid,
-                    ErrorKind::InvalidIssuer => TokenError::WrongIssuer(self.issuer.clone()),
-                    ErrorKind::InvalidAudience => TokenError::WrongAudience,
-                    ErrorKind::MissingRequiredClaim(claim) => {
-                        TokenError::MissingClaim(claim.clone())
-                    }
-                    ErrorKind::InvalidAlgorithm => {
-                        TokenError::Algorithm(format!("{:?}", header.alg))
-                    }
-                    _ => TokenError::Malformed(e.to_string()),
-                }
-            })?;
+        let data = jsonwebtoken::decode::<serde_json::Map<String, Value>>(
+            token,
+            &key.decoding,
+            &validation,
+        )
+        .map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            match e.kind() {
+                ErrorKind::InvalidSignature => TokenError::BadSignature,
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+                ErrorKind::InvalidIssuer => TokenError::WrongIssuer(self.issuer.clone()),
+                ErrorKind::InvalidAudience => TokenError::WrongAudience,
+                ErrorKind::MissingRequiredClaim(claim) => TokenError::MissingClaim(claim.clone()),
+                ErrorKind::InvalidAlgorithm => TokenError::Algorithm(format!("{:?}", header.alg)),
+                _ => TokenError::Malformed(e.to_string()),
+            }
+        })?;
         let service_url = data
             .claims
             .iter()
