@@ -89,9 +89,22 @@ fn checkpoint_file(folder: &Path) -> Option<PathBuf> {
         })
 }
 
-/// The sled tree of the audit log, opened behind Cordon's back (the server is stopped).
+/// The sled tree of the audit log, opened behind Cordon's back (the server is stopped; its last
+/// tasks may still hold the store's file lock for a moment on a loaded machine).
 fn audit_tree(store: &Path) -> (sled::Db, sled::Tree) {
-    let db = sled::open(store).expect("the store opens");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let db = loop {
+        match sled::open(store) {
+            Ok(db) => break db,
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("the store opens: {e:?}"),
+        }
+    };
     let tree = db.open_tree("audit").expect("audit tree");
     (db, tree)
 }
