@@ -19,8 +19,8 @@ use base64::Engine as _;
 use reqwest::header::{AUTHORIZATION, HeaderName, HeaderValue};
 use tokio::time::Instant;
 
-use crate::config::Secret;
 pub use super::azure_credentials::{AzureProvider, AzureTokens};
+use crate::config::Secret;
 use crate::failure::Failure;
 
 /// Why auth could not be applied. The message never contains a secret.

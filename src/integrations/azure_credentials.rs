@@ -315,8 +315,7 @@ impl Sources<'_> {
             ClientCredential::Certificate(Box::new(Certificate::read(at, c)?))
         } else if let Some(file) = federated {
             ClientCredential::Federated(file)
-        } else if c.tenant_id.is_some() || (c.client_id.is_some() && c.managed_identity.is_none())
-        {
+        } else if c.tenant_id.is_some() || (c.client_id.is_some() && c.managed_identity.is_none()) {
             return Err(format!(
                 "{at} names an application (tenant_id, client_id) without client_secret, client_certificate(_file) or federated_token_file; for a managed identity write `managed_identity: {{}}` (or `{{client_id: ...}}` for a user-assigned one)"
             ));
@@ -406,7 +405,9 @@ impl Sources<'_> {
                     .unwrap_or("http://169.254.169.254");
                 let mut url = Url::parse(base)
                     .and_then(|b| b.join(IMDS_PATH))
-                    .map_err(|e| format!("the metadata service address `{base}` is not a URL: {e}"))?;
+                    .map_err(|e| {
+                        format!("the metadata service address `{base}` is not a URL: {e}")
+                    })?;
                 url.query_pairs_mut().append_pair("api-version", IMDS_API);
                 if let Some((param, _, value)) = ids.first() {
                     url.query_pairs_mut().append_pair(param, value);
@@ -717,11 +718,8 @@ impl AzureTokens {
 }
 
 impl App {
-    /// POST {login}/{tenant}/oauth2/v2.0/token, form grant_type=client_credentials, client_id,
-    /// scope, and the client secret or a client assertion. Answer JSON {token_type, expires_in,
-    /// access_token}.
-    async fn request(&self, scope: &str) -> Result<(Secret, Duration), AuthError> {
-        let url = self.token_url.clone()?;
+    /// The form of a token request for `scope` to `url`, and the proof of identity in it.
+    fn form(&self, scope: &str, url: &Url) -> Result<(String, Secret), AuthError> {
         let mut form = url::form_urlencoded::Serializer::new(String::new());
         form.append_pair("grant_type", "client_credentials")
             .append_pair("client_id", &self.client_id)
@@ -757,10 +755,16 @@ impl App {
                 token
             }
         };
-        let scrub = |message: String| match proof.expose() {
-            "" => message,
-            secret => message.replace(secret, "**redacted**"),
-        };
+        Ok((form.finish(), proof))
+    }
+
+    /// POST {login}/{tenant}/oauth2/v2.0/token, form grant_type=client_credentials, client_id,
+    /// scope, and the client secret or a client assertion. Answer JSON {token_type, expires_in,
+    /// access_token}.
+    async fn request(&self, scope: &str) -> Result<(Secret, Duration), AuthError> {
+        let url = self.token_url.clone()?;
+        let (body, proof) = self.form(scope, &url)?;
+        let scrub = |message: String| scrub(message, proof.expose());
         let transport = |e: reqwest::Error| AuthError {
             message: scrub(format!(
                 "Entra ID token request failed: {}",
@@ -772,14 +776,15 @@ impl App {
             .http
             .post(url)
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(form.finish())
+            .body(body)
             .timeout(TOKEN_TIMEOUT)
             .send()
             .await
             .map_err(transport)?;
         let status = response.status();
         let failure = Failure::from_response(status.as_u16(), response.headers());
-        let body = response.text().await.map_err(transport)?;
+        // An answer may echo the request: the proof goes before the answer is cut short.
+        let body = scrub(response.text().await.map_err(transport)?);
         let answer: Value = serde_json::from_str(&body).unwrap_or_default();
         if let Some(failure) = failure {
             return Err(AuthError {
@@ -810,18 +815,16 @@ impl ManagedTokens {
         url.query_pairs_mut().append_pair("resource", resource);
         let request = match &self.endpoint {
             Endpoint::Imds(_) => self.http.get(url).header("Metadata", "true"),
-            Endpoint::AppService { header, .. } => {
-                self.http.get(url).header("X-IDENTITY-HEADER", header.clone())
-            }
+            Endpoint::AppService { header, .. } => self
+                .http
+                .get(url)
+                .header("X-IDENTITY-HEADER", header.clone()),
         };
         let header = match &self.endpoint {
             Endpoint::AppService { header, .. } => header.to_str().unwrap_or_default(),
             Endpoint::Imds(_) => "",
         };
-        let scrub = |message: String| match header {
-            "" => message,
-            secret => message.replace(secret, "**redacted**"),
-        };
+        let scrub = |message: String| scrub(message, header);
         let transport = |e: reqwest::Error| {
             let failure = Failure::from_transport(&e);
             AuthError {
@@ -843,7 +846,8 @@ impl ManagedTokens {
         if matches!(self.endpoint, Endpoint::Imds(_)) && matches!(status.as_u16(), 404 | 410) {
             failure = Some(Failure::Retryable);
         }
-        let body = response.text().await.map_err(transport)?;
+        // An answer may echo the request: the proof goes before the answer is cut short.
+        let body = scrub(response.text().await.map_err(transport)?);
         let answer: Value = serde_json::from_str(&body).unwrap_or_default();
         if let Some(failure) = failure {
             return Err(AuthError {
@@ -856,6 +860,17 @@ impl ManagedTokens {
         }
         bearer_token(&answer, "the managed identity endpoint")
     }
+}
+
+/// `message` without `secret`, as sent or as a form encodes it.
+fn scrub(message: String, secret: &str) -> String {
+    if secret.is_empty() {
+        return message;
+    }
+    let encoded: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+    message
+        .replace(secret, "**redacted**")
+        .replace(&encoded, "**redacted**")
 }
 
 /// The bearer token of a token answer and how long to reuse it: `expires_in` (seconds), else

@@ -978,14 +978,12 @@ fn build_auth(
             ),
             service: manifest.auth.service.clone().unwrap_or_default(),
         },
-        AuthKind::AzureOauth => Auth::AzureOAuth(Arc::new(
-            azure_credentials::AzureProvider::new(
-                http.clone(),
-                key,
-                c,
-                &std::env::vars().collect(),
-            )?,
-        )),
+        AuthKind::AzureOauth => Auth::AzureOAuth(Arc::new(azure_credentials::AzureProvider::new(
+            http.clone(),
+            key,
+            c,
+            &std::env::vars().collect(),
+        )?)),
         AuthKind::GcpOauth => {
             Auth::GcpOAuth(Arc::new(gcp::GcpTokens::from_credentials(key, c, http)?))
         }

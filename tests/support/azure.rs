@@ -750,7 +750,12 @@ const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer
 
 /// An `AADSTS700027`-style refusal of a client assertion.
 fn bad_assertion(code: u32, description: &str) -> Response {
-    entra_error(StatusCode::UNAUTHORIZED, "invalid_client", code, description)
+    entra_error(
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+        code,
+        description,
+    )
 }
 
 /// The assertion of a token request, checked for its type.
@@ -806,8 +811,8 @@ fn check_certificate_assertion(
             "The certificate with identifier used to sign the client assertion is not registered on application. [Reason - x5t#S256 does not match.]",
         ));
     }
-    let cert = webpki::EndEntityCert::try_from(&rustls_pki_types::CertificateDer::from(der))
-        .expect("the registered certificate parses");
+    let der = rustls_pki_types::CertificateDer::from(der);
+    let cert = webpki::EndEntityCert::try_from(&der).expect("the registered certificate parses");
     let spki = cert.subject_public_key_info();
     let key = jsonwebtoken::DecodingKey::from_rsa_pem(pem("PUBLIC KEY", spki.as_ref()).as_bytes())
         .expect("the certificate's key is RSA");
@@ -886,13 +891,18 @@ fn verified(
                 ),
                 ErrorKind::InvalidAudience => bad_assertion(
                     700212,
-                    &format!("The client assertion's audience does not match. Expected: '{audience}'."),
+                    &format!(
+                        "The client assertion's audience does not match. Expected: '{audience}'."
+                    ),
                 ),
                 ErrorKind::InvalidIssuer => bad_assertion(
                     70021,
                     "No matching federated identity record found for presented assertion issuer.",
                 ),
-                other => bad_assertion(50027, &format!("JWT token is invalid or malformed: {other:?}.")),
+                other => bad_assertion(
+                    50027,
+                    &format!("JWT token is invalid or malformed: {other:?}."),
+                ),
             }
         })
 }
@@ -943,9 +953,13 @@ fn managed_identity(
     } else {
         state.managed.iter().find(|m| m.system)
     };
-    found
-        .cloned()
-        .ok_or_else(|| identity_error(StatusCode::BAD_REQUEST, "invalid_request", "Identity not found"))
+    found.cloned().ok_or_else(|| {
+        identity_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Identity not found",
+        )
+    })
 }
 
 /// The scope of a managed identity's `resource` (ARM or Graph), or the refusal.
@@ -962,7 +976,9 @@ fn resource_scope(query: &HashMap<String, String>) -> Result<String, Response> {
         return Err(identity_error(
             StatusCode::BAD_REQUEST,
             "invalid_resource",
-            &format!("AADSTS500011: The resource principal named {resource} was not found in the tenant."),
+            &format!(
+                "AADSTS500011: The resource principal named {resource} was not found in the tenant."
+            ),
         ));
     }
     Ok(scope)
@@ -1036,7 +1052,9 @@ fn app_service(
     if method != Method::GET {
         return StatusCode::METHOD_NOT_ALLOWED.into_response();
     }
-    let given = headers.get("x-identity-header").and_then(|v| v.to_str().ok());
+    let given = headers
+        .get("x-identity-header")
+        .and_then(|v| v.to_str().ok());
     if given.is_none() || given != state.identity_header.as_deref() {
         return identity_error(
             StatusCode::UNAUTHORIZED,
