@@ -619,6 +619,17 @@ async fn two_tenants_are_picked_by_subscription_and_each_vm_is_isolated_by_its_o
     .await
     .unwrap();
     assert_eq!(out["acted_as"], a["acted_as"]);
+    // An action's `account` input overrides the alert's.
+    let named = json!({ "user_id": "6e7b768e-07e2-4810-8459-485f84f8f204", "account": "fabrikam" });
+    let out = call(
+        &integrations,
+        "azure-entra.disable_user",
+        named,
+        Some(SUB_A),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out["acted_as"], b["acted_as"]);
 
     // A subscription no tenant covers, with no default credential: refused, nothing sent.
     let before = fake.requests().len();
