@@ -746,6 +746,10 @@ fn bad_azure_credentials_are_refused_at_load_saying_what_to_fix() {
             "more than one",
         ),
         (
+            format!("{{ client_id: {CLIENT_ID}, managed_identity: {{}} }}"),
+            "named inside it",
+        ),
+        (
             format!("{{ tenants: {{ contoso: {{ managed_identity: {{}} }} }}, subscriptions: {{ \"{SUB_A}\": contso }} }}"),
             "`contso` is not in integrations.credentials.azure.tenants (it has contoso)",
         ),

@@ -291,6 +291,11 @@ impl Sources<'_> {
         if given.len() > 1 {
             return Err(format!("{at} gives {}; keep one", given.join(" and ")));
         }
+        if c.managed_identity.is_some() && (c.tenant_id.is_some() || c.client_id.is_some()) {
+            return Err(format!(
+                "{at} gives managed_identity with tenant_id or client_id: a user-assigned identity is named inside it (`managed_identity: {{ client_id: ... }}`), and it needs no tenant_id"
+            ));
+        }
         if c.client_certificate.is_some() && c.client_certificate_file.is_some() {
             return Err(format!(
                 "{at} gives both `client_certificate` and `client_certificate_file`; keep one"
@@ -315,7 +320,7 @@ impl Sources<'_> {
             ClientCredential::Certificate(Box::new(Certificate::read(at, c)?))
         } else if let Some(file) = federated {
             ClientCredential::Federated(file)
-        } else if c.tenant_id.is_some() || (c.client_id.is_some() && c.managed_identity.is_none()) {
+        } else if c.tenant_id.is_some() || c.client_id.is_some() {
             return Err(format!(
                 "{at} names an application (tenant_id, client_id) without client_secret, client_certificate(_file) or federated_token_file; for a managed identity write `managed_identity: {{}}` (or `{{client_id: ...}}` for a user-assigned one)"
             ));
@@ -503,7 +508,7 @@ impl Certificate {
                 })?),
                 format!("the certificate file `{}`", path.display()),
             ),
-            (None, None) => unreachable!("read is called with a certificate"),
+            (None, None) => return Err(format!("{at} gives no client certificate")),
         };
         let (key_text, key_place) = match &c.client_certificate_key_file {
             Some(path) => (
