@@ -128,6 +128,7 @@ impl AzureProvider {
             || own.client_secret.is_some()
             || own.client_certificate.is_some()
             || own.client_certificate_file.is_some()
+            || own.client_certificate_key_file.is_some()
             || own.federated_token_file.is_some()
             || own.managed_identity.is_some();
         let sources = Sources { http, c, env };
