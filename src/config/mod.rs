@@ -171,7 +171,7 @@ fn default_integration_paths() -> Vec<PathBuf> {
 
 /// One set of credentials. Which fields are needed depends on the auth kind of the integrations
 /// that name it: `aws_sigv4` (access_key_id, secret_access_key, session_token), `azure_oauth`
-/// (tenant_id, client_id, client_secret), `gcp_oauth` (service_account_key or
+/// (the fields of [`AzureCredential`], plus tenants and subscriptions), `gcp_oauth` (service_account_key or
 /// service_account_key_file; neither: the metadata server), `bearer` (token), `basic` (username,
 /// password), `api_key` (api_key), `kubernetes` (clusters, default_cluster), `json_field` (keys).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -214,6 +214,66 @@ pub struct Credentials {
     pub clusters: BTreeMap<String, crate::integrations::kubernetes::ClusterConfig>,
     /// `kubernetes`: the cluster used when an action names none (default: the only one).
     pub default_cluster: Option<String>,
+    /// `azure_oauth`: a PEM holding the application's certificate and its private key
+    /// (`${AZURE_CLIENT_CERTIFICATE}`), signed into a client assertion.
+    pub client_certificate: Option<Secret>,
+    /// `azure_oauth`: the path of a PEM file holding the application's certificate, and its
+    /// private key unless `client_certificate_key_file` is given; read at start.
+    pub client_certificate_file: Option<PathBuf>,
+    /// `azure_oauth`: the path of the certificate's private key (PEM), when it is apart.
+    pub client_certificate_key_file: Option<PathBuf>,
+    /// `azure_oauth`, workload identity: the service account token file Kubernetes projects
+    /// (default: `AZURE_FEDERATED_TOKEN_FILE` when no secret or certificate is given), read
+    /// afresh for every token request.
+    pub federated_token_file: Option<PathBuf>,
+    /// `azure_oauth`: use the managed identity of the VM, App Service, Container App or Function
+    /// Cordon runs on (`{}`: the system-assigned one).
+    pub managed_identity: Option<ManagedIdentity>,
+    /// `azure_oauth`: more Azure credentials by name, each for the subscriptions and tenants
+    /// `subscriptions` gives it (docs/integrations.md, "Azure credentials").
+    #[serde(default)]
+    pub tenants: BTreeMap<String, AzureCredential>,
+    /// `azure_oauth`: subscription id (or `*`, any other) → the name in `tenants` whose
+    /// credential acts on resources there. Unlisted: the default credential (the fields above).
+    #[serde(default)]
+    pub subscriptions: BTreeMap<String, String>,
+}
+
+/// One Azure identity: an Entra ID application (`tenant_id`, `client_id`, and a secret, a
+/// certificate or a federated token file), or a managed identity.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzureCredential {
+    /// The directory (tenant) id of the application.
+    pub tenant_id: Option<String>,
+    /// The application (client) id.
+    pub client_id: Option<String>,
+    /// The application's client secret.
+    pub client_secret: Option<Secret>,
+    /// A PEM holding the application's certificate and its private key.
+    pub client_certificate: Option<Secret>,
+    /// The path of a PEM file holding the certificate (and its key unless
+    /// `client_certificate_key_file`).
+    pub client_certificate_file: Option<PathBuf>,
+    /// The path of the certificate's private key (PEM), when it is apart.
+    pub client_certificate_key_file: Option<PathBuf>,
+    /// Workload identity: the projected service account token file.
+    pub federated_token_file: Option<PathBuf>,
+    /// The managed identity of the host Cordon runs on.
+    pub managed_identity: Option<ManagedIdentity>,
+}
+
+/// Which managed identity: none of the fields for the system-assigned one, one of them for a
+/// user-assigned one.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManagedIdentity {
+    /// The user-assigned identity's client id.
+    pub client_id: Option<String>,
+    /// The user-assigned identity's object (principal) id.
+    pub object_id: Option<String>,
+    /// The user-assigned identity's ARM resource id.
+    pub resource_id: Option<String>,
 }
 
 /// A role Cordon assumes in another account (`sts:AssumeRole`).
@@ -239,12 +299,38 @@ impl Credentials {
             &self.password,
             &self.api_key,
             &self.service_account_key,
+            &self.client_certificate,
         ]
         .into_iter()
         .flatten()
         .chain(self.clusters.values().flat_map(|c| c.secrets()))
         .chain(self.keys.values())
+        .chain(self.tenants.values().flat_map(AzureCredential::secrets))
         .collect()
+    }
+
+    /// The default Azure credential: the entry's own Azure fields.
+    pub fn azure(&self) -> AzureCredential {
+        AzureCredential {
+            tenant_id: self.tenant_id.clone(),
+            client_id: self.client_id.clone(),
+            client_secret: self.client_secret.clone(),
+            client_certificate: self.client_certificate.clone(),
+            client_certificate_file: self.client_certificate_file.clone(),
+            client_certificate_key_file: self.client_certificate_key_file.clone(),
+            federated_token_file: self.federated_token_file.clone(),
+            managed_identity: self.managed_identity.clone(),
+        }
+    }
+}
+
+impl AzureCredential {
+    /// Every secret given.
+    pub fn secrets(&self) -> Vec<&Secret> {
+        [&self.client_secret, &self.client_certificate]
+            .into_iter()
+            .flatten()
+            .collect()
     }
 }
 

@@ -1,6 +1,6 @@
 //! Auth providers the host applies to integration requests after the script has built them:
-//! AWS SigV4, Microsoft Entra ID client-credentials tokens, Google OAuth tokens ([`super::gcp`]),
-//! bearer, basic and API-key headers.
+//! AWS SigV4, Microsoft Entra ID tokens ([`super::azure_credentials`]), Google OAuth tokens
+//! ([`super::gcp`]), bearer, basic and API-key headers.
 //! No secret reaches an error or a `Debug` output, and every header that carries one is marked
 //! sensitive so the HTTP stack never prints it either.
 
@@ -16,10 +16,10 @@ use aws_sigv4::http_request::{
 };
 use aws_sigv4::sign::v4;
 use base64::Engine as _;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue};
+use reqwest::header::{AUTHORIZATION, HeaderName, HeaderValue};
 use tokio::time::Instant;
-use url::Url;
 
+pub use super::azure_credentials::{AzureProvider, AzureTokens};
 use crate::config::Secret;
 use crate::failure::Failure;
 
@@ -223,17 +223,8 @@ fn is_region(label: &str) -> bool {
 /// How long a token request may take before it counts as a transport failure.
 pub(crate) const TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Microsoft Entra ID client-credentials tokens, cached per scope until shortly before they expire.
-pub struct AzureTokens {
-    http: reqwest::Client,
-    token_url: Result<Url, AuthError>,
-    client_id: String,
-    client_secret: Secret,
-    scopes: TokenCache,
-}
-
 /// Access tokens cached per key (an OAuth scope) until shortly before they expire, shared by the
-/// token providers (Entra ID here, Google in [`super::gcp`]): concurrent callers for the same key
+/// token providers (Entra ID in [`super::azure_credentials`], Google in [`super::gcp`]): concurrent callers for the same key
 /// share one request, and callers that waited through a failed request take its error rather
 /// than asking again at once.
 #[derive(Default)]
@@ -253,103 +244,6 @@ struct ScopeSlot {
 struct ScopeState {
     token: Option<(Secret, Instant)>,
     last_error: Option<AuthError>,
-}
-
-impl AzureTokens {
-    /// `login` is the authority base URL (default https://login.microsoftonline.com; tests pass a local fake).
-    pub fn new(
-        http: reqwest::Client,
-        login: Url,
-        tenant_id: String,
-        client_id: String,
-        client_secret: Secret,
-    ) -> AzureTokens {
-        let token_url = token_url(&login, &tenant_id);
-        AzureTokens {
-            http,
-            token_url,
-            client_id,
-            client_secret,
-            scopes: TokenCache::default(),
-        }
-    }
-
-    /// POST {login}/{tenant}/oauth2/v2.0/token, form grant_type=client_credentials, client_id, client_secret, scope.
-    /// Answer JSON {token_type, expires_in, access_token}. Cached until expires_in - 60 s, or half its life
-    /// when that is shorter (a token is never reused past its expiry, nor cached without `expires_in`);
-    /// concurrent callers for the same scope share one request. Errors are classed by [`Failure`]
-    /// (5xx/408/429/transport: retryable; other 4xx: not), with the AAD `error`/`error_description`
-    /// (never the secret).
-    pub async fn token(&self, scope: &str) -> Result<Secret, AuthError> {
-        self.scopes.get(scope, || self.request(scope)).await
-    }
-
-    async fn request(&self, scope: &str) -> Result<(Secret, Duration), AuthError> {
-        let url = self.token_url.clone()?;
-        let form = url::form_urlencoded::Serializer::new(String::new())
-            .append_pair("grant_type", "client_credentials")
-            .append_pair("client_id", &self.client_id)
-            .append_pair("client_secret", self.client_secret.expose())
-            .append_pair("scope", scope)
-            .finish();
-        let transport = |e: reqwest::Error| AuthError {
-            message: self.scrub(format!(
-                "Entra ID token request failed: {}",
-                error_chain(&e)
-            )),
-            failure: Failure::from_transport(&e),
-        };
-        let response = self
-            .http
-            .post(url)
-            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(form)
-            .timeout(TOKEN_TIMEOUT)
-            .send()
-            .await
-            .map_err(transport)?;
-        let status = response.status();
-        let failure = Failure::from_response(status.as_u16(), response.headers());
-        let body = response.text().await.map_err(transport)?;
-        let answer: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-        if let Some(failure) = failure {
-            return Err(AuthError {
-                message: self.scrub(format!(
-                    "Entra ID refused the token request ({status}){}",
-                    aad_error(&answer, &body)
-                )),
-                failure,
-            });
-        }
-        let token = answer["access_token"]
-            .as_str()
-            .filter(|token| !token.is_empty())
-            .ok_or_else(|| {
-                AuthError::permanent("Entra ID answered the token request without an access_token")
-            })?;
-        if let Some(kind) = answer["token_type"].as_str()
-            && !kind.eq_ignore_ascii_case("bearer")
-        {
-            return Err(AuthError::permanent(format!(
-                "Entra ID issued a `{kind}` token, not a bearer token"
-            )));
-        }
-        // Azure has sent `expires_in` both as a number and as a string; without one, nothing is cached.
-        let expires_in = match &answer["expires_in"] {
-            serde_json::Value::Number(n) => n.as_u64(),
-            serde_json::Value::String(s) => s.trim().parse().ok(),
-            _ => None,
-        };
-        Ok((Secret::new(token), cache_for(expires_in.unwrap_or(0))))
-    }
-
-    /// Takes the client secret out of a message, whatever put it there.
-    fn scrub(&self, message: String) -> String {
-        match self.client_secret.expose() {
-            "" => message,
-            secret => message.replace(secret, "**redacted**"),
-        }
-    }
 }
 
 impl TokenCache {
@@ -385,21 +279,6 @@ impl TokenCache {
         state.last_error = result.as_ref().err().cloned();
         result.map(|(token, _)| token)
     }
-}
-
-/// `{login}/{tenant}/oauth2/v2.0/token`, the tenant encoded as one path segment.
-fn token_url(login: &Url, tenant_id: &str) -> Result<Url, AuthError> {
-    if tenant_id.is_empty() {
-        return Err(AuthError::permanent("azure tenant_id is empty"));
-    }
-    let mut url = login.clone();
-    url.path_segments_mut()
-        .map_err(|()| {
-            AuthError::permanent(format!("Entra ID login URL {login} cannot take a path"))
-        })?
-        .pop_if_empty()
-        .extend([tenant_id, "oauth2", "v2.0", "token"]);
-    Ok(url)
 }
 
 /// How long to reuse a token that expires in `expires_in` seconds: a minute less, but never
@@ -447,7 +326,8 @@ pub enum Auth {
         provider: Arc<super::aws_credentials::AwsProvider>,
         service: String,
     },
-    AzureOAuth(Arc<AzureTokens>),
+    /// Microsoft Entra ID tokens (an application or a managed identity), per tenant.
+    AzureOAuth(Arc<AzureProvider>),
     /// Google OAuth 2.0 access tokens (a service-account key or the metadata server).
     GcpOAuth(Arc<super::gcp::GcpTokens>),
     Bearer(Secret),
@@ -466,8 +346,9 @@ pub enum Auth {
 impl Auth {
     /// Applies the auth to a request already at its final URL. `region`: the SigV4 signing region;
     /// `scope`: the OAuth scope for AzureOAuth (e.g. "https://management.azure.com/.default");
-    /// `account`: the AWS account of the resource, which picks the role to assume. Gives the
-    /// role assumed, when one was.
+    /// `account`: the account of the resource, which picks the AWS role to assume or the Azure
+    /// credential (an Azure subscription or tenant). Gives the identity that acted, when one was
+    /// picked: the AWS role assumed, the Azure tenant entry used.
     pub async fn apply(
         &self,
         request: &mut reqwest::Request,
@@ -493,14 +374,18 @@ impl Auth {
                 )?;
                 return Ok(signing.role);
             }
-            Auth::AzureOAuth(tokens) => {
+            Auth::AzureOAuth(provider) => {
                 if scope.is_empty() {
                     return Err(AuthError::permanent("azure_oauth needs an OAuth scope"));
                 }
-                (
-                    AUTHORIZATION,
-                    format!("Bearer {}", tokens.token(scope).await?.expose()),
-                )
+                let (token, acted_as) = provider.token(request.url(), account, scope).await?;
+                let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+                    .map_err(|_| {
+                        AuthError::permanent("Entra ID issued a token that is not a header value")
+                    })?;
+                value.set_sensitive(true);
+                request.headers_mut().insert(AUTHORIZATION, value);
+                return Ok(acted_as);
             }
             Auth::GcpOAuth(tokens) => (
                 AUTHORIZATION,
@@ -558,6 +443,7 @@ mod tests {
     use axum::Router;
     use axum::http::{HeaderMap, Uri};
     use sha2::{Digest, Sha256};
+    use url::Url;
 
     /// 2015-08-30T12:36:00Z, the time of every aws-signing-test-suite vector and the IAM example.
     const SUITE_TIME: u64 = 1_440_938_160;
@@ -925,7 +811,7 @@ mod tests {
 
         // Applied as the Authorization header, marked sensitive.
         let mut req = request("GET", "https://management.azure.com/subscriptions", &[], "");
-        Auth::AzureOAuth(Arc::new(tokens))
+        Auth::AzureOAuth(Arc::new(tokens.into()))
             .apply(&mut req, "", SCOPE, None)
             .await
             .unwrap();

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod aws_credentials;
+pub mod azure_credentials;
 pub mod gcp;
 mod host;
 pub mod ioc;
@@ -32,7 +33,7 @@ use crate::failure::Failure;
 use crate::script::Limits;
 use crate::script::analysis::{self, KnownFunctions};
 use crate::store::Store;
-use auth::{Auth, AuthError, AzureTokens};
+use auth::{Auth, AuthError};
 use host::{CallEnv, HostError};
 use ioc::IocIndex;
 use manifest::{AuthKind, Manifest};
@@ -613,9 +614,11 @@ impl Integration {
             .map(|(_, c)| c.endpoints.clone())
             .unwrap_or_default();
         let mut secrets = credentials.map(|(_, c)| secrets_of(c)).unwrap_or_default();
-        if let Ok(Auth::GcpOAuth(tokens)) = &auth {
-            // A key read from a file is in no config field; its private key is a secret still.
-            secrets.extend(tokens.secrets());
+        // A key read from a file is in no config field; its private key is a secret still.
+        match &auth {
+            Ok(Auth::GcpOAuth(tokens)) => secrets.extend(tokens.secrets()),
+            Ok(Auth::AzureOAuth(provider)) => secrets.extend(provider.secrets()),
+            _ => {}
         }
         let body_keys = match (manifest.auth.kind, &manifest.auth.field, credentials) {
             (AuthKind::JsonField, Some(field), Some((_, c))) => {
@@ -975,26 +978,12 @@ fn build_auth(
             ),
             service: manifest.auth.service.clone().unwrap_or_default(),
         },
-        AuthKind::AzureOauth => {
-            let login = c
-                .endpoints
-                .iter()
-                .find(|(pattern, _)| glob(pattern, "login.microsoftonline.com"))
-                .map_or("https://login.microsoftonline.com", |(_, base)| {
-                    base.as_str()
-                });
-            let login = url::Url::parse(login)
-                .map_err(|e| format!("the login endpoint `{login}` is not a URL: {e}"))?;
-            Auth::AzureOAuth(Arc::new(AzureTokens::new(
-                http.clone(),
-                login,
-                c.tenant_id.clone().ok_or_else(|| missing("tenant_id"))?,
-                c.client_id.clone().ok_or_else(|| missing("client_id"))?,
-                c.client_secret
-                    .clone()
-                    .ok_or_else(|| missing("client_secret"))?,
-            )))
-        }
+        AuthKind::AzureOauth => Auth::AzureOAuth(Arc::new(azure_credentials::AzureProvider::new(
+            http.clone(),
+            key,
+            c,
+            &std::env::vars().collect(),
+        )?)),
         AuthKind::GcpOauth => {
             Auth::GcpOAuth(Arc::new(gcp::GcpTokens::from_credentials(key, c, http)?))
         }

@@ -4,7 +4,9 @@
 //!
 //! | API | version | operations |
 //! |---|---|---|
-//! | Entra ID token endpoint | v2.0 | `POST /{tenant}/oauth2/v2.0/token` (client credentials) |
+//! | Entra ID token endpoint | v2.0 | `POST /{tenant}/oauth2/v2.0/token` (client credentials: a client secret, or a client assertion, RFC 7523: a certificate-signed JWT or a federated token) |
+//! | Azure Instance Metadata Service, managed identity | `2018-02-01` | `GET /metadata/identity/oauth2/token` (`Metadata: true`; `resource`; `client_id`, `object_id`, `msi_res_id`) |
+//! | App Service / Container Apps / Functions identity endpoint | `2019-08-01` | `GET /msi/token` (`X-IDENTITY-HEADER`; `resource`; `client_id`, `principal_id`, `mi_res_id`) |
 //! | Microsoft.Compute (ComputeRP) | `2024-07-01` | `virtualMachines` GET |
 //! | Microsoft.Compute (DiskRP) | `2024-03-02` | `disks` GET; `snapshots` GET, PUT (`createOption: Copy`) |
 //! | Microsoft.Network | `2024-05-01` | `networkInterfaces` GET, PUT; `networkSecurityGroups` GET, PUT |
@@ -20,9 +22,24 @@
 //! Entra `{"error","error_description","error_codes",...}`. Where ARM's exact code for a
 //! validation failure is not published, the code is this fake's own; the shape is ARM's.
 //!
+//! Client assertions are checked as Entra ID documents it ("Microsoft identity platform
+//! application authentication certificate credentials", "Workload identity federation"): a
+//! certificate assertion is an RS256 JWT whose `x5t` is the base64url SHA-1 thumbprint of a
+//! certificate registered on the application (`x5t#S256`, when present, its SHA-256), signed
+//! by that certificate's key, with `aud` the token endpoint, `iss` = `sub` = the client id, a
+//! `jti`, and a validity of at most ten minutes; a federated assertion is a JWT signed by the
+//! trusted issuer's key with the federated credential's `iss`, `sub` and the audience
+//! `api://AzureADTokenExchange`. The identity endpoints answer as their pages document
+//! (`expires_in` and `expires_on` as strings); their error bodies are not documented beyond
+//! IMDS's `{error, error_description}`, which both use here. ARM refuses a token of another
+//! tenant than the subscription's with `InvalidAuthenticationTokenTenant`.
+//!
 //! Tests seed a VM ([`FakeAzure::seed_vm`]) and users ([`FakeAzure::seed_user`]) and read the
 //! state back (NIC → NSG, NSG rules, snapshots, `accountEnabled`, revocations, token requests).
 #![allow(dead_code)]
+// The checks of a token request give the refusal to answer as their error; a test fake's
+// responses are not worth boxing.
+#![allow(clippy::result_large_err)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -67,10 +84,62 @@ pub struct SeededVm {
     pub data_disk: String,
 }
 
+/// How an application proves who it is to the fake's token endpoint.
+#[derive(Clone)]
+pub enum AppProof {
+    Secret(String),
+    /// The DER of a certificate registered on the application.
+    Certificate(Vec<u8>),
+    /// A federated identity credential: the tokens of `issuer` about `subject`, verified with
+    /// the issuer's public key (SPKI PEM).
+    Federated {
+        issuer: String,
+        subject: String,
+        public_key_pem: String,
+    },
+}
+
+/// A managed identity the identity endpoints answer for.
+#[derive(Clone, Debug)]
+pub struct ManagedId {
+    pub client_id: String,
+    pub object_id: String,
+    pub resource_id: String,
+    /// The system-assigned identity (asked for without an id).
+    pub system: bool,
+    pub tenant: String,
+}
+
+/// An access token the fake issued.
+#[derive(Clone, Debug)]
+pub struct Issued {
+    pub scope: String,
+    pub tenant: String,
+    /// `app:<client id>` or `mi:<client id>`.
+    pub principal: String,
+}
+
 #[derive(Default)]
 struct State {
-    /// Issued access token → the scope it was issued for.
-    tokens: HashMap<String, String>,
+    /// The fake's own base URL: the authority a client assertion's `aud` names.
+    base: String,
+    /// Issued access token → what it was issued for.
+    tokens: HashMap<String, Issued>,
+    /// Applications by (tenant, client id).
+    apps: HashMap<(String, String), AppProof>,
+    managed: Vec<ManagedId>,
+    /// App Service's `IDENTITY_HEADER`.
+    identity_header: Option<String>,
+    /// Subscription (lower-cased) → its tenant; ARM refuses tokens of any other.
+    subscription_tenants: HashMap<String, String>,
+    /// `expires_in` of the tokens issued.
+    lifetime: Option<u64>,
+    /// How long a token request takes.
+    token_delay: std::time::Duration,
+    /// Every client assertion accepted: (client id, its `jti`).
+    assertions: Vec<(String, String)>,
+    /// (principal, subscription) of every ARM request that passed the token checks.
+    arm_callers: Vec<(String, String)>,
     /// The scope of every successful token request, in order.
     token_requests: Vec<String>,
     /// Token requests refused (wrong client, secret, tenant, scope).
@@ -97,13 +166,19 @@ pub struct FakeAzure {
 
 impl FakeAzure {
     pub async fn start() -> FakeAzure {
-        let state = Arc::new(Mutex::new(State::default()));
+        let mut initial = State::default();
+        initial.apps.insert(
+            (TENANT.to_owned(), CLIENT_ID.to_owned()),
+            AppProof::Secret(CLIENT_SECRET.to_owned()),
+        );
+        let state = Arc::new(Mutex::new(initial));
         let shared = state.clone();
         let server = fake::serve(axum::Router::new().fallback(move |request: Request| {
             let state = shared.clone();
             async move { handle(state, request).await }
         }))
         .await;
+        state.lock().unwrap().base = server.base.clone();
         FakeAzure {
             base: server.base.clone(),
             state,
@@ -368,6 +443,53 @@ impl FakeAzure {
         self.lock().token_refusals
     }
 
+    /// Registers an application of `tenant`.
+    pub fn add_app(&self, tenant: &str, client_id: &str, proof: AppProof) {
+        self.lock()
+            .apps
+            .insert((tenant.to_owned(), client_id.to_owned()), proof);
+    }
+
+    /// Registers a managed identity.
+    pub fn add_managed_identity(&self, identity: ManagedId) {
+        self.lock().managed.push(identity);
+    }
+
+    /// The `IDENTITY_HEADER` App Service gives the process.
+    pub fn set_identity_header(&self, header: &str) {
+        self.lock().identity_header = Some(header.to_owned());
+    }
+
+    /// The tenant `subscription` belongs to: ARM refuses tokens of another tenant for it.
+    pub fn set_subscription_tenant(&self, subscription: &str, tenant: &str) {
+        self.lock()
+            .subscription_tenants
+            .insert(subscription.to_lowercase(), tenant.to_owned());
+    }
+
+    /// The `expires_in` of the tokens issued from now on (default 3599 s, or one day for a
+    /// managed identity), and how long each token request takes.
+    pub fn set_token_lifetime(&self, seconds: u64, delay: std::time::Duration) {
+        let mut state = self.lock();
+        state.lifetime = Some(seconds);
+        state.token_delay = delay;
+    }
+
+    /// Every client assertion accepted: (client id, `jti`).
+    pub fn assertions(&self) -> Vec<(String, String)> {
+        self.lock().assertions.clone()
+    }
+
+    /// (principal, subscription) of every ARM request that passed the token checks.
+    pub fn arm_callers(&self) -> Vec<(String, String)> {
+        self.lock().arm_callers.clone()
+    }
+
+    /// What the token was issued for, when the fake issued it.
+    pub fn issued(&self, token: &str) -> Option<Issued> {
+        self.lock().tokens.get(token).cloned()
+    }
+
     /// `METHOD path?query` of every request so far.
     pub fn requests(&self) -> Vec<String> {
         self.server.requests().iter().map(|r| r.line()).collect()
@@ -406,7 +528,18 @@ async fn handle(state: Arc<Mutex<State>>, request: Request) -> Response {
         url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
             .into_owned()
             .collect();
+    let is_token = path.ends_with("/token");
+    let delay = state.lock().unwrap().token_delay;
+    if is_token && !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     let mut state = state.lock().unwrap();
+    if path == "/metadata/identity/oauth2/token" {
+        return imds(&mut state, &parts.method, &parts.headers, &query);
+    }
+    if path == "/msi/token" {
+        return app_service(&mut state, &parts.method, &parts.headers, &query);
+    }
     let segments: Vec<String> = path
         .trim_start_matches('/')
         .split('/')
@@ -497,7 +630,7 @@ fn token(state: &mut State, method: &Method, tenant: &str, body: &Bytes) -> Resp
         state.token_refusals += 1;
         r
     };
-    if tenant != TENANT {
+    if !state.apps.keys().any(|(t, _)| t == tenant) {
         return refused(
             state,
             entra_error(
@@ -521,7 +654,12 @@ fn token(state: &mut State, method: &Method, tenant: &str, body: &Bytes) -> Resp
             ),
         );
     }
-    if form.get("client_id").map(String::as_str) != Some(CLIENT_ID) {
+    let client_id = form.get("client_id").cloned().unwrap_or_default();
+    let Some(proof) = state
+        .apps
+        .get(&(tenant.to_owned(), client_id.clone()))
+        .cloned()
+    else {
         return refused(
             state,
             entra_error(
@@ -529,25 +667,40 @@ fn token(state: &mut State, method: &Method, tenant: &str, body: &Bytes) -> Resp
                 "unauthorized_client",
                 700016,
                 &format!(
-                    "Application with identifier '{}' was not found in the directory '{TENANT}'.",
-                    form.get("client_id").map(String::as_str).unwrap_or("")
+                    "Application with identifier '{client_id}' was not found in the directory '{tenant}'."
                 ),
             ),
         );
-    }
-    if form.get("client_secret").map(String::as_str) != Some(CLIENT_SECRET) {
-        return refused(
-            state,
-            entra_error(
-                StatusCode::UNAUTHORIZED,
-                "invalid_client",
-                7000215,
-                &format!(
-                    "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{CLIENT_ID}'."
-                ),
-            ),
-        );
-    }
+    };
+    let audience = format!("{}/{tenant}/oauth2/v2.0/token", state.base);
+    let checked = match &proof {
+        AppProof::Secret(secret) => {
+            if form.get("client_secret") == Some(secret) {
+                Ok(None)
+            } else {
+                Err(entra_error(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_client",
+                    7000215,
+                    &format!(
+                        "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{client_id}'."
+                    ),
+                ))
+            }
+        }
+        AppProof::Certificate(der) => {
+            check_certificate_assertion(&form, der, &client_id, &audience).map(Some)
+        }
+        AppProof::Federated {
+            issuer,
+            subject,
+            public_key_pem,
+        } => check_federated_assertion(&form, issuer, subject, public_key_pem).map(Some),
+    };
+    let jti = match checked {
+        Ok(jti) => jti,
+        Err(response) => return refused(state, response),
+    };
     let scope = form.get("scope").cloned().unwrap_or_default();
     if scope != ARM_SCOPE && scope != GRAPH_SCOPE {
         return refused(
@@ -562,19 +715,386 @@ fn token(state: &mut State, method: &Method, tenant: &str, body: &Bytes) -> Resp
             ),
         );
     }
+    if let Some(jti) = jti {
+        state.assertions.push((client_id.clone(), jti));
+    }
+    let lifetime = state.lifetime.unwrap_or(3599);
+    let access_token = issue(state, &scope, tenant, &format!("app:{client_id}"));
+    axum::Json(json!({
+        "token_type": "Bearer",
+        "expires_in": lifetime,
+        "ext_expires_in": lifetime,
+        "access_token": access_token
+    }))
+    .into_response()
+}
+
+/// A new access token for `scope`, recorded as issued to `principal` of `tenant`.
+fn issue(state: &mut State, scope: &str, tenant: &str, principal: &str) -> String {
     state.counter += 1;
     let access_token = format!(
         "eyJ0eXAiOiJKV1QifQ.fake-{}-{}.sig",
         if scope == ARM_SCOPE { "arm" } else { "graph" },
         state.counter
     );
-    state.tokens.insert(access_token.clone(), scope.clone());
-    state.token_requests.push(scope);
+    state.tokens.insert(
+        access_token.clone(),
+        Issued {
+            scope: scope.to_owned(),
+            tenant: tenant.to_owned(),
+            principal: principal.to_owned(),
+        },
+    );
+    state.token_requests.push(scope.to_owned());
+    access_token
+}
+
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// An `AADSTS700027`-style refusal of a client assertion.
+fn bad_assertion(code: u32, description: &str) -> Response {
+    entra_error(
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+        code,
+        description,
+    )
+}
+
+/// The assertion of a token request, checked for its type.
+fn assertion_of(form: &HashMap<String, String>) -> Result<&str, Response> {
+    if form.get("client_assertion_type").map(String::as_str) != Some(JWT_BEARER) {
+        return Err(entra_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
+        ));
+    }
+    form.get("client_assertion")
+        .map(String::as_str)
+        .ok_or_else(|| {
+            entra_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                900144,
+                "The request body must contain the following parameter: 'client_assertion'.",
+            )
+        })
+}
+
+/// Checks a certificate-signed client assertion; gives its `jti`.
+fn check_certificate_assertion(
+    form: &HashMap<String, String>,
+    der: &[u8],
+    client_id: &str,
+    audience: &str,
+) -> Result<String, Response> {
+    use base64::Engine as _;
+    use sha1::Digest as _;
+    let assertion = assertion_of(form)?;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header = jsonwebtoken::decode_header(assertion)
+        .map_err(|_| bad_assertion(50027, "JWT token is invalid or malformed."))?;
+    let thumbprint = b64.encode(sha1::Sha1::digest(der));
+    if header.x5t.as_deref() != Some(thumbprint.as_str()) {
+        return Err(bad_assertion(
+            700027,
+            &format!(
+                "The certificate with identifier used to sign the client assertion is not registered on application. [Reason - The key was not found., Thumbprint of key used by client: '{}']",
+                header.x5t.unwrap_or_default()
+            ),
+        ));
+    }
+    if let Some(s256) = &header.x5t_s256
+        && *s256 != b64.encode(sha2::Sha256::digest(der))
+    {
+        return Err(bad_assertion(
+            700027,
+            "The certificate with identifier used to sign the client assertion is not registered on application. [Reason - x5t#S256 does not match.]",
+        ));
+    }
+    let der = rustls_pki_types::CertificateDer::from(der);
+    let cert = webpki::EndEntityCert::try_from(&der).expect("the registered certificate parses");
+    let spki = cert.subject_public_key_info();
+    let key = jsonwebtoken::DecodingKey::from_rsa_pem(pem("PUBLIC KEY", spki.as_ref()).as_bytes())
+        .expect("the certificate's key is RSA");
+    let claims = verified(assertion, &key, audience, client_id)?;
+    if claims["sub"] != client_id {
+        return Err(bad_assertion(
+            700021,
+            "Client assertion application identifier doesn't match 'client_id' parameter.",
+        ));
+    }
+    let (nbf, exp) = (claims["nbf"].as_u64(), claims["exp"].as_u64());
+    if !matches!((nbf, exp), (Some(nbf), Some(exp)) if exp > nbf && exp - nbf <= 600) {
+        return Err(bad_assertion(
+            700024,
+            "Client assertion is not within its valid time range (nbf to exp must be at most 10 minutes).",
+        ));
+    }
+    claims["jti"]
+        .as_str()
+        .filter(|j| !j.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| bad_assertion(50027, "The client assertion has no jti."))
+}
+
+/// Checks a federated token against the application's federated identity credential; gives
+/// its `jti` (or its `iat` when it has none).
+fn check_federated_assertion(
+    form: &HashMap<String, String>,
+    issuer: &str,
+    subject: &str,
+    public_key_pem: &str,
+) -> Result<String, Response> {
+    let assertion = assertion_of(form)?;
+    let key = jsonwebtoken::DecodingKey::from_rsa_pem(public_key_pem.as_bytes())
+        .expect("the issuer key is RSA");
+    let claims = verified(assertion, &key, "api://AzureADTokenExchange", issuer)?;
+    if claims["sub"] != subject {
+        return Err(bad_assertion(
+            70021,
+            &format!(
+                "No matching federated identity record found for presented assertion. Assertion Issuer: '{issuer}'. Assertion Subject: '{}'. Assertion Audience: 'api://AzureADTokenExchange'.",
+                claims["sub"].as_str().unwrap_or_default()
+            ),
+        ));
+    }
+    Ok(claims["jti"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| claims["iat"].to_string()))
+}
+
+/// The claims of an RS256 JWT signed by `key` for `audience` from `issuer`, unexpired.
+fn verified(
+    assertion: &str,
+    key: &jsonwebtoken::DecodingKey,
+    audience: &str,
+    issuer: &str,
+) -> Result<Value, Response> {
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    validation.set_audience(&[audience]);
+    validation.set_issuer(&[issuer]);
+    validation.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
+    validation.validate_nbf = true;
+    validation.leeway = 5;
+    jsonwebtoken::decode::<Value>(assertion, key, &validation)
+        .map(|data| data.claims)
+        .map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            match e.kind() {
+                ErrorKind::InvalidSignature => {
+                    bad_assertion(700027, "Client assertion failed signature validation.")
+                }
+                ErrorKind::ExpiredSignature | ErrorKind::ImmatureSignature => bad_assertion(
+                    700024,
+                    "Client assertion is not within its valid time range.",
+                ),
+                ErrorKind::InvalidAudience => bad_assertion(
+                    700212,
+                    &format!(
+                        "The client assertion's audience does not match. Expected: '{audience}'."
+                    ),
+                ),
+                ErrorKind::InvalidIssuer => bad_assertion(
+                    70021,
+                    "No matching federated identity record found for presented assertion issuer.",
+                ),
+                other => bad_assertion(
+                    50027,
+                    &format!("JWT token is invalid or malformed: {other:?}."),
+                ),
+            }
+        })
+}
+
+/// `der` as a PEM block labelled `label`.
+pub fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = encoded
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
+}
+
+// ---- Managed identity endpoints ---------------------------------------------------------------
+
+/// `{error, error_description}`, as IMDS answers.
+fn identity_error(status: StatusCode, error: &str, description: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({ "error": error, "error_description": description })),
+    )
+        .into_response()
+}
+
+/// The managed identity a request names by one of the three ids (`params`: the names of the
+/// client id, object id and resource id parameters), else the system-assigned one.
+fn managed_identity(
+    state: &State,
+    query: &HashMap<String, String>,
+    params: [&str; 3],
+) -> Result<ManagedId, Response> {
+    let [client, object, resource] = params;
+    let found = if let Some(id) = query.get(client) {
+        state.managed.iter().find(|m| &m.client_id == id)
+    } else if let Some(id) = query.get(object) {
+        state.managed.iter().find(|m| &m.object_id == id)
+    } else if let Some(id) = query.get(resource) {
+        state
+            .managed
+            .iter()
+            .find(|m| m.resource_id.eq_ignore_ascii_case(id))
+    } else {
+        state.managed.iter().find(|m| m.system)
+    };
+    found.cloned().ok_or_else(|| {
+        identity_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Identity not found",
+        )
+    })
+}
+
+/// The scope of a managed identity's `resource` (ARM or Graph), or the refusal.
+fn resource_scope(query: &HashMap<String, String>) -> Result<String, Response> {
+    let Some(resource) = query.get("resource") else {
+        return Err(identity_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Required query variable 'resource' is missing",
+        ));
+    };
+    let scope = format!("{}/.default", resource.trim_end_matches('/'));
+    if scope != ARM_SCOPE && scope != GRAPH_SCOPE {
+        return Err(identity_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_resource",
+            &format!(
+                "AADSTS500011: The resource principal named {resource} was not found in the tenant."
+            ),
+        ));
+    }
+    Ok(scope)
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn imds(
+    state: &mut State,
+    method: &Method,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+) -> Response {
+    if method != Method::GET {
+        return StatusCode::METHOD_NOT_ALLOWED.into_response();
+    }
+    if headers.get("metadata").and_then(|v| v.to_str().ok()) != Some("true") {
+        return identity_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Required metadata header not specified",
+        );
+    }
+    if query.get("api-version").map(String::as_str) != Some("2018-02-01") {
+        return identity_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Required query variable 'api-version' is missing or not supported",
+        );
+    }
+    let scope = match resource_scope(query) {
+        Ok(scope) => scope,
+        Err(refused) => return refused,
+    };
+    let identity = match managed_identity(state, query, ["client_id", "object_id", "msi_res_id"]) {
+        Ok(identity) => identity,
+        Err(refused) => return refused,
+    };
+    let lifetime = state.lifetime.unwrap_or(86399);
+    let token = issue(
+        state,
+        &scope,
+        &identity.tenant,
+        &format!("mi:{}", identity.client_id),
+    );
+    let now = now();
     axum::Json(json!({
+        "access_token": token,
+        "client_id": identity.client_id,
+        "expires_in": lifetime.to_string(),
+        "expires_on": (now + lifetime).to_string(),
+        "ext_expires_in": lifetime.to_string(),
+        "not_before": now.to_string(),
+        "resource": query["resource"],
+        "token_type": "Bearer"
+    }))
+    .into_response()
+}
+
+fn app_service(
+    state: &mut State,
+    method: &Method,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+) -> Response {
+    if method != Method::GET {
+        return StatusCode::METHOD_NOT_ALLOWED.into_response();
+    }
+    let given = headers
+        .get("x-identity-header")
+        .and_then(|v| v.to_str().ok());
+    if given.is_none() || given != state.identity_header.as_deref() {
+        return identity_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request",
+            "The X-IDENTITY-HEADER is missing or does not match IDENTITY_HEADER",
+        );
+    }
+    if query.get("api-version").map(String::as_str) != Some("2019-08-01") {
+        return identity_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "api-version 2019-08-01 is required",
+        );
+    }
+    let scope = match resource_scope(query) {
+        Ok(scope) => scope,
+        Err(refused) => return refused,
+    };
+    let identity = match managed_identity(state, query, ["client_id", "principal_id", "mi_res_id"])
+    {
+        Ok(identity) => identity,
+        Err(refused) => return refused,
+    };
+    let lifetime = state.lifetime.unwrap_or(86399);
+    let token = issue(
+        state,
+        &scope,
+        &identity.tenant,
+        &format!("mi:{}", identity.client_id),
+    );
+    // 2019-08-01 answers `expires_on` (epoch seconds, a string) and no `expires_in`.
+    axum::Json(json!({
+        "access_token": token,
+        "expires_on": (now() + lifetime).to_string(),
+        "resource": query["resource"],
         "token_type": "Bearer",
-        "expires_in": 3599,
-        "ext_expires_in": 3599,
-        "access_token": access_token
+        "client_id": identity.client_id
     }))
     .into_response()
 }
@@ -589,7 +1109,16 @@ fn bearer_scope(state: &State, headers: &HeaderMap) -> Result<Option<String>, ()
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))
         .ok_or(())?;
-    Ok(state.tokens.get(token).cloned())
+    Ok(state.tokens.get(token).map(|issued| issued.scope.clone()))
+}
+
+/// What the request's bearer token was issued for.
+fn bearer_issued(state: &State, headers: &HeaderMap) -> Option<Issued> {
+    let value = headers.get("authorization")?.to_str().ok()?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?;
+    state.tokens.get(token).cloned()
 }
 
 /// The 401s a service answers (error code, message) when the bearer token is missing, was never
@@ -655,6 +1184,21 @@ fn arm(
     if let Some(refused) = refusal(state, headers, ARM_SCOPE, &refusals, arm_error) {
         return refused;
     }
+    let issued = bearer_issued(state, headers).expect("checked by refusal");
+    let subscription = segments.get(1).cloned().unwrap_or_default().to_lowercase();
+    if let Some(tenant) = state.subscription_tenants.get(&subscription)
+        && *tenant != issued.tenant
+    {
+        return arm_error(
+            StatusCode::UNAUTHORIZED,
+            "InvalidAuthenticationTokenTenant",
+            &format!(
+                "The access token is from the wrong issuer 'https://sts.windows.net/{}/'. It must match the tenant 'https://sts.windows.net/{tenant}/' associated with this subscription. Please use the authority (URL) 'https://login.windows.net/{tenant}' to get the token.",
+                issued.tenant
+            ),
+        );
+    }
+    state.arm_callers.push((issued.principal, subscription));
     // /subscriptions/{sub}/resourceGroups/{rg}/providers/{namespace}/{type}/{name}
     let shape_ok = segments.len() == 8
         && segments[2].eq_ignore_ascii_case("resourcegroups")
