@@ -605,17 +605,25 @@ async fn a_command_that_fails_on_the_instance_fails_the_step_with_the_end_of_its
             details: "ExecutionTimedOut",
             code: -1,
             stderr: "",
-            stdout: "avml: reading memory\n",
+            stdout: Box::leak(
+                format!("{}uploading: 93%\n", "avml: reading memory\n".repeat(100))
+                    .into_boxed_str(),
+            ),
         },
     );
     let timed_out = attempt(&aws, "memory2").await.unwrap_err();
     assert!(!timed_out.retryable);
-    assert!(
-        timed_out.message.starts_with(&format!(
-            "memory capture on {INSTANCE} failed: TimedOut (ExecutionTimedOut); stdout: avml: reading memory (SSM command "
-        )),
-        "{}",
-        timed_out.message
+    let command = commands(&moto).await[1]["CommandId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let kept = format!("{}uploading: 93%", "avml: reading memory\n".repeat(100));
+    let kept = &kept[kept.len() - 400..];
+    assert_eq!(
+        timed_out.message,
+        format!(
+            "memory capture on {INSTANCE} failed: TimedOut (ExecutionTimedOut); stdout: …{kept} (SSM command {command})"
+        )
     );
     assert!(!timed_out.message.contains(SECRET_KEY));
     assert_eq!(instance.calls("SendCommand"), 2, "one command per step");
