@@ -1183,61 +1183,8 @@ async fn a_lookup_names_exactly_one_thing() {
 // ---------------------------------------------------------------------------------------------
 // aws-ssm
 
-#[tokio::test]
-async fn memory_capture_is_sent_once_to_the_instance_with_the_evidence_location() {
-    let moto = Moto::start().await;
-    let w = ec2_world(&moto).await;
-    let aws = load(&integrations_yaml(&moto.base, None, None));
-    let inputs = json!({ "instance_id": w.instance, "region": REGION });
-    let step = call("memory", Some("inc-9"));
-
-    let out = run(&aws, "aws-ssm.capture_memory", inputs.clone(), &step).await;
-    let uri = format!(
-        "s3://cordon-evidence/cordon/memory/inc-9/{}/{RUN}-memory.lime",
-        w.instance
-    );
-    assert_eq!(out["s3_uri"], uri.as_str());
-    assert_eq!(out["evidence"][0]["kind"], "memory-image");
-    assert_eq!(out["evidence"][0]["location"], uri.as_str());
-
-    let listed = moto
-        .json(
-            "ssm",
-            REGION,
-            "AmazonSSM.ListCommands",
-            json!({ "InstanceId": w.instance }),
-        )
-        .await;
-    let commands = listed["Commands"].as_array().unwrap();
-    assert_eq!(commands.len(), 1);
-    let command = &commands[0];
-    assert_eq!(command["CommandId"], out["command_id"]);
-    assert_eq!(command["DocumentName"], "AWS-RunShellScript");
-    assert_eq!(command["Comment"], format!("cordon {RUN}:memory"));
-    let script = command["Parameters"]["commands"][0].as_str().unwrap();
-    assert!(
-        script.contains(&format!(
-            "aws s3 cp '/tmp/cordon-memory-{RUN}-memory.lime' '{uri}'"
-        )),
-        "{script}"
-    );
-    assert!(script.starts_with("set -eu; avml "), "{script}");
-
-    let again = run(&aws, "aws-ssm.capture_memory", inputs, &step).await;
-    assert_eq!(
-        again["command_id"], out["command_id"],
-        "a repeat finds the command it sent"
-    );
-    let listed = moto
-        .json(
-            "ssm",
-            REGION,
-            "AmazonSSM.ListCommands",
-            json!({ "InstanceId": w.instance }),
-        )
-        .await;
-    assert_eq!(listed["Commands"].as_array().unwrap().len(), 1);
-}
+// aws-ssm.capture_memory has its own file, tests/memory.rs: it needs a fake instance in front
+// of moto's SSM, which reports every command done at once.
 
 // ---------------------------------------------------------------------------------------------
 // The stock playbooks through the server

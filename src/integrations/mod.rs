@@ -806,6 +806,34 @@ impl Integration {
             ))
         })?;
         let auth = self.auth.as_ref().map_err(|e| HostError::from(e.clone()))?;
+        // An integration that reaches a second AWS service with the same identity (aws-ssm reads
+        // the image it had uploaded from S3) names the service it signs for; the hosts still
+        // bound where the request may go.
+        let other_service;
+        let auth = match (auth, text("service")) {
+            (_, None) => auth,
+            (Auth::AwsSigV4 { provider, .. }, Some(service)) => {
+                if service.is_empty()
+                    || !service
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                {
+                    return Err(HostError::permanent(format!(
+                        "http: `service` `{service}` is not an AWS service name (`s3`, `ssm`)"
+                    )));
+                }
+                other_service = Auth::AwsSigV4 {
+                    provider: provider.clone(),
+                    service: service.to_owned(),
+                };
+                &other_service
+            }
+            (_, Some(_)) => {
+                return Err(HostError::permanent(
+                    "http: `service` names the SigV4 signing service; this integration's auth is not aws_sigv4",
+                ));
+            }
+        };
         let region = text("region")
             .map(str::to_owned)
             .or_else(|| auth::aws_region_from_host(&host))

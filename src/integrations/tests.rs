@@ -610,3 +610,127 @@ async fn a_dry_run_reads_and_plans_but_never_writes() {
     assert_eq!(seen.len(), 3);
     assert_eq!(seen[2], r#"{"deny":"203.0.113.7","score":87}"#);
 }
+
+#[tokio::test]
+async fn a_sigv4_request_signs_for_the_service_it_names_and_only_sigv4_may_name_one() {
+    let scopes: Seen = Arc::default();
+    let app = Router::new()
+        .fallback(
+            |State(scopes): State<Seen>, headers: HeaderMap| async move {
+                let auth = headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                let scope = auth
+                    .split("Credential=")
+                    .nth(1)
+                    .and_then(|c| c.split(',').next())
+                    .unwrap_or_default();
+                scopes.lock().unwrap().push(scope.to_owned());
+                "{}"
+            },
+        )
+        .with_state(scopes.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "forensics",
+        r#"name: forensics
+description: Calls SSM, and S3 with the same identity.
+auth: { kind: aws_sigv4, credentials: aws, service: ssm }
+hosts: ["ssm.*.amazonaws.com", "s3.*.amazonaws.com"]
+actions:
+  send:
+    description: One request.
+    kind: query
+    side_effect: false
+    idempotent: true
+    inputs:
+      url: { type: string, required: true }
+      service: { type: string }
+"#,
+        r#"
+fn send(input) {
+    let request = #{ url: input.url };
+    if "service" in input { request.service = input.service; }
+    http(request).status
+}
+"#,
+    );
+    write(
+        dir.path(),
+        "keyed",
+        r#"name: keyed
+description: An API-key integration.
+auth: { kind: api_key, credentials: keyed }
+hosts: ["s3.*.amazonaws.com"]
+actions:
+  send:
+    description: One request naming a signing service.
+    kind: query
+    side_effect: false
+    idempotent: true
+"#,
+        r#"fn send(input) { http(#{ url: "https://s3.eu-west-1.amazonaws.com/b", service: "s3" }).status }"#,
+    );
+    let text = format!(
+        "integrations:\n  paths: [{}]\n  credentials:\n    keyed:\n      api_key: k-1\n      endpoints:\n        \"*.amazonaws.com\": {base}\n    aws:\n      access_key_id: AKIDEXAMPLE\n      secret_access_key: wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY\n      endpoints:\n        \"*.amazonaws.com\": {base}\n",
+        dir.path().display()
+    );
+    let config = crate::config::parse(&text, Path::new("test.yaml")).unwrap();
+    let integrations = Integrations::load(&config.integrations, reqwest::Client::new(), None)
+        .unwrap_or_else(|d| panic!("{d:?}"));
+    let run = async |inputs: Value| integrations.call("forensics.send", inputs, &call()).await;
+
+    run(json!({ "url": "https://ssm.eu-west-1.amazonaws.com/" }))
+        .await
+        .unwrap();
+    run(json!({ "url": "https://s3.eu-west-1.amazonaws.com/bucket/key", "service": "s3" }))
+        .await
+        .unwrap();
+    let scopes_now = scopes.lock().unwrap().clone();
+    assert_eq!(scopes_now.len(), 2);
+    assert!(
+        scopes_now[0].ends_with("/eu-west-1/ssm/aws4_request"),
+        "{scopes_now:?}"
+    );
+    assert!(
+        scopes_now[1].ends_with("/eu-west-1/s3/aws4_request"),
+        "{scopes_now:?}"
+    );
+
+    // A name that is not a service's is refused before anything is sent...
+    let refused =
+        run(json!({ "url": "https://s3.eu-west-1.amazonaws.com/b", "service": "S3/../iam" }))
+            .await
+            .unwrap_err();
+    assert!(!refused.retryable);
+    assert!(
+        refused.message.contains("is not an AWS service name"),
+        "{refused:?}"
+    );
+    // ... and so is a host outside the manifest, whatever service it names.
+    let refused = run(json!({ "url": "https://iam.amazonaws.com/", "service": "iam" }))
+        .await
+        .unwrap_err();
+    assert!(
+        refused.message.contains("is not in the hosts"),
+        "{refused:?}"
+    );
+    assert_eq!(scopes.lock().unwrap().len(), 2, "nothing more was sent");
+
+    // An integration with another kind of auth cannot name a signing service.
+    let refused = integrations
+        .call("keyed.send", json!({}), &call())
+        .await
+        .unwrap_err();
+    assert!(!refused.retryable);
+    assert!(
+        refused.message.contains("auth is not aws_sigv4"),
+        "{refused:?}"
+    );
+    assert_eq!(scopes.lock().unwrap().len(), 2);
+}
