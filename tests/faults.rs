@@ -106,9 +106,14 @@ async fn settle(http: &reqwest::Client, base: &str, sink: &Sink, within: Duratio
     let mut quiet_since: Option<(Instant, usize)> = None;
     let token = Client::new(base.to_owned()).token_of(TESTER).await;
     loop {
-        assert!(Instant::now() < deadline, "the runs never settled");
-        let busy = count_runs(http, base, &token, "queued").await != Some(0)
-            || count_runs(http, base, &token, "running").await != Some(0);
+        let queued = count_runs(http, base, &token, "queued").await;
+        let running = count_runs(http, base, &token, "running").await;
+        assert!(
+            Instant::now() < deadline,
+            "the runs never settled: queued {queued:?}, running {running:?}, {} posts",
+            sink.total()
+        );
+        let busy = queued != Some(0) || running != Some(0);
         let posts = sink.total();
         match quiet_since {
             Some((since, seen)) if !busy && seen == posts => {
