@@ -100,19 +100,37 @@ async fn count_runs(
     Some(body["runs"].as_array()?.len())
 }
 
-/// Waits until no run is queued or running and the sink has been quiet for three seconds.
-async fn settle(http: &reqwest::Client, base: &str, sink: &Sink, within: Duration) {
+/// Waits until no run is queued or running and the sink has been quiet for three seconds. On
+/// failure it names what is left and the server's last warnings (`log`: its JSON log lines).
+async fn settle(
+    http: &reqwest::Client,
+    base: &str,
+    sink: &Sink,
+    within: Duration,
+    log: &std::sync::Mutex<Vec<String>>,
+) {
     let deadline = Instant::now() + within;
     let mut quiet_since: Option<(Instant, usize)> = None;
     let token = Client::new(base.to_owned()).token_of(TESTER).await;
     loop {
         let queued = count_runs(http, base, &token, "queued").await;
         let running = count_runs(http, base, &token, "running").await;
-        assert!(
-            Instant::now() < deadline,
-            "the runs never settled: queued {queued:?}, running {running:?}, {} posts",
-            sink.total()
-        );
+        if Instant::now() >= deadline {
+            let lines = log.lock().unwrap();
+            let warnings: Vec<&String> = lines
+                .iter()
+                .filter(|l| l.contains("\"WARN\"") || l.contains("\"ERROR\""))
+                .collect();
+            let tail = &warnings[warnings.len().saturating_sub(40)..];
+            panic!(
+                "the runs never settled: queued {queued:?}, running {running:?}, {} posts; the server's last warnings:\n{}",
+                sink.total(),
+                tail.iter()
+                    .map(|l| l.as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
         let busy = queued != Some(0) || running != Some(0);
         let posts = sink.total();
         match quiet_since {
@@ -263,7 +281,7 @@ async fn sigkill_of_one_of_two_postgres_replicas_under_load_loses_and_repeats_no
     let posted = started.elapsed();
 
     let http = reqwest::Client::new();
-    settle(&http, &b.base, &sink, Duration::from_secs(900)).await;
+    settle(&http, &b.base, &sink, Duration::from_secs(900), &b.log).await;
     let settled = started.elapsed();
     let acked = progress.acked.lock().unwrap().clone();
     let store = open_store(&b_config).await;
@@ -377,7 +395,14 @@ async fn postgres_restarted_under_load_answers_503_meanwhile_and_recovers_by_its
         .status();
     assert_eq!(ready, 200, "ready again without a restart of Cordon");
 
-    settle(&http, &server.base, &sink, Duration::from_secs(300)).await;
+    settle(
+        &http,
+        &server.base,
+        &sink,
+        Duration::from_secs(300),
+        &server.log,
+    )
+    .await;
     let acked = progress.acked.lock().unwrap().clone();
     let store = open_store(&cfg).await;
     let outcome = check(store.as_ref(), &acked, &sink).await;
@@ -418,7 +443,14 @@ async fn sigkill_of_the_sled_process_under_load_loses_and_repeats_nothing() {
     let posted = started.elapsed();
 
     let http = reqwest::Client::new();
-    settle(&http, &server.base, &sink, Duration::from_secs(900)).await;
+    settle(
+        &http,
+        &server.base,
+        &sink,
+        Duration::from_secs(900),
+        &server.log,
+    )
+    .await;
     let settled = started.elapsed();
     drop(server); // the embedded store opens in one process at a time
     let acked = progress.acked.lock().unwrap().clone();

@@ -48,8 +48,8 @@
 //! advisory lock (so replicas starting together apply each once) and recorded in
 //! `cordon_migrations`. A database migrated by a newer Cordon is refused rather than misread.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -168,6 +168,11 @@ const INGEST_BATCH: usize = 128;
 struct Leases {
     replica: String,
     ttl_ms: std::sync::atomic::AtomicU64,
+    /// The runs this replica leased and has not given back: the only run leases it renews. A
+    /// lease whose release failed (PostgreSQL down at that moment) is no longer here, so it runs
+    /// out and the run is claimed again; renewing every row this replica's id is on kept such a
+    /// run leased, and unadvanced, for good.
+    held: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Leases {
@@ -176,9 +181,14 @@ impl Leases {
         self.ttl_ms.load(Ordering::Relaxed) as f64 / 1000.0
     }
 
-    /// Extends every lease this replica holds, each third of a lease, until the store is dropped
-    /// or closed. A failed renewal is tried again at the next tick; the leases run out only if
-    /// PostgreSQL stays unreachable for a whole lease.
+    fn holding(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Extends every lease this replica holds (the named ones, and the runs it is working on),
+    /// each third of a lease, until the store is dropped or closed. A failed renewal is tried
+    /// again at the next tick; the leases run out only if PostgreSQL stays unreachable for a whole
+    /// lease.
     async fn renew(this: std::sync::Weak<Leases>, pool: Pool) {
         let mut last = Instant::now();
         loop {
@@ -196,14 +206,17 @@ impl Leases {
             let result = async {
                 let client = pool.get().await.map_err(|e| e.to_string())?;
                 let ttl = leases.ttl_secs();
-                client
-                    .execute(
-                        "UPDATE runs SET lease_until = now() + make_interval(secs => $2)
-                         WHERE lease_owner = $1",
-                        &[&leases.replica, &ttl],
-                    )
-                    .await
-                    .map_err(|e| pg_message(&e))?;
+                let held: Vec<String> = leases.holding().iter().cloned().collect();
+                if !held.is_empty() {
+                    client
+                        .execute(
+                            "UPDATE runs SET lease_until = now() + make_interval(secs => $2)
+                             WHERE lease_owner = $1 AND id = ANY($3)",
+                            &[&leases.replica, &ttl, &held],
+                        )
+                        .await
+                        .map_err(|e| pg_message(&e))?;
+                }
                 client
                     .execute(
                         "UPDATE leases SET until = now() + make_interval(secs => $2)
@@ -363,6 +376,7 @@ impl PostgresStore {
         let leases = Arc::new(Leases {
             replica: uuid::Uuid::now_v7().simple().to_string(),
             ttl_ms: std::sync::atomic::AtomicU64::new(15_000),
+            held: Mutex::default(),
         });
         tokio::spawn(Leases::renew(Arc::downgrade(&leases), pool.clone()));
         let ready = Arc::new(AtomicBool::new(true));
@@ -1786,7 +1800,7 @@ impl Store for PostgresStore {
 
     async fn lease_run(&self, run_id: &str) -> Result<bool, StoreError> {
         let ttl = self.leases.ttl_secs();
-        transaction!(self, client, {
+        let taken = transaction!(self, client, {
             let q = client
                 .prepare_cached(
                     "UPDATE runs SET lease_owner = $2, lease_until = now() + make_interval(secs => $3)
@@ -1798,7 +1812,11 @@ impl Store for PostgresStore {
                 .execute(&q, &[&run_id, &self.leases.replica, &ttl])
                 .await?
                 == 1)
-        })
+        })?;
+        if taken {
+            self.leases.holding().insert(run_id.to_owned());
+        }
+        Ok(taken)
     }
 
     async fn release_run(
@@ -1806,6 +1824,9 @@ impl Store for PostgresStore {
         run_id: &str,
         due: Option<DateTime<Utc>>,
     ) -> Result<(), StoreError> {
+        // Not renewed from now on, whether or not the release gets through: a lease left behind
+        // runs out, and the run is claimed again.
+        self.leases.holding().remove(run_id);
         transaction!(self, client, {
             let q = client
                 .prepare_cached(
@@ -1838,8 +1859,9 @@ impl Store for PostgresStore {
             let rows = client
                 .query(&q, &[&self.leases.replica, &ttl, &limit])
                 .await?;
-            Ok(rows.iter().map(|row| row.get(0)).collect())
+            Ok(rows.iter().map(|row| row.get(0)).collect::<Vec<String>>())
         })
+        .inspect(|claimed| self.leases.holding().extend(claimed.iter().cloned()))
     }
 
     async fn lease(&self, name: &str) -> Result<bool, StoreError> {
