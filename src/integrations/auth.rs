@@ -16,8 +16,9 @@ use aws_sigv4::http_request::{
 };
 use aws_sigv4::sign::v4;
 use base64::Engine as _;
-use reqwest::header::{AUTHORIZATION, HeaderName, HeaderValue};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue};
 use tokio::time::Instant;
+use url::Url;
 
 pub use super::azure_credentials::{AzureProvider, AzureTokens};
 use crate::config::Secret;
@@ -287,6 +288,87 @@ impl TokenCache {
 pub(crate) fn cache_for(expires_in: u64) -> Duration {
     let secs = expires_in.min(24 * 3600);
     Duration::from_secs(secs.saturating_sub(60).max(secs / 2))
+}
+
+/// POSTs the token request `form` to `url` and reads the bearer token of the answer. `service`
+/// names the token service in errors (`Entra ID`, `Google`) and `about` what the request was for
+/// (` for ci@p.iam.gserviceaccount.com`, or nothing); `scrub` takes the request's credential out
+/// of every message, and out of the answer before it is cut short, since an answer may echo the
+/// request. Errors are classed by [`Failure`] (5xx/408/429/transport: retryable; other 4xx: not).
+pub(crate) async fn post_token_form(
+    http: &reqwest::Client,
+    url: Url,
+    form: String,
+    service: &str,
+    about: &str,
+    scrub: impl Fn(String) -> String,
+) -> Result<(Secret, Duration), AuthError> {
+    let transport = |e: reqwest::Error| {
+        let failure = Failure::from_transport(&e);
+        AuthError {
+            message: scrub(format!(
+                "{service} token request{about} failed: {}",
+                error_chain(&e.without_url())
+            )),
+            failure,
+        }
+    };
+    let response = http
+        .post(url)
+        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(form)
+        .timeout(TOKEN_TIMEOUT)
+        .send()
+        .await
+        .map_err(transport)?;
+    let status = response.status();
+    let failure = Failure::from_response(status.as_u16(), response.headers());
+    let body = scrub(response.text().await.map_err(transport)?);
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    if let Some(failure) = failure {
+        return Err(AuthError {
+            message: scrub(format!(
+                "{service} refused the token request{about} ({status}){}",
+                aad_error(&answer, &body)
+            )),
+            failure,
+        });
+    }
+    bearer_token(&answer, service).map_err(|mut e| {
+        e.message = scrub(e.message);
+        e
+    })
+}
+
+/// The bearer token of a token answer and how long to reuse it: `expires_in` (seconds), else
+/// `expires_on` (epoch seconds); each a number or a string, as Azure's endpoints send them.
+pub(crate) fn bearer_token(
+    answer: &serde_json::Value,
+    who: &str,
+) -> Result<(Secret, Duration), AuthError> {
+    let token = answer["access_token"]
+        .as_str()
+        .filter(|token| !token.is_empty())
+        .ok_or_else(|| AuthError::permanent(format!("{who} answered without an access_token")))?;
+    if let Some(kind) = answer["token_type"].as_str()
+        && !kind.eq_ignore_ascii_case("bearer")
+    {
+        return Err(AuthError::permanent(format!(
+            "{who} issued a `{kind}` token, not a bearer token"
+        )));
+    }
+    let number = |value: &serde_json::Value| match value {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    };
+    let now = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let expires_in = number(&answer["expires_in"])
+        .or_else(|| number(&answer["expires_on"]).map(|on| on.saturating_sub(now)));
+    Ok((Secret::new(token), cache_for(expires_in.unwrap_or(0))))
 }
 
 /// `: <error>: <error_description>` from an AAD error answer, else a short piece of the body.

@@ -43,13 +43,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use reqwest::header::{CONTENT_TYPE, HeaderValue};
+use reqwest::header::HeaderValue;
 use rustls_pki_types::pem::{PemObject as _, SectionKind};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 use url::Url;
 
-use super::auth::{AuthError, TOKEN_TIMEOUT, TokenCache, aad_error, cache_for, error_chain};
+use super::auth::{
+    AuthError, TOKEN_TIMEOUT, TokenCache, aad_error, bearer_token, error_chain, post_token_form,
+};
 use crate::config::{AzureCredential, Credentials, ManagedIdentity, Secret};
 use crate::engine::exec::glob;
 use crate::failure::Failure;
@@ -770,41 +772,10 @@ impl App {
     async fn request(&self, scope: &str) -> Result<(Secret, Duration), AuthError> {
         let url = self.token_url.clone()?;
         let (body, proof) = self.form(scope, &url)?;
-        let scrub = |message: String| scrub(message, proof.expose());
-        let transport = |e: reqwest::Error| AuthError {
-            message: scrub(format!(
-                "Entra ID token request failed: {}",
-                error_chain(&e)
-            )),
-            failure: Failure::from_transport(&e),
-        };
-        let response = self
-            .http
-            .post(url)
-            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(body)
-            .timeout(TOKEN_TIMEOUT)
-            .send()
-            .await
-            .map_err(transport)?;
-        let status = response.status();
-        let failure = Failure::from_response(status.as_u16(), response.headers());
-        // An answer may echo the request: the proof goes before the answer is cut short.
-        let body = scrub(response.text().await.map_err(transport)?);
-        let answer: Value = serde_json::from_str(&body).unwrap_or_default();
-        if let Some(failure) = failure {
-            return Err(AuthError {
-                message: scrub(format!(
-                    "Entra ID refused the token request ({status}){}",
-                    aad_error(&answer, &body)
-                )),
-                failure,
-            });
-        }
-        bearer_token(&answer, "Entra ID").map_err(|mut e| {
-            e.message = scrub(e.message);
-            e
+        post_token_form(&self.http, url, body, "Entra ID", "", |message| {
+            scrub(message, proof.expose())
         })
+        .await
     }
 }
 
@@ -877,34 +848,6 @@ fn scrub(message: String, secret: &str) -> String {
     message
         .replace(secret, "**redacted**")
         .replace(&encoded, "**redacted**")
-}
-
-/// The bearer token of a token answer and how long to reuse it: `expires_in` (seconds), else
-/// `expires_on` (epoch seconds); each a number or a string, as Azure's endpoints send them.
-fn bearer_token(answer: &Value, who: &str) -> Result<(Secret, Duration), AuthError> {
-    let token = answer["access_token"]
-        .as_str()
-        .filter(|token| !token.is_empty())
-        .ok_or_else(|| AuthError::permanent(format!("{who} answered without an access_token")))?;
-    if let Some(kind) = answer["token_type"].as_str()
-        && !kind.eq_ignore_ascii_case("bearer")
-    {
-        return Err(AuthError::permanent(format!(
-            "{who} issued a `{kind}` token, not a bearer token"
-        )));
-    }
-    let number = |value: &Value| match value {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
-    let expires_in = number(&answer["expires_in"])
-        .or_else(|| number(&answer["expires_on"]).map(|on| on.saturating_sub(now)));
-    Ok((Secret::new(token), cache_for(expires_in.unwrap_or(0))))
 }
 
 /// `{login}/{tenant}/oauth2/v2.0/token`, the tenant encoded as one path segment.

@@ -21,11 +21,12 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use reqwest::header::CONTENT_TYPE;
 use serde_json::Value;
 use url::Url;
 
-use super::auth::{AuthError, TOKEN_TIMEOUT, TokenCache, aad_error, cache_for, error_chain};
+use super::auth::{
+    AuthError, TOKEN_TIMEOUT, TokenCache, bearer_token, error_chain, post_token_form,
+};
 use crate::config::{Credentials, Secret};
 use crate::engine::exec::glob;
 use crate::failure::Failure;
@@ -307,39 +308,15 @@ impl ServiceAccountKey {
             .append_pair("grant_type", JWT_BEARER)
             .append_pair("assertion", assertion.expose())
             .finish();
-        let transport = |e: reqwest::Error| {
-            let failure = Failure::from_transport(&e);
-            AuthError {
-                message: scrub(format!(
-                    "the Google token request for {who} failed: {}",
-                    error_chain(&e.without_url())
-                )),
-                failure,
-            }
-        };
-        let response = self
-            .http
-            .post(self.token_url.clone())
-            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(form)
-            .timeout(TOKEN_TIMEOUT)
-            .send()
-            .await
-            .map_err(transport)?;
-        let status = response.status();
-        let failure = Failure::from_response(status.as_u16(), response.headers());
-        let body = scrub(response.text().await.map_err(transport)?);
-        let answer: Value = serde_json::from_str(&body).unwrap_or_default();
-        if let Some(failure) = failure {
-            return Err(AuthError {
-                message: scrub(format!(
-                    "Google refused the token request for {who} ({status}){}",
-                    aad_error(&answer, &body)
-                )),
-                failure,
-            });
-        }
-        bearer(&answer, "Google's token endpoint")
+        post_token_form(
+            &self.http,
+            self.token_url.clone(),
+            form,
+            "Google",
+            &format!(" for {who}"),
+            scrub,
+        )
+        .await
     }
 }
 
@@ -395,24 +372,7 @@ async fn metadata_token(
         )));
     }
     let answer: Value = serde_json::from_str(&body).unwrap_or_default();
-    bearer(&answer, "the metadata server")
-}
-
-/// The bearer token and how long to cache it, from an OAuth token answer.
-fn bearer(answer: &Value, from: &str) -> Result<(Secret, Duration), AuthError> {
-    let token = answer["access_token"]
-        .as_str()
-        .filter(|token| !token.is_empty())
-        .ok_or_else(|| AuthError::permanent(format!("{from} answered without an access_token")))?;
-    if let Some(kind) = answer["token_type"].as_str()
-        && !kind.eq_ignore_ascii_case("bearer")
-    {
-        return Err(AuthError::permanent(format!(
-            "{from} issued a `{kind}` token, not a bearer token"
-        )));
-    }
-    let expires_in = answer["expires_in"].as_u64().unwrap_or(0);
-    Ok((Secret::new(token), cache_for(expires_in)))
+    bearer_token(&answer, "the metadata server")
 }
 
 /// The base URL `endpoints` routes `host` to, if any.
