@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::{Config, Diagnostic, duration::HumanDuration};
 use crate::model::people::{PLATFORM_GROUPS, Person, Role, valid_identity, valid_person_id};
-use crate::playbook::position::{self, Node};
+use crate::playbook::position;
 
 /// One person: who they are, what they may do, and the identities that are theirs.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -88,16 +88,7 @@ pub fn check(config: &Config, text: &str, file: &Path) -> Vec<Diagnostic> {
         return Vec::new();
     };
     let at = |path: &[&str], index: Option<usize>, message: String| {
-        let mut node = Some(&tree);
-        for key in path {
-            node = node.and_then(|n| n.get(key));
-        }
-        if let (Some(i), Some(n)) = (index, node) {
-            node = n.at(i).or(Some(n));
-        }
-        let pos = node
-            .map(Node::pos)
-            .unwrap_or(position::Pos { line: 0, column: 0 });
+        let pos = tree.pos_at(path, index);
         Diagnostic::new(file, pos.line, pos.column, message)
     };
     let mut problems = Vec::new();

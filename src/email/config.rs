@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::config::{Config, Diagnostic, HumanDuration, Secret};
-use crate::playbook::position::{self, Node};
+use crate::playbook::position;
 
 /// Email over SMTP (README, "Email").
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -123,16 +123,7 @@ pub fn check(config: &Config, text: &str, file: &Path) -> Vec<Diagnostic> {
         return Vec::new();
     };
     let at = |path: &[&str], index: Option<usize>, message: String| {
-        let mut node = Some(&tree);
-        for key in path {
-            node = node.and_then(|n| n.get(key));
-        }
-        if let (Some(i), Some(n)) = (index, node) {
-            node = n.at(i).or(Some(n));
-        }
-        let pos = node
-            .map(Node::pos)
-            .unwrap_or(position::Pos { line: 0, column: 0 });
+        let pos = tree.pos_at(path, index);
         Diagnostic::new(file, pos.line, pos.column, message)
     };
     let mut problems = Vec::new();

@@ -668,20 +668,12 @@ impl Integration {
                 format!("cluster `{name}` answered {status} to {method} {path}; try again later"),
             ));
         }
-        let bytes = crate::actions::egress::read_capped(
+        let bytes = super::read_answer(
             response,
             self.max_response_bytes,
-            "integrations.max_response_bytes",
+            &format!("kube: from cluster `{name}`"),
         )
-        .await
-        .map_err(|e| match e {
-            crate::actions::egress::ReadError::TooLarge { .. } => {
-                HostError::permanent(format!("kube: from cluster `{name}`: {e}"))
-            }
-            crate::actions::egress::ReadError::Transport(_) => {
-                HostError::retryable(format!("kube: from cluster `{name}`: {e}"))
-            }
-        })?;
+        .await?;
         let body = scrub(String::from_utf8_lossy(&bytes).into_owned());
         let parsed = serde_json::from_str::<Value>(&body).unwrap_or(Value::Null);
         Ok(json!({

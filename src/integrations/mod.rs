@@ -873,20 +873,12 @@ impl Integration {
             .iter()
             .filter_map(|(k, v)| Some((k.as_str().to_owned(), json!(v.to_str().ok()?))))
             .collect();
-        let bytes = crate::actions::egress::read_capped(
+        let bytes = read_answer(
             response,
             self.max_response_bytes,
-            "integrations.max_response_bytes",
+            &format!("http: from `{host}`"),
         )
-        .await
-        .map_err(|e| match e {
-            crate::actions::egress::ReadError::TooLarge { .. } => {
-                HostError::permanent(format!("http: from `{host}`: {e}"))
-            }
-            crate::actions::egress::ReadError::Transport(_) => {
-                HostError::retryable(format!("http: from `{host}`: {e}"))
-            }
-        })?;
+        .await?;
         let body = String::from_utf8_lossy(&bytes).into_owned();
         let parsed = serde_json::from_str::<Value>(&body).unwrap_or(Value::Null);
         Ok(json!({ "status": status.as_u16(), "headers": headers, "json": parsed, "body": body }))
@@ -940,6 +932,22 @@ impl Integration {
             .and_then(|root| root.values().next().cloned())
             .unwrap_or(Value::Null))
     }
+}
+
+/// An answer's body, read up to `integrations.max_response_bytes` while it streams in: one too
+/// large fails for good, one cut short may pass when tried again. `what` starts the error.
+pub(crate) async fn read_answer(
+    response: reqwest::Response,
+    cap: usize,
+    what: &str,
+) -> Result<Vec<u8>, HostError> {
+    use crate::actions::egress::{ReadError, read_capped};
+    read_capped(response, cap, "integrations.max_response_bytes")
+        .await
+        .map_err(|e| match e {
+            ReadError::TooLarge { .. } => HostError::permanent(format!("{what}: {e}")),
+            ReadError::Transport(_) => HostError::retryable(format!("{what}: {e}")),
+        })
 }
 
 /// The `Error` element of an AWS error answer, wherever the service puts it

@@ -236,6 +236,19 @@ impl Node {
         }
     }
 
+    /// Where the value at `path` (a key per mapping) starts, or its item `index` when it is a
+    /// sequence that has one; 0:0 when the text has no such value (a default, say).
+    pub fn pos_at(&self, path: &[&str], index: Option<usize>) -> Pos {
+        let mut node = Some(self);
+        for key in path {
+            node = node.and_then(|n| n.get(key));
+        }
+        if let (Some(i), Some(n)) = (index, node) {
+            node = n.at(i).or(Some(n));
+        }
+        node.map_or(Pos { line: 0, column: 0 }, Node::pos)
+    }
+
     /// The `i`th item of a sequence.
     pub fn at(&self, i: usize) -> Option<&Node> {
         match &self.kind {
