@@ -185,8 +185,17 @@ impl Integrations {
         // Integrations that did not load: their settings in the config are not "for no
         // integration", they wait for it to be fixed.
         let mut broken = std::collections::BTreeSet::new();
+        // One AWS identity per credentials entry, shared by the integrations that name it, so
+        // aws-ec2 and aws-iam assume an account's role once, not once each.
+        let aws = AwsProviders::default();
         for folder in folders {
-            match Integration::load(&folder, &engine, &known, config, (&scripts_http, &egress)) {
+            match Integration::load(
+                &folder,
+                &engine,
+                &known,
+                config,
+                (&scripts_http, &egress, &aws),
+            ) {
                 Ok(integration) => {
                     let name = integration.manifest.name.clone();
                     if by_name.contains_key(&name) {
@@ -479,7 +488,11 @@ impl Integration {
         engine: &Engine,
         known: &KnownFunctions,
         config: &IntegrationsConfig,
-        (http, egress): (&reqwest::Client, &Arc<crate::actions::egress::Egress>),
+        (http, egress, aws): (
+            &reqwest::Client,
+            &Arc<crate::actions::egress::Egress>,
+            &AwsProviders,
+        ),
     ) -> Result<Integration, Vec<Diagnostic>> {
         let (manifest, text) = Manifest::load(folder)?;
         let manifest_file = folder.join("manifest.yaml");
@@ -598,17 +611,19 @@ impl Integration {
                 manifest.name,
                 manifest.auth.credentials.as_deref().unwrap_or("?")
             ))),
-            (kind, Some((key, credentials))) => build_auth(kind, &manifest, key, credentials, http)
-                .map_err(AuthError::permanent)
-                .inspect_err(|error| {
-                    let (line, column) = place(&["auth"], false);
-                    problems.push(Diagnostic::new(
-                        &manifest_file,
-                        line,
-                        column,
-                        error.message.clone(),
-                    ));
-                }),
+            (kind, Some((key, credentials))) => {
+                build_auth(kind, &manifest, key, credentials, http, aws)
+                    .map_err(AuthError::permanent)
+                    .inspect_err(|error| {
+                        let (line, column) = place(&["auth"], false);
+                        problems.push(Diagnostic::new(
+                            &manifest_file,
+                            line,
+                            column,
+                            error.message.clone(),
+                        ));
+                    })
+            }
         };
         let endpoints = credentials
             .map(|(_, c)| c.endpoints.clone())
@@ -991,12 +1006,16 @@ fn plain(value: &Value) -> String {
     }
 }
 
+/// The AWS identities built so far while loading, by credentials entry.
+type AwsProviders = Mutex<BTreeMap<String, Arc<aws_credentials::AwsProvider>>>;
+
 fn build_auth(
     kind: AuthKind,
     manifest: &Manifest,
     key: &str,
     c: &Credentials,
     http: &reqwest::Client,
+    aws: &AwsProviders,
 ) -> Result<Auth, String> {
     let missing = |field: &str| {
         format!(
@@ -1007,13 +1026,28 @@ fn build_auth(
     };
     Ok(match kind {
         AuthKind::None => Auth::None,
-        AuthKind::AwsSigv4 => Auth::AwsSigV4 {
-            provider: Arc::new(
-                aws_credentials::AwsProvider::new(http.clone(), c, std::env::vars().collect())
-                    .map_err(|e| format!("integrations.credentials.{key}: {e}"))?,
-            ),
-            service: manifest.auth.service.clone().unwrap_or_default(),
-        },
+        AuthKind::AwsSigv4 => {
+            let mut built = aws.lock().unwrap_or_else(PoisonError::into_inner);
+            let provider = match built.get(key) {
+                Some(provider) => provider.clone(),
+                None => {
+                    let provider = Arc::new(
+                        aws_credentials::AwsProvider::new(
+                            http.clone(),
+                            c,
+                            std::env::vars().collect(),
+                        )
+                        .map_err(|e| format!("integrations.credentials.{key}: {e}"))?,
+                    );
+                    built.insert(key.to_owned(), provider.clone());
+                    provider
+                }
+            };
+            Auth::AwsSigV4 {
+                provider,
+                service: manifest.auth.service.clone().unwrap_or_default(),
+            }
+        }
         AuthKind::AzureOauth => Auth::AzureOAuth(Arc::new(azure_credentials::AzureProvider::new(
             http.clone(),
             key,
