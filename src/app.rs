@@ -674,7 +674,11 @@ async fn reload_playbooks(
 /// `GET /v1/store/stats`: counts and sizes per kind of record (`cordon store stats`).
 async fn store_stats(State(app): State<Arc<AppState>>, caller: crate::api::Authed) -> Response {
     if let Err(refused) = caller
-        .require(&app, crate::model::people::Role::Viewer, "reading store stats")
+        .require(
+            &app,
+            crate::model::people::Role::Viewer,
+            "reading store stats",
+        )
         .await
     {
         return refused.into_response();

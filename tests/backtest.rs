@@ -63,7 +63,10 @@ fn source_of(path: &Path) -> SourceKind {
         .and_then(|p| p.file_name())
         .and_then(|f| f.to_str())
         .unwrap_or_default();
-    let name = path.file_name().and_then(|f| f.to_str()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .and_then(|f| f.to_str())
+        .unwrap_or_default();
     match folder {
         "alertmanager" => SourceKind::Alertmanager,
         "aws_cloudtrail" => SourceKind::AwsCloudTrail,
@@ -125,7 +128,11 @@ async fn fill(store: &SledStore) {
             300..310 => (format!("legacy {i}"), format!("legacy-{i}")),
             _ => (format!("generated {i}"), format!("host-{}", i % 50)),
         };
-        let severity = if (300..310).contains(&i) { 8 } else { (i * 7) % 11 };
+        let severity = if (300..310).contains(&i) {
+            8
+        } else {
+            (i * 7) % 11
+        };
         let body = serde_json::json!({
             "title": title,
             "kind": format!("gen.kind{}", i % 7),
@@ -180,10 +187,7 @@ async fn an_edited_when_shows_exactly_the_incidents_gained_and_lost_and_writes_n
     let store = open(&store_path).await;
     fill(&store).await;
     let since = Utc::now() - Duration::days(30);
-    let mut stored = store
-        .alerts(&AlertQuery::default())
-        .await
-        .unwrap();
+    let mut stored = store.alerts(&AlertQuery::default()).await.unwrap();
     stored.retain(|a| a.received_at >= since);
     let before = dump(&store);
     store.close().await.unwrap();
@@ -222,7 +226,10 @@ async fn an_edited_when_shows_exactly_the_incidents_gained_and_lost_and_writes_n
     let now = incidents_matching(&stored, edited_when);
     let gained: Vec<&String> = now.difference(&was).collect();
     let lost: Vec<&String> = was.difference(&now).collect();
-    assert!(!gained.is_empty() && !lost.is_empty(), "the history exercises both");
+    assert!(
+        !gained.is_empty() && !lost.is_empty(),
+        "the history exercises both"
+    );
 
     assert_eq!(report["alerts"].as_u64().unwrap() as usize, stored.len());
     let diff = &report["differences"][0];
@@ -255,14 +262,23 @@ async fn an_edited_when_shows_exactly_the_incidents_gained_and_lost_and_writes_n
         "the incidents it would start on"
     );
     assert_eq!(playbook["runs"].as_u64().unwrap() as usize, now.len());
-    assert_eq!(playbook["approvals"]["approve"].as_u64().unwrap() as usize, now.len());
+    assert_eq!(
+        playbook["approvals"]["approve"].as_u64().unwrap() as usize,
+        now.len()
+    );
     assert_eq!(
         playbook["side_effects"]["core.http"].as_u64().unwrap() as usize,
         now.len()
     );
-    assert_eq!(playbook["by_status"]["succeeded"].as_u64().unwrap() as usize, now.len());
+    assert_eq!(
+        playbook["by_status"]["succeeded"].as_u64().unwrap() as usize,
+        now.len()
+    );
     let (incident, run) = incidents.iter().next().unwrap();
-    assert_eq!(run["steps"], serde_json::json!(["note", "approve", "isolate"]));
+    assert_eq!(
+        run["steps"],
+        serde_json::json!(["note", "approve", "isolate"])
+    );
     let effect = &run["side_effects"][0];
     assert_eq!(effect["step"], "isolate");
     assert_eq!(effect["inputs"]["url"], "https://edr.example.com/isolate");
@@ -272,7 +288,11 @@ async fn an_edited_when_shows_exactly_the_incidents_gained_and_lost_and_writes_n
         .filter(|a| edited_when(a))
         .min_by_key(|a| (a.received_at, a.id.clone()))
         .unwrap();
-    assert_eq!(run["alert_id"], first.id.as_str(), "started by the first matching alert");
+    assert_eq!(
+        run["alert_id"],
+        first.id.as_str(),
+        "started by the first matching alert"
+    );
     assert_eq!(
         effect["inputs"]["json"]["host"],
         first.resource.id.clone().map_or(Value::Null, Value::String)

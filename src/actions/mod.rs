@@ -364,5 +364,8 @@ impl ActionRunner for Registry {
 /// Whether `name` is one of the built-in actions (`core.*`, `chat.notify`, `email.send`,
 /// `yara.scan`).
 fn is_builtin(name: &str) -> bool {
-    name.starts_with("core.") || name == "chat.notify" || name == "email.send" || name == "yara.scan"
+    name.starts_with("core.")
+        || name == "chat.notify"
+        || name == "email.send"
+        || name == "yara.scan"
 }

@@ -292,7 +292,10 @@ async fn replay(
                 *report.approvals.entry(step.clone()).or_default() += 1;
             }
             for effect in &ran.side_effects {
-                *report.side_effects.entry(effect.action.clone()).or_default() += 1;
+                *report
+                    .side_effects
+                    .entry(effect.action.clone())
+                    .or_default() += 1;
             }
             report.incidents.insert(alert.incident_id.clone(), ran);
         }

@@ -121,7 +121,11 @@ fn print_report(report: &Report) {
         report.since.to_rfc3339()
     );
     for playbook in &report.playbooks {
-        println!("\nplaybook {} ({})", safe(&playbook.id), safe(&playbook.file));
+        println!(
+            "\nplaybook {} ({})",
+            safe(&playbook.id),
+            safe(&playbook.file)
+        );
         println!(
             "  alerts matched {}, runs {} (one per incident){}",
             playbook.alerts_matched,

@@ -52,7 +52,8 @@ fn human(bytes: u64) -> String {
 /// `cordon store prune`: one retention pass on the local store now (a running server prunes by
 /// itself every `retention.every`).
 pub(super) async fn prune(config_path: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let config = load_config(config_path).map_err(|_| anyhow!("the config has errors (see above)"))?;
+    let config =
+        load_config(config_path).map_err(|_| anyhow!("the config has errors (see above)"))?;
     let metrics = std::sync::Arc::new(cordon::telemetry::Metrics::new());
     let store = match cordon::store::open(&config.store, &config.grouping, metrics).await {
         Ok(store) => store,

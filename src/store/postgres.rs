@@ -1794,10 +1794,7 @@ impl Store for PostgresStore {
         Ok(postgres_audit::decode(&rows)?.into_iter().next())
     }
 
-    async fn prune(
-        &self,
-        request: &super::PruneRequest,
-    ) -> Result<super::PruneBatch, StoreError> {
+    async fn prune(&self, request: &super::PruneRequest) -> Result<super::PruneBatch, StoreError> {
         self.prune_batch(request).await
     }
 

@@ -6,8 +6,10 @@
 
 use tokio_postgres::types::Json;
 
-use crate::store::retention::{self as rules, KindStats, PruneBatch, PruneKind, PruneRequest, StoreStats};
 use super::*;
+use crate::store::retention::{
+    self as rules, KindStats, PruneBatch, PruneKind, PruneRequest, StoreStats,
+};
 
 impl PostgresStore {
     pub(super) async fn prune_batch(&self, r: &PruneRequest) -> Result<PruneBatch, StoreError> {
@@ -36,7 +38,9 @@ impl PostgresStore {
             let mut batch = PruneBatch {
                 examined: ids.len() as u64,
                 pruned: 0,
-                next: (ids.len() == r.limit).then(|| ids.last().cloned()).flatten(),
+                next: (ids.len() == r.limit)
+                    .then(|| ids.last().cloned())
+                    .flatten(),
             };
             let lock_sql =
                 format!("SELECT id, doc FROM {table} WHERE id = ANY($1) FOR UPDATE SKIP LOCKED");

@@ -41,9 +41,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 
+use super::retention::{self as rules, KindStats, PruneBatch, PruneKind, PruneRequest, StoreStats};
 use super::sled_audit::AuditLog;
 use super::stall::{self, Operation, Pending};
-use super::retention::{self as rules, KindStats, PruneBatch, PruneKind, PruneRequest, StoreStats};
 use super::{Accepted, AlertQuery, IncidentQuery, Record, RunQuery, Store, StoreError};
 use crate::alert::{Alert, Incident};
 use crate::config::{GroupingConfig, StoreConfig};
