@@ -147,6 +147,11 @@ async fn aged_data_is_pruned_while_intake_runs_and_the_audit_verifies(store: Str
             .await;
         assert_eq!(status, 200, "{body}");
     }
+    // The stats are for people with a credential.
+    let (status, _) = client
+        .send(client.http.get(format!("{}/v1/store/stats", client.base)))
+        .await;
+    assert_eq!(status, 401);
     let before = client.admin("/v1/store/stats").await;
     let c = counts(&before);
     assert_eq!(
@@ -294,9 +299,8 @@ async fn space_pruned_on_sled_is_used_again() {
         path: dir.path().join("store"),
         ..cordon::config::StoreConfig::default()
     };
-    let store = Arc::new(
-        SledStore::open(&config, &cordon::config::GroupingConfig::default()).unwrap(),
-    );
+    let store =
+        Arc::new(SledStore::open(&config, &cordon::config::GroupingConfig::default()).unwrap());
     let fill = async |round: usize| {
         for chunk in 0..N / 100 {
             let alerts = (0..100)
@@ -337,9 +341,14 @@ async fn space_pruned_on_sled_is_used_again() {
     let pruned = size().await;
     fill(2).await;
     let refilled = size().await;
-    eprintln!("sled on disk: {once} bytes after {N} alerts, {pruned} after pruning them all, {refilled} after {N} more");
+    eprintln!(
+        "sled on disk: {once} bytes after {N} alerts, {pruned} after pruning them all, {refilled} after {N} more"
+    );
     let stats = store.stats().await.unwrap();
-    assert_eq!(counts(&serde_json::to_value(&stats).unwrap())["alerts"], N as u64);
+    assert_eq!(
+        counts(&serde_json::to_value(&stats).unwrap())["alerts"],
+        N as u64
+    );
     assert!(
         refilled.saturating_sub(pruned) < once / 2,
         "the pruned space was not used again: the first filling took {once} bytes, the second {}",

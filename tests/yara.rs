@@ -94,6 +94,29 @@ async fn a_rule_with_a_syntax_error_is_reported_at_its_line_by_validate_and_at_s
     let (code, out, err) = cli(&config, &["validate"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("good.yar (YARA)"), "{out}");
+
+    // A running server refuses a reload whose rules break, naming the place, and keeps its rules.
+    let server = TestServer::start_in(dir, &extra).await;
+    std::fs::write(
+        &broken,
+        "rule again\n{\n    condition:\n        true and\n}\n",
+    )
+    .unwrap();
+    let (status, body) = server
+        .post_as(TESTER, "/v1/playbooks/reload", json!({}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let at = format!("{}:5:1: error:", broken.display());
+    assert!(
+        body["errors"][0].as_str().unwrap_or_default().contains(&at),
+        "{body}"
+    );
+    std::fs::write(&broken, "rule again { condition: false }\n").unwrap();
+    let (status, body) = server
+        .post_as(TESTER, "/v1/playbooks/reload", json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    server.stop().await;
 }
 
 /// The incident of the first alert whose run finished, with the run.
@@ -245,11 +268,16 @@ steps:
     uses: yara.scan
     with: {{ url: "{}/artifact.bin" }}
     on_error: continue
+  - id: elsewhere
+    uses: yara.scan
+    with: {{ url: "{}/artifact.bin" }}
+    on_error: continue
   - id: small
     uses: yara.scan
     with: {{ content: "{MARKER}" }}
 "#,
-            big.base
+            big.base,
+            big.base.replace("127.0.0.1", "localhost")
         ),
     );
     let extra = format!(
@@ -272,6 +300,18 @@ steps:
         downloaded.contains("larger than the 1024 bytes") && downloaded.contains("yara.max_bytes"),
         "{}",
         steps["downloaded"]
+    );
+    // A host the playbook may not reach is refused before anything is sent to it.
+    let elsewhere = steps["elsewhere"]["error"].as_str().unwrap_or_default();
+    assert!(
+        elsewhere.contains("host `localhost` is not allowed"),
+        "{}",
+        steps["elsewhere"]
+    );
+    assert_eq!(
+        big.requests().len(),
+        1,
+        "only the allowed download reached the server"
     );
     assert_eq!(steps["small"]["output"]["matched"], true);
     let matches: Vec<&Value> = incident["evidence"]
