@@ -515,7 +515,16 @@ async fn start_engine(
     let integrations = load_integrations(config, http.clone(), Some(store.clone()))
         .map_err(StartError::Playbooks)?;
     // YARA rules are compiled once here and at every reload; a rule with an error stops the start.
-    let yara = Arc::new(crate::yara::Yara::load(&config.yara).map_err(StartError::Playbooks)?);
+    let s3 = crate::yara::s3::S3Reader::from_config(config).map_err(|e| {
+        StartError::Playbooks(crate::config::Diagnostics(vec![
+            crate::config::Diagnostic::new(std::path::Path::new("yara.s3_credentials"), 0, 0, e),
+        ]))
+    })?;
+    let yara = Arc::new(
+        crate::yara::Yara::load(&config.yara)
+            .map_err(StartError::Playbooks)?
+            .with_s3(s3),
+    );
     // `core.http` follows redirects itself, checking each hop against `http_allow`, on clients
     // that reach only the addresses `http_allow` allows (src/actions/egress.rs).
     let builtins = Arc::new(

@@ -329,3 +329,82 @@ steps:
     assert_eq!(matches[0]["sha256"], sha256(MARKER));
     server.stop().await;
 }
+
+/// An S3 object is read through the AWS credentials `yara.s3_credentials` names (moto as S3, by
+/// the entry's `endpoints`, SigV4-signed), scanned, and its match recorded; one over the cap is
+/// refused; a missing one fails naming S3's error code.
+#[tokio::test]
+async fn an_s3_object_is_read_with_the_aws_credentials_and_scanned_within_the_cap() {
+    let moto = support::moto::Moto::start().await;
+    let sample = format!("#!/bin/sh\n# dropper\n{MARKER}\n");
+    for (path, body) in [
+        ("/cordon-evidence", String::new()),
+        ("/cordon-evidence/samples/dropper.sh", sample.clone()),
+        ("/cordon-evidence/samples/big.bin", "C".repeat(4096)),
+    ] {
+        let (status, text) = moto
+            .s3(reqwest::Method::PUT, "us-east-1", path, &body)
+            .await;
+        assert_eq!(status, 200, "{path}: {text}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(rules.join("test.yar"), RULE).unwrap();
+    let playbooks = dir.path().join("playbooks");
+    std::fs::create_dir_all(&playbooks).unwrap();
+    write_playbook(
+        &playbooks,
+        "scan-s3",
+        r#"id: scan-s3
+name: Scan S3 objects
+on:
+  source: [generic]
+steps:
+  - id: sample
+    uses: yara.scan
+    with: { s3: "s3://cordon-evidence/samples/dropper.sh", region: us-east-1 }
+  - id: big
+    uses: yara.scan
+    with: { s3: "s3://cordon-evidence/samples/big.bin" }
+    on_error: continue
+  - id: missing
+    uses: yara.scan
+    with: { s3: "s3://cordon-evidence/samples/none.bin" }
+    on_error: continue
+"#,
+    );
+    let extra = format!(
+        "{}playbooks:\n  paths: [{}]\nintegrations:\n  paths: []\n  credentials:\n    aws:\n      access_key_id: AKIAIOSFODNN7EXAMPLE\n      secret_access_key: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n      endpoints:\n        \"s3.*.amazonaws.com\": \"{}\"\nyara:\n  paths: [{}]\n  max_bytes: 1024\n  s3_credentials: aws\n",
+        all_sources(),
+        playbooks.display(),
+        moto.base,
+        rules.display(),
+    );
+    let server = TestServer::start_in(dir, &extra).await;
+    let (run, incident) = finished_run(&server, "dropper in s3", "host-s3").await;
+    let steps = &run["steps"];
+    assert_eq!(
+        steps["sample"]["output"]["matched"], true,
+        "{}",
+        steps["sample"]
+    );
+    assert_eq!(steps["sample"]["output"]["sha256"], sha256(&sample));
+    let big = steps["big"]["error"].as_str().unwrap_or_default();
+    assert!(big.contains("yara.max_bytes"), "{}", steps["big"]);
+    let missing = steps["missing"]["error"].as_str().unwrap_or_default();
+    assert!(missing.contains("NoSuchKey"), "{}", steps["missing"]);
+    let matches: Vec<&Value> = incident["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "yara-match")
+        .collect();
+    assert_eq!(matches.len(), 1, "{}", incident["evidence"]);
+    assert_eq!(
+        matches[0]["location"],
+        "s3://cordon-evidence/samples/dropper.sh"
+    );
+    assert_eq!(matches[0]["sha256"], sha256(&sample));
+    server.stop().await;
+}

@@ -104,8 +104,9 @@ impl Builtins {
         };
         let content = inputs.get("content").and_then(Value::as_str);
         let url = inputs.get("url").and_then(Value::as_str);
-        let (bytes, default_name) = match (content, url) {
-            (Some(text), None) => {
+        let s3 = inputs.get("s3").and_then(Value::as_str);
+        let (bytes, default_name) = match (content, url, s3) {
+            (Some(text), None, None) => {
                 if text.len() > yara.max_bytes {
                     return Err(ActionError::permanent(crate::yara::too_large(
                         text.len(),
@@ -114,13 +115,28 @@ impl Builtins {
                 }
                 (text.as_bytes().to_vec(), "content".to_owned())
             }
-            (None, Some(url)) => (
+            (None, Some(url), None) => (
                 self.download(url, inputs, call, yara.max_bytes).await?,
                 url.to_owned(),
             ),
+            (None, None, Some(uri)) => {
+                let Some(reader) = &yara.s3 else {
+                    return Err(ActionError::permanent(
+                        "S3 objects are read with the credentials yara.s3_credentials names, and it is not set",
+                    ));
+                };
+                let region = inputs
+                    .get("region")
+                    .and_then(Value::as_str)
+                    .unwrap_or("us-east-1");
+                let bytes = reader
+                    .get(uri, region, call.account.as_deref(), yara.max_bytes)
+                    .await?;
+                (bytes, uri.to_owned())
+            }
             _ => {
                 return Err(ActionError::permanent(
-                    "give exactly one of `content` (a text Cordon holds) and `url` (a download)",
+                    "give exactly one of `content` (a text Cordon holds), `url` (a download) and `s3` (an S3 object)",
                 ));
             }
         };
@@ -228,9 +244,9 @@ impl Builtins {
         egress::read_capped(response, cap, "yara.max_bytes")
             .await
             .map_err(|e| match e {
-                egress::ReadError::TooLarge { .. } => ActionError::permanent(format!(
-                    "the artifact is larger than the {cap} bytes YARA scans take (config: yara.max_bytes); nothing was scanned"
-                )),
+                egress::ReadError::TooLarge { .. } => {
+                    ActionError::permanent(crate::yara::too_large_download(cap))
+                }
                 egress::ReadError::Transport(_) => ActionError::retryable(e.to_string()),
             })
     }

@@ -113,6 +113,9 @@ pub(super) fn validate(path: &Path, paths: &[PathBuf]) -> ExitCode {
             Ok(None) => {}
             Err(problems) => diagnostics.extend(problems.0),
         }
+        if let Err(e) = cordon::yara::s3::S3Reader::from_config(config) {
+            diagnostics.push(config::Diagnostic::new(path, 0, 0, e));
+        }
     }
     for d in &diagnostics {
         eprintln!("{d}");

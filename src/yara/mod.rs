@@ -17,6 +17,8 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{Diagnostic, Diagnostics, HumanDuration};
 
+pub mod s3;
+
 /// `yara:` in the config.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,6 +34,11 @@ pub struct YaraConfig {
     /// Wall-clock limit of one scan (default `10s`); a scan that takes longer fails its step.
     #[serde(default = "default_timeout")]
     pub timeout: HumanDuration,
+    /// The AWS credentials (a name under `integrations.credentials`) `yara.scan` reads S3 objects
+    /// with (`s3: s3://bucket/key`): their keys or the default chain, the role they assume for the
+    /// alert's account, their `endpoints`. Unset: an `s3` input is refused.
+    #[serde(default)]
+    pub s3_credentials: Option<String>,
 }
 
 impl Default for YaraConfig {
@@ -40,6 +47,7 @@ impl Default for YaraConfig {
             paths: Vec::new(),
             max_bytes: default_max_bytes(),
             timeout: default_timeout(),
+            s3_credentials: None,
         }
     }
 }
@@ -235,6 +243,8 @@ pub struct Yara {
     current: RwLock<Option<Arc<Rules>>>,
     /// `yara.max_bytes`.
     pub max_bytes: usize,
+    /// Reads S3 objects, when `yara.s3_credentials` is set.
+    pub s3: Option<s3::S3Reader>,
 }
 
 impl Yara {
@@ -243,7 +253,14 @@ impl Yara {
         Ok(Yara {
             current: RwLock::new(compile(config)?.map(Arc::new)),
             max_bytes: config.max_bytes,
+            s3: None,
         })
+    }
+
+    /// Gives `yara.scan` S3 objects to read.
+    pub fn with_s3(mut self, s3: Option<s3::S3Reader>) -> Yara {
+        self.s3 = s3;
+        self
     }
 
     /// Puts a newly compiled set in place; scans under way finish on the old one.
@@ -273,6 +290,13 @@ impl Yara {
             .await
             .map_err(|_| "the YARA scan stopped unexpectedly".to_owned())?
     }
+}
+
+/// The refusal of a download that passed the cap.
+pub fn too_large_download(max: usize) -> String {
+    format!(
+        "the artifact is larger than the {max} bytes YARA scans take (config: yara.max_bytes); nothing was scanned"
+    )
 }
 
 /// The refusal of an artifact over the cap.
