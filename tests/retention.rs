@@ -229,6 +229,17 @@ async fn aged_data_is_pruned_while_intake_runs_and_the_audit_verifies(store: Str
         .await;
     assert_eq!(status, 404, "a pruned incident is gone");
 
+    // The pass says in the audit log what it removed.
+    let entries = server.state.store.audit_entries(None, 0).await.unwrap();
+    let pruned: Vec<_> = entries
+        .iter()
+        .filter(|e| e.kind == "store.pruned")
+        .collect();
+    assert_eq!(pruned.len(), 1);
+    assert_eq!(pruned[0].actor.as_deref(), Some("system:retention"));
+    assert_eq!(pruned[0].detail["incidents"]["pruned"], RESOLVED as u64);
+    assert_eq!(pruned[0].detail["runs"]["pruned"], OLD as u64);
+
     wait_runs_finished(client, DURING).await;
     let after = client.admin("/v1/store/stats").await;
     let c = counts(&after);
@@ -271,6 +282,18 @@ async fn aged_data_is_pruned_while_intake_runs_and_the_audit_verifies(store: Str
     assert_eq!(code, 0, "{err}");
     let stats: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(counts(&stats)["incidents"], left, "{stats}");
+
+    // A pass by hand, on today's clock and the defaults: nothing here is old enough.
+    let (code, out, err) = cli(&config, &["store", "prune", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let pass: Value = serde_json::from_str(&out).unwrap();
+    let pruned: u64 = pass["kinds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["pruned"].as_u64().unwrap())
+        .sum();
+    assert_eq!(pruned, 0, "{pass}");
 }
 
 #[tokio::test]
