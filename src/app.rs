@@ -161,6 +161,13 @@ impl Server {
             .await
             .map_err(|e| StartError::Engine(e.to_string()))?;
         tracing::info!(playbooks, resumed_runs = resumed, "engine started");
+        // Retention: a pass every `retention.every`, in batches between the store's other work.
+        crate::retention::Pruner::new(
+            store.clone(),
+            config.retention.clone(),
+            crate::retention::system_clock(),
+        )
+        .start();
         let state = Arc::new(AppState {
             config: Arc::new(config),
             store,
@@ -507,6 +514,17 @@ async fn start_engine(
     let scripts = scripts(config);
     let integrations = load_integrations(config, http.clone(), Some(store.clone()))
         .map_err(StartError::Playbooks)?;
+    // YARA rules are compiled once here and at every reload; a rule with an error stops the start.
+    let s3 = crate::yara::s3::S3Reader::from_config(config).map_err(|e| {
+        StartError::Playbooks(crate::config::Diagnostics(vec![
+            crate::config::Diagnostic::new(std::path::Path::new("yara.s3_credentials"), 0, 0, e),
+        ]))
+    })?;
+    let yara = Arc::new(
+        crate::yara::Yara::load(&config.yara)
+            .map_err(StartError::Playbooks)?
+            .with_s3(s3),
+    );
     // `core.http` follows redirects itself, checking each hop against `http_allow`, on clients
     // that reach only the addresses `http_allow` allows (src/actions/egress.rs).
     let builtins = Arc::new(
@@ -517,7 +535,8 @@ async fn start_engine(
             notifier,
         )
         .map_err(StartError::Http)?
-        .with_mailer(mailer),
+        .with_mailer(mailer)
+        .with_yara(Some(yara)),
     );
     let actions = Arc::new(Registry::new(builtins, integrations));
     let playbooks =
@@ -595,6 +614,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/audit/checkpoints", post(api::audit_checkpoint))
         .route("/v1/playbooks/reload", post(reload_playbooks))
+        .route("/v1/store/stats", get(store_stats))
         .route("/v1/incidents/{id}", get(api::show_incident))
         .route("/v1/incidents/{id}/{change}", post(api::incident_status))
         .route("/v1/incidents/{id}/report", get(api::report))
@@ -620,7 +640,11 @@ pub fn reload(state: &AppState) -> Result<usize, crate::config::Diagnostics> {
         load_integrations(&state.config, state.http.clone(), Some(state.store.clone()))?;
     let catalog = Registry::catalog_with(&integrations);
     let playbooks = load_playbooks(&state.config, &scripts, &catalog)?;
+    let rules = crate::yara::compile(&state.config.yara)?;
     let count = playbooks.len();
+    if let Some(yara) = state.actions.builtins().yara() {
+        yara.replace(rules);
+    }
     state.actions.replace(integrations);
     state.engine.replace_playbooks(Playbooks::new(playbooks));
     Ok(count)
@@ -652,6 +676,27 @@ async fn reload_playbooks(
             );
             let errors: Vec<String> = diagnostics.0.iter().map(|d| d.to_string()).collect();
             (StatusCode::BAD_REQUEST, axum::Json(serde_json::json!({ "error": "invalid_playbooks", "message": "the playbooks have errors; the loaded ones keep running", "errors": errors }))).into_response()
+        }
+    }
+}
+
+/// `GET /v1/store/stats`: counts and sizes per kind of record (`cordon store stats`).
+async fn store_stats(State(app): State<Arc<AppState>>, caller: crate::api::Authed) -> Response {
+    if let Err(refused) = caller
+        .require(
+            &app,
+            crate::model::people::Role::Viewer,
+            "reading store stats",
+        )
+        .await
+    {
+        return refused.into_response();
+    }
+    match app.store.stats().await {
+        Ok(stats) => axum::Json(stats).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "store stats failed");
+            crate::http::ApiError::unavailable().into_response()
         }
     }
 }

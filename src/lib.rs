@@ -50,6 +50,10 @@
 //! - [`telemetry`]: logs (human or JSON) and Prometheus metrics.
 //! - [`email`]: mail over SMTP through the outbox (`email.send` steps, incident notifications,
 //!   the incident report attached).
+//! - [`retention`]: how long each kind of record is kept, and the background pass that prunes
+//!   (the per-record rules both backends apply are in `store::retention`).
+//! - [`yara`]: YARA rules compiled at load, and the scan behind the `yara.scan` action.
+//! - [`backtest`]: replays stored alerts through playbooks offline, in dry run (`cordon backtest`).
 //! - [`tickets`]: a ticket per incident, kept in step both ways; one folder per system (Jira Cloud,
 //!   ServiceNow) behind [`tickets::TicketSystem`]; the incident report.
 //!
@@ -60,6 +64,7 @@ pub mod alert;
 pub mod api;
 pub mod app;
 pub mod audit;
+pub mod backtest;
 pub mod chat;
 pub mod config;
 pub mod email;
@@ -73,8 +78,10 @@ pub mod integrations;
 pub mod model;
 pub mod outbox;
 pub mod playbook;
+pub mod retention;
 pub mod script;
 pub mod store;
 pub mod telemetry;
 pub mod tickets;
 pub mod trust;
+pub mod yara;

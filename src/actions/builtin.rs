@@ -1,5 +1,5 @@
 //! The built-in actions: `core.log`, `core.http`, `core.sleep`, `core.set`, `chat.notify`,
-//! `email.send`.
+//! `email.send`, `yara.scan`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,6 +24,8 @@ pub struct Builtins {
     notifier: Option<Arc<dyn Notifier>>,
     /// Where `email.send` queues mail, when email is configured.
     mailer: Option<Arc<dyn Mailer>>,
+    /// The YARA rules `yara.scan` runs, when loaded.
+    yara: Option<Arc<crate::yara::Yara>>,
 }
 
 /// Where `email.send` queues mail: the outbox's SMTP target (`crate::email::StepMailer`); built-in
@@ -71,6 +73,7 @@ impl Builtins {
             max_response_bytes,
             notifier,
             mailer: None,
+            yara: None,
         })
     }
 
@@ -78,6 +81,174 @@ impl Builtins {
     pub fn with_mailer(mut self, mailer: Option<Arc<dyn Mailer>>) -> Builtins {
         self.mailer = mailer;
         self
+    }
+
+    /// Gives `yara.scan` its rules.
+    pub fn with_yara(mut self, yara: Option<Arc<crate::yara::Yara>>) -> Builtins {
+        self.yara = yara;
+        self
+    }
+
+    /// The YARA rules `yara.scan` runs (a reload replaces them).
+    pub fn yara(&self) -> Option<&Arc<crate::yara::Yara>> {
+        self.yara.as_ref()
+    }
+
+    /// `yara.scan`: the artifact (a text given, or a download within `yara.max_bytes` from a
+    /// host the playbook may reach), scanned; matches recorded on the incident as evidence.
+    async fn yara_scan(&self, inputs: &Value, call: &ActionCall) -> Result<Value, ActionError> {
+        let Some(yara) = &self.yara else {
+            return Err(ActionError::permanent(
+                "no YARA rules are configured (config: yara.paths)",
+            ));
+        };
+        let content = inputs.get("content").and_then(Value::as_str);
+        let url = inputs.get("url").and_then(Value::as_str);
+        let s3 = inputs.get("s3").and_then(Value::as_str);
+        let (bytes, default_name) = match (content, url, s3) {
+            (Some(text), None, None) => {
+                if text.len() > yara.max_bytes {
+                    return Err(ActionError::permanent(crate::yara::too_large(
+                        text.len(),
+                        yara.max_bytes,
+                    )));
+                }
+                (text.as_bytes().to_vec(), "content".to_owned())
+            }
+            (None, Some(url), None) => (
+                self.download(url, inputs, call, yara.max_bytes).await?,
+                url.to_owned(),
+            ),
+            (None, None, Some(uri)) => {
+                let Some(reader) = &yara.s3 else {
+                    return Err(ActionError::permanent(
+                        "S3 objects are read with the credentials yara.s3_credentials names, and it is not set",
+                    ));
+                };
+                let region = inputs
+                    .get("region")
+                    .and_then(Value::as_str)
+                    .unwrap_or("us-east-1");
+                let bytes = reader
+                    .get(uri, region, call.account.as_deref(), yara.max_bytes)
+                    .await?;
+                (bytes, uri.to_owned())
+            }
+            _ => {
+                return Err(ActionError::permanent(
+                    "give exactly one of `content` (a text Cordon holds), `url` (a download) and `s3` (an S3 object)",
+                ));
+            }
+        };
+        let name = inputs
+            .get("name")
+            .and_then(Value::as_str)
+            .map_or(default_name, str::to_owned);
+        let scan = yara.scan(bytes).await.map_err(ActionError::permanent)?;
+        let rules: Vec<String> = scan.matches.iter().map(|m| m.rule.clone()).collect();
+        let mut evidence = Vec::new();
+        if !scan.matches.is_empty() {
+            let record = json!({
+                "kind": "yara-match",
+                "location": name,
+                "sha256": scan.sha256,
+                "size": scan.size,
+                "rules": rules,
+                "matches": scan.matches,
+                "collected_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                "action": "yara.scan",
+                "run_id": call.run_id,
+                "step_id": call.step_id,
+                "incident_id": call.incident_id,
+            });
+            if let (Some(store), Some(incident)) = (&self.store, &call.incident_id) {
+                store
+                    .add_evidence(incident, vec![record.clone()])
+                    .await
+                    .map_err(|e| {
+                        ActionError::retryable(format!("could not store the evidence: {e}"))
+                    })?;
+            }
+            evidence.push(record);
+        }
+        Ok(json!({
+            "name": name,
+            "sha256": scan.sha256,
+            "size": scan.size,
+            "matched": !scan.matches.is_empty(),
+            "matches": scan.matches,
+            "evidence": evidence,
+        }))
+    }
+
+    /// A GET of `url` on the playbook's allowed hosts (every redirect hop checked, as `core.http`
+    /// does), read up to `cap` bytes.
+    async fn download(
+        &self,
+        url: &str,
+        inputs: &Value,
+        call: &ActionCall,
+        cap: usize,
+    ) -> Result<Vec<u8>, ActionError> {
+        let first = url::Url::parse(url)
+            .map_err(|e| ActionError::permanent(format!("url `{url}` is not valid: {e}")))?;
+        let mut url = first.clone();
+        let mut hops = 0;
+        let response = loop {
+            let client = self.allowed(&url, call)?;
+            let mut request = client
+                .get(url.clone())
+                .timeout(std::time::Duration::from_secs(60));
+            if let Some(headers) = inputs.get("headers").and_then(Value::as_object)
+                && url.origin() == first.origin()
+            {
+                for (name, value) in headers {
+                    request = request.header(name, value.as_str().unwrap_or_default());
+                }
+            }
+            let response = request
+                .send()
+                .await
+                .map_err(|e| match egress::refused(&e) {
+                    Some(refused) => ActionError::permanent(refused.to_string()),
+                    None => ActionError::retryable(format!("download failed: {}", e.without_url())),
+                })?;
+            let location = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok());
+            let (true, Some(location)) = (response.status().is_redirection(), location) else {
+                break response;
+            };
+            hops += 1;
+            if hops > MAX_REDIRECTS {
+                return Err(ActionError::permanent(format!(
+                    "more than {MAX_REDIRECTS} redirects"
+                )));
+            }
+            url = url.join(location).map_err(|e| {
+                ActionError::permanent(format!("the redirect to `{location}` is not a URL: {e}"))
+            })?;
+        };
+        let status = response.status();
+        if status.is_server_error() || status.as_u16() == 429 {
+            return Err(ActionError::retryable(format!(
+                "the server answered {status}"
+            )));
+        }
+        if !status.is_success() {
+            return Err(ActionError::permanent(format!(
+                "the server answered {status}"
+            )));
+        }
+        egress::read_capped(response, cap, "yara.max_bytes")
+            .await
+            .map_err(|e| match e {
+                egress::ReadError::TooLarge { .. } => {
+                    ActionError::permanent(crate::yara::too_large_download(cap))
+                }
+                egress::ReadError::Transport(_) => ActionError::retryable(e.to_string()),
+            })
     }
 
     async fn notify(&self, inputs: &Value, call: &ActionCall) -> Result<Value, ActionError> {
@@ -319,6 +490,7 @@ impl ActionRunner for Builtins {
             }
             "core.http" => self.http(&inputs, call).await,
             "chat.notify" => self.notify(&inputs, call).await,
+            "yara.scan" => self.yara_scan(&inputs, call).await,
             "email.send" => match &self.mailer {
                 Some(mailer) => mailer.send(&inputs, call).await,
                 None => Err(ActionError::permanent(

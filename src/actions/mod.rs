@@ -244,6 +244,24 @@ pub fn builtin_specs() -> Vec<ActionSpec> {
             outputs: Some("profile, to, cc, subject, message_id, report_attached".into()),
             plans: false,
         },
+        ActionSpec {
+            name: "yara.scan".into(),
+            description: "Scan an artifact with the configured YARA rules (config: yara.paths): a text Cordon holds (collected pod logs, a snapshot document: a step's output), a download from a host the playbook may reach (playbooks.http_allow), or an S3 object (yara.s3_credentials), at most yara.max_bytes. Matches are recorded on the incident as evidence, with the rule names and the artifact's SHA-256.".into(),
+            inputs: BTreeMap::from([
+                ("content".into(), input(InputType::String, false, "the artifact's text, e.g. ${{ steps.logs.output.logs[0].text }} (give content or url)")),
+                ("url".into(), input(InputType::String, false, "an http(s) URL to download and scan, on a host in playbooks.http_allow (give content or url)")),
+                ("headers".into(), input(InputType::Map, false, "request headers for the download (sent to the URL's host only)")),
+                ("s3".into(), input(InputType::String, false, "an S3 object, s3://bucket/key, read with the credentials yara.s3_credentials names (give content, url or s3)")),
+                ("region".into(), input(InputType::String, false, "the S3 object's region (default us-east-1)")),
+                ("name".into(), input(InputType::String, false, "what the artifact is called in the evidence (default: the URL or S3 URI, or `content`)")),
+            ]),
+            side_effect: false,
+            idempotent: true,
+            kind: Some("evidence".into()),
+            undo: None,
+            outputs: Some("name, sha256, size, matched (bool), matches: [{rule, namespace, tags, strings}], evidence: the record stored when a rule matched".into()),
+            plans: false,
+        },
     ]
 }
 
@@ -345,7 +363,11 @@ impl ActionRunner for Registry {
     }
 }
 
-/// Whether `name` is one of the built-in actions (`core.*`, `chat.notify`, `email.send`).
+/// Whether `name` is one of the built-in actions (`core.*`, `chat.notify`, `email.send`,
+/// `yara.scan`).
 fn is_builtin(name: &str) -> bool {
-    name.starts_with("core.") || name == "chat.notify" || name == "email.send"
+    name.starts_with("core.")
+        || name == "chat.notify"
+        || name == "email.send"
+        || name == "yara.scan"
 }

@@ -101,7 +101,22 @@ pub(super) fn validate(path: &Path, paths: &[PathBuf]) -> ExitCode {
     } else {
         None
     };
-    let (playbooks, diagnostics, _, _) = load_playbooks(config.as_ref(), paths);
+    let (playbooks, mut diagnostics, _, _) = load_playbooks(config.as_ref(), paths);
+    // YARA rules compile here as they do at start and reload: each error at its file:line:column.
+    if let Some(config) = &config {
+        match cordon::yara::compile(&config.yara) {
+            Ok(Some(rules)) => {
+                for file in &rules.files {
+                    println!("ok: {} (YARA)", file.display());
+                }
+            }
+            Ok(None) => {}
+            Err(problems) => diagnostics.extend(problems.0),
+        }
+        if let Err(e) = cordon::yara::s3::S3Reader::from_config(config) {
+            diagnostics.push(config::Diagnostic::new(path, 0, 0, e));
+        }
+    }
     for d in &diagnostics {
         eprintln!("{d}");
     }

@@ -2,10 +2,12 @@
 //! handler in [`commands`]. The data commands read through [`reader`] (the local store, or the
 //! admin API of the server holding it) and show what they read with [`print`].
 
+mod backtest;
 mod commands;
 mod people;
 mod print;
 mod reader;
+mod store;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -86,6 +88,25 @@ enum Command {
         #[arg(long, value_name = "URL")]
         server: Option<String>,
     },
+    /// The store: counts and sizes per kind of record; a retention pass now.
+    #[command(subcommand)]
+    Store(StoreCommand),
+    /// Replay stored alerts through PLAYBOOKS (edited, not loaded) in dry run, offline, and show
+    /// what they would have done and the incidents gained and lost against the loaded playbooks.
+    /// Nothing is called and nothing is written.
+    Backtest {
+        /// Playbook files or folders to try.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// How far back: alerts received within this (e.g. 7d, 30d).
+        #[arg(long, default_value = "30d")]
+        since: cordon::config::HumanDuration,
+        /// Only alerts from this source.
+        #[arg(long)]
+        source: Option<String>,
+        #[command(flatten)]
+        from: Source,
+    },
     /// Copy an embedded (sled) store into an empty PostgreSQL database, then check the copy:
     /// counts and contents of every kind of record, and the audit chain. Stop the server first.
     Migrate {
@@ -101,6 +122,22 @@ enum Command {
             hide_env_values = true
         )]
         to: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Counts and sizes per kind (alerts, raw payloads, incidents, evidence, runs, outbox, audit).
+    Stats {
+        #[command(flatten)]
+        from: Source,
+    },
+    /// Run one retention pass now on the local store (a running server prunes by itself every
+    /// retention.every); prints what each kind lost.
+    Prune {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -334,6 +371,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Actions(ActionsCommand::List { json }) => commands::actions(config, json),
         Command::Schema { what } => commands::schema(config, &what),
         Command::Migrate { from, to } => commands::migrate(&from, &to).await,
+        Command::Store(StoreCommand::Stats { from }) => store::stats(config, from).await,
+        Command::Store(StoreCommand::Prune { json }) => store::prune(config, json).await,
+        Command::Backtest {
+            paths,
+            since,
+            source,
+            from,
+        } => backtest::backtest(config, &paths, since, source, from).await,
         Command::Reload { server } => commands::reload(config, server.as_deref()).await,
         Command::Tokens(command) => people::tokens(config, command).await,
         Command::People(command) => people::people(config, command).await,

@@ -128,6 +128,17 @@ impl Reader {
         }
     }
 
+    /// Counts and sizes per kind of record (`cordon store stats`).
+    pub(super) async fn store_stats(&self) -> anyhow::Result<cordon::store::StoreStats> {
+        match self {
+            Reader::Local(store) => Ok(store.stats().await?),
+            Reader::Remote { .. } => {
+                let body = self.get("/v1/store/stats", &[]).await?.unwrap_or_default();
+                Ok(serde_json::from_value(body)?)
+            }
+        }
+    }
+
     pub(super) async fn alert(&self, id: &str) -> anyhow::Result<Option<Alert>> {
         match self {
             Reader::Local(store) => Ok(store.alert(id).await?),

@@ -33,6 +33,8 @@ const TOP_KEYS: &[&str] = &[
     "tickets",
     "audit",
     "email",
+    "retention",
+    "yara",
 ];
 
 /// Reads and parses the config at `path`.
@@ -202,6 +204,12 @@ impl<'de> Visitor<'de> for FocusSeed<'_> {
                 }
                 (Focus::TopKey(k), "email") if k == "email" => {
                     map.next_value::<crate::email::EmailConfig>()?;
+                }
+                (Focus::TopKey(k), "retention") if k == "retention" => {
+                    map.next_value::<crate::retention::RetentionConfig>()?;
+                }
+                (Focus::TopKey(k), "yara") if k == "yara" => {
+                    map.next_value::<crate::yara::YaraConfig>()?;
                 }
                 (Focus::TopKey(k), "log") if k == "log" => {
                     map.next_value::<LogConfig>()?;

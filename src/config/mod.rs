@@ -76,6 +76,12 @@ pub struct Config {
     /// steps and incident notifications name (README, "Email").
     #[serde(default)]
     pub email: crate::email::EmailConfig,
+    /// How long each kind of record is kept, and how often the server prunes (docs/retention.md).
+    #[serde(default)]
+    pub retention: crate::retention::RetentionConfig,
+    /// YARA rules for the `yara.scan` action: where they are, and the largest artifact scanned.
+    #[serde(default)]
+    pub yara: crate::yara::YaraConfig,
 }
 
 /// Where playbooks are and how they run.

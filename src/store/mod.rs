@@ -11,6 +11,7 @@
 pub mod migrate;
 mod postgres;
 mod postgres_audit;
+pub mod retention;
 mod sled;
 mod sled_audit;
 pub mod stall;
@@ -20,6 +21,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 pub use self::postgres::PostgresStore;
+pub use self::retention::{KindStats, PruneBatch, PruneKind, PruneRequest, StoreStats};
 pub use self::sled::SledStore;
 use crate::alert::{Alert, Incident, IncidentStatus};
 use crate::config::{GroupingConfig, StoreConfig, StoreKind};
@@ -287,6 +289,13 @@ pub trait Store: Send + Sync + 'static {
     /// The entry stored under sequence number `seq`, if any (what a signed checkpoint of the log
     /// is compared with: `cordon audit verify --checkpoint`).
     async fn audit_entry(&self, seq: u64) -> Result<Option<AuditEntry>, StoreError>;
+    /// One batch of retention's pruning (`crate::retention` drives the pass): looks at up to
+    /// `request.limit` records of `request.kind` after `request.after`, none past
+    /// `request.bound`, and prunes those the rules of [`retention`] say are past
+    /// `request.cutoff`. Each batch is short and atomic, so intake and runs go on between batches.
+    async fn prune(&self, request: &PruneRequest) -> Result<PruneBatch, StoreError>;
+    /// Counts and sizes per kind of record (`cordon store stats`).
+    async fn stats(&self) -> Result<StoreStats, StoreError>;
     /// Whether several processes share this store. Then runs are leased: a process advances,
     /// decides or cancels a run only while it holds the run's lease, and [`Store::save_run`]
     /// refuses a write from a process whose lease another has taken over. A store one process

@@ -1794,6 +1794,14 @@ impl Store for PostgresStore {
         Ok(postgres_audit::decode(&rows)?.into_iter().next())
     }
 
+    async fn prune(&self, request: &super::PruneRequest) -> Result<super::PruneBatch, StoreError> {
+        self.prune_batch(request).await
+    }
+
+    async fn stats(&self) -> Result<super::StoreStats, StoreError> {
+        self.stats_now().await
+    }
+
     fn shared(&self) -> bool {
         true
     }
@@ -1917,3 +1925,7 @@ impl Store for PostgresStore {
         Ok(())
     }
 }
+
+/// Retention's batches and the store's stats (in a file of their own).
+#[path = "postgres_retention.rs"]
+mod pruning;

@@ -41,6 +41,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 
+use super::retention::{self as rules, KindStats, PruneBatch, PruneKind, PruneRequest, StoreStats};
 use super::sled_audit::AuditLog;
 use super::stall::{self, Operation, Pending};
 use super::{Accepted, AlertQuery, IncidentQuery, Record, RunQuery, Store, StoreError};
@@ -125,6 +126,12 @@ enum Job {
         now: DateTime<Utc>,
         reply: oneshot::Sender<Result<bool, StoreError>>,
     },
+    /// One batch of retention's pruning (answered once written: a prune lost to a crash is
+    /// done again by the next pass).
+    Prune {
+        request: Box<PruneRequest>,
+        reply: oneshot::Sender<Result<PruneBatch, StoreError>>,
+    },
     /// A key to remember until a time, unless it is remembered already (`namespace\0key`).
     Once {
         key: Vec<u8>,
@@ -160,6 +167,8 @@ enum Answer {
     Decided(oneshot::Sender<Result<bool, StoreError>>, bool),
     /// Whether a key was new ([`Job::Once`]).
     Once(oneshot::Sender<Result<bool, StoreError>>, bool),
+    /// What a batch of pruning did.
+    Pruned(oneshot::Sender<Result<PruneBatch, StoreError>>, PruneBatch),
     /// Already answered (refused on its own, without failing the group).
     Answered,
 }
@@ -172,6 +181,7 @@ impl Answer {
             Answer::Done(reply) => drop(reply.send(Ok(()))),
             Answer::Decided(reply, yes) => drop(reply.send(Ok(yes))),
             Answer::Once(reply, first) => drop(reply.send(Ok(first))),
+            Answer::Pruned(reply, batch) => drop(reply.send(Ok(batch))),
             Answer::Answered => {}
         }
     }
@@ -184,6 +194,7 @@ impl Answer {
             Answer::Done(reply) => drop(reply.send(Err(e()))),
             Answer::Decided(reply, _) => drop(reply.send(Err(e()))),
             Answer::Once(reply, _) => drop(reply.send(Err(e()))),
+            Answer::Pruned(reply, _) => drop(reply.send(Err(e()))),
             Answer::Answered => {}
         }
     }
@@ -204,7 +215,7 @@ impl Job {
                 ..
             } => true,
             Job::SaveRun { durable, .. } | Job::CreateRun { durable, .. } => *durable,
-            Job::Matched { .. } | Job::IncidentValue { .. } => false,
+            Job::Matched { .. } | Job::IncidentValue { .. } | Job::Prune { .. } => false,
         }
     }
 
@@ -221,12 +232,15 @@ impl Job {
             | Job::Meta { reply, .. }
             | Job::Audit { reply, .. } => drop(reply.send(Err(e()))),
             Job::Once { reply, .. } => drop(reply.send(Err(e()))),
+            Job::Prune { reply, .. } => drop(reply.send(Err(e()))),
         }
     }
 }
 
 /// The embedded store.
 pub struct SledStore {
+    /// The database, for its size on disk (`cordon store stats`).
+    db: sled::Db,
     tree: sled::Tree,
     /// Outbox entries by id (ids are time-ordered), and small values by `namespace\0key`.
     outbox: sled::Tree,
@@ -294,7 +308,7 @@ impl SledStore {
         let ready = Arc::new(AtomicBool::new(true));
         let pending = Arc::new(Pending::default());
         let writer = Writer {
-            db,
+            db: db.clone(),
             tree: tree.clone(),
             outbox: outbox.clone(),
             meta: meta.clone(),
@@ -311,6 +325,7 @@ impl SledStore {
             .spawn(move || writer.run(rx))
             .map_err(|e| StoreError::Backend(format!("cannot start the store thread: {e}")))?;
         Ok(SledStore {
+            db,
             tree,
             outbox,
             meta,
@@ -796,6 +811,25 @@ impl Store for SledStore {
             .map_err(|e| StoreError::Backend(e.to_string()))
     }
 
+    async fn prune(&self, request: &PruneRequest) -> Result<PruneBatch, StoreError> {
+        let request = Box::new(request.clone());
+        self.ask(|reply| Job::Prune { request, reply }).await
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        let (db, tree, outbox, meta, audit) = (
+            self.db.clone(),
+            self.tree.clone(),
+            self.outbox.clone(),
+            self.meta.clone(),
+            self.audit.clone(),
+        );
+        // A full read of every tree: on a blocking thread, never a runtime worker.
+        tokio::task::spawn_blocking(move || sled_stats(&db, &tree, &outbox, &meta, &audit))
+            .await
+            .map_err(|e| StoreError::Backend(format!("the stats reader stopped: {e}")))?
+    }
+
     fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
             && self.queue.read().map(|q| q.is_some()).unwrap_or(false)
@@ -1073,6 +1107,10 @@ impl Writer {
                 Ok(first) => Ok(Answer::Once(reply, first)),
                 Err(e) => Err((Answer::Once(reply, false), e)),
             },
+            Job::Prune { request, reply } => match self.prune(group, &request) {
+                Ok(batch) => Ok(Answer::Pruned(reply, batch)),
+                Err(e) => Err((Answer::Pruned(reply, PruneBatch::default()), e)),
+            },
             Job::Matched { alert_id, reply } => {
                 group.delete([b"m:", alert_id.as_bytes()].concat());
                 Ok(Answer::Done(reply))
@@ -1106,6 +1144,151 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// One batch of pruning, decided on the group's view (so a repeat or a status change
+    /// written earlier in the same group counts) and written with the group.
+    fn prune(&self, group: &mut Group<'_>, r: &PruneRequest) -> Result<PruneBatch, StoreError> {
+        use std::ops::Bound;
+        let mut batch = PruneBatch::default();
+        if r.kind == PruneKind::Outbox {
+            let start = match &r.after {
+                Some(after) => Bound::Excluded(after.as_bytes().to_vec()),
+                None => Bound::Unbounded,
+            };
+            let end = Bound::Included(r.bound.as_bytes().to_vec());
+            let mut last = None;
+            for row in self.outbox.range((start, end)).take(r.limit) {
+                let (key, value) = row.map_err(backend)?;
+                batch.examined += 1;
+                last = Some(String::from_utf8_lossy(&key).into_owned());
+                let entry: OutboxEntry = decode(&value)?;
+                if rules::outbox_expired(&entry, r.cutoff) {
+                    self.outbox.remove(&key).map_err(backend)?;
+                    batch.pruned += 1;
+                }
+            }
+            batch.next = last.filter(|_| batch.examined as usize == r.limit);
+            return Ok(batch);
+        }
+        let prefix: &[u8] = match r.kind {
+            PruneKind::RawPayloads | PruneKind::Alerts => b"a:",
+            PruneKind::Incidents | PruneKind::Evidence => b"i:",
+            PruneKind::Runs => b"r:",
+            PruneKind::Outbox => unreachable!("handled above"),
+        };
+        let start = match &r.after {
+            Some(after) => Bound::Excluded([prefix, after.as_bytes()].concat()),
+            None => Bound::Included(prefix.to_vec()),
+        };
+        let end = Bound::Included([prefix, r.bound.as_bytes()].concat());
+        let keys: Vec<sled::IVec> = self
+            .tree
+            .range((start, end))
+            .keys()
+            .take(r.limit)
+            .collect::<Result<_, _>>()
+            .map_err(backend)?;
+        for key in &keys {
+            batch.examined += 1;
+            match r.kind {
+                PruneKind::RawPayloads => {
+                    if let Some(mut alert) = group.get::<Alert>(key)?
+                        && rules::raw_expired(&alert, r.cutoff)
+                    {
+                        rules::clear_raw(&mut alert);
+                        group.put(key.to_vec(), &alert);
+                        batch.pruned += 1;
+                    }
+                }
+                PruneKind::Alerts => {
+                    if let Some(alert) = group.get::<Alert>(key)? {
+                        let incident = group.get::<Incident>(&incident_key(&alert.incident_id))?;
+                        if rules::alert_expired(&alert, incident.as_ref(), r.cutoff) {
+                            self.forget_alert(group, &alert)?;
+                            batch.pruned += 1;
+                        }
+                    }
+                }
+                PruneKind::Incidents => {
+                    if let Some(incident) = group.get::<Incident>(key)?
+                        && rules::incident_expired(&incident, r.cutoff)
+                    {
+                        let members: Vec<sled::IVec> = self
+                            .tree
+                            .scan_prefix(format!("x:{}/", incident.id))
+                            .keys()
+                            .collect::<Result<_, _>>()
+                            .map_err(backend)?;
+                        for member in members {
+                            let id = member.rsplit(|b| *b == b'/').next().unwrap_or_default();
+                            if let Some(alert) = group.get::<Alert>(&[b"a:", id].concat())? {
+                                self.forget_alert(group, &alert)?;
+                            }
+                            group.delete(member.to_vec());
+                        }
+                        if let Some(entity) = &incident.entity {
+                            let pointer = [b"e:", entity.as_bytes()].concat();
+                            if group.get_raw(&pointer)?.as_deref() == Some(incident.id.as_bytes()) {
+                                group.delete(pointer);
+                            }
+                        }
+                        group.delete(key.to_vec());
+                        batch.pruned += 1;
+                    }
+                }
+                PruneKind::Evidence => {
+                    if let Some(mut incident) = group.get::<Incident>(key)? {
+                        let removed = rules::prune_evidence(&mut incident, r.cutoff);
+                        if removed > 0 {
+                            group.put(key.to_vec(), &incident);
+                            batch.pruned += removed;
+                        }
+                    }
+                }
+                PruneKind::Runs => {
+                    if let Some(run) = group.get::<Run>(key)?
+                        && rules::run_expired(&run, r.cutoff)
+                    {
+                        if let Some(alert) = &run.alert_id {
+                            let marker = format!("ra:{alert}/{}", run.playbook).into_bytes();
+                            if group.get_raw(&marker)?.as_deref() == Some(run.id.as_bytes()) {
+                                group.delete(marker);
+                            }
+                        }
+                        let held = concurrency_key(&run.playbook, &run.concurrency_key);
+                        if group.get_raw(&held)?.as_deref() == Some(run.id.as_bytes()) {
+                            group.delete(held);
+                        }
+                        group.delete(format!("w:{}", run.id).into_bytes());
+                        group.delete(key.to_vec());
+                        batch.pruned += 1;
+                    }
+                }
+                PruneKind::Outbox => {}
+            }
+        }
+        if keys.len() == r.limit {
+            batch.next = keys
+                .last()
+                .map(|k| String::from_utf8_lossy(&k[prefix.len()..]).into_owned());
+        }
+        Ok(batch)
+    }
+
+    /// Deletes an alert and every key that points at it.
+    fn forget_alert(&self, group: &mut Group<'_>, alert: &Alert) -> Result<(), StoreError> {
+        group.delete(alert_key(&alert.id));
+        group.delete(format!("x:{}/{}", alert.incident_id, alert.id).into_bytes());
+        group.delete([b"m:", alert.id.as_bytes()].concat());
+        let dedup = [b"d:", alert.dedup_key.as_bytes()].concat();
+        if group.get_raw(&dedup)?.as_deref() == Some(alert.id.as_bytes()) {
+            group.delete(dedup);
+        }
+        for marker in self.tree.scan_prefix(format!("ra:{}/", alert.id)).keys() {
+            group.delete(marker.map_err(backend)?.to_vec());
+        }
+        Ok(())
     }
 
     /// Appends audit entries: written at once (the chain is its own tree), made durable by the
@@ -1390,4 +1573,81 @@ fn run_key(id: &str) -> Vec<u8> {
 
 fn concurrency_key(playbook: &str, key: &str) -> Vec<u8> {
     format!("k:{playbook}\u{0}{key}").into_bytes()
+}
+
+/// Counts and sizes per kind, read from every tree.
+fn sled_stats(
+    db: &sled::Db,
+    tree: &sled::Tree,
+    outbox: &sled::Tree,
+    meta: &sled::Tree,
+    audit: &AuditLog,
+) -> Result<StoreStats, StoreError> {
+    let mut counts: Vec<(&str, u64, u64)> = [
+        "alerts",
+        "raw_payloads",
+        "incidents",
+        "evidence",
+        "runs",
+        "outbox",
+        "outbox_dead",
+        "audit",
+        "meta",
+    ]
+    .iter()
+    .map(|k| (*k, 0, 0))
+    .collect();
+    let mut add = |kind: &str, count: u64, bytes: u64| {
+        if let Some(row) = counts.iter_mut().find(|(k, _, _)| *k == kind) {
+            row.1 += count;
+            row.2 += bytes;
+        }
+    };
+    for row in tree.iter() {
+        let (key, value) = row.map_err(backend)?;
+        let size = value.len() as u64;
+        if key.starts_with(b"a:") {
+            add("alerts", 1, size);
+            let alert: Alert = decode(&value)?;
+            if rules::holds_raw(&alert) {
+                add("raw_payloads", 1, alert.raw.get().len() as u64);
+            }
+        } else if key.starts_with(b"i:") {
+            add("incidents", 1, size);
+            let incident: Incident = decode(&value)?;
+            add(
+                "evidence",
+                incident.evidence.len() as u64,
+                rules::evidence_bytes(&incident),
+            );
+        } else if key.starts_with(b"r:") {
+            add("runs", 1, size);
+        }
+    }
+    for row in outbox.iter() {
+        let (_, value) = row.map_err(backend)?;
+        let entry: OutboxEntry = decode(&value)?;
+        let kind = if entry.dead { "outbox_dead" } else { "outbox" };
+        add(kind, 1, value.len() as u64);
+    }
+    for row in meta.iter() {
+        let (_, value) = row.map_err(backend)?;
+        add("meta", 1, value.len() as u64);
+    }
+    for row in audit.stored() {
+        let (_, stored) = row.map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        add("audit", 1, stored.len() as u64);
+    }
+    Ok(StoreStats {
+        backend: "sled".into(),
+        kinds: counts
+            .into_iter()
+            .map(|(kind, count, bytes)| KindStats {
+                kind: kind.into(),
+                count,
+                bytes,
+            })
+            .collect(),
+        on_disk_bytes: db.size_on_disk().map_err(backend)?,
+    })
 }
