@@ -74,6 +74,7 @@ pub mod model;
 pub mod outbox;
 pub mod playbook;
 pub mod script;
+pub mod search;
 pub mod store;
 pub mod telemetry;
 pub mod tickets;
