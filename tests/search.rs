@@ -271,14 +271,15 @@ fn oracle(alerts: &[Alert], keep: impl Fn(&Alert) -> bool) -> Vec<String> {
     hits.into_iter().map(|h| h.2).collect()
 }
 
-fn words_of(a: &Alert) -> String {
-    format!(
+/// The alert's words (title, description, payload), as a set.
+fn words_of(a: &Alert) -> std::collections::HashSet<String> {
+    let text = format!(
         "{} {} {}",
         a.title,
         a.description.as_deref().unwrap_or(""),
         a.raw.get()
-    )
-    .to_lowercase()
+    );
+    search::doc::tokens(&text).into_iter().collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -319,70 +320,73 @@ async fn both_backends_answer_every_query_alike_over_the_fixtures_and_100k_alert
     let in_week = move |a: &Alert| a.observed_at >= week_ago && a.observed_at < end;
     // (query, since, until, the alerts an alert-only query must answer)
     type Keep = Box<dyn Fn(&Alert) -> bool>;
+    fn keep(f: impl Fn(&Alert) -> bool + 'static) -> Option<Keep> {
+        Some(Box::new(f))
+    }
     let cases: Vec<(&str, Option<String>, Option<String>, Option<Keep>)> = vec![
-        ("type:alert source:falco", None, None, Some(Box::new(|a: &Alert| a.source == "falco"))),
-        ("type:alert severity:>=9", None, None, Some(Box::new(|a: &Alert| a.severity.score >= 9))),
+        ("type:alert source:falco", None, None, keep(|a: &Alert| a.source == "falco")),
+        ("type:alert severity:>=9", None, None, keep(|a: &Alert| a.severity.score >= 9)),
         (
             "type:alert",
             Some(week_ago.to_rfc3339()),
             Some(end.to_rfc3339()),
-            Some(Box::new(in_week)),
+            keep(in_week),
         ),
         (
             "type:alert ip:10.1.4.7",
             None,
             None,
-            Some(Box::new(|a: &Alert| a.network.remote_ip.as_deref() == Some("10.1.4.7"))),
+            keep(|a: &Alert| a.network.remote_ip.as_deref() == Some("10.1.4.7")),
         ),
         (
             "type:alert actor.key:aws:111111111111:user/u17",
             None,
             None,
-            Some(Box::new(|a: &Alert| {
+            keep(|a: &Alert| {
                 a.actor.as_ref().and_then(|x| x.key.as_deref()) == Some("aws:111111111111:user/u17")
-            })),
+            }),
         ),
         (
             "type:alert label.env:prod severity:<2 NOT source:generic",
             None,
             None,
-            Some(Box::new(|a: &Alert| {
+            keep(|a: &Alert| {
                 a.labels.get("env").map(String::as_str) == Some("prod")
                     && a.severity.score < 2
                     && a.source != "generic"
-            })),
+            }),
         ),
         (
             "type:alert (source:gcp.scc OR source:azure.defender) region:westeurope",
             None,
             None,
-            Some(Box::new(|a: &Alert| {
+            keep(|a: &Alert| {
                 (a.source == "gcp.scc" || a.source == "azure.defender")
                     && a.resource.region.as_deref() == Some("westeurope")
-            })),
+            }),
         ),
         (
             "type:alert needle",
             None,
             None,
-            Some(Box::new(|a: &Alert| words_of(a).contains("needle"))),
+            keep(|a: &Alert| words_of(a).contains("needle")),
         ),
         (
             "type:alert \"tor relay\" resource.kind:k8s.pod",
             None,
             None,
-            Some(Box::new(|a: &Alert| {
+            keep(|a: &Alert| {
                 let w = words_of(a);
                 w.contains("tor") && w.contains("relay") && a.resource.kind.as_deref() == Some("k8s.pod")
-            })),
+            }),
         ),
         (
             "type:alert resource:pod-1*",
             None,
             None,
-            Some(Box::new(|a: &Alert| {
+            keep(|a: &Alert| {
                 a.resource.id.as_deref().is_some_and(|r| r.starts_with("pod-1"))
-            })),
+            }),
         ),
         // Over the fixtures: GuardDuty's Tor relay finding by its kind and by its payload's words.
         ("kind:UnauthorizedAccess:EC2/TorRelay", None, None, None),
@@ -670,3 +674,4 @@ async fn a_crash_between_the_write_and_the_index_is_caught_up_at_the_next_start(
     let caret = format!("\n{}^", " ".repeat(18));
     assert!(err.contains(&caret), "a caret under the column: {err}");
 }
+

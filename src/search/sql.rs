@@ -97,7 +97,8 @@ fn compile(expr: &Expr, sql: &mut String, params: &mut Vec<Param>) {
                 .collect::<Vec<_>>()
                 .join(" & ");
             params.push(Box::new(query));
-            sql.push_str(&format!("words @@ ${}::tsquery", params.len()));
+            // Bound as text and cast: the driver binds a Rust string only to text types.
+            sql.push_str(&format!("words @@ (${}::text)::tsquery", params.len()));
         }
         Expr::Cmp { field, op, value } => {
             params.push(Box::new(*value));
@@ -160,7 +161,7 @@ mod tests {
         assert_eq!(
             sql,
             "SELECT doc_type, id, at, tie FROM search_docs WHERE (terms @> $1::text[] OR \
-             ((NOT (terms_text LIKE $2) AND severity >= $3) AND words @@ $4::tsquery)) \
+             ((NOT (terms_text LIKE $2) AND severity >= $3) AND words @@ ($4::text)::tsquery)) \
              ORDER BY at DESC, tie DESC LIMIT $5"
         );
         assert_eq!(params.len(), 5);

@@ -1940,9 +1940,9 @@ impl Store for PostgresStore {
     ) -> Result<Vec<crate::search::HitRef>, StoreError> {
         let (sql, params) = crate::search::sql::select(request);
         transaction!(self, client, {
-            let statement = client.prepare_cached(&sql).await?;
+            // Not cached: every query's shape is its own statement, and they are unbounded.
             let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as _).collect();
-            let rows = client.query(&statement, &refs).await?;
+            let rows = client.query(sql.as_str(), &refs).await?;
             Ok(rows
                 .iter()
                 .filter_map(|row| {

@@ -1199,7 +1199,8 @@ impl Writer {
             .collect();
         changed.sort();
         for key in changed {
-            let seq = self.db.generate_id().map_err(backend)?;
+            // From 1: the index's "nothing indexed yet" is 0.
+            let seq = self.db.generate_id().map_err(backend)? + 1;
             group.put_raw(crate::search::index::log_key(seq), key);
             self.logged.set(seq);
         }
