@@ -593,8 +593,8 @@ pub async fn report(
 /// A search's failure as an answer: a query that does not parse is a 400 naming the column
 /// (`{"error": "bad_query", "message", "column"}`), a wrong parameter a 400 naming it.
 fn search_error(e: crate::search::SearchError) -> axum::response::Response {
-    use axum::response::IntoResponse;
     use crate::search::SearchError;
+    use axum::response::IntoResponse;
     match e {
         SearchError::Query { column, message } => (
             StatusCode::BAD_REQUEST,
@@ -628,7 +628,10 @@ fn query_params(
                 ),
             ));
         }
-        if params.insert(name.to_string(), value.into_owned()).is_some() {
+        if params
+            .insert(name.to_string(), value.into_owned())
+            .is_some()
+        {
             return Err(ApiError::bad_request(
                 "bad_request",
                 format!("parameter `{name}` given twice"),

@@ -22,7 +22,10 @@ pub struct Doc {
     pub id: String,
     /// When: an alert's `observed_at`, an incident's `created_at` (Unix ms).
     pub time: i64,
-    /// Orders documents with the same time: the first 8 bytes of SHA-256 of the key.
+    /// Orders documents with the same time: the first 8 bytes of SHA-256 of the key (for an
+    /// incident about an entity, of `incident:<entity>`: incidents opened by one intake batch
+    /// share their time, and an entity has one incident at a time, so the order does not depend
+    /// on the ids a store gave them).
     pub tie: i64,
     pub severity: i64,
     /// `field=value`, lowercased, sorted, without repeats.
@@ -68,7 +71,9 @@ pub fn tie(key: &str) -> i64 {
 /// `field=value` as stored and as queried: lowercased, newlines made spaces (the PostgreSQL
 /// prefix match separates terms by newlines), at most [`MAX_TERM_BYTES`].
 pub fn normalize_term(field: &str, value: &str) -> String {
-    let mut term = format!("{field}={value}").to_lowercase().replace(['\n', '\r'], " ");
+    let mut term = format!("{field}={value}")
+        .to_lowercase()
+        .replace(['\n', '\r'], " ");
     if term.len() > MAX_TERM_BYTES {
         let mut cut = MAX_TERM_BYTES;
         while !term.is_char_boundary(cut) {
@@ -148,12 +153,19 @@ impl Builder {
         }
     }
 
-    fn finish(mut self, doc_type: DocType, id: &str, time: i64, severity: i64) -> Doc {
+    fn finish(
+        mut self,
+        doc_type: DocType,
+        id: &str,
+        time: i64,
+        severity: i64,
+        tie_key: Option<String>,
+    ) -> Doc {
         self.terms.sort();
         self.terms.dedup();
         let key = format!("{}:{id}", &doc_type.name()[..1]);
         Doc {
-            tie: tie(&key),
+            tie: tie(tie_key.as_deref().unwrap_or(&key)),
             key,
             doc_type,
             id: id.to_owned(),
@@ -227,6 +239,7 @@ impl Doc {
             &alert.id,
             alert.observed_at.timestamp_millis(),
             i64::from(alert.severity.score),
+            None,
         )
     }
 
@@ -262,6 +275,7 @@ impl Doc {
             &incident.id,
             incident.created_at.timestamp_millis(),
             i64::from(incident.severity),
+            incident.entity.as_ref().map(|e| format!("incident:{e}")),
         )
     }
 }

@@ -162,7 +162,12 @@ pub async fn hunt(
             };
             if !matches!(
                 field,
-                "ip" | "actor" | "actor.key" | "actor.name" | "resource" | "resource.name" | "domain"
+                "ip" | "actor"
+                    | "actor.key"
+                    | "actor.name"
+                    | "resource"
+                    | "resource.name"
+                    | "domain"
             ) || value == hunted
             {
                 continue;

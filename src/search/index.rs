@@ -173,8 +173,9 @@ impl SledIndex {
                     tracing::warn!(error = %e, folder = %folder.display(), "search index unreadable; rebuilding it");
                 }
                 let _ = std::fs::remove_dir_all(folder);
-                std::fs::create_dir_all(folder)
-                    .map_err(|e| IndexError::Other(format!("cannot create {}: {e}", folder.display())))?;
+                std::fs::create_dir_all(folder).map_err(|e| {
+                    IndexError::Other(format!("cannot create {}: {e}", folder.display()))
+                })?;
                 let dir = tantivy::directory::MmapDirectory::open(folder)
                     .map_err(|e| IndexError::Other(e.to_string()))?;
                 (Index::open_or_create(dir, schema)?, None)
@@ -308,7 +309,11 @@ impl SledIndex {
         Ok(count)
     }
 
-    fn reindex_key(&self, writer: &IndexWriter<TantivyDocument>, key: &[u8]) -> Result<(), IndexError> {
+    fn reindex_key(
+        &self,
+        writer: &IndexWriter<TantivyDocument>,
+        key: &[u8],
+    ) -> Result<(), IndexError> {
         let text = String::from_utf8_lossy(key);
         writer.delete_term(Term::from_field_text(self.fields.key, &text));
         if let Some(value) = self.tree.get(key)?
@@ -514,7 +519,9 @@ fn open_index(folder: &Path, schema: &Schema) -> Result<Option<(Index, Option<u6
         .and_then(|p| p["seq"].as_u64());
     match seq {
         Some(seq) => Ok(Some((index, Some(seq)))),
-        None => Err(IndexError::Other("the index has no sequence of this version".into())),
+        None => Err(IndexError::Other(
+            "the index has no sequence of this version".into(),
+        )),
     }
 }
 

@@ -23,11 +23,18 @@ pub enum Expr {
     /// Every document.
     All,
     /// A `field=value` term a document carries (both lowercased), or one starting with it (`*`).
-    Term { term: String, prefix: bool },
+    Term {
+        term: String,
+        prefix: bool,
+    },
     /// Free words: every token must be among the document's words.
     Words(Vec<String>),
     /// A numeric comparison on `severity` or `time` (milliseconds since the epoch).
-    Cmp { field: Numeric, op: Op, value: i64 },
+    Cmp {
+        field: Numeric,
+        op: Op,
+        value: i64,
+    },
     And(Vec<Expr>),
     Or(Vec<Expr>),
     Not(Box<Expr>),
@@ -405,7 +412,9 @@ impl Parser {
         }
         let known = FIELDS.contains(&field.as_str())
             || field.strip_prefix("label.").is_some_and(|k| !k.is_empty())
-            || field.strip_prefix("evidence.").is_some_and(|k| !k.is_empty());
+            || field
+                .strip_prefix("evidence.")
+                .is_some_and(|k| !k.is_empty());
         if !known {
             let near = FIELDS
                 .iter()
@@ -541,9 +550,15 @@ mod tests {
         let e = parse("source:falco sevrity:7", now()).expect_err("unknown field");
         assert_eq!(e.column, 14);
         assert!(e.message.contains("did you mean `severity`"), "{e}");
-        assert_eq!(parse("severity:>=eleven", now()).expect_err("bad").column, 12);
+        assert_eq!(
+            parse("severity:>=eleven", now()).expect_err("bad").column,
+            12
+        );
         assert_eq!(parse("(source:falco", now()).expect_err("open").column, 1);
-        assert_eq!(parse("source:falco )", now()).expect_err("close").column, 14);
+        assert_eq!(
+            parse("source:falco )", now()).expect_err("close").column,
+            14
+        );
         assert_eq!(parse("a OR", now()).expect_err("end").column, 5);
         assert_eq!(parse("x \"abc", now()).expect_err("quote").column, 3);
         assert_eq!(parse("x ...", now()).expect_err("nothing").column, 3);

@@ -7,9 +7,9 @@
 
 use tokio_postgres::types::ToSql;
 
+use super::Request;
 use super::doc::Doc;
 use super::query::{Expr, Numeric};
-use super::Request;
 
 /// A parameter of a compiled query.
 pub type Param = Box<dyn ToSql + Sync + Send>;
@@ -64,9 +64,7 @@ pub fn select(request: &Request) -> (String, Vec<Param>) {
         let t = params.len();
         params.push(Box::new(after.tie));
         let tie = params.len();
-        sql.push_str(&format!(
-            " AND (at < ${t} OR (at = ${t} AND tie < ${tie}))"
-        ));
+        sql.push_str(&format!(" AND (at < ${t} OR (at = ${t} AND tie < ${tie}))"));
     }
     params.push(Box::new(i64::try_from(request.limit).unwrap_or(i64::MAX)));
     sql.push_str(&format!(
