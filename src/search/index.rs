@@ -2,19 +2,19 @@
 //!
 //! # Kept in step with the store
 //!
-//! The store thread writes, in the same atomic batch as every alert or incident it writes or
-//! deletes, a change-log entry `s:<seq>` → the record's key (`a:<id>`, `i:<id>`) in the main tree,
-//! `seq` rising. Once the batch is fsynced it publishes `seq` as durable ([`Progress`]) and wakes
+//! The store thread writes, in the same atomic batch as the alerts and incidents it writes or
+//! deletes, a change-log entry `s:<seq>` → their keys (`a:<id>`, `i:<id>`, a line each) in the
+//! main tree, `seq` rising. Once the batch is fsynced it publishes `seq` as durable ([`Progress`]) and wakes
 //! the indexer thread, which reads the log past the last sequence the index holds, re-reads each
-//! changed record (deleting the document of one that is gone), commits the index with that
-//! sequence as the commit's payload, and then trims the log up to it. The index therefore only
-//! ever holds durable writes, and:
+//! changed record (deleting the document of one that is gone) and commits the index with that
+//! sequence as the commit's payload; the store thread deletes the log up to it in its next batch.
+//! The index therefore only ever holds durable writes, and:
 //!
 //! - a crash after the store's write and before the index commit loses nothing: the log entries
 //!   are durable with the records, and at the next start the index, whose payload still names the
 //!   older sequence, catches up from there before the first search is answered;
-//! - a crash after the index commit and before the trim re-indexes a few records (a document is
-//!   replaced, never doubled, since its key is deleted first);
+//! - a crash after the index commit and before the log is trimmed re-indexes a few records (a
+//!   document is replaced, never doubled, since its key is deleted first);
 //! - a missing, unreadable or older-schema index is rebuilt from the records (`cordon reindex`
 //!   does the same on demand).
 //!
@@ -44,10 +44,15 @@ use crate::alert::{Alert, Incident};
 const SCHEMA_VERSION: u32 = 1;
 /// The index writer's memory.
 const WRITER_MEMORY: usize = 32 * 1024 * 1024;
-/// At most this many log entries are indexed per commit.
-const BATCH: usize = 20_000;
+/// At most this many log entries (group commits) are indexed per commit.
+const BATCH: usize = 2_000;
 /// How long the indexer thread sleeps when nobody wakes it.
 const IDLE: Duration = Duration::from_secs(1);
+/// How long the indexer thread lets durable writes gather before it indexes them: one tantivy
+/// commit (a segment and its fsyncs) per this much intake rather than per group commit, which
+/// kept the index's fsyncs off the store's disk time. A search does not wait for it: it catches
+/// the index up itself.
+const GATHER: Duration = Duration::from_millis(250);
 
 /// The change log's key prefix in the main tree.
 pub const LOG_PREFIX: &[u8] = b"s:";
@@ -78,6 +83,9 @@ pub enum IndexError {
 #[derive(Default)]
 pub struct Progress {
     durable: AtomicU64,
+    /// The last log sequence the committed index holds: the store thread deletes the log up to
+    /// it in its next batch.
+    indexed: AtomicU64,
     wake: Mutex<bool>,
     bell: Condvar,
     stop: AtomicBool,
@@ -91,6 +99,11 @@ impl Progress {
             *w = true;
             self.bell.notify_one();
         }
+    }
+
+    /// The last log sequence the committed index holds.
+    pub fn indexed(&self) -> u64 {
+        self.indexed.load(Ordering::SeqCst)
     }
 
     fn wait(&self) {
@@ -181,7 +194,16 @@ impl SledIndex {
                 (Index::open_or_create(dir, schema)?, None)
             }
         };
-        let writer = index.writer_with_num_threads(1, WRITER_MEMORY)?;
+        // Made on a thread of lowered priority, which its indexing and merging threads inherit.
+        let writer = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    yield_to_intake();
+                    index.writer_with_num_threads(1, WRITER_MEMORY)
+                })
+                .join()
+        })
+        .map_err(|_| IndexError::Other("the index writer could not start".into()))??;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
@@ -200,6 +222,9 @@ impl SledIndex {
             tree,
             progress,
         };
+        this.progress
+            .indexed
+            .fetch_max(indexed.unwrap_or(0), Ordering::SeqCst);
         if indexed.is_none() {
             this.rebuild()?;
         } else {
@@ -220,8 +245,10 @@ impl SledIndex {
         std::thread::Builder::new()
             .name("cordon-index".into())
             .spawn(move || {
+                yield_to_intake();
                 while !progress.stop.load(Ordering::Relaxed) {
                     progress.wait();
+                    std::thread::sleep(GATHER);
                     let Some(index) = this.upgrade() else { return };
                     if let Err(e) = index.catch_up() {
                         tracing::error!(error = %e, "search index update failed; retried at the next write");
@@ -260,8 +287,10 @@ impl SledIndex {
             for row in self.tree.range(range).take(BATCH) {
                 let (k, v) = row?;
                 last = seq_of(&k);
-                if seen.insert(v.to_vec()) {
-                    keys.push(v.to_vec());
+                for key in v.split(|b| *b == b'\n') {
+                    if seen.insert(key.to_vec()) {
+                        keys.push(key.to_vec());
+                    }
                 }
             }
             if last == w.indexed {
@@ -275,7 +304,7 @@ impl SledIndex {
             commit(&mut w.writer, last)?;
             self.reader.reload()?;
             w.indexed = last;
-            self.trim(last)?;
+            self.progress.indexed.fetch_max(last, Ordering::SeqCst);
         }
     }
 
@@ -303,8 +332,8 @@ impl SledIndex {
         commit(&mut w.writer, head)?;
         self.reader.reload()?;
         w.indexed = head;
+        self.progress.indexed.fetch_max(head, Ordering::SeqCst);
         drop(w);
-        self.trim(head)?;
         self.catch_up()?;
         Ok(count)
     }
@@ -320,20 +349,6 @@ impl SledIndex {
             && let Some(doc) = doc_of(key, &value)
         {
             writer.add_document(self.tantivy_doc(&doc))?;
-        }
-        Ok(())
-    }
-
-    /// Forgets log entries up to `seq`: the committed index holds them. Each removal is a small
-    /// write of its own (never a batch), made durable by the store's next fsync; one lost to a
-    /// crash is only indexed again.
-    fn trim(&self, seq: u64) -> Result<(), IndexError> {
-        for key in self.tree.range(log_key(0)..=log_key(seq)).keys() {
-            let key = key?;
-            if !key.starts_with(LOG_PREFIX) {
-                continue;
-            }
-            self.tree.remove(key)?;
         }
         Ok(())
     }
@@ -498,6 +513,19 @@ impl SledIndex {
                 (Occur::MustNot, self.compile(inner)),
             ])),
         }
+    }
+}
+
+/// Lowers the indexer thread's CPU priority (nice 10): when the cores are busy, intake, whose
+/// answers wait on the store, goes first, and the index catches up in the gaps (a search catches
+/// it up on its own thread, at normal priority, before answering).
+fn yield_to_intake() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: gettid and setpriority take and return plain integers; on failure the thread keeps
+    // its priority, which is only slower for intake.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
     }
 }
 

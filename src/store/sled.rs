@@ -338,6 +338,7 @@ impl SledStore {
             metrics,
             search: index.as_ref().map(|i| i.progress()),
             logged: std::cell::Cell::new(0),
+            trimmed: std::cell::Cell::new(0),
         };
         let handle = std::thread::Builder::new()
             .name("cordon-store".into())
@@ -937,6 +938,8 @@ struct Writer {
     search: Option<Arc<crate::search::index::Progress>>,
     /// The last change-log sequence written.
     logged: std::cell::Cell<u64>,
+    /// The change log is deleted up to here (the committed index holds it).
+    trimmed: std::cell::Cell<u64>,
 }
 
 impl Writer {
@@ -1185,24 +1188,35 @@ impl Writer {
         }
     }
 
-    /// Adds to the group a change-log entry for each alert and incident it writes or deletes, for
-    /// the search index to pick up once the group is durable (src/search/index.rs).
+    /// Adds to the group a change-log entry naming the alerts and incidents it writes or deletes,
+    /// for the search index to pick up once the group is durable (src/search/index.rs).
+    /// And deletes, in the same batch, the log entries the committed index holds.
     fn log_changes(&self, group: &mut Group<'_>) -> Result<(), StoreError> {
-        if self.search.is_none() {
+        let Some(search) = &self.search else {
             return Ok(());
-        }
-        let mut changed: Vec<Vec<u8>> = group
+        };
+        let mut changed: Vec<&[u8]> = group
             .writes
             .keys()
             .filter(|k| crate::search::index::is_indexed_key(k))
-            .cloned()
+            .map(Vec::as_slice)
             .collect();
-        changed.sort();
-        for key in changed {
+        if !changed.is_empty() {
+            changed.sort();
+            // One entry for the group: its keys, a line each.
+            let keys = changed.join(&b'\n');
             // From 1: the index's "nothing indexed yet" is 0.
             let seq = self.db.generate_id().map_err(backend)? + 1;
-            group.put_raw(crate::search::index::log_key(seq), key);
+            group.put_raw(crate::search::index::log_key(seq), keys);
             self.logged.set(seq);
+        }
+        let indexed = search.indexed();
+        if indexed > self.trimmed.get() {
+            let from = crate::search::index::log_key(self.trimmed.get().saturating_add(1));
+            for key in self.tree.range(from..=crate::search::index::log_key(indexed)).keys() {
+                group.delete(key.map_err(backend)?.to_vec());
+            }
+            self.trimmed.set(indexed);
         }
         Ok(())
     }
