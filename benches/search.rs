@@ -71,7 +71,7 @@ fn alert(i: usize, n: usize, end: DateTime<Utc>) -> Alert {
     a.resource.id = Some(format!("i-{:04}", i % 1000));
     a.resource.region = Some("eu-west-1".into());
     a.resource.account = Some("111111111111".into());
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         a.actor = Some(Actor {
             kind: Some("aws.iam.user".into()),
             id: Some(format!("arn:aws:iam::111111111111:user/u{}", i % 200)),
@@ -211,7 +211,8 @@ async fn bench() {
     );
 
     let runs = env("BENCH_QUERIES", 300);
-    let queries: Vec<(&str, Box<dyn Fn(usize) -> Search>)> = vec![
+    type MakeSearch = Box<dyn Fn(usize) -> Search>;
+    let queries: Vec<(&str, MakeSearch)> = vec![
         (
             "term (ip:<address>)",
             Box::new(|r| Search {

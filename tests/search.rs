@@ -185,7 +185,7 @@ pub fn generated_alerts(n: usize, end: DateTime<Utc>) -> Vec<Alert> {
             });
             alert.resource.region = Some(REGIONS[i % REGIONS.len()].into());
             alert.resource.account = Some(format!("{}", 111_111_111_111u64 + (i % 4) as u64));
-            if i % 3 == 0 {
+            if i.is_multiple_of(3) {
                 alert.actor = Some(Actor {
                     kind: Some("aws.iam.user".into()),
                     id: Some(format!("arn:aws:iam::111111111111:user/u{}", i % 200)),
@@ -291,7 +291,7 @@ fn oracle(alerts: &[Alert], keep: impl Fn(&Alert) -> bool) -> Vec<String> {
             )
         })
         .collect();
-    hits.sort_by(|x, y| (y.0, y.1).cmp(&(x.0, x.1)));
+    hits.sort_by_key(|h| std::cmp::Reverse((h.0, h.1)));
     hits.into_iter().map(|h| h.2).collect()
 }
 
@@ -364,7 +364,8 @@ async fn both_backends_answer_every_query_alike_over_the_fixtures_and_100k_alert
     fn keep(f: impl Fn(&Alert) -> bool + 'static) -> Option<Keep> {
         Some(Box::new(f))
     }
-    let cases: Vec<(&str, Option<String>, Option<String>, Option<Keep>)> = vec![
+    type Case = (&'static str, Option<String>, Option<String>, Option<Keep>);
+    let cases: Vec<Case> = vec![
         (
             "type:alert source:falco",
             None,

@@ -52,7 +52,7 @@ const IDLE: Duration = Duration::from_secs(1);
 /// commit (a segment and its fsyncs) per this much intake rather than per group commit, which
 /// kept the index's fsyncs off the store's disk time. A search does not wait for it: it catches
 /// the index up itself.
-const GATHER: Duration = Duration::from_millis(250);
+const GATHER: Duration = Duration::from_secs(1);
 
 /// The change log's key prefix in the main tree.
 pub const LOG_PREFIX: &[u8] = b"s:";

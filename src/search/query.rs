@@ -562,7 +562,7 @@ mod tests {
         assert_eq!(parse("a OR", now()).expect_err("end").column, 5);
         assert_eq!(parse("x \"abc", now()).expect_err("quote").column, 3);
         assert_eq!(parse("x ...", now()).expect_err("nothing").column, 3);
-        let deep = "(".repeat(40) + "a" + &")".repeat(40);
+        let deep = format!("{}a{}", "(".repeat(40), ")".repeat(40));
         assert!(parse(&deep, now()).is_err());
     }
 }

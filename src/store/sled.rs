@@ -1213,7 +1213,11 @@ impl Writer {
         let indexed = search.indexed();
         if indexed > self.trimmed.get() {
             let from = crate::search::index::log_key(self.trimmed.get().saturating_add(1));
-            for key in self.tree.range(from..=crate::search::index::log_key(indexed)).keys() {
+            for key in self
+                .tree
+                .range(from..=crate::search::index::log_key(indexed))
+                .keys()
+            {
                 group.delete(key.map_err(backend)?.to_vec());
             }
             self.trimmed.set(indexed);
