@@ -919,3 +919,70 @@ async fn a_crash_between_the_write_and_the_index_is_caught_up_at_the_next_start(
     let caret = format!("\n{}^", " ".repeat(18));
     assert!(err.contains(&caret), "a caret under the column: {err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_playbook_widens_an_incident_with_core_hunt() {
+    let dir = tempfile::tempdir().unwrap();
+    let playbooks = dir.path().join("playbooks");
+    std::fs::create_dir_all(&playbooks).unwrap();
+    write_playbook(
+        &playbooks,
+        "widen",
+        "id: widen\nname: widen\non:\n  source: generic\nsteps:\n  - id: hunt\n    uses: core.hunt\n    with: { entity: \"${{ alert.network.remote_ip }}\", window: 1d, record: true }\n",
+    );
+    let extra = format!(
+        "{}playbooks:\n  paths: [{}]\n",
+        all_sources(),
+        playbooks.display()
+    );
+    let server = TestServer::start_in(dir, &extra).await;
+    let mut last = Value::Null;
+    for i in 0..3 {
+        let body = alert_about(
+            &format!("Outbound to a mining pool {i}"),
+            "192.0.2.44",
+            &format!("miner-{i}"),
+            "system:serviceaccount:ci:runner",
+        );
+        let (status, answer) = server.post_generic(&body).await;
+        assert_eq!(status, 202, "{answer}");
+        last = answer["alerts"][0].clone();
+    }
+    let run = server
+        .run_for_alert(last["alert_id"].as_str().unwrap())
+        .await;
+    let done = server
+        .wait_run(&run, "finished", |r| r["status"] == "succeeded")
+        .await;
+    let output = &done["run"]["steps"]["hunt"]["output"];
+    assert_eq!(output["alerts"].as_array().unwrap().len(), 3, "{output}");
+    assert_eq!(
+        output["incident_ids"].as_array().unwrap().len(),
+        3,
+        "{output}"
+    );
+    let incident = server
+        .admin(&format!(
+            "/v1/incidents/{}",
+            last["incident_id"].as_str().unwrap()
+        ))
+        .await;
+    let hunt = incident["incident"]["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "hunt")
+        .cloned()
+        .expect("a hunt evidence record on the incident");
+    assert_eq!(hunt["entity"], "192.0.2.44");
+    assert_eq!(hunt["alerts"], 3);
+    assert_eq!(hunt["action"], "core.hunt");
+    // The other incidents it names are the ones about the same address.
+    let named: Vec<&str> = hunt["incidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.as_str().unwrap())
+        .collect();
+    assert!(named.contains(&last["incident_id"].as_str().unwrap()));
+}
