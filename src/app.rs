@@ -587,6 +587,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/alerts/{source}", get(api::show_alert))
         .route("/v1/alerts", get(api::list_alerts))
         .route("/v1/incidents", get(api::list_incidents))
+        .route("/v1/search", get(api::search))
+        .route("/v1/hunt/{entity}", get(api::hunt))
         .route("/v1/runs", get(api::list_runs))
         .route("/v1/runs/{id}", get(api::show_run))
         .route("/v1/runs/{id}/cancel", post(api::cancel_run))

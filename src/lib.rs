@@ -80,6 +80,7 @@ pub mod outbox;
 pub mod playbook;
 pub mod retention;
 pub mod script;
+pub mod search;
 pub mod store;
 pub mod telemetry;
 pub mod tickets;

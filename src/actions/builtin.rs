@@ -1,5 +1,5 @@
-//! The built-in actions: `core.log`, `core.http`, `core.sleep`, `core.set`, `chat.notify`,
-//! `email.send`, `yara.scan`.
+//! The built-in actions: `core.log`, `core.http`, `core.sleep`, `core.set`, `core.hunt`,
+//! `chat.notify`, `email.send`, `yara.scan`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -269,6 +269,53 @@ impl Builtins {
         Ok(json!({ "text": text, "platforms": notifier.platforms() }))
     }
 
+    /// `core.hunt`: the pivot of src/search/hunt.rs over the store, for a playbook to widen an
+    /// incident with related activity; `record: true` adds a `hunt` evidence record to the
+    /// run's incident (the incidents, alert count and co-occurring entities found).
+    async fn hunt(&self, inputs: &Value, call: &ActionCall) -> Result<Value, ActionError> {
+        let entity = str_input(inputs, "entity")?;
+        let window = inputs.get("window").and_then(Value::as_str);
+        let Some(store) = &self.store else {
+            return Err(ActionError::permanent("no store to hunt in"));
+        };
+        let found = crate::search::hunt::hunt(store.as_ref(), entity, window, chrono::Utc::now())
+            .await
+            .map_err(|e| match e {
+                crate::search::SearchError::Store(e) => {
+                    ActionError::retryable(format!("could not search the store: {e}"))
+                }
+                other => ActionError::permanent(other.to_string()),
+            })?;
+        let mut output = serde_json::to_value(&found)
+            .map_err(|e| ActionError::permanent(format!("hunt result: {e}")))?;
+        let incident_ids: Vec<&str> = found.incidents.iter().map(|i| i.id.as_str()).collect();
+        output["incident_ids"] = json!(incident_ids);
+        // A dry run reads, and records nothing.
+        if inputs.get("record").and_then(Value::as_bool) == Some(true) && !call.dry_run {
+            let incident = call.incident_id.as_deref().ok_or_else(|| {
+                ActionError::permanent("this run has no incident to record the hunt on")
+            })?;
+            let record = json!({
+                "kind": "hunt",
+                "entity": found.entity,
+                "since": found.since,
+                "until": found.until,
+                "alerts": found.alerts.len(),
+                "incidents": incident_ids,
+                "co_occurring": found.co_occurring,
+                "collected_at": chrono::Utc::now(),
+                "run_id": call.run_id,
+                "step": call.step_id,
+                "action": "core.hunt",
+            });
+            store
+                .add_evidence(incident, vec![record])
+                .await
+                .map_err(|e| ActionError::retryable(format!("could not record the hunt: {e}")))?;
+        }
+        Ok(output)
+    }
+
     /// Refuses `url` unless its host is in the playbook's `http_allow` and, when the host is an
     /// address, the address may be called; the client of the playbook, which checks the addresses
     /// names resolve to.
@@ -489,6 +536,7 @@ impl ActionRunner for Builtins {
                 Ok(json!({ "key": key, "value": value }))
             }
             "core.http" => self.http(&inputs, call).await,
+            "core.hunt" => self.hunt(&inputs, call).await,
             "chat.notify" => self.notify(&inputs, call).await,
             "yara.scan" => self.yara_scan(&inputs, call).await,
             "email.send" => match &self.mailer {

@@ -213,6 +213,21 @@ pub fn builtin_specs() -> Vec<ActionSpec> {
             plans: false,
         },
         ActionSpec {
+            name: "core.hunt".into(),
+            description: "Everything Cordon holds about one entity (IP address, principal, resource, pod, key) over a window: alerts, incidents, evidence, actions taken, decisions, and the entities seen with it (docs/search.md). With `record: true`, adds a `hunt` evidence record summing it up to the run's incident.".into(),
+            inputs: BTreeMap::from([
+                ("entity".into(), input(InputType::String, true, "the entity: an IP address, actor id or key, resource id or name, domain")),
+                ("window".into(), input(InputType::String, false, "how far back from now: 30m, 24h, 7d (default), 2w")),
+                ("record".into(), input(InputType::Bool, false, "add a `hunt` evidence record to the incident (default false)")),
+            ]),
+            side_effect: false,
+            idempotent: true,
+            kind: None,
+            undo: None,
+            outputs: Some("entity, since, until, alerts, alerts_truncated, incidents, incident_ids, evidence, actions, decisions, co_occurring".into()),
+            plans: false,
+        },
+        ActionSpec {
             name: "chat.notify".into(),
             description: "Post a message in the incident's chat thread on every configured platform (in the channel when the incident has no card yet).".into(),
             inputs: BTreeMap::from([("text".into(), input(InputType::String, true, "the message"))]),

@@ -589,3 +589,112 @@ pub async fn report(
     )
         .into_response())
 }
+
+/// A search's failure as an answer: a query that does not parse is a 400 naming the column
+/// (`{"error": "bad_query", "message", "column"}`), a wrong parameter a 400 naming it.
+fn search_error(e: crate::search::SearchError) -> axum::response::Response {
+    use crate::search::SearchError;
+    use axum::response::IntoResponse;
+    match e {
+        SearchError::Query { column, message } => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({
+                "error": "bad_query",
+                "message": format!("column {column}: {message}"),
+                "column": column,
+            })),
+        )
+            .into_response(),
+        SearchError::Param { name, message } => {
+            ApiError::bad_request("bad_request", format!("{name}: {message}")).into_response()
+        }
+        SearchError::Store(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// The query string's parameters, each named at most once and only from `allowed`.
+fn query_params(
+    raw: Option<&str>,
+    allowed: &[&str],
+) -> Result<std::collections::BTreeMap<String, String>, ApiError> {
+    let mut params = std::collections::BTreeMap::new();
+    for (name, value) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        if !allowed.contains(&name.as_ref()) {
+            return Err(ApiError::bad_request(
+                "bad_request",
+                format!(
+                    "unknown parameter `{name}` (expected one of: {})",
+                    allowed.join(", ")
+                ),
+            ));
+        }
+        if params
+            .insert(name.to_string(), value.into_owned())
+            .is_some()
+        {
+            return Err(ApiError::bad_request(
+                "bad_request",
+                format!("parameter `{name}` given twice"),
+            ));
+        }
+    }
+    Ok(params)
+}
+
+/// `GET /v1/search?q=&since=&until=&limit=&cursor=`: alerts and incidents matching the query,
+/// newest first, a page at a time (docs/search.md).
+pub async fn search(
+    State(app): State<Arc<AppState>>,
+    caller: Authed,
+    axum::extract::RawQuery(raw): axum::extract::RawQuery,
+) -> Result<Json<Value>, axum::response::Response> {
+    use axum::response::IntoResponse;
+    caller
+        .require(&app, Role::Viewer, "searching")
+        .await
+        .map_err(IntoResponse::into_response)?;
+    let mut p = query_params(raw.as_deref(), &["q", "since", "until", "limit", "cursor"])
+        .map_err(IntoResponse::into_response)?;
+    let limit = match p.remove("limit") {
+        Some(l) => Some(l.parse::<usize>().map_err(|_| {
+            ApiError::bad_request("bad_request", format!("limit: `{l}` is not a number"))
+                .into_response()
+        })?),
+        None => None,
+    };
+    let search = crate::search::Search {
+        q: p.remove("q").unwrap_or_default(),
+        since: p.remove("since"),
+        until: p.remove("until"),
+        limit,
+        cursor: p.remove("cursor"),
+    };
+    let page = crate::search::run(app.store.as_ref(), &search, Utc::now())
+        .await
+        .map_err(search_error)?;
+    Ok(Json(json!(page)))
+}
+
+/// `GET /v1/hunt/{entity}?window=7d`: everything about one entity over the window.
+pub async fn hunt(
+    State(app): State<Arc<AppState>>,
+    caller: Authed,
+    Path(entity): Path<String>,
+    axum::extract::RawQuery(raw): axum::extract::RawQuery,
+) -> Result<Json<Value>, axum::response::Response> {
+    use axum::response::IntoResponse;
+    caller
+        .require(&app, Role::Viewer, "hunting")
+        .await
+        .map_err(IntoResponse::into_response)?;
+    let p = query_params(raw.as_deref(), &["window"]).map_err(IntoResponse::into_response)?;
+    let found = crate::search::hunt::hunt(
+        app.store.as_ref(),
+        &entity,
+        p.get("window").map(String::as_str),
+        Utc::now(),
+    )
+    .await
+    .map_err(search_error)?;
+    Ok(Json(json!(found)))
+}

@@ -8,6 +8,7 @@ mod people;
 mod print;
 mod reader;
 mod store;
+mod search;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -107,6 +108,40 @@ enum Command {
         #[command(flatten)]
         from: Source,
     },
+    /// Search alerts and incidents: `field:value` terms, free words, AND/OR/NOT, parentheses
+    /// (docs/search.md). Newest first; `--cursor` takes the `more:` cursor of the page before.
+    #[command(after_help = READS_THE_STORE)]
+    Search {
+        /// The query, e.g. `source:aws.guardduty severity:>=7 ip:203.0.113.7` or `tor relay`.
+        #[arg(default_value = "")]
+        query: String,
+        /// Only alerts and incidents at or after this time (2024-05-01, RFC 3339, or 7d, 24h ago).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only those before this time.
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        cursor: Option<String>,
+        #[command(flatten)]
+        from: Source,
+    },
+    /// Everything about one entity (an IP address, a principal, a resource, a pod, a key) over a
+    /// window: alerts, incidents, evidence, actions taken, decisions, and the entities seen with it.
+    #[command(after_help = READS_THE_STORE)]
+    Hunt {
+        entity: String,
+        /// How far back from now (30m, 24h, 7d, 2w).
+        #[arg(long, default_value = "7d")]
+        window: String,
+        #[command(flatten)]
+        from: Source,
+    },
+    /// Rebuild the search index (sled) or search rows (PostgreSQL) from the stored alerts and
+    /// incidents. Stop the server first when the store is the embedded one.
+    Reindex,
     /// Copy an embedded (sled) store into an empty PostgreSQL database, then check the copy:
     /// counts and contents of every kind of record, and the audit chain. Stop the server first.
     Migrate {
@@ -379,6 +414,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             source,
             from,
         } => backtest::backtest(config, &paths, since, source, from).await,
+        Command::Search {
+            query,
+            since,
+            until,
+            limit,
+            cursor,
+            from,
+        } => {
+            let search = cordon::search::Search {
+                q: query,
+                since,
+                until,
+                limit: Some(limit),
+                cursor,
+            };
+            search::search(config, search, from).await
+        }
+        Command::Hunt {
+            entity,
+            window,
+            from,
+        } => search::hunt(config, &entity, &window, from).await,
+        Command::Reindex => search::reindex(config).await,
         Command::Reload { server } => commands::reload(config, server.as_deref()).await,
         Command::Tokens(command) => people::tokens(config, command).await,
         Command::People(command) => people::people(config, command).await,

@@ -185,6 +185,54 @@ impl Reader {
         }
     }
 
+    /// A page of search hits (`cordon search`), as the API answers it.
+    pub(super) async fn search(&self, search: &cordon::search::Search) -> anyhow::Result<Value> {
+        match self {
+            Reader::Local(store) => {
+                let page = cordon::search::run(store.as_ref(), search, chrono::Utc::now()).await?;
+                Ok(serde_json::to_value(page)?)
+            }
+            Reader::Remote { .. } => {
+                let mut query = vec![("q", search.q.clone())];
+                query.extend(search.since.clone().map(|s| ("since", s)));
+                query.extend(search.until.clone().map(|s| ("until", s)));
+                query.extend(search.limit.map(|l| ("limit", l.to_string())));
+                query.extend(search.cursor.clone().map(|c| ("cursor", c)));
+                Ok(self.get("/v1/search", &query).await?.unwrap_or_default())
+            }
+        }
+    }
+
+    /// Everything about one entity over a window (`cordon hunt`), as the API answers it.
+    pub(super) async fn hunt(&self, entity: &str, window: &str) -> anyhow::Result<Value> {
+        match self {
+            Reader::Local(store) => {
+                let found = cordon::search::hunt::hunt(
+                    store.as_ref(),
+                    entity,
+                    Some(window),
+                    chrono::Utc::now(),
+                )
+                .await?;
+                Ok(serde_json::to_value(found)?)
+            }
+            Reader::Remote { .. } => {
+                let segment: String = entity
+                    .bytes()
+                    .map(|b| match b {
+                        b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                            (b as char).to_string()
+                        }
+                        other => format!("%{other:02X}"),
+                    })
+                    .collect();
+                let path = format!("/v1/hunt/{segment}");
+                let query = vec![("window", window.to_owned())];
+                Ok(self.get(&path, &query).await?.unwrap_or_default())
+            }
+        }
+    }
+
     pub(super) async fn runs(&self, q: &RunQuery) -> anyhow::Result<Vec<Run>> {
         match self {
             Reader::Local(store) => Ok(store.runs(q).await?),

@@ -338,6 +338,16 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Finishes queued writes, flushes, and stops taking new ones.
     async fn close(&self) -> Result<(), StoreError>;
+    /// The alerts and incidents matching a search, newest first (`time`, then `tie`, descending),
+    /// after the request's cursor, at most its limit (src/search). Sees every write that returned
+    /// before it was asked (evidence and values once they are durable).
+    async fn search(
+        &self,
+        request: &crate::search::Request,
+    ) -> Result<Vec<crate::search::HitRef>, StoreError>;
+    /// Rebuilds the search documents from the stored alerts and incidents (`cordon reindex`);
+    /// answers how many documents there are.
+    async fn reindex(&self) -> Result<u64, StoreError>;
 }
 
 /// Opens the backend `config` names, recording its write metrics in `metrics`. PostgreSQL is

@@ -82,6 +82,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "blast_radius",
         include_str!("migrations/0004_blast_radius.sql"),
     ),
+    (5, "search", include_str!("migrations/0005_search.sql")),
 ];
 
 /// Alerts claimed for matching at a time.
@@ -1202,7 +1203,7 @@ async fn put_alert(tx: &Transaction<'_>, alert: &Alert, pending: bool) -> Result
         ],
     )
     .await?;
-    Ok(())
+    put_search_doc(tx, &crate::search::Doc::from_alert(alert)).await
 }
 
 async fn put_incident(tx: &Transaction<'_>, incident: &Incident) -> Result<(), Fail> {
@@ -1215,7 +1216,50 @@ async fn put_incident(tx: &Transaction<'_>, incident: &Incident) -> Result<(), F
     let status = incident.status.to_string();
     tx.execute(&q, &[&incident.id, &status, &Json(incident)])
         .await?;
+    put_search_doc(tx, &crate::search::Doc::from_incident(incident)).await
+}
+
+/// Writes a record's search row (src/search/sql.rs), in the record's own transaction.
+async fn put_search_doc(tx: &Transaction<'_>, doc: &crate::search::Doc) -> Result<(), Fail> {
+    let q = tx.prepare_cached(crate::search::sql::UPSERT).await?;
+    let params = crate::search::sql::upsert_params(doc);
+    let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as _).collect();
+    tx.execute(&q, &refs).await?;
     Ok(())
+}
+
+/// Rewrites the search rows of one kind of record (`alerts` or `incidents`), a page of records
+/// per transaction; answers how many.
+async fn reindex_table<T: DeserializeOwned>(
+    store: &PostgresStore,
+    table: &str,
+    doc_of: fn(&T) -> crate::search::Doc,
+) -> Result<u64, StoreError> {
+    let mut after = String::new();
+    let mut count = 0u64;
+    loop {
+        let sql = format!("SELECT id, doc FROM {table} WHERE id > $1 ORDER BY id LIMIT 500");
+        let page: Option<String> = transaction!(store, client, {
+            let tx = client.transaction().await?;
+            let rows = tx.query(sql.as_str(), &[&after]).await?;
+            let mut last = None;
+            for row in &rows {
+                let record: T = doc(row, 1)?;
+                put_search_doc(&tx, &doc_of(&record)).await?;
+                last = Some(row.get::<_, String>(0));
+            }
+            tx.commit().await?;
+            Ok(last.map(|l| (l, rows.len())))
+        })?
+        .map(|(last, n)| {
+            count += n as u64;
+            last
+        });
+        match page {
+            Some(last) => after = last,
+            None => return Ok(count),
+        }
+    }
 }
 
 /// Writes a run; a new row is unfinished when `created`, and a finished run is unfinished no more.
@@ -1896,6 +1940,40 @@ impl Store for PostgresStore {
 
     fn oldest_pending(&self) -> Option<stall::Oldest> {
         self.pending.oldest()
+    }
+
+    async fn search(
+        &self,
+        request: &crate::search::Request,
+    ) -> Result<Vec<crate::search::HitRef>, StoreError> {
+        let (sql, params) = crate::search::sql::select(request);
+        transaction!(self, client, {
+            // Not cached: every query's shape is its own statement, and they are unbounded.
+            let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as _).collect();
+            let rows = client.query(sql.as_str(), &refs).await?;
+            Ok(rows
+                .iter()
+                .filter_map(|row| {
+                    let doc_type = match row.get::<_, &str>(0) {
+                        "alert" => crate::search::DocType::Alert,
+                        "incident" => crate::search::DocType::Incident,
+                        _ => return None,
+                    };
+                    Some(crate::search::HitRef {
+                        doc_type,
+                        id: row.get(1),
+                        time: row.get(2),
+                        tie: row.get(3),
+                    })
+                })
+                .collect())
+        })
+    }
+
+    async fn reindex(&self) -> Result<u64, StoreError> {
+        let alerts = reindex_table(self, "alerts", crate::search::Doc::from_alert).await?;
+        let incidents = reindex_table(self, "incidents", crate::search::Doc::from_incident).await?;
+        Ok(alerts + incidents)
     }
 
     async fn close(&self) -> Result<(), StoreError> {

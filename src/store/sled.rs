@@ -250,6 +250,8 @@ pub struct SledStore {
     writer: Mutex<Option<JoinHandle<()>>>,
     ready: Arc<AtomicBool>,
     pending: Arc<Pending>,
+    /// The search index beside the database (src/search/index.rs), when it is kept.
+    index: Option<Arc<crate::search::index::SledIndex>>,
 }
 
 impl SledStore {
@@ -297,6 +299,17 @@ impl SledStore {
         grouping: &GroupingConfig,
         metrics: Option<Arc<Metrics>>,
     ) -> Result<SledStore, StoreError> {
+        SledStore::open_with_options(config, grouping, metrics, true)
+    }
+
+    /// As [`SledStore::open_with_metrics`]; `search_index: false` keeps no search index (for
+    /// measuring what the index costs intake, `benches/search.rs`: [`Store::search`] then fails).
+    pub fn open_with_options(
+        config: &StoreConfig,
+        grouping: &GroupingConfig,
+        metrics: Option<Arc<Metrics>>,
+        search_index: bool,
+    ) -> Result<SledStore, StoreError> {
         let db = open_db(&config.path, config.cache_mb)?;
         let tree = db.open_tree("v1").map_err(backend)?;
         let outbox = db.open_tree("outbox").map_err(backend)?;
@@ -304,6 +317,24 @@ impl SledStore {
         let slots = db.open_tree("slots").map_err(backend)?;
         let once = db.open_tree("once").map_err(backend)?;
         let audit = Arc::new(AuditLog::open(&db).map_err(|e| StoreError::Backend(e.to_string()))?);
+        let index = if search_index {
+            let folder = crate::search::index::folder_for(&config.path);
+            let progress = Arc::new(crate::search::index::Progress::default());
+            let index = crate::search::index::SledIndex::open(&folder, tree.clone(), progress)
+                .map_err(|e| match e {
+                    crate::search::index::IndexError::Tantivy(
+                        tantivy::TantivyError::LockFailure(..),
+                    ) => StoreError::Locked(folder.display().to_string()),
+                    other => StoreError::Backend(other.to_string()),
+                })?;
+            let index = Arc::new(index);
+            index
+                .spawn()
+                .map_err(|e| StoreError::Backend(format!("cannot start the index thread: {e}")))?;
+            Some(index)
+        } else {
+            None
+        };
         let (tx, rx) = mpsc::channel(MAX_JOBS * 4);
         let ready = Arc::new(AtomicBool::new(true));
         let pending = Arc::new(Pending::default());
@@ -319,6 +350,9 @@ impl SledStore {
             ready: ready.clone(),
             pending: pending.clone(),
             metrics,
+            search: index.as_ref().map(|i| i.progress()),
+            logged: std::cell::Cell::new(0),
+            trimmed: std::cell::Cell::new(0),
         };
         let handle = std::thread::Builder::new()
             .name("cordon-store".into())
@@ -334,6 +368,7 @@ impl SledStore {
             writer: Mutex::new(Some(handle)),
             ready,
             pending,
+            index,
         })
     }
 
@@ -427,6 +462,8 @@ fn main_record(key: &[u8], value: &[u8]) -> Result<Option<Record>, StoreError> {
                 }
             }
             b"x:" => return Ok(None),
+            // The search index's change log (src/search/index.rs).
+            b"s:" => return Ok(None),
             _ => return Err(unknown()),
         }
     };
@@ -863,7 +900,38 @@ impl Store for SledStore {
                 .map_err(|_| StoreError::Backend("the store thread was lost".into()))?
                 .map_err(|_| StoreError::Backend("the store thread panicked".into()))?;
         }
+        if let Some(index) = &self.index {
+            index.stop();
+        }
         Ok(())
+    }
+
+    async fn search(
+        &self,
+        request: &crate::search::Request,
+    ) -> Result<Vec<crate::search::HitRef>, StoreError> {
+        let index = self.search_index()?;
+        let request = request.clone();
+        tokio::task::spawn_blocking(move || index.search(&request))
+            .await
+            .map_err(|_| StoreError::Backend("the search was lost".into()))?
+            .map_err(|e| StoreError::Backend(e.to_string()))
+    }
+
+    async fn reindex(&self) -> Result<u64, StoreError> {
+        let index = self.search_index()?;
+        tokio::task::spawn_blocking(move || index.rebuild())
+            .await
+            .map_err(|_| StoreError::Backend("the reindex was lost".into()))?
+            .map_err(|e| StoreError::Backend(e.to_string()))
+    }
+}
+
+impl SledStore {
+    fn search_index(&self) -> Result<Arc<crate::search::index::SledIndex>, StoreError> {
+        self.index
+            .clone()
+            .ok_or_else(|| StoreError::Backend("this store keeps no search index".into()))
     }
 }
 
@@ -900,6 +968,12 @@ struct Writer {
     ready: Arc<AtomicBool>,
     pending: Arc<Pending>,
     metrics: Option<Arc<Metrics>>,
+    /// Told the last logged change once it is fsynced, when a search index is kept.
+    search: Option<Arc<crate::search::index::Progress>>,
+    /// The last change-log sequence written.
+    logged: std::cell::Cell<u64>,
+    /// The change log is deleted up to here (the committed index holds it).
+    trimmed: std::cell::Cell<u64>,
 }
 
 impl Writer {
@@ -995,7 +1069,9 @@ impl Writer {
             Some(e) => Err(StoreError::Backend(e)),
             None => {
                 let audit = std::mem::take(&mut group.audit);
-                self.append_audit(audit).and_then(|()| group.commit())
+                self.log_changes(&mut group)
+                    .and_then(|()| self.append_audit(audit))
+                    .and_then(|()| group.commit())
             }
         };
         match result {
@@ -1032,6 +1108,10 @@ impl Writer {
         match result {
             Ok(_) => {
                 self.ready.store(true, Ordering::Relaxed);
+                // Before answering: a search made once an ingest returned sees its alerts.
+                if let Some(search) = &self.search {
+                    search.durable(self.logged.get());
+                }
                 for answer in answers {
                     answer.ok();
                 }
@@ -1287,6 +1367,43 @@ impl Writer {
         }
         for marker in self.tree.scan_prefix(format!("ra:{}/", alert.id)).keys() {
             group.delete(marker.map_err(backend)?.to_vec());
+        }
+        Ok(())
+    }
+
+    /// Adds to the group a change-log entry naming the alerts and incidents it writes or deletes,
+    /// for the search index to pick up once the group is durable (src/search/index.rs).
+    /// And deletes, in the same batch, the log entries the committed index holds.
+    fn log_changes(&self, group: &mut Group<'_>) -> Result<(), StoreError> {
+        let Some(search) = &self.search else {
+            return Ok(());
+        };
+        let mut changed: Vec<&[u8]> = group
+            .writes
+            .keys()
+            .filter(|k| crate::search::index::is_indexed_key(k))
+            .map(Vec::as_slice)
+            .collect();
+        if !changed.is_empty() {
+            changed.sort();
+            // One entry for the group: its keys, a line each.
+            let keys = changed.join(&b'\n');
+            // From 1: the index's "nothing indexed yet" is 0.
+            let seq = self.db.generate_id().map_err(backend)? + 1;
+            group.put_raw(crate::search::index::log_key(seq), keys);
+            self.logged.set(seq);
+        }
+        let indexed = search.indexed();
+        if indexed > self.trimmed.get() {
+            let from = crate::search::index::log_key(self.trimmed.get().saturating_add(1));
+            for key in self
+                .tree
+                .range(from..=crate::search::index::log_key(indexed))
+                .keys()
+            {
+                group.delete(key.map_err(backend)?.to_vec());
+            }
+            self.trimmed.set(indexed);
         }
         Ok(())
     }
