@@ -316,6 +316,31 @@ async fn an_edited_when_shows_exactly_the_incidents_gained_and_lost_and_writes_n
         "{text}"
     );
 
+    // A search query narrows the replay to the alerts it finds.
+    let severe = stored.iter().filter(|a| a.severity.score >= 7).count();
+    assert!(severe > 0 && severe < stored.len(), "the history has both");
+    let out = std::process::Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .args(["backtest", "--since", "30d", "--json", "--query", "severity:>=7"])
+        .arg(&edited)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let narrowed: Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    assert_eq!(narrowed["alerts"].as_u64().unwrap() as usize, severe);
+    // A query that does not parse is refused with its column, and nothing runs.
+    let out = std::process::Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .args(["backtest", "--since", "30d", "--query", "severity:>=high("])
+        .arg(&edited)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("column"), "{stderr}");
+
     // Nothing was written.
     let store = open(&store_path).await;
     assert_eq!(dump(&store), before, "the store changed");

@@ -36,7 +36,7 @@ use crate::engine::exec::{Executor, Library, Memory, Progress, RunData};
 use crate::model::run::{Decision, Run, StepStatus, Trigger};
 use crate::playbook::Compiled;
 use crate::script::Scripts;
-use crate::store::{AlertQuery, Store, StoreError};
+use crate::store::{AlertQuery, Store};
 
 /// Which stored alerts a backtest replays.
 #[derive(Debug, Clone)]
@@ -45,23 +45,70 @@ pub struct Selection {
     pub since: DateTime<Utc>,
     /// Only alerts of this source.
     pub source: Option<String>,
+    /// Only alerts this search query matches (docs/search.md), e.g. `severity:>=7 ip:203.0.113.7`.
+    pub query: Option<String>,
 }
 
-/// The alerts a backtest replays, oldest first. The one place they are chosen: a query language
-/// over stored alerts plugs in here.
-pub async fn select_alerts(
-    store: &dyn Store,
-    selection: &Selection,
-) -> Result<Vec<Alert>, StoreError> {
+impl Selection {
+    /// The search that finds the selected alerts: the query, limited to alerts (and the source),
+    /// from `since` on. `None` without a query.
+    pub fn search(&self) -> Option<crate::search::Search> {
+        let query = self.query.as_deref()?;
+        let mut q = String::from("type:alert");
+        if let Some(source) = &self.source {
+            // Quoted so a source with a dot or dash stays one term.
+            q.push_str(&format!(" source:\"{}\"", source.replace('"', "")));
+        }
+        if !query.trim().is_empty() {
+            q.push_str(&format!(" ({query})"));
+        }
+        Some(crate::search::Search {
+            q,
+            since: Some(self.since.to_rfc3339()),
+            until: None,
+            limit: Some(crate::search::MAX_LIMIT),
+            cursor: None,
+        })
+    }
+}
+
+/// Orders replayed alerts as they arrived.
+pub fn oldest_first(alerts: &mut [Alert]) {
+    alerts.sort_by(|a, b| a.received_at.cmp(&b.received_at).then(a.id.cmp(&b.id)));
+}
+
+/// The alerts a backtest replays, oldest first: with a query, the alerts it finds (every page);
+/// otherwise the alerts of the source since the start.
+pub async fn select_alerts(store: &dyn Store, selection: &Selection) -> Result<Vec<Alert>, String> {
+    if let Some(mut search) = selection.search() {
+        let mut alerts = Vec::new();
+        loop {
+            let page = crate::search::run(store, &search, Utc::now())
+                .await
+                .map_err(|e| e.to_string())?;
+            for hit in page.hits {
+                if let Some(alert) = store.alert(&hit.id).await.map_err(|e| e.to_string())? {
+                    alerts.push(alert);
+                }
+            }
+            match page.next_cursor {
+                Some(cursor) => search.cursor = Some(cursor),
+                None => break,
+            }
+        }
+        oldest_first(&mut alerts);
+        return Ok(alerts);
+    }
     let mut alerts = store
         .alerts(&AlertQuery {
             source: selection.source.clone(),
             incident_id: None,
             limit: 0,
         })
-        .await?;
+        .await
+        .map_err(|e| e.to_string())?;
     alerts.retain(|a| a.received_at >= selection.since);
-    alerts.sort_by(|a, b| a.received_at.cmp(&b.received_at).then(a.id.cmp(&b.id)));
+    oldest_first(&mut alerts);
     Ok(alerts)
 }
 
@@ -80,9 +127,7 @@ pub struct StoreHistory(pub Arc<dyn Store>);
 #[async_trait]
 impl History for StoreHistory {
     async fn alerts(&self, selection: &Selection) -> Result<Vec<Alert>, String> {
-        select_alerts(&*self.0, selection)
-            .await
-            .map_err(|e| e.to_string())
+        select_alerts(&*self.0, selection).await
     }
 
     async fn incident(&self, id: &str) -> Result<Option<(Incident, Vec<Alert>)>, String> {

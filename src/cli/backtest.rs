@@ -25,6 +25,7 @@ pub(super) async fn backtest(
     paths: &[PathBuf],
     since: HumanDuration,
     source: Option<String>,
+    query: Option<String>,
     from: super::Source,
 ) -> anyhow::Result<ExitCode> {
     let config =
@@ -69,6 +70,7 @@ pub(super) async fn backtest(
         since: chrono::Utc::now()
             - chrono::Duration::from_std(since.0).unwrap_or(chrono::Duration::MAX),
         source,
+        query,
     };
     let report = from
         .read(config_path, async |reader| {
@@ -77,10 +79,14 @@ pub(super) async fn backtest(
                     let history = StoreHistory(store.clone());
                     cordon::backtest::backtest(&history, &selection, &given, &loaded, &setup).await
                 }
-                Reader::Remote { .. } => {
+                Reader::Remote { .. } if selection.query.is_none() => {
                     eprintln!(
                         "note: a running server holds the store; the backtest reads the newest {API_PAGE} alerts through its admin API"
                     );
+                    let history = Remote(reader);
+                    cordon::backtest::backtest(&history, &selection, &given, &loaded, &setup).await
+                }
+                Reader::Remote { .. } => {
                     let history = Remote(reader);
                     cordon::backtest::backtest(&history, &selection, &given, &loaded, &setup).await
                 }
@@ -98,6 +104,25 @@ struct Remote<'a>(&'a Reader);
 #[async_trait]
 impl History for Remote<'_> {
     async fn alerts(&self, selection: &Selection) -> Result<Vec<Alert>, String> {
+        if let Some(mut search) = selection.search() {
+            // Every page of the server's search, each alert read by its id.
+            let mut alerts = Vec::new();
+            loop {
+                let page = self.0.search(&search).await.map_err(|e| e.to_string())?;
+                for hit in page["hits"].as_array().into_iter().flatten() {
+                    let Some(id) = hit["id"].as_str() else { continue };
+                    if let Some(alert) = self.0.alert(id).await.map_err(|e| e.to_string())? {
+                        alerts.push(alert);
+                    }
+                }
+                match page["next_cursor"].as_str() {
+                    Some(cursor) => search.cursor = Some(cursor.to_owned()),
+                    None => break,
+                }
+            }
+            cordon::backtest::oldest_first(&mut alerts);
+            return Ok(alerts);
+        }
         let query = AlertQuery {
             source: selection.source.clone(),
             incident_id: None,
@@ -105,7 +130,7 @@ impl History for Remote<'_> {
         };
         let mut alerts = self.0.alerts(&query).await.map_err(|e| e.to_string())?;
         alerts.retain(|a| a.received_at >= selection.since);
-        alerts.sort_by(|a, b| a.received_at.cmp(&b.received_at).then(a.id.cmp(&b.id)));
+        cordon::backtest::oldest_first(&mut alerts);
         Ok(alerts)
     }
 

@@ -105,6 +105,9 @@ enum Command {
         /// Only alerts from this source.
         #[arg(long)]
         source: Option<String>,
+        /// Only alerts this search query finds (docs/search.md), e.g. `severity:>=7`.
+        #[arg(long)]
+        query: Option<String>,
         #[command(flatten)]
         from: Source,
     },
@@ -412,8 +415,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             paths,
             since,
             source,
+            query,
             from,
-        } => backtest::backtest(config, &paths, since, source, from).await,
+        } => backtest::backtest(config, &paths, since, source, query, from).await,
         Command::Search {
             query,
             since,
