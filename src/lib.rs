@@ -75,6 +75,7 @@ pub mod outbox;
 pub mod playbook;
 pub mod script;
 pub mod store;
+pub mod streams;
 pub mod telemetry;
 pub mod tickets;
 pub mod trust;

@@ -33,6 +33,8 @@ const TOP_KEYS: &[&str] = &[
     "tickets",
     "audit",
     "email",
+    "streams",
+    "intake",
 ];
 
 /// Reads and parses the config at `path`.
@@ -202,6 +204,12 @@ impl<'de> Visitor<'de> for FocusSeed<'_> {
                 }
                 (Focus::TopKey(k), "email") if k == "email" => {
                     map.next_value::<crate::email::EmailConfig>()?;
+                }
+                (Focus::TopKey(k), "streams") if k == "streams" => {
+                    map.next_value::<crate::streams::StreamsConfig>()?;
+                }
+                (Focus::TopKey(k), "intake") if k == "intake" => {
+                    map.next_value::<crate::streams::IntakeConfig>()?;
                 }
                 (Focus::TopKey(k), "log") if k == "log" => {
                     map.next_value::<LogConfig>()?;

@@ -76,6 +76,13 @@ pub struct Config {
     /// steps and incident notifications name (README, "Email").
     #[serde(default)]
     pub email: crate::email::EmailConfig,
+    /// Destinations every alert, incident change, run event and audit entry can be forwarded to,
+    /// by name (docs/streams.md).
+    #[serde(default)]
+    pub streams: crate::streams::StreamsConfig,
+    /// Ways alerts come in besides HTTP: `jetstream` (docs/streams.md).
+    #[serde(default)]
+    pub intake: crate::streams::IntakeConfig,
 }
 
 /// Where playbooks are and how they run.
