@@ -185,6 +185,8 @@ async fn a_webhook_gets_signed_batches_and_the_filters_hold_back_what_they_shoul
     );
     let server = TestServer::start_with(&extra).await;
     post(&server, 0..ALERTS).await;
+    // Adding a person and a token is audited: the audit entries follow.
+    server.token_of("cli:alice").await;
     // One below the filter's severity: never forwarded.
     let low = serde_json::to_vec(&json!({"title": "low-1", "severity": 3, "dedup_key": "low-1"}))
         .unwrap();
@@ -217,6 +219,30 @@ async fn a_webhook_gets_signed_batches_and_the_filters_hold_back_what_they_shoul
     assert!(!all.iter().any(|e| e["data"]["title"] == "low-1"), "below min_severity");
     let alerts: Vec<&Value> = all.iter().filter(|e| e["type"] == "alert").collect();
     assert_eq!(alerts.len(), ALERTS, "each alert once");
+    // Audit entries go out from the log, in log order, with their hashes.
+    wait_until(
+        Duration::from_secs(20),
+        || "the audit entries of the new person and token".to_owned(),
+        async || {
+            let audit: Vec<String> = events()
+                .iter()
+                .filter(|e| e["type"] == "audit")
+                .map(|e| e["event"].as_str().unwrap().to_owned())
+                .collect();
+            audit.contains(&"person.saved".to_owned()) && audit.contains(&"token.created".to_owned())
+        },
+    )
+    .await;
+    let seqs: Vec<u64> = events()
+        .iter()
+        .filter(|e| e["type"] == "audit")
+        .map(|e| e["data"]["seq"].as_u64().unwrap())
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "in log order, none missing: {seqs:?}");
+    for e in events().iter().filter(|e| e["type"] == "audit") {
+        assert_eq!(e["id"], format!("audit-{}", e["data"]["seq"]));
+        assert!(e["data"]["hash"].as_str().is_some_and(|h| h.len() == 64), "{e}");
+    }
     server.stop().await;
 }
 

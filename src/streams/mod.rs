@@ -339,13 +339,14 @@ const AUDIT_PASS: usize = 1000;
 /// forwarding starts at the log's end: history is not replayed.
 async fn audit_tail(streams: std::sync::Weak<Streams>) {
     loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let Some(streams) = streams.upgrade() else {
+        let Some(strong) = streams.upgrade() else {
             return;
         };
-        if let Err(e) = audit_pass(&streams).await {
+        if let Err(e) = audit_pass(&strong).await {
             tracing::warn!(error = %e, "audit entries could not be queued for streams; trying again");
         }
+        drop(strong);
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
