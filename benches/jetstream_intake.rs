@@ -30,7 +30,7 @@ fn main() {
 }
 
 async fn outstanding(context: &jetstream::Context, stream: &str, consumer: &str) -> Option<u64> {
-    let mut stream = context.get_stream(stream).await.ok()?;
+    let stream = context.get_stream(stream).await.ok()?;
     let info = stream.consumer_info(consumer).await.ok()?;
     Some(info.num_pending + info.num_ack_pending as u64)
 }
@@ -99,7 +99,8 @@ async fn run() {
         ),
     )
     .unwrap();
-    let bin = std::env::var("CORDON_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_cordon").to_owned());
+    let bin =
+        std::env::var("CORDON_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_cordon").to_owned());
     let mut child = std::process::Command::new(&bin)
         .args(["serve", "--config"])
         .arg(&config)
@@ -123,7 +124,10 @@ async fn run() {
                 break;
             }
         }
-        assert!(Instant::now() < deadline, "the server did not drain the stream");
+        assert!(
+            Instant::now() < deadline,
+            "the server did not drain the stream"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let took = started.unwrap().elapsed();

@@ -105,10 +105,16 @@ async fn ten_thousand_alerts_survive_a_sigkill_midway_and_are_stored_exactly_onc
     loop {
         let left = outstanding(&context, &stream, &consumer).await;
         if left < (ALERTS as u64) * 3 / 4 {
-            assert!(left > 0, "the server took everything before it could be killed");
+            assert!(
+                left > 0,
+                "the server took everything before it could be killed"
+            );
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the server does not consume");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server does not consume"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     server.child.kill().unwrap(); // SIGKILL: messages in flight are never acknowledged.
@@ -133,11 +139,9 @@ async fn ten_thousand_alerts_survive_a_sigkill_midway_and_are_stored_exactly_onc
         path: dir.path().join("store"),
         ..Default::default()
     };
-    let store = cordon::store::SledStore::open(
-        &store_config,
-        &cordon::config::GroupingConfig::default(),
-    )
-    .unwrap();
+    let store =
+        cordon::store::SledStore::open(&store_config, &cordon::config::GroupingConfig::default())
+            .unwrap();
     use cordon::store::Store;
     let alerts = store
         .alerts(&cordon::store::AlertQuery {
@@ -153,7 +157,12 @@ async fn ten_thousand_alerts_survive_a_sigkill_midway_and_are_stored_exactly_onc
     let missing: Vec<usize> = (0..ALERTS)
         .filter(|i| !count.contains_key(&format!("js-{i}")))
         .collect();
-    assert!(missing.is_empty(), "{} alerts lost: {:?}", missing.len(), &missing[..missing.len().min(10)]);
+    assert!(
+        missing.is_empty(),
+        "{} alerts lost: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
     let twice: Vec<(&String, &usize)> = count.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "stored more than once: {twice:?}");
     assert_eq!(alerts.len(), ALERTS, "nothing else was stored");
@@ -185,7 +194,9 @@ async fn two_replicas_share_one_consumer_and_a_bad_payload_is_terminated() {
     let b = Process::start(&config);
     let n = 400;
     for i in 0..n {
-        let body = serde_json::to_vec(&json!({"title": format!("r-{i}"), "dedup_key": format!("r-{i}")})).unwrap();
+        let body =
+            serde_json::to_vec(&json!({"title": format!("r-{i}"), "dedup_key": format!("r-{i}")}))
+                .unwrap();
         context
             .publish(format!("{subject}.generic"), body.into())
             .await
@@ -201,7 +212,10 @@ async fn two_replicas_share_one_consumer_and_a_bad_payload_is_terminated() {
         .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while outstanding(&context, &stream, &consumer).await > 0 {
-        assert!(std::time::Instant::now() < deadline, "the replicas did not finish the stream");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replicas did not finish the stream"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (metrics_a, metrics_b) = (a.metrics().await, b.metrics().await);
@@ -215,7 +229,10 @@ async fn two_replicas_share_one_consumer_and_a_bad_payload_is_terminated() {
     };
     let (by_a, by_b) = (taken(&metrics_a), taken(&metrics_b));
     assert_eq!(by_a + by_b, n, "each message stored by one replica");
-    assert!(by_a > 0 && by_b > 0, "both replicas took a share: {by_a} and {by_b}");
+    assert!(
+        by_a > 0 && by_b > 0,
+        "both replicas took a share: {by_a} and {by_b}"
+    );
     let rejected = format!("{metrics_a}{metrics_b}");
     assert!(
         rejected.contains("reason=\"bad_payload\""),

@@ -9,7 +9,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -56,7 +56,8 @@ fn check_complete_and_ordered(events: &[Value], what: &str) {
     let mut seen: BTreeMap<usize, usize> = BTreeMap::new();
     let mut by_incident: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for e in events.iter().filter(|e| e["type"] == "alert") {
-        let n = number(e).unwrap_or_else(|| panic!("{what}: an alert event without its title: {e}"));
+        let n =
+            number(e).unwrap_or_else(|| panic!("{what}: an alert event without its title: {e}"));
         *seen.entry(n).or_default() += 1;
         if seen[&n] == 1 {
             by_incident
@@ -77,7 +78,10 @@ fn check_complete_and_ordered(events: &[Value], what: &str) {
         .iter()
         .filter(|e| e["type"] == "incident" && e["event"] == "incident.opened")
         .count();
-    assert!(opened >= INCIDENTS, "{what}: {opened} incident.opened events");
+    assert!(
+        opened >= INCIDENTS,
+        "{what}: {opened} incident.opened events"
+    );
 }
 
 /// Waits until `events()` holds every alert.
@@ -117,7 +121,11 @@ async fn splunk_hec_and_elasticsearch_get_every_event_through_an_outage_in_order
     assert!(hec.events.lock().unwrap().is_empty());
     let pending = server.state.outbox.pending().await.unwrap();
     assert!(
-        pending.iter().filter(|e| e.target == "stream:splunk").count() >= ALERTS / 2,
+        pending
+            .iter()
+            .filter(|e| e.target == "stream:splunk")
+            .count()
+            >= ALERTS / 2,
         "the events wait in the outbox while Splunk is down"
     );
     hec.server.accept().await;
@@ -151,7 +159,11 @@ async fn splunk_hec_and_elasticsearch_get_every_event_through_an_outage_in_order
     assert_eq!(ids.len(), events.len(), "an event was sent twice");
     // Batched: fewer requests than events.
     let requests = hec.server.count("POST /services/collector/event");
-    assert!(requests < events.len(), "{requests} requests for {} events", events.len());
+    assert!(
+        requests < events.len(),
+        "{requests} requests for {} events",
+        events.len()
+    );
 
     let es_events = || {
         es.docs
@@ -215,8 +227,14 @@ async fn a_webhook_gets_signed_batches_and_the_filters_hold_back_what_they_shoul
         .expect("the webhook request is signed");
     }
     let all = events();
-    assert!(all.iter().all(|e| e["type"] == "alert" || e["type"] == "audit"));
-    assert!(!all.iter().any(|e| e["data"]["title"] == "low-1"), "below min_severity");
+    assert!(
+        all.iter()
+            .all(|e| e["type"] == "alert" || e["type"] == "audit")
+    );
+    assert!(
+        !all.iter().any(|e| e["data"]["title"] == "low-1"),
+        "below min_severity"
+    );
     let alerts: Vec<&Value> = all.iter().filter(|e| e["type"] == "alert").collect();
     assert_eq!(alerts.len(), ALERTS, "each alert once");
     // Audit entries go out from the log, in log order, with their hashes.
@@ -229,7 +247,8 @@ async fn a_webhook_gets_signed_batches_and_the_filters_hold_back_what_they_shoul
                 .filter(|e| e["type"] == "audit")
                 .map(|e| e["event"].as_str().unwrap().to_owned())
                 .collect();
-            audit.contains(&"person.saved".to_owned()) && audit.contains(&"token.created".to_owned())
+            audit.contains(&"person.saved".to_owned())
+                && audit.contains(&"token.created".to_owned())
         },
     )
     .await;
@@ -238,10 +257,16 @@ async fn a_webhook_gets_signed_batches_and_the_filters_hold_back_what_they_shoul
         .filter(|e| e["type"] == "audit")
         .map(|e| e["data"]["seq"].as_u64().unwrap())
         .collect();
-    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "in log order, none missing: {seqs:?}");
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "in log order, none missing: {seqs:?}"
+    );
     for e in events().iter().filter(|e| e["type"] == "audit") {
         assert_eq!(e["id"], format!("audit-{}", e["data"]["seq"]));
-        assert!(e["data"]["hash"].as_str().is_some_and(|h| h.len() == 64), "{e}");
+        assert!(
+            e["data"]["hash"].as_str().is_some_and(|h| h.len() == 64),
+            "{e}"
+        );
     }
     server.stop().await;
 }
@@ -307,7 +332,10 @@ input(type="imtcp" address="127.0.0.1" port="{p2}" ruleset="r3164")
         while std::net::TcpStream::connect(("127.0.0.1", self.port5424)).is_err()
             || std::net::TcpStream::connect(("127.0.0.1", self.port3164)).is_err()
         {
-            assert!(std::time::Instant::now() < deadline, "rsyslogd does not listen");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "rsyslogd does not listen"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -375,9 +403,16 @@ async fn rsyslog_takes_rfc5424_and_rfc3164_over_tls_through_an_outage() {
                     "{line}"
                 );
                 let event: Value = serde_json::from_str(fields[6]).expect("the MSG is the event");
-                assert_eq!(fields[4], event["type"].as_str().unwrap(), "MSGID is the type");
+                assert_eq!(
+                    fields[4],
+                    event["type"].as_str().unwrap(),
+                    "MSGID is the type"
+                );
                 assert!(
-                    fields[5].starts_with(&format!("[cordon@32473 id=\"{}\"", event["id"].as_str().unwrap())),
+                    fields[5].starts_with(&format!(
+                        "[cordon@32473 id=\"{}\"",
+                        event["id"].as_str().unwrap()
+                    )),
                     "{line}"
                 );
                 // local4 and the severity's level: 7 is `error` (3).
@@ -388,7 +423,10 @@ async fn rsyslog_takes_rfc5424_and_rfc3164_over_tls_through_an_outage() {
             })
             .collect()
     };
-    wait_for_all("rsyslog RFC 5424", || parse5424(rsyslog.lines("rfc5424.log"))).await;
+    wait_for_all("rsyslog RFC 5424", || {
+        parse5424(rsyslog.lines("rfc5424.log"))
+    })
+    .await;
     check_complete_and_ordered(&parse5424(rsyslog.lines("rfc5424.log")), "rsyslog RFC 5424");
 
     let parse3164 = |lines: Vec<String>| -> Vec<Value> {
@@ -397,12 +435,19 @@ async fn rsyslog_takes_rfc5424_and_rfc3164_over_tls_through_an_outage() {
             .map(|line| {
                 let fields: Vec<&str> = line.splitn(4, '|').collect();
                 assert_eq!(fields.len(), 4, "{line}");
-                assert_eq!((fields[0], fields[1], fields[2]), ("163", "cordon-test", "cordon:"), "{line}");
+                assert_eq!(
+                    (fields[0], fields[1], fields[2]),
+                    ("163", "cordon-test", "cordon:"),
+                    "{line}"
+                );
                 serde_json::from_str(fields[3].trim_start()).expect("the MSG is the event")
             })
             .collect()
     };
-    wait_for_all("rsyslog RFC 3164", || parse3164(rsyslog.lines("rfc3164.log"))).await;
+    wait_for_all("rsyslog RFC 3164", || {
+        parse3164(rsyslog.lines("rfc3164.log"))
+    })
+    .await;
     let legacy = parse3164(rsyslog.lines("rfc3164.log"));
     assert!(legacy.iter().all(|e| e["type"] == "alert"));
     server.stop().await;

@@ -376,7 +376,9 @@ async fn audit_pass(streams: &Streams) -> Result<(), crate::store::StoreError> {
         }
         streams.queue(&events).await?;
         cursor += events.len() as u64;
-        store.meta_put(NS, AUDIT_CURSOR, Value::from(cursor)).await?;
+        store
+            .meta_put(NS, AUDIT_CURSOR, Value::from(cursor))
+            .await?;
         if events.len() < AUDIT_PASS {
             return Ok(());
         }
@@ -421,17 +423,26 @@ mod tests {
         assert_eq!(config.streams["a"].to.kind(), "syslog");
         assert_eq!(config.streams["b"].lanes, 4);
         let intake = config.intake.jetstream.unwrap();
-        assert_eq!((intake.consumer.as_str(), intake.subject.as_str()), ("cordon", "cordon.alerts"));
+        assert_eq!(
+            (intake.consumer.as_str(), intake.subject.as_str()),
+            ("cordon", "cordon.alerts")
+        );
         let both = "streams:\n  a:\n    to:\n      webhook: { url: \"http://x\", secret: s }\n      jetstream: { url: \"nats://x\" }\n";
         let error = crate::config::parse(both, std::path::Path::new("c.yaml"))
             .unwrap_err()
             .to_string();
-        assert!(error.contains("c.yaml:4:") && error.contains("exactly one of"), "{error}");
+        assert!(
+            error.contains("c.yaml:4:") && error.contains("exactly one of"),
+            "{error}"
+        );
         let typo = "streams:\n  a:\n    to:\n      syslog: { host: h, formt: rfc3164 }\n";
         let error = crate::config::parse(typo, std::path::Path::new("c.yaml"))
             .unwrap_err()
             .to_string();
-        assert!(error.contains("c.yaml:4:") && error.contains("formt"), "{error}");
+        assert!(
+            error.contains("c.yaml:4:") && error.contains("formt"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -91,8 +91,8 @@ impl Deliver for Publisher {
         let context = self.context().await?;
         let mut acks = Vec::with_capacity(events.len());
         for event in &events {
-            let payload = serde_json::to_vec(event)
-                .map_err(|e| DeliveryError::permanent(e.to_string()))?;
+            let payload =
+                serde_json::to_vec(event).map_err(|e| DeliveryError::permanent(e.to_string()))?;
             let subject = format!("{}.{}", self.target.subject, event.kind.as_str());
             let publish = async_nats::jetstream::message::PublishMessage::build()
                 .payload(payload.into())
@@ -104,8 +104,9 @@ impl Deliver for Publisher {
             acks.push(ack);
         }
         for ack in acks {
-            ack.await
-                .map_err(|e| DeliveryError::retry(format!("JetStream did not store an event: {e}")))?;
+            ack.await.map_err(|e| {
+                DeliveryError::retry(format!("JetStream did not store an event: {e}"))
+            })?;
         }
         Ok(())
     }

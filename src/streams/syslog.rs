@@ -41,7 +41,10 @@ pub enum SyslogError {
 /// The syslog deliverer.
 pub struct Syslog {
     target: SyslogTarget,
-    tls: Option<(tokio_rustls::TlsConnector, rustls_pki_types::ServerName<'static>)>,
+    tls: Option<(
+        tokio_rustls::TlsConnector,
+        rustls_pki_types::ServerName<'static>,
+    )>,
     hostname: String,
 }
 
@@ -170,15 +173,16 @@ impl Deliver for Syslog {
         let _ = tcp.set_nodelay(true);
         match &self.tls {
             Some((connector, name)) => {
-                let mut tls = tokio::time::timeout(CONNECT_WAIT, connector.connect(name.clone(), tcp))
-                    .await
-                    .map_err(|_| {
-                        failed(
-                            "TLS handshake",
-                            std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"),
-                        )
-                    })?
-                    .map_err(|e| failed("TLS handshake", e))?;
+                let mut tls =
+                    tokio::time::timeout(CONNECT_WAIT, connector.connect(name.clone(), tcp))
+                        .await
+                        .map_err(|_| {
+                            failed(
+                                "TLS handshake",
+                                std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"),
+                            )
+                        })?
+                        .map_err(|e| failed("TLS handshake", e))?;
                 send_and_close(&mut tls, &bytes)
                     .await
                     .map_err(|e| failed("send", e))
@@ -312,7 +316,10 @@ mod tests {
         e.at = "2026-03-05T07:08:09Z".parse().unwrap();
         e.data = serde_json::json!({"text": "two\nlines"});
         let line = rfc3164(&e, 4, "host");
-        assert!(line.starts_with("<35>Mar  5 07:08:09 host cordon: {"), "{line}");
+        assert!(
+            line.starts_with("<35>Mar  5 07:08:09 host cordon: {"),
+            "{line}"
+        );
         assert!(!line.contains('\n'));
     }
 }

@@ -81,14 +81,17 @@ async fn hec_event(
     hec_answer(StatusCode::OK, "Success", 0)
 }
 
-/// A fake Elasticsearch and its indices: documents by index and id, in the order created.
+/// Documents by index: each index's ids and documents, in the order created.
+pub type Indices = Arc<Mutex<BTreeMap<String, Vec<(String, Value)>>>>;
+
+/// A fake Elasticsearch and its indices.
 pub struct Elastic {
     pub server: FakeServer,
-    pub docs: Arc<Mutex<BTreeMap<String, Vec<(String, Value)>>>>,
+    pub docs: Indices,
 }
 
 pub async fn elastic() -> Elastic {
-    let docs: Arc<Mutex<BTreeMap<String, Vec<(String, Value)>>>> = Arc::default();
+    let docs: Indices = Arc::default();
     let router = Router::new()
         .route("/_bulk", post(bulk))
         .with_state(docs.clone());
@@ -109,11 +112,7 @@ fn es_error(status: StatusCode, kind: &str, reason: &str) -> Response {
         .into_response()
 }
 
-async fn bulk(
-    State(docs): State<Arc<Mutex<BTreeMap<String, Vec<(String, Value)>>>>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn bulk(State(docs): State<Indices>, headers: HeaderMap, body: Bytes) -> Response {
     let content_type = headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
@@ -166,10 +165,12 @@ async fn bulk(
         let stored = docs.entry(index.clone()).or_default();
         if stored.iter().any(|(i, _)| *i == id) {
             errors = true;
-            items.push(json!({ "create": { "_index": index, "_id": id, "status": 409, "error": {
+            items.push(
+                json!({ "create": { "_index": index, "_id": id, "status": 409, "error": {
                 "type": "version_conflict_engine_exception",
                 "reason": format!("[{id}]: version conflict, document already exists"),
-            } } }));
+            } } }),
+            );
         } else {
             stored.push((id.clone(), doc));
             items.push(json!({ "create": { "_index": index, "_id": id, "_version": 1, "result": "created", "status": 201 } }));
