@@ -43,7 +43,21 @@ pub async fn connect(server: &NatsServer, name: &str) -> Result<async_nats::Clie
     options
         .connect(server.url.as_str())
         .await
-        .map_err(|e| format!("cannot connect to NATS at {}: {e}", server.url))
+        .map_err(|e| format!("cannot connect to NATS at {}: {e}", shown(&server.url)))
+}
+
+/// A server URL as logs and errors show it: any `user:password@` left out.
+pub fn shown(url: &str) -> String {
+    url.split(',')
+        .map(|one| match (one.find("://"), one.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                format!("{}{}", &one[..scheme + 3], &one[at + 1..])
+            }
+            (None, Some(at)) => one[at + 1..].to_owned(),
+            _ => one.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Publishes events to JetStream subjects.
@@ -69,7 +83,7 @@ impl Publisher {
             if client.connection_state() != async_nats::connection::State::Connected {
                 return Err(DeliveryError::retry(format!(
                     "NATS at {} is not connected (reconnecting)",
-                    self.target.url
+                    shown(&self.target.url)
                 )));
             }
             return Ok(context.clone());
@@ -109,5 +123,20 @@ impl Deliver for Publisher {
             })?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn credentials_in_a_server_url_are_never_shown() {
+        assert_eq!(
+            super::shown("nats://cordon:s3cret@nats-1:4222,tls://tok@nats-2:4222"),
+            "nats://nats-1:4222,tls://nats-2:4222"
+        );
+        assert_eq!(
+            super::shown("nats://127.0.0.1:4222"),
+            "nats://127.0.0.1:4222"
+        );
     }
 }
