@@ -153,6 +153,15 @@ impl Server {
         crate::audit::sink::start(&config, store.clone(), outbox.clone(), http.clone());
         // Email: the SMTP deliverer, and the watcher of `email.notify`.
         crate::email::start(&config.email, store.clone(), outbox.clone(), &engine);
+        // Streams out: a deliverer per destination, and the watcher that queues events for them.
+        if let Some(streams) = crate::streams::Streams::start(
+            &config.streams,
+            store.clone(),
+            outbox.clone(),
+            http.clone(),
+        ) {
+            engine.add_watcher(streams);
+        }
         // Only now do runs move: the chat channels, the watchers (chat threads, tickets) and the
         // outbox deliverers above all exist, so a resumed run's first card or comment has
         // somewhere to go (tests/restart_order.rs).
@@ -168,6 +177,16 @@ impl Server {
             crate::retention::system_clock(),
         )
         .start();
+        // Streams in: alerts from JetStream, once runs can move.
+        if let Some(jetstream) = &config.intake.jetstream {
+            crate::streams::intake::Consumer {
+                config: jetstream.clone(),
+                store: store.clone(),
+                engine: engine.clone(),
+                metrics: metrics.clone(),
+            }
+            .start();
+        }
         let state = Arc::new(AppState {
             config: Arc::new(config),
             store,

@@ -82,6 +82,7 @@ pub mod retention;
 pub mod script;
 pub mod search;
 pub mod store;
+pub mod streams;
 pub mod telemetry;
 pub mod tickets;
 pub mod trust;

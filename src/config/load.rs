@@ -35,6 +35,8 @@ const TOP_KEYS: &[&str] = &[
     "email",
     "retention",
     "yara",
+    "streams",
+    "intake",
 ];
 
 /// Reads and parses the config at `path`.
@@ -210,6 +212,12 @@ impl<'de> Visitor<'de> for FocusSeed<'_> {
                 }
                 (Focus::TopKey(k), "yara") if k == "yara" => {
                     map.next_value::<crate::yara::YaraConfig>()?;
+                }
+                (Focus::TopKey(k), "streams") if k == "streams" => {
+                    map.next_value::<crate::streams::StreamsConfig>()?;
+                }
+                (Focus::TopKey(k), "intake") if k == "intake" => {
+                    map.next_value::<crate::streams::IntakeConfig>()?;
                 }
                 (Focus::TopKey(k), "log") if k == "log" => {
                     map.next_value::<LogConfig>()?;

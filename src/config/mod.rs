@@ -82,6 +82,13 @@ pub struct Config {
     /// YARA rules for the `yara.scan` action: where they are, and the largest artifact scanned.
     #[serde(default)]
     pub yara: crate::yara::YaraConfig,
+    /// Destinations every alert, incident change, run event and audit entry can be forwarded to,
+    /// by name (docs/streams.md).
+    #[serde(default)]
+    pub streams: crate::streams::StreamsConfig,
+    /// Ways alerts come in besides HTTP: `jetstream` (docs/streams.md).
+    #[serde(default)]
+    pub intake: crate::streams::IntakeConfig,
 }
 
 /// Where playbooks are and how they run.

@@ -24,6 +24,7 @@ pub mod oidc;
 pub mod paging;
 pub mod pg;
 pub mod prism;
+pub mod siem;
 pub mod slack;
 pub mod teams;
 pub mod tickets;
