@@ -43,7 +43,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::sled_audit::AuditLog;
 use super::stall::{self, Operation, Pending};
-use super::{Accepted, AlertQuery, IncidentQuery, Record, RunQuery, Store, StoreError};
+use super::{
+    Accepted, AlertQuery, IncidentFilter, IncidentQuery, Record, RunQuery, Store, StoreError,
+};
 use crate::alert::{Alert, Incident};
 use crate::config::{GroupingConfig, StoreConfig};
 use crate::model::audit::{AuditEntry, NewEntry, VerifyReport};
@@ -532,6 +534,31 @@ impl Store for SledStore {
             let (_, bytes) = entry.map_err(backend)?;
             let incident: Incident = decode(&bytes)?;
             if query.status.is_none_or(|s| s == incident.status) {
+                out.push(incident);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn incident_page(&self, filter: &IncidentFilter) -> Result<Vec<Incident>, StoreError> {
+        let limit = if filter.limit == 0 {
+            usize::MAX
+        } else {
+            filter.limit
+        };
+        let end = match &filter.before {
+            Some(id) => std::ops::Bound::Excluded(format!("i:{id}").into_bytes()),
+            None => std::ops::Bound::Excluded(b"i;".to_vec()),
+        };
+        let range = (std::ops::Bound::Included(b"i:".to_vec()), end);
+        let mut out = Vec::new();
+        for entry in self.tree.range::<Vec<u8>, _>(range).rev() {
+            let (_, bytes) = entry.map_err(backend)?;
+            let incident: Incident = decode(&bytes)?;
+            if filter.admits(&incident) {
                 out.push(incident);
                 if out.len() >= limit {
                     break;
