@@ -33,6 +33,7 @@ const TOP_KEYS: &[&str] = &[
     "tickets",
     "audit",
     "email",
+    "console",
 ];
 
 /// Reads and parses the config at `path`.
