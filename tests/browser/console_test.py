@@ -127,7 +127,15 @@ with sync_playwright() as playwright:
     seen_after = time.monotonic() - started
     assert bob.evaluate("window.cordonNotReloaded === true"), "bob's page was reloaded"
     print(f"bob saw alice's approval {seen_after * 1000:.0f} ms after she clicked")
-    expect(alice.locator("#runs")).to_contain_text("succeeded", timeout=10000)
+    try:
+        expect(alice.locator("#runs")).to_contain_text("succeeded", timeout=10000)
+    except AssertionError:
+        shown = alice.request.get(f"{BASE}/v1/runs/{RUN}",
+                                  headers={"Authorization": f"Bearer {settings['victor_token']}"})
+        run = shown.json()["run"]
+        print("the run as the API shows it:", run["status"], json.dumps(run["steps"])[:1500])
+        print("the page shows:", alice.locator("#runs").inner_text())
+        raise
 
     alice.goto(f"{BASE}/runs/{RUN}")
     expect(alice.locator("#step-isolate")).to_contain_text("succeeded")

@@ -35,7 +35,11 @@ document.addEventListener("submit", (event) => {
     } catch (_) { /* the next change or a reload shows it */ }
   };
   const source = new EventSource(url);
-  source.addEventListener("change", () => { if (!timer) timer = setTimeout(refresh, 150); });
+  const soon = () => { if (!timer) timer = setTimeout(refresh, 150); };
+  source.addEventListener("change", soon);
+  // What changed between rendering this page and subscribing (a run moving on right after the
+  // decision that loaded it) is read once the stream is open.
+  source.addEventListener("ready", soon);
 })();
 
 // List keys: j/k move, Enter opens, `a` approves the selected row's pending approval (confirmed).
