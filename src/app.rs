@@ -222,6 +222,8 @@ impl Server {
         ));
         shutdown.await;
         tracing::info!("shutting down: no new connections, finishing requests in flight");
+        // The console's live streams never finish on their own.
+        state.console.live.close();
         let deadline = tokio::time::Instant::now() + grace;
         let _ = stop_tx.send(());
         match tokio::time::timeout_at(deadline, serving).await {

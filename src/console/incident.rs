@@ -67,11 +67,13 @@ pub struct Item {
 pub fn timeline(report: &Report) -> Vec<Item> {
     let mut items = Vec::new();
     for a in &report.alerts {
-        let repeats = if a.repeat_count > 0 {
+        // `repeat_count` counts the first receipt too.
+        let again = a.repeat_count.saturating_sub(1);
+        let repeats = if again > 0 {
             format!(
-                " · repeated {} time{}{}",
-                a.repeat_count,
-                if a.repeat_count == 1 { "" } else { "s" },
+                " · received again {} time{}{}",
+                again,
+                if again == 1 { "" } else { "s" },
                 a.last_seen_at
                     .map(|t| format!(", last {}", t.format("%H:%M:%S")))
                     .unwrap_or_default()
@@ -327,7 +329,7 @@ pub fn timeline_svg(items: &[Item]) -> Markup {
             g.axis {
                 @for (tx, label) in &ticks {
                     line x1=(tx) x2=(tx) y1=(TOP) y2=(height - 18.0) {}
-                    text x=(tx) y=(height - 4.0) text-anchor="middle" { (label) }
+                    text x=(tx) y=(height - 4.0) text-anchor=(if *tx <= LEFT + 1.0 { "start" } else if *tx >= RIGHT - 1.0 { "end" } else { "middle" }) { (label) }
                 }
             }
             }
@@ -347,15 +349,15 @@ fn lane_class(lane: Lane) -> &'static str {
 
 /// The timeline as a table. With many alerts, those within one bucket are one row.
 pub fn timeline_table(items: &[Item]) -> Markup {
-    let alerts = items.iter().filter(|i| i.lane == Lane::Alerts).count();
-    let group = alerts > 200;
+    // Alerts of one title within one minute are one row: a burst of 2 000 findings reads as a
+    // few lines, not 2 000.
     let mut rows: Vec<(DateTime<Utc>, Lane, String, Option<String>, Option<String>)> = Vec::new();
     let mut pending: Option<(DateTime<Utc>, usize, String)> = None;
     let minute = |t: DateTime<Utc>| t.timestamp() / 60;
     for i in items {
-        if group && i.lane == Lane::Alerts {
+        if i.lane == Lane::Alerts {
             match &mut pending {
-                Some((at, n, _)) if minute(*at) == minute(i.at) => *n += 1,
+                Some((at, n, first)) if minute(*at) == minute(i.at) && *first == i.what => *n += 1,
                 _ => {
                     if let Some((at, n, first)) = pending.take() {
                         rows.push((at, Lane::Alerts, alert_group(n, &first), None, None));
@@ -392,7 +394,7 @@ fn alert_group(n: usize, first: &str) -> String {
     if n == 1 {
         first.to_owned()
     } else {
-        format!("{n} alerts in this minute; the first: {first}")
+        format!("{n} alerts within the minute: {first}")
     }
 }
 

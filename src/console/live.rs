@@ -31,6 +31,9 @@ pub struct Change {
 #[derive(Clone)]
 pub struct Live {
     sender: broadcast::Sender<Change>,
+    /// Set at shutdown: every stream ends, so open pages do not hold the server's connections
+    /// through its shutdown grace (their script reconnects to whichever server is up).
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl Default for Live {
@@ -42,7 +45,13 @@ impl Default for Live {
 impl Live {
     pub fn new() -> Live {
         let (sender, _) = broadcast::channel(1024);
-        Live { sender }
+        let (closing, _) = tokio::sync::watch::channel(false);
+        Live { sender, closing }
+    }
+
+    /// Ends every stream (the server is shutting down).
+    pub fn close(&self) {
+        self.closing.send_replace(true);
     }
 
     /// The watcher to add to the engine.
@@ -58,24 +67,32 @@ impl Live {
     ) -> axum::response::Response {
         use axum::response::IntoResponse;
         let receiver = self.sender.subscribe();
+        let closing = self.closing.subscribe();
         let first = Some(Event::default().event("ready").data("{}"));
         let stream = futures_util::stream::unfold(
-            (receiver, wanted, first),
-            |(mut receiver, wanted, mut first)| async move {
+            (receiver, wanted, first, closing),
+            |(mut receiver, wanted, mut first, mut closing)| async move {
+                if *closing.borrow() {
+                    return None;
+                }
                 if let Some(event) = first.take() {
-                    return Some((Ok(event), (receiver, wanted, first)));
+                    return Some((Ok(event), (receiver, wanted, first, closing)));
                 }
                 loop {
-                    match receiver.recv().await {
+                    let next = tokio::select! {
+                        next = receiver.recv() => next,
+                        _ = closing.wait_for(|c| *c) => return None,
+                    };
+                    match next {
                         Ok(change) if wanted(&change) => {
                             let data = serde_json::to_string(&change).unwrap_or_default();
                             let event = Event::default().event("change").data(data);
-                            return Some((Ok::<_, Infallible>(event), (receiver, wanted, first)));
+                            return Some((Ok::<_, Infallible>(event), (receiver, wanted, first, closing)));
                         }
                         Ok(_) => continue,
                         Err(broadcast::error::RecvError::Lagged(_)) => {
                             let event = Event::default().event("change").data("{}");
-                            return Some((Ok(event), (receiver, wanted, first)));
+                            return Some((Ok(event), (receiver, wanted, first, closing)));
                         }
                         Err(broadcast::error::RecvError::Closed) => return None,
                     }

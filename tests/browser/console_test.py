@@ -88,6 +88,13 @@ with sync_playwright() as playwright:
     expect(timeline).to_have_attribute("data-scale", "1")
     alice.screenshot(path=str(ARTIFACTS / "incident.png"), full_page=True)
     axe(alice, "the incident page")
+    # The README's picture: the incident with its pending approval, timeline and graph.
+    shot = browser.new_context(viewport={"width": 1280, "height": 1560},
+                               storage_state=alice_context.storage_state())
+    page = shot.new_page()
+    page.goto(f"{BASE}/incidents/{INCIDENT}")
+    page.screenshot(path=str(ARTIFACTS / "readme.png"))
+    shot.close()
 
     # bob watches the same incident in another context.
     bob_context, bob = sign_in(browser, "bob")
