@@ -31,7 +31,8 @@ impl Issuer {
             )
         });
         let port = support::free_port();
-        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/issuer.mjs");
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/issuer.mjs");
         let child = Command::new("node")
             .arg(&script)
             .arg(&module)
@@ -52,7 +53,10 @@ impl Issuer {
             if up {
                 break;
             }
-            assert!(Instant::now() < deadline, "the OIDC issuer did not come up on {url}");
+            assert!(
+                Instant::now() < deadline,
+                "the OIDC issuer did not come up on {url}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Issuer { url, child }
@@ -144,7 +148,11 @@ impl Browser {
 
     /// GET an absolute URL or a path here: status, `Location`, body.
     async fn get(&mut self, url: &str) -> (u16, String, String) {
-        let url = if url.starts_with("http") { url.to_owned() } else { format!("{}{url}", self.base) };
+        let url = if url.starts_with("http") {
+            url.to_owned()
+        } else {
+            format!("{}{url}", self.base)
+        };
         let response = self
             .http
             .get(&url)
@@ -163,7 +171,12 @@ impl Browser {
     }
 
     /// POST a form as a browser of this console would (its Origin), with `fields`.
-    async fn post(&mut self, path: &str, fields: &[(&str, &str)], origin: Option<&str>) -> (u16, String, String) {
+    async fn post(
+        &mut self,
+        path: &str,
+        fields: &[(&str, &str)],
+        origin: Option<&str>,
+    ) -> (u16, String, String) {
         let mut request = self
             .http
             .post(format!("{}{path}", self.base))
@@ -193,7 +206,11 @@ impl Browser {
             .get(&format!("/login/oidc?next={}", urlencode(next)))
             .await;
         assert_eq!(status, 303, "{body}");
-        let state = self.cookies.get("cordon_login").cloned().expect("the attempt's cookie");
+        let state = self
+            .cookies
+            .get("cordon_login")
+            .cloned()
+            .expect("the attempt's cookie");
         (location, state)
     }
 
@@ -212,7 +229,10 @@ impl Browser {
         let callback = self.at_issuer(&authorize, user).await;
         let (status, location, body) = self.get(&callback).await;
         assert_eq!(status, 303, "the callback: {body}");
-        assert!(self.cookies.contains_key("cordon_session"), "no session after sign-in");
+        assert!(
+            self.cookies.contains_key("cordon_session"),
+            "no session after sign-in"
+        );
         location
     }
 
@@ -246,7 +266,9 @@ fn guardduty(user: &str, id: &str) -> Vec<u8> {
 
 /// Posts a finding about `user` and waits for its run to wait for approval: (incident, run).
 async fn waiting_run(server: &TestServer, user: &str) -> (String, String) {
-    let accepted = server.accept("aws.guardduty", guardduty(user, &format!("f-{user}-1"))).await;
+    let accepted = server
+        .accept("aws.guardduty", guardduty(user, &format!("f-{user}-1")))
+        .await;
     let alert = accepted["alerts"][0]["alert_id"]
         .as_str()
         .or(accepted["alert_id"].as_str())
@@ -270,7 +292,10 @@ async fn oidc_sign_in_gives_a_session_cookie_that_scripts_cannot_read_and_sign_o
 
     // Without a session, a page sends the browser to sign in, keeping where it was going.
     let (status, location, _) = alice.get("/incidents?q=x").await;
-    assert_eq!((status, location.as_str()), (303, "/login?next=%2Fincidents%3Fq%3Dx"));
+    assert_eq!(
+        (status, location.as_str()),
+        (303, "/login?next=%2Fincidents%3Fq%3Dx")
+    );
 
     assert_eq!(alice.sign_in("alice", "/incidents").await, "/incidents");
     let session = alice
@@ -282,14 +307,25 @@ async fn oidc_sign_in_gives_a_session_cookie_that_scripts_cannot_read_and_sign_o
     for flag in ["HttpOnly", "SameSite=Lax", "Path=/"] {
         assert!(session.contains(flag), "{session} lacks {flag}");
     }
-    assert!(!session.contains("Secure"), "plain HTTP gets no Secure cookie: {session}");
+    assert!(
+        !session.contains("Secure"),
+        "plain HTTP gets no Secure cookie: {session}"
+    );
     let (status, _, page) = alice.get("/incidents").await;
     assert_eq!(status, 200);
-    assert!(page.contains("Signed in as <strong>alice</strong>"), "{page}");
+    assert!(
+        page.contains("Signed in as <strong>alice</strong>"),
+        "{page}"
+    );
 
     // The store keeps the session under the SHA-256 of its id, not the id the browser holds.
     let id = alice.cookies["cordon_session"].clone();
-    let stored = server.state.store.meta_list("console_sessions").await.unwrap();
+    let stored = server
+        .state
+        .store
+        .meta_list("console_sessions")
+        .await
+        .unwrap();
     assert_eq!(stored.len(), 1);
     assert_ne!(stored[0].0, id);
     assert!(!stored[0].1.to_string().contains(&id));
@@ -298,16 +334,31 @@ async fn oidc_sign_in_gives_a_session_cookie_that_scripts_cannot_read_and_sign_o
     let csrf = alice.csrf("/incidents").await;
     let (status, _, _) = alice.post("/logout", &[], Some(&alice.origin())).await;
     assert_eq!(status, 403, "sign-out without the token is refused");
-    let (status, location, _) = alice.post("/logout", &[("csrf", &csrf)], Some(&alice.origin())).await;
+    let (status, location, _) = alice
+        .post("/logout", &[("csrf", &csrf)], Some(&alice.origin()))
+        .await;
     assert_eq!((status, location.as_str()), (303, "/login"));
-    assert!(server.state.store.meta_list("console_sessions").await.unwrap().is_empty());
+    assert!(
+        server
+            .state
+            .store
+            .meta_list("console_sessions")
+            .await
+            .unwrap()
+            .is_empty()
+    );
     alice.cookies.insert("cordon_session".into(), id);
     let (status, location, _) = alice.get("/incidents").await;
-    assert_eq!((status, location.as_str()), (303, "/login?next=%2Fincidents"));
+    assert_eq!(
+        (status, location.as_str()),
+        (303, "/login?next=%2Fincidents")
+    );
 
     // A made-up session id is no session.
     let mut mallory = Browser::new(&server.base);
-    mallory.cookies.insert("cordon_session".into(), "x".repeat(43));
+    mallory
+        .cookies
+        .insert("cordon_session".into(), "x".repeat(43));
     assert_eq!(mallory.get("/incidents").await.0, 303);
 }
 
@@ -336,7 +387,13 @@ async fn the_sign_in_refuses_a_wrong_state_a_wrong_nonce_and_a_code_made_for_ano
     let (authorize, _) = alice.start_oidc("/").await;
     let callback = alice.at_issuer(&authorize, "alice").await;
     assert_eq!(alice.get(&callback).await.0, 303);
-    let state = url::Url::parse(&callback).unwrap().query_pairs().find(|(k, _)| k == "state").unwrap().1.into_owned();
+    let state = url::Url::parse(&callback)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
     alice.cookies.insert("cordon_login".into(), state);
     alice.cookies.remove("cordon_session");
     let (status, _, body) = alice.get(&callback).await;
@@ -359,7 +416,10 @@ async fn the_sign_in_refuses_a_wrong_state_a_wrong_nonce_and_a_code_made_for_ano
         .get(&format!("/login/callback?code={code_a}&state={state_b}"))
         .await;
     assert_eq!(status, 400, "{body}");
-    assert!(body.contains("did not accept the authorization code"), "{body}");
+    assert!(
+        body.contains("did not accept the authorization code"),
+        "{body}"
+    );
     assert!(!browser.cookies.contains_key("cordon_session"));
 
     // Nonce: an ID token minted for another nonce (a replayed or swapped token) is refused.
@@ -369,7 +429,11 @@ async fn the_sign_in_refuses_a_wrong_state_a_wrong_nonce_and_a_code_made_for_ano
     let pairs: Vec<(String, String)> = url
         .query_pairs()
         .map(|(k, v)| {
-            let v = if k == "nonce" { "someone-elses".into() } else { v.into_owned() };
+            let v = if k == "nonce" {
+                "someone-elses".into()
+            } else {
+                v.into_owned()
+            };
             (k.into_owned(), v)
         })
         .collect();
@@ -394,25 +458,38 @@ async fn the_sign_in_refuses_a_wrong_state_a_wrong_nonce_and_a_code_made_for_ano
 async fn after_sign_in_the_browser_goes_only_to_a_page_of_this_console() {
     let issuer = Issuer::start().await;
     let server = console_server(&issuer, "").await;
-    for next in ["https://evil.example/", "//evil.example/x", "/\\evil.example", "http:/evil.example"] {
+    for next in [
+        "https://evil.example/",
+        "//evil.example/x",
+        "/\\evil.example",
+        "http:/evil.example",
+    ] {
         let mut browser = Browser::new(&server.base);
         assert_eq!(browser.sign_in("alice", next).await, "/", "next={next}");
     }
     let mut browser = Browser::new(&server.base);
-    assert_eq!(browser.sign_in("alice", "/runs?status=waiting").await, "/runs?status=waiting");
+    assert_eq!(
+        browser.sign_in("alice", "/runs?status=waiting").await,
+        "/runs?status=waiting"
+    );
 
     // The token sign-in too.
     let token = server.token_of("oidc:alice").await;
     let mut browser = Browser::new(&server.base);
     let origin = browser.origin();
     let (status, location, body) = browser
-        .post("/login/token", &[("token", &token), ("next", "https://evil.example/")], Some(&origin))
+        .post(
+            "/login/token",
+            &[("token", &token), ("next", "https://evil.example/")],
+            Some(&origin),
+        )
         .await;
     assert_eq!((status, location.as_str()), (303, "/"), "{body}");
 }
 
 #[tokio::test]
-async fn a_post_without_this_sessions_csrf_token_or_from_another_site_is_refused_and_changes_nothing() {
+async fn a_post_without_this_sessions_csrf_token_or_from_another_site_is_refused_and_changes_nothing()
+ {
     let issuer = Issuer::start().await;
     let server = console_server(&issuer, "").await;
     let (incident, run) = waiting_run(&server, "csrf-target").await;
@@ -426,27 +503,65 @@ async fn a_post_without_this_sessions_csrf_token_or_from_another_site_is_refused
     other.sign_in("bob", "/").await;
     let bobs = other.csrf("/incidents").await;
     for (fields, from, why) in [
-        (vec![("decision", "approve")], Some(origin.as_str()), "no token"),
-        (vec![("decision", "approve"), ("csrf", "forged")], Some(origin.as_str()), "a made-up token"),
-        (vec![("decision", "approve"), ("csrf", bobs.as_str())], Some(origin.as_str()), "another session's token"),
-        (vec![("decision", "approve"), ("csrf", csrf.as_str())], Some("https://evil.example"), "another site's origin"),
+        (
+            vec![("decision", "approve")],
+            Some(origin.as_str()),
+            "no token",
+        ),
+        (
+            vec![("decision", "approve"), ("csrf", "forged")],
+            Some(origin.as_str()),
+            "a made-up token",
+        ),
+        (
+            vec![("decision", "approve"), ("csrf", bobs.as_str())],
+            Some(origin.as_str()),
+            "another session's token",
+        ),
+        (
+            vec![("decision", "approve"), ("csrf", csrf.as_str())],
+            Some("https://evil.example"),
+            "another site's origin",
+        ),
     ] {
         let (status, _, body) = alice.post(&approve, &fields, from).await;
         assert_eq!(status, 403, "{why}: {body}");
         assert!(body.contains("nothing was changed"), "{why}: {body}");
     }
-    for path in [format!("/incidents/{incident}/resolve"), "/playbooks/trigger".into()] {
-        assert_eq!(alice.post(&path, &[("playbook", "contain")], Some(&origin)).await.0, 403, "{path}");
+    for path in [
+        format!("/incidents/{incident}/resolve"),
+        "/playbooks/trigger".into(),
+    ] {
+        assert_eq!(
+            alice
+                .post(&path, &[("playbook", "contain")], Some(&origin))
+                .await
+                .0,
+            403,
+            "{path}"
+        );
     }
     let shown = server.admin(&format!("/v1/runs/{run}")).await;
     assert_eq!(shown["run"]["status"], "waiting", "{shown}");
-    assert!(shown["run"]["steps"]["approve"]["approval"]["decisions"].as_array().unwrap().is_empty());
-    assert_eq!(server.admin(&format!("/v1/incidents/{incident}")).await["incident"]["status"], "open");
+    assert!(
+        shown["run"]["steps"]["approve"]["approval"]["decisions"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        server.admin(&format!("/v1/incidents/{incident}")).await["incident"]["status"],
+        "open"
+    );
 
     // With its token, from its own origin, the same approval goes through, audited as alice via
     // the console.
     let (status, location, body) = alice
-        .post(&approve, &[("decision", "approve"), ("csrf", &csrf)], Some(&origin))
+        .post(
+            &approve,
+            &[("decision", "approve"), ("csrf", &csrf)],
+            Some(&origin),
+        )
         .await;
     assert_eq!(status, 303, "{body}");
     assert_eq!(location, format!("/incidents/{incident}?note=approved"));
@@ -472,29 +587,50 @@ async fn a_viewer_gets_no_approve_button_and_is_refused_the_post_and_the_api_cal
     victor.sign_in("victor", "/").await;
     let (status, _, page) = victor.get(&format!("/incidents/{incident}")).await;
     assert_eq!(status, 200);
-    assert!(page.contains("Disable the access key?"), "the viewer reads the approval");
-    assert!(!page.contains(">Approve<"), "no Approve button for a viewer: {page}");
-    assert!(!page.contains("Resolve incident"), "no Resolve for a viewer");
+    assert!(
+        page.contains("Disable the access key?"),
+        "the viewer reads the approval"
+    );
+    assert!(
+        !page.contains(">Approve<"),
+        "no Approve button for a viewer: {page}"
+    );
+    assert!(
+        !page.contains("Resolve incident"),
+        "no Resolve for a viewer"
+    );
     let csrf = csrf_in(&page).unwrap();
     let origin = victor.origin();
     let (status, _, body) = victor
-        .post(&format!("/runs/{run}/approvals/approve"), &[("decision", "approve"), ("csrf", &csrf)], Some(&origin))
+        .post(
+            &format!("/runs/{run}/approvals/approve"),
+            &[("decision", "approve"), ("csrf", &csrf)],
+            Some(&origin),
+        )
         .await;
     assert_eq!(status, 403, "{body}");
     let (status, _, body) = victor
-        .post(&format!("/incidents/{incident}/resolve"), &[("csrf", &csrf)], Some(&origin))
+        .post(
+            &format!("/incidents/{incident}/resolve"),
+            &[("csrf", &csrf)],
+            Some(&origin),
+        )
         .await;
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("needs the role `responder`"), "{body}");
     // The API says the same to victor's own token.
-    let (status, body) = server.decide(&run, "approve", "approve", "oidc:victor").await;
+    let (status, body) = server
+        .decide(&run, "approve", "approve", "oidc:victor")
+        .await;
     assert_eq!(status, 403, "{body}");
     let shown = server.admin(&format!("/v1/runs/{run}")).await;
     assert_eq!(shown["run"]["status"], "waiting");
     // The console's refusal is audited as the API's are, saying it came through the console.
     let log = server.state.store.audit_entries(None, 0).await.unwrap();
     assert!(
-        log.iter().any(|e| e.kind == "access.refused" && e.detail["via"] == "console" && e.detail["person"] == "victor"),
+        log.iter().any(|e| e.kind == "access.refused"
+            && e.detail["via"] == "console"
+            && e.detail["person"] == "victor"),
         "no audited console refusal"
     );
 }
@@ -504,9 +640,14 @@ async fn alert_text_is_shown_escaped_on_every_page() {
     let issuer = Issuer::start().await;
     let server = console_server(&issuer, "").await;
     let evil = "<script>alert(1)</script><img src=x onerror=alert(2)>\"'";
-    let (status, body) = server.post_generic(&support::generic_alert(evil, "host-<b>1</b>")).await;
+    let (status, body) = server
+        .post_generic(&support::generic_alert(evil, "host-<b>1</b>"))
+        .await;
     assert_eq!(status, 202, "{body}");
-    let incident = server.stored_incidents().await[0]["id"].as_str().unwrap().to_owned();
+    let incident = server.stored_incidents().await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let mut alice = Browser::new(&server.base);
     alice.sign_in("alice", "/").await;
     for path in [
@@ -517,17 +658,37 @@ async fn alert_text_is_shown_escaped_on_every_page() {
     ] {
         let (status, _, page) = alice.get(&path).await;
         assert_eq!(status, 200, "{path}");
-        assert!(!page.contains("<script>alert"), "{path} carries the script unescaped");
-        assert!(!page.contains("<img src=x"), "{path} carries the tag unescaped");
-        assert!(!page.contains("<b>1</b>"), "{path} carries the tag unescaped");
+        assert!(
+            !page.contains("<script>alert"),
+            "{path} carries the script unescaped"
+        );
+        assert!(
+            !page.contains("<img src=x"),
+            "{path} carries the tag unescaped"
+        );
+        assert!(
+            !page.contains("<b>1</b>"),
+            "{path} carries the tag unescaped"
+        );
         if !path.starts_with("/audit") {
-            assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{path} does not show the title");
+            assert!(
+                page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+                "{path} does not show the title"
+            );
         }
     }
     // And no script from anywhere but this console runs: the pages say so.
-    let response = reqwest::get(format!("{}/login", server.base)).await.unwrap();
-    let csp = response.headers()["content-security-policy"].to_str().unwrap().to_owned();
-    assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    let response = reqwest::get(format!("{}/login", server.base))
+        .await
+        .unwrap();
+    let csp = response.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
 }
 
 #[tokio::test]
@@ -548,21 +709,40 @@ async fn sessions_end_when_idle_and_after_their_absolute_lifetime_and_when_the_t
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     tokio::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(alice.get("/incidents").await.0, 303, "past the absolute 2s though in use");
+    assert_eq!(
+        alice.get("/incidents").await.0,
+        303,
+        "past the absolute 2s though in use"
+    );
 
     // A personal token signs in once; revoking it ends the session at the next request.
     let token = absolute.token_of("oidc:bob").await;
     let mut bob = Browser::new(&absolute.base);
     let origin = bob.origin();
-    let (status, _, body) = bob.post("/login/token", &[("token", &token), ("next", "/runs")], Some(&origin)).await;
+    let (status, _, body) = bob
+        .post(
+            "/login/token",
+            &[("token", &token), ("next", "/runs")],
+            Some(&origin),
+        )
+        .await;
     assert_eq!(status, 303, "{body}");
     assert_eq!(bob.get("/runs").await.0, 200);
     let id = token.split('_').nth(1).unwrap();
     let (status, body) = absolute
-        .send(absolute.http.delete(format!("{}/v1/tokens/{id}", absolute.base)).bearer_auth(support::ADMIN_TOKEN))
+        .send(
+            absolute
+                .http
+                .delete(format!("{}/v1/tokens/{id}", absolute.base))
+                .bearer_auth(support::ADMIN_TOKEN),
+        )
         .await;
     assert!(status == 200 || status == 204, "{status} {body}");
-    assert_eq!(bob.get("/runs").await.0, 303, "a revoked token's session is over");
+    assert_eq!(
+        bob.get("/runs").await.0,
+        303,
+        "a revoked token's session is over"
+    );
     // The bootstrap admin token and made-up tokens do not sign in.
     for bad in [support::ADMIN_TOKEN, "cordon_abc_def"] {
         let (status, _, body) = Browser::new(&absolute.base)
@@ -575,21 +755,44 @@ async fn sessions_end_when_idle_and_after_their_absolute_lifetime_and_when_the_t
 #[tokio::test]
 async fn secure_cookies_and_the_origin_follow_the_public_url() {
     let issuer = Issuer::start().await;
-    let server = console_server(&issuer, "console:\n  public_url: https://cordon.example.com\n").await;
+    let server = console_server(
+        &issuer,
+        "console:\n  public_url: https://cordon.example.com\n",
+    )
+    .await;
     let token = server.token_of("oidc:alice").await;
     let mut alice = Browser::new(&server.base);
-    let (status, _, _) = alice.post("/login/token", &[("token", &token)], Some(&alice.origin())).await;
-    assert_eq!(status, 403, "the public URL is the only origin forms may come from");
+    let (status, _, _) = alice
+        .post("/login/token", &[("token", &token)], Some(&alice.origin()))
+        .await;
+    assert_eq!(
+        status, 403,
+        "the public URL is the only origin forms may come from"
+    );
     let (status, _, body) = alice
-        .post("/login/token", &[("token", &token)], Some("https://cordon.example.com"))
+        .post(
+            "/login/token",
+            &[("token", &token)],
+            Some("https://cordon.example.com"),
+        )
         .await;
     assert_eq!(status, 303, "{body}");
-    let cookie = alice.set_cookies.iter().find(|c| c.starts_with("cordon_session=")).unwrap();
+    let cookie = alice
+        .set_cookies
+        .iter()
+        .find(|c| c.starts_with("cordon_session="))
+        .unwrap();
     assert!(cookie.contains("; Secure"), "{cookie}");
     // The OIDC redirect URI is the public URL's.
     let (authorize, _) = alice.start_oidc("/").await;
-    assert!(authorize.contains("redirect_uri=https%3A%2F%2Fcordon.example.com%2Flogin%2Fcallback"), "{authorize}");
-    assert!(authorize.contains("code_challenge_method=S256"), "{authorize}");
+    assert!(
+        authorize.contains("redirect_uri=https%3A%2F%2Fcordon.example.com%2Flogin%2Fcallback"),
+        "{authorize}"
+    );
+    assert!(
+        authorize.contains("code_challenge_method=S256"),
+        "{authorize}"
+    );
 }
 
 #[tokio::test]
@@ -603,7 +806,9 @@ async fn the_list_filters_pages_by_cursor_and_searches_title_and_entity() {
             "severity": if n % 5 == 0 { 9 } else { 3 },
             "resource": { "kind": "host", "id": format!("web-{n:02}") },
         });
-        let (status, answer) = server.post_generic(&serde_json::to_vec(&body).unwrap()).await;
+        let (status, answer) = server
+            .post_generic(&serde_json::to_vec(&body).unwrap())
+            .await;
         assert_eq!(status, 202, "{answer}");
     }
     let mut alice = Browser::new(&server.base);
@@ -611,8 +816,12 @@ async fn the_list_filters_pages_by_cursor_and_searches_title_and_entity() {
     let rows = |page: &str| page.matches("<tr class=\"row\"").count();
     let (_, _, first) = alice.get("/incidents").await;
     assert_eq!(rows(&first), 50);
-    assert!(first.contains("Beacon 54") && !first.contains("Beacon 4<"), "newest first");
-    let at = first.find("rel=\"next\" href=\"").expect("a next page") + "rel=\"next\" href=\"".len();
+    assert!(
+        first.contains("Beacon 54") && !first.contains("Beacon 4<"),
+        "newest first"
+    );
+    let at =
+        first.find("rel=\"next\" href=\"").expect("a next page") + "rel=\"next\" href=\"".len();
     let next = first[at..].split('"').next().unwrap().replace("&amp;", "&");
     let (_, _, second) = alice.get(&next).await;
     assert_eq!(rows(&second), 5);
@@ -654,7 +863,11 @@ async fn a_decision_reaches_another_browser_watching_the_incident_as_a_server_se
     let origin = alice.origin();
     let decided_at = Instant::now();
     let (status, _, _) = alice
-        .post(&format!("/runs/{run}/approvals/approve"), &[("decision", "approve"), ("csrf", &csrf)], Some(&origin))
+        .post(
+            &format!("/runs/{run}/approvals/approve"),
+            &[("decision", "approve"), ("csrf", &csrf)],
+            Some(&origin),
+        )
         .await;
     assert_eq!(status, 303);
     let mut seen = String::new();
@@ -666,10 +879,18 @@ async fn a_decision_reaches_another_browser_watching_the_incident_as_a_server_se
             .expect("the stream stays open");
         seen.push_str(&String::from_utf8_lossy(&chunk));
     }
-    println!("decision heard by the other browser after {:?}", decided_at.elapsed());
-    assert!(seen.contains(&format!("\"incident\":\"{incident}\"")), "{seen}");
+    println!(
+        "decision heard by the other browser after {:?}",
+        decided_at.elapsed()
+    );
+    assert!(
+        seen.contains(&format!("\"incident\":\"{incident}\"")),
+        "{seen}"
+    );
     // Without a session there is no stream.
-    let (status, _, _) = Browser::new(&server.base).get(&format!("/events?incident={incident}")).await;
+    let (status, _, _) = Browser::new(&server.base)
+        .get(&format!("/events?incident={incident}"))
+        .await;
     assert_eq!(status, 303);
 }
 
@@ -690,17 +911,31 @@ async fn in_chromium_people_sign_in_investigate_and_decide_and_others_see_it_liv
     let server = console_server(&issuer, "").await;
     // The shared GuardDuty findings, and a burst of repeats about one user for the timeline.
     let folder = support::fixture("alerts/aws_guardduty");
-    let mut names: Vec<_> = std::fs::read_dir(&folder).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut names: Vec<_> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     names.sort();
-    for path in names.iter().filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with("sns_")) {
-        let (status, body) = server.post_alert("aws.guardduty", std::fs::read(path).unwrap()).await;
+    for path in names
+        .iter()
+        .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with("sns_"))
+    {
+        let (status, body) = server
+            .post_alert("aws.guardduty", std::fs::read(path).unwrap())
+            .await;
         assert_eq!(status, 202, "{}: {body}", path.display());
     }
     let (incident, run) = waiting_run(&server, "build-bot").await;
     for n in 2..40 {
-        server.accept("aws.guardduty", guardduty("build-bot", &format!("f-build-bot-{n}"))).await;
+        server
+            .accept(
+                "aws.guardduty",
+                guardduty("build-bot", &format!("f-build-bot-{n}")),
+            )
+            .await;
     }
-    let artifacts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/console-artifacts");
+    let artifacts =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/console-artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
     let victor_token = server.token_of("oidc:victor").await;
     let settings = json!({
@@ -712,7 +947,8 @@ async fn in_chromium_people_sign_in_investigate_and_decide_and_others_see_it_liv
         "run": run,
         "victor_token": victor_token,
     });
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/console_test.py");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/console_test.py");
     let output = tokio::task::spawn_blocking(move || {
         Command::new(&python)
             .arg(&script)
@@ -725,13 +961,21 @@ async fn in_chromium_people_sign_in_investigate_and_decide_and_others_see_it_liv
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     println!("{stdout}");
-    assert!(output.status.success(), "the browser test failed:\n{stdout}\n{stderr}");
+    assert!(
+        output.status.success(),
+        "the browser test failed:\n{stdout}\n{stderr}"
+    );
     // The run went on after the approval made in the browser.
     let shown = server.wait_run(&run, "finished", support::finished).await;
     assert_eq!(shown["run"]["status"], "succeeded", "{shown}");
-    assert_eq!(shown["run"]["steps"]["isolate"]["status"], "succeeded", "{shown}");
+    assert_eq!(
+        shown["run"]["steps"]["isolate"]["status"], "succeeded",
+        "{shown}"
+    );
     for shot in ["list.png", "incident.png", "run.png"] {
-        let bytes = std::fs::metadata(artifacts.join(shot)).map(|m| m.len()).unwrap_or(0);
+        let bytes = std::fs::metadata(artifacts.join(shot))
+            .map(|m| m.len())
+            .unwrap_or(0);
         assert!(bytes > 10_000, "{shot} was not written ({bytes} bytes)");
     }
 }
@@ -744,7 +988,10 @@ async fn the_list_filter_reads_the_same_on_sled_and_on_postgres() {
     let dir = tempfile::tempdir().unwrap();
     let metrics = std::sync::Arc::new(cordon::telemetry::Metrics::new());
     let sled = cordon::store::open(
-        &StoreConfig { path: dir.path().join("store"), ..StoreConfig::default() },
+        &StoreConfig {
+            path: dir.path().join("store"),
+            ..StoreConfig::default()
+        },
         &GroupingConfig::default(),
         metrics.clone(),
     )
@@ -767,7 +1014,8 @@ async fn the_list_filter_reads_the_same_on_sled_and_on_postgres() {
     let alerts: Vec<cordon::alert::Alert> = (0..1200)
         .map(|n| {
             let raw = serde_json::value::to_raw_value(&json!({ "n": n })).unwrap();
-            let mut a = cordon::alert::Alert::new(if n % 3 == 0 { "falco" } else { "generic" }, "t.x", raw);
+            let mut a =
+                cordon::alert::Alert::new(if n % 3 == 0 { "falco" } else { "generic" }, "t.x", raw);
             a.title = format!("Finding {n} on Web");
             a.severity = cordon::alert::Severity::new((n % 11) as u8, "x");
             a.resource.kind = Some("host".into());
@@ -781,14 +1029,40 @@ async fn the_list_filter_reads_the_same_on_sled_and_on_postgres() {
             store.ingest(chunk.to_vec(), now).await.unwrap();
         }
     }
-    let ids = |list: Vec<cordon::alert::Incident>| list.into_iter().map(|i| i.title).collect::<Vec<_>>();
+    let ids =
+        |list: Vec<cordon::alert::Incident>| list.into_iter().map(|i| i.title).collect::<Vec<_>>();
     let filters = [
-        IncidentFilter { limit: 51, ..IncidentFilter::default() },
-        IncidentFilter { severity_min: Some(10), limit: 51, ..IncidentFilter::default() },
-        IncidentFilter { severity_min: Some(2), severity_max: Some(3), source: Some("falco".into()), limit: 40, ..IncidentFilter::default() },
-        IncidentFilter { text: Some("WEB-00".into()), limit: 0, ..IncidentFilter::default() },
-        IncidentFilter { entity: Some("web-11".into()), limit: 0, ..IncidentFilter::default() },
-        IncidentFilter { text: Some("finding 7".into()), limit: 5, ..IncidentFilter::default() },
+        IncidentFilter {
+            limit: 51,
+            ..IncidentFilter::default()
+        },
+        IncidentFilter {
+            severity_min: Some(10),
+            limit: 51,
+            ..IncidentFilter::default()
+        },
+        IncidentFilter {
+            severity_min: Some(2),
+            severity_max: Some(3),
+            source: Some("falco".into()),
+            limit: 40,
+            ..IncidentFilter::default()
+        },
+        IncidentFilter {
+            text: Some("WEB-00".into()),
+            limit: 0,
+            ..IncidentFilter::default()
+        },
+        IncidentFilter {
+            entity: Some("web-11".into()),
+            limit: 0,
+            ..IncidentFilter::default()
+        },
+        IncidentFilter {
+            text: Some("finding 7".into()),
+            limit: 5,
+            ..IncidentFilter::default()
+        },
     ];
     for filter in filters {
         let on_sled = ids(sled.incident_page(&filter).await.unwrap());
@@ -802,7 +1076,12 @@ async fn the_list_filter_reads_the_same_on_sled_and_on_postgres() {
         let mut before = None;
         loop {
             let page = store
-                .incident_page(&IncidentFilter { severity_min: Some(5), before: before.clone(), limit: 97, ..IncidentFilter::default() })
+                .incident_page(&IncidentFilter {
+                    severity_min: Some(5),
+                    before: before.clone(),
+                    limit: 97,
+                    ..IncidentFilter::default()
+                })
                 .await
                 .unwrap();
             if page.is_empty() {
@@ -822,4 +1101,79 @@ async fn the_list_filter_reads_the_same_on_sled_and_on_postgres() {
     sled.close().await.unwrap();
     postgres.close().await.unwrap();
     support::pg::drop_schema(&schema).await;
+}
+
+/// The first-run example needs no set-up: its bootstrap token makes a personal token for one of
+/// its people, which signs in to the console.
+#[tokio::test]
+async fn the_example_config_signs_in_with_a_personal_token_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.yaml"),
+    )
+    .unwrap();
+    assert!(example.contains("listen: 127.0.0.1:8080") && example.contains("path: data/cordon"));
+    let text = example
+        .replace("listen: 127.0.0.1:8080", "listen: 127.0.0.1:0")
+        .replace(
+            "path: data/cordon",
+            &format!("path: {}", dir.path().join("store").display()),
+        );
+    let config = cordon::config::parse(&text, std::path::Path::new("config.example.yaml"))
+        .unwrap_or_else(|d| panic!("{d}"));
+    let admin = config
+        .server
+        .admin_token
+        .as_ref()
+        .unwrap()
+        .expose()
+        .to_owned();
+    let server = cordon::app::Server::bind(config).await.unwrap();
+    let base = format!("http://{}", server.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    let created: Value = reqwest::Client::new()
+        .post(format!("{base}/v1/tokens"))
+        .bearer_auth(&admin)
+        .json(&json!({ "person": "analyst" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = created["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"));
+    let mut browser = Browser::new(&base);
+    let (status, _, page) = browser.get("/login").await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("Personal token") && !page.contains("Sign in with your identity provider")
+    );
+    let origin = browser.origin();
+    let (status, location, body) = browser
+        .post(
+            "/login/token",
+            &[("token", token), ("next", "/incidents")],
+            Some(&origin),
+        )
+        .await;
+    assert_eq!((status, location.as_str()), (303, "/incidents"), "{body}");
+    let (status, _, page) = browser.get("/incidents").await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("Signed in as <strong>analyst</strong>"),
+        "{page}"
+    );
+    let (status, _, page) = browser.get("/playbooks").await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains(">valid<"),
+        "the example's playbooks are listed as valid"
+    );
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
 }

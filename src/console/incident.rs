@@ -145,10 +145,7 @@ pub fn timeline(report: &Report) -> Vec<Item> {
                         at: s.finished_at.unwrap_or(started),
                         end: None,
                         lane: Lane::Approvals,
-                        what: format!(
-                            "Approval {}",
-                            if outcome { "granted" } else { "refused" }
-                        ),
+                        what: format!("Approval {}", if outcome { "granted" } else { "refused" }),
                         who: None,
                         link: link.clone(),
                     });
@@ -275,8 +272,10 @@ pub fn timeline_svg(items: &[Item]) -> Markup {
         return html! { p { "Nothing has happened yet." } };
     };
     let span = (last - first).num_milliseconds().max(1000) as f64;
-    let x = |t: DateTime<Utc>| LEFT + (RIGHT - LEFT) * ((t - first).num_milliseconds() as f64 / span);
-    let lane_y = |lane: Lane| TOP + LANE_H * Lane::ALL.iter().position(|l| *l == lane).unwrap_or(0) as f64;
+    let x =
+        |t: DateTime<Utc>| LEFT + (RIGHT - LEFT) * ((t - first).num_milliseconds() as f64 / span);
+    let lane_y =
+        |lane: Lane| TOP + LANE_H * Lane::ALL.iter().position(|l| *l == lane).unwrap_or(0) as f64;
     // Alerts per bucket.
     let mut buckets = vec![0u32; BUCKETS];
     for i in items.iter().filter(|i| i.lane == Lane::Alerts) {
@@ -351,7 +350,7 @@ fn lane_class(lane: Lane) -> &'static str {
 pub fn timeline_table(items: &[Item]) -> Markup {
     // Alerts of one title within one minute are one row: a burst of 2 000 findings reads as a
     // few lines, not 2 000.
-    let mut rows: Vec<(DateTime<Utc>, Lane, String, Option<String>, Option<String>)> = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     let mut pending: Option<(DateTime<Utc>, usize, String)> = None;
     let minute = |t: DateTime<Utc>| t.timestamp() / 60;
     for i in items {
@@ -389,6 +388,9 @@ pub fn timeline_table(items: &[Item]) -> Markup {
         }
     }
 }
+
+/// A row of the timeline table: when, lane, what, who, link.
+type Row = (DateTime<Utc>, Lane, String, Option<String>, Option<String>);
 
 fn alert_group(n: usize, first: &str) -> String {
     if n == 1 {
@@ -433,30 +435,78 @@ pub fn graph(alerts: &[Alert]) -> Graph {
     for a in alerts {
         let count = counts[&a.title];
         let alert = node(
-            Node { column: 0, kind: "alert", value: a.title.clone() },
-            if count > 1 { format!("{} ×{count}", a.title) } else { a.title.clone() },
+            Node {
+                column: 0,
+                kind: "alert",
+                value: a.title.clone(),
+            },
+            if count > 1 {
+                format!("{} ×{count}", a.title)
+            } else {
+                a.title.clone()
+            },
         );
         let mut named = Vec::new();
         if let Some(id) = &a.resource.id {
             let kind = a.resource.kind.clone().unwrap_or_else(|| "resource".into());
-            named.push((Node { column: 1, kind: "resource", value: id.clone() }, format!("{kind} {id}"), "names"));
+            named.push((
+                Node {
+                    column: 1,
+                    kind: "resource",
+                    value: id.clone(),
+                },
+                format!("{kind} {id}"),
+                "names",
+            ));
         }
         let mut actor_node = None;
         if let Some(actor) = &a.actor {
             if let Some(id) = actor.id.as_ref().or(actor.name.as_ref()) {
-                let n = Node { column: 1, kind: "identity", value: id.clone() };
+                let n = Node {
+                    column: 1,
+                    kind: "identity",
+                    value: id.clone(),
+                };
                 actor_node = Some(n.clone());
-                named.push((n, format!("{} {id}", actor.kind.as_deref().unwrap_or("identity")), "by"));
+                named.push((
+                    n,
+                    format!("{} {id}", actor.kind.as_deref().unwrap_or("identity")),
+                    "by",
+                ));
             }
             if let Some(key) = &actor.key {
-                named.push((Node { column: 1, kind: "key", value: key.clone() }, format!("key {key}"), "uses"));
+                named.push((
+                    Node {
+                        column: 1,
+                        kind: "key",
+                        value: key.clone(),
+                    },
+                    format!("key {key}"),
+                    "uses",
+                ));
             }
         }
         if let Some(ip) = &a.network.remote_ip {
-            named.push((Node { column: 1, kind: "ip", value: ip.clone() }, format!("IP {ip}"), "from"));
+            named.push((
+                Node {
+                    column: 1,
+                    kind: "ip",
+                    value: ip.clone(),
+                },
+                format!("IP {ip}"),
+                "from",
+            ));
         }
         if let Some(domain) = &a.network.domain {
-            named.push((Node { column: 1, kind: "domain", value: domain.clone() }, format!("domain {domain}"), "contacts"));
+            named.push((
+                Node {
+                    column: 1,
+                    kind: "domain",
+                    value: domain.clone(),
+                },
+                format!("domain {domain}"),
+                "contacts",
+            ));
         }
         let mut entity_ids = Vec::new();
         for (n, label, verb) in named {
@@ -470,14 +520,33 @@ pub fn graph(alerts: &[Alert]) -> Graph {
         if let Some(actor) = &a.actor
             && let (Some(key), Some(owner)) = (&actor.key, &actor_node)
         {
-            let k = node(Node { column: 1, kind: "key", value: key.clone() }, format!("key {key}"));
-            let o = node(owner.clone(), String::new());
-            let holder = node(Node { column: 2, kind: "owner", value: owner.value.clone() }, format!("owner {}", owner.value));
+            let k = node(
+                Node {
+                    column: 1,
+                    kind: "key",
+                    value: key.clone(),
+                },
+                format!("key {key}"),
+            );
+            let holder = node(
+                Node {
+                    column: 2,
+                    kind: "owner",
+                    value: owner.value.clone(),
+                },
+                format!("owner {}", owner.value),
+            );
             edges.insert((k, holder, "belongs to"));
-            let _ = o;
         }
         if let Some(account) = &a.resource.account {
-            let acc = node(Node { column: 2, kind: "account", value: account.clone() }, format!("account {account}"));
+            let acc = node(
+                Node {
+                    column: 2,
+                    kind: "account",
+                    value: account.clone(),
+                },
+                format!("account {account}"),
+            );
             for (i, kind, _) in &entity_ids {
                 if *kind == "resource" || *kind == "identity" {
                     edges.insert((*i, acc, "in"));
@@ -701,7 +770,8 @@ fn chat_threads(report: &Report) -> Vec<(String, String)> {
     let mut out = BTreeSet::new();
     for (_, entries) in &report.runs {
         for e in entries.iter().filter(|e| e.kind.starts_with("chat.")) {
-            if let (Some(p), Some(t)) = (e.detail["platform"].as_str(), e.detail["thread"].as_str()) {
+            if let (Some(p), Some(t)) = (e.detail["platform"].as_str(), e.detail["thread"].as_str())
+            {
                 out.insert((p.to_owned(), t.to_owned()));
             }
         }

@@ -87,7 +87,10 @@ impl Live {
                         Ok(change) if wanted(&change) => {
                             let data = serde_json::to_string(&change).unwrap_or_default();
                             let event = Event::default().event("change").data(data);
-                            return Some((Ok::<_, Infallible>(event), (receiver, wanted, first, closing)));
+                            return Some((
+                                Ok::<_, Infallible>(event),
+                                (receiver, wanted, first, closing),
+                            ));
                         }
                         Ok(_) => continue,
                         Err(broadcast::error::RecvError::Lagged(_)) => {

@@ -180,7 +180,11 @@ async fn js() -> Response {
 fn params(query: &Option<String>) -> HashMap<String, String> {
     query
         .as_deref()
-        .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -193,7 +197,9 @@ async fn admit(
     role: Role,
     what: &str,
 ) -> Result<Visitor, Response> {
-    let visitor = session::visitor(app, headers).await.map_err(store_problem)?;
+    let visitor = session::visitor(app, headers)
+        .await
+        .map_err(store_problem)?;
     let Some(visitor) = visitor else {
         let here = uri
             .path_and_query()
@@ -209,11 +215,23 @@ async fn admit(
 }
 
 /// A 403 unless the visitor's credential carries `role` for `what`; audited like the API's.
-async fn require(app: &AppState, visitor: &Visitor, role: Role, what: &str) -> Result<(), Response> {
+async fn require(
+    app: &AppState,
+    visitor: &Visitor,
+    role: Role,
+    what: &str,
+) -> Result<(), Response> {
     if visitor.actor.roles.has(role) {
         return Ok(());
     }
-    crate::api::refuse(app, &Caller::Person(visitor.actor.clone()), role, what, "console").await;
+    crate::api::refuse(
+        app,
+        &Caller::Person(visitor.actor.clone()),
+        role,
+        what,
+        "console",
+    )
+    .await;
     Err(problem(
         StatusCode::FORBIDDEN,
         "Not allowed",
@@ -243,13 +261,18 @@ async fn posted(
     if !session::same_origin(app, headers) {
         return Err(refused("this form was sent from another site"));
     }
-    let Some(visitor) = session::visitor(app, headers).await.map_err(store_problem)? else {
+    let Some(visitor) = session::visitor(app, headers)
+        .await
+        .map_err(store_problem)?
+    else {
         return Err(refused("you are not signed in (or your session ended)"));
     };
     let form: HashMap<String, String> = url::form_urlencoded::parse(body).into_owned().collect();
     let token = form.get("csrf").map(String::as_str).unwrap_or("");
     if !session::same(token, &visitor.session.csrf) {
-        return Err(refused("the form's CSRF token is missing or not this session's"));
+        return Err(refused(
+            "the form's CSRF token is missing or not this session's",
+        ));
     }
     Ok((visitor, form))
 }
@@ -278,7 +301,12 @@ async fn login_token(
     body: axum::body::Bytes,
 ) -> Response {
     if !session::same_origin(&app, &headers) {
-        return problem(StatusCode::FORBIDDEN, "Refused", "This sign-in was sent from another site.", None);
+        return problem(
+            StatusCode::FORBIDDEN,
+            "Refused",
+            "This sign-in was sent from another site.",
+            None,
+        );
     }
     let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
     let next = signin::local_path(form.get("next").map(String::as_str));
@@ -290,7 +318,9 @@ async fn login_token(
         )
     };
     if !token.starts_with("cordon_") {
-        return again("Paste a personal token (it starts with `cordon_`). The bootstrap admin token manages people and tokens only: make a personal token with it (`cordon tokens create <person>`).");
+        return again(
+            "Paste a personal token (it starts with `cordon_`). The bootstrap admin token manages people and tokens only: make a personal token with it (`cordon tokens create <person>`).",
+        );
     }
     let actor = match app.engine.people().authenticate(token, Utc::now()).await {
         Ok(Caller::Person(actor)) => actor,
@@ -326,10 +356,22 @@ async fn signed_in(
     let max_age = app.config.console.absolute_timeout.0.as_secs() as i64;
     let mut response = see_other(next);
     let h = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&session::set_cookie(session::COOKIE, &id, "/", max_age, secure)) {
+    if let Ok(v) = HeaderValue::from_str(&session::set_cookie(
+        session::COOKIE,
+        &id,
+        "/",
+        max_age,
+        secure,
+    )) {
         h.append(header::SET_COOKIE, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&session::set_cookie(signin::LOGIN_COOKIE, "", "/login", 0, secure)) {
+    if let Ok(v) = HeaderValue::from_str(&session::set_cookie(
+        signin::LOGIN_COOKIE,
+        "",
+        "/login",
+        0,
+        secure,
+    )) {
         h.append(header::SET_COOKIE, v);
     }
     response
@@ -347,17 +389,33 @@ async fn login_oidc(
     RawQuery(query): RawQuery,
 ) -> Response {
     let Some(oidc) = &app.console.oidc else {
-        return problem(StatusCode::NOT_FOUND, "Not configured", "No OIDC issuer is configured (`oidc:`); sign in with a personal token.", None);
+        return problem(
+            StatusCode::NOT_FOUND,
+            "Not configured",
+            "No OIDC issuer is configured (`oidc:`); sign in with a personal token.",
+            None,
+        );
     };
     let q = params(&query);
     let next = signin::local_path(q.get("next").map(String::as_str));
     let Some(redirect) = redirect_uri(&app, &headers) else {
-        return problem(StatusCode::BAD_REQUEST, "Bad request", "The request names no host; set `console.public_url`.", None);
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            "The request names no host; set `console.public_url`.",
+            None,
+        );
     };
     match oidc.start(&app, redirect, next).await {
         Ok((state, location)) => {
             let mut response = see_other(&location);
-            let cookie = session::set_cookie(signin::LOGIN_COOKIE, &state, "/login", 600, session::secure(&app));
+            let cookie = session::set_cookie(
+                signin::LOGIN_COOKIE,
+                &state,
+                "/login",
+                600,
+                session::secure(&app),
+            );
             if let Ok(v) = HeaderValue::from_str(&cookie) {
                 response.headers_mut().append(header::SET_COOKIE, v);
             }
@@ -373,15 +431,30 @@ async fn login_callback(
     RawQuery(query): RawQuery,
 ) -> Response {
     let Some(oidc) = &app.console.oidc else {
-        return problem(StatusCode::NOT_FOUND, "Not configured", "No OIDC issuer is configured.", None);
+        return problem(
+            StatusCode::NOT_FOUND,
+            "Not configured",
+            "No OIDC issuer is configured.",
+            None,
+        );
     };
     let q = params(&query);
     if let Some(error) = q.get("error") {
         let error: String = error.chars().take(64).collect();
-        return problem(StatusCode::BAD_REQUEST, "Sign-in refused", &format!("The identity provider answered `{error}`."), None);
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "Sign-in refused",
+            &format!("The identity provider answered `{error}`."),
+            None,
+        );
     }
     let (Some(code), Some(state)) = (q.get("code"), q.get("state")) else {
-        return problem(StatusCode::BAD_REQUEST, "Sign-in refused", "The callback has no code or no state.", None);
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "Sign-in refused",
+            "The callback has no code or no state.",
+            None,
+        );
     };
     let browser = session::cookie(&headers, signin::LOGIN_COOKIE);
     let (identities, next) = match oidc.finish(&app, state, browser, code).await {
@@ -391,7 +464,10 @@ async fn login_callback(
     let people = app.engine.people();
     for identity in &identities {
         match people.actor(identity, &[]).await {
-            Ok(Some(actor)) => return signed_in(&app, &actor, None, "oidc", &signin::local_path(Some(&next))).await,
+            Ok(Some(actor)) => {
+                return signed_in(&app, &actor, None, "oidc", &signin::local_path(Some(&next)))
+                    .await;
+            }
             Ok(None) => {}
             Err(e) => return store_problem(e),
         }
@@ -401,7 +477,11 @@ async fn login_callback(
         "Not a person here",
         &format!(
             "You signed in at the identity provider, but no person has the identity {}. An admin adds it: `cordon people add`.",
-            identities.iter().map(|i| format!("`{i}`")).collect::<Vec<_>>().join(" or ")
+            identities
+                .iter()
+                .map(|i| format!("`{i}`"))
+                .collect::<Vec<_>>()
+                .join(" or ")
         ),
         None,
     )
@@ -482,10 +562,12 @@ pub fn list_filter(q: &HashMap<String, String>) -> (ListParams, IncidentFilter, 
             None
         }
     };
-    let mut time = |s: &str| parse_time(s).unwrap_or_else(|e| {
-        problems.push(e);
-        None
-    });
+    let mut time = |s: &str| {
+        parse_time(s).unwrap_or_else(|e| {
+            problems.push(e);
+            None
+        })
+    };
     let since = time(&params.since);
     let until = time(&params.until);
     let severity_min = severity(&params.severity_min, &mut problems);
@@ -522,16 +604,18 @@ async fn pending_by_incident(
         .await?;
     let mut out = HashMap::new();
     for run in runs {
-        let (Some(incident), Some((step, approval))) = (&run.incident_id, run.open_approval()) else {
+        let (Some(incident), Some((step, approval))) = (&run.incident_id, run.open_approval())
+        else {
             continue;
         };
-        out.entry(incident.clone()).or_insert_with(|| views::Pending {
-            run: run.id.clone(),
-            step: step.to_owned(),
-            prompt: approval.prompt.clone(),
-            may_decide: actor.roles.has(Role::Approver)
-                && app.engine.groups().admits(&approval.group, actor),
-        });
+        out.entry(incident.clone())
+            .or_insert_with(|| views::Pending {
+                run: run.id.clone(),
+                step: step.to_owned(),
+                prompt: approval.prompt.clone(),
+                may_decide: actor.roles.has(Role::Approver)
+                    && app.engine.groups().admits(&approval.group, actor),
+            });
     }
     Ok(out)
 }
@@ -626,10 +710,16 @@ pub async fn render_incident(
     for other in others.iter().filter(|o| o.id != id) {
         let mut hit = false;
         for (node, _) in graph.nodes.iter().filter(|(n, _)| n.column == 1) {
-            let named = other.entity.as_deref().is_some_and(|e| e.contains(node.value.as_str()))
+            let named = other
+                .entity
+                .as_deref()
+                .is_some_and(|e| e.contains(node.value.as_str()))
                 || other.title.contains(node.value.as_str());
             if named && node.value.len() >= 4 {
-                shared.entry(node.value.clone()).or_default().push(views::short(&other.id).to_owned());
+                shared
+                    .entry(node.value.clone())
+                    .or_default()
+                    .push(views::short(&other.id).to_owned());
                 hit = true;
             }
         }
@@ -660,7 +750,11 @@ pub async fn render_incident(
 
 /// The ids of the loaded playbooks (read from their files, kept for a short while).
 fn playbook_ids(app: &AppState) -> Arc<Vec<String>> {
-    let mut held = app.console.playbook_ids.lock().unwrap_or_else(|p| p.into_inner());
+    let mut held = app
+        .console
+        .playbook_ids
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     if let Some((at, ids)) = held.as_ref()
         && at.elapsed() < PLAYBOOK_IDS_TTL
     {
@@ -676,7 +770,10 @@ fn playbook_ids(app: &AppState) -> Arc<Vec<String>> {
 
 fn load_playbooks(
     app: &AppState,
-) -> (Vec<crate::playbook::Compiled>, Vec<crate::config::Diagnostic>) {
+) -> (
+    Vec<crate::playbook::Compiled>,
+    Vec<crate::config::Diagnostic>,
+) {
     let scripts = crate::app::scripts(&app.config);
     let groups = crate::app::group_names(&app.config);
     crate::playbook::load::load_paths(
@@ -701,7 +798,12 @@ async fn incident_page(
     let q = params(&query);
     match render_incident(&app, &visitor, &id, q.get("note").map(String::as_str)).await {
         Ok(Some(page)) => html(StatusCode::OK, page),
-        Ok(None) => problem(StatusCode::NOT_FOUND, "Not found", &format!("No incident `{id}`."), Some(&visitor)),
+        Ok(None) => problem(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            &format!("No incident `{id}`."),
+            Some(&visitor),
+        ),
         Err(e) => store_problem(e),
     }
 }
@@ -713,18 +815,38 @@ async fn incident_report(
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let visitor = match admit(&app, &headers, &uri, Role::Viewer, "reading incident reports").await {
+    let visitor = match admit(
+        &app,
+        &headers,
+        &uri,
+        Role::Viewer,
+        "reading incident reports",
+    )
+    .await
+    {
         Ok(v) => v,
         Err(r) => return r,
     };
     let q = params(&query);
     let format_name = q.get("format").map(String::as_str).unwrap_or("html");
     let Some(format) = crate::tickets::report::Format::parse(format_name) else {
-        return problem(StatusCode::BAD_REQUEST, "Bad request", "format is `markdown` or `html`", Some(&visitor));
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            "format is `markdown` or `html`",
+            Some(&visitor),
+        );
     };
     let report = match crate::tickets::report::Report::gather(&*app.store, &id).await {
         Ok(Some(r)) => r,
-        Ok(None) => return problem(StatusCode::NOT_FOUND, "Not found", &format!("No incident `{id}`."), Some(&visitor)),
+        Ok(None) => {
+            return problem(
+                StatusCode::NOT_FOUND,
+                "Not found",
+                &format!("No incident `{id}`."),
+                Some(&visitor),
+            );
+        }
         Err(e) => return store_problem(e),
     };
     let content_type = match format {
@@ -741,13 +863,20 @@ async fn incident_report(
     // The report's HTML carries its own styles.
     response.headers_mut().insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'"),
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'",
+        ),
     );
     response
 }
 
 /// Where to go after an action: the form's `back` (a path here), else the run's incident or run.
-async fn back_to(app: &AppState, form: &HashMap<String, String>, run: Option<&str>, note: &str) -> String {
+async fn back_to(
+    app: &AppState,
+    form: &HashMap<String, String>,
+    run: Option<&str>,
+    note: &str,
+) -> String {
     if let Some(back) = form.get("back") {
         let back = signin::local_path(Some(back));
         if back != "/" {
@@ -779,7 +908,12 @@ fn engine_problem(e: crate::engine::EngineError, visitor: &Visitor) -> Response 
         EngineError::Conflict(_) => StatusCode::CONFLICT,
         EngineError::Store(_) => {
             tracing::error!(error = %e, "console action failed");
-            return problem(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", "The store did not answer; try again shortly.", Some(visitor));
+            return problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Unavailable",
+                "The store did not answer; try again shortly.",
+                Some(visitor),
+            );
         }
     };
     problem(status, "Not done", &e.to_string(), Some(visitor))
@@ -798,9 +932,23 @@ async fn incident_status(
     let status = match change.as_str() {
         "resolve" => IncidentStatus::Resolved,
         "reopen" => IncidentStatus::Open,
-        _ => return problem(StatusCode::NOT_FOUND, "Not found", "An incident can be resolved or reopened.", Some(&visitor)),
+        _ => {
+            return problem(
+                StatusCode::NOT_FOUND,
+                "Not found",
+                "An incident can be resolved or reopened.",
+                Some(&visitor),
+            );
+        }
     };
-    if let Err(r) = require(&app, &visitor, Role::Responder, "resolving and reopening incidents").await {
+    if let Err(r) = require(
+        &app,
+        &visitor,
+        Role::Responder,
+        "resolving and reopening incidents",
+    )
+    .await
+    {
         return r;
     }
     let actor = &visitor.actor;
@@ -809,7 +957,14 @@ async fn incident_status(
         .set_incident_status(&id, status, &actor.identity, Some(&actor.person), "console")
         .await
     {
-        Ok(_) => see_other(&format!("/incidents/{id}?note={}", if status == IncidentStatus::Resolved { "resolved" } else { "reopened" })),
+        Ok(_) => see_other(&format!(
+            "/incidents/{id}?note={}",
+            if status == IncidentStatus::Resolved {
+                "resolved"
+            } else {
+                "reopened"
+            }
+        )),
         Err(e) => engine_problem(e, &visitor),
     }
 }
@@ -830,9 +985,20 @@ async fn decide(
     let approve = match form.get("decision").map(String::as_str) {
         Some("approve") => true,
         Some("deny") => false,
-        _ => return problem(StatusCode::BAD_REQUEST, "Bad request", "decision must be `approve` or `deny`", Some(&visitor)),
+        _ => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "Bad request",
+                "decision must be `approve` or `deny`",
+                Some(&visitor),
+            );
+        }
     };
-    match app.engine.decide(&id, &step, &visitor.actor, approve, "console").await {
+    match app
+        .engine
+        .decide(&id, &step, &visitor.actor, approve, "console")
+        .await
+    {
         Ok(decided) => {
             let note = match decided.outcome {
                 Some(true) => "approved",
@@ -903,12 +1069,23 @@ async fn trigger(
         return r;
     }
     let Some(playbook) = form.get("playbook").filter(|p| !p.is_empty()) else {
-        return problem(StatusCode::BAD_REQUEST, "Bad request", "Choose a playbook.", Some(&visitor));
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            "Choose a playbook.",
+            Some(&visitor),
+        );
     };
     let incident = form.get("incident").filter(|i| !i.is_empty()).cloned();
     match app
         .engine
-        .trigger(playbook, serde_json::json!({}), &visitor.actor, incident.clone(), false)
+        .trigger(
+            playbook,
+            serde_json::json!({}),
+            &visitor.actor,
+            incident.clone(),
+            false,
+        )
         .await
     {
         Ok((run, _)) => see_other(&match incident {
@@ -937,7 +1114,16 @@ async fn run_list(
         "" => None,
         s => match serde_json::from_value::<crate::model::run::RunStatus>(serde_json::json!(s)) {
             Ok(st) => Some(st),
-            Err(_) => return problem(StatusCode::BAD_REQUEST, "Bad request", &format!("`{s}` is not a run status (queued, running, waiting, needs_decision, succeeded, failed, cancelled)"), Some(&visitor)),
+            Err(_) => {
+                return problem(
+                    StatusCode::BAD_REQUEST,
+                    "Bad request",
+                    &format!(
+                        "`{s}` is not a run status (queued, running, waiting, needs_decision, succeeded, failed, cancelled)"
+                    ),
+                    Some(&visitor),
+                );
+            }
         },
     };
     let playbook = q.get("playbook").cloned().unwrap_or_default();
@@ -948,7 +1134,10 @@ async fn run_list(
         limit: 200,
     };
     match app.store.runs(&query).await {
-        Ok(runs) => html(StatusCode::OK, views::run_list(&visitor, &runs, &status_text, &playbook)),
+        Ok(runs) => html(
+            StatusCode::OK,
+            views::run_list(&visitor, &runs, &status_text, &playbook),
+        ),
         Err(e) => store_problem(e),
     }
 }
@@ -965,7 +1154,14 @@ async fn run_page(
     };
     let run = match app.store.run(&id).await {
         Ok(Some(run)) => run,
-        Ok(None) => return problem(StatusCode::NOT_FOUND, "Not found", &format!("No run `{id}`."), Some(&visitor)),
+        Ok(None) => {
+            return problem(
+                StatusCode::NOT_FOUND,
+                "Not found",
+                &format!("No run `{id}`."),
+                Some(&visitor),
+            );
+        }
         Err(e) => return store_problem(e),
     };
     let audit = match app.store.audit_entries(Some(&id), 0).await {
@@ -986,11 +1182,7 @@ async fn run_page(
     )
 }
 
-async fn playbooks(
-    State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
+async fn playbooks(State(app): State<Arc<AppState>>, headers: HeaderMap, uri: Uri) -> Response {
     let visitor = match admit(&app, &headers, &uri, Role::Viewer, "reading playbooks").await {
         Ok(v) => v,
         Err(r) => return r,
@@ -998,7 +1190,8 @@ async fn playbooks(
     let (loaded, diagnostics) = load_playbooks(&app);
     let catalog = app.actions.catalog();
     let results =
-        crate::engine::testing::run_tests(&loaded, crate::app::scripts(&app.config), &catalog).await;
+        crate::engine::testing::run_tests(&loaded, crate::app::scripts(&app.config), &catalog)
+            .await;
     let mut rows = Vec::new();
     for p in &loaded {
         let last_runs = match app
@@ -1044,10 +1237,13 @@ async fn audit(
     };
     let q = params(&query);
     let get = |k: &str| q.get(k).cloned().unwrap_or_default();
-    let (incident_id, person, since_text, until_text) = (get("incident"), get("person"), get("since"), get("until"));
+    let (incident_id, person, since_text, until_text) =
+        (get("incident"), get("person"), get("since"), get("until"));
     let (since, until) = match (parse_time(&since_text), parse_time(&until_text)) {
         (Ok(s), Ok(u)) => (s, u),
-        (Err(e), _) | (_, Err(e)) => return problem(StatusCode::BAD_REQUEST, "Bad request", &e, Some(&visitor)),
+        (Err(e), _) | (_, Err(e)) => {
+            return problem(StatusCode::BAD_REQUEST, "Bad request", &e, Some(&visitor));
+        }
     };
     let entries = match app.store.audit_entries(None, 0).await {
         Ok(e) => e,
@@ -1124,11 +1320,14 @@ async fn events(
     let q = params(&query);
     let incident = q.get("incident").cloned();
     let run = q.get("run").cloned();
-    let mut response = app.console.live.stream(move |change| match (&incident, &run) {
-        (Some(i), _) => &change.incident == i,
-        (None, Some(r)) => change.run.as_deref() == Some(r.as_str()),
-        (None, None) => true,
-    });
+    let mut response = app
+        .console
+        .live
+        .stream(move |change| match (&incident, &run) {
+            (Some(i), _) => &change.incident == i,
+            (None, Some(r)) => change.run.as_deref() == Some(r.as_str()),
+            (None, None) => true,
+        });
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -135,7 +135,10 @@ pub async fn end(app: &AppState, key: &str) -> Result<(), StoreError> {
 
 /// The signed-in visitor of a request, if its session cookie names a live session whose person
 /// still has the identity (or token) they signed in with.
-pub async fn visitor(app: &Arc<AppState>, headers: &HeaderMap) -> Result<Option<Visitor>, StoreError> {
+pub async fn visitor(
+    app: &Arc<AppState>,
+    headers: &HeaderMap,
+) -> Result<Option<Visitor>, StoreError> {
     let Some(id) = cookie(headers, COOKIE) else {
         return Ok(None);
     };

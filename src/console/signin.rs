@@ -99,7 +99,8 @@ impl OidcSignIn {
             "{}/.well-known/openid-configuration",
             self.issuer.trim_end_matches('/')
         );
-        let unreadable = |e: String| SignInError(format!("the sign-in service cannot be reached: {e}"));
+        let unreadable =
+            |e: String| SignInError(format!("the sign-in service cannot be reached: {e}"));
         let answer = self
             .http
             .get(&url)
@@ -144,7 +145,9 @@ impl OidcSignIn {
             Sha256::digest(attempt.verifier.as_bytes()),
         );
         let mut url = url::Url::parse(&endpoints.authorization_endpoint).map_err(|e| {
-            SignInError(format!("the issuer's authorization endpoint is not a URL: {e}"))
+            SignInError(format!(
+                "the issuer's authorization endpoint is not a URL: {e}"
+            ))
         })?;
         url.query_pairs_mut()
             .append_pair("response_type", "code")

@@ -89,10 +89,7 @@ impl IncidentFilter {
             && self.assignee.as_ref().is_none_or(|a| {
                 incident.values.get("assignee").and_then(|v| v.as_str()) == Some(a.as_str())
             })
-            && self
-                .text
-                .as_ref()
-                .is_none_or(|q| text_matches(incident, q))
+            && self.text.as_ref().is_none_or(|q| text_matches(incident, q))
     }
 }
 
