@@ -352,11 +352,17 @@ pub fn timeline_table(items: &[Item]) -> Markup {
     // few lines, not 2 000.
     let mut rows: Vec<Row> = Vec::new();
     let mut pending: Option<(DateTime<Utc>, usize, String)> = None;
+    // With many alerts, every alert of a minute is one row, whatever its title.
+    let many = items.iter().filter(|i| i.lane == Lane::Alerts).count() > 200;
     let minute = |t: DateTime<Utc>| t.timestamp() / 60;
     for i in items {
         if i.lane == Lane::Alerts {
             match &mut pending {
-                Some((at, n, first)) if minute(*at) == minute(i.at) && *first == i.what => *n += 1,
+                Some((at, n, first))
+                    if minute(*at) == minute(i.at) && (many || *first == i.what) =>
+                {
+                    *n += 1
+                }
                 _ => {
                     if let Some((at, n, first)) = pending.take() {
                         rows.push((at, Lane::Alerts, alert_group(n, &first), None, None));
@@ -396,7 +402,7 @@ fn alert_group(n: usize, first: &str) -> String {
     if n == 1 {
         first.to_owned()
     } else {
-        format!("{n} alerts within the minute: {first}")
+        format!("{n} alerts within the minute, the first: {first}")
     }
 }
 
@@ -415,35 +421,73 @@ pub struct Graph {
     pub edges: BTreeSet<(usize, usize, &'static str)>,
 }
 
-/// The graph of `alerts`. With many alerts of one title, they are one node with a count.
+/// Alert nodes the graph draws before it groups alerts by kind instead of title.
+const MAX_ALERT_NODES: usize = 30;
+/// Entity nodes the graph draws before the rest of each kind become one node.
+const MAX_ENTITY_NODES: usize = 60;
+
+/// The graph of `alerts`. Alerts of one title are one node with a count (of one kind, when there
+/// are more than [`MAX_ALERT_NODES`] titles).
 pub fn graph(alerts: &[Alert]) -> Graph {
     let mut index: BTreeMap<Node, usize> = BTreeMap::new();
     let mut nodes: Vec<(Node, String)> = Vec::new();
     let mut edges = BTreeSet::new();
+    // Alerts are one node per title; with more titles than fit, one node per kind.
+    let mut titles: BTreeMap<&str, usize> = BTreeMap::new();
+    for a in alerts {
+        *titles.entry(a.title.as_str()).or_default() += 1;
+    }
+    let by_kind = titles.len() > MAX_ALERT_NODES;
+    let group_of = |a: &Alert| -> String {
+        if by_kind {
+            a.kind.clone()
+        } else {
+            a.title.clone()
+        }
+    };
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for a in alerts {
-        *counts.entry(a.title.clone()).or_default() += 1;
+        *counts.entry(group_of(a)).or_default() += 1;
     }
+    let mut entities = 0usize;
     let mut node = |n: Node, label: String| -> usize {
         if let Some(i) = index.get(&n) {
             return *i;
         }
+        // Past the graph's room for entities, the rest of each kind is one node.
+        let (n, label) = if n.column == 1 && entities >= MAX_ENTITY_NODES {
+            let more = Node {
+                column: 1,
+                kind: n.kind,
+                value: format!("more {}", n.kind),
+            };
+            if let Some(i) = index.get(&more) {
+                return *i;
+            }
+            (more, format!("more of kind {} (see the alerts)", n.kind))
+        } else {
+            if n.column == 1 {
+                entities += 1;
+            }
+            (n, label)
+        };
         nodes.push((n.clone(), label));
         index.insert(n, nodes.len() - 1);
         nodes.len() - 1
     };
     for a in alerts {
-        let count = counts[&a.title];
+        let group = group_of(a);
+        let count = counts[&group];
         let alert = node(
             Node {
                 column: 0,
                 kind: "alert",
-                value: a.title.clone(),
+                value: group.clone(),
             },
             if count > 1 {
-                format!("{} ×{count}", a.title)
+                format!("{group} ×{count}")
             } else {
-                a.title.clone()
+                group.clone()
             },
         );
         let mut named = Vec::new();

@@ -554,9 +554,28 @@ impl Store for SledStore {
             None => std::ops::Bound::Excluded(b"i;".to_vec()),
         };
         let range = (std::ops::Bound::Included(b"i:".to_vec()), end);
+        // Free text: an ASCII record that does not hold the text anywhere cannot match, and is
+        // skipped without decoding it (the search reads every incident when few match).
+        let needle = filter
+            .text
+            .as_deref()
+            .map(|t| t.trim().to_ascii_lowercase())
+            .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic() || b == b' '))
+            .filter(|t| !t.contains(['"', '\\']));
+        let finder = needle.as_deref().map(memchr::memmem::Finder::new);
+        let mut lowered = Vec::new();
         let mut out = Vec::new();
         for entry in self.tree.range::<Vec<u8>, _>(range).rev() {
             let (_, bytes) = entry.map_err(backend)?;
+            if let Some(finder) = &finder
+                && bytes.is_ascii()
+            {
+                lowered.clear();
+                lowered.extend(bytes.iter().map(u8::to_ascii_lowercase));
+                if finder.find(&lowered).is_none() {
+                    continue;
+                }
+            }
             let incident: Incident = decode(&bytes)?;
             if filter.admits(&incident) {
                 out.push(incident);
