@@ -46,6 +46,8 @@ pub struct AppState {
     pub chat: Vec<Arc<dyn ChatPlatform>>,
     /// The ticket systems' webhook routes.
     pub tickets: Router,
+    /// The web console's own state (live events, its OIDC client).
+    pub console: Arc<crate::console::Console>,
 }
 
 /// Errors starting the server.
@@ -165,6 +167,9 @@ impl Server {
         // Only now do runs move: the chat channels, the watchers (chat threads, tickets) and the
         // outbox deliverers above all exist, so a resumed run's first card or comment has
         // somewhere to go (tests/restart_order.rs).
+        // The console hears every incident event, for its live pages.
+        let console = Arc::new(crate::console::Console::new(&config));
+        engine.add_watcher(console.live.watcher());
         let resumed = engine
             .recover()
             .await
@@ -198,6 +203,7 @@ impl Server {
             outbox,
             chat: platforms,
             tickets,
+            console,
         });
         Ok(Server { state, listener })
     }
@@ -242,6 +248,8 @@ impl Server {
         ));
         shutdown.await;
         tracing::info!("shutting down: no new connections, finishing requests in flight");
+        // The console's live streams never finish on their own.
+        state.console.live.close();
         let deadline = tokio::time::Instant::now() + grace;
         let _ = stop_tx.send(());
         match tokio::time::timeout_at(deadline, serving).await {
@@ -644,6 +652,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .with_state(state.clone());
     own.merge(intake::router(state.intake.clone()))
+        .merge(crate::console::router(state.clone()))
         .merge(chat::routes(&state.chat))
         .merge(state.tickets.clone())
         .route_layer(middleware::from_fn_with_state(

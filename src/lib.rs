@@ -47,6 +47,8 @@
 //!   Teams, Discord) behind [`chat::ChatPlatform`], listed once in `chat/mod.rs`.
 //! - [`app`]: wiring (config → store → sources → router) and the server's life until shutdown.
 //! - [`api`]: the admin API; [`http`]: the JSON error answer every handler shares.
+//! - [`console`]: the web console at `/` (pages rendered on the server, sessions, OIDC sign-in,
+//!   live updates over server-sent events).
 //! - [`telemetry`]: logs (human or JSON) and Prometheus metrics.
 //! - [`email`]: mail over SMTP through the outbox (`email.send` steps, incident notifications,
 //!   the incident report attached).
@@ -67,6 +69,7 @@ pub mod audit;
 pub mod backtest;
 pub mod chat;
 pub mod config;
+pub mod console;
 pub mod email;
 pub mod engine;
 pub mod failure;

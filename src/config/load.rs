@@ -37,6 +37,7 @@ const TOP_KEYS: &[&str] = &[
     "yara",
     "streams",
     "intake",
+    "console",
 ];
 
 /// Reads and parses the config at `path`.

@@ -89,6 +89,60 @@ pub struct Config {
     /// Ways alerts come in besides HTTP: `jetstream` (docs/streams.md).
     #[serde(default)]
     pub intake: crate::streams::IntakeConfig,
+    /// The web console served at `/` on the same listener (docs/console.md).
+    #[serde(default)]
+    pub console: ConsoleConfig,
+}
+
+/// The web console: where it is reached, how long a sign-in lasts, and the OIDC client it signs in
+/// with (`oidc:` names the issuer).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Serve the console (default true). Off: `/` and the console's pages answer 404.
+    #[serde(default = "default_console_enabled")]
+    pub enabled: bool,
+    /// The URL people reach the console at (`https://cordon.example.com`). It makes the OIDC
+    /// redirect URI (`<public_url>/login/callback`), the origin every form must come from, and,
+    /// when `https`, the session cookie `Secure`. Unset: the request's own host over `http`, for
+    /// local use.
+    #[serde(default)]
+    pub public_url: Option<url::Url>,
+    /// A session ends after this long without a request (default `30m`).
+    #[serde(default = "default_console_idle")]
+    pub idle_timeout: HumanDuration,
+    /// A session ends this long after sign-in whatever its use (default `12h`).
+    #[serde(default = "default_console_absolute")]
+    pub absolute_timeout: HumanDuration,
+    /// The OIDC client id the console signs in with (the authorization code flow with PKCE, a
+    /// public client). Default: `oidc.client_id`, else `oidc.audience`. ID tokens must name it in
+    /// `aud`.
+    #[serde(default)]
+    pub client_id: Option<String>,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            enabled: true,
+            public_url: None,
+            idle_timeout: default_console_idle(),
+            absolute_timeout: default_console_absolute(),
+            client_id: None,
+        }
+    }
+}
+
+fn default_console_enabled() -> bool {
+    true
+}
+
+fn default_console_idle() -> HumanDuration {
+    HumanDuration::secs(30 * 60)
+}
+
+fn default_console_absolute() -> HumanDuration {
+    HumanDuration::secs(12 * 3600)
 }
 
 /// Where playbooks are and how they run.

@@ -45,6 +45,72 @@ pub struct IncidentQuery {
     pub limit: usize,
 }
 
+/// The console's incident list: every filter of [`IncidentQuery`] and more, newest first, one page
+/// at a time. A type of its own rather than more fields on [`IncidentQuery`], whose struct
+/// literals elsewhere would each need changing.
+#[derive(Debug, Clone, Default)]
+pub struct IncidentFilter {
+    pub status: Option<IncidentStatus>,
+    /// The least and greatest severity (0–10), inclusive.
+    pub severity_min: Option<u8>,
+    pub severity_max: Option<u8>,
+    /// One of the incident's sources, exactly.
+    pub source: Option<String>,
+    /// Part of the incident's entity key, any case.
+    pub entity: Option<String>,
+    /// Updated at or after / created at or before.
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    /// `values.assignee` (set by a playbook's `core.set` or a person), exactly.
+    pub assignee: Option<String>,
+    /// Free text ([`text_matches`]).
+    pub text: Option<String>,
+    /// The cursor: only incidents older than this id (ids sort by creation).
+    pub before: Option<String>,
+    pub limit: usize,
+}
+
+impl IncidentFilter {
+    /// Whether `incident` passes every filter but the cursor.
+    pub fn admits(&self, incident: &Incident) -> bool {
+        self.status.is_none_or(|s| s == incident.status)
+            && self.severity_min.is_none_or(|m| incident.severity >= m)
+            && self.severity_max.is_none_or(|m| incident.severity <= m)
+            && self
+                .source
+                .as_ref()
+                .is_none_or(|s| incident.sources.iter().any(|x| x == s))
+            && self.entity.as_ref().is_none_or(|e| {
+                incident
+                    .entity
+                    .as_deref()
+                    .is_some_and(|have| contains_folded(have, e))
+            })
+            && self.since.is_none_or(|t| incident.updated_at >= t)
+            && self.until.is_none_or(|t| incident.created_at <= t)
+            && self.assignee.as_ref().is_none_or(|a| {
+                incident.values.get("assignee").and_then(|v| v.as_str()) == Some(a.as_str())
+            })
+            && self.text.as_ref().is_none_or(|q| text_matches(incident, q))
+    }
+}
+
+/// The list's free-text search: a case-insensitive substring of the title or the entity. The one
+/// place text is matched, so a query language can take its place.
+pub fn text_matches(incident: &Incident, q: &str) -> bool {
+    let q = q.trim();
+    q.is_empty()
+        || contains_folded(&incident.title, q)
+        || incident
+            .entity
+            .as_deref()
+            .is_some_and(|e| contains_folded(e, q))
+}
+
+fn contains_folded(haystack: &str, needle: &str) -> bool {
+    haystack.to_lowercase().contains(&needle.to_lowercase())
+}
+
 /// Filters for listing runs (newest first).
 #[derive(Debug, Clone, Default)]
 pub struct RunQuery {
@@ -159,6 +225,8 @@ pub trait Store: Send + Sync + 'static {
     async fn alerts(&self, query: &AlertQuery) -> Result<Vec<Alert>, StoreError>;
     async fn incident(&self, id: &str) -> Result<Option<Incident>, StoreError>;
     async fn incidents(&self, query: &IncidentQuery) -> Result<Vec<Incident>, StoreError>;
+    /// One page of incidents the filter admits, newest first, older than its cursor.
+    async fn incident_page(&self, filter: &IncidentFilter) -> Result<Vec<Incident>, StoreError>;
     /// Creates a run unless its playbook's concurrency key is held by an active run, or its alert
     /// already started that playbook; then answers that run's id and creates nothing. Durable.
     /// The audit entries go in before the run, like [`Store::save_run`]'s (for a run that turns out

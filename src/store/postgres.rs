@@ -1496,6 +1496,53 @@ impl Store for PostgresStore {
         })
     }
 
+    /// Reads incidents newest first in batches (by status when filtered, through its index) and
+    /// keeps those the filter admits, so the one matching function serves both backends.
+    async fn incident_page(
+        &self,
+        filter: &super::IncidentFilter,
+    ) -> Result<Vec<Incident>, StoreError> {
+        const BATCH: i64 = 500;
+        let limit = if filter.limit == 0 {
+            usize::MAX
+        } else {
+            filter.limit
+        };
+        let status = filter.status.map(|s| s.to_string());
+        let mut before = filter.before.clone();
+        let mut out = Vec::new();
+        loop {
+            let batch: Vec<(String, Incident)> = transaction!(self, client, {
+                let statement = client
+                    .prepare_cached(
+                        "SELECT id, doc FROM incidents WHERE ($1::text IS NULL OR status = $1) \
+                         AND ($2::text IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
+                    )
+                    .await?;
+                let rows = client
+                    .query(&statement, &[&status, &before, &BATCH])
+                    .await?;
+                Ok(rows
+                    .iter()
+                    .map(|row| Ok((row.get::<_, String>(0), doc(row, 1)?)))
+                    .collect::<Result<Vec<_>, StoreError>>()?)
+            })?;
+            let done = (batch.len() as i64) < BATCH;
+            for (id, incident) in batch {
+                before = Some(id);
+                if filter.admits(&incident) {
+                    out.push(incident);
+                    if out.len() >= limit {
+                        return Ok(out);
+                    }
+                }
+            }
+            if done {
+                return Ok(out);
+            }
+        }
+    }
+
     async fn create_run(
         &self,
         run: &Run,

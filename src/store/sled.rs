@@ -44,7 +44,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::retention::{self as rules, KindStats, PruneBatch, PruneKind, PruneRequest, StoreStats};
 use super::sled_audit::AuditLog;
 use super::stall::{self, Operation, Pending};
-use super::{Accepted, AlertQuery, IncidentQuery, Record, RunQuery, Store, StoreError};
+use super::{
+    Accepted, AlertQuery, IncidentFilter, IncidentQuery, Record, RunQuery, Store, StoreError,
+};
 use crate::alert::{Alert, Incident};
 use crate::config::{GroupingConfig, StoreConfig};
 use crate::model::audit::{AuditEntry, NewEntry, VerifyReport};
@@ -584,6 +586,50 @@ impl Store for SledStore {
             let (_, bytes) = entry.map_err(backend)?;
             let incident: Incident = decode(&bytes)?;
             if query.status.is_none_or(|s| s == incident.status) {
+                out.push(incident);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn incident_page(&self, filter: &IncidentFilter) -> Result<Vec<Incident>, StoreError> {
+        let limit = if filter.limit == 0 {
+            usize::MAX
+        } else {
+            filter.limit
+        };
+        let end = match &filter.before {
+            Some(id) => std::ops::Bound::Excluded(format!("i:{id}").into_bytes()),
+            None => std::ops::Bound::Excluded(b"i;".to_vec()),
+        };
+        let range = (std::ops::Bound::Included(b"i:".to_vec()), end);
+        // Free text: an ASCII record that does not hold the text anywhere cannot match, and is
+        // skipped without decoding it (the search reads every incident when few match).
+        let needle = filter
+            .text
+            .as_deref()
+            .map(|t| t.trim().to_ascii_lowercase())
+            .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic() || b == b' '))
+            .filter(|t| !t.contains(['"', '\\']));
+        let finder = needle.as_deref().map(memchr::memmem::Finder::new);
+        let mut lowered = Vec::new();
+        let mut out = Vec::new();
+        for entry in self.tree.range::<Vec<u8>, _>(range).rev() {
+            let (_, bytes) = entry.map_err(backend)?;
+            if let Some(finder) = &finder
+                && bytes.is_ascii()
+            {
+                lowered.clear();
+                lowered.extend(bytes.iter().map(u8::to_ascii_lowercase));
+                if finder.find(&lowered).is_none() {
+                    continue;
+                }
+            }
+            let incident: Incident = decode(&bytes)?;
+            if filter.admits(&incident) {
                 out.push(incident);
                 if out.len() >= limit {
                     break;
