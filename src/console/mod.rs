@@ -572,6 +572,20 @@ pub fn list_filter(q: &HashMap<String, String>) -> (ListParams, IncidentFilter, 
     let until = time(&params.until);
     let severity_min = severity(&params.severity_min, &mut problems);
     let severity_max = severity(&params.severity_max, &mut problems);
+    // The search box: plain words find incidents by title or entity (any part, any case); a query
+    // with fields is the search language of `cordon search` (docs/search.md), on incidents.
+    let (text, query) = match some(&params.q) {
+        None => (None, None),
+        Some(q) => match crate::search::query::parse(&q, Utc::now()) {
+            Ok(expr) if expr.has_fields() => (None, Some(expr)),
+            Ok(_) => (Some(q), None),
+            Err(e) if q.contains(':') => {
+                problems.push(format!("search: column {}: {}", e.column, e.message));
+                (None, None)
+            }
+            Err(_) => (Some(q), None),
+        },
+    };
     let filter = IncidentFilter {
         status,
         severity_min,
@@ -581,7 +595,8 @@ pub fn list_filter(q: &HashMap<String, String>) -> (ListParams, IncidentFilter, 
         since,
         until,
         assignee: some(&params.assignee),
-        text: some(&params.q),
+        text,
+        query,
         before: some(&params.cursor),
         limit: PAGE + 1,
     };

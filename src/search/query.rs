@@ -40,6 +40,45 @@ pub enum Expr {
     Not(Box<Expr>),
 }
 
+impl Expr {
+    /// Whether one document matches, evaluated in memory: what the index and PostgreSQL answer
+    /// for it, for lists that filter records they already read (the console's incident list).
+    pub fn matches(&self, doc: &super::Doc) -> bool {
+        match self {
+            Expr::All => true,
+            Expr::Term { term, prefix: true } => doc.terms.iter().any(|t| t.starts_with(term)),
+            Expr::Term { term, .. } => doc.terms.iter().any(|t| t == term),
+            Expr::Words(words) => words.iter().all(|w| doc.words.contains(w)),
+            Expr::Cmp { field, op, value } => {
+                let have = match field {
+                    Numeric::Severity => doc.severity,
+                    Numeric::Time => doc.time,
+                };
+                match op {
+                    Op::Eq => have == *value,
+                    Op::Ge => have >= *value,
+                    Op::Gt => have > *value,
+                    Op::Le => have <= *value,
+                    Op::Lt => have < *value,
+                }
+            }
+            Expr::And(all) => all.iter().all(|e| e.matches(doc)),
+            Expr::Or(any) => any.iter().any(|e| e.matches(doc)),
+            Expr::Not(e) => !e.matches(doc),
+        }
+    }
+
+    /// Whether the query names a field (`field:value`, a range): more than free words.
+    pub fn has_fields(&self) -> bool {
+        match self {
+            Expr::All | Expr::Words(_) => false,
+            Expr::Term { .. } | Expr::Cmp { .. } => true,
+            Expr::And(all) | Expr::Or(all) => all.iter().any(Expr::has_fields),
+            Expr::Not(e) => e.has_fields(),
+        }
+    }
+}
+
 /// The numeric fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Numeric {

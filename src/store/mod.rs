@@ -65,6 +65,9 @@ pub struct IncidentFilter {
     pub assignee: Option<String>,
     /// Free text ([`text_matches`]).
     pub text: Option<String>,
+    /// A search query with fields (docs/search.md), evaluated on each incident as the search
+    /// index would: `status:open severity:>=7 source:aws.guardduty`.
+    pub query: Option<crate::search::Expr>,
     /// The cursor: only incidents older than this id (ids sort by creation).
     pub before: Option<String>,
     pub limit: usize,
@@ -92,6 +95,10 @@ impl IncidentFilter {
                 incident.values.get("assignee").and_then(|v| v.as_str()) == Some(a.as_str())
             })
             && self.text.as_ref().is_none_or(|q| text_matches(incident, q))
+            && self
+                .query
+                .as_ref()
+                .is_none_or(|e| e.matches(&crate::search::Doc::from_incident(incident)))
     }
 }
 
