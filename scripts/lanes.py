@@ -27,7 +27,7 @@ import time
 
 # Measured on the 2-core machines (scripts/test, 2026-12-06: faults 454 s, burst 421 s, fuzz 388 s,
 # storm 181 s, attacks 109 s, ...): the jobs that take longest, longest first.
-SLOW = ["faults", "burst", "fuzz", "storm", "attacks", "discord", "chat", "restart_order",
+SLOW = ["faults", "search", "burst", "fuzz", "storm", "attacks", "console", "discord", "chat", "restart_order",
         "kubernetes", "gcp", "aws", "slack", "lib", "memory", "teams", "tickets"]
 
 
