@@ -322,11 +322,22 @@ async fn an_edited_when_shows_exactly_the_incidents_gained_and_lost_and_writes_n
     let out = std::process::Command::new(BIN)
         .arg("--config")
         .arg(&config)
-        .args(["backtest", "--since", "30d", "--json", "--query", "severity:>=7"])
+        .args([
+            "backtest",
+            "--since",
+            "30d",
+            "--json",
+            "--query",
+            "severity:>=7",
+        ])
         .arg(&edited)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let narrowed: Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
     assert_eq!(narrowed["alerts"].as_u64().unwrap() as usize, severe);
     // A query that does not parse is refused with its column, and nothing runs.

@@ -836,7 +836,9 @@ async fn the_list_filters_pages_by_cursor_and_searches_title_and_entity() {
     // A query with fields is the search language of `cordon search`.
     let (_, _, found) = alice.get("/incidents?q=severity%3A%3E%3D9").await;
     assert_eq!(rows(&found), 11, "severity:>=9 as severity_min=9");
-    let (_, _, found) = alice.get("/incidents?q=severity%3A%3E%3D9%20beacon%2050").await;
+    let (_, _, found) = alice
+        .get("/incidents?q=severity%3A%3E%3D9%20beacon%2050")
+        .await;
     assert_eq!(rows(&found), 1, "fields and words together");
     let (status, _, bad) = alice.get("/incidents?q=colour%3Ared").await;
     assert_eq!(status, 200);

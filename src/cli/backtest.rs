@@ -110,7 +110,9 @@ impl History for Remote<'_> {
             loop {
                 let page = self.0.search(&search).await.map_err(|e| e.to_string())?;
                 for hit in page["hits"].as_array().into_iter().flatten() {
-                    let Some(id) = hit["id"].as_str() else { continue };
+                    let Some(id) = hit["id"].as_str() else {
+                        continue;
+                    };
                     if let Some(alert) = self.0.alert(id).await.map_err(|e| e.to_string())? {
                         alerts.push(alert);
                     }

@@ -7,8 +7,8 @@ mod commands;
 mod people;
 mod print;
 mod reader;
-mod store;
 mod search;
+mod store;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
