@@ -268,6 +268,14 @@ impl Pruner {
         if every.is_zero() {
             return None;
         }
+        // Between passes the task holds the store only weakly: a server that stops lets its store
+        // go (and the embedded store its lock) without waiting up to a period for this task.
+        let Pruner {
+            store,
+            config,
+            clock,
+        } = self;
+        let store = Arc::downgrade(&store);
         Some(tokio::spawn(async move {
             let mut ticks = tokio::time::interval(every);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -275,14 +283,22 @@ impl Pruner {
             ticks.tick().await;
             loop {
                 ticks.tick().await;
+                let Some(store) = store.upgrade() else {
+                    return;
+                };
+                let pruner = Pruner {
+                    store,
+                    config: config.clone(),
+                    clock: clock.clone(),
+                };
                 // On a shared store one replica prunes at a time.
-                match self.store.lease("retention").await {
+                match pruner.store.lease("retention").await {
                     Ok(true) => {}
                     Ok(false) => continue,
                     Err(StoreError::Closed) => return,
                     Err(_) => continue,
                 }
-                match self.run_once().await {
+                match pruner.run_once().await {
                     Ok(report) => {
                         let pruned: u64 = report.kinds.iter().map(|k| k.pruned).sum();
                         tracing::info!(pruned, "retention pass done");
