@@ -50,8 +50,8 @@ pub struct Selection {
 }
 
 impl Selection {
-    /// The search that finds the selected alerts: the query, limited to alerts (and the source),
-    /// from `since` on. `None` without a query.
+    /// The search that finds the selected alerts: the query, limited to alerts (and the source);
+    /// `since` is applied to what it finds. `None` without a query.
     pub fn search(&self) -> Option<crate::search::Search> {
         let query = self.query.as_deref()?;
         let mut q = String::from("type:alert");
@@ -64,7 +64,9 @@ impl Selection {
         }
         Some(crate::search::Search {
             q,
-            since: Some(self.since.to_rfc3339()),
+            // The window is on when alerts were received (as without a query), which the search's
+            // time (when observed) is not: applied to the alerts read back.
+            since: None,
             until: None,
             limit: Some(crate::search::MAX_LIMIT),
             cursor: None,
@@ -96,6 +98,7 @@ pub async fn select_alerts(store: &dyn Store, selection: &Selection) -> Result<V
                 None => break,
             }
         }
+        alerts.retain(|a| a.received_at >= selection.since);
         oldest_first(&mut alerts);
         return Ok(alerts);
     }

@@ -122,6 +122,7 @@ impl History for Remote<'_> {
                     None => break,
                 }
             }
+            alerts.retain(|a| a.received_at >= selection.since);
             cordon::backtest::oldest_first(&mut alerts);
             return Ok(alerts);
         }
