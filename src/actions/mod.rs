@@ -119,6 +119,24 @@ pub struct ActionSpec {
     pub plans: bool,
 }
 
+impl ActionSpec {
+    /// An action no catalog describes, taken as an idempotent side effect: how offline runs
+    /// (`cordon test`, `cordon backtest`) treat a name they cannot look up.
+    pub fn unknown_side_effect(name: &str) -> ActionSpec {
+        ActionSpec {
+            name: name.to_owned(),
+            description: String::new(),
+            inputs: BTreeMap::new(),
+            side_effect: true,
+            idempotent: true,
+            kind: None,
+            undo: None,
+            outputs: None,
+            plans: false,
+        }
+    }
+}
+
 /// The actions a playbook may name, for validation. The engine's registry implements it.
 pub trait Catalog: Send + Sync {
     fn action(&self, name: &str) -> Option<&ActionSpec>;

@@ -402,17 +402,7 @@ impl ActionRunner for Offline {
         self.catalog.0.get(name).cloned().or_else(|| {
             // An action no loaded integration describes is taken as a side effect: the backtest
             // shows it as asked for rather than calling anything.
-            Some(ActionSpec {
-                name: name.to_owned(),
-                description: String::new(),
-                inputs: BTreeMap::new(),
-                side_effect: true,
-                idempotent: true,
-                kind: None,
-                undo: None,
-                outputs: None,
-                plans: false,
-            })
+            Some(ActionSpec::unknown_side_effect(name))
         })
     }
 

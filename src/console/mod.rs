@@ -243,6 +243,19 @@ async fn require(
     ))
 }
 
+/// [`posted`], by a visitor whose credential carries `role` for `what` ([`require`]).
+async fn posted_as(
+    app: &Arc<AppState>,
+    headers: &HeaderMap,
+    body: &[u8],
+    role: Role,
+    what: &str,
+) -> Result<(Visitor, HashMap<String, String>), Response> {
+    let (visitor, form) = posted(app, headers, body).await?;
+    require(app, &visitor, role, what).await?;
+    Ok((visitor, form))
+}
+
 /// A POST from a signed-in browser of this console: its session, its origin and its CSRF token
 /// checked before anything else; its form fields.
 async fn posted(
@@ -990,13 +1003,11 @@ async fn decide(
     Path((id, step)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Response {
-    let (visitor, form) = match posted(&app, &headers, &body).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    if let Err(r) = require(&app, &visitor, Role::Approver, "deciding approvals").await {
-        return r;
-    }
+    let (visitor, form) =
+        match posted_as(&app, &headers, &body, Role::Approver, "deciding approvals").await {
+            Ok(v) => v,
+            Err(r) => return r,
+        };
     let approve = match form.get("decision").map(String::as_str) {
         Some("approve") => true,
         Some("deny") => false,
@@ -1033,13 +1044,11 @@ async fn undo(
     Path((id, step)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Response {
-    let (visitor, form) = match posted(&app, &headers, &body).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    if let Err(r) = require(&app, &visitor, Role::Responder, "undoing steps").await {
-        return r;
-    }
+    let (visitor, form) =
+        match posted_as(&app, &headers, &body, Role::Responder, "undoing steps").await {
+            Ok(v) => v,
+            Err(r) => return r,
+        };
     match app.engine.undo(&id, &step, &visitor.actor).await {
         Ok((undo_run, _, _)) => {
             let back = back_to(&app, &form, Some(&undo_run), "undo").await;
@@ -1055,13 +1064,11 @@ async fn cancel(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    let (visitor, form) = match posted(&app, &headers, &body).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    if let Err(r) = require(&app, &visitor, Role::Responder, "cancelling runs").await {
-        return r;
-    }
+    let (visitor, form) =
+        match posted_as(&app, &headers, &body, Role::Responder, "cancelling runs").await {
+            Ok(v) => v,
+            Err(r) => return r,
+        };
     match app.engine.cancel(&id, &visitor.actor).await {
         Ok(_) => {
             let back = back_to(&app, &form, Some(&id), "cancelled").await;
@@ -1076,13 +1083,11 @@ async fn trigger(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let (visitor, form) = match posted(&app, &headers, &body).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    if let Err(r) = require(&app, &visitor, Role::Responder, "starting playbooks").await {
-        return r;
-    }
+    let (visitor, form) =
+        match posted_as(&app, &headers, &body, Role::Responder, "starting playbooks").await {
+            Ok(v) => v,
+            Err(r) => return r,
+        };
     let Some(playbook) = form.get("playbook").filter(|p| !p.is_empty()) else {
         return problem(
             StatusCode::BAD_REQUEST,

@@ -76,17 +76,7 @@ impl ActionRunner for TestActions {
             .or_else(|| {
                 // Actions from integrations are described by their manifests; in tests an unknown name
                 // is treated as an idempotent side effect so canned results can stand in for it.
-                Some(ActionSpec {
-                    name: name.to_owned(),
-                    description: String::new(),
-                    inputs: BTreeMap::new(),
-                    side_effect: true,
-                    idempotent: true,
-                    kind: None,
-                    undo: None,
-                    outputs: None,
-                    plans: false,
-                })
+                Some(ActionSpec::unknown_side_effect(name))
             })
     }
 
